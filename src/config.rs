@@ -1,1 +1,489 @@
-//! (placeholder)
+//! Broker configuration: a Java-style properties file with Kafka's key names, plus our own keys
+//! (`cores`, `cache.bytes`, ...), then `--override KEY=VALUE` and the CLI shortcuts on top.
+//!
+//! Invariant: a [`BrokerConfig`] that exists is valid. Unknown keys and invalid values are refused
+//! when the configuration is built, with a message naming the key, so a typo never starts a broker
+//! with a silently different setting. Read once at start; every shard gets an `Arc` of it.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}: expected `key=value`, found {text:?}")]
+    Syntax { path: PathBuf, line: usize, text: String },
+    #[error("unknown configuration key `{0}`")]
+    UnknownKey(String),
+    #[error("invalid value {value:?} for `{key}`: {why}")]
+    InvalidValue { key: String, value: String, why: String },
+    #[error("override {0:?} is not of the form KEY=VALUE")]
+    BadOverride(String),
+}
+
+/// Which cores the shards run on: shard `i` is pinned to `cpus[i]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoreSet {
+    pub cpus: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Address every shard binds (SO_REUSEPORT) and the address advertised in Metadata.
+    pub listen: SocketAddr,
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub data_dir: PathBuf,
+    pub node_id: i32,
+    pub cores: CoreSet,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub auto_create_topics_enable: bool,
+    pub delete_topic_enable: bool,
+    pub log_segment_bytes: u64,
+    pub log_roll_ms: i64,
+    pub log_index_interval_bytes: u32,
+    pub log_preallocate_bytes: u64,
+    pub log_message_timestamp_log_append: bool,
+    pub message_max_bytes: usize,
+    pub socket_request_max_bytes: usize,
+    /// Bytes of recent batches each shard keeps in memory for tailing consumers.
+    pub cache_bytes_per_shard: usize,
+    /// Requests one connection may have in flight (read but not yet answered).
+    pub connection_inflight_max: usize,
+    /// Capacity of each inter-shard mailbox channel (messages).
+    pub mailbox_capacity: usize,
+    /// acks=1 waits for fdatasync too (a single node has no replica to cover a crash).
+    pub acks1_durable: bool,
+}
+
+/// Every key we accept, with its default. Kafka names first, then Odradek's own.
+const KEYS: &[(&str, &str)] = &[
+    ("listeners", "PLAINTEXT://127.0.0.1:9092"),
+    ("advertised.listeners", ""),
+    ("log.dirs", "./odradek-data"),
+    ("log.dir", ""),
+    ("node.id", "1"),
+    ("broker.id", ""),
+    ("num.partitions", "1"),
+    ("default.replication.factor", "1"),
+    ("auto.create.topics.enable", "true"),
+    ("delete.topic.enable", "true"),
+    ("log.segment.bytes", "1073741824"),
+    ("log.roll.ms", ""),
+    ("log.roll.hours", "168"),
+    ("log.index.interval.bytes", "4096"),
+    ("log.message.timestamp.type", "CreateTime"),
+    ("message.max.bytes", "1048588"),
+    ("socket.request.max.bytes", "104857600"),
+    ("cores", ""),
+    ("cache.bytes", "134217728"),
+    ("log.preallocate.bytes", "16777216"),
+    ("connection.inflight.max", "16"),
+    ("mailbox.capacity", "1024"),
+    ("acks1.durable", "true"),
+];
+
+impl BrokerConfig {
+    /// Builds the configuration: defaults, then the file (if any), then overrides in order.
+    pub fn load(file: Option<&Path>, overrides: &[(String, String)]) -> Result<Self, ConfigError> {
+        let mut props = BTreeMap::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            for (k, v) in parse_properties(path, &text)? {
+                props.insert(k, v);
+            }
+        }
+        for (k, v) in overrides {
+            props.insert(k.clone(), v.clone());
+        }
+        Self::from_properties(&props)
+    }
+
+    pub fn from_properties(props: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        for key in props.keys() {
+            if !KEYS.iter().any(|(k, _)| k == key) {
+                return Err(ConfigError::UnknownKey(key.clone()));
+            }
+        }
+        let get = |key: &str| -> String {
+            props.get(key).cloned().unwrap_or_else(|| {
+                KEYS.iter().find(|(k, _)| *k == key).map(|(_, d)| d.to_string()).unwrap_or_default()
+            })
+        };
+
+        let listen_text = get("listeners");
+        let listen = parse_listener("listeners", &listen_text)?;
+        let advertised = get("advertised.listeners");
+        let (advertised_host, advertised_port) = if advertised.is_empty() {
+            let host = listener_host(&listen_text);
+            let host = if host.is_empty() || host == "0.0.0.0" || host == "::" {
+                "127.0.0.1".to_string()
+            } else {
+                host
+            };
+            (host, listen.port())
+        } else {
+            let addr = strip_scheme(&advertised);
+            let (host, port) = addr.rsplit_once(':').ok_or_else(|| invalid(
+                "advertised.listeners",
+                &advertised,
+                "expected [PLAINTEXT://]host:port",
+            ))?;
+            let port = port
+                .parse()
+                .map_err(|_| invalid("advertised.listeners", &advertised, "bad port"))?;
+            (host.trim_matches(|c| c == '[' || c == ']').to_string(), port)
+        };
+
+        let dir_key = if props.contains_key("log.dir") && !props.contains_key("log.dirs") {
+            "log.dir"
+        } else {
+            "log.dirs"
+        };
+        let dirs = get(dir_key);
+        if dirs.trim().is_empty() {
+            return Err(invalid(dir_key, &dirs, "must name a directory"));
+        }
+        if dirs.contains(',') {
+            return Err(invalid(dir_key, &dirs, "one data directory is supported"));
+        }
+        let data_dir = PathBuf::from(dirs.trim());
+
+        let node_key = if props.contains_key("broker.id") && !props.contains_key("node.id") {
+            "broker.id"
+        } else {
+            "node.id"
+        };
+        let node_id: i32 = parse_num(node_key, &get(node_key), 0, i32::MAX as i64)? as i32;
+
+        let cores = parse_cores(&get("cores"))?;
+        let roll_ms = match props.get("log.roll.ms") {
+            Some(v) if !v.is_empty() => parse_num("log.roll.ms", v, 1, i64::MAX)?,
+            _ => parse_num("log.roll.hours", &get("log.roll.hours"), 1, i64::MAX / 3_600_000)?
+                * 3_600_000,
+        };
+        let ts_type = get("log.message.timestamp.type");
+        let log_append = match ts_type.as_str() {
+            "CreateTime" => false,
+            "LogAppendTime" => true,
+            _ => {
+                return Err(invalid(
+                    "log.message.timestamp.type",
+                    &ts_type,
+                    "expected CreateTime or LogAppendTime",
+                ))
+            }
+        };
+        let rf = parse_num("default.replication.factor", &get("default.replication.factor"), 1, 1)?;
+
+        Ok(BrokerConfig {
+            listen,
+            advertised_host,
+            advertised_port,
+            data_dir,
+            node_id,
+            cores,
+            num_partitions: parse_num("num.partitions", &get("num.partitions"), 1, 1_000_000)?
+                as i32,
+            default_replication_factor: rf as i16,
+            auto_create_topics_enable: parse_bool(
+                "auto.create.topics.enable",
+                &get("auto.create.topics.enable"),
+            )?,
+            delete_topic_enable: parse_bool("delete.topic.enable", &get("delete.topic.enable"))?,
+            log_segment_bytes: parse_num(
+                "log.segment.bytes",
+                &get("log.segment.bytes"),
+                14,
+                i32::MAX as i64,
+            )? as u64,
+            log_roll_ms: roll_ms,
+            log_index_interval_bytes: parse_num(
+                "log.index.interval.bytes",
+                &get("log.index.interval.bytes"),
+                0,
+                i32::MAX as i64,
+            )? as u32,
+            log_preallocate_bytes: parse_num(
+                "log.preallocate.bytes",
+                &get("log.preallocate.bytes"),
+                0,
+                1 << 40,
+            )? as u64,
+            log_message_timestamp_log_append: log_append,
+            message_max_bytes: parse_num(
+                "message.max.bytes",
+                &get("message.max.bytes"),
+                0,
+                i32::MAX as i64,
+            )? as usize,
+            socket_request_max_bytes: parse_num(
+                "socket.request.max.bytes",
+                &get("socket.request.max.bytes"),
+                1024,
+                i32::MAX as i64,
+            )? as usize,
+            cache_bytes_per_shard: parse_num("cache.bytes", &get("cache.bytes"), 0, 1 << 40)?
+                as usize,
+            connection_inflight_max: parse_num(
+                "connection.inflight.max",
+                &get("connection.inflight.max"),
+                1,
+                1024,
+            )? as usize,
+            mailbox_capacity: parse_num("mailbox.capacity", &get("mailbox.capacity"), 1, 1 << 20)?
+                as usize,
+            acks1_durable: parse_bool("acks1.durable", &get("acks1.durable"))?,
+        })
+    }
+}
+
+/// Parses a Java properties file: `key=value`, `key: value` or `key value`; `#`/`!` comments;
+/// a trailing backslash continues the line.
+pub fn parse_properties(path: &Path, text: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::new();
+    let mut pending = String::new();
+    let mut start_line = 0;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim_start();
+        if pending.is_empty() {
+            start_line = i + 1;
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+        }
+        if let Some(stripped) = line.strip_suffix('\\') {
+            pending.push_str(stripped);
+            continue;
+        }
+        pending.push_str(line);
+        let logical = std::mem::take(&mut pending);
+        let split = logical.find(['=', ':']).or_else(|| logical.find(char::is_whitespace));
+        let Some(pos) = split else {
+            return Err(ConfigError::Syntax {
+                path: path.to_path_buf(),
+                line: start_line,
+                text: logical,
+            });
+        };
+        let key = logical[..pos].trim().to_string();
+        let value = logical[pos + 1..].trim().to_string();
+        if key.is_empty() {
+            return Err(ConfigError::Syntax {
+                path: path.to_path_buf(),
+                line: start_line,
+                text: logical,
+            });
+        }
+        out.push((key, value));
+    }
+    Ok(out)
+}
+
+/// Splits `KEY=VALUE` from the command line.
+pub fn parse_override(text: &str) -> Result<(String, String), ConfigError> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(ConfigError::BadOverride(text.to_string())),
+    }
+}
+
+fn invalid(key: &str, value: &str, why: &str) -> ConfigError {
+    ConfigError::InvalidValue { key: key.into(), value: value.into(), why: why.into() }
+}
+
+fn parse_num(key: &str, value: &str, min: i64, max: i64) -> Result<i64, ConfigError> {
+    let n: i64 = value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(key, value, "expected an integer"))?;
+    if n < min || n > max {
+        return Err(invalid(key, value, &format!("must be between {min} and {max}")));
+    }
+    Ok(n)
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(key, value, "expected true or false")),
+    }
+}
+
+fn strip_scheme(text: &str) -> &str {
+    let first = text.split(',').next().unwrap_or("").trim();
+    first.split_once("://").map(|(_, rest)| rest).unwrap_or(first)
+}
+
+fn listener_host(text: &str) -> String {
+    let addr = strip_scheme(text);
+    addr.rsplit_once(':')
+        .map(|(h, _)| h.trim_matches(|c| c == '[' || c == ']').to_string())
+        .unwrap_or_default()
+}
+
+fn parse_listener(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    if text.split(',').count() > 1 {
+        return Err(invalid(key, text, "one listener is supported"));
+    }
+    let addr = strip_scheme(text);
+    let addr = match addr.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => addr.to_string(),
+    };
+    addr.to_socket_addrs()
+        .ok()
+        .and_then(|mut it| it.next())
+        .ok_or_else(|| invalid(key, text, "expected [PLAINTEXT://]host:port"))
+}
+
+/// `cores`: empty = every CPU this process may run on; `N` = the first N of those;
+/// `0,2,4-6` = exactly those CPUs.
+pub fn parse_cores(text: &str) -> Result<CoreSet, ConfigError> {
+    let allowed = allowed_cpus();
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(CoreSet { cpus: allowed });
+    }
+    if !text.contains([',', '-']) {
+        let n = parse_num("cores", text, 1, 4096)? as usize;
+        if n > allowed.len() {
+            return Err(invalid(
+                "cores",
+                text,
+                &format!("only {} CPUs are available to this process", allowed.len()),
+            ));
+        }
+        return Ok(CoreSet { cpus: allowed[..n].to_vec() });
+    }
+    let mut cpus = Vec::new();
+    for part in text.split(',') {
+        let part = part.trim();
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let lo = parse_num("cores", lo, 0, 4095)? as usize;
+        let hi = parse_num("cores", hi, 0, 4095)? as usize;
+        if lo > hi {
+            return Err(invalid("cores", text, "range start is after its end"));
+        }
+        for cpu in lo..=hi {
+            if !allowed.contains(&cpu) {
+                return Err(invalid("cores", text, &format!("CPU {cpu} is not available")));
+            }
+            if cpus.contains(&cpu) {
+                return Err(invalid("cores", text, &format!("CPU {cpu} is listed twice")));
+            }
+            cpus.push(cpu);
+        }
+    }
+    Ok(CoreSet { cpus })
+}
+
+/// The CPUs in this process's affinity mask (respects taskset/cgroups).
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most size_of::<cpu_set_t>().
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+            let cpus: Vec<usize> =
+                (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect();
+            if !cpus.is_empty() {
+                return cpus;
+            }
+        }
+    }
+    (0..std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_kafkas() {
+        let c = BrokerConfig::from_properties(&BTreeMap::new()).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9092".parse().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("./odradek-data"));
+        assert_eq!(c.num_partitions, 1);
+        assert!(c.auto_create_topics_enable);
+        assert_eq!(c.message_max_bytes, 1048588);
+        assert_eq!(c.socket_request_max_bytes, 104857600);
+        assert_eq!(c.log_segment_bytes, 1 << 30);
+        assert_eq!(c.log_roll_ms, 168 * 3_600_000);
+        assert!(!c.cores.cpus.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = BrokerConfig::from_properties(&props(&[("num.partition", "3")])).unwrap_err();
+        assert!(err.to_string().contains("num.partition"), "{err}");
+    }
+
+    #[test]
+    fn invalid_value_is_named() {
+        for (k, v) in [
+            ("num.partitions", "zero"),
+            ("num.partitions", "0"),
+            ("auto.create.topics.enable", "yes"),
+            ("listeners", "PLAINTEXT://nohost"),
+            ("log.message.timestamp.type", "Whenever"),
+            ("cores", "0-99999"),
+        ] {
+            let err = BrokerConfig::from_properties(&props(&[(k, v)])).unwrap_err();
+            assert!(err.to_string().contains(k), "{k}={v}: {err}");
+        }
+    }
+
+    #[test]
+    fn properties_file_syntax() {
+        let text = "# comment\n! also\nnum.partitions = 6\nlog.dirs: /tmp/x\nlisteners PLAINTEXT://0.0.0.0:19092\nlog.segment.bytes=10\\\n24\n";
+        let kv = parse_properties(Path::new("f"), text).unwrap();
+        assert_eq!(
+            kv,
+            vec![
+                ("num.partitions".into(), "6".into()),
+                ("log.dirs".into(), "/tmp/x".into()),
+                ("listeners".into(), "PLAINTEXT://0.0.0.0:19092".into()),
+                ("log.segment.bytes".into(), "1024".into()),
+            ]
+        );
+        let c = BrokerConfig::from_properties(&kv.into_iter().collect()).unwrap();
+        assert_eq!(c.listen.port(), 19092);
+        assert_eq!(c.advertised_host, "127.0.0.1");
+        assert_eq!(c.num_partitions, 6);
+    }
+
+    #[test]
+    fn overrides_win_over_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.properties");
+        std::fs::write(&path, "num.partitions=3\n").unwrap();
+        let c = BrokerConfig::load(Some(&path), &[parse_override("num.partitions=7").unwrap()])
+            .unwrap();
+        assert_eq!(c.num_partitions, 7);
+        assert!(parse_override("novalue").is_err());
+    }
+
+    #[test]
+    fn cores_forms() {
+        let all = allowed_cpus();
+        assert_eq!(parse_cores("1").unwrap().cpus, vec![all[0]]);
+        assert_eq!(parse_cores(&format!("{}-{}", all[0], all[0])).unwrap().cpus, vec![all[0]]);
+        assert!(parse_cores("0").is_err(), "a single number is a count and must be >= 1");
+        assert!(parse_cores("0,0").is_err());
+        assert!(parse_cores("3-1").is_err());
+    }
+}

@@ -1,1 +1,107 @@
-fn main() {}
+//! The `odradek` binary: `odradek serve` runs the broker. (Admin and client subcommands come
+//! with the command-line issue.)
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use odradek::config::{parse_override, BrokerConfig};
+
+#[derive(Parser)]
+#[command(name = "odradek", version, about = "A Kafka-compatible streaming broker, thread-per-core on io_uring")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Properties file with Kafka's key names (listeners, log.dirs, num.partitions, ...).
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Set KEY=VALUE, over the file (repeatable).
+    #[arg(long = "override", short = 'o', value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Address to listen on (the `listeners` key), e.g. 127.0.0.1:9092.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Data directory (the `log.dirs` key).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Cores to run shards on: a count (`2`) or a CPU list (`0,2-3`) (the `cores` key).
+    #[arg(long)]
+    cores: Option<String>,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(|buf, record| {
+            let thread = std::thread::current();
+            writeln!(
+                buf,
+                "{} {:5} [{}] {}",
+                buf.timestamp_millis(),
+                record.level(),
+                thread.name().unwrap_or("main"),
+                record.args()
+            )
+        })
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let mut overrides = Vec::new();
+    for text in &args.overrides {
+        match parse_override(text) {
+            Ok(kv) => overrides.push(kv),
+            Err(e) => {
+                eprintln!("odradek: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Some(listen) = args.listen {
+        overrides.push(("listeners".into(), listen));
+    }
+    if let Some(dir) = args.data_dir {
+        overrides.push(("log.dirs".into(), dir.display().to_string()));
+    }
+    if let Some(cores) = args.cores {
+        overrides.push(("cores".into(), cores));
+    }
+    let config = match BrokerConfig::load(args.config.as_deref(), &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("odradek: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    log::info!(
+        "starting odradek {} on {} core(s) {:?}",
+        env!("CARGO_PKG_VERSION"),
+        config.cores.cpus.len(),
+        config.cores.cpus
+    );
+    match odradek::shard::run_broker(config) {
+        Ok(()) => {
+            log::info!("stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!("odradek: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,1 +1,231 @@
-//! (placeholder)
+//! Cluster metadata: topics, their partitions and the shard table (partition -> shard).
+//!
+//! One writer: the controller on shard 0 ([`controller`]) builds each new [`MetadataImage`],
+//! persists it (rkyv, checksummed, write-new-then-rename) and hands an `Arc` of the new immutable
+//! image to every shard. Shards only ever read their current image; a newer `version` replaces it.
+//! Invariant: every partition of every topic names a shard `< nr_shards` of the broker that wrote
+//! it; a restart with fewer shards re-places the orphans (see [`MetadataImage::fit_to_shards`]).
+
+pub mod controller;
+
+use std::collections::BTreeMap;
+
+pub type TopicId = [u8; 16];
+
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct PartitionMeta {
+    /// The shard that owns this partition's log, end to end.
+    pub shard: u32,
+    pub leader_epoch: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct TopicMeta {
+    pub name: String,
+    pub id: TopicId,
+    pub partitions: Vec<PartitionMeta>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct MetadataImage {
+    pub version: u64,
+    pub cluster_id: String,
+    /// The next producer id InitProducerId hands out; persisted so ids are never reused.
+    pub next_producer_id: i64,
+    pub topics: BTreeMap<String, TopicMeta>,
+}
+
+impl MetadataImage {
+    pub fn topic(&self, name: &str) -> Option<&TopicMeta> {
+        self.topics.get(name)
+    }
+
+    pub fn topic_by_id(&self, id: &TopicId) -> Option<&TopicMeta> {
+        self.topics.values().find(|t| &t.id == id)
+    }
+
+    /// The shard owning `topic`/`partition`, if both exist.
+    pub fn shard_of(&self, topic: &str, partition: i32) -> Option<usize> {
+        let t = self.topics.get(topic)?;
+        let p = t.partitions.get(usize::try_from(partition).ok()?)?;
+        Some(p.shard as usize)
+    }
+
+    /// Partitions per shard, for least-loaded placement.
+    pub fn load_per_shard(&self, nr_shards: usize) -> Vec<usize> {
+        let mut load = vec![0usize; nr_shards];
+        for t in self.topics.values() {
+            for p in &t.partitions {
+                if let Some(l) = load.get_mut(p.shard as usize) {
+                    *l += 1;
+                }
+            }
+        }
+        load
+    }
+
+    /// Picks the least-loaded shard for each of `count` new partitions (ties: lowest shard id).
+    pub fn place(&self, count: usize, nr_shards: usize) -> Vec<u32> {
+        let mut load = self.load_per_shard(nr_shards);
+        (0..count)
+            .map(|_| {
+                let (shard, _) =
+                    load.iter().enumerate().min_by_key(|(i, l)| (**l, *i)).unwrap_or((0, &0));
+                load[shard] += 1;
+                shard as u32
+            })
+            .collect()
+    }
+
+    /// After a restart with fewer shards, partitions whose shard no longer exists move to the
+    /// least-loaded remaining shard (their directories are shared, so the data follows).
+    /// Returns true if anything moved.
+    pub fn fit_to_shards(&mut self, nr_shards: usize) -> bool {
+        let mut moved = false;
+        let names: Vec<String> = self.topics.keys().cloned().collect();
+        for name in names {
+            let count = self.topics[&name].partitions.len();
+            for i in 0..count {
+                if self.topics[&name].partitions[i].shard as usize >= nr_shards {
+                    let shard = self.place(1, nr_shards)[0];
+                    if let Some(t) = self.topics.get_mut(&name) {
+                        t.partitions[i].shard = shard;
+                    }
+                    moved = true;
+                }
+            }
+        }
+        moved
+    }
+
+    pub fn encode(&self) -> Result<Vec<u8>, MetadataError> {
+        rkyv::to_bytes::<rkyv::rancor::Error>(self)
+            .map(|b| b.to_vec())
+            .map_err(|e| MetadataError::Codec(e.to_string()))
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, MetadataError> {
+        // rkyv validates the archive before any field is read.
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+        aligned.extend_from_slice(bytes);
+        rkyv::from_bytes::<Self, rkyv::rancor::Error>(&aligned)
+            .map_err(|e| MetadataError::Codec(e.to_string()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error("metadata encoding: {0}")]
+    Codec(String),
+    #[error("metadata file: {0}")]
+    Io(String),
+}
+
+/// Kafka's topic name rules: 1..=249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("topic name is empty");
+    }
+    if name == "." || name == ".." {
+        return Err("topic name cannot be '.' or '..'");
+    }
+    if name.len() > 249 {
+        return Err("topic name is longer than 249 characters");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+        return Err("topic name contains a character other than ASCII alphanumerics, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
+/// 16 random bytes from the kernel (topic ids, cluster id).
+pub fn random_id() -> [u8; 16] {
+    let mut id = [0u8; 16];
+    let mut filled = 0;
+    while filled < id.len() {
+        // SAFETY: writes at most the remaining bytes of `id`.
+        let n = unsafe {
+            libc::getrandom(id[filled..].as_mut_ptr().cast(), id.len() - filled, 0)
+        };
+        if n <= 0 {
+            // getrandom cannot fail for 16 bytes once the pool is initialised; fall back to time.
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            id = xxhash_rust::xxh3::xxh3_128(&t.to_le_bytes()).to_le_bytes();
+            break;
+        }
+        filled += n as usize;
+    }
+    if id == [0u8; 16] {
+        id[15] = 1; // the all-zero uuid means "no id" in Kafka
+    }
+    id
+}
+
+/// Kafka's cluster id form: URL-safe base64 of 16 bytes, no padding (22 characters).
+pub fn cluster_id_from(bytes: [u8; 16]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(22);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for b in bytes {
+        acc = (acc << 8) | b as u32;
+        bits += 8;
+        while bits >= 6 {
+            bits -= 6;
+            out.push(A[((acc >> bits) & 63) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(A[((acc << (6 - bits)) & 63) as usize] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        for ok in ["a", "orders.v1", "A_b-c", &"x".repeat(249)] {
+            assert!(validate_topic_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", &"x".repeat(250), "bad/name", "sp ace", "ü"] {
+            assert!(validate_topic_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn placement_is_least_loaded_and_survives_fewer_shards() {
+        let mut img = MetadataImage::default();
+        let shards = img.place(5, 2);
+        assert_eq!(shards, vec![0, 1, 0, 1, 0]);
+        img.topics.insert(
+            "t".into(),
+            TopicMeta {
+                name: "t".into(),
+                id: random_id(),
+                partitions: shards.iter().map(|&s| PartitionMeta { shard: s, leader_epoch: 0 }).collect(),
+            },
+        );
+        assert_eq!(img.place(1, 2), vec![1]);
+        assert_eq!(img.shard_of("t", 4), Some(0));
+        assert_eq!(img.shard_of("t", 5), None);
+        assert_eq!(img.shard_of("t", -1), None);
+        assert!(img.fit_to_shards(1));
+        assert!(img.topics["t"].partitions.iter().all(|p| p.shard == 0));
+    }
+
+    #[test]
+    fn image_round_trips_and_rejects_garbage() {
+        let mut img = MetadataImage { version: 7, cluster_id: cluster_id_from(random_id()), next_producer_id: 42, ..Default::default() };
+        img.topics.insert("t".into(), TopicMeta { name: "t".into(), id: random_id(), partitions: vec![PartitionMeta { shard: 1, leader_epoch: 3 }] });
+        let bytes = img.encode().unwrap();
+        assert_eq!(MetadataImage::decode(&bytes).unwrap(), img);
+        assert!(MetadataImage::decode(&bytes[..bytes.len() / 2]).is_err());
+        assert_eq!(img.cluster_id.len(), 22);
+    }
+}

@@ -1,1 +1,410 @@
-//! (placeholder)
+//! Shards: one pinned glommio executor per configured core, each owning its partitions, its
+//! listener socket (SO_REUSEPORT), its batch cache and its group commit.
+//!
+//! Boot: every shard joins the mailbox mesh; shard 0 (the controller) loads the metadata image,
+//! applies it to itself (opening/recovering its partitions), then to every other shard, and only
+//! when all have applied it tells every shard to start listening, so no client request ever
+//! reaches a shard whose partitions are still recovering. Shutdown (SIGTERM/SIGINT): listeners
+//! stop, a last flush round makes every buffered append durable, every log is closed.
+//!
+//! No state is shared between shards except immutable `Arc`s (configuration, metadata images).
+
+pub mod commit;
+pub mod mailbox;
+pub mod notify;
+pub mod partition;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::BrokerConfig;
+use crate::metadata::controller::Controller;
+use crate::metadata::MetadataImage;
+use crate::protocol::record_batch::BatchHeader;
+use crate::storage::{BatchCache, LogConfig, PartitionLog, StorageError};
+
+use commit::GroupCommit;
+use mailbox::{Job, Mailbox};
+use notify::Notify;
+use partition::Partition;
+
+pub struct Shard {
+    pub id: usize,
+    pub nr_shards: usize,
+    pub cpu: usize,
+    pub config: Arc<BrokerConfig>,
+    pub mailbox: Mailbox,
+    pub cache: Rc<BatchCache>,
+    pub commit: GroupCommit,
+    /// Only on shard 0.
+    pub controller: Option<Controller>,
+    image: RefCell<Arc<MetadataImage>>,
+    /// Partitions this shard owns: topic -> index -> partition.
+    partitions: RefCell<HashMap<String, Vec<Option<Rc<Partition>>>>>,
+    pub stopping: Cell<bool>,
+    pub stop_requested: Notify,
+}
+
+/// What an append on the owning shard produced, before durability.
+pub struct Appended {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub log_append_time: i64,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Shard {
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image.borrow().clone()
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Rc<Partition>> {
+        let parts = self.partitions.borrow();
+        parts.get(topic)?.get(usize::try_from(index).ok()?)?.clone()
+    }
+
+    pub fn log_config(&self) -> LogConfig {
+        LogConfig {
+            segment_bytes: self.config.log_segment_bytes,
+            segment_ms: self.config.log_roll_ms,
+            index_interval_bytes: self.config.log_index_interval_bytes,
+            preallocate_bytes: self.config.log_preallocate_bytes,
+            message_timestamp_log_append: self.config.log_message_timestamp_log_append,
+        }
+    }
+
+    fn partition_dir(&self, topic: &str, index: i32) -> std::path::PathBuf {
+        self.config.data_dir.join(format!("{topic}-{index}"))
+    }
+
+    /// Installs a newer metadata image: opens (recovers) the partitions it gives this shard,
+    /// closes and deletes those of topics that are gone. Older or equal versions are ignored.
+    pub async fn apply_image(self: &Rc<Self>, image: Arc<MetadataImage>) {
+        if image.version < self.image.borrow().version && self.image.borrow().version != 0 {
+            return;
+        }
+        // Topics removed, or replaced by a topic of the same name with another id.
+        let mut removed = Vec::new();
+        {
+            let mut parts = self.partitions.borrow_mut();
+            let names: Vec<String> = parts.keys().cloned().collect();
+            for name in names {
+                let keep_id = image.topic(&name).map(|t| t.id);
+                let list = parts.get_mut(&name).map(std::mem::take).unwrap_or_default();
+                let mut kept = Vec::with_capacity(list.len());
+                for p in list {
+                    match p {
+                        Some(p) if Some(p.topic_id) == keep_id
+                            && image.shard_of(&name, p.index) == Some(self.id) =>
+                        {
+                            kept.push(Some(p))
+                        }
+                        Some(p) => {
+                            let deleted = keep_id != Some(p.topic_id);
+                            removed.push((p, deleted));
+                            kept.push(None);
+                        }
+                        None => kept.push(None),
+                    }
+                }
+                parts.insert(name, kept);
+            }
+        }
+        for (p, deleted) in removed {
+            // Let in-flight appends settle before the files go away.
+            self.commit.wait_round(self.commit_covering(&p)).await;
+            match Rc::try_unwrap(p) {
+                Ok(p) => {
+                    let name = format!("{}-{}", p.topic, p.index);
+                    let result = if deleted { p.log.delete().await } else { p.log.close().await };
+                    if let Err(e) = result {
+                        log::error!("shard {}: closing partition {name}: {e}", self.id);
+                    }
+                }
+                Err(p) => {
+                    // Still referenced by an in-flight request; its directory is removed when a
+                    // later image or restart finds it orphaned.
+                    log::warn!("shard {}: partition {}-{} still busy, not removed now", self.id, p.topic, p.index);
+                }
+            }
+        }
+        *self.image.borrow_mut() = image.clone();
+        // Open partitions newly assigned here.
+        for topic in image.topics.values() {
+            for (i, pm) in topic.partitions.iter().enumerate() {
+                if pm.shard as usize != self.id || self.partition(&topic.name, i as i32).is_some() {
+                    continue;
+                }
+                let dir = self.partition_dir(&topic.name, i as i32);
+                match PartitionLog::open(dir.clone(), self.log_config(), self.cache.clone(), now_ms()).await {
+                    Ok(log) => {
+                        let p = Rc::new(Partition::new(topic.name.clone(), topic.id, i as i32, pm.leader_epoch, log));
+                        let mut parts = self.partitions.borrow_mut();
+                        let list = parts.entry(topic.name.clone()).or_default();
+                        if list.len() <= i {
+                            list.resize(i + 1, None);
+                        }
+                        list[i] = Some(p);
+                    }
+                    Err(e) => log::error!(
+                        "shard {}: cannot open partition {}-{i} at {}: {e}; its requests fail with KAFKA_STORAGE_ERROR",
+                        self.id, topic.name, dir.display()
+                    ),
+                }
+            }
+        }
+    }
+
+    /// The flush round that will make everything already appended to `p` durable.
+    pub fn commit_covering(&self, p: &Partition) -> u64 {
+        self.commit.covering_round(p.dirty.get())
+    }
+
+    /// Appends validated batches to a partition this shard owns (synchronously, in call order)
+    /// and registers them with the group commit. Returns the offsets and the round to wait for.
+    pub fn append_local(
+        self: &Rc<Self>,
+        p: &Rc<Partition>,
+        batches: &[(Bytes, BatchHeader)],
+    ) -> Result<(Appended, u64), StorageError> {
+        let now = now_ms();
+        let mut first: Option<Appended> = None;
+        let mut last_offset = -1;
+        let mut any_new = false;
+        for (bytes, header) in batches {
+            let out = p.log.append(bytes, header, p.leader_epoch, now)?;
+            if !out.duplicate {
+                any_new = true;
+            }
+            last_offset = out.last_offset;
+            if first.is_none() {
+                first = Some(Appended { base_offset: out.base_offset, last_offset: out.last_offset, log_append_time: out.log_append_time });
+            }
+        }
+        let mut appended = first.unwrap_or(Appended { base_offset: -1, last_offset: -1, log_append_time: -1 });
+        appended.last_offset = last_offset;
+        let round = if any_new { self.commit.mark_dirty(p) } else { self.commit_covering(p) };
+        Ok((appended, round))
+    }
+
+    /// Waits (bounded by `timeout`) until any of `parts` has data at or beyond the given offset
+    /// below its high watermark.
+    pub async fn wait_for_data(self: &Rc<Self>, parts: Vec<(String, i32, i64)>, timeout: Duration) {
+        let ready = |s: &Shard| {
+            parts.iter().any(|(t, i, off)| {
+                s.partition(t, *i).map(|p| p.log.high_watermark() > *off).unwrap_or(false)
+            })
+        };
+        if ready(self) || timeout.is_zero() {
+            return;
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        let owned: Vec<Rc<Partition>> =
+            parts.iter().filter_map(|(t, i, _)| self.partition(t, *i)).collect();
+        while !ready(self) && !self.stopping.get() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let waits = owned.iter().map(|p| Box::pin(p.data_arrived.notified()));
+            let mut all: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>> =
+                waits.map(|w| w as std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>).collect();
+            all.push(Box::pin(glommio::timer::sleep(left)));
+            all.push(Box::pin(self.stop_requested.notified()));
+            futures::future::select_all(all).await;
+        }
+    }
+}
+
+/// Starts one pinned executor per configured core and blocks until all have shut down.
+pub fn run_broker(config: BrokerConfig) -> Result<(), BootError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| BootError::DataDir(config.data_dir.display().to_string(), e))?;
+    let config = Arc::new(config);
+    let nr = config.cores.cpus.len();
+    let mesh = MeshBuilder::<Job, _>::full(nr, config.mailbox_capacity);
+    let mut stop_senders = Vec::new();
+    let mut handles = Vec::new();
+    for (id, &cpu) in config.cores.cpus.iter().enumerate() {
+        let (stop_tx, stop_rx) = futures::channel::oneshot::channel::<()>();
+        stop_senders.push(stop_tx);
+        let config = config.clone();
+        let mesh = mesh.clone();
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("shard-{id}"))
+            .spawn(move || async move { shard_main(id, cpu, config, mesh, stop_rx).await })
+            .map_err(|e| BootError::Executor(id, e.to_string()))?;
+        handles.push(handle);
+    }
+    install_signal_thread(stop_senders)?;
+    let mut result = Ok(());
+    for (id, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(e),
+            Err(e) => result = Err(BootError::Executor(id, e.to_string())),
+        }
+    }
+    result
+}
+
+fn install_signal_thread(mut stop: Vec<futures::channel::oneshot::Sender<()>>) -> Result<(), BootError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| BootError::Signals(e.to_string()))?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                log::info!("received signal {sig}, shutting down");
+                for tx in stop.drain(..) {
+                    let _ = tx.send(());
+                }
+            }
+        })
+        .map_err(|e| BootError::Signals(e.to_string()))?;
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error("cannot create data directory {0}: {1}")]
+    DataDir(String, std::io::Error),
+    #[error("shard {0}: {1}")]
+    Executor(usize, String),
+    #[error("signal handling: {0}")]
+    Signals(String),
+    #[error("shard {0} could not join the mailbox mesh")]
+    Mesh(usize),
+    #[error("shard {0}: mesh peer id {1} differs from the shard id")]
+    MeshOrder(usize, usize),
+    #[error("metadata: {0}")]
+    Metadata(String),
+    #[error("shard {0}: cannot listen on {1}: {2}")]
+    Listen(usize, String, String),
+}
+
+async fn shard_main(
+    id: usize,
+    cpu: usize,
+    config: Arc<BrokerConfig>,
+    mesh: glommio::channels::channel_mesh::FullMesh<Job>,
+    stop_rx: futures::channel::oneshot::Receiver<()>,
+) -> Result<(), BootError> {
+    let (senders, receivers) = mesh.join().await.map_err(|_| BootError::Mesh(id))?;
+    if senders.peer_id() != id {
+        return Err(BootError::MeshOrder(id, senders.peer_id()));
+    }
+    let nr_shards = config.cores.cpus.len();
+    let controller = if id == 0 {
+        Some(Controller::load(&config).map_err(|e| BootError::Metadata(e.to_string()))?)
+    } else {
+        None
+    };
+    let shard = Rc::new(Shard {
+        id,
+        nr_shards,
+        cpu,
+        cache: Rc::new(BatchCache::new(config.cache_bytes_per_shard)),
+        config: config.clone(),
+        mailbox: Mailbox::new(senders),
+        commit: GroupCommit::default(),
+        controller,
+        image: RefCell::new(Arc::new(MetadataImage::default())),
+        partitions: RefCell::new(HashMap::new()),
+        stopping: Cell::new(false),
+        stop_requested: Notify::new(),
+    });
+    mailbox::spawn_receivers(&shard, receivers);
+    let committer = {
+        let shard = shard.clone();
+        glommio::spawn_local(async move { shard.commit.run().await })
+    };
+
+    if id == 0 {
+        // Controller boot: apply the stored image everywhere, then open the doors everywhere.
+        let image = shard.controller.as_ref().map(|c| c.image()).unwrap_or_default();
+        for target in 0..nr_shards {
+            let img = image.clone();
+            let r = shard
+                .mailbox
+                .call(&shard, target, move |s| {
+                    let s = s.clone();
+                    async move { s.apply_image(img).await }
+                })
+                .await;
+            if r.is_err() {
+                return Err(BootError::Mesh(target));
+            }
+        }
+        for target in 0..nr_shards {
+            let r = shard
+                .mailbox
+                .call(&shard, target, move |s| {
+                    let s = s.clone();
+                    async move { crate::server::listener::start(&s).map_err(|e| e.to_string()) }
+                })
+                .await;
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    log::error!("shard {target}: {e}");
+                    return Err(BootError::Listen(target, config.listen.to_string(), e));
+                }
+                Err(_) => return Err(BootError::Mesh(target)),
+            }
+        }
+        log::info!(
+            "broker ready: {} shard(s), listening on {}, data in {}",
+            nr_shards,
+            config.listen,
+            config.data_dir.display()
+        );
+    }
+
+    // Wait for SIGTERM/SIGINT (or the signal thread going away).
+    let _ = stop_rx.await;
+    shard.stopping.set(true);
+    shard.stop_requested.notify_all();
+    crate::server::listener::stop(&shard);
+    // Give connections a moment to hand their last appends to the log, then flush everything.
+    glommio::timer::sleep(Duration::from_millis(50)).await;
+    shard.commit.stop();
+    committer.await;
+    shard.commit.round().await;
+    let parts: Vec<Rc<Partition>> = shard
+        .partitions
+        .borrow_mut()
+        .drain()
+        .flat_map(|(_, v)| v.into_iter().flatten())
+        .collect();
+    for p in parts {
+        let name = format!("{}-{}", p.topic, p.index);
+        match Rc::try_unwrap(p) {
+            Ok(p) => {
+                if let Err(e) = p.log.close().await {
+                    log::error!("shard {id}: closing {name}: {e}");
+                }
+            }
+            Err(p) => {
+                // A request still holds it: its data is already flushed above.
+                p.flush().await;
+            }
+        }
+    }
+    log::info!("shard {id} (core {cpu}) stopped");
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! The controller: the single writer of cluster metadata, on shard 0.
+//!
+//! Every change (create/delete topics, add partitions, allocate producer ids) runs under one
+//! async lock: build the next image from the current one, persist it (checksummed rkyv,
+//! write-new-then-rename, on glommio's blocking pool so the shard keeps serving), then apply it on
+//! every shard and wait for all of them, so a client that got an answer sees the change on any
+//! connection. Requests reach it from other shards through the mailbox.
+
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use glommio::sync::Semaphore;
+
+use crate::config::BrokerConfig;
+use crate::io::state_file;
+use crate::shard::Shard;
+
+use super::{cluster_id_from, random_id, MetadataError, MetadataImage, PartitionMeta, TopicMeta};
+
+/// Producer ids are handed out from here on; any fixed start works, 1000 leaves room for tools.
+const FIRST_PRODUCER_ID: i64 = 1000;
+
+pub struct Controller {
+    path: PathBuf,
+    image: std::cell::RefCell<Arc<MetadataImage>>,
+    lock: Semaphore,
+}
+
+/// Why a topic change was refused; the handler maps it to a Kafka error code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicChangeError {
+    AlreadyExists,
+    UnknownTopic,
+    InvalidName(&'static str),
+    InvalidPartitions(String),
+    InvalidReplicationFactor(String),
+    Storage(String),
+}
+
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: i32,
+}
+
+impl Controller {
+    /// Loads the stored image, or starts a new cluster. Runs once at boot, before any I/O loop.
+    pub fn load(config: &BrokerConfig) -> Result<Controller, MetadataError> {
+        let path = config.data_dir.join("metadata.state");
+        let stored = state_file::read_state(&path).map_err(|e| MetadataError::Io(e.to_string()))?;
+        let mut image = match stored {
+            Some(bytes) => MetadataImage::decode(&bytes)?,
+            None => MetadataImage {
+                version: 1,
+                cluster_id: cluster_id_from(random_id()),
+                next_producer_id: FIRST_PRODUCER_ID,
+                topics: Default::default(),
+            },
+        };
+        let nr_shards = config.cores.cpus.len();
+        let changed = image.fit_to_shards(nr_shards);
+        if changed || !path.exists() {
+            image.version += 1;
+            let bytes = image.encode()?;
+            state_file::write_state(&path, &bytes).map_err(|e| MetadataError::Io(e.to_string()))?;
+        }
+        log::info!(
+            "metadata: cluster {} version {}, {} topic(s)",
+            image.cluster_id,
+            image.version,
+            image.topics.len()
+        );
+        Ok(Controller { path, image: std::cell::RefCell::new(Arc::new(image)), lock: Semaphore::new(1) })
+    }
+
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image.borrow().clone()
+    }
+
+    /// Persists `next` and, if `broadcast`, applies it on every shard (changes no shard reads,
+    /// like the producer-id counter, skip that).
+    async fn commit(&self, shard: &Rc<Shard>, mut next: MetadataImage, broadcast: bool) -> Result<(), MetadataError> {
+        next.version = self.image.borrow().version + 1;
+        let bytes = next.encode()?;
+        let path = self.path.clone();
+        glommio::executor()
+            .spawn_blocking(move || state_file::write_state(&path, &bytes).map_err(|e| e.to_string()))
+            .await
+            .map_err(MetadataError::Io)?;
+        let next = Arc::new(next);
+        *self.image.borrow_mut() = next.clone();
+        if !broadcast {
+            return Ok(());
+        }
+        for target in 0..shard.nr_shards {
+            let img = next.clone();
+            let applied = shard
+                .mailbox
+                .call(shard, target, move |s| {
+                    let s = s.clone();
+                    async move { s.apply_image(img).await }
+                })
+                .await;
+            if applied.is_err() {
+                log::warn!("metadata version {}: shard {target} did not apply it (stopping?)", next.version);
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn create_topics(
+        &self,
+        shard: &Rc<Shard>,
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    ) -> Vec<Result<TopicMeta, TopicChangeError>> {
+        let _guard = self.lock.acquire_permit(1).await;
+        let mut next = (*self.image()).clone();
+        let mut results = Vec::with_capacity(topics.len());
+        for t in topics {
+            if let Err(why) = super::validate_topic_name(&t.name) {
+                results.push(Err(TopicChangeError::InvalidName(why)));
+                continue;
+            }
+            if next.topics.contains_key(&t.name) {
+                results.push(Err(TopicChangeError::AlreadyExists));
+                continue;
+            }
+            if t.partitions < 1 || t.partitions > 100_000 {
+                results.push(Err(TopicChangeError::InvalidPartitions(format!(
+                    "number of partitions must be between 1 and 100000, got {}",
+                    t.partitions
+                ))));
+                continue;
+            }
+            let shards = next.place(t.partitions as usize, shard.nr_shards);
+            let meta = TopicMeta {
+                name: t.name.clone(),
+                id: random_id(),
+                partitions: shards.into_iter().map(|s| PartitionMeta { shard: s, leader_epoch: 0 }).collect(),
+            };
+            next.topics.insert(t.name, meta.clone());
+            results.push(Ok(meta));
+        }
+        if validate_only || results.iter().all(|r| r.is_err()) {
+            return results;
+        }
+        if let Err(e) = self.commit(shard, next, true).await {
+            log::error!("metadata: cannot persist topic creation: {e}");
+            return results
+                .into_iter()
+                .map(|r| r.and(Err(TopicChangeError::Storage(e.to_string()))))
+                .collect();
+        }
+        results
+    }
+
+    pub async fn delete_topics(&self, shard: &Rc<Shard>, names: Vec<String>) -> Vec<Result<TopicMeta, TopicChangeError>> {
+        let _guard = self.lock.acquire_permit(1).await;
+        let mut next = (*self.image()).clone();
+        let results: Vec<_> = names
+            .into_iter()
+            .map(|n| next.topics.remove(&n).ok_or(TopicChangeError::UnknownTopic))
+            .collect();
+        if results.iter().any(|r| r.is_ok()) {
+            if let Err(e) = self.commit(shard, next, true).await {
+                log::error!("metadata: cannot persist topic deletion: {e}");
+                return results
+                    .into_iter()
+                    .map(|r| r.and(Err(TopicChangeError::Storage(e.to_string()))))
+                    .collect();
+            }
+        }
+        results
+    }
+
+    /// Grows `name` to `count` partitions in total.
+    pub async fn create_partitions(
+        &self,
+        shard: &Rc<Shard>,
+        requests: Vec<(String, i32)>,
+        validate_only: bool,
+    ) -> Vec<Result<(), TopicChangeError>> {
+        let _guard = self.lock.acquire_permit(1).await;
+        let mut next = (*self.image()).clone();
+        let mut results = Vec::new();
+        for (name, count) in requests {
+            let current = match next.topics.get(&name) {
+                Some(t) => t.partitions.len() as i32,
+                None => {
+                    results.push(Err(TopicChangeError::UnknownTopic));
+                    continue;
+                }
+            };
+            if count <= current || count > 100_000 {
+                results.push(Err(TopicChangeError::InvalidPartitions(format!(
+                    "topic currently has {current} partitions, {count} would not increase it"
+                ))));
+                continue;
+            }
+            let shards = next.place((count - current) as usize, shard.nr_shards);
+            if let Some(t) = next.topics.get_mut(&name) {
+                t.partitions.extend(shards.into_iter().map(|s| PartitionMeta { shard: s, leader_epoch: 0 }));
+            }
+            results.push(Ok(()));
+        }
+        if validate_only || !results.iter().any(|r| r.is_ok()) {
+            return results;
+        }
+        if let Err(e) = self.commit(shard, next, true).await {
+            return results
+                .into_iter()
+                .map(|r| r.and(Err(TopicChangeError::Storage(e.to_string()))))
+                .collect();
+        }
+        results
+    }
+
+    /// A new producer id for an idempotent producer (persisted before it is handed out, so an
+    /// id is never given twice, even across a crash).
+    pub async fn allocate_producer_id(&self, shard: &Rc<Shard>) -> Result<i64, MetadataError> {
+        let _guard = self.lock.acquire_permit(1).await;
+        let mut next = (*self.image()).clone();
+        let id = next.next_producer_id;
+        next.next_producer_id += 1;
+        self.commit(shard, next, false).await?;
+        Ok(id)
+    }
+}

@@ -1,0 +1,142 @@
+//! One client connection, served start to finish by the shard that accepted it.
+//!
+//! Framing: a 4-byte big-endian size, then the request. A size over `socket.request.max.bytes`,
+//! a frame too short for a header, an unknown api key or an undecodable request closes the
+//! connection (logged); nothing a client sends can take the shard down. The read buffer grows
+//! with the bytes actually received, never by the size a client claims.
+//!
+//! Pipelining: the reader dispatches requests strictly in arrival order (so appends keep the
+//! order the client sent them) and queues each request's completion; the writer sends
+//! completions in that same order. The queue is bounded by `connection.inflight.max`: a client
+//! that keeps sending without reading its answers stops being read.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel;
+use glommio::net::TcpStream;
+
+use crate::protocol::wire::Reader;
+use crate::shard::Shard;
+
+use super::handlers::{self, Dispatch};
+
+/// An encoded response: the chunks that follow the 4-byte size prefix.
+pub struct ResponseFrame {
+    pub chunks: Vec<Bytes>,
+    pub len: usize,
+}
+
+/// A request's completion; `None` means "no response" (acks=0 produce).
+pub type Pending = Pin<Box<dyn Future<Output = Option<ResponseFrame>>>>;
+
+/// Smallest request: api key, api version, correlation id.
+const MIN_FRAME: usize = 8;
+/// How much to read at once when the frame size does not ask for more.
+const READ_CHUNK: usize = 64 * 1024;
+
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = futures_lite::io::split(stream);
+    let (tx, rx) = local_channel::new_bounded::<Pending>(shard.config.connection_inflight_max);
+
+    let writer_task = glommio::spawn_local(async move {
+        while let Some(pending) = rx.recv().await {
+            let Some(frame) = pending.await else { continue };
+            let mut head = Vec::with_capacity(4);
+            head.extend_from_slice(&(frame.len as u32).to_be_bytes());
+            if writer.write_all(&head).await.is_err() {
+                return;
+            }
+            for chunk in &frame.chunks {
+                if writer.write_all(chunk).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let _ = writer.flush().await;
+        let _ = writer.close().await;
+    });
+
+    let max = shard.config.socket_request_max_bytes;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let why: String = 'conn: loop {
+        // Hand every complete frame in the buffer to the dispatcher.
+        while buf.len() >= 4 {
+            let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+            if size < 0 || size as usize > max {
+                break 'conn format!("frame of {size} bytes exceeds socket.request.max.bytes ({max})");
+            }
+            let size = size as usize;
+            if size < MIN_FRAME {
+                break 'conn format!("frame of {size} bytes is too short for a request header");
+            }
+            if buf.len() < 4 + size {
+                break;
+            }
+            buf.advance(4);
+            let frame = buf.split_to(size).freeze();
+            match handlers::dispatch(&shard, Reader::new(frame)).await {
+                Dispatch::Reply(pending) => {
+                    if tx.send(pending).await.is_err() {
+                        break 'conn String::new();
+                    }
+                }
+                Dispatch::Close(why) => break 'conn why,
+            }
+        }
+        if shard.stopping.get() {
+            break String::new();
+        }
+        // Read more: at least what the current frame still needs, capped per read.
+        let want = if buf.len() >= 4 {
+            let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            (4 + size - buf.len()).clamp(1, 1 << 20)
+        } else {
+            READ_CHUNK
+        };
+        let start = buf.len();
+        buf.resize(start + want.max(READ_CHUNK), 0);
+        match reader.read(&mut buf[start..]).await {
+            Ok(0) => {
+                buf.truncate(start);
+                if !buf.is_empty() {
+                    break format!("connection closed inside a frame ({} bytes pending)", buf.len());
+                }
+                break String::new();
+            }
+            Ok(n) => buf.truncate(start + n),
+            Err(e) => {
+                buf.truncate(start);
+                break format!("read error: {e}");
+            }
+        }
+    };
+    if !why.is_empty() {
+        log::warn!("shard {}: closing connection from {peer}: {why}", shard.id);
+    }
+    drop(tx);
+    // Finish the answers already owed (in order), then the socket closes.
+    writer_task.await;
+}
+
+/// Encodes a response header + body.
+pub fn encode_response<M: crate::protocol::codec::Message>(
+    correlation_id: i32,
+    version: i16,
+    header_flexible: bool,
+    body: &M,
+) -> ResponseFrame {
+    let mut w = crate::protocol::wire::Writer::with_capacity(256);
+    w.put_i32(correlation_id);
+    if header_flexible {
+        w.put_uvarint(0); // no tagged fields in the header
+    }
+    body.encode(&mut w, version);
+    let len = w.len();
+    ResponseFrame { chunks: w.finish(), len }
+}

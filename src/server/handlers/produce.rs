@@ -1,0 +1,279 @@
+//! Produce (key 0), v3–11. Batches are validated (framing, magic 2, CRC32C, counts) and stored
+//! exactly as sent — compressed batches are never decompressed here — on the shard that owns
+//! each partition. The appends happen while this request is dispatched, in arrival order; the
+//! returned completion waits for the group commit when acks is 1 or all (acks=0: no response).
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use crate::metadata::validate_topic_name;
+use crate::protocol::error::ErrorCode;
+use crate::protocol::messages::{
+    PartitionProduceResponse, ProduceRequest, ProduceResponse, TopicProduceResponse,
+};
+use crate::protocol::record_batch::{self, BatchError, BatchHeader};
+use crate::protocol::wire::Reader;
+use crate::shard::Shard;
+use crate::storage::StorageError;
+
+use super::admin::create_via_controller;
+use super::{decode, Dispatch, RequestContext};
+
+/// Work for the shard owning one partition.
+struct PartWork {
+    slot: (usize, usize),
+    topic: String,
+    partition: i32,
+    batches: Vec<(Bytes, BatchHeader)>,
+}
+
+/// What the owning shard answers for one partition.
+#[derive(Debug, Clone)]
+struct PartResult {
+    slot: (usize, usize),
+    error: ErrorCode,
+    base_offset: i64,
+    log_append_time: i64,
+    log_start_offset: i64,
+}
+
+pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatch {
+    let req: ProduceRequest = match decode(&ctx, &mut r) {
+        Ok(req) => req,
+        Err(d) => return d,
+    };
+    let acks = req.acks;
+    let mut image = shard.image();
+
+    // Auto-create unknown topics first (one controller round trip for all of them).
+    if shard.config.auto_create_topics_enable {
+        let missing: Vec<String> = req
+            .topic_data
+            .iter()
+            .filter(|t| image.topic(&t.name).is_none() && validate_topic_name(&t.name).is_ok())
+            .map(|t| t.name.clone())
+            .collect();
+        if !missing.is_empty() {
+            create_via_controller(shard, missing, shard.config.num_partitions).await;
+            image = shard.image();
+        }
+    }
+
+    let mut responses: Vec<TopicProduceResponse> = Vec::with_capacity(req.topic_data.len());
+    let mut per_shard: Vec<Vec<PartWork>> = (0..shard.nr_shards).map(|_| Vec::new()).collect();
+    for (ti, topic) in req.topic_data.into_iter().enumerate() {
+        let mut parts = Vec::with_capacity(topic.partition_data.len());
+        for (pi, part) in topic.partition_data.into_iter().enumerate() {
+            let mut error = ErrorCode::NONE;
+            if !matches!(acks, 0 | 1 | -1) {
+                error = ErrorCode::INVALID_REQUIRED_ACKS;
+            } else if validate_topic_name(&topic.name).is_err() {
+                error = ErrorCode::INVALID_TOPIC_EXCEPTION;
+            } else {
+                match image.shard_of(&topic.name, part.index) {
+                    None => error = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                    Some(owner) => match validate_records(part.records.as_ref(), shard.config.message_max_bytes) {
+                        Ok(batches) => per_shard[owner].push(PartWork {
+                            slot: (ti, pi),
+                            topic: topic.name.clone(),
+                            partition: part.index,
+                            batches,
+                        }),
+                        Err(code) => {
+                            log::debug!("produce to {}-{} refused: {code:?}", topic.name, part.index);
+                            error = code;
+                        }
+                    },
+                }
+            }
+            parts.push(PartitionProduceResponse {
+                index: part.index,
+                error_code: error.0,
+                base_offset: -1,
+                log_append_time_ms: -1,
+                log_start_offset: -1,
+                ..Default::default()
+            });
+        }
+        responses.push(TopicProduceResponse { name: topic.name, partition_responses: parts, ..Default::default() });
+    }
+
+    // Appends, in order: local ones now, remote ones queued on their shard's mailbox now.
+    let wait = acks == -1 || (acks == 1 && shard.config.acks1_durable);
+    let mut local = None;
+    let mut remote = Vec::new();
+    for (target, work) in per_shard.into_iter().enumerate() {
+        if work.is_empty() {
+            continue;
+        }
+        if target == shard.id {
+            local = Some(append_on_owner(shard, work, wait));
+        } else {
+            let slots: Vec<(usize, usize)> = work.iter().map(|w| w.slot).collect();
+            match shard.mailbox.send(target, move |s| append_on_owner(s, work, wait)).await {
+                Ok(rx) => remote.push((rx, slots)),
+                Err(_) => {
+                    for (ti, pi) in slots {
+                        responses[ti].partition_responses[pi].error_code = ErrorCode::NOT_LEADER_OR_FOLLOWER.0;
+                    }
+                }
+            }
+        }
+    }
+
+    let completion = async move {
+        let mut results: Vec<PartResult> = Vec::new();
+        if let Some(fut) = local {
+            results.extend(fut.await);
+        }
+        for (rx, slots) in remote {
+            match rx.await {
+                Ok(r) => results.extend(r),
+                Err(_) => results.extend(slots.into_iter().map(|slot| PartResult {
+                    slot,
+                    error: ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                    base_offset: -1,
+                    log_append_time: -1,
+                    log_start_offset: -1,
+                })),
+            }
+        }
+        if acks == 0 {
+            return None;
+        }
+        for r in results {
+            let p = &mut responses[r.slot.0].partition_responses[r.slot.1];
+            p.error_code = r.error.0;
+            p.base_offset = r.base_offset;
+            p.log_append_time_ms = r.log_append_time;
+            p.log_start_offset = r.log_start_offset;
+        }
+        Some(ctx.respond(&ProduceResponse { responses, throttle_time_ms: 0, ..Default::default() }))
+    };
+    Dispatch::Reply(Box::pin(completion))
+}
+
+/// Checks a partition's record set: one or more whole v2 batches, each within
+/// `message.max.bytes` (the batch with its 12-byte log overhead, as Kafka counts it), CRC intact.
+fn validate_records(records: Option<&Bytes>, max_batch_bytes: usize) -> Result<Vec<(Bytes, BatchHeader)>, ErrorCode> {
+    let records = match records {
+        Some(r) if !r.is_empty() => r,
+        _ => return Err(ErrorCode::INVALID_RECORD),
+    };
+    let mut out = Vec::new();
+    for batch in record_batch::split_batches(records) {
+        let batch = batch.map_err(|e| batch_error(&e))?;
+        if batch.len() > max_batch_bytes {
+            return Err(ErrorCode::MESSAGE_TOO_LARGE);
+        }
+        let header = record_batch::validate(&batch).map_err(|e| batch_error(&e))?;
+        if header.is_control() {
+            // Control batches are written by the broker (transaction markers), never by clients.
+            return Err(ErrorCode::INVALID_RECORD);
+        }
+        out.push((batch, header));
+    }
+    Ok(out)
+}
+
+fn batch_error(e: &BatchError) -> ErrorCode {
+    match e {
+        BatchError::CorruptMessage(_) => ErrorCode::CORRUPT_MESSAGE,
+        BatchError::InvalidRecord(_) => ErrorCode::INVALID_RECORD,
+        BatchError::UnsupportedMagic(_) => ErrorCode::UNSUPPORTED_FOR_MESSAGE_FORMAT,
+    }
+}
+
+/// Maps a storage failure of one partition to its Kafka error code.
+pub fn storage_error_code(e: &StorageError) -> ErrorCode {
+    match e {
+        StorageError::OutOfOrderSequence { .. } => ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER,
+        StorageError::InvalidProducerEpoch { .. } => ErrorCode::INVALID_PRODUCER_EPOCH,
+        _ => ErrorCode::KAFKA_STORAGE_ERROR,
+    }
+}
+
+/// Runs on the owning shard: appends now (synchronously, in arrival order), returns a future that
+/// waits for durability when asked to.
+fn append_on_owner(
+    s: &Rc<Shard>,
+    work: Vec<PartWork>,
+    wait: bool,
+) -> impl std::future::Future<Output = Vec<PartResult>> + 'static {
+    let mut results = Vec::with_capacity(work.len());
+    let mut pending = Vec::new();
+    let mut round = 0;
+    for w in work {
+        let Some(p) = s.partition(&w.topic, w.partition) else {
+            results.push(PartResult { slot: w.slot, error: ErrorCode::NOT_LEADER_OR_FOLLOWER, base_offset: -1, log_append_time: -1, log_start_offset: -1 });
+            continue;
+        };
+        match s.append_local(&p, &w.batches) {
+            Ok((appended, r)) => {
+                round = round.max(r);
+                results.push(PartResult {
+                    slot: w.slot,
+                    error: ErrorCode::NONE,
+                    base_offset: appended.base_offset,
+                    log_append_time: appended.log_append_time,
+                    log_start_offset: p.log.log_start_offset(),
+                });
+                pending.push((results.len() - 1, p, appended.last_offset));
+            }
+            Err(e) => {
+                let code = storage_error_code(&e);
+                if code == ErrorCode::KAFKA_STORAGE_ERROR {
+                    log::error!("shard {}: append to {}-{} failed: {e}", s.id, w.topic, w.partition);
+                }
+                results.push(PartResult { slot: w.slot, error: code, base_offset: -1, log_append_time: -1, log_start_offset: -1 });
+            }
+        }
+    }
+    let s = s.clone();
+    async move {
+        if wait && !pending.is_empty() {
+            s.commit.wait_round(round).await;
+            for (i, p, last_offset) in pending {
+                if p.log.high_watermark() <= last_offset {
+                    // The flush round did not cover it: the disk failed under this partition.
+                    results[i].error = ErrorCode::KAFKA_STORAGE_ERROR;
+                    results[i].base_offset = -1;
+                }
+            }
+        }
+        results
+    }
+}
+
+/// Produce v0–2 (message format v0/v1): answer UNSUPPORTED_VERSION for every partition named.
+pub fn unsupported_old(ctx: &RequestContext, mut r: Reader) -> Dispatch {
+    use crate::protocol::codec::Field;
+    // v0–2 bodies have no transactional id; read them with the v3 layout minus that field.
+    let acks = r.read_i16();
+    let timeout = r.read_i32();
+    let topics = <Vec<crate::protocol::messages::TopicProduceData> as Field>::read(&mut r, ctx.version, false);
+    let (Ok(_), Ok(_), Ok(topics)) = (acks, timeout, topics) else {
+        return Dispatch::Close(format!("malformed Produce v{} request", ctx.version));
+    };
+    let responses = topics
+        .into_iter()
+        .map(|t| TopicProduceResponse {
+            name: t.name,
+            partition_responses: t
+                .partition_data
+                .iter()
+                .map(|p| PartitionProduceResponse {
+                    index: p.index,
+                    error_code: ErrorCode::UNSUPPORTED_VERSION.0,
+                    base_offset: -1,
+                    log_append_time_ms: -1,
+                    log_start_offset: -1,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    ctx.reply(ProduceResponse { responses, throttle_time_ms: 0, ..Default::default() })
+}

@@ -1,0 +1,60 @@
+//! InitProducerId (key 22), v0–5, for idempotent producers (no transactional id): a fresh
+//! producer id from the controller, epoch 0. A producer that names its current id and epoch
+//! (v3+, KIP-360) gets the same id with the epoch bumped. Transactional ids are the
+//! transactions issue's; until then they are refused with a clear error.
+
+use std::rc::Rc;
+
+use crate::protocol::error::ErrorCode;
+use crate::protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
+use crate::protocol::wire::Reader;
+use crate::shard::Shard;
+
+use super::{decode, Dispatch, RequestContext};
+
+pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatch {
+    let req: InitProducerIdRequest = match decode(&ctx, &mut r) {
+        Ok(req) => req,
+        Err(d) => return d,
+    };
+    let mut resp = InitProducerIdResponse { throttle_time_ms: 0, producer_id: -1, producer_epoch: -1, ..Default::default() };
+    if req.transactional_id.is_some() {
+        resp.error_code = ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED.0;
+        return ctx.reply(resp);
+    }
+    if req.producer_id >= 0 && req.producer_epoch >= 0 {
+        if req.producer_epoch == i16::MAX {
+            // Epoch exhausted: a new id, as Kafka does.
+        } else {
+            resp.error_code = 0;
+            resp.producer_id = req.producer_id;
+            resp.producer_epoch = req.producer_epoch + 1;
+            return ctx.reply(resp);
+        }
+    }
+    let allocated = shard
+        .mailbox
+        .call(shard, 0, |s| {
+            let s = s.clone();
+            async move {
+                match &s.controller {
+                    Some(c) => c.allocate_producer_id(&s).await.map_err(|e| e.to_string()),
+                    None => Err("no controller on shard 0".to_string()),
+                }
+            }
+        })
+        .await;
+    match allocated {
+        Ok(Ok(id)) => {
+            resp.error_code = 0;
+            resp.producer_id = id;
+            resp.producer_epoch = 0;
+        }
+        Ok(Err(e)) => {
+            log::error!("InitProducerId: {e}");
+            resp.error_code = ErrorCode::COORDINATOR_NOT_AVAILABLE.0;
+        }
+        Err(_) => resp.error_code = ErrorCode::COORDINATOR_NOT_AVAILABLE.0,
+    }
+    ctx.reply(resp)
+}
