@@ -26,7 +26,11 @@ fn our_encode<O: Message>(v: &O, version: i16) -> Vec<u8> {
     v.encode(&mut w, version);
     let len = w.len();
     let flat = w.clone().into_vec();
-    assert_eq!(flat.len(), len, "Writer::len disagrees with the bytes written");
+    assert_eq!(
+        flat.len(),
+        len,
+        "Writer::len disagrees with the bytes written"
+    );
     // The chunked form must be the same bytes as the flat form.
     let chunked: Vec<u8> = w.finish().iter().flat_map(|c| c.iter().copied()).collect();
     assert_eq!(chunked, flat);
@@ -53,7 +57,11 @@ fn kp_decode<K: Decodable>(b: &[u8], version: i16) -> K {
     let mut buf = Bytes::copy_from_slice(b);
     let k = K::decode(&mut buf, version)
         .unwrap_or_else(|e| panic!("kafka-protocol decode failed at v{version}: {e}\n{b:?}"));
-    assert!(buf.is_empty(), "kafka-protocol left {} bytes at v{version}", buf.len());
+    assert!(
+        buf.is_empty(),
+        "kafka-protocol left {} bytes at v{version}",
+        buf.len()
+    );
     k
 }
 
@@ -61,7 +69,11 @@ fn kp_decode<K: Decodable>(b: &[u8], version: i16) -> K {
 fn check_kp_to_ours<O: Message, K: Encodable>(k: &K, version: i16) -> O {
     let kp_bytes = kp_encode(k, version);
     let o: O = our_decode(&kp_bytes, version);
-    assert_eq!(our_encode(&o, version), kp_bytes, "kp -> ours -> bytes differ at v{version}");
+    assert_eq!(
+        our_encode(&o, version),
+        kp_bytes,
+        "kp -> ours -> bytes differ at v{version}"
+    );
     o
 }
 
@@ -72,7 +84,10 @@ fn check_pair<O: Message, K: Encodable + Decodable>(seed: u64, version: i16) {
     let our_bytes = our_encode(&o, version);
     let k: K = kp_decode(&our_bytes, version);
     let kp_bytes = kp_encode(&k, version);
-    assert_eq!(kp_bytes, our_bytes, "ours -> kp -> bytes differ at v{version}\n{o:?}");
+    assert_eq!(
+        kp_bytes, our_bytes,
+        "ours -> kp -> bytes differ at v{version}\n{o:?}"
+    );
     let back: O = check_kp_to_ours::<O, K>(&k, version);
     assert_eq!(back, o, "value changed through the wire at v{version}");
     check_no_panic::<O>(&our_bytes, version, &mut g);
@@ -207,7 +222,9 @@ impl B {
     }
     fn str(&mut self) -> StrBytes {
         let n = self.g.below(6) as usize;
-        let s: String = (0..n).map(|_| (b'A' + self.g.below(26) as u8) as char).collect();
+        let s: String = (0..n)
+            .map(|_| (b'A' + self.g.below(26) as u8) as char)
+            .collect();
         StrBytes::from_string(s)
     }
     /// `None` a quarter of the time when nullable in this version.
@@ -222,7 +239,9 @@ impl B {
         match self.g.below(5) {
             0 => None,
             1 => Some(Bytes::from(vec![self.g.next_u64() as u8; 5000])),
-            _ => Some(Bytes::from((0..self.g.below(20)).map(|i| i as u8).collect::<Vec<u8>>())),
+            _ => Some(Bytes::from(
+                (0..self.g.below(20)).map(|i| i as u8).collect::<Vec<u8>>(),
+            )),
         }
     }
     fn vec<T>(&mut self, mut f: impl FnMut(&mut B) -> T) -> Vec<T> {
@@ -245,7 +264,9 @@ macro_rules! kp_uuid {
         let mut buf = vec![0u8];
         buf.extend_from_slice(&$b.uuid_bytes());
         buf.push(0);
-        kp::delete_topics_request::DeleteTopicState::decode(&mut Bytes::from(buf), 6).unwrap().topic_id
+        kp::delete_topics_request::DeleteTopicState::decode(&mut Bytes::from(buf), 6)
+            .unwrap()
+            .topic_id
     }};
 }
 
@@ -877,7 +898,10 @@ fn check_kp_built<O: Message, K: Encodable + Decodable + PartialEq + std::fmt::D
 ) {
     let (lo, hi) = O::VERSIONS;
     for v in lo..=hi {
-        let mut b = B { g: Gen::new(seed ^ (v as u64) << 48), v };
+        let mut b = B {
+            g: Gen::new(seed ^ (v as u64) << 48),
+            v,
+        };
         let k = build(&mut b);
         let o: O = check_kp_to_ours::<O, K>(&k, v);
         let back: K = kp_decode(&our_encode(&o, v), v);
@@ -974,8 +998,16 @@ fn header_versions_agree_with_kp() {
         let (lo, hi) = O::VERSIONS;
         for v in lo..=hi {
             let key = O::API_KEY;
-            assert_eq!(ours::request_header_version(key as i16, v), Req::header_version(v), "{key:?} v{v}");
-            assert_eq!(ours::response_header_version(key, v), Resp::header_version(v), "{key:?} v{v}");
+            assert_eq!(
+                ours::request_header_version(key as i16, v),
+                Req::header_version(v),
+                "{key:?} v{v}"
+            );
+            assert_eq!(
+                ours::response_header_version(key, v),
+                Resp::header_version(v),
+                "{key:?} v{v}"
+            );
         }
     }
     check::<kp::ApiVersionsRequest, kp::ApiVersionsResponse, ours::ApiVersionsRequest>();
@@ -986,10 +1018,17 @@ fn header_versions_agree_with_kp() {
     check::<kp::CreateTopicsRequest, kp::CreateTopicsResponse, ours::CreateTopicsRequest>();
     check::<kp::DeleteTopicsRequest, kp::DeleteTopicsResponse, ours::DeleteTopicsRequest>();
     check::<kp::InitProducerIdRequest, kp::InitProducerIdResponse, ours::InitProducerIdRequest>();
-    check::<kp::DescribeClusterRequest, kp::DescribeClusterResponse, ours::DescribeClusterRequest>();
-    check::<kp::CreatePartitionsRequest, kp::CreatePartitionsResponse, ours::CreatePartitionsRequest>();
-    check::<kp::OffsetForLeaderEpochRequest, kp::OffsetForLeaderEpochResponse, ours::OffsetForLeaderEpochRequest>();
-    check::<kp::FindCoordinatorRequest, kp::FindCoordinatorResponse, ours::FindCoordinatorRequest>();
+    check::<kp::DescribeClusterRequest, kp::DescribeClusterResponse, ours::DescribeClusterRequest>(
+    );
+    check::<kp::CreatePartitionsRequest, kp::CreatePartitionsResponse, ours::CreatePartitionsRequest>(
+    );
+    check::<
+        kp::OffsetForLeaderEpochRequest,
+        kp::OffsetForLeaderEpochResponse,
+        ours::OffsetForLeaderEpochRequest,
+    >();
+    check::<kp::FindCoordinatorRequest, kp::FindCoordinatorResponse, ours::FindCoordinatorRequest>(
+    );
 }
 
 /// The 23-byte request that makes a naive decoder reserve gigabytes: a Metadata v1 header and a
@@ -997,8 +1036,13 @@ fn header_versions_agree_with_kp() {
 #[test]
 fn huge_array_count_fails_fast() {
     let mut w = Writer::new();
-    ours::RequestHeader { request_api_key: 3, request_api_version: 1, correlation_id: 1,
-                          client_id: Some("x".into()) }.encode(&mut w);
+    ours::RequestHeader {
+        request_api_key: 3,
+        request_api_version: 1,
+        correlation_id: 1,
+        client_id: Some("x".into()),
+    }
+    .encode(&mut w);
     w.put_i32(i32::MAX);
     w.put_raw(&[0; 4]);
     let frame = Bytes::from(w.into_vec());
@@ -1006,24 +1050,42 @@ fn huge_array_count_fails_fast() {
     let h = ours::RequestHeader::decode(&mut r).unwrap();
     let start = std::time::Instant::now();
     let err = ours::MetadataRequest::decode(&mut r, h.request_api_version).unwrap_err();
-    assert!(matches!(err, ours::DecodeError::LengthTooLarge { .. }), "{err:?}");
+    assert!(
+        matches!(err, ours::DecodeError::LengthTooLarge { .. }),
+        "{err:?}"
+    );
     assert!(start.elapsed() < std::time::Duration::from_millis(100));
     // Same for a compact count in a flexible version (Fetch v12 topics).
     let mut w = Writer::new();
     w.put_i32(-1); // replica_id
-    w.put_i32(0); w.put_i32(0); w.put_i32(0); w.put_i8(0); w.put_i32(0); w.put_i32(0);
+    w.put_i32(0);
+    w.put_i32(0);
+    w.put_i32(0);
+    w.put_i8(0);
+    w.put_i32(0);
+    w.put_i32(0);
     w.put_uvarint(u32::MAX);
     let mut r = Reader::new(Bytes::from(w.into_vec()));
-    assert!(matches!(ours::FetchRequest::decode(&mut r, 12), Err(ours::DecodeError::LengthTooLarge { .. })));
+    assert!(matches!(
+        ours::FetchRequest::decode(&mut r, 12),
+        Err(ours::DecodeError::LengthTooLarge { .. })
+    ));
 }
 
 #[test]
 fn unsupported_versions_are_rejected_not_misparsed() {
     let mut r = Reader::new(Bytes::from_static(&[0; 64]));
-    assert!(matches!(ours::ProduceRequest::decode(&mut r, 2),
-        Err(ours::DecodeError::UnsupportedVersion { api_key: 0, version: 2 })));
-    assert!(matches!(ours::ApiVersionsRequest::decode(&mut r, 4),
-        Err(ours::DecodeError::UnsupportedVersion { .. })));
+    assert!(matches!(
+        ours::ProduceRequest::decode(&mut r, 2),
+        Err(ours::DecodeError::UnsupportedVersion {
+            api_key: 0,
+            version: 2
+        })
+    ));
+    assert!(matches!(
+        ours::ApiVersionsRequest::decode(&mut r, 4),
+        Err(ours::DecodeError::UnsupportedVersion { .. })
+    ));
 }
 
 /// Records are zero-copy on decode and go out as a shared chunk on encode.
@@ -1035,15 +1097,25 @@ fn records_zero_copy_both_ways() {
         timeout_ms: 1000,
         topic_data: vec![ours::TopicProduceData {
             name: "t".into(),
-            partition_data: vec![ours::PartitionProduceData { index: 0, records: Some(records.clone()) }],
+            partition_data: vec![ours::PartitionProduceData {
+                index: 0,
+                records: Some(records.clone()),
+            }],
         }],
         ..Default::default()
     };
     let mut w = Writer::new();
     req.encode(&mut w, 9);
     let chunks = w.finish();
-    assert!(chunks.iter().any(|c| c.as_ptr() == records.as_ptr()), "records were copied on encode");
-    let frame: Bytes = chunks.iter().flat_map(|c| c.iter().copied()).collect::<Vec<u8>>().into();
+    assert!(
+        chunks.iter().any(|c| c.as_ptr() == records.as_ptr()),
+        "records were copied on encode"
+    );
+    let frame: Bytes = chunks
+        .iter()
+        .flat_map(|c| c.iter().copied())
+        .collect::<Vec<u8>>()
+        .into();
     let got = ours::ProduceRequest::decode(&mut Reader::new(frame.clone()), 9).unwrap();
     let rec = got.topic_data[0].partition_data[0].records.clone().unwrap();
     let off = rec.as_ptr() as usize - frame.as_ptr() as usize;

@@ -48,7 +48,10 @@ pub trait Message: Field + Sample + Default + Clone + Debug + PartialEq {
     /// Decodes the body at `version`; does not require the reader to be exhausted.
     fn decode(r: &mut Reader, version: i16) -> Result<Self, DecodeError> {
         if version < Self::VERSIONS.0 || version > Self::VERSIONS.1 {
-            return Err(DecodeError::UnsupportedVersion { api_key: Self::API_KEY as i16, version });
+            return Err(DecodeError::UnsupportedVersion {
+                api_key: Self::API_KEY as i16,
+                version,
+            });
         }
         Self::read(r, version, Self::is_flexible(version))
     }
