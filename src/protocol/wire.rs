@@ -28,8 +28,12 @@ pub enum DecodeError {
     InvalidVarint(usize),
     #[error("unsupported version {version} for api key {api_key}")]
     UnsupportedVersion { api_key: i16, version: i16 },
+    /// Kafka defines no such api key (the server closes the connection).
     #[error("unknown api key {0}")]
     UnknownApiKey(i16),
+    /// A Kafka api key this codec does not implement.
+    #[error("api key {0} not implemented")]
+    UnsupportedApiKey(i16),
     #[error("{0} trailing bytes after message")]
     TrailingBytes(usize),
 }
