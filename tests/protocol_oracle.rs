@@ -1122,3 +1122,64 @@ fn records_zero_copy_both_ways() {
     assert!(off < frame.len(), "records were copied on decode");
     assert_eq!(got, req);
 }
+
+/// Our `Default` values are the spec defaults: the default message encodes exactly like
+/// kafka-protocol's default message in every version.
+#[test]
+fn defaults_match_kp() {
+    fn check<O: Message, K: Encodable + Default>() {
+        let (lo, hi) = O::VERSIONS;
+        for v in lo..=hi {
+            assert_eq!(
+                our_encode(&O::default(), v),
+                kp_encode(&K::default(), v),
+                "{:?} v{v}",
+                O::API_KEY
+            );
+        }
+    }
+    check::<ours::ApiVersionsRequest, kp::ApiVersionsRequest>();
+    check::<ours::ApiVersionsResponse, kp::ApiVersionsResponse>();
+    check::<ours::MetadataRequest, kp::MetadataRequest>();
+    check::<ours::MetadataResponse, kp::MetadataResponse>();
+    check::<ours::ProduceRequest, kp::ProduceRequest>();
+    check::<ours::ProduceResponse, kp::ProduceResponse>();
+    check::<ours::FetchRequest, kp::FetchRequest>();
+    check::<ours::FetchResponse, kp::FetchResponse>();
+    check::<ours::ListOffsetsRequest, kp::ListOffsetsRequest>();
+    check::<ours::ListOffsetsResponse, kp::ListOffsetsResponse>();
+    check::<ours::CreateTopicsRequest, kp::CreateTopicsRequest>();
+    check::<ours::CreateTopicsResponse, kp::CreateTopicsResponse>();
+    check::<ours::DeleteTopicsRequest, kp::DeleteTopicsRequest>();
+    check::<ours::DeleteTopicsResponse, kp::DeleteTopicsResponse>();
+    check::<ours::InitProducerIdRequest, kp::InitProducerIdRequest>();
+    check::<ours::InitProducerIdResponse, kp::InitProducerIdResponse>();
+    check::<ours::DescribeClusterRequest, kp::DescribeClusterRequest>();
+    check::<ours::DescribeClusterResponse, kp::DescribeClusterResponse>();
+    check::<ours::CreatePartitionsRequest, kp::CreatePartitionsRequest>();
+    check::<ours::CreatePartitionsResponse, kp::CreatePartitionsResponse>();
+    check::<ours::OffsetForLeaderEpochRequest, kp::OffsetForLeaderEpochRequest>();
+    check::<ours::OffsetForLeaderEpochResponse, kp::OffsetForLeaderEpochResponse>();
+    check::<ours::FindCoordinatorRequest, kp::FindCoordinatorRequest>();
+    check::<ours::FindCoordinatorResponse, kp::FindCoordinatorResponse>();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+    /// Whole request frames: a plausible header followed by random bytes never panics.
+    #[test]
+    fn random_request_frames_never_panic(key_ix in 0usize..12, version in -1i16..20,
+                                         junk in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let mut w = Writer::new();
+        ours::RequestHeader {
+            request_api_key: ours::SUPPORTED[key_ix].0 as i16,
+            request_api_version: version,
+            correlation_id: 1,
+            client_id: None,
+        }
+        .encode(&mut w);
+        w.put_raw(&junk);
+        let _ = ours::decode_request(Bytes::from(w.into_vec()));
+        let _ = ours::decode_request(Bytes::from(junk));
+    }
+}
