@@ -1183,3 +1183,341 @@ proptest! {
         let _ = ours::decode_request(Bytes::from(junk));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Interop with a real client: librdkafka (through rdkafka) produces to and consumes from a tiny
+// in-test broker built on our codec only. Every request librdkafka sends must decode, every
+// response we encode must be accepted.
+// ---------------------------------------------------------------------------------------------
+
+mod interop {
+    use super::*;
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message as _;
+    use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+    use rdkafka::{ClientContext, Offset, TopicPartitionList};
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    #[derive(Default)]
+    struct State {
+        /// (api key, version) of every request seen.
+        seen: Vec<(i16, i16)>,
+        /// The one stored batch (partition 0 of topic "t").
+        batch: Option<Bytes>,
+        /// Decode failures: must stay empty.
+        errors: Vec<String>,
+    }
+
+    fn read_frame(s: &mut TcpStream) -> Option<Bytes> {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).ok()?;
+        let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
+        s.read_exact(&mut buf).ok()?;
+        Some(Bytes::from(buf))
+    }
+
+    fn serve_conn(mut s: TcpStream, port: i32, state: Arc<Mutex<State>>) {
+        while let Some(frame) = read_frame(&mut s) {
+            let (h, body) = match ours::decode_request(frame) {
+                Ok(x) => x,
+                Err(e) => {
+                    state.lock().unwrap().errors.push(format!("header: {e}"));
+                    return;
+                }
+            };
+            let v = h.request_api_version;
+            state.lock().unwrap().seen.push((h.request_api_key, v));
+            let api_keys: Vec<ours::ApiVersion> = ours::SUPPORTED
+                .iter()
+                .map(|&(k, min_version, max_version)| ours::ApiVersion {
+                    api_key: k as i16,
+                    min_version,
+                    max_version,
+                })
+                .collect();
+            let (resp, v): (ours::ResponseBody, i16) = match body {
+                Err(ours::DecodeError::UnsupportedVersion { api_key: 18, .. }) => {
+                    // KIP-511: answer ApiVersions in v0 with the versions we do serve.
+                    let r = ours::ApiVersionsResponse {
+                        error_code: ours::ErrorCode::UNSUPPORTED_VERSION.code(),
+                        api_keys,
+                        ..Default::default()
+                    };
+                    (r.into(), 0)
+                }
+                Err(e) => {
+                    state
+                        .lock()
+                        .unwrap()
+                        .errors
+                        .push(format!("key {} v{v}: {e}", h.request_api_key));
+                    return;
+                }
+                Ok(ours::RequestBody::ApiVersions(_)) => (
+                    ours::ApiVersionsResponse {
+                        api_keys,
+                        ..Default::default()
+                    }
+                    .into(),
+                    v,
+                ),
+                Ok(ours::RequestBody::Metadata(_)) => {
+                    let r = ours::MetadataResponse {
+                        brokers: vec![ours::MetadataResponseBroker {
+                            node_id: 1,
+                            host: "127.0.0.1".into(),
+                            port,
+                            rack: None,
+                        }],
+                        cluster_id: Some("oracle".into()),
+                        controller_id: 1,
+                        topics: vec![ours::MetadataResponseTopic {
+                            name: Some("t".into()),
+                            topic_id: [7; 16],
+                            partitions: vec![ours::MetadataResponsePartition {
+                                leader_id: 1,
+                                leader_epoch: 0,
+                                replica_nodes: vec![1],
+                                isr_nodes: vec![1],
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    };
+                    (r.into(), v)
+                }
+                Ok(ours::RequestBody::Produce(req)) => {
+                    let mut st = state.lock().unwrap();
+                    let mut r = ours::ProduceResponse::default();
+                    for t in &req.topic_data {
+                        let mut tr = ours::TopicProduceResponse {
+                            name: t.name.clone(),
+                            ..Default::default()
+                        };
+                        for p in &t.partition_data {
+                            st.batch = p.records.clone();
+                            tr.partition_responses.push(ours::PartitionProduceResponse {
+                                index: p.index,
+                                base_offset: 0,
+                                log_start_offset: 0,
+                                ..Default::default()
+                            });
+                        }
+                        r.responses.push(tr);
+                    }
+                    if req.acks == 0 {
+                        continue;
+                    }
+                    (r.into(), v)
+                }
+                Ok(ours::RequestBody::ListOffsets(req)) => {
+                    let mut r = ours::ListOffsetsResponse::default();
+                    for t in &req.topics {
+                        let mut tr = ours::ListOffsetsTopicResponse {
+                            name: t.name.clone(),
+                            ..Default::default()
+                        };
+                        for p in &t.partitions {
+                            tr.partitions.push(ours::ListOffsetsPartitionResponse {
+                                partition_index: p.partition_index,
+                                offset: if p.timestamp == -2 { 0 } else { 1 },
+                                leader_epoch: 0,
+                                ..Default::default()
+                            });
+                        }
+                        r.topics.push(tr);
+                    }
+                    (r.into(), v)
+                }
+                Ok(ours::RequestBody::OffsetForLeaderEpoch(req)) => {
+                    let mut r = ours::OffsetForLeaderEpochResponse::default();
+                    for t in &req.topics {
+                        let mut tr = ours::OffsetForLeaderTopicResult {
+                            topic: t.topic.clone(),
+                            ..Default::default()
+                        };
+                        for p in &t.partitions {
+                            tr.partitions
+                                .push(ours::OffsetForLeaderEpochResponseEpochEndOffset {
+                                    partition: p.partition,
+                                    leader_epoch: 0,
+                                    end_offset: 1,
+                                    ..Default::default()
+                                });
+                        }
+                        r.topics.push(tr);
+                    }
+                    (r.into(), v)
+                }
+                Ok(ours::RequestBody::Fetch(req)) => {
+                    let batch = state.lock().unwrap().batch.clone();
+                    let mut r = ours::FetchResponse::default();
+                    for t in &req.topics {
+                        let mut tr = ours::FetchableTopicResponse {
+                            topic: t.topic.clone(),
+                            ..Default::default()
+                        };
+                        for p in &t.partitions {
+                            let records = if p.fetch_offset == 0 {
+                                batch.clone()
+                            } else {
+                                None
+                            };
+                            tr.partitions.push(ours::PartitionData {
+                                partition_index: p.partition,
+                                high_watermark: 1,
+                                last_stable_offset: 1,
+                                log_start_offset: 0,
+                                records: Some(records.unwrap_or_default()),
+                                ..Default::default()
+                            });
+                        }
+                        r.responses.push(tr);
+                    }
+                    if batch.is_none()
+                        || req
+                            .topics
+                            .iter()
+                            .all(|t| t.partitions.iter().all(|p| p.fetch_offset > 0))
+                    {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    (r.into(), v)
+                }
+                Ok(ours::RequestBody::FindCoordinator(req)) => {
+                    let r = ours::FindCoordinatorResponse {
+                        node_id: 1,
+                        host: "127.0.0.1".into(),
+                        port,
+                        coordinators: req
+                            .coordinator_keys
+                            .iter()
+                            .map(|k| ours::Coordinator {
+                                key: k.clone(),
+                                node_id: 1,
+                                host: "127.0.0.1".into(),
+                                port,
+                                error_message: None,
+                                ..Default::default()
+                            })
+                            .collect(),
+                        error_message: None,
+                        ..Default::default()
+                    };
+                    (r.into(), v)
+                }
+                Ok(other) => {
+                    state
+                        .lock()
+                        .unwrap()
+                        .errors
+                        .push(format!("unexpected request {:?}", other.api_key()));
+                    return;
+                }
+            };
+            let mut w = Writer::new();
+            ours::encode_response(&mut w, h.correlation_id, v, &resp);
+            let mut out = (w.len() as i32).to_be_bytes().to_vec();
+            out.extend_from_slice(&w.into_vec());
+            if s.write_all(&out).is_err() {
+                return;
+            }
+        }
+    }
+
+    struct Ctx(Arc<Mutex<Vec<Result<i64, String>>>>);
+    impl ClientContext for Ctx {}
+    impl ProducerContext for Ctx {
+        type DeliveryOpaque = ();
+        fn delivery(&self, r: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+            self.0.lock().unwrap().push(match r {
+                Ok(m) => Ok(m.offset()),
+                Err((e, _)) => Err(e.to_string()),
+            });
+        }
+    }
+
+    #[test]
+    fn librdkafka_produces_and_consumes_through_our_codec() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(Mutex::new(State::default()));
+        {
+            let state = state.clone();
+            std::thread::spawn(move || {
+                for s in listener.incoming().flatten() {
+                    let state = state.clone();
+                    std::thread::spawn(move || serve_conn(s, port as i32, state));
+                }
+            });
+        }
+        let bootstrap = format!("127.0.0.1:{port}");
+
+        let deliveries = Arc::new(Mutex::new(Vec::new()));
+        let producer: ThreadedProducer<Ctx> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("message.timeout.ms", "10000")
+            .set("linger.ms", "0")
+            .create_with_context(Ctx(deliveries.clone()))
+            .unwrap();
+        producer
+            .send(
+                BaseRecord::<str, str, ()>::to("t")
+                    .partition(0)
+                    .key("k")
+                    .payload("hello odradek"),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            *deliveries.lock().unwrap(),
+            vec![Ok(0)],
+            "errors: {:?}",
+            state.lock().unwrap().errors
+        );
+
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", "oracle")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("t", 0, Offset::Beginning).unwrap();
+        consumer.assign(&tpl).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = None;
+        while got.is_none() && Instant::now() < deadline {
+            if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+                let m = m.unwrap();
+                got = Some((
+                    m.offset(),
+                    m.key().map(<[u8]>::to_vec),
+                    m.payload().map(<[u8]>::to_vec),
+                ));
+            }
+        }
+        let st = state.lock().unwrap();
+        assert!(st.errors.is_empty(), "{:?}", st.errors);
+        assert_eq!(
+            got,
+            Some((0, Some(b"k".to_vec()), Some(b"hello odradek".to_vec()))),
+            "seen {:?}",
+            st.seen
+        );
+        // Show which versions librdkafka negotiated (visible with --nocapture).
+        let mut seen = st.seen.clone();
+        seen.sort();
+        seen.dedup();
+        println!(
+            "librdkafka {} requests (key, version): {seen:?}",
+            rdkafka::util::get_rdkafka_version().1
+        );
+    }
+}
