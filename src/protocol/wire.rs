@@ -45,7 +45,8 @@ pub struct Reader {
     pos: usize,
 }
 
-/// Frames past this size switch large `Bytes` fields to shared chunks in the [`Writer`].
+/// `Bytes` fields at least this large are emitted as separate shared chunks by the [`Writer`];
+/// smaller ones are copied (a chunk costs more than copying a few KiB).
 pub const SHARED_CHUNK_MIN: usize = 4096;
 
 macro_rules! read_be {
@@ -456,9 +457,18 @@ impl Writer {
         }
     }
 
+    /// A classic (i16-length) string longer than `i16::MAX` bytes cannot be represented; rather
+    /// than emit a corrupt frame it is cut at the last char boundary that fits.
     pub fn put_string(&mut self, s: &str, flexible: bool) {
-        self.put_len(s.len(), flexible, false);
-        self.buf.extend_from_slice(s.as_bytes());
+        let mut end = s.len();
+        if !flexible && end > i16::MAX as usize {
+            end = i16::MAX as usize;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+        }
+        self.put_len(end, flexible, false);
+        self.buf.extend_from_slice(&s.as_bytes()[..end]);
     }
 
     pub fn put_nullable_string(&mut self, s: Option<&str>, flexible: bool) {
@@ -673,6 +683,18 @@ mod tests {
             r(&[0xff, 0xff, 0xff, 0xff, 0x0f]).read_nullable_bytes(true),
             Err(DecodeError::LengthTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn overlong_classic_string_stays_well_formed() {
+        let long = "é".repeat(20_000); // 40 000 bytes
+        let mut w = Writer::new();
+        w.put_string(&long, false);
+        w.put_i8(9);
+        let mut rd = Reader::new(Bytes::from(w.into_vec()));
+        let got = rd.read_string(false).unwrap();
+        assert!(got.len() <= i16::MAX as usize && long.starts_with(&got));
+        assert_eq!(rd.read_i8().unwrap(), 9);
     }
 
     #[test]
