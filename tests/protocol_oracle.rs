@@ -15,7 +15,7 @@
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages as kp;
 use kafka_protocol::protocol::{Decodable, Encodable};
-use odradek::protocol::sample::{Gen, Sample};
+use odradek::protocol::sample::Gen;
 use odradek::protocol::{self as ours, Message, Reader, Writer};
 use proptest::prelude::*;
 
@@ -26,7 +26,11 @@ fn our_encode<O: Message>(v: &O, version: i16) -> Vec<u8> {
     v.encode(&mut w, version);
     let len = w.len();
     let flat = w.clone().into_vec();
-    assert_eq!(flat.len(), len, "Writer::len disagrees with the bytes written");
+    assert_eq!(
+        flat.len(),
+        len,
+        "Writer::len disagrees with the bytes written"
+    );
     // The chunked form must be the same bytes as the flat form.
     let chunked: Vec<u8> = w.finish().iter().flat_map(|c| c.iter().copied()).collect();
     assert_eq!(chunked, flat);
@@ -53,7 +57,11 @@ fn kp_decode<K: Decodable>(b: &[u8], version: i16) -> K {
     let mut buf = Bytes::copy_from_slice(b);
     let k = K::decode(&mut buf, version)
         .unwrap_or_else(|e| panic!("kafka-protocol decode failed at v{version}: {e}\n{b:?}"));
-    assert!(buf.is_empty(), "kafka-protocol left {} bytes at v{version}", buf.len());
+    assert!(
+        buf.is_empty(),
+        "kafka-protocol left {} bytes at v{version}",
+        buf.len()
+    );
     k
 }
 
@@ -61,7 +69,11 @@ fn kp_decode<K: Decodable>(b: &[u8], version: i16) -> K {
 fn check_kp_to_ours<O: Message, K: Encodable>(k: &K, version: i16) -> O {
     let kp_bytes = kp_encode(k, version);
     let o: O = our_decode(&kp_bytes, version);
-    assert_eq!(our_encode(&o, version), kp_bytes, "kp -> ours -> bytes differ at v{version}");
+    assert_eq!(
+        our_encode(&o, version),
+        kp_bytes,
+        "kp -> ours -> bytes differ at v{version}"
+    );
     o
 }
 
@@ -72,14 +84,22 @@ fn check_pair<O: Message, K: Encodable + Decodable>(seed: u64, version: i16) {
     let our_bytes = our_encode(&o, version);
     let k: K = kp_decode(&our_bytes, version);
     let kp_bytes = kp_encode(&k, version);
-    assert_eq!(kp_bytes, our_bytes, "ours -> kp -> bytes differ at v{version}\n{o:?}");
+    assert_eq!(
+        kp_bytes, our_bytes,
+        "ours -> kp -> bytes differ at v{version}\n{o:?}"
+    );
     let back: O = check_kp_to_ours::<O, K>(&k, version);
     assert_eq!(back, o, "value changed through the wire at v{version}");
     check_no_panic::<O>(&our_bytes, version, &mut g);
 }
 
-/// Truncations and single-byte corruptions of a valid encoding must not panic.
+/// Random frames, truncations and byte corruptions of a valid encoding must not panic.
 fn check_no_panic<O: Message>(valid: &[u8], version: i16, g: &mut Gen) {
+    for _ in 0..4 {
+        let n = g.below(64) as usize;
+        let junk: Vec<u8> = (0..n).map(|_| g.next_u64() as u8).collect();
+        let _ = O::decode(&mut Reader::new(Bytes::from(junk)), version);
+    }
     let frame = Bytes::copy_from_slice(valid);
     for n in 0..valid.len().min(512) {
         let _ = O::decode(&mut Reader::new(frame.slice(..n)), version);
@@ -134,4 +154,1370 @@ oracle! {
     offset_for_leader_epoch_response: ours::OffsetForLeaderEpochResponse, kp::OffsetForLeaderEpochResponse;
     find_coordinator_request: ours::FindCoordinatorRequest, kp::FindCoordinatorRequest;
     find_coordinator_response: ours::FindCoordinatorResponse, kp::FindCoordinatorResponse;
+}
+
+// ---------------------------------------------------------------------------------------------
+// kafka-protocol values built field by field with kafka-protocol's own types (independent of our
+// sampler): direction kp -> ours, plus ours -> kp must give back the same kp value.
+// ---------------------------------------------------------------------------------------------
+
+use kafka_protocol::protocol::StrBytes;
+
+/// Random source plus the version being built; `has("3+")` gates fields by version.
+struct B {
+    g: Gen,
+    v: i16,
+}
+
+fn parse_range(s: &str) -> (i16, i16) {
+    if let Some(lo) = s.strip_suffix('+') {
+        (lo.parse().unwrap(), i16::MAX)
+    } else if let Some((lo, hi)) = s.split_once('-') {
+        (lo.parse().unwrap(), hi.parse().unwrap())
+    } else {
+        let v = s.parse().unwrap();
+        (v, v)
+    }
+}
+
+impl B {
+    fn has(&self, r: &str) -> bool {
+        let (lo, hi) = parse_range(r);
+        self.v >= lo && self.v <= hi
+    }
+    /// Tagged fields are set only half of the time (otherwise they stay at their default).
+    fn tagged(&mut self, r: &str) -> bool {
+        self.has(r) && self.g.coin()
+    }
+    fn int(&mut self) -> i64 {
+        match self.g.below(4) {
+            0 => 0,
+            1 => -1,
+            2 => self.g.below(1000) as i64,
+            _ => self.g.next_u64() as i64,
+        }
+    }
+    fn i8(&mut self) -> i8 {
+        self.int() as i8
+    }
+    fn i16(&mut self) -> i16 {
+        self.int() as i16
+    }
+    fn i32(&mut self) -> i32 {
+        self.int() as i32
+    }
+    fn i64(&mut self) -> i64 {
+        self.int()
+    }
+    fn bool(&mut self) -> bool {
+        self.g.coin()
+    }
+    fn uuid_bytes(&mut self) -> [u8; 16] {
+        let mut a = [0u8; 16];
+        if self.g.coin() {
+            a[..8].copy_from_slice(&self.g.next_u64().to_le_bytes());
+            a[8..].copy_from_slice(&self.g.next_u64().to_le_bytes());
+        }
+        a
+    }
+    fn str(&mut self) -> StrBytes {
+        let n = self.g.below(6) as usize;
+        let s: String = (0..n)
+            .map(|_| (b'A' + self.g.below(26) as u8) as char)
+            .collect();
+        StrBytes::from_string(s)
+    }
+    /// `None` a quarter of the time when nullable in this version.
+    fn ostr(&mut self, nullable: &str) -> Option<StrBytes> {
+        if self.has(nullable) && self.g.below(4) == 0 {
+            None
+        } else {
+            Some(self.str())
+        }
+    }
+    fn records(&mut self) -> Option<Bytes> {
+        match self.g.below(5) {
+            0 => None,
+            1 => Some(Bytes::from(vec![self.g.next_u64() as u8; 5000])),
+            _ => Some(Bytes::from(
+                (0..self.g.below(20)).map(|i| i as u8).collect::<Vec<u8>>(),
+            )),
+        }
+    }
+    fn vec<T>(&mut self, mut f: impl FnMut(&mut B) -> T) -> Vec<T> {
+        let n = self.g.below(4);
+        (0..n).map(|_| f(self)).collect()
+    }
+    fn ovec<T>(&mut self, nullable: &str, f: impl FnMut(&mut B) -> T) -> Option<Vec<T>> {
+        if self.has(nullable) && self.g.below(4) == 0 {
+            None
+        } else {
+            Some(self.vec(f))
+        }
+    }
+}
+
+/// kafka-protocol's Uuid type is not re-exported and `uuid` is not our dependency: obtain one by
+/// decoding a v6 DeleteTopicState (null compact name, uuid, no tagged fields).
+macro_rules! kp_uuid {
+    ($b:expr) => {{
+        let mut buf = vec![0u8];
+        buf.extend_from_slice(&$b.uuid_bytes());
+        buf.push(0);
+        kp::delete_topics_request::DeleteTopicState::decode(&mut Bytes::from(buf), 6)
+            .unwrap()
+            .topic_id
+    }};
+}
+
+fn tn(s: StrBytes) -> kp::TopicName {
+    kp::TopicName(s)
+}
+fn bid(n: i32) -> kp::BrokerId {
+    kp::BrokerId(n)
+}
+
+fn kp_api_versions_request(b: &mut B) -> kp::ApiVersionsRequest {
+    let mut m = kp::ApiVersionsRequest::default();
+    if b.has("3+") {
+        m.client_software_name = b.str();
+        m.client_software_version = b.str();
+    }
+    m
+}
+
+fn kp_api_versions_response(b: &mut B) -> kp::ApiVersionsResponse {
+    use kp::api_versions_response::*;
+    let mut m = ApiVersionsResponse::default();
+    m.error_code = b.i16();
+    m.api_keys = b.vec(|b| {
+        let mut a = ApiVersion::default();
+        a.api_key = b.i16();
+        a.min_version = b.i16();
+        a.max_version = b.i16();
+        a
+    });
+    if b.has("1+") {
+        m.throttle_time_ms = b.i32();
+    }
+    if b.tagged("3+") {
+        m.supported_features = b.vec(|b| {
+            let mut f = SupportedFeatureKey::default();
+            f.name = b.str();
+            f.min_version = b.i16();
+            f.max_version = b.i16();
+            f
+        });
+    }
+    if b.tagged("3+") {
+        m.finalized_features_epoch = b.i64();
+    }
+    if b.tagged("3+") {
+        m.finalized_features = b.vec(|b| {
+            let mut f = FinalizedFeatureKey::default();
+            f.name = b.str();
+            f.max_version_level = b.i16();
+            f.min_version_level = b.i16();
+            f
+        });
+    }
+    if b.tagged("3+") {
+        m.zk_migration_ready = b.bool();
+    }
+    m
+}
+
+fn kp_metadata_request(b: &mut B) -> kp::MetadataRequest {
+    use kp::metadata_request::*;
+    let mut m = MetadataRequest::default();
+    m.topics = b.ovec("1+", |b| {
+        let mut t = MetadataRequestTopic::default();
+        if b.has("10+") {
+            t.topic_id = kp_uuid!(b);
+        }
+        t.name = b.ostr("10+").map(tn);
+        t
+    });
+    if b.has("4+") {
+        m.allow_auto_topic_creation = b.bool();
+    }
+    if b.has("8-10") {
+        m.include_cluster_authorized_operations = b.bool();
+    }
+    if b.has("8+") {
+        m.include_topic_authorized_operations = b.bool();
+    }
+    m
+}
+
+fn kp_metadata_response(b: &mut B) -> kp::MetadataResponse {
+    use kp::metadata_response::*;
+    let mut m = MetadataResponse::default();
+    if b.has("3+") {
+        m.throttle_time_ms = b.i32();
+    }
+    m.brokers = b.vec(|b| {
+        let mut x = MetadataResponseBroker::default();
+        x.node_id = bid(b.i32());
+        x.host = b.str();
+        x.port = b.i32();
+        if b.has("1+") {
+            x.rack = b.ostr("1+");
+        }
+        x
+    });
+    if b.has("2+") {
+        m.cluster_id = b.ostr("2+");
+    }
+    if b.has("1+") {
+        m.controller_id = bid(b.i32());
+    }
+    m.topics = b.vec(|b| {
+        let mut t = MetadataResponseTopic::default();
+        t.error_code = b.i16();
+        t.name = b.ostr("12+").map(tn);
+        if b.has("10+") {
+            t.topic_id = kp_uuid!(b);
+        }
+        if b.has("1+") {
+            t.is_internal = b.bool();
+        }
+        t.partitions = b.vec(|b| {
+            let mut p = MetadataResponsePartition::default();
+            p.error_code = b.i16();
+            p.partition_index = b.i32();
+            p.leader_id = bid(b.i32());
+            if b.has("7+") {
+                p.leader_epoch = b.i32();
+            }
+            p.replica_nodes = b.vec(|b| bid(b.i32()));
+            p.isr_nodes = b.vec(|b| bid(b.i32()));
+            if b.has("5+") {
+                p.offline_replicas = b.vec(|b| bid(b.i32()));
+            }
+            p
+        });
+        if b.has("8+") {
+            t.topic_authorized_operations = b.i32();
+        }
+        t
+    });
+    if b.has("8-10") {
+        m.cluster_authorized_operations = b.i32();
+    }
+    m
+}
+
+fn kp_produce_request(b: &mut B) -> kp::ProduceRequest {
+    use kp::produce_request::*;
+    let mut m = ProduceRequest::default();
+    m.transactional_id = b.ostr("3+").map(kp::TransactionalId);
+    m.acks = b.i16();
+    m.timeout_ms = b.i32();
+    m.topic_data = b.vec(|b| {
+        let mut t = TopicProduceData::default();
+        t.name = tn(b.str());
+        t.partition_data = b.vec(|b| {
+            let mut p = PartitionProduceData::default();
+            p.index = b.i32();
+            p.records = b.records();
+            p
+        });
+        t
+    });
+    m
+}
+
+fn kp_produce_response(b: &mut B) -> kp::ProduceResponse {
+    use kp::produce_response::*;
+    let mut m = ProduceResponse::default();
+    m.responses = b.vec(|b| {
+        let mut t = TopicProduceResponse::default();
+        t.name = tn(b.str());
+        t.partition_responses = b.vec(|b| {
+            let mut p = PartitionProduceResponse::default();
+            p.index = b.i32();
+            p.error_code = b.i16();
+            p.base_offset = b.i64();
+            if b.has("2+") {
+                p.log_append_time_ms = b.i64();
+            }
+            if b.has("5+") {
+                p.log_start_offset = b.i64();
+            }
+            if b.has("8+") {
+                p.record_errors = b.vec(|b| {
+                    let mut e = BatchIndexAndErrorMessage::default();
+                    e.batch_index = b.i32();
+                    e.batch_index_error_message = b.ostr("8+");
+                    e
+                });
+                p.error_message = b.ostr("8+");
+            }
+            if b.tagged("10+") {
+                p.current_leader.leader_id = bid(b.i32());
+                p.current_leader.leader_epoch = b.i32();
+            }
+            p
+        });
+        t
+    });
+    if b.has("1+") {
+        m.throttle_time_ms = b.i32();
+    }
+    if b.tagged("10+") {
+        m.node_endpoints = b.vec(|b| {
+            let mut n = NodeEndpoint::default();
+            n.node_id = bid(b.i32());
+            n.host = b.str();
+            n.port = b.i32();
+            n.rack = b.ostr("10+");
+            n
+        });
+    }
+    m
+}
+
+fn kp_fetch_request(b: &mut B) -> kp::FetchRequest {
+    use kp::fetch_request::*;
+    let mut m = FetchRequest::default();
+    if b.tagged("12+") {
+        m.cluster_id = b.ostr("12+");
+    }
+    m.replica_id = bid(b.i32());
+    m.max_wait_ms = b.i32();
+    m.min_bytes = b.i32();
+    m.max_bytes = b.i32();
+    m.isolation_level = b.i8();
+    if b.has("7+") {
+        m.session_id = b.i32();
+        m.session_epoch = b.i32();
+    }
+    m.topics = b.vec(|b| {
+        let mut t = FetchTopic::default();
+        t.topic = tn(b.str());
+        t.partitions = b.vec(|b| {
+            let mut p = FetchPartition::default();
+            p.partition = b.i32();
+            if b.has("9+") {
+                p.current_leader_epoch = b.i32();
+            }
+            p.fetch_offset = b.i64();
+            if b.has("12+") {
+                p.last_fetched_epoch = b.i32();
+            }
+            if b.has("5+") {
+                p.log_start_offset = b.i64();
+            }
+            p.partition_max_bytes = b.i32();
+            p
+        });
+        t
+    });
+    if b.has("7+") {
+        m.forgotten_topics_data = b.vec(|b| {
+            let mut f = ForgottenTopic::default();
+            f.topic = tn(b.str());
+            f.partitions = b.vec(|b| b.i32());
+            f
+        });
+    }
+    if b.has("11+") {
+        m.rack_id = b.str();
+    }
+    m
+}
+
+fn kp_fetch_response(b: &mut B) -> kp::FetchResponse {
+    use kp::fetch_response::*;
+    let mut m = FetchResponse::default();
+    m.throttle_time_ms = b.i32();
+    if b.has("7+") {
+        m.error_code = b.i16();
+        m.session_id = b.i32();
+    }
+    m.responses = b.vec(|b| {
+        let mut t = FetchableTopicResponse::default();
+        t.topic = tn(b.str());
+        t.partitions = b.vec(|b| {
+            let mut p = PartitionData::default();
+            p.partition_index = b.i32();
+            p.error_code = b.i16();
+            p.high_watermark = b.i64();
+            p.last_stable_offset = b.i64();
+            if b.has("5+") {
+                p.log_start_offset = b.i64();
+            }
+            if b.tagged("12+") {
+                p.diverging_epoch.epoch = b.i32();
+                p.diverging_epoch.end_offset = b.i64();
+            }
+            if b.tagged("12+") {
+                p.current_leader.leader_id = bid(b.i32());
+                p.current_leader.leader_epoch = b.i32();
+            }
+            if b.tagged("12+") {
+                p.snapshot_id.end_offset = b.i64();
+                p.snapshot_id.epoch = b.i32();
+            }
+            p.aborted_transactions = b.ovec("4+", |b| {
+                let mut a = AbortedTransaction::default();
+                a.producer_id = kp::ProducerId(b.i64());
+                a.first_offset = b.i64();
+                a
+            });
+            if b.has("11+") {
+                p.preferred_read_replica = bid(b.i32());
+            }
+            p.records = b.records();
+            p
+        });
+        t
+    });
+    m
+}
+
+fn kp_list_offsets_request(b: &mut B) -> kp::ListOffsetsRequest {
+    use kp::list_offsets_request::*;
+    let mut m = ListOffsetsRequest::default();
+    m.replica_id = bid(b.i32());
+    if b.has("2+") {
+        m.isolation_level = b.i8();
+    }
+    m.topics = b.vec(|b| {
+        let mut t = ListOffsetsTopic::default();
+        t.name = tn(b.str());
+        t.partitions = b.vec(|b| {
+            let mut p = ListOffsetsPartition::default();
+            p.partition_index = b.i32();
+            if b.has("4+") {
+                p.current_leader_epoch = b.i32();
+            }
+            p.timestamp = b.i64();
+            p
+        });
+        t
+    });
+    m
+}
+
+fn kp_list_offsets_response(b: &mut B) -> kp::ListOffsetsResponse {
+    use kp::list_offsets_response::*;
+    let mut m = ListOffsetsResponse::default();
+    if b.has("2+") {
+        m.throttle_time_ms = b.i32();
+    }
+    m.topics = b.vec(|b| {
+        let mut t = ListOffsetsTopicResponse::default();
+        t.name = tn(b.str());
+        t.partitions = b.vec(|b| {
+            let mut p = ListOffsetsPartitionResponse::default();
+            p.partition_index = b.i32();
+            p.error_code = b.i16();
+            p.timestamp = b.i64();
+            p.offset = b.i64();
+            if b.has("4+") {
+                p.leader_epoch = b.i32();
+            }
+            p
+        });
+        t
+    });
+    m
+}
+
+fn kp_create_topics_request(b: &mut B) -> kp::CreateTopicsRequest {
+    use kp::create_topics_request::*;
+    let mut m = CreateTopicsRequest::default();
+    m.topics = b.vec(|b| {
+        let mut t = CreatableTopic::default();
+        t.name = tn(b.str());
+        t.num_partitions = b.i32();
+        t.replication_factor = b.i16();
+        t.assignments = b.vec(|b| {
+            let mut a = CreatableReplicaAssignment::default();
+            a.partition_index = b.i32();
+            a.broker_ids = b.vec(|b| bid(b.i32()));
+            a
+        });
+        t.configs = b.vec(|b| {
+            let mut c = CreatableTopicConfig::default();
+            c.name = b.str();
+            c.value = b.ostr("0+");
+            c
+        });
+        t
+    });
+    m.timeout_ms = b.i32();
+    m.validate_only = b.bool();
+    m
+}
+
+fn kp_create_topics_response(b: &mut B) -> kp::CreateTopicsResponse {
+    use kp::create_topics_response::*;
+    let mut m = CreateTopicsResponse::default();
+    m.throttle_time_ms = b.i32();
+    m.topics = b.vec(|b| {
+        let mut t = CreatableTopicResult::default();
+        t.name = tn(b.str());
+        if b.has("7+") {
+            t.topic_id = kp_uuid!(b);
+        }
+        t.error_code = b.i16();
+        t.error_message = b.ostr("0+");
+        if b.tagged("5+") {
+            t.topic_config_error_code = b.i16();
+        }
+        if b.has("5+") {
+            t.num_partitions = b.i32();
+            t.replication_factor = b.i16();
+            t.configs = b.ovec("5+", |b| {
+                let mut c = CreatableTopicConfigs::default();
+                c.name = b.str();
+                c.value = b.ostr("5+");
+                c.read_only = b.bool();
+                c.config_source = b.i8();
+                c.is_sensitive = b.bool();
+                c
+            });
+        }
+        t
+    });
+    m
+}
+
+fn kp_delete_topics_request(b: &mut B) -> kp::DeleteTopicsRequest {
+    use kp::delete_topics_request::*;
+    let mut m = DeleteTopicsRequest::default();
+    if b.has("6+") {
+        m.topics = b.vec(|b| {
+            let mut t = DeleteTopicState::default();
+            t.name = b.ostr("6+").map(tn);
+            t.topic_id = kp_uuid!(b);
+            t
+        });
+    } else {
+        m.topic_names = b.vec(|b| tn(b.str()));
+    }
+    m.timeout_ms = b.i32();
+    m
+}
+
+fn kp_delete_topics_response(b: &mut B) -> kp::DeleteTopicsResponse {
+    use kp::delete_topics_response::*;
+    let mut m = DeleteTopicsResponse::default();
+    m.throttle_time_ms = b.i32();
+    m.responses = b.vec(|b| {
+        let mut r = DeletableTopicResult::default();
+        r.name = b.ostr("6+").map(tn);
+        if b.has("6+") {
+            r.topic_id = kp_uuid!(b);
+        }
+        r.error_code = b.i16();
+        if b.has("5+") {
+            r.error_message = b.ostr("5+");
+        }
+        r
+    });
+    m
+}
+
+fn kp_init_producer_id_request(b: &mut B) -> kp::InitProducerIdRequest {
+    let mut m = kp::InitProducerIdRequest::default();
+    m.transactional_id = b.ostr("0+").map(kp::TransactionalId);
+    m.transaction_timeout_ms = b.i32();
+    if b.has("3+") {
+        m.producer_id = kp::ProducerId(b.i64());
+        m.producer_epoch = b.i16();
+    }
+    m
+}
+
+fn kp_init_producer_id_response(b: &mut B) -> kp::InitProducerIdResponse {
+    let mut m = kp::InitProducerIdResponse::default();
+    m.throttle_time_ms = b.i32();
+    m.error_code = b.i16();
+    m.producer_id = kp::ProducerId(b.i64());
+    m.producer_epoch = b.i16();
+    m
+}
+
+fn kp_describe_cluster_request(b: &mut B) -> kp::DescribeClusterRequest {
+    let mut m = kp::DescribeClusterRequest::default();
+    m.include_cluster_authorized_operations = b.bool();
+    if b.has("1+") {
+        m.endpoint_type = b.i8();
+    }
+    m
+}
+
+fn kp_describe_cluster_response(b: &mut B) -> kp::DescribeClusterResponse {
+    use kp::describe_cluster_response::*;
+    let mut m = DescribeClusterResponse::default();
+    m.throttle_time_ms = b.i32();
+    m.error_code = b.i16();
+    m.error_message = b.ostr("0+");
+    if b.has("1+") {
+        m.endpoint_type = b.i8();
+    }
+    m.cluster_id = b.str();
+    m.controller_id = bid(b.i32());
+    m.brokers = b.vec(|b| {
+        let mut x = DescribeClusterBroker::default();
+        x.broker_id = bid(b.i32());
+        x.host = b.str();
+        x.port = b.i32();
+        x.rack = b.ostr("0+");
+        x
+    });
+    m.cluster_authorized_operations = b.i32();
+    m
+}
+
+fn kp_create_partitions_request(b: &mut B) -> kp::CreatePartitionsRequest {
+    use kp::create_partitions_request::*;
+    let mut m = CreatePartitionsRequest::default();
+    m.topics = b.vec(|b| {
+        let mut t = CreatePartitionsTopic::default();
+        t.name = tn(b.str());
+        t.count = b.i32();
+        t.assignments = b.ovec("0+", |b| {
+            let mut a = CreatePartitionsAssignment::default();
+            a.broker_ids = b.vec(|b| bid(b.i32()));
+            a
+        });
+        t
+    });
+    m.timeout_ms = b.i32();
+    m.validate_only = b.bool();
+    m
+}
+
+fn kp_create_partitions_response(b: &mut B) -> kp::CreatePartitionsResponse {
+    use kp::create_partitions_response::*;
+    let mut m = CreatePartitionsResponse::default();
+    m.throttle_time_ms = b.i32();
+    m.results = b.vec(|b| {
+        let mut r = CreatePartitionsTopicResult::default();
+        r.name = tn(b.str());
+        r.error_code = b.i16();
+        r.error_message = b.ostr("0+");
+        r
+    });
+    m
+}
+
+fn kp_offset_for_leader_epoch_request(b: &mut B) -> kp::OffsetForLeaderEpochRequest {
+    use kp::offset_for_leader_epoch_request::*;
+    let mut m = OffsetForLeaderEpochRequest::default();
+    if b.has("3+") {
+        m.replica_id = bid(b.i32());
+    }
+    m.topics = b.vec(|b| {
+        let mut t = OffsetForLeaderTopic::default();
+        t.topic = tn(b.str());
+        t.partitions = b.vec(|b| {
+            let mut p = OffsetForLeaderPartition::default();
+            p.partition = b.i32();
+            p.current_leader_epoch = b.i32();
+            p.leader_epoch = b.i32();
+            p
+        });
+        t
+    });
+    m
+}
+
+fn kp_offset_for_leader_epoch_response(b: &mut B) -> kp::OffsetForLeaderEpochResponse {
+    use kp::offset_for_leader_epoch_response::*;
+    let mut m = OffsetForLeaderEpochResponse::default();
+    m.throttle_time_ms = b.i32();
+    m.topics = b.vec(|b| {
+        let mut t = OffsetForLeaderTopicResult::default();
+        t.topic = tn(b.str());
+        t.partitions = b.vec(|b| {
+            let mut p = EpochEndOffset::default();
+            p.error_code = b.i16();
+            p.partition = b.i32();
+            p.leader_epoch = b.i32();
+            p.end_offset = b.i64();
+            p
+        });
+        t
+    });
+    m
+}
+
+fn kp_find_coordinator_request(b: &mut B) -> kp::FindCoordinatorRequest {
+    let mut m = kp::FindCoordinatorRequest::default();
+    if b.has("0-3") {
+        m.key = b.str();
+    }
+    if b.has("1+") {
+        m.key_type = b.i8();
+    }
+    if b.has("4+") {
+        m.coordinator_keys = b.vec(|b| b.str());
+    }
+    m
+}
+
+fn kp_find_coordinator_response(b: &mut B) -> kp::FindCoordinatorResponse {
+    use kp::find_coordinator_response::*;
+    let mut m = FindCoordinatorResponse::default();
+    if b.has("1+") {
+        m.throttle_time_ms = b.i32();
+    }
+    if b.has("0-3") {
+        m.error_code = b.i16();
+        if b.has("1-3") {
+            m.error_message = b.ostr("1-3");
+        }
+        m.node_id = bid(b.i32());
+        m.host = b.str();
+        m.port = b.i32();
+    } else {
+        m.coordinators = b.vec(|b| {
+            let mut c = Coordinator::default();
+            c.key = b.str();
+            c.node_id = bid(b.i32());
+            c.host = b.str();
+            c.port = b.i32();
+            c.error_code = b.i16();
+            c.error_message = b.ostr("4+");
+            c
+        });
+    }
+    m
+}
+
+/// kp value -> kp bytes -> ours -> our bytes identical, and our bytes -> kp gives the same value.
+fn check_kp_built<O: Message, K: Encodable + Decodable + PartialEq + std::fmt::Debug>(
+    seed: u64,
+    build: fn(&mut B) -> K,
+) {
+    let (lo, hi) = O::VERSIONS;
+    for v in lo..=hi {
+        let mut b = B {
+            g: Gen::new(seed ^ (v as u64) << 48),
+            v,
+        };
+        let k = build(&mut b);
+        let o: O = check_kp_to_ours::<O, K>(&k, v);
+        let back: K = kp_decode(&our_encode(&o, v), v);
+        assert_eq!(back, k, "kp value changed through our codec at v{v}");
+    }
+}
+
+macro_rules! oracle_kp_built {
+    ($($test:ident: $ours:ty, $build:ident;)*) => {$(
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: CASES, failure_persistence: None, ..ProptestConfig::default() })]
+            #[test]
+            fn $test(seed in any::<u64>()) {
+                check_kp_built::<$ours, _>(seed, $build);
+            }
+        }
+    )*};
+}
+
+oracle_kp_built! {
+    kp_built_api_versions_request: ours::ApiVersionsRequest, kp_api_versions_request;
+    kp_built_api_versions_response: ours::ApiVersionsResponse, kp_api_versions_response;
+    kp_built_metadata_request: ours::MetadataRequest, kp_metadata_request;
+    kp_built_metadata_response: ours::MetadataResponse, kp_metadata_response;
+    kp_built_produce_request: ours::ProduceRequest, kp_produce_request;
+    kp_built_produce_response: ours::ProduceResponse, kp_produce_response;
+    kp_built_fetch_request: ours::FetchRequest, kp_fetch_request;
+    kp_built_fetch_response: ours::FetchResponse, kp_fetch_response;
+    kp_built_list_offsets_request: ours::ListOffsetsRequest, kp_list_offsets_request;
+    kp_built_list_offsets_response: ours::ListOffsetsResponse, kp_list_offsets_response;
+    kp_built_create_topics_request: ours::CreateTopicsRequest, kp_create_topics_request;
+    kp_built_create_topics_response: ours::CreateTopicsResponse, kp_create_topics_response;
+    kp_built_delete_topics_request: ours::DeleteTopicsRequest, kp_delete_topics_request;
+    kp_built_delete_topics_response: ours::DeleteTopicsResponse, kp_delete_topics_response;
+    kp_built_init_producer_id_request: ours::InitProducerIdRequest, kp_init_producer_id_request;
+    kp_built_init_producer_id_response: ours::InitProducerIdResponse, kp_init_producer_id_response;
+    kp_built_describe_cluster_request: ours::DescribeClusterRequest, kp_describe_cluster_request;
+    kp_built_describe_cluster_response: ours::DescribeClusterResponse, kp_describe_cluster_response;
+    kp_built_create_partitions_request: ours::CreatePartitionsRequest, kp_create_partitions_request;
+    kp_built_create_partitions_response: ours::CreatePartitionsResponse, kp_create_partitions_response;
+    kp_built_offset_for_leader_epoch_request: ours::OffsetForLeaderEpochRequest, kp_offset_for_leader_epoch_request;
+    kp_built_offset_for_leader_epoch_response: ours::OffsetForLeaderEpochResponse, kp_offset_for_leader_epoch_response;
+    kp_built_find_coordinator_request: ours::FindCoordinatorRequest, kp_find_coordinator_request;
+    kp_built_find_coordinator_response: ours::FindCoordinatorResponse, kp_find_coordinator_response;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Headers.
+// ---------------------------------------------------------------------------------------------
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: CASES, failure_persistence: None, ..ProptestConfig::default() })]
+    #[test]
+    fn request_header_matches_kp(key_ix in 0usize..12, version in 0i16..14, corr in any::<i32>(),
+                                 client in proptest::option::of("[a-z0-9-]{0,12}")) {
+        let key = ours::SUPPORTED[key_ix].0 as i16;
+        let hv = ours::request_header_version(key, version);
+        let mut k = kp::RequestHeader::default();
+        k.request_api_key = key;
+        k.request_api_version = version;
+        k.correlation_id = corr;
+        k.client_id = client.clone().map(StrBytes::from_string);
+        let kp_bytes = kp_encode(&k, hv);
+        let mut r = Reader::new(Bytes::from(kp_bytes.clone()));
+        let h = ours::RequestHeader::decode(&mut r).unwrap();
+        prop_assert_eq!(r.remaining(), 0);
+        prop_assert_eq!(&h, &ours::RequestHeader { request_api_key: key, request_api_version: version,
+                                                     correlation_id: corr, client_id: client });
+        let mut w = Writer::new();
+        h.encode(&mut w);
+        prop_assert_eq!(w.into_vec(), kp_bytes);
+    }
+
+    #[test]
+    fn response_header_matches_kp(key_ix in 0usize..12, version in 0i16..14, corr in any::<i32>()) {
+        let key = ours::SUPPORTED[key_ix].0;
+        let hv = ours::response_header_version(key, version);
+        let mut k = kp::ResponseHeader::default();
+        k.correlation_id = corr;
+        let kp_bytes = kp_encode(&k, hv);
+        let mut w = Writer::new();
+        ours::ResponseHeader { correlation_id: corr }.encode(&mut w, hv);
+        prop_assert_eq!(w.into_vec(), kp_bytes.clone());
+        let mut r = Reader::new(Bytes::from(kp_bytes));
+        prop_assert_eq!(ours::ResponseHeader::decode(&mut r, hv).unwrap().correlation_id, corr);
+        prop_assert_eq!(r.remaining(), 0);
+    }
+}
+
+#[test]
+fn header_versions_agree_with_kp() {
+    use kafka_protocol::protocol::HeaderVersion;
+    fn check<Req: HeaderVersion, Resp: HeaderVersion, O: Message>() {
+        let (lo, hi) = O::VERSIONS;
+        for v in lo..=hi {
+            let key = O::API_KEY;
+            assert_eq!(
+                ours::request_header_version(key as i16, v),
+                Req::header_version(v),
+                "{key:?} v{v}"
+            );
+            assert_eq!(
+                ours::response_header_version(key, v),
+                Resp::header_version(v),
+                "{key:?} v{v}"
+            );
+        }
+    }
+    check::<kp::ApiVersionsRequest, kp::ApiVersionsResponse, ours::ApiVersionsRequest>();
+    check::<kp::MetadataRequest, kp::MetadataResponse, ours::MetadataRequest>();
+    check::<kp::ProduceRequest, kp::ProduceResponse, ours::ProduceRequest>();
+    check::<kp::FetchRequest, kp::FetchResponse, ours::FetchRequest>();
+    check::<kp::ListOffsetsRequest, kp::ListOffsetsResponse, ours::ListOffsetsRequest>();
+    check::<kp::CreateTopicsRequest, kp::CreateTopicsResponse, ours::CreateTopicsRequest>();
+    check::<kp::DeleteTopicsRequest, kp::DeleteTopicsResponse, ours::DeleteTopicsRequest>();
+    check::<kp::InitProducerIdRequest, kp::InitProducerIdResponse, ours::InitProducerIdRequest>();
+    check::<kp::DescribeClusterRequest, kp::DescribeClusterResponse, ours::DescribeClusterRequest>(
+    );
+    check::<kp::CreatePartitionsRequest, kp::CreatePartitionsResponse, ours::CreatePartitionsRequest>(
+    );
+    check::<
+        kp::OffsetForLeaderEpochRequest,
+        kp::OffsetForLeaderEpochResponse,
+        ours::OffsetForLeaderEpochRequest,
+    >();
+    check::<kp::FindCoordinatorRequest, kp::FindCoordinatorResponse, ours::FindCoordinatorRequest>(
+    );
+}
+
+/// The 23-byte request that makes a naive decoder reserve gigabytes: a Metadata v1 header and a
+/// topic array claiming i32::MAX elements. Must fail fast with a length error.
+#[test]
+fn huge_array_count_fails_fast() {
+    let mut w = Writer::new();
+    ours::RequestHeader {
+        request_api_key: 3,
+        request_api_version: 1,
+        correlation_id: 1,
+        client_id: Some("x".into()),
+    }
+    .encode(&mut w);
+    w.put_i32(i32::MAX);
+    w.put_raw(&[0; 4]);
+    let frame = Bytes::from(w.into_vec());
+    let mut r = Reader::new(frame);
+    let h = ours::RequestHeader::decode(&mut r).unwrap();
+    let start = std::time::Instant::now();
+    let err = ours::MetadataRequest::decode(&mut r, h.request_api_version).unwrap_err();
+    assert!(
+        matches!(err, ours::DecodeError::LengthTooLarge { .. }),
+        "{err:?}"
+    );
+    assert!(start.elapsed() < std::time::Duration::from_millis(100));
+    // Same for a compact count in a flexible version (Fetch v12 topics).
+    let mut w = Writer::new();
+    w.put_i32(-1); // replica_id
+    w.put_i32(0);
+    w.put_i32(0);
+    w.put_i32(0);
+    w.put_i8(0);
+    w.put_i32(0);
+    w.put_i32(0);
+    w.put_uvarint(u32::MAX);
+    let mut r = Reader::new(Bytes::from(w.into_vec()));
+    assert!(matches!(
+        ours::FetchRequest::decode(&mut r, 12),
+        Err(ours::DecodeError::LengthTooLarge { .. })
+    ));
+}
+
+#[test]
+fn unsupported_versions_are_rejected_not_misparsed() {
+    let mut r = Reader::new(Bytes::from_static(&[0; 64]));
+    assert!(matches!(
+        ours::ProduceRequest::decode(&mut r, 2),
+        Err(ours::DecodeError::UnsupportedVersion {
+            api_key: 0,
+            version: 2
+        })
+    ));
+    assert!(matches!(
+        ours::ApiVersionsRequest::decode(&mut r, 4),
+        Err(ours::DecodeError::UnsupportedVersion { .. })
+    ));
+}
+
+/// Records are zero-copy on decode and go out as a shared chunk on encode.
+#[test]
+fn records_zero_copy_both_ways() {
+    let records = Bytes::from(vec![0xabu8; 10_000]);
+    let req = ours::ProduceRequest {
+        acks: -1,
+        timeout_ms: 1000,
+        topic_data: vec![ours::TopicProduceData {
+            name: "t".into(),
+            partition_data: vec![ours::PartitionProduceData {
+                index: 0,
+                records: Some(records.clone()),
+            }],
+        }],
+        ..Default::default()
+    };
+    let mut w = Writer::new();
+    req.encode(&mut w, 9);
+    let chunks = w.finish();
+    assert!(
+        chunks.iter().any(|c| c.as_ptr() == records.as_ptr()),
+        "records were copied on encode"
+    );
+    let frame: Bytes = chunks
+        .iter()
+        .flat_map(|c| c.iter().copied())
+        .collect::<Vec<u8>>()
+        .into();
+    let got = ours::ProduceRequest::decode(&mut Reader::new(frame.clone()), 9).unwrap();
+    let rec = got.topic_data[0].partition_data[0].records.clone().unwrap();
+    let off = rec.as_ptr() as usize - frame.as_ptr() as usize;
+    assert!(off < frame.len(), "records were copied on decode");
+    assert_eq!(got, req);
+}
+
+/// Our `Default` values are the spec defaults: the default message encodes exactly like
+/// kafka-protocol's default message in every version.
+#[test]
+fn defaults_match_kp() {
+    fn check<O: Message, K: Encodable + Default>() {
+        let (lo, hi) = O::VERSIONS;
+        for v in lo..=hi {
+            assert_eq!(
+                our_encode(&O::default(), v),
+                kp_encode(&K::default(), v),
+                "{:?} v{v}",
+                O::API_KEY
+            );
+        }
+    }
+    check::<ours::ApiVersionsRequest, kp::ApiVersionsRequest>();
+    check::<ours::ApiVersionsResponse, kp::ApiVersionsResponse>();
+    check::<ours::MetadataRequest, kp::MetadataRequest>();
+    check::<ours::MetadataResponse, kp::MetadataResponse>();
+    check::<ours::ProduceRequest, kp::ProduceRequest>();
+    check::<ours::ProduceResponse, kp::ProduceResponse>();
+    check::<ours::FetchRequest, kp::FetchRequest>();
+    check::<ours::FetchResponse, kp::FetchResponse>();
+    check::<ours::ListOffsetsRequest, kp::ListOffsetsRequest>();
+    check::<ours::ListOffsetsResponse, kp::ListOffsetsResponse>();
+    check::<ours::CreateTopicsRequest, kp::CreateTopicsRequest>();
+    check::<ours::CreateTopicsResponse, kp::CreateTopicsResponse>();
+    check::<ours::DeleteTopicsRequest, kp::DeleteTopicsRequest>();
+    check::<ours::DeleteTopicsResponse, kp::DeleteTopicsResponse>();
+    check::<ours::InitProducerIdRequest, kp::InitProducerIdRequest>();
+    check::<ours::InitProducerIdResponse, kp::InitProducerIdResponse>();
+    check::<ours::DescribeClusterRequest, kp::DescribeClusterRequest>();
+    check::<ours::DescribeClusterResponse, kp::DescribeClusterResponse>();
+    check::<ours::CreatePartitionsRequest, kp::CreatePartitionsRequest>();
+    check::<ours::CreatePartitionsResponse, kp::CreatePartitionsResponse>();
+    check::<ours::OffsetForLeaderEpochRequest, kp::OffsetForLeaderEpochRequest>();
+    check::<ours::OffsetForLeaderEpochResponse, kp::OffsetForLeaderEpochResponse>();
+    check::<ours::FindCoordinatorRequest, kp::FindCoordinatorRequest>();
+    check::<ours::FindCoordinatorResponse, kp::FindCoordinatorResponse>();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+    /// Whole request frames: a plausible header followed by random bytes never panics.
+    #[test]
+    fn random_request_frames_never_panic(key_ix in 0usize..12, version in -1i16..20,
+                                         junk in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let mut w = Writer::new();
+        ours::RequestHeader {
+            request_api_key: ours::SUPPORTED[key_ix].0 as i16,
+            request_api_version: version,
+            correlation_id: 1,
+            client_id: None,
+        }
+        .encode(&mut w);
+        w.put_raw(&junk);
+        let _ = ours::decode_request(Bytes::from(w.into_vec()));
+        let _ = ours::decode_request(Bytes::from(junk));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Interop with a real client: librdkafka (through rdkafka) produces to and consumes from a tiny
+// in-test broker built on our codec only. Every request librdkafka sends must decode, every
+// response we encode must be accepted.
+// ---------------------------------------------------------------------------------------------
+
+mod interop {
+    use super::*;
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message as _;
+    use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+    use rdkafka::{ClientContext, Offset, TopicPartitionList};
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    #[derive(Default)]
+    struct State {
+        /// (api key, version) of every request seen.
+        seen: Vec<(i16, i16)>,
+        /// The one stored batch (partition 0 of topic "t").
+        batch: Option<Bytes>,
+        /// Decode failures: must stay empty.
+        errors: Vec<String>,
+    }
+
+    fn read_frame(s: &mut TcpStream) -> Option<Bytes> {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).ok()?;
+        let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
+        s.read_exact(&mut buf).ok()?;
+        Some(Bytes::from(buf))
+    }
+
+    fn serve_conn(mut s: TcpStream, port: i32, state: Arc<Mutex<State>>) {
+        while let Some(frame) = read_frame(&mut s) {
+            let (h, body) = match ours::decode_request(frame) {
+                Ok(x) => x,
+                Err(e) => {
+                    state.lock().unwrap().errors.push(format!("header: {e}"));
+                    return;
+                }
+            };
+            let v = h.request_api_version;
+            state.lock().unwrap().seen.push((h.request_api_key, v));
+            let api_keys: Vec<ours::ApiVersion> = ours::SUPPORTED
+                .iter()
+                .map(|&(k, min_version, max_version)| ours::ApiVersion {
+                    api_key: k as i16,
+                    min_version,
+                    max_version,
+                })
+                .collect();
+            let (resp, v): (ours::ResponseBody, i16) = match body {
+                Err(ours::DecodeError::UnsupportedVersion { api_key: 18, .. }) => {
+                    // KIP-511: answer ApiVersions in v0 with the versions we do serve.
+                    let r = ours::ApiVersionsResponse {
+                        error_code: ours::ErrorCode::UNSUPPORTED_VERSION.code(),
+                        api_keys,
+                        ..Default::default()
+                    };
+                    (r.into(), 0)
+                }
+                Err(e) => {
+                    state
+                        .lock()
+                        .unwrap()
+                        .errors
+                        .push(format!("key {} v{v}: {e}", h.request_api_key));
+                    return;
+                }
+                Ok(ours::RequestBody::ApiVersions(_)) => (
+                    ours::ApiVersionsResponse {
+                        api_keys,
+                        ..Default::default()
+                    }
+                    .into(),
+                    v,
+                ),
+                Ok(ours::RequestBody::Metadata(_)) => {
+                    let r = ours::MetadataResponse {
+                        brokers: vec![ours::MetadataResponseBroker {
+                            node_id: 1,
+                            host: "127.0.0.1".into(),
+                            port,
+                            rack: None,
+                        }],
+                        cluster_id: Some("oracle".into()),
+                        controller_id: 1,
+                        topics: vec![ours::MetadataResponseTopic {
+                            name: Some("t".into()),
+                            topic_id: [7; 16],
+                            partitions: vec![ours::MetadataResponsePartition {
+                                leader_id: 1,
+                                leader_epoch: 0,
+                                replica_nodes: vec![1],
+                                isr_nodes: vec![1],
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    };
+                    (r.into(), v)
+                }
+                Ok(ours::RequestBody::Produce(req)) => {
+                    let mut st = state.lock().unwrap();
+                    let mut r = ours::ProduceResponse::default();
+                    for t in &req.topic_data {
+                        let mut tr = ours::TopicProduceResponse {
+                            name: t.name.clone(),
+                            ..Default::default()
+                        };
+                        for p in &t.partition_data {
+                            st.batch = p.records.clone();
+                            tr.partition_responses.push(ours::PartitionProduceResponse {
+                                index: p.index,
+                                base_offset: 0,
+                                log_start_offset: 0,
+                                ..Default::default()
+                            });
+                        }
+                        r.responses.push(tr);
+                    }
+                    if req.acks == 0 {
+                        continue;
+                    }
+                    (r.into(), v)
+                }
+                Ok(ours::RequestBody::ListOffsets(req)) => {
+                    let mut r = ours::ListOffsetsResponse::default();
+                    for t in &req.topics {
+                        let mut tr = ours::ListOffsetsTopicResponse {
+                            name: t.name.clone(),
+                            ..Default::default()
+                        };
+                        for p in &t.partitions {
+                            tr.partitions.push(ours::ListOffsetsPartitionResponse {
+                                partition_index: p.partition_index,
+                                offset: if p.timestamp == -2 { 0 } else { 1 },
+                                leader_epoch: 0,
+                                ..Default::default()
+                            });
+                        }
+                        r.topics.push(tr);
+                    }
+                    (r.into(), v)
+                }
+                Ok(ours::RequestBody::OffsetForLeaderEpoch(req)) => {
+                    let mut r = ours::OffsetForLeaderEpochResponse::default();
+                    for t in &req.topics {
+                        let mut tr = ours::OffsetForLeaderTopicResult {
+                            topic: t.topic.clone(),
+                            ..Default::default()
+                        };
+                        for p in &t.partitions {
+                            tr.partitions
+                                .push(ours::OffsetForLeaderEpochResponseEpochEndOffset {
+                                    partition: p.partition,
+                                    leader_epoch: 0,
+                                    end_offset: 1,
+                                    ..Default::default()
+                                });
+                        }
+                        r.topics.push(tr);
+                    }
+                    (r.into(), v)
+                }
+                Ok(ours::RequestBody::Fetch(req)) => {
+                    let batch = state.lock().unwrap().batch.clone();
+                    let mut r = ours::FetchResponse::default();
+                    for t in &req.topics {
+                        let mut tr = ours::FetchableTopicResponse {
+                            topic: t.topic.clone(),
+                            ..Default::default()
+                        };
+                        for p in &t.partitions {
+                            let records = if p.fetch_offset == 0 {
+                                batch.clone()
+                            } else {
+                                None
+                            };
+                            tr.partitions.push(ours::PartitionData {
+                                partition_index: p.partition,
+                                high_watermark: 1,
+                                last_stable_offset: 1,
+                                log_start_offset: 0,
+                                records: Some(records.unwrap_or_default()),
+                                ..Default::default()
+                            });
+                        }
+                        r.responses.push(tr);
+                    }
+                    if batch.is_none()
+                        || req
+                            .topics
+                            .iter()
+                            .all(|t| t.partitions.iter().all(|p| p.fetch_offset > 0))
+                    {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    (r.into(), v)
+                }
+                Ok(ours::RequestBody::FindCoordinator(req)) => {
+                    let r = ours::FindCoordinatorResponse {
+                        node_id: 1,
+                        host: "127.0.0.1".into(),
+                        port,
+                        coordinators: req
+                            .coordinator_keys
+                            .iter()
+                            .map(|k| ours::Coordinator {
+                                key: k.clone(),
+                                node_id: 1,
+                                host: "127.0.0.1".into(),
+                                port,
+                                error_message: None,
+                                ..Default::default()
+                            })
+                            .collect(),
+                        error_message: None,
+                        ..Default::default()
+                    };
+                    (r.into(), v)
+                }
+                Ok(other) => {
+                    state
+                        .lock()
+                        .unwrap()
+                        .errors
+                        .push(format!("unexpected request {:?}", other.api_key()));
+                    return;
+                }
+            };
+            let mut w = Writer::new();
+            ours::encode_response(&mut w, h.correlation_id, v, &resp);
+            let mut out = (w.len() as i32).to_be_bytes().to_vec();
+            out.extend_from_slice(&w.into_vec());
+            if s.write_all(&out).is_err() {
+                return;
+            }
+        }
+    }
+
+    struct Ctx(Arc<Mutex<Vec<Result<i64, String>>>>);
+    impl ClientContext for Ctx {}
+    impl ProducerContext for Ctx {
+        type DeliveryOpaque = ();
+        fn delivery(&self, r: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+            self.0.lock().unwrap().push(match r {
+                Ok(m) => Ok(m.offset()),
+                Err((e, _)) => Err(e.to_string()),
+            });
+        }
+    }
+
+    #[test]
+    fn librdkafka_produces_and_consumes_through_our_codec() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(Mutex::new(State::default()));
+        {
+            let state = state.clone();
+            std::thread::spawn(move || {
+                for s in listener.incoming().flatten() {
+                    let state = state.clone();
+                    std::thread::spawn(move || serve_conn(s, port as i32, state));
+                }
+            });
+        }
+        let bootstrap = format!("127.0.0.1:{port}");
+
+        let deliveries = Arc::new(Mutex::new(Vec::new()));
+        let producer: ThreadedProducer<Ctx> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("message.timeout.ms", "10000")
+            .set("linger.ms", "0")
+            .create_with_context(Ctx(deliveries.clone()))
+            .unwrap();
+        producer
+            .send(
+                BaseRecord::<str, str, ()>::to("t")
+                    .partition(0)
+                    .key("k")
+                    .payload("hello odradek"),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            *deliveries.lock().unwrap(),
+            vec![Ok(0)],
+            "errors: {:?}",
+            state.lock().unwrap().errors
+        );
+
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", "oracle")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("t", 0, Offset::Beginning).unwrap();
+        consumer.assign(&tpl).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = None;
+        while got.is_none() && Instant::now() < deadline {
+            if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+                let m = m.unwrap();
+                got = Some((
+                    m.offset(),
+                    m.key().map(<[u8]>::to_vec),
+                    m.payload().map(<[u8]>::to_vec),
+                ));
+            }
+        }
+        let st = state.lock().unwrap();
+        assert!(st.errors.is_empty(), "{:?}", st.errors);
+        assert_eq!(
+            got,
+            Some((0, Some(b"k".to_vec()), Some(b"hello odradek".to_vec()))),
+            "seen {:?}",
+            st.seen
+        );
+        // Show which versions librdkafka negotiated (visible with --nocapture).
+        let mut seen = st.seen.clone();
+        seen.sort();
+        seen.dedup();
+        println!(
+            "librdkafka {} requests (key, version): {seen:?}",
+            rdkafka::util::get_rdkafka_version().1
+        );
+    }
 }

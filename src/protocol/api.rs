@@ -308,7 +308,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
 
 /// The supported version range of `key`, if we serve it.
 pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
-    SUPPORTED.iter().find(|(k, _, _)| *k == key).map(|&(_, lo, hi)| (lo, hi))
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|&(_, lo, hi)| (lo, hi))
 }
 
 /// Whether `version` of `key` is served.
@@ -344,7 +347,9 @@ mod tests {
             assert!(lo <= hi, "{k:?}");
             assert_eq!(SUPPORTED.iter().filter(|e| e.0 == k).count(), 1);
         }
-        assert!(request_is_flexible(ApiKey::Produce, 9) && !request_is_flexible(ApiKey::Produce, 8));
+        assert!(
+            request_is_flexible(ApiKey::Produce, 9) && !request_is_flexible(ApiKey::Produce, 8)
+        );
         assert!(request_is_flexible(ApiKey::DescribeCluster, 0));
         assert!(!request_is_flexible(ApiKey::SaslHandshake, 1));
         assert!(is_supported(ApiKey::Fetch, 12) && !is_supported(ApiKey::Fetch, 13));

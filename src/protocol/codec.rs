@@ -1,4 +1,4 @@
-//! The [`Message`] trait and the [`message!`] macro that defines a Kafka message once and derives
+//! The [`Message`] trait and the [`message!`](crate::message!) macro that defines a Kafka message once and derives
 //! `decode`/`encode` for every version from it.
 //!
 //! A message definition mirrors the Kafka JSON spec: each field carries its version range
@@ -24,7 +24,7 @@ use super::sample::Sample;
 use super::wire::{DecodeError, Reader, Writer};
 
 /// A value that can be read from and written to the wire in a given version. Implemented for the
-/// primitive field types and, by [`message!`], for every message and nested struct.
+/// primitive field types and, by [`message!`](crate::message!), for every message and nested struct.
 pub trait Field: Sized {
     fn read(r: &mut Reader, version: i16, flexible: bool) -> Result<Self, DecodeError>;
     fn write(&self, w: &mut Writer, version: i16, flexible: bool);
@@ -48,7 +48,10 @@ pub trait Message: Field + Sample + Default + Clone + Debug + PartialEq {
     /// Decodes the body at `version`; does not require the reader to be exhausted.
     fn decode(r: &mut Reader, version: i16) -> Result<Self, DecodeError> {
         if version < Self::VERSIONS.0 || version > Self::VERSIONS.1 {
-            return Err(DecodeError::UnsupportedVersion { api_key: Self::API_KEY as i16, version });
+            return Err(DecodeError::UnsupportedVersion {
+                api_key: Self::API_KEY as i16,
+                version,
+            });
         }
         Self::read(r, version, Self::is_flexible(version))
     }

@@ -55,7 +55,12 @@ impl RequestHeader {
             // No tagged fields are defined for the request header yet; skip any a client sends.
             r.read_tagged_fields(|_, _| Ok(false))?;
         }
-        Ok(RequestHeader { request_api_key, request_api_version, correlation_id, client_id })
+        Ok(RequestHeader {
+            request_api_key,
+            request_api_version,
+            correlation_id,
+            client_id,
+        })
     }
 
     pub fn encode(&self, w: &mut Writer) {
@@ -128,13 +133,23 @@ mod tests {
 
     #[test]
     fn null_client_id_and_truncation() {
-        let h = RequestHeader { request_api_key: 3, request_api_version: 1, correlation_id: -5, client_id: None };
+        let h = RequestHeader {
+            request_api_key: 3,
+            request_api_version: 1,
+            correlation_id: -5,
+            client_id: None,
+        };
         let mut w = Writer::new();
         h.encode(&mut w);
         let b = w.into_vec();
-        assert_eq!(RequestHeader::decode(&mut Reader::new(Bytes::from(b.clone()))).unwrap(), h);
+        assert_eq!(
+            RequestHeader::decode(&mut Reader::new(Bytes::from(b.clone()))).unwrap(),
+            h
+        );
         for n in 0..b.len() {
-            assert!(RequestHeader::decode(&mut Reader::new(Bytes::copy_from_slice(&b[..n]))).is_err());
+            assert!(
+                RequestHeader::decode(&mut Reader::new(Bytes::copy_from_slice(&b[..n]))).is_err()
+            );
         }
     }
 }

@@ -14,20 +14,22 @@
 //! - Byte-for-byte agreement with Kafka's generated codecs for every served version, checked by
 //!   `tests/protocol_oracle.rs` against the `kafka-protocol` crate (dev-dependency only).
 //!
-//! Typical server use:
+//! Typical server use (frame = one request without its 4-byte size prefix):
 //! ```ignore
-//! let mut r = Reader::new(frame);
-//! let header = RequestHeader::decode(&mut r)?;
-//! let req = ProduceRequest::decode(&mut r, header.request_api_version)?;
+//! let (header, body) = decode_request(frame)?; // Err: unreadable header, close the connection
+//! match body {
+//!     Ok(RequestBody::Produce(req)) => { /* ... */ }
+//!     Err(DecodeError::UnsupportedVersion { .. }) => { /* answer UNSUPPORTED_VERSION */ }
+//!     ...
+//! }
 //! let mut w = Writer::new();
-//! ResponseHeader { correlation_id: header.correlation_id }
-//!     .encode(&mut w, response_header_version(ApiKey::Produce, header.request_api_version));
-//! resp.encode(&mut w, header.request_api_version);
-//! let size = w.len(); // frame size prefix
-//! let chunks = w.finish();
+//! encode_response(&mut w, header.correlation_id, header.request_api_version, &resp.into());
+//! let size = w.len() as i32; // the frame size prefix
+//! let chunks: Vec<Bytes> = w.finish(); // records stay shared, write with writev
 //! ```
 
 pub mod api;
+pub mod body;
 pub mod codec;
 pub mod error;
 pub mod header;
@@ -38,6 +40,9 @@ pub mod wire;
 
 pub use api::{
     is_supported, request_is_flexible, response_is_flexible, supported_versions, ApiKey, SUPPORTED,
+};
+pub use body::{
+    decode_request, decode_response, encode_request, encode_response, RequestBody, ResponseBody,
 };
 pub use codec::{Field, Message};
 pub use error::ErrorCode;

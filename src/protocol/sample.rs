@@ -110,7 +110,11 @@ impl Sample for String {
 /// Bytes are sometimes large (past the shared-chunk threshold) to exercise chunked encoding.
 impl Sample for Bytes {
     fn sample(g: &mut Gen, _: i16, _: bool) -> Self {
-        let n = if g.below(8) == 0 { 4096 + g.len(64) } else { g.len(16) };
+        let n = if g.below(8) == 0 {
+            4096 + g.len(64)
+        } else {
+            g.len(16)
+        };
         Bytes::from((0..n).map(|_| g.next_u64() as u8).collect::<Vec<u8>>())
     }
 }

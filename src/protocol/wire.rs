@@ -28,8 +28,12 @@ pub enum DecodeError {
     InvalidVarint(usize),
     #[error("unsupported version {version} for api key {api_key}")]
     UnsupportedVersion { api_key: i16, version: i16 },
+    /// Kafka defines no such api key (the server closes the connection).
     #[error("unknown api key {0}")]
     UnknownApiKey(i16),
+    /// A Kafka api key this codec does not implement.
+    #[error("api key {0} not implemented")]
+    UnsupportedApiKey(i16),
     #[error("{0} trailing bytes after message")]
     TrailingBytes(usize),
 }
@@ -41,7 +45,8 @@ pub struct Reader {
     pos: usize,
 }
 
-/// Frames past this size switch large `Bytes` fields to shared chunks in the [`Writer`].
+/// `Bytes` fields at least this large are emitted as separate shared chunks by the [`Writer`];
+/// smaller ones are copied (a chunk costs more than copying a few KiB).
 pub const SHARED_CHUNK_MIN: usize = 4096;
 
 macro_rules! read_be {
@@ -90,7 +95,10 @@ impl Reader {
     fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
         let remaining = self.remaining();
         if n > remaining {
-            return Err(DecodeError::Truncated { needed: n, remaining });
+            return Err(DecodeError::Truncated {
+                needed: n,
+                remaining,
+            });
         }
         let start = self.pos;
         self.pos += n;
@@ -217,7 +225,8 @@ impl Reader {
 
     /// Non-nullable string; a null on the wire is rejected as a negative length.
     pub fn read_string(&mut self, flexible: bool) -> Result<String, DecodeError> {
-        self.read_nullable_string(flexible)?.ok_or(DecodeError::NegativeLength(-1))
+        self.read_nullable_string(flexible)?
+            .ok_or(DecodeError::NegativeLength(-1))
     }
 
     /// Nullable bytes (also `records`): i32 length or compact uvarint length+1. Zero-copy.
@@ -230,7 +239,8 @@ impl Reader {
 
     /// Non-nullable bytes; a null on the wire is rejected as a negative length.
     pub fn read_bytes_field(&mut self, flexible: bool) -> Result<Bytes, DecodeError> {
-        self.read_nullable_bytes(flexible)?.ok_or(DecodeError::NegativeLength(-1))
+        self.read_nullable_bytes(flexible)?
+            .ok_or(DecodeError::NegativeLength(-1))
     }
 
     /// Array element count (i32, or compact uvarint count+1); `None` = null array.
@@ -262,7 +272,8 @@ impl Reader {
         flexible: bool,
         f: impl FnMut(&mut Reader) -> Result<T, DecodeError>,
     ) -> Result<Vec<T>, DecodeError> {
-        self.read_nullable_array(flexible, f)?.ok_or(DecodeError::NegativeLength(-1))
+        self.read_nullable_array(flexible, f)?
+            .ok_or(DecodeError::NegativeLength(-1))
     }
 
     /// Tagged-field section: count, then (tag, size, value) each. `f(tag, value_reader)` returns
@@ -306,7 +317,11 @@ impl Writer {
     }
 
     pub fn with_capacity(n: usize) -> Self {
-        Writer { buf: Vec::with_capacity(n), chunks: Vec::new(), chunks_len: 0 }
+        Writer {
+            buf: Vec::with_capacity(n),
+            chunks: Vec::new(),
+            chunks_len: 0,
+        }
     }
 
     /// Total bytes written so far (chunks included): the frame size prefix.
@@ -442,9 +457,18 @@ impl Writer {
         }
     }
 
+    /// A classic (i16-length) string longer than `i16::MAX` bytes cannot be represented; rather
+    /// than emit a corrupt frame it is cut at the last char boundary that fits.
     pub fn put_string(&mut self, s: &str, flexible: bool) {
-        self.put_len(s.len(), flexible, false);
-        self.buf.extend_from_slice(s.as_bytes());
+        let mut end = s.len();
+        if !flexible && end > i16::MAX as usize {
+            end = i16::MAX as usize;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+        }
+        self.put_len(end, flexible, false);
+        self.buf.extend_from_slice(&s.as_bytes()[..end]);
     }
 
     pub fn put_nullable_string(&mut self, s: Option<&str>, flexible: bool) {
@@ -517,7 +541,13 @@ mod tests {
         assert!(rd.read_bool().unwrap());
         assert_eq!(rd.read_uuid().unwrap(), [7; 16]);
         assert_eq!(rd.remaining(), 0);
-        assert!(matches!(rd.read_i32(), Err(DecodeError::Truncated { needed: 4, remaining: 0 })));
+        assert!(matches!(
+            rd.read_i32(),
+            Err(DecodeError::Truncated {
+                needed: 4,
+                remaining: 0
+            })
+        ));
     }
 
     #[test]
@@ -559,8 +589,14 @@ mod tests {
     #[test]
     fn hostile_varints() {
         // Truncated: continuation bit set on the last byte of the frame.
-        assert!(matches!(r(&[0x80]).read_uvarint(), Err(DecodeError::Truncated { .. })));
-        assert!(matches!(r(&[0xff, 0xff]).read_varlong(), Err(DecodeError::Truncated { .. })));
+        assert!(matches!(
+            r(&[0x80]).read_uvarint(),
+            Err(DecodeError::Truncated { .. })
+        ));
+        assert!(matches!(
+            r(&[0xff, 0xff]).read_varlong(),
+            Err(DecodeError::Truncated { .. })
+        ));
         // 6-byte varint where 5 is the maximum.
         assert!(matches!(
             r(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x01]).read_uvarint(),
@@ -575,9 +611,17 @@ mod tests {
         let max = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
         assert_eq!(r(&max).read_uvarlong().unwrap(), u64::MAX);
         let over = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02];
-        assert!(matches!(r(&over).read_uvarlong(), Err(DecodeError::InvalidVarint(10))));
-        let eleven = [0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00];
-        assert!(matches!(r(&eleven).read_uvarlong(), Err(DecodeError::InvalidVarint(10))));
+        assert!(matches!(
+            r(&over).read_uvarlong(),
+            Err(DecodeError::InvalidVarint(10))
+        ));
+        let eleven = [
+            0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00,
+        ];
+        assert!(matches!(
+            r(&eleven).read_uvarlong(),
+            Err(DecodeError::InvalidVarint(10))
+        ));
     }
 
     #[test]
@@ -590,7 +634,10 @@ mod tests {
             let mut rd = Reader::new(Bytes::from(w.into_vec()));
             assert_eq!(rd.read_string(flexible).unwrap(), "héllo");
             assert_eq!(rd.read_nullable_string(flexible).unwrap(), None);
-            assert_eq!(rd.read_nullable_string(flexible).unwrap(), Some(String::new()));
+            assert_eq!(
+                rd.read_nullable_string(flexible).unwrap(),
+                Some(String::new())
+            );
             assert_eq!(rd.remaining(), 0);
         }
         // Classic null string is 0xffff, compact null is 0.
@@ -604,26 +651,50 @@ mod tests {
 
     #[test]
     fn hostile_strings_and_bytes() {
-        assert_eq!(r(&[0xff, 0xfe]).read_nullable_string(false), Err(DecodeError::NegativeLength(-2)));
+        assert_eq!(
+            r(&[0xff, 0xfe]).read_nullable_string(false),
+            Err(DecodeError::NegativeLength(-2))
+        );
         assert_eq!(
             r(&[0x80, 0, 0, 0]).read_nullable_bytes(false),
             Err(DecodeError::NegativeLength(i32::MIN as i64))
         );
         assert!(matches!(
             r(&[0, 10, b'a']).read_string(false),
-            Err(DecodeError::LengthTooLarge { len: 10, remaining: 1 })
+            Err(DecodeError::LengthTooLarge {
+                len: 10,
+                remaining: 1
+            })
         ));
         assert!(matches!(
             r(&[0x7f, 0xff, 0xff, 0xff]).read_nullable_bytes(false),
             Err(DecodeError::LengthTooLarge { .. })
         ));
-        assert_eq!(r(&[0, 2, 0xc3, 0x28]).read_string(false), Err(DecodeError::InvalidUtf8));
-        assert_eq!(r(&[3, 0xff, 0xfe]).read_string(true), Err(DecodeError::InvalidUtf8));
+        assert_eq!(
+            r(&[0, 2, 0xc3, 0x28]).read_string(false),
+            Err(DecodeError::InvalidUtf8)
+        );
+        assert_eq!(
+            r(&[3, 0xff, 0xfe]).read_string(true),
+            Err(DecodeError::InvalidUtf8)
+        );
         // Compact length of u32::MAX claims 4 GiB.
         assert!(matches!(
             r(&[0xff, 0xff, 0xff, 0xff, 0x0f]).read_nullable_bytes(true),
             Err(DecodeError::LengthTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn overlong_classic_string_stays_well_formed() {
+        let long = "é".repeat(20_000); // 40 000 bytes
+        let mut w = Writer::new();
+        w.put_string(&long, false);
+        w.put_i8(9);
+        let mut rd = Reader::new(Bytes::from(w.into_vec()));
+        let got = rd.read_string(false).unwrap();
+        assert!(got.len() <= i16::MAX as usize && long.starts_with(&got));
+        assert_eq!(rd.read_i8().unwrap(), 9);
     }
 
     #[test]
@@ -647,8 +718,14 @@ mod tests {
             }
             w.put_null_array(flexible);
             let mut rd = Reader::new(Bytes::from(w.into_vec()));
-            assert_eq!(rd.read_array(flexible, |r| r.read_i32()).unwrap(), vec![0, 1, 2]);
-            assert_eq!(rd.read_nullable_array(flexible, |r| r.read_i32()).unwrap(), None);
+            assert_eq!(
+                rd.read_array(flexible, |r| r.read_i32()).unwrap(),
+                vec![0, 1, 2]
+            );
+            assert_eq!(
+                rd.read_nullable_array(flexible, |r| r.read_i32()).unwrap(),
+                None
+            );
         }
     }
 
