@@ -1,1 +1,3 @@
-//! (placeholder)
+pub mod cache;
+pub mod index;
+pub mod producer_state;
