@@ -25,6 +25,44 @@ pub fn align_up(v: u64) -> u64 {
     (v + PAGE_BYTES - 1) & !(PAGE_BYTES - 1)
 }
 
+thread_local! {
+    /// Devices (st_dev) whose io_uring poll support glommio has already probed on this thread.
+    static PRIMED_DEVICES: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Works around glommio 0.9's iopoll probe: the first `DmaFile` opened on a device (per executor
+/// thread) is probed with a 4 KiB read at offset 0, and the answer is cached for the device. If
+/// that file is empty the read "succeeds" without touching the device, the device is wrongly
+/// marked pollable, and every later read on it fails with EOPNOTSUPP (seen on virtio disks). So
+/// before the first open on a device we open a non-empty scratch file, which makes the probe
+/// exercise the real path.
+async fn ensure_iopoll_probed(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Ok(meta) = std::fs::metadata(dir) else { return };
+    let dev = meta.dev();
+    if PRIMED_DEVICES.with(|p| p.borrow().contains(&dev)) {
+        return;
+    }
+    PRIMED_DEVICES.with(|p| p.borrow_mut().push(dev));
+    let scratch = dir.join(format!(".odradek-iopoll-probe-{}", std::process::id()));
+    if std::fs::write(&scratch, [0u8; PAGE_BYTES as usize]).is_ok() {
+        if let Ok(f) = OpenOptions::new().read(true).dma_open(&scratch).await {
+            let _ = f.close().await;
+        }
+    }
+    let _ = std::fs::remove_file(&scratch);
+}
+
+/// Opens with glommio after making sure the device's iopoll probe is meaningful.
+async fn dma_open(opts: &OpenOptions, path: &Path) -> glommio::Result<DmaFile, ()> {
+    ensure_iopoll_probed(path).await;
+    opts.dma_open(path).await
+}
+
 /// An O_DIRECT file opened for reading and writing.
 pub struct DirectFile {
     file: DmaFile,
@@ -34,11 +72,7 @@ pub struct DirectFile {
 impl DirectFile {
     /// Opens `path` read-write, creating it when `create` is set (never truncating).
     pub async fn open(path: &Path, create: bool) -> Result<DirectFile, IoFailure> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(create)
-            .dma_open(path)
+        let file = dma_open(OpenOptions::new().read(true).write(true).create(create), path)
             .await
             .map_err(|e| IoFailure::new("open", path, 0, e))?;
         Ok(DirectFile { file, path: path.to_path_buf() })
@@ -46,12 +80,7 @@ impl DirectFile {
 
     /// Opens `path` read-write, truncating it to zero length (creating it if needed).
     pub async fn create_truncate(path: &Path) -> Result<DirectFile, IoFailure> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .dma_open(path)
+        let file = dma_open(OpenOptions::new().read(true).write(true).create(true).truncate(true), path)
             .await
             .map_err(|e| IoFailure::new("create", path, 0, e))?;
         Ok(DirectFile { file, path: path.to_path_buf() })
@@ -152,7 +181,7 @@ pub async fn write_whole_file(path: &Path, data: &[u8]) -> Result<(), IoFailure>
 
 /// Reads a whole small file; `None` if it does not exist.
 pub async fn read_whole_file(path: &Path) -> Result<Option<Bytes>, IoFailure> {
-    let f = match OpenOptions::new().read(true).dma_open(path).await {
+    let f = match dma_open(OpenOptions::new().read(true), path).await {
         Ok(f) => f,
         Err(e) => {
             let e: std::io::Error = e.into();
