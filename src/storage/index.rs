@@ -44,7 +44,7 @@ impl OffsetIndex {
 
     /// Appends an entry; ignored unless strictly after the last one (keeps the invariant).
     pub fn push(&mut self, rel: u32, pos: u32) {
-        if self.entries.last().is_none_or(|&(r, p)| rel > r && pos > p) {
+        if self.entries.last().map_or(true, |&(r, p)| rel > r && pos > p) {
             self.entries.push((rel, pos));
         }
     }
@@ -101,7 +101,7 @@ impl TimeIndex {
 
     /// Appends (t, r) if both are beyond the last entry.
     pub fn push(&mut self, ts: i64, rel: u32) {
-        if self.entries.last().is_none_or(|&(t, r)| ts > t && rel > r) {
+        if self.entries.last().map_or(true, |&(t, r)| ts > t && rel > r) {
             self.entries.push((ts, rel));
         }
     }
@@ -213,7 +213,7 @@ mod tests {
             let mut idx = OffsetIndex::default();
             let (mut r, mut p) = (0u32, 0u32);
             for (dr, dp) in &deltas { r += dr; p += dp; idx.push(r, p); }
-            let expect = idx.entries().iter().filter(|e| e.0 <= q).last().map(|e| e.1).unwrap_or(0);
+            let expect = idx.entries().iter().filter(|e| e.0 <= q).next_back().map(|e| e.1).unwrap_or(0);
             prop_assert_eq!(idx.lookup(q), expect);
             let enc = idx.encode();
             prop_assert_eq!(OffsetIndex::decode(&enc, p as u64 + 1).unwrap(), idx.clone());

@@ -38,7 +38,7 @@ use bytes::{Bytes, BytesMut};
 use glommio::sync::Semaphore;
 
 use crate::io::dma::{align_down, align_up, read_whole_file, write_whole_file, DirectFile, PAGE_BYTES};
-use crate::io::state_file::{read_state, write_state};
+use crate::io::state_file::{read_state, remove_state, write_state};
 use crate::io::{sync_dir, IoFailure};
 use crate::protocol::record_batch::{self, BatchHeader, LOG_OVERHEAD};
 
@@ -122,6 +122,50 @@ pub struct PartitionLog {
     state: RefCell<LogState>,
     /// Serialises flushes: the rewrite of a partial page must not race an older write of it.
     flush_lock: Semaphore,
+    tail_rescanned: bool,
+}
+
+/// Name of the clean-shutdown marker (a state file) written by `close`.
+pub const CLEAN_MARKER: &str = ".clean_shutdown";
+
+/// What `close` records so the next `open` can skip rescanning the tail segment.
+///
+/// ```text
+/// i64 LE tail base offset | u64 LE tail size | i64 LE next offset | i64 LE max timestamp |
+/// producer state snapshot (see `producer_state`)
+/// ```
+struct CleanMarker {
+    tail_base: i64,
+    tail_size: u64,
+    next_offset: i64,
+    max_timestamp: i64,
+    producers: ProducerStateMachine,
+}
+
+impl CleanMarker {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32);
+        out.extend_from_slice(&self.tail_base.to_le_bytes());
+        out.extend_from_slice(&self.tail_size.to_le_bytes());
+        out.extend_from_slice(&self.next_offset.to_le_bytes());
+        out.extend_from_slice(&self.max_timestamp.to_le_bytes());
+        out.extend_from_slice(&self.producers.encode());
+        out
+    }
+
+    fn decode(b: &[u8]) -> Option<CleanMarker> {
+        if b.len() < 32 {
+            return None;
+        }
+        let word = |i: usize| -> Option<[u8; 8]> { b[i * 8..i * 8 + 8].try_into().ok() };
+        Some(CleanMarker {
+            tail_base: i64::from_le_bytes(word(0)?),
+            tail_size: u64::from_le_bytes(word(1)?),
+            next_offset: i64::from_le_bytes(word(2)?),
+            max_timestamp: i64::from_le_bytes(word(3)?),
+            producers: ProducerStateMachine::decode(&b[32..])?,
+        })
+    }
 }
 
 fn invariant(what: &'static str, expected: i64, found: i64) -> StorageError {
@@ -173,32 +217,72 @@ impl PartitionLog {
         }
         bases.sort_unstable();
 
+        // A clean-shutdown marker lets us skip the tail rescan. It is consumed here, before
+        // anything is written, so a crash from now on forces a rescan next time.
+        let marker_path = dir.join(CLEAN_MARKER);
+        let clean = match read_state(&marker_path) {
+            Ok(Some(bytes)) => CleanMarker::decode(&bytes),
+            Ok(None) => None,
+            Err(e) => {
+                log::warn!("ignoring clean-shutdown marker: {e}");
+                None
+            }
+        };
+        if clean.is_some() || marker_path.exists() {
+            remove_state(&marker_path)?;
+        }
+
         let mut segments = BTreeMap::new();
         let mut producers = ProducerStateMachine::new();
+        let mut tail_rescanned = false;
         if bases.is_empty() {
             segments.insert(0, Segment::new_empty(0, now_ms));
         } else {
             let tail_base = bases[bases.len() - 1];
-            // Producer state: the snapshot written when the tail segment was rolled to, else a
-            // rebuild from every earlier segment.
-            let snapshot = dir.join(segment_file_name(tail_base, "snapshot"));
-            let restored = match read_state(&snapshot) {
-                Ok(Some(bytes)) => ProducerStateMachine::decode(&bytes),
-                Ok(None) => None,
-                Err(e) => {
-                    log::warn!("ignoring producer snapshot: {e}");
-                    None
+            let clean_tail = match clean {
+                Some(m) if m.tail_base == tail_base => {
+                    let next_base = m.next_offset;
+                    Self::open_clean_tail(&dir, &m, now_ms).await?.map(|seg| (seg, m.producers, next_base))
+                }
+                _ => None,
+            };
+            let tail = match clean_tail {
+                Some((seg, p, _)) => {
+                    producers = p;
+                    seg
+                }
+                None => {
+                    tail_rescanned = true;
+                    // Producer state: the snapshot written when the tail segment was rolled to,
+                    // else a rebuild from every earlier segment.
+                    let snapshot = dir.join(segment_file_name(tail_base, "snapshot"));
+                    let restored = match read_state(&snapshot) {
+                        Ok(Some(bytes)) => ProducerStateMachine::decode(&bytes),
+                        Ok(None) => None,
+                        Err(e) => {
+                            log::warn!("ignoring producer snapshot: {e}");
+                            None
+                        }
+                    };
+                    let rebuild_producers = restored.is_none() && bases.len() > 1;
+                    if let Some(p) = restored {
+                        producers = p;
+                    }
+                    if rebuild_producers {
+                        for (i, &base) in bases[..bases.len() - 1].iter().enumerate() {
+                            let seg = Self::open_sealed(&dir, &cfg, base, bases[i + 1], Some(&mut producers)).await?;
+                            segments.insert(base, seg);
+                        }
+                    }
+                    Self::recover_tail(&dir, &cfg, tail_base, now_ms, &mut producers).await?
                 }
             };
-            let rebuild_producers = restored.is_none() && bases.len() > 1;
-            if let Some(p) = restored {
-                producers = p;
-            }
             for (i, &base) in bases[..bases.len() - 1].iter().enumerate() {
-                let seg = Self::open_sealed(&dir, &cfg, base, bases[i + 1], rebuild_producers.then_some(&mut producers)).await?;
-                segments.insert(base, seg);
+                if !segments.contains_key(&base) {
+                    let seg = Self::open_sealed(&dir, &cfg, base, bases[i + 1], None).await?;
+                    segments.insert(base, seg);
+                }
             }
-            let tail = Self::recover_tail(&dir, &cfg, tail_base, now_ms, &mut producers).await?;
             segments.insert(tail_base, tail);
         }
         let log_start_offset = segments.keys().next().copied().unwrap_or(0);
@@ -218,7 +302,51 @@ impl PartitionLog {
                 failed: false,
             }),
             flush_lock: Semaphore::new(1),
+            tail_rescanned,
         })
+    }
+
+    /// Opens the tail segment as described by a clean-shutdown marker; `None` if the files do
+    /// not match it (then the caller rescans).
+    async fn open_clean_tail(dir: &Path, m: &CleanMarker, now_ms: i64) -> Result<Option<Segment>, StorageError> {
+        let base = m.tail_base;
+        let file = DirectFile::open(&Self::path(dir, base, "log"), false).await?;
+        if file.size().await? != m.tail_size || m.next_offset < base {
+            return Ok(None);
+        }
+        let max_rel = (m.next_offset - base - 1).clamp(0, u32::MAX as i64) as u32;
+        let offsets = read_whole_file(&Self::path(dir, base, "index"))
+            .await?
+            .and_then(|b| OffsetIndex::decode(&b, m.tail_size.max(1)).ok());
+        let times = read_whole_file(&Self::path(dir, base, "timeindex"))
+            .await?
+            .and_then(|b| TimeIndex::decode(&b, max_rel).ok());
+        let (Some(offsets), Some(times)) = (offsets, times) else { return Ok(None) };
+        let pending_pos = align_down(m.tail_size);
+        let pending = file.read(pending_pos, (m.tail_size - pending_pos) as usize).await?.to_vec();
+        if pending.len() as u64 != m.tail_size - pending_pos {
+            return Ok(None);
+        }
+        let last_rel = (m.next_offset > base).then_some(max_rel);
+        Ok(Some(Segment {
+            base_offset: base,
+            file: Some(Rc::new(file)),
+            size: m.tail_size,
+            durable_size: m.tail_size,
+            next_offset: m.next_offset,
+            durable_next_offset: m.next_offset,
+            pending,
+            pending_pos,
+            allocated_bytes: m.tail_size,
+            indexes: SegmentIndexes::from_parts(offsets, times, m.max_timestamp, last_rel),
+            roll_base_ms: now_ms,
+            seal: SealState::Open,
+        }))
+    }
+
+    /// False when the last open trusted a clean-shutdown marker instead of CRC-scanning the tail.
+    pub fn tail_was_rescanned(&self) -> bool {
+        self.tail_rescanned
     }
 
     fn path(dir: &Path, base: i64, ext: &str) -> PathBuf {
@@ -622,26 +750,41 @@ impl PartitionLog {
         Ok(None)
     }
 
-    /// Flushes, writes the active segment's index files, closes the files.
+    /// Flushes, trims the tail segment to its exact size, writes its index files and the
+    /// clean-shutdown marker, closes the files.
     pub async fn close(self) -> Result<(), StorageError> {
         let flushed = self.flush().await;
         self.cache.remove_partition(self.cache_id);
         flushed?;
-        let mut active = None;
-        let files: Vec<Rc<DirectFile>> = {
-            let mut st = self.state.borrow_mut();
-            if let Some(seg) = st.segments.values_mut().next_back() {
-                seg.indexes.seal_time_entry();
-                active = Some((seg.base_offset, seg.indexes.offsets.encode(), seg.indexes.times.encode()));
+        let (tail, marker) = {
+            let mut guard = self.state.borrow_mut();
+            let st = &mut *guard;
+            match st.segments.values_mut().next_back() {
+                Some(seg) => {
+                    seg.indexes.seal_time_entry();
+                    let marker = CleanMarker {
+                        tail_base: seg.base_offset,
+                        tail_size: seg.size,
+                        next_offset: seg.next_offset,
+                        max_timestamp: seg.indexes.max_timestamp,
+                        producers: st.producers.clone(),
+                    };
+                    let idx = (seg.indexes.offsets.encode(), seg.indexes.times.encode());
+                    (seg.file.clone().map(|f| (f, seg.base_offset, seg.size, idx)), Some(marker))
+                }
+                None => (None, None),
             }
-            st.segments.values_mut().filter_map(|s| s.file.take()).collect()
         };
-        if let Some((base, offsets, times)) = active {
-            // Only a hint: the tail segment is always rescanned on open.
+        if let (Some((file, base, size, (offsets, times))), Some(marker)) = (tail, marker) {
+            file.truncate(size).await?;
+            file.fdatasync().await?;
             write_whole_file(&Self::path(&self.dir, base, "index"), &offsets).await?;
             write_whole_file(&Self::path(&self.dir, base, "timeindex"), &times).await?;
             sync_dir(&self.dir)?;
+            write_state(&self.dir.join(CLEAN_MARKER), &marker.encode())?;
         }
+        let files: Vec<Rc<DirectFile>> =
+            self.state.borrow_mut().segments.values_mut().filter_map(|s| s.file.take()).collect();
         for f in files {
             if let Ok(f) = Rc::try_unwrap(f) {
                 f.close().await?;
