@@ -17,6 +17,8 @@ use super::IoFailure;
 
 /// Alignment of every write position and length.
 pub const PAGE_BYTES: u64 = 4096;
+/// Largest single DMA write (a multiple of the page).
+pub const WRITE_CHUNK_BYTES: usize = 1 << 20;
 
 pub fn align_down(v: u64) -> u64 {
     v & !(PAGE_BYTES - 1)
@@ -90,7 +92,9 @@ impl DirectFile {
         &self.path
     }
 
-    /// Writes `data` at the page-aligned `pos`, padding the last page with zeros.
+    /// Writes `data` at the page-aligned `pos`, padding the last page with zeros. Large writes
+    /// are split into [`WRITE_CHUNK_BYTES`] pieces submitted together, so no single DMA buffer
+    /// grows with the amount of data buffered between two flushes.
     pub async fn write_padded(&self, pos: u64, data: &[u8]) -> Result<(), IoFailure> {
         if pos % PAGE_BYTES != 0 {
             return Err(IoFailure::new(
@@ -100,9 +104,15 @@ impl DirectFile {
                 std::io::Error::from(std::io::ErrorKind::InvalidInput),
             ));
         }
-        if data.is_empty() {
-            return Ok(());
-        }
+        let writes = data
+            .chunks(WRITE_CHUNK_BYTES)
+            .enumerate()
+            .map(|(i, chunk)| self.write_chunk(pos + (i * WRITE_CHUNK_BYTES) as u64, chunk));
+        futures::future::try_join_all(writes).await?;
+        Ok(())
+    }
+
+    async fn write_chunk(&self, pos: u64, data: &[u8]) -> Result<(), IoFailure> {
         let len = align_up(data.len() as u64) as usize;
         let mut buf = self.file.alloc_dma_buffer(len);
         let dst = buf.as_bytes_mut();

@@ -213,7 +213,7 @@ mod tests {
             let mut idx = OffsetIndex::default();
             let (mut r, mut p) = (0u32, 0u32);
             for (dr, dp) in &deltas { r += dr; p += dp; idx.push(r, p); }
-            let expect = idx.entries().iter().filter(|e| e.0 <= q).next_back().map(|e| e.1).unwrap_or(0);
+            let expect = idx.entries().iter().rfind(|e| e.0 <= q).map(|e| e.1).unwrap_or(0);
             prop_assert_eq!(idx.lookup(q), expect);
             let enc = idx.encode();
             prop_assert_eq!(OffsetIndex::decode(&enc, p as u64 + 1).unwrap(), idx.clone());

@@ -278,9 +278,8 @@ impl PartitionLog {
                 }
             };
             for (i, &base) in bases[..bases.len() - 1].iter().enumerate() {
-                if !segments.contains_key(&base) {
-                    let seg = Self::open_sealed(&dir, &cfg, base, bases[i + 1], None).await?;
-                    segments.insert(base, seg);
+                if let std::collections::btree_map::Entry::Vacant(slot) = segments.entry(base) {
+                    slot.insert(Self::open_sealed(&dir, &cfg, base, bases[i + 1], None).await?);
                 }
             }
             segments.insert(tail_base, tail);
