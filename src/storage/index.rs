@@ -7,8 +7,9 @@
 //! .timeindex  entries of 12 bytes: timestamp i64 BE      | relativeOffset u32 BE
 //! ```
 //!
-//! Offset index: entry (r, p) says the batch with base offset `segment_base + r` starts at byte
-//! `p` of the `.log` file. One entry each time `index_interval_bytes` have been appended since the
+//! Offset index: entry (r, p) says the batch whose last offset is `segment_base + r` starts at
+//! byte `p` of the `.log` file (Kafka's convention), so the batch containing any offset `>= r` is
+//! at `p` or after it. One entry each time `index_interval_bytes` have been appended since the
 //! previous one. Invariant: r and p strictly increasing, p < segment size.
 //!
 //! Time index: entry (t, r) says every batch whose last offset is `<= segment_base + r` has
@@ -49,7 +50,8 @@ impl OffsetIndex {
         }
     }
 
-    /// Position of a batch start at or before relative offset `rel` (0 if none indexed).
+    /// Position of a batch start from which scanning forward reaches the batch containing
+    /// relative offset `rel` (0 if no entry is at or below `rel`).
     pub fn lookup(&self, rel: u32) -> u32 {
         let i = self.entries.partition_point(|&(r, _)| r <= rel);
         if i == 0 {
@@ -175,10 +177,11 @@ impl SegmentIndexes {
         SegmentIndexes { offsets, times, bytes_since_entry: 0, max_timestamp, last_rel }
     }
 
-    /// Accounts for a batch appended at `pos` with relative offsets `rel_base..=rel_last`.
-    pub fn on_batch(&mut self, interval_bytes: u32, rel_base: u32, rel_last: u32, pos: u64, len: u64, max_ts: i64) {
+    /// Accounts for a batch appended at `pos` whose last relative offset is `rel_last`.
+    pub fn on_batch(&mut self, interval_bytes: u32, rel_last: u32, pos: u64, len: u64, max_ts: i64) {
         if self.bytes_since_entry >= interval_bytes as u64 && pos > 0 {
-            self.offsets.push(rel_base, pos as u32);
+            // Kafka's convention: the entry names the batch's last offset.
+            self.offsets.push(rel_last, pos as u32);
             self.bytes_since_entry = 0;
             self.seal_time_entry();
         }
@@ -228,7 +231,7 @@ mod tests {
             // batch i has relative offset i and max timestamp ts[i]
             let mut ix = SegmentIndexes::new();
             for (i, t) in ts.iter().enumerate() {
-                ix.on_batch(1, i as u32, i as u32, i as u64 * 10, 10, *t);
+                ix.on_batch(1, i as u32, i as u64 * 10, 10, *t);
             }
             ix.seal_time_entry();
             let start = ix.times.scan_start(q) as usize;

@@ -149,6 +149,8 @@ fn round_trip_across_rolls_and_reopen() {
         assert_eq!(files(&dir, "log").len(), segs);
         assert_eq!(files(&dir, "index").len(), segs);
         assert_eq!(files(&dir, "timeindex").len(), segs);
+        assert!(files(&dir, "index").iter().any(|p| std::fs::metadata(p).unwrap().len() >= 8));
+        assert!(files(&dir, "timeindex").iter().all(|p| std::fs::metadata(p).unwrap().len() >= 12));
         // Sealed segments are truncated to their logical size.
         let logs = files(&dir, "log");
         for p in &logs[..logs.len() - 1] {
