@@ -1,1 +1,41 @@
-//! (placeholder)
+//! The only module that names glommio files (and, later, sockets). Storage talks to disk through
+//! [`dma::DirectFile`] (O_DIRECT, io_uring) and to small persisted state through
+//! [`state_file`]. Every I/O error leaving this module is an [`IoFailure`] carrying the operation,
+//! the path and the file offset, so the server can log it and fail only the partition concerned.
+//!
+//! Runs on the shard that owns the file; nothing here is `Send`.
+
+pub mod dma;
+pub mod state_file;
+
+use std::path::{Path, PathBuf};
+
+/// An I/O error with its context: what we were doing, to which file, at which offset.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {} at offset {offset}: {source}", path.display())]
+pub struct IoFailure {
+    pub op: &'static str,
+    pub path: PathBuf,
+    pub offset: u64,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl IoFailure {
+    pub fn new(op: &'static str, path: &Path, offset: u64, source: impl Into<std::io::Error>) -> IoFailure {
+        IoFailure { op, path: path.to_path_buf(), offset, source: source.into() }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.source.kind() == std::io::ErrorKind::NotFound
+    }
+}
+
+/// fsync a directory so entries created, renamed or removed in it are durable.
+///
+/// Plain blocking std call: it runs only on segment roll, file creation and state writes (rare,
+/// and a directory fsync is cheap compared to a data fsync).
+pub fn sync_dir(dir: &Path) -> Result<(), IoFailure> {
+    let f = std::fs::File::open(dir).map_err(|e| IoFailure::new("open dir", dir, 0, e))?;
+    f.sync_all().map_err(|e| IoFailure::new("fsync dir", dir, 0, e))
+}

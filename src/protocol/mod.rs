@@ -3,7 +3,7 @@
 //! Owns: wire primitives ([`wire`]), the message definition macro and [`Message`] trait
 //! ([`codec`]), request/response headers ([`header`]), API keys and the served-version table
 //! ([`api`]), Kafka error codes ([`error`]) and every request/response body we serve
-//! ([`messages`], re-exported here). RecordBatch v2 lives in `record_batch` (separate owner).
+//! ([`messages`], re-exported here). RecordBatch v2 framing and validation live in [`record_batch`].
 //!
 //! Invariants:
 //! - Bounded decoding: every length and count from the wire is checked against the bytes left in
@@ -34,6 +34,7 @@ pub mod codec;
 pub mod error;
 pub mod header;
 pub mod messages;
+pub mod record_batch;
 #[doc(hidden)]
 pub mod sample;
 pub mod wire;

@@ -1,1 +1,127 @@
-//! (placeholder)
+//! Storage: per-partition segmented logs on O_DIRECT files, and the per-shard batch cache.
+//!
+//! - [`log`]: `PartitionLog`, the segment files, append / group-commit flush / read.
+//! - [`recovery`]: the pure batch scanner used when a log is opened after a crash.
+//! - [`index`]: sparse offset index and time index (Kafka's `.index` / `.timeindex` layouts).
+//! - [`producer_state`]: idempotent-producer state machine (pure).
+//! - [`cache`]: `BatchCache`, one per shard, memory-bounded, for tail reads.
+//!
+//! Everything here runs on the shard that owns the partition (thread-per-core, `!Send` types).
+//! Errors are [`StorageError`]; I/O errors carry operation, path and offset, and the server maps
+//! them to KAFKA_STORAGE_ERROR for the partition concerned.
+
+pub mod cache;
+pub mod index;
+pub mod log;
+pub mod producer_state;
+pub mod recovery;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+
+pub use cache::BatchCache;
+pub use log::{segment_file_name, PartitionLog};
+
+use crate::io::state_file::StateFileError;
+use crate::io::IoFailure;
+
+/// Per-partition log settings (Kafka topic config names in the docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `segment.bytes`: roll when the active segment would exceed this (clamped to 1 GiB·2).
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll when the active segment's first append is this old.
+    pub segment_ms: i64,
+    /// `index.interval.bytes`: bytes appended between two offset-index entries.
+    pub index_interval_bytes: u32,
+    /// Disk space reserved ahead of the writes, in steps of this size.
+    pub preallocate_bytes: u64,
+    /// `message.timestamp.type=LogAppendTime`.
+    pub message_timestamp_log_append: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            index_interval_bytes: 4096,
+            preallocate_bytes: 16 << 20,
+            message_timestamp_log_append: false,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Clamps values to what the on-disk format can address (u32 positions in the index).
+    pub fn sanitized(mut self) -> Self {
+        self.segment_bytes = self.segment_bytes.clamp(4096, (i32::MAX as u64) + 1);
+        self.segment_ms = self.segment_ms.max(1);
+        self.index_interval_bytes = self.index_interval_bytes.max(1);
+        self
+    }
+}
+
+/// Result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// The LogAppendTime stamped into the batch, or -1 (CreateTime topics, duplicates).
+    pub log_append_time: i64,
+    /// The batch was a retry of one already in the log: nothing was written.
+    pub duplicate: bool,
+}
+
+/// Whole batches returned by a read, in offset order.
+#[derive(Debug, Clone, Default)]
+pub struct ReadSlice {
+    pub chunks: Vec<Bytes>,
+    /// Served from the shard's `BatchCache` (else from disk).
+    pub from_cache: bool,
+}
+
+impl ReadSlice {
+    pub fn bytes(&self) -> usize {
+        self.chunks.iter().map(|c| c.len()).sum()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error(transparent)]
+    Io(#[from] IoFailure),
+    #[error(transparent)]
+    State(#[from] StateFileError),
+    #[error("out of order sequence for producer {producer_id}: expected {expected}, got {got}")]
+    OutOfOrderSequence { producer_id: i64, expected: i32, got: i32 },
+    #[error("invalid producer epoch for producer {producer_id}: current {current}, got {got}")]
+    InvalidProducerEpoch { producer_id: i64, current: i16, got: i16 },
+    #[error("offset {offset} out of range [{log_start_offset}, {log_end_offset}]")]
+    OffsetOutOfRange { offset: i64, log_start_offset: i64, log_end_offset: i64 },
+    #[error("batch of {size} bytes is too large for a segment")]
+    BatchTooLarge { size: usize },
+    #[error("corrupt data in {} at {position}: {reason}", path.display())]
+    Corrupt { path: PathBuf, position: u64, reason: &'static str },
+    #[error("storage invariant violated: {what} (expected {expected}, found {found})")]
+    InvariantViolated { what: &'static str, expected: i64, found: i64 },
+    #[error("log {} is offline after an I/O error; reopen it to recover", dir.display())]
+    LogFailed { dir: PathBuf },
+}
+
+impl StorageError {
+    /// True for errors the server reports as KAFKA_STORAGE_ERROR.
+    pub fn is_storage_failure(&self) -> bool {
+        matches!(
+            self,
+            StorageError::Io(_) | StorageError::State(_) | StorageError::Corrupt { .. } | StorageError::InvariantViolated { .. } | StorageError::LogFailed { .. }
+        )
+    }
+}

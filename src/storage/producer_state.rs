@@ -1,0 +1,301 @@
+//! Idempotent-producer state of one partition: a pure state machine (no I/O, no clock).
+//!
+//! Owns, per producerId: the current epoch and the last [`BATCH_WINDOW`] appended batches
+//! (first/last sequence, base/last offset). Kafka's rules:
+//! - producerId -1: not idempotent, nothing checked.
+//! - same epoch: a batch with the same first and last sequence as one of the window is a
+//!   duplicate (answered with the original offsets, nothing written); first sequence ==
+//!   last sequence + 1 (wrapping i32::MAX -> 0) is accepted; anything else is OutOfOrderSequence.
+//! - older epoch: InvalidProducerEpoch. Newer epoch: first sequence must be 0.
+//! - unknown producer: first sequence must be 0 (see the report: Kafka >= 2.5 is laxer here).
+//! - baseSequence -1 with a producerId (e.g. control batches): epoch checked, sequence not.
+//!
+//! Rebuilt by storage recovery from batch headers, and snapshotted at segment roll. Runs on the
+//! partition's shard.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::protocol::record_batch::increment_sequence;
+
+/// How many recent batches per producer are remembered for duplicate detection (Kafka: 5, the
+/// maximum in-flight requests of an idempotent producer).
+pub const BATCH_WINDOW: usize = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchMeta {
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub base_offset: i64,
+    pub last_offset: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerEntry {
+    pub epoch: i16,
+    pub batches: VecDeque<BatchMeta>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProducerCheck {
+    /// producerId < 0: not an idempotent batch.
+    NotIdempotent,
+    /// Append it, then call [`ProducerStateMachine::record`].
+    Accept,
+    /// Already in the log: answer with these offsets and write nothing.
+    Duplicate { base_offset: i64, last_offset: i64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProducerError {
+    #[error("out of order sequence for producer {producer_id}: expected {expected}, got {got}")]
+    OutOfOrderSequence { producer_id: i64, expected: i32, got: i32 },
+    #[error("invalid producer epoch for producer {producer_id}: current {current}, got {got}")]
+    InvalidProducerEpoch { producer_id: i64, current: i16, got: i16 },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProducerStateMachine {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+impl ProducerStateMachine {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+    pub fn get(&self, producer_id: i64) -> Option<&ProducerEntry> {
+        self.producers.get(&producer_id)
+    }
+
+    /// Decides what to do with a batch; does not change state.
+    pub fn check(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        first_seq: i32,
+        last_seq: i32,
+    ) -> Result<ProducerCheck, ProducerError> {
+        if producer_id < 0 {
+            return Ok(ProducerCheck::NotIdempotent);
+        }
+        let entry = match self.producers.get(&producer_id) {
+            None => {
+                if first_seq > 0 {
+                    return Err(ProducerError::OutOfOrderSequence { producer_id, expected: 0, got: first_seq });
+                }
+                return Ok(ProducerCheck::Accept);
+            }
+            Some(e) => e,
+        };
+        if epoch < entry.epoch {
+            return Err(ProducerError::InvalidProducerEpoch { producer_id, current: entry.epoch, got: epoch });
+        }
+        if first_seq < 0 {
+            return Ok(ProducerCheck::Accept);
+        }
+        if epoch > entry.epoch {
+            if first_seq != 0 {
+                return Err(ProducerError::OutOfOrderSequence { producer_id, expected: 0, got: first_seq });
+            }
+            return Ok(ProducerCheck::Accept);
+        }
+        if let Some(b) = entry.batches.iter().find(|b| b.first_seq == first_seq && b.last_seq == last_seq) {
+            return Ok(ProducerCheck::Duplicate { base_offset: b.base_offset, last_offset: b.last_offset });
+        }
+        match entry.batches.back() {
+            // Same epoch but no sequenced batch remembered (only control batches so far).
+            None => {
+                if first_seq != 0 {
+                    return Err(ProducerError::OutOfOrderSequence { producer_id, expected: 0, got: first_seq });
+                }
+                Ok(ProducerCheck::Accept)
+            }
+            Some(last) => {
+                let expected = increment_sequence(last.last_seq, 1);
+                if first_seq != expected {
+                    return Err(ProducerError::OutOfOrderSequence { producer_id, expected, got: first_seq });
+                }
+                Ok(ProducerCheck::Accept)
+            }
+        }
+    }
+
+    /// Records an appended batch (after `check` said Accept, or during recovery).
+    pub fn record(&mut self, producer_id: i64, epoch: i16, meta: BatchMeta) {
+        if producer_id < 0 {
+            return;
+        }
+        let entry = self
+            .producers
+            .entry(producer_id)
+            .or_insert_with(|| ProducerEntry { epoch, batches: VecDeque::with_capacity(BATCH_WINDOW) });
+        if epoch != entry.epoch {
+            entry.epoch = epoch;
+            entry.batches.clear();
+        }
+        if meta.first_seq < 0 {
+            return;
+        }
+        if entry.batches.len() == BATCH_WINDOW {
+            entry.batches.pop_front();
+        }
+        entry.batches.push_back(meta);
+    }
+
+    /// Snapshot encoding (payload of a state file).
+    ///
+    /// ```text
+    /// u32 LE producer count, then per producer (sorted by id):
+    ///   i64 producerId | i16 epoch | u8 n | n x (i32 firstSeq | i32 lastSeq | i64 base | i64 last)
+    /// ```
+    pub fn encode(&self) -> Vec<u8> {
+        let mut ids: Vec<_> = self.producers.keys().copied().collect();
+        ids.sort_unstable();
+        let mut out = Vec::with_capacity(4 + ids.len() * 32);
+        out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+        for id in ids {
+            let e = &self.producers[&id];
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&e.epoch.to_le_bytes());
+            out.push(e.batches.len() as u8);
+            for b in &e.batches {
+                out.extend_from_slice(&b.first_seq.to_le_bytes());
+                out.extend_from_slice(&b.last_seq.to_le_bytes());
+                out.extend_from_slice(&b.base_offset.to_le_bytes());
+                out.extend_from_slice(&b.last_offset.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// Inverse of [`encode`](Self::encode); `None` if the bytes are malformed.
+    pub fn decode(mut buf: &[u8]) -> Option<ProducerStateMachine> {
+        fn take<'a>(buf: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            if buf.len() < n {
+                return None;
+            }
+            let (a, b) = buf.split_at(n);
+            *buf = b;
+            Some(a)
+        }
+        let count = u32::from_le_bytes(take(&mut buf, 4)?.try_into().ok()?);
+        let mut producers = HashMap::new();
+        for _ in 0..count {
+            let id = i64::from_le_bytes(take(&mut buf, 8)?.try_into().ok()?);
+            let epoch = i16::from_le_bytes(take(&mut buf, 2)?.try_into().ok()?);
+            let n = take(&mut buf, 1)?[0] as usize;
+            if n > BATCH_WINDOW {
+                return None;
+            }
+            let mut batches = VecDeque::with_capacity(BATCH_WINDOW);
+            for _ in 0..n {
+                let first_seq = i32::from_le_bytes(take(&mut buf, 4)?.try_into().ok()?);
+                let last_seq = i32::from_le_bytes(take(&mut buf, 4)?.try_into().ok()?);
+                let base_offset = i64::from_le_bytes(take(&mut buf, 8)?.try_into().ok()?);
+                let last_offset = i64::from_le_bytes(take(&mut buf, 8)?.try_into().ok()?);
+                batches.push_back(BatchMeta { first_seq, last_seq, base_offset, last_offset });
+            }
+            producers.insert(id, ProducerEntry { epoch, batches });
+        }
+        if !buf.is_empty() {
+            return None;
+        }
+        Some(ProducerStateMachine { producers })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ProducerCheck::*;
+
+    fn meta(first: i32, last: i32, base: i64) -> BatchMeta {
+        BatchMeta { first_seq: first, last_seq: last, base_offset: base, last_offset: base + (last - first) as i64 }
+    }
+
+    /// check + record, like the log does.
+    fn append(m: &mut ProducerStateMachine, pid: i64, epoch: i16, first: i32, last: i32, base: i64) -> Result<ProducerCheck, ProducerError> {
+        let r = m.check(pid, epoch, first, last)?;
+        if r == Accept {
+            m.record(pid, epoch, meta(first, last, base));
+        }
+        Ok(r)
+    }
+
+    #[test]
+    fn non_idempotent_is_skipped() {
+        let m = ProducerStateMachine::new();
+        assert_eq!(m.check(-1, -1, -1, -1), Ok(NotIdempotent));
+        assert_eq!(m.check(-1, 0, 17, 20), Ok(NotIdempotent));
+    }
+
+    #[test]
+    fn unknown_producer_must_start_at_zero() {
+        let mut m = ProducerStateMachine::new();
+        assert!(matches!(m.check(7, 0, 3, 4), Err(ProducerError::OutOfOrderSequence { expected: 0, got: 3, .. })));
+        assert_eq!(append(&mut m, 7, 0, 0, 4, 100), Ok(Accept));
+        assert_eq!(append(&mut m, 7, 0, 5, 5, 105), Ok(Accept));
+    }
+
+    #[test]
+    fn in_sequence_gap_and_duplicates() {
+        let mut m = ProducerStateMachine::new();
+        let mut base = 0;
+        for i in 0..8 {
+            assert_eq!(append(&mut m, 1, 0, i * 10, i * 10 + 9, base), Ok(Accept));
+            base += 10;
+        }
+        // The last 5 batches are duplicates with their original offsets.
+        for i in 3..8 {
+            assert_eq!(m.check(1, 0, i * 10, i * 10 + 9), Ok(Duplicate { base_offset: i as i64 * 10, last_offset: i as i64 * 10 + 9 }));
+        }
+        // Older than the window: out of order.
+        assert!(matches!(m.check(1, 0, 20, 29), Err(ProducerError::OutOfOrderSequence { expected: 80, .. })));
+        // Same first seq, different last: not a duplicate, and out of order.
+        assert!(m.check(1, 0, 70, 75).is_err());
+        // Gap.
+        assert!(matches!(m.check(1, 0, 81, 81), Err(ProducerError::OutOfOrderSequence { expected: 80, got: 81, .. })));
+        assert_eq!(m.get(1).unwrap().batches.len(), BATCH_WINDOW);
+    }
+
+    #[test]
+    fn sequence_wraps_to_zero() {
+        let mut m = ProducerStateMachine::new();
+        m.record(3, 2, meta(i32::MAX - 4, i32::MAX, 0));
+        assert_eq!(m.check(3, 2, 0, 9), Ok(Accept));
+        assert!(m.check(3, 2, 1, 9).is_err());
+    }
+
+    #[test]
+    fn epochs() {
+        let mut m = ProducerStateMachine::new();
+        assert_eq!(append(&mut m, 5, 3, 0, 0, 0), Ok(Accept));
+        assert!(matches!(m.check(5, 2, 1, 1), Err(ProducerError::InvalidProducerEpoch { current: 3, got: 2, .. })));
+        assert!(matches!(m.check(5, 4, 1, 1), Err(ProducerError::OutOfOrderSequence { expected: 0, .. })));
+        assert_eq!(append(&mut m, 5, 4, 0, 2, 1), Ok(Accept));
+        // New epoch forgets the old window.
+        assert_eq!(m.get(5).unwrap().batches.len(), 1);
+        assert_eq!(m.check(5, 4, 0, 2), Ok(Duplicate { base_offset: 1, last_offset: 3 }));
+        assert!(matches!(m.check(5, 3, 3, 3), Err(ProducerError::InvalidProducerEpoch { .. })));
+    }
+
+    #[test]
+    fn snapshot_round_trip() {
+        let mut m = ProducerStateMachine::new();
+        for pid in 0..4 {
+            for i in 0..(pid + 3) as i32 {
+                m.record(pid, pid as i16, meta(i * 2, i * 2 + 1, i as i64 * 2));
+            }
+        }
+        let bytes = m.encode();
+        assert_eq!(ProducerStateMachine::decode(&bytes), Some(m));
+        assert_eq!(ProducerStateMachine::decode(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(ProducerStateMachine::decode(&[]), None);
+    }
+}
