@@ -79,6 +79,8 @@ pub struct Broker {
     dir: Option<tempfile::TempDir>,
     options: BrokerOptions,
     starts: u32,
+    /// Set once the log tail went into a panic message, so Drop does not print it twice.
+    tail_reported: std::cell::Cell<bool>,
 }
 
 /// Path of the broker binary under test.
@@ -104,7 +106,14 @@ impl Broker {
             .tempdir()
             .expect("create temp dir");
         std::fs::create_dir_all(dir.path().join("data")).expect("create data dir");
-        let mut broker = Broker { child: None, port: free_port(), dir: Some(dir), options, starts: 0 };
+        let mut broker = Broker {
+            child: None,
+            port: free_port(),
+            dir: Some(dir),
+            options,
+            starts: 0,
+            tail_reported: std::cell::Cell::new(false),
+        };
         broker.spawn();
         broker
     }
@@ -150,6 +159,7 @@ impl Broker {
 
     /// Panics with `msg` and the log tail.
     pub fn fail(&self, msg: &str) -> ! {
+        self.tail_reported.set(true);
         panic!(
             "{msg}\n----- broker log tail ({}) -----\n{}\n----- end of broker log -----",
             self.log_path().display(),
@@ -293,16 +303,16 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.kill_quietly();
-        if thread::panicking() {
+        if thread::panicking() && !self.tail_reported.get() {
             eprintln!(
                 "----- broker log tail ({}) -----\n{}\n----- end of broker log -----",
                 self.log_path().display(),
                 self.log_tail(LOG_TAIL_LINES)
             );
-            if std::env::var_os("ODRADEK_KEEP_TEST_DATA").is_some() {
-                if let Some(dir) = self.dir.take() {
-                    eprintln!("keeping test directory {}", dir.keep().display());
-                }
+        }
+        if thread::panicking() && std::env::var_os("ODRADEK_KEEP_TEST_DATA").is_some() {
+            if let Some(dir) = self.dir.take() {
+                eprintln!("keeping test directory {}", dir.keep().display());
             }
         }
     }
