@@ -83,9 +83,14 @@ pub struct Broker {
     tail_reported: std::cell::Cell<bool>,
 }
 
-/// Path of the broker binary under test.
+/// Path of the broker binary under test: the one cargo built for this test run, unless
+/// `ODRADEK_TEST_BIN` names another build (an instrumented binary, a stand-in to check the
+/// tests themselves).
 pub fn broker_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_odradek"))
+    match std::env::var_os("ODRADEK_TEST_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_odradek")),
+    }
 }
 
 /// A loopback port that was free a moment ago (bind :0, read it back, release it).
