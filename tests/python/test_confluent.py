@@ -1,0 +1,241 @@
+"""Black-box test with confluent-kafka (librdkafka from its wheel) against a real `odradek serve`.
+
+The broker binary comes from $ODRADEK_BIN (default target/release/odradek). The module starts one
+broker on a free loopback port with a temporary data directory, and stops it (SIGTERM, exit code 0
+expected) when the module is done. Every wait is bounded.
+
+Run: python3 -m pytest -v tests/python/test_confluent.py  (scripts/test does this for you)
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN = os.environ.get("ODRADEK_BIN", os.path.join(REPO, "target", "release", "odradek"))
+START_TIMEOUT_S = 30
+STOP_TIMEOUT_S = 30
+RECORDS = 10_000
+PARTITIONS = 3
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Broker:
+    """One `odradek serve` process; stdout/stderr go to broker.log in its temp dir."""
+
+    def __init__(self):
+        if not os.access(BIN, os.X_OK):
+            pytest.fail(f"broker binary {BIN} missing: build it with `cargo build --release` or set ODRADEK_BIN")
+        self.tmp = tempfile.TemporaryDirectory(prefix="odradek-py-")
+        self.port = free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.log_path = os.path.join(self.tmp.name, "broker.log")
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [BIN, "serve", "--listen", self.bootstrap, "--data-dir", os.path.join(self.tmp.name, "data")],
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self._wait_accepting()
+
+    def log_tail(self, lines=60):
+        try:
+            with open(self.log_path, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+        except OSError as e:
+            return f"<cannot read {self.log_path}: {e}>"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def fail(self, msg):
+        pytest.fail(f"{msg}\n----- broker log tail ({self.log_path}) -----\n{self.log_tail()}\n-----")
+
+    def _wait_accepting(self):
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if self.proc.poll() is not None:
+                self.fail(f"broker exited during start-up with code {self.proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+                self.fail(f"broker did not accept TCP on {self.bootstrap} within {START_TIMEOUT_S} s")
+            time.sleep(0.1)
+
+    def stop(self):
+        """SIGTERM by PID, bounded wait; returns the exit code (None if it had to be killed)."""
+        code = None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                code = self.proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        else:
+            code = self.proc.returncode
+        self.log.close()
+        return code
+
+    def cleanup(self):
+        self.tmp.cleanup()
+
+
+@pytest.fixture(scope="module")
+def broker():
+    b = Broker()
+    try:
+        yield b
+    finally:
+        code = b.stop()
+        tail = b.log_tail()
+        b.cleanup()
+        assert code == 0, f"broker exit code after SIGTERM: {code}\n----- broker log tail -----\n{tail}"
+
+
+def admin(broker):
+    return AdminClient({"bootstrap.servers": broker.bootstrap, "socket.timeout.ms": 10000})
+
+
+def create_topic(broker, name, partitions):
+    futures = admin(broker).create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=1)], operation_timeout=10, request_timeout=15
+    )
+    try:
+        futures[name].result(timeout=30)
+    except KafkaException as e:
+        broker.fail(f"create_topics({name}) failed: {e}")
+
+
+def test_admin_create_and_list_topics(broker):
+    name = f"py-admin-{uuid.uuid4().hex[:8]}"
+    create_topic(broker, name, PARTITIONS)
+
+    md = admin(broker).list_topics(timeout=15)
+    assert len(md.brokers) >= 1, "metadata lists no brokers"
+    assert name in md.topics, f"{name} not in list_topics: {sorted(md.topics)}"
+    t = md.topics[name]
+    assert t.error is None, f"topic error: {t.error}"
+    assert sorted(t.partitions) == list(range(PARTITIONS))
+    for p in t.partitions.values():
+        assert p.error is None, f"partition {p.id} error: {p.error}"
+        assert p.leader in md.brokers, f"partition {p.id} leader {p.leader} is not a listed broker"
+
+    md_one = admin(broker).list_topics(topic=name, timeout=15)
+    assert list(md_one.topics) == [name]
+
+    # Creating it again fails with TOPIC_ALREADY_EXISTS.
+    futures = admin(broker).create_topics([NewTopic(name, num_partitions=PARTITIONS, replication_factor=1)])
+    with pytest.raises(KafkaException) as exc:
+        futures[name].result(timeout=30)
+    assert exc.value.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS, exc.value
+
+
+def test_produce_consume_10k_lz4_acks_all(broker):
+    topic = f"py-lz4-{uuid.uuid4().hex[:8]}"
+    create_topic(broker, topic, PARTITIONS)
+
+    delivered = {}  # index -> (partition, offset)
+    errors = []
+
+    def on_delivery(err, msg, i):
+        if err is not None:
+            errors.append((i, err))
+        else:
+            delivered[i] = (msg.partition(), msg.offset())
+
+    producer = Producer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "acks": "all",
+            "compression.type": "lz4",
+            "linger.ms": 5,
+            "message.timeout.ms": 30000,
+        }
+    )
+    sent = []
+    for i in range(RECORDS):
+        key = f"key-{i % 97}".encode()
+        value = f"value-{i:06d}-".encode() + bytes((i * 7 + j) % 256 for j in range(i % 50))
+        sent.append((key, value))
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, on_delivery=lambda err, msg, i=i: on_delivery(err, msg, i))
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    remaining = producer.flush(60)
+    assert remaining == 0, f"{remaining} records not delivered within 60 s"
+    assert not errors, f"{len(errors)} delivery errors, first: {errors[:3]}"
+    assert len(delivered) == RECORDS
+
+    # Expected per partition, in produce order; delivery offsets dense from 0.
+    expected = {p: [] for p in range(PARTITIONS)}
+    for i in range(RECORDS):
+        p, off = delivered[i]
+        assert off == len(expected[p]), f"record {i}: offset {off} in partition {p}, expected {len(expected[p])}"
+        expected[p].append(sent[i])
+    # A key always maps to one partition.
+    key_parts = {}
+    for i in range(RECORDS):
+        key_parts.setdefault(sent[i][0], set()).add(delivered[i][0])
+    assert all(len(ps) == 1 for ps in key_parts.values()), "a key was spread over partitions"
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "group.id": f"py-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+            "auto.offset.reset": "error",
+            "check.crcs": True,
+        }
+    )
+    try:
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+        got = {p: [] for p in range(PARTITIONS)}
+        count = 0
+        client_errors = []
+        deadline = time.monotonic() + 120
+        while count < RECORDS:
+            if time.monotonic() > deadline:
+                broker.fail(
+                    f"consumed {count} of {RECORDS} within 120 s: "
+                    f"{ {p: len(v) for p, v in got.items()} }; client errors: {client_errors[:3]}"
+                )
+            for msg in consumer.consume(num_messages=1000, timeout=0.5):
+                if msg.error():
+                    client_errors.append(msg.error())
+                    continue
+                p = msg.partition()
+                assert msg.offset() == len(got[p]), f"partition {p}: offset {msg.offset()} after {len(got[p])} records"
+                got[p].append((msg.key(), msg.value()))
+                count += 1
+        # Nothing more than what was produced.
+        extra = [m for m in consumer.consume(num_messages=10, timeout=1.0) if not m.error()]
+        assert not extra, f"extra records after {RECORDS}: {[(m.partition(), m.offset()) for m in extra]}"
+    finally:
+        consumer.close()
+
+    for p in range(PARTITIONS):
+        assert len(got[p]) == len(expected[p]), f"partition {p}: {len(got[p])} read, {len(expected[p])} sent"
+        for pos, (a, b) in enumerate(zip(got[p], expected[p])):
+            assert a == b, f"partition {p} offset {pos}: read {a!r}, sent {b!r}"
