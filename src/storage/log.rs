@@ -824,6 +824,14 @@ impl PartitionLog {
     }
 }
 
+impl Drop for PartitionLog {
+    /// Frees this partition's share of the shard cache. Files are closed by their own drops; any
+    /// unflushed data is lost exactly as in a crash (recovery handles it).
+    fn drop(&mut self) {
+        self.cache.remove_partition(self.cache_id);
+    }
+}
+
 fn index_batch(ix: &mut SegmentIndexes, interval: u32, seg_base: i64, b: &ScannedBatch) {
     let rel_last = (b.header.last_offset() - seg_base) as u32;
     ix.on_batch(interval, rel_last, b.position, b.len(), b.header.max_timestamp);
