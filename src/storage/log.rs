@@ -515,6 +515,9 @@ impl PartitionLog {
         if batch.len() != hdr.total_len() || batch.len() < record_batch::BATCH_HEADER_LEN {
             return Err(invariant("batch length", hdr.total_len() as i64, batch.len() as i64));
         }
+        if hdr.last_offset_delta < 0 {
+            return Err(invariant("lastOffsetDelta >= 0", 0, hdr.last_offset_delta as i64));
+        }
         let len = batch.len() as u64;
         if len > u32::MAX as u64 / 2 {
             return Err(StorageError::BatchTooLarge { size: batch.len() });
@@ -634,7 +637,8 @@ impl PartitionLog {
         let file = match file {
             Some(f) => f,
             None => {
-                let f = Rc::new(DirectFile::open(&log_path, true).await?);
+                // A new segment always starts empty (never pick up stale bytes).
+                let f = Rc::new(DirectFile::create_truncate(&log_path).await?);
                 sync_dir(&self.dir)?;
                 if let Some(seg) = self.state.borrow_mut().segments.get_mut(&base) {
                     seg.file = Some(f.clone());
