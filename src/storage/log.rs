@@ -34,7 +34,7 @@
 //! disk every segment but the last is always complete and indexed.
 //!
 //! Invariants (checked, returning errors, never panicking): offsets are contiguous across
-//! batches and segments; `pending_pos + pending.len() == size` for the active segment;
+//! batches and segments; `pending_pos + pending.len == size` for the active segment;
 //! `durable_size <= size`; `high_watermark <= log_end_offset`; every batch read back from disk
 //! passes CRC and contiguity checks. After any I/O error during a flush the log refuses further
 //! appends and flushes (`LogFailed`): the server reports KAFKA_STORAGE_ERROR for this partition
@@ -86,8 +86,10 @@ struct Segment {
     durable_size: u64,
     next_offset: i64,
     durable_next_offset: i64,
-    /// Bytes `[pending_pos, size)` not yet durable (starts at a page boundary).
-    pending: Vec<u8>,
+    /// Bytes `[pending_pos, size)` not yet durable, starting at a page boundary: the partial
+    /// page already on disk (`pending_head`, rewritten by the next flush), then the batches
+    /// appended since (shared with the cache, copied once into the DMA buffer at flush).
+    pending: Pending,
     pending_pos: u64,
     allocated_bytes: u64,
     indexes: SegmentIndexes,
@@ -104,7 +106,7 @@ impl Segment {
             durable_size: 0,
             next_offset: base_offset,
             durable_next_offset: base_offset,
-            pending: Vec::new(),
+            pending: Pending::default(),
             pending_pos: 0,
             allocated_bytes: 0,
             indexes: SegmentIndexes::new(),
@@ -115,6 +117,43 @@ impl Segment {
 
     fn needs_flush(&self) -> bool {
         self.file.is_none() || self.size > self.durable_size || matches!(self.seal, SealState::Sealing { .. })
+    }
+}
+
+/// Unwritten bytes of a segment (see `Segment::pending`).
+#[derive(Default)]
+struct Pending {
+    head: Vec<u8>,
+    batches: Vec<Bytes>,
+    len: u64,
+}
+
+impl Pending {
+    fn with_head(head: Vec<u8>) -> Pending {
+        let len = head.len() as u64;
+        Pending { head, batches: Vec::new(), len }
+    }
+
+    fn parts(&self) -> Vec<&[u8]> {
+        let mut v = Vec::with_capacity(self.batches.len() + 1);
+        v.push(&self.head[..]);
+        v.extend(self.batches.iter().map(|b| &b[..]));
+        v
+    }
+
+    /// The last `n` bytes (n <= len).
+    fn tail(&self, n: usize) -> Vec<u8> {
+        let mut out = vec![0u8; n];
+        let mut need = n;
+        for p in self.parts().iter().rev() {
+            if need == 0 {
+                break;
+            }
+            let take = need.min(p.len());
+            out[need - take..need].copy_from_slice(&p[p.len() - take..]);
+            need -= take;
+        }
+        out
     }
 }
 
@@ -336,10 +375,11 @@ impl PartitionLog {
             .and_then(|b| TimeIndex::decode(&b, max_rel).ok());
         let (Some(offsets), Some(times)) = (offsets, times) else { return Ok(None) };
         let pending_pos = align_down(m.tail_size);
-        let pending = file.read(pending_pos, (m.tail_size - pending_pos) as usize).await?.to_vec();
-        if pending.len() as u64 != m.tail_size - pending_pos {
+        let head = file.read(pending_pos, (m.tail_size - pending_pos) as usize).await?.to_vec();
+        if head.len() as u64 != m.tail_size - pending_pos {
             return Ok(None);
         }
+        let pending = Pending::with_head(head);
         let last_rel = (m.next_offset > base).then_some(max_rel);
         Ok(Some(Segment {
             base_offset: base,
@@ -422,7 +462,7 @@ impl PartitionLog {
             durable_size: size,
             next_offset: next_base,
             durable_next_offset: next_base,
-            pending: Vec::new(),
+            pending: Pending::default(),
             pending_pos: align_down(size),
             allocated_bytes: size,
             indexes,
@@ -461,10 +501,11 @@ impl PartitionLog {
         }
         file.fdatasync().await?;
         let pending_pos = align_down(scan.valid_end);
-        let pending = file.read(pending_pos, (scan.valid_end - pending_pos) as usize).await?.to_vec();
-        if pending.len() as u64 != scan.valid_end - pending_pos {
-            return Err(invariant("tail page bytes", (scan.valid_end - pending_pos) as i64, pending.len() as i64));
+        let head = file.read(pending_pos, (scan.valid_end - pending_pos) as usize).await?.to_vec();
+        if head.len() as u64 != scan.valid_end - pending_pos {
+            return Err(invariant("tail page bytes", (scan.valid_end - pending_pos) as i64, head.len() as i64));
         }
+        let pending = Pending::with_head(head);
         Ok(Segment {
             base_offset: base,
             file: Some(Rc::new(file)),
@@ -556,8 +597,8 @@ impl PartitionLog {
         if seg.next_offset != base {
             return Err(invariant("contiguous offsets", seg.next_offset, base));
         }
-        if seg.pending_pos + seg.pending.len() as u64 != seg.size {
-            return Err(invariant("pending buffer ends at segment size", seg.size as i64, (seg.pending_pos + seg.pending.len() as u64) as i64));
+        if seg.pending_pos + seg.pending.len != seg.size {
+            return Err(invariant("pending buffer ends at segment size", seg.size as i64, (seg.pending_pos + seg.pending.len) as i64));
         }
         if seg.size == 0 {
             seg.roll_base_ms = now_ms;
@@ -576,7 +617,8 @@ impl PartitionLog {
 
         let rel_last = (last - seg.base_offset) as u32;
         seg.indexes.on_batch(self.cfg.index_interval_bytes, rel_last, seg.size, len, max_ts);
-        seg.pending.extend_from_slice(&copy);
+        seg.pending.len += len;
+        seg.pending.batches.push(copy.clone());
         seg.size += len;
         seg.next_offset = last + 1;
         st.log_end_offset = last + 1;
@@ -619,11 +661,11 @@ impl PartitionLog {
             let Some(seg) = st.segments.get_mut(&base) else { return Ok(()) };
             let data = std::mem::take(&mut seg.pending);
             let write_pos = seg.pending_pos;
-            if write_pos + data.len() as u64 != seg.size || write_pos % PAGE_BYTES != 0 {
-                return Err(invariant("pending buffer ends at segment size", seg.size as i64, (write_pos + data.len() as u64) as i64));
+            if write_pos + data.len != seg.size || write_pos % PAGE_BYTES != 0 {
+                return Err(invariant("pending buffer ends at segment size", seg.size as i64, (write_pos + data.len) as i64));
             }
             let new_pos = align_down(seg.size);
-            seg.pending = data[(new_pos - write_pos) as usize..].to_vec();
+            seg.pending = Pending::with_head(data.tail((seg.size - new_pos) as usize));
             seg.pending_pos = new_pos;
             let seal = match &seg.seal {
                 SealState::Sealing { producer_snapshot } => Some(producer_snapshot.clone()),
@@ -657,8 +699,8 @@ impl PartitionLog {
         }
 
         // 3. Write (aligned, padded) and make durable.
-        if !data.is_empty() {
-            file.write_padded(write_pos, &data).await?;
+        if data.len > 0 {
+            file.write_padded_parts(write_pos, &data.parts()).await?;
         }
         file.fdatasync().await?;
         {
@@ -691,7 +733,7 @@ impl PartitionLog {
             let mut st = self.state.borrow_mut();
             if let Some(seg) = st.segments.get_mut(&base) {
                 seg.seal = SealState::Sealed;
-                seg.pending = Vec::new();
+                seg.pending = Pending::default();
                 seg.allocated_bytes = end_size;
             }
         }
