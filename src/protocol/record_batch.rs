@@ -176,7 +176,7 @@ impl BatchHeader {
         LOG_OVERHEAD + self.batch_length.max(0) as usize
     }
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + self.last_offset_delta as i64
+        self.base_offset.saturating_add(self.last_offset_delta as i64)
     }
     pub fn compression(&self) -> u8 {
         (self.attributes & ATTR_COMPRESSION_MASK) as u8

@@ -948,13 +948,13 @@ async fn read_batches(
             if expect.is_some_and(|e| e != base) {
                 return Err(corrupt(pos + at as u64, "offsets not contiguous"));
             }
-            let last = base + delta as i64;
+            let last = base.saturating_add(delta as i64);
             if base >= upper {
                 return Ok(out);
             }
             if last < offset {
                 // Not wanted: skip it without reading the rest of it.
-                expect = Some(last + 1);
+                expect = Some(last.saturating_add(1));
                 if rest.len() < total_len {
                     skip_to = Some(pos + (at + total_len) as u64);
                     break;
@@ -973,7 +973,7 @@ async fn read_batches(
             record_batch::validate(&b).map_err(|_| corrupt(pos + at as u64, "stored batch fails validation"))?;
             total += total_len;
             out.push(b);
-            expect = Some(last + 1);
+            expect = Some(last.saturating_add(1));
             at += total_len;
         }
         match skip_to {
