@@ -703,3 +703,31 @@ proptest! {
         });
     }
 }
+
+#[test]
+fn damage_in_a_sealed_segment_is_reported_on_read_not_returned() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("rot-0");
+        let cache = Rc::new(BatchCache::new(0));
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW).await.unwrap();
+        let expect = append_many(&log, 60, 8);
+        log.close().await.unwrap();
+        let first = files(&dir, "log").remove(0);
+        let mut raw = std::fs::read(&first).unwrap();
+        raw[expect[0].1.len() - 3] ^= 0x10; // inside the first batch's records
+        raw[expect[0].1.len()] ^= 0x01; // the second batch's baseOffset (outside the CRC)
+        std::fs::write(&first, &raw).unwrap();
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache, NOW).await.unwrap();
+        let hw = log.high_watermark();
+        let err = log.read(0, 1 << 20, hw).await.unwrap_err();
+        assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+        assert!(err.is_storage_failure());
+        let err = log.read(expect[1].0, 1 << 20, hw).await.unwrap_err();
+        assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+        // Other segments still serve.
+        let last = expect.last().unwrap();
+        assert_eq!(&log.read(last.0, 1, hw).await.unwrap().chunks[0][..], &last.1[..]);
+        log.close().await.unwrap();
+    });
+}
