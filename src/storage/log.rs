@@ -605,10 +605,11 @@ impl PartitionLog {
         }
 
         let mut copy = BytesMut::from(&batch[..]);
-        record_batch::set_base_offset(&mut copy, base);
-        record_batch::set_partition_leader_epoch(&mut copy, leader_epoch);
+        let short = |_| invariant("batch holds a header", record_batch::BATCH_HEADER_LEN as i64, batch.len() as i64);
+        record_batch::set_base_offset(&mut copy, base).map_err(short)?;
+        record_batch::set_partition_leader_epoch(&mut copy, leader_epoch).map_err(short)?;
         let (log_append_time, max_ts) = if self.cfg.message_timestamp_log_append {
-            record_batch::set_log_append_time(&mut copy, now_ms);
+            record_batch::set_log_append_time(&mut copy, now_ms).map_err(short)?;
             (now_ms, now_ms)
         } else {
             (-1, hdr.max_timestamp)

@@ -49,8 +49,8 @@ fn produced(records: usize, seed: u64, ts: i64) -> (Bytes, BatchHeader) {
 /// What the log must store for it: offsets and leader epoch rewritten.
 fn stored(batch: &Bytes, base: i64, epoch: i32) -> Vec<u8> {
     let mut v = batch.to_vec();
-    crate::protocol::record_batch::set_base_offset(&mut v, base);
-    crate::protocol::record_batch::set_partition_leader_epoch(&mut v, epoch);
+    crate::protocol::record_batch::set_base_offset(&mut v, base).unwrap();
+    crate::protocol::record_batch::set_partition_leader_epoch(&mut v, epoch).unwrap();
     v
 }
 
