@@ -92,10 +92,15 @@ impl DirectFile {
         &self.path
     }
 
-    /// Writes `data` at the page-aligned `pos`, padding the last page with zeros. Large writes
-    /// are split into [`WRITE_CHUNK_BYTES`] pieces submitted together, so no single DMA buffer
-    /// grows with the amount of data buffered between two flushes.
+    /// Writes `data` at the page-aligned `pos`, padding the last page with zeros.
     pub async fn write_padded(&self, pos: u64, data: &[u8]) -> Result<(), IoFailure> {
+        self.write_padded_parts(pos, &[data]).await
+    }
+
+    /// Writes the concatenation of `parts` at the page-aligned `pos`, padding the last page with
+    /// zeros. The bytes are copied once into DMA buffers of at most [`WRITE_CHUNK_BYTES`], all
+    /// submitted together, so no buffer grows with the amount of data between two flushes.
+    pub async fn write_padded_parts(&self, pos: u64, parts: &[&[u8]]) -> Result<(), IoFailure> {
         if pos % PAGE_BYTES != 0 {
             return Err(IoFailure::new(
                 "write (unaligned position)",
@@ -104,20 +109,36 @@ impl DirectFile {
                 std::io::Error::from(std::io::ErrorKind::InvalidInput),
             ));
         }
-        let writes = data
-            .chunks(WRITE_CHUNK_BYTES)
-            .enumerate()
-            .map(|(i, chunk)| self.write_chunk(pos + (i * WRITE_CHUNK_BYTES) as u64, chunk));
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let mut writes = Vec::with_capacity(total.div_ceil(WRITE_CHUNK_BYTES));
+        let (mut part, mut part_off) = (0usize, 0usize);
+        let mut chunk_start = 0usize;
+        while chunk_start < total {
+            let chunk_len = WRITE_CHUNK_BYTES.min(total - chunk_start);
+            let aligned = align_up(chunk_len as u64) as usize;
+            let mut buf = self.file.alloc_dma_buffer(aligned);
+            let dst = buf.as_bytes_mut();
+            let mut filled = 0usize;
+            while filled < chunk_len {
+                let src = &parts[part][part_off..];
+                let n = src.len().min(chunk_len - filled);
+                dst[filled..filled + n].copy_from_slice(&src[..n]);
+                filled += n;
+                part_off += n;
+                if part_off == parts[part].len() {
+                    part += 1;
+                    part_off = 0;
+                }
+            }
+            dst[chunk_len..].fill(0);
+            writes.push(self.write_buffer(pos + chunk_start as u64, buf, aligned));
+            chunk_start += chunk_len;
+        }
         futures::future::try_join_all(writes).await?;
         Ok(())
     }
 
-    async fn write_chunk(&self, pos: u64, data: &[u8]) -> Result<(), IoFailure> {
-        let len = align_up(data.len() as u64) as usize;
-        let mut buf = self.file.alloc_dma_buffer(len);
-        let dst = buf.as_bytes_mut();
-        dst[..data.len()].copy_from_slice(data);
-        dst[data.len()..].fill(0);
+    async fn write_buffer(&self, pos: u64, buf: glommio::io::DmaBuffer, len: usize) -> Result<(), IoFailure> {
         let written = self
             .file
             .write_at(buf, pos)

@@ -176,7 +176,7 @@ impl BatchHeader {
         LOG_OVERHEAD + self.batch_length.max(0) as usize
     }
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + self.last_offset_delta as i64
+        self.base_offset.saturating_add(self.last_offset_delta as i64)
     }
     pub fn compression(&self) -> u8 {
         (self.attributes & ATTR_COMPRESSION_MASK) as u8
@@ -211,7 +211,7 @@ pub fn increment_sequence(seq: i32, delta: i32) -> i32 {
 
 /// CRC-32C (Castagnoli) over attributes..end, the range Kafka's v2 checksum covers.
 pub fn compute_crc(batch: &[u8]) -> u32 {
-    crc32c::crc32c(&batch[ATTRIBUTES_AT..])
+    crc32c::crc32c(batch.get(ATTRIBUTES_AT..).unwrap_or(&[]))
 }
 
 /// Checks one complete batch (exactly one: `batch.len()` must equal `12 + batchLength`).
@@ -308,24 +308,40 @@ impl Iterator for SplitBatches {
     }
 }
 
+fn require_header(batch: &[u8]) -> Result<(), BatchError> {
+    if batch.len() < BATCH_HEADER_LEN {
+        return Err(BatchError::CorruptMessage(Corruption::Truncated {
+            needed: BATCH_HEADER_LEN,
+            available: batch.len(),
+        }));
+    }
+    Ok(())
+}
+
 /// Rewrites baseOffset in place (outside the CRC: no recomputation needed).
-pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
+pub fn set_base_offset(batch: &mut [u8], base_offset: i64) -> Result<(), BatchError> {
+    require_header(batch)?;
     batch[BASE_OFFSET_AT..BASE_OFFSET_AT + 8].copy_from_slice(&base_offset.to_be_bytes());
+    Ok(())
 }
 
 /// Rewrites partitionLeaderEpoch in place (outside the CRC).
-pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
+pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) -> Result<(), BatchError> {
+    require_header(batch)?;
     batch[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&epoch.to_be_bytes());
+    Ok(())
 }
 
 /// Stamps LogAppendTime: sets maxTimestamp, the timestampType attribute bit, and recomputes the
-/// CRC. `batch` must be a complete batch (at least the header).
-pub fn set_log_append_time(batch: &mut [u8], timestamp_ms: i64) {
+/// CRC over the whole slice (which must be exactly one batch).
+pub fn set_log_append_time(batch: &mut [u8], timestamp_ms: i64) -> Result<(), BatchError> {
+    require_header(batch)?;
     batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&timestamp_ms.to_be_bytes());
     let attrs = be_i16(batch, ATTRIBUTES_AT) | ATTR_TIMESTAMP_LOG_APPEND;
     batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attrs.to_be_bytes());
     let crc = compute_crc(batch);
     batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
 }
 
 /// Test support: builds valid v2 batches with real (uncompressed) records.
@@ -524,12 +540,13 @@ mod tests {
     #[test]
     fn rewrites_keep_crc_valid() {
         let mut bytes = BatchBuilder::simple(4, 9).build();
-        set_base_offset(&mut bytes, 123_456);
-        set_partition_leader_epoch(&mut bytes, 7);
+        set_base_offset(&mut bytes, 123_456).unwrap();
+        set_partition_leader_epoch(&mut bytes, 7).unwrap();
+        assert!(set_base_offset(&mut [0u8; 60], 1).is_err());
         let h = validate(&bytes).unwrap();
         assert_eq!(h.base_offset, 123_456);
         assert_eq!(h.partition_leader_epoch, 7);
-        set_log_append_time(&mut bytes, 1_800_000_000_000);
+        set_log_append_time(&mut bytes, 1_800_000_000_000).unwrap();
         let h = validate(&bytes).unwrap();
         assert!(h.is_log_append_time());
         assert_eq!(h.max_timestamp, 1_800_000_000_000);

@@ -34,7 +34,7 @@
 //! disk every segment but the last is always complete and indexed.
 //!
 //! Invariants (checked, returning errors, never panicking): offsets are contiguous across
-//! batches and segments; `pending_pos + pending.len() == size` for the active segment;
+//! batches and segments; `pending_pos + pending.len == size` for the active segment;
 //! `durable_size <= size`; `high_watermark <= log_end_offset`; every batch read back from disk
 //! passes CRC and contiguity checks. After any I/O error during a flush the log refuses further
 //! appends and flushes (`LogFailed`): the server reports KAFKA_STORAGE_ERROR for this partition
@@ -86,8 +86,10 @@ struct Segment {
     durable_size: u64,
     next_offset: i64,
     durable_next_offset: i64,
-    /// Bytes `[pending_pos, size)` not yet durable (starts at a page boundary).
-    pending: Vec<u8>,
+    /// Bytes `[pending_pos, size)` not yet durable, starting at a page boundary: the partial
+    /// page already on disk (`pending_head`, rewritten by the next flush), then the batches
+    /// appended since (shared with the cache, copied once into the DMA buffer at flush).
+    pending: Pending,
     pending_pos: u64,
     allocated_bytes: u64,
     indexes: SegmentIndexes,
@@ -104,7 +106,7 @@ impl Segment {
             durable_size: 0,
             next_offset: base_offset,
             durable_next_offset: base_offset,
-            pending: Vec::new(),
+            pending: Pending::default(),
             pending_pos: 0,
             allocated_bytes: 0,
             indexes: SegmentIndexes::new(),
@@ -115,6 +117,43 @@ impl Segment {
 
     fn needs_flush(&self) -> bool {
         self.file.is_none() || self.size > self.durable_size || matches!(self.seal, SealState::Sealing { .. })
+    }
+}
+
+/// Unwritten bytes of a segment (see `Segment::pending`).
+#[derive(Default)]
+struct Pending {
+    head: Vec<u8>,
+    batches: Vec<Bytes>,
+    len: u64,
+}
+
+impl Pending {
+    fn with_head(head: Vec<u8>) -> Pending {
+        let len = head.len() as u64;
+        Pending { head, batches: Vec::new(), len }
+    }
+
+    fn parts(&self) -> Vec<&[u8]> {
+        let mut v = Vec::with_capacity(self.batches.len() + 1);
+        v.push(&self.head[..]);
+        v.extend(self.batches.iter().map(|b| &b[..]));
+        v
+    }
+
+    /// The last `n` bytes (n <= len).
+    fn tail(&self, n: usize) -> Vec<u8> {
+        let mut out = vec![0u8; n];
+        let mut need = n;
+        for p in self.parts().iter().rev() {
+            if need == 0 {
+                break;
+            }
+            let take = need.min(p.len());
+            out[need - take..need].copy_from_slice(&p[p.len() - take..]);
+            need -= take;
+        }
+        out
     }
 }
 
@@ -336,10 +375,11 @@ impl PartitionLog {
             .and_then(|b| TimeIndex::decode(&b, max_rel).ok());
         let (Some(offsets), Some(times)) = (offsets, times) else { return Ok(None) };
         let pending_pos = align_down(m.tail_size);
-        let pending = file.read(pending_pos, (m.tail_size - pending_pos) as usize).await?.to_vec();
-        if pending.len() as u64 != m.tail_size - pending_pos {
+        let head = file.read(pending_pos, (m.tail_size - pending_pos) as usize).await?.to_vec();
+        if head.len() as u64 != m.tail_size - pending_pos {
             return Ok(None);
         }
+        let pending = Pending::with_head(head);
         let last_rel = (m.next_offset > base).then_some(max_rel);
         Ok(Some(Segment {
             base_offset: base,
@@ -422,7 +462,7 @@ impl PartitionLog {
             durable_size: size,
             next_offset: next_base,
             durable_next_offset: next_base,
-            pending: Vec::new(),
+            pending: Pending::default(),
             pending_pos: align_down(size),
             allocated_bytes: size,
             indexes,
@@ -461,10 +501,11 @@ impl PartitionLog {
         }
         file.fdatasync().await?;
         let pending_pos = align_down(scan.valid_end);
-        let pending = file.read(pending_pos, (scan.valid_end - pending_pos) as usize).await?.to_vec();
-        if pending.len() as u64 != scan.valid_end - pending_pos {
-            return Err(invariant("tail page bytes", (scan.valid_end - pending_pos) as i64, pending.len() as i64));
+        let head = file.read(pending_pos, (scan.valid_end - pending_pos) as usize).await?.to_vec();
+        if head.len() as u64 != scan.valid_end - pending_pos {
+            return Err(invariant("tail page bytes", (scan.valid_end - pending_pos) as i64, head.len() as i64));
         }
+        let pending = Pending::with_head(head);
         Ok(Segment {
             base_offset: base,
             file: Some(Rc::new(file)),
@@ -515,6 +556,9 @@ impl PartitionLog {
         if batch.len() != hdr.total_len() || batch.len() < record_batch::BATCH_HEADER_LEN {
             return Err(invariant("batch length", hdr.total_len() as i64, batch.len() as i64));
         }
+        if hdr.last_offset_delta < 0 {
+            return Err(invariant("lastOffsetDelta >= 0", 0, hdr.last_offset_delta as i64));
+        }
         let len = batch.len() as u64;
         if len > u32::MAX as u64 / 2 {
             return Err(StorageError::BatchTooLarge { size: batch.len() });
@@ -553,18 +597,19 @@ impl PartitionLog {
         if seg.next_offset != base {
             return Err(invariant("contiguous offsets", seg.next_offset, base));
         }
-        if seg.pending_pos + seg.pending.len() as u64 != seg.size {
-            return Err(invariant("pending buffer ends at segment size", seg.size as i64, (seg.pending_pos + seg.pending.len() as u64) as i64));
+        if seg.pending_pos + seg.pending.len != seg.size {
+            return Err(invariant("pending buffer ends at segment size", seg.size as i64, (seg.pending_pos + seg.pending.len) as i64));
         }
         if seg.size == 0 {
             seg.roll_base_ms = now_ms;
         }
 
         let mut copy = BytesMut::from(&batch[..]);
-        record_batch::set_base_offset(&mut copy, base);
-        record_batch::set_partition_leader_epoch(&mut copy, leader_epoch);
+        let short = |_| invariant("batch holds a header", record_batch::BATCH_HEADER_LEN as i64, batch.len() as i64);
+        record_batch::set_base_offset(&mut copy, base).map_err(short)?;
+        record_batch::set_partition_leader_epoch(&mut copy, leader_epoch).map_err(short)?;
         let (log_append_time, max_ts) = if self.cfg.message_timestamp_log_append {
-            record_batch::set_log_append_time(&mut copy, now_ms);
+            record_batch::set_log_append_time(&mut copy, now_ms).map_err(short)?;
             (now_ms, now_ms)
         } else {
             (-1, hdr.max_timestamp)
@@ -573,7 +618,8 @@ impl PartitionLog {
 
         let rel_last = (last - seg.base_offset) as u32;
         seg.indexes.on_batch(self.cfg.index_interval_bytes, rel_last, seg.size, len, max_ts);
-        seg.pending.extend_from_slice(&copy);
+        seg.pending.len += len;
+        seg.pending.batches.push(copy.clone());
         seg.size += len;
         seg.next_offset = last + 1;
         st.log_end_offset = last + 1;
@@ -616,11 +662,11 @@ impl PartitionLog {
             let Some(seg) = st.segments.get_mut(&base) else { return Ok(()) };
             let data = std::mem::take(&mut seg.pending);
             let write_pos = seg.pending_pos;
-            if write_pos + data.len() as u64 != seg.size || write_pos % PAGE_BYTES != 0 {
-                return Err(invariant("pending buffer ends at segment size", seg.size as i64, (write_pos + data.len() as u64) as i64));
+            if write_pos + data.len != seg.size || write_pos % PAGE_BYTES != 0 {
+                return Err(invariant("pending buffer ends at segment size", seg.size as i64, (write_pos + data.len) as i64));
             }
             let new_pos = align_down(seg.size);
-            seg.pending = data[(new_pos - write_pos) as usize..].to_vec();
+            seg.pending = Pending::with_head(data.tail((seg.size - new_pos) as usize));
             seg.pending_pos = new_pos;
             let seal = match &seg.seal {
                 SealState::Sealing { producer_snapshot } => Some(producer_snapshot.clone()),
@@ -634,7 +680,8 @@ impl PartitionLog {
         let file = match file {
             Some(f) => f,
             None => {
-                let f = Rc::new(DirectFile::open(&log_path, true).await?);
+                // A new segment always starts empty (never pick up stale bytes).
+                let f = Rc::new(DirectFile::create_truncate(&log_path).await?);
                 sync_dir(&self.dir)?;
                 if let Some(seg) = self.state.borrow_mut().segments.get_mut(&base) {
                     seg.file = Some(f.clone());
@@ -653,8 +700,8 @@ impl PartitionLog {
         }
 
         // 3. Write (aligned, padded) and make durable.
-        if !data.is_empty() {
-            file.write_padded(write_pos, &data).await?;
+        if data.len > 0 {
+            file.write_padded_parts(write_pos, &data.parts()).await?;
         }
         file.fdatasync().await?;
         {
@@ -687,7 +734,7 @@ impl PartitionLog {
             let mut st = self.state.borrow_mut();
             if let Some(seg) = st.segments.get_mut(&base) {
                 seg.seal = SealState::Sealed;
-                seg.pending = Vec::new();
+                seg.pending = Pending::default();
                 seg.allocated_bytes = end_size;
             }
         }
@@ -824,6 +871,14 @@ impl PartitionLog {
     }
 }
 
+impl Drop for PartitionLog {
+    /// Frees this partition's share of the shard cache. Files are closed by their own drops; any
+    /// unflushed data is lost exactly as in a crash (recovery handles it).
+    fn drop(&mut self) {
+        self.cache.remove_partition(self.cache_id);
+    }
+}
+
 fn index_batch(ix: &mut SegmentIndexes, interval: u32, seg_base: i64, b: &ScannedBatch) {
     let rel_last = (b.header.last_offset() - seg_base) as u32;
     ix.on_batch(interval, rel_last, b.position, b.len(), b.header.max_timestamp);
@@ -894,13 +949,13 @@ async fn read_batches(
             if expect.is_some_and(|e| e != base) {
                 return Err(corrupt(pos + at as u64, "offsets not contiguous"));
             }
-            let last = base + delta as i64;
+            let last = base.saturating_add(delta as i64);
             if base >= upper {
                 return Ok(out);
             }
             if last < offset {
                 // Not wanted: skip it without reading the rest of it.
-                expect = Some(last + 1);
+                expect = Some(last.saturating_add(1));
                 if rest.len() < total_len {
                     skip_to = Some(pos + (at + total_len) as u64);
                     break;
@@ -919,7 +974,7 @@ async fn read_batches(
             record_batch::validate(&b).map_err(|_| corrupt(pos + at as u64, "stored batch fails validation"))?;
             total += total_len;
             out.push(b);
-            expect = Some(last + 1);
+            expect = Some(last.saturating_add(1));
             at += total_len;
         }
         match skip_to {

@@ -49,8 +49,8 @@ fn produced(records: usize, seed: u64, ts: i64) -> (Bytes, BatchHeader) {
 /// What the log must store for it: offsets and leader epoch rewritten.
 fn stored(batch: &Bytes, base: i64, epoch: i32) -> Vec<u8> {
     let mut v = batch.to_vec();
-    crate::protocol::record_batch::set_base_offset(&mut v, base);
-    crate::protocol::record_batch::set_partition_leader_epoch(&mut v, epoch);
+    crate::protocol::record_batch::set_base_offset(&mut v, base).unwrap();
+    crate::protocol::record_batch::set_partition_leader_epoch(&mut v, epoch).unwrap();
     v
 }
 
@@ -427,27 +427,30 @@ proptest! {
     /// Crash (drop without close) then damage the tail segment: reopening never loses a batch
     /// lying wholly before the damage and never returns a damaged batch; the log stays usable.
     #[test]
-    fn crash_recovery_keeps_the_intact_prefix(n in 1usize..40, unflushed in 0usize..5, damage in arb_damage()) {
+    fn crash_recovery_keeps_the_intact_prefix(n in 1usize..40, unflushed in 0usize..5, damage in arb_damage(), multi in any::<bool>()) {
         run(move || async move {
             let tmp = tempfile::tempdir().unwrap();
             let dir = tmp.path().join("p-0");
-            let cfg = LogConfig { segment_bytes: 1 << 30, ..small_cfg() };
+            let cfg = if multi { small_cfg() } else { LogConfig { segment_bytes: 1 << 30, ..small_cfg() } };
             let cache = Rc::new(BatchCache::new(0));
             let log = PartitionLog::open(dir.clone(), cfg.clone(), cache.clone(), NOW).await.unwrap();
             let expect = append_many(&log, n, 11);
             log.flush().await.unwrap();
-            append_many(&log, unflushed, 12); // never flushed: may or may not survive
+            append_many(&log, unflushed, 12); // never flushed: must not survive
             drop(log);
 
-            let path = dir.join(segment_file_name(0, "log"));
+            let path = files(&dir, "log").pop().unwrap();
+            let tail_base: i64 = path.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+            let before_tail = expect.iter().filter(|(b, _)| *b < tail_base).count();
             let mut raw = std::fs::read(&path).unwrap();
-            // batch spans in the file
+            // batch spans in the tail file
             let mut spans = Vec::new();
             let mut pos = 0usize;
-            for (_, b) in &expect { spans.push((pos, b.len())); pos += b.len(); }
+            for (_, b) in expect.iter().skip(before_tail) { spans.push((pos, b.len())); pos += b.len(); }
             let cut = match &damage {
                 Damage::Truncate(i) => { let c = i.index(raw.len() + 1); raw.truncate(c); c }
                 Damage::Flip(i, bit) => {
+                    if raw.is_empty() { return; }
                     let c = i.index(raw.len());
                     // partitionLeaderEpoch is outside Kafka's CRC: undetectable by design.
                     if spans.iter().any(|(p, _)| c >= p + 12 && c < p + 16) { return; }
@@ -461,8 +464,9 @@ proptest! {
             std::fs::write(&path, &raw).unwrap();
 
             let log = PartitionLog::open(dir.clone(), cfg.clone(), cache.clone(), NOW).await.unwrap();
-            let intact = spans.iter().filter(|(p, l)| p + l <= cut).count();
+            let intact = before_tail + spans.iter().filter(|(p, l)| p + l <= cut).count();
             let all = read_all(&log, 0, 1 << 16).await;
+            assert!(all.len() <= expect.len(), "unflushed or garbage batches resurrected");
             assert!(all.len() >= intact, "lost intact batches: {} < {}", all.len(), intact);
             for (got, (_, want)) in all.iter().zip(&expect) {
                 assert_eq!(&got[..], &want[..]);
@@ -593,6 +597,137 @@ fn one_flush_of_several_mebibytes() {
         for (got, want) in all.iter().zip(&expect) {
             assert_eq!(&got[..], &want[..]);
         }
+        log.close().await.unwrap();
+    });
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append { records: usize, big: bool },
+    Flush,
+    Read { at: prop::sample::Index, max_bytes: usize },
+    CloseReopen,
+    CrashReopen,
+}
+
+fn arb_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (1usize..10, prop::bool::weighted(0.1)).prop_map(|(records, big)| Op::Append { records, big }),
+        2 => Just(Op::Flush),
+        3 => (any::<prop::sample::Index>(), prop_oneof![Just(1usize), 1usize..3000, Just(1 << 20)])
+            .prop_map(|(at, max_bytes)| Op::Read { at, max_bytes }),
+        1 => Just(Op::CloseReopen),
+        1 => Just(Op::CrashReopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Random appends, flushes, reads, clean and crash restarts against a model: acknowledged
+    /// (flushed) batches always survive with their offsets; unflushed ones vanish on a crash;
+    /// reads honour containment, contiguity, max_bytes and the high watermark.
+    #[test]
+    fn model_based_log(ops in prop::collection::vec(arb_op(), 1..60), cache_budget in prop_oneof![Just(0usize), Just(4096usize), Just(1usize << 20)]) {
+        run(move || async move {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("model-0");
+            let cache = Rc::new(BatchCache::new(cache_budget));
+            let cfg = small_cfg();
+            let mut log = Some(PartitionLog::open(dir.clone(), cfg.clone(), cache.clone(), NOW).await.unwrap());
+            let mut acked: Vec<(i64, Vec<u8>)> = Vec::new();
+            let mut pending: Vec<(i64, Vec<u8>)> = Vec::new();
+            let mut seed = 0u64;
+            for op in ops {
+                let l = log.as_ref().unwrap();
+                match op {
+                    Op::Append { records, big } => {
+                        seed += 1;
+                        let mut b = BatchBuilder::simple(records, seed);
+                        if big { b.records[0].value = Some(vec![7u8; 70_000]); }
+                        let bytes = Bytes::from(b.build());
+                        let h = validate(&bytes).unwrap();
+                        let o = l.append(&bytes, &h, 1, NOW).unwrap();
+                        let expect_base = pending.last().or(acked.last())
+                            .map(|(_, b)| validate(b).unwrap().last_offset() + 1).unwrap_or(0);
+                        assert_eq!(o.base_offset, expect_base);
+                        pending.push((o.base_offset, stored(&bytes, o.base_offset, 1)));
+                    }
+                    Op::Flush => {
+                        l.flush().await.unwrap();
+                        acked.append(&mut pending);
+                    }
+                    Op::Read { at, max_bytes } => {
+                        let hw = l.high_watermark();
+                        let acked_end = acked.last().map(|(_, b)| validate(b).unwrap().last_offset() + 1).unwrap_or(0);
+                        assert_eq!(hw, acked_end);
+                        if acked.is_empty() { continue; }
+                        let i = at.index(acked.len());
+                        let h = validate(&acked[i].1).unwrap();
+                        let off = h.base_offset + (h.last_offset_delta as i64) / 2;
+                        let s = l.read(off, max_bytes, hw).await.unwrap();
+                        assert!(!s.chunks.is_empty());
+                        let total: usize = s.chunks.iter().map(|c| c.len()).sum();
+                        assert!(s.chunks.len() == 1 || total <= max_bytes);
+                        for (k, c) in s.chunks.iter().enumerate() {
+                            assert_eq!(&c[..], &acked[i + k].1[..]);
+                        }
+                    }
+                    Op::CloseReopen => {
+                        log.take().unwrap().close().await.unwrap();
+                        acked.append(&mut pending);
+                        let l = PartitionLog::open(dir.clone(), cfg.clone(), cache.clone(), NOW).await.unwrap();
+                        assert!(!l.tail_was_rescanned());
+                        log = Some(l);
+                    }
+                    Op::CrashReopen => {
+                        drop(log.take());
+                        pending.clear();
+                        log = Some(PartitionLog::open(dir.clone(), cfg.clone(), cache.clone(), NOW).await.unwrap());
+                    }
+                }
+                let l = log.as_ref().unwrap();
+                let acked_end = acked.last().map(|(_, b)| validate(b).unwrap().last_offset() + 1).unwrap_or(0);
+                let end = pending.last().map(|(_, b)| validate(b).unwrap().last_offset() + 1).unwrap_or(acked_end);
+                assert_eq!(l.log_end_offset(), end);
+                assert_eq!(l.high_watermark(), acked_end);
+                assert!(cache.used_bytes() <= cache_budget);
+            }
+            let l = log.take().unwrap();
+            let all = read_all(&l, 0, 1 << 16).await;
+            assert_eq!(all.len(), acked.len());
+            for (got, (_, want)) in all.iter().zip(&acked) {
+                assert_eq!(&got[..], &want[..]);
+            }
+            l.close().await.unwrap();
+        });
+    }
+}
+
+#[test]
+fn damage_in_a_sealed_segment_is_reported_on_read_not_returned() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("rot-0");
+        let cache = Rc::new(BatchCache::new(0));
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW).await.unwrap();
+        let expect = append_many(&log, 60, 8);
+        log.close().await.unwrap();
+        let first = files(&dir, "log").remove(0);
+        let mut raw = std::fs::read(&first).unwrap();
+        raw[expect[0].1.len() - 3] ^= 0x10; // inside the first batch's records
+        raw[expect[0].1.len()] ^= 0x01; // the second batch's baseOffset (outside the CRC)
+        std::fs::write(&first, &raw).unwrap();
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache, NOW).await.unwrap();
+        let hw = log.high_watermark();
+        let err = log.read(0, 1 << 20, hw).await.unwrap_err();
+        assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+        assert!(err.is_storage_failure());
+        let err = log.read(expect[1].0, 1 << 20, hw).await.unwrap_err();
+        assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+        // Other segments still serve.
+        let last = expect.last().unwrap();
+        assert_eq!(&log.read(last.0, 1, hw).await.unwrap().chunks[0][..], &last.1[..]);
         log.close().await.unwrap();
     });
 }
