@@ -41,13 +41,14 @@ impl Mailbox {
         if target == me.id {
             return Ok(f(me).await);
         }
-        let rx = self.send(target, f).await?;
+        let rx = self.send(me, target, f).await?;
         rx.await.map_err(|_| MailboxClosed(target))
     }
 
     /// Sends `f` to `target` and returns the receiver of its result without waiting for it, so a
-    /// caller can fan out to several shards in order and gather afterwards.
-    pub async fn send<T, F, Fut>(&self, target: usize, f: F) -> Result<oneshot::Receiver<T>, MailboxClosed>
+    /// caller can fan out to several shards in order and gather afterwards. When `target` is the
+    /// calling shard, `f`'s body runs right here, in the same order.
+    pub async fn send<T, F, Fut>(&self, me: &Rc<Shard>, target: usize, f: F) -> Result<oneshot::Receiver<T>, MailboxClosed>
     where
         T: Send + 'static,
         F: FnOnce(&Rc<Shard>) -> Fut + Send + 'static,
@@ -62,7 +63,11 @@ impl Mailbox {
             })
             .detach();
         });
-        self.senders.send_to(target, job).await.map_err(|_| MailboxClosed(target))?;
+        if target == me.id {
+            job(me);
+        } else {
+            self.senders.send_to(target, job).await.map_err(|_| MailboxClosed(target))?;
+        }
         Ok(rx)
     }
 

@@ -170,7 +170,7 @@ async fn read_everywhere(shard: &Rc<Shard>, work_by_shard: &[Vec<FetchWork>]) ->
             continue;
         }
         let job = move |s: &Rc<Shard>| read_on_owner(s.clone(), work);
-        waits.push((shard.mailbox.send(target, job).await, slots));
+        waits.push((shard.mailbox.send(shard, target, job).await, slots));
     }
     for (rx, slots) in waits {
         match rx {
@@ -246,7 +246,7 @@ async fn wait_everywhere(shard: &Rc<Shard>, work_by_shard: &[Vec<FetchWork>], se
                 let s = s.clone();
                 async move { s.wait_for_data(parts, left).await }
             };
-            if let Ok(rx) = shard.mailbox.send(target, job).await {
+            if let Ok(rx) = shard.mailbox.send(shard, target, job).await {
                 waits.push(Box::pin(async move {
                     let _ = rx.await;
                 }));

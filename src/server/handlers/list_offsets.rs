@@ -64,7 +64,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
                 Some(owner) => Some(
                     shard
                         .mailbox
-                        .send(owner, move |s| offset_on_owner(s.clone(), topic, partition, ts, epoch))
+                        .send(shard, owner, move |s| offset_on_owner(s.clone(), topic, partition, ts, epoch))
                         .await,
                 ),
                 None => None,

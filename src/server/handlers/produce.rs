@@ -111,7 +111,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
             local = Some(append_on_owner(shard, work, wait));
         } else {
             let slots: Vec<(usize, usize)> = work.iter().map(|w| w.slot).collect();
-            match shard.mailbox.send(target, move |s| append_on_owner(s, work, wait)).await {
+            match shard.mailbox.send(shard, target, move |s| append_on_owner(s, work, wait)).await {
                 Ok(rx) => remote.push((rx, slots)),
                 Err(_) => {
                     for (ti, pi) in slots {
