@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod api_versions;
 pub mod fetch;
+pub mod find_coordinator;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -23,14 +24,19 @@ use crate::shard::Shard;
 
 use super::connection::{encode_response, Pending, ResponseFrame};
 
-/// Versions served per API. Produce's lower bound is 3 (RecordBatch v2); older versions get
-/// UNSUPPORTED_VERSION per partition.
+/// Versions served per API.
+///
+/// Produce is advertised from v0 although only v3+ (RecordBatch v2) is accepted: v0–2 get
+/// UNSUPPORTED_VERSION per partition. Old librdkafka (2.0.x, e.g. Debian's kcat) compresses with
+/// gzip/snappy only when the broker advertises Produce v0, so a v3 floor would make it send
+/// everything uncompressed.
 pub const API_TABLE: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 11),
+    (ApiKey::Produce, 0, 11),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 7),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
@@ -108,7 +114,6 @@ pub async fn dispatch(shard: &Rc<Shard>, mut r: Reader) -> Dispatch {
     if !in_range {
         return match api_key {
             ApiKey::ApiVersions => api_versions::unsupported(&ctx),
-            ApiKey::Produce if version >= 0 && version < lo => produce::unsupported_old(&ctx, r),
             _ => Dispatch::Close(format!(
                 "{api_key:?} v{version} is not supported (we serve v{lo}-v{hi})"
             )),
@@ -122,7 +127,9 @@ pub async fn dispatch(shard: &Rc<Shard>, mut r: Reader) -> Dispatch {
     match api_key {
         ApiKey::ApiVersions => api_versions::handle(shard, ctx, r),
         ApiKey::Metadata => metadata::handle(shard, ctx, r).await,
+        ApiKey::Produce if version < produce::FIRST_ACCEPTED_VERSION => produce::unsupported_old(&ctx, r),
         ApiKey::Produce => produce::handle(shard, ctx, r).await,
+        ApiKey::FindCoordinator => find_coordinator::handle(shard, ctx, r),
         ApiKey::Fetch => fetch::handle(shard, ctx, r),
         ApiKey::ListOffsets => list_offsets::handle(shard, ctx, r).await,
         ApiKey::OffsetForLeaderEpoch => list_offsets::offset_for_leader_epoch(shard, ctx, r).await,

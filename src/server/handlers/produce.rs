@@ -1,4 +1,4 @@
-//! Produce (key 0), v3–11. Batches are validated (framing, magic 2, CRC32C, counts) and stored
+//! Produce (key 0), v3–11 (v0–2 advertised, answered UNSUPPORTED_VERSION). Batches are validated (framing, magic 2, CRC32C, counts) and stored
 //! exactly as sent — compressed batches are never decompressed here — on the shard that owns
 //! each partition. The appends happen while this request is dispatched, in arrival order; the
 //! returned completion waits for the group commit when acks is 1 or all (acks=0: no response).
@@ -19,6 +19,10 @@ use crate::storage::StorageError;
 
 use super::admin::create_via_controller;
 use super::{decode, Dispatch, RequestContext};
+
+/// Produce v0–2 carry message format v0/v1, which we do not store; they are answered
+/// UNSUPPORTED_VERSION per partition.
+pub const FIRST_ACCEPTED_VERSION: i16 = 3;
 
 /// Work for the shard owning one partition.
 struct PartWork {
