@@ -110,6 +110,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 break String::new();
             }
             Ok(n) => buf.truncate(start + n),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                // A client that goes away without closing is normal, not worth a warning.
+                buf.truncate(start);
+                break String::new();
+            }
             Err(e) => {
                 buf.truncate(start);
                 break format!("read error: {e}");

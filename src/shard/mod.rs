@@ -27,6 +27,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::config::BrokerConfig;
 use crate::metadata::controller::Controller;
 use crate::metadata::MetadataImage;
+use crate::protocol::error::ErrorCode;
 use crate::protocol::record_batch::BatchHeader;
 use crate::storage::{BatchCache, LogConfig, PartitionLog, StorageError};
 
@@ -48,6 +49,9 @@ pub struct Shard {
     image: RefCell<Arc<MetadataImage>>,
     /// Partitions this shard owns: topic -> index -> partition.
     partitions: RefCell<HashMap<String, Vec<Option<Rc<Partition>>>>>,
+    /// Partitions this shard owns but could not open (disk errors): answered
+    /// KAFKA_STORAGE_ERROR until a restart opens them.
+    offline: RefCell<std::collections::HashSet<(String, i32)>>,
     pub stopping: Cell<bool>,
     pub stop_requested: Notify,
 }
@@ -74,6 +78,17 @@ impl Shard {
     pub fn partition(&self, topic: &str, index: i32) -> Option<Rc<Partition>> {
         let parts = self.partitions.borrow();
         parts.get(topic)?.get(usize::try_from(index).ok()?)?.clone()
+    }
+
+    /// The partition if this shard serves it, else the error to answer for it.
+    pub fn serving(&self, topic: &str, index: i32) -> Result<Rc<Partition>, ErrorCode> {
+        match self.partition(topic, index) {
+            Some(p) => Ok(p),
+            None if self.offline.borrow().contains(&(topic.to_string(), index)) => {
+                Err(ErrorCode::KAFKA_STORAGE_ERROR)
+            }
+            None => Err(ErrorCode::NOT_LEADER_OR_FOLLOWER),
+        }
     }
 
     pub fn log_config(&self) -> LogConfig {
@@ -142,6 +157,7 @@ impl Shard {
             }
         }
         *self.image.borrow_mut() = image.clone();
+        self.offline.borrow_mut().retain(|(t, i)| image.shard_of(t, *i) == Some(self.id));
         // Open partitions newly assigned here.
         for topic in image.topics.values() {
             for (i, pm) in topic.partitions.iter().enumerate() {
@@ -158,11 +174,16 @@ impl Shard {
                             list.resize(i + 1, None);
                         }
                         list[i] = Some(p);
+                        drop(parts);
+                        self.offline.borrow_mut().remove(&(topic.name.clone(), i as i32));
                     }
-                    Err(e) => log::error!(
-                        "shard {}: cannot open partition {}-{i} at {}: {e}; its requests fail with KAFKA_STORAGE_ERROR",
-                        self.id, topic.name, dir.display()
-                    ),
+                    Err(e) => {
+                        log::error!(
+                            "shard {}: cannot open partition {}-{i} at {}: {e}; its requests fail with KAFKA_STORAGE_ERROR",
+                            self.id, topic.name, dir.display()
+                        );
+                        self.offline.borrow_mut().insert((topic.name.clone(), i as i32));
+                    }
                 }
             }
         }
@@ -325,6 +346,7 @@ async fn shard_main(
         controller,
         image: RefCell::new(Arc::new(MetadataImage::default())),
         partitions: RefCell::new(HashMap::new()),
+        offline: RefCell::new(Default::default()),
         stopping: Cell::new(false),
         stop_requested: Notify::new(),
     });

@@ -19,8 +19,8 @@ pub struct Partition {
     /// Notified after every flush round that covered this partition: the high watermark may
     /// have moved, so long-polling fetches re-check.
     pub data_arrived: Notify,
-    /// Flush failures, to rate-limit the log line.
-    pub flush_errors: Cell<u64>,
+    /// Storage errors seen, to rate-limit their log lines.
+    pub storage_errors: Cell<u64>,
 }
 
 impl Partition {
@@ -33,20 +33,25 @@ impl Partition {
             log,
             dirty: Cell::new(false),
             data_arrived: Notify::new(),
-            flush_errors: Cell::new(0),
+            storage_errors: Cell::new(0),
         }
     }
 
-    /// Writes and fdatasyncs what is buffered. A failure is logged (the first and then every
-    /// 1000th) and surfaces to producers as KAFKA_STORAGE_ERROR because the high watermark did
-    /// not move past their records.
+    /// Writes and fdatasyncs what is buffered. A failure surfaces to producers as
+    /// KAFKA_STORAGE_ERROR because the high watermark did not move past their records.
     pub async fn flush(&self) {
         if let Err(e) = self.log.flush().await {
-            let n = self.flush_errors.get();
-            self.flush_errors.set(n + 1);
-            if n % 1000 == 0 {
-                log::error!("{}-{}: flush failed ({} so far): {e}", self.topic, self.index, n + 1);
-            }
+            self.log_error("flush", &e);
+        }
+    }
+
+    /// Logs a storage error of this partition: the first and then every 1000th, so a failed
+    /// disk under load does not flood the log.
+    pub fn log_error(&self, what: &str, e: &dyn std::fmt::Display) {
+        let n = self.storage_errors.get();
+        self.storage_errors.set(n + 1);
+        if n % 1000 == 0 {
+            log::error!("{}-{}: {what} failed ({} error(s) so far): {e}", self.topic, self.index, n + 1);
         }
     }
 }

@@ -693,9 +693,21 @@ impl PartitionLog {
             let step = self.cfg.preallocate_bytes.max(PAGE_BYTES);
             let target = end_size.div_ceil(step) * step;
             let target = target.min(align_up(self.cfg.segment_bytes.max(end_size)));
-            file.preallocate(target).await?;
-            if let Some(seg) = self.state.borrow_mut().segments.get_mut(&base) {
-                seg.allocated_bytes = target;
+            // Preallocation is an optimisation (fewer extent updates, less fragmentation): when
+            // the disk cannot give a whole step, write without it; the write itself reports a
+            // disk that is really full.
+            match file.preallocate(target).await {
+                Ok(()) => {
+                    if let Some(seg) = self.state.borrow_mut().segments.get_mut(&base) {
+                        seg.allocated_bytes = target;
+                    }
+                }
+                Err(e) => {
+                    log::warn!("{}: preallocating {target} bytes failed, writing without: {e}", self.dir.display());
+                    if let Some(seg) = self.state.borrow_mut().segments.get_mut(&base) {
+                        seg.allocated_bytes = align_up(self.cfg.segment_bytes.max(end_size));
+                    }
+                }
             }
         }
 

@@ -198,10 +198,13 @@ async fn read_on_owner(s: Rc<Shard>, work: Vec<FetchWork>) -> Vec<FetchPartResul
     let mut out = Vec::with_capacity(work.len());
     for w in work {
         let mut r = FetchPartResult { slot: w.slot, error: ErrorCode::NONE, high_watermark: -1, log_start_offset: -1, chunks: vec![] };
-        let Some(p) = s.partition(&w.topic, w.partition) else {
-            r.error = ErrorCode::NOT_LEADER_OR_FOLLOWER;
-            out.push(r);
-            continue;
+        let p = match s.serving(&w.topic, w.partition) {
+            Ok(p) => p,
+            Err(error) => {
+                r.error = error;
+                out.push(r);
+                continue;
+            }
         };
         let hw = p.log.high_watermark();
         let start = p.log.log_start_offset();
@@ -215,7 +218,7 @@ async fn read_on_owner(s: Rc<Shard>, work: Vec<FetchWork>) -> Vec<FetchPartResul
             match p.log.read(w.offset, w.max_bytes, hw).await {
                 Ok(slice) => r.chunks = slice.chunks,
                 Err(e) => {
-                    log::error!("shard {}: read {}-{} at {}: {e}", s.id, w.topic, w.partition, w.offset);
+                    p.log_error(&format!("read at offset {}", w.offset), &e);
                     r.error = ErrorCode::KAFKA_STORAGE_ERROR;
                 }
             }

@@ -23,8 +23,9 @@ const LATEST: i64 = -1;
 type Answer = (ErrorCode, i64, i64, i32);
 
 async fn offset_on_owner(s: Rc<Shard>, topic: String, partition: i32, timestamp: i64, current_epoch: i32) -> Answer {
-    let Some(p) = s.partition(&topic, partition) else {
-        return (ErrorCode::NOT_LEADER_OR_FOLLOWER, -1, -1, -1);
+    let p = match s.serving(&topic, partition) {
+        Ok(p) => p,
+        Err(error) => return (error, -1, -1, -1),
     };
     if current_epoch >= 0 && current_epoch != p.leader_epoch {
         let e = if current_epoch > p.leader_epoch { ErrorCode::UNKNOWN_LEADER_EPOCH } else { ErrorCode::FENCED_LEADER_EPOCH };

@@ -219,9 +219,12 @@ fn append_on_owner(
     let mut pending = Vec::new();
     let mut round = 0;
     for w in work {
-        let Some(p) = s.partition(&w.topic, w.partition) else {
-            results.push(PartResult { slot: w.slot, error: ErrorCode::NOT_LEADER_OR_FOLLOWER, base_offset: -1, log_append_time: -1, log_start_offset: -1 });
-            continue;
+        let p = match s.serving(&w.topic, w.partition) {
+            Ok(p) => p,
+            Err(error) => {
+                results.push(PartResult { slot: w.slot, error, base_offset: -1, log_append_time: -1, log_start_offset: -1 });
+                continue;
+            }
         };
         match s.append_local(&p, &w.batches) {
             Ok((appended, r)) => {
@@ -238,7 +241,7 @@ fn append_on_owner(
             Err(e) => {
                 let code = storage_error_code(&e);
                 if code == ErrorCode::KAFKA_STORAGE_ERROR {
-                    log::error!("shard {}: append to {}-{} failed: {e}", s.id, w.topic, w.partition);
+                    p.log_error("append", &e);
                 }
                 results.push(PartResult { slot: w.slot, error: code, base_offset: -1, log_append_time: -1, log_start_offset: -1 });
             }
