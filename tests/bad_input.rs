@@ -124,6 +124,7 @@ fn decode_produce_v3(body: &[u8]) -> HashMap<(String, i32), PartitionResult> {
         }
     }
     let _throttle_ms = r.i32();
+    assert_eq!(r.remaining(), 0, "trailing bytes in Produce v3 response");
     out
 }
 
@@ -171,6 +172,7 @@ fn metadata_v1_topic_errors(body: &[u8]) -> HashMap<String, i16> {
         }
         out.insert(name, error);
     }
+    assert_eq!(r.remaining(), 0, "trailing bytes in Metadata v1 response");
     out
 }
 
@@ -255,6 +257,78 @@ fn encoders_agree_with_kafka_protocol_oracle() {
     let names: Vec<String> = req.topics.unwrap().iter().map(|t| t.name.as_ref().unwrap().0.to_string()).collect();
     assert_eq!(names, ["x", "y"]);
     assert!(buf.is_empty());
+}
+
+#[test]
+fn decoders_agree_with_kafka_protocol_oracle() {
+    use bytes::BytesMut;
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+    use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+    use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+    use kafka_protocol::messages::{
+        ApiVersionsResponse, BrokerId, CreateTopicsResponse, MetadataResponse, ProduceResponse, TopicName,
+    };
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    fn encode<T: Encodable>(msg: &T, version: i16) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        msg.encode(&mut buf, version).expect("oracle encodes");
+        buf.to_vec()
+    }
+    let name = |s: &str| TopicName(StrBytes::from_string(s.to_string()));
+
+    let mut p = PartitionProduceResponse::default();
+    p.index = 4;
+    p.error_code = CORRUPT_MESSAGE;
+    p.base_offset = 77;
+    let mut t = TopicProduceResponse::default();
+    t.name = name("t");
+    t.partition_responses = vec![p];
+    let mut resp = ProduceResponse::default();
+    resp.responses = vec![t];
+    resp.throttle_time_ms = 5;
+    let got = decode_produce_v3(&encode(&resp, 3));
+    assert_eq!(got[&("t".to_string(), 4)], PartitionResult { error: CORRUPT_MESSAGE, base_offset: 77 });
+
+    let mut ok = CreatableTopicResult::default();
+    ok.name = name("a");
+    ok.error_message = None;
+    let mut bad = CreatableTopicResult::default();
+    bad.name = name("");
+    bad.error_code = INVALID_TOPIC_EXCEPTION;
+    bad.error_message = Some(StrBytes::from_string("bad".into()));
+    let mut resp = CreateTopicsResponse::default();
+    resp.topics = vec![ok, bad];
+    let got = decode_create_topics_v2(&encode(&resp, 2));
+    assert_eq!(
+        got,
+        vec![("a".to_string(), NONE, None), (String::new(), INVALID_TOPIC_EXCEPTION, Some("bad".to_string()))]
+    );
+
+    let mut broker = MetadataResponseBroker::default();
+    broker.node_id = BrokerId(1);
+    broker.host = StrBytes::from_string("127.0.0.1".into());
+    broker.port = 9092;
+    let mut part = MetadataResponsePartition::default();
+    part.replica_nodes = vec![BrokerId(1)];
+    part.isr_nodes = vec![BrokerId(1)];
+    let mut topic = MetadataResponseTopic::default();
+    topic.name = Some(name("m"));
+    topic.error_code = UNKNOWN_TOPIC_OR_PARTITION;
+    topic.partitions = vec![part.clone(), part];
+    let mut resp = MetadataResponse::default();
+    resp.brokers = vec![broker];
+    resp.topics = vec![topic];
+    let got = metadata_v1_topic_errors(&encode(&resp, 1));
+    assert_eq!(got, HashMap::from([("m".to_string(), UNKNOWN_TOPIC_OR_PARTITION)]));
+
+    let mut v = ApiVersion::default();
+    v.api_key = 18;
+    v.max_version = 3;
+    let mut resp = ApiVersionsResponse::default();
+    resp.api_keys = vec![v];
+    assert_eq!(decode_api_versions_v0(&encode(&resp, 0)), (NONE, vec![(18, 0, 3)]));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -908,12 +908,17 @@ pub fn half_close(stream: &TcpStream) {
 
 /// ApiVersions v0 on a fresh connection; asserts error code 0 and returns (key, min, max).
 pub fn api_versions(addr: SocketAddr) -> Vec<(i16, i16, i16)> {
-    let body = roundtrip(addr, 18, 0, &[]);
-    let mut r = Reader::new(&body);
-    let err = r.i16();
+    let (err, versions) = decode_api_versions_v0(&roundtrip(addr, 18, 0, &[]));
     assert_eq!(err, 0, "ApiVersions v0 error code");
+    versions
+}
+
+/// ApiVersions v0 response body: error_code, [api_key, min_version, max_version].
+pub fn decode_api_versions_v0(body: &[u8]) -> (i16, Vec<(i16, i16, i16)>) {
+    let mut r = Reader::new(body);
+    let err = r.i16();
     let n = r.array_len();
-    (0..n).map(|_| (r.i16(), r.i16(), r.i16())).collect()
+    (err, (0..n).map(|_| (r.i16(), r.i16(), r.i16())).collect())
 }
 
 /// Asserts the broker serves a well-behaved client: ApiVersions v0 answered on a fresh
@@ -952,11 +957,17 @@ pub fn create_topics_body(topics: &[(&str, i32)], timeout_ms: i32) -> Vec<u8> {
 
 /// Sends CreateTopics v2 and returns (name, error code, error message) per topic.
 pub fn create_topics(addr: SocketAddr, topics: &[(&str, i32)]) -> Vec<(String, i16, Option<String>)> {
-    let body = roundtrip(addr, 19, 2, &create_topics_body(topics, 10_000));
-    let mut r = Reader::new(&body);
+    decode_create_topics_v2(&roundtrip(addr, 19, 2, &create_topics_body(topics, 10_000)))
+}
+
+/// CreateTopics v2 response body: throttle_time_ms, [name, error_code, error_message].
+pub fn decode_create_topics_v2(body: &[u8]) -> Vec<(String, i16, Option<String>)> {
+    let mut r = Reader::new(body);
     let _throttle_ms = r.i32();
     let n = r.array_len();
-    (0..n).map(|_| (r.string(), r.i16(), r.nullable_string())).collect()
+    let out = (0..n).map(|_| (r.string(), r.i16(), r.nullable_string())).collect();
+    assert_eq!(r.remaining(), 0, "trailing bytes in CreateTopics v2 response");
+    out
 }
 
 /// Creates one topic and asserts success.
