@@ -781,3 +781,60 @@ fn create_topics_rejects_invalid_names_and_duplicates() {
     assert_serving(&mut broker);
     broker.stop();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Bad configuration on the command line
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn bad_configuration_exits_non_zero_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let config_file = dir.path().join("server.properties");
+    std::fs::write(&config_file, "num.partitions=2\nnot.a.real.setting=1\n").unwrap();
+    let config_file = config_file.to_str().unwrap();
+
+    let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+        (
+            "unknown override key",
+            vec!["--override", "no.such.key=1"],
+            "no.such.key",
+        ),
+        (
+            "invalid number",
+            vec!["--override", "num.partitions=abc"],
+            "num.partitions",
+        ),
+        (
+            "invalid boolean",
+            vec!["--override", "auto.create.topics.enable=maybe"],
+            "auto.create.topics.enable",
+        ),
+        (
+            "negative size",
+            vec!["--override", "message.max.bytes=-5"],
+            "message.max.bytes",
+        ),
+        (
+            "unknown key in --config file",
+            vec!["--config", config_file],
+            "not.a.real.setting",
+        ),
+    ];
+    for (what, extra, key) in cases {
+        let mut args = vec!["serve", "--listen", listen.as_str(), "--data-dir", data];
+        args.extend(extra);
+        let (status, output) = run_to_exit(&args, Duration::from_secs(30));
+        assert!(
+            !status.success(),
+            "{what}: `odradek {}` exited successfully\n{output}",
+            args.join(" ")
+        );
+        assert!(
+            output.contains(key),
+            "{what}: output does not name `{key}`:\n{output}"
+        );
+    }
+}

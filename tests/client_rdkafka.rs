@@ -590,6 +590,40 @@ fn restart_keeps_records_and_offsets_continue() {
     broker.stop();
 }
 
+#[test]
+fn sigint_stops_cleanly_and_keeps_records() {
+    let mut broker = broker_with_partitions(2);
+    let topic = "sigint";
+    let recs: Vec<Rec> = (0..500)
+        .map(|i| Rec::keyed(format!("{i}"), payload("sigint", i, 90)).to_partition((i % 2) as i32))
+        .collect();
+    let p = producer(&broker.bootstrap(), &[("acks", "all")]);
+    let delivered = produce_all(&p, topic, &recs, PRODUCE_TIMEOUT);
+    drop(p);
+    broker.interrupt(); // SIGINT: flush, exit 0 (asserted)
+    broker.start_again();
+    let got = consume_exact(
+        &broker.bootstrap(),
+        topic,
+        &[0, 1],
+        Offset::Beginning,
+        recs.len(),
+        CONSUME_TIMEOUT,
+    );
+    let at: HashMap<(i32, i64), &Consumed> =
+        got.iter().map(|r| ((r.partition, r.offset), r)).collect();
+    for (i, d) in delivered.iter().enumerate() {
+        let r = at
+            .get(d)
+            .unwrap_or_else(|| panic!("record {i} missing at {d:?} after SIGINT restart"));
+        assert!(
+            r.value == recs[i].value,
+            "record {i} at {d:?} differs after SIGINT restart"
+        );
+    }
+    broker.stop();
+}
+
 // ---------------------------------------------------------------------------------------------
 // 7. kill -9 under acks=all load
 // ---------------------------------------------------------------------------------------------

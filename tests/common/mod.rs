@@ -13,7 +13,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -270,16 +270,25 @@ impl Broker {
 
     /// Graceful stop: SIGTERM, wait, assert exit code 0.
     pub fn stop(&mut self) {
+        self.stop_with(libc::SIGTERM, "SIGTERM");
+    }
+
+    /// Graceful stop by SIGINT (Ctrl-C), wait, assert exit code 0.
+    pub fn interrupt(&mut self) {
+        self.stop_with(libc::SIGINT, "SIGINT");
+    }
+
+    fn stop_with(&mut self, signal: libc::c_int, name: &str) {
         if self.child.is_none() {
             return;
         }
-        match self.signal_and_wait(libc::SIGTERM, STOP_TIMEOUT) {
+        match self.signal_and_wait(signal, STOP_TIMEOUT) {
             Some(status) if status.success() => {}
-            Some(status) => self.fail(&format!("broker exited with {status} after SIGTERM")),
+            Some(status) => self.fail(&format!("broker exited with {status} after {name}")),
             None => {
                 self.kill_quietly();
                 self.fail(&format!(
-                    "broker did not exit within {STOP_TIMEOUT:?} of SIGTERM"
+                    "broker did not exit within {STOP_TIMEOUT:?} of {name}"
                 ));
             }
         }
@@ -333,6 +342,42 @@ impl Drop for Broker {
             }
         }
     }
+}
+
+/// Runs `odradek <args>` expecting it to exit by itself within `timeout` (e.g. on a bad
+/// configuration). Returns the exit status and combined stdout+stderr. If it is still running
+/// at the deadline it is killed and the function panics with its output.
+pub fn run_to_exit(args: &[&str], timeout: Duration) -> (ExitStatus, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out_path = dir.path().join("output.log");
+    let out = File::create(&out_path).expect("create output file");
+    let err = out.try_clone().expect("clone output handle");
+    let mut child = Command::new(broker_bin())
+        .args(args)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {:?}: {e}", broker_bin()));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+            panic!(
+                "`odradek {}` still running after {timeout:?}; output:\n{text}",
+                args.join(" ")
+            );
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let text = String::from_utf8_lossy(&std::fs::read(&out_path).unwrap_or_default()).into_owned();
+    (status, text)
 }
 
 // ---------------------------------------------------------------------------------------------
