@@ -91,7 +91,10 @@ const BATCH_ATTRIBUTES_AT: usize = 21;
 /// Produce v3 body: transactional_id, acks, timeout_ms, [topic [partition, records]].
 fn produce_v3_body(acks: i16, topics: &[(&str, Vec<(i32, Vec<u8>)>)]) -> Vec<u8> {
     let mut w = Writer::new();
-    w.nullable_string(None).i16(acks).i32(10_000).i32(topics.len() as i32);
+    w.nullable_string(None)
+        .i16(acks)
+        .i32(10_000)
+        .i32(topics.len() as i32);
     for (name, parts) in topics {
         w.string(name).i32(parts.len() as i32);
         for (p, records) in parts {
@@ -124,10 +127,14 @@ fn decode_produce_v3(body: &[u8]) -> HashMap<(String, i32), PartitionResult> {
         }
     }
     let _throttle_ms = r.i32();
+    assert_eq!(r.remaining(), 0, "trailing bytes in Produce v3 response");
     out
 }
 
-fn produce_v3(addr: std::net::SocketAddr, topics: &[(&str, Vec<(i32, Vec<u8>)>)]) -> HashMap<(String, i32), PartitionResult> {
+fn produce_v3(
+    addr: std::net::SocketAddr,
+    topics: &[(&str, Vec<(i32, Vec<u8>)>)],
+) -> HashMap<(String, i32), PartitionResult> {
     let body = roundtrip(addr, API_PRODUCE, 3, &produce_v3_body(-1, topics));
     decode_produce_v3(&body)
 }
@@ -171,6 +178,7 @@ fn metadata_v1_topic_errors(body: &[u8]) -> HashMap<String, i16> {
         }
         out.insert(name, error);
     }
+    assert_eq!(r.remaining(), 0, "trailing bytes in Metadata v1 response");
     out
 }
 
@@ -188,7 +196,10 @@ fn produce_until_ok(broker: &Broker, topic: &str, partition: i32, value: &[u8]) 
             return r.base_offset;
         }
         if Instant::now() >= deadline {
-            broker.fail(&format!("valid produce to {topic}/{partition} still fails with error {}", r.error));
+            broker.fail(&format!(
+                "valid produce to {topic}/{partition} still fails with error {}",
+                r.error
+            ));
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -201,7 +212,9 @@ fn broker_with(options: BrokerOptions) -> Broker {
 fn assert_closed(broker: &Broker, stream: &mut std::net::TcpStream, what: &str) {
     match await_ending(stream, CLOSE_TIMEOUT) {
         Ending::Closed => {}
-        other => broker.fail(&format!("{what}: expected the broker to close the connection, got {other:?}")),
+        other => broker.fail(&format!(
+            "{what}: expected the broker to close the connection, got {other:?}"
+        )),
     }
 }
 
@@ -212,12 +225,18 @@ fn assert_closed(broker: &Broker, stream: &mut std::net::TcpStream, what: &str) 
 #[test]
 fn encoders_agree_with_kafka_protocol_oracle() {
     use bytes::Bytes;
-    use kafka_protocol::messages::{CreateTopicsRequest, MetadataRequest, ProduceRequest, RequestHeader};
+    use kafka_protocol::messages::{
+        CreateTopicsRequest, MetadataRequest, ProduceRequest, RequestHeader,
+    };
     use kafka_protocol::protocol::Decodable;
     use kafka_protocol::records::RecordBatchDecoder;
 
-    let batch = record_batch(&[(Some(b"key"), Some(b"value")), (None, None)], 1_700_000_000_000);
-    let set = RecordBatchDecoder::decode(&mut Bytes::from(batch.clone())).expect("oracle decodes our batch");
+    let batch = record_batch(
+        &[(Some(b"key"), Some(b"value")), (None, None)],
+        1_700_000_000_000,
+    );
+    let set = RecordBatchDecoder::decode(&mut Bytes::from(batch.clone()))
+        .expect("oracle decodes our batch");
     assert_eq!(set.version, 2);
     assert_eq!(set.records.len(), 2);
     assert_eq!(set.records[0].key.as_deref(), Some(&b"key"[..]));
@@ -227,34 +246,162 @@ fn encoders_agree_with_kafka_protocol_oracle() {
     assert!(set.records[1].key.is_none() && set.records[1].value.is_none());
     let mut corrupt = batch.clone();
     *corrupt.last_mut().unwrap() ^= 0xff;
-    assert!(RecordBatchDecoder::decode(&mut Bytes::from(corrupt)).is_err(), "oracle accepts a bad CRC");
-    assert_eq!(crc32c::crc32c(&batch[BATCH_ATTRIBUTES_AT..]).to_be_bytes(), batch[BATCH_CRC_AT..BATCH_ATTRIBUTES_AT]);
+    assert!(
+        RecordBatchDecoder::decode(&mut Bytes::from(corrupt)).is_err(),
+        "oracle accepts a bad CRC"
+    );
+    assert_eq!(
+        crc32c::crc32c(&batch[BATCH_ATTRIBUTES_AT..]).to_be_bytes(),
+        batch[BATCH_CRC_AT..BATCH_ATTRIBUTES_AT]
+    );
 
     // Produce v3 inside a framed request with header v1.
-    let frame = request_frame(API_PRODUCE, 3, 42, &produce_v3_body(-1, &[("t", vec![(5, batch.clone())])]));
-    assert_eq!(i32::from_be_bytes(frame[..4].try_into().unwrap()) as usize, frame.len() - 4);
+    let frame = request_frame(
+        API_PRODUCE,
+        3,
+        42,
+        &produce_v3_body(-1, &[("t", vec![(5, batch.clone())])]),
+    );
+    assert_eq!(
+        i32::from_be_bytes(frame[..4].try_into().unwrap()) as usize,
+        frame.len() - 4
+    );
     let mut buf = Bytes::from(frame[4..].to_vec());
     let header = RequestHeader::decode(&mut buf, 1).unwrap();
-    assert_eq!((header.request_api_key, header.request_api_version, header.correlation_id), (0, 3, 42));
+    assert_eq!(
+        (
+            header.request_api_key,
+            header.request_api_version,
+            header.correlation_id
+        ),
+        (0, 3, 42)
+    );
     let req = ProduceRequest::decode(&mut buf, 3).unwrap();
     assert_eq!(req.acks, -1);
     assert_eq!(req.topic_data[0].name.0.as_str(), "t");
     assert_eq!(req.topic_data[0].partition_data[0].index, 5);
-    assert_eq!(req.topic_data[0].partition_data[0].records.as_deref(), Some(batch.as_slice()));
+    assert_eq!(
+        req.topic_data[0].partition_data[0].records.as_deref(),
+        Some(batch.as_slice())
+    );
     assert!(buf.is_empty());
 
     let mut buf = Bytes::from(create_topics_body(&[("a", 3), ("b", 1)], 5000));
     let req = CreateTopicsRequest::decode(&mut buf, 2).unwrap();
     assert_eq!(req.topics.len(), 2);
-    assert_eq!((req.topics[0].name.0.as_str(), req.topics[0].num_partitions), ("a", 3));
+    assert_eq!(
+        (req.topics[0].name.0.as_str(), req.topics[0].num_partitions),
+        ("a", 3)
+    );
     assert_eq!(req.timeout_ms, 5000);
     assert!(buf.is_empty());
 
     let mut buf = Bytes::from(metadata_v1_body(Some(&["x", "y"])));
     let req = MetadataRequest::decode(&mut buf, 1).unwrap();
-    let names: Vec<String> = req.topics.unwrap().iter().map(|t| t.name.as_ref().unwrap().0.to_string()).collect();
+    let names: Vec<String> = req
+        .topics
+        .unwrap()
+        .iter()
+        .map(|t| t.name.as_ref().unwrap().0.to_string())
+        .collect();
     assert_eq!(names, ["x", "y"]);
     assert!(buf.is_empty());
+}
+
+#[test]
+fn decoders_agree_with_kafka_protocol_oracle() {
+    use bytes::BytesMut;
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+    use kafka_protocol::messages::metadata_response::{
+        MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+    };
+    use kafka_protocol::messages::produce_response::{
+        PartitionProduceResponse, TopicProduceResponse,
+    };
+    use kafka_protocol::messages::{
+        ApiVersionsResponse, BrokerId, CreateTopicsResponse, MetadataResponse, ProduceResponse,
+        TopicName,
+    };
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    fn encode<T: Encodable>(msg: &T, version: i16) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        msg.encode(&mut buf, version).expect("oracle encodes");
+        buf.to_vec()
+    }
+    let name = |s: &str| TopicName(StrBytes::from_string(s.to_string()));
+
+    let mut p = PartitionProduceResponse::default();
+    p.index = 4;
+    p.error_code = CORRUPT_MESSAGE;
+    p.base_offset = 77;
+    let mut t = TopicProduceResponse::default();
+    t.name = name("t");
+    t.partition_responses = vec![p];
+    let mut resp = ProduceResponse::default();
+    resp.responses = vec![t];
+    resp.throttle_time_ms = 5;
+    let got = decode_produce_v3(&encode(&resp, 3));
+    assert_eq!(
+        got[&("t".to_string(), 4)],
+        PartitionResult {
+            error: CORRUPT_MESSAGE,
+            base_offset: 77
+        }
+    );
+
+    let mut ok = CreatableTopicResult::default();
+    ok.name = name("a");
+    ok.error_message = None;
+    let mut bad = CreatableTopicResult::default();
+    bad.name = name("");
+    bad.error_code = INVALID_TOPIC_EXCEPTION;
+    bad.error_message = Some(StrBytes::from_string("bad".into()));
+    let mut resp = CreateTopicsResponse::default();
+    resp.topics = vec![ok, bad];
+    let got = decode_create_topics_v2(&encode(&resp, 2));
+    assert_eq!(
+        got,
+        vec![
+            ("a".to_string(), NONE, None),
+            (
+                String::new(),
+                INVALID_TOPIC_EXCEPTION,
+                Some("bad".to_string())
+            )
+        ]
+    );
+
+    let mut broker = MetadataResponseBroker::default();
+    broker.node_id = BrokerId(1);
+    broker.host = StrBytes::from_string("127.0.0.1".into());
+    broker.port = 9092;
+    let mut part = MetadataResponsePartition::default();
+    part.replica_nodes = vec![BrokerId(1)];
+    part.isr_nodes = vec![BrokerId(1)];
+    let mut topic = MetadataResponseTopic::default();
+    topic.name = Some(name("m"));
+    topic.error_code = UNKNOWN_TOPIC_OR_PARTITION;
+    topic.partitions = vec![part.clone(), part];
+    let mut resp = MetadataResponse::default();
+    resp.brokers = vec![broker];
+    resp.topics = vec![topic];
+    let got = metadata_v1_topic_errors(&encode(&resp, 1));
+    assert_eq!(
+        got,
+        HashMap::from([("m".to_string(), UNKNOWN_TOPIC_OR_PARTITION)])
+    );
+
+    let mut v = ApiVersion::default();
+    v.api_key = 18;
+    v.max_version = 3;
+    let mut resp = ApiVersionsResponse::default();
+    resp.api_keys = vec![v];
+    assert_eq!(
+        decode_api_versions_v0(&encode(&resp, 0)),
+        (NONE, vec![(18, 0, 3)])
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -268,7 +415,11 @@ fn frame_over_socket_request_max_bytes_closes_connection() {
     // Claims 2 MiB; the broker must refuse on the length alone, without waiting for the body.
     write_lenient(&mut s, &(2 * 1024 * 1024i32).to_be_bytes());
     write_lenient(&mut s, &[0u8; 1024]);
-    assert_closed(&broker, &mut s, "2 MiB frame over socket.request.max.bytes=1 MiB");
+    assert_closed(
+        &broker,
+        &mut s,
+        "2 MiB frame over socket.request.max.bytes=1 MiB",
+    );
     assert_serving(&mut broker);
     broker.stop();
 }
@@ -276,7 +427,11 @@ fn frame_over_socket_request_max_bytes_closes_connection() {
 #[test]
 fn negative_and_zero_frame_lengths_close_connection() {
     let mut broker = broker_with(BrokerOptions::new());
-    for (what, len) in [("length -1", -1i32), ("length i32::MIN", i32::MIN), ("length 0", 0)] {
+    for (what, len) in [
+        ("length -1", -1i32),
+        ("length i32::MIN", i32::MIN),
+        ("length 0", 0),
+    ] {
         let mut s = raw_connect(broker.addr());
         write_lenient(&mut s, &len.to_be_bytes());
         assert_closed(&broker, &mut s, what);
@@ -289,7 +444,12 @@ fn negative_and_zero_frame_lengths_close_connection() {
 fn truncated_request_then_half_close_closes_connection() {
     let mut broker = broker_with(BrokerOptions::new());
     let mut s = raw_connect(broker.addr());
-    let full = request_frame(API_METADATA, 1, 1, &metadata_v1_body(Some(&["a-topic-name-long-enough-to-matter"; 3][..])));
+    let full = request_frame(
+        API_METADATA,
+        1,
+        1,
+        &metadata_v1_body(Some(&["a-topic-name-long-enough-to-matter"; 3][..])),
+    );
     let mut frame = Vec::new();
     frame.extend_from_slice(&100i32.to_be_bytes()); // says 100 bytes follow ...
     frame.extend_from_slice(&full[4..24]); // ... sends 20
@@ -347,29 +507,57 @@ fn huge_array_counts_do_not_crash_the_broker() {
     let mut broker = broker_with(BrokerOptions::new());
     // 23 bytes on the wire: size 19 | api 3 | v1 | correlation id | client id "fuzz1" | count.
     let mut tiny = Writer::new();
-    tiny.i32(19).i16(API_METADATA).i16(1).i32(1).string("fuzz1").i32(0x7fff_ffff);
+    tiny.i32(19)
+        .i16(API_METADATA)
+        .i16(1)
+        .i32(1)
+        .string("fuzz1")
+        .i32(0x7fff_ffff);
     assert_eq!(tiny.len(), 23);
-    let mut cases: Vec<(String, Vec<u8>)> = vec![("Metadata v1, 23 bytes, count 0x7fffffff".into(), tiny.buf)];
+    let mut cases: Vec<(String, Vec<u8>)> =
+        vec![("Metadata v1, 23 bytes, count 0x7fffffff".into(), tiny.buf)];
 
     let mut w = Writer::new();
     w.i32(0x7fff_ffff).bool(true);
-    cases.push(("Metadata v4, count 0x7fffffff".into(), request_frame(API_METADATA, 4, 2, &w.buf)));
+    cases.push((
+        "Metadata v4, count 0x7fffffff".into(),
+        request_frame(API_METADATA, 4, 2, &w.buf),
+    ));
 
     let mut w = Writer::new();
     w.nullable_string(None).i16(1).i32(1000).i32(0x7fff_ffff);
-    cases.push(("Produce v3, topic count 0x7fffffff".into(), request_frame(API_PRODUCE, 3, 3, &w.buf)));
+    cases.push((
+        "Produce v3, topic count 0x7fffffff".into(),
+        request_frame(API_PRODUCE, 3, 3, &w.buf),
+    ));
 
     let mut w = Writer::new();
-    w.nullable_string(None).i16(1).i32(1000).i32(1).string("t").i32(1).i32(0).i32(0x7fff_fff0);
-    cases.push(("Produce v3, records length 0x7ffffff0".into(), request_frame(API_PRODUCE, 3, 4, &w.buf)));
+    w.nullable_string(None)
+        .i16(1)
+        .i32(1000)
+        .i32(1)
+        .string("t")
+        .i32(1)
+        .i32(0)
+        .i32(0x7fff_fff0);
+    cases.push((
+        "Produce v3, records length 0x7ffffff0".into(),
+        request_frame(API_PRODUCE, 3, 4, &w.buf),
+    ));
 
     let mut w = Writer::new();
     w.i32(0x7fff_ffff);
-    cases.push(("CreateTopics v2, topic count 0x7fffffff".into(), request_frame(API_CREATE_TOPICS, 2, 5, &w.buf)));
+    cases.push((
+        "CreateTopics v2, topic count 0x7fffffff".into(),
+        request_frame(API_CREATE_TOPICS, 2, 5, &w.buf),
+    ));
 
     let mut w = Writer::new();
     w.i32(1).i16(0x7fff); // one topic whose name claims 32767 bytes
-    cases.push(("CreateTopics v2, name length 0x7fff".into(), request_frame(API_CREATE_TOPICS, 2, 6, &w.buf)));
+    cases.push((
+        "CreateTopics v2, name length 0x7fff".into(),
+        request_frame(API_CREATE_TOPICS, 2, 6, &w.buf),
+    ));
 
     for (what, bytes) in cases {
         let mut s = raw_connect(broker.addr());
@@ -378,7 +566,9 @@ fn huge_array_counts_do_not_crash_the_broker() {
         // is not (the frame is complete, so there is nothing more to wait for).
         match await_ending(&mut s, CLOSE_TIMEOUT) {
             Ending::Closed | Ending::Answered(_) => {}
-            Ending::StillOpen => broker.fail(&format!("{what}: connection neither answered nor closed")),
+            Ending::StillOpen => {
+                broker.fail(&format!("{what}: connection neither answered nor closed"))
+            }
         }
         assert_serving(&mut broker);
     }
@@ -403,19 +593,43 @@ fn produce_with_corrupted_crc_gets_corrupt_message_per_partition() {
     let res = produce_v3(broker.addr(), &[(topic, vec![(0, good), (1, bad_payload)])]);
     let p0 = res[&(topic.to_string(), 0)];
     let p1 = res[&(topic.to_string(), 1)];
-    assert_eq!((p0.error, p0.base_offset), (NONE, 1), "valid partition next to a corrupt one: {res:?}");
+    assert_eq!(
+        (p0.error, p0.base_offset),
+        (NONE, 1),
+        "valid partition next to a corrupt one: {res:?}"
+    );
     assert_eq!(p1.error, CORRUPT_MESSAGE, "flipped payload byte: {res:?}");
 
     // A flipped bit in the CRC field itself.
     let mut bad_crc = record_batch(&[(None, Some(b"x"))], 1_700_000_000_000);
     bad_crc[BATCH_CRC_AT] ^= 0x80;
     let res = produce_v3(broker.addr(), &[(topic, vec![(1, bad_crc)])]);
-    assert_eq!(res[&(topic.to_string(), 1)].error, CORRUPT_MESSAGE, "flipped CRC bit: {res:?}");
+    assert_eq!(
+        res[&(topic.to_string(), 1)].error,
+        CORRUPT_MESSAGE,
+        "flipped CRC bit: {res:?}"
+    );
 
     // Nothing corrupt was stored; the valid records were.
-    let got = consume_exact(&broker.bootstrap(), topic, &[0, 1], Offset::Beginning, 2, Duration::from_secs(30));
-    let values: Vec<(i32, i64, Option<Vec<u8>>)> = got.iter().map(|r| (r.partition, r.offset, r.value.clone())).collect();
-    assert_eq!(values, vec![(0, 0, Some(b"first".to_vec())), (0, 1, Some(b"good".to_vec()))]);
+    let got = consume_exact(
+        &broker.bootstrap(),
+        topic,
+        &[0, 1],
+        Offset::Beginning,
+        2,
+        Duration::from_secs(30),
+    );
+    let values: Vec<(i32, i64, Option<Vec<u8>>)> = got
+        .iter()
+        .map(|r| (r.partition, r.offset, r.value.clone()))
+        .collect();
+    assert_eq!(
+        values,
+        vec![
+            (0, 0, Some(b"first".to_vec())),
+            (0, 1, Some(b"good".to_vec()))
+        ]
+    );
     assert_serving(&mut broker);
     broker.stop();
 }
@@ -430,8 +644,16 @@ fn batch_over_message_max_bytes_gets_message_too_large() {
     let big = record_batch(&[(None, Some(&big_value))], 1_700_000_000_000);
     let small = record_batch(&[(None, Some(b"fits"))], 1_700_000_000_000);
     let res = produce_v3(broker.addr(), &[(topic, vec![(0, big), (1, small)])]);
-    assert_eq!(res[&(topic.to_string(), 0)].error, MESSAGE_TOO_LARGE, "{res:?}");
-    assert_eq!(res[&(topic.to_string(), 1)].error, NONE, "small batch beside a too-large one: {res:?}");
+    assert_eq!(
+        res[&(topic.to_string(), 0)].error,
+        MESSAGE_TOO_LARGE,
+        "{res:?}"
+    );
+    assert_eq!(
+        res[&(topic.to_string(), 1)].error,
+        NONE,
+        "small batch beside a too-large one: {res:?}"
+    );
     assert_serving(&mut broker);
     broker.stop();
 }
@@ -450,16 +672,29 @@ fn produce_to_unknown_topic_without_auto_create_fails_per_partition() {
         );
     }
     // Metadata does not create it either.
-    let body = roundtrip(broker.addr(), API_METADATA, 1, &metadata_v1_body(Some(&[topic])));
+    let body = roundtrip(
+        broker.addr(),
+        API_METADATA,
+        1,
+        &metadata_v1_body(Some(&[topic])),
+    );
     let errors = metadata_v1_topic_errors(&body);
-    assert_eq!(errors.get(topic).copied(), Some(UNKNOWN_TOPIC_OR_PARTITION), "metadata: {errors:?}");
+    assert_eq!(
+        errors.get(topic).copied(),
+        Some(UNKNOWN_TOPIC_OR_PARTITION),
+        "metadata: {errors:?}"
+    );
 
     // An existing topic with a partition that does not exist.
     create_topic(broker.addr(), "two-partitions", 2);
     produce_until_ok(&broker, "two-partitions", 1, b"ok");
     let batch = record_batch(&[(None, Some(b"lost"))], 1_700_000_000_000);
     let res = produce_v3(broker.addr(), &[("two-partitions", vec![(7, batch)])]);
-    assert_eq!(res[&("two-partitions".to_string(), 7)].error, UNKNOWN_TOPIC_OR_PARTITION, "{res:?}");
+    assert_eq!(
+        res[&("two-partitions".to_string(), 7)].error,
+        UNKNOWN_TOPIC_OR_PARTITION,
+        "{res:?}"
+    );
     assert_serving(&mut broker);
     broker.stop();
 }
@@ -498,7 +733,11 @@ fn create_topics_rejects_invalid_names_and_duplicates() {
     .into_iter()
     .collect();
     let res = create_topics(broker.addr(), &requested);
-    assert_eq!(res.len(), requested.len(), "one result per requested topic: {res:?}");
+    assert_eq!(
+        res.len(),
+        requested.len(),
+        "one result per requested topic: {res:?}"
+    );
     for (name, code, msg) in &res {
         let want = expected
             .get(name.as_str())
@@ -508,17 +747,94 @@ fn create_topics_rejects_invalid_names_and_duplicates() {
 
     let again = create_topics(broker.addr(), &[("good.topic_name-1", 3)]);
     assert_eq!(again.len(), 1);
-    assert_eq!(again[0].1, TOPIC_ALREADY_EXISTS, "duplicate create: {again:?}");
+    assert_eq!(
+        again[0].1, TOPIC_ALREADY_EXISTS,
+        "duplicate create: {again:?}"
+    );
 
     // The topic created above is usable; the rejected ones do not exist.
     produce_until_ok(&broker, "good.topic_name-1", 2, b"v");
     let body = roundtrip(broker.addr(), API_METADATA, 1, &metadata_v1_body(None));
     let topics = metadata_v1_topic_errors(&body);
-    assert!(topics.contains_key("good.topic_name-1"), "metadata lacks created topic: {topics:?}");
-    assert!(topics.contains_key(long_249.as_str()), "metadata lacks 249-char topic");
-    for bad in ["", ".", "..", "bad/name", "bad name", "zero-partitions", long_250.as_str()] {
-        assert!(!topics.contains_key(bad), "rejected topic {bad:?} exists: {topics:?}");
+    assert!(
+        topics.contains_key("good.topic_name-1"),
+        "metadata lacks created topic: {topics:?}"
+    );
+    assert!(
+        topics.contains_key(long_249.as_str()),
+        "metadata lacks 249-char topic"
+    );
+    for bad in [
+        "",
+        ".",
+        "..",
+        "bad/name",
+        "bad name",
+        "zero-partitions",
+        long_250.as_str(),
+    ] {
+        assert!(
+            !topics.contains_key(bad),
+            "rejected topic {bad:?} exists: {topics:?}"
+        );
     }
     assert_serving(&mut broker);
     broker.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad configuration on the command line
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn bad_configuration_exits_non_zero_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let config_file = dir.path().join("server.properties");
+    std::fs::write(&config_file, "num.partitions=2\nnot.a.real.setting=1\n").unwrap();
+    let config_file = config_file.to_str().unwrap();
+
+    let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+        (
+            "unknown override key",
+            vec!["--override", "no.such.key=1"],
+            "no.such.key",
+        ),
+        (
+            "invalid number",
+            vec!["--override", "num.partitions=abc"],
+            "num.partitions",
+        ),
+        (
+            "invalid boolean",
+            vec!["--override", "auto.create.topics.enable=maybe"],
+            "auto.create.topics.enable",
+        ),
+        (
+            "negative size",
+            vec!["--override", "message.max.bytes=-5"],
+            "message.max.bytes",
+        ),
+        (
+            "unknown key in --config file",
+            vec!["--config", config_file],
+            "not.a.real.setting",
+        ),
+    ];
+    for (what, extra, key) in cases {
+        let mut args = vec!["serve", "--listen", listen.as_str(), "--data-dir", data];
+        args.extend(extra);
+        let (status, output) = run_to_exit(&args, Duration::from_secs(30));
+        assert!(
+            !status.success(),
+            "{what}: `odradek {}` exited successfully\n{output}",
+            args.join(" ")
+        );
+        assert!(
+            output.contains(key),
+            "{what}: output does not name `{key}`:\n{output}"
+        );
+    }
 }

@@ -22,7 +22,9 @@ const CONSUME_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Two shards when the machine has them, so requests cross the shard mailbox.
 fn test_cores() -> String {
-    let n = thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let n = thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     n.min(2).to_string()
 }
 
@@ -47,7 +49,11 @@ fn by_partition(records: &[Consumed]) -> BTreeMap<i32, Vec<&Consumed>> {
 fn assert_dense_offsets(records: &[Consumed]) {
     for (p, recs) in by_partition(records) {
         for (i, r) in recs.iter().enumerate() {
-            assert_eq!(r.offset, i as i64, "partition {p}: record #{i} has offset {}", r.offset);
+            assert_eq!(
+                r.offset, i as i64,
+                "partition {p}: record #{i} has offset {}",
+                r.offset
+            );
         }
     }
 }
@@ -71,21 +77,38 @@ fn roundtrip_codec(codec: &str) {
         })
         .collect();
 
-    let p = producer(&broker.bootstrap(), &[("compression.codec", codec), ("acks", "all")]);
+    let p = producer(
+        &broker.bootstrap(),
+        &[("compression.codec", codec), ("acks", "all")],
+    );
     let delivered = produce_all(&p, &topic, &recs, PRODUCE_TIMEOUT);
     drop(p);
 
     // Delivery reports: right partition, offsets dense and in produce order per partition.
     let mut next: HashMap<i32, i64> = HashMap::new();
     for (i, (part, off)) in delivered.iter().enumerate() {
-        assert_eq!(*part, recs[i].partition.unwrap(), "record {i} delivered to wrong partition");
+        assert_eq!(
+            *part,
+            recs[i].partition.unwrap(),
+            "record {i} delivered to wrong partition"
+        );
         let want = next.entry(*part).or_insert(0);
-        assert_eq!(*off, *want, "record {i}: delivery offset out of produce order in partition {part}");
+        assert_eq!(
+            *off, *want,
+            "record {i}: delivery offset out of produce order in partition {part}"
+        );
         *want += 1;
     }
 
     let partitions: Vec<i32> = (0..CODEC_PARTITIONS).collect();
-    let got = consume_exact(&broker.bootstrap(), &topic, &partitions, Offset::Beginning, CODEC_RECORDS, CONSUME_TIMEOUT);
+    let got = consume_exact(
+        &broker.bootstrap(),
+        &topic,
+        &partitions,
+        Offset::Beginning,
+        CODEC_RECORDS,
+        CONSUME_TIMEOUT,
+    );
     assert_dense_offsets(&got);
 
     // Per partition, what we read is exactly what we sent to it, in send order.
@@ -98,7 +121,10 @@ fn roundtrip_codec(codec: &str) {
         let recs_read = read.get(part).map(Vec::as_slice).unwrap_or(&[]);
         assert_eq!(recs_read.len(), idxs.len(), "partition {part}: count");
         for (pos, (&i, r)) in idxs.iter().zip(recs_read).enumerate() {
-            assert_eq!(r.offset, delivered[i].1, "partition {part} position {pos}: offset");
+            assert_eq!(
+                r.offset, delivered[i].1,
+                "partition {part} position {pos}: offset"
+            );
             assert!(
                 r.key == recs[i].key && r.value == recs[i].value,
                 "partition {part} offset {}: bytes differ from record {i} ({codec})",
@@ -183,11 +209,19 @@ fn murmur2_matches_kafka_reference_vectors() {
         (b"foobar", -790_332_482),
         (b"a-little-bit-long-string", -985_981_536),
         (b"a-little-bit-longer-string", -1_486_304_829),
-        (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58_897_971),
+        (
+            b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+            -58_897_971,
+        ),
         (b"abc", 479_470_107),
     ];
     for (key, want) in cases {
-        assert_eq!(murmur2(key), *want, "murmur2({:?})", String::from_utf8_lossy(key));
+        assert_eq!(
+            murmur2(key),
+            *want,
+            "murmur2({:?})",
+            String::from_utf8_lossy(key)
+        );
     }
 }
 
@@ -199,24 +233,48 @@ fn keyed_records_land_on_murmur2_partition() {
     // Text keys plus binary keys of every tail length 1..=12.
     let mut keys: Vec<Vec<u8>> = (0..300).map(|k| format!("user-{k}").into_bytes()).collect();
     for len in 1..=12u8 {
-        keys.push((0..len).map(|b| b.wrapping_mul(37).wrapping_add(len)).collect());
+        keys.push(
+            (0..len)
+                .map(|b| b.wrapping_mul(37).wrapping_add(len))
+                .collect(),
+        );
     }
-    let recs: Vec<Rec> = (0..6000).map(|i| Rec::keyed(keys[i % keys.len()].clone(), payload("keyed", i, 40))).collect();
+    let recs: Vec<Rec> = (0..6000)
+        .map(|i| Rec::keyed(keys[i % keys.len()].clone(), payload("keyed", i, 40)))
+        .collect();
 
-    let p = producer(&broker.bootstrap(), &[("partitioner", "murmur2_random"), ("acks", "all")]);
+    let p = producer(
+        &broker.bootstrap(),
+        &[("partitioner", "murmur2_random"), ("acks", "all")],
+    );
     let delivered = produce_all(&p, topic, &recs, PRODUCE_TIMEOUT);
     drop(p);
     for (i, (part, _)) in delivered.iter().enumerate() {
         let key = recs[i].key.as_ref().unwrap();
-        assert_eq!(*part, murmur2_partition(key, PARTITIONS), "record {i} key {key:?}: delivery partition");
+        assert_eq!(
+            *part,
+            murmur2_partition(key, PARTITIONS),
+            "record {i} key {key:?}: delivery partition"
+        );
     }
 
     let partitions: Vec<i32> = (0..PARTITIONS).collect();
-    let got = consume_exact(&broker.bootstrap(), topic, &partitions, Offset::Beginning, recs.len(), CONSUME_TIMEOUT);
+    let got = consume_exact(
+        &broker.bootstrap(),
+        topic,
+        &partitions,
+        Offset::Beginning,
+        recs.len(),
+        CONSUME_TIMEOUT,
+    );
     let mut key_partitions: HashMap<Vec<u8>, HashSet<i32>> = HashMap::new();
     for r in &got {
         let key = r.key.clone().expect("keyed record read back without key");
-        assert_eq!(r.partition, murmur2_partition(&key, PARTITIONS), "key {key:?} read from wrong partition");
+        assert_eq!(
+            r.partition,
+            murmur2_partition(&key, PARTITIONS),
+            "key {key:?} read from wrong partition"
+        );
         key_partitions.entry(key).or_default().insert(r.partition);
     }
     assert_eq!(key_partitions.len(), keys.len(), "distinct keys read back");
@@ -226,10 +284,17 @@ fn keyed_records_land_on_murmur2_partition() {
     // Values in each partition come back in produce order.
     let read = by_partition(&got);
     for (part, rs) in read {
-        let sent: Vec<&Option<Vec<u8>>> =
-            recs.iter().zip(&delivered).filter(|(_, d)| d.0 == part).map(|(r, _)| &r.value).collect();
+        let sent: Vec<&Option<Vec<u8>>> = recs
+            .iter()
+            .zip(&delivered)
+            .filter(|(_, d)| d.0 == part)
+            .map(|(r, _)| &r.value)
+            .collect();
         let back: Vec<&Option<Vec<u8>>> = rs.iter().map(|r| &r.value).collect();
-        assert!(sent == back, "partition {part}: values differ from produce order");
+        assert!(
+            sent == back,
+            "partition {part}: values differ from produce order"
+        );
     }
     broker.stop();
 }
@@ -244,9 +309,21 @@ fn headers_nulls_and_timestamps_round_trip() {
     let topic = "shapes";
     let all_bytes: Vec<u8> = (0..=255u8).collect();
     let mut recs = vec![
-        Rec { key: None, value: Some(b"null key".to_vec()), ..Rec::default() },
-        Rec { key: Some(b"null value".to_vec()), value: None, ..Rec::default() },
-        Rec { key: None, value: None, ..Rec::default() },
+        Rec {
+            key: None,
+            value: Some(b"null key".to_vec()),
+            ..Rec::default()
+        },
+        Rec {
+            key: Some(b"null value".to_vec()),
+            value: None,
+            ..Rec::default()
+        },
+        Rec {
+            key: None,
+            value: None,
+            ..Rec::default()
+        },
         Rec {
             key: Some(b"headers".to_vec()),
             value: Some(b"v".to_vec()),
@@ -260,8 +337,16 @@ fn headers_nulls_and_timestamps_round_trip() {
             ],
             ..Rec::default()
         },
-        Rec { key: Some(all_bytes.clone()), value: Some(all_bytes.clone()), ..Rec::default() },
-        Rec { key: Some(b"big".to_vec()), value: Some(payload("big", 0, 200_000)), ..Rec::default() },
+        Rec {
+            key: Some(all_bytes.clone()),
+            value: Some(all_bytes.clone()),
+            ..Rec::default()
+        },
+        Rec {
+            key: Some(b"big".to_vec()),
+            value: Some(payload("big", 0, 200_000)),
+            ..Rec::default()
+        },
         Rec {
             key: None,
             value: None,
@@ -287,14 +372,24 @@ fn headers_nulls_and_timestamps_round_trip() {
     let p = producer(&broker.bootstrap(), &[("acks", "all"), ("linger.ms", "50")]);
     let delivered = produce_all(&p, topic, &recs, PRODUCE_TIMEOUT);
     drop(p);
-    let got = consume_exact(&broker.bootstrap(), topic, &[0], Offset::Beginning, recs.len(), CONSUME_TIMEOUT);
+    let got = consume_exact(
+        &broker.bootstrap(),
+        topic,
+        &[0],
+        Offset::Beginning,
+        recs.len(),
+        CONSUME_TIMEOUT,
+    );
     assert_dense_offsets(&got);
     for (i, (sent, back)) in recs.iter().zip(&got).enumerate() {
         assert_eq!(back.offset, delivered[i].1, "record {i}: offset");
         assert_eq!(back.key, sent.key, "record {i}: key");
         assert_eq!(back.value, sent.value, "record {i}: value");
         assert_eq!(back.headers, sent.headers, "record {i}: headers");
-        assert_eq!(back.create_time_ms, sent.timestamp_ms, "record {i}: CreateTime");
+        assert_eq!(
+            back.create_time_ms, sent.timestamp_ms,
+            "record {i}: CreateTime"
+        );
     }
     broker.stop();
 }
@@ -309,8 +404,9 @@ fn acks_0_1_all_produce_and_consume_back() {
     let mut broker = broker_with_partitions(1);
     for acks in ["0", "1", "all"] {
         let topic = format!("acks-{acks}");
-        let recs: Vec<Rec> =
-            (0..N).map(|i| Rec::keyed(format!("{i}"), payload(&topic, i, 100)).to_partition(0)).collect();
+        let recs: Vec<Rec> = (0..N)
+            .map(|i| Rec::keyed(format!("{i}"), payload(&topic, i, 100)).to_partition(0))
+            .collect();
         let p = producer(&broker.bootstrap(), &[("acks", acks)]);
         let reports = try_produce_all(&p, &topic, &recs, PRODUCE_TIMEOUT);
         drop(p);
@@ -326,10 +422,20 @@ fn acks_0_1_all_produce_and_consume_back() {
             }
         }
         // acks=0 records are only "eventually" there: consume_exact waits for all of them.
-        let got = consume_exact(&broker.bootstrap(), &topic, &[0], Offset::Beginning, N, CONSUME_TIMEOUT);
+        let got = consume_exact(
+            &broker.bootstrap(),
+            &topic,
+            &[0],
+            Offset::Beginning,
+            N,
+            CONSUME_TIMEOUT,
+        );
         assert_dense_offsets(&got);
         for (i, (sent, back)) in recs.iter().zip(&got).enumerate() {
-            assert!(back.key == sent.key && back.value == sent.value, "acks={acks}: record {i} differs");
+            assert!(
+                back.key == sent.key && back.value == sent.value,
+                "acks={acks}: record {i} differs"
+            );
         }
     }
     broker.stop();
@@ -346,7 +452,10 @@ fn idempotent_producer_no_duplicates_no_gaps() {
     let mut broker = broker_with_partitions(PARTITIONS);
     let topic = "idempotent";
     let recs: Vec<Rec> = (0..N)
-        .map(|i| Rec::keyed(format!("{i}"), payload("idem", i, 80)).to_partition((i % PARTITIONS as usize) as i32))
+        .map(|i| {
+            Rec::keyed(format!("{i}"), payload("idem", i, 80))
+                .to_partition((i % PARTITIONS as usize) as i32)
+        })
         .collect();
     // Small batches and no linger so five requests per connection really are in flight.
     let p = producer(
@@ -365,21 +474,42 @@ fn idempotent_producer_no_duplicates_no_gaps() {
     let mut next: HashMap<i32, i64> = HashMap::new();
     for (i, (part, off)) in delivered.iter().enumerate() {
         let want = next.entry(*part).or_insert(0);
-        assert_eq!(*off, *want, "record {i}: idempotent delivery offset in partition {part} (gap or duplicate)");
+        assert_eq!(
+            *off, *want,
+            "record {i}: idempotent delivery offset in partition {part} (gap or duplicate)"
+        );
         *want += 1;
     }
 
     let partitions: Vec<i32> = (0..PARTITIONS).collect();
-    let got = consume_exact(&broker.bootstrap(), topic, &partitions, Offset::Beginning, N, CONSUME_TIMEOUT);
+    let got = consume_exact(
+        &broker.bootstrap(),
+        topic,
+        &partitions,
+        Offset::Beginning,
+        N,
+        CONSUME_TIMEOUT,
+    );
     assert_dense_offsets(&got);
     let mut seen = HashSet::new();
     for r in &got {
-        assert!(seen.insert(r.value.clone()), "duplicate record at partition {} offset {}", r.partition, r.offset);
+        assert!(
+            seen.insert(r.value.clone()),
+            "duplicate record at partition {} offset {}",
+            r.partition,
+            r.offset
+        );
     }
-    let index: HashMap<(i32, i64), usize> = delivered.iter().enumerate().map(|(i, d)| (*d, i)).collect();
+    let index: HashMap<(i32, i64), usize> =
+        delivered.iter().enumerate().map(|(i, d)| (*d, i)).collect();
     for r in &got {
         let i = index[&(r.partition, r.offset)];
-        assert!(r.value == recs[i].value, "partition {} offset {}: not record {i}", r.partition, r.offset);
+        assert!(
+            r.value == recs[i].value,
+            "partition {} offset {}: not record {i}",
+            r.partition,
+            r.offset
+        );
     }
     broker.stop();
 }
@@ -396,28 +526,48 @@ fn restart_keeps_records_and_offsets_continue() {
     let topic = "restart";
     let partitions: Vec<i32> = (0..PARTITIONS).collect();
     let mut recs: Vec<Rec> = (0..N)
-        .map(|i| Rec::keyed(format!("{i}"), payload("restart", i, 120)).to_partition((i % 3) as i32))
+        .map(|i| {
+            Rec::keyed(format!("{i}"), payload("restart", i, 120)).to_partition((i % 3) as i32)
+        })
         .collect();
-    let p = producer(&broker.bootstrap(), &[("acks", "all"), ("compression.codec", "lz4")]);
+    let p = producer(
+        &broker.bootstrap(),
+        &[("acks", "all"), ("compression.codec", "lz4")],
+    );
     let mut delivered = produce_all(&p, topic, &recs, PRODUCE_TIMEOUT);
     drop(p);
 
     broker.restart(); // SIGTERM (asserts exit 0), then start on the same data dir and port
 
     let check = |bootstrap: &str, delivered: &[(i32, i64)], recs: &[Rec]| {
-        let got = consume_exact(bootstrap, topic, &partitions, Offset::Beginning, recs.len(), CONSUME_TIMEOUT);
+        let got = consume_exact(
+            bootstrap,
+            topic,
+            &partitions,
+            Offset::Beginning,
+            recs.len(),
+            CONSUME_TIMEOUT,
+        );
         assert_dense_offsets(&got);
-        let at: HashMap<(i32, i64), &Consumed> = got.iter().map(|r| ((r.partition, r.offset), r)).collect();
+        let at: HashMap<(i32, i64), &Consumed> =
+            got.iter().map(|r| ((r.partition, r.offset), r)).collect();
         for (i, d) in delivered.iter().enumerate() {
-            let r = at.get(d).unwrap_or_else(|| panic!("record {i} missing at {d:?} after restart"));
-            assert!(r.key == recs[i].key && r.value == recs[i].value, "record {i} at {d:?} differs after restart");
+            let r = at
+                .get(d)
+                .unwrap_or_else(|| panic!("record {i} missing at {d:?} after restart"));
+            assert!(
+                r.key == recs[i].key && r.value == recs[i].value,
+                "record {i} at {d:?} differs after restart"
+            );
         }
     };
     check(&broker.bootstrap(), &delivered, &recs);
 
     // Producing continues at the next offset of every partition.
     let more: Vec<Rec> = (N..N + 300)
-        .map(|i| Rec::keyed(format!("{i}"), payload("restart", i, 120)).to_partition((i % 3) as i32))
+        .map(|i| {
+            Rec::keyed(format!("{i}"), payload("restart", i, 120)).to_partition((i % 3) as i32)
+        })
         .collect();
     let p = producer(&broker.bootstrap(), &[("acks", "all")]);
     let more_delivered = produce_all(&p, topic, &more, PRODUCE_TIMEOUT);
@@ -426,7 +576,10 @@ fn restart_keeps_records_and_offsets_continue() {
     let mut next: HashMap<i32, i64> = partitions.iter().map(|p| (*p, per_partition)).collect();
     for (i, (part, off)) in more_delivered.iter().enumerate() {
         let want = next.get_mut(part).unwrap();
-        assert_eq!(*off, *want, "post-restart record {i}: offset in partition {part}");
+        assert_eq!(
+            *off, *want,
+            "post-restart record {i}: offset in partition {part}"
+        );
         *want += 1;
     }
     recs.extend(more);
@@ -437,24 +590,67 @@ fn restart_keeps_records_and_offsets_continue() {
     broker.stop();
 }
 
+#[test]
+fn sigint_stops_cleanly_and_keeps_records() {
+    let mut broker = broker_with_partitions(2);
+    let topic = "sigint";
+    let recs: Vec<Rec> = (0..500)
+        .map(|i| Rec::keyed(format!("{i}"), payload("sigint", i, 90)).to_partition((i % 2) as i32))
+        .collect();
+    let p = producer(&broker.bootstrap(), &[("acks", "all")]);
+    let delivered = produce_all(&p, topic, &recs, PRODUCE_TIMEOUT);
+    drop(p);
+    broker.interrupt(); // SIGINT: flush, exit 0 (asserted)
+    broker.start_again();
+    let got = consume_exact(
+        &broker.bootstrap(),
+        topic,
+        &[0, 1],
+        Offset::Beginning,
+        recs.len(),
+        CONSUME_TIMEOUT,
+    );
+    let at: HashMap<(i32, i64), &Consumed> =
+        got.iter().map(|r| ((r.partition, r.offset), r)).collect();
+    for (i, d) in delivered.iter().enumerate() {
+        let r = at
+            .get(d)
+            .unwrap_or_else(|| panic!("record {i} missing at {d:?} after SIGINT restart"));
+        assert!(
+            r.value == recs[i].value,
+            "record {i} at {d:?} differs after SIGINT restart"
+        );
+    }
+    broker.stop();
+}
+
 // ---------------------------------------------------------------------------------------------
 // 7. kill -9 under acks=all load
 // ---------------------------------------------------------------------------------------------
 
 /// Reads every partition from the beginning until each has reached `until[p]` (inclusive) or
 /// the timeout passes; returns what was read.
-fn consume_until(bootstrap: &str, topic: &str, until: &BTreeMap<i32, i64>, timeout: Duration) -> Vec<Consumed> {
+fn consume_until(
+    bootstrap: &str,
+    topic: &str,
+    until: &BTreeMap<i32, i64>,
+    timeout: Duration,
+) -> Vec<Consumed> {
     let consumer: BaseConsumer = consumer(bootstrap, &[]);
     let mut tpl = TopicPartitionList::new();
     for p in until.keys() {
-        tpl.add_partition_offset(topic, *p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&tpl).unwrap();
     let deadline = Instant::now() + timeout;
     let mut high: HashMap<i32, i64> = HashMap::new();
     let mut out = Vec::new();
     let mut errors = Vec::new();
-    while until.iter().any(|(p, want)| high.get(p).copied().unwrap_or(-1) < *want) {
+    while until
+        .iter()
+        .any(|(p, want)| high.get(p).copied().unwrap_or(-1) < *want)
+    {
         if Instant::now() >= deadline {
             panic!(
                 "after {timeout:?} read up to {high:?}, needed {until:?}; client errors: {:?}",
@@ -484,16 +680,23 @@ fn kill9_under_acks_all_load_loses_no_acknowledged_record() {
     let stop = Arc::new(AtomicBool::new(false));
     let acked_so_far = Arc::new(AtomicUsize::new(0));
     let load = {
-        let (stop, acked_so_far, bootstrap) = (stop.clone(), acked_so_far.clone(), bootstrap.clone());
+        let (stop, acked_so_far, bootstrap) =
+            (stop.clone(), acked_so_far.clone(), bootstrap.clone());
         thread::spawn(move || {
             let p = producer(
                 &bootstrap,
-                &[("acks", "all"), ("linger.ms", "2"), ("message.timeout.ms", "15000"), ("retries", "0")],
+                &[
+                    ("acks", "all"),
+                    ("linger.ms", "2"),
+                    ("message.timeout.ms", "15000"),
+                    ("retries", "0"),
+                ],
             );
             let mut sent = 0usize;
             let hard_stop = Instant::now() + Duration::from_secs(120);
             while !stop.load(Ordering::SeqCst) && Instant::now() < hard_stop {
-                let rec = Rec::keyed(format!("{sent}"), payload("crash", sent, 150)).to_partition((sent % 4) as i32);
+                let rec = Rec::keyed(format!("{sent}"), payload("crash", sent, 150))
+                    .to_partition((sent % 4) as i32);
                 let id = p.context().reserve(1);
                 assert_eq!(id, sent);
                 send_one(&p, topic, &rec, id, hard_stop);
@@ -520,7 +723,8 @@ fn kill9_under_acks_all_load_loses_no_acknowledged_record() {
     // Let the load run ~1.5 s and acknowledge a fair number of records, then crash the broker.
     let started = Instant::now();
     let wait_until = started + Duration::from_secs(60);
-    while (started.elapsed() < Duration::from_millis(1500) || acked_so_far.load(Ordering::SeqCst) < 1000)
+    while (started.elapsed() < Duration::from_millis(1500)
+        || acked_so_far.load(Ordering::SeqCst) < 1000)
         && Instant::now() < wait_until
     {
         thread::sleep(Duration::from_millis(20));
@@ -533,9 +737,11 @@ fn kill9_under_acks_all_load_loses_no_acknowledged_record() {
     broker.kill9();
     thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::SeqCst);
-    let (sent, reports) = with_timeout(Duration::from_secs(60), "producer thread shutdown", move || {
-        load.join().expect("producer thread panicked")
-    });
+    let (sent, reports) = with_timeout(
+        Duration::from_secs(60),
+        "producer thread shutdown",
+        move || load.join().expect("producer thread panicked"),
+    );
 
     // Acknowledged records: id -> (partition, offset).
     let mut acked: BTreeMap<usize, (i32, i64)> = BTreeMap::new();
@@ -547,7 +753,11 @@ fn kill9_under_acks_all_load_loses_no_acknowledged_record() {
     assert!(!acked.is_empty(), "no acknowledged records");
     let mut owners: HashMap<(i32, i64), usize> = HashMap::new();
     for (id, po) in &acked {
-        assert_eq!(po.0, (*id % 4) as i32, "record {id} acknowledged on the wrong partition");
+        assert_eq!(
+            po.0,
+            (*id % 4) as i32,
+            "record {id} acknowledged on the wrong partition"
+        );
         if let Some(other) = owners.insert(*po, *id) {
             panic!("records {other} and {id} both acknowledged at {po:?}");
         }
@@ -557,28 +767,44 @@ fn kill9_under_acks_all_load_loses_no_acknowledged_record() {
         let e = until.get_mut(p).unwrap();
         *e = (*e).max(*o);
     }
-    eprintln!("kill -9: {sent} sent, {} acknowledged, highest acknowledged offsets {until:?}", acked.len());
+    eprintln!(
+        "kill -9: {sent} sent, {} acknowledged, highest acknowledged offsets {until:?}",
+        acked.len()
+    );
 
     broker.start_again();
     let got = consume_until(&broker.bootstrap(), topic, &until, CONSUME_TIMEOUT);
     // Recovery may drop unacknowledged tail records but never leaves holes.
     assert_dense_offsets(&got);
-    let at: HashMap<(i32, i64), &Consumed> = got.iter().map(|r| ((r.partition, r.offset), r)).collect();
+    let at: HashMap<(i32, i64), &Consumed> =
+        got.iter().map(|r| ((r.partition, r.offset), r)).collect();
     for (id, po) in &acked {
-        let r = at.get(po).unwrap_or_else(|| broker.fail(&format!("acknowledged record {id} missing at {po:?}")));
+        let r = at
+            .get(po)
+            .unwrap_or_else(|| broker.fail(&format!("acknowledged record {id} missing at {po:?}")));
         let want = payload("crash", *id, 150);
-        if r.value.as_deref() != Some(want.as_slice()) || r.key.as_deref() != Some(format!("{id}").as_bytes()) {
-            broker.fail(&format!("acknowledged record {id} at {po:?} has different bytes after recovery"));
+        if r.value.as_deref() != Some(want.as_slice())
+            || r.key.as_deref() != Some(format!("{id}").as_bytes())
+        {
+            broker.fail(&format!(
+                "acknowledged record {id} at {po:?} has different bytes after recovery"
+            ));
         }
     }
 
     // New records go after everything acknowledged before the crash.
-    let more: Vec<Rec> = (0..PARTITIONS).map(|p| Rec::value(format!("after-crash-{p}")).to_partition(p)).collect();
+    let more: Vec<Rec> = (0..PARTITIONS)
+        .map(|p| Rec::value(format!("after-crash-{p}")).to_partition(p))
+        .collect();
     let p = producer(&broker.bootstrap(), &[("acks", "all")]);
     let after = produce_all(&p, topic, &more, PRODUCE_TIMEOUT);
     drop(p);
     for (part, off) in after {
-        assert!(off > until[&part], "partition {part}: new record at {off}, not after acknowledged {}", until[&part]);
+        assert!(
+            off > until[&part],
+            "partition {part}: new record at {off}, not after acknowledged {}",
+            until[&part]
+        );
     }
     broker.stop();
 }

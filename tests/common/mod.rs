@@ -13,7 +13,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -26,11 +26,11 @@ use std::time::{Duration, Instant};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{DeliveryResult, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _, ProducerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::error::KafkaError;
 
 /// How long the broker may take to accept TCP after spawn.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -189,8 +189,12 @@ impl Broker {
             .append(true)
             .open(&log_path)
             .expect("open broker log");
-        writeln!(log, "===== test fixture: start #{} on port {} =====", self.starts, self.port)
-            .expect("write broker log");
+        writeln!(
+            log,
+            "===== test fixture: start #{} on port {} =====",
+            self.starts, self.port
+        )
+        .expect("write broker log");
         let stderr = log.try_clone().expect("clone log handle");
 
         let mut cmd = Command::new(broker_bin());
@@ -205,7 +209,9 @@ impl Broker {
         for (k, v) in &self.options.overrides {
             cmd.arg("--override").arg(format!("{k}={v}"));
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(stderr));
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(stderr));
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
@@ -264,22 +270,37 @@ impl Broker {
 
     /// Graceful stop: SIGTERM, wait, assert exit code 0.
     pub fn stop(&mut self) {
+        self.stop_with(libc::SIGTERM, "SIGTERM");
+    }
+
+    /// Graceful stop by SIGINT (Ctrl-C), wait, assert exit code 0.
+    pub fn interrupt(&mut self) {
+        self.stop_with(libc::SIGINT, "SIGINT");
+    }
+
+    fn stop_with(&mut self, signal: libc::c_int, name: &str) {
         if self.child.is_none() {
             return;
         }
-        match self.signal_and_wait(libc::SIGTERM, STOP_TIMEOUT) {
+        match self.signal_and_wait(signal, STOP_TIMEOUT) {
             Some(status) if status.success() => {}
-            Some(status) => self.fail(&format!("broker exited with {status} after SIGTERM")),
+            Some(status) => self.fail(&format!("broker exited with {status} after {name}")),
             None => {
                 self.kill_quietly();
-                self.fail(&format!("broker did not exit within {STOP_TIMEOUT:?} of SIGTERM"));
+                self.fail(&format!(
+                    "broker did not exit within {STOP_TIMEOUT:?} of {name}"
+                ));
             }
         }
     }
 
     /// Crash: SIGKILL and reap.
     pub fn kill9(&mut self) {
-        if self.signal_and_wait(libc::SIGKILL, Duration::from_secs(10)).is_none() && self.child.is_some() {
+        if self
+            .signal_and_wait(libc::SIGKILL, Duration::from_secs(10))
+            .is_none()
+            && self.child.is_some()
+        {
             self.fail("broker survived SIGKILL for 10 s");
         }
     }
@@ -323,6 +344,42 @@ impl Drop for Broker {
     }
 }
 
+/// Runs `odradek <args>` expecting it to exit by itself within `timeout` (e.g. on a bad
+/// configuration). Returns the exit status and combined stdout+stderr. If it is still running
+/// at the deadline it is killed and the function panics with its output.
+pub fn run_to_exit(args: &[&str], timeout: Duration) -> (ExitStatus, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out_path = dir.path().join("output.log");
+    let out = File::create(&out_path).expect("create output file");
+    let err = out.try_clone().expect("clone output handle");
+    let mut child = Command::new(broker_bin())
+        .args(args)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {:?}: {e}", broker_bin()));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+            panic!(
+                "`odradek {}` still running after {timeout:?}; output:\n{text}",
+                args.join(" ")
+            );
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let text = String::from_utf8_lossy(&std::fs::read(&out_path).unwrap_or_default()).into_owned();
+    (status, text)
+}
+
 // ---------------------------------------------------------------------------------------------
 // rdkafka producer
 // ---------------------------------------------------------------------------------------------
@@ -339,11 +396,18 @@ pub struct Rec {
 
 impl Rec {
     pub fn value(value: impl Into<Vec<u8>>) -> Rec {
-        Rec { value: Some(value.into()), ..Rec::default() }
+        Rec {
+            value: Some(value.into()),
+            ..Rec::default()
+        }
     }
 
     pub fn keyed(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Rec {
-        Rec { key: Some(key.into()), value: Some(value.into()), ..Rec::default() }
+        Rec {
+            key: Some(key.into()),
+            value: Some(value.into()),
+            ..Rec::default()
+        }
     }
 
     pub fn to_partition(mut self, partition: i32) -> Rec {
@@ -418,7 +482,8 @@ pub fn producer(bootstrap: &str, extra: &[(&str, &str)]) -> TestProducer {
     for (k, v) in extra {
         cfg.set(*k, *v);
     }
-    cfg.create_with_context(DeliveryLog::default()).expect("create producer")
+    cfg.create_with_context(DeliveryLog::default())
+        .expect("create producer")
 }
 
 /// Queues one record; polls while the local queue is full (bounded by `deadline`).
@@ -427,7 +492,10 @@ pub fn send_one(producer: &TestProducer, topic: &str, rec: &Rec, id: usize, dead
     if !rec.headers.is_empty() {
         let mut h = OwnedHeaders::new_with_capacity(rec.headers.len());
         for (k, v) in &rec.headers {
-            h = h.insert(Header { key: k.as_str(), value: v.as_deref() });
+            h = h.insert(Header {
+                key: k.as_str(),
+                value: v.as_deref(),
+            });
         }
         headers = Some(h);
     }
@@ -451,7 +519,10 @@ pub fn send_one(producer: &TestProducer, topic: &str, rec: &Rec, id: usize, dead
         match producer.send(record) {
             Ok(()) => return,
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                assert!(Instant::now() < deadline, "producer queue stayed full until the deadline");
+                assert!(
+                    Instant::now() < deadline,
+                    "producer queue stayed full until the deadline"
+                );
                 producer.poll(Duration::from_millis(50));
             }
             Err((e, _)) => panic!("send to {topic} failed locally: {e}"),
@@ -461,7 +532,12 @@ pub fn send_one(producer: &TestProducer, topic: &str, rec: &Rec, id: usize, dead
 
 /// Produces every record and waits for every delivery report (bounded by `timeout`).
 /// Returns the report per record, in input order.
-pub fn try_produce_all(producer: &TestProducer, topic: &str, recs: &[Rec], timeout: Duration) -> Vec<Delivery> {
+pub fn try_produce_all(
+    producer: &TestProducer,
+    topic: &str,
+    recs: &[Rec],
+    timeout: Duration,
+) -> Vec<Delivery> {
     let deadline = Instant::now() + timeout;
     let first = producer.context().reserve(recs.len());
     for (i, rec) in recs.iter().enumerate() {
@@ -493,7 +569,12 @@ pub fn try_produce_all(producer: &TestProducer, topic: &str, recs: &[Rec], timeo
 }
 
 /// Like `try_produce_all` but asserts every delivery succeeded; returns (partition, offset).
-pub fn produce_all(producer: &TestProducer, topic: &str, recs: &[Rec], timeout: Duration) -> Vec<(i32, i64)> {
+pub fn produce_all(
+    producer: &TestProducer,
+    topic: &str,
+    recs: &[Rec],
+    timeout: Duration,
+) -> Vec<(i32, i64)> {
     let reports = try_produce_all(producer, topic, recs, timeout);
     let failed: Vec<(usize, &String)> = reports
         .iter()
@@ -581,7 +662,8 @@ pub fn consume_exact_from(
     let consumer = consumer(bootstrap, &[]);
     let mut tpl = TopicPartitionList::new();
     for (p, off) in starts {
-        tpl.add_partition_offset(topic, *p, *off).expect("add partition offset");
+        tpl.add_partition_offset(topic, *p, *off)
+            .expect("add partition offset");
     }
     consumer.assign(&tpl).expect("assign");
     let deadline = Instant::now() + timeout;
@@ -814,7 +896,10 @@ impl<'a> Reader<'a> {
 /// id), body.
 pub fn request_frame(api_key: i16, api_version: i16, correlation_id: i32, body: &[u8]) -> Vec<u8> {
     let mut w = Writer::new();
-    w.i16(api_key).i16(api_version).i32(correlation_id).nullable_string(Some("odradek-blackbox"));
+    w.i16(api_key)
+        .i16(api_version)
+        .i32(correlation_id)
+        .nullable_string(Some("odradek-blackbox"));
     w.raw(body);
     frame(&w.buf)
 }
@@ -843,7 +928,10 @@ pub fn read_frame(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
     stream.read_exact(&mut len)?;
     let len = i32::from_be_bytes(len);
     if !(0..=256 * 1024 * 1024).contains(&len) {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("response size {len}")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("response size {len}"),
+        ));
     }
     let mut body = vec![0u8; len as usize];
     stream.read_exact(&mut body)?;
@@ -857,13 +945,23 @@ pub fn roundtrip(addr: SocketAddr, api_key: i16, api_version: i16, body: &[u8]) 
     roundtrip_on(&mut s, api_key, api_version, 7, body)
 }
 
-pub fn roundtrip_on(s: &mut TcpStream, api_key: i16, api_version: i16, correlation_id: i32, body: &[u8]) -> Vec<u8> {
+pub fn roundtrip_on(
+    s: &mut TcpStream,
+    api_key: i16,
+    api_version: i16,
+    correlation_id: i32,
+    body: &[u8],
+) -> Vec<u8> {
     s.write_all(&request_frame(api_key, api_version, correlation_id, body))
         .unwrap_or_else(|e| panic!("write api {api_key} v{api_version}: {e}"));
-    let resp = read_frame(s).unwrap_or_else(|e| panic!("no response to api {api_key} v{api_version}: {e}"));
+    let resp = read_frame(s)
+        .unwrap_or_else(|e| panic!("no response to api {api_key} v{api_version}: {e}"));
     let mut r = Reader::new(&resp);
     let cid = r.i32();
-    assert_eq!(cid, correlation_id, "correlation id of api {api_key} v{api_version} response");
+    assert_eq!(
+        cid, correlation_id,
+        "correlation id of api {api_key} v{api_version} response"
+    );
     resp[4..].to_vec()
 }
 
@@ -880,14 +978,21 @@ pub enum Ending {
 
 /// Reads until the peer closes, data arrives, or `timeout` passes.
 pub fn await_ending(stream: &mut TcpStream, timeout: Duration) -> Ending {
-    stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let deadline = Instant::now() + timeout;
     let mut buf = [0u8; 4096];
     loop {
         match stream.read(&mut buf) {
             Ok(0) => return Ending::Closed,
             Ok(n) => return Ending::Answered(n),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 if Instant::now() >= deadline {
                     return Ending::StillOpen;
                 }
@@ -908,12 +1013,17 @@ pub fn half_close(stream: &TcpStream) {
 
 /// ApiVersions v0 on a fresh connection; asserts error code 0 and returns (key, min, max).
 pub fn api_versions(addr: SocketAddr) -> Vec<(i16, i16, i16)> {
-    let body = roundtrip(addr, 18, 0, &[]);
-    let mut r = Reader::new(&body);
-    let err = r.i16();
+    let (err, versions) = decode_api_versions_v0(&roundtrip(addr, 18, 0, &[]));
     assert_eq!(err, 0, "ApiVersions v0 error code");
+    versions
+}
+
+/// ApiVersions v0 response body: error_code, [api_key, min_version, max_version].
+pub fn decode_api_versions_v0(body: &[u8]) -> (i16, Vec<(i16, i16, i16)>) {
+    let mut r = Reader::new(body);
+    let err = r.i16();
     let n = r.array_len();
-    (0..n).map(|_| (r.i16(), r.i16(), r.i16())).collect()
+    (err, (0..n).map(|_| (r.i16(), r.i16(), r.i16())).collect())
 }
 
 /// Asserts the broker serves a well-behaved client: ApiVersions v0 answered on a fresh
@@ -933,8 +1043,13 @@ pub fn assert_serving(broker: &mut Broker) {
 /// Asserts `api_key` is advertised and its version range covers `version`.
 pub fn assert_supports(addr: SocketAddr, api_key: i16, version: i16) {
     let versions = api_versions(addr);
-    let ok = versions.iter().any(|(k, lo, hi)| *k == api_key && *lo <= version && version <= *hi);
-    assert!(ok, "broker does not advertise api {api_key} v{version}: {versions:?}");
+    let ok = versions
+        .iter()
+        .any(|(k, lo, hi)| *k == api_key && *lo <= version && version <= *hi);
+    assert!(
+        ok,
+        "broker does not advertise api {api_key} v{version}: {versions:?}"
+    );
 }
 
 /// CreateTopics v2 body (non-flexible): topics, timeout_ms, validate_only.
@@ -951,28 +1066,52 @@ pub fn create_topics_body(topics: &[(&str, i32)], timeout_ms: i32) -> Vec<u8> {
 }
 
 /// Sends CreateTopics v2 and returns (name, error code, error message) per topic.
-pub fn create_topics(addr: SocketAddr, topics: &[(&str, i32)]) -> Vec<(String, i16, Option<String>)> {
-    let body = roundtrip(addr, 19, 2, &create_topics_body(topics, 10_000));
-    let mut r = Reader::new(&body);
+pub fn create_topics(
+    addr: SocketAddr,
+    topics: &[(&str, i32)],
+) -> Vec<(String, i16, Option<String>)> {
+    decode_create_topics_v2(&roundtrip(addr, 19, 2, &create_topics_body(topics, 10_000)))
+}
+
+/// CreateTopics v2 response body: throttle_time_ms, [name, error_code, error_message].
+pub fn decode_create_topics_v2(body: &[u8]) -> Vec<(String, i16, Option<String>)> {
+    let mut r = Reader::new(body);
     let _throttle_ms = r.i32();
     let n = r.array_len();
-    (0..n).map(|_| (r.string(), r.i16(), r.nullable_string())).collect()
+    let out = (0..n)
+        .map(|_| (r.string(), r.i16(), r.nullable_string()))
+        .collect();
+    assert_eq!(
+        r.remaining(),
+        0,
+        "trailing bytes in CreateTopics v2 response"
+    );
+    out
 }
 
 /// Creates one topic and asserts success.
 pub fn create_topic(addr: SocketAddr, name: &str, partitions: i32) {
     let res = create_topics(addr, &[(name, partitions)]);
     assert_eq!(res.len(), 1, "CreateTopics answered {res:?}");
-    assert_eq!((res[0].0.as_str(), res[0].1), (name, 0), "CreateTopics {name}: {res:?}");
+    assert_eq!(
+        (res[0].0.as_str(), res[0].1),
+        (name, 0),
+        "CreateTopics {name}: {res:?}"
+    );
 }
 
 /// Runs `f` in a thread and panics if it does not finish within `timeout`.
-pub fn with_timeout<T: Send + 'static>(timeout: Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+pub fn with_timeout<T: Send + 'static>(
+    timeout: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let (tx, rx) = std::sync::mpsc::channel();
     thread::spawn(move || {
         let _ = tx.send(f());
     });
-    rx.recv_timeout(timeout).unwrap_or_else(|_| panic!("{what} did not finish within {timeout:?}"))
+    rx.recv_timeout(timeout)
+        .unwrap_or_else(|_| panic!("{what} did not finish within {timeout:?}"))
 }
 
 /// Deterministic payload of `len` bytes for record `i` of `tag` (content differs per record,
