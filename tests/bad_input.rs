@@ -838,3 +838,141 @@ fn bad_configuration_exits_non_zero_naming_the_key() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Old produce versions, FindCoordinator before groups exist
+// ---------------------------------------------------------------------------------------------
+
+const API_FIND_COORDINATOR: i16 = 10;
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+const UNSUPPORTED_VERSION: i16 = 35;
+const KAFKA_STORAGE_ERROR: i16 = 56;
+
+#[test]
+fn produce_below_v3_is_advertised_but_answered_unsupported_version() {
+    let mut broker = broker_with(BrokerOptions::new());
+    let topic = "old-produce";
+    create_topic(broker.addr(), topic, 1);
+    // Old librdkafka (2.0.x) compresses with gzip/snappy only if Produce v0 is advertised.
+    let produce = api_versions(broker.addr()).into_iter().find(|(k, _, _)| *k == API_PRODUCE);
+    assert_eq!(produce, Some((API_PRODUCE, 0, 11)), "advertised Produce range");
+
+    // A v2 body is the v3 body without the leading transactional id (a null string: 2 bytes);
+    // the v2 response has the v3 layout.
+    let batch = record_batch(&[(Some(b"k"), Some(b"old"))], 1_700_000_000_000);
+    let v3 = produce_v3_body(-1, &[(topic, vec![(0, batch)])]);
+    for version in [0i16, 1, 2] {
+        let body = roundtrip(broker.addr(), API_PRODUCE, version, &v3[2..]);
+        let mut r = Reader::new(&body);
+        assert_eq!(r.array_len(), 1);
+        assert_eq!(r.string(), topic);
+        assert_eq!(r.array_len(), 1);
+        assert_eq!(r.i32(), 0, "partition");
+        assert_eq!(r.i16(), UNSUPPORTED_VERSION, "Produce v{version} error code");
+    }
+    // Nothing was stored by the refused requests: the first accepted record gets offset 0.
+    assert_eq!(produce_until_ok(&broker, topic, 0, b"new"), 0);
+    assert_serving(&mut broker);
+    broker.stop();
+}
+
+#[test]
+fn find_coordinator_answers_coordinator_not_available_until_groups_exist() {
+    let mut broker = broker_with(BrokerOptions::new());
+    let mut w = Writer::new();
+    w.string("some-group").i8(0);
+    let body = roundtrip(broker.addr(), API_FIND_COORDINATOR, 1, &w.buf);
+    let mut r = Reader::new(&body);
+    let _throttle = r.i32();
+    assert_eq!(r.i16(), COORDINATOR_NOT_AVAILABLE);
+    assert!(r.nullable_string().is_some_and(|m| m.contains("not implemented")));
+    assert_eq!(r.i32(), -1, "node id");
+    assert_serving(&mut broker);
+    broker.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Disk failure on one partition
+// ---------------------------------------------------------------------------------------------
+
+/// A loop-mounted ext4 filesystem of a few MiB, unmounted on drop.
+struct SmallDisk {
+    mount: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn new(mib: u32) -> Result<SmallDisk, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let image = dir.path().join("disk.img");
+        let mount = dir.path().join("mnt");
+        std::fs::create_dir(&mount).map_err(|e| e.to_string())?;
+        let run = |cmd: &mut std::process::Command| -> Result<(), String> {
+            let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr)))
+            }
+        };
+        run(std::process::Command::new("truncate").arg("-s").arg(format!("{mib}M")).arg(&image))?;
+        run(std::process::Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image))?;
+        run(std::process::Command::new("mount").args(["-o", "loop"]).arg(&image).arg(&mount))?;
+        Ok(SmallDisk { mount, _dir: dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.mount).status();
+    }
+}
+
+/// One partition's directory lives on a tiny filesystem that fills up: that partition answers
+/// KAFKA_STORAGE_ERROR, the broker stays up, and the other partition keeps taking and serving
+/// writes. Needs root (loop mount), as CI runs; elsewhere it says why it did not run.
+#[test]
+fn full_disk_fails_only_that_partition() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("full_disk_fails_only_that_partition: not run, needs root to loop-mount a filesystem");
+        return;
+    }
+    let disk = SmallDisk::new(8).unwrap_or_else(|e| panic!("cannot set up the small disk: {e}"));
+    let mut broker = broker_with(BrokerOptions::new().cores("2"));
+    let topic = "full";
+    // The topic's partition 1 directory is a link onto the small disk.
+    let target = disk.mount.join(format!("{topic}-1"));
+    std::fs::create_dir(&target).unwrap();
+    std::os::unix::fs::symlink(&target, broker.data_dir().join(format!("{topic}-1"))).unwrap();
+    create_topic(broker.addr(), topic, 2);
+
+    let big = vec![0x5au8; 256 * 1024];
+    let mut p0_offsets = Vec::new();
+    let mut p1_error = None;
+    for i in 0..200 {
+        let batch = |v: &[u8]| record_batch(&[(Some(b"k"), Some(v))], 1_700_000_000_000 + i);
+        let res = produce_v3(broker.addr(), &[(topic, vec![(0, batch(b"small")), (1, batch(&big))])]);
+        let p0 = res[&(topic.to_string(), 0)];
+        assert_eq!(p0.error, NONE, "partition 0 (healthy disk) failed at request {i}: {res:?}");
+        p0_offsets.push(p0.base_offset);
+        let p1 = res[&(topic.to_string(), 1)];
+        if p1.error != NONE {
+            p1_error = Some((i, p1.error));
+            break;
+        }
+    }
+    let (at, code) = p1_error.unwrap_or_else(|| broker.fail("partition 1 never failed on an 8 MiB disk after 50 MiB"));
+    assert_eq!(code, KAFKA_STORAGE_ERROR, "error for the full partition (request {at})");
+    assert!(at > 0, "partition 1 failed before the disk was full");
+    // Still failing, still only partition 1; partition 0 still takes writes and serves reads.
+    let res = produce_v3(broker.addr(), &[(topic, vec![(1, record_batch(&[(None, Some(b"x"))], 0))])]);
+    assert_eq!(res[&(topic.to_string(), 1)].error, KAFKA_STORAGE_ERROR);
+    p0_offsets.push(produce_until_ok(&broker, topic, 0, b"after"));
+    let got = consume_exact(&broker.bootstrap(), topic, &[0], Offset::Beginning, p0_offsets.len(), Duration::from_secs(30));
+    let offsets: Vec<i64> = got.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, p0_offsets);
+    assert_serving(&mut broker);
+    broker.stop();
+    drop(disk);
+}

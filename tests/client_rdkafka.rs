@@ -100,7 +100,24 @@ fn roundtrip_codec(codec: &str) {
         *want += 1;
     }
 
+    // Passthrough: every stored batch carries the producer's codec.
     let partitions: Vec<i32> = (0..CODEC_PARTITIONS).collect();
+    let want_codec = match codec {
+        "none" => 0,
+        "gzip" => 1,
+        "snappy" => 2,
+        "lz4" => 3,
+        "zstd" => 4,
+        other => panic!("unknown codec {other}"),
+    };
+    let codecs = stored_batch_codecs(&broker.data_dir(), &topic, &partitions);
+    assert!(!codecs.is_empty(), "no batches found on disk for {topic}");
+    assert!(
+        codecs.iter().all(|c| *c == want_codec),
+        "{topic}: stored batch codecs {:?}, expected all {want_codec}",
+        codecs.iter().collect::<std::collections::BTreeSet<_>>()
+    );
+
     let got = consume_exact(
         &broker.bootstrap(),
         &topic,

@@ -1131,3 +1131,34 @@ pub fn payload(tag: &str, i: usize, len: usize) -> Vec<u8> {
     v.truncate(len.max(head_len));
     v
 }
+
+/// The compression codec (attributes & 7: 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd) of every
+/// batch stored on disk for `topic`'s `partitions`, read straight from the segment files: the
+/// broker must store producer batches exactly as sent (passthrough), never recompressed or
+/// decompressed.
+pub fn stored_batch_codecs(data_dir: &Path, topic: &str, partitions: &[i32]) -> Vec<u8> {
+    use odradek::protocol::record_batch::BatchHeader;
+    let mut codecs = Vec::new();
+    for p in partitions {
+        let dir = data_dir.join(format!("{topic}-{p}"));
+        let mut segments: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        segments.sort();
+        for seg in segments {
+            let bytes = std::fs::read(&seg).unwrap_or_else(|e| panic!("read {}: {e}", seg.display()));
+            let mut pos = 0;
+            while pos + 12 <= bytes.len() {
+                let Ok(h) = BatchHeader::parse(&bytes[pos..]) else { break };
+                if h.batch_length <= 0 {
+                    break;
+                }
+                codecs.push(h.compression());
+                pos += h.total_len();
+            }
+        }
+    }
+    codecs
+}
