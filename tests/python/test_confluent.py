@@ -7,7 +7,9 @@ expected) when the module is done. Every wait is bounded.
 Run: python3 -m pytest -v tests/python/test_confluent.py  (scripts/test does this for you)
 """
 
+import glob
 import os
+import struct
 import signal
 import socket
 import subprocess
@@ -115,7 +117,9 @@ def admin(broker):
 
 
 def create_topic(broker, name, partitions):
-    futures = admin(broker).create_topics(
+    # Keep the client referenced until its futures resolve: a collected AdminClient cancels them.
+    client = admin(broker)
+    futures = client.create_topics(
         [NewTopic(name, num_partitions=partitions, replication_factor=1)], operation_timeout=10, request_timeout=15
     )
     try:
@@ -142,7 +146,8 @@ def test_admin_create_and_list_topics(broker):
     assert list(md_one.topics) == [name]
 
     # Creating it again fails with TOPIC_ALREADY_EXISTS.
-    futures = admin(broker).create_topics([NewTopic(name, num_partitions=PARTITIONS, replication_factor=1)])
+    client = admin(broker)
+    futures = client.create_topics([NewTopic(name, num_partitions=PARTITIONS, replication_factor=1)])
     with pytest.raises(KafkaException) as exc:
         futures[name].result(timeout=30)
     assert exc.value.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS, exc.value
@@ -239,3 +244,25 @@ def test_produce_consume_10k_lz4_acks_all(broker):
         assert len(got[p]) == len(expected[p]), f"partition {p}: {len(got[p])} read, {len(expected[p])} sent"
         for pos, (a, b) in enumerate(zip(got[p], expected[p])):
             assert a == b, f"partition {p} offset {pos}: read {a!r}, sent {b!r}"
+
+    # Passthrough: every batch on disk is still lz4 (codec id 3), as the producer sent it.
+    codecs = stored_batch_codecs(os.path.join(broker.tmp.name, "data"), topic, PARTITIONS)
+    assert codecs == {3}, f"stored batch codecs {codecs}, expected {{3}} (lz4)"
+
+
+def stored_batch_codecs(data_dir, topic, partitions):
+    """Codec ids (attributes & 7) of every RecordBatch in the topic's segment files."""
+    seen = set()
+    for p in range(partitions):
+        for seg in sorted(glob.glob(os.path.join(data_dir, f"{topic}-{p}", "*.log"))):
+            with open(seg, "rb") as f:
+                b = f.read()
+            pos = 0
+            while pos + 61 <= len(b):
+                (length,) = struct.unpack(">i", b[pos + 8 : pos + 12])
+                if length <= 0:
+                    break
+                (attributes,) = struct.unpack(">h", b[pos + 21 : pos + 23])
+                seen.add(attributes & 7)
+                pos += 12 + length
+    return seen
