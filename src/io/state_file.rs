@@ -125,6 +125,15 @@ pub fn remove_state(path: &Path) -> Result<(), StateFileError> {
     Ok(())
 }
 
+
+/// Copies a state payload into a buffer aligned for rkyv (payloads come off disk at arbitrary
+/// alignment); rkyv then validates the archive before anything is read from it.
+pub fn rkyv_aligned(payload: &[u8]) -> rkyv::util::AlignedVec<16> {
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
+    aligned.extend_from_slice(payload);
+    aligned
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

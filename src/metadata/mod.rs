@@ -105,9 +105,7 @@ impl MetadataImage {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, MetadataError> {
-        // rkyv validates the archive before any field is read.
-        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
-        aligned.extend_from_slice(bytes);
+        let aligned = crate::io::state_file::rkyv_aligned(bytes);
         rkyv::from_bytes::<Self, rkyv::rancor::Error>(&aligned)
             .map_err(|e| MetadataError::Codec(e.to_string()))
     }

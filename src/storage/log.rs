@@ -181,43 +181,29 @@ pub struct PartitionLog {
 /// Name of the clean-shutdown marker (a state file) written by `close`.
 pub const CLEAN_MARKER: &str = ".clean_shutdown";
 
-/// What `close` records so the next `open` can skip rescanning the tail segment.
-///
-/// ```text
-/// i64 LE tail base offset | u64 LE tail size | i64 LE next offset | i64 LE max timestamp |
-/// producer state snapshot (see `producer_state`)
-/// ```
+/// What `close` records so the next `open` can skip rescanning the tail segment (rkyv archive in
+/// a checksummed state file). `producers` is the producer-state snapshot (see `producer_state`).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct CleanMarker {
     tail_base: i64,
     tail_size: u64,
     next_offset: i64,
     max_timestamp: i64,
-    producers: ProducerStateMachine,
+    producers: Vec<u8>,
 }
 
 impl CleanMarker {
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(32);
-        out.extend_from_slice(&self.tail_base.to_le_bytes());
-        out.extend_from_slice(&self.tail_size.to_le_bytes());
-        out.extend_from_slice(&self.next_offset.to_le_bytes());
-        out.extend_from_slice(&self.max_timestamp.to_le_bytes());
-        out.extend_from_slice(&self.producers.encode());
-        out
+        // In-memory serialization of integers and bytes cannot fail; an empty marker is simply
+        // ignored by the next open (which then rescans the tail).
+        rkyv::to_bytes::<rkyv::rancor::Error>(self).map(|b| b.to_vec()).unwrap_or_default()
     }
 
-    fn decode(b: &[u8]) -> Option<CleanMarker> {
-        if b.len() < 32 {
-            return None;
-        }
-        let word = |i: usize| -> Option<[u8; 8]> { b[i * 8..i * 8 + 8].try_into().ok() };
-        Some(CleanMarker {
-            tail_base: i64::from_le_bytes(word(0)?),
-            tail_size: u64::from_le_bytes(word(1)?),
-            next_offset: i64::from_le_bytes(word(2)?),
-            max_timestamp: i64::from_le_bytes(word(3)?),
-            producers: ProducerStateMachine::decode(&b[32..])?,
-        })
+    fn decode(b: &[u8]) -> Option<(CleanMarker, ProducerStateMachine)> {
+        let aligned = crate::io::state_file::rkyv_aligned(b);
+        let marker = rkyv::from_bytes::<CleanMarker, rkyv::rancor::Error>(&aligned).ok()?;
+        let producers = ProducerStateMachine::decode(&marker.producers)?;
+        Some((marker, producers))
     }
 }
 
@@ -293,9 +279,9 @@ impl PartitionLog {
         } else {
             let tail_base = bases[bases.len() - 1];
             let clean_tail = match clean {
-                Some(m) if m.tail_base == tail_base => {
+                Some((m, marker_producers)) if m.tail_base == tail_base => {
                     let next_base = m.next_offset;
-                    Self::open_clean_tail(&dir, &m, now_ms).await?.map(|seg| (seg, m.producers, next_base))
+                    Self::open_clean_tail(&dir, &m, now_ms).await?.map(|seg| (seg, marker_producers, next_base))
                 }
                 _ => None,
             };
@@ -838,7 +824,7 @@ impl PartitionLog {
                         tail_size: seg.size,
                         next_offset: seg.next_offset,
                         max_timestamp: seg.indexes.max_timestamp,
-                        producers: st.producers.clone(),
+                        producers: st.producers.encode(),
                     };
                     let idx = (seg.indexes.offsets.encode(), seg.indexes.times.encode());
                     (seg.file.clone().map(|f| (f, seg.base_offset, seg.size, idx)), Some(marker))

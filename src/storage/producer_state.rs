@@ -21,7 +21,7 @@ use crate::protocol::record_batch::increment_sequence;
 /// maximum in-flight requests of an idempotent producer).
 pub const BATCH_WINDOW: usize = 5;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct BatchMeta {
     pub first_seq: i32,
     pub last_seq: i32,
@@ -148,66 +148,47 @@ impl ProducerStateMachine {
         entry.batches.push_back(meta);
     }
 
-    /// Snapshot encoding (payload of a state file).
-    ///
-    /// ```text
-    /// u32 LE producer count, then per producer (sorted by id):
-    ///   i64 producerId | i16 epoch | u8 n | n x (i32 firstSeq | i32 lastSeq | i64 base | i64 last)
-    /// ```
+    /// Snapshot encoding (payload of a state file): an rkyv archive of [`ProducerSnapshot`],
+    /// producers sorted by id so equal states encode to equal bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut ids: Vec<_> = self.producers.keys().copied().collect();
-        ids.sort_unstable();
-        let mut out = Vec::with_capacity(4 + ids.len() * 32);
-        out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
-        for id in ids {
-            let e = &self.producers[&id];
-            out.extend_from_slice(&id.to_le_bytes());
-            out.extend_from_slice(&e.epoch.to_le_bytes());
-            out.push(e.batches.len() as u8);
-            for b in &e.batches {
-                out.extend_from_slice(&b.first_seq.to_le_bytes());
-                out.extend_from_slice(&b.last_seq.to_le_bytes());
-                out.extend_from_slice(&b.base_offset.to_le_bytes());
-                out.extend_from_slice(&b.last_offset.to_le_bytes());
-            }
-        }
-        out
+        let mut producers: Vec<ProducerRecord> = self
+            .producers
+            .iter()
+            .map(|(id, e)| ProducerRecord { producer_id: *id, epoch: e.epoch, batches: e.batches.iter().copied().collect() })
+            .collect();
+        producers.sort_unstable_by_key(|p| p.producer_id);
+        // Serializing plain integers and vectors into memory cannot fail; an empty snapshot
+        // would only make recovery rescan the log.
+        rkyv::to_bytes::<rkyv::rancor::Error>(&ProducerSnapshot { producers }).map(|b| b.to_vec()).unwrap_or_default()
     }
 
-    /// Inverse of [`encode`](Self::encode); `None` if the bytes are malformed.
-    pub fn decode(mut buf: &[u8]) -> Option<ProducerStateMachine> {
-        fn take<'a>(buf: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-            if buf.len() < n {
+    /// Inverse of [`encode`](Self::encode); `None` if the bytes are not a valid snapshot.
+    pub fn decode(buf: &[u8]) -> Option<ProducerStateMachine> {
+        let aligned = crate::io::state_file::rkyv_aligned(buf);
+        let snapshot = rkyv::from_bytes::<ProducerSnapshot, rkyv::rancor::Error>(&aligned).ok()?;
+        let mut producers = HashMap::with_capacity(snapshot.producers.len());
+        for p in snapshot.producers {
+            if p.batches.len() > BATCH_WINDOW {
                 return None;
             }
-            let (a, b) = buf.split_at(n);
-            *buf = b;
-            Some(a)
-        }
-        let count = u32::from_le_bytes(take(&mut buf, 4)?.try_into().ok()?);
-        let mut producers = HashMap::new();
-        for _ in 0..count {
-            let id = i64::from_le_bytes(take(&mut buf, 8)?.try_into().ok()?);
-            let epoch = i16::from_le_bytes(take(&mut buf, 2)?.try_into().ok()?);
-            let n = take(&mut buf, 1)?[0] as usize;
-            if n > BATCH_WINDOW {
-                return None;
-            }
-            let mut batches = VecDeque::with_capacity(BATCH_WINDOW);
-            for _ in 0..n {
-                let first_seq = i32::from_le_bytes(take(&mut buf, 4)?.try_into().ok()?);
-                let last_seq = i32::from_le_bytes(take(&mut buf, 4)?.try_into().ok()?);
-                let base_offset = i64::from_le_bytes(take(&mut buf, 8)?.try_into().ok()?);
-                let last_offset = i64::from_le_bytes(take(&mut buf, 8)?.try_into().ok()?);
-                batches.push_back(BatchMeta { first_seq, last_seq, base_offset, last_offset });
-            }
-            producers.insert(id, ProducerEntry { epoch, batches });
-        }
-        if !buf.is_empty() {
-            return None;
+            producers.insert(p.producer_id, ProducerEntry { epoch: p.epoch, batches: p.batches.into_iter().collect() });
         }
         Some(ProducerStateMachine { producers })
     }
+}
+
+/// The persisted form of a partition's producer state (rkyv).
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ProducerSnapshot {
+    pub producers: Vec<ProducerRecord>,
+}
+
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ProducerRecord {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// Oldest first, at most [`BATCH_WINDOW`].
+    pub batches: Vec<BatchMeta>,
 }
 
 #[cfg(test)]
