@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("ODRADEK_BIN", os.path.join(REPO, "target", "release", "odradek"))
@@ -266,3 +266,36 @@ def stored_batch_codecs(data_dir, topic, partitions):
                 seen.add(attributes & 7)
                 pos += 12 + length
     return seen
+
+
+def test_admin_partitions_delete_and_describe_cluster(broker):
+    client = admin(broker)
+    name = f"py-grow-{uuid.uuid4().hex[:8]}"
+    create_topic(broker, name, 2)
+
+    # Grow 2 -> 4 partitions; shrinking (or staying) is refused with INVALID_PARTITIONS.
+    client.create_partitions([NewPartitions(name, 4)])[name].result(timeout=30)
+    assert sorted(client.list_topics(topic=name, timeout=15).topics[name].partitions) == [0, 1, 2, 3]
+    with pytest.raises(KafkaException) as exc:
+        client.create_partitions([NewPartitions(name, 3)])[name].result(timeout=30)
+    assert exc.value.args[0].code() == KafkaError.INVALID_PARTITIONS, exc.value
+
+    # The new partitions take writes.
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
+    delivered = []
+    producer.produce(name, value=b"on-3", partition=3, on_delivery=lambda err, msg: delivered.append((err, msg.offset())))
+    producer.flush(30)
+    assert delivered == [(None, 0)], delivered
+
+    # Describe the cluster: one broker, which is the controller, and a cluster id.
+    cluster = client.describe_cluster(request_timeout=15).result(timeout=30)
+    assert len(cluster.nodes) == 1, cluster.nodes
+    assert cluster.controller is not None and cluster.controller.id == cluster.nodes[0].id
+    assert cluster.cluster_id, "no cluster id"
+
+    # Delete it; it disappears from metadata, and deleting again is UNKNOWN_TOPIC_OR_PART.
+    client.delete_topics([name], operation_timeout=15)[name].result(timeout=30)
+    assert name not in client.list_topics(timeout=15).topics
+    with pytest.raises(KafkaException) as exc:
+        client.delete_topics([name], operation_timeout=15)[name].result(timeout=30)
+    assert exc.value.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART, exc.value
