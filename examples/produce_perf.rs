@@ -31,9 +31,15 @@ impl ProducerContext for Counter {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let bootstrap = args.get(1).cloned().unwrap_or_else(|| "127.0.0.1:9092".into());
+    let bootstrap = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| "127.0.0.1:9092".into());
     let topic = args.get(2).cloned().unwrap_or_else(|| "perf".into());
-    let count: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let count: u64 = args
+        .get(3)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     let size: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(1024);
     let acks = args.get(5).cloned().unwrap_or_else(|| "all".into());
     let ok = Arc::new(AtomicU64::new(0));
@@ -45,7 +51,10 @@ fn main() {
         .set("batch.size", "1048576")
         .set("queue.buffering.max.messages", "1000000")
         .set("queue.buffering.max.kbytes", "1048576")
-        .create_with_context(Counter { ok: ok.clone(), failed: failed.clone() })
+        .create_with_context(Counter {
+            ok: ok.clone(),
+            failed: failed.clone(),
+        })
         .expect("producer");
     // Payload: pseudo-random bytes (incompressible), varied per record.
     let mut seed = 0x2545F4914F6CDD1Du64;

@@ -12,13 +12,24 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}: expected `key=value`, found {text:?}")]
-    Syntax { path: PathBuf, line: usize, text: String },
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        text: String,
+    },
     #[error("unknown configuration key `{0}`")]
     UnknownKey(String),
     #[error("invalid value {value:?} for `{key}`: {why}")]
-    InvalidValue { key: String, value: String, why: String },
+    InvalidValue {
+        key: String,
+        value: String,
+        why: String,
+    },
     #[error("override {0:?} is not of the form KEY=VALUE")]
     BadOverride(String),
 }
@@ -113,7 +124,10 @@ impl BrokerConfig {
         }
         let get = |key: &str| -> String {
             props.get(key).cloned().unwrap_or_else(|| {
-                KEYS.iter().find(|(k, _)| *k == key).map(|(_, d)| d.to_string()).unwrap_or_default()
+                KEYS.iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, d)| d.to_string())
+                    .unwrap_or_default()
             })
         };
 
@@ -130,15 +144,20 @@ impl BrokerConfig {
             (host, listen.port())
         } else {
             let addr = strip_scheme(&advertised);
-            let (host, port) = addr.rsplit_once(':').ok_or_else(|| invalid(
-                "advertised.listeners",
-                &advertised,
-                "expected [PLAINTEXT://]host:port",
-            ))?;
+            let (host, port) = addr.rsplit_once(':').ok_or_else(|| {
+                invalid(
+                    "advertised.listeners",
+                    &advertised,
+                    "expected [PLAINTEXT://]host:port",
+                )
+            })?;
             let port = port
                 .parse()
                 .map_err(|_| invalid("advertised.listeners", &advertised, "bad port"))?;
-            (host.trim_matches(|c| c == '[' || c == ']').to_string(), port)
+            (
+                host.trim_matches(|c| c == '[' || c == ']').to_string(),
+                port,
+            )
         };
 
         let dir_key = if props.contains_key("log.dir") && !props.contains_key("log.dirs") {
@@ -165,8 +184,14 @@ impl BrokerConfig {
         let cores = parse_cores(&get("cores"))?;
         let roll_ms = match props.get("log.roll.ms") {
             Some(v) if !v.is_empty() => parse_num("log.roll.ms", v, 1, i64::MAX)?,
-            _ => parse_num("log.roll.hours", &get("log.roll.hours"), 1, i64::MAX / 3_600_000)?
-                * 3_600_000,
+            _ => {
+                parse_num(
+                    "log.roll.hours",
+                    &get("log.roll.hours"),
+                    1,
+                    i64::MAX / 3_600_000,
+                )? * 3_600_000
+            }
         };
         let ts_type = get("log.message.timestamp.type");
         let log_append = match ts_type.as_str() {
@@ -180,7 +205,12 @@ impl BrokerConfig {
                 ))
             }
         };
-        let rf = parse_num("default.replication.factor", &get("default.replication.factor"), 1, 1)?;
+        let rf = parse_num(
+            "default.replication.factor",
+            &get("default.replication.factor"),
+            1,
+            1,
+        )?;
 
         Ok(BrokerConfig {
             listen,
@@ -302,7 +332,11 @@ pub fn parse_override(text: &str) -> Result<(String, String), ConfigError> {
 }
 
 fn invalid(key: &str, value: &str, why: &str) -> ConfigError {
-    ConfigError::InvalidValue { key: key.into(), value: value.into(), why: why.into() }
+    ConfigError::InvalidValue {
+        key: key.into(),
+        value: value.into(),
+        why: why.into(),
+    }
 }
 
 fn parse_num(key: &str, value: &str, min: i64, max: i64) -> Result<i64, ConfigError> {
@@ -311,7 +345,11 @@ fn parse_num(key: &str, value: &str, min: i64, max: i64) -> Result<i64, ConfigEr
         .parse()
         .map_err(|_| invalid(key, value, "expected an integer"))?;
     if n < min || n > max {
-        return Err(invalid(key, value, &format!("must be between {min} and {max}")));
+        return Err(invalid(
+            key,
+            value,
+            &format!("must be between {min} and {max}"),
+        ));
     }
     Ok(n)
 }
@@ -326,7 +364,10 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
 
 fn strip_scheme(text: &str) -> &str {
     let first = text.split(',').next().unwrap_or("").trim();
-    first.split_once("://").map(|(_, rest)| rest).unwrap_or(first)
+    first
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or(first)
 }
 
 fn listener_host(text: &str) -> String {
@@ -368,7 +409,9 @@ pub fn parse_cores(text: &str) -> Result<CoreSet, ConfigError> {
                 &format!("only {} CPUs are available to this process", allowed.len()),
             ));
         }
-        return Ok(CoreSet { cpus: allowed[..n].to_vec() });
+        return Ok(CoreSet {
+            cpus: allowed[..n].to_vec(),
+        });
     }
     let mut cpus = Vec::new();
     for part in text.split(',') {
@@ -384,10 +427,18 @@ pub fn parse_cores(text: &str) -> Result<CoreSet, ConfigError> {
         }
         for cpu in lo..=hi {
             if !allowed.contains(&cpu) {
-                return Err(invalid("cores", text, &format!("CPU {cpu} is not available")));
+                return Err(invalid(
+                    "cores",
+                    text,
+                    &format!("CPU {cpu} is not available"),
+                ));
             }
             if cpus.contains(&cpu) {
-                return Err(invalid("cores", text, &format!("CPU {cpu} is listed twice")));
+                return Err(invalid(
+                    "cores",
+                    text,
+                    &format!("CPU {cpu} is listed twice"),
+                ));
             }
             cpus.push(cpu);
         }
@@ -401,14 +452,18 @@ fn allowed_cpus() -> Vec<usize> {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
-            let cpus: Vec<usize> =
-                (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect();
+            let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, &set))
+                .collect();
             if !cpus.is_empty() {
                 return cpus;
             }
         }
     }
-    (0..std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).collect()
+    (0..std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1))
+        .collect()
 }
 
 #[cfg(test)]
@@ -416,7 +471,10 @@ mod tests {
     use super::*;
 
     fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -489,8 +547,14 @@ mod tests {
     fn cores_forms() {
         let all = allowed_cpus();
         assert_eq!(parse_cores("1").unwrap().cpus, vec![all[0]]);
-        assert_eq!(parse_cores(&format!("{}-{}", all[0], all[0])).unwrap().cpus, vec![all[0]]);
-        assert!(parse_cores("0").is_err(), "a single number is a count and must be >= 1");
+        assert_eq!(
+            parse_cores(&format!("{}-{}", all[0], all[0])).unwrap().cpus,
+            vec![all[0]]
+        );
+        assert!(
+            parse_cores("0").is_err(),
+            "a single number is a count and must be >= 1"
+        );
         assert!(parse_cores("0,0").is_err());
         assert!(parse_cores("3-1").is_err());
     }

@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use odradek::config::{parse_override, BrokerConfig};
 
 #[derive(Parser)]
-#[command(name = "odradek", version, about = "A Kafka-compatible streaming broker, thread-per-core on io_uring")]
+#[command(
+    name = "odradek",
+    version,
+    about = "A Kafka-compatible streaming broker, thread-per-core on io_uring"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

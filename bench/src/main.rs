@@ -1,1 +1,4 @@
-fn main() { eprintln!("odradek-bench: not built yet (see the benchmark issue)"); std::process::exit(2); }
+fn main() {
+    eprintln!("odradek-bench: not built yet (see the benchmark issue)");
+    std::process::exit(2);
+}

@@ -44,7 +44,9 @@ async fn ensure_iopoll_probed(path: &Path) {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let Ok(meta) = std::fs::metadata(dir) else { return };
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return;
+    };
     let dev = meta.dev();
     if PRIMED_DEVICES.with(|p| p.borrow().contains(&dev)) {
         return;
@@ -74,18 +76,34 @@ pub struct DirectFile {
 impl DirectFile {
     /// Opens `path` read-write, creating it when `create` is set (never truncating).
     pub async fn open(path: &Path, create: bool) -> Result<DirectFile, IoFailure> {
-        let file = dma_open(OpenOptions::new().read(true).write(true).create(create), path)
-            .await
-            .map_err(|e| IoFailure::new("open", path, 0, e))?;
-        Ok(DirectFile { file, path: path.to_path_buf() })
+        let file = dma_open(
+            OpenOptions::new().read(true).write(true).create(create),
+            path,
+        )
+        .await
+        .map_err(|e| IoFailure::new("open", path, 0, e))?;
+        Ok(DirectFile {
+            file,
+            path: path.to_path_buf(),
+        })
     }
 
     /// Opens `path` read-write, truncating it to zero length (creating it if needed).
     pub async fn create_truncate(path: &Path) -> Result<DirectFile, IoFailure> {
-        let file = dma_open(OpenOptions::new().read(true).write(true).create(true).truncate(true), path)
-            .await
-            .map_err(|e| IoFailure::new("create", path, 0, e))?;
-        Ok(DirectFile { file, path: path.to_path_buf() })
+        let file = dma_open(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true),
+            path,
+        )
+        .await
+        .map_err(|e| IoFailure::new("create", path, 0, e))?;
+        Ok(DirectFile {
+            file,
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -138,7 +156,12 @@ impl DirectFile {
         Ok(())
     }
 
-    async fn write_buffer(&self, pos: u64, buf: glommio::io::DmaBuffer, len: usize) -> Result<(), IoFailure> {
+    async fn write_buffer(
+        &self,
+        pos: u64,
+        buf: glommio::io::DmaBuffer,
+        len: usize,
+    ) -> Result<(), IoFailure> {
         let written = self
             .file
             .write_at(buf, pos)
@@ -169,7 +192,10 @@ impl DirectFile {
     }
 
     pub async fn fdatasync(&self) -> Result<(), IoFailure> {
-        self.file.fdatasync().await.map_err(|e| IoFailure::new("fdatasync", &self.path, 0, e))
+        self.file
+            .fdatasync()
+            .await
+            .map_err(|e| IoFailure::new("fdatasync", &self.path, 0, e))
     }
 
     /// Reserves disk blocks up to `size` without changing the file size (FALLOC_FL_KEEP_SIZE),
@@ -182,16 +208,25 @@ impl DirectFile {
     }
 
     pub async fn truncate(&self, size: u64) -> Result<(), IoFailure> {
-        self.file.truncate(size).await.map_err(|e| IoFailure::new("truncate", &self.path, size, e))
+        self.file
+            .truncate(size)
+            .await
+            .map_err(|e| IoFailure::new("truncate", &self.path, size, e))
     }
 
     pub async fn size(&self) -> Result<u64, IoFailure> {
-        self.file.file_size().await.map_err(|e| IoFailure::new("stat", &self.path, 0, e))
+        self.file
+            .file_size()
+            .await
+            .map_err(|e| IoFailure::new("stat", &self.path, 0, e))
     }
 
     pub async fn close(self) -> Result<(), IoFailure> {
         let path = self.path;
-        self.file.close().await.map_err(|e| IoFailure::new("close", &path, 0, e))
+        self.file
+            .close()
+            .await
+            .map_err(|e| IoFailure::new("close", &path, 0, e))
     }
 }
 
@@ -222,7 +257,10 @@ pub async fn read_whole_file(path: &Path) -> Result<Option<Bytes>, IoFailure> {
             return Err(IoFailure::new("open", path, 0, e));
         }
     };
-    let f = DirectFile { file: f, path: path.to_path_buf() };
+    let f = DirectFile {
+        file: f,
+        path: path.to_path_buf(),
+    };
     let size = f.size().await?;
     let data = f.read(0, size as usize).await?;
     f.close().await?;

@@ -22,8 +22,18 @@ pub struct IoFailure {
 }
 
 impl IoFailure {
-    pub fn new(op: &'static str, path: &Path, offset: u64, source: impl Into<std::io::Error>) -> IoFailure {
-        IoFailure { op, path: path.to_path_buf(), offset, source: source.into() }
+    pub fn new(
+        op: &'static str,
+        path: &Path,
+        offset: u64,
+        source: impl Into<std::io::Error>,
+    ) -> IoFailure {
+        IoFailure {
+            op,
+            path: path.to_path_buf(),
+            offset,
+            source: source.into(),
+        }
     }
 
     pub fn is_not_found(&self) -> bool {
@@ -37,5 +47,6 @@ impl IoFailure {
 /// and a directory fsync is cheap compared to a data fsync).
 pub fn sync_dir(dir: &Path) -> Result<(), IoFailure> {
     let f = std::fs::File::open(dir).map_err(|e| IoFailure::new("open dir", dir, 0, e))?;
-    f.sync_all().map_err(|e| IoFailure::new("fsync dir", dir, 0, e))
+    f.sync_all()
+        .map_err(|e| IoFailure::new("fsync dir", dir, 0, e))
 }

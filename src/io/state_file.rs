@@ -57,7 +57,10 @@ pub fn encode_state(payload: &[u8]) -> Vec<u8> {
 
 /// Verifies and strips the header. `path` only names the file in errors.
 pub fn decode_state(path: &Path, data: &[u8]) -> Result<Vec<u8>, StateFileError> {
-    let corrupt = |reason| StateFileError::Corrupt { path: path.to_path_buf(), reason };
+    let corrupt = |reason| StateFileError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
     if data.len() < STATE_HEADER_BYTES {
         return Err(corrupt("shorter than its header"));
     }
@@ -86,8 +89,10 @@ pub fn write_state(path: &Path, payload: &[u8]) -> Result<(), StateFileError> {
     let tmp = tmp_path(path);
     let data = encode_state(payload);
     let mut f = std::fs::File::create(&tmp).map_err(|e| IoFailure::new("create", &tmp, 0, e))?;
-    f.write_all(&data).map_err(|e| IoFailure::new("write", &tmp, 0, e))?;
-    f.sync_all().map_err(|e| IoFailure::new("fsync", &tmp, 0, e))?;
+    f.write_all(&data)
+        .map_err(|e| IoFailure::new("write", &tmp, 0, e))?;
+    f.sync_all()
+        .map_err(|e| IoFailure::new("fsync", &tmp, 0, e))?;
     drop(f);
     std::fs::rename(&tmp, path).map_err(|e| IoFailure::new("rename", &tmp, 0, e))?;
     let dir = match path.parent() {
@@ -125,7 +130,6 @@ pub fn remove_state(path: &Path) -> Result<(), StateFileError> {
     Ok(())
 }
 
-
 /// Copies a state payload into a buffer aligned for rkyv (payloads come off disk at arbitrary
 /// alignment); rkyv then validates the archive before anything is read from it.
 pub fn rkyv_aligned(payload: &[u8]) -> rkyv::util::AlignedVec<16> {
@@ -149,17 +153,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("shard_table");
         assert!(read_state(&path).unwrap().is_none());
-        let t = ShardTable { version: 3, shards: vec![("orders".into(), 0, 1), ("orders".into(), 1, 0)] };
+        let t = ShardTable {
+            version: 3,
+            shards: vec![("orders".into(), 0, 1), ("orders".into(), 1, 0)],
+        };
         let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&t).unwrap();
         write_state(&path, &bytes).unwrap();
         let back = read_state(&path).unwrap().unwrap();
         let t2: ShardTable = rkyv::from_bytes::<ShardTable, rkyv::rancor::Error>(&back).unwrap();
         assert_eq!(t, t2);
         // Overwrite keeps exactly one version and no tmp file.
-        let t3 = ShardTable { version: 4, shards: vec![] };
+        let t3 = ShardTable {
+            version: 4,
+            shards: vec![],
+        };
         write_state(&path, &rkyv::to_bytes::<rkyv::rancor::Error>(&t3).unwrap()).unwrap();
         let back = read_state(&path).unwrap().unwrap();
-        assert_eq!(rkyv::from_bytes::<ShardTable, rkyv::rancor::Error>(&back).unwrap(), t3);
+        assert_eq!(
+            rkyv::from_bytes::<ShardTable, rkyv::rancor::Error>(&back).unwrap(),
+            t3
+        );
         assert!(!tmp_path(&path).exists());
     }
 
@@ -174,7 +187,13 @@ mod tests {
         std::fs::write(&path, &raw).unwrap();
         let err = read_state(&path).unwrap_err();
         assert!(err.to_string().contains("meta"), "{err}");
-        assert!(matches!(err, StateFileError::Corrupt { reason: "checksum mismatch", .. }));
+        assert!(matches!(
+            err,
+            StateFileError::Corrupt {
+                reason: "checksum mismatch",
+                ..
+            }
+        ));
         std::fs::write(&path, &raw[..n - 3]).unwrap();
         assert!(read_state(&path).is_err());
         std::fs::write(&path, b"xx").unwrap();

@@ -70,7 +70,11 @@ impl Controller {
             image.version,
             image.topics.len()
         );
-        Ok(Controller { path, image: std::cell::RefCell::new(Arc::new(image)), lock: Semaphore::new(1) })
+        Ok(Controller {
+            path,
+            image: std::cell::RefCell::new(Arc::new(image)),
+            lock: Semaphore::new(1),
+        })
     }
 
     pub fn image(&self) -> Arc<MetadataImage> {
@@ -79,12 +83,19 @@ impl Controller {
 
     /// Persists `next` and, if `broadcast`, applies it on every shard (changes no shard reads,
     /// like the producer-id counter, skip that).
-    async fn commit(&self, shard: &Rc<Shard>, mut next: MetadataImage, broadcast: bool) -> Result<(), MetadataError> {
+    async fn commit(
+        &self,
+        shard: &Rc<Shard>,
+        mut next: MetadataImage,
+        broadcast: bool,
+    ) -> Result<(), MetadataError> {
         next.version = self.image.borrow().version + 1;
         let bytes = next.encode()?;
         let path = self.path.clone();
         glommio::executor()
-            .spawn_blocking(move || state_file::write_state(&path, &bytes).map_err(|e| e.to_string()))
+            .spawn_blocking(move || {
+                state_file::write_state(&path, &bytes).map_err(|e| e.to_string())
+            })
             .await
             .map_err(MetadataError::Io)?;
         let next = Arc::new(next);
@@ -102,7 +113,10 @@ impl Controller {
                 })
                 .await;
             if applied.is_err() {
-                log::warn!("metadata version {}: shard {target} did not apply it (stopping?)", next.version);
+                log::warn!(
+                    "metadata version {}: shard {target} did not apply it (stopping?)",
+                    next.version
+                );
             }
         }
         Ok(())
@@ -137,7 +151,13 @@ impl Controller {
             let meta = TopicMeta {
                 name: t.name.clone(),
                 id: random_id(),
-                partitions: shards.into_iter().map(|s| PartitionMeta { shard: s, leader_epoch: 0 }).collect(),
+                partitions: shards
+                    .into_iter()
+                    .map(|s| PartitionMeta {
+                        shard: s,
+                        leader_epoch: 0,
+                    })
+                    .collect(),
             };
             next.topics.insert(t.name, meta.clone());
             results.push(Ok(meta));
@@ -155,7 +175,11 @@ impl Controller {
         results
     }
 
-    pub async fn delete_topics(&self, shard: &Rc<Shard>, names: Vec<String>) -> Vec<Result<TopicMeta, TopicChangeError>> {
+    pub async fn delete_topics(
+        &self,
+        shard: &Rc<Shard>,
+        names: Vec<String>,
+    ) -> Vec<Result<TopicMeta, TopicChangeError>> {
         let _guard = self.lock.acquire_permit(1).await;
         let mut next = (*self.image()).clone();
         let results: Vec<_> = names
@@ -200,7 +224,11 @@ impl Controller {
             }
             let shards = next.place((count - current) as usize, shard.nr_shards);
             if let Some(t) = next.topics.get_mut(&name) {
-                t.partitions.extend(shards.into_iter().map(|s| PartitionMeta { shard: s, leader_epoch: 0 }));
+                t.partitions
+                    .extend(shards.into_iter().map(|s| PartitionMeta {
+                        shard: s,
+                        leader_epoch: 0,
+                    }));
             }
             results.push(Ok(()));
         }

@@ -26,7 +26,9 @@ pub struct TopicMeta {
     pub partitions: Vec<PartitionMeta>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub struct MetadataImage {
     pub version: u64,
     pub cluster_id: String,
@@ -69,8 +71,11 @@ impl MetadataImage {
         let mut load = self.load_per_shard(nr_shards);
         (0..count)
             .map(|_| {
-                let (shard, _) =
-                    load.iter().enumerate().min_by_key(|(i, l)| (**l, *i)).unwrap_or((0, &0));
+                let (shard, _) = load
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(i, l)| (**l, *i))
+                    .unwrap_or((0, &0));
                 load[shard] += 1;
                 shard as u32
             })
@@ -130,8 +135,13 @@ pub fn validate_topic_name(name: &str) -> Result<(), &'static str> {
     if name.len() > 249 {
         return Err("topic name is longer than 249 characters");
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
-        return Err("topic name contains a character other than ASCII alphanumerics, '.', '_' and '-'");
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return Err(
+            "topic name contains a character other than ASCII alphanumerics, '.', '_' and '-'",
+        );
     }
     Ok(())
 }
@@ -142,9 +152,7 @@ pub fn random_id() -> [u8; 16] {
     let mut filled = 0;
     while filled < id.len() {
         // SAFETY: writes at most the remaining bytes of `id`.
-        let n = unsafe {
-            libc::getrandom(id[filled..].as_mut_ptr().cast(), id.len() - filled, 0)
-        };
+        let n = unsafe { libc::getrandom(id[filled..].as_mut_ptr().cast(), id.len() - filled, 0) };
         if n <= 0 {
             // getrandom cannot fail for 16 bytes once the pool is initialised; fall back to time.
             let t = std::time::SystemTime::now()
@@ -206,7 +214,13 @@ mod tests {
             TopicMeta {
                 name: "t".into(),
                 id: random_id(),
-                partitions: shards.iter().map(|&s| PartitionMeta { shard: s, leader_epoch: 0 }).collect(),
+                partitions: shards
+                    .iter()
+                    .map(|&s| PartitionMeta {
+                        shard: s,
+                        leader_epoch: 0,
+                    })
+                    .collect(),
             },
         );
         assert_eq!(img.place(1, 2), vec![1]);
@@ -219,8 +233,23 @@ mod tests {
 
     #[test]
     fn image_round_trips_and_rejects_garbage() {
-        let mut img = MetadataImage { version: 7, cluster_id: cluster_id_from(random_id()), next_producer_id: 42, ..Default::default() };
-        img.topics.insert("t".into(), TopicMeta { name: "t".into(), id: random_id(), partitions: vec![PartitionMeta { shard: 1, leader_epoch: 3 }] });
+        let mut img = MetadataImage {
+            version: 7,
+            cluster_id: cluster_id_from(random_id()),
+            next_producer_id: 42,
+            ..Default::default()
+        };
+        img.topics.insert(
+            "t".into(),
+            TopicMeta {
+                name: "t".into(),
+                id: random_id(),
+                partitions: vec![PartitionMeta {
+                    shard: 1,
+                    leader_epoch: 3,
+                }],
+            },
+        );
         let bytes = img.encode().unwrap();
         assert_eq!(MetadataImage::decode(&bytes).unwrap(), img);
         // rkyv validates what it reads; damaged bytes never panic (the state file's checksum
@@ -240,7 +269,10 @@ mod tests {
         let last = file.len() - 1;
         file[last] ^= 1;
         std::fs::write(&path, &file).unwrap();
-        assert!(crate::io::state_file::read_state(&path).is_err(), "a flipped byte must fail the checksum");
+        assert!(
+            crate::io::state_file::read_state(&path).is_err(),
+            "a flipped byte must fail the checksum"
+        );
         assert_eq!(img.cluster_id.len(), 22);
     }
 }

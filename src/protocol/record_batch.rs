@@ -94,9 +94,15 @@ pub enum Invalidity {
     #[error("lastOffsetDelta {last_offset_delta} < 0")]
     NegativeLastOffsetDelta { last_offset_delta: i32 },
     #[error("recordsCount {records_count} != lastOffsetDelta {last_offset_delta} + 1")]
-    CountMismatch { records_count: i32, last_offset_delta: i32 },
+    CountMismatch {
+        records_count: i32,
+        last_offset_delta: i32,
+    },
     #[error("timestamps not sane: base {base_timestamp}, max {max_timestamp}")]
-    BadTimestamps { base_timestamp: i64, max_timestamp: i64 },
+    BadTimestamps {
+        base_timestamp: i64,
+        max_timestamp: i64,
+    },
 }
 
 /// The decoded fixed header of a v2 batch.
@@ -176,7 +182,8 @@ impl BatchHeader {
         LOG_OVERHEAD + self.batch_length.max(0) as usize
     }
     pub fn last_offset(&self) -> i64 {
-        self.base_offset.saturating_add(self.last_offset_delta as i64)
+        self.base_offset
+            .saturating_add(self.last_offset_delta as i64)
     }
     pub fn compression(&self) -> u8 {
         (self.attributes & ATTR_COMPRESSION_MASK) as u8
@@ -236,9 +243,11 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
         }));
     }
     if hdr.last_offset_delta < 0 {
-        return Err(BatchError::InvalidRecord(Invalidity::NegativeLastOffsetDelta {
-            last_offset_delta: hdr.last_offset_delta,
-        }));
+        return Err(BatchError::InvalidRecord(
+            Invalidity::NegativeLastOffsetDelta {
+                last_offset_delta: hdr.last_offset_delta,
+            },
+        ));
     }
     if hdr.records_count < 1 {
         return Err(BatchError::InvalidRecord(Invalidity::NoRecords {
@@ -255,7 +264,9 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
     // the first record's timestamp.
     let ts_bad = hdr.base_timestamp < -1
         || hdr.max_timestamp < -1
-        || (hdr.base_timestamp >= 0 && hdr.max_timestamp >= 0 && hdr.max_timestamp < hdr.base_timestamp);
+        || (hdr.base_timestamp >= 0
+            && hdr.max_timestamp >= 0
+            && hdr.max_timestamp < hdr.base_timestamp);
     if ts_bad {
         return Err(BatchError::InvalidRecord(Invalidity::BadTimestamps {
             base_timestamp: hdr.base_timestamp,
@@ -276,7 +287,11 @@ pub struct SplitBatches {
 
 /// Splits a record set into its batches. A trailing partial batch is an error (CorruptMessage).
 pub fn split_batches(records: &Bytes) -> SplitBatches {
-    SplitBatches { records: records.clone(), pos: 0, done: false }
+    SplitBatches {
+        records: records.clone(),
+        pos: 0,
+        done: false,
+    }
 }
 
 impl Iterator for SplitBatches {
@@ -292,7 +307,13 @@ impl Iterator for SplitBatches {
             Some(Err(BatchError::CorruptMessage(e)))
         };
         if rest.len() < LOG_OVERHEAD {
-            return fail(self, Corruption::Truncated { needed: LOG_OVERHEAD, available: rest.len() });
+            return fail(
+                self,
+                Corruption::Truncated {
+                    needed: LOG_OVERHEAD,
+                    available: rest.len(),
+                },
+            );
         }
         let length = be_i32(rest, BATCH_LENGTH_AT);
         if length < MIN_BATCH_LENGTH {
@@ -300,7 +321,13 @@ impl Iterator for SplitBatches {
         }
         let total = LOG_OVERHEAD + length as usize;
         if rest.len() < total {
-            return fail(self, Corruption::Truncated { needed: total, available: rest.len() });
+            return fail(
+                self,
+                Corruption::Truncated {
+                    needed: total,
+                    available: rest.len(),
+                },
+            );
         }
         let out = self.records.slice(self.pos..self.pos + total);
         self.pos += total;
@@ -381,7 +408,12 @@ pub mod testing {
 
     impl TestRecord {
         pub fn value(v: &[u8]) -> TestRecord {
-            TestRecord { timestamp_delta: 0, key: None, value: Some(v.to_vec()), headers: vec![] }
+            TestRecord {
+                timestamp_delta: 0,
+                key: None,
+                value: Some(v.to_vec()),
+                headers: vec![],
+            }
         }
     }
 
@@ -418,12 +450,23 @@ pub mod testing {
             let records = (0..n)
                 .map(|i| TestRecord {
                     timestamp_delta: i as i64,
-                    key: if i % 2 == 0 { Some(format!("k{seed}-{i}").into_bytes()) } else { None },
+                    key: if i % 2 == 0 {
+                        Some(format!("k{seed}-{i}").into_bytes())
+                    } else {
+                        None
+                    },
                     value: Some(format!("value-{seed}-{i}").into_bytes()),
-                    headers: if i % 3 == 0 { vec![("h".into(), Some(b"x".to_vec()))] } else { vec![] },
+                    headers: if i % 3 == 0 {
+                        vec![("h".into(), Some(b"x".to_vec()))]
+                    } else {
+                        vec![]
+                    },
                 })
                 .collect();
-            BatchBuilder { records, ..Default::default() }
+            BatchBuilder {
+                records,
+                ..Default::default()
+            }
         }
 
         pub fn build(&self) -> Vec<u8> {
@@ -448,7 +491,9 @@ pub mod testing {
             let n = self.records.len() as i32;
             let mut b = Vec::with_capacity(BATCH_HEADER_LEN + recs.len());
             b.extend_from_slice(&self.base_offset.to_be_bytes());
-            b.extend_from_slice(&((BATCH_HEADER_LEN - LOG_OVERHEAD + recs.len()) as i32).to_be_bytes());
+            b.extend_from_slice(
+                &((BATCH_HEADER_LEN - LOG_OVERHEAD + recs.len()) as i32).to_be_bytes(),
+            );
             b.extend_from_slice(&self.leader_epoch.to_be_bytes());
             b.push(MAGIC_V2 as u8);
             b.extend_from_slice(&[0; 4]);
@@ -475,7 +520,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn arb_builder() -> impl Strategy<Value = BatchBuilder> {
-        (1usize..20, any::<u64>(), 0i64..2_000_000_000_000, prop::option::of((0i64..1000, 0i16..5, 0i32..1000)))
+        (
+            1usize..20,
+            any::<u64>(),
+            0i64..2_000_000_000_000,
+            prop::option::of((0i64..1000, 0i16..5, 0i32..1000)),
+        )
             .prop_map(|(n, seed, ts, prod)| {
                 let mut b = BatchBuilder::simple(n, seed);
                 b.base_timestamp = ts;
@@ -522,19 +572,29 @@ mod tests {
         bytes[RECORDS_COUNT_AT..RECORDS_COUNT_AT + 4].copy_from_slice(&5i32.to_be_bytes());
         let crc = compute_crc(&bytes);
         bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
-        assert!(matches!(validate(&bytes), Err(BatchError::InvalidRecord(Invalidity::CountMismatch { .. }))));
+        assert!(matches!(
+            validate(&bytes),
+            Err(BatchError::InvalidRecord(Invalidity::CountMismatch { .. }))
+        ));
 
         let mut bytes = BatchBuilder::simple(2, 1).build();
         bytes[RECORDS_COUNT_AT..RECORDS_COUNT_AT + 4].copy_from_slice(&0i32.to_be_bytes());
-        bytes[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4].copy_from_slice(&(-1i32).to_be_bytes());
+        bytes[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]
+            .copy_from_slice(&(-1i32).to_be_bytes());
         let crc = compute_crc(&bytes);
         bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
-        assert!(matches!(validate(&bytes), Err(BatchError::InvalidRecord(_))));
+        assert!(matches!(
+            validate(&bytes),
+            Err(BatchError::InvalidRecord(_))
+        ));
 
         let mut bytes = BatchBuilder::simple(2, 1).build();
         let last = bytes.len() - 1;
         bytes[last] ^= 0x01;
-        assert!(matches!(validate(&bytes), Err(BatchError::CorruptMessage(Corruption::CrcMismatch { .. }))));
+        assert!(matches!(
+            validate(&bytes),
+            Err(BatchError::CorruptMessage(Corruption::CrcMismatch { .. }))
+        ));
     }
 
     #[test]

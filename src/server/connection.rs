@@ -39,7 +39,10 @@ const MIN_FRAME: usize = 8;
 const READ_CHUNK: usize = 64 * 1024;
 
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let (tx, rx) = local_channel::new_bounded::<Pending>(shard.config.connection_inflight_max);
@@ -69,7 +72,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         while buf.len() >= 4 {
             let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
             if size < 0 || size as usize > max {
-                break 'conn format!("frame of {size} bytes exceeds socket.request.max.bytes ({max})");
+                break 'conn format!(
+                    "frame of {size} bytes exceeds socket.request.max.bytes ({max})"
+                );
             }
             let size = size as usize;
             if size < MIN_FRAME {
@@ -105,7 +110,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             Ok(0) => {
                 buf.truncate(start);
                 if !buf.is_empty() {
-                    break format!("connection closed inside a frame ({} bytes pending)", buf.len());
+                    break format!(
+                        "connection closed inside a frame ({} bytes pending)",
+                        buf.len()
+                    );
                 }
                 break String::new();
             }
@@ -143,5 +151,8 @@ pub fn encode_response<M: crate::protocol::codec::Message>(
     }
     body.encode(&mut w, version);
     let len = w.len();
-    ResponseFrame { chunks: w.finish(), len }
+    ResponseFrame {
+        chunks: w.finish(),
+        len,
+    }
 }

@@ -17,13 +17,16 @@ thread_local! {
 
 /// Binds this shard's listener and starts accepting. Called once per shard at boot.
 pub fn start(shard: &Rc<Shard>) -> std::io::Result<()> {
-    let listener = TcpListener::bind(shard.config.listen)
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let listener =
+        TcpListener::bind(shard.config.listen).map_err(|e| std::io::Error::other(e.to_string()))?;
     log::info!(
         "shard {} on core {} listening on {}",
         shard.id,
         shard.cpu,
-        listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
+        listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
     );
     let shard = shard.clone();
     let task = glommio::spawn_local(async move {

@@ -32,7 +32,12 @@ impl Mailbox {
 
     /// Runs `f` on shard `target` and returns what its future yields. `f`'s synchronous body
     /// runs in arrival order on the target; on the calling shard itself it runs immediately.
-    pub async fn call<T, F, Fut>(&self, me: &Rc<Shard>, target: usize, f: F) -> Result<T, MailboxClosed>
+    pub async fn call<T, F, Fut>(
+        &self,
+        me: &Rc<Shard>,
+        target: usize,
+        f: F,
+    ) -> Result<T, MailboxClosed>
     where
         T: Send + 'static,
         F: FnOnce(&Rc<Shard>) -> Fut + Send + 'static,
@@ -48,7 +53,12 @@ impl Mailbox {
     /// Sends `f` to `target` and returns the receiver of its result without waiting for it, so a
     /// caller can fan out to several shards in order and gather afterwards. When `target` is the
     /// calling shard, `f`'s body runs right here, in the same order.
-    pub async fn send<T, F, Fut>(&self, me: &Rc<Shard>, target: usize, f: F) -> Result<oneshot::Receiver<T>, MailboxClosed>
+    pub async fn send<T, F, Fut>(
+        &self,
+        me: &Rc<Shard>,
+        target: usize,
+        f: F,
+    ) -> Result<oneshot::Receiver<T>, MailboxClosed>
     where
         T: Send + 'static,
         F: FnOnce(&Rc<Shard>) -> Fut + Send + 'static,
@@ -66,7 +76,10 @@ impl Mailbox {
         if target == me.id {
             job(me);
         } else {
-            self.senders.send_to(target, job).await.map_err(|_| MailboxClosed(target))?;
+            self.senders
+                .send_to(target, job)
+                .await
+                .map_err(|_| MailboxClosed(target))?;
         }
         Ok(rx)
     }

@@ -122,8 +122,9 @@ impl Shard {
                 let mut kept = Vec::with_capacity(list.len());
                 for p in list {
                     match p {
-                        Some(p) if Some(p.topic_id) == keep_id
-                            && image.shard_of(&name, p.index) == Some(self.id) =>
+                        Some(p)
+                            if Some(p.topic_id) == keep_id
+                                && image.shard_of(&name, p.index) == Some(self.id) =>
                         {
                             kept.push(Some(p))
                         }
@@ -144,7 +145,11 @@ impl Shard {
             match Rc::try_unwrap(p) {
                 Ok(p) => {
                     let name = format!("{}-{}", p.topic, p.index);
-                    let result = if deleted { p.log.delete().await } else { p.log.close().await };
+                    let result = if deleted {
+                        p.log.delete().await
+                    } else {
+                        p.log.close().await
+                    };
                     if let Err(e) = result {
                         log::error!("shard {}: closing partition {name}: {e}", self.id);
                     }
@@ -152,12 +157,19 @@ impl Shard {
                 Err(p) => {
                     // Still referenced by an in-flight request; its directory is removed when a
                     // later image or restart finds it orphaned.
-                    log::warn!("shard {}: partition {}-{} still busy, not removed now", self.id, p.topic, p.index);
+                    log::warn!(
+                        "shard {}: partition {}-{} still busy, not removed now",
+                        self.id,
+                        p.topic,
+                        p.index
+                    );
                 }
             }
         }
         *self.image.borrow_mut() = image.clone();
-        self.offline.borrow_mut().retain(|(t, i)| image.shard_of(t, *i) == Some(self.id));
+        self.offline
+            .borrow_mut()
+            .retain(|(t, i)| image.shard_of(t, *i) == Some(self.id));
         // Open partitions newly assigned here.
         for topic in image.topics.values() {
             for (i, pm) in topic.partitions.iter().enumerate() {
@@ -165,9 +177,22 @@ impl Shard {
                     continue;
                 }
                 let dir = self.partition_dir(&topic.name, i as i32);
-                match PartitionLog::open(dir.clone(), self.log_config(), self.cache.clone(), now_ms()).await {
+                match PartitionLog::open(
+                    dir.clone(),
+                    self.log_config(),
+                    self.cache.clone(),
+                    now_ms(),
+                )
+                .await
+                {
                     Ok(log) => {
-                        let p = Rc::new(Partition::new(topic.name.clone(), topic.id, i as i32, pm.leader_epoch, log));
+                        let p = Rc::new(Partition::new(
+                            topic.name.clone(),
+                            topic.id,
+                            i as i32,
+                            pm.leader_epoch,
+                            log,
+                        ));
                         let mut parts = self.partitions.borrow_mut();
                         let list = parts.entry(topic.name.clone()).or_default();
                         if list.len() <= i {
@@ -175,14 +200,18 @@ impl Shard {
                         }
                         list[i] = Some(p);
                         drop(parts);
-                        self.offline.borrow_mut().remove(&(topic.name.clone(), i as i32));
+                        self.offline
+                            .borrow_mut()
+                            .remove(&(topic.name.clone(), i as i32));
                     }
                     Err(e) => {
                         log::error!(
                             "shard {}: cannot open partition {}-{i} at {}: {e}; its requests fail with KAFKA_STORAGE_ERROR",
                             self.id, topic.name, dir.display()
                         );
-                        self.offline.borrow_mut().insert((topic.name.clone(), i as i32));
+                        self.offline
+                            .borrow_mut()
+                            .insert((topic.name.clone(), i as i32));
                     }
                 }
             }
@@ -212,12 +241,24 @@ impl Shard {
             }
             last_offset = out.last_offset;
             if first.is_none() {
-                first = Some(Appended { base_offset: out.base_offset, last_offset: out.last_offset, log_append_time: out.log_append_time });
+                first = Some(Appended {
+                    base_offset: out.base_offset,
+                    last_offset: out.last_offset,
+                    log_append_time: out.log_append_time,
+                });
             }
         }
-        let mut appended = first.unwrap_or(Appended { base_offset: -1, last_offset: -1, log_append_time: -1 });
+        let mut appended = first.unwrap_or(Appended {
+            base_offset: -1,
+            last_offset: -1,
+            log_append_time: -1,
+        });
         appended.last_offset = last_offset;
-        let round = if any_new { self.commit.mark_dirty(p) } else { self.commit_covering(p) };
+        let round = if any_new {
+            self.commit.mark_dirty(p)
+        } else {
+            self.commit_covering(p)
+        };
         Ok((appended, round))
     }
 
@@ -226,23 +267,28 @@ impl Shard {
     pub async fn wait_for_data(self: &Rc<Self>, parts: Vec<(String, i32, i64)>, timeout: Duration) {
         let ready = |s: &Shard| {
             parts.iter().any(|(t, i, off)| {
-                s.partition(t, *i).map(|p| p.log.high_watermark() > *off).unwrap_or(false)
+                s.partition(t, *i)
+                    .map(|p| p.log.high_watermark() > *off)
+                    .unwrap_or(false)
             })
         };
         if ready(self) || timeout.is_zero() {
             return;
         }
         let deadline = std::time::Instant::now() + timeout;
-        let owned: Vec<Rc<Partition>> =
-            parts.iter().filter_map(|(t, i, _)| self.partition(t, *i)).collect();
+        let owned: Vec<Rc<Partition>> = parts
+            .iter()
+            .filter_map(|(t, i, _)| self.partition(t, *i))
+            .collect();
         while !ready(self) && !self.stopping.get() {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 return;
             }
             let waits = owned.iter().map(|p| Box::pin(p.data_arrived.notified()));
-            let mut all: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>> =
-                waits.map(|w| w as std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>).collect();
+            let mut all: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>> = waits
+                .map(|w| w as std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>)
+                .collect();
             all.push(Box::pin(glommio::timer::sleep(left)));
             all.push(Box::pin(self.stop_requested.notified()));
             futures::future::select_all(all).await;
@@ -282,7 +328,9 @@ pub fn run_broker(config: BrokerConfig) -> Result<(), BootError> {
     result
 }
 
-fn install_signal_thread(mut stop: Vec<futures::channel::oneshot::Sender<()>>) -> Result<(), BootError> {
+fn install_signal_thread(
+    mut stop: Vec<futures::channel::oneshot::Sender<()>>,
+) -> Result<(), BootError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .map_err(|e| BootError::Signals(e.to_string()))?;
@@ -358,7 +406,11 @@ async fn shard_main(
 
     if id == 0 {
         // Controller boot: apply the stored image everywhere, then open the doors everywhere.
-        let image = shard.controller.as_ref().map(|c| c.image()).unwrap_or_default();
+        let image = shard
+            .controller
+            .as_ref()
+            .map(|c| c.image())
+            .unwrap_or_default();
         for target in 0..nr_shards {
             let img = image.clone();
             let r = shard

@@ -26,7 +26,12 @@ impl Notify {
     /// Wakes every task currently waiting in [`Notify::notified`].
     pub fn notify_all(&self) {
         self.generation.set(self.generation.get().wrapping_add(1));
-        let wakers: Vec<Waker> = self.slots.borrow_mut().iter_mut().filter_map(Option::take).collect();
+        let wakers: Vec<Waker> = self
+            .slots
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect();
         for waker in wakers {
             waker.wake();
         }
@@ -34,7 +39,11 @@ impl Notify {
 
     /// A future that completes at the next [`Notify::notify_all`] after this call.
     pub fn notified(&self) -> Notified<'_> {
-        Notified { notify: self, generation: self.generation.get(), slot: None }
+        Notified {
+            notify: self,
+            generation: self.generation.get(),
+            slot: None,
+        }
     }
 }
 

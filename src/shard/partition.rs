@@ -3,8 +3,8 @@
 
 use std::cell::Cell;
 
-use crate::storage::PartitionLog;
 use crate::metadata::TopicId;
+use crate::storage::PartitionLog;
 
 use super::notify::Notify;
 
@@ -24,7 +24,13 @@ pub struct Partition {
 }
 
 impl Partition {
-    pub fn new(topic: String, topic_id: TopicId, index: i32, leader_epoch: i32, log: PartitionLog) -> Self {
+    pub fn new(
+        topic: String,
+        topic_id: TopicId,
+        index: i32,
+        leader_epoch: i32,
+        log: PartitionLog,
+    ) -> Self {
         Partition {
             topic,
             topic_id,
@@ -51,7 +57,12 @@ impl Partition {
         let n = self.storage_errors.get();
         self.storage_errors.set(n + 1);
         if n % 1000 == 0 {
-            log::error!("{}-{}: {what} failed ({} error(s) so far): {e}", self.topic, self.index, n + 1);
+            log::error!(
+                "{}-{}: {what} failed ({} error(s) so far): {e}",
+                self.topic,
+                self.index,
+                n + 1
+            );
         }
     }
 }

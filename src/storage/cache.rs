@@ -39,7 +39,12 @@ impl Inner {
         let live: usize = self.partitions.values().map(|m| m.len()).sum();
         if self.fifo.len() > 64 && self.fifo.len() > 2 * live {
             let parts = &self.partitions;
-            self.fifo.retain(|(p, base, s)| parts.get(p).and_then(|m| m.get(base)).is_some_and(|c| c.seq == *s));
+            self.fifo.retain(|(p, base, s)| {
+                parts
+                    .get(p)
+                    .and_then(|m| m.get(base))
+                    .is_some_and(|c| c.seq == *s)
+            });
         }
     }
 }
@@ -94,13 +99,22 @@ impl BatchCache {
         let seq = inner.next_seq;
         inner.next_seq += 1;
         let map = inner.partitions.entry(part).or_default();
-        if let Some(old) = map.insert(base_offset, Cached { last_offset, data, seq }) {
+        if let Some(old) = map.insert(
+            base_offset,
+            Cached {
+                last_offset,
+                data,
+                seq,
+            },
+        ) {
             inner.used_bytes -= old.data.len();
         }
         inner.used_bytes += len;
         inner.fifo.push_back((part, base_offset, seq));
         while inner.used_bytes > self.budget_bytes {
-            let Some((p, base, s)) = inner.fifo.pop_front() else { break };
+            let Some((p, base, s)) = inner.fifo.pop_front() else {
+                break;
+            };
             if let Some(m) = inner.partitions.get_mut(&p) {
                 if m.get(&base).is_some_and(|c| c.seq == s) {
                     if let Some(c) = m.remove(&base) {
@@ -114,7 +128,13 @@ impl BatchCache {
     /// Whole batches starting with the one containing `offset`, contiguous, with base offsets
     /// below `upper`, at most `max_bytes` (but at least one batch). `None` (a miss) when the
     /// batch containing `offset` is not cached.
-    pub fn read(&self, part: CachePartitionId, offset: i64, max_bytes: usize, upper: i64) -> Option<Vec<Bytes>> {
+    pub fn read(
+        &self,
+        part: CachePartitionId,
+        offset: i64,
+        max_bytes: usize,
+        upper: i64,
+    ) -> Option<Vec<Bytes>> {
         let inner = self.inner.borrow();
         let found = inner.partitions.get(&part).and_then(|m| {
             let (_, first) = m.range(..=offset).next_back()?;
@@ -131,7 +151,11 @@ impl BatchCache {
         let mut out = Vec::new();
         let mut total = 0usize;
         let mut expect: Option<i64> = None;
-        let start = map.range(..=offset).next_back().map(|(b, _)| *b).unwrap_or(offset);
+        let start = map
+            .range(..=offset)
+            .next_back()
+            .map(|(b, _)| *b)
+            .unwrap_or(offset);
         for (&base, c) in map.range(start..) {
             if base >= upper || expect.is_some_and(|e| e != base) {
                 break;

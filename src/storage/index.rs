@@ -45,7 +45,11 @@ impl OffsetIndex {
 
     /// Appends an entry; ignored unless strictly after the last one (keeps the invariant).
     pub fn push(&mut self, rel: u32, pos: u32) {
-        if self.entries.last().map_or(true, |&(r, p)| rel > r && pos > p) {
+        if self
+            .entries
+            .last()
+            .map_or(true, |&(r, p)| rel > r && pos > p)
+        {
             self.entries.push((rel, pos));
         }
     }
@@ -73,7 +77,10 @@ impl OffsetIndex {
     /// Decodes and checks an index file against the segment's size.
     pub fn decode(buf: &[u8], segment_bytes: u64) -> Result<OffsetIndex, IndexError> {
         if buf.len() % OFFSET_ENTRY_BYTES != 0 {
-            return Err(IndexError::BadLength { len: buf.len(), entry: OFFSET_ENTRY_BYTES });
+            return Err(IndexError::BadLength {
+                len: buf.len(),
+                entry: OFFSET_ENTRY_BYTES,
+            });
         }
         let mut entries: Vec<(u32, u32)> = Vec::with_capacity(buf.len() / OFFSET_ENTRY_BYTES);
         for (at, e) in buf.chunks_exact(OFFSET_ENTRY_BYTES).enumerate() {
@@ -103,7 +110,11 @@ impl TimeIndex {
 
     /// Appends (t, r) if both are beyond the last entry.
     pub fn push(&mut self, ts: i64, rel: u32) {
-        if self.entries.last().map_or(true, |&(t, r)| ts > t && rel > r) {
+        if self
+            .entries
+            .last()
+            .map_or(true, |&(t, r)| ts > t && rel > r)
+        {
             self.entries.push((ts, rel));
         }
     }
@@ -134,7 +145,10 @@ impl TimeIndex {
     /// Decodes and checks a time index; `max_rel` is the segment's last relative offset.
     pub fn decode(buf: &[u8], max_rel: u32) -> Result<TimeIndex, IndexError> {
         if buf.len() % TIME_ENTRY_BYTES != 0 {
-            return Err(IndexError::BadLength { len: buf.len(), entry: TIME_ENTRY_BYTES });
+            return Err(IndexError::BadLength {
+                len: buf.len(),
+                entry: TIME_ENTRY_BYTES,
+            });
         }
         let mut entries: Vec<(i64, u32)> = Vec::with_capacity(buf.len() / TIME_ENTRY_BYTES);
         for (at, e) in buf.chunks_exact(TIME_ENTRY_BYTES).enumerate() {
@@ -169,16 +183,37 @@ pub struct SegmentIndexes {
 
 impl SegmentIndexes {
     pub fn new() -> Self {
-        SegmentIndexes { max_timestamp: -1, ..Default::default() }
+        SegmentIndexes {
+            max_timestamp: -1,
+            ..Default::default()
+        }
     }
 
     /// Restores from index files of a sealed segment.
-    pub fn from_parts(offsets: OffsetIndex, times: TimeIndex, max_timestamp: i64, last_rel: Option<u32>) -> Self {
-        SegmentIndexes { offsets, times, bytes_since_entry: 0, max_timestamp, last_rel }
+    pub fn from_parts(
+        offsets: OffsetIndex,
+        times: TimeIndex,
+        max_timestamp: i64,
+        last_rel: Option<u32>,
+    ) -> Self {
+        SegmentIndexes {
+            offsets,
+            times,
+            bytes_since_entry: 0,
+            max_timestamp,
+            last_rel,
+        }
     }
 
     /// Accounts for a batch appended at `pos` whose last relative offset is `rel_last`.
-    pub fn on_batch(&mut self, interval_bytes: u32, rel_last: u32, pos: u64, len: u64, max_ts: i64) {
+    pub fn on_batch(
+        &mut self,
+        interval_bytes: u32,
+        rel_last: u32,
+        pos: u64,
+        len: u64,
+        max_ts: i64,
+    ) {
         if self.bytes_since_entry >= interval_bytes as u64 && pos > 0 {
             // Kafka's convention: the entry names the batch's last offset.
             self.offsets.push(rel_last, pos as u32);

@@ -51,7 +51,9 @@ use std::rc::Rc;
 use bytes::{Bytes, BytesMut};
 use glommio::sync::Semaphore;
 
-use crate::io::dma::{align_down, align_up, read_whole_file, write_whole_file, DirectFile, PAGE_BYTES};
+use crate::io::dma::{
+    align_down, align_up, read_whole_file, write_whole_file, DirectFile, PAGE_BYTES,
+};
 use crate::io::state_file::{read_state, remove_state, write_state};
 use crate::io::{sync_dir, IoFailure};
 use crate::protocol::record_batch::{self, BatchHeader, LOG_OVERHEAD};
@@ -73,7 +75,9 @@ pub fn segment_file_name(base_offset: i64, ext: &str) -> String {
 enum SealState {
     Open,
     /// Rolled in memory; the next flush completes it. Holds the producer snapshot as of its end.
-    Sealing { producer_snapshot: Vec<u8> },
+    Sealing {
+        producer_snapshot: Vec<u8>,
+    },
     Sealed,
 }
 
@@ -116,7 +120,9 @@ impl Segment {
     }
 
     fn needs_flush(&self) -> bool {
-        self.file.is_none() || self.size > self.durable_size || matches!(self.seal, SealState::Sealing { .. })
+        self.file.is_none()
+            || self.size > self.durable_size
+            || matches!(self.seal, SealState::Sealing { .. })
     }
 }
 
@@ -131,7 +137,11 @@ struct Pending {
 impl Pending {
     fn with_head(head: Vec<u8>) -> Pending {
         let len = head.len() as u64;
-        Pending { head, batches: Vec::new(), len }
+        Pending {
+            head,
+            batches: Vec::new(),
+            len,
+        }
     }
 
     fn parts(&self) -> Vec<&[u8]> {
@@ -196,7 +206,9 @@ impl CleanMarker {
     fn encode(&self) -> Vec<u8> {
         // In-memory serialization of integers and bytes cannot fail; an empty marker is simply
         // ignored by the next open (which then rescans the tail).
-        rkyv::to_bytes::<rkyv::rancor::Error>(self).map(|b| b.to_vec()).unwrap_or_default()
+        rkyv::to_bytes::<rkyv::rancor::Error>(self)
+            .map(|b| b.to_vec())
+            .unwrap_or_default()
     }
 
     fn decode(b: &[u8]) -> Option<(CleanMarker, ProducerStateMachine)> {
@@ -208,25 +220,46 @@ impl CleanMarker {
 }
 
 fn invariant(what: &'static str, expected: i64, found: i64) -> StorageError {
-    StorageError::InvariantViolated { what, expected, found }
+    StorageError::InvariantViolated {
+        what,
+        expected,
+        found,
+    }
 }
 
 impl From<ProducerError> for StorageError {
     fn from(e: ProducerError) -> Self {
         match e {
-            ProducerError::OutOfOrderSequence { producer_id, expected, got } => {
-                StorageError::OutOfOrderSequence { producer_id, expected, got }
-            }
-            ProducerError::InvalidProducerEpoch { producer_id, current, got } => {
-                StorageError::InvalidProducerEpoch { producer_id, current, got }
-            }
+            ProducerError::OutOfOrderSequence {
+                producer_id,
+                expected,
+                got,
+            } => StorageError::OutOfOrderSequence {
+                producer_id,
+                expected,
+                got,
+            },
+            ProducerError::InvalidProducerEpoch {
+                producer_id,
+                current,
+                got,
+            } => StorageError::InvalidProducerEpoch {
+                producer_id,
+                current,
+                got,
+            },
         }
     }
 }
 
 impl PartitionLog {
     /// Opens the log in `dir`, creating it if needed, recovering it otherwise (see `recovery`).
-    pub async fn open(dir: PathBuf, cfg: LogConfig, cache: Rc<BatchCache>, now_ms: i64) -> Result<PartitionLog, StorageError> {
+    pub async fn open(
+        dir: PathBuf,
+        cfg: LogConfig,
+        cache: Rc<BatchCache>,
+        now_ms: i64,
+    ) -> Result<PartitionLog, StorageError> {
         let cfg = cfg.sanitized();
         let created = !dir.exists();
         std::fs::create_dir_all(&dir).map_err(|e| IoFailure::new("create dir", &dir, 0, e))?;
@@ -236,7 +269,8 @@ impl PartitionLog {
             }
         }
         let mut bases = Vec::new();
-        let listing = std::fs::read_dir(&dir).map_err(|e| IoFailure::new("list dir", &dir, 0, e))?;
+        let listing =
+            std::fs::read_dir(&dir).map_err(|e| IoFailure::new("list dir", &dir, 0, e))?;
         for entry in listing {
             let entry = entry.map_err(|e| IoFailure::new("list dir", &dir, 0, e))?;
             let name = entry.file_name();
@@ -281,7 +315,9 @@ impl PartitionLog {
             let clean_tail = match clean {
                 Some((m, marker_producers)) if m.tail_base == tail_base => {
                     let next_base = m.next_offset;
-                    Self::open_clean_tail(&dir, &m, now_ms).await?.map(|seg| (seg, marker_producers, next_base))
+                    Self::open_clean_tail(&dir, &m, now_ms)
+                        .await?
+                        .map(|seg| (seg, marker_producers, next_base))
                 }
                 _ => None,
             };
@@ -309,7 +345,14 @@ impl PartitionLog {
                     }
                     if rebuild_producers {
                         for (i, &base) in bases[..bases.len() - 1].iter().enumerate() {
-                            let seg = Self::open_sealed(&dir, &cfg, base, bases[i + 1], Some(&mut producers)).await?;
+                            let seg = Self::open_sealed(
+                                &dir,
+                                &cfg,
+                                base,
+                                bases[i + 1],
+                                Some(&mut producers),
+                            )
+                            .await?;
                             segments.insert(base, seg);
                         }
                     }
@@ -324,7 +367,11 @@ impl PartitionLog {
             segments.insert(tail_base, tail);
         }
         let log_start_offset = segments.keys().next().copied().unwrap_or(0);
-        let log_end_offset = segments.values().next_back().map(|s| s.next_offset).unwrap_or(0);
+        let log_end_offset = segments
+            .values()
+            .next_back()
+            .map(|s| s.next_offset)
+            .unwrap_or(0);
         let cache_id = cache.register();
         Ok(PartitionLog {
             dir,
@@ -346,7 +393,11 @@ impl PartitionLog {
 
     /// Opens the tail segment as described by a clean-shutdown marker; `None` if the files do
     /// not match it (then the caller rescans).
-    async fn open_clean_tail(dir: &Path, m: &CleanMarker, now_ms: i64) -> Result<Option<Segment>, StorageError> {
+    async fn open_clean_tail(
+        dir: &Path,
+        m: &CleanMarker,
+        now_ms: i64,
+    ) -> Result<Option<Segment>, StorageError> {
         let base = m.tail_base;
         let file = DirectFile::open(&Self::path(dir, base, "log"), false).await?;
         if file.size().await? != m.tail_size || m.next_offset < base {
@@ -359,9 +410,14 @@ impl PartitionLog {
         let times = read_whole_file(&Self::path(dir, base, "timeindex"))
             .await?
             .and_then(|b| TimeIndex::decode(&b, max_rel).ok());
-        let (Some(offsets), Some(times)) = (offsets, times) else { return Ok(None) };
+        let (Some(offsets), Some(times)) = (offsets, times) else {
+            return Ok(None);
+        };
         let pending_pos = align_down(m.tail_size);
-        let head = file.read(pending_pos, (m.tail_size - pending_pos) as usize).await?.to_vec();
+        let head = file
+            .read(pending_pos, (m.tail_size - pending_pos) as usize)
+            .await?
+            .to_vec();
         if head.len() as u64 != m.tail_size - pending_pos {
             return Ok(None);
         }
@@ -478,7 +534,13 @@ impl PartitionLog {
         .await?;
         if let Some(stop) = &scan.stop {
             if file_size - scan.valid_end > PAGE_BYTES {
-                log::warn!("{}: truncating at {} of {} ({:?})", path.display(), scan.valid_end, file_size, stop);
+                log::warn!(
+                    "{}: truncating at {} of {} ({:?})",
+                    path.display(),
+                    scan.valid_end,
+                    file_size,
+                    stop
+                );
             }
         }
         if scan.valid_end != file_size {
@@ -487,9 +549,16 @@ impl PartitionLog {
         }
         file.fdatasync().await?;
         let pending_pos = align_down(scan.valid_end);
-        let head = file.read(pending_pos, (scan.valid_end - pending_pos) as usize).await?.to_vec();
+        let head = file
+            .read(pending_pos, (scan.valid_end - pending_pos) as usize)
+            .await?
+            .to_vec();
         if head.len() as u64 != scan.valid_end - pending_pos {
-            return Err(invariant("tail page bytes", (scan.valid_end - pending_pos) as i64, head.len() as i64));
+            return Err(invariant(
+                "tail page bytes",
+                (scan.valid_end - pending_pos) as i64,
+                head.len() as i64,
+            ));
         }
         let pending = Pending::with_head(head);
         Ok(Segment {
@@ -529,30 +598,63 @@ impl PartitionLog {
         self.state.borrow().segments.len()
     }
     pub fn has_unflushed(&self) -> bool {
-        self.state.borrow().segments.values().any(|s| s.size > s.durable_size || matches!(s.seal, SealState::Sealing { .. }))
+        self.state
+            .borrow()
+            .segments
+            .values()
+            .any(|s| s.size > s.durable_size || matches!(s.seal, SealState::Sealing { .. }))
     }
 
     /// Appends one validated batch (see module docs). Synchronous; durable after `flush`.
-    pub fn append(&self, batch: &Bytes, hdr: &BatchHeader, leader_epoch: i32, now_ms: i64) -> Result<AppendOutcome, StorageError> {
+    pub fn append(
+        &self,
+        batch: &Bytes,
+        hdr: &BatchHeader,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendOutcome, StorageError> {
         let mut guard = self.state.borrow_mut();
         let st = &mut *guard;
         if st.failed {
-            return Err(StorageError::LogFailed { dir: self.dir.clone() });
+            return Err(StorageError::LogFailed {
+                dir: self.dir.clone(),
+            });
         }
         if batch.len() != hdr.total_len() || batch.len() < record_batch::BATCH_HEADER_LEN {
-            return Err(invariant("batch length", hdr.total_len() as i64, batch.len() as i64));
+            return Err(invariant(
+                "batch length",
+                hdr.total_len() as i64,
+                batch.len() as i64,
+            ));
         }
         if hdr.last_offset_delta < 0 {
-            return Err(invariant("lastOffsetDelta >= 0", 0, hdr.last_offset_delta as i64));
+            return Err(invariant(
+                "lastOffsetDelta >= 0",
+                0,
+                hdr.last_offset_delta as i64,
+            ));
         }
         let len = batch.len() as u64;
         if len > u32::MAX as u64 / 2 {
             return Err(StorageError::BatchTooLarge { size: batch.len() });
         }
         let last_seq = hdr.last_sequence();
-        match st.producers.check(hdr.producer_id, hdr.producer_epoch, hdr.base_sequence, last_seq)? {
-            ProducerCheck::Duplicate { base_offset, last_offset } => {
-                return Ok(AppendOutcome { base_offset, last_offset, log_append_time: -1, duplicate: true });
+        match st.producers.check(
+            hdr.producer_id,
+            hdr.producer_epoch,
+            hdr.base_sequence,
+            last_seq,
+        )? {
+            ProducerCheck::Duplicate {
+                base_offset,
+                last_offset,
+            } => {
+                return Ok(AppendOutcome {
+                    base_offset,
+                    last_offset,
+                    log_append_time: -1,
+                    duplicate: true,
+                });
             }
             ProducerCheck::Accept | ProducerCheck::NotIdempotent => {}
         }
@@ -564,7 +666,8 @@ impl PartitionLog {
             Some(a) => {
                 let by_size = a.size + len > self.cfg.segment_bytes;
                 let by_age = now_ms - a.roll_base_ms >= self.cfg.segment_ms;
-                let by_rel = last - a.base_offset > u32::MAX as i64 / 2 || a.size + len > u32::MAX as u64 / 2;
+                let by_rel = last - a.base_offset > u32::MAX as i64 / 2
+                    || a.size + len > u32::MAX as u64 / 2;
                 (a.base_offset, a.size > 0 && (by_size || by_age || by_rel))
             }
             None => return Err(invariant("active segment exists", 1, 0)),
@@ -572,7 +675,9 @@ impl PartitionLog {
         if must_roll {
             let snapshot = st.producers.encode();
             if let Some(a) = st.segments.get_mut(&active_base) {
-                a.seal = SealState::Sealing { producer_snapshot: snapshot };
+                a.seal = SealState::Sealing {
+                    producer_snapshot: snapshot,
+                };
                 a.indexes.seal_time_entry();
             }
             st.segments.insert(base, Segment::new_empty(base, now_ms));
@@ -584,14 +689,24 @@ impl PartitionLog {
             return Err(invariant("contiguous offsets", seg.next_offset, base));
         }
         if seg.pending_pos + seg.pending.len != seg.size {
-            return Err(invariant("pending buffer ends at segment size", seg.size as i64, (seg.pending_pos + seg.pending.len) as i64));
+            return Err(invariant(
+                "pending buffer ends at segment size",
+                seg.size as i64,
+                (seg.pending_pos + seg.pending.len) as i64,
+            ));
         }
         if seg.size == 0 {
             seg.roll_base_ms = now_ms;
         }
 
         let mut copy = BytesMut::from(&batch[..]);
-        let short = |_| invariant("batch holds a header", record_batch::BATCH_HEADER_LEN as i64, batch.len() as i64);
+        let short = |_| {
+            invariant(
+                "batch holds a header",
+                record_batch::BATCH_HEADER_LEN as i64,
+                batch.len() as i64,
+            )
+        };
         record_batch::set_base_offset(&mut copy, base).map_err(short)?;
         record_batch::set_partition_leader_epoch(&mut copy, leader_epoch).map_err(short)?;
         let (log_append_time, max_ts) = if self.cfg.message_timestamp_log_append {
@@ -603,7 +718,13 @@ impl PartitionLog {
         let copy = copy.freeze();
 
         let rel_last = (last - seg.base_offset) as u32;
-        seg.indexes.on_batch(self.cfg.index_interval_bytes, rel_last, seg.size, len, max_ts);
+        seg.indexes.on_batch(
+            self.cfg.index_interval_bytes,
+            rel_last,
+            seg.size,
+            len,
+            max_ts,
+        );
         seg.pending.len += len;
         seg.pending.batches.push(copy.clone());
         seg.size += len;
@@ -612,25 +733,43 @@ impl PartitionLog {
         st.producers.record(
             hdr.producer_id,
             hdr.producer_epoch,
-            BatchMeta { first_seq: hdr.base_sequence, last_seq, base_offset: base, last_offset: last },
+            BatchMeta {
+                first_seq: hdr.base_sequence,
+                last_seq,
+                base_offset: base,
+                last_offset: last,
+            },
         );
         self.cache.insert(self.cache_id, base, last, copy);
-        Ok(AppendOutcome { base_offset: base, last_offset: last, log_append_time, duplicate: false })
+        Ok(AppendOutcome {
+            base_offset: base,
+            last_offset: last,
+            log_append_time,
+            duplicate: false,
+        })
     }
 
     /// Writes everything appended so far and fdatasyncs it; then the high watermark advances.
     pub async fn flush(&self) -> Result<(), StorageError> {
-        let _permit = self
-            .flush_lock
-            .acquire_permit(1)
-            .await
-            .map_err(|_| StorageError::LogFailed { dir: self.dir.clone() })?;
+        let _permit =
+            self.flush_lock
+                .acquire_permit(1)
+                .await
+                .map_err(|_| StorageError::LogFailed {
+                    dir: self.dir.clone(),
+                })?;
         let bases: Vec<i64> = {
             let st = self.state.borrow();
             if st.failed {
-                return Err(StorageError::LogFailed { dir: self.dir.clone() });
+                return Err(StorageError::LogFailed {
+                    dir: self.dir.clone(),
+                });
             }
-            st.segments.values().filter(|s| s.needs_flush()).map(|s| s.base_offset).collect()
+            st.segments
+                .values()
+                .filter(|s| s.needs_flush())
+                .map(|s| s.base_offset)
+                .collect()
         };
         for base in bases {
             if let Err(e) = self.flush_segment(base).await {
@@ -645,11 +784,17 @@ impl PartitionLog {
         // 1. Take the pending bytes; keep the partial last page for the next flush to rewrite.
         let (file, write_pos, data, end_size, end_next, seal, allocated) = {
             let mut st = self.state.borrow_mut();
-            let Some(seg) = st.segments.get_mut(&base) else { return Ok(()) };
+            let Some(seg) = st.segments.get_mut(&base) else {
+                return Ok(());
+            };
             let data = std::mem::take(&mut seg.pending);
             let write_pos = seg.pending_pos;
             if write_pos + data.len != seg.size || write_pos % PAGE_BYTES != 0 {
-                return Err(invariant("pending buffer ends at segment size", seg.size as i64, (write_pos + data.len) as i64));
+                return Err(invariant(
+                    "pending buffer ends at segment size",
+                    seg.size as i64,
+                    (write_pos + data.len) as i64,
+                ));
             }
             let new_pos = align_down(seg.size);
             seg.pending = Pending::with_head(data.tail((seg.size - new_pos) as usize));
@@ -658,7 +803,15 @@ impl PartitionLog {
                 SealState::Sealing { producer_snapshot } => Some(producer_snapshot.clone()),
                 _ => None,
             };
-            (seg.file.clone(), write_pos, data, seg.size, seg.next_offset, seal, seg.allocated_bytes)
+            (
+                seg.file.clone(),
+                write_pos,
+                data,
+                seg.size,
+                seg.next_offset,
+                seal,
+                seg.allocated_bytes,
+            )
         };
         let log_path = Self::path(&self.dir, base, "log");
 
@@ -689,7 +842,10 @@ impl PartitionLog {
                     }
                 }
                 Err(e) => {
-                    log::warn!("{}: preallocating {target} bytes failed, writing without: {e}", self.dir.display());
+                    log::warn!(
+                        "{}: preallocating {target} bytes failed, writing without: {e}",
+                        self.dir.display()
+                    );
                     if let Some(seg) = self.state.borrow_mut().segments.get_mut(&base) {
                         seg.allocated_bytes = align_up(self.cfg.segment_bytes.max(end_size));
                     }
@@ -709,7 +865,11 @@ impl PartitionLog {
                 seg.durable_next_offset = seg.durable_next_offset.max(end_next);
             }
             if end_next > st.log_end_offset {
-                return Err(invariant("high watermark <= log end offset", st.log_end_offset, end_next));
+                return Err(invariant(
+                    "high watermark <= log end offset",
+                    st.log_end_offset,
+                    end_next,
+                ));
             }
             st.high_watermark = st.high_watermark.max(end_next);
         }
@@ -741,7 +901,12 @@ impl PartitionLog {
 
     /// Whole batches from the one containing `offset`, below `upper`, at most `max_bytes` (at
     /// least one batch). From the cache when it holds the batch, else from disk.
-    pub async fn read(&self, offset: i64, max_bytes: usize, upper: i64) -> Result<ReadSlice, StorageError> {
+    pub async fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper: i64,
+    ) -> Result<ReadSlice, StorageError> {
         let (seg_base, file, pos, seg_end, seg_upper) = {
             let st = self.state.borrow();
             if offset < st.log_start_offset || offset > st.log_end_offset {
@@ -756,7 +921,10 @@ impl PartitionLog {
             }
             if let Some(chunks) = self.cache.read(self.cache_id, offset, max_bytes, upper) {
                 if !chunks.is_empty() {
-                    return Ok(ReadSlice { chunks, from_cache: true });
+                    return Ok(ReadSlice {
+                        chunks,
+                        from_cache: true,
+                    });
                 }
             }
             let Some(seg) = st.segments.range(..=offset).next_back().map(|(_, s)| s) else {
@@ -770,11 +938,20 @@ impl PartitionLog {
                 return Ok(ReadSlice::default());
             };
             let rel = (offset - seg.base_offset).clamp(0, u32::MAX as i64) as u32;
-            (seg.base_offset, file, seg.indexes.offsets.lookup(rel) as u64, seg.durable_size, seg_upper)
+            (
+                seg.base_offset,
+                file,
+                seg.indexes.offsets.lookup(rel) as u64,
+                seg.durable_size,
+                seg_upper,
+            )
         };
         let _ = seg_base;
         let chunks = read_batches(&file, pos, seg_end, offset, max_bytes, seg_upper).await?;
-        Ok(ReadSlice { chunks, from_cache: false })
+        Ok(ReadSlice {
+            chunks,
+            from_cache: false,
+        })
     }
 
     /// Earliest batch with maxTimestamp >= `ts` (below the high watermark): its base offset and
@@ -782,10 +959,14 @@ impl PartitionLog {
     pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, StorageError> {
         let (mut offset, hw) = {
             let st = self.state.borrow();
-            let start = st.segments.values().find(|s| s.indexes.max_timestamp >= ts).map(|s| {
-                let rel = s.indexes.times.scan_start(ts) as i64;
-                (s.base_offset + rel).min(s.next_offset)
-            });
+            let start = st
+                .segments
+                .values()
+                .find(|s| s.indexes.max_timestamp >= ts)
+                .map(|s| {
+                    let rel = s.indexes.times.scan_start(ts) as i64;
+                    (s.base_offset + rel).min(s.next_offset)
+                });
             match start {
                 Some(o) => (o, st.high_watermark),
                 None => return Ok(None),
@@ -797,7 +978,8 @@ impl PartitionLog {
                 break;
             }
             for b in &slice.chunks {
-                let h = BatchHeader::parse(b).map_err(|_| invariant("readable batch header", 0, b.len() as i64))?;
+                let h = BatchHeader::parse(b)
+                    .map_err(|_| invariant("readable batch header", 0, b.len() as i64))?;
                 if h.max_timestamp >= ts && h.last_offset() >= offset {
                     return Ok(Some((h.base_offset, h.max_timestamp)));
                 }
@@ -827,7 +1009,12 @@ impl PartitionLog {
                         producers: st.producers.encode(),
                     };
                     let idx = (seg.indexes.offsets.encode(), seg.indexes.times.encode());
-                    (seg.file.clone().map(|f| (f, seg.base_offset, seg.size, idx)), Some(marker))
+                    (
+                        seg.file
+                            .clone()
+                            .map(|f| (f, seg.base_offset, seg.size, idx)),
+                        Some(marker),
+                    )
                 }
                 None => (None, None),
             }
@@ -840,8 +1027,13 @@ impl PartitionLog {
             sync_dir(&self.dir)?;
             write_state(&self.dir.join(CLEAN_MARKER), &marker.encode())?;
         }
-        let files: Vec<Rc<DirectFile>> =
-            self.state.borrow_mut().segments.values_mut().filter_map(|s| s.file.take()).collect();
+        let files: Vec<Rc<DirectFile>> = self
+            .state
+            .borrow_mut()
+            .segments
+            .values_mut()
+            .filter_map(|s| s.file.take())
+            .collect();
         for f in files {
             if let Ok(f) = Rc::try_unwrap(f) {
                 f.close().await?;
@@ -854,14 +1046,20 @@ impl PartitionLog {
     pub async fn delete(self) -> Result<(), StorageError> {
         self.cache.remove_partition(self.cache_id);
         let _permit = self.flush_lock.acquire_permit(1).await;
-        let files: Vec<Rc<DirectFile>> =
-            self.state.borrow_mut().segments.values_mut().filter_map(|s| s.file.take()).collect();
+        let files: Vec<Rc<DirectFile>> = self
+            .state
+            .borrow_mut()
+            .segments
+            .values_mut()
+            .filter_map(|s| s.file.take())
+            .collect();
         for f in files {
             if let Ok(f) = Rc::try_unwrap(f) {
                 let _ = f.close().await;
             }
         }
-        std::fs::remove_dir_all(&self.dir).map_err(|e| IoFailure::new("remove dir", &self.dir, 0, e))?;
+        std::fs::remove_dir_all(&self.dir)
+            .map_err(|e| IoFailure::new("remove dir", &self.dir, 0, e))?;
         if let Some(parent) = self.dir.parent() {
             sync_dir(parent)?;
         }
@@ -879,7 +1077,13 @@ impl Drop for PartitionLog {
 
 fn index_batch(ix: &mut SegmentIndexes, interval: u32, seg_base: i64, b: &ScannedBatch) {
     let rel_last = (b.header.last_offset() - seg_base) as u32;
-    ix.on_batch(interval, rel_last, b.position, b.len(), b.header.max_timestamp);
+    ix.on_batch(
+        interval,
+        rel_last,
+        b.position,
+        b.len(),
+        b.header.max_timestamp,
+    );
 }
 
 fn record_producer(p: &mut ProducerStateMachine, h: &BatchHeader) {
@@ -916,11 +1120,17 @@ async fn read_batches(
     let mut expect: Option<i64> = None;
     let mut need = 0usize;
     while pos < end {
-        let budget = max_bytes.saturating_sub(total).max(MIN_READ_BYTES).max(need);
+        let budget = max_bytes
+            .saturating_sub(total)
+            .max(MIN_READ_BYTES)
+            .max(need);
         let want = (budget as u64).min(end - pos) as usize;
         let buf = file.read(pos, want).await?;
         if buf.len() < want {
-            return Err(corrupt(pos + buf.len() as u64, "segment shorter than its durable size"));
+            return Err(corrupt(
+                pos + buf.len() as u64,
+                "segment shorter than its durable size",
+            ));
         }
         let mut at = 0usize;
         let mut skip_to: Option<u64> = None;
@@ -969,7 +1179,8 @@ async fn read_batches(
                 break;
             }
             let b = buf.slice(at..at + total_len);
-            record_batch::validate(&b).map_err(|_| corrupt(pos + at as u64, "stored batch fails validation"))?;
+            record_batch::validate(&b)
+                .map_err(|_| corrupt(pos + at as u64, "stored batch fails validation"))?;
             total += total_len;
             out.push(b);
             expect = Some(last.saturating_add(1));

@@ -101,17 +101,37 @@ pub enum StorageError {
     #[error(transparent)]
     State(#[from] StateFileError),
     #[error("out of order sequence for producer {producer_id}: expected {expected}, got {got}")]
-    OutOfOrderSequence { producer_id: i64, expected: i32, got: i32 },
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
     #[error("invalid producer epoch for producer {producer_id}: current {current}, got {got}")]
-    InvalidProducerEpoch { producer_id: i64, current: i16, got: i16 },
+    InvalidProducerEpoch {
+        producer_id: i64,
+        current: i16,
+        got: i16,
+    },
     #[error("offset {offset} out of range [{log_start_offset}, {log_end_offset}]")]
-    OffsetOutOfRange { offset: i64, log_start_offset: i64, log_end_offset: i64 },
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    },
     #[error("batch of {size} bytes is too large for a segment")]
     BatchTooLarge { size: usize },
     #[error("corrupt data in {} at {position}: {reason}", path.display())]
-    Corrupt { path: PathBuf, position: u64, reason: &'static str },
+    Corrupt {
+        path: PathBuf,
+        position: u64,
+        reason: &'static str,
+    },
     #[error("storage invariant violated: {what} (expected {expected}, found {found})")]
-    InvariantViolated { what: &'static str, expected: i64, found: i64 },
+    InvariantViolated {
+        what: &'static str,
+        expected: i64,
+        found: i64,
+    },
     #[error("log {} is offline after an I/O error; reopen it to recover", dir.display())]
     LogFailed { dir: PathBuf },
 }
@@ -121,7 +141,11 @@ impl StorageError {
     pub fn is_storage_failure(&self) -> bool {
         matches!(
             self,
-            StorageError::Io(_) | StorageError::State(_) | StorageError::Corrupt { .. } | StorageError::InvariantViolated { .. } | StorageError::LogFailed { .. }
+            StorageError::Io(_)
+                | StorageError::State(_)
+                | StorageError::Corrupt { .. }
+                | StorageError::InvariantViolated { .. }
+                | StorageError::LogFailed { .. }
         )
     }
 }

@@ -48,9 +48,17 @@ pub enum ProducerCheck {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ProducerError {
     #[error("out of order sequence for producer {producer_id}: expected {expected}, got {got}")]
-    OutOfOrderSequence { producer_id: i64, expected: i32, got: i32 },
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
     #[error("invalid producer epoch for producer {producer_id}: current {current}, got {got}")]
-    InvalidProducerEpoch { producer_id: i64, current: i16, got: i16 },
+    InvalidProducerEpoch {
+        producer_id: i64,
+        current: i16,
+        got: i16,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -87,39 +95,66 @@ impl ProducerStateMachine {
         let entry = match self.producers.get(&producer_id) {
             None => {
                 if first_seq > 0 {
-                    return Err(ProducerError::OutOfOrderSequence { producer_id, expected: 0, got: first_seq });
+                    return Err(ProducerError::OutOfOrderSequence {
+                        producer_id,
+                        expected: 0,
+                        got: first_seq,
+                    });
                 }
                 return Ok(ProducerCheck::Accept);
             }
             Some(e) => e,
         };
         if epoch < entry.epoch {
-            return Err(ProducerError::InvalidProducerEpoch { producer_id, current: entry.epoch, got: epoch });
+            return Err(ProducerError::InvalidProducerEpoch {
+                producer_id,
+                current: entry.epoch,
+                got: epoch,
+            });
         }
         if first_seq < 0 {
             return Ok(ProducerCheck::Accept);
         }
         if epoch > entry.epoch {
             if first_seq != 0 {
-                return Err(ProducerError::OutOfOrderSequence { producer_id, expected: 0, got: first_seq });
+                return Err(ProducerError::OutOfOrderSequence {
+                    producer_id,
+                    expected: 0,
+                    got: first_seq,
+                });
             }
             return Ok(ProducerCheck::Accept);
         }
-        if let Some(b) = entry.batches.iter().find(|b| b.first_seq == first_seq && b.last_seq == last_seq) {
-            return Ok(ProducerCheck::Duplicate { base_offset: b.base_offset, last_offset: b.last_offset });
+        if let Some(b) = entry
+            .batches
+            .iter()
+            .find(|b| b.first_seq == first_seq && b.last_seq == last_seq)
+        {
+            return Ok(ProducerCheck::Duplicate {
+                base_offset: b.base_offset,
+                last_offset: b.last_offset,
+            });
         }
         match entry.batches.back() {
             // Same epoch but no sequenced batch remembered (only control batches so far).
             None => {
                 if first_seq != 0 {
-                    return Err(ProducerError::OutOfOrderSequence { producer_id, expected: 0, got: first_seq });
+                    return Err(ProducerError::OutOfOrderSequence {
+                        producer_id,
+                        expected: 0,
+                        got: first_seq,
+                    });
                 }
                 Ok(ProducerCheck::Accept)
             }
             Some(last) => {
                 let expected = increment_sequence(last.last_seq, 1);
                 if first_seq != expected {
-                    return Err(ProducerError::OutOfOrderSequence { producer_id, expected, got: first_seq });
+                    return Err(ProducerError::OutOfOrderSequence {
+                        producer_id,
+                        expected,
+                        got: first_seq,
+                    });
                 }
                 Ok(ProducerCheck::Accept)
             }
@@ -134,7 +169,10 @@ impl ProducerStateMachine {
         let entry = self
             .producers
             .entry(producer_id)
-            .or_insert_with(|| ProducerEntry { epoch, batches: VecDeque::with_capacity(BATCH_WINDOW) });
+            .or_insert_with(|| ProducerEntry {
+                epoch,
+                batches: VecDeque::with_capacity(BATCH_WINDOW),
+            });
         if epoch != entry.epoch {
             entry.epoch = epoch;
             entry.batches.clear();
@@ -154,12 +192,18 @@ impl ProducerStateMachine {
         let mut producers: Vec<ProducerRecord> = self
             .producers
             .iter()
-            .map(|(id, e)| ProducerRecord { producer_id: *id, epoch: e.epoch, batches: e.batches.iter().copied().collect() })
+            .map(|(id, e)| ProducerRecord {
+                producer_id: *id,
+                epoch: e.epoch,
+                batches: e.batches.iter().copied().collect(),
+            })
             .collect();
         producers.sort_unstable_by_key(|p| p.producer_id);
         // Serializing plain integers and vectors into memory cannot fail; an empty snapshot
         // would only make recovery rescan the log.
-        rkyv::to_bytes::<rkyv::rancor::Error>(&ProducerSnapshot { producers }).map(|b| b.to_vec()).unwrap_or_default()
+        rkyv::to_bytes::<rkyv::rancor::Error>(&ProducerSnapshot { producers })
+            .map(|b| b.to_vec())
+            .unwrap_or_default()
     }
 
     /// Inverse of [`encode`](Self::encode); `None` if the bytes are not a valid snapshot.
@@ -171,7 +215,13 @@ impl ProducerStateMachine {
             if p.batches.len() > BATCH_WINDOW {
                 return None;
             }
-            producers.insert(p.producer_id, ProducerEntry { epoch: p.epoch, batches: p.batches.into_iter().collect() });
+            producers.insert(
+                p.producer_id,
+                ProducerEntry {
+                    epoch: p.epoch,
+                    batches: p.batches.into_iter().collect(),
+                },
+            );
         }
         Some(ProducerStateMachine { producers })
     }
@@ -197,11 +247,23 @@ mod tests {
     use ProducerCheck::*;
 
     fn meta(first: i32, last: i32, base: i64) -> BatchMeta {
-        BatchMeta { first_seq: first, last_seq: last, base_offset: base, last_offset: base + (last - first) as i64 }
+        BatchMeta {
+            first_seq: first,
+            last_seq: last,
+            base_offset: base,
+            last_offset: base + (last - first) as i64,
+        }
     }
 
     /// check + record, like the log does.
-    fn append(m: &mut ProducerStateMachine, pid: i64, epoch: i16, first: i32, last: i32, base: i64) -> Result<ProducerCheck, ProducerError> {
+    fn append(
+        m: &mut ProducerStateMachine,
+        pid: i64,
+        epoch: i16,
+        first: i32,
+        last: i32,
+        base: i64,
+    ) -> Result<ProducerCheck, ProducerError> {
         let r = m.check(pid, epoch, first, last)?;
         if r == Accept {
             m.record(pid, epoch, meta(first, last, base));
@@ -219,7 +281,14 @@ mod tests {
     #[test]
     fn unknown_producer_must_start_at_zero() {
         let mut m = ProducerStateMachine::new();
-        assert!(matches!(m.check(7, 0, 3, 4), Err(ProducerError::OutOfOrderSequence { expected: 0, got: 3, .. })));
+        assert!(matches!(
+            m.check(7, 0, 3, 4),
+            Err(ProducerError::OutOfOrderSequence {
+                expected: 0,
+                got: 3,
+                ..
+            })
+        ));
         assert_eq!(append(&mut m, 7, 0, 0, 4, 100), Ok(Accept));
         assert_eq!(append(&mut m, 7, 0, 5, 5, 105), Ok(Accept));
     }
@@ -234,14 +303,30 @@ mod tests {
         }
         // The last 5 batches are duplicates with their original offsets.
         for i in 3..8 {
-            assert_eq!(m.check(1, 0, i * 10, i * 10 + 9), Ok(Duplicate { base_offset: i as i64 * 10, last_offset: i as i64 * 10 + 9 }));
+            assert_eq!(
+                m.check(1, 0, i * 10, i * 10 + 9),
+                Ok(Duplicate {
+                    base_offset: i as i64 * 10,
+                    last_offset: i as i64 * 10 + 9
+                })
+            );
         }
         // Older than the window: out of order.
-        assert!(matches!(m.check(1, 0, 20, 29), Err(ProducerError::OutOfOrderSequence { expected: 80, .. })));
+        assert!(matches!(
+            m.check(1, 0, 20, 29),
+            Err(ProducerError::OutOfOrderSequence { expected: 80, .. })
+        ));
         // Same first seq, different last: not a duplicate, and out of order.
         assert!(m.check(1, 0, 70, 75).is_err());
         // Gap.
-        assert!(matches!(m.check(1, 0, 81, 81), Err(ProducerError::OutOfOrderSequence { expected: 80, got: 81, .. })));
+        assert!(matches!(
+            m.check(1, 0, 81, 81),
+            Err(ProducerError::OutOfOrderSequence {
+                expected: 80,
+                got: 81,
+                ..
+            })
+        ));
         assert_eq!(m.get(1).unwrap().batches.len(), BATCH_WINDOW);
     }
 
@@ -257,13 +342,32 @@ mod tests {
     fn epochs() {
         let mut m = ProducerStateMachine::new();
         assert_eq!(append(&mut m, 5, 3, 0, 0, 0), Ok(Accept));
-        assert!(matches!(m.check(5, 2, 1, 1), Err(ProducerError::InvalidProducerEpoch { current: 3, got: 2, .. })));
-        assert!(matches!(m.check(5, 4, 1, 1), Err(ProducerError::OutOfOrderSequence { expected: 0, .. })));
+        assert!(matches!(
+            m.check(5, 2, 1, 1),
+            Err(ProducerError::InvalidProducerEpoch {
+                current: 3,
+                got: 2,
+                ..
+            })
+        ));
+        assert!(matches!(
+            m.check(5, 4, 1, 1),
+            Err(ProducerError::OutOfOrderSequence { expected: 0, .. })
+        ));
         assert_eq!(append(&mut m, 5, 4, 0, 2, 1), Ok(Accept));
         // New epoch forgets the old window.
         assert_eq!(m.get(5).unwrap().batches.len(), 1);
-        assert_eq!(m.check(5, 4, 0, 2), Ok(Duplicate { base_offset: 1, last_offset: 3 }));
-        assert!(matches!(m.check(5, 3, 3, 3), Err(ProducerError::InvalidProducerEpoch { .. })));
+        assert_eq!(
+            m.check(5, 4, 0, 2),
+            Ok(Duplicate {
+                base_offset: 1,
+                last_offset: 3
+            })
+        );
+        assert!(matches!(
+            m.check(5, 3, 3, 3),
+            Err(ProducerError::InvalidProducerEpoch { .. })
+        ));
     }
 
     #[test]
@@ -276,7 +380,10 @@ mod tests {
         }
         let bytes = m.encode();
         assert_eq!(ProducerStateMachine::decode(&bytes), Some(m));
-        assert_eq!(ProducerStateMachine::decode(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(
+            ProducerStateMachine::decode(&bytes[..bytes.len() - 1]),
+            None
+        );
         assert_eq!(ProducerStateMachine::decode(&[]), None);
     }
 }

@@ -13,7 +13,9 @@
 
 use crate::io::dma::DirectFile;
 use crate::io::IoFailure;
-use crate::protocol::record_batch::{self, BatchError, BatchHeader, LOG_OVERHEAD, MIN_BATCH_LENGTH};
+use crate::protocol::record_batch::{
+    self, BatchError, BatchHeader, LOG_OVERHEAD, MIN_BATCH_LENGTH,
+};
 
 /// Bytes read per step when scanning a file.
 pub const SCAN_CHUNK_BYTES: usize = 1 << 20;
@@ -41,8 +43,14 @@ pub enum InvalidBatch {
     /// The header is all zeros (padding or preallocated space): the clean end of a log.
     Zeros,
     Batch(BatchError),
-    NonContiguous { expected: i64, found: i64 },
-    LeaderEpochRegressed { previous: i32, found: i32 },
+    NonContiguous {
+        expected: i64,
+        found: i64,
+    },
+    LeaderEpochRegressed {
+        previous: i32,
+        found: i32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +58,9 @@ pub enum ScanStop {
     /// The buffer ended exactly at a batch boundary.
     End,
     /// A batch starts at `valid_len` but needs `needed` bytes from there (more than remain).
-    Incomplete { needed: usize },
+    Incomplete {
+        needed: usize,
+    },
     Invalid(InvalidBatch),
 }
 
@@ -85,7 +95,9 @@ pub fn scan_with(
             if rest.iter().all(|b| *b == 0) {
                 break ScanStop::Invalid(InvalidBatch::Zeros);
             }
-            break ScanStop::Incomplete { needed: LOG_OVERHEAD };
+            break ScanStop::Incomplete {
+                needed: LOG_OVERHEAD,
+            };
         }
         if rest[..LOG_OVERHEAD].iter().all(|b| *b == 0) {
             break ScanStop::Invalid(InvalidBatch::Zeros);
@@ -99,7 +111,9 @@ pub fn scan_with(
         let total = LOG_OVERHEAD + length as usize;
         if rest.len() < total {
             // Check what we can already: a bad magic or base offset needs no more bytes.
-            if rest.len() > record_batch::MAGIC_AT && rest[record_batch::MAGIC_AT] as i8 != record_batch::MAGIC_V2 {
+            if rest.len() > record_batch::MAGIC_AT
+                && rest[record_batch::MAGIC_AT] as i8 != record_batch::MAGIC_V2
+            {
                 break ScanStop::Invalid(InvalidBatch::Batch(BatchError::UnsupportedMagic(
                     rest[record_batch::MAGIC_AT] as i8,
                 )));
@@ -111,7 +125,10 @@ pub fn scan_with(
             Err(e) => break ScanStop::Invalid(InvalidBatch::Batch(e)),
         };
         if header.base_offset != next {
-            break ScanStop::Invalid(InvalidBatch::NonContiguous { expected: next, found: header.base_offset });
+            break ScanStop::Invalid(InvalidBatch::NonContiguous {
+                expected: next,
+                found: header.base_offset,
+            });
         }
         if header.partition_leader_epoch < epoch {
             break ScanStop::Invalid(InvalidBatch::LeaderEpochRegressed {
@@ -119,16 +136,28 @@ pub fn scan_with(
                 found: header.partition_leader_epoch,
             });
         }
-        on_batch(&ScannedBatch { position: pos as u64, header });
+        on_batch(&ScannedBatch {
+            position: pos as u64,
+            header,
+        });
         epoch = header.partition_leader_epoch;
         next = header.last_offset() + 1;
         pos += total;
     };
-    ScanOutcome { valid_len: pos, next_offset: next, leader_epoch: epoch, stop }
+    ScanOutcome {
+        valid_len: pos,
+        next_offset: next,
+        leader_epoch: epoch,
+        stop,
+    }
 }
 
 /// [`scan_with`] collecting the batches (tests, small buffers).
-pub fn scan(buf: &[u8], expected_offset: i64, min_leader_epoch: i32) -> (ScanOutcome, Vec<ScannedBatch>) {
+pub fn scan(
+    buf: &[u8],
+    expected_offset: i64,
+    min_leader_epoch: i32,
+) -> (ScanOutcome, Vec<ScannedBatch>) {
     let mut v = Vec::new();
     let out = scan_with(buf, expected_offset, min_leader_epoch, |b| v.push(*b));
     (out, v)
@@ -158,13 +187,21 @@ pub async fn scan_file(
     let mut need = 0usize;
     loop {
         if pos >= file_size {
-            return Ok(FileScan { valid_end: pos, next_offset: next, leader_epoch: epoch, stop: None });
+            return Ok(FileScan {
+                valid_end: pos,
+                next_offset: next,
+                leader_epoch: epoch,
+                stop: None,
+            });
         }
         let remaining = file_size - pos;
         let want = (SCAN_CHUNK_BYTES.max(need) as u64).min(remaining) as usize;
         let buf = file.read(pos, want).await?;
         let out = scan_with(&buf, next, epoch, |b| {
-            on_batch(&ScannedBatch { position: pos + b.position, header: b.header });
+            on_batch(&ScannedBatch {
+                position: pos + b.position,
+                header: b.header,
+            });
         });
         pos += out.valid_len as u64;
         next = out.next_offset;
@@ -172,10 +209,19 @@ pub async fn scan_file(
         let short_read = buf.len() < want;
         match out.stop {
             ScanStop::End if !short_read => need = 0,
-            ScanStop::Incomplete { needed } if !short_read && (needed as u64) <= file_size - pos => need = needed,
+            ScanStop::Incomplete { needed }
+                if !short_read && (needed as u64) <= file_size - pos =>
+            {
+                need = needed
+            }
             stop => {
                 let stop = if pos >= file_size { None } else { Some(stop) };
-                return Ok(FileScan { valid_end: pos, next_offset: next, leader_epoch: epoch, stop });
+                return Ok(FileScan {
+                    valid_end: pos,
+                    next_offset: next,
+                    leader_epoch: epoch,
+                    stop,
+                });
             }
         }
     }
@@ -208,7 +254,10 @@ mod tests {
     fn clean_log_and_padding() {
         let (mut img, spans) = log_image(&[3, 1, 7], 100);
         let (o, b) = scan(&img, 100, i32::MIN);
-        assert_eq!((o.valid_len, o.next_offset, o.stop.clone()), (img.len(), 111, ScanStop::End));
+        assert_eq!(
+            (o.valid_len, o.next_offset, o.stop.clone()),
+            (img.len(), 111, ScanStop::End)
+        );
         assert_eq!(b.len(), 3);
         img.resize(img.len() + 4096, 0);
         let (o, _) = scan(&img, 100, i32::MIN);

@@ -86,7 +86,11 @@ fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
 fn append_many(log: &PartitionLog, n: usize, seed: u64) -> Vec<(i64, Vec<u8>)> {
     let mut out = Vec::new();
     for i in 0..n {
-        let (b, h) = produced(1 + (i * 7 + seed as usize) % 8, seed * 1000 + i as u64, NOW + i as i64);
+        let (b, h) = produced(
+            1 + (i * 7 + seed as usize) % 8,
+            seed * 1000 + i as u64,
+            NOW + i as i64,
+        );
         let o = log.append(&b, &h, 3, NOW).unwrap();
         assert!(!o.duplicate);
         assert_eq!(o.last_offset - o.base_offset, h.last_offset_delta as i64);
@@ -101,8 +105,17 @@ fn round_trip_across_rolls_and_reopen() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("t-0");
         let cache = Rc::new(BatchCache::new(0)); // no caching: every read goes to disk
-        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW).await.unwrap();
-        assert_eq!((log.log_start_offset(), log.log_end_offset(), log.high_watermark()), (0, 0, 0));
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                log.log_start_offset(),
+                log.log_end_offset(),
+                log.high_watermark()
+            ),
+            (0, 0, 0)
+        );
         let mut expect = Vec::new();
         for round in 0..20 {
             expect.extend(append_many(&log, 9, round));
@@ -112,7 +125,11 @@ fn round_trip_across_rolls_and_reopen() {
             assert!(!log.has_unflushed());
             assert_eq!(log.high_watermark(), log.log_end_offset());
         }
-        assert!(log.segment_count() >= 4, "segments: {}", log.segment_count());
+        assert!(
+            log.segment_count() >= 4,
+            "segments: {}",
+            log.segment_count()
+        );
         // contiguous offsets
         for w in expect.windows(2) {
             let h = BatchHeader::parse(&w[0].1).unwrap();
@@ -140,8 +157,15 @@ fn round_trip_across_rolls_and_reopen() {
         let (b5, _) = &expect[5];
         let s = log.read(0, 1 << 20, *b5).await.unwrap();
         assert_eq!(s.chunks.len(), 5);
-        assert!(log.read(log.log_end_offset() + 1, 100, i64::MAX).await.is_err());
-        assert!(log.read(log.log_end_offset(), 100, log.high_watermark()).await.unwrap().is_empty());
+        assert!(log
+            .read(log.log_end_offset() + 1, 100, i64::MAX)
+            .await
+            .is_err());
+        assert!(log
+            .read(log.log_end_offset(), 100, log.high_watermark())
+            .await
+            .unwrap()
+            .is_empty());
 
         let leo = log.log_end_offset();
         let segs = log.segment_count();
@@ -149,8 +173,12 @@ fn round_trip_across_rolls_and_reopen() {
         assert_eq!(files(&dir, "log").len(), segs);
         assert_eq!(files(&dir, "index").len(), segs);
         assert_eq!(files(&dir, "timeindex").len(), segs);
-        assert!(files(&dir, "index").iter().any(|p| std::fs::metadata(p).unwrap().len() >= 8));
-        assert!(files(&dir, "timeindex").iter().all(|p| std::fs::metadata(p).unwrap().len() >= 12));
+        assert!(files(&dir, "index")
+            .iter()
+            .any(|p| std::fs::metadata(p).unwrap().len() >= 8));
+        assert!(files(&dir, "timeindex")
+            .iter()
+            .all(|p| std::fs::metadata(p).unwrap().len() >= 12));
         // Sealed segments are truncated to their logical size.
         let logs = files(&dir, "log");
         for p in &logs[..logs.len() - 1] {
@@ -159,10 +187,22 @@ fn round_trip_across_rolls_and_reopen() {
         }
 
         assert!(dir.join(log::CLEAN_MARKER).exists());
-        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW).await.unwrap();
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
         assert!(!log.tail_was_rescanned(), "clean shutdown: no rescan");
-        assert!(!dir.join(log::CLEAN_MARKER).exists(), "marker consumed at open");
-        assert_eq!((log.log_end_offset(), log.high_watermark(), log.segment_count()), (leo, leo, segs));
+        assert!(
+            !dir.join(log::CLEAN_MARKER).exists(),
+            "marker consumed at open"
+        );
+        assert_eq!(
+            (
+                log.log_end_offset(),
+                log.high_watermark(),
+                log.segment_count()
+            ),
+            (leo, leo, segs)
+        );
         let all = read_all(&log, 0, 3000).await;
         assert_eq!(all.len(), expect.len());
         for (got, (_, want)) in all.iter().zip(&expect) {
@@ -185,8 +225,12 @@ fn tail_reads_hit_the_cache_and_budget_holds() {
     run(|| async {
         let tmp = tempfile::tempdir().unwrap();
         let cache = Rc::new(BatchCache::new(8 * 1024));
-        let a = PartitionLog::open(tmp.path().join("a-0"), small_cfg(), cache.clone(), NOW).await.unwrap();
-        let b = PartitionLog::open(tmp.path().join("b-0"), small_cfg(), cache.clone(), NOW).await.unwrap();
+        let a = PartitionLog::open(tmp.path().join("a-0"), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
+        let b = PartitionLog::open(tmp.path().join("b-0"), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
         let ea = append_many(&a, 40, 1);
         let eb = append_many(&b, 40, 2);
         assert!(cache.used_bytes() <= 8 * 1024);
@@ -230,9 +274,14 @@ fn idempotent_producer_rules_and_recovery() {
             let h = validate(&bytes).unwrap();
             (bytes, h)
         };
-        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW).await.unwrap();
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
         let (b, h) = mk(1, 2, 0);
-        assert!(matches!(log.append(&b, &h, 0, NOW), Err(StorageError::OutOfOrderSequence { .. })));
+        assert!(matches!(
+            log.append(&b, &h, 0, NOW),
+            Err(StorageError::OutOfOrderSequence { .. })
+        ));
         let mut seq = 0;
         let mut outs = Vec::new();
         for _ in 0..60 {
@@ -251,11 +300,16 @@ fn idempotent_producer_rules_and_recovery() {
         assert_eq!(d.base_offset, outs.last().unwrap().base_offset);
         assert_eq!(log.log_end_offset(), leo);
         let (b, h) = mk(seq + 3, 3, 0);
-        assert!(matches!(log.append(&b, &h, 0, NOW), Err(StorageError::OutOfOrderSequence { .. })));
+        assert!(matches!(
+            log.append(&b, &h, 0, NOW),
+            Err(StorageError::OutOfOrderSequence { .. })
+        ));
         log.flush().await.unwrap();
         // Crash (no close): state is rebuilt from the snapshot + tail scan.
         drop(log);
-        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW).await.unwrap();
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
         assert_eq!(log.log_end_offset(), leo);
         for back in 1..=5 {
             let (b, h) = mk(seq - 3 * back, 3, 0);
@@ -266,20 +320,31 @@ fn idempotent_producer_rules_and_recovery() {
         let (b, h) = mk(seq - 18, 3, 0);
         assert!(log.append(&b, &h, 0, NOW).is_err(), "older than the window");
         let (b, h) = mk(0, 1, -1);
-        assert!(matches!(log.append(&b, &h, 0, NOW), Err(StorageError::InvalidProducerEpoch { .. })));
+        assert!(matches!(
+            log.append(&b, &h, 0, NOW),
+            Err(StorageError::InvalidProducerEpoch { .. })
+        ));
         let (b, h) = mk(5, 1, 1);
-        assert!(matches!(log.append(&b, &h, 0, NOW), Err(StorageError::OutOfOrderSequence { .. })));
+        assert!(matches!(
+            log.append(&b, &h, 0, NOW),
+            Err(StorageError::OutOfOrderSequence { .. })
+        ));
         let (b, h) = mk(0, 1, 1);
         assert!(!log.append(&b, &h, 0, NOW).unwrap().duplicate);
         let (b, h) = mk(seq, 3, 0);
-        assert!(matches!(log.append(&b, &h, 0, NOW), Err(StorageError::InvalidProducerEpoch { .. })));
+        assert!(matches!(
+            log.append(&b, &h, 0, NOW),
+            Err(StorageError::InvalidProducerEpoch { .. })
+        ));
         log.close().await.unwrap();
 
         // Without the snapshot, the state is rebuilt by scanning every segment.
         for s in files(&dir, "snapshot") {
             std::fs::remove_file(s).unwrap();
         }
-        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW).await.unwrap();
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
         let (b, h) = mk(0, 1, 1);
         assert!(log.append(&b, &h, 0, NOW).unwrap().duplicate);
         let (b, h) = mk(1, 1, 1);
@@ -294,7 +359,9 @@ fn offset_for_timestamp_matches_brute_force() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("ts-0");
         let cache = Rc::new(BatchCache::new(0));
-        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW).await.unwrap();
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
         // Mostly increasing timestamps with some going backwards.
         let mut meta = Vec::new();
         for i in 0..150i64 {
@@ -312,7 +379,9 @@ fn offset_for_timestamp_matches_brute_force() {
         }
         check(&log, &meta).await;
         log.close().await.unwrap();
-        let log = PartitionLog::open(dir, small_cfg(), cache, NOW).await.unwrap();
+        let log = PartitionLog::open(dir, small_cfg(), cache, NOW)
+            .await
+            .unwrap();
         check(&log, &meta).await;
         log.close().await.unwrap();
     });
@@ -322,8 +391,19 @@ fn offset_for_timestamp_matches_brute_force() {
 fn log_append_time_and_age_roll() {
     run(|| async {
         let tmp = tempfile::tempdir().unwrap();
-        let cfg = LogConfig { message_timestamp_log_append: true, segment_ms: 1000, ..small_cfg() };
-        let log = PartitionLog::open(tmp.path().join("lat-0"), cfg, Rc::new(BatchCache::new(1 << 20)), NOW).await.unwrap();
+        let cfg = LogConfig {
+            message_timestamp_log_append: true,
+            segment_ms: 1000,
+            ..small_cfg()
+        };
+        let log = PartitionLog::open(
+            tmp.path().join("lat-0"),
+            cfg,
+            Rc::new(BatchCache::new(1 << 20)),
+            NOW,
+        )
+        .await
+        .unwrap();
         let (b, h) = produced(3, 1, 5);
         let o = log.append(&b, &h, 2, NOW + 5).unwrap();
         assert_eq!(o.log_append_time, NOW + 5);
@@ -338,7 +418,10 @@ fn log_append_time_and_age_roll() {
         assert!(h.is_log_append_time());
         assert_eq!(h.max_timestamp, NOW + 5);
         assert_eq!(h.partition_leader_epoch, 2);
-        assert_eq!(log.offset_for_timestamp(NOW + 6).await.unwrap(), Some((3, NOW + 500)));
+        assert_eq!(
+            log.offset_for_timestamp(NOW + 6).await.unwrap(),
+            Some((3, NOW + 500))
+        );
         log.close().await.unwrap();
     });
 }
@@ -347,7 +430,16 @@ fn log_append_time_and_age_roll() {
 fn concurrent_flushes_and_appends() {
     run(|| async {
         let tmp = tempfile::tempdir().unwrap();
-        let log = Rc::new(PartitionLog::open(tmp.path().join("c-0"), small_cfg(), Rc::new(BatchCache::new(0)), NOW).await.unwrap());
+        let log = Rc::new(
+            PartitionLog::open(
+                tmp.path().join("c-0"),
+                small_cfg(),
+                Rc::new(BatchCache::new(0)),
+                NOW,
+            )
+            .await
+            .unwrap(),
+        );
         let mut expect = Vec::new();
         for r in 0..10 {
             expect.extend(append_many(&log, 5, r));
@@ -374,7 +466,9 @@ fn crash_with_truncated_tail_across_segments() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("crash-0");
         let cache = Rc::new(BatchCache::new(0));
-        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW).await.unwrap();
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
         let expect = append_many(&log, 120, 5);
         log.flush().await.unwrap();
         let segs = log.segment_count();
@@ -387,19 +481,26 @@ fn crash_with_truncated_tail_across_segments() {
         f.set_len(logical as u64 / 2).unwrap();
         drop(f);
         std::fs::remove_file(tail.with_extension("index")).ok();
-        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW).await.unwrap();
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
         assert_eq!(log.segment_count(), segs);
         let all = read_all(&log, 0, 1 << 20).await;
         assert!(all.len() < expect.len());
         for (got, (_, want)) in all.iter().zip(&expect) {
             assert_eq!(&got[..], &want[..]);
         }
-        assert_eq!(log.log_end_offset(), validate(all.last().unwrap()).unwrap().last_offset() + 1);
+        assert_eq!(
+            log.log_end_offset(),
+            validate(all.last().unwrap()).unwrap().last_offset() + 1
+        );
         // A damaged sealed segment index is rebuilt.
         let first_index = files(&dir, "index").remove(0);
         std::fs::write(&first_index, b"garbage").unwrap();
         log.close().await.unwrap();
-        let log = PartitionLog::open(dir.clone(), small_cfg(), cache, NOW).await.unwrap();
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache, NOW)
+            .await
+            .unwrap();
         assert_eq!(read_all(&log, 0, 100).await.len(), all.len());
         assert_eq!(std::fs::metadata(&first_index).unwrap().len() % 8, 0);
         log.close().await.unwrap();
@@ -417,7 +518,11 @@ fn arb_damage() -> impl Strategy<Value = Damage> {
     prop_oneof![
         any::<prop::sample::Index>().prop_map(Damage::Truncate),
         (any::<prop::sample::Index>(), 0u8..8).prop_map(|(i, b)| Damage::Flip(i, b)),
-        (any::<prop::sample::Index>(), prop::collection::vec(any::<u8>(), 1..3000)).prop_map(|(i, g)| Damage::Garbage(i, g)),
+        (
+            any::<prop::sample::Index>(),
+            prop::collection::vec(any::<u8>(), 1..3000)
+        )
+            .prop_map(|(i, g)| Damage::Garbage(i, g)),
     ]
 }
 
@@ -493,7 +598,9 @@ fn clean_marker_is_not_trusted_when_the_tail_changed() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("m-0");
         let cache = Rc::new(BatchCache::new(0));
-        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW).await.unwrap();
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
         assert!(!log.tail_was_rescanned());
         let expect = append_many(&log, 50, 4);
         log.close().await.unwrap();
@@ -501,13 +608,17 @@ fn clean_marker_is_not_trusted_when_the_tail_changed() {
         let mut raw = std::fs::read(&tail).unwrap();
         raw.extend_from_slice(&[0xAB; 100]);
         std::fs::write(&tail, &raw).unwrap();
-        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW).await.unwrap();
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
         assert!(log.tail_was_rescanned());
         let all = read_all(&log, 0, 1 << 20).await;
         assert_eq!(all.len(), expect.len());
         // Crash after a clean open: the marker is gone, so the next open rescans.
         drop(log);
-        let log = PartitionLog::open(dir.clone(), small_cfg(), cache, NOW).await.unwrap();
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache, NOW)
+            .await
+            .unwrap();
         assert!(log.tail_was_rescanned());
         assert_eq!(read_all(&log, 0, 1 << 20).await.len(), expect.len());
         log.close().await.unwrap();
@@ -520,8 +631,13 @@ fn batches_larger_than_a_read_chunk() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("big-0");
         let cache = Rc::new(BatchCache::new(0));
-        let cfg = LogConfig { segment_bytes: 512 * 1024, ..small_cfg() };
-        let log = PartitionLog::open(dir.clone(), cfg.clone(), cache.clone(), NOW).await.unwrap();
+        let cfg = LogConfig {
+            segment_bytes: 512 * 1024,
+            ..small_cfg()
+        };
+        let log = PartitionLog::open(dir.clone(), cfg.clone(), cache.clone(), NOW)
+            .await
+            .unwrap();
         let mut expect = Vec::new();
         for i in 0..6u64 {
             let mut b = BatchBuilder::simple(3, i);
@@ -558,7 +674,9 @@ fn io_failure_is_an_error_then_the_log_is_offline() {
     run(|| async {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("f-0");
-        let log = PartitionLog::open(dir.clone(), small_cfg(), Rc::new(BatchCache::new(0)), NOW).await.unwrap();
+        let log = PartitionLog::open(dir.clone(), small_cfg(), Rc::new(BatchCache::new(0)), NOW)
+            .await
+            .unwrap();
         append_many(&log, 3, 1);
         log.flush().await.unwrap();
         // Force a roll, then make the directory vanish so creating the next segment fails.
@@ -568,8 +686,14 @@ fn io_failure_is_an_error_then_the_log_is_offline() {
         assert!(err.is_storage_failure());
         assert!(err.to_string().contains("f-0"), "{err}");
         let (b, h) = produced(1, 1, NOW);
-        assert!(matches!(log.append(&b, &h, 0, NOW), Err(StorageError::LogFailed { .. })));
-        assert!(matches!(log.flush().await, Err(StorageError::LogFailed { .. })));
+        assert!(matches!(
+            log.append(&b, &h, 0, NOW),
+            Err(StorageError::LogFailed { .. })
+        ));
+        assert!(matches!(
+            log.flush().await,
+            Err(StorageError::LogFailed { .. })
+        ));
     });
 }
 
@@ -578,8 +702,14 @@ fn one_flush_of_several_mebibytes() {
     run(|| async {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("mb-0");
-        let cfg = LogConfig { segment_bytes: 1 << 30, preallocate_bytes: 1 << 20, ..small_cfg() };
-        let log = PartitionLog::open(dir.clone(), cfg.clone(), Rc::new(BatchCache::new(0)), NOW).await.unwrap();
+        let cfg = LogConfig {
+            segment_bytes: 1 << 30,
+            preallocate_bytes: 1 << 20,
+            ..small_cfg()
+        };
+        let log = PartitionLog::open(dir.clone(), cfg.clone(), Rc::new(BatchCache::new(0)), NOW)
+            .await
+            .unwrap();
         let mut expect = Vec::new();
         for i in 0..25u64 {
             let mut b = BatchBuilder::simple(2, i);
@@ -591,7 +721,9 @@ fn one_flush_of_several_mebibytes() {
         }
         log.flush().await.unwrap();
         log.close().await.unwrap();
-        let log = PartitionLog::open(dir, cfg, Rc::new(BatchCache::new(0)), NOW).await.unwrap();
+        let log = PartitionLog::open(dir, cfg, Rc::new(BatchCache::new(0)), NOW)
+            .await
+            .unwrap();
         let all = read_all(&log, 0, 1 << 22).await;
         assert_eq!(all.len(), expect.len());
         for (got, want) in all.iter().zip(&expect) {
@@ -603,9 +735,15 @@ fn one_flush_of_several_mebibytes() {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { records: usize, big: bool },
+    Append {
+        records: usize,
+        big: bool,
+    },
     Flush,
-    Read { at: prop::sample::Index, max_bytes: usize },
+    Read {
+        at: prop::sample::Index,
+        max_bytes: usize,
+    },
     CloseReopen,
     CrashReopen,
 }
@@ -710,7 +848,9 @@ fn damage_in_a_sealed_segment_is_reported_on_read_not_returned() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("rot-0");
         let cache = Rc::new(BatchCache::new(0));
-        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW).await.unwrap();
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
         let expect = append_many(&log, 60, 8);
         log.close().await.unwrap();
         let first = files(&dir, "log").remove(0);
@@ -718,7 +858,9 @@ fn damage_in_a_sealed_segment_is_reported_on_read_not_returned() {
         raw[expect[0].1.len() - 3] ^= 0x10; // inside the first batch's records
         raw[expect[0].1.len()] ^= 0x01; // the second batch's baseOffset (outside the CRC)
         std::fs::write(&first, &raw).unwrap();
-        let log = PartitionLog::open(dir.clone(), small_cfg(), cache, NOW).await.unwrap();
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache, NOW)
+            .await
+            .unwrap();
         let hw = log.high_watermark();
         let err = log.read(0, 1 << 20, hw).await.unwrap_err();
         assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
@@ -727,7 +869,10 @@ fn damage_in_a_sealed_segment_is_reported_on_read_not_returned() {
         assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
         // Other segments still serve.
         let last = expect.last().unwrap();
-        assert_eq!(&log.read(last.0, 1, hw).await.unwrap().chunks[0][..], &last.1[..]);
+        assert_eq!(
+            &log.read(last.0, 1, hw).await.unwrap().chunks[0][..],
+            &last.1[..]
+        );
         log.close().await.unwrap();
     });
 }

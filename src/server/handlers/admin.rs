@@ -22,11 +22,19 @@ const CONTROLLER_SHARD: usize = 0;
 
 fn change_error(e: &TopicChangeError) -> (ErrorCode, String) {
     match e {
-        TopicChangeError::AlreadyExists => (ErrorCode::TOPIC_ALREADY_EXISTS, "topic already exists".into()),
-        TopicChangeError::UnknownTopic => (ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, "unknown topic".into()),
+        TopicChangeError::AlreadyExists => (
+            ErrorCode::TOPIC_ALREADY_EXISTS,
+            "topic already exists".into(),
+        ),
+        TopicChangeError::UnknownTopic => (
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+            "unknown topic".into(),
+        ),
         TopicChangeError::InvalidName(why) => (ErrorCode::INVALID_TOPIC_EXCEPTION, why.to_string()),
         TopicChangeError::InvalidPartitions(why) => (ErrorCode::INVALID_PARTITIONS, why.clone()),
-        TopicChangeError::InvalidReplicationFactor(why) => (ErrorCode::INVALID_REPLICATION_FACTOR, why.clone()),
+        TopicChangeError::InvalidReplicationFactor(why) => {
+            (ErrorCode::INVALID_REPLICATION_FACTOR, why.clone())
+        }
         TopicChangeError::Storage(why) => (ErrorCode::KAFKA_STORAGE_ERROR, why.clone()),
     }
 }
@@ -37,7 +45,10 @@ pub async fn create_via_controller(
     names: Vec<String>,
     partitions: i32,
 ) -> Vec<Result<TopicMeta, TopicChangeError>> {
-    let topics: Vec<NewTopic> = names.into_iter().map(|name| NewTopic { name, partitions }).collect();
+    let topics: Vec<NewTopic> = names
+        .into_iter()
+        .map(|name| NewTopic { name, partitions })
+        .collect();
     controller_create(shard, topics, false).await
 }
 
@@ -61,7 +72,9 @@ async fn controller_create(
         .await;
     match result {
         Ok(v) if v.len() == n => v,
-        _ => (0..n).map(|_| Err(TopicChangeError::Storage("controller unavailable".into()))).collect(),
+        _ => (0..n)
+            .map(|_| Err(TopicChangeError::Storage("controller unavailable".into())))
+            .collect(),
     }
 }
 
@@ -76,30 +89,59 @@ pub async fn create_topics(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader
     let mut to_create = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for t in &req.topics {
-        let rf = if t.replication_factor == -1 { cfg.default_replication_factor } else { t.replication_factor };
-        let partitions = if t.num_partitions == -1 { cfg.num_partitions } else { t.num_partitions };
+        let rf = if t.replication_factor == -1 {
+            cfg.default_replication_factor
+        } else {
+            t.replication_factor
+        };
+        let partitions = if t.num_partitions == -1 {
+            cfg.num_partitions
+        } else {
+            t.num_partitions
+        };
         let err = if !seen.insert(t.name.clone()) {
-            Some((ErrorCode::INVALID_REQUEST, "topic named twice in one request".to_string()))
+            Some((
+                ErrorCode::INVALID_REQUEST,
+                "topic named twice in one request".to_string(),
+            ))
         } else if !t.assignments.is_empty() {
             if t.num_partitions != -1 || t.replication_factor != -1 {
-                Some((ErrorCode::INVALID_REQUEST, "give either assignments or partitions and replication factor".into()))
+                Some((
+                    ErrorCode::INVALID_REQUEST,
+                    "give either assignments or partitions and replication factor".into(),
+                ))
             } else if t.assignments.iter().any(|a| a.broker_ids != [cfg.node_id]) {
-                Some((ErrorCode::INVALID_REPLICA_ASSIGNMENT, format!("this cluster has one broker, id {}", cfg.node_id)))
+                Some((
+                    ErrorCode::INVALID_REPLICA_ASSIGNMENT,
+                    format!("this cluster has one broker, id {}", cfg.node_id),
+                ))
             } else {
                 None
             }
         } else if rf != 1 {
-            Some((ErrorCode::INVALID_REPLICATION_FACTOR, format!("replication factor {rf} is larger than the 1 available broker")))
+            Some((
+                ErrorCode::INVALID_REPLICATION_FACTOR,
+                format!("replication factor {rf} is larger than the 1 available broker"),
+            ))
         } else {
             None
         };
-        let partitions = if t.assignments.is_empty() { partitions } else { t.assignments.len() as i32 };
+        let partitions = if t.assignments.is_empty() {
+            partitions
+        } else {
+            t.assignments.len() as i32
+        };
         if err.is_none() {
-            to_create.push(NewTopic { name: t.name.clone(), partitions });
+            to_create.push(NewTopic {
+                name: t.name.clone(),
+                partitions,
+            });
         }
         early.push(err);
     }
-    let mut created = controller_create(shard, to_create, req.validate_only).await.into_iter();
+    let mut created = controller_create(shard, to_create, req.validate_only)
+        .await
+        .into_iter();
     let topics = req
         .topics
         .iter()
@@ -110,7 +152,10 @@ pub async fn create_topics(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader
                 None => match created.next() {
                     Some(Ok(meta)) => Ok(meta),
                     Some(Err(e)) => Err(change_error(&e)),
-                    None => Err((ErrorCode::UNKNOWN_SERVER_ERROR, "controller gave no answer".into())),
+                    None => Err((
+                        ErrorCode::UNKNOWN_SERVER_ERROR,
+                        "controller gave no answer".into(),
+                    )),
                 },
             };
             match outcome {
@@ -136,7 +181,10 @@ pub async fn create_topics(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader
             }
         })
         .collect();
-    ctx.reply(CreateTopicsResponse { throttle_time_ms: 0, topics, ..Default::default() })
+    ctx.reply(CreateTopicsResponse {
+        throttle_time_ms: 0,
+        topics,
+    })
 }
 
 pub async fn delete_topics(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatch {
@@ -146,7 +194,11 @@ pub async fn delete_topics(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader
     };
     let image = shard.image();
     // v6 names topics by name or id; older versions by name.
-    let mut wanted: Vec<(Option<String>, [u8; 16])> = req.topic_names.iter().map(|n| (Some(n.clone()), [0; 16])).collect();
+    let mut wanted: Vec<(Option<String>, [u8; 16])> = req
+        .topic_names
+        .iter()
+        .map(|n| (Some(n.clone()), [0; 16]))
+        .collect();
     wanted.extend(req.topics.iter().map(|t| (t.name.clone(), t.topic_id)));
     let resolved: Vec<Option<String>> = wanted
         .iter()
@@ -163,10 +215,12 @@ pub async fn delete_topics(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader
                 topic_id: *id,
                 error_code: ErrorCode::TOPIC_DELETION_DISABLED.0,
                 error_message: Some("delete.topic.enable is false".into()),
-                ..Default::default()
             })
             .collect();
-        return ctx.reply(DeleteTopicsResponse { throttle_time_ms: 0, responses, ..Default::default() });
+        return ctx.reply(DeleteTopicsResponse {
+            throttle_time_ms: 0,
+            responses,
+        });
     }
     let names: Vec<String> = resolved.iter().flatten().cloned().collect();
     let n = names.len();
@@ -184,7 +238,11 @@ pub async fn delete_topics(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader
         .await
         .ok()
         .filter(|v| v.len() == n)
-        .unwrap_or_else(|| (0..n).map(|_| Err(TopicChangeError::Storage("controller unavailable".into()))).collect());
+        .unwrap_or_else(|| {
+            (0..n)
+                .map(|_| Err(TopicChangeError::Storage("controller unavailable".into())))
+                .collect()
+        });
     let mut outcome = outcome.into_iter();
     let responses = wanted
         .iter()
@@ -195,7 +253,10 @@ pub async fn delete_topics(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader
                 Some(_) => match outcome.next() {
                     Some(Ok(meta)) => Ok(meta),
                     Some(Err(e)) => Err(change_error(&e)),
-                    None => Err((ErrorCode::UNKNOWN_SERVER_ERROR, "controller gave no answer".into())),
+                    None => Err((
+                        ErrorCode::UNKNOWN_SERVER_ERROR,
+                        "controller gave no answer".into(),
+                    )),
                 },
             };
             match result {
@@ -204,19 +265,20 @@ pub async fn delete_topics(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader
                     topic_id: meta.id,
                     error_code: 0,
                     error_message: None,
-                    ..Default::default()
                 },
                 Err((code, msg)) => DeletableTopicResult {
                     name: name.clone(),
                     topic_id: *id,
                     error_code: code.0,
                     error_message: Some(msg),
-                    ..Default::default()
                 },
             }
         })
         .collect();
-    ctx.reply(DeleteTopicsResponse { throttle_time_ms: 0, responses, ..Default::default() })
+    ctx.reply(DeleteTopicsResponse {
+        throttle_time_ms: 0,
+        responses,
+    })
 }
 
 pub async fn create_partitions(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatch {
@@ -233,7 +295,10 @@ pub async fn create_partitions(shard: &Rc<Shard>, ctx: RequestContext, mut r: Re
             .as_ref()
             .is_some_and(|a| a.iter().any(|x| x.broker_ids != [node]));
         if bad_assignment {
-            early.push(Some((ErrorCode::INVALID_REPLICA_ASSIGNMENT, format!("this cluster has one broker, id {node}"))));
+            early.push(Some((
+                ErrorCode::INVALID_REPLICA_ASSIGNMENT,
+                format!("this cluster has one broker, id {node}"),
+            )));
         } else {
             early.push(None);
             asks.push((t.name.clone(), t.count));
@@ -255,7 +320,11 @@ pub async fn create_partitions(shard: &Rc<Shard>, ctx: RequestContext, mut r: Re
         .await
         .ok()
         .filter(|v| v.len() == n)
-        .unwrap_or_else(|| (0..n).map(|_| Err(TopicChangeError::Storage("controller unavailable".into()))).collect());
+        .unwrap_or_else(|| {
+            (0..n)
+                .map(|_| Err(TopicChangeError::Storage("controller unavailable".into())))
+                .collect()
+        });
     let mut outcome = outcome.into_iter();
     let results = req
         .topics
@@ -267,18 +336,23 @@ pub async fn create_partitions(shard: &Rc<Shard>, ctx: RequestContext, mut r: Re
                 None => match outcome.next() {
                     Some(Ok(())) => None,
                     Some(Err(e)) => Some(change_error(&e)),
-                    None => Some((ErrorCode::UNKNOWN_SERVER_ERROR, "controller gave no answer".into())),
+                    None => Some((
+                        ErrorCode::UNKNOWN_SERVER_ERROR,
+                        "controller gave no answer".into(),
+                    )),
                 },
             };
             CreatePartitionsTopicResult {
                 name: t.name.clone(),
-                error_code: err.as_ref().map(|e| e.0.0).unwrap_or(0),
+                error_code: err.as_ref().map(|e| e.0 .0).unwrap_or(0),
                 error_message: err.map(|e| e.1),
-                ..Default::default()
             }
         })
         .collect();
-    ctx.reply(CreatePartitionsResponse { throttle_time_ms: 0, results, ..Default::default() })
+    ctx.reply(CreatePartitionsResponse {
+        throttle_time_ms: 0,
+        results,
+    })
 }
 
 pub fn describe_cluster(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatch {
@@ -292,7 +366,11 @@ pub fn describe_cluster(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -
         throttle_time_ms: 0,
         error_code: 0,
         error_message: None,
-        endpoint_type: if ctx.version >= 1 { req.endpoint_type } else { 1 },
+        endpoint_type: if ctx.version >= 1 {
+            req.endpoint_type
+        } else {
+            1
+        },
         cluster_id: shard.image().cluster_id.clone(),
         controller_id: cfg.node_id,
         brokers: vec![DescribeClusterBroker {
@@ -300,9 +378,7 @@ pub fn describe_cluster(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -
             host: cfg.advertised_host.clone(),
             port: cfg.advertised_port as i32,
             rack: None,
-            ..Default::default()
         }],
         cluster_authorized_operations: i32::MIN,
-        ..Default::default()
     })
 }

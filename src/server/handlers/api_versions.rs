@@ -14,7 +14,11 @@ use super::{decode, Dispatch, RequestContext, API_TABLE};
 fn versions() -> Vec<ApiVersion> {
     API_TABLE
         .iter()
-        .map(|(k, lo, hi)| ApiVersion { api_key: *k as i16, min_version: *lo, max_version: *hi, ..Default::default() })
+        .map(|(k, lo, hi)| ApiVersion {
+            api_key: *k as i16,
+            min_version: *lo,
+            max_version: *hi,
+        })
         .collect()
 }
 
@@ -22,11 +26,18 @@ pub fn handle(_shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatc
     if let Err(d) = decode::<ApiVersionsRequest>(&ctx, &mut r) {
         return d;
     }
-    ctx.reply(ApiVersionsResponse { error_code: ErrorCode::NONE.0, api_keys: versions(), ..Default::default() })
+    ctx.reply(ApiVersionsResponse {
+        error_code: ErrorCode::NONE.0,
+        api_keys: versions(),
+        ..Default::default()
+    })
 }
 
 pub fn unsupported(ctx: &RequestContext) -> Dispatch {
-    let v0 = RequestContext { version: 0, ..ctx.clone() };
+    let v0 = RequestContext {
+        version: 0,
+        ..ctx.clone()
+    };
     v0.reply(ApiVersionsResponse {
         error_code: ErrorCode::UNSUPPORTED_VERSION.0,
         api_keys: versions(),

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use crate::protocol::error::ErrorCode;
-use crate::protocol::messages::{FetchRequest, FetchResponse, FetchableTopicResponse, PartitionData};
+use crate::protocol::messages::{
+    FetchRequest, FetchResponse, FetchableTopicResponse, PartitionData,
+};
 use crate::protocol::wire::Reader;
 use crate::shard::Shard;
 
@@ -63,7 +65,10 @@ pub fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatch
     for (ti, t) in req.topics.iter().enumerate() {
         let mut parts = Vec::with_capacity(t.partitions.len());
         for (pi, p) in t.partitions.iter().enumerate() {
-            parts.push(PartitionData { partition_index: p.partition, ..empty_partition() });
+            parts.push(PartitionData {
+                partition_index: p.partition,
+                ..empty_partition()
+            });
             match image.shard_of(&t.topic, p.partition) {
                 Some(owner) => work_by_shard[owner].push(FetchWork {
                     slot: (ti, pi),
@@ -71,7 +76,11 @@ pub fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatch
                     partition: p.partition,
                     offset: p.fetch_offset,
                     max_bytes: p.partition_max_bytes.max(1) as usize,
-                    current_leader_epoch: if ctx.version >= 9 { p.current_leader_epoch } else { -1 },
+                    current_leader_epoch: if ctx.version >= 9 {
+                        p.current_leader_epoch
+                    } else {
+                        -1
+                    },
                 }),
                 None => early.push(FetchPartResult {
                     slot: (ti, pi),
@@ -82,12 +91,19 @@ pub fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatch
                 }),
             }
         }
-        skeleton.push(FetchableTopicResponse { topic: t.topic.clone(), partitions: parts, ..Default::default() });
+        skeleton.push(FetchableTopicResponse {
+            topic: t.topic.clone(),
+            partitions: parts,
+        });
     }
     let shard = shard.clone();
     let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
-    let max_bytes = if req.max_bytes <= 0 { usize::MAX } else { req.max_bytes as usize };
+    let max_bytes = if req.max_bytes <= 0 {
+        usize::MAX
+    } else {
+        req.max_bytes as usize
+    };
     let read_committed = req.isolation_level == 1;
     let completion = async move {
         let deadline = Instant::now() + max_wait;
@@ -96,7 +112,12 @@ pub fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatch
             let total: usize = results.iter().map(|r| r.bytes()).sum();
             let any_error = !early.is_empty() || results.iter().any(|r| r.error != ErrorCode::NONE);
             let left = deadline.saturating_duration_since(Instant::now());
-            if total >= min_bytes || total > 0 && min_bytes == 0 || any_error || left.is_zero() || shard.stopping.get() {
+            if total >= min_bytes
+                || total > 0 && min_bytes == 0
+                || any_error
+                || left.is_zero()
+                || shard.stopping.get()
+            {
                 break results;
             }
             wait_everywhere(&shard, &work_by_shard, &results, left).await;
@@ -125,7 +146,12 @@ pub fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatch
             budget = budget.saturating_sub(size);
             part.records = Some(join_chunks(r.chunks));
         }
-        Some(ctx.respond(&FetchResponse { throttle_time_ms: 0, error_code: 0, session_id: 0, responses: skeleton, ..Default::default() }))
+        Some(ctx.respond(&FetchResponse {
+            throttle_time_ms: 0,
+            error_code: 0,
+            session_id: 0,
+            responses: skeleton,
+        }))
     };
     Dispatch::Reply(Box::pin(completion))
 }
@@ -156,8 +182,12 @@ fn join_chunks(mut chunks: Vec<Bytes>) -> Bytes {
     out.freeze()
 }
 
-async fn read_everywhere(shard: &Rc<Shard>, work_by_shard: &[Vec<FetchWork>]) -> Vec<FetchPartResult> {
-    let mut results = Vec::new();
+/// Reads every owner's partitions concurrently (the local shard's included, through the same
+/// path) and gathers the results.
+async fn read_everywhere(
+    shard: &Rc<Shard>,
+    work_by_shard: &[Vec<FetchWork>],
+) -> Vec<FetchPartResult> {
     let mut waits = Vec::new();
     for (target, work) in work_by_shard.iter().enumerate() {
         if work.is_empty() {
@@ -165,31 +195,25 @@ async fn read_everywhere(shard: &Rc<Shard>, work_by_shard: &[Vec<FetchWork>]) ->
         }
         let work = work.clone();
         let slots: Vec<(usize, usize)> = work.iter().map(|w| w.slot).collect();
-        if target == shard.id {
-            results.extend(read_on_owner(shard.clone(), work).await);
-            continue;
-        }
         let job = move |s: &Rc<Shard>| read_on_owner(s.clone(), work);
         waits.push((shard.mailbox.send(shard, target, job).await, slots));
     }
+    let mut results = Vec::new();
     for (rx, slots) in waits {
-        match rx {
-            Ok(rx) => match rx.await {
-                Ok(r) => {
-                    results.extend(r);
-                    continue;
-                }
-                Err(_) => {}
-            },
-            Err(_) => {}
+        let answer = match rx {
+            Ok(rx) => rx.await.ok(),
+            Err(_) => None,
+        };
+        match answer {
+            Some(r) => results.extend(r),
+            None => results.extend(slots.into_iter().map(|slot| FetchPartResult {
+                slot,
+                error: ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                high_watermark: -1,
+                log_start_offset: -1,
+                chunks: vec![],
+            })),
         }
-        results.extend(slots.into_iter().map(|slot| FetchPartResult {
-            slot,
-            error: ErrorCode::NOT_LEADER_OR_FOLLOWER,
-            high_watermark: -1,
-            log_start_offset: -1,
-            chunks: vec![],
-        }));
     }
     results
 }
@@ -197,7 +221,13 @@ async fn read_everywhere(shard: &Rc<Shard>, work_by_shard: &[Vec<FetchWork>]) ->
 async fn read_on_owner(s: Rc<Shard>, work: Vec<FetchWork>) -> Vec<FetchPartResult> {
     let mut out = Vec::with_capacity(work.len());
     for w in work {
-        let mut r = FetchPartResult { slot: w.slot, error: ErrorCode::NONE, high_watermark: -1, log_start_offset: -1, chunks: vec![] };
+        let mut r = FetchPartResult {
+            slot: w.slot,
+            error: ErrorCode::NONE,
+            high_watermark: -1,
+            log_start_offset: -1,
+            chunks: vec![],
+        };
         let p = match s.serving(&w.topic, w.partition) {
             Ok(p) => p,
             Err(error) => {
@@ -211,7 +241,11 @@ async fn read_on_owner(s: Rc<Shard>, work: Vec<FetchWork>) -> Vec<FetchPartResul
         r.high_watermark = hw;
         r.log_start_offset = start;
         if w.current_leader_epoch >= 0 && w.current_leader_epoch != p.leader_epoch {
-            r.error = if w.current_leader_epoch > p.leader_epoch { ErrorCode::UNKNOWN_LEADER_EPOCH } else { ErrorCode::FENCED_LEADER_EPOCH };
+            r.error = if w.current_leader_epoch > p.leader_epoch {
+                ErrorCode::UNKNOWN_LEADER_EPOCH
+            } else {
+                ErrorCode::FENCED_LEADER_EPOCH
+            };
         } else if w.offset < start || w.offset > p.log.log_end_offset() {
             r.error = ErrorCode::OFFSET_OUT_OF_RANGE;
         } else if w.offset < hw {
@@ -230,17 +264,27 @@ async fn read_on_owner(s: Rc<Shard>, work: Vec<FetchWork>) -> Vec<FetchPartResul
 
 /// Waits until any requested partition's high watermark moves past what the last read saw, or
 /// `left` passes.
-async fn wait_everywhere(shard: &Rc<Shard>, work_by_shard: &[Vec<FetchWork>], seen: &[FetchPartResult], left: Duration) {
+async fn wait_everywhere(
+    shard: &Rc<Shard>,
+    work_by_shard: &[Vec<FetchWork>],
+    seen: &[FetchPartResult],
+    left: Duration,
+) {
     let seen_hw = |slot: (usize, usize), offset: i64| {
-        seen.iter().find(|r| r.slot == slot).map(|r| r.high_watermark.max(offset)).unwrap_or(offset)
+        seen.iter()
+            .find(|r| r.slot == slot)
+            .map(|r| r.high_watermark.max(offset))
+            .unwrap_or(offset)
     };
     let mut waits: Vec<Pin<Box<dyn Future<Output = ()>>>> = Vec::new();
     for (target, work) in work_by_shard.iter().enumerate() {
         if work.is_empty() {
             continue;
         }
-        let parts: Vec<(String, i32, i64)> =
-            work.iter().map(|w| (w.topic.clone(), w.partition, seen_hw(w.slot, w.offset))).collect();
+        let parts: Vec<(String, i32, i64)> = work
+            .iter()
+            .map(|w| (w.topic.clone(), w.partition, seen_hw(w.slot, w.offset)))
+            .collect();
         if target == shard.id {
             let s = shard.clone();
             waits.push(Box::pin(async move { s.wait_for_data(parts, left).await }));

@@ -37,9 +37,7 @@ pub fn handle(_shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatc
                 port: -1,
                 error_code: code,
                 error_message: Some(WHY.into()),
-                ..Default::default()
             })
             .collect(),
-        ..Default::default()
     })
 }

@@ -22,21 +22,38 @@ const LATEST: i64 = -1;
 /// (error, offset, timestamp, leader epoch) for one partition.
 type Answer = (ErrorCode, i64, i64, i32);
 
-async fn offset_on_owner(s: Rc<Shard>, topic: String, partition: i32, timestamp: i64, current_epoch: i32) -> Answer {
+async fn offset_on_owner(
+    s: Rc<Shard>,
+    topic: String,
+    partition: i32,
+    timestamp: i64,
+    current_epoch: i32,
+) -> Answer {
     let p = match s.serving(&topic, partition) {
         Ok(p) => p,
         Err(error) => return (error, -1, -1, -1),
     };
     if current_epoch >= 0 && current_epoch != p.leader_epoch {
-        let e = if current_epoch > p.leader_epoch { ErrorCode::UNKNOWN_LEADER_EPOCH } else { ErrorCode::FENCED_LEADER_EPOCH };
+        let e = if current_epoch > p.leader_epoch {
+            ErrorCode::UNKNOWN_LEADER_EPOCH
+        } else {
+            ErrorCode::FENCED_LEADER_EPOCH
+        };
         return (e, -1, -1, -1);
     }
     match timestamp {
-        EARLIEST => (ErrorCode::NONE, p.log.log_start_offset(), -1, p.leader_epoch),
+        EARLIEST => (
+            ErrorCode::NONE,
+            p.log.log_start_offset(),
+            -1,
+            p.leader_epoch,
+        ),
         LATEST => (ErrorCode::NONE, p.log.high_watermark(), -1, p.leader_epoch),
         ts if ts >= 0 => match p.log.offset_for_timestamp(ts).await {
             // Only offsets consumers may read (below the high watermark) are answered.
-            Ok(Some((offset, found_ts))) if offset < p.log.high_watermark() => (ErrorCode::NONE, offset, found_ts, p.leader_epoch),
+            Ok(Some((offset, found_ts))) if offset < p.log.high_watermark() => {
+                (ErrorCode::NONE, offset, found_ts, p.leader_epoch)
+            }
             Ok(_) => (ErrorCode::NONE, -1, -1, -1),
             Err(e) => {
                 log::error!("shard {}: time index lookup {topic}-{partition}: {e}", s.id);
@@ -60,12 +77,18 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
         for p in &t.partitions {
             let owner = image.shard_of(&t.name, p.partition_index);
             let (topic, partition, ts) = (t.name.clone(), p.partition_index, p.timestamp);
-            let epoch = if ctx.version >= 4 { p.current_leader_epoch } else { -1 };
+            let epoch = if ctx.version >= 4 {
+                p.current_leader_epoch
+            } else {
+                -1
+            };
             let rx = match owner {
                 Some(owner) => Some(
                     shard
                         .mailbox
-                        .send(shard, owner, move |s| offset_on_owner(s.clone(), topic, partition, ts, epoch))
+                        .send(shard, owner, move |s| {
+                            offset_on_owner(s.clone(), topic, partition, ts, epoch)
+                        })
                         .await,
                 ),
                 None => None,
@@ -80,7 +103,9 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
         for rx in asks {
             let a: Answer = match rx {
                 None => (ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, -1, -1, -1),
-                Some(Ok(rx)) => rx.await.unwrap_or((ErrorCode::NOT_LEADER_OR_FOLLOWER, -1, -1, -1)),
+                Some(Ok(rx)) => rx
+                    .await
+                    .unwrap_or((ErrorCode::NOT_LEADER_OR_FOLLOWER, -1, -1, -1)),
                 Some(Err(_)) => (ErrorCode::NOT_LEADER_OR_FOLLOWER, -1, -1, -1),
             };
             answers.push(a);
@@ -95,28 +120,36 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
                     .partitions
                     .iter()
                     .map(|p| {
-                        let (e, offset, ts, epoch) = answers.next().unwrap_or((ErrorCode::UNKNOWN_SERVER_ERROR, -1, -1, -1));
+                        let (e, offset, ts, epoch) =
+                            answers
+                                .next()
+                                .unwrap_or((ErrorCode::UNKNOWN_SERVER_ERROR, -1, -1, -1));
                         ListOffsetsPartitionResponse {
                             partition_index: p.partition_index,
                             error_code: e.0,
                             timestamp: ts,
                             offset,
                             leader_epoch: epoch,
-                            ..Default::default()
                         }
                     })
                     .collect(),
-                ..Default::default()
             })
             .collect();
-        Some(ctx.respond(&ListOffsetsResponse { throttle_time_ms: 0, topics, ..Default::default() }))
+        Some(ctx.respond(&ListOffsetsResponse {
+            throttle_time_ms: 0,
+            topics,
+        }))
     };
     Dispatch::Reply(Box::pin(completion))
 }
 
 /// Every partition has had one leader epoch so far (0, this broker), so any epoch up to the
 /// current one ends at the log end offset.
-pub async fn offset_for_leader_epoch(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatch {
+pub async fn offset_for_leader_epoch(
+    shard: &Rc<Shard>,
+    ctx: RequestContext,
+    mut r: Reader,
+) -> Dispatch {
     let req: OffsetForLeaderEpochRequest = match decode(&ctx, &mut r) {
         Ok(req) => req,
         Err(d) => return d,
@@ -126,7 +159,12 @@ pub async fn offset_for_leader_epoch(shard: &Rc<Shard>, ctx: RequestContext, mut
     for t in &req.topics {
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
-            let mut out = EpochEndOffset { error_code: 0, partition: p.partition, leader_epoch: -1, end_offset: -1, ..Default::default() };
+            let mut out = EpochEndOffset {
+                error_code: 0,
+                partition: p.partition,
+                leader_epoch: -1,
+                end_offset: -1,
+            };
             match image.shard_of(&t.topic, p.partition) {
                 None => out.error_code = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0,
                 Some(owner) => {
@@ -134,7 +172,9 @@ pub async fn offset_for_leader_epoch(shard: &Rc<Shard>, ctx: RequestContext, mut
                     let answer = shard
                         .mailbox
                         .call(shard, owner, move |s| {
-                            let hw = s.partition(&topic, partition).map(|p| (p.leader_epoch, p.log.high_watermark()));
+                            let hw = s
+                                .partition(&topic, partition)
+                                .map(|p| (p.leader_epoch, p.log.high_watermark()));
                             async move { hw }
                         })
                         .await;
@@ -157,7 +197,13 @@ pub async fn offset_for_leader_epoch(shard: &Rc<Shard>, ctx: RequestContext, mut
             }
             partitions.push(out);
         }
-        topics.push(OffsetForLeaderTopicResult { topic: t.topic.clone(), partitions, ..Default::default() });
+        topics.push(OffsetForLeaderTopicResult {
+            topic: t.topic.clone(),
+            partitions,
+        });
     }
-    ctx.reply(OffsetForLeaderEpochResponse { throttle_time_ms: 0, topics, ..Default::default() })
+    ctx.reply(OffsetForLeaderEpochResponse {
+        throttle_time_ms: 0,
+        topics,
+    })
 }

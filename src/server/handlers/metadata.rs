@@ -26,9 +26,14 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
     let requested: Option<Vec<String>> = match &req.topics {
         None => None,
         Some(list) if list.is_empty() && ctx.version == 0 => None,
-        Some(list) => Some(list.iter().map(|t| t.name.clone().unwrap_or_default()).collect()),
+        Some(list) => Some(
+            list.iter()
+                .map(|t| t.name.clone().unwrap_or_default())
+                .collect(),
+        ),
     };
-    let allow_create = shard.config.auto_create_topics_enable && (ctx.version < 4 || req.allow_auto_topic_creation);
+    let allow_create = shard.config.auto_create_topics_enable
+        && (ctx.version < 4 || req.allow_auto_topic_creation);
     if let (Some(names), true) = (&requested, allow_create) {
         let missing: Vec<String> = names
             .iter()
@@ -41,7 +46,11 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
         }
     }
     let topics = match requested {
-        None => image.topics.values().map(|t| topic_entry(shard, &image, t)).collect(),
+        None => image
+            .topics
+            .values()
+            .map(|t| topic_entry(shard, &image, t))
+            .collect(),
         Some(names) => names
             .into_iter()
             .map(|name| match image.topic(&name) {
@@ -67,13 +76,11 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
             host: cfg.advertised_host.clone(),
             port: cfg.advertised_port as i32,
             rack: None,
-            ..Default::default()
         }],
         cluster_id: Some(image.cluster_id.clone()),
         controller_id: cfg.node_id,
         topics,
         cluster_authorized_operations: i32::MIN,
-        ..Default::default()
     })
 }
 
@@ -96,10 +103,8 @@ fn topic_entry(shard: &Shard, _image: &MetadataImage, t: &TopicMeta) -> Metadata
                 replica_nodes: vec![node],
                 isr_nodes: vec![node],
                 offline_replicas: vec![],
-                ..Default::default()
             })
             .collect(),
         topic_authorized_operations: i32::MIN,
-        ..Default::default()
     }
 }

@@ -46,7 +46,10 @@ pub const API_TABLE: &[(ApiKey, i16, i16)] = &[
 ];
 
 pub fn served_versions(key: ApiKey) -> Option<(i16, i16)> {
-    API_TABLE.iter().find(|(k, _, _)| *k == key).map(|(_, lo, hi)| (*lo, *hi))
+    API_TABLE
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, lo, hi)| (*lo, *hi))
 }
 
 pub enum Dispatch {
@@ -110,7 +113,12 @@ pub async fn dispatch(shard: &Rc<Shard>, mut r: Reader) -> Dispatch {
     } else {
         None
     };
-    let ctx = RequestContext { api_key, version, correlation_id, client_id };
+    let ctx = RequestContext {
+        api_key,
+        version,
+        correlation_id,
+        client_id,
+    };
     if !in_range {
         return match api_key {
             ApiKey::ApiVersions => api_versions::unsupported(&ctx),
@@ -127,7 +135,9 @@ pub async fn dispatch(shard: &Rc<Shard>, mut r: Reader) -> Dispatch {
     match api_key {
         ApiKey::ApiVersions => api_versions::handle(shard, ctx, r),
         ApiKey::Metadata => metadata::handle(shard, ctx, r).await,
-        ApiKey::Produce if version < produce::FIRST_ACCEPTED_VERSION => produce::unsupported_old(&ctx, r),
+        ApiKey::Produce if version < produce::FIRST_ACCEPTED_VERSION => {
+            produce::unsupported_old(&ctx, r)
+        }
         ApiKey::Produce => produce::handle(shard, ctx, r).await,
         ApiKey::FindCoordinator => find_coordinator::handle(shard, ctx, r),
         ApiKey::Fetch => fetch::handle(shard, ctx, r),

@@ -70,14 +70,17 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
         let mut parts = Vec::with_capacity(topic.partition_data.len());
         for (pi, part) in topic.partition_data.into_iter().enumerate() {
             let mut error = ErrorCode::NONE;
-            if !matches!(acks, 0 | 1 | -1) {
+            if !(-1..=1).contains(&acks) {
                 error = ErrorCode::INVALID_REQUIRED_ACKS;
             } else if validate_topic_name(&topic.name).is_err() {
                 error = ErrorCode::INVALID_TOPIC_EXCEPTION;
             } else {
                 match image.shard_of(&topic.name, part.index) {
                     None => error = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                    Some(owner) => match validate_records(part.records.as_ref(), shard.config.message_max_bytes) {
+                    Some(owner) => match validate_records(
+                        part.records.as_ref(),
+                        shard.config.message_max_bytes,
+                    ) {
                         Ok(batches) => per_shard[owner].push(PartWork {
                             slot: (ti, pi),
                             topic: topic.name.clone(),
@@ -85,7 +88,11 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
                             batches,
                         }),
                         Err(code) => {
-                            log::debug!("produce to {}-{} refused: {code:?}", topic.name, part.index);
+                            log::debug!(
+                                "produce to {}-{} refused: {code:?}",
+                                topic.name,
+                                part.index
+                            );
                             error = code;
                         }
                     },
@@ -100,7 +107,10 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
                 ..Default::default()
             });
         }
-        responses.push(TopicProduceResponse { name: topic.name, partition_responses: parts, ..Default::default() });
+        responses.push(TopicProduceResponse {
+            name: topic.name,
+            partition_responses: parts,
+        });
     }
 
     // Appends, in order: local ones now, remote ones queued on their shard's mailbox now.
@@ -115,11 +125,16 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
             local = Some(append_on_owner(shard, work, wait));
         } else {
             let slots: Vec<(usize, usize)> = work.iter().map(|w| w.slot).collect();
-            match shard.mailbox.send(shard, target, move |s| append_on_owner(s, work, wait)).await {
+            match shard
+                .mailbox
+                .send(shard, target, move |s| append_on_owner(s, work, wait))
+                .await
+            {
                 Ok(rx) => remote.push((rx, slots)),
                 Err(_) => {
                     for (ti, pi) in slots {
-                        responses[ti].partition_responses[pi].error_code = ErrorCode::NOT_LEADER_OR_FOLLOWER.0;
+                        responses[ti].partition_responses[pi].error_code =
+                            ErrorCode::NOT_LEADER_OR_FOLLOWER.0;
                     }
                 }
             }
@@ -153,7 +168,11 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
             p.log_append_time_ms = r.log_append_time;
             p.log_start_offset = r.log_start_offset;
         }
-        Some(ctx.respond(&ProduceResponse { responses, throttle_time_ms: 0, ..Default::default() }))
+        Some(ctx.respond(&ProduceResponse {
+            responses,
+            throttle_time_ms: 0,
+            ..Default::default()
+        }))
     };
     Dispatch::Reply(Box::pin(completion))
 }
@@ -161,7 +180,10 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
 /// Checks a partition's record set: exactly one whole v2 batch (Kafka's rule for Produce v3+),
 /// within `message.max.bytes` (the batch with its 12-byte log overhead, as Kafka counts it),
 /// CRC intact.
-fn validate_records(records: Option<&Bytes>, max_batch_bytes: usize) -> Result<Vec<(Bytes, BatchHeader)>, ErrorCode> {
+fn validate_records(
+    records: Option<&Bytes>,
+    max_batch_bytes: usize,
+) -> Result<Vec<(Bytes, BatchHeader)>, ErrorCode> {
     let records = match records {
         Some(r) if !r.is_empty() => r,
         _ => return Err(ErrorCode::INVALID_RECORD),
@@ -222,7 +244,13 @@ fn append_on_owner(
         let p = match s.serving(&w.topic, w.partition) {
             Ok(p) => p,
             Err(error) => {
-                results.push(PartResult { slot: w.slot, error, base_offset: -1, log_append_time: -1, log_start_offset: -1 });
+                results.push(PartResult {
+                    slot: w.slot,
+                    error,
+                    base_offset: -1,
+                    log_append_time: -1,
+                    log_start_offset: -1,
+                });
                 continue;
             }
         };
@@ -243,7 +271,13 @@ fn append_on_owner(
                 if code == ErrorCode::KAFKA_STORAGE_ERROR {
                     p.log_error("append", &e);
                 }
-                results.push(PartResult { slot: w.slot, error: code, base_offset: -1, log_append_time: -1, log_start_offset: -1 });
+                results.push(PartResult {
+                    slot: w.slot,
+                    error: code,
+                    base_offset: -1,
+                    log_append_time: -1,
+                    log_start_offset: -1,
+                });
             }
         }
     }
@@ -269,7 +303,11 @@ pub fn unsupported_old(ctx: &RequestContext, mut r: Reader) -> Dispatch {
     // v0–2 bodies have no transactional id; read them with the v3 layout minus that field.
     let acks = r.read_i16();
     let timeout = r.read_i32();
-    let topics = <Vec<crate::protocol::messages::TopicProduceData> as Field>::read(&mut r, ctx.version, false);
+    let topics = <Vec<crate::protocol::messages::TopicProduceData> as Field>::read(
+        &mut r,
+        ctx.version,
+        false,
+    );
     let (Ok(_), Ok(_), Ok(topics)) = (acks, timeout, topics) else {
         return Dispatch::Close(format!("malformed Produce v{} request", ctx.version));
     };
@@ -289,8 +327,11 @@ pub fn unsupported_old(ctx: &RequestContext, mut r: Reader) -> Dispatch {
                     ..Default::default()
                 })
                 .collect(),
-            ..Default::default()
         })
         .collect();
-    ctx.reply(ProduceResponse { responses, throttle_time_ms: 0, ..Default::default() })
+    ctx.reply(ProduceResponse {
+        responses,
+        throttle_time_ms: 0,
+        ..Default::default()
+    })
 }

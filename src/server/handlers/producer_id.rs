@@ -17,7 +17,12 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
         Ok(req) => req,
         Err(d) => return d,
     };
-    let mut resp = InitProducerIdResponse { throttle_time_ms: 0, producer_id: -1, producer_epoch: -1, ..Default::default() };
+    let mut resp = InitProducerIdResponse {
+        throttle_time_ms: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        ..Default::default()
+    };
     if req.transactional_id.is_some() {
         resp.error_code = ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED.0;
         return ctx.reply(resp);
