@@ -976,3 +976,45 @@ fn full_disk_fails_only_that_partition() {
     broker.stop();
     drop(disk);
 }
+
+/// Directories the metadata does not explain are never served and never deleted: a stray
+/// `<topic>-<p>` (e.g. left by a crash between persisting a topic deletion and removing it) is
+/// moved aside, so a topic created later under that name starts empty; a leftover
+/// `-delete` directory is removed.
+#[test]
+fn stray_and_deleted_partition_directories_are_handled_at_start() {
+    let mut broker = broker_with(BrokerOptions::new());
+    create_topic(broker.addr(), "kept", 1);
+    assert_eq!(produce_until_ok(&broker, "kept", 0, b"stays"), 0);
+    broker.stop();
+
+    let data = broker.data_dir();
+    // A stray partition directory holding a plausible segment of 3 old records.
+    let stray = data.join("ghost-0");
+    std::fs::create_dir(&stray).unwrap();
+    let old = record_batch(&[(None, Some(b"old-1")), (None, Some(b"old-2")), (None, Some(b"old-3"))], 1_600_000_000_000);
+    std::fs::write(stray.join("00000000000000000000.log"), &old).unwrap();
+    // A leftover of an interrupted deletion.
+    let doomed = data.join("gone-0.0123456789abcdef0123456789abcdef-delete");
+    std::fs::create_dir(&doomed).unwrap();
+    std::fs::write(doomed.join("00000000000000000000.log"), &old).unwrap();
+
+    broker.start_again();
+    assert!(!stray.exists(), "stray directory still in place");
+    let aside: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("ghost-0.") && n.ends_with("-stray"))
+        .collect();
+    assert_eq!(aside.len(), 1, "stray directory moved aside: {aside:?}");
+    assert!(data.join(&aside[0]).join("00000000000000000000.log").exists(), "stray data kept");
+    assert!(!doomed.exists(), "-delete directory not removed");
+
+    // The kept topic is intact; a new topic named like the stray one starts empty.
+    let got = consume_exact(&broker.bootstrap(), "kept", &[0], Offset::Beginning, 1, Duration::from_secs(30));
+    assert_eq!(got[0].value.as_deref(), Some(&b"stays"[..]));
+    create_topic(broker.addr(), "ghost", 1);
+    assert_eq!(produce_until_ok(&broker, "ghost", 0, b"new"), 0, "re-created topic must start empty");
+    assert_serving(&mut broker);
+    broker.stop();
+}

@@ -57,6 +57,7 @@ impl Controller {
                 topics: Default::default(),
             },
         };
+        sweep_data_dir(&config.data_dir, &image);
         let nr_shards = config.cores.cpus.len();
         let changed = image.fit_to_shards(nr_shards);
         if changed || !path.exists() {
@@ -253,5 +254,39 @@ impl Controller {
         next.next_producer_id += 1;
         self.commit(shard, next, false).await?;
         Ok(id)
+    }
+}
+
+/// At start, before any partition is opened: removes leftover `-delete` directories and renames
+/// partition directories the image does not know to `<name>.<unix ms>-stray` (see
+/// [`DataDirEntry`](super::DataDirEntry)). Problems are logged; none stops the broker.
+fn sweep_data_dir(data_dir: &std::path::Path, image: &MetadataImage) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else { return };
+    let now = crate::shard::now_ms();
+    for entry in entries.flatten() {
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+        match super::classify_data_dir_entry(image, &name) {
+            super::DataDirEntry::Keep => {}
+            super::DataDirEntry::RemoveDeleted => match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => log::info!("removed deleted partition directory {name}"),
+                Err(e) => log::warn!("cannot remove deleted partition directory {name}: {e}"),
+            },
+            super::DataDirEntry::Stray => {
+                let aside = data_dir.join(format!("{name}.{now}-stray"));
+                match std::fs::rename(entry.path(), &aside) {
+                    Ok(()) => log::warn!(
+                        "partition directory {name} belongs to no known topic; moved aside to {}",
+                        aside.display()
+                    ),
+                    Err(e) => log::warn!("cannot move stray partition directory {name} aside: {e}"),
+                }
+            }
+        }
+    }
+    if let Err(e) = crate::io::sync_dir(data_dir) {
+        log::warn!("{e}");
     }
 }

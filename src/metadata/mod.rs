@@ -124,6 +124,47 @@ pub enum MetadataError {
     Io(String),
 }
 
+/// The name a deleted partition's directory is renamed to before it is removed.
+pub fn deleted_dir_name(topic: &str, partition: i32, id: &TopicId) -> String {
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{topic}-{partition}.{hex}-delete")
+}
+
+/// What to do with an entry of the data directory at start, given the metadata image.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DataDirEntry {
+    /// A partition directory of a topic in the image, or not ours at all: leave it.
+    Keep,
+    /// A deleted partition's directory (see [`deleted_dir_name`]): remove it.
+    RemoveDeleted,
+    /// Looks like a partition directory but the image knows no such partition (e.g. the broker
+    /// stopped between persisting a deletion and renaming the directory): rename it aside,
+    /// never delete data the metadata does not explain (Kafka calls these "stray").
+    Stray,
+}
+
+pub fn classify_data_dir_entry(image: &MetadataImage, name: &str) -> DataDirEntry {
+    if let Some(rest) = name.strip_suffix("-delete") {
+        let is_ours = rest
+            .rsplit_once('.')
+            .is_some_and(|(part, hex)| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()) && parse_partition_dir(part).is_some());
+        return if is_ours { DataDirEntry::RemoveDeleted } else { DataDirEntry::Keep };
+    }
+    match parse_partition_dir(name) {
+        Some((topic, p)) if image.topic(topic).is_some_and(|t| (p as usize) < t.partitions.len()) => DataDirEntry::Keep,
+        Some(_) => DataDirEntry::Stray,
+        None => DataDirEntry::Keep,
+    }
+}
+
+/// `<topic>-<partition>` with a valid topic name and a partition number.
+fn parse_partition_dir(name: &str) -> Option<(&str, u32)> {
+    let (topic, p) = name.rsplit_once('-')?;
+    let p: u32 = p.parse().ok()?;
+    validate_topic_name(topic).ok()?;
+    Some((topic, p))
+}
+
 /// Kafka's topic name rules: 1..=249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
@@ -193,6 +234,23 @@ pub fn cluster_id_from(bytes: [u8; 16]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_dir_entries_are_classified_safely() {
+        let mut img = MetadataImage::default();
+        let id = random_id();
+        img.topics.insert("a-b".into(), TopicMeta { name: "a-b".into(), id, partitions: vec![PartitionMeta { shard: 0, leader_epoch: 0 }; 2] });
+        use DataDirEntry::*;
+        assert_eq!(classify_data_dir_entry(&img, "a-b-0"), Keep);
+        assert_eq!(classify_data_dir_entry(&img, "a-b-1"), Keep);
+        assert_eq!(classify_data_dir_entry(&img, "a-b-2"), Stray);
+        assert_eq!(classify_data_dir_entry(&img, "gone-0"), Stray);
+        assert_eq!(classify_data_dir_entry(&img, &deleted_dir_name("a-b", 0, &id)), RemoveDeleted);
+        assert_eq!(classify_data_dir_entry(&img, &deleted_dir_name("gone", 3, &random_id())), RemoveDeleted);
+        for other in ["metadata.state", "lost+found", "notes-delete", "x.zz-delete", "a-b-0.1700000000000-stray", "a-b", "-1"] {
+            assert_eq!(classify_data_dir_entry(&img, other), Keep, "{other}");
+        }
+    }
 
     #[test]
     fn topic_names() {

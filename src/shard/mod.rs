@@ -140,30 +140,20 @@ impl Shard {
             }
         }
         for (p, deleted) in removed {
-            // Let in-flight appends settle before the files go away.
+            if deleted {
+                self.remove_deleted(p).await;
+                continue;
+            }
+            // Moved to another shard: let in-flight appends settle, then close it here.
             self.commit.wait_round(self.commit_covering(&p)).await;
+            let name = format!("{}-{}", p.topic, p.index);
             match Rc::try_unwrap(p) {
                 Ok(p) => {
-                    let name = format!("{}-{}", p.topic, p.index);
-                    let result = if deleted {
-                        p.log.delete().await
-                    } else {
-                        p.log.close().await
-                    };
-                    if let Err(e) = result {
+                    if let Err(e) = p.log.close().await {
                         log::error!("shard {}: closing partition {name}: {e}", self.id);
                     }
                 }
-                Err(p) => {
-                    // Still referenced by an in-flight request; its directory is removed when a
-                    // later image or restart finds it orphaned.
-                    log::warn!(
-                        "shard {}: partition {}-{} still busy, not removed now",
-                        self.id,
-                        p.topic,
-                        p.index
-                    );
-                }
+                Err(_) => log::warn!("shard {}: partition {name} still busy while moving", self.id),
             }
         }
         *self.image.borrow_mut() = image.clone();
@@ -215,6 +205,39 @@ impl Shard {
                     }
                 }
             }
+        }
+    }
+
+    /// Removes a deleted topic's partition. Its directory is first renamed to
+    /// `<topic>-<p>.<topic id>-delete` (synchronously, before anything can reopen the name), so a
+    /// topic re-created with the same name starts empty even if the removal below is interrupted
+    /// or the partition is still busy; leftover `-delete` directories are removed at the next start.
+    async fn remove_deleted(&self, p: Rc<Partition>) {
+        let dir = self.partition_dir(&p.topic, p.index);
+        let doomed = self.config.data_dir.join(crate::metadata::deleted_dir_name(&p.topic, p.index, &p.topic_id));
+        match std::fs::rename(&dir, &doomed) {
+            Ok(()) => {
+                if let Err(e) = crate::io::sync_dir(&self.config.data_dir) {
+                    log::warn!("shard {}: {e}", self.id);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                log::error!("shard {}: cannot rename {} for deletion: {e}", self.id, dir.display());
+                return;
+            }
+        }
+        // Let in-flight appends settle (they write to the renamed files) before removing them.
+        self.commit.wait_round(self.commit_covering(&p)).await;
+        let name = format!("{}-{}", p.topic, p.index);
+        if Rc::try_unwrap(p).is_err() {
+            log::warn!("shard {}: deleted partition {name} still busy; {} is removed at the next start", self.id, doomed.display());
+            return;
+        }
+        let removed = glommio::executor().spawn_blocking(move || std::fs::remove_dir_all(&doomed).map(|_| doomed)).await;
+        match removed {
+            Ok(doomed) => log::info!("shard {}: deleted partition {name} ({})", self.id, doomed.display()),
+            Err(e) => log::warn!("shard {}: removing deleted partition {name}: {e}; retried at the next start", self.id),
         }
     }
 
