@@ -261,13 +261,17 @@ impl Controller {
 /// partition directories the image does not know to `<name>.<unix ms>-stray` (see
 /// [`DataDirEntry`](super::DataDirEntry)). Problems are logged; none stops the broker.
 fn sweep_data_dir(data_dir: &std::path::Path, image: &MetadataImage) {
-    let Ok(entries) = std::fs::read_dir(data_dir) else { return };
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
     let now = crate::shard::now_ms();
     for entry in entries.flatten() {
         if !entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
-        let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
         match super::classify_data_dir_entry(image, &name) {
             super::DataDirEntry::Keep => {}
             super::DataDirEntry::RemoveDeleted => match std::fs::remove_dir_all(entry.path()) {

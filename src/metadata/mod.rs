@@ -145,13 +145,25 @@ pub enum DataDirEntry {
 
 pub fn classify_data_dir_entry(image: &MetadataImage, name: &str) -> DataDirEntry {
     if let Some(rest) = name.strip_suffix("-delete") {
-        let is_ours = rest
-            .rsplit_once('.')
-            .is_some_and(|(part, hex)| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()) && parse_partition_dir(part).is_some());
-        return if is_ours { DataDirEntry::RemoveDeleted } else { DataDirEntry::Keep };
+        let is_ours = rest.rsplit_once('.').is_some_and(|(part, hex)| {
+            hex.len() == 32
+                && hex.bytes().all(|b| b.is_ascii_hexdigit())
+                && parse_partition_dir(part).is_some()
+        });
+        return if is_ours {
+            DataDirEntry::RemoveDeleted
+        } else {
+            DataDirEntry::Keep
+        };
     }
     match parse_partition_dir(name) {
-        Some((topic, p)) if image.topic(topic).is_some_and(|t| (p as usize) < t.partitions.len()) => DataDirEntry::Keep,
+        Some((topic, p))
+            if image
+                .topic(topic)
+                .is_some_and(|t| (p as usize) < t.partitions.len()) =>
+        {
+            DataDirEntry::Keep
+        }
         Some(_) => DataDirEntry::Stray,
         None => DataDirEntry::Keep,
     }
@@ -239,15 +251,42 @@ mod tests {
     fn data_dir_entries_are_classified_safely() {
         let mut img = MetadataImage::default();
         let id = random_id();
-        img.topics.insert("a-b".into(), TopicMeta { name: "a-b".into(), id, partitions: vec![PartitionMeta { shard: 0, leader_epoch: 0 }; 2] });
+        img.topics.insert(
+            "a-b".into(),
+            TopicMeta {
+                name: "a-b".into(),
+                id,
+                partitions: vec![
+                    PartitionMeta {
+                        shard: 0,
+                        leader_epoch: 0
+                    };
+                    2
+                ],
+            },
+        );
         use DataDirEntry::*;
         assert_eq!(classify_data_dir_entry(&img, "a-b-0"), Keep);
         assert_eq!(classify_data_dir_entry(&img, "a-b-1"), Keep);
         assert_eq!(classify_data_dir_entry(&img, "a-b-2"), Stray);
         assert_eq!(classify_data_dir_entry(&img, "gone-0"), Stray);
-        assert_eq!(classify_data_dir_entry(&img, &deleted_dir_name("a-b", 0, &id)), RemoveDeleted);
-        assert_eq!(classify_data_dir_entry(&img, &deleted_dir_name("gone", 3, &random_id())), RemoveDeleted);
-        for other in ["metadata.state", "lost+found", "notes-delete", "x.zz-delete", "a-b-0.1700000000000-stray", "a-b", "-1"] {
+        assert_eq!(
+            classify_data_dir_entry(&img, &deleted_dir_name("a-b", 0, &id)),
+            RemoveDeleted
+        );
+        assert_eq!(
+            classify_data_dir_entry(&img, &deleted_dir_name("gone", 3, &random_id())),
+            RemoveDeleted
+        );
+        for other in [
+            "metadata.state",
+            "lost+found",
+            "notes-delete",
+            "x.zz-delete",
+            "a-b-0.1700000000000-stray",
+            "a-b",
+            "-1",
+        ] {
             assert_eq!(classify_data_dir_entry(&img, other), Keep, "{other}");
         }
     }

@@ -10,12 +10,15 @@
 //! completions in that same order. The queue is bounded by `connection.inflight.max`: a client
 //! that keeps sending without reading its answers stops being read.
 
+use std::cell::RefCell;
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 
@@ -44,7 +47,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
     let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = futures_lite::io::split(stream);
+    let stream = Rc::new(RefCell::new(stream));
+    let (mut reader, mut writer) = (Half(stream.clone()), Half(stream));
     let (tx, rx) = local_channel::new_bounded::<Pending>(shard.config.connection_inflight_max);
 
     let writer_task = glommio::spawn_local(async move {
@@ -154,5 +158,39 @@ pub fn encode_response<M: crate::protocol::codec::Message>(
     ResponseFrame {
         chunks: w.finish(),
         len,
+    }
+}
+
+/// One direction of a connection, for the reader and the writer task of the same shard. glommio
+/// keeps separate readiness sources for reads and writes, so both may be pending at once; the
+/// `RefCell` is borrowed only inside a poll, never across an await, so it cannot conflict (and,
+/// unlike a generic split, no lock is taken on the data path).
+struct Half(Rc<RefCell<TcpStream>>);
+
+impl AsyncRead for Half {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Half {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
     }
 }

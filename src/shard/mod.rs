@@ -153,7 +153,10 @@ impl Shard {
                         log::error!("shard {}: closing partition {name}: {e}", self.id);
                     }
                 }
-                Err(_) => log::warn!("shard {}: partition {name} still busy while moving", self.id),
+                Err(_) => log::warn!(
+                    "shard {}: partition {name} still busy while moving",
+                    self.id
+                ),
             }
         }
         *self.image.borrow_mut() = image.clone();
@@ -214,7 +217,11 @@ impl Shard {
     /// or the partition is still busy; leftover `-delete` directories are removed at the next start.
     async fn remove_deleted(&self, p: Rc<Partition>) {
         let dir = self.partition_dir(&p.topic, p.index);
-        let doomed = self.config.data_dir.join(crate::metadata::deleted_dir_name(&p.topic, p.index, &p.topic_id));
+        let doomed = self.config.data_dir.join(crate::metadata::deleted_dir_name(
+            &p.topic,
+            p.index,
+            &p.topic_id,
+        ));
         match std::fs::rename(&dir, &doomed) {
             Ok(()) => {
                 if let Err(e) = crate::io::sync_dir(&self.config.data_dir) {
@@ -223,7 +230,11 @@ impl Shard {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                log::error!("shard {}: cannot rename {} for deletion: {e}", self.id, dir.display());
+                log::error!(
+                    "shard {}: cannot rename {} for deletion: {e}",
+                    self.id,
+                    dir.display()
+                );
                 return;
             }
         }
@@ -231,13 +242,26 @@ impl Shard {
         self.commit.wait_round(self.commit_covering(&p)).await;
         let name = format!("{}-{}", p.topic, p.index);
         if Rc::try_unwrap(p).is_err() {
-            log::warn!("shard {}: deleted partition {name} still busy; {} is removed at the next start", self.id, doomed.display());
+            log::warn!(
+                "shard {}: deleted partition {name} still busy; {} is removed at the next start",
+                self.id,
+                doomed.display()
+            );
             return;
         }
-        let removed = glommio::executor().spawn_blocking(move || std::fs::remove_dir_all(&doomed).map(|_| doomed)).await;
+        let removed = glommio::executor()
+            .spawn_blocking(move || std::fs::remove_dir_all(&doomed).map(|_| doomed))
+            .await;
         match removed {
-            Ok(doomed) => log::info!("shard {}: deleted partition {name} ({})", self.id, doomed.display()),
-            Err(e) => log::warn!("shard {}: removing deleted partition {name}: {e}; retried at the next start", self.id),
+            Ok(doomed) => log::info!(
+                "shard {}: deleted partition {name} ({})",
+                self.id,
+                doomed.display()
+            ),
+            Err(e) => log::warn!(
+                "shard {}: removing deleted partition {name}: {e}; retried at the next start",
+                self.id
+            ),
         }
     }
 
