@@ -1027,6 +1027,12 @@ impl PartitionLog {
             sync_dir(&self.dir)?;
             write_state(&self.dir.join(CLEAN_MARKER), &marker.encode())?;
         }
+        self.close_files().await
+    }
+
+    /// Closes every segment file this log still holds (the first error is returned, the rest
+    /// are still closed).
+    async fn close_files(&self) -> Result<(), StorageError> {
         let files: Vec<Rc<DirectFile>> = self
             .state
             .borrow_mut()
@@ -1034,30 +1040,24 @@ impl PartitionLog {
             .values_mut()
             .filter_map(|s| s.file.take())
             .collect();
+        let mut result = Ok(());
         for f in files {
             if let Ok(f) = Rc::try_unwrap(f) {
-                f.close().await?;
+                let closed = f.close().await;
+                if result.is_ok() {
+                    result = closed;
+                }
             }
         }
-        Ok(())
+        result.map_err(StorageError::from)
     }
 
     /// Removes the partition directory and everything in it.
     pub async fn delete(self) -> Result<(), StorageError> {
         self.cache.remove_partition(self.cache_id);
         let _permit = self.flush_lock.acquire_permit(1).await;
-        let files: Vec<Rc<DirectFile>> = self
-            .state
-            .borrow_mut()
-            .segments
-            .values_mut()
-            .filter_map(|s| s.file.take())
-            .collect();
-        for f in files {
-            if let Ok(f) = Rc::try_unwrap(f) {
-                let _ = f.close().await;
-            }
-        }
+        // The directory goes away next; a failed close changes nothing about that.
+        let _ = self.close_files().await;
         std::fs::remove_dir_all(&self.dir)
             .map_err(|e| IoFailure::new("remove dir", &self.dir, 0, e))?;
         if let Some(parent) = self.dir.parent() {

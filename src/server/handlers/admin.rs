@@ -58,24 +58,38 @@ async fn controller_create(
     validate_only: bool,
 ) -> Vec<Result<TopicMeta, TopicChangeError>> {
     let n = topics.len();
-    let result = shard
+    ask_controller(shard, n, move |s| async move {
+        match &s.controller {
+            Some(c) => c.create_topics(&s, topics, validate_only).await,
+            None => vec![],
+        }
+    })
+    .await
+}
+
+/// Runs `op` on the controller (shard 0) and returns its `n` per-item results; if the
+/// controller does not answer (shutting down), every item fails with a storage error.
+async fn ask_controller<T, F, Fut>(
+    shard: &Rc<Shard>,
+    n: usize,
+    op: F,
+) -> Vec<Result<T, TopicChangeError>>
+where
+    T: Send + 'static,
+    F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Vec<Result<T, TopicChangeError>>> + 'static,
+{
+    shard
         .mailbox
-        .call(shard, CONTROLLER_SHARD, move |s| {
-            let s = s.clone();
-            async move {
-                match &s.controller {
-                    Some(c) => c.create_topics(&s, topics, validate_only).await,
-                    None => vec![],
-                }
-            }
+        .call(shard, CONTROLLER_SHARD, move |s| op(s.clone()))
+        .await
+        .ok()
+        .filter(|v| v.len() == n)
+        .unwrap_or_else(|| {
+            (0..n)
+                .map(|_| Err(TopicChangeError::Storage("controller unavailable".into())))
+                .collect()
         })
-        .await;
-    match result {
-        Ok(v) if v.len() == n => v,
-        _ => (0..n)
-            .map(|_| Err(TopicChangeError::Storage("controller unavailable".into())))
-            .collect(),
-    }
 }
 
 pub async fn create_topics(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatch {
@@ -224,25 +238,13 @@ pub async fn delete_topics(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader
     }
     let names: Vec<String> = resolved.iter().flatten().cloned().collect();
     let n = names.len();
-    let outcome = shard
-        .mailbox
-        .call(shard, CONTROLLER_SHARD, move |s| {
-            let s = s.clone();
-            async move {
-                match &s.controller {
-                    Some(c) => c.delete_topics(&s, names).await,
-                    None => vec![],
-                }
-            }
-        })
-        .await
-        .ok()
-        .filter(|v| v.len() == n)
-        .unwrap_or_else(|| {
-            (0..n)
-                .map(|_| Err(TopicChangeError::Storage("controller unavailable".into())))
-                .collect()
-        });
+    let outcome = ask_controller(shard, n, move |s| async move {
+        match &s.controller {
+            Some(c) => c.delete_topics(&s, names).await,
+            None => vec![],
+        }
+    })
+    .await;
     let mut outcome = outcome.into_iter();
     let responses = wanted
         .iter()
@@ -306,25 +308,13 @@ pub async fn create_partitions(shard: &Rc<Shard>, ctx: RequestContext, mut r: Re
     }
     let n = asks.len();
     let validate_only = req.validate_only;
-    let outcome = shard
-        .mailbox
-        .call(shard, CONTROLLER_SHARD, move |s| {
-            let s = s.clone();
-            async move {
-                match &s.controller {
-                    Some(c) => c.create_partitions(&s, asks, validate_only).await,
-                    None => vec![],
-                }
-            }
-        })
-        .await
-        .ok()
-        .filter(|v| v.len() == n)
-        .unwrap_or_else(|| {
-            (0..n)
-                .map(|_| Err(TopicChangeError::Storage("controller unavailable".into())))
-                .collect()
-        });
+    let outcome = ask_controller(shard, n, move |s| async move {
+        match &s.controller {
+            Some(c) => c.create_partitions(&s, asks, validate_only).await,
+            None => vec![],
+        }
+    })
+    .await;
     let mut outcome = outcome.into_iter();
     let results = req
         .topics
