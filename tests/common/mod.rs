@@ -1132,11 +1132,11 @@ pub fn payload(tag: &str, i: usize, len: usize) -> Vec<u8> {
     v
 }
 
-/// The compression codec (attributes & 7: 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd) of every
-/// batch stored on disk for `topic`'s `partitions`, read straight from the segment files: the
-/// broker must store producer batches exactly as sent (passthrough), never recompressed or
-/// decompressed.
-pub fn stored_batch_codecs(data_dir: &Path, topic: &str, partitions: &[i32]) -> Vec<u8> {
+/// (compression codec, record count) of every batch stored on disk for `topic`'s `partitions`
+/// (codec = attributes & 7: 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd), read straight from the
+/// segment files: the broker must store producer batches exactly as sent (passthrough), never
+/// recompressed or decompressed.
+pub fn stored_batch_codecs(data_dir: &Path, topic: &str, partitions: &[i32]) -> Vec<(u8, i32)> {
     use odradek::protocol::record_batch::BatchHeader;
     let mut codecs = Vec::new();
     for p in partitions {
@@ -1155,7 +1155,7 @@ pub fn stored_batch_codecs(data_dir: &Path, topic: &str, partitions: &[i32]) -> 
                 if h.batch_length <= 0 {
                     break;
                 }
-                codecs.push(h.compression());
+                codecs.push((h.compression(), h.records_count));
                 pos += h.total_len();
             }
         }

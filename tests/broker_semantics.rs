@@ -1,0 +1,1178 @@
+//! Kafka semantics a client relies on, checked over raw TCP against a real `odradek serve`.
+//!
+//! Requests are built and responses decoded with the broker's own codec (`odradek::protocol`,
+//! verified byte for byte against the `kafka-protocol` crate by `tests/protocol_oracle.rs`);
+//! RecordBatch v2 bytes are built here (`batch`). Every broker runs with `--cores 2` and every
+//! multi-partition topic is created on a fresh broker, so its partitions are placed one per shard
+//! (least-loaded placement) and requests cross shards.
+//!
+//! What is covered: Fetch returns whole batches only (cache and disk), its limits and errors;
+//! long polling on both shards; ListOffsets earliest/latest/by timestamp; idempotent producer
+//! state across SIGTERM and kill -9; pipelined requests answered in order (acks=0 unanswered);
+//! topic delete/re-create and partition growth; OffsetForLeaderEpoch.
+//!
+//! The expected values are Apache Kafka's documented behaviour. A test that fails because the
+//! broker differs is marked `#[ignore = "broker bug: ..."]`, never weakened.
+
+mod common;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{raw_connect, read_frame, Broker, BrokerOptions};
+use odradek::protocol::record_batch::{validate, BatchHeader};
+use odradek::protocol::{
+    self, ApiKey, Message, Reader, RequestHeader, ResponseHeader, Writer,
+};
+use odradek::protocol::messages::*;
+
+// Kafka error codes asserted below.
+const NONE: i16 = 0;
+const OFFSET_OUT_OF_RANGE: i16 = 1;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const TOPIC_ALREADY_EXISTS: i16 = 36;
+const INVALID_PARTITIONS: i16 = 37;
+const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+const UNKNOWN_LEADER_EPOCH: i16 = 75;
+
+// ListOffsets special timestamps.
+const EARLIEST: i64 = -2;
+const LATEST: i64 = -1;
+
+/// A fixed CreateTime base (2023-11-14T22:13:20Z) so timestamp lookups are deterministic.
+const T0: i64 = 1_700_000_000_000;
+
+fn broker() -> Broker {
+    BrokerOptions::new().cores("2").start()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire: one connection, requests encoded and responses decoded with the broker's codec
+// ---------------------------------------------------------------------------------------------
+
+/// A request body and the response body it is answered with.
+trait Rpc: Message {
+    type Response: Message;
+}
+
+impl Rpc for ProduceRequest {
+    type Response = ProduceResponse;
+}
+impl Rpc for FetchRequest {
+    type Response = FetchResponse;
+}
+impl Rpc for ListOffsetsRequest {
+    type Response = ListOffsetsResponse;
+}
+impl Rpc for MetadataRequest {
+    type Response = MetadataResponse;
+}
+impl Rpc for ApiVersionsRequest {
+    type Response = ApiVersionsResponse;
+}
+impl Rpc for CreateTopicsRequest {
+    type Response = CreateTopicsResponse;
+}
+impl Rpc for DeleteTopicsRequest {
+    type Response = DeleteTopicsResponse;
+}
+impl Rpc for CreatePartitionsRequest {
+    type Response = CreatePartitionsResponse;
+}
+impl Rpc for InitProducerIdRequest {
+    type Response = InitProducerIdResponse;
+}
+impl Rpc for OffsetForLeaderEpochRequest {
+    type Response = OffsetForLeaderEpochResponse;
+}
+
+/// One client connection; correlation ids count up from 1.
+struct Conn {
+    stream: TcpStream,
+    next_correlation_id: i32,
+}
+
+impl Conn {
+    fn open(addr: SocketAddr) -> Conn {
+        Conn {
+            stream: raw_connect(addr),
+            next_correlation_id: 1,
+        }
+    }
+
+    /// The size-prefixed frame of `req` at `version`, and its correlation id.
+    fn frame<R: Message>(&mut self, req: &R, version: i16) -> (i32, Vec<u8>) {
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id += 1;
+        let mut w = Writer::new();
+        RequestHeader {
+            request_api_key: R::API_KEY as i16,
+            request_api_version: version,
+            correlation_id,
+            client_id: Some("broker-semantics".into()),
+        }
+        .encode(&mut w);
+        req.encode(&mut w, version);
+        let mut out = Vec::with_capacity(w.len() + 4);
+        out.extend_from_slice(&(w.len() as u32).to_be_bytes());
+        for chunk in w.finish() {
+            out.extend_from_slice(&chunk);
+        }
+        (correlation_id, out)
+    }
+
+    fn send<R: Message>(&mut self, req: &R, version: i16) -> i32 {
+        let (correlation_id, bytes) = self.frame(req, version);
+        self.stream
+            .write_all(&bytes)
+            .unwrap_or_else(|e| panic!("write {:?} v{version}: {e}", R::API_KEY));
+        correlation_id
+    }
+
+    /// Reads the next response frame; checks its correlation id; returns the body reader.
+    fn recv_body(&mut self, api_key: ApiKey, version: i16, correlation_id: i32) -> Reader {
+        let frame = read_frame(&mut self.stream).unwrap_or_else(|e| {
+            panic!("no response to {api_key:?} v{version} (correlation id {correlation_id}): {e}")
+        });
+        let mut r = Reader::new(Bytes::from(frame));
+        let header = ResponseHeader::decode(&mut r, protocol::response_header_version(api_key, version))
+            .unwrap_or_else(|e| panic!("{api_key:?} v{version} response header: {e}"));
+        assert_eq!(
+            header.correlation_id, correlation_id,
+            "correlation id of the next response (expected the {api_key:?} v{version} request's)"
+        );
+        r
+    }
+
+    fn recv<R: Message>(&mut self, version: i16, correlation_id: i32) -> R {
+        let mut r = self.recv_body(R::API_KEY, version, correlation_id);
+        decode_body(&mut r, version)
+    }
+
+    fn call<R: Rpc>(&mut self, req: &R, version: i16) -> R::Response {
+        let correlation_id = self.send(req, version);
+        self.recv(version, correlation_id)
+    }
+}
+
+fn decode_body<R: Message>(r: &mut Reader, version: i16) -> R {
+    let body = R::decode(r, version)
+        .unwrap_or_else(|e| panic!("decode {:?} v{version} response: {e}", R::API_KEY));
+    assert_eq!(
+        r.remaining(),
+        0,
+        "trailing bytes after {:?} v{version} response",
+        R::API_KEY
+    );
+    body
+}
+
+// ---------------------------------------------------------------------------------------------
+// RecordBatch v2
+// ---------------------------------------------------------------------------------------------
+
+/// Idempotence fields of a batch.
+#[derive(Clone, Copy, Debug)]
+struct Idempotence {
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+}
+
+/// An uncompressed RecordBatch v2 of `count` records (values `"{tag}-{i}"`, no key, no headers),
+/// record `i` at CreateTime `base_timestamp_ms + i`; base offset 0, leader epoch -1.
+///
+/// ```text
+/// baseOffset i64 | batchLength i32 | partitionLeaderEpoch i32 | magic i8 | crc u32
+/// | attributes i16 | lastOffsetDelta i32 | baseTimestamp i64 | maxTimestamp i64
+/// | producerId i64 | producerEpoch i16 | baseSequence i32 | recordsCount i32 | records
+/// record: length varint | attributes i8 | timestampDelta varlong | offsetDelta varint
+///         | keyLength varint, key | valueLength varint, value | headers count varint
+/// ```
+fn batch(count: usize, base_timestamp_ms: i64, tag: &str, idem: Option<Idempotence>) -> Bytes {
+    assert!(count >= 1);
+    let idem = idem.unwrap_or(Idempotence {
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+    });
+    let mut body = Writer::new(); // attributes .. end: what the CRC covers
+    body.put_i16(0);
+    body.put_i32(count as i32 - 1);
+    body.put_i64(base_timestamp_ms);
+    body.put_i64(base_timestamp_ms + count as i64 - 1);
+    body.put_i64(idem.producer_id);
+    body.put_i16(idem.producer_epoch);
+    body.put_i32(idem.base_sequence);
+    body.put_i32(count as i32);
+    for i in 0..count {
+        let value = format!("{tag}-{i}");
+        let mut rec = Writer::new();
+        rec.put_i8(0);
+        rec.put_varlong(i as i64);
+        rec.put_varint(i as i32);
+        rec.put_varint(-1); // null key
+        rec.put_varint(value.len() as i32);
+        rec.put_raw(value.as_bytes());
+        rec.put_varint(0); // no headers
+        let rec = rec.into_vec();
+        body.put_varint(rec.len() as i32);
+        body.put_raw(&rec);
+    }
+    let body = body.into_vec();
+    let mut out = Writer::new();
+    out.put_i64(0);
+    out.put_i32((4 + 1 + 4 + body.len()) as i32);
+    out.put_i32(-1);
+    out.put_i8(2);
+    out.put_u32(crc32c::crc32c(&body));
+    out.put_raw(&body);
+    let out = Bytes::from(out.into_vec());
+    validate(&out).expect("test batch must be valid");
+    out
+}
+
+/// Splits a fetched record set into batches, asserting each is whole and valid (framing, CRC,
+/// counts) and that nothing partial trails.
+fn whole_batches(records: &Option<Bytes>) -> Vec<BatchHeader> {
+    let Some(bytes) = records else { return vec![] };
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let rest = &bytes[pos..];
+        let header = BatchHeader::parse(rest)
+            .unwrap_or_else(|e| panic!("partial or bad batch header at byte {pos} of {}: {e:?}", bytes.len()));
+        let total = header.total_len();
+        assert!(
+            total <= rest.len(),
+            "partial batch at byte {pos}: batch of {total} bytes, {} returned",
+            rest.len()
+        );
+        validate(&rest[..total]).unwrap_or_else(|e| panic!("invalid batch at byte {pos}: {e:?}"));
+        out.push(header);
+        pos += total;
+    }
+    out
+}
+
+fn base_offsets(batches: &[BatchHeader]) -> Vec<i64> {
+    batches.iter().map(|b| b.base_offset).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request builders and single-partition calls
+// ---------------------------------------------------------------------------------------------
+
+fn create_topic(conn: &mut Conn, name: &str, partitions: i32) -> CreatableTopicResult {
+    let resp = conn.call(
+        &CreateTopicsRequest {
+            topics: vec![CreatableTopic {
+                name: name.into(),
+                num_partitions: partitions,
+                replication_factor: 1,
+                ..Default::default()
+            }],
+            timeout_ms: 10_000,
+            validate_only: false,
+        },
+        7,
+    );
+    assert_eq!(resp.topics.len(), 1, "CreateTopics {name}: {resp:?}");
+    resp.topics.into_iter().next().unwrap()
+}
+
+fn create_topic_ok(conn: &mut Conn, name: &str, partitions: i32) -> [u8; 16] {
+    let t = create_topic(conn, name, partitions);
+    assert_eq!((t.name.as_str(), t.error_code), (name, NONE), "CreateTopics {name}: {t:?}");
+    t.topic_id
+}
+
+fn produce_request(topic: &str, partition: i32, records: Bytes, acks: i16) -> ProduceRequest {
+    ProduceRequest {
+        transactional_id: None,
+        acks,
+        timeout_ms: 10_000,
+        topic_data: vec![TopicProduceData {
+            name: topic.into(),
+            partition_data: vec![PartitionProduceData {
+                index: partition,
+                records: Some(records),
+            }],
+        }],
+        ..Default::default()
+    }
+}
+
+const PRODUCE_V: i16 = 9;
+
+fn only_produce_result(resp: ProduceResponse, topic: &str, partition: i32) -> PartitionProduceResponse {
+    assert_eq!(resp.responses.len(), 1, "Produce response: {resp:?}");
+    let t = &resp.responses[0];
+    assert_eq!(t.name, topic);
+    assert_eq!(t.partition_responses.len(), 1, "Produce response: {resp:?}");
+    let p = t.partition_responses[0].clone();
+    assert_eq!(p.index, partition);
+    p
+}
+
+/// Produce v9, acks=-1; returns the partition's result.
+fn produce(conn: &mut Conn, topic: &str, partition: i32, records: Bytes) -> PartitionProduceResponse {
+    let resp = conn.call(&produce_request(topic, partition, records, -1), PRODUCE_V);
+    only_produce_result(resp, topic, partition)
+}
+
+/// Produce and assert success; returns the base offset.
+fn produce_ok(conn: &mut Conn, topic: &str, partition: i32, records: Bytes) -> i64 {
+    let p = produce(conn, topic, partition, records);
+    assert_eq!(p.error_code, NONE, "produce to {topic}-{partition}: {p:?}");
+    p.base_offset
+}
+
+#[derive(Clone, Copy, Debug)]
+struct FetchArgs {
+    offset: i64,
+    partition_max_bytes: i32,
+    max_bytes: i32,
+    max_wait_ms: i32,
+    min_bytes: i32,
+}
+
+impl FetchArgs {
+    /// A plain, non-waiting read at `offset` with generous limits.
+    fn at(offset: i64) -> FetchArgs {
+        FetchArgs {
+            offset,
+            partition_max_bytes: 1 << 20,
+            max_bytes: 50 << 20,
+            max_wait_ms: 0,
+            min_bytes: 0,
+        }
+    }
+}
+
+fn fetch_request(topic: &str, partition: i32, a: FetchArgs) -> FetchRequest {
+    FetchRequest {
+        replica_id: -1,
+        max_wait_ms: a.max_wait_ms,
+        min_bytes: a.min_bytes,
+        max_bytes: a.max_bytes,
+        isolation_level: 0,
+        session_id: 0,
+        session_epoch: -1,
+        topics: vec![FetchTopic {
+            topic: topic.into(),
+            partitions: vec![FetchPartition {
+                partition,
+                fetch_offset: a.offset,
+                partition_max_bytes: a.partition_max_bytes,
+                ..Default::default()
+            }],
+        }],
+        ..Default::default()
+    }
+}
+
+fn only_fetch_result(resp: FetchResponse, topic: &str, partition: i32) -> PartitionData {
+    assert_eq!(resp.error_code, NONE, "Fetch top-level error: {resp:?}");
+    assert_eq!(resp.responses.len(), 1, "Fetch response topics: {resp:?}");
+    assert_eq!(resp.responses[0].topic, topic);
+    assert_eq!(resp.responses[0].partitions.len(), 1);
+    let p = resp.responses[0].partitions[0].clone();
+    assert_eq!(p.partition_index, partition);
+    p
+}
+
+fn fetch(conn: &mut Conn, version: i16, topic: &str, partition: i32, a: FetchArgs) -> PartitionData {
+    let resp = conn.call(&fetch_request(topic, partition, a), version);
+    only_fetch_result(resp, topic, partition)
+}
+
+fn list_offset(
+    conn: &mut Conn,
+    version: i16,
+    topic: &str,
+    partition: i32,
+    timestamp: i64,
+) -> ListOffsetsPartitionResponse {
+    let resp = conn.call(
+        &ListOffsetsRequest {
+            replica_id: -1,
+            isolation_level: 0,
+            topics: vec![ListOffsetsTopic {
+                name: topic.into(),
+                partitions: vec![ListOffsetsPartition {
+                    partition_index: partition,
+                    timestamp,
+                    ..Default::default()
+                }],
+            }],
+        },
+        version,
+    );
+    assert_eq!(resp.topics.len(), 1, "ListOffsets: {resp:?}");
+    assert_eq!(resp.topics[0].name, topic);
+    assert_eq!(resp.topics[0].partitions.len(), 1, "ListOffsets: {resp:?}");
+    let p = resp.topics[0].partitions[0].clone();
+    assert_eq!(p.partition_index, partition);
+    p
+}
+
+/// The high watermark via ListOffsets v7 latest.
+fn high_watermark(conn: &mut Conn, topic: &str, partition: i32) -> i64 {
+    let p = list_offset(conn, 7, topic, partition, LATEST);
+    assert_eq!(p.error_code, NONE, "ListOffsets latest {topic}-{partition}: {p:?}");
+    p.offset
+}
+
+fn metadata_v12(conn: &mut Conn, topic: &str) -> MetadataResponseTopic {
+    let resp = conn.call(
+        &MetadataRequest {
+            topics: Some(vec![MetadataRequestTopic {
+                topic_id: [0; 16],
+                name: Some(topic.into()),
+            }]),
+            allow_auto_topic_creation: false,
+            include_cluster_authorized_operations: false,
+            include_topic_authorized_operations: false,
+        },
+        12,
+    );
+    assert_eq!(resp.topics.len(), 1, "Metadata {topic}: {resp:?}");
+    let t = resp.topics[0].clone();
+    assert_eq!(t.name.as_deref(), Some(topic));
+    t
+}
+
+fn init_producer_id(conn: &mut Conn) -> (i64, i16) {
+    let resp = conn.call(
+        &InitProducerIdRequest {
+            transactional_id: None,
+            transaction_timeout_ms: 60_000,
+            producer_id: -1,
+            producer_epoch: -1,
+        },
+        4,
+    );
+    assert_eq!(resp.error_code, NONE, "InitProducerId: {resp:?}");
+    assert!(resp.producer_id >= 0 && resp.producer_epoch >= 0, "InitProducerId: {resp:?}");
+    (resp.producer_id, resp.producer_epoch)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Fetch returns whole batches
+// ---------------------------------------------------------------------------------------------
+
+/// Runs every whole-batch check against the broker as it is (tail in cache, or after a restart
+/// from disk).
+fn check_whole_batch_fetches(conn: &mut Conn, topic: &str, phase: &str) {
+    for version in [12, 4] {
+        let ctx = format!("{phase}, Fetch v{version}");
+        // Offset 7 is inside batch 2 (offsets 5..=9): the whole batch comes back, then batch 3.
+        let p = fetch(conn, version, topic, 0, FetchArgs::at(7));
+        assert_eq!(p.error_code, NONE, "{ctx}: {p:?}");
+        assert_eq!(p.high_watermark, 15, "{ctx}");
+        let batches = whole_batches(&p.records);
+        assert_eq!(base_offsets(&batches), vec![5, 10], "{ctx}: batches from offset 7");
+        assert!(
+            batches.iter().all(|b| b.records_count == 5 && b.last_offset_delta == 4),
+            "{ctx}: {batches:?}"
+        );
+
+        // Limits below one batch still return exactly one whole batch (KIP-74: progress).
+        let tiny = FetchArgs {
+            partition_max_bytes: 1,
+            max_bytes: 1,
+            ..FetchArgs::at(7)
+        };
+        let p = fetch(conn, version, topic, 0, tiny);
+        assert_eq!(p.error_code, NONE, "{ctx} tiny limits: {p:?}");
+        let batches = whole_batches(&p.records);
+        assert_eq!(base_offsets(&batches), vec![5], "{ctx}: tiny limits");
+        assert_eq!(batches[0].records_count, 5, "{ctx}: tiny limits");
+
+        // From offset 0 with the tiny limits: batch 1 alone.
+        let p = fetch(conn, version, topic, 0, FetchArgs { offset: 0, ..tiny });
+        assert_eq!(base_offsets(&whole_batches(&p.records)), vec![0], "{ctx}: tiny limits at 0");
+
+        // At the high watermark: no records, no error.
+        let p = fetch(conn, version, topic, 0, FetchArgs::at(15));
+        assert_eq!((p.error_code, p.high_watermark), (NONE, 15), "{ctx} at HW: {p:?}");
+        assert!(whole_batches(&p.records).is_empty(), "{ctx}: records at the high watermark: {p:?}");
+
+        // Before the log start.
+        let p = fetch(conn, version, topic, 0, FetchArgs::at(-1));
+        assert_eq!(p.error_code, OFFSET_OUT_OF_RANGE, "{ctx} negative offset: {p:?}");
+
+        // Beyond the log end.
+        let p = fetch(conn, version, topic, 0, FetchArgs::at(16));
+        assert_eq!(p.error_code, OFFSET_OUT_OF_RANGE, "{ctx} beyond the end: {p:?}");
+        assert!(whole_batches(&p.records).is_empty(), "{ctx}: {p:?}");
+
+        // A partition the topic does not have, and a topic that does not exist.
+        let p = fetch(conn, version, topic, 7, FetchArgs::at(0));
+        assert_eq!(p.error_code, UNKNOWN_TOPIC_OR_PARTITION, "{ctx} unknown partition: {p:?}");
+        let p = fetch(conn, version, "no-such-topic", 0, FetchArgs::at(0));
+        assert_eq!(p.error_code, UNKNOWN_TOPIC_OR_PARTITION, "{ctx} unknown topic: {p:?}");
+    }
+}
+
+#[test]
+fn fetch_returns_whole_batches() {
+    let mut broker = BrokerOptions::new()
+        .cores("2")
+        .set("auto.create.topics.enable", "false")
+        .start();
+    let topic = "whole";
+    let mut conn = Conn::open(broker.addr());
+    create_topic_ok(&mut conn, topic, 1);
+    for (i, expected_base) in [0, 5, 10].into_iter().enumerate() {
+        let base = produce_ok(&mut conn, topic, 0, batch(5, T0 + i as i64 * 1000, &format!("b{i}"), None));
+        assert_eq!(base, expected_base, "base offset of batch {i}");
+    }
+    check_whole_batch_fetches(&mut conn, topic, "tail in cache");
+
+    // After a restart the batches come from disk (aligned direct-I/O reads): still whole.
+    drop(conn);
+    broker.restart();
+    let mut conn = Conn::open(broker.addr());
+    check_whole_batch_fetches(&mut conn, topic, "after restart (disk)");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Long poll
+// ---------------------------------------------------------------------------------------------
+
+/// Connections per partition in the long-poll test. The kernel spreads connections over the
+/// shards' SO_REUSEPORT listeners by hash, so with 6 of them a partition is, with high
+/// probability, polled both from its own shard and from the other one.
+const POLLERS: usize = 6;
+
+/// Fetch v12 at `offset` with max_wait 3 s and min_bytes 1 on an open connection; returns the
+/// partition result and how long the broker held the request.
+fn long_poll(conn: &mut Conn, topic: &str, partition: i32, offset: i64) -> (PartitionData, Duration) {
+    let args = FetchArgs {
+        max_wait_ms: 3000,
+        min_bytes: 1,
+        ..FetchArgs::at(offset)
+    };
+    let started = Instant::now();
+    let p = fetch(conn, 12, topic, partition, args);
+    (p, started.elapsed())
+}
+
+#[test]
+fn fetch_long_poll_waits_and_wakes_on_both_shards() {
+    let broker = broker();
+    let topic = "poll";
+    let addr = broker.addr();
+    let mut conn = Conn::open(addr);
+    create_topic_ok(&mut conn, topic, 2); // fresh broker: partition 0 on shard 0, 1 on shard 1
+    for partition in 0..2 {
+        produce_ok(&mut conn, topic, partition, batch(3, T0, "seed", None));
+    }
+
+    // Nothing produced: every poll lasts max_wait and returns no data. All at once (12 polls).
+    let idle: Vec<_> = (0..2)
+        .flat_map(|partition| (0..POLLERS).map(move |c| (partition, c)))
+        .map(|(partition, c)| {
+            let mut conn = Conn::open(addr);
+            thread::spawn(move || (partition, c, long_poll(&mut conn, topic, partition, 3)))
+        })
+        .collect();
+    for w in idle {
+        let (partition, c, (p, elapsed)) = w.join().expect("long-poll thread");
+        let ctx = format!("idle long poll on partition {partition}, connection {c}");
+        assert_eq!((p.error_code, p.high_watermark), (NONE, 3), "{ctx}: {p:?}");
+        assert!(whole_batches(&p.records).is_empty(), "{ctx}: data: {p:?}");
+        assert!(elapsed >= Duration::from_millis(2500), "{ctx}: returned after {elapsed:?}");
+        assert!(elapsed < Duration::from_secs(8), "{ctx}: returned after {elapsed:?}");
+    }
+
+    // One produce ~300 ms after the polls were sent wakes every one of them, well before
+    // max_wait, with the new batch.
+    for partition in 0..2 {
+        let start = std::sync::Arc::new(std::sync::Barrier::new(POLLERS + 1));
+        let pollers: Vec<_> = (0..POLLERS)
+            .map(|c| {
+                let mut conn = Conn::open(addr);
+                let start = start.clone();
+                thread::spawn(move || {
+                    start.wait();
+                    (c, long_poll(&mut conn, topic, partition, 3))
+                })
+            })
+            .collect();
+        let mut producer_conn = Conn::open(addr);
+        start.wait();
+        thread::sleep(Duration::from_millis(300));
+        let base = produce_ok(&mut producer_conn, topic, partition, batch(2, T0, "wake", None));
+        assert_eq!(base, 3, "partition {partition}: produced base offset");
+        for poller in pollers {
+            let (c, (p, elapsed)) = poller.join().expect("long-poll thread");
+            let ctx = format!("woken long poll on partition {partition}, connection {c}");
+            assert_eq!((p.error_code, p.high_watermark), (NONE, 5), "{ctx}: {p:?}");
+            let batches = whole_batches(&p.records);
+            assert_eq!(base_offsets(&batches), vec![3], "{ctx}: {p:?}");
+            assert!(elapsed < Duration::from_secs(2), "{ctx}: returned after {elapsed:?}");
+            assert!(
+                elapsed >= Duration::from_millis(150),
+                "{ctx}: returned after {elapsed:?}, before the produce was sent"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. ListOffsets
+// ---------------------------------------------------------------------------------------------
+
+/// Three batches of `per_batch` records at base timestamps T0, T0+1000, T0+2000 (record i of a
+/// batch at its base + i).
+fn produce_timed_batches(conn: &mut Conn, topic: &str, per_batch: usize) {
+    for i in 0..3 {
+        let base = produce_ok(conn, topic, 0, batch(per_batch, T0 + 1000 * i, &format!("t{i}"), None));
+        assert_eq!(base, per_batch as i64 * i);
+    }
+}
+
+/// Earliest, latest, and timestamp lookups on one-record batches (each batch's base timestamp
+/// is also its max timestamp).
+#[test]
+fn list_offsets_earliest_latest_and_by_timestamp() {
+    let broker = broker();
+    let topic = "offsets";
+    let mut conn = Conn::open(broker.addr());
+    create_topic_ok(&mut conn, topic, 1);
+    for version in [7, 1] {
+        let p = list_offset(&mut conn, version, topic, 0, EARLIEST);
+        assert_eq!((p.error_code, p.offset), (NONE, 0), "v{version} earliest of an empty log: {p:?}");
+        let p = list_offset(&mut conn, version, topic, 0, LATEST);
+        assert_eq!((p.error_code, p.offset), (NONE, 0), "v{version} latest of an empty log: {p:?}");
+        let p = list_offset(&mut conn, version, topic, 0, T0);
+        assert_eq!((p.error_code, p.offset), (NONE, -1), "v{version} timestamp in an empty log: {p:?}");
+    }
+    produce_timed_batches(&mut conn, topic, 1);
+    for version in [7, 1] {
+        let ctx = format!("ListOffsets v{version}");
+        let p = list_offset(&mut conn, version, topic, 0, EARLIEST);
+        assert_eq!((p.error_code, p.offset), (NONE, 0), "{ctx} earliest: {p:?}");
+        let p = list_offset(&mut conn, version, topic, 0, LATEST);
+        assert_eq!((p.error_code, p.offset), (NONE, 3), "{ctx} latest: {p:?}");
+
+        // Between batch 1 and batch 2: batch 2.
+        let p = list_offset(&mut conn, version, topic, 0, T0 + 500);
+        assert_eq!((p.error_code, p.offset, p.timestamp), (NONE, 1, T0 + 1000), "{ctx} T0+500: {p:?}");
+        // Exactly a batch's timestamp, and before everything.
+        let p = list_offset(&mut conn, version, topic, 0, T0 + 2000);
+        assert_eq!((p.error_code, p.offset, p.timestamp), (NONE, 2, T0 + 2000), "{ctx} T0+2000: {p:?}");
+        let p = list_offset(&mut conn, version, topic, 0, 0);
+        assert_eq!((p.error_code, p.offset, p.timestamp), (NONE, 0, T0), "{ctx} 0: {p:?}");
+        // After the last timestamp: no offset.
+        let p = list_offset(&mut conn, version, topic, 0, T0 + 2001);
+        assert_eq!((p.error_code, p.offset, p.timestamp), (NONE, -1, -1), "{ctx} after the last: {p:?}");
+        if version >= 4 {
+            let p = list_offset(&mut conn, version, topic, 0, T0 + 500);
+            assert_eq!(p.leader_epoch, 0, "{ctx} leader epoch of a found offset: {p:?}");
+        }
+
+        let p = list_offset(&mut conn, version, topic, 3, LATEST);
+        assert_eq!(p.error_code, UNKNOWN_TOPIC_OR_PARTITION, "{ctx} unknown partition: {p:?}");
+    }
+}
+
+/// Kafka answers a timestamp lookup with the first *record* whose timestamp is at or after the
+/// target, and that record's timestamp (`FileRecords.searchForTimestamp` iterates the records
+/// of the first batch whose max timestamp qualifies), not the batch's base offset and max
+/// timestamp.
+#[test]
+#[ignore = "broker bug: ListOffsets by timestamp answers the batch's base offset and MAX timestamp, not the first matching record's offset and timestamp"]
+fn list_offsets_by_timestamp_in_multi_record_batches() {
+    let broker = broker();
+    let topic = "offsets-in-batch";
+    let mut conn = Conn::open(broker.addr());
+    create_topic_ok(&mut conn, topic, 1);
+    // Batch 2 holds offsets 5..=9 at T0+1000..=T0+1004.
+    produce_timed_batches(&mut conn, topic, 5);
+    for version in [7, 1] {
+        let ctx = format!("ListOffsets v{version}");
+        let p = list_offset(&mut conn, version, topic, 0, LATEST);
+        assert_eq!((p.error_code, p.offset), (NONE, 15), "{ctx} latest: {p:?}");
+        let p = list_offset(&mut conn, version, topic, 0, T0 + 500);
+        assert_eq!((p.error_code, p.offset, p.timestamp), (NONE, 5, T0 + 1000), "{ctx} T0+500: {p:?}");
+        let p = list_offset(&mut conn, version, topic, 0, T0 + 1002);
+        assert_eq!((p.error_code, p.offset, p.timestamp), (NONE, 7, T0 + 1002), "{ctx} T0+1002: {p:?}");
+        let p = list_offset(&mut conn, version, topic, 0, T0 + 2000);
+        assert_eq!((p.error_code, p.offset, p.timestamp), (NONE, 10, T0 + 2000), "{ctx} T0+2000: {p:?}");
+        let p = list_offset(&mut conn, version, topic, 0, T0 + 2005);
+        assert_eq!((p.error_code, p.offset, p.timestamp), (NONE, -1, -1), "{ctx} after the last: {p:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Idempotent producer state survives restarts
+// ---------------------------------------------------------------------------------------------
+
+fn idempotent_batch(pid: (i64, i16), base_sequence: i32, count: usize, tag: &str) -> Bytes {
+    batch(
+        count,
+        T0,
+        tag,
+        Some(Idempotence {
+            producer_id: pid.0,
+            producer_epoch: pid.1,
+            base_sequence,
+        }),
+    )
+}
+
+/// The log holds exactly one batch at 0 (`first`'s 5 records) and the high watermark is 5.
+fn assert_only_first_batch(conn: &mut Conn, topic: &str, ctx: &str) {
+    assert_eq!(high_watermark(conn, topic, 0), 5, "{ctx}: high watermark");
+    let p = fetch(conn, 12, topic, 0, FetchArgs::at(0));
+    let batches = whole_batches(&p.records);
+    assert_eq!(base_offsets(&batches), vec![0], "{ctx}: batches in the log");
+    assert_eq!(batches[0].records_count, 5, "{ctx}");
+    assert_eq!(batches[0].base_sequence, 0, "{ctx}");
+}
+
+/// After the (re)start: the duplicate is answered with offset 0 again and not appended, a gap is
+/// refused, the next sequence is accepted at 5.
+fn check_idempotence_after_restart(conn: &mut Conn, topic: &str, pid: (i64, i16), first: &Bytes, ctx: &str) {
+    let p = produce(conn, topic, 0, first.clone());
+    assert_eq!((p.error_code, p.base_offset), (NONE, 0), "{ctx}: duplicate of batch seq 0: {p:?}");
+    assert_only_first_batch(conn, topic, ctx);
+
+    let p = produce(conn, topic, 0, idempotent_batch(pid, 10, 5, "gap"));
+    assert_eq!(p.error_code, OUT_OF_ORDER_SEQUENCE_NUMBER, "{ctx}: seq 10 after 4: {p:?}");
+    assert_eq!(high_watermark(conn, topic, 0), 5, "{ctx}: after the refused gap");
+
+    let next = idempotent_batch(pid, 5, 5, "next");
+    let p = produce(conn, topic, 0, next.clone());
+    assert_eq!((p.error_code, p.base_offset), (NONE, 5), "{ctx}: seq 5: {p:?}");
+    assert_eq!(high_watermark(conn, topic, 0), 10, "{ctx}: after seq 5");
+
+    // Kafka remembers the last 5 batches of a producer: both are still duplicates.
+    for (batch, base) in [(first, 0), (&next, 5)] {
+        let p = produce(conn, topic, 0, batch.clone());
+        assert_eq!((p.error_code, p.base_offset), (NONE, base), "{ctx}: resend of the batch at {base}: {p:?}");
+    }
+    assert_eq!(high_watermark(conn, topic, 0), 10, "{ctx}: after the resends");
+}
+
+#[test]
+fn idempotent_producer_state_survives_sigterm_restart() {
+    let mut broker = broker();
+    let topic = "idem-term";
+    let mut conn = Conn::open(broker.addr());
+    create_topic_ok(&mut conn, topic, 1);
+    let pid = init_producer_id(&mut conn);
+    let first = idempotent_batch(pid, 0, 5, "first");
+    let p = produce(&mut conn, topic, 0, first.clone());
+    assert_eq!((p.error_code, p.base_offset), (NONE, 0), "first batch: {p:?}");
+    let p = produce(&mut conn, topic, 0, first.clone());
+    assert_eq!((p.error_code, p.base_offset), (NONE, 0), "duplicate before restart: {p:?}");
+    assert_only_first_batch(&mut conn, topic, "before restart");
+
+    drop(conn);
+    broker.restart();
+    let mut conn = Conn::open(broker.addr());
+    check_idempotence_after_restart(&mut conn, topic, pid, &first, "after SIGTERM restart");
+}
+
+#[test]
+fn idempotent_producer_state_survives_kill9() {
+    let mut broker = broker();
+    let topic = "idem-kill";
+    let mut conn = Conn::open(broker.addr());
+    create_topic_ok(&mut conn, topic, 1);
+    let pid = init_producer_id(&mut conn);
+    let first = idempotent_batch(pid, 0, 5, "first");
+    let p = produce(&mut conn, topic, 0, first.clone()); // acks=-1: durable when answered
+    assert_eq!((p.error_code, p.base_offset), (NONE, 0), "first batch: {p:?}");
+
+    drop(conn);
+    broker.kill9();
+    broker.start_again();
+    let mut conn = Conn::open(broker.addr());
+    check_idempotence_after_restart(&mut conn, topic, pid, &first, "after kill -9");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Pipelining and ordering
+// ---------------------------------------------------------------------------------------------
+
+/// What a pipelined request was, to decode and check its response.
+enum Sent {
+    /// acks=-1 produce of `count` records; expected base offset.
+    Produce { partition: i32, expected_base: i64 },
+    Metadata,
+    ApiVersions,
+    ListOffsets,
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let broker = broker();
+    let topic = "pipe";
+    let mut conn = Conn::open(broker.addr());
+    create_topic_ok(&mut conn, topic, 2); // one partition per shard
+    let records_per_batch = 2usize;
+
+    let mut wire = Vec::new();
+    let mut expected: Vec<(i32, i16, Sent)> = Vec::new(); // (correlation id, version, what)
+    let mut next_offset = [0i64; 2];
+    let mut responded = 0;
+    let mut i = 0;
+    while responded < 20 {
+        let partition = (i % 2) as i32;
+        match i % 6 {
+            0 | 2 | 4 => {
+                // acks=-1 produce, alternating partitions (shards).
+                let p = if i % 6 == 2 { 1 - partition } else { partition };
+                let req = produce_request(topic, p, batch(records_per_batch, T0, &format!("r{i}"), None), -1);
+                let (cid, bytes) = conn.frame(&req, PRODUCE_V);
+                wire.extend_from_slice(&bytes);
+                expected.push((cid, PRODUCE_V, Sent::Produce { partition: p, expected_base: next_offset[p as usize] }));
+                next_offset[p as usize] += records_per_batch as i64;
+                responded += 1;
+            }
+            1 => {
+                let req = MetadataRequest {
+                    topics: Some(vec![MetadataRequestTopic { topic_id: [0; 16], name: Some(topic.into()) }]),
+                    allow_auto_topic_creation: false,
+                    ..Default::default()
+                };
+                let (cid, bytes) = conn.frame(&req, 12);
+                wire.extend_from_slice(&bytes);
+                expected.push((cid, 12, Sent::Metadata));
+                responded += 1;
+                // An acks=0 produce right after: never answered, but appended in order.
+                let p = 1 - partition;
+                let req = produce_request(topic, p, batch(records_per_batch, T0, &format!("z{i}"), None), 0);
+                let (_, bytes) = conn.frame(&req, PRODUCE_V);
+                wire.extend_from_slice(&bytes);
+                next_offset[p as usize] += records_per_batch as i64;
+            }
+            3 => {
+                let (cid, bytes) = conn.frame(&ApiVersionsRequest::default(), 3);
+                wire.extend_from_slice(&bytes);
+                expected.push((cid, 3, Sent::ApiVersions));
+                responded += 1;
+            }
+            _ => {
+                let req = ListOffsetsRequest {
+                    replica_id: -1,
+                    isolation_level: 0,
+                    topics: vec![ListOffsetsTopic {
+                        name: topic.into(),
+                        partitions: (0..2)
+                            .map(|p| ListOffsetsPartition { partition_index: p, timestamp: EARLIEST, ..Default::default() })
+                            .collect(),
+                    }],
+                };
+                let (cid, bytes) = conn.frame(&req, 7);
+                wire.extend_from_slice(&bytes);
+                expected.push((cid, 7, Sent::ListOffsets));
+                responded += 1;
+            }
+        }
+        i += 1;
+    }
+    // One more acks=0 produce last: nothing may answer it.
+    let req = produce_request(topic, 0, batch(records_per_batch, T0, "last", None), 0);
+    let (_, bytes) = conn.frame(&req, PRODUCE_V);
+    wire.extend_from_slice(&bytes);
+    next_offset[0] += records_per_batch as i64;
+    assert_eq!(expected.len(), 20);
+
+    conn.stream.write_all(&wire).expect("write pipelined requests");
+
+    let mut produce_bases: Vec<(i32, i64)> = Vec::new();
+    for (n, (cid, version, what)) in expected.iter().enumerate() {
+        let ctx = format!("response {n} (correlation id {cid})");
+        match what {
+            Sent::Produce { partition, expected_base } => {
+                let resp: ProduceResponse = {
+                    let mut r = conn.recv_body(ApiKey::Produce, *version, *cid);
+                    decode_body(&mut r, *version)
+                };
+                let p = only_produce_result(resp, topic, *partition);
+                assert_eq!(p.error_code, NONE, "{ctx}: {p:?}");
+                assert_eq!(p.base_offset, *expected_base, "{ctx}: base offset on partition {partition}");
+                produce_bases.push((*partition, p.base_offset));
+            }
+            Sent::Metadata => {
+                let resp: MetadataResponse = conn.recv(*version, *cid);
+                assert_eq!(resp.topics.len(), 1, "{ctx}: {resp:?}");
+                assert_eq!(resp.topics[0].partitions.len(), 2, "{ctx}: {resp:?}");
+            }
+            Sent::ApiVersions => {
+                let resp: ApiVersionsResponse = conn.recv(*version, *cid);
+                assert_eq!(resp.error_code, NONE, "{ctx}");
+                assert!(resp.api_keys.iter().any(|k| k.api_key == ApiKey::Fetch as i16), "{ctx}");
+            }
+            Sent::ListOffsets => {
+                let resp: ListOffsetsResponse = conn.recv(*version, *cid);
+                let offsets: Vec<(i16, i64)> =
+                    resp.topics[0].partitions.iter().map(|p| (p.error_code, p.offset)).collect();
+                assert_eq!(offsets, vec![(NONE, 0), (NONE, 0)], "{ctx}");
+            }
+        }
+    }
+    for partition in 0..2 {
+        let bases: Vec<i64> = produce_bases.iter().filter(|(p, _)| *p == partition).map(|(_, b)| *b).collect();
+        assert!(bases.len() >= 3, "partition {partition} got {bases:?}");
+        assert!(bases.windows(2).all(|w| w[0] < w[1]), "partition {partition} base offsets not increasing: {bases:?}");
+    }
+
+    // Nothing answers the acks=0 requests: the next response is the next request's.
+    let (cid, bytes) = conn.frame(&ApiVersionsRequest::default(), 3);
+    conn.stream.write_all(&bytes).expect("write ApiVersions");
+    let resp: ApiVersionsResponse = conn.recv(3, cid);
+    assert_eq!(resp.error_code, NONE);
+    // And the acks=0 records were appended, in order with the rest.
+    for partition in 0..2 {
+        assert_eq!(
+            high_watermark(&mut conn, topic, partition),
+            next_offset[partition as usize],
+            "partition {partition}: records appended (acks=0 included)"
+        );
+    }
+}
+
+/// Kafka reads one request of a connection at a time: a long-polling Fetch holds back the
+/// answer to the request pipelined behind it.
+#[test]
+fn pipelined_long_poll_holds_back_the_next_response() {
+    let broker = broker();
+    let topic = "pipe-poll";
+    let mut conn = Conn::open(broker.addr());
+    create_topic_ok(&mut conn, topic, 2);
+    for partition in 0..2 {
+        let args = FetchArgs { max_wait_ms: 1000, min_bytes: 1, ..FetchArgs::at(0) };
+        let (fetch_cid, mut wire) = conn.frame(&fetch_request(topic, partition, args), 12);
+        let (versions_cid, bytes) = conn.frame(&ApiVersionsRequest::default(), 3);
+        wire.extend_from_slice(&bytes);
+        let started = Instant::now();
+        conn.stream.write_all(&wire).expect("write Fetch + ApiVersions");
+        let resp: FetchResponse = conn.recv(12, fetch_cid);
+        let elapsed = started.elapsed();
+        let p = only_fetch_result(resp, topic, partition);
+        assert_eq!((p.error_code, p.high_watermark), (NONE, 0), "partition {partition}: {p:?}");
+        assert!(elapsed >= Duration::from_millis(800), "partition {partition}: Fetch answered after {elapsed:?}");
+        let resp: ApiVersionsResponse = conn.recv(3, versions_cid);
+        assert_eq!(resp.error_code, NONE);
+    }
+}
+
+/// With acks=0 the producer gets no answer, so Kafka closes the connection when the request
+/// fails (KafkaApis.handleProduceRequest: "the server will close socket server so that the
+/// producer client will know that some error has happened and will refresh its metadata").
+#[test]
+#[ignore = "broker bug: a failed acks=0 Produce is silently dropped; Kafka closes the connection so the client notices"]
+fn failed_acks0_produce_closes_the_connection() {
+    let broker = broker();
+    let topic = "acks0-error";
+    let mut conn = Conn::open(broker.addr());
+    create_topic_ok(&mut conn, topic, 1);
+    // Partition 5 does not exist: UNKNOWN_TOPIC_OR_PARTITION, which acks=0 cannot report.
+    conn.send(&produce_request(topic, 5, batch(1, T0, "lost", None), 0), PRODUCE_V);
+    let ending = common::await_ending(&mut conn.stream, Duration::from_secs(5));
+    assert_eq!(ending, common::Ending::Closed, "connection after a failed acks=0 produce");
+    // Everyone else is still served.
+    let mut other = Conn::open(broker.addr());
+    assert_eq!(high_watermark(&mut other, topic, 0), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Topic deletion, re-creation and partition growth
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn recreated_topic_starts_empty_with_a_new_id_and_partitions_grow() {
+    let mut broker = BrokerOptions::new()
+        .cores("2")
+        .set("auto.create.topics.enable", "false")
+        .start();
+    let topic = "phoenix";
+    let mut conn = Conn::open(broker.addr());
+    let created_id = create_topic_ok(&mut conn, topic, 2);
+    for partition in 0..2 {
+        produce_ok(&mut conn, topic, partition, batch(5, T0, "old", None));
+    }
+    let old = metadata_v12(&mut conn, topic);
+    assert_eq!(old.error_code, NONE);
+    assert_ne!(old.topic_id, [0; 16], "Metadata v12 topic id");
+    assert_eq!(old.topic_id, created_id, "CreateTopics v7 and Metadata v12 topic ids");
+
+    let resp = conn.call(
+        &DeleteTopicsRequest {
+            topics: vec![DeleteTopicState { name: Some(topic.into()), topic_id: [0; 16] }],
+            timeout_ms: 10_000,
+            ..Default::default()
+        },
+        6,
+    );
+    assert_eq!(resp.responses.len(), 1, "DeleteTopics: {resp:?}");
+    assert_eq!(resp.responses[0].error_code, NONE, "DeleteTopics: {resp:?}");
+
+    // Gone: Metadata and Produce name it unknown (auto-creation is off).
+    let gone = conn.call(
+        &MetadataRequest {
+            topics: Some(vec![MetadataRequestTopic { topic_id: [0; 16], name: Some(topic.into()) }]),
+            allow_auto_topic_creation: false,
+            ..Default::default()
+        },
+        12,
+    );
+    assert_eq!(gone.topics.len(), 1, "Metadata after delete: {gone:?}");
+    assert_eq!(gone.topics[0].error_code, UNKNOWN_TOPIC_OR_PARTITION, "Metadata after delete: {gone:?}");
+    let p = produce(&mut conn, topic, 0, batch(1, T0, "ghost", None));
+    assert_eq!(p.error_code, UNKNOWN_TOPIC_OR_PARTITION, "produce after delete: {p:?}");
+
+    // Deletion may finish asynchronously: TOPIC_ALREADY_EXISTS is retried, for at most 10 s.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let new_id = loop {
+        let t = create_topic(&mut conn, topic, 2);
+        if t.error_code == TOPIC_ALREADY_EXISTS && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        assert_eq!(t.error_code, NONE, "re-create {topic}: {t:?}");
+        break t.topic_id;
+    };
+    let new = metadata_v12(&mut conn, topic);
+    assert_eq!(new.error_code, NONE);
+    assert_eq!(new.partitions.len(), 2);
+    assert_eq!(new.topic_id, new_id, "CreateTopics v7 and Metadata v12 topic ids");
+    assert_ne!(new.topic_id, [0; 16]);
+    assert_ne!(new.topic_id, old.topic_id, "topic id reused after delete + create");
+
+    for partition in 0..2 {
+        let ctx = format!("re-created {topic}-{partition}");
+        assert_eq!(list_offset(&mut conn, 7, topic, partition, EARLIEST).offset, 0, "{ctx} earliest");
+        assert_eq!(high_watermark(&mut conn, topic, partition), 0, "{ctx} latest");
+        let p = fetch(&mut conn, 12, topic, partition, FetchArgs::at(0));
+        assert_eq!((p.error_code, p.high_watermark), (NONE, 0), "{ctx}: {p:?}");
+        assert!(whole_batches(&p.records).is_empty(), "{ctx}: old data visible: {p:?}");
+        let p = fetch(&mut conn, 12, topic, partition, FetchArgs::at(5));
+        assert_eq!(p.error_code, OFFSET_OUT_OF_RANGE, "{ctx}: fetch at the old end: {p:?}");
+        assert_eq!(produce_ok(&mut conn, topic, partition, batch(2, T0, "new", None)), 0, "{ctx}");
+        let p = fetch(&mut conn, 12, topic, partition, FetchArgs::at(0));
+        let batches = whole_batches(&p.records);
+        assert_eq!(base_offsets(&batches), vec![0], "{ctx}");
+        assert_eq!(batches[0].records_count, 2, "{ctx}: old batch came back");
+    }
+
+    // CreatePartitions 2 -> 4.
+    let resp = conn.call(
+        &CreatePartitionsRequest {
+            topics: vec![CreatePartitionsTopic { name: topic.into(), count: 4, assignments: None }],
+            timeout_ms: 10_000,
+            validate_only: false,
+        },
+        3,
+    );
+    assert_eq!(resp.results.len(), 1, "CreatePartitions: {resp:?}");
+    assert_eq!(resp.results[0].error_code, NONE, "CreatePartitions: {resp:?}");
+    let grown = metadata_v12(&mut conn, topic);
+    let mut indexes: Vec<i32> = grown.partitions.iter().map(|p| p.partition_index).collect();
+    indexes.sort();
+    assert_eq!(indexes, vec![0, 1, 2, 3], "partitions after CreatePartitions");
+    assert!(grown.partitions.iter().all(|p| p.error_code == NONE && p.leader_id >= 0), "{grown:?}");
+    assert_eq!(grown.topic_id, new.topic_id, "CreatePartitions changed the topic id");
+    for partition in [3, 2] {
+        assert_eq!(produce_ok(&mut conn, topic, partition, batch(3, T0, "grown", None)), 0);
+        let p = fetch(&mut conn, 12, topic, partition, FetchArgs::at(0));
+        assert_eq!(p.high_watermark, 3, "partition {partition}: {p:?}");
+        assert_eq!(base_offsets(&whole_batches(&p.records)), vec![0], "partition {partition}");
+    }
+    // The old partitions kept their data.
+    assert_eq!(high_watermark(&mut conn, topic, 0), 2);
+
+    // Shrinking is refused.
+    let resp = conn.call(
+        &CreatePartitionsRequest {
+            topics: vec![CreatePartitionsTopic { name: topic.into(), count: 2, assignments: None }],
+            timeout_ms: 10_000,
+            validate_only: false,
+        },
+        3,
+    );
+    assert_eq!(resp.results[0].error_code, INVALID_PARTITIONS, "CreatePartitions 4 -> 2: {resp:?}");
+
+    // All of it survives a restart: id, 4 partitions, data.
+    drop(conn);
+    broker.restart();
+    let mut conn = Conn::open(broker.addr());
+    let after = metadata_v12(&mut conn, topic);
+    assert_eq!(after.topic_id, new.topic_id, "topic id after restart");
+    assert_eq!(after.partitions.len(), 4, "partitions after restart: {after:?}");
+    for (partition, hw) in [(0, 2), (1, 2), (2, 3), (3, 3)] {
+        assert_eq!(high_watermark(&mut conn, topic, partition), hw, "partition {partition} after restart");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. OffsetForLeaderEpoch
+// ---------------------------------------------------------------------------------------------
+
+fn offset_for_leader_epoch(
+    conn: &mut Conn,
+    topic: &str,
+    partition: i32,
+    current_leader_epoch: i32,
+    leader_epoch: i32,
+) -> OffsetForLeaderEpochResponseEpochEndOffset {
+    let resp = conn.call(
+        &OffsetForLeaderEpochRequest {
+            replica_id: -1,
+            topics: vec![OffsetForLeaderTopic {
+                topic: topic.into(),
+                partitions: vec![OffsetForLeaderPartition { partition, current_leader_epoch, leader_epoch }],
+            }],
+        },
+        4,
+    );
+    assert_eq!(resp.topics.len(), 1, "OffsetForLeaderEpoch: {resp:?}");
+    assert_eq!(resp.topics[0].topic, topic);
+    assert_eq!(resp.topics[0].partitions.len(), 1, "OffsetForLeaderEpoch: {resp:?}");
+    let p = resp.topics[0].partitions[0].clone();
+    assert_eq!(p.partition, partition);
+    p
+}
+
+#[test]
+fn offset_for_leader_epoch_v4() {
+    let broker = broker();
+    let topic = "epochs";
+    let mut conn = Conn::open(broker.addr());
+    create_topic_ok(&mut conn, topic, 2);
+    for partition in 0..2 {
+        produce_ok(&mut conn, topic, partition, batch(4, T0, "a", None));
+        produce_ok(&mut conn, topic, partition, batch(3, T0, "b", None));
+        assert_eq!(high_watermark(&mut conn, topic, partition), 7);
+    }
+    for partition in 0..2 {
+        let ctx = format!("{topic}-{partition}");
+        for current in [-1, 0] {
+            let p = offset_for_leader_epoch(&mut conn, topic, partition, current, 0);
+            assert_eq!(
+                (p.error_code, p.leader_epoch, p.end_offset),
+                (NONE, 0, 7),
+                "{ctx}: epoch 0, current epoch {current}: {p:?}"
+            );
+        }
+        let p = offset_for_leader_epoch(&mut conn, topic, partition, 5, 0);
+        assert_eq!(p.error_code, UNKNOWN_LEADER_EPOCH, "{ctx}: current epoch 5: {p:?}");
+        // An epoch after the latest one: undefined epoch and offset, no error (Kafka's
+        // LeaderEpochFileCache.endOffsetFor).
+        let p = offset_for_leader_epoch(&mut conn, topic, partition, -1, 1);
+        assert_eq!((p.error_code, p.leader_epoch, p.end_offset), (NONE, -1, -1), "{ctx}: epoch 1: {p:?}");
+    }
+    let p = offset_for_leader_epoch(&mut conn, topic, 9, -1, 0);
+    assert_eq!(p.error_code, UNKNOWN_TOPIC_OR_PARTITION, "unknown partition: {p:?}");
+}
