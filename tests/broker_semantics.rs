@@ -23,11 +23,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{raw_connect, read_frame, Broker, BrokerOptions};
-use odradek::protocol::record_batch::{validate, BatchHeader};
-use odradek::protocol::{
-    self, ApiKey, Message, Reader, RequestHeader, ResponseHeader, Writer,
-};
 use odradek::protocol::messages::*;
+use odradek::protocol::record_batch::{validate, BatchHeader};
+use odradek::protocol::{self, ApiKey, Message, Reader, RequestHeader, ResponseHeader, Writer};
 
 // Kafka error codes asserted below.
 const NONE: i16 = 0;
@@ -47,6 +45,32 @@ const T0: i64 = 1_700_000_000_000;
 
 fn broker() -> Broker {
     BrokerOptions::new().cores("2").start()
+}
+
+/// Waits (bounded) until the stopped broker's listening sockets are gone, so that the next
+/// process does not join their SO_REUSEPORT group (see `common::wait_listeners_gone`).
+fn await_listeners_gone(broker: &Broker) {
+    if !common::wait_listeners_gone(broker.port(), Duration::from_secs(10)) {
+        broker.fail(&format!(
+            "{} socket(s) still listen on port {} 10 s after the broker exited",
+            common::listeners_on(broker.port()),
+            broker.port()
+        ));
+    }
+}
+
+/// SIGTERM, wait for exit (the fixture checks exit status 0), start again on the same data.
+fn restart(broker: &mut Broker) {
+    broker.stop();
+    await_listeners_gone(broker);
+    broker.start_again();
+}
+
+/// SIGKILL, start again on the same data.
+fn crash_and_start(broker: &mut Broker) {
+    broker.kill9();
+    await_listeners_gone(broker);
+    broker.start_again();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -138,8 +162,9 @@ impl Conn {
             panic!("no response to {api_key:?} v{version} (correlation id {correlation_id}): {e}")
         });
         let mut r = Reader::new(Bytes::from(frame));
-        let header = ResponseHeader::decode(&mut r, protocol::response_header_version(api_key, version))
-            .unwrap_or_else(|e| panic!("{api_key:?} v{version} response header: {e}"));
+        let header =
+            ResponseHeader::decode(&mut r, protocol::response_header_version(api_key, version))
+                .unwrap_or_else(|e| panic!("{api_key:?} v{version} response header: {e}"));
         assert_eq!(
             header.correlation_id, correlation_id,
             "correlation id of the next response (expected the {api_key:?} v{version} request's)"
@@ -243,8 +268,12 @@ fn whole_batches(records: &Option<Bytes>) -> Vec<BatchHeader> {
     let mut pos = 0;
     while pos < bytes.len() {
         let rest = &bytes[pos..];
-        let header = BatchHeader::parse(rest)
-            .unwrap_or_else(|e| panic!("partial or bad batch header at byte {pos} of {}: {e:?}", bytes.len()));
+        let header = BatchHeader::parse(rest).unwrap_or_else(|e| {
+            panic!(
+                "partial or bad batch header at byte {pos} of {}: {e:?}",
+                bytes.len()
+            )
+        });
         let total = header.total_len();
         assert!(
             total <= rest.len(),
@@ -286,7 +315,11 @@ fn create_topic(conn: &mut Conn, name: &str, partitions: i32) -> CreatableTopicR
 
 fn create_topic_ok(conn: &mut Conn, name: &str, partitions: i32) -> [u8; 16] {
     let t = create_topic(conn, name, partitions);
-    assert_eq!((t.name.as_str(), t.error_code), (name, NONE), "CreateTopics {name}: {t:?}");
+    assert_eq!(
+        (t.name.as_str(), t.error_code),
+        (name, NONE),
+        "CreateTopics {name}: {t:?}"
+    );
     t.topic_id
 }
 
@@ -308,7 +341,11 @@ fn produce_request(topic: &str, partition: i32, records: Bytes, acks: i16) -> Pr
 
 const PRODUCE_V: i16 = 9;
 
-fn only_produce_result(resp: ProduceResponse, topic: &str, partition: i32) -> PartitionProduceResponse {
+fn only_produce_result(
+    resp: ProduceResponse,
+    topic: &str,
+    partition: i32,
+) -> PartitionProduceResponse {
     assert_eq!(resp.responses.len(), 1, "Produce response: {resp:?}");
     let t = &resp.responses[0];
     assert_eq!(t.name, topic);
@@ -319,7 +356,12 @@ fn only_produce_result(resp: ProduceResponse, topic: &str, partition: i32) -> Pa
 }
 
 /// Produce v9, acks=-1; returns the partition's result.
-fn produce(conn: &mut Conn, topic: &str, partition: i32, records: Bytes) -> PartitionProduceResponse {
+fn produce(
+    conn: &mut Conn,
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+) -> PartitionProduceResponse {
     let resp = conn.call(&produce_request(topic, partition, records, -1), PRODUCE_V);
     only_produce_result(resp, topic, partition)
 }
@@ -385,7 +427,13 @@ fn only_fetch_result(resp: FetchResponse, topic: &str, partition: i32) -> Partit
     p
 }
 
-fn fetch(conn: &mut Conn, version: i16, topic: &str, partition: i32, a: FetchArgs) -> PartitionData {
+fn fetch(
+    conn: &mut Conn,
+    version: i16,
+    topic: &str,
+    partition: i32,
+    a: FetchArgs,
+) -> PartitionData {
     let resp = conn.call(&fetch_request(topic, partition, a), version);
     only_fetch_result(resp, topic, partition)
 }
@@ -423,7 +471,10 @@ fn list_offset(
 /// The high watermark via ListOffsets v7 latest.
 fn high_watermark(conn: &mut Conn, topic: &str, partition: i32) -> i64 {
     let p = list_offset(conn, 7, topic, partition, LATEST);
-    assert_eq!(p.error_code, NONE, "ListOffsets latest {topic}-{partition}: {p:?}");
+    assert_eq!(
+        p.error_code, NONE,
+        "ListOffsets latest {topic}-{partition}: {p:?}"
+    );
     p.offset
 }
 
@@ -457,7 +508,10 @@ fn init_producer_id(conn: &mut Conn) -> (i64, i16) {
         4,
     );
     assert_eq!(resp.error_code, NONE, "InitProducerId: {resp:?}");
-    assert!(resp.producer_id >= 0 && resp.producer_epoch >= 0, "InitProducerId: {resp:?}");
+    assert!(
+        resp.producer_id >= 0 && resp.producer_epoch >= 0,
+        "InitProducerId: {resp:?}"
+    );
     (resp.producer_id, resp.producer_epoch)
 }
 
@@ -475,9 +529,15 @@ fn check_whole_batch_fetches(conn: &mut Conn, topic: &str, phase: &str) {
         assert_eq!(p.error_code, NONE, "{ctx}: {p:?}");
         assert_eq!(p.high_watermark, 15, "{ctx}");
         let batches = whole_batches(&p.records);
-        assert_eq!(base_offsets(&batches), vec![5, 10], "{ctx}: batches from offset 7");
+        assert_eq!(
+            base_offsets(&batches),
+            vec![5, 10],
+            "{ctx}: batches from offset 7"
+        );
         assert!(
-            batches.iter().all(|b| b.records_count == 5 && b.last_offset_delta == 4),
+            batches
+                .iter()
+                .all(|b| b.records_count == 5 && b.last_offset_delta == 4),
             "{ctx}: {batches:?}"
         );
 
@@ -495,27 +555,50 @@ fn check_whole_batch_fetches(conn: &mut Conn, topic: &str, phase: &str) {
 
         // From offset 0 with the tiny limits: batch 1 alone.
         let p = fetch(conn, version, topic, 0, FetchArgs { offset: 0, ..tiny });
-        assert_eq!(base_offsets(&whole_batches(&p.records)), vec![0], "{ctx}: tiny limits at 0");
+        assert_eq!(
+            base_offsets(&whole_batches(&p.records)),
+            vec![0],
+            "{ctx}: tiny limits at 0"
+        );
 
         // At the high watermark: no records, no error.
         let p = fetch(conn, version, topic, 0, FetchArgs::at(15));
-        assert_eq!((p.error_code, p.high_watermark), (NONE, 15), "{ctx} at HW: {p:?}");
-        assert!(whole_batches(&p.records).is_empty(), "{ctx}: records at the high watermark: {p:?}");
+        assert_eq!(
+            (p.error_code, p.high_watermark),
+            (NONE, 15),
+            "{ctx} at HW: {p:?}"
+        );
+        assert!(
+            whole_batches(&p.records).is_empty(),
+            "{ctx}: records at the high watermark: {p:?}"
+        );
 
         // Before the log start.
         let p = fetch(conn, version, topic, 0, FetchArgs::at(-1));
-        assert_eq!(p.error_code, OFFSET_OUT_OF_RANGE, "{ctx} negative offset: {p:?}");
+        assert_eq!(
+            p.error_code, OFFSET_OUT_OF_RANGE,
+            "{ctx} negative offset: {p:?}"
+        );
 
         // Beyond the log end.
         let p = fetch(conn, version, topic, 0, FetchArgs::at(16));
-        assert_eq!(p.error_code, OFFSET_OUT_OF_RANGE, "{ctx} beyond the end: {p:?}");
+        assert_eq!(
+            p.error_code, OFFSET_OUT_OF_RANGE,
+            "{ctx} beyond the end: {p:?}"
+        );
         assert!(whole_batches(&p.records).is_empty(), "{ctx}: {p:?}");
 
         // A partition the topic does not have, and a topic that does not exist.
         let p = fetch(conn, version, topic, 7, FetchArgs::at(0));
-        assert_eq!(p.error_code, UNKNOWN_TOPIC_OR_PARTITION, "{ctx} unknown partition: {p:?}");
+        assert_eq!(
+            p.error_code, UNKNOWN_TOPIC_OR_PARTITION,
+            "{ctx} unknown partition: {p:?}"
+        );
         let p = fetch(conn, version, "no-such-topic", 0, FetchArgs::at(0));
-        assert_eq!(p.error_code, UNKNOWN_TOPIC_OR_PARTITION, "{ctx} unknown topic: {p:?}");
+        assert_eq!(
+            p.error_code, UNKNOWN_TOPIC_OR_PARTITION,
+            "{ctx} unknown topic: {p:?}"
+        );
     }
 }
 
@@ -529,14 +612,19 @@ fn fetch_returns_whole_batches() {
     let mut conn = Conn::open(broker.addr());
     create_topic_ok(&mut conn, topic, 1);
     for (i, expected_base) in [0, 5, 10].into_iter().enumerate() {
-        let base = produce_ok(&mut conn, topic, 0, batch(5, T0 + i as i64 * 1000, &format!("b{i}"), None));
+        let base = produce_ok(
+            &mut conn,
+            topic,
+            0,
+            batch(5, T0 + i as i64 * 1000, &format!("b{i}"), None),
+        );
         assert_eq!(base, expected_base, "base offset of batch {i}");
     }
     check_whole_batch_fetches(&mut conn, topic, "tail in cache");
 
     // After a restart the batches come from disk (aligned direct-I/O reads): still whole.
     drop(conn);
-    broker.restart();
+    restart(&mut broker);
     let mut conn = Conn::open(broker.addr());
     check_whole_batch_fetches(&mut conn, topic, "after restart (disk)");
 }
@@ -552,7 +640,12 @@ const POLLERS: usize = 6;
 
 /// Fetch v12 at `offset` with max_wait 3 s and min_bytes 1 on an open connection; returns the
 /// partition result and how long the broker held the request.
-fn long_poll(conn: &mut Conn, topic: &str, partition: i32, offset: i64) -> (PartitionData, Duration) {
+fn long_poll(
+    conn: &mut Conn,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> (PartitionData, Duration) {
     let args = FetchArgs {
         max_wait_ms: 3000,
         min_bytes: 1,
@@ -587,8 +680,14 @@ fn fetch_long_poll_waits_and_wakes_on_both_shards() {
         let ctx = format!("idle long poll on partition {partition}, connection {c}");
         assert_eq!((p.error_code, p.high_watermark), (NONE, 3), "{ctx}: {p:?}");
         assert!(whole_batches(&p.records).is_empty(), "{ctx}: data: {p:?}");
-        assert!(elapsed >= Duration::from_millis(2500), "{ctx}: returned after {elapsed:?}");
-        assert!(elapsed < Duration::from_secs(8), "{ctx}: returned after {elapsed:?}");
+        assert!(
+            elapsed >= Duration::from_millis(2500),
+            "{ctx}: returned after {elapsed:?}"
+        );
+        assert!(
+            elapsed < Duration::from_secs(8),
+            "{ctx}: returned after {elapsed:?}"
+        );
     }
 
     // One produce ~300 ms after the polls were sent wakes every one of them, well before
@@ -608,7 +707,12 @@ fn fetch_long_poll_waits_and_wakes_on_both_shards() {
         let mut producer_conn = Conn::open(addr);
         start.wait();
         thread::sleep(Duration::from_millis(300));
-        let base = produce_ok(&mut producer_conn, topic, partition, batch(2, T0, "wake", None));
+        let base = produce_ok(
+            &mut producer_conn,
+            topic,
+            partition,
+            batch(2, T0, "wake", None),
+        );
         assert_eq!(base, 3, "partition {partition}: produced base offset");
         for poller in pollers {
             let (c, (p, elapsed)) = poller.join().expect("long-poll thread");
@@ -616,7 +720,10 @@ fn fetch_long_poll_waits_and_wakes_on_both_shards() {
             assert_eq!((p.error_code, p.high_watermark), (NONE, 5), "{ctx}: {p:?}");
             let batches = whole_batches(&p.records);
             assert_eq!(base_offsets(&batches), vec![3], "{ctx}: {p:?}");
-            assert!(elapsed < Duration::from_secs(2), "{ctx}: returned after {elapsed:?}");
+            assert!(
+                elapsed < Duration::from_secs(2),
+                "{ctx}: returned after {elapsed:?}"
+            );
             assert!(
                 elapsed >= Duration::from_millis(150),
                 "{ctx}: returned after {elapsed:?}, before the produce was sent"
@@ -633,7 +740,12 @@ fn fetch_long_poll_waits_and_wakes_on_both_shards() {
 /// batch at its base + i).
 fn produce_timed_batches(conn: &mut Conn, topic: &str, per_batch: usize) {
     for i in 0..3 {
-        let base = produce_ok(conn, topic, 0, batch(per_batch, T0 + 1000 * i, &format!("t{i}"), None));
+        let base = produce_ok(
+            conn,
+            topic,
+            0,
+            batch(per_batch, T0 + 1000 * i, &format!("t{i}"), None),
+        );
         assert_eq!(base, per_batch as i64 * i);
     }
 }
@@ -648,11 +760,23 @@ fn list_offsets_earliest_latest_and_by_timestamp() {
     create_topic_ok(&mut conn, topic, 1);
     for version in [7, 1] {
         let p = list_offset(&mut conn, version, topic, 0, EARLIEST);
-        assert_eq!((p.error_code, p.offset), (NONE, 0), "v{version} earliest of an empty log: {p:?}");
+        assert_eq!(
+            (p.error_code, p.offset),
+            (NONE, 0),
+            "v{version} earliest of an empty log: {p:?}"
+        );
         let p = list_offset(&mut conn, version, topic, 0, LATEST);
-        assert_eq!((p.error_code, p.offset), (NONE, 0), "v{version} latest of an empty log: {p:?}");
+        assert_eq!(
+            (p.error_code, p.offset),
+            (NONE, 0),
+            "v{version} latest of an empty log: {p:?}"
+        );
         let p = list_offset(&mut conn, version, topic, 0, T0);
-        assert_eq!((p.error_code, p.offset), (NONE, -1), "v{version} timestamp in an empty log: {p:?}");
+        assert_eq!(
+            (p.error_code, p.offset),
+            (NONE, -1),
+            "v{version} timestamp in an empty log: {p:?}"
+        );
     }
     produce_timed_batches(&mut conn, topic, 1);
     for version in [7, 1] {
@@ -664,22 +788,44 @@ fn list_offsets_earliest_latest_and_by_timestamp() {
 
         // Between batch 1 and batch 2: batch 2.
         let p = list_offset(&mut conn, version, topic, 0, T0 + 500);
-        assert_eq!((p.error_code, p.offset, p.timestamp), (NONE, 1, T0 + 1000), "{ctx} T0+500: {p:?}");
+        assert_eq!(
+            (p.error_code, p.offset, p.timestamp),
+            (NONE, 1, T0 + 1000),
+            "{ctx} T0+500: {p:?}"
+        );
         // Exactly a batch's timestamp, and before everything.
         let p = list_offset(&mut conn, version, topic, 0, T0 + 2000);
-        assert_eq!((p.error_code, p.offset, p.timestamp), (NONE, 2, T0 + 2000), "{ctx} T0+2000: {p:?}");
+        assert_eq!(
+            (p.error_code, p.offset, p.timestamp),
+            (NONE, 2, T0 + 2000),
+            "{ctx} T0+2000: {p:?}"
+        );
         let p = list_offset(&mut conn, version, topic, 0, 0);
-        assert_eq!((p.error_code, p.offset, p.timestamp), (NONE, 0, T0), "{ctx} 0: {p:?}");
+        assert_eq!(
+            (p.error_code, p.offset, p.timestamp),
+            (NONE, 0, T0),
+            "{ctx} 0: {p:?}"
+        );
         // After the last timestamp: no offset.
         let p = list_offset(&mut conn, version, topic, 0, T0 + 2001);
-        assert_eq!((p.error_code, p.offset, p.timestamp), (NONE, -1, -1), "{ctx} after the last: {p:?}");
+        assert_eq!(
+            (p.error_code, p.offset, p.timestamp),
+            (NONE, -1, -1),
+            "{ctx} after the last: {p:?}"
+        );
         if version >= 4 {
             let p = list_offset(&mut conn, version, topic, 0, T0 + 500);
-            assert_eq!(p.leader_epoch, 0, "{ctx} leader epoch of a found offset: {p:?}");
+            assert_eq!(
+                p.leader_epoch, 0,
+                "{ctx} leader epoch of a found offset: {p:?}"
+            );
         }
 
         let p = list_offset(&mut conn, version, topic, 3, LATEST);
-        assert_eq!(p.error_code, UNKNOWN_TOPIC_OR_PARTITION, "{ctx} unknown partition: {p:?}");
+        assert_eq!(
+            p.error_code, UNKNOWN_TOPIC_OR_PARTITION,
+            "{ctx} unknown partition: {p:?}"
+        );
     }
 }
 
@@ -701,13 +847,29 @@ fn list_offsets_by_timestamp_in_multi_record_batches() {
         let p = list_offset(&mut conn, version, topic, 0, LATEST);
         assert_eq!((p.error_code, p.offset), (NONE, 15), "{ctx} latest: {p:?}");
         let p = list_offset(&mut conn, version, topic, 0, T0 + 500);
-        assert_eq!((p.error_code, p.offset, p.timestamp), (NONE, 5, T0 + 1000), "{ctx} T0+500: {p:?}");
+        assert_eq!(
+            (p.error_code, p.offset, p.timestamp),
+            (NONE, 5, T0 + 1000),
+            "{ctx} T0+500: {p:?}"
+        );
         let p = list_offset(&mut conn, version, topic, 0, T0 + 1002);
-        assert_eq!((p.error_code, p.offset, p.timestamp), (NONE, 7, T0 + 1002), "{ctx} T0+1002: {p:?}");
+        assert_eq!(
+            (p.error_code, p.offset, p.timestamp),
+            (NONE, 7, T0 + 1002),
+            "{ctx} T0+1002: {p:?}"
+        );
         let p = list_offset(&mut conn, version, topic, 0, T0 + 2000);
-        assert_eq!((p.error_code, p.offset, p.timestamp), (NONE, 10, T0 + 2000), "{ctx} T0+2000: {p:?}");
+        assert_eq!(
+            (p.error_code, p.offset, p.timestamp),
+            (NONE, 10, T0 + 2000),
+            "{ctx} T0+2000: {p:?}"
+        );
         let p = list_offset(&mut conn, version, topic, 0, T0 + 2005);
-        assert_eq!((p.error_code, p.offset, p.timestamp), (NONE, -1, -1), "{ctx} after the last: {p:?}");
+        assert_eq!(
+            (p.error_code, p.offset, p.timestamp),
+            (NONE, -1, -1),
+            "{ctx} after the last: {p:?}"
+        );
     }
 }
 
@@ -740,26 +902,55 @@ fn assert_only_first_batch(conn: &mut Conn, topic: &str, ctx: &str) {
 
 /// After the (re)start: the duplicate is answered with offset 0 again and not appended, a gap is
 /// refused, the next sequence is accepted at 5.
-fn check_idempotence_after_restart(conn: &mut Conn, topic: &str, pid: (i64, i16), first: &Bytes, ctx: &str) {
+fn check_idempotence_after_restart(
+    conn: &mut Conn,
+    topic: &str,
+    pid: (i64, i16),
+    first: &Bytes,
+    ctx: &str,
+) {
     let p = produce(conn, topic, 0, first.clone());
-    assert_eq!((p.error_code, p.base_offset), (NONE, 0), "{ctx}: duplicate of batch seq 0: {p:?}");
+    assert_eq!(
+        (p.error_code, p.base_offset),
+        (NONE, 0),
+        "{ctx}: duplicate of batch seq 0: {p:?}"
+    );
     assert_only_first_batch(conn, topic, ctx);
 
     let p = produce(conn, topic, 0, idempotent_batch(pid, 10, 5, "gap"));
-    assert_eq!(p.error_code, OUT_OF_ORDER_SEQUENCE_NUMBER, "{ctx}: seq 10 after 4: {p:?}");
-    assert_eq!(high_watermark(conn, topic, 0), 5, "{ctx}: after the refused gap");
+    assert_eq!(
+        p.error_code, OUT_OF_ORDER_SEQUENCE_NUMBER,
+        "{ctx}: seq 10 after 4: {p:?}"
+    );
+    assert_eq!(
+        high_watermark(conn, topic, 0),
+        5,
+        "{ctx}: after the refused gap"
+    );
 
     let next = idempotent_batch(pid, 5, 5, "next");
     let p = produce(conn, topic, 0, next.clone());
-    assert_eq!((p.error_code, p.base_offset), (NONE, 5), "{ctx}: seq 5: {p:?}");
+    assert_eq!(
+        (p.error_code, p.base_offset),
+        (NONE, 5),
+        "{ctx}: seq 5: {p:?}"
+    );
     assert_eq!(high_watermark(conn, topic, 0), 10, "{ctx}: after seq 5");
 
     // Kafka remembers the last 5 batches of a producer: both are still duplicates.
     for (batch, base) in [(first, 0), (&next, 5)] {
         let p = produce(conn, topic, 0, batch.clone());
-        assert_eq!((p.error_code, p.base_offset), (NONE, base), "{ctx}: resend of the batch at {base}: {p:?}");
+        assert_eq!(
+            (p.error_code, p.base_offset),
+            (NONE, base),
+            "{ctx}: resend of the batch at {base}: {p:?}"
+        );
     }
-    assert_eq!(high_watermark(conn, topic, 0), 10, "{ctx}: after the resends");
+    assert_eq!(
+        high_watermark(conn, topic, 0),
+        10,
+        "{ctx}: after the resends"
+    );
 }
 
 #[test]
@@ -771,13 +962,21 @@ fn idempotent_producer_state_survives_sigterm_restart() {
     let pid = init_producer_id(&mut conn);
     let first = idempotent_batch(pid, 0, 5, "first");
     let p = produce(&mut conn, topic, 0, first.clone());
-    assert_eq!((p.error_code, p.base_offset), (NONE, 0), "first batch: {p:?}");
+    assert_eq!(
+        (p.error_code, p.base_offset),
+        (NONE, 0),
+        "first batch: {p:?}"
+    );
     let p = produce(&mut conn, topic, 0, first.clone());
-    assert_eq!((p.error_code, p.base_offset), (NONE, 0), "duplicate before restart: {p:?}");
+    assert_eq!(
+        (p.error_code, p.base_offset),
+        (NONE, 0),
+        "duplicate before restart: {p:?}"
+    );
     assert_only_first_batch(&mut conn, topic, "before restart");
 
     drop(conn);
-    broker.restart();
+    restart(&mut broker);
     let mut conn = Conn::open(broker.addr());
     check_idempotence_after_restart(&mut conn, topic, pid, &first, "after SIGTERM restart");
 }
@@ -791,11 +990,14 @@ fn idempotent_producer_state_survives_kill9() {
     let pid = init_producer_id(&mut conn);
     let first = idempotent_batch(pid, 0, 5, "first");
     let p = produce(&mut conn, topic, 0, first.clone()); // acks=-1: durable when answered
-    assert_eq!((p.error_code, p.base_offset), (NONE, 0), "first batch: {p:?}");
+    assert_eq!(
+        (p.error_code, p.base_offset),
+        (NONE, 0),
+        "first batch: {p:?}"
+    );
 
     drop(conn);
-    broker.kill9();
-    broker.start_again();
+    crash_and_start(&mut broker);
     let mut conn = Conn::open(broker.addr());
     check_idempotence_after_restart(&mut conn, topic, pid, &first, "after kill -9");
 }
@@ -807,7 +1009,10 @@ fn idempotent_producer_state_survives_kill9() {
 /// What a pipelined request was, to decode and check its response.
 enum Sent {
     /// acks=-1 produce of `count` records; expected base offset.
-    Produce { partition: i32, expected_base: i64 },
+    Produce {
+        partition: i32,
+        expected_base: i64,
+    },
     Metadata,
     ApiVersions,
     ListOffsets,
@@ -832,16 +1037,31 @@ fn pipelined_requests_are_answered_in_order() {
             0 | 2 | 4 => {
                 // acks=-1 produce, alternating partitions (shards).
                 let p = if i % 6 == 2 { 1 - partition } else { partition };
-                let req = produce_request(topic, p, batch(records_per_batch, T0, &format!("r{i}"), None), -1);
+                let req = produce_request(
+                    topic,
+                    p,
+                    batch(records_per_batch, T0, &format!("r{i}"), None),
+                    -1,
+                );
                 let (cid, bytes) = conn.frame(&req, PRODUCE_V);
                 wire.extend_from_slice(&bytes);
-                expected.push((cid, PRODUCE_V, Sent::Produce { partition: p, expected_base: next_offset[p as usize] }));
+                expected.push((
+                    cid,
+                    PRODUCE_V,
+                    Sent::Produce {
+                        partition: p,
+                        expected_base: next_offset[p as usize],
+                    },
+                ));
                 next_offset[p as usize] += records_per_batch as i64;
                 responded += 1;
             }
             1 => {
                 let req = MetadataRequest {
-                    topics: Some(vec![MetadataRequestTopic { topic_id: [0; 16], name: Some(topic.into()) }]),
+                    topics: Some(vec![MetadataRequestTopic {
+                        topic_id: [0; 16],
+                        name: Some(topic.into()),
+                    }]),
                     allow_auto_topic_creation: false,
                     ..Default::default()
                 };
@@ -851,7 +1071,12 @@ fn pipelined_requests_are_answered_in_order() {
                 responded += 1;
                 // An acks=0 produce right after: never answered, but appended in order.
                 let p = 1 - partition;
-                let req = produce_request(topic, p, batch(records_per_batch, T0, &format!("z{i}"), None), 0);
+                let req = produce_request(
+                    topic,
+                    p,
+                    batch(records_per_batch, T0, &format!("z{i}"), None),
+                    0,
+                );
                 let (_, bytes) = conn.frame(&req, PRODUCE_V);
                 wire.extend_from_slice(&bytes);
                 next_offset[p as usize] += records_per_batch as i64;
@@ -869,7 +1094,11 @@ fn pipelined_requests_are_answered_in_order() {
                     topics: vec![ListOffsetsTopic {
                         name: topic.into(),
                         partitions: (0..2)
-                            .map(|p| ListOffsetsPartition { partition_index: p, timestamp: EARLIEST, ..Default::default() })
+                            .map(|p| ListOffsetsPartition {
+                                partition_index: p,
+                                timestamp: EARLIEST,
+                                ..Default::default()
+                            })
                             .collect(),
                     }],
                 };
@@ -888,20 +1117,28 @@ fn pipelined_requests_are_answered_in_order() {
     next_offset[0] += records_per_batch as i64;
     assert_eq!(expected.len(), 20);
 
-    conn.stream.write_all(&wire).expect("write pipelined requests");
+    conn.stream
+        .write_all(&wire)
+        .expect("write pipelined requests");
 
     let mut produce_bases: Vec<(i32, i64)> = Vec::new();
     for (n, (cid, version, what)) in expected.iter().enumerate() {
         let ctx = format!("response {n} (correlation id {cid})");
         match what {
-            Sent::Produce { partition, expected_base } => {
+            Sent::Produce {
+                partition,
+                expected_base,
+            } => {
                 let resp: ProduceResponse = {
                     let mut r = conn.recv_body(ApiKey::Produce, *version, *cid);
                     decode_body(&mut r, *version)
                 };
                 let p = only_produce_result(resp, topic, *partition);
                 assert_eq!(p.error_code, NONE, "{ctx}: {p:?}");
-                assert_eq!(p.base_offset, *expected_base, "{ctx}: base offset on partition {partition}");
+                assert_eq!(
+                    p.base_offset, *expected_base,
+                    "{ctx}: base offset on partition {partition}"
+                );
                 produce_bases.push((*partition, p.base_offset));
             }
             Sent::Metadata => {
@@ -912,20 +1149,35 @@ fn pipelined_requests_are_answered_in_order() {
             Sent::ApiVersions => {
                 let resp: ApiVersionsResponse = conn.recv(*version, *cid);
                 assert_eq!(resp.error_code, NONE, "{ctx}");
-                assert!(resp.api_keys.iter().any(|k| k.api_key == ApiKey::Fetch as i16), "{ctx}");
+                assert!(
+                    resp.api_keys
+                        .iter()
+                        .any(|k| k.api_key == ApiKey::Fetch as i16),
+                    "{ctx}"
+                );
             }
             Sent::ListOffsets => {
                 let resp: ListOffsetsResponse = conn.recv(*version, *cid);
-                let offsets: Vec<(i16, i64)> =
-                    resp.topics[0].partitions.iter().map(|p| (p.error_code, p.offset)).collect();
+                let offsets: Vec<(i16, i64)> = resp.topics[0]
+                    .partitions
+                    .iter()
+                    .map(|p| (p.error_code, p.offset))
+                    .collect();
                 assert_eq!(offsets, vec![(NONE, 0), (NONE, 0)], "{ctx}");
             }
         }
     }
     for partition in 0..2 {
-        let bases: Vec<i64> = produce_bases.iter().filter(|(p, _)| *p == partition).map(|(_, b)| *b).collect();
+        let bases: Vec<i64> = produce_bases
+            .iter()
+            .filter(|(p, _)| *p == partition)
+            .map(|(_, b)| *b)
+            .collect();
         assert!(bases.len() >= 3, "partition {partition} got {bases:?}");
-        assert!(bases.windows(2).all(|w| w[0] < w[1]), "partition {partition} base offsets not increasing: {bases:?}");
+        assert!(
+            bases.windows(2).all(|w| w[0] < w[1]),
+            "partition {partition} base offsets not increasing: {bases:?}"
+        );
     }
 
     // Nothing answers the acks=0 requests: the next response is the next request's.
@@ -952,17 +1204,30 @@ fn pipelined_long_poll_holds_back_the_next_response() {
     let mut conn = Conn::open(broker.addr());
     create_topic_ok(&mut conn, topic, 2);
     for partition in 0..2 {
-        let args = FetchArgs { max_wait_ms: 1000, min_bytes: 1, ..FetchArgs::at(0) };
+        let args = FetchArgs {
+            max_wait_ms: 1000,
+            min_bytes: 1,
+            ..FetchArgs::at(0)
+        };
         let (fetch_cid, mut wire) = conn.frame(&fetch_request(topic, partition, args), 12);
         let (versions_cid, bytes) = conn.frame(&ApiVersionsRequest::default(), 3);
         wire.extend_from_slice(&bytes);
         let started = Instant::now();
-        conn.stream.write_all(&wire).expect("write Fetch + ApiVersions");
+        conn.stream
+            .write_all(&wire)
+            .expect("write Fetch + ApiVersions");
         let resp: FetchResponse = conn.recv(12, fetch_cid);
         let elapsed = started.elapsed();
         let p = only_fetch_result(resp, topic, partition);
-        assert_eq!((p.error_code, p.high_watermark), (NONE, 0), "partition {partition}: {p:?}");
-        assert!(elapsed >= Duration::from_millis(800), "partition {partition}: Fetch answered after {elapsed:?}");
+        assert_eq!(
+            (p.error_code, p.high_watermark),
+            (NONE, 0),
+            "partition {partition}: {p:?}"
+        );
+        assert!(
+            elapsed >= Duration::from_millis(800),
+            "partition {partition}: Fetch answered after {elapsed:?}"
+        );
         let resp: ApiVersionsResponse = conn.recv(3, versions_cid);
         assert_eq!(resp.error_code, NONE);
     }
@@ -979,9 +1244,16 @@ fn failed_acks0_produce_closes_the_connection() {
     let mut conn = Conn::open(broker.addr());
     create_topic_ok(&mut conn, topic, 1);
     // Partition 5 does not exist: UNKNOWN_TOPIC_OR_PARTITION, which acks=0 cannot report.
-    conn.send(&produce_request(topic, 5, batch(1, T0, "lost", None), 0), PRODUCE_V);
+    conn.send(
+        &produce_request(topic, 5, batch(1, T0, "lost", None), 0),
+        PRODUCE_V,
+    );
     let ending = common::await_ending(&mut conn.stream, Duration::from_secs(5));
-    assert_eq!(ending, common::Ending::Closed, "connection after a failed acks=0 produce");
+    assert_eq!(
+        ending,
+        common::Ending::Closed,
+        "connection after a failed acks=0 produce"
+    );
     // Everyone else is still served.
     let mut other = Conn::open(broker.addr());
     assert_eq!(high_watermark(&mut other, topic, 0), 0);
@@ -1006,11 +1278,17 @@ fn recreated_topic_starts_empty_with_a_new_id_and_partitions_grow() {
     let old = metadata_v12(&mut conn, topic);
     assert_eq!(old.error_code, NONE);
     assert_ne!(old.topic_id, [0; 16], "Metadata v12 topic id");
-    assert_eq!(old.topic_id, created_id, "CreateTopics v7 and Metadata v12 topic ids");
+    assert_eq!(
+        old.topic_id, created_id,
+        "CreateTopics v7 and Metadata v12 topic ids"
+    );
 
     let resp = conn.call(
         &DeleteTopicsRequest {
-            topics: vec![DeleteTopicState { name: Some(topic.into()), topic_id: [0; 16] }],
+            topics: vec![DeleteTopicState {
+                name: Some(topic.into()),
+                topic_id: [0; 16],
+            }],
             timeout_ms: 10_000,
             ..Default::default()
         },
@@ -1022,16 +1300,25 @@ fn recreated_topic_starts_empty_with_a_new_id_and_partitions_grow() {
     // Gone: Metadata and Produce name it unknown (auto-creation is off).
     let gone = conn.call(
         &MetadataRequest {
-            topics: Some(vec![MetadataRequestTopic { topic_id: [0; 16], name: Some(topic.into()) }]),
+            topics: Some(vec![MetadataRequestTopic {
+                topic_id: [0; 16],
+                name: Some(topic.into()),
+            }]),
             allow_auto_topic_creation: false,
             ..Default::default()
         },
         12,
     );
     assert_eq!(gone.topics.len(), 1, "Metadata after delete: {gone:?}");
-    assert_eq!(gone.topics[0].error_code, UNKNOWN_TOPIC_OR_PARTITION, "Metadata after delete: {gone:?}");
+    assert_eq!(
+        gone.topics[0].error_code, UNKNOWN_TOPIC_OR_PARTITION,
+        "Metadata after delete: {gone:?}"
+    );
     let p = produce(&mut conn, topic, 0, batch(1, T0, "ghost", None));
-    assert_eq!(p.error_code, UNKNOWN_TOPIC_OR_PARTITION, "produce after delete: {p:?}");
+    assert_eq!(
+        p.error_code, UNKNOWN_TOPIC_OR_PARTITION,
+        "produce after delete: {p:?}"
+    );
 
     // Deletion may finish asynchronously: TOPIC_ALREADY_EXISTS is retried, for at most 10 s.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -1047,20 +1334,44 @@ fn recreated_topic_starts_empty_with_a_new_id_and_partitions_grow() {
     let new = metadata_v12(&mut conn, topic);
     assert_eq!(new.error_code, NONE);
     assert_eq!(new.partitions.len(), 2);
-    assert_eq!(new.topic_id, new_id, "CreateTopics v7 and Metadata v12 topic ids");
+    assert_eq!(
+        new.topic_id, new_id,
+        "CreateTopics v7 and Metadata v12 topic ids"
+    );
     assert_ne!(new.topic_id, [0; 16]);
-    assert_ne!(new.topic_id, old.topic_id, "topic id reused after delete + create");
+    assert_ne!(
+        new.topic_id, old.topic_id,
+        "topic id reused after delete + create"
+    );
 
     for partition in 0..2 {
         let ctx = format!("re-created {topic}-{partition}");
-        assert_eq!(list_offset(&mut conn, 7, topic, partition, EARLIEST).offset, 0, "{ctx} earliest");
-        assert_eq!(high_watermark(&mut conn, topic, partition), 0, "{ctx} latest");
+        assert_eq!(
+            list_offset(&mut conn, 7, topic, partition, EARLIEST).offset,
+            0,
+            "{ctx} earliest"
+        );
+        assert_eq!(
+            high_watermark(&mut conn, topic, partition),
+            0,
+            "{ctx} latest"
+        );
         let p = fetch(&mut conn, 12, topic, partition, FetchArgs::at(0));
         assert_eq!((p.error_code, p.high_watermark), (NONE, 0), "{ctx}: {p:?}");
-        assert!(whole_batches(&p.records).is_empty(), "{ctx}: old data visible: {p:?}");
+        assert!(
+            whole_batches(&p.records).is_empty(),
+            "{ctx}: old data visible: {p:?}"
+        );
         let p = fetch(&mut conn, 12, topic, partition, FetchArgs::at(5));
-        assert_eq!(p.error_code, OFFSET_OUT_OF_RANGE, "{ctx}: fetch at the old end: {p:?}");
-        assert_eq!(produce_ok(&mut conn, topic, partition, batch(2, T0, "new", None)), 0, "{ctx}");
+        assert_eq!(
+            p.error_code, OFFSET_OUT_OF_RANGE,
+            "{ctx}: fetch at the old end: {p:?}"
+        );
+        assert_eq!(
+            produce_ok(&mut conn, topic, partition, batch(2, T0, "new", None)),
+            0,
+            "{ctx}"
+        );
         let p = fetch(&mut conn, 12, topic, partition, FetchArgs::at(0));
         let batches = whole_batches(&p.records);
         assert_eq!(base_offsets(&batches), vec![0], "{ctx}");
@@ -1070,25 +1381,52 @@ fn recreated_topic_starts_empty_with_a_new_id_and_partitions_grow() {
     // CreatePartitions 2 -> 4.
     let resp = conn.call(
         &CreatePartitionsRequest {
-            topics: vec![CreatePartitionsTopic { name: topic.into(), count: 4, assignments: None }],
+            topics: vec![CreatePartitionsTopic {
+                name: topic.into(),
+                count: 4,
+                assignments: None,
+            }],
             timeout_ms: 10_000,
             validate_only: false,
         },
         3,
     );
     assert_eq!(resp.results.len(), 1, "CreatePartitions: {resp:?}");
-    assert_eq!(resp.results[0].error_code, NONE, "CreatePartitions: {resp:?}");
+    assert_eq!(
+        resp.results[0].error_code, NONE,
+        "CreatePartitions: {resp:?}"
+    );
     let grown = metadata_v12(&mut conn, topic);
     let mut indexes: Vec<i32> = grown.partitions.iter().map(|p| p.partition_index).collect();
     indexes.sort();
-    assert_eq!(indexes, vec![0, 1, 2, 3], "partitions after CreatePartitions");
-    assert!(grown.partitions.iter().all(|p| p.error_code == NONE && p.leader_id >= 0), "{grown:?}");
-    assert_eq!(grown.topic_id, new.topic_id, "CreatePartitions changed the topic id");
+    assert_eq!(
+        indexes,
+        vec![0, 1, 2, 3],
+        "partitions after CreatePartitions"
+    );
+    assert!(
+        grown
+            .partitions
+            .iter()
+            .all(|p| p.error_code == NONE && p.leader_id >= 0),
+        "{grown:?}"
+    );
+    assert_eq!(
+        grown.topic_id, new.topic_id,
+        "CreatePartitions changed the topic id"
+    );
     for partition in [3, 2] {
-        assert_eq!(produce_ok(&mut conn, topic, partition, batch(3, T0, "grown", None)), 0);
+        assert_eq!(
+            produce_ok(&mut conn, topic, partition, batch(3, T0, "grown", None)),
+            0
+        );
         let p = fetch(&mut conn, 12, topic, partition, FetchArgs::at(0));
         assert_eq!(p.high_watermark, 3, "partition {partition}: {p:?}");
-        assert_eq!(base_offsets(&whole_batches(&p.records)), vec![0], "partition {partition}");
+        assert_eq!(
+            base_offsets(&whole_batches(&p.records)),
+            vec![0],
+            "partition {partition}"
+        );
     }
     // The old partitions kept their data.
     assert_eq!(high_watermark(&mut conn, topic, 0), 2);
@@ -1096,23 +1434,38 @@ fn recreated_topic_starts_empty_with_a_new_id_and_partitions_grow() {
     // Shrinking is refused.
     let resp = conn.call(
         &CreatePartitionsRequest {
-            topics: vec![CreatePartitionsTopic { name: topic.into(), count: 2, assignments: None }],
+            topics: vec![CreatePartitionsTopic {
+                name: topic.into(),
+                count: 2,
+                assignments: None,
+            }],
             timeout_ms: 10_000,
             validate_only: false,
         },
         3,
     );
-    assert_eq!(resp.results[0].error_code, INVALID_PARTITIONS, "CreatePartitions 4 -> 2: {resp:?}");
+    assert_eq!(
+        resp.results[0].error_code, INVALID_PARTITIONS,
+        "CreatePartitions 4 -> 2: {resp:?}"
+    );
 
     // All of it survives a restart: id, 4 partitions, data.
     drop(conn);
-    broker.restart();
+    restart(&mut broker);
     let mut conn = Conn::open(broker.addr());
     let after = metadata_v12(&mut conn, topic);
     assert_eq!(after.topic_id, new.topic_id, "topic id after restart");
-    assert_eq!(after.partitions.len(), 4, "partitions after restart: {after:?}");
+    assert_eq!(
+        after.partitions.len(),
+        4,
+        "partitions after restart: {after:?}"
+    );
     for (partition, hw) in [(0, 2), (1, 2), (2, 3), (3, 3)] {
-        assert_eq!(high_watermark(&mut conn, topic, partition), hw, "partition {partition} after restart");
+        assert_eq!(
+            high_watermark(&mut conn, topic, partition),
+            hw,
+            "partition {partition} after restart"
+        );
     }
 }
 
@@ -1132,14 +1485,22 @@ fn offset_for_leader_epoch(
             replica_id: -1,
             topics: vec![OffsetForLeaderTopic {
                 topic: topic.into(),
-                partitions: vec![OffsetForLeaderPartition { partition, current_leader_epoch, leader_epoch }],
+                partitions: vec![OffsetForLeaderPartition {
+                    partition,
+                    current_leader_epoch,
+                    leader_epoch,
+                }],
             }],
         },
         4,
     );
     assert_eq!(resp.topics.len(), 1, "OffsetForLeaderEpoch: {resp:?}");
     assert_eq!(resp.topics[0].topic, topic);
-    assert_eq!(resp.topics[0].partitions.len(), 1, "OffsetForLeaderEpoch: {resp:?}");
+    assert_eq!(
+        resp.topics[0].partitions.len(),
+        1,
+        "OffsetForLeaderEpoch: {resp:?}"
+    );
     let p = resp.topics[0].partitions[0].clone();
     assert_eq!(p.partition, partition);
     p
@@ -1167,12 +1528,56 @@ fn offset_for_leader_epoch_v4() {
             );
         }
         let p = offset_for_leader_epoch(&mut conn, topic, partition, 5, 0);
-        assert_eq!(p.error_code, UNKNOWN_LEADER_EPOCH, "{ctx}: current epoch 5: {p:?}");
+        assert_eq!(
+            p.error_code, UNKNOWN_LEADER_EPOCH,
+            "{ctx}: current epoch 5: {p:?}"
+        );
         // An epoch after the latest one: undefined epoch and offset, no error (Kafka's
         // LeaderEpochFileCache.endOffsetFor).
         let p = offset_for_leader_epoch(&mut conn, topic, partition, -1, 1);
-        assert_eq!((p.error_code, p.leader_epoch, p.end_offset), (NONE, -1, -1), "{ctx}: epoch 1: {p:?}");
+        assert_eq!(
+            (p.error_code, p.leader_epoch, p.end_offset),
+            (NONE, -1, -1),
+            "{ctx}: epoch 1: {p:?}"
+        );
     }
     let p = offset_for_leader_epoch(&mut conn, topic, 9, -1, 0);
-    assert_eq!(p.error_code, UNKNOWN_TOPIC_OR_PARTITION, "unknown partition: {p:?}");
+    assert_eq!(
+        p.error_code, UNKNOWN_TOPIC_OR_PARTITION,
+        "unknown partition: {p:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listener exclusivity
+// ---------------------------------------------------------------------------------------------
+
+/// Kafka refuses to start when its listener address is taken ("Socket server failed to bind
+/// to ...: Address already in use"). A second broker that joins the first one's SO_REUSEPORT
+/// group instead splits the clients between two unrelated brokers.
+#[test]
+#[ignore = "broker bug: a second `odradek serve` binds a listen address already in use (SO_REUSEPORT) and the kernel splits connections between the two brokers"]
+fn second_broker_on_a_taken_address_refuses_to_start() {
+    let first = broker();
+    let data = tempfile::tempdir().expect("temp dir");
+    let listen = first.bootstrap();
+    let data_dir = data.path().display().to_string();
+    // The second instance must exit by itself (non-zero); run_to_exit panics if it keeps running.
+    let (status, output) = common::run_to_exit(
+        &[
+            "serve",
+            "--listen",
+            &listen,
+            "--data-dir",
+            &data_dir,
+            "--cores",
+            "1",
+        ],
+        Duration::from_secs(5),
+    );
+    assert!(
+        !status.success(),
+        "second broker on {listen} exited with {status}: {output}"
+    );
+    assert!(first.addr().port() > 0);
 }

@@ -1162,3 +1162,46 @@ pub fn stored_batch_codecs(data_dir: &Path, topic: &str, partitions: &[i32]) -> 
     }
     codecs
 }
+
+// ---------------------------------------------------------------------------------------------
+// Listener sockets of a stopped broker
+// ---------------------------------------------------------------------------------------------
+
+/// Number of sockets in LISTEN state on 127.0.0.1:`port` or 0.0.0.0:`port` (from
+/// `/proc/net/tcp`; 0 where it cannot be read).
+pub fn listeners_on(port: u16) -> usize {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return 0;
+    };
+    let port_hex = format!("{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() > 3
+                && fields[1]
+                    .rsplit_once(':')
+                    .is_some_and(|(_, p)| p.eq_ignore_ascii_case(&port_hex))
+                && fields[3] == "0A" // TCP_LISTEN
+        })
+        .count()
+}
+
+/// Waits until no socket listens on `port` any more; returns false if some still do after
+/// `timeout`.
+///
+/// Why: after SIGKILL the broker's io_uring instance is torn down by the kernel after the process
+/// is reaped, and the listening sockets its pending accepts hold linger for a few milliseconds.
+/// The broker binds with SO_REUSEPORT, so a new broker joins that group, and connections the
+/// kernel hashes to a lingering socket are reset when it finally closes.
+pub fn wait_listeners_gone(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while listeners_on(port) > 0 {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
