@@ -33,8 +33,19 @@ pub struct ResponseFrame {
     pub len: usize,
 }
 
-/// A request's completion; `None` means "no response" (acks=0 produce).
-pub type Pending = Pin<Box<dyn Future<Output = Option<ResponseFrame>>>>;
+/// How a request ends, once its completion has run.
+pub enum Completion {
+    /// Send this response.
+    Respond(ResponseFrame),
+    /// Send nothing (acks=0 produce that succeeded).
+    Silent,
+    /// Close the connection after the responses already sent (acks=0 produce that failed: the
+    /// only way to tell such a client, as Kafka does, so it refreshes its metadata).
+    Close(String),
+}
+
+/// A request's completion, queued in request order.
+pub type Pending = Pin<Box<dyn Future<Output = Completion>>>;
 
 /// Smallest request: api key, api version, correlation id.
 const MIN_FRAME: usize = 8;
@@ -51,18 +62,22 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let (mut reader, mut writer) = (Half(stream.clone()), Half(stream));
     let (tx, rx) = local_channel::new_bounded::<Pending>(shard.config.connection_inflight_max);
 
+    let writer_shard = shard.id;
+    let writer_peer = peer.clone();
     let writer_task = glommio::spawn_local(async move {
         while let Some(pending) = rx.recv().await {
-            let Some(frame) = pending.await else { continue };
-            let mut head = Vec::with_capacity(4);
-            head.extend_from_slice(&(frame.len as u32).to_be_bytes());
-            if writer.write_all(&head).await.is_err() {
-                return;
-            }
-            for chunk in &frame.chunks {
-                if writer.write_all(chunk).await.is_err() {
-                    return;
+            let frame = match pending.await {
+                Completion::Respond(frame) => frame,
+                Completion::Silent => continue,
+                Completion::Close(why) => {
+                    log::info!(
+                        "shard {writer_shard}: closing connection from {writer_peer}: {why}"
+                    );
+                    break;
                 }
+            };
+            if write_frame(&mut writer, frame).await.is_err() {
+                return;
             }
         }
         let _ = writer.flush().await;
@@ -139,6 +154,28 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     drop(tx);
     // Finish the answers already owed (in order), then the socket closes.
     writer_task.await;
+}
+
+/// Writes the size prefix and the chunks of one response. A small first chunk travels in the
+/// same write as the prefix (one syscall fewer per response); large record chunks go as they are.
+async fn write_frame(writer: &mut Half, frame: ResponseFrame) -> io::Result<()> {
+    const COALESCE_MAX: usize = 64 * 1024;
+    let mut chunks = frame.chunks.into_iter();
+    let mut head = Vec::with_capacity(4 + COALESCE_MAX.min(frame.len));
+    head.extend_from_slice(&(frame.len as u32).to_be_bytes());
+    let mut rest = None;
+    if let Some(first) = chunks.next() {
+        if first.len() <= COALESCE_MAX {
+            head.extend_from_slice(&first);
+        } else {
+            rest = Some(first);
+        }
+    }
+    writer.write_all(&head).await?;
+    for chunk in rest.into_iter().chain(chunks) {
+        writer.write_all(&chunk).await?;
+    }
+    Ok(())
 }
 
 /// Encodes a response header + body.

@@ -347,6 +347,7 @@ impl Shard {
 pub fn run_broker(config: BrokerConfig) -> Result<(), BootError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| BootError::DataDir(config.data_dir.display().to_string(), e))?;
+    ensure_address_free(config.listen)?;
     let config = Arc::new(config);
     let nr = config.cores.cpus.len();
     let mesh = MeshBuilder::<Job, _>::full(nr, config.mailbox_capacity);
@@ -373,6 +374,36 @@ pub fn run_broker(config: BrokerConfig) -> Result<(), BootError> {
         }
     }
     result
+}
+
+/// Refuses to start when another process already listens on `addr`. Every shard binds with
+/// SO_REUSEPORT, which would otherwise quietly join the other process's group and have the kernel
+/// split clients between two brokers. A plain bind conflicts with any listener on the port. The
+/// sockets of a broker killed a moment ago linger for a few milliseconds while the kernel tears it
+/// down, so a conflict is retried for up to 2 s before giving up.
+fn ensure_address_free(addr: std::net::SocketAddr) -> Result<(), BootError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(probe) => {
+                drop(probe);
+                return Ok(());
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => {
+                return Err(BootError::Listen(
+                    0,
+                    addr.to_string(),
+                    format!("{e} (is another broker listening there?)"),
+                ))
+            }
+        }
+    }
 }
 
 fn install_signal_thread(

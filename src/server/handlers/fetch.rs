@@ -21,6 +21,7 @@ use crate::protocol::wire::Reader;
 use crate::shard::Shard;
 
 use super::{decode, Dispatch, RequestContext};
+use crate::server::connection::Completion;
 
 #[derive(Clone)]
 struct FetchWork {
@@ -146,7 +147,7 @@ pub fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatch
             budget = budget.saturating_sub(size);
             part.records = Some(join_chunks(r.chunks));
         }
-        Some(ctx.respond(&FetchResponse {
+        Completion::Respond(ctx.respond(&FetchResponse {
             throttle_time_ms: 0,
             error_code: 0,
             session_id: 0,

@@ -15,6 +15,7 @@ use crate::protocol::wire::Reader;
 use crate::shard::Shard;
 
 use super::{decode, Dispatch, RequestContext};
+use crate::server::connection::Completion;
 
 const EARLIEST: i64 = -2;
 const LATEST: i64 = -1;
@@ -135,7 +136,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
                     .collect(),
             })
             .collect();
-        Some(ctx.respond(&ListOffsetsResponse {
+        Completion::Respond(ctx.respond(&ListOffsetsResponse {
             throttle_time_ms: 0,
             topics,
         }))

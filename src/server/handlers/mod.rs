@@ -22,7 +22,7 @@ use crate::protocol::codec::Message;
 use crate::protocol::wire::Reader;
 use crate::shard::Shard;
 
-use super::connection::{encode_response, Pending, ResponseFrame};
+use super::connection::{encode_response, Completion, Pending, ResponseFrame};
 
 /// Versions served per API.
 ///
@@ -76,7 +76,7 @@ impl RequestContext {
 
     pub fn reply<M: Message + 'static>(&self, body: M) -> Dispatch {
         let frame = self.respond(&body);
-        Dispatch::Reply(Box::pin(async move { Some(frame) }))
+        Dispatch::Reply(Box::pin(async move { Completion::Respond(frame) }))
     }
 }
 

@@ -19,6 +19,7 @@ use crate::storage::StorageError;
 
 use super::admin::create_via_controller;
 use super::{decode, Dispatch, RequestContext};
+use crate::server::connection::Completion;
 
 /// Produce v0–2 carry message format v0/v1, which we do not store; they are answered
 /// UNSUPPORTED_VERSION per partition.
@@ -158,9 +159,6 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
                 })),
             }
         }
-        if acks == 0 {
-            return None;
-        }
         for r in results {
             let p = &mut responses[r.slot.0].partition_responses[r.slot.1];
             p.error_code = r.error.0;
@@ -168,7 +166,20 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
             p.log_append_time_ms = r.log_append_time;
             p.log_start_offset = r.log_start_offset;
         }
-        Some(ctx.respond(&ProduceResponse {
+        if acks == 0 {
+            let failed = responses.iter().find_map(|t| {
+                let p = t.partition_responses.iter().find(|p| p.error_code != 0)?;
+                Some(format!(
+                    "acks=0 produce to {}-{} failed with error {}",
+                    t.name, p.index, p.error_code
+                ))
+            });
+            return match failed {
+                Some(why) => Completion::Close(why),
+                None => Completion::Silent,
+            };
+        }
+        Completion::Respond(ctx.respond(&ProduceResponse {
             responses,
             throttle_time_ms: 0,
             ..Default::default()
