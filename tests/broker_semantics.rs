@@ -834,7 +834,6 @@ fn list_offsets_earliest_latest_and_by_timestamp() {
 /// of the first batch whose max timestamp qualifies), not the batch's base offset and max
 /// timestamp.
 #[test]
-#[ignore = "broker bug: ListOffsets by timestamp answers the batch's base offset and MAX timestamp, not the first matching record's offset and timestamp"]
 fn list_offsets_by_timestamp_in_multi_record_batches() {
     let broker = broker();
     let topic = "offsets-in-batch";

@@ -834,3 +834,47 @@ fn kill9_under_acks_all_load_loses_no_acknowledged_record() {
     }
     broker.stop();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Timestamp lookup inside compressed batches
+// ---------------------------------------------------------------------------------------------
+
+/// librdkafka's offsets_for_times (ListOffsets by timestamp) finds the exact record inside lz4
+/// batches that hold many records, as Kafka does, not just the batch.
+#[test]
+fn offsets_for_times_finds_records_inside_compressed_batches() {
+    let mut broker = broker_with_partitions(1);
+    let topic = "times";
+    let t0: i64 = 1_750_000_000_000;
+    let recs: Vec<Rec> = (0..200)
+        .map(|i| {
+            let mut r = Rec::value(payload("times", i, 100)).to_partition(0);
+            r.timestamp_ms = Some(t0 + 10 * i as i64);
+            r
+        })
+        .collect();
+    let p = producer(&broker.bootstrap(), &[("compression.codec", "lz4"), ("linger.ms", "200"), ("acks", "all")]);
+    let delivered = produce_all(&p, topic, &recs, PRODUCE_TIMEOUT);
+    drop(p);
+    assert_eq!(delivered.last().map(|d| d.1), Some(199));
+    let batches = stored_batch_codecs(&broker.data_dir(), topic, &[0]);
+    assert!(
+        batches.iter().any(|(codec, n)| *codec == 3 && *n > 10),
+        "expected lz4 batches of many records, stored {batches:?}"
+    );
+
+    let consumer = consumer(&broker.bootstrap(), &[]);
+    for (ts, want) in [(t0 - 1, 0), (t0, 0), (t0 + 1, 1), (t0 + 555, 56), (t0 + 1990, 199)] {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Offset(ts)).unwrap();
+        let found = consumer.offsets_for_times(tpl, Duration::from_secs(15)).expect("offsets_for_times");
+        let offset = found.find_partition(topic, 0).map(|e| e.offset());
+        assert_eq!(offset, Some(Offset::Offset(want)), "timestamp {ts}");
+    }
+    // After the last record's timestamp: no such offset (librdkafka reports the end).
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(t0 + 1991)).unwrap();
+    let found = consumer.offsets_for_times(tpl, Duration::from_secs(15)).expect("offsets_for_times");
+    assert_eq!(found.find_partition(topic, 0).map(|e| e.offset()), Some(Offset::End));
+    broker.stop();
+}

@@ -31,6 +31,7 @@
 pub mod api;
 pub mod body;
 pub mod codec;
+pub mod compression;
 pub mod error;
 pub mod header;
 pub mod messages;

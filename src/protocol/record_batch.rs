@@ -85,6 +85,9 @@ pub enum Corruption {
     LengthMismatch { length: i32, available: usize },
     #[error("crc mismatch: stored {stored:#010x}, computed {computed:#010x}")]
     CrcMismatch { stored: u32, computed: u32 },
+    /// The records section cannot be decoded (bad varints, bad compressed data).
+    #[error("undecodable records: {0}")]
+    Records(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -274,6 +277,70 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
         }));
     }
     Ok(hdr)
+}
+
+/// The first record of `batch` (one whole, validated batch) whose timestamp is at or after `ts`,
+/// as (offset, timestamp); `None` if no record qualifies. Kafka answers ListOffsets by timestamp
+/// this way. LogAppendTime batches stamp every record with maxTimestamp. Compressed records are
+/// decompressed, producing at most `limit` bytes (see [`super::compression`]).
+pub fn first_record_at_or_after(
+    batch: &[u8],
+    ts: i64,
+    limit: usize,
+) -> Result<Option<(i64, i64)>, BatchError> {
+    let h = BatchHeader::parse(batch)?;
+    let batch = batch
+        .get(..h.total_len())
+        .ok_or(BatchError::CorruptMessage(Corruption::Truncated {
+            needed: h.total_len(),
+            available: batch.len(),
+        }))?;
+    if h.is_log_append_time() {
+        return Ok((h.max_timestamp >= ts).then_some((h.base_offset, h.max_timestamp)));
+    }
+    let body = &batch[BATCH_HEADER_LEN..];
+    let undecodable = |why: String| BatchError::CorruptMessage(Corruption::Records(why));
+    let records: std::borrow::Cow<[u8]> = match h.compression() {
+        super::compression::CODEC_NONE => std::borrow::Cow::Borrowed(body),
+        codec => std::borrow::Cow::Owned(
+            super::compression::decompress(codec, body, limit)
+                .map_err(|e| undecodable(e.to_string()))?,
+        ),
+    };
+    let mut pos = 0usize;
+    for _ in 0..h.records_count {
+        let len = read_zigzag(&records, &mut pos).map_err(undecodable)?;
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|len| pos.checked_add(len))
+            .filter(|end| *end <= records.len())
+            .ok_or_else(|| undecodable(format!("record length {len} at {pos}")))?;
+        let mut p = pos + 1; // record attributes (unused)
+        let timestamp_delta = read_zigzag(&records[..end], &mut p).map_err(undecodable)?;
+        let offset_delta = read_zigzag(&records[..end], &mut p).map_err(undecodable)?;
+        let timestamp = h.base_timestamp.saturating_add(timestamp_delta);
+        if timestamp >= ts {
+            return Ok(Some((h.base_offset + offset_delta, timestamp)));
+        }
+        pos = end;
+    }
+    Ok(None)
+}
+
+/// Reads a zigzag varint/varlong (up to 10 bytes) at `*pos`.
+fn read_zigzag(buf: &[u8], pos: &mut usize) -> Result<i64, String> {
+    let mut value: u64 = 0;
+    for i in 0..10 {
+        let byte = *buf
+            .get(*pos)
+            .ok_or_else(|| format!("truncated varint at {}", *pos))?;
+        *pos += 1;
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(((value >> 1) as i64) ^ -((value & 1) as i64));
+        }
+    }
+    Err(format!("varint longer than 10 bytes before {}", *pos))
 }
 
 /// Iterator over the batches of a record set (a produce request may carry several). Yields
@@ -488,6 +555,11 @@ pub mod testing {
                 recs.extend_from_slice(&body);
                 max_ts = max_ts.max(self.base_timestamp + r.timestamp_delta);
             }
+            let codec = (self.attributes & ATTR_COMPRESSION_MASK) as u8;
+            if codec != 0 {
+                recs =
+                    crate::protocol::compression::compress(codec, &recs).expect("test compression");
+            }
             let n = self.records.len() as i32;
             let mut b = Vec::with_capacity(BATCH_HEADER_LEN + recs.len());
             b.extend_from_slice(&self.base_offset.to_be_bytes());
@@ -518,6 +590,52 @@ mod tests {
     use super::testing::*;
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn first_record_at_or_after_scans_records_in_every_codec() {
+        for codec in 0..=4i16 {
+            let mut b = BatchBuilder::simple(5, 7);
+            b.base_offset = 100;
+            b.attributes = codec;
+            // Record i at base + 10 * i.
+            for (i, r) in b.records.iter_mut().enumerate() {
+                r.timestamp_delta = 10 * i as i64;
+            }
+            let batch = b.build();
+            validate(&batch).unwrap();
+            let t0 = b.base_timestamp;
+            let at = |ts| first_record_at_or_after(&batch, ts, 1 << 20).unwrap();
+            assert_eq!(at(t0 - 5), Some((100, t0)), "codec {codec}");
+            assert_eq!(at(t0), Some((100, t0)));
+            assert_eq!(at(t0 + 11), Some((102, t0 + 20)));
+            assert_eq!(at(t0 + 40), Some((104, t0 + 40)));
+            assert_eq!(at(t0 + 41), None);
+        }
+    }
+
+    #[test]
+    fn first_record_at_or_after_log_append_time_and_damage() {
+        let mut b = BatchBuilder::simple(3, 1);
+        b.attributes = ATTR_TIMESTAMP_LOG_APPEND;
+        let mut batch = b.build();
+        set_log_append_time(&mut batch, 5_000).unwrap();
+        assert_eq!(
+            first_record_at_or_after(&batch, 4_000, 1 << 20).unwrap(),
+            Some((0, 5_000))
+        );
+        assert_eq!(
+            first_record_at_or_after(&batch, 5_001, 1 << 20).unwrap(),
+            None
+        );
+        // A compressed body that is not what it claims is an error, never a panic.
+        let mut lz4 = BatchBuilder::simple(3, 1);
+        lz4.attributes = 3;
+        let mut bad = lz4.build();
+        let n = bad.len();
+        bad[n - 5..].copy_from_slice(&[0xff; 5]);
+        assert!(first_record_at_or_after(&bad, 0, 1 << 20).is_err());
+        assert!(first_record_at_or_after(&bad[..40], 0, 1 << 20).is_err());
+    }
 
     fn arb_builder() -> impl Strategy<Value = BatchBuilder> {
         (

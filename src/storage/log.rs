@@ -188,6 +188,10 @@ pub struct PartitionLog {
     tail_rescanned: bool,
 }
 
+/// Most bytes a timestamp lookup may decompress from one batch (guards against a batch that
+/// inflates far beyond its size).
+const TIMESTAMP_SCAN_LIMIT_BYTES: usize = 64 << 20;
+
 /// Name of the clean-shutdown marker (a state file) written by `close`.
 pub const CLEAN_MARKER: &str = ".clean_shutdown";
 
@@ -972,18 +976,57 @@ impl PartitionLog {
                 None => return Ok(None),
             }
         };
+        // Kafka's answer is a record, not a batch: the first record at or after `ts` inside the
+        // first batch whose max timestamp reaches it (decompressing that one batch if needed).
         while offset < hw {
             let slice = self.read(offset, 1 << 20, hw).await?;
             if slice.chunks.is_empty() {
                 break;
             }
-            for b in &slice.chunks {
-                let h = BatchHeader::parse(b)
-                    .map_err(|_| invariant("readable batch header", 0, b.len() as i64))?;
-                if h.max_timestamp >= ts && h.last_offset() >= offset {
-                    return Ok(Some((h.base_offset, h.max_timestamp)));
+            let before = offset;
+            for chunk in &slice.chunks {
+                let mut pos = 0;
+                while pos < chunk.len() {
+                    let h = BatchHeader::parse(&chunk[pos..]).map_err(|_| {
+                        invariant("readable batch header", 0, (chunk.len() - pos) as i64)
+                    })?;
+                    let batch = chunk.get(pos..pos + h.total_len()).ok_or_else(|| {
+                        invariant(
+                            "whole batch in read chunk",
+                            h.total_len() as i64,
+                            (chunk.len() - pos) as i64,
+                        )
+                    })?;
+                    if h.max_timestamp >= ts && h.last_offset() >= offset {
+                        match record_batch::first_record_at_or_after(
+                            batch,
+                            ts,
+                            TIMESTAMP_SCAN_LIMIT_BYTES,
+                        ) {
+                            Ok(Some(hit)) => return Ok(Some(hit)),
+                            // maxTimestamp promised a record; a batch whose records disagree
+                            // is skipped like one that does not reach `ts`.
+                            Ok(None) => {}
+                            Err(e) => {
+                                log::warn!(
+                                    "{}: batch at offset {}: {e}",
+                                    self.dir.display(),
+                                    h.base_offset
+                                );
+                                return Err(StorageError::Corrupt {
+                                    path: self.dir.clone(),
+                                    position: h.base_offset as u64,
+                                    reason: "undecodable records in a batch (see the log)",
+                                });
+                            }
+                        }
+                    }
+                    offset = offset.max(h.last_offset() + 1);
+                    pos += h.total_len();
                 }
-                offset = offset.max(h.last_offset() + 1);
+            }
+            if offset == before {
+                break;
             }
         }
         Ok(None)
