@@ -362,18 +362,28 @@ fn offset_for_timestamp_matches_brute_force() {
         let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
             .await
             .unwrap();
-        // Mostly increasing timestamps with some going backwards.
-        let mut meta = Vec::new();
+        // Mostly increasing timestamps with some going backwards. `produced` gives record i of a
+        // batch the timestamp base + i.
+        let mut meta: Vec<(i64, Vec<i64>)> = Vec::new();
         for i in 0..150i64 {
             let ts = 1000 + i * 10 - if i % 7 == 3 { 45 } else { 0 };
-            let (b, h) = produced(1 + (i as usize % 4), i as u64, ts);
+            let n = 1 + (i as usize % 4);
+            let (b, h) = produced(n, i as u64, ts);
             let o = log.append(&b, &h, 0, NOW).unwrap();
-            meta.push((o.base_offset, h.max_timestamp));
+            meta.push((o.base_offset, (0..n as i64).map(|r| ts + r).collect()));
         }
         log.flush().await.unwrap();
-        async fn check(log: &PartitionLog, meta: &[(i64, i64)]) {
+        // Kafka's answer: in the first batch (by offset) whose max timestamp reaches q, the first
+        // record whose timestamp does.
+        async fn check(log: &PartitionLog, meta: &[(i64, Vec<i64>)]) {
             for q in (900..2600).step_by(13) {
-                let want = meta.iter().find(|(_, t)| *t >= q).copied();
+                let want = meta
+                    .iter()
+                    .find(|(_, ts)| ts.iter().max().is_some_and(|m| *m >= q))
+                    .and_then(|(base, ts)| {
+                        let i = ts.iter().position(|t| *t >= q)?;
+                        Some((base + i as i64, ts[i]))
+                    });
                 assert_eq!(log.offset_for_timestamp(q).await.unwrap(), want, "ts {q}");
             }
         }
