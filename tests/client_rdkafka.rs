@@ -878,3 +878,47 @@ fn offsets_for_times_finds_records_inside_compressed_batches() {
     assert_eq!(found.find_partition(topic, 0).map(|e| e.offset()), Some(Offset::End));
     broker.stop();
 }
+
+/// With `log.message.timestamp.type=LogAppendTime` the broker stamps each batch with its own
+/// clock (maxTimestamp and the timestamp-type bit, CRC recomputed): consumers, which check CRCs,
+/// see LogAppendTime timestamps from the broker's clock, not the producer's; records are intact.
+#[test]
+fn log_append_time_is_stamped_by_the_broker() {
+    let mut broker = BrokerOptions::new()
+        .cores("2")
+        .set("num.partitions", 2)
+        .set("log.message.timestamp.type", "LogAppendTime")
+        .start();
+    let topic = "stamped";
+    let old_ts = 1_000_000_000_000; // 2001: far from now
+    let recs: Vec<Rec> = (0..50)
+        .map(|i| {
+            let mut r = Rec::keyed(format!("k{i}"), payload("stamped", i, 80)).to_partition((i % 2) as i32);
+            r.timestamp_ms = Some(old_ts + i as i64);
+            r
+        })
+        .collect();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let p = producer(&broker.bootstrap(), &[("compression.codec", "lz4"), ("acks", "all")]);
+    produce_all(&p, topic, &recs, PRODUCE_TIMEOUT);
+    drop(p);
+    let after = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let got = consume_exact(&broker.bootstrap(), topic, &[0, 1], Offset::Beginning, recs.len(), CONSUME_TIMEOUT);
+    for r in &got {
+        assert_eq!(r.create_time_ms, None, "record {}-{} still has CreateTime", r.partition, r.offset);
+        let t = r.log_append_time_ms.unwrap_or_else(|| panic!("record {}-{} has no LogAppendTime", r.partition, r.offset));
+        assert!((before - 1000..=after + 1000).contains(&t), "LogAppendTime {t} outside [{before}, {after}]");
+    }
+    let mut values: Vec<Vec<u8>> = got.iter().filter_map(|r| r.value.clone()).collect();
+    let mut sent: Vec<Vec<u8>> = recs.iter().filter_map(|r| r.value.clone()).collect();
+    values.sort();
+    sent.sort();
+    assert_eq!(values, sent, "record values after stamping");
+    broker.stop();
+}

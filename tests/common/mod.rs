@@ -610,6 +610,8 @@ pub struct Consumed {
     pub headers: Vec<(String, Option<Vec<u8>>)>,
     /// CreateTime in ms, if the record carries one.
     pub create_time_ms: Option<i64>,
+    /// LogAppendTime in ms, if the broker stamped the batch.
+    pub log_append_time_ms: Option<i64>,
 }
 
 static CONSUMER_SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -713,9 +715,10 @@ pub fn owned_message(m: &rdkafka::message::BorrowedMessage<'_>) -> Consumed {
                 .collect()
         })
         .unwrap_or_default();
-    let create_time_ms = match m.timestamp() {
-        rdkafka::message::Timestamp::CreateTime(t) => Some(t),
-        _ => None,
+    let (create_time_ms, log_append_time_ms) = match m.timestamp() {
+        rdkafka::message::Timestamp::CreateTime(t) => (Some(t), None),
+        rdkafka::message::Timestamp::LogAppendTime(t) => (None, Some(t)),
+        rdkafka::message::Timestamp::NotAvailable => (None, None),
     };
     Consumed {
         partition: m.partition(),
@@ -724,6 +727,7 @@ pub fn owned_message(m: &rdkafka::message::BorrowedMessage<'_>) -> Consumed {
         value: m.payload().map(|v| v.to_vec()),
         headers,
         create_time_ms,
+        log_append_time_ms,
     }
 }
 
