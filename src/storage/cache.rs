@@ -12,14 +12,14 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use bytes::Bytes;
+use super::StoredBatch;
 
 /// Identifies a partition inside one shard's cache.
 pub type CachePartitionId = u64;
 
 struct Cached {
     last_offset: i64,
-    data: Bytes,
+    data: StoredBatch,
     /// Insertion sequence, to tell a stale FIFO entry from a re-inserted batch.
     seq: u64,
 }
@@ -89,7 +89,13 @@ impl BatchCache {
     }
 
     /// Caches a batch whose offsets are `base_offset..=last_offset`.
-    pub fn insert(&self, part: CachePartitionId, base_offset: i64, last_offset: i64, data: Bytes) {
+    pub fn insert(
+        &self,
+        part: CachePartitionId,
+        base_offset: i64,
+        last_offset: i64,
+        data: StoredBatch,
+    ) {
         let len = data.len();
         if len > self.budget_bytes {
             return;
@@ -134,7 +140,7 @@ impl BatchCache {
         offset: i64,
         max_bytes: usize,
         upper: i64,
-    ) -> Option<Vec<Bytes>> {
+    ) -> Option<Vec<StoredBatch>> {
         let inner = self.inner.borrow();
         let found = inner.partitions.get(&part).and_then(|m| {
             let (_, first) = m.range(..=offset).next_back()?;
@@ -194,9 +200,13 @@ impl BatchCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
-    fn batch(n: usize, tag: u8) -> Bytes {
-        Bytes::from(vec![tag; n])
+    fn batch(n: usize, tag: u8) -> StoredBatch {
+        StoredBatch::with_head(
+            Bytes::from(vec![tag; n.min(61)]),
+            &Bytes::from(vec![tag; n]),
+        )
     }
 
     #[test]
@@ -208,7 +218,7 @@ mod tests {
         c.insert(p, 10, 12, batch(100, 3)); // gap after 5
         let r = c.read(p, 3, 1 << 20, i64::MAX).unwrap();
         assert_eq!(r.len(), 2);
-        assert_eq!(r[0][0], 1);
+        assert_eq!(r[0].chunks().next().unwrap()[0], 1);
         assert!(c.read(p, 7, 100, i64::MAX).is_none());
         assert_eq!(c.read(p, 11, 100, i64::MAX).unwrap().len(), 1);
         // upper excludes batches starting at or beyond it

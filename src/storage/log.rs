@@ -62,6 +62,7 @@ use super::cache::{BatchCache, CachePartitionId};
 use super::index::{OffsetIndex, SegmentIndexes, TimeIndex};
 use super::producer_state::{BatchMeta, ProducerCheck, ProducerError, ProducerStateMachine};
 use super::recovery::{scan_file, ScannedBatch};
+use super::StoredBatch;
 use super::{AppendOutcome, LogConfig, ReadSlice, StorageError};
 
 /// Read granularity for disk reads (beyond what `max_bytes` asks for).
@@ -130,7 +131,7 @@ impl Segment {
 #[derive(Default)]
 struct Pending {
     head: Vec<u8>,
-    batches: Vec<Bytes>,
+    batches: Vec<StoredBatch>,
     len: u64,
 }
 
@@ -147,7 +148,7 @@ impl Pending {
     fn parts(&self) -> Vec<&[u8]> {
         let mut v = Vec::with_capacity(self.batches.len() + 1);
         v.push(&self.head[..]);
-        v.extend(self.batches.iter().map(|b| &b[..]));
+        v.extend(self.batches.iter().flat_map(|b| b.parts()));
         v
     }
 
@@ -703,7 +704,6 @@ impl PartitionLog {
             seg.roll_base_ms = now_ms;
         }
 
-        let mut copy = BytesMut::from(&batch[..]);
         let short = |_| {
             invariant(
                 "batch holds a header",
@@ -711,15 +711,26 @@ impl PartitionLog {
                 batch.len() as i64,
             )
         };
-        record_batch::set_base_offset(&mut copy, base).map_err(short)?;
-        record_batch::set_partition_leader_epoch(&mut copy, leader_epoch).map_err(short)?;
-        let (log_append_time, max_ts) = if self.cfg.message_timestamp_log_append {
-            record_batch::set_log_append_time(&mut copy, now_ms).map_err(short)?;
-            (now_ms, now_ms)
+        let (copy, log_append_time, max_ts) = if self.cfg.message_timestamp_log_append {
+            // maxTimestamp and the CRC change too: store a rewritten copy of the whole batch.
+            let mut whole = BytesMut::from(&batch[..]);
+            record_batch::set_base_offset(&mut whole, base).map_err(short)?;
+            record_batch::set_partition_leader_epoch(&mut whole, leader_epoch).map_err(short)?;
+            record_batch::set_log_append_time(&mut whole, now_ms).map_err(short)?;
+            (StoredBatch::whole(whole.freeze()), now_ms, now_ms)
         } else {
-            (-1, hdr.max_timestamp)
+            // Only the fixed header changes (outside the CRC): copy and rewrite those 61
+            // bytes, keep the body as received.
+            let header_len = record_batch::BATCH_HEADER_LEN.min(batch.len());
+            let mut head = BytesMut::from(&batch[..header_len]);
+            record_batch::set_base_offset(&mut head, base).map_err(short)?;
+            record_batch::set_partition_leader_epoch(&mut head, leader_epoch).map_err(short)?;
+            (
+                StoredBatch::with_head(head.freeze(), batch),
+                -1,
+                hdr.max_timestamp,
+            )
         };
-        let copy = copy.freeze();
 
         let rel_last = (last - seg.base_offset) as u32;
         seg.indexes.on_batch(
@@ -923,10 +934,10 @@ impl PartitionLog {
             if offset >= upper {
                 return Ok(ReadSlice::default());
             }
-            if let Some(chunks) = self.cache.read(self.cache_id, offset, max_bytes, upper) {
-                if !chunks.is_empty() {
+            if let Some(batches) = self.cache.read(self.cache_id, offset, max_bytes, upper) {
+                if !batches.is_empty() {
                     return Ok(ReadSlice {
-                        chunks,
+                        chunks: batches.iter().flat_map(|b| b.chunks()).collect(),
                         from_cache: true,
                     });
                 }
@@ -984,46 +995,37 @@ impl PartitionLog {
                 break;
             }
             let before = offset;
-            for chunk in &slice.chunks {
-                let mut pos = 0;
-                while pos < chunk.len() {
-                    let h = BatchHeader::parse(&chunk[pos..]).map_err(|_| {
-                        invariant("readable batch header", 0, (chunk.len() - pos) as i64)
-                    })?;
-                    let batch = chunk.get(pos..pos + h.total_len()).ok_or_else(|| {
-                        invariant(
-                            "whole batch in read chunk",
-                            h.total_len() as i64,
-                            (chunk.len() - pos) as i64,
-                        )
-                    })?;
-                    if h.max_timestamp >= ts && h.last_offset() >= offset {
-                        match record_batch::first_record_at_or_after(
-                            batch,
-                            ts,
-                            TIMESTAMP_SCAN_LIMIT_BYTES,
-                        ) {
-                            Ok(Some(hit)) => return Ok(Some(hit)),
-                            // maxTimestamp promised a record; a batch whose records disagree
-                            // is skipped like one that does not reach `ts`.
-                            Ok(None) => {}
-                            Err(e) => {
-                                log::warn!(
-                                    "{}: batch at offset {}: {e}",
-                                    self.dir.display(),
-                                    h.base_offset
-                                );
-                                return Err(StorageError::Corrupt {
-                                    path: self.dir.clone(),
-                                    position: h.base_offset as u64,
-                                    reason: "undecodable records in a batch (see the log)",
-                                });
-                            }
+            let batches = slice
+                .batches()
+                .map_err(|_| invariant("whole batches in a read", 0, slice.bytes() as i64))?;
+            for batch in &batches {
+                let h = BatchHeader::parse(batch)
+                    .map_err(|_| invariant("readable batch header", 0, batch.len() as i64))?;
+                if h.max_timestamp >= ts && h.last_offset() >= offset {
+                    match record_batch::first_record_at_or_after(
+                        batch,
+                        ts,
+                        TIMESTAMP_SCAN_LIMIT_BYTES,
+                    ) {
+                        Ok(Some(hit)) => return Ok(Some(hit)),
+                        // maxTimestamp promised a record; a batch whose records disagree is
+                        // skipped like one that does not reach `ts`.
+                        Ok(None) => {}
+                        Err(e) => {
+                            log::warn!(
+                                "{}: batch at offset {}: {e}",
+                                self.dir.display(),
+                                h.base_offset
+                            );
+                            return Err(StorageError::Corrupt {
+                                path: self.dir.clone(),
+                                position: h.base_offset as u64,
+                                reason: "undecodable records in a batch (see the log)",
+                            });
                         }
                     }
-                    offset = offset.max(h.last_offset() + 1);
-                    pos += h.total_len();
                 }
+                offset = offset.max(h.last_offset() + 1);
             }
             if offset == before {
                 break;

@@ -62,7 +62,7 @@ async fn read_all(log: &PartitionLog, from: i64, max_bytes: usize) -> Vec<Bytes>
     while off < hw {
         let s = log.read(off, max_bytes, hw).await.unwrap();
         assert!(!s.chunks.is_empty(), "no progress at {off} (hw {hw})");
-        for c in s.chunks {
+        for c in s.batches().unwrap() {
             let h = validate(&c).unwrap();
             assert!(h.last_offset() >= off);
             off = h.last_offset() + 1;
@@ -148,15 +148,15 @@ fn round_trip_across_rolls_and_reopen() {
             let h = BatchHeader::parse(bytes).unwrap();
             for off in [*base, h.last_offset(), (base + h.last_offset()) / 2] {
                 let s = log.read(off, 1, log.high_watermark()).await.unwrap();
-                assert_eq!(s.chunks.len(), 1);
-                assert_eq!(&s.chunks[0][..], &bytes[..]);
+                assert_eq!(s.batches().unwrap().len(), 1);
+                assert_eq!(&s.batches().unwrap()[0][..], &bytes[..]);
                 assert!(!s.from_cache);
             }
         }
         // upper bound: nothing at or past it.
         let (b5, _) = &expect[5];
         let s = log.read(0, 1 << 20, *b5).await.unwrap();
-        assert_eq!(s.chunks.len(), 5);
+        assert_eq!(s.batches().unwrap().len(), 5);
         assert!(log
             .read(log.log_end_offset() + 1, 100, i64::MAX)
             .await
@@ -241,13 +241,13 @@ fn tail_reads_hit_the_cache_and_budget_holds() {
         let hits = cache.hits();
         let s = b.read(*base, 1, b.high_watermark()).await.unwrap();
         assert!(s.from_cache);
-        assert_eq!(&s.chunks[0][..], &bytes[..]);
+        assert_eq!(&s.batches().unwrap()[0][..], &bytes[..]);
         assert_eq!(cache.hits(), hits + 1);
         // The oldest batch of a was evicted: served from disk, same bytes.
         let misses = cache.misses();
         let s = a.read(0, 1, a.high_watermark()).await.unwrap();
         assert!(!s.from_cache);
-        assert_eq!(&s.chunks[0][..], &ea[0].1[..]);
+        assert_eq!(&s.batches().unwrap()[0][..], &ea[0].1[..]);
         assert_eq!(cache.misses(), misses + 1);
         // Unflushed data is not visible below the high watermark bound.
         append_many(&a, 1, 3);
@@ -424,7 +424,7 @@ fn log_append_time_and_age_roll() {
         assert_eq!(log.segment_count(), 2);
         log.flush().await.unwrap();
         let s = log.read(0, 1, log.high_watermark()).await.unwrap();
-        let h = validate(&s.chunks[0]).unwrap();
+        let h = validate(&s.batches().unwrap()[0]).unwrap();
         assert!(h.is_log_append_time());
         assert_eq!(h.max_timestamp, NOW + 5);
         assert_eq!(h.partition_leader_epoch, 2);
@@ -670,9 +670,9 @@ fn batches_larger_than_a_read_chunk() {
         }
         for (base, want) in &expect {
             let s = log.read(*base + 1, 1, log.high_watermark()).await.unwrap();
-            let h = validate(&s.chunks[0]).unwrap();
+            let h = validate(&s.batches().unwrap()[0]).unwrap();
             if h.last_offset() > *base {
-                assert_eq!(&s.chunks[0][..], &want[..]);
+                assert_eq!(&s.batches().unwrap()[0][..], &want[..]);
             }
         }
         log.close().await.unwrap();
@@ -816,8 +816,9 @@ proptest! {
                         let s = l.read(off, max_bytes, hw).await.unwrap();
                         assert!(!s.chunks.is_empty());
                         let total: usize = s.chunks.iter().map(|c| c.len()).sum();
-                        assert!(s.chunks.len() == 1 || total <= max_bytes);
-                        for (k, c) in s.chunks.iter().enumerate() {
+                        let batches = s.batches().unwrap();
+                        assert!(batches.len() == 1 || total <= max_bytes);
+                        for (k, c) in batches.iter().enumerate() {
                             assert_eq!(&c[..], &acked[i + k].1[..]);
                         }
                     }
@@ -880,7 +881,7 @@ fn damage_in_a_sealed_segment_is_reported_on_read_not_returned() {
         // Other segments still serve.
         let last = expect.last().unwrap();
         assert_eq!(
-            &log.read(last.0, 1, hw).await.unwrap().chunks[0][..],
+            &log.read(last.0, 1, hw).await.unwrap().batches().unwrap()[0][..],
             &last.1[..]
         );
         log.close().await.unwrap();
