@@ -1,8 +1,9 @@
-//! Kafka API keys, the table of what Odradek serves, and which versions are flexible.
+//! Kafka API keys, the table of what the codec implements, and which versions are flexible.
 //!
-//! [`SUPPORTED`] is the single source of truth: the ApiVersions answer is built from it and
-//! dispatch rejects anything outside it with UNSUPPORTED_VERSION. The codec may know more
-//! versions than the table lists (e.g. Produce 0-2 headers), never fewer.
+//! [`SUPPORTED`] lists, per API, the versions [`crate::protocol::body`] can decode and encode
+//! (each message's `VERSIONS`). What the broker serves and advertises in ApiVersions is a separate
+//! table in `server/handlers` and may be narrower: an API can be in the codec before the server
+//! has a handler for it (the consumer-group APIs, for instance).
 
 /// Every Kafka API key, numbered as in Kafka's message specs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -290,7 +291,7 @@ impl ApiKey {
     }
 }
 
-/// What Odradek serves: (api, min version, max version), inclusive.
+/// What the codec implements: (api, min version, max version), inclusive.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 12),
@@ -304,9 +305,21 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::JoinGroup, 2, 9),
+    (ApiKey::SyncGroup, 3, 5),
+    (ApiKey::Heartbeat, 3, 4),
+    (ApiKey::LeaveGroup, 3, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
-/// The supported version range of `key`, if we serve it.
+/// The version range of `key`, if the codec implements it.
 pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
     SUPPORTED
         .iter()
@@ -314,7 +327,7 @@ pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
         .map(|&(_, lo, hi)| (lo, hi))
 }
 
-/// Whether `version` of `key` is served.
+/// Whether the codec implements `version` of `key`.
 pub fn is_supported(key: ApiKey, version: i16) -> bool {
     matches!(supported_versions(key), Some((lo, hi)) if version >= lo && version <= hi)
 }

@@ -61,6 +61,19 @@ macro_rules! bodies {
             }
         }
 
+        /// (api, request versions, request flexible min, response versions, response flexible
+        /// min) of every implemented message, checked against [`super::api`] in the tests.
+        #[cfg(test)]
+        const CODEC_TABLE: &[(ApiKey, (i16, i16), i16, (i16, i16), i16)] = &[$(
+            (
+                ApiKey::$variant,
+                <$req as Message>::VERSIONS,
+                <$req as Message>::FLEXIBLE_MIN,
+                <$resp as Message>::VERSIONS,
+                <$resp as Message>::FLEXIBLE_MIN,
+            ),
+        )*];
+
         $(
             impl From<$req> for RequestBody {
                 fn from(m: $req) -> Self { Self::$variant(m) }
@@ -85,6 +98,18 @@ bodies! {
     OffsetForLeaderEpoch(OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse),
     CreatePartitions(CreatePartitionsRequest, CreatePartitionsResponse),
     DescribeCluster(DescribeClusterRequest, DescribeClusterResponse),
+    JoinGroup(JoinGroupRequest, JoinGroupResponse),
+    SyncGroup(SyncGroupRequest, SyncGroupResponse),
+    Heartbeat(HeartbeatRequest, HeartbeatResponse),
+    LeaveGroup(LeaveGroupRequest, LeaveGroupResponse),
+    OffsetCommit(OffsetCommitRequest, OffsetCommitResponse),
+    OffsetFetch(OffsetFetchRequest, OffsetFetchResponse),
+    OffsetDelete(OffsetDeleteRequest, OffsetDeleteResponse),
+    ListGroups(ListGroupsRequest, ListGroupsResponse),
+    DescribeGroups(DescribeGroupsRequest, DescribeGroupsResponse),
+    DeleteGroups(DeleteGroupsRequest, DeleteGroupsResponse),
+    ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse),
+    ConsumerGroupDescribe(ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse),
 }
 
 /// Decodes a request frame (size prefix already stripped).
@@ -181,19 +206,32 @@ mod tests {
         let (_, b) = decode_request(Bytes::from(w.into_vec())).unwrap();
         assert_eq!(b, Err(DecodeError::UnknownApiKey(999)));
 
-        // Known key the codec does not implement (JoinGroup).
+        // Known key the codec does not implement (SaslHandshake).
         let mut w = Writer::new();
         RequestHeader {
-            request_api_key: 11,
-            request_api_version: 5,
+            request_api_key: 17,
+            request_api_version: 1,
             ..header
         }
         .encode(&mut w);
         let (_, b) = decode_request(Bytes::from(w.into_vec())).unwrap();
-        assert_eq!(b, Err(DecodeError::UnsupportedApiKey(11)));
+        assert_eq!(b, Err(DecodeError::UnsupportedApiKey(17)));
 
         // Truncated header.
         assert!(decode_request(Bytes::from_static(&[0, 3, 0])).is_err());
+    }
+
+    /// `SUPPORTED` and `ApiKey::flexible_min` say exactly what the message definitions say.
+    #[test]
+    fn api_table_matches_message_definitions() {
+        use super::super::api::{supported_versions, SUPPORTED};
+        assert_eq!(CODEC_TABLE.len(), SUPPORTED.len());
+        for &(key, req_versions, req_flex, resp_versions, resp_flex) in CODEC_TABLE {
+            assert_eq!(req_versions, resp_versions, "{key:?}");
+            assert_eq!(supported_versions(key), Some(req_versions), "{key:?}");
+            let flex = key.flexible_min();
+            assert_eq!((req_flex, resp_flex), (flex, flex), "{key:?}");
+        }
     }
 
     #[test]

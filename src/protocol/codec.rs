@@ -14,6 +14,10 @@
 //! - `None` in a nullable field is written as null even in a version where the spec does not
 //!   allow null; callers only put `None` where the spec allows it.
 //! - Decoding is bounded (see [`crate::protocol::wire`]); encoding never fails.
+//! - A nullable struct (`Option<Nested>`, e.g. ConsumerGroupHeartbeat's `assignment`) is an int8
+//!   marker, -1 for null and 1 before the struct; like Kafka's generated readers, any negative
+//!   marker reads as null and any other as present.
+//! - `flexible = "none"` declares an API without flexible versions.
 
 use std::fmt::Debug;
 
@@ -92,6 +96,16 @@ pub const fn range(s: &str) -> (i16, i16) {
     }
     assert!(i > start && i == b.len(), "bad upper bound");
     (lo, hi)
+}
+
+/// First flexible version from a flexible-versions string; `i16::MAX` for "none".
+pub const fn flexible_min(s: &str) -> i16 {
+    let r = range(s);
+    if r.0 > r.1 {
+        i16::MAX
+    } else {
+        r.0
+    }
 }
 
 #[inline]
@@ -199,6 +213,32 @@ impl<T: Field> Field for Vec<T> {
     }
     fn spec_default() -> Self {
         Vec::new()
+    }
+}
+
+/// Implemented by [`message!`](crate::message!) for every struct it defines, so that
+/// `Option<Struct>` (a nullable struct) has its own encoding, distinct from nullable strings,
+/// bytes and arrays.
+pub trait Struct: Field {}
+
+impl<T: Struct> Field for Option<T> {
+    fn read(r: &mut Reader, version: i16, flexible: bool) -> Result<Self, DecodeError> {
+        if r.read_i8()? < 0 {
+            return Ok(None);
+        }
+        T::read(r, version, flexible).map(Some)
+    }
+    fn write(&self, w: &mut Writer, version: i16, flexible: bool) {
+        match self {
+            Some(v) => {
+                w.put_i8(1);
+                v.write(w, version, flexible);
+            }
+            None => w.put_i8(-1),
+        }
+    }
+    fn spec_default() -> Self {
+        None
     }
 }
 
@@ -349,6 +389,8 @@ macro_rules! message {
             }
         }
 
+        impl $crate::protocol::codec::Struct for $name {}
+
         impl $crate::protocol::sample::Sample for $name {
             #[allow(unused_variables)]
             fn sample(g: &mut $crate::protocol::sample::Gen, version: i16, _nullable: bool) -> Self {
@@ -376,7 +418,7 @@ macro_rules! message {
             impl $crate::protocol::codec::Message for $name {
                 const API_KEY: $crate::protocol::api::ApiKey = $crate::protocol::api::ApiKey::$api;
                 const VERSIONS: (i16, i16) = $crate::protocol::codec::range($vers);
-                const FLEXIBLE_MIN: i16 = $crate::protocol::codec::range($flex).0;
+                const FLEXIBLE_MIN: i16 = $crate::protocol::codec::flexible_min($flex);
             }
         )?
 
@@ -395,5 +437,7 @@ mod tests {
         assert_eq!(range("7"), (7, 7));
         assert!(!in_range(0, range("none")));
         assert!(in_range(12, range("0-12")) && !in_range(13, range("0-12")));
+        assert_eq!(flexible_min("none"), i16::MAX);
+        assert_eq!(flexible_min("6+"), 6);
     }
 }
