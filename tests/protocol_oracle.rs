@@ -154,6 +154,30 @@ oracle! {
     offset_for_leader_epoch_response: ours::OffsetForLeaderEpochResponse, kp::OffsetForLeaderEpochResponse;
     find_coordinator_request: ours::FindCoordinatorRequest, kp::FindCoordinatorRequest;
     find_coordinator_response: ours::FindCoordinatorResponse, kp::FindCoordinatorResponse;
+    join_group_request: ours::JoinGroupRequest, kp::JoinGroupRequest;
+    join_group_response: ours::JoinGroupResponse, kp::JoinGroupResponse;
+    sync_group_request: ours::SyncGroupRequest, kp::SyncGroupRequest;
+    sync_group_response: ours::SyncGroupResponse, kp::SyncGroupResponse;
+    heartbeat_request: ours::HeartbeatRequest, kp::HeartbeatRequest;
+    heartbeat_response: ours::HeartbeatResponse, kp::HeartbeatResponse;
+    leave_group_request: ours::LeaveGroupRequest, kp::LeaveGroupRequest;
+    leave_group_response: ours::LeaveGroupResponse, kp::LeaveGroupResponse;
+    offset_commit_request: ours::OffsetCommitRequest, kp::OffsetCommitRequest;
+    offset_commit_response: ours::OffsetCommitResponse, kp::OffsetCommitResponse;
+    offset_fetch_request: ours::OffsetFetchRequest, kp::OffsetFetchRequest;
+    offset_fetch_response: ours::OffsetFetchResponse, kp::OffsetFetchResponse;
+    offset_delete_request: ours::OffsetDeleteRequest, kp::OffsetDeleteRequest;
+    offset_delete_response: ours::OffsetDeleteResponse, kp::OffsetDeleteResponse;
+    list_groups_request: ours::ListGroupsRequest, kp::ListGroupsRequest;
+    list_groups_response: ours::ListGroupsResponse, kp::ListGroupsResponse;
+    describe_groups_request: ours::DescribeGroupsRequest, kp::DescribeGroupsRequest;
+    describe_groups_response: ours::DescribeGroupsResponse, kp::DescribeGroupsResponse;
+    delete_groups_request: ours::DeleteGroupsRequest, kp::DeleteGroupsRequest;
+    delete_groups_response: ours::DeleteGroupsResponse, kp::DeleteGroupsResponse;
+    consumer_group_heartbeat_request: ours::ConsumerGroupHeartbeatRequest, kp::ConsumerGroupHeartbeatRequest;
+    consumer_group_heartbeat_response: ours::ConsumerGroupHeartbeatResponse, kp::ConsumerGroupHeartbeatResponse;
+    consumer_group_describe_request: ours::ConsumerGroupDescribeRequest, kp::ConsumerGroupDescribeRequest;
+    consumer_group_describe_response: ours::ConsumerGroupDescribeResponse, kp::ConsumerGroupDescribeResponse;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -234,6 +258,11 @@ impl B {
         } else {
             Some(self.str())
         }
+    }
+    /// Non-nullable bytes (group metadata, assignments): usually small, sometimes past the
+    /// shared-chunk threshold.
+    fn bytes(&mut self) -> Bytes {
+        self.records().unwrap_or_default()
     }
     fn records(&mut self) -> Option<Bytes> {
         match self.g.below(5) {
@@ -891,6 +920,503 @@ fn kp_find_coordinator_response(b: &mut B) -> kp::FindCoordinatorResponse {
     m
 }
 
+fn gid(s: StrBytes) -> kp::GroupId {
+    kp::GroupId(s)
+}
+
+fn kp_join_group_request(b: &mut B) -> kp::JoinGroupRequest {
+    use kp::join_group_request::*;
+    let mut m = JoinGroupRequest::default();
+    m.group_id = gid(b.str());
+    m.session_timeout_ms = b.i32();
+    m.rebalance_timeout_ms = b.i32();
+    m.member_id = b.str();
+    if b.has("5+") {
+        m.group_instance_id = b.ostr("5+");
+    }
+    m.protocol_type = b.str();
+    m.protocols = b.vec(|b| {
+        let mut p = JoinGroupRequestProtocol::default();
+        p.name = b.str();
+        p.metadata = b.bytes();
+        p
+    });
+    if b.has("8+") {
+        m.reason = b.ostr("8+");
+    }
+    m
+}
+
+fn kp_join_group_response(b: &mut B) -> kp::JoinGroupResponse {
+    use kp::join_group_response::*;
+    let mut m = JoinGroupResponse::default();
+    m.throttle_time_ms = b.i32();
+    m.error_code = b.i16();
+    m.generation_id = b.i32();
+    if b.has("7+") {
+        m.protocol_type = b.ostr("7+");
+    }
+    m.protocol_name = b.ostr("7+");
+    m.leader = b.str();
+    if b.has("9+") {
+        m.skip_assignment = b.bool();
+    }
+    m.member_id = b.str();
+    m.members = b.vec(|b| {
+        let mut p = JoinGroupResponseMember::default();
+        p.member_id = b.str();
+        if b.has("5+") {
+            p.group_instance_id = b.ostr("5+");
+        }
+        p.metadata = b.bytes();
+        p
+    });
+    m
+}
+
+fn kp_sync_group_request(b: &mut B) -> kp::SyncGroupRequest {
+    use kp::sync_group_request::*;
+    let mut m = SyncGroupRequest::default();
+    m.group_id = gid(b.str());
+    m.generation_id = b.i32();
+    m.member_id = b.str();
+    m.group_instance_id = b.ostr("3+");
+    if b.has("5+") {
+        m.protocol_type = b.ostr("5+");
+        m.protocol_name = b.ostr("5+");
+    }
+    m.assignments = b.vec(|b| {
+        let mut a = SyncGroupRequestAssignment::default();
+        a.member_id = b.str();
+        a.assignment = b.bytes();
+        a
+    });
+    m
+}
+
+fn kp_sync_group_response(b: &mut B) -> kp::SyncGroupResponse {
+    let mut m = kp::SyncGroupResponse::default();
+    m.throttle_time_ms = b.i32();
+    m.error_code = b.i16();
+    if b.has("5+") {
+        m.protocol_type = b.ostr("5+");
+        m.protocol_name = b.ostr("5+");
+    }
+    m.assignment = b.bytes();
+    m
+}
+
+fn kp_heartbeat_request(b: &mut B) -> kp::HeartbeatRequest {
+    let mut m = kp::HeartbeatRequest::default();
+    m.group_id = gid(b.str());
+    m.generation_id = b.i32();
+    m.member_id = b.str();
+    m.group_instance_id = b.ostr("3+");
+    m
+}
+
+fn kp_heartbeat_response(b: &mut B) -> kp::HeartbeatResponse {
+    let mut m = kp::HeartbeatResponse::default();
+    m.throttle_time_ms = b.i32();
+    m.error_code = b.i16();
+    m
+}
+
+fn kp_leave_group_request(b: &mut B) -> kp::LeaveGroupRequest {
+    use kp::leave_group_request::*;
+    let mut m = LeaveGroupRequest::default();
+    m.group_id = gid(b.str());
+    m.members = b.vec(|b| {
+        let mut p = MemberIdentity::default();
+        p.member_id = b.str();
+        p.group_instance_id = b.ostr("3+");
+        if b.has("5+") {
+            p.reason = b.ostr("5+");
+        }
+        p
+    });
+    m
+}
+
+fn kp_leave_group_response(b: &mut B) -> kp::LeaveGroupResponse {
+    use kp::leave_group_response::*;
+    let mut m = LeaveGroupResponse::default();
+    m.throttle_time_ms = b.i32();
+    m.error_code = b.i16();
+    m.members = b.vec(|b| {
+        let mut p = MemberResponse::default();
+        p.member_id = b.str();
+        p.group_instance_id = b.ostr("3+");
+        p.error_code = b.i16();
+        p
+    });
+    m
+}
+
+fn kp_offset_commit_request(b: &mut B) -> kp::OffsetCommitRequest {
+    use kp::offset_commit_request::*;
+    let mut m = OffsetCommitRequest::default();
+    m.group_id = gid(b.str());
+    m.generation_id_or_member_epoch = b.i32();
+    m.member_id = b.str();
+    if b.has("7+") {
+        m.group_instance_id = b.ostr("7+");
+    }
+    if b.has("2-4") {
+        m.retention_time_ms = b.i64();
+    }
+    m.topics = b.vec(|b| {
+        let mut t = OffsetCommitRequestTopic::default();
+        t.name = tn(b.str());
+        t.partitions = b.vec(|b| {
+            let mut p = OffsetCommitRequestPartition::default();
+            p.partition_index = b.i32();
+            p.committed_offset = b.i64();
+            if b.has("6+") {
+                p.committed_leader_epoch = b.i32();
+            }
+            p.committed_metadata = b.ostr("0+");
+            p
+        });
+        t
+    });
+    m
+}
+
+fn kp_offset_commit_response(b: &mut B) -> kp::OffsetCommitResponse {
+    use kp::offset_commit_response::*;
+    let mut m = OffsetCommitResponse::default();
+    if b.has("3+") {
+        m.throttle_time_ms = b.i32();
+    }
+    m.topics = b.vec(|b| {
+        let mut t = OffsetCommitResponseTopic::default();
+        t.name = tn(b.str());
+        t.partitions = b.vec(|b| {
+            let mut p = OffsetCommitResponsePartition::default();
+            p.partition_index = b.i32();
+            p.error_code = b.i16();
+            p
+        });
+        t
+    });
+    m
+}
+
+fn kp_offset_fetch_request(b: &mut B) -> kp::OffsetFetchRequest {
+    use kp::offset_fetch_request::*;
+    let mut m = OffsetFetchRequest::default();
+    if b.has("0-7") {
+        m.group_id = gid(b.str());
+        m.topics = b.ovec("2-7", |b| {
+            let mut t = OffsetFetchRequestTopic::default();
+            t.name = tn(b.str());
+            t.partition_indexes = b.vec(|b| b.i32());
+            t
+        });
+    } else {
+        m.groups = b.vec(|b| {
+            let mut g = OffsetFetchRequestGroup::default();
+            g.group_id = gid(b.str());
+            if b.has("9+") {
+                g.member_id = b.ostr("9+");
+                g.member_epoch = b.i32();
+            }
+            g.topics = b.ovec("8+", |b| {
+                let mut t = OffsetFetchRequestTopics::default();
+                t.name = tn(b.str());
+                t.partition_indexes = b.vec(|b| b.i32());
+                t
+            });
+            g
+        });
+    }
+    if b.has("7+") {
+        m.require_stable = b.bool();
+    }
+    m
+}
+
+fn kp_offset_fetch_response(b: &mut B) -> kp::OffsetFetchResponse {
+    use kp::offset_fetch_response::*;
+    let mut m = OffsetFetchResponse::default();
+    if b.has("3+") {
+        m.throttle_time_ms = b.i32();
+    }
+    if b.has("0-7") {
+        m.topics = b.vec(|b| {
+            let mut t = OffsetFetchResponseTopic::default();
+            t.name = tn(b.str());
+            t.partitions = b.vec(|b| {
+                let mut p = OffsetFetchResponsePartition::default();
+                p.partition_index = b.i32();
+                p.committed_offset = b.i64();
+                if b.has("5+") {
+                    p.committed_leader_epoch = b.i32();
+                }
+                p.metadata = b.ostr("0+");
+                p.error_code = b.i16();
+                p
+            });
+            t
+        });
+        if b.has("2+") {
+            m.error_code = b.i16();
+        }
+    } else {
+        m.groups = b.vec(|b| {
+            let mut g = OffsetFetchResponseGroup::default();
+            g.group_id = gid(b.str());
+            g.topics = b.vec(|b| {
+                let mut t = OffsetFetchResponseTopics::default();
+                t.name = tn(b.str());
+                t.partitions = b.vec(|b| {
+                    let mut p = OffsetFetchResponsePartitions::default();
+                    p.partition_index = b.i32();
+                    p.committed_offset = b.i64();
+                    p.committed_leader_epoch = b.i32();
+                    p.metadata = b.ostr("8+");
+                    p.error_code = b.i16();
+                    p
+                });
+                t
+            });
+            g.error_code = b.i16();
+            g
+        });
+    }
+    m
+}
+
+fn kp_offset_delete_request(b: &mut B) -> kp::OffsetDeleteRequest {
+    use kp::offset_delete_request::*;
+    let mut m = OffsetDeleteRequest::default();
+    m.group_id = gid(b.str());
+    m.topics = b.vec(|b| {
+        let mut t = OffsetDeleteRequestTopic::default();
+        t.name = tn(b.str());
+        t.partitions = b.vec(|b| {
+            let mut p = OffsetDeleteRequestPartition::default();
+            p.partition_index = b.i32();
+            p
+        });
+        t
+    });
+    m
+}
+
+fn kp_offset_delete_response(b: &mut B) -> kp::OffsetDeleteResponse {
+    use kp::offset_delete_response::*;
+    let mut m = OffsetDeleteResponse::default();
+    m.error_code = b.i16();
+    m.throttle_time_ms = b.i32();
+    m.topics = b.vec(|b| {
+        let mut t = OffsetDeleteResponseTopic::default();
+        t.name = tn(b.str());
+        t.partitions = b.vec(|b| {
+            let mut p = OffsetDeleteResponsePartition::default();
+            p.partition_index = b.i32();
+            p.error_code = b.i16();
+            p
+        });
+        t
+    });
+    m
+}
+
+fn kp_list_groups_request(b: &mut B) -> kp::ListGroupsRequest {
+    let mut m = kp::ListGroupsRequest::default();
+    if b.has("4+") {
+        m.states_filter = b.vec(|b| b.str());
+    }
+    if b.has("5+") {
+        m.types_filter = b.vec(|b| b.str());
+    }
+    m
+}
+
+fn kp_list_groups_response(b: &mut B) -> kp::ListGroupsResponse {
+    use kp::list_groups_response::*;
+    let mut m = ListGroupsResponse::default();
+    if b.has("1+") {
+        m.throttle_time_ms = b.i32();
+    }
+    m.error_code = b.i16();
+    m.groups = b.vec(|b| {
+        let mut g = ListedGroup::default();
+        g.group_id = gid(b.str());
+        g.protocol_type = b.str();
+        if b.has("4+") {
+            g.group_state = b.str();
+        }
+        if b.has("5+") {
+            g.group_type = b.str();
+        }
+        g
+    });
+    m
+}
+
+fn kp_describe_groups_request(b: &mut B) -> kp::DescribeGroupsRequest {
+    let mut m = kp::DescribeGroupsRequest::default();
+    m.groups = b.vec(|b| gid(b.str()));
+    if b.has("3+") {
+        m.include_authorized_operations = b.bool();
+    }
+    m
+}
+
+fn kp_describe_groups_response(b: &mut B) -> kp::DescribeGroupsResponse {
+    use kp::describe_groups_response::*;
+    let mut m = DescribeGroupsResponse::default();
+    if b.has("1+") {
+        m.throttle_time_ms = b.i32();
+    }
+    m.groups = b.vec(|b| {
+        let mut g = DescribedGroup::default();
+        g.error_code = b.i16();
+        g.group_id = gid(b.str());
+        g.group_state = b.str();
+        g.protocol_type = b.str();
+        g.protocol_data = b.str();
+        g.members = b.vec(|b| {
+            let mut p = DescribedGroupMember::default();
+            p.member_id = b.str();
+            if b.has("4+") {
+                p.group_instance_id = b.ostr("4+");
+            }
+            p.client_id = b.str();
+            p.client_host = b.str();
+            p.member_metadata = b.bytes();
+            p.member_assignment = b.bytes();
+            p
+        });
+        if b.has("3+") {
+            g.authorized_operations = b.i32();
+        }
+        g
+    });
+    m
+}
+
+fn kp_delete_groups_request(b: &mut B) -> kp::DeleteGroupsRequest {
+    let mut m = kp::DeleteGroupsRequest::default();
+    m.groups_names = b.vec(|b| gid(b.str()));
+    m
+}
+
+fn kp_delete_groups_response(b: &mut B) -> kp::DeleteGroupsResponse {
+    use kp::delete_groups_response::*;
+    let mut m = DeleteGroupsResponse::default();
+    m.throttle_time_ms = b.i32();
+    m.results = b.vec(|b| {
+        let mut r = DeletableGroupResult::default();
+        r.group_id = gid(b.str());
+        r.error_code = b.i16();
+        r
+    });
+    m
+}
+
+fn kp_consumer_group_heartbeat_request(b: &mut B) -> kp::ConsumerGroupHeartbeatRequest {
+    use kp::consumer_group_heartbeat_request::*;
+    let mut m = ConsumerGroupHeartbeatRequest::default();
+    m.group_id = gid(b.str());
+    m.member_id = b.str();
+    m.member_epoch = b.i32();
+    m.instance_id = b.ostr("0+");
+    m.rack_id = b.ostr("0+");
+    m.rebalance_timeout_ms = b.i32();
+    m.subscribed_topic_names = b.ovec("0+", |b| tn(b.str()));
+    if b.has("1+") {
+        m.subscribed_topic_regex = b.ostr("1+");
+    }
+    m.server_assignor = b.ostr("0+");
+    m.topic_partitions = b.ovec("0+", |b| {
+        let mut t = TopicPartitions::default();
+        t.topic_id = kp_uuid!(b);
+        t.partitions = b.vec(|b| b.i32());
+        t
+    });
+    m
+}
+
+fn kp_consumer_group_heartbeat_response(b: &mut B) -> kp::ConsumerGroupHeartbeatResponse {
+    use kp::consumer_group_heartbeat_response::*;
+    let mut m = ConsumerGroupHeartbeatResponse::default();
+    m.throttle_time_ms = b.i32();
+    m.error_code = b.i16();
+    m.error_message = b.ostr("0+");
+    m.member_id = b.ostr("0+");
+    m.member_epoch = b.i32();
+    m.heartbeat_interval_ms = b.i32();
+    if b.g.below(4) != 0 {
+        let mut a = Assignment::default();
+        a.topic_partitions = b.vec(|b| {
+            let mut t = TopicPartitions::default();
+            t.topic_id = kp_uuid!(b);
+            t.partitions = b.vec(|b| b.i32());
+            t
+        });
+        m.assignment = Some(a);
+    }
+    m
+}
+
+fn kp_consumer_group_describe_request(b: &mut B) -> kp::ConsumerGroupDescribeRequest {
+    let mut m = kp::ConsumerGroupDescribeRequest::default();
+    m.group_ids = b.vec(|b| gid(b.str()));
+    m.include_authorized_operations = b.bool();
+    m
+}
+
+fn kp_consumer_group_describe_response(b: &mut B) -> kp::ConsumerGroupDescribeResponse {
+    use kp::consumer_group_describe_response::*;
+    fn assignment(b: &mut B) -> Assignment {
+        let mut a = Assignment::default();
+        a.topic_partitions = b.vec(|b| {
+            let mut t = TopicPartitions::default();
+            t.topic_id = kp_uuid!(b);
+            t.topic_name = tn(b.str());
+            t.partitions = b.vec(|b| b.i32());
+            t
+        });
+        a
+    }
+    let mut m = ConsumerGroupDescribeResponse::default();
+    m.throttle_time_ms = b.i32();
+    m.groups = b.vec(|b| {
+        let mut g = DescribedGroup::default();
+        g.error_code = b.i16();
+        g.error_message = b.ostr("0+");
+        g.group_id = gid(b.str());
+        g.group_state = b.str();
+        g.group_epoch = b.i32();
+        g.assignment_epoch = b.i32();
+        g.assignor_name = b.str();
+        g.members = b.vec(|b| {
+            let mut p = Member::default();
+            p.member_id = b.str();
+            p.instance_id = b.ostr("0+");
+            p.rack_id = b.ostr("0+");
+            p.member_epoch = b.i32();
+            p.client_id = b.str();
+            p.client_host = b.str();
+            p.subscribed_topic_names = b.vec(|b| tn(b.str()));
+            p.subscribed_topic_regex = b.ostr("0+");
+            p.assignment = assignment(b);
+            p.target_assignment = assignment(b);
+            if b.has("1+") {
+                p.member_type = b.i8();
+            }
+            p
+        });
+        g.authorized_operations = b.i32();
+        g
+    });
+    m
+}
+
 /// kp value -> kp bytes -> ours -> our bytes identical, and our bytes -> kp gives the same value.
 fn check_kp_built<O: Message, K: Encodable + Decodable + PartialEq + std::fmt::Debug>(
     seed: u64,
@@ -946,6 +1472,30 @@ oracle_kp_built! {
     kp_built_offset_for_leader_epoch_response: ours::OffsetForLeaderEpochResponse, kp_offset_for_leader_epoch_response;
     kp_built_find_coordinator_request: ours::FindCoordinatorRequest, kp_find_coordinator_request;
     kp_built_find_coordinator_response: ours::FindCoordinatorResponse, kp_find_coordinator_response;
+    kp_built_join_group_request: ours::JoinGroupRequest, kp_join_group_request;
+    kp_built_join_group_response: ours::JoinGroupResponse, kp_join_group_response;
+    kp_built_sync_group_request: ours::SyncGroupRequest, kp_sync_group_request;
+    kp_built_sync_group_response: ours::SyncGroupResponse, kp_sync_group_response;
+    kp_built_heartbeat_request: ours::HeartbeatRequest, kp_heartbeat_request;
+    kp_built_heartbeat_response: ours::HeartbeatResponse, kp_heartbeat_response;
+    kp_built_leave_group_request: ours::LeaveGroupRequest, kp_leave_group_request;
+    kp_built_leave_group_response: ours::LeaveGroupResponse, kp_leave_group_response;
+    kp_built_offset_commit_request: ours::OffsetCommitRequest, kp_offset_commit_request;
+    kp_built_offset_commit_response: ours::OffsetCommitResponse, kp_offset_commit_response;
+    kp_built_offset_fetch_request: ours::OffsetFetchRequest, kp_offset_fetch_request;
+    kp_built_offset_fetch_response: ours::OffsetFetchResponse, kp_offset_fetch_response;
+    kp_built_offset_delete_request: ours::OffsetDeleteRequest, kp_offset_delete_request;
+    kp_built_offset_delete_response: ours::OffsetDeleteResponse, kp_offset_delete_response;
+    kp_built_list_groups_request: ours::ListGroupsRequest, kp_list_groups_request;
+    kp_built_list_groups_response: ours::ListGroupsResponse, kp_list_groups_response;
+    kp_built_describe_groups_request: ours::DescribeGroupsRequest, kp_describe_groups_request;
+    kp_built_describe_groups_response: ours::DescribeGroupsResponse, kp_describe_groups_response;
+    kp_built_delete_groups_request: ours::DeleteGroupsRequest, kp_delete_groups_request;
+    kp_built_delete_groups_response: ours::DeleteGroupsResponse, kp_delete_groups_response;
+    kp_built_consumer_group_heartbeat_request: ours::ConsumerGroupHeartbeatRequest, kp_consumer_group_heartbeat_request;
+    kp_built_consumer_group_heartbeat_response: ours::ConsumerGroupHeartbeatResponse, kp_consumer_group_heartbeat_response;
+    kp_built_consumer_group_describe_request: ours::ConsumerGroupDescribeRequest, kp_consumer_group_describe_request;
+    kp_built_consumer_group_describe_response: ours::ConsumerGroupDescribeResponse, kp_consumer_group_describe_response;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -955,7 +1505,7 @@ oracle_kp_built! {
 proptest! {
     #![proptest_config(ProptestConfig { cases: CASES, failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
-    fn request_header_matches_kp(key_ix in 0usize..12, version in 0i16..14, corr in any::<i32>(),
+    fn request_header_matches_kp(key_ix in 0usize..ours::SUPPORTED.len(), version in 0i16..14, corr in any::<i32>(),
                                  client in proptest::option::of("[a-z0-9-]{0,12}")) {
         let key = ours::SUPPORTED[key_ix].0 as i16;
         let hv = ours::request_header_version(key, version);
@@ -976,7 +1526,7 @@ proptest! {
     }
 
     #[test]
-    fn response_header_matches_kp(key_ix in 0usize..12, version in 0i16..14, corr in any::<i32>()) {
+    fn response_header_matches_kp(key_ix in 0usize..ours::SUPPORTED.len(), version in 0i16..14, corr in any::<i32>()) {
         let key = ours::SUPPORTED[key_ix].0;
         let hv = ours::response_header_version(key, version);
         let mut k = kp::ResponseHeader::default();
@@ -1029,6 +1579,18 @@ fn header_versions_agree_with_kp() {
     >();
     check::<kp::FindCoordinatorRequest, kp::FindCoordinatorResponse, ours::FindCoordinatorRequest>(
     );
+    check::<kp::JoinGroupRequest, kp::JoinGroupResponse, ours::JoinGroupRequest>();
+    check::<kp::SyncGroupRequest, kp::SyncGroupResponse, ours::SyncGroupRequest>();
+    check::<kp::HeartbeatRequest, kp::HeartbeatResponse, ours::HeartbeatRequest>();
+    check::<kp::LeaveGroupRequest, kp::LeaveGroupResponse, ours::LeaveGroupRequest>();
+    check::<kp::OffsetCommitRequest, kp::OffsetCommitResponse, ours::OffsetCommitRequest>();
+    check::<kp::OffsetFetchRequest, kp::OffsetFetchResponse, ours::OffsetFetchRequest>();
+    check::<kp::OffsetDeleteRequest, kp::OffsetDeleteResponse, ours::OffsetDeleteRequest>();
+    check::<kp::ListGroupsRequest, kp::ListGroupsResponse, ours::ListGroupsRequest>();
+    check::<kp::DescribeGroupsRequest, kp::DescribeGroupsResponse, ours::DescribeGroupsRequest>();
+    check::<kp::DeleteGroupsRequest, kp::DeleteGroupsResponse, ours::DeleteGroupsRequest>();
+    check::<kp::ConsumerGroupHeartbeatRequest, kp::ConsumerGroupHeartbeatResponse, ours::ConsumerGroupHeartbeatRequest>();
+    check::<kp::ConsumerGroupDescribeRequest, kp::ConsumerGroupDescribeResponse, ours::ConsumerGroupDescribeRequest>();
 }
 
 /// The 23-byte request that makes a naive decoder reserve gigabytes: a Metadata v1 header and a
@@ -1162,13 +1724,37 @@ fn defaults_match_kp() {
     check::<ours::OffsetForLeaderEpochResponse, kp::OffsetForLeaderEpochResponse>();
     check::<ours::FindCoordinatorRequest, kp::FindCoordinatorRequest>();
     check::<ours::FindCoordinatorResponse, kp::FindCoordinatorResponse>();
+    check::<ours::JoinGroupRequest, kp::JoinGroupRequest>();
+    check::<ours::JoinGroupResponse, kp::JoinGroupResponse>();
+    check::<ours::SyncGroupRequest, kp::SyncGroupRequest>();
+    check::<ours::SyncGroupResponse, kp::SyncGroupResponse>();
+    check::<ours::HeartbeatRequest, kp::HeartbeatRequest>();
+    check::<ours::HeartbeatResponse, kp::HeartbeatResponse>();
+    check::<ours::LeaveGroupRequest, kp::LeaveGroupRequest>();
+    check::<ours::LeaveGroupResponse, kp::LeaveGroupResponse>();
+    check::<ours::OffsetCommitRequest, kp::OffsetCommitRequest>();
+    check::<ours::OffsetCommitResponse, kp::OffsetCommitResponse>();
+    check::<ours::OffsetFetchRequest, kp::OffsetFetchRequest>();
+    check::<ours::OffsetFetchResponse, kp::OffsetFetchResponse>();
+    check::<ours::OffsetDeleteRequest, kp::OffsetDeleteRequest>();
+    check::<ours::OffsetDeleteResponse, kp::OffsetDeleteResponse>();
+    check::<ours::ListGroupsRequest, kp::ListGroupsRequest>();
+    check::<ours::ListGroupsResponse, kp::ListGroupsResponse>();
+    check::<ours::DescribeGroupsRequest, kp::DescribeGroupsRequest>();
+    check::<ours::DescribeGroupsResponse, kp::DescribeGroupsResponse>();
+    check::<ours::DeleteGroupsRequest, kp::DeleteGroupsRequest>();
+    check::<ours::DeleteGroupsResponse, kp::DeleteGroupsResponse>();
+    check::<ours::ConsumerGroupHeartbeatRequest, kp::ConsumerGroupHeartbeatRequest>();
+    check::<ours::ConsumerGroupHeartbeatResponse, kp::ConsumerGroupHeartbeatResponse>();
+    check::<ours::ConsumerGroupDescribeRequest, kp::ConsumerGroupDescribeRequest>();
+    check::<ours::ConsumerGroupDescribeResponse, kp::ConsumerGroupDescribeResponse>();
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
     /// Whole request frames: a plausible header followed by random bytes never panics.
     #[test]
-    fn random_request_frames_never_panic(key_ix in 0usize..12, version in -1i16..20,
+    fn random_request_frames_never_panic(key_ix in 0usize..ours::SUPPORTED.len(), version in -1i16..20,
                                          junk in proptest::collection::vec(any::<u8>(), 0..256)) {
         let mut w = Writer::new();
         ours::RequestHeader {
