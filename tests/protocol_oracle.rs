@@ -1589,8 +1589,16 @@ fn header_versions_agree_with_kp() {
     check::<kp::ListGroupsRequest, kp::ListGroupsResponse, ours::ListGroupsRequest>();
     check::<kp::DescribeGroupsRequest, kp::DescribeGroupsResponse, ours::DescribeGroupsRequest>();
     check::<kp::DeleteGroupsRequest, kp::DeleteGroupsResponse, ours::DeleteGroupsRequest>();
-    check::<kp::ConsumerGroupHeartbeatRequest, kp::ConsumerGroupHeartbeatResponse, ours::ConsumerGroupHeartbeatRequest>();
-    check::<kp::ConsumerGroupDescribeRequest, kp::ConsumerGroupDescribeResponse, ours::ConsumerGroupDescribeRequest>();
+    check::<
+        kp::ConsumerGroupHeartbeatRequest,
+        kp::ConsumerGroupHeartbeatResponse,
+        ours::ConsumerGroupHeartbeatRequest,
+    >();
+    check::<
+        kp::ConsumerGroupDescribeRequest,
+        kp::ConsumerGroupDescribeResponse,
+        ours::ConsumerGroupDescribeRequest,
+    >();
 }
 
 /// The 23-byte request that makes a naive decoder reserve gigabytes: a Metadata v1 header and a
@@ -1748,6 +1756,178 @@ fn defaults_match_kp() {
     check::<ours::ConsumerGroupHeartbeatResponse, kp::ConsumerGroupHeartbeatResponse>();
     check::<ours::ConsumerGroupDescribeRequest, kp::ConsumerGroupDescribeRequest>();
     check::<ours::ConsumerGroupDescribeResponse, kp::ConsumerGroupDescribeResponse>();
+}
+
+/// Nested structs' `Default` values are the spec defaults too. A default of a non-tagged field is
+/// invisible on the wire in the message tests (every present field is sampled), but the server
+/// builds responses from `..Default::default()`, so each default nested struct must encode like
+/// kafka-protocol's in every version of its message.
+#[test]
+fn nested_defaults_match_kp() {
+    use odradek::protocol::Field;
+    fn check<P: Message, O: Field, K: Encodable + Default>() {
+        let (lo, hi) = P::VERSIONS;
+        for v in lo..=hi {
+            let mut w = Writer::new();
+            O::spec_default().write(&mut w, v, P::is_flexible(v));
+            assert_eq!(
+                w.into_vec(),
+                kp_encode(&K::default(), v),
+                "{} v{v}",
+                std::any::type_name::<O>()
+            );
+        }
+    }
+    check::<
+        ours::JoinGroupRequest,
+        ours::JoinGroupRequestProtocol,
+        kp::join_group_request::JoinGroupRequestProtocol,
+    >();
+    check::<
+        ours::JoinGroupResponse,
+        ours::JoinGroupResponseMember,
+        kp::join_group_response::JoinGroupResponseMember,
+    >();
+    check::<
+        ours::SyncGroupRequest,
+        ours::SyncGroupRequestAssignment,
+        kp::sync_group_request::SyncGroupRequestAssignment,
+    >();
+    check::<ours::LeaveGroupRequest, ours::MemberIdentity, kp::leave_group_request::MemberIdentity>(
+    );
+    check::<ours::LeaveGroupResponse, ours::MemberResponse, kp::leave_group_response::MemberResponse>(
+    );
+    check::<
+        ours::OffsetCommitRequest,
+        ours::OffsetCommitRequestTopic,
+        kp::offset_commit_request::OffsetCommitRequestTopic,
+    >();
+    check::<
+        ours::OffsetCommitRequest,
+        ours::OffsetCommitRequestPartition,
+        kp::offset_commit_request::OffsetCommitRequestPartition,
+    >();
+    check::<
+        ours::OffsetCommitResponse,
+        ours::OffsetCommitResponseTopic,
+        kp::offset_commit_response::OffsetCommitResponseTopic,
+    >();
+    check::<
+        ours::OffsetCommitResponse,
+        ours::OffsetCommitResponsePartition,
+        kp::offset_commit_response::OffsetCommitResponsePartition,
+    >();
+    check::<
+        ours::OffsetFetchRequest,
+        ours::OffsetFetchRequestTopic,
+        kp::offset_fetch_request::OffsetFetchRequestTopic,
+    >();
+    check::<
+        ours::OffsetFetchRequest,
+        ours::OffsetFetchRequestGroup,
+        kp::offset_fetch_request::OffsetFetchRequestGroup,
+    >();
+    check::<
+        ours::OffsetFetchRequest,
+        ours::OffsetFetchRequestTopics,
+        kp::offset_fetch_request::OffsetFetchRequestTopics,
+    >();
+    check::<
+        ours::OffsetFetchResponse,
+        ours::OffsetFetchResponseTopic,
+        kp::offset_fetch_response::OffsetFetchResponseTopic,
+    >();
+    check::<
+        ours::OffsetFetchResponse,
+        ours::OffsetFetchResponsePartition,
+        kp::offset_fetch_response::OffsetFetchResponsePartition,
+    >();
+    check::<
+        ours::OffsetFetchResponse,
+        ours::OffsetFetchResponseGroup,
+        kp::offset_fetch_response::OffsetFetchResponseGroup,
+    >();
+    check::<
+        ours::OffsetFetchResponse,
+        ours::OffsetFetchResponseTopics,
+        kp::offset_fetch_response::OffsetFetchResponseTopics,
+    >();
+    check::<
+        ours::OffsetFetchResponse,
+        ours::OffsetFetchResponsePartitions,
+        kp::offset_fetch_response::OffsetFetchResponsePartitions,
+    >();
+    check::<
+        ours::OffsetDeleteRequest,
+        ours::OffsetDeleteRequestTopic,
+        kp::offset_delete_request::OffsetDeleteRequestTopic,
+    >();
+    check::<
+        ours::OffsetDeleteRequest,
+        ours::OffsetDeleteRequestPartition,
+        kp::offset_delete_request::OffsetDeleteRequestPartition,
+    >();
+    check::<
+        ours::OffsetDeleteResponse,
+        ours::OffsetDeleteResponseTopic,
+        kp::offset_delete_response::OffsetDeleteResponseTopic,
+    >();
+    check::<
+        ours::OffsetDeleteResponse,
+        ours::OffsetDeleteResponsePartition,
+        kp::offset_delete_response::OffsetDeleteResponsePartition,
+    >();
+    check::<ours::ListGroupsResponse, ours::ListedGroup, kp::list_groups_response::ListedGroup>();
+    check::<
+        ours::DescribeGroupsResponse,
+        ours::DescribeGroupsResponseDescribedGroup,
+        kp::describe_groups_response::DescribedGroup,
+    >();
+    check::<
+        ours::DescribeGroupsResponse,
+        ours::DescribedGroupMember,
+        kp::describe_groups_response::DescribedGroupMember,
+    >();
+    check::<
+        ours::DeleteGroupsResponse,
+        ours::DeletableGroupResult,
+        kp::delete_groups_response::DeletableGroupResult,
+    >();
+    check::<
+        ours::ConsumerGroupHeartbeatRequest,
+        ours::ConsumerGroupHeartbeatRequestTopicPartitions,
+        kp::consumer_group_heartbeat_request::TopicPartitions,
+    >();
+    check::<
+        ours::ConsumerGroupHeartbeatResponse,
+        ours::ConsumerGroupHeartbeatResponseAssignment,
+        kp::consumer_group_heartbeat_response::Assignment,
+    >();
+    check::<
+        ours::ConsumerGroupHeartbeatResponse,
+        ours::ConsumerGroupHeartbeatResponseTopicPartitions,
+        kp::consumer_group_heartbeat_response::TopicPartitions,
+    >();
+    check::<
+        ours::ConsumerGroupDescribeResponse,
+        ours::ConsumerGroupDescribeResponseDescribedGroup,
+        kp::consumer_group_describe_response::DescribedGroup,
+    >();
+    check::<
+        ours::ConsumerGroupDescribeResponse,
+        ours::ConsumerGroupDescribeResponseMember,
+        kp::consumer_group_describe_response::Member,
+    >();
+    check::<
+        ours::ConsumerGroupDescribeResponse,
+        ours::ConsumerGroupDescribeResponseAssignment,
+        kp::consumer_group_describe_response::Assignment,
+    >();
+    check::<
+        ours::ConsumerGroupDescribeResponse,
+        ours::ConsumerGroupDescribeResponseTopicPartitions,
+        kp::consumer_group_describe_response::TopicPartitions,
+    >();
 }
 
 proptest! {
