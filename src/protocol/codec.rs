@@ -440,4 +440,22 @@ mod tests {
         assert_eq!(flexible_min("none"), i16::MAX);
         assert_eq!(flexible_min("6+"), 6);
     }
+
+    /// Nullable struct: int8 marker (-1 null, 1 present); any negative marker reads as null.
+    #[test]
+    fn nullable_struct_marker() {
+        use crate::protocol::messages::ConsumerGroupHeartbeatResponseAssignment as A;
+        let some = Some(A::default());
+        let mut w = Writer::new();
+        some.write(&mut w, 0, true);
+        None::<A>.write(&mut w, 0, true);
+        // marker 1, empty compact array, no tagged fields; then marker -1.
+        assert_eq!(w.into_vec(), [1, 1, 0, 0xff]);
+        let mut r = Reader::new(Bytes::from_static(&[1, 1, 0, 0xff, 0x80, 1]));
+        assert_eq!(Option::<A>::read(&mut r, 0, true).unwrap(), some);
+        assert_eq!(Option::<A>::read(&mut r, 0, true).unwrap(), None);
+        assert_eq!(Option::<A>::read(&mut r, 0, true).unwrap(), None);
+        // Present but truncated.
+        assert!(Option::<A>::read(&mut r, 0, true).is_err());
+    }
 }
