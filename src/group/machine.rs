@@ -85,7 +85,11 @@ struct PendingMember {
 #[derive(Debug, Clone, Copy)]
 enum Rebalance {
     /// From Empty: completes only at the deadline, re-armed while new members keep arriving.
-    Initial { deadline_ms: u64, remaining_ms: u64, new_member_added: bool },
+    Initial {
+        deadline_ms: u64,
+        remaining_ms: u64,
+        new_member_added: bool,
+    },
     /// Completes as soon as every member rejoined, or at the deadline.
     Delayed { deadline_ms: u64 },
 }
@@ -103,9 +107,26 @@ impl Rebalance {
 #[derive(Debug, Clone)]
 enum PersistKind {
     /// The leader's assignment: members get it once it is durable.
-    Assignment { generation_id: i32, assignments: Vec<(String, Bytes)> },
+    Assignment {
+        generation_id: i32,
+        assignments: Vec<(String, Bytes)>,
+    },
     /// A static member replaced in a Stable group: it is answered once the new id is durable.
-    StaticReplace { member_id: String, request_id: RequestId, leader_id: String },
+    StaticReplace(Box<StaticReplace>),
+}
+
+/// What a Stable static-member replacement needs to answer or undo it.
+#[derive(Debug, Clone)]
+struct StaticReplace {
+    member_id: String,
+    old_member_id: String,
+    request_id: RequestId,
+    /// Leader before the replacement.
+    leader_id: String,
+    supports_skip_assignment: bool,
+    old_protocols: Vec<Protocol>,
+    old_session_timeout_ms: u64,
+    old_rebalance_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -163,14 +184,21 @@ impl GroupMachine {
     /// Rebuilds a group from its last persisted snapshot: Stable if it has members (each with a
     /// fresh session deadline, as Kafka schedules heartbeats on load), else Empty. A group loaded
     /// above `max_size` (the limit was lowered) rebalances, as in Kafka.
-    pub fn restore(now_ms: u64, snapshot: GroupSnapshot, config: GroupConfig) -> (Self, Vec<Effect>) {
+    pub fn restore(
+        now_ms: u64,
+        snapshot: GroupSnapshot,
+        config: GroupConfig,
+    ) -> (Self, Vec<Effect>) {
         let mut machine = GroupMachine::new(snapshot.group_id, config);
         machine.generation_id = snapshot.generation_id;
         machine.protocol_type = snapshot.protocol_type;
         machine.protocol_name = snapshot.protocol_name;
         for m in snapshot.members {
             let protocols = match &machine.protocol_name {
-                Some(name) => vec![Protocol { name: name.clone(), metadata: Bytes::from(m.subscription) }],
+                Some(name) => vec![Protocol {
+                    name: name.clone(),
+                    metadata: Bytes::from(m.subscription),
+                }],
                 None => Vec::new(),
             };
             let mut member = Member {
@@ -249,8 +277,10 @@ impl GroupMachine {
             .filter(|_| self.state == GroupState::PreparingRebalance)
             .map(Rebalance::deadline_ms);
         let sync = self.sync_deadline_ms.filter(|_| {
-            matches!(self.state, GroupState::CompletingRebalance | GroupState::Stable)
-                && self.members.iter().any(|m| m.pending_sync)
+            matches!(
+                self.state,
+                GroupState::CompletingRebalance | GroupState::Stable
+            ) && self.members.iter().any(|m| m.pending_sync)
         });
         pending.chain(sessions).chain(rebalance).chain(sync).min()
     }
@@ -297,7 +327,11 @@ impl GroupMachine {
     }
 
     /// Heartbeat; answered immediately.
-    pub fn heartbeat(&mut self, now_ms: u64, req: &HeartbeatRequest) -> (Result<(), GroupError>, Vec<Effect>) {
+    pub fn heartbeat(
+        &mut self,
+        now_ms: u64,
+        req: &HeartbeatRequest,
+    ) -> (Result<(), GroupError>, Vec<Effect>) {
         let mut out = Vec::new();
         self.fire_expired(now_ms, &mut out);
         let result = self.heartbeat_inner(now_ms, req);
@@ -310,9 +344,15 @@ impl GroupMachine {
         let mut out = Vec::new();
         self.fire_expired(now_ms, &mut out);
         let response = if self.group_id.is_empty() {
-            LeaveResponse { error: Some(GroupError::InvalidGroupId), members: Vec::new() }
+            LeaveResponse {
+                error: Some(GroupError::InvalidGroupId),
+                members: Vec::new(),
+            }
         } else if self.state == GroupState::Dead {
-            LeaveResponse { error: Some(GroupError::CoordinatorNotAvailable), members: Vec::new() }
+            LeaveResponse {
+                error: Some(GroupError::CoordinatorNotAvailable),
+                members: Vec::new(),
+            }
         } else {
             let results = members
                 .iter()
@@ -322,7 +362,10 @@ impl GroupMachine {
                     error: self.leave_one(now_ms, lm, &mut out).err(),
                 })
                 .collect();
-            LeaveResponse { error: None, members: results }
+            LeaveResponse {
+                error: None,
+                members: results,
+            }
         };
         (response, self.finish(now_ms, out))
     }
@@ -333,21 +376,27 @@ impl GroupMachine {
     /// otherwise the member must be current (FENCED_INSTANCE_ID / UNKNOWN_MEMBER_ID) and the
     /// generation must match (ILLEGAL_GENERATION); during CompletingRebalance a valid commit gets
     /// REBALANCE_IN_PROGRESS. Empty group ids are allowed here (legacy clients), as in Kafka.
-    pub fn validate_commit(&mut self, now_ms: u64, req: &CommitIdentity) -> (Result<(), GroupError>, Vec<Effect>) {
+    pub fn validate_commit(
+        &mut self,
+        now_ms: u64,
+        req: &CommitIdentity,
+    ) -> (Result<(), GroupError>, Vec<Effect>) {
         let mut out = Vec::new();
         self.fire_expired(now_ms, &mut out);
-        let result = self.validate_offset_commit(req, false).and_then(|()| match self.state {
-            GroupState::Empty => Ok(()),
-            GroupState::Stable | GroupState::PreparingRebalance => {
-                // Allowed while preparing: the heartbeat response tells the consumer to rejoin.
-                if let Some(m) = self.member_mut(&req.member_id) {
-                    m.touch(now_ms);
+        let result = self
+            .validate_offset_commit(req, false)
+            .and_then(|()| match self.state {
+                GroupState::Empty => Ok(()),
+                GroupState::Stable | GroupState::PreparingRebalance => {
+                    // Allowed while preparing: the heartbeat response tells the consumer to rejoin.
+                    if let Some(m) = self.member_mut(&req.member_id) {
+                        m.touch(now_ms);
+                    }
+                    Ok(())
                 }
-                Ok(())
-            }
-            GroupState::CompletingRebalance => Err(GroupError::RebalanceInProgress),
-            GroupState::Dead => Err(GroupError::CoordinatorNotAvailable),
-        });
+                GroupState::CompletingRebalance => Err(GroupError::RebalanceInProgress),
+                GroupState::Dead => Err(GroupError::CoordinatorNotAvailable),
+            });
         (result, self.finish(now_ms, out))
     }
 
@@ -377,7 +426,12 @@ impl GroupMachine {
     /// Outcome of an [`Effect::PersistGroup`]. `Err` carries the error to hand to the members
     /// waiting on it (Kafka maps log append failures to COORDINATOR_NOT_AVAILABLE,
     /// NOT_COORDINATOR or UNKNOWN_SERVER_ERROR; the driver does that mapping).
-    pub fn persisted(&mut self, now_ms: u64, persist_id: PersistId, result: Result<(), GroupError>) -> Vec<Effect> {
+    pub fn persisted(
+        &mut self,
+        now_ms: u64,
+        persist_id: PersistId,
+        result: Result<(), GroupError>,
+    ) -> Vec<Effect> {
         let mut out = Vec::new();
         self.fire_expired(now_ms, &mut out);
         if let Some(pos) = self.persists.iter().position(|p| p.id == persist_id) {
@@ -401,13 +455,18 @@ impl GroupMachine {
         if self.group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
         }
-        let session_ms = u64::try_from(req.session_timeout_ms).map_err(|_| GroupError::InvalidSessionTimeout)?;
-        if session_ms < self.config.session_timeout_min_ms || session_ms > self.config.session_timeout_max_ms {
+        let session_ms =
+            u64::try_from(req.session_timeout_ms).map_err(|_| GroupError::InvalidSessionTimeout)?;
+        if session_ms < self.config.session_timeout_min_ms
+            || session_ms > self.config.session_timeout_max_ms
+        {
             return Err(GroupError::InvalidSessionTimeout);
         }
         // Kafka bounds this only by the request size; we refuse it before it enters the group,
         // because it could never be persisted anyway.
-        if req.protocols.len() > MAX_PROTOCOLS_PER_MEMBER || join_bytes(&req) > self.config.max_metadata_bytes {
+        if req.protocols.len() > MAX_PROTOCOLS_PER_MEMBER
+            || join_bytes(&req) > self.config.max_metadata_bytes
+        {
             return Err(GroupError::InvalidRequest);
         }
         if self.state == GroupState::Dead {
@@ -433,8 +492,14 @@ impl GroupMachine {
         match self.state {
             GroupState::Empty | GroupState::Dead => true,
             GroupState::PreparingRebalance => {
-                self.member(member_id).is_some_and(|m| m.join_request.is_some())
-                    || self.members.iter().filter(|m| m.join_request.is_some()).count() < max
+                self.member(member_id)
+                    .is_some_and(|m| m.join_request.is_some())
+                    || self
+                        .members
+                        .iter()
+                        .filter(|m| m.join_request.is_some())
+                        .count()
+                        < max
             }
             GroupState::CompletingRebalance | GroupState::Stable => {
                 self.member(member_id).is_some() || self.members.len() < max
@@ -450,7 +515,11 @@ impl GroupMachine {
         ids: &mut dyn MemberIdSource,
         out: &mut Vec<Effect>,
     ) -> Result<(), GroupError> {
-        let old_static = req.group_instance_id.as_deref().and_then(|i| self.static_member_id(i)).map(str::to_owned);
+        let old_static = req
+            .group_instance_id
+            .as_deref()
+            .and_then(|i| self.static_member_id(i))
+            .map(str::to_owned);
         if !self.supports_protocols(&req.protocol_type, &req.protocols, old_static.as_deref()) {
             return Err(GroupError::InconsistentGroupProtocol);
         }
@@ -464,7 +533,10 @@ impl GroupMachine {
                 return Err(GroupError::GroupMaxSizeReached);
             }
             let deadline_ms = now_ms.saturating_add(non_negative(req.session_timeout_ms));
-            self.pending_members.push(PendingMember { member_id: new_id.clone(), deadline_ms });
+            self.pending_members.push(PendingMember {
+                member_id: new_id.clone(),
+                deadline_ms,
+            });
             out.push(join_error(request_id, new_id, GroupError::MemberIdRequired));
         } else {
             self.add_member_and_rebalance(now_ms, request_id, new_id, req, out);
@@ -482,7 +554,11 @@ impl GroupMachine {
         if !self.supports_protocols(&req.protocol_type, &req.protocols, Some(&req.member_id)) {
             return Err(GroupError::InconsistentGroupProtocol);
         }
-        if let Some(pos) = self.pending_members.iter().position(|p| p.member_id == req.member_id) {
+        if let Some(pos) = self
+            .pending_members
+            .iter()
+            .position(|p| p.member_id == req.member_id)
+        {
             // Pending ids are only handed to dynamic members; a static one claiming it is lying.
             if req.group_instance_id.is_some() {
                 return Err(GroupError::UnknownMemberId);
@@ -499,10 +575,16 @@ impl GroupMachine {
         };
         let matches = member.protocols == req.protocols;
         match self.state {
-            GroupState::PreparingRebalance => self.update_member_and_rebalance(now_ms, request_id, req, out),
+            GroupState::PreparingRebalance => {
+                self.update_member_and_rebalance(now_ms, request_id, req, out)
+            }
             // Same metadata: it probably lost our response; hand it the current generation again.
             GroupState::CompletingRebalance if matches => {
-                let members = if is_leader { self.join_members() } else { Vec::new() };
+                let members = if is_leader {
+                    self.join_members()
+                } else {
+                    Vec::new()
+                };
                 out.push(self.join_ok(request_id, req.member_id, members));
             }
             // A follower with unchanged metadata just gets the current generation. The leader
@@ -529,7 +611,10 @@ impl GroupMachine {
     ) {
         // KIP-134: only members that arrive while the very first rebalance is delayed extend it.
         if self.state == GroupState::PreparingRebalance && self.generation_id == 0 {
-            if let Some(Rebalance::Initial { new_member_added, .. }) = &mut self.rebalance {
+            if let Some(Rebalance::Initial {
+                new_member_added, ..
+            }) = &mut self.rebalance
+            {
                 *new_member_added = true;
             }
         }
@@ -559,15 +644,29 @@ impl GroupMachine {
         self.try_complete_join(now_ms, out);
     }
 
-    fn update_member_and_rebalance(&mut self, now_ms: u64, request_id: RequestId, req: JoinRequest, out: &mut Vec<Effect>) {
+    fn update_member_and_rebalance(
+        &mut self,
+        now_ms: u64,
+        request_id: RequestId,
+        req: JoinRequest,
+        out: &mut Vec<Effect>,
+    ) {
         self.update_member(&req.member_id, request_id, &req, out);
         self.maybe_prepare_rebalance(now_ms, out);
         self.try_complete_join(now_ms, out);
     }
 
     /// New protocols and timeouts; parks the JoinGroup (answering a superseded one).
-    fn update_member(&mut self, member_id: &str, request_id: RequestId, req: &JoinRequest, out: &mut Vec<Effect>) {
-        let Some(m) = self.member_mut(member_id) else { return };
+    fn update_member(
+        &mut self,
+        member_id: &str,
+        request_id: RequestId,
+        req: &JoinRequest,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(m) = self.member_mut(member_id) else {
+            return;
+        };
         m.protocols = req.protocols.clone();
         m.session_timeout_ms = non_negative(req.session_timeout_ms);
         m.rebalance_timeout_ms = non_negative(req.rebalance_timeout_ms);
@@ -591,14 +690,25 @@ impl GroupMachine {
     ) {
         let current_leader = self.leader_id.clone().unwrap_or_default();
         let old_selected = self.protocol_name.clone();
-        let Some(m) = self.member_mut(old_id) else { return };
+        let Some(m) = self.member_mut(old_id) else {
+            return;
+        };
         // Whoever still waits under the old id is a zombie of the same instance: fence it now.
         if let Some(r) = m.join_request.take() {
-            out.push(join_error(r, old_id.to_owned(), GroupError::FencedInstanceId));
+            out.push(join_error(
+                r,
+                old_id.to_owned(),
+                GroupError::FencedInstanceId,
+            ));
         }
         if let Some(r) = m.sync_request.take() {
             out.push(sync_error(r, GroupError::FencedInstanceId));
         }
+        let (old_protocols, old_session_timeout_ms, old_rebalance_timeout_ms) = (
+            m.protocols.clone(),
+            m.session_timeout_ms,
+            m.rebalance_timeout_ms,
+        );
         m.member_id = new_id.clone();
         m.touch(now_ms);
         if self.leader_id.as_deref() == Some(old_id) {
@@ -614,12 +724,22 @@ impl GroupMachine {
                 // consumer's metadata always differs: it owns no partitions yet).
                 if old_selected.is_some() && self.select_protocol() == old_selected {
                     let persist_id = self.next_persist_id();
-                    out.push(Effect::PersistGroup { persist_id, snapshot: self.snapshot() });
+                    out.push(Effect::PersistGroup {
+                        persist_id,
+                        snapshot: self.snapshot(),
+                    });
                     self.push_persist(PendingPersist {
                         id: persist_id,
-                        // The old leader id is returned so that a static leader coming back does
-                        // not think it must assign: a Stable group would not relay it.
-                        kind: PersistKind::StaticReplace { member_id: new_id, request_id, leader_id: current_leader },
+                        kind: PersistKind::StaticReplace(Box::new(StaticReplace {
+                            member_id: new_id,
+                            old_member_id: old_id.to_owned(),
+                            request_id,
+                            leader_id: current_leader,
+                            supports_skip_assignment: req.supports_skip_assignment,
+                            old_protocols,
+                            old_session_timeout_ms,
+                            old_rebalance_timeout_ms,
+                        })),
                     });
                 } else {
                     self.prepare_rebalance(now_ms, out);
@@ -642,13 +762,21 @@ impl GroupMachine {
 
     /// Kafka's `supportsProtocols`: an empty group takes any non-empty type and protocol list;
     /// otherwise the type must match and one protocol must be supported by every other member.
-    fn supports_protocols(&self, protocol_type: &str, protocols: &[Protocol], except: Option<&str>) -> bool {
+    fn supports_protocols(
+        &self,
+        protocol_type: &str,
+        protocols: &[Protocol],
+        except: Option<&str>,
+    ) -> bool {
         if self.members.is_empty() {
             return !protocol_type.is_empty() && !protocols.is_empty();
         }
         self.protocol_type.as_deref() == Some(protocol_type)
             && protocols.iter().any(|p| {
-                self.members.iter().filter(|m| Some(m.member_id.as_str()) != except).all(|m| m.supports(&p.name))
+                self.members
+                    .iter()
+                    .filter(|m| Some(m.member_id.as_str()) != except)
+                    .all(|m| m.supports(&p.name))
             })
     }
 
@@ -665,7 +793,12 @@ impl GroupMachine {
             .collect();
         let mut votes: Vec<(&str, usize)> = Vec::new();
         for m in &self.members {
-            let Some(vote) = m.protocols.iter().map(|p| p.name.as_str()).find(|n| candidates.contains(n)) else {
+            let Some(vote) = m
+                .protocols
+                .iter()
+                .map(|p| p.name.as_str())
+                .find(|n| candidates.contains(n))
+            else {
                 continue;
             };
             match votes.iter_mut().find(|(n, _)| *n == vote) {
@@ -694,11 +827,27 @@ impl GroupMachine {
             .collect()
     }
 
-    fn join_ok(&self, request_id: RequestId, member_id: String, members: Vec<JoinMember>) -> Effect {
-        self.join_ok_with_leader(request_id, member_id, members, self.leader_id.clone().unwrap_or_default())
+    fn join_ok(
+        &self,
+        request_id: RequestId,
+        member_id: String,
+        members: Vec<JoinMember>,
+    ) -> Effect {
+        self.join_ok_with_leader(
+            request_id,
+            member_id,
+            members,
+            self.leader_id.clone().unwrap_or_default(),
+        )
     }
 
-    fn join_ok_with_leader(&self, request_id: RequestId, member_id: String, members: Vec<JoinMember>, leader_id: String) -> Effect {
+    fn join_ok_with_leader(
+        &self,
+        request_id: RequestId,
+        member_id: String,
+        members: Vec<JoinMember>,
+        leader_id: String,
+    ) -> Effect {
         Effect::RespondJoin {
             request_id,
             response: JoinResponse {
@@ -709,6 +858,7 @@ impl GroupMachine {
                 leader_id,
                 member_id,
                 members,
+                skip_assignment: false,
             },
         }
     }
@@ -717,7 +867,10 @@ impl GroupMachine {
     // Rebalance
 
     fn maybe_prepare_rebalance(&mut self, now_ms: u64, out: &mut Vec<Effect>) {
-        if matches!(self.state, GroupState::Stable | GroupState::CompletingRebalance | GroupState::Empty) {
+        if matches!(
+            self.state,
+            GroupState::Stable | GroupState::CompletingRebalance | GroupState::Empty
+        ) {
             self.prepare_rebalance(now_ms, out);
         }
     }
@@ -731,7 +884,8 @@ impl GroupMachine {
         for m in &mut self.members {
             m.pending_sync = false;
         }
-        self.persists.retain(|p| !matches!(p.kind, PersistKind::Assignment { .. }));
+        self.persists
+            .retain(|p| !matches!(p.kind, PersistKind::Assignment { .. }));
         let timeout_ms = self.rebalance_timeout_ms();
         self.rebalance = Some(if self.state == GroupState::Empty {
             let delay_ms = self.config.initial_rebalance_delay_ms;
@@ -741,7 +895,9 @@ impl GroupMachine {
                 new_member_added: false,
             }
         } else {
-            Rebalance::Delayed { deadline_ms: now_ms.saturating_add(timeout_ms) }
+            Rebalance::Delayed {
+                deadline_ms: now_ms.saturating_add(timeout_ms),
+            }
         });
         self.state = GroupState::PreparingRebalance;
         self.try_complete_join(now_ms, out);
@@ -749,7 +905,11 @@ impl GroupMachine {
 
     /// The group's rebalance timeout is the largest of its members'.
     fn rebalance_timeout_ms(&self) -> u64 {
-        self.members.iter().map(|m| m.rebalance_timeout_ms).max().unwrap_or(0)
+        self.members
+            .iter()
+            .map(|m| m.rebalance_timeout_ms)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Completes PreparingRebalance early once every member rejoined and no MEMBER_ID_REQUIRED
@@ -766,10 +926,16 @@ impl GroupMachine {
 
     fn on_rebalance_deadline(&mut self, now_ms: u64, out: &mut Vec<Effect>) {
         match self.rebalance {
-            Some(Rebalance::Initial { remaining_ms, new_member_added: true, .. }) if remaining_ms > 0 => {
+            Some(Rebalance::Initial {
+                deadline_ms,
+                remaining_ms,
+                new_member_added: true,
+            }) if remaining_ms > 0 => {
                 let delay_ms = self.config.initial_rebalance_delay_ms.min(remaining_ms);
                 self.rebalance = Some(Rebalance::Initial {
-                    deadline_ms: now_ms.saturating_add(delay_ms),
+                    // From the old deadline, not from `now`: a late tick must not stretch the
+                    // delay (if the new deadline has passed too, the next timer round fires it).
+                    deadline_ms: deadline_ms.saturating_add(delay_ms),
                     remaining_ms: remaining_ms - delay_ms,
                     new_member_added: false,
                 });
@@ -803,7 +969,9 @@ impl GroupMachine {
                         // Only static members that did not rejoin are left: wait for them to
                         // come back or for their sessions to expire.
                         let timeout_ms = self.rebalance_timeout_ms().max(1);
-                        self.rebalance = Some(Rebalance::Delayed { deadline_ms: now_ms.saturating_add(timeout_ms) });
+                        self.rebalance = Some(Rebalance::Delayed {
+                            deadline_ms: now_ms.saturating_add(timeout_ms),
+                        });
                         return;
                     }
                 }
@@ -817,7 +985,10 @@ impl GroupMachine {
             self.leader_id = None;
             self.state = GroupState::Empty;
             let persist_id = self.next_persist_id();
-            out.push(Effect::PersistGroup { persist_id, snapshot: self.snapshot() });
+            out.push(Effect::PersistGroup {
+                persist_id,
+                snapshot: self.snapshot(),
+            });
             return;
         }
         self.protocol_name = self.select_protocol();
@@ -830,7 +1001,11 @@ impl GroupMachine {
             .filter_map(|m| m.join_request.take().map(|r| (r, m.member_id.clone())))
             .collect();
         for (request_id, member_id) in responses {
-            let members = if member_id == leader_id { leader_members.clone() } else { Vec::new() };
+            let members = if member_id == leader_id {
+                leader_members.clone()
+            } else {
+                Vec::new()
+            };
             out.push(self.join_ok(request_id, member_id, members));
         }
         for m in &mut self.members {
@@ -841,7 +1016,12 @@ impl GroupMachine {
         self.sync_deadline_ms = Some(now_ms.saturating_add(self.rebalance_timeout_ms()));
     }
 
-    fn reset_and_propagate_assignment_error(&mut self, now_ms: u64, error: GroupError, out: &mut Vec<Effect>) {
+    fn reset_and_propagate_assignment_error(
+        &mut self,
+        now_ms: u64,
+        error: GroupError,
+        out: &mut Vec<Effect>,
+    ) {
         for m in &mut self.members {
             m.assignment = Bytes::new();
             if let Some(r) = m.sync_request.take() {
@@ -852,7 +1032,12 @@ impl GroupMachine {
         }
     }
 
-    fn set_and_propagate_assignment(&mut self, now_ms: u64, assignments: &[(String, Bytes)], out: &mut Vec<Effect>) {
+    fn set_and_propagate_assignment(
+        &mut self,
+        now_ms: u64,
+        assignments: &[(String, Bytes)],
+        out: &mut Vec<Effect>,
+    ) {
         let protocol_type = self.protocol_type.clone();
         let protocol_name = self.protocol_name.clone();
         for m in &mut self.members {
@@ -879,10 +1064,26 @@ impl GroupMachine {
     // ---------------------------------------------------------------------------------------
     // SyncGroup, Heartbeat, LeaveGroup, commits
 
-    fn sync_inner(&mut self, now_ms: u64, request_id: RequestId, req: SyncRequest, out: &mut Vec<Effect>) -> Result<(), GroupError> {
-        self.check_member(&req.member_id, req.group_instance_id.as_deref(), req.generation_id)?;
-        if req.protocol_type.as_ref().is_some_and(|t| self.protocol_type.as_ref() != Some(t))
-            || req.protocol_name.as_ref().is_some_and(|n| self.protocol_name.as_ref() != Some(n))
+    fn sync_inner(
+        &mut self,
+        now_ms: u64,
+        request_id: RequestId,
+        req: SyncRequest,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), GroupError> {
+        self.check_member(
+            &req.member_id,
+            req.group_instance_id.as_deref(),
+            req.generation_id,
+        )?;
+        if req
+            .protocol_type
+            .as_ref()
+            .is_some_and(|t| self.protocol_type.as_ref() != Some(t))
+            || req
+                .protocol_name
+                .as_ref()
+                .is_some_and(|n| self.protocol_name.as_ref() != Some(n))
         {
             return Err(GroupError::InconsistentGroupProtocol);
         }
@@ -891,24 +1092,37 @@ impl GroupMachine {
             GroupState::PreparingRebalance => Err(GroupError::RebalanceInProgress),
             GroupState::Dead => Err(GroupError::CoordinatorNotAvailable),
             GroupState::Stable => {
-                let (protocol_type, protocol_name) = (self.protocol_type.clone(), self.protocol_name.clone());
-                let m = self.member_mut(&req.member_id).ok_or(GroupError::UnknownMemberId)?;
+                let (protocol_type, protocol_name) =
+                    (self.protocol_type.clone(), self.protocol_name.clone());
+                let m = self
+                    .member_mut(&req.member_id)
+                    .ok_or(GroupError::UnknownMemberId)?;
                 m.pending_sync = false;
                 m.touch(now_ms);
                 out.push(Effect::RespondSync {
                     request_id,
-                    response: SyncResponse { error: None, protocol_type, protocol_name, assignment: m.assignment.clone() },
+                    response: SyncResponse {
+                        error: None,
+                        protocol_type,
+                        protocol_name,
+                        assignment: m.assignment.clone(),
+                    },
                 });
                 Ok(())
             }
             GroupState::CompletingRebalance => {
-                let m = self.member_mut(&req.member_id).ok_or(GroupError::UnknownMemberId)?;
+                let m = self
+                    .member_mut(&req.member_id)
+                    .ok_or(GroupError::UnknownMemberId)?;
                 m.pending_sync = false;
                 if let Some(old) = m.sync_request.replace(request_id) {
                     out.push(sync_error(old, GroupError::RebalanceInProgress));
                 }
                 let is_leader = self.leader_id.as_deref() == Some(req.member_id.as_str());
-                let already = self.persists.iter().any(|p| matches!(p.kind, PersistKind::Assignment { .. }));
+                let already = self
+                    .persists
+                    .iter()
+                    .any(|p| matches!(p.kind, PersistKind::Assignment { .. }));
                 if is_leader && !already {
                     self.on_leader_assignment(now_ms, req.assignments, out);
                 }
@@ -917,8 +1131,16 @@ impl GroupMachine {
         }
     }
 
-    fn on_leader_assignment(&mut self, now_ms: u64, given: Vec<super::MemberAssignment>, out: &mut Vec<Effect>) {
-        if given.iter().any(|a| a.assignment.len() > self.config.max_metadata_bytes) {
+    fn on_leader_assignment(
+        &mut self,
+        now_ms: u64,
+        given: Vec<super::MemberAssignment>,
+        out: &mut Vec<Effect>,
+    ) {
+        if given
+            .iter()
+            .any(|a| a.assignment.len() > self.config.max_metadata_bytes)
+        {
             // Kafka fails the same way when the group record is too large for the log.
             self.reset_and_propagate_assignment_error(now_ms, GroupError::UnknownServerError, out);
             self.maybe_prepare_rebalance(now_ms, out);
@@ -930,23 +1152,44 @@ impl GroupMachine {
             .members
             .iter()
             .map(|m| {
-                let a = given.iter().rev().find(|a| a.member_id == m.member_id).map(|a| a.assignment.clone());
+                let a = given
+                    .iter()
+                    .rev()
+                    .find(|a| a.member_id == m.member_id)
+                    .map(|a| a.assignment.clone());
                 (m.member_id.clone(), a.unwrap_or_default())
             })
             .collect();
         let persist_id = self.next_persist_id();
-        out.push(Effect::PersistGroup { persist_id, snapshot: self.snapshot_with(Some(&assignments)) });
+        out.push(Effect::PersistGroup {
+            persist_id,
+            snapshot: self.snapshot_with(Some(&assignments)),
+        });
         self.push_persist(PendingPersist {
             id: persist_id,
-            kind: PersistKind::Assignment { generation_id: self.generation_id, assignments },
+            kind: PersistKind::Assignment {
+                generation_id: self.generation_id,
+                assignments,
+            },
         });
     }
 
-    fn on_persisted(&mut self, now_ms: u64, kind: PersistKind, result: Result<(), GroupError>, out: &mut Vec<Effect>) {
+    fn on_persisted(
+        &mut self,
+        now_ms: u64,
+        kind: PersistKind,
+        result: Result<(), GroupError>,
+        out: &mut Vec<Effect>,
+    ) {
         match kind {
-            PersistKind::Assignment { generation_id, assignments } => {
+            PersistKind::Assignment {
+                generation_id,
+                assignments,
+            } => {
                 // A rebalance since the leader's SyncGroup makes this assignment moot.
-                if self.state != GroupState::CompletingRebalance || self.generation_id != generation_id {
+                if self.state != GroupState::CompletingRebalance
+                    || self.generation_id != generation_id
+                {
                     return;
                 }
                 match result {
@@ -960,29 +1203,74 @@ impl GroupMachine {
                     }
                 }
             }
-            PersistKind::StaticReplace { member_id, request_id, leader_id } => {
+            PersistKind::StaticReplace(r) => {
                 if self.state != GroupState::Stable {
                     return; // a rebalance started: the parked join is answered when it completes
                 }
-                let Some(m) = self.member_mut(&member_id) else { return };
-                if m.join_request != Some(request_id) {
+                let Some(m) = self.member_mut(&r.member_id) else {
+                    return;
+                };
+                if m.join_request != Some(r.request_id) {
                     return;
                 }
                 m.join_request = None;
-                // On failure Kafka reverts to the old member id; we keep the new one (the old
-                // instance is gone in the usual restart) and let the client retry its join.
-                out.push(match result {
-                    Ok(()) => self.join_ok_with_leader(request_id, member_id, Vec::new(), leader_id),
-                    Err(error) => join_error(request_id, member_id, error),
-                });
+                if let Err(error) = result {
+                    // The new id is not durable: undo, so the old instance (if alive) carries on.
+                    m.member_id = r.old_member_id.clone();
+                    m.protocols = r.old_protocols;
+                    m.session_timeout_ms = r.old_session_timeout_ms;
+                    m.rebalance_timeout_ms = r.old_rebalance_timeout_ms;
+                    m.touch(now_ms);
+                    if self.leader_id.as_deref() == Some(r.member_id.as_str()) {
+                        self.leader_id = Some(r.old_member_id);
+                    }
+                    let mut response = self.join_ok_with_leader(
+                        r.request_id,
+                        String::new(),
+                        Vec::new(),
+                        r.leader_id,
+                    );
+                    if let Effect::RespondJoin { response, .. } = &mut response {
+                        response.error = Some(error);
+                    }
+                    out.push(response);
+                } else if r.supports_skip_assignment {
+                    // v9+: tell a returning static leader it leads, but must not assign.
+                    let is_leader = self.leader_id.as_deref() == Some(r.member_id.as_str());
+                    let members = if is_leader {
+                        self.join_members()
+                    } else {
+                        Vec::new()
+                    };
+                    let mut response = self.join_ok(r.request_id, r.member_id, members);
+                    if let Effect::RespondJoin { response, .. } = &mut response {
+                        response.skip_assignment = is_leader;
+                    }
+                    out.push(response);
+                } else {
+                    // Before v9 the old leader id is returned, so a static leader coming back
+                    // does not run its assignor: a Stable group would not relay the result.
+                    out.push(self.join_ok_with_leader(
+                        r.request_id,
+                        r.member_id,
+                        Vec::new(),
+                        r.leader_id,
+                    ));
+                }
             }
         }
     }
 
     fn heartbeat_inner(&mut self, now_ms: u64, req: &HeartbeatRequest) -> Result<(), GroupError> {
-        self.check_member(&req.member_id, req.group_instance_id.as_deref(), req.generation_id)?;
+        self.check_member(
+            &req.member_id,
+            req.group_instance_id.as_deref(),
+            req.generation_id,
+        )?;
         let state = self.state;
-        let m = self.member_mut(&req.member_id).ok_or(GroupError::UnknownMemberId)?;
+        let m = self
+            .member_mut(&req.member_id)
+            .ok_or(GroupError::UnknownMemberId)?;
         match state {
             GroupState::Empty => Err(GroupError::UnknownMemberId),
             GroupState::Dead => Err(GroupError::CoordinatorNotAvailable),
@@ -999,7 +1287,12 @@ impl GroupMachine {
     }
 
     /// Shared SyncGroup/Heartbeat checks, in Kafka's order.
-    fn check_member(&self, member_id: &str, instance_id: Option<&str>, generation_id: i32) -> Result<(), GroupError> {
+    fn check_member(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation_id: i32,
+    ) -> Result<(), GroupError> {
         if self.group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
         }
@@ -1029,15 +1322,28 @@ impl GroupMachine {
         Ok(())
     }
 
-    fn leave_one(&mut self, now_ms: u64, lm: &LeaveMember, out: &mut Vec<Effect>) -> Result<(), GroupError> {
+    fn leave_one(
+        &mut self,
+        now_ms: u64,
+        lm: &LeaveMember,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), GroupError> {
         if lm.member_id.is_empty() {
             // Administrative removal by group.instance.id.
-            let current = lm.group_instance_id.as_deref().and_then(|i| self.static_member_id(i)).map(str::to_owned);
+            let current = lm
+                .group_instance_id
+                .as_deref()
+                .and_then(|i| self.static_member_id(i))
+                .map(str::to_owned);
             let id = current.ok_or(GroupError::UnknownMemberId)?;
             self.remove_member_and_update(now_ms, &id, out);
             return Ok(());
         }
-        if let Some(pos) = self.pending_members.iter().position(|p| p.member_id == lm.member_id) {
+        if let Some(pos) = self
+            .pending_members
+            .iter()
+            .position(|p| p.member_id == lm.member_id)
+        {
             self.pending_members.remove(pos);
             self.try_complete_join(now_ms, out);
             return Ok(());
@@ -1052,18 +1358,26 @@ impl GroupMachine {
         Ok(())
     }
 
-    fn validate_offset_commit(&self, req: &CommitIdentity, transactional: bool) -> Result<(), GroupError> {
+    fn validate_offset_commit(
+        &self,
+        req: &CommitIdentity,
+        transactional: bool,
+    ) -> Result<(), GroupError> {
         if self.state == GroupState::Dead {
             return Err(GroupError::CoordinatorNotAvailable);
         }
         if req.generation_id >= 0 || !req.member_id.is_empty() || req.group_instance_id.is_some() {
             match req.group_instance_id.as_deref() {
                 Some(instance) => match self.static_member_id(instance) {
-                    Some(current) if current != req.member_id => return Err(GroupError::FencedInstanceId),
+                    Some(current) if current != req.member_id => {
+                        return Err(GroupError::FencedInstanceId)
+                    }
                     Some(_) => {}
                     None => return Err(GroupError::UnknownMemberId),
                 },
-                None if self.member(&req.member_id).is_none() => return Err(GroupError::UnknownMemberId),
+                None if self.member(&req.member_id).is_none() => {
+                    return Err(GroupError::UnknownMemberId)
+                }
                 None => {}
             }
             if req.generation_id != self.generation_id {
@@ -1098,12 +1412,16 @@ impl GroupMachine {
 
     /// The instance id is known and mapped to a different member id.
     fn is_static_member_fenced(&self, instance_id: Option<&str>, member_id: &str) -> bool {
-        instance_id.and_then(|i| self.static_member_id(i)).is_some_and(|current| current != member_id)
+        instance_id
+            .and_then(|i| self.static_member_id(i))
+            .is_some_and(|current| current != member_id)
     }
 
     /// Removes a member, answering whatever it has parked, and re-elects the leader.
     fn remove_member(&mut self, member_id: &str, out: &mut Vec<Effect>) {
-        let Some(pos) = self.members.iter().position(|m| m.member_id == member_id) else { return };
+        let Some(pos) = self.members.iter().position(|m| m.member_id == member_id) else {
+            return;
+        };
         let m = self.members.remove(pos);
         // UNKNOWN_MEMBER_ID with an empty id: if the client is alive it simply joins again.
         if let Some(r) = m.join_request {
@@ -1121,7 +1439,9 @@ impl GroupMachine {
         self.remove_member(member_id, out);
         match self.state {
             GroupState::Dead | GroupState::Empty => {}
-            GroupState::Stable | GroupState::CompletingRebalance => self.maybe_prepare_rebalance(now_ms, out),
+            GroupState::Stable | GroupState::CompletingRebalance => {
+                self.maybe_prepare_rebalance(now_ms, out)
+            }
             GroupState::PreparingRebalance => self.try_complete_join(now_ms, out),
         }
     }
@@ -1150,7 +1470,9 @@ impl GroupMachine {
             .map(|m| m.member_id.clone())
             .collect();
         for id in expired {
-            let Some(m) = self.member_mut(&id) else { continue };
+            let Some(m) = self.member_mut(&id) else {
+                continue;
+            };
             if m.is_new || !m.is_awaiting() {
                 self.remove_member_and_update(now_ms, &id, out);
             } else {
@@ -1164,12 +1486,18 @@ impl GroupMachine {
             self.on_rebalance_deadline(now_ms, out);
         }
         // Members that joined but never synced.
-        if matches!(self.state, GroupState::CompletingRebalance | GroupState::Stable)
-            && self.sync_deadline_ms.is_some_and(|d| d <= now_ms)
+        if matches!(
+            self.state,
+            GroupState::CompletingRebalance | GroupState::Stable
+        ) && self.sync_deadline_ms.is_some_and(|d| d <= now_ms)
         {
             self.sync_deadline_ms = None;
-            let laggards: Vec<String> =
-                self.members.iter().filter(|m| m.pending_sync).map(|m| m.member_id.clone()).collect();
+            let laggards: Vec<String> = self
+                .members
+                .iter()
+                .filter(|m| m.pending_sync)
+                .map(|m| m.member_id.clone())
+                .collect();
             for id in laggards {
                 self.remove_member_and_update(now_ms, &id, out);
             }
@@ -1203,9 +1531,9 @@ impl GroupMachine {
             PersistKind::Assignment { generation_id, .. } => {
                 state == GroupState::CompletingRebalance && *generation_id == generation
             }
-            PersistKind::StaticReplace { member_id, request_id, .. } => {
-                members.iter().any(|m| m.member_id == *member_id && m.join_request == Some(*request_id))
-            }
+            PersistKind::StaticReplace(r) => members
+                .iter()
+                .any(|m| m.member_id == r.member_id && m.join_request == Some(r.request_id)),
         });
         self.persists.push(persist);
     }
@@ -1223,7 +1551,11 @@ impl GroupMachine {
                 .iter()
                 .map(|m| {
                     let assignment = match assignments {
-                        Some(list) => list.iter().find(|(id, _)| *id == m.member_id).map(|(_, a)| a.clone()).unwrap_or_default(),
+                        Some(list) => list
+                            .iter()
+                            .find(|(id, _)| *id == m.member_id)
+                            .map(|(_, a)| a.clone())
+                            .unwrap_or_default(),
                         None => m.assignment.clone(),
                     };
                     MemberSnapshot {
@@ -1253,6 +1585,7 @@ fn join_error(request_id: RequestId, member_id: String, error: GroupError) -> Ef
             leader_id: String::new(),
             member_id,
             members: Vec::new(),
+            skip_assignment: false,
         },
     }
 }
@@ -1260,7 +1593,12 @@ fn join_error(request_id: RequestId, member_id: String, error: GroupError) -> Ef
 fn sync_error(request_id: RequestId, error: GroupError) -> Effect {
     Effect::RespondSync {
         request_id,
-        response: SyncResponse { error: Some(error), protocol_type: None, protocol_name: None, assignment: Bytes::new() },
+        response: SyncResponse {
+            error: Some(error),
+            protocol_type: None,
+            protocol_name: None,
+            assignment: Bytes::new(),
+        },
     }
 }
 
@@ -1271,8 +1609,11 @@ fn join_bytes(req: &JoinRequest) -> usize {
         + req.protocol_type.len()
         + req.member_id.len()
         + req.group_instance_id.as_ref().map_or(0, String::len);
-    let protocols: usize =
-        req.protocols.iter().map(|p| p.name.len() + p.metadata.len() + PROTOCOL_OVERHEAD_BYTES).sum();
+    let protocols: usize = req
+        .protocols
+        .iter()
+        .map(|p| p.name.len() + p.metadata.len() + PROTOCOL_OVERHEAD_BYTES)
+        .sum();
     strings + protocols
 }
 

@@ -171,6 +171,8 @@ pub struct JoinRequest {
     pub protocols: Vec<Protocol>,
     /// JoinGroup v4+: an unknown dynamic member gets MEMBER_ID_REQUIRED and must rejoin (KIP-394).
     pub require_known_member_id: bool,
+    /// JoinGroup v9+ (KIP-814): the client understands `skip_assignment`.
+    pub supports_skip_assignment: bool,
 }
 
 /// A member as the leader sees it in its JoinGroup response.
@@ -195,6 +197,9 @@ pub struct JoinResponse {
     pub member_id: String,
     /// Non-empty only in the leader's response.
     pub members: Vec<JoinMember>,
+    /// JoinGroup v9+: the leader must not run its assignor (a static leader came back while
+    /// the group is Stable and keeps its assignment).
+    pub skip_assignment: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,14 +269,23 @@ pub struct CommitIdentity {
 /// What the driver must do after handing the machine an input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    RespondJoin { request_id: RequestId, response: JoinResponse },
-    RespondSync { request_id: RequestId, response: SyncResponse },
+    RespondJoin {
+        request_id: RequestId,
+        response: JoinResponse,
+    },
+    RespondSync {
+        request_id: RequestId,
+        response: SyncResponse,
+    },
     /// Call [`GroupMachine::tick`] at or after `at_ms`; replaces any earlier ScheduleTimer.
     ScheduleTimer { at_ms: u64 },
     /// Append this group metadata record to `__consumer_offsets`, then call
     /// [`GroupMachine::persisted`] with `persist_id` (some persists only need it for a log line;
     /// reporting is always safe).
-    PersistGroup { persist_id: PersistId, snapshot: GroupSnapshot },
+    PersistGroup {
+        persist_id: PersistId,
+        snapshot: GroupSnapshot,
+    },
 }
 
 /// The persisted part of a group (Kafka's GroupMetadataValue): enough to rebuild a Stable or
