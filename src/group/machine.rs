@@ -491,15 +491,19 @@ impl GroupMachine {
         let max = self.config.max_size;
         match self.state {
             GroupState::Empty | GroupState::Dead => true,
+            // Kafka counts only the members that already rejoined, so the old generation's
+            // members can all come back; we also cap the total at 2 × max, or static members
+            // that heartbeat but never rejoin (they are kept) could pile up over rebalances.
             GroupState::PreparingRebalance => {
-                self.member(member_id)
-                    .is_some_and(|m| m.join_request.is_some())
-                    || self
-                        .members
-                        .iter()
-                        .filter(|m| m.join_request.is_some())
-                        .count()
-                        < max
+                let known = self.member(member_id);
+                let rejoined = self
+                    .members
+                    .iter()
+                    .filter(|m| m.join_request.is_some())
+                    .count();
+                known.is_some_and(|m| m.join_request.is_some())
+                    || (rejoined < max
+                        && (known.is_some() || self.members.len() < max.saturating_mul(2)))
             }
             GroupState::CompletingRebalance | GroupState::Stable => {
                 self.member(member_id).is_some() || self.members.len() < max
@@ -1137,9 +1141,13 @@ impl GroupMachine {
         given: Vec<super::MemberAssignment>,
         out: &mut Vec<Effect>,
     ) {
-        if given
-            .iter()
-            .any(|a| a.assignment.len() > self.config.max_metadata_bytes)
+        // The list is only bounded by the request size; more entries than twice the cap is
+        // not a real assignment, and matching it against the members costs
+        // O(members × entries).
+        if given.len() > self.config.max_size.saturating_mul(2)
+            || given
+                .iter()
+                .any(|a| a.assignment.len() > self.config.max_metadata_bytes)
         {
             // Kafka fails the same way when the group record is too large for the log.
             self.reset_and_propagate_assignment_error(now_ms, GroupError::UnknownServerError, out);

@@ -722,6 +722,25 @@ fn group_max_size_is_enforced() {
     assert_eq!(refused.member_id, "");
     assert_eq!(refused.error.map(GroupError::code), Some(81));
     assert_eq!(h.state(), GroupState::Stable);
+    // During a rebalance only members that already rejoined count (Kafka), so c gets in while
+    // a and b have not rejoined yet; d would be the third to rejoin.
+    let ids: Vec<String> = h.group.member_ids().map(str::to_owned).collect();
+    h.join(join_req("a", &ids[0], range()));
+    h.join(join_req("c", "", range()));
+    assert_eq!(
+        h.join_now(join_req("d", "", range())).error,
+        Some(GroupError::GroupMaxSizeReached)
+    );
+    assert_eq!(h.group.member_ids().count(), 3);
+    // A member of the old generation coming back now is refused and dropped.
+    let b = h.join_now(join_req("b", &ids[1], range()));
+    assert_eq!(b.error, Some(GroupError::GroupMaxSizeReached));
+    assert_eq!(h.group.member_ids().count(), 2);
+    assert_eq!(
+        h.state(),
+        GroupState::CompletingRebalance,
+        "everyone left has rejoined"
+    );
     // Pending members are bounded as well.
     let mut h = Harness::with(GroupConfig {
         max_size: 1,
