@@ -1522,7 +1522,45 @@ impl GroupMachine {
             }
         }
         self.timer_at_ms = next;
+        self.debug_check_invariants();
         out
+    }
+
+    /// The module's invariants, checked after every input in debug builds (tests). A violation
+    /// is a bug here, but in production it must not take the shard down with it.
+    fn debug_check_invariants(&self) {
+        if cfg!(debug_assertions) {
+            let leader = self.leader_id.as_deref();
+            if self.members.is_empty() {
+                debug_assert!(leader.is_none(), "leader {leader:?} without members");
+            } else {
+                debug_assert!(
+                    leader.is_some_and(|l| self.member(l).is_some()),
+                    "leader {leader:?} is not a member"
+                );
+            }
+            if matches!(self.state, GroupState::Empty | GroupState::Dead) {
+                debug_assert!(
+                    self.members.is_empty(),
+                    "{:?} group with members",
+                    self.state
+                );
+            }
+            for m in &self.members {
+                debug_assert!(
+                    !(m.join_request.is_some() && m.sync_request.is_some()),
+                    "{} parked twice",
+                    m.member_id
+                );
+            }
+            for (i, m) in self.members.iter().enumerate() {
+                debug_assert!(
+                    self.members[..i].iter().all(|o| o.member_id != m.member_id),
+                    "duplicate {}",
+                    m.member_id
+                );
+            }
+        }
     }
 
     fn next_persist_id(&mut self) -> PersistId {

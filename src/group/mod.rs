@@ -22,9 +22,10 @@
 //! - every JoinGroup/SyncGroup [`RequestId`] handed in is answered by exactly one `Respond*`
 //!   effect (a superseded duplicate request is answered with REBALANCE_IN_PROGRESS);
 //! - a member is in at most one of {awaiting join, awaiting sync};
-//! - members outside Empty/Dead are non-empty only if a leader is set, and the leader is a member;
-//! - memory is bounded: members ≤ 2 × `max_size` (a rebalance can briefly hold old members plus
-//!   `max_size` rejoiners, as in Kafka), pending members ≤ `max_size`, per-member metadata and
+//! - whenever the group has members, the leader is one of them; Empty and Dead groups have none;
+//! - memory is bounded: members ≤ 2 × `max_size` (during a rebalance Kafka counts only members
+//!   that rejoined, so old and new members coexist briefly; we cap the total at twice the
+//!   limit), pending members ≤ `max_size`, per-member metadata and
 //!   assignment ≤ `max_metadata_bytes`, protocols per member ≤ [`MAX_PROTOCOLS_PER_MEMBER`],
 //!   pending persists ≤ 1 + members.
 //!

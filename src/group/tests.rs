@@ -1539,3 +1539,50 @@ fn error_codes_match_kafka() {
     }
     assert_eq!(error_code(None), 0);
 }
+
+#[test]
+fn member_leaving_during_the_initial_delay_leaves_an_empty_group() {
+    let mut h = Harness::new();
+    let a = h.join(join_req("a", "", range()));
+    let left = h.leave(&[("a-u1", None)]);
+    assert_eq!(left.members[0].error, None);
+    assert_eq!(
+        h.join_response(a).and_then(|r| r.error),
+        Some(GroupError::UnknownMemberId),
+        "its parked join is answered"
+    );
+    // The initial delay still runs its course (Kafka's InitialDelayedJoin only expires).
+    assert_eq!(h.state(), GroupState::PreparingRebalance);
+    h.advance(DELAY_MS);
+    assert_eq!((h.state(), h.generation()), (GroupState::Empty, 1));
+    assert!(h.last_persist().1.members.is_empty());
+}
+
+#[test]
+fn static_members_that_never_rejoin_hold_the_rebalance_until_their_sessions_expire() {
+    let mut h = Harness::new();
+    let long = |i: &str| JoinRequest {
+        session_timeout_ms: 60_000,
+        rebalance_timeout_ms: 10_000,
+        ..static_req(i, "", range())
+    };
+    let reqs = [h.join(long("s1")), h.join(long("s2"))];
+    h.advance(FIRST_REBALANCE_MS);
+    let ids: Vec<String> = reqs
+        .iter()
+        .map(|r| h.join_response(*r).expect("joined").member_id)
+        .collect();
+    h.complete_sync(&ids, &ids[0].clone());
+    let synced_at = h.now_ms;
+    // A dynamic member starts a rebalance and leaves again; neither static member rejoins.
+    let d = h.join(join_req("d", "", range()));
+    h.leave(&[("d-u3", None)]);
+    assert!(h.join_response(d).is_some());
+    h.advance(10_000);
+    // Nobody rejoined, but static members are kept: the rebalance waits another timeout.
+    assert_eq!(h.state(), GroupState::PreparingRebalance);
+    assert_eq!(h.group.member_ids().count(), 2);
+    h.advance(synced_at + 60_000 - h.now_ms);
+    // Their sessions expired: the group empties and the rebalance completes.
+    assert_eq!((h.state(), h.generation()), (GroupState::Empty, 2));
+}
