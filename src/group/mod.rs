@@ -310,6 +310,7 @@ pub struct MemberSnapshot {
     pub rebalance_timeout_ms: i32,
     pub session_timeout_ms: i32,
     /// Metadata for the selected protocol only (what the leader assigned from).
+    /// (`Vec<u8>` rather than `Bytes`: our rkyv is built without its `bytes` feature.)
     pub subscription: Vec<u8>,
     pub assignment: Vec<u8>,
 }
