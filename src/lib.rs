@@ -5,12 +5,14 @@
 //! - [`shard`]: pinned executors, the shard table, the inter-shard mailbox, per-shard state.
 //! - [`metadata`]: topics and partitions, the controller (single writer on shard 0) and the
 //!   immutable versioned snapshot every shard reads.
+//! - [`group`]: classic consumer-group coordinator as a pure state machine (no I/O).
 //! - [`storage`]: per-partition segmented log on O_DIRECT files, group commit, recovery, cache.
 //! - [`io`]: the only place that names glommio files; persisted-state files.
 //! - [`protocol`]: the Kafka wire codec and RecordBatch v2; pure, no I/O.
 //! - [`config`]: broker configuration (Kafka key names).
 
 pub mod config;
+pub mod group;
 pub mod io;
 pub mod metadata;
 pub mod protocol;
