@@ -16,6 +16,7 @@
 //!   keeps ONE timer per group (each [`Effect::ScheduleTimer`] replaces the previous one) and calls
 //!   [`GroupMachine::tick`] when it fires, appends [`Effect::PersistGroup`] snapshots to
 //!   `__consumer_offsets` and reports the outcome with [`GroupMachine::persisted`].
+//!
 //! The driver keeps no other group state. Spurious or late ticks are harmless.
 //!
 //! Invariants:
