@@ -48,7 +48,7 @@ impl OffsetIndex {
         if self
             .entries
             .last()
-            .map_or(true, |&(r, p)| rel > r && pos > p)
+            .is_none_or(|&(r, p)| rel > r && pos > p)
         {
             self.entries.push((rel, pos));
         }
@@ -113,7 +113,7 @@ impl TimeIndex {
         if self
             .entries
             .last()
-            .map_or(true, |&(t, r)| ts > t && rel > r)
+            .is_none_or(|&(t, r)| ts > t && rel > r)
         {
             self.entries.push((ts, rel));
         }
