@@ -1,0 +1,530 @@
+//! A producer task: generates bench records, batches them per partition (linger, batch size),
+//! compresses on this core, and pipelines Produce requests (up to `max_in_flight` per
+//! connection, one connection per partition leader). A reader task per connection matches
+//! responses to requests in order and does the accounting.
+//!
+//! Open loop (`rate` set): record k of this producer is *intended* at `k / rate`; it is generated
+//! then (or at once if the producer is behind, e.g. blocked on max in flight) and its latency is
+//! measured from the intended time, so a stall is charged to every record it delayed
+//! (no coordinated omission). Closed loop: intended = when the record was generated.
+//!
+//! Bounds: at most one open batch per partition (`batch_bytes`), `max_in_flight` requests per
+//! connection (a semaphore); nothing else queues.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use glommio::sync::Semaphore;
+use odradek::protocol::api::ApiKey;
+use odradek::protocol::{
+    ErrorCode, InitProducerIdRequest, PartitionProduceData, ProduceRequest, RequestBody,
+    ResponseBody, TopicProduceData,
+};
+
+use super::batch::{write_payload_header, BatchBuilder, Compression, PayloadHeader};
+use super::connection::{ConnReader, ConnWriter, Connection, Sent};
+use super::TopicLayout;
+use crate::stats::{Clock, CoreProbe, Ranges};
+
+/// What every producer of a run is told.
+#[derive(Debug, Clone)]
+pub struct ProducerSpec {
+    pub record_size: usize,
+    pub keys: u64,
+    pub acks: i16,
+    pub compression: Compression,
+    pub linger_us: u64,
+    pub batch_bytes: usize,
+    pub max_in_flight: usize,
+    pub idempotent: bool,
+    /// Records/s for this producer (open loop), or closed loop.
+    pub rate: Option<f64>,
+    /// Records this producer sends, if bounded by count.
+    pub records: Option<u64>,
+    /// Run-clock time at which it stops generating, if bounded by time.
+    pub end_us: Option<u64>,
+    /// Run-clock time at which generation starts.
+    pub start_us: u64,
+}
+
+/// A producer's share of the run's results.
+#[derive(Debug, Default)]
+pub struct ProducerResult {
+    pub sent: u64,
+    pub acked: u64,
+    pub errored: u64,
+    pub acked_ranges: Ranges,
+}
+
+/// Filler bytes for values: blocks of 128 bytes whose first `random_fraction` part is random and
+/// the rest a constant, so compressors see the intended entropy (OMB-style 50%-random payloads).
+pub struct PayloadPool {
+    bytes: Vec<u8>,
+}
+
+const POOL_LEN: usize = 1 << 20;
+
+impl PayloadPool {
+    pub fn new(random_fraction: f64, seed: u64) -> PayloadPool {
+        let mut rng = Rng(seed | 1);
+        let random_per_block = ((random_fraction.clamp(0.0, 1.0)) * 128.0).round() as usize;
+        let mut bytes = vec![b'a'; POOL_LEN + 64 * 1024];
+        for block in bytes.chunks_mut(128) {
+            for b in block.iter_mut().take(random_per_block) {
+                *b = rng.next() as u8;
+            }
+        }
+        PayloadPool { bytes }
+    }
+
+    fn slice(&self, rng: &mut Rng, len: usize) -> &[u8] {
+        let max_start = self.bytes.len().saturating_sub(len);
+        let start = if max_start == 0 {
+            0
+        } else {
+            (rng.next() as usize % max_start.min(POOL_LEN)) & !127
+        };
+        &self.bytes[start..(start + len).min(self.bytes.len())]
+    }
+}
+
+/// xorshift64*: fast, good enough for keys and payload offsets.
+#[derive(Debug, Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// One request waiting for its response.
+struct InFlight {
+    sent: Sent,
+    /// (partition, record count, value bytes, intended times)
+    batches: Vec<(i32, i32, u64, Vec<u64>)>,
+}
+
+/// Shared between a connection's writer (the producer) and its reader task.
+struct LinkState {
+    in_flight: RefCell<VecDeque<InFlight>>,
+    permits: Semaphore,
+    broken: Cell<bool>,
+    result: RefCell<ProducerResult>,
+}
+
+struct Link {
+    writer: ConnWriter,
+    state: Rc<LinkState>,
+    _reader: Option<glommio::task::JoinHandle<()>>,
+}
+
+pub struct Producer {
+    id: u32,
+    spec: Rc<ProducerSpec>,
+    layout: Rc<TopicLayout>,
+    probe: Rc<RefCell<CoreProbe>>,
+    pool: Rc<PayloadPool>,
+    clock: Clock,
+    links: BTreeMap<String, Link>,
+    open: Vec<BatchBuilder>,
+    /// Run-clock time of the first record of each open batch.
+    open_since_us: Vec<Option<u64>>,
+    /// Bench payload sequence per partition.
+    payload_seq: Vec<u64>,
+    /// Kafka idempotence sequence per partition.
+    kafka_seq: Vec<i32>,
+    producer_id: i64,
+    producer_epoch: i16,
+    sticky: usize,
+    rng: Rng,
+    local: ProducerResult,
+}
+
+impl Producer {
+    pub fn new(
+        id: u32,
+        spec: Rc<ProducerSpec>,
+        layout: Rc<TopicLayout>,
+        probe: Rc<RefCell<CoreProbe>>,
+        pool: Rc<PayloadPool>,
+        clock: Clock,
+    ) -> Producer {
+        let n = layout.partitions();
+        Producer {
+            id,
+            open: (0..n).map(|_| BatchBuilder::new(0)).collect(),
+            open_since_us: vec![None; n],
+            payload_seq: vec![0; n],
+            kafka_seq: vec![0; n],
+            producer_id: -1,
+            producer_epoch: -1,
+            sticky: id as usize % n.max(1),
+            rng: Rng(mix(id as u64 + 1) | 1),
+            spec,
+            layout,
+            probe,
+            pool,
+            clock,
+            links: BTreeMap::new(),
+            local: ProducerResult::default(),
+        }
+    }
+
+    async fn ensure_link(&mut self, addr: &str) -> Result<(), String> {
+        if !self.links.contains_key(addr) {
+            let conn = Connection::connect(addr).await.map_err(|e| e.to_string())?;
+            let Connection { writer, reader } = conn;
+            let state = Rc::new(LinkState {
+                in_flight: RefCell::new(VecDeque::new()),
+                permits: Semaphore::new(self.spec.max_in_flight.max(1) as u64),
+                broken: Cell::new(false),
+                result: RefCell::new(ProducerResult::default()),
+            });
+            let reader_task = if self.spec.acks != 0 {
+                let st = state.clone();
+                let probe = self.probe.clone();
+                let clock = self.clock;
+                Some(glommio::spawn_local(read_responses(reader, st, probe, clock)).detach())
+            } else {
+                None
+            };
+            self.links.insert(
+                addr.to_string(),
+                Link {
+                    writer,
+                    state,
+                    _reader: reader_task,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    async fn init_producer_id(&mut self) -> Result<(), String> {
+        let addr = self.layout.leaders.first().cloned().unwrap_or_default();
+        let mut conn = Connection::connect(&addr).await.map_err(|e| e.to_string())?;
+        let resp = conn
+            .call(InitProducerIdRequest {
+                transactional_id: None,
+                transaction_timeout_ms: 60_000,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        match resp {
+            ResponseBody::InitProducerId(r) if r.error_code == 0 => {
+                self.producer_id = r.producer_id;
+                self.producer_epoch = r.producer_epoch;
+                Ok(())
+            }
+            ResponseBody::InitProducerId(r) => {
+                Err(format!("InitProducerId: {}", ErrorCode(r.error_code)))
+            }
+            _ => Err("InitProducerId: unexpected response".into()),
+        }
+    }
+
+    /// Runs to completion (count or time bound), then waits for every response.
+    pub async fn run(mut self) -> ProducerResult {
+        if self.spec.idempotent {
+            if let Err(e) = self.init_producer_id().await {
+                self.probe.borrow_mut().error(e, 1);
+                return self.local;
+            }
+        }
+        let n = self.layout.partitions();
+        let interval_us = self.spec.rate.map(|r| 1e6 / r.max(1e-9));
+        let mut k: u64 = 0;
+        let mut oldest_us: Option<u64> = None;
+        let mut failed = false;
+        loop {
+            let now = self.clock.now_us();
+            let done = self.spec.records.is_some_and(|r| k >= r)
+                || self.spec.end_us.is_some_and(|e| now >= e)
+                || failed
+                || self.links.values().any(|l| l.state.broken.get());
+            if done {
+                break;
+            }
+            let due = match interval_us {
+                Some(iv) => self.spec.start_us + (k as f64 * iv) as u64,
+                None => now,
+            };
+            if let Some(o) = oldest_us {
+                if o + self.spec.linger_us <= now {
+                    failed |= self.flush(None).await.is_err();
+                    oldest_us = None;
+                    continue;
+                }
+            }
+            if due > now {
+                let mut wake = due;
+                if let Some(o) = oldest_us {
+                    wake = wake.min(o + self.spec.linger_us);
+                }
+                if let Some(e) = self.spec.end_us {
+                    wake = wake.min(e);
+                }
+                glommio::timer::sleep(Duration::from_micros(wake.saturating_sub(now).max(1))).await;
+                continue;
+            }
+            // Generate record k.
+            let (p, key) = if self.spec.keys > 0 {
+                let key = self.rng.next() % self.spec.keys;
+                ((mix(key) % n as u64) as usize, Some(key.to_be_bytes()))
+            } else {
+                (self.sticky, None)
+            };
+            let seq = self.payload_seq[p];
+            self.payload_seq[p] += 1;
+            let header = PayloadHeader {
+                producer: self.id,
+                sequence: seq,
+                send_time_us: self.clock.unix_us(due),
+            };
+            let len = self.spec.record_size;
+            let filler = self.pool.slice(&mut self.rng, len);
+            let ts_ms = (self.clock.unix_us(due) / 1000) as i64;
+            let b = &mut self.open[p];
+            b.append(ts_ms, key.as_ref().map(|k| &k[..]), len, |v| {
+                v.copy_from_slice(&filler[..len.min(filler.len())]);
+                write_payload_header(v, header);
+            });
+            b.intended_us.push(due);
+            if self.open_since_us[p].is_none() {
+                self.open_since_us[p] = Some(due.min(now));
+            }
+            oldest_us = Some(oldest_us.map_or(now, |o| o.min(now)));
+            k += 1;
+            if self.open[p].bytes() >= self.spec.batch_bytes {
+                failed |= self.flush(Some(p)).await.is_err();
+                if self.spec.keys == 0 {
+                    self.sticky = (self.sticky + 1) % n;
+                }
+                oldest_us = self.open_since_us.iter().flatten().min().copied();
+            }
+            // Let the reader tasks and the ticker run now and then in closed loop.
+            if k % 64 == 0 {
+                glommio::yield_if_needed().await;
+            }
+        }
+        let _ = self.flush(None).await;
+        if self.spec.keys == 0 {
+            self.sticky = (self.sticky + 1) % n.max(1);
+        }
+        // Wait for every response: take all permits back.
+        for link in self.links.values() {
+            let _ = link.state.permits.acquire(self.spec.max_in_flight.max(1) as u64).await;
+        }
+        let mut out = std::mem::take(&mut self.local);
+        for link in self.links.values() {
+            let r = std::mem::take(&mut *link.state.result.borrow_mut());
+            out.acked += r.acked;
+            out.errored += r.errored;
+            out.acked_ranges.merge(r.acked_ranges);
+        }
+        out
+    }
+
+    /// Seals and sends the open batch of `only`, or every open batch; one request per leader.
+    async fn flush(&mut self, only: Option<usize>) -> Result<(), ()> {
+        let parts: Vec<usize> = match only {
+            Some(p) => vec![p],
+            None => (0..self.open.len()).filter(|&p| !self.open[p].is_empty()).collect(),
+        };
+        let mut by_leader: BTreeMap<String, Vec<(i32, Bytes, i32, u64, Vec<u64>)>> = BTreeMap::new();
+        for p in parts {
+            if self.open[p].is_empty() {
+                continue;
+            }
+            let b = &mut self.open[p];
+            let count = b.count();
+            let value_bytes = count as u64 * self.spec.record_size as u64;
+            let intended = std::mem::take(&mut b.intended_us);
+            let (pid, epoch, seq) = if self.producer_id >= 0 {
+                (self.producer_id, self.producer_epoch, self.kafka_seq[p])
+            } else {
+                (-1, -1, -1)
+            };
+            let sealed = match b.seal(self.spec.compression, pid, epoch, seq) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.probe.borrow_mut().error(e.to_string(), count as u64);
+                    self.local.errored += count as u64;
+                    self.open_since_us[p] = None;
+                    continue;
+                }
+            };
+            self.open_since_us[p] = None;
+            if self.producer_id >= 0 {
+                self.kafka_seq[p] = odradek::protocol::record_batch::increment_sequence(seq, count);
+            }
+            let leader = self.layout.leaders[p].clone();
+            by_leader
+                .entry(leader)
+                .or_default()
+                .push((p as i32, sealed, count, value_bytes, intended));
+        }
+        let acks = self.spec.acks;
+        let topic = self.layout.topic.clone();
+        let mut result = Ok(());
+        for (leader, batches) in by_leader {
+            let records: u64 = batches.iter().map(|b| b.2 as u64).sum();
+            if let Err(e) = self.ensure_link(&leader).await {
+                self.probe.borrow_mut().error(e, records);
+                self.local.errored += records;
+                result = Err(());
+                continue;
+            }
+            let probe = self.probe.clone();
+            let Some(link) = self.links.get_mut(&leader) else {
+                continue;
+            };
+            // Back-pressure: at most max_in_flight requests per connection.
+            if link.state.permits.acquire(1).await.is_err() || link.state.broken.get() {
+                self.local.errored += records;
+                probe.borrow_mut().error("connection broken".into(), records);
+                result = Err(());
+                continue;
+            }
+            let body = RequestBody::from(ProduceRequest {
+                transactional_id: None,
+                acks,
+                timeout_ms: 30_000,
+                topic_data: vec![TopicProduceData {
+                    name: topic.clone(),
+                    partition_data: batches
+                        .iter()
+                        .map(|(p, bytes, ..)| PartitionProduceData {
+                            index: *p,
+                            records: Some(bytes.clone()),
+                        })
+                        .collect(),
+                }],
+            });
+            let meta: Vec<(i32, i32, u64, Vec<u64>)> = batches
+                .into_iter()
+                .map(|(p, _, c, vb, i)| (p, c, vb, i))
+                .collect();
+            let version = match link.writer.versions.get(ApiKey::Produce) {
+                Ok(v) => v,
+                Err(e) => {
+                    probe.borrow_mut().error(e.to_string(), records);
+                    self.local.errored += records;
+                    link.state.permits.signal(1);
+                    result = Err(());
+                    continue;
+                }
+            };
+            // Queue the entry before writing, so the reader always finds it.
+            let correlation_id = link.writer.next_correlation_id();
+            link.state.in_flight.borrow_mut().push_back(InFlight {
+                sent: Sent {
+                    correlation_id,
+                    api: ApiKey::Produce,
+                    version,
+                },
+                batches: if acks == 0 { Vec::new() } else { meta },
+            });
+            self.local.sent += records;
+            match link.writer.send_at(&body, version).await {
+                Ok(_) if acks == 0 => {
+                    link.state.in_flight.borrow_mut().pop_back();
+                    link.state.permits.signal(1);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    link.state.broken.set(true);
+                    probe.borrow_mut().error(e.to_string(), records);
+                    result = Err(());
+                }
+            }
+        }
+        result
+    }
+}
+
+/// Reads Produce responses in order and settles each request: acknowledged ranges and latency,
+/// or errors per partition. On a connection failure every request in flight is counted errored.
+async fn read_responses(
+    mut reader: ConnReader,
+    st: Rc<LinkState>,
+    probe: Rc<RefCell<CoreProbe>>,
+    clock: Clock,
+) {
+    loop {
+        // Entries are queued before their request is written, so a frame always has one.
+        let frame = reader.frame().await;
+        let now = clock.now_us();
+        let Some(entry) = st.in_flight.borrow_mut().pop_front() else {
+            st.broken.set(true);
+            if let Err(e) = frame {
+                probe.borrow_mut().error(e.to_string(), 0);
+            }
+            return;
+        };
+        let resp = frame.and_then(|f| ConnReader::decode(f, entry.sent));
+        match resp {
+            Ok(ResponseBody::Produce(r)) => {
+                let mut probe = probe.borrow_mut();
+                let mut res = st.result.borrow_mut();
+                for (p, count, bytes, intended) in entry.batches {
+                    let pr = r
+                        .responses
+                        .iter()
+                        .flat_map(|t| t.partition_responses.iter())
+                        .find(|x| x.index == p);
+                    match pr {
+                        Some(x) if x.error_code == 0 => {
+                            res.acked += count as u64;
+                            res.acked_ranges.push(p, x.base_offset, x.base_offset + count as i64);
+                            probe.acked(now, bytes, &intended);
+                        }
+                        Some(x) => {
+                            res.errored += count as u64;
+                            probe.error(format!("produce: {}", ErrorCode(x.error_code)), count as u64);
+                        }
+                        None => {
+                            res.errored += count as u64;
+                            probe.error("produce: partition missing in response".into(), count as u64);
+                        }
+                    }
+                }
+                st.permits.signal(1);
+            }
+            Ok(_) | Err(_) => {
+                let msg = match resp {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "unexpected response".to_string(),
+                };
+                st.broken.set(true);
+                let mut failed: Vec<InFlight> = vec![entry];
+                failed.extend(st.in_flight.borrow_mut().drain(..));
+                let mut probe = probe.borrow_mut();
+                let mut res = st.result.borrow_mut();
+                for f in &failed {
+                    let n: u64 = f.batches.iter().map(|b| b.1 as u64).sum();
+                    res.errored += n;
+                    probe.error(msg.clone(), n);
+                }
+                st.permits.signal(failed.len() as u64);
+                return;
+            }
+        }
+    }
+}
