@@ -85,7 +85,6 @@ pub struct RunOutcome {
     pub sent: u64,
     pub acked: u64,
     pub produce_errored: u64,
-    pub consumed: u64,
     pub consumer: ConsumerSummary,
     pub acked_ranges: Ranges,
     pub reconciliation: Option<Reconciliation>,
@@ -293,9 +292,7 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
     };
     while done < ncores {
         match rx.recv_timeout(Duration::from_secs(5)) {
-            Ok(Tick::Interval {
-                index, counters, ..
-            }) => {
+            Ok(Tick::Interval { index, counters }) => {
                 let e = pending.entry(index).or_insert_with(|| (0, Counters::default()));
                 e.0 += 1;
                 e.1.add(&counters);
@@ -308,7 +305,7 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
                     }
                 }
             }
-            Ok(Tick::Done { .. }) => done += 1,
+            Ok(Tick::Done) => done += 1,
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
@@ -363,7 +360,11 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
     } else {
         LOAD_START_US.min(first)
     };
-    let measured_s = (last.saturating_sub(window_start)) as f64 / 1e6;
+    let mut measured_s = (last.saturating_sub(window_start)) as f64 / 1e6;
+    if measured_s <= 0.0 {
+        // Everything happened within one instant (tiny runs): use the whole run.
+        measured_s = elapsed_s;
+    }
     let reconciliation = if plan.e2e && plan.produce {
         Some(reconcile(&acked_ranges, &consumed_ranges, consumer.duplicates))
     } else {
@@ -382,7 +383,6 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
         sent,
         acked,
         produce_errored: errored,
-        consumed: consumer.records,
         consumer,
         acked_ranges,
         reconciliation,
@@ -435,7 +435,6 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
         let probe = probe.clone();
         let tx = a.tx.clone();
         let next_index = next_index.clone();
-        let core = a.core;
         glommio::spawn_local(async move {
             loop {
                 let i = next_index.get();
@@ -447,11 +446,7 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
                 let counters = std::mem::take(&mut probe.borrow_mut().interval);
                 next_index.set(i + 1);
                 if tx
-                    .send(Tick::Interval {
-                        core,
-                        index: i,
-                        counters,
-                    })
+                    .send(Tick::Interval { index: i, counters })
                     .is_err()
                 {
                     return;
@@ -480,6 +475,8 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
                 linger_us: (spec.linger_ms * 1000.0) as u64,
                 batch_bytes: spec.batch_bytes,
                 max_in_flight: spec.max_in_flight,
+                max_request_bytes: spec.max_request_bytes,
+                ready_batches_max: (spec.buffer_bytes / spec.batch_bytes.max(1)).max(4),
                 idempotent: spec.idempotent,
                 rate: spec.rate.map(|r| r / a.total_producers as f64),
                 records,
@@ -580,11 +577,10 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
     let mut p = probe.borrow_mut();
     let counters = std::mem::take(&mut p.interval);
     let _ = a.tx.send(Tick::Interval {
-        core: a.core,
         index: next_index.get(),
         counters,
     });
-    let _ = a.tx.send(Tick::Done { core: a.core });
+    let _ = a.tx.send(Tick::Done);
     out.measured = std::mem::take(&mut p.measured);
     out.first_measured_us = p.first_measured_us;
     out.last_measured_us = p.last_measured_us;

@@ -99,8 +99,10 @@ impl Counters {
 /// What a core ships to the main thread each second.
 #[derive(Debug)]
 pub enum Tick {
-    Interval { core: usize, index: u64, counters: Counters },
-    Done { core: usize },
+    /// Counters of second `index` of the run clock (the last one may be partial).
+    Interval { index: u64, counters: Counters },
+    /// The core finished; nothing follows.
+    Done,
 }
 
 /// Per-core measurement state, shared by the core's tasks.

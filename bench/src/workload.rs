@@ -58,6 +58,14 @@ pub struct LoadSpec {
     /// Produce requests in flight per connection.
     #[arg(long, default_value_t = 5)]
     pub max_in_flight: usize,
+    /// Largest Produce request (batches of several partitions are sent together, Kafka's
+    /// max.request.size).
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_request_bytes: usize,
+    /// Sealed batches waiting for a request, per producer and broker, in bytes (Kafka's
+    /// buffer.memory).
+    #[arg(long, default_value_t = 32 << 20)]
+    pub buffer_bytes: usize,
     /// Idempotent producers (InitProducerId, sequence numbers).
     #[arg(long)]
     pub idempotent: bool,
@@ -103,6 +111,8 @@ impl Default for LoadSpec {
             linger_ms: 1.0,
             batch_bytes: 131072,
             max_in_flight: 5,
+            max_request_bytes: 1 << 20,
+            buffer_bytes: 32 << 20,
             idempotent: false,
             rate: None,
             duration_s: None,

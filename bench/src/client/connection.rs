@@ -174,10 +174,6 @@ impl ConnWriter {
         self.send_at(body, v).await
     }
 
-    pub fn addr(&self) -> &str {
-        &self.addr
-    }
-
     /// The correlation id the next request will carry.
     pub fn next_correlation_id(&self) -> i32 {
         self.next_correlation
@@ -307,9 +303,5 @@ impl Connection {
         let body = body.into();
         let sent = self.writer.send(&body).await?;
         self.reader.response(sent).await
-    }
-
-    pub fn version(&self, key: ApiKey) -> Result<i16, ConnError> {
-        self.writer.versions.get(key)
     }
 }

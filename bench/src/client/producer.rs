@@ -1,15 +1,18 @@
-//! A producer task: generates bench records, batches them per partition (linger, batch size),
-//! compresses on this core, and pipelines Produce requests (up to `max_in_flight` per
-//! connection, one connection per partition leader). A reader task per connection matches
-//! responses to requests in order and does the accounting.
+//! A producer: generates bench records, batches them per partition (linger, batch size),
+//! compresses on this core, and pipelines Produce requests, one connection per partition
+//! leader. Like Kafka's accumulator and sender: sealed batches wait in a bounded per-leader
+//! ready queue; a sender task per connection takes an in-flight permit and then drains every
+//! ready batch (at most one per partition, up to `max_request_bytes`) into one request, so
+//! batches pile up into bigger requests exactly when the broker is slow. A reader task per
+//! connection matches responses to requests in order and does the accounting.
 //!
 //! Open loop (`rate` set): record k of this producer is *intended* at `k / rate`; it is generated
 //! then (or at once if the producer is behind, e.g. blocked on max in flight) and its latency is
 //! measured from the intended time, so a stall is charged to every record it delayed
 //! (no coordinated omission). Closed loop: intended = when the record was generated.
 //!
-//! Bounds: at most one open batch per partition (`batch_bytes`), `max_in_flight` requests per
-//! connection (a semaphore); nothing else queues.
+//! Bounds: at most one open batch per partition (`batch_bytes`), `ready_batches_max` sealed
+//! batches per connection, `max_in_flight` requests per connection (semaphores).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -39,6 +42,8 @@ pub struct ProducerSpec {
     pub linger_us: u64,
     pub batch_bytes: usize,
     pub max_in_flight: usize,
+    pub max_request_bytes: usize,
+    pub ready_batches_max: usize,
     pub idempotent: bool,
     /// Records/s for this producer (open loop), or closed loop.
     pub rate: Option<f64>,
@@ -119,8 +124,23 @@ struct InFlight {
     batches: Vec<(i32, i32, u64, Vec<u64>)>,
 }
 
-/// Shared between a connection's writer (the producer) and its reader task.
+/// A sealed batch waiting to be sent.
+struct Sealed {
+    partition: i32,
+    bytes: Bytes,
+    count: i32,
+    value_bytes: u64,
+    intended: Vec<u64>,
+}
+
+/// Shared between the producer, a connection's sender task and its reader task.
 struct LinkState {
+    ready: RefCell<VecDeque<Sealed>>,
+    /// Counts batches in `ready` (the sender waits on it).
+    ready_items: Semaphore,
+    /// Free slots in `ready` (the producer waits on it).
+    ready_space: Semaphore,
+    closed: Cell<bool>,
     in_flight: RefCell<VecDeque<InFlight>>,
     permits: Semaphore,
     broken: Cell<bool>,
@@ -128,8 +148,8 @@ struct LinkState {
 }
 
 struct Link {
-    writer: ConnWriter,
     state: Rc<LinkState>,
+    sender: glommio::task::JoinHandle<()>,
     _reader: Option<glommio::task::JoinHandle<()>>,
 }
 
@@ -190,6 +210,10 @@ impl Producer {
             let conn = Connection::connect(addr).await.map_err(|e| e.to_string())?;
             let Connection { writer, reader } = conn;
             let state = Rc::new(LinkState {
+                ready: RefCell::new(VecDeque::new()),
+                ready_items: Semaphore::new(0),
+                ready_space: Semaphore::new(self.spec.ready_batches_max.max(1) as u64),
+                closed: Cell::new(false),
                 in_flight: RefCell::new(VecDeque::new()),
                 permits: Semaphore::new(self.spec.max_in_flight.max(1) as u64),
                 broken: Cell::new(false),
@@ -203,11 +227,19 @@ impl Producer {
             } else {
                 None
             };
+            let sender = glommio::spawn_local(send_requests(
+                writer,
+                state.clone(),
+                self.spec.clone(),
+                self.layout.topic.clone(),
+                self.probe.clone(),
+            ))
+            .detach();
             self.links.insert(
                 addr.to_string(),
                 Link {
-                    writer,
                     state,
+                    sender,
                     _reader: reader_task,
                 },
             );
@@ -327,13 +359,21 @@ impl Producer {
         if self.spec.keys == 0 {
             self.sticky = (self.sticky + 1) % n.max(1);
         }
-        // Wait for every response: take all permits back.
-        for link in self.links.values() {
+        // Let the senders drain, then wait for every response: take all permits back.
+        let links = std::mem::take(&mut self.links);
+        for link in links.values() {
+            link.state.closed.set(true);
+            link.state.ready_items.signal(1);
+        }
+        let mut states = Vec::new();
+        for (_, link) in links {
+            let _ = link.sender.await;
             let _ = link.state.permits.acquire(self.spec.max_in_flight.max(1) as u64).await;
+            states.push(link.state);
         }
         let mut out = std::mem::take(&mut self.local);
-        for link in self.links.values() {
-            let r = std::mem::take(&mut *link.state.result.borrow_mut());
+        for st in states {
+            let r = std::mem::take(&mut *st.result.borrow_mut());
             out.acked += r.acked;
             out.errored += r.errored;
             out.acked_ranges.merge(r.acked_ranges);
@@ -380,8 +420,6 @@ impl Producer {
                 .or_default()
                 .push((p as i32, sealed, count, value_bytes, intended));
         }
-        let acks = self.spec.acks;
-        let topic = self.layout.topic.clone();
         let mut result = Ok(());
         for (leader, batches) in by_leader {
             let records: u64 = batches.iter().map(|b| b.2 as u64).sum();
@@ -391,71 +429,141 @@ impl Producer {
                 result = Err(());
                 continue;
             }
-            let probe = self.probe.clone();
-            let Some(link) = self.links.get_mut(&leader) else {
+            let Some(link) = self.links.get(&leader) else {
                 continue;
             };
-            // Back-pressure: at most max_in_flight requests per connection.
-            if link.state.permits.acquire(1).await.is_err() || link.state.broken.get() {
-                self.local.errored += records;
-                probe.borrow_mut().error("connection broken".into(), records);
-                result = Err(());
-                continue;
-            }
-            let body = RequestBody::from(ProduceRequest {
-                transactional_id: None,
-                acks,
-                timeout_ms: 30_000,
-                topic_data: vec![TopicProduceData {
-                    name: topic.clone(),
-                    partition_data: batches
-                        .iter()
-                        .map(|(p, bytes, ..)| PartitionProduceData {
-                            index: *p,
-                            records: Some(bytes.clone()),
-                        })
-                        .collect(),
-                }],
-            });
-            let meta: Vec<(i32, i32, u64, Vec<u64>)> = batches
-                .into_iter()
-                .map(|(p, _, c, vb, i)| (p, c, vb, i))
-                .collect();
-            let version = match link.writer.versions.get(ApiKey::Produce) {
-                Ok(v) => v,
-                Err(e) => {
-                    probe.borrow_mut().error(e.to_string(), records);
-                    self.local.errored += records;
-                    link.state.permits.signal(1);
+            let st = link.state.clone();
+            for (partition, bytes, count, value_bytes, intended) in batches {
+                // Back-pressure: the ready queue is bounded.
+                if st.ready_space.acquire(1).await.is_err() || st.broken.get() {
+                    self.local.errored += count as u64;
+                    self.probe.borrow_mut().error("connection broken".into(), count as u64);
                     result = Err(());
                     continue;
                 }
-            };
-            // Queue the entry before writing, so the reader always finds it.
-            let correlation_id = link.writer.next_correlation_id();
-            link.state.in_flight.borrow_mut().push_back(InFlight {
-                sent: Sent {
-                    correlation_id,
-                    api: ApiKey::Produce,
-                    version,
-                },
-                batches: if acks == 0 { Vec::new() } else { meta },
-            });
-            self.local.sent += records;
-            match link.writer.send_at(&body, version).await {
-                Ok(_) if acks == 0 => {
-                    link.state.in_flight.borrow_mut().pop_back();
-                    link.state.permits.signal(1);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    link.state.broken.set(true);
-                    probe.borrow_mut().error(e.to_string(), records);
-                    result = Err(());
-                }
+                self.local.sent += count as u64;
+                st.ready.borrow_mut().push_back(Sealed {
+                    partition,
+                    bytes,
+                    count,
+                    value_bytes,
+                    intended,
+                });
+                st.ready_items.signal(1);
             }
         }
         result
+    }
+}
+
+/// Drains a connection's ready queue: waits for a batch, then for an in-flight permit, then
+/// takes every ready batch it can (one per partition, up to `max_request_bytes`) into one
+/// Produce request. Ends when the producer closes the queue and it is empty.
+async fn send_requests(
+    mut writer: ConnWriter,
+    st: Rc<LinkState>,
+    spec: Rc<ProducerSpec>,
+    topic: String,
+    probe: Rc<RefCell<CoreProbe>>,
+) {
+    let acks = spec.acks;
+    let version = match writer.versions.get(ApiKey::Produce) {
+        Ok(v) => v,
+        Err(e) => {
+            probe.borrow_mut().error(e.to_string(), 1);
+            st.broken.set(true);
+            -1
+        }
+    };
+    loop {
+        if st.ready_items.acquire(1).await.is_err() {
+            return;
+        }
+        if st.ready.borrow().is_empty() {
+            if st.closed.get() {
+                return;
+            }
+            continue;
+        }
+        if st.permits.acquire(1).await.is_err() {
+            return;
+        }
+        // Take the first ready batch (its item unit is already taken), then whatever else is ready.
+        let mut taken: Vec<Sealed> = Vec::new();
+        let mut bytes = 0usize;
+        {
+            let mut ready = st.ready.borrow_mut();
+            let mut i = 0;
+            while i < ready.len() {
+                let b = &ready[i];
+                let dup = taken.iter().any(|t| t.partition == b.partition);
+                if !taken.is_empty() && (dup || bytes + b.bytes.len() > spec.max_request_bytes) {
+                    i += 1;
+                    if bytes >= spec.max_request_bytes {
+                        break;
+                    }
+                    continue;
+                }
+                if !taken.is_empty() && !st.ready_items.try_acquire(1).unwrap_or(false) {
+                    break;
+                }
+                if let Some(b) = ready.remove(i) {
+                    bytes += b.bytes.len();
+                    taken.push(b);
+                }
+            }
+        }
+        st.ready_space.signal(taken.len() as u64);
+        let records: u64 = taken.iter().map(|b| b.count as u64).sum();
+        if st.broken.get() || version < 0 {
+            let mut res = st.result.borrow_mut();
+            res.errored += records;
+            probe.borrow_mut().error("connection broken".into(), records);
+            st.permits.signal(1);
+            continue;
+        }
+        let body = RequestBody::from(ProduceRequest {
+            transactional_id: None,
+            acks,
+            timeout_ms: 30_000,
+            topic_data: vec![TopicProduceData {
+                name: topic.clone(),
+                partition_data: taken
+                    .iter()
+                    .map(|b| PartitionProduceData {
+                        index: b.partition,
+                        records: Some(b.bytes.clone()),
+                    })
+                    .collect(),
+            }],
+        });
+        let meta: Vec<(i32, i32, u64, Vec<u64>)> = taken
+            .into_iter()
+            .map(|b| (b.partition, b.count, b.value_bytes, b.intended))
+            .collect();
+        // Queue the entry before writing, so the reader always finds it.
+        st.in_flight.borrow_mut().push_back(InFlight {
+            sent: Sent {
+                correlation_id: writer.next_correlation_id(),
+                api: ApiKey::Produce,
+                version,
+            },
+            batches: if acks == 0 { Vec::new() } else { meta },
+        });
+        match writer.send_at(&body, version).await {
+            Ok(_) if acks == 0 => {
+                st.in_flight.borrow_mut().pop_back();
+                st.permits.signal(1);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                st.broken.set(true);
+                probe.borrow_mut().error(e.to_string(), records);
+                st.result.borrow_mut().errored += records;
+                st.in_flight.borrow_mut().pop_back();
+                st.permits.signal(1);
+            }
+        }
     }
 }
 
