@@ -75,11 +75,12 @@ pub fn summary_text(o: &RunOutcome) -> String {
     if o.plan.consume {
         let (r, mb) = rates(m.consumed_records, m.consumed_bytes, o.measured_s);
         s.push_str(&format!(
-            "consume: {} records; {} rec/s, {:.1} MB/s; sequence gaps {}, foreign records {}\n",
+            "consume: {} records; {} rec/s, {:.1} MB/s; sequence gaps {}, reordered {}, foreign records {}\n",
             fmt_int(o.consumer.records),
             fmt_int(r as u64),
             mb,
             o.consumer.sequence_gaps,
+            o.consumer.reordered,
             o.consumer.foreign
         ));
         if o.plan.e2e {
@@ -193,6 +194,7 @@ pub fn to_json(name: &str, o: &RunOutcome, ceiling: Option<&Value>) -> Value {
             "mb_per_s": (mb * 10.0).round() / 10.0,
             "sequence_gaps": o.consumer.sequence_gaps,
             "duplicates": o.consumer.duplicates,
+            "reordered": o.consumer.reordered,
             "foreign": o.consumer.foreign,
             "errors": o.consumer.errors,
         });
@@ -311,13 +313,19 @@ pub fn write_svg(path: &Path, title: &str, o: &RunOutcome) -> Result<(), ReportE
             .x_desc("percentile")
             .y_desc("ms")
             .x_labels(6)
-            .x_label_formatter(&|x| match x.round() as i32 {
-                0 => "p0".into(),
-                1 => "p90".into(),
-                2 => "p99".into(),
-                3 => "p99.9".into(),
-                4 => "p99.99".into(),
-                _ => "p99.999".into(),
+            .x_label_formatter(&|x| {
+                // Only whole numbers of nines get a label.
+                if (x - x.round()).abs() > 0.01 {
+                    return String::new();
+                }
+                match x.round() as i32 {
+                    0 => "p0".into(),
+                    1 => "p90".into(),
+                    2 => "p99".into(),
+                    3 => "p99.9".into(),
+                    4 => "p99.99".into(),
+                    _ => "p99.999".into(),
+                }
             })
             .draw()?;
         if !p.is_empty() {

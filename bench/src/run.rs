@@ -95,6 +95,7 @@ pub struct RunOutcome {
 pub struct ConsumerSummary {
     pub records: u64,
     pub duplicates: u64,
+    pub reordered: u64,
     pub sequence_gaps: u64,
     pub foreign: u64,
     pub errors: u64,
@@ -104,9 +105,12 @@ impl RunOutcome {
     pub fn errors(&self) -> u64 {
         self.errors_by_kind.values().sum()
     }
-    /// The run is clean: no errors, and (if reconciled) nothing lost or duplicated.
+    /// The run is clean: no errors, no record out of its producer's order, and (if
+    /// reconciled) nothing lost or duplicated.
     pub fn ok(&self) -> bool {
-        self.errors() == 0 && self.reconciliation.as_ref().is_none_or(|r| r.ok())
+        self.errors() == 0
+            && self.consumer.reordered == 0
+            && self.reconciliation.as_ref().is_none_or(|r| r.ok())
     }
 }
 
@@ -343,6 +347,7 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
         consumed_ranges.merge(o.consumer.consumed);
         consumer.records += o.consumer.records;
         consumer.duplicates += o.consumer.duplicates;
+        consumer.reordered += o.consumer.reordered;
         consumer.sequence_gaps += o.consumer.sequence_gaps;
         consumer.foreign += o.consumer.foreign;
         consumer.errors += o.consumer.errors;
@@ -569,6 +574,7 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
         out.consumer.consumed.merge(r.consumed);
         out.consumer.records += r.records;
         out.consumer.duplicates += r.duplicates;
+        out.consumer.reordered += r.reordered;
         out.consumer.sequence_gaps += r.sequence_gaps;
         out.consumer.foreign += r.foreign;
         out.consumer.errors += r.errors;

@@ -316,3 +316,45 @@ fn accounting_catches_a_lost_record() {
     assert!(!out.contains("lost 0,"), "{out}");
     assert!(out.contains("(lost: p0["), "{out}");
 }
+
+/// `suite` runs a shipped workload file (scaled down) and writes its JSON and SVG; the ceiling
+/// is measured in the same run and the result is stated as a fraction of it.
+#[test]
+fn suite_writes_results_with_ceiling() {
+    let broker = Broker::start();
+    let bs = broker.bootstrap();
+    let cores = cpus().1;
+    let results = tempfile::tempdir().expect("results dir");
+    let workloads = concat!(env!("CARGO_MANIFEST_DIR"), "/workloads");
+    let (rc, out) = bench(&[
+        "suite", "w1", "--bootstrap", &bs, "--cores", &cores, "--scale", "0.05",
+        "--workloads-dir", workloads, "--results-dir", results.path().to_str().unwrap(),
+        "--server-cpu", "0", "--data-dir", broker.dir.path().to_str().unwrap(), "--disk-mib", "64",
+        "--quiet",
+    ]);
+    assert_eq!(rc, 0, "{out}");
+    let files: Vec<String> = std::fs::read_dir(results.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let json_file = files.iter().find(|f| f.starts_with("w1-") && f.ends_with(".json")).expect("json");
+    assert!(files.iter().any(|f| f.starts_with("w1-") && f.ends_with(".svg")), "{files:?}");
+    let v = json(&results.path().join(json_file));
+    assert_eq!(v["name"], "w1");
+    assert_eq!(v["ok"], true);
+    assert!(v["ceiling"]["tcp_mb_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["ceiling"]["disk_mb_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["fraction_of_ceiling"]["disk"].as_f64().unwrap() > 0.0, "{v}");
+    assert_eq!(v["config"]["compression"], "none");
+    assert_eq!(v["config"]["batch_bytes"], 131072);
+
+    // W4 takes half of the newest W1 result as its open-loop rate.
+    let (rc, out) = bench(&[
+        "suite", "w4", "--bootstrap", &bs, "--cores", &cores, "--scale", "0.05",
+        "--workloads-dir", workloads, "--results-dir", results.path().to_str().unwrap(),
+        "--no-ceiling", "--quiet",
+    ]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("rate: 0.5 x"), "{out}");
+    assert!(out.contains("lost 0, duplicated 0"), "{out}");
+}

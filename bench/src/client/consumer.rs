@@ -54,11 +54,43 @@ pub struct ConsumerResult {
     pub records: u64,
     /// The same (producer, partition, sequence) read twice.
     pub duplicates: u64,
-    /// Sequences skipped within one (producer, partition): records never written or lost.
+    /// Records read after a later record of the same producer in the same partition.
+    pub reordered: u64,
+    /// Sequences still missing within one (producer, partition) at the end: records never
+    /// written (errored sends) or lost.
     pub sequence_gaps: u64,
     /// Records without a bench payload header.
     pub foreign: u64,
     pub errors: u64,
+}
+
+/// Sequence check for one (producer, partition): the next sequence expected and the gaps seen
+/// so far (usually none), so a late record is told apart from a duplicate.
+#[derive(Debug, Default)]
+struct SeqTrack {
+    next: u64,
+    missing: Vec<(u64, u64)>,
+}
+
+impl SeqTrack {
+    /// Fills `seq` if it was missing (a reordering); false if it was already seen (a duplicate).
+    fn fill(&mut self, seq: u64) -> bool {
+        let Some(i) = self.missing.iter().position(|&(a, b)| a <= seq && seq < b) else {
+            return false;
+        };
+        let (a, b) = self.missing[i];
+        self.missing.remove(i);
+        if a < seq {
+            self.missing.push((a, seq));
+        }
+        if seq + 1 < b {
+            self.missing.push((seq + 1, b));
+        }
+        true
+    }
+    fn missing_count(&self) -> u64 {
+        self.missing.iter().map(|(a, b)| b - a).sum()
+    }
 }
 
 pub async fn run_consumer(
@@ -80,7 +112,7 @@ pub async fn run_consumer(
     };
     let mut next: BTreeMap<i32, i64> = start.iter().copied().collect();
     let mut hw: BTreeMap<i32, i64> = BTreeMap::new();
-    let mut expect: HashMap<(u32, i32), u64> = HashMap::new();
+    let mut expect: HashMap<(u32, i32), SeqTrack> = HashMap::new();
     let mut producers_done_at: Option<u64> = None;
     let mut fetched_after_done = false;
     loop {
@@ -205,12 +237,16 @@ pub async fn run_consumer(
                         res.foreign += 1;
                         return;
                     };
-                    let e = expect.entry((h.producer, p)).or_insert(0);
-                    if h.sequence < *e {
-                        res.duplicates += 1;
+                    let e = expect.entry((h.producer, p)).or_default();
+                    if h.sequence >= e.next {
+                        if h.sequence > e.next {
+                            e.missing.push((e.next, h.sequence));
+                        }
+                        e.next = h.sequence + 1;
+                    } else if e.fill(h.sequence) {
+                        res.reordered += 1;
                     } else {
-                        res.sequence_gaps += h.sequence - *e;
-                        *e = h.sequence + 1;
+                        res.duplicates += 1;
                     }
                     if spec.e2e {
                         let send_run_us = h.send_time_us.saturating_sub(clock.unix_start_us);
@@ -238,5 +274,30 @@ pub async fn run_consumer(
             glommio::timer::sleep(Duration::from_millis(100)).await;
         }
     }
+    res.sequence_gaps = expect.values().map(SeqTrack::missing_count).sum();
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SeqTrack;
+
+    #[test]
+    fn sequence_track_tells_reordering_from_duplicates() {
+        let mut t = SeqTrack::default();
+        // 0, 1, then 4 (gap 2..4), then 2 (late), 2 again (duplicate), 3 (late).
+        for s in [0u64, 1, 4] {
+            assert!(s >= t.next);
+            if s > t.next {
+                t.missing.push((t.next, s));
+            }
+            t.next = s + 1;
+        }
+        assert_eq!(t.missing_count(), 2);
+        assert!(t.fill(2));
+        assert!(!t.fill(2));
+        assert!(!t.fill(1));
+        assert!(t.fill(3));
+        assert_eq!(t.missing_count(), 0);
+    }
 }

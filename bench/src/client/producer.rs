@@ -493,11 +493,16 @@ async fn send_requests(
         let mut bytes = 0usize;
         {
             let mut ready = st.ready.borrow_mut();
+            // A partition whose oldest ready batch stays behind is closed for this request:
+            // taking a later batch of it would reorder the partition.
+            let mut closed: Vec<i32> = Vec::new();
             let mut i = 0;
             while i < ready.len() {
                 let b = &ready[i];
-                let dup = taken.iter().any(|t| t.partition == b.partition);
-                if !taken.is_empty() && (dup || bytes + b.bytes.len() > spec.max_request_bytes) {
+                let blocked = closed.contains(&b.partition)
+                    || taken.iter().any(|t| t.partition == b.partition);
+                if !taken.is_empty() && (blocked || bytes + b.bytes.len() > spec.max_request_bytes) {
+                    closed.push(b.partition);
                     i += 1;
                     if bytes >= spec.max_request_bytes {
                         break;
