@@ -117,7 +117,15 @@ pub fn machine() -> Value {
         .and_then(|l| l.split_once(':'))
         .map(|(_, v)| v.trim().to_string())
         .unwrap_or_default();
+    // Other work on a shared machine skews figures: keep the load average with them.
+    let load_average = std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
     json!({
+        "load_average": load_average,
         "hostname": host,
         "kernel": kernel,
         "cpu": cpu,

@@ -251,9 +251,8 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
     let mut intervals = Vec::new();
     let mut done = 0;
     let emit = |index: u64, c: Counters, so_far: &mut Counters, intervals: &mut Vec<IntervalRow>| {
-        if index * 1_000_000 + 1_000_000 > warmup_end_us {
-            so_far.add(&c);
-        }
+        // Interval histograms hold post-warm-up samples only, so their sum is the total.
+        so_far.add(&c);
         let row = IntervalRow {
             t_s: index + 1,
             produced_records: c.produced_records,
@@ -318,6 +317,7 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
         emit(i, c, &mut so_far, &mut intervals);
     }
     let elapsed_s = clock.start.elapsed().as_secs_f64();
+    let totals = so_far;
 
     let mut outs = Vec::new();
     for (core, h) in handles.into_iter().enumerate() {
@@ -331,7 +331,11 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
             }
         }
     }
-    let mut measured = Counters::default();
+    let mut measured = Counters {
+        produce_latency_us: totals.produce_latency_us,
+        e2e_latency_us: totals.e2e_latency_us,
+        ..Counters::default()
+    };
     let mut acked_ranges = Ranges::default();
     let mut consumed_ranges = Ranges::default();
     let mut consumer = ConsumerSummary::default();
@@ -464,7 +468,11 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
     let spec = &a.spec;
     let mut producer_tasks = Vec::new();
     if a.produce {
-        let pool = Rc::new(PayloadPool::new(spec.random_fraction, a.core as u64 * 7919 + 17));
+        let pool = Rc::new(PayloadPool::new(
+            spec.random_fraction,
+            spec.record_size,
+            a.core as u64 * 7919 + 17,
+        ));
         let ppc = spec.producers_per_core;
         for i in 0..ppc {
             let id = a.core * ppc + i;

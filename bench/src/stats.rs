@@ -111,7 +111,8 @@ pub struct CoreProbe {
     /// Records whose intended send time is before this are not measured (warm-up).
     pub warmup_end_us: u64,
     pub interval: Counters,
-    /// Post-warm-up totals.
+    /// Post-warm-up record and byte totals (latency totals are the sum of the intervals,
+    /// which only hold post-warm-up samples).
     pub measured: Counters,
     pub first_measured_us: Option<u64>,
     pub last_measured_us: u64,
@@ -140,8 +141,8 @@ impl CoreProbe {
         for &t in intended_us {
             if t >= self.warmup_end_us {
                 let lat = now_us.saturating_sub(t).max(1);
+                // Only the interval histogram: the main thread sums intervals into the total.
                 let _ = self.interval.produce_latency_us.record(lat);
-                let _ = self.measured.produce_latency_us.record(lat);
                 n += 1;
             }
         }
@@ -164,7 +165,6 @@ impl CoreProbe {
     pub fn e2e(&mut self, send_run_us: u64, latency_us: u64) {
         if send_run_us >= self.warmup_end_us {
             let _ = self.interval.e2e_latency_us.record(latency_us.max(1));
-            let _ = self.measured.e2e_latency_us.record(latency_us.max(1));
         }
     }
 }

@@ -153,8 +153,10 @@ pub struct BatchBuilder {
 
 impl BatchBuilder {
     pub fn new(capacity: usize) -> Self {
+        let mut records = Vec::with_capacity(BATCH_HEADER_LEN + capacity);
+        records.resize(BATCH_HEADER_LEN, 0);
         BatchBuilder {
-            records: Vec::with_capacity(capacity),
+            records,
             count: 0,
             base_timestamp_ms: 0,
             max_timestamp_ms: 0,
@@ -170,16 +172,17 @@ impl BatchBuilder {
     }
     /// Uncompressed size of the records section so far.
     pub fn bytes(&self) -> usize {
-        self.records.len()
+        self.records.len() - BATCH_HEADER_LEN
     }
 
-    /// Appends one record; `fill` writes the value in place (its length is `value_len`).
+    /// Appends one record whose value is `value` with the payload header written over its
+    /// first bytes (one copy of the value, no zeroing).
     pub fn append(
         &mut self,
         timestamp_ms: i64,
         key: Option<&[u8]>,
-        value_len: usize,
-        fill: impl FnOnce(&mut [u8]),
+        value: &[u8],
+        header: Option<PayloadHeader>,
     ) {
         if self.count == 0 {
             self.base_timestamp_ms = timestamp_ms;
@@ -188,6 +191,7 @@ impl BatchBuilder {
         self.max_timestamp_ms = self.max_timestamp_ms.max(timestamp_ms);
         let ts_delta = timestamp_ms - self.base_timestamp_ms;
         let key_len: i64 = key.map_or(-1, |k| k.len() as i64);
+        let value_len = value.len();
         let body_len = 1
             + varint_len(ts_delta)
             + varint_len(self.count as i64)
@@ -197,6 +201,7 @@ impl BatchBuilder {
             + value_len
             + 1;
         let b = &mut self.records;
+        b.reserve(body_len + 5);
         put_varint(b, body_len as i32);
         b.push(0); // record attributes
         put_varlong(b, ts_delta);
@@ -207,14 +212,17 @@ impl BatchBuilder {
         }
         put_varint(b, value_len as i32);
         let at = b.len();
-        b.resize(at + value_len, 0);
-        fill(&mut b[at..]);
+        b.extend_from_slice(value);
+        if let Some(h) = header {
+            write_payload_header(&mut b[at..], h);
+        }
         b.push(0); // headers count
         self.count += 1;
     }
 
     /// Frames the batch (baseOffset 0; the broker assigns offsets) and resets the builder.
-    /// Idempotence fields: `producer_id` -1 for none.
+    /// Idempotence fields: `producer_id` -1 for none. Uncompressed batches are framed in place
+    /// (the header space is reserved up front), so sealing copies nothing.
     pub fn seal(
         &mut self,
         compression: Compression,
@@ -222,26 +230,37 @@ impl BatchBuilder {
         producer_epoch: i16,
         base_sequence: i32,
     ) -> Result<Bytes, BatchError> {
-        let body = compress(compression, &self.records)?;
-        let mut out = Vec::with_capacity(BATCH_HEADER_LEN + body.len());
-        let batch_length = (BATCH_HEADER_LEN - LOG_OVERHEAD + body.len()) as i32;
-        out.extend_from_slice(&0i64.to_be_bytes()); // base offset
-        out.extend_from_slice(&batch_length.to_be_bytes());
-        out.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
-        out.push(2); // magic
-        out.extend_from_slice(&0u32.to_be_bytes()); // crc, patched below
-        out.extend_from_slice(&compression.id().to_be_bytes());
-        out.extend_from_slice(&(self.count - 1).to_be_bytes()); // last offset delta
-        out.extend_from_slice(&self.base_timestamp_ms.to_be_bytes());
-        out.extend_from_slice(&self.max_timestamp_ms.to_be_bytes());
-        out.extend_from_slice(&producer_id.to_be_bytes());
-        out.extend_from_slice(&producer_epoch.to_be_bytes());
-        out.extend_from_slice(&base_sequence.to_be_bytes());
-        out.extend_from_slice(&self.count.to_be_bytes());
-        out.extend_from_slice(&body);
+        let mut out = if compression == Compression::None {
+            let cap = self.records.capacity();
+            let mut fresh = Vec::with_capacity(cap);
+            fresh.resize(BATCH_HEADER_LEN, 0);
+            std::mem::replace(&mut self.records, fresh)
+        } else {
+            let body = compress(compression, &self.records[BATCH_HEADER_LEN..])?;
+            let mut out = Vec::with_capacity(BATCH_HEADER_LEN + body.len());
+            out.resize(BATCH_HEADER_LEN, 0);
+            out.extend_from_slice(&body);
+            self.records.truncate(BATCH_HEADER_LEN);
+            out
+        };
+        let batch_length = (out.len() - LOG_OVERHEAD) as i32;
+        let mut h = [0u8; BATCH_HEADER_LEN];
+        h[0..8].copy_from_slice(&0i64.to_be_bytes()); // base offset
+        h[8..12].copy_from_slice(&batch_length.to_be_bytes());
+        h[12..16].copy_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+        h[16] = 2; // magic
+        // 17..21: crc, below
+        h[21..23].copy_from_slice(&compression.id().to_be_bytes());
+        h[23..27].copy_from_slice(&(self.count - 1).to_be_bytes()); // last offset delta
+        h[27..35].copy_from_slice(&self.base_timestamp_ms.to_be_bytes());
+        h[35..43].copy_from_slice(&self.max_timestamp_ms.to_be_bytes());
+        h[43..51].copy_from_slice(&producer_id.to_be_bytes());
+        h[51..53].copy_from_slice(&producer_epoch.to_be_bytes());
+        h[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+        h[57..61].copy_from_slice(&self.count.to_be_bytes());
+        out[..BATCH_HEADER_LEN].copy_from_slice(&h);
         let crc = compute_crc(&out);
         out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
-        self.records.clear();
         self.count = 0;
         Ok(Bytes::from(out))
     }
@@ -429,18 +448,19 @@ mod tests {
         ] {
             let mut b = BatchBuilder::new(4096);
             for i in 0..10u64 {
-                b.append(1000 + i as i64, Some(b"key"), 100, |v| {
-                    write_payload_header(
-                        v,
-                        PayloadHeader {
-                            producer: 7,
-                            sequence: i,
-                            send_time_us: 42,
-                        },
-                    )
-                });
+                b.append(
+                    1000 + i as i64,
+                    Some(b"key"),
+                    &[0x61; 100],
+                    Some(PayloadHeader {
+                        producer: 7,
+                        sequence: i,
+                        send_time_us: 42,
+                    }),
+                );
             }
             let sealed = b.seal(c, 5, 0, 0).unwrap();
+            assert!(b.is_empty() && b.bytes() == 0);
             let hdr = validate(&sealed).unwrap();
             assert_eq!(hdr.records_count, 10);
             assert_eq!(hdr.compression() as i16, c.id());
@@ -469,7 +489,7 @@ mod tests {
     #[test]
     fn partial_trailing_batch_is_ignored() {
         let mut b = BatchBuilder::new(1024);
-        b.append(0, None, 30, |_| {});
+        b.append(0, None, &[0; 30], None);
         let one = b.seal(Compression::None, -1, -1, -1).unwrap();
         let mut two = one.to_vec();
         two.extend_from_slice(&one[..20]);

@@ -27,7 +27,7 @@ use odradek::protocol::{
     ResponseBody, TopicProduceData,
 };
 
-use super::batch::{write_payload_header, BatchBuilder, Compression, PayloadHeader};
+use super::batch::{BatchBuilder, Compression, PayloadHeader};
 use super::connection::{ConnReader, ConnWriter, Connection, Sent};
 use super::TopicLayout;
 use crate::stats::{Clock, CoreProbe, Ranges};
@@ -73,10 +73,10 @@ pub struct PayloadPool {
 const POOL_LEN: usize = 1 << 20;
 
 impl PayloadPool {
-    pub fn new(random_fraction: f64, seed: u64) -> PayloadPool {
+    pub fn new(random_fraction: f64, record_size: usize, seed: u64) -> PayloadPool {
         let mut rng = Rng(seed | 1);
         let random_per_block = ((random_fraction.clamp(0.0, 1.0)) * 128.0).round() as usize;
-        let mut bytes = vec![b'a'; POOL_LEN + 64 * 1024];
+        let mut bytes = vec![b'a'; POOL_LEN + record_size];
         for block in bytes.chunks_mut(128) {
             for b in block.iter_mut().take(random_per_block) {
                 *b = rng.next() as u8;
@@ -85,14 +85,16 @@ impl PayloadPool {
         PayloadPool { bytes }
     }
 
-    fn slice(&self, rng: &mut Rng, len: usize) -> &[u8] {
-        let max_start = self.bytes.len().saturating_sub(len);
-        let start = if max_start == 0 {
-            0
-        } else {
-            (rng.next() as usize % max_start.min(POOL_LEN)) & !127
-        };
-        &self.bytes[start..(start + len).min(self.bytes.len())]
+    /// The next `len` bytes from `cursor`, walking the pool sequentially (so the prefetcher
+    /// streams it; random offsets cost a cache miss per record) and wrapping at 1 MiB, so a
+    /// compressor's window never sees the same filler twice within a batch.
+    fn next(&self, cursor: &mut usize, len: usize) -> &[u8] {
+        if *cursor >= POOL_LEN {
+            *cursor = 0;
+        }
+        let start = *cursor;
+        *cursor += len;
+        &self.bytes[start..start + len]
     }
 }
 
@@ -172,6 +174,7 @@ pub struct Producer {
     producer_epoch: i16,
     sticky: usize,
     rng: Rng,
+    pool_cursor: usize,
     local: ProducerResult,
 }
 
@@ -195,6 +198,7 @@ impl Producer {
             producer_epoch: -1,
             sticky: id as usize % n.max(1),
             rng: Rng(mix(id as u64 + 1) | 1),
+            pool_cursor: (mix(id as u64) as usize % POOL_LEN) & !127,
             spec,
             layout,
             probe,
@@ -284,8 +288,15 @@ impl Producer {
         let mut k: u64 = 0;
         let mut oldest_us: Option<u64> = None;
         let mut failed = false;
+        // Closed loop reads the clock every 16 records (a few µs apart) and after every await.
+        let mut now = self.clock.now_us();
+        let mut fresh_for = 0u32;
         loop {
-            let now = self.clock.now_us();
+            if interval_us.is_some() || fresh_for == 0 {
+                now = self.clock.now_us();
+                fresh_for = 16;
+            }
+            fresh_for -= 1;
             let done = self.spec.records.is_some_and(|r| k >= r)
                 || self.spec.end_us.is_some_and(|e| now >= e)
                 || failed
@@ -301,6 +312,7 @@ impl Producer {
                 if o + self.spec.linger_us <= now {
                     failed |= self.flush(None).await.is_err();
                     oldest_us = None;
+                    fresh_for = 0;
                     continue;
                 }
             }
@@ -313,6 +325,7 @@ impl Producer {
                     wake = wake.min(e);
                 }
                 glommio::timer::sleep(Duration::from_micros(wake.saturating_sub(now).max(1))).await;
+                fresh_for = 0;
                 continue;
             }
             // Generate record k.
@@ -330,13 +343,10 @@ impl Producer {
                 send_time_us: self.clock.unix_us(due),
             };
             let len = self.spec.record_size;
-            let filler = self.pool.slice(&mut self.rng, len);
+            let filler = self.pool.next(&mut self.pool_cursor, len);
             let ts_ms = (self.clock.unix_us(due) / 1000) as i64;
             let b = &mut self.open[p];
-            b.append(ts_ms, key.as_ref().map(|k| &k[..]), len, |v| {
-                v.copy_from_slice(&filler[..len.min(filler.len())]);
-                write_payload_header(v, header);
-            });
+            b.append(ts_ms, key.as_ref().map(|k| &k[..]), filler, Some(header));
             b.intended_us.push(due);
             if self.open_since_us[p].is_none() {
                 self.open_since_us[p] = Some(due.min(now));
@@ -345,6 +355,7 @@ impl Producer {
             k += 1;
             if self.open[p].bytes() >= self.spec.batch_bytes {
                 failed |= self.flush(Some(p)).await.is_err();
+                fresh_for = 0;
                 if self.spec.keys == 0 {
                     self.sticky = (self.sticky + 1) % n;
                 }
@@ -353,6 +364,7 @@ impl Producer {
             // Let the reader tasks and the ticker run now and then in closed loop.
             if k % 64 == 0 {
                 glommio::yield_if_needed().await;
+                fresh_for = 0;
             }
         }
         let _ = self.flush(None).await;
