@@ -129,7 +129,8 @@ pub fn machine() -> Value {
         "hostname": host,
         "kernel": kernel,
         "cpu": cpu,
-        "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        // Online CPUs of the machine (available_parallelism would report the taskset mask).
+        "cpus": unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) },
     })
 }
 

@@ -536,6 +536,7 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
             records: if a.produce { None } else { spec.records },
             consumed_total: a.consumed_total.clone(),
             end_us: if a.produce { None } else { a.end_us },
+            stall_timeout_us: (spec.drain_timeout_s * 1e6) as u64,
         });
         for i in 0..cpc {
             let cid = a.core * cpc + i;

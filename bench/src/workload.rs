@@ -92,7 +92,8 @@ pub struct LoadSpec {
     /// Bench client cores: CPU list to pin to ("1-1", "2,3"), or a count (unpinned).
     #[arg(long, default_value = "1")]
     pub cores: String,
-    /// e2e: seconds consumers keep draining after producers finish before declaring loss.
+    /// e2e: seconds consumers keep draining after producers finish before declaring loss;
+    /// catch-up consume: seconds without a record before giving up.
     #[arg(long, default_value_t = 30.0)]
     pub drain_timeout_s: f64,
 }

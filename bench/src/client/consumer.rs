@@ -46,6 +46,8 @@ pub struct ConsumerSpec {
     pub records: Option<u64>,
     pub consumed_total: Arc<AtomicU64>,
     pub end_us: Option<u64>,
+    /// Catch-up: give up after this long without a record.
+    pub stall_timeout_us: u64,
 }
 
 #[derive(Debug, Default)]
@@ -115,8 +117,21 @@ pub async fn run_consumer(
     let mut expect: HashMap<(u32, i32), SeqTrack> = HashMap::new();
     let mut producers_done_at: Option<u64> = None;
     let mut fetched_after_done = false;
+    let mut last_progress_us = clock.now_us();
     loop {
         let now = clock.now_us();
+        // Catch-up reads that stop progressing (a broker failing every fetch) end the run
+        // after the drain timeout instead of hanging it.
+        if matches!(spec.stop, StopRule::EndOffsets(_))
+            && now.saturating_sub(last_progress_us) > spec.stall_timeout_us
+        {
+            probe.borrow_mut().error(
+                format!("fetch: no progress for {} s", spec.stall_timeout_us / 1_000_000),
+                1,
+            );
+            res.errors += 1;
+            break;
+        }
         if spec.end_us.is_some_and(|e| now >= e)
             || spec
                 .records
@@ -267,6 +282,9 @@ pub async fn run_consumer(
                     }
                 }
             }
+        }
+        if n_records > 0 {
+            last_progress_us = now;
         }
         spec.consumed_total.fetch_add(n_records, Ordering::Relaxed);
         probe.borrow_mut().consumed(now, n_records, n_bytes);
