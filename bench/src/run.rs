@@ -364,6 +364,7 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
             *errors_by_kind.entry(k).or_default() += v;
         }
     }
+    acked_ranges.normalize();
     let window_start = if spec.warmup_s > 0.0 {
         warmup_end_us
     } else {

@@ -189,11 +189,11 @@ impl Ranges {
         v.push((start, end));
     }
 
+    /// Adds every range of `other` (call [`Ranges::normalize`] before counting).
     pub fn merge(&mut self, other: Ranges) {
         for (p, v) in other.0 {
             self.0.entry(p).or_default().extend(v);
         }
-        self.normalize();
     }
 
     /// Sorts and merges overlapping/adjacent ranges; returns how many offsets overlapped
@@ -217,6 +217,7 @@ impl Ranges {
         dup
     }
 
+    /// Offsets covered; the ranges must be normalized (disjoint).
     pub fn count(&self) -> u64 {
         self.0
             .values()

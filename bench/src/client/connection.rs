@@ -9,11 +9,12 @@
 
 use std::cell::RefCell;
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use odradek::protocol::api::ApiKey;
@@ -94,6 +95,31 @@ impl AsyncWrite for Half {
     }
 }
 
+/// One non-blocking `sendmsg` of all `parts` (a frame is a few buffers: header, record sets):
+/// one syscall and, with TCP_NODELAY, no small segment per buffer.
+fn send_gathered(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
+    let iov: Vec<libc::iovec> = parts
+        .iter()
+        .take(libc::UIO_MAXIOV as usize)
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut libc::c_void,
+            iov_len: p.len(),
+        })
+        .collect();
+    // SAFETY: msghdr is plain data; zeroed is a valid empty value, then iov points at `iov`,
+    // whose buffers are borrowed for the duration of the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = iov.len() as _;
+    // SAFETY: fd is the connection's open socket; msg and the iovecs outlive the call.
+    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// Sending side: encodes and writes request frames.
 pub struct ConnWriter {
     half: Half,
@@ -106,7 +132,10 @@ pub struct ConnWriter {
 pub struct ConnReader {
     half: Half,
     addr: String,
-    buf: BytesMut,
+    /// Staging buffer, `buf[start..end]` holds received bytes not yet returned.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
 }
 
 /// A connection used in request/response style (admin calls, consumers).
@@ -149,17 +178,24 @@ impl ConnWriter {
             addr: self.addr.clone(),
             source,
         };
-        // Small requests go out in one write; large record sets keep their own buffer.
-        if chunks.len() == 1 && len <= 64 << 10 {
-            let mut v = Vec::with_capacity(4 + len);
-            v.extend_from_slice(&prefix);
-            v.extend_from_slice(&chunks[0]);
-            self.half.write_all(&v).await.map_err(io_err)?;
-        } else {
-            self.half.write_all(&prefix).await.map_err(io_err)?;
-            for c in &chunks {
-                self.half.write_all(c).await.map_err(io_err)?;
+        // One gathered sendmsg for the whole frame (record sets stay in their own buffers);
+        // whatever the socket did not take goes out through the async writer.
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(chunks.len() + 1);
+        parts.push(&prefix);
+        parts.extend(chunks.iter().map(|c| &c[..]));
+        let fd = self.half.0.borrow().as_raw_fd();
+        let mut skip = match send_gathered(fd, &parts) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(io_err(e)),
+        };
+        for part in parts {
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
             }
+            self.half.write_all(&part[skip..]).await.map_err(io_err)?;
+            skip = 0;
         }
         Ok(Sent {
             correlation_id,
@@ -181,42 +217,67 @@ impl ConnWriter {
 }
 
 impl ConnReader {
-    /// Reads one response frame (without its size prefix).
+    /// Reads one response frame (without its size prefix). Small frames are assembled in a
+    /// staging buffer (zeroed once) and copied out; a frame larger than it gets its own buffer
+    /// and is read straight into it.
     pub async fn frame(&mut self) -> Result<Bytes, ConnError> {
         loop {
-            if self.buf.len() >= 4 {
-                let n = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+            let avail = self.end - self.start;
+            if avail >= 4 {
+                let s = self.start;
+                let n = u32::from_be_bytes([self.buf[s], self.buf[s + 1], self.buf[s + 2], self.buf[s + 3]])
+                    as usize;
                 if n > FRAME_MAX {
                     return Err(ConnError::FrameTooLarge(n));
                 }
-                if self.buf.len() >= 4 + n {
-                    let mut f = self.buf.split_to(4 + n);
-                    let _ = f.split_to(4);
-                    return Ok(f.freeze());
+                if avail >= 4 + n {
+                    let f = Bytes::copy_from_slice(&self.buf[s + 4..s + 4 + n]);
+                    self.start += 4 + n;
+                    if self.start == self.end {
+                        self.start = 0;
+                        self.end = 0;
+                    }
+                    return Ok(f);
                 }
-                self.buf.reserve((4 + n - self.buf.len()).max(READ_CHUNK));
-            } else {
-                self.buf.reserve(READ_CHUNK);
-            }
-            let at = self.buf.len();
-            let cap = self.buf.capacity();
-            self.buf.resize(cap, 0);
-            let r = self.half.read(&mut self.buf[at..]).await;
-            match r {
-                Ok(0) => {
-                    self.buf.truncate(at);
-                    return Err(ConnError::Closed(self.addr.clone()));
-                }
-                Ok(k) => self.buf.truncate(at + k),
-                Err(source) => {
-                    self.buf.truncate(at);
-                    return Err(ConnError::Io {
-                        op: "read",
-                        addr: self.addr.clone(),
-                        source,
-                    });
+                if 4 + n > self.buf.len() {
+                    let mut big = vec![0u8; n];
+                    let have = avail - 4;
+                    big[..have].copy_from_slice(&self.buf[s + 4..self.end]);
+                    self.start = 0;
+                    self.end = 0;
+                    let mut at = have;
+                    while at < n {
+                        at += self.read_into_big(&mut big[at..]).await?;
+                    }
+                    return Ok(Bytes::from(big));
                 }
             }
+            if self.end == self.buf.len() {
+                // Out of room at the tail: move the partial frame to the front.
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            let end = self.end;
+            let r = self.half.read(&mut self.buf[end..]).await;
+            self.end += self.check_read(r)?;
+        }
+    }
+
+    async fn read_into_big(&mut self, dst: &mut [u8]) -> Result<usize, ConnError> {
+        let r = self.half.read(dst).await;
+        self.check_read(r)
+    }
+
+    fn check_read(&self, r: io::Result<usize>) -> Result<usize, ConnError> {
+        match r {
+            Ok(0) => Err(ConnError::Closed(self.addr.clone())),
+            Ok(k) => Ok(k),
+            Err(source) => Err(ConnError::Io {
+                op: "read",
+                addr: self.addr.clone(),
+                source,
+            }),
         }
     }
 
@@ -265,7 +326,9 @@ impl Connection {
             reader: ConnReader {
                 half: Half(s),
                 addr: addr.to_string(),
-                buf: BytesMut::with_capacity(READ_CHUNK),
+                buf: vec![0; READ_CHUNK],
+                start: 0,
+                end: 0,
             },
         };
         let mut resp = c.api_versions(3).await?;

@@ -47,9 +47,32 @@ pub struct TopicLayout {
     pub topic: String,
     /// Leader address ("host:port") of partition i, i = 0..n.
     pub leaders: Vec<String>,
+    /// The distinct leader addresses, and for partition i the index of its leader in them.
+    pub leader_addrs: Vec<String>,
+    pub leader_index: Vec<usize>,
 }
 
 impl TopicLayout {
+    pub fn new(topic: String, leaders: Vec<String>) -> TopicLayout {
+        let mut leader_addrs: Vec<String> = Vec::new();
+        let leader_index = leaders
+            .iter()
+            .map(|l| match leader_addrs.iter().position(|a| a == l) {
+                Some(i) => i,
+                None => {
+                    leader_addrs.push(l.clone());
+                    leader_addrs.len() - 1
+                }
+            })
+            .collect();
+        TopicLayout {
+            topic,
+            leaders,
+            leader_addrs,
+            leader_index,
+        }
+    }
+
     pub fn partitions(&self) -> usize {
         self.leaders.len()
     }
@@ -149,10 +172,7 @@ pub async fn ensure_topic(
                         want: partitions,
                     });
                 }
-                return Ok(TopicLayout {
-                    topic: topic.to_string(),
-                    leaders,
-                });
+                return Ok(TopicLayout::new(topic.to_string(), leaders));
             }
         }
         glommio::timer::sleep(Duration::from_millis(100)).await;

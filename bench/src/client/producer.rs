@@ -15,7 +15,7 @@
 //! batches per connection, `max_in_flight` requests per connection (semaphores).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -162,7 +162,10 @@ pub struct Producer {
     probe: Rc<RefCell<CoreProbe>>,
     pool: Rc<PayloadPool>,
     clock: Clock,
-    links: BTreeMap<String, Link>,
+    /// Connection per leader, indexed like `layout.leader_addrs`.
+    links: Vec<Option<Link>>,
+    /// Partitions with a non-empty open batch, in the order they opened.
+    open_parts: Vec<usize>,
     open: Vec<BatchBuilder>,
     /// Run-clock time of the first record of each open batch.
     open_since_us: Vec<Option<u64>>,
@@ -188,6 +191,7 @@ impl Producer {
         clock: Clock,
     ) -> Producer {
         let n = layout.partitions();
+        let links = (0..layout.leader_addrs.len()).map(|_| None).collect();
         Producer {
             id,
             open: (0..n).map(|_| BatchBuilder::new(0)).collect(),
@@ -204,14 +208,16 @@ impl Producer {
             probe,
             pool,
             clock,
-            links: BTreeMap::new(),
+            links,
+            open_parts: Vec::new(),
             local: ProducerResult::default(),
         }
     }
 
-    async fn ensure_link(&mut self, addr: &str) -> Result<(), String> {
-        if !self.links.contains_key(addr) {
-            let conn = Connection::connect(addr).await.map_err(|e| e.to_string())?;
+    async fn ensure_link(&mut self, leader: usize) -> Result<(), String> {
+        if self.links.get(leader).is_some_and(|l| l.is_none()) {
+            let addr = self.layout.leader_addrs[leader].clone();
+            let conn = Connection::connect(&addr).await.map_err(|e| e.to_string())?;
             let Connection { writer, reader } = conn;
             let state = Rc::new(LinkState {
                 ready: RefCell::new(VecDeque::new()),
@@ -239,14 +245,11 @@ impl Producer {
                 self.probe.clone(),
             ))
             .detach();
-            self.links.insert(
-                addr.to_string(),
-                Link {
-                    state,
-                    sender,
-                    _reader: reader_task,
-                },
-            );
+            self.links[leader] = Some(Link {
+                state,
+                sender,
+                _reader: reader_task,
+            });
         }
         Ok(())
     }
@@ -300,7 +303,7 @@ impl Producer {
             let done = self.spec.records.is_some_and(|r| k >= r)
                 || self.spec.end_us.is_some_and(|e| now >= e)
                 || failed
-                || self.links.values().any(|l| l.state.broken.get());
+                || self.links.iter().flatten().any(|l| l.state.broken.get());
             if done {
                 break;
             }
@@ -350,6 +353,7 @@ impl Producer {
             b.intended_us.push(due);
             if self.open_since_us[p].is_none() {
                 self.open_since_us[p] = Some(due.min(now));
+                self.open_parts.push(p);
             }
             oldest_us = Some(oldest_us.map_or(now, |o| o.min(now)));
             k += 1;
@@ -359,7 +363,11 @@ impl Producer {
                 if self.spec.keys == 0 {
                     self.sticky = (self.sticky + 1) % n;
                 }
-                oldest_us = self.open_since_us.iter().flatten().min().copied();
+                oldest_us = self
+                    .open_parts
+                    .iter()
+                    .filter_map(|&q| self.open_since_us[q])
+                    .min();
             }
             // Let the reader tasks and the ticker run now and then in closed loop.
             if k % 64 == 0 {
@@ -372,13 +380,13 @@ impl Producer {
             self.sticky = (self.sticky + 1) % n.max(1);
         }
         // Let the senders drain, then wait for every response: take all permits back.
-        let links = std::mem::take(&mut self.links);
-        for link in links.values() {
+        let links: Vec<Link> = std::mem::take(&mut self.links).into_iter().flatten().collect();
+        for link in &links {
             link.state.closed.set(true);
             link.state.ready_items.signal(1);
         }
         let mut states = Vec::new();
-        for (_, link) in links {
+        for link in links {
             let _ = link.sender.await;
             let _ = link.state.permits.acquire(self.spec.max_in_flight.max(1) as u64).await;
             states.push(link.state);
@@ -396,14 +404,20 @@ impl Producer {
     /// Seals and sends the open batch of `only`, or every open batch; one request per leader.
     async fn flush(&mut self, only: Option<usize>) -> Result<(), ()> {
         let parts: Vec<usize> = match only {
-            Some(p) => vec![p],
-            None => (0..self.open.len()).filter(|&p| !self.open[p].is_empty()).collect(),
+            Some(p) => {
+                if let Some(i) = self.open_parts.iter().position(|&q| q == p) {
+                    self.open_parts.remove(i);
+                }
+                vec![p]
+            }
+            None => std::mem::take(&mut self.open_parts),
         };
-        let mut by_leader: BTreeMap<String, Vec<(i32, Bytes, i32, u64, Vec<u64>)>> = BTreeMap::new();
+        let mut result = Ok(());
         for p in parts {
             if self.open[p].is_empty() {
                 continue;
             }
+            self.open_since_us[p] = None;
             let b = &mut self.open[p];
             let count = b.count();
             let value_bytes = count as u64 * self.spec.record_size as u64;
@@ -413,56 +427,44 @@ impl Producer {
             } else {
                 (-1, -1, -1)
             };
-            let sealed = match b.seal(self.spec.compression, pid, epoch, seq) {
+            let bytes = match b.seal(self.spec.compression, pid, epoch, seq) {
                 Ok(s) => s,
                 Err(e) => {
                     self.probe.borrow_mut().error(e.to_string(), count as u64);
                     self.local.errored += count as u64;
-                    self.open_since_us[p] = None;
                     continue;
                 }
             };
-            self.open_since_us[p] = None;
             if self.producer_id >= 0 {
                 self.kafka_seq[p] = odradek::protocol::record_batch::increment_sequence(seq, count);
             }
-            let leader = self.layout.leaders[p].clone();
-            by_leader
-                .entry(leader)
-                .or_default()
-                .push((p as i32, sealed, count, value_bytes, intended));
-        }
-        let mut result = Ok(());
-        for (leader, batches) in by_leader {
-            let records: u64 = batches.iter().map(|b| b.2 as u64).sum();
-            if let Err(e) = self.ensure_link(&leader).await {
-                self.probe.borrow_mut().error(e, records);
-                self.local.errored += records;
+            let leader = self.layout.leader_index[p];
+            if let Err(e) = self.ensure_link(leader).await {
+                self.probe.borrow_mut().error(e, count as u64);
+                self.local.errored += count as u64;
                 result = Err(());
                 continue;
             }
-            let Some(link) = self.links.get(&leader) else {
+            let Some(Some(link)) = self.links.get(leader) else {
                 continue;
             };
             let st = link.state.clone();
-            for (partition, bytes, count, value_bytes, intended) in batches {
-                // Back-pressure: the ready queue is bounded.
-                if st.ready_space.acquire(1).await.is_err() || st.broken.get() {
-                    self.local.errored += count as u64;
-                    self.probe.borrow_mut().error("connection broken".into(), count as u64);
-                    result = Err(());
-                    continue;
-                }
-                self.local.sent += count as u64;
-                st.ready.borrow_mut().push_back(Sealed {
-                    partition,
-                    bytes,
-                    count,
-                    value_bytes,
-                    intended,
-                });
-                st.ready_items.signal(1);
+            // Back-pressure: the ready queue is bounded.
+            if st.ready_space.acquire(1).await.is_err() || st.broken.get() {
+                self.local.errored += count as u64;
+                self.probe.borrow_mut().error("connection broken".into(), count as u64);
+                result = Err(());
+                continue;
             }
+            self.local.sent += count as u64;
+            st.ready.borrow_mut().push_back(Sealed {
+                partition: p as i32,
+                bytes,
+                count,
+                value_bytes,
+                intended,
+            });
+            st.ready_items.signal(1);
         }
         result
     }
