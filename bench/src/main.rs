@@ -86,6 +86,9 @@ struct OutArgs {
     /// No per-second progress lines.
     #[arg(long)]
     quiet: bool,
+    /// Name recorded in the JSON (default: the subcommand).
+    #[arg(long)]
+    name: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -242,6 +245,7 @@ fn ceiling_spec(
 
 /// Prints the summary, writes the requested files, says whether the run was clean.
 fn finish(name: &str, o: RunOutcome, out: &OutArgs, ceiling: Option<&serde_json::Value>) -> Res<bool> {
+    let name = out.name.as_deref().unwrap_or(name);
     print!("{}", report::summary_text(&o));
     let v = report::to_json(name, &o, ceiling);
     if let Some(f) = &v.get("fraction_of_ceiling") {
@@ -352,6 +356,7 @@ fn suite(s: SuiteArgs) -> Res<bool> {
         svg: Some(base.with_extension("svg")),
         acked_out: None,
         quiet: s.quiet,
+        name: None,
     };
     let ok = finish(&w.name, outcome, &out, ceiling.as_ref())?;
     println!("wrote {}.{{json,svg}}", base.display());

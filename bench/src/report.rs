@@ -190,6 +190,8 @@ pub fn to_json(name: &str, o: &RunOutcome, ceiling: Option<&Value>) -> Value {
             "sent": o.sent,
             "acknowledged": o.acked,
             "errored": o.produce_errored,
+            // Batches as sent (compressed): the wire and disk bytes, vs value bytes (mb_per_s).
+            "wire_bytes": o.acked_wire_bytes,
             "records_per_s": r.round(),
             "mb_per_s": (mb * 10.0).round() / 10.0,
             "latency_us": percentiles(&m.produce_latency_us),
@@ -216,8 +218,16 @@ pub fn to_json(name: &str, o: &RunOutcome, ceiling: Option<&Value>) -> Value {
     }
     if let Some(c) = ceiling {
         v["ceiling"] = c.clone();
+        // Against the ceilings, count the bytes that cross the wire and reach the disk:
+        // value MB/s scaled by the compression ratio of what was acknowledged.
+        let ratio = if o.acked_wire_bytes > 0 && m.produced_bytes > 0 && o.acked > 0 {
+            o.acked_wire_bytes as f64 / (o.acked as f64 * o.plan.spec.record_size as f64)
+        } else {
+            1.0
+        };
         let mbps = v["produce"]["mb_per_s"]
             .as_f64()
+            .map(|x| x * ratio)
             .or_else(|| v["consume"]["mb_per_s"].as_f64())
             .unwrap_or(0.0);
         if let (Some(tcp), Some(disk)) = (c["tcp_mb_per_s"].as_f64(), c["disk_mb_per_s"].as_f64()) {

@@ -84,6 +84,8 @@ pub struct RunOutcome {
     pub elapsed_s: f64,
     pub sent: u64,
     pub acked: u64,
+    /// Acknowledged batch bytes as sent (compressed): what the broker stored.
+    pub acked_wire_bytes: u64,
     pub produce_errored: u64,
     pub consumer: ConsumerSummary,
     pub acked_ranges: Ranges,
@@ -118,6 +120,7 @@ impl RunOutcome {
 struct CoreOutput {
     sent: u64,
     acked: u64,
+    acked_wire_bytes: u64,
     errored: u64,
     acked_ranges: Ranges,
     consumer: ConsumerResult,
@@ -340,12 +343,13 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
     let mut consumed_ranges = Ranges::default();
     let mut consumer = ConsumerSummary::default();
     let mut errors_by_kind: BTreeMap<String, u64> = BTreeMap::new();
-    let (mut sent, mut acked, mut errored) = (0, 0, 0);
+    let (mut sent, mut acked, mut errored, mut wire) = (0, 0, 0, 0);
     let mut first = u64::MAX;
     let mut last = 0;
     for o in outs {
         sent += o.sent;
         acked += o.acked;
+        wire += o.acked_wire_bytes;
         errored += o.errored;
         acked_ranges.merge(o.acked_ranges);
         consumed_ranges.merge(o.consumer.consumed);
@@ -392,6 +396,7 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
         elapsed_s,
         sent,
         acked,
+        acked_wire_bytes: wire,
         produce_errored: errored,
         consumer,
         acked_ranges,
@@ -564,6 +569,7 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
     let mut out = CoreOutput {
         sent: 0,
         acked: 0,
+        acked_wire_bytes: 0,
         errored: 0,
         acked_ranges: Ranges::default(),
         consumer: ConsumerResult::default(),
@@ -576,6 +582,7 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
         let r = t.await;
         out.sent += r.sent;
         out.acked += r.acked;
+        out.acked_wire_bytes += r.acked_wire_bytes;
         out.errored += r.errored;
         out.acked_ranges.merge(r.acked_ranges);
     }

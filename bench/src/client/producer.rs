@@ -60,6 +60,8 @@ pub struct ProducerSpec {
 pub struct ProducerResult {
     pub sent: u64,
     pub acked: u64,
+    /// Bytes of the acknowledged batches as sent (after compression).
+    pub acked_wire_bytes: u64,
     pub errored: u64,
     pub acked_ranges: Ranges,
 }
@@ -122,8 +124,18 @@ fn mix(mut z: u64) -> u64 {
 /// One request waiting for its response.
 struct InFlight {
     sent: Sent,
-    /// (partition, record count, value bytes, intended times)
-    batches: Vec<(i32, i32, u64, Vec<u64>)>,
+    batches: Vec<SentBatch>,
+}
+
+/// A batch in a request in flight, for the accounting when its response arrives.
+struct SentBatch {
+    partition: i32,
+    count: i32,
+    /// Value bytes (record_size x count): what MB/s figures count.
+    value_bytes: u64,
+    /// The batch as sent (compressed, with framing): what the broker stores.
+    wire_bytes: u64,
+    intended: Vec<u64>,
 }
 
 /// A sealed batch waiting to be sent.
@@ -395,6 +407,7 @@ impl Producer {
         for st in states {
             let r = std::mem::take(&mut *st.result.borrow_mut());
             out.acked += r.acked;
+            out.acked_wire_bytes += r.acked_wire_bytes;
             out.errored += r.errored;
             out.acked_ranges.merge(r.acked_ranges);
         }
@@ -556,9 +569,15 @@ async fn send_requests(
                     .collect(),
             }],
         });
-        let meta: Vec<(i32, i32, u64, Vec<u64>)> = taken
+        let meta: Vec<SentBatch> = taken
             .into_iter()
-            .map(|b| (b.partition, b.count, b.value_bytes, b.intended))
+            .map(|b| SentBatch {
+                partition: b.partition,
+                count: b.count,
+                value_bytes: b.value_bytes,
+                wire_bytes: b.bytes.len() as u64,
+                intended: b.intended,
+            })
             .collect();
         // Queue the entry before writing, so the reader always finds it.
         st.in_flight.borrow_mut().push_back(InFlight {
@@ -610,7 +629,8 @@ async fn read_responses(
             Ok(ResponseBody::Produce(r)) => {
                 let mut probe = probe.borrow_mut();
                 let mut res = st.result.borrow_mut();
-                for (p, count, bytes, intended) in entry.batches {
+                for b in entry.batches {
+                    let (p, count) = (b.partition, b.count);
                     let pr = r
                         .responses
                         .iter()
@@ -619,8 +639,9 @@ async fn read_responses(
                     match pr {
                         Some(x) if x.error_code == 0 => {
                             res.acked += count as u64;
+                            res.acked_wire_bytes += b.wire_bytes;
                             res.acked_ranges.push(p, x.base_offset, x.base_offset + count as i64);
-                            probe.acked(now, bytes, &intended);
+                            probe.acked(now, b.value_bytes, &b.intended);
                         }
                         Some(x) => {
                             res.errored += count as u64;
@@ -645,7 +666,7 @@ async fn read_responses(
                 let mut probe = probe.borrow_mut();
                 let mut res = st.result.borrow_mut();
                 for f in &failed {
-                    let n: u64 = f.batches.iter().map(|b| b.1 as u64).sum();
+                    let n: u64 = f.batches.iter().map(|b| b.count as u64).sum();
                     res.errored += n;
                     probe.error(msg.clone(), n);
                 }
