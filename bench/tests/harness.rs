@@ -52,10 +52,16 @@ struct Broker {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    overrides: Vec<String>,
 }
 
 impl Broker {
     fn start() -> Broker {
+        Broker::start_with(&[])
+    }
+
+    /// With `--override KEY=VALUE` options.
+    fn start_with(overrides: &[&str]) -> Broker {
         let dir = tempfile::Builder::new()
             .prefix("odradek-bench-test-")
             .tempdir()
@@ -68,6 +74,7 @@ impl Broker {
             child: None,
             port,
             dir,
+            overrides: overrides.iter().map(|o| o.to_string()).collect(),
         };
         b.spawn();
         b
@@ -83,6 +90,7 @@ impl Broker {
             .args(["serve", "--listen", &self.bootstrap(), "--data-dir"])
             .arg(self.dir.path().join("data"))
             .args(["--cores", &cpus().0])
+            .args(self.overrides.iter().flat_map(|o| ["--override", o.as_str()]))
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
@@ -357,4 +365,28 @@ fn suite_writes_results_with_ceiling() {
     assert_eq!(rc, 0, "{out}");
     assert!(out.contains("rate: 0.5 x"), "{out}");
     assert!(out.contains("lost 0, duplicated 0"), "{out}");
+}
+
+/// Broker bug found by W3 (intermittent, hence ignored): on a fresh data directory, reads that
+/// miss the batch cache failed with EOPNOTSUPP (os error 95, answered KAFKA_STORAGE_ERROR) for
+/// some partitions until the broker restarted; the harness reported those records as not
+/// consumed and exited 1. Seen twice in four tries on dev-2c; run in a loop to catch it.
+#[test]
+#[ignore]
+fn broker_reads_past_the_cache_on_a_fresh_data_dir() {
+    let broker = Broker::start_with(&["cache.bytes=8388608"]);
+    let bs = broker.bootstrap();
+    let cores = cpus().1;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let acked = tmp.path().join("acked.json");
+    let (rc, out) = bench(&[
+        "produce", "--bootstrap", &bs, "--cores", &cores, "--topic", "big", "--partitions", "2",
+        "--records", "100000", "--quiet", "--acked-out", acked.to_str().unwrap(),
+    ]);
+    assert_eq!(rc, 0, "{out}");
+    let (rc, out) = bench(&[
+        "consume", "--bootstrap", &bs, "--cores", &cores, "--verify", acked.to_str().unwrap(),
+        "--drain-timeout-s", "5", "--quiet",
+    ]);
+    assert_eq!(rc, 0, "{out}\nbroker log:\n{}", broker.log());
 }
