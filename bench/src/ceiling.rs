@@ -68,8 +68,11 @@ pub fn measure(spec: &CeilingSpec) -> Result<Ceiling, CeilingError> {
         Cores::Unpinned(_) => None,
     };
     let (tcp_bytes, tcp_secs) = tcp(client_cpu, spec.server_cpu, spec.tcp_seconds)?;
-    let path = spec.data_dir.join(format!("odradek-bench-ceiling-{}.tmp", std::process::id()));
-    let (disk_bytes, disk_secs) = disk(client_cpu, &path, spec.disk_mib << 20, spec.sync_mib << 20)?;
+    let path = spec
+        .data_dir
+        .join(format!("odradek-bench-ceiling-{}.tmp", std::process::id()));
+    let (disk_bytes, disk_secs) =
+        disk(client_cpu, &path, spec.disk_mib << 20, spec.sync_mib << 20)?;
     Ok(Ceiling {
         tcp_mb_per_s: (tcp_bytes as f64 / 1e6 / tcp_secs * 10.0).round() / 10.0,
         tcp_bytes,
@@ -83,7 +86,11 @@ pub fn measure(spec: &CeilingSpec) -> Result<Ceiling, CeilingError> {
     })
 }
 
-fn tcp(client: Option<usize>, server: Option<usize>, seconds: f64) -> Result<(u64, f64), CeilingError> {
+fn tcp(
+    client: Option<usize>,
+    server: Option<usize>,
+    seconds: f64,
+) -> Result<(u64, f64), CeilingError> {
     let (port_tx, port_rx) = mpsc::channel::<u16>();
     let srv = LocalExecutorBuilder::new(placement(server))
         .name("ceiling-rx")
@@ -127,18 +134,27 @@ fn tcp(client: Option<usize>, server: Option<usize>, seconds: f64) -> Result<(u6
             Ok::<_, CeilingError>(())
         })
         .map_err(|e| CeilingError::Executor(e.to_string()))?;
-    cli.join().map_err(|e| CeilingError::Executor(e.to_string()))??;
-    srv.join().map_err(|e| CeilingError::Executor(e.to_string()))?
+    cli.join()
+        .map_err(|e| CeilingError::Executor(e.to_string()))??;
+    srv.join()
+        .map_err(|e| CeilingError::Executor(e.to_string()))?
 }
 
-fn disk(cpu: Option<usize>, path: &std::path::Path, bytes: u64, sync_every: u64) -> Result<(u64, f64), CeilingError> {
+fn disk(
+    cpu: Option<usize>,
+    path: &std::path::Path,
+    bytes: u64,
+    sync_every: u64,
+) -> Result<(u64, f64), CeilingError> {
     let path = path.to_path_buf();
     let h = LocalExecutorBuilder::new(placement(cpu))
         .name("ceiling-disk")
         .io_memory(1 << 20)
         .spawn(move || async move {
             let name = path.display().to_string();
-            let f = DmaFile::create(&path).await.map_err(|e| io(format!("create {name}"), e))?;
+            let f = DmaFile::create(&path)
+                .await
+                .map_err(|e| io(format!("create {name}"), e))?;
             let started = Instant::now();
             let mut pos = 0u64;
             let mut since_sync = 0u64;
@@ -171,5 +187,6 @@ fn disk(cpu: Option<usize>, path: &std::path::Path, bytes: u64, sync_every: u64)
             result.map(|_| (pos, secs))
         })
         .map_err(|e| CeilingError::Executor(e.to_string()))?;
-    h.join().map_err(|e| CeilingError::Executor(e.to_string()))?
+    h.join()
+        .map_err(|e| CeilingError::Executor(e.to_string()))?
 }

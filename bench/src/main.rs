@@ -25,7 +25,11 @@ use crate::stats::Ranges;
 use crate::workload::{LoadSpec, Mode, Workload};
 
 #[derive(Parser)]
-#[command(name = "odradek-bench", version, about = "Load generator and benchmark harness for Kafka-compatible brokers")]
+#[command(
+    name = "odradek-bench",
+    version,
+    about = "Load generator and benchmark harness for Kafka-compatible brokers"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -175,7 +179,12 @@ fn dispatch(cmd: Cmd) -> Res<bool> {
             &out,
             None,
         ),
-        Cmd::E2e { load, out } => finish("e2e", run::run(plan(load, true, true, true, &out))?, &out, None),
+        Cmd::E2e { load, out } => finish(
+            "e2e",
+            run::run(plan(load, true, true, true, &out))?,
+            &out,
+            None,
+        ),
         Cmd::Consume {
             mut load,
             out,
@@ -198,7 +207,14 @@ fn dispatch(cmd: Cmd) -> Res<bool> {
             finish("consume", run::run(p)?, &out, None)
         }
         Cmd::Ceiling { c, json } => {
-            let spec = ceiling_spec(&c.cores, c.server_cpu, &c.data_dir, c.tcp_seconds, c.disk_mib, c.sync_mib)?;
+            let spec = ceiling_spec(
+                &c.cores,
+                c.server_cpu,
+                &c.data_dir,
+                c.tcp_seconds,
+                c.disk_mib,
+                c.sync_mib,
+            )?;
             let r = ceiling::measure(&spec)?;
             println!(
                 "loopback TCP {:.1} MB/s (client cpu {:?}, server cpu {:?}); O_DIRECT write+fdatasync {:.1} MB/s ({} MiB, 1 MiB writes, sync every {} MiB)",
@@ -219,7 +235,11 @@ fn plan(spec: LoadSpec, produce: bool, consume: bool, e2e: bool, out: &OutArgs) 
         produce,
         consume,
         e2e,
-        start_at: if e2e { StartAt::Latest } else { StartAt::Earliest },
+        start_at: if e2e {
+            StartAt::Latest
+        } else {
+            StartAt::Earliest
+        },
         verify: None,
         progress: !out.quiet,
     }
@@ -244,7 +264,12 @@ fn ceiling_spec(
 }
 
 /// Prints the summary, writes the requested files, says whether the run was clean.
-fn finish(name: &str, o: RunOutcome, out: &OutArgs, ceiling: Option<&serde_json::Value>) -> Res<bool> {
+fn finish(
+    name: &str,
+    o: RunOutcome,
+    out: &OutArgs,
+    ceiling: Option<&serde_json::Value>,
+) -> Res<bool> {
     let name = out.name.as_deref().unwrap_or(name);
     print!("{}", report::summary_text(&o));
     let v = report::to_json(name, &o, ceiling);
@@ -284,13 +309,23 @@ fn suite(s: SuiteArgs) -> Res<bool> {
     if let (Some(of), Some(frac)) = (&w.rate_fraction_of, w.rate_fraction) {
         let best = latest_rate(&s.results_dir, of)?;
         load.rate = Some(best * frac);
-        println!("rate: {frac} x {best:.0} rec/s (latest {of} result) = {:.0} rec/s", best * frac);
+        println!(
+            "rate: {frac} x {best:.0} rec/s (latest {of} result) = {:.0} rec/s",
+            best * frac
+        );
     }
     std::fs::create_dir_all(&s.results_dir)?;
     let ceiling = if s.no_ceiling {
         None
     } else {
-        let spec = ceiling_spec(&s.cores, s.ceiling.server_cpu, &s.ceiling.data_dir, 3.0, s.ceiling.disk_mib, 16)?;
+        let spec = ceiling_spec(
+            &s.cores,
+            s.ceiling.server_cpu,
+            &s.ceiling.data_dir,
+            3.0,
+            s.ceiling.disk_mib,
+            16,
+        )?;
         let c = ceiling::measure(&spec)?;
         println!(
             "ceiling: loopback TCP {:.1} MB/s, O_DIRECT write+fdatasync {:.1} MB/s",
@@ -320,7 +355,11 @@ fn suite(s: SuiteArgs) -> Res<bool> {
             pre.duration_s = None;
             pre.rate = None;
             pre.warmup_s = 0.0;
-            println!("prefill: {} records of {} bytes", pre.records.unwrap_or(0), load.record_size);
+            println!(
+                "prefill: {} records of {} bytes",
+                pre.records.unwrap_or(0),
+                load.record_size
+            );
             let p = run::run(RunPlan {
                 spec: pre,
                 produce: true,
@@ -369,11 +408,19 @@ fn latest_rate(dir: &Path, name: &str) -> Res<f64> {
     for e in std::fs::read_dir(dir).map_err(|e| format!("reading {}: {e}", dir.display()))? {
         let p = e?.path();
         let f = p.file_name().and_then(|f| f.to_str()).unwrap_or("");
-        if f.starts_with(&format!("{name}-")) && f.ends_with(".json") && newest.as_ref().is_none_or(|n| p > *n) {
+        if f.starts_with(&format!("{name}-"))
+            && f.ends_with(".json")
+            && newest.as_ref().is_none_or(|n| p > *n)
+        {
             newest = Some(p);
         }
     }
-    let p = newest.ok_or_else(|| format!("no {name}-*.json in {}: run `suite {name}` first", dir.display()))?;
+    let p = newest.ok_or_else(|| {
+        format!(
+            "no {name}-*.json in {}: run `suite {name}` first",
+            dir.display()
+        )
+    })?;
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p)?)?;
     v["produce"]["records_per_s"]
         .as_f64()

@@ -12,7 +12,10 @@ use crate::run::{fmt_int, RunOutcome};
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     #[error("writing {path}: {source}")]
-    Write { path: String, source: std::io::Error },
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("drawing {path}: {detail}")]
     Draw { path: String, detail: String },
 }
@@ -70,7 +73,10 @@ pub fn summary_text(o: &RunOutcome) -> String {
             fmt_int(r as u64),
             mb
         ));
-        s.push_str(&format!("  produce latency: {}\n", lat_line(&m.produce_latency_us)));
+        s.push_str(&format!(
+            "  produce latency: {}\n",
+            lat_line(&m.produce_latency_us)
+        ));
     }
     if o.plan.consume {
         let (r, mb) = rates(m.consumed_records, m.consumed_bytes, o.measured_s);
@@ -84,7 +90,10 @@ pub fn summary_text(o: &RunOutcome) -> String {
             o.consumer.foreign
         ));
         if o.plan.e2e {
-            s.push_str(&format!("  end-to-end latency: {}\n", lat_line(&m.e2e_latency_us)));
+            s.push_str(&format!(
+                "  end-to-end latency: {}\n",
+                lat_line(&m.e2e_latency_us)
+            ));
         }
     }
     if let Some(r) = &o.reconciliation {
@@ -285,7 +294,10 @@ pub fn write_svg(path: &Path, title: &str, o: &RunOutcome) -> Result<(), ReportE
             .x_label_area_size(36)
             .y_label_area_size(60)
             .build_cartesian_2d(0f64..xmax, 0f64..ymax)?;
-        c.configure_mesh().x_desc("time (s)").y_desc("MB/s").draw()?;
+        c.configure_mesh()
+            .x_desc("time (s)")
+            .y_desc("MB/s")
+            .draw()?;
         if o.plan.produce {
             c.draw_series(LineSeries::new(prod, BLUE.stroke_width(2)))?
                 .label("produced (acknowledged)")
@@ -316,12 +328,7 @@ pub fn write_svg(path: &Path, title: &str, o: &RunOutcome) -> Result<(), ReportE
         };
         let p = curve(&o.measured.produce_latency_us);
         let e = curve(&o.measured.e2e_latency_us);
-        let lmax = p
-            .iter()
-            .chain(e.iter())
-            .map(|v| v.1)
-            .fold(0.1, f64::max)
-            * 1.1;
+        let lmax = p.iter().chain(e.iter()).map(|v| v.1).fold(0.1, f64::max) * 1.1;
         let mut c = ChartBuilder::on(&right)
             .caption("latency by percentile", ("sans-serif", 16))
             .margin(12)

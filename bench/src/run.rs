@@ -174,29 +174,43 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
         ),
         (None, false) => return Err(RunError::NoTopic),
     };
-    let (bootstrap, partitions, create, start_at) =
-        (spec.bootstrap.clone(), spec.partitions, plan.produce, plan.start_at);
+    let (bootstrap, partitions, create, start_at) = (
+        spec.bootstrap.clone(),
+        spec.partitions,
+        plan.produce,
+        plan.start_at,
+    );
     let t2 = topic.clone();
     let setup = admin(move || async move {
         let layout = ensure_topic(&bootstrap, &t2, partitions, create).await?;
         let start = list_offsets(
             &layout,
-            if start_at == StartAt::Earliest { -2 } else { -1 },
+            if start_at == StartAt::Earliest {
+                -2
+            } else {
+                -1
+            },
         )
         .await?;
         let end = list_offsets(&layout, -1).await?;
         Ok::<_, ClientError>(Setup { layout, start, end })
     })??;
 
-    let total_producers = if plan.produce { ncores * spec.producers_per_core } else { 0 };
-    let total_consumers = if plan.consume { ncores * spec.consumers_per_core } else { 0 };
+    let total_producers = if plan.produce {
+        ncores * spec.producers_per_core
+    } else {
+        0
+    };
+    let total_consumers = if plan.consume {
+        ncores * spec.consumers_per_core
+    } else {
+        0
+    };
     let producers_remaining = Arc::new(AtomicUsize::new(total_producers));
     let consumed_total = Arc::new(AtomicU64::new(0));
     let clock = Clock::new();
     let warmup_end_us = LOAD_START_US + (spec.warmup_s * 1e6) as u64;
-    let end_us = spec
-        .duration_s
-        .map(|d| LOAD_START_US + (d * 1e6) as u64);
+    let end_us = spec.duration_s.map(|d| LOAD_START_US + (d * 1e6) as u64);
 
     let (tx, rx) = mpsc::channel::<Tick>();
     let mut handles = Vec::new();
@@ -253,53 +267,56 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
     let mut so_far = Counters::default();
     let mut intervals = Vec::new();
     let mut done = 0;
-    let emit = |index: u64, c: Counters, so_far: &mut Counters, intervals: &mut Vec<IntervalRow>| {
-        // Interval histograms hold post-warm-up samples only, so their sum is the total.
-        so_far.add(&c);
-        let row = IntervalRow {
-            t_s: index + 1,
-            produced_records: c.produced_records,
-            produced_bytes: c.produced_bytes,
-            consumed_records: c.consumed_records,
-            consumed_bytes: c.consumed_bytes,
-            errors: c.errors,
-            produce_latency_us_p99: c.produce_latency_us.value_at_quantile(0.99),
-            e2e_latency_us_p99: c.e2e_latency_us.value_at_quantile(0.99),
-        };
-        if plan.progress {
-            let mut line = format!("[{:>4}s]", row.t_s);
-            if plan.produce {
-                line.push_str(&format!(
-                    " produce {:>10} rec/s {:>8.1} MB/s p99 so far {:>8.2} ms |",
-                    fmt_int(row.produced_records),
-                    row.produced_bytes as f64 / 1e6,
-                    so_far.produce_latency_us.value_at_quantile(0.99) as f64 / 1e3
-                ));
-            }
-            if plan.consume {
-                line.push_str(&format!(
-                    " consume {:>10} rec/s {:>8.1} MB/s",
-                    fmt_int(row.consumed_records),
-                    row.consumed_bytes as f64 / 1e6
-                ));
-                if plan.e2e {
+    let emit =
+        |index: u64, c: Counters, so_far: &mut Counters, intervals: &mut Vec<IntervalRow>| {
+            // Interval histograms hold post-warm-up samples only, so their sum is the total.
+            so_far.add(&c);
+            let row = IntervalRow {
+                t_s: index + 1,
+                produced_records: c.produced_records,
+                produced_bytes: c.produced_bytes,
+                consumed_records: c.consumed_records,
+                consumed_bytes: c.consumed_bytes,
+                errors: c.errors,
+                produce_latency_us_p99: c.produce_latency_us.value_at_quantile(0.99),
+                e2e_latency_us_p99: c.e2e_latency_us.value_at_quantile(0.99),
+            };
+            if plan.progress {
+                let mut line = format!("[{:>4}s]", row.t_s);
+                if plan.produce {
                     line.push_str(&format!(
-                        " e2e p99 so far {:>8.2} ms",
-                        so_far.e2e_latency_us.value_at_quantile(0.99) as f64 / 1e3
+                        " produce {:>10} rec/s {:>8.1} MB/s p99 so far {:>8.2} ms |",
+                        fmt_int(row.produced_records),
+                        row.produced_bytes as f64 / 1e6,
+                        so_far.produce_latency_us.value_at_quantile(0.99) as f64 / 1e3
                     ));
                 }
-                line.push_str(" |");
+                if plan.consume {
+                    line.push_str(&format!(
+                        " consume {:>10} rec/s {:>8.1} MB/s",
+                        fmt_int(row.consumed_records),
+                        row.consumed_bytes as f64 / 1e6
+                    ));
+                    if plan.e2e {
+                        line.push_str(&format!(
+                            " e2e p99 so far {:>8.2} ms",
+                            so_far.e2e_latency_us.value_at_quantile(0.99) as f64 / 1e3
+                        ));
+                    }
+                    line.push_str(" |");
+                }
+                line.push_str(&format!(" errors {}", row.errors));
+                println!("{line}");
+                let _ = std::io::stdout().flush();
             }
-            line.push_str(&format!(" errors {}", row.errors));
-            println!("{line}");
-            let _ = std::io::stdout().flush();
-        }
-        intervals.push(row);
-    };
+            intervals.push(row);
+        };
     while done < ncores {
         match rx.recv_timeout(Duration::from_secs(5)) {
             Ok(Tick::Interval { index, counters }) => {
-                let e = pending.entry(index).or_insert_with(|| (0, Counters::default()));
+                let e = pending
+                    .entry(index)
+                    .or_insert_with(|| (0, Counters::default()));
                 e.0 += 1;
                 e.1.add(&counters);
                 while let Some((&i, (n, _))) = pending.iter().next() {
@@ -380,7 +397,11 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
         measured_s = elapsed_s;
     }
     let reconciliation = if plan.e2e && plan.produce {
-        Some(reconcile(&acked_ranges, &consumed_ranges, consumer.duplicates))
+        Some(reconcile(
+            &acked_ranges,
+            &consumed_ranges,
+            consumer.duplicates,
+        ))
     } else {
         plan.verify
             .as_ref()
@@ -409,7 +430,7 @@ pub fn fmt_int(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -461,7 +482,10 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
                 let counters = std::mem::take(&mut probe.borrow_mut().interval);
                 next_index.set(i + 1);
                 if tx
-                    .send(Tick::Interval { index: i, counters })
+                    .send(Tick::Interval {
+                        index: i,
+                        counters: Box::new(counters),
+                    })
                     .is_err()
                 {
                     return;
@@ -601,7 +625,7 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
     let counters = std::mem::take(&mut p.interval);
     let _ = a.tx.send(Tick::Interval {
         index: next_index.get(),
-        counters,
+        counters: Box::new(counters),
     });
     let _ = a.tx.send(Tick::Done);
     out.measured = std::mem::take(&mut p.measured);

@@ -100,7 +100,7 @@ impl Counters {
 #[derive(Debug)]
 pub enum Tick {
     /// Counters of second `index` of the run clock (the last one may be partial).
-    Interval { index: u64, counters: Counters },
+    Interval { index: u64, counters: Box<Counters> },
     /// The core finished; nothing follows.
     Done,
 }
@@ -331,6 +331,9 @@ mod tests {
 
         let r = reconcile(&acked, &acked, 0);
         assert!(r.ok());
-        assert_eq!(r.line(), "acknowledged 25, consumed 25, lost 0, duplicated 0");
+        assert_eq!(
+            r.line(),
+            "acknowledged 25, consumed 25, lost 0, duplicated 0"
+        );
     }
 }

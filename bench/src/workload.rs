@@ -138,9 +138,15 @@ pub enum SpecError {
     #[error("record size {0} is below the 24-byte payload header")]
     RecordSize(usize),
     #[error("reading workload {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("parsing workload {path}: {source}")]
-    Parse { path: String, source: toml::de::Error },
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
 }
 
 /// How the bench cores are placed.
@@ -164,7 +170,11 @@ pub fn parse_cores(s: &str) -> Result<Cores, SpecError> {
     let s = s.trim();
     if !s.contains(['-', ',']) {
         let n: usize = s.parse().map_err(|_| bad())?;
-        return if n == 0 { Err(bad()) } else { Ok(Cores::Unpinned(n)) };
+        return if n == 0 {
+            Err(bad())
+        } else {
+            Ok(Cores::Unpinned(n))
+        };
     }
     let mut v = Vec::new();
     for part in s.split(',') {
@@ -253,7 +263,10 @@ mod tests {
     #[test]
     fn cores_parse() {
         assert_eq!(parse_cores("1-1").unwrap(), Cores::Pinned(vec![1]));
-        assert_eq!(parse_cores("0-2,5").unwrap(), Cores::Pinned(vec![0, 1, 2, 5]));
+        assert_eq!(
+            parse_cores("0-2,5").unwrap(),
+            Cores::Pinned(vec![0, 1, 2, 5])
+        );
         assert_eq!(parse_cores("2").unwrap(), Cores::Unpinned(2));
         assert!(parse_cores("0").is_err());
         assert!(parse_cores("3-1").is_err());

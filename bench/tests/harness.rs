@@ -90,7 +90,11 @@ impl Broker {
             .args(["serve", "--listen", &self.bootstrap(), "--data-dir"])
             .arg(self.dir.path().join("data"))
             .args(["--cores", &cpus().0])
-            .args(self.overrides.iter().flat_map(|o| ["--override", o.as_str()]))
+            .args(
+                self.overrides
+                    .iter()
+                    .flat_map(|o| ["--override", o.as_str()]),
+            )
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
@@ -98,7 +102,11 @@ impl Broker {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "broker did not start: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "broker did not start: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -120,7 +128,9 @@ impl Broker {
         // can outlive it briefly and take (then reset) connections meant for the restarted
         // broker. Wait until nothing listens on the port.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() && Instant::now() < deadline {
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            && Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -151,7 +161,11 @@ fn bench(args: &[&str]) -> (i32, String) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let Output { status, stdout, stderr } = child.wait_with_output().expect("bench output");
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().expect("bench output");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&stdout),
@@ -174,10 +188,27 @@ fn produce_then_consume_accounts_for_every_record() {
     let svg = tmp.path().join("produce.svg");
     let cores = cpus().1;
     let (rc, out) = bench(&[
-        "produce", "--bootstrap", &bs, "--cores", &cores, "--topic", "t1", "--partitions", "4",
-        "--records", "20000", "--record-size", "200", "--producers-per-core", "3",
-        "--acked-out", acked.to_str().unwrap(), "--json", pj.to_str().unwrap(),
-        "--svg", svg.to_str().unwrap(),
+        "produce",
+        "--bootstrap",
+        &bs,
+        "--cores",
+        &cores,
+        "--topic",
+        "t1",
+        "--partitions",
+        "4",
+        "--records",
+        "20000",
+        "--record-size",
+        "200",
+        "--producers-per-core",
+        "3",
+        "--acked-out",
+        acked.to_str().unwrap(),
+        "--json",
+        pj.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
     ]);
     assert_eq!(rc, 0, "{out}");
     let v = json(&pj);
@@ -189,11 +220,23 @@ fn produce_then_consume_accounts_for_every_record() {
 
     let cj = tmp.path().join("consume.json");
     let (rc, out) = bench(&[
-        "consume", "--bootstrap", &bs, "--cores", &cores, "--consumers-per-core", "2",
-        "--verify", acked.to_str().unwrap(), "--json", cj.to_str().unwrap(),
+        "consume",
+        "--bootstrap",
+        &bs,
+        "--cores",
+        &cores,
+        "--consumers-per-core",
+        "2",
+        "--verify",
+        acked.to_str().unwrap(),
+        "--json",
+        cj.to_str().unwrap(),
     ]);
     assert_eq!(rc, 0, "{out}");
-    assert!(out.contains("acknowledged 20000, consumed 20000, lost 0, duplicated 0"), "{out}");
+    assert!(
+        out.contains("acknowledged 20000, consumed 20000, lost 0, duplicated 0"),
+        "{out}"
+    );
     let v = json(&cj);
     assert_eq!(v["accounting"]["lost"], 0);
     assert_eq!(v["consume"]["sequence_gaps"], 0);
@@ -213,8 +256,18 @@ fn e2e_every_codec_idempotent_and_open_loop() {
     ] {
         let topic = format!("e2e-{codec}");
         let mut args = vec![
-            "e2e", "--bootstrap", &bs, "--cores", &cores, "--topic", &topic, "--partitions", "3",
-            "--compression", codec, "--quiet",
+            "e2e",
+            "--bootstrap",
+            &bs,
+            "--cores",
+            &cores,
+            "--topic",
+            &topic,
+            "--partitions",
+            "3",
+            "--compression",
+            codec,
+            "--quiet",
         ];
         args.extend(extra.iter().copied());
         let (rc, out) = bench(&args);
@@ -234,8 +287,22 @@ fn librdkafka_reads_bench_batches() {
     for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
         let topic = format!("rd-{codec}");
         let (rc, out) = bench(&[
-            "produce", "--bootstrap", &bs, "--cores", &cores, "--topic", &topic, "--partitions",
-            "2", "--records", "3000", "--compression", codec, "--random-fraction", "0.5", "--quiet",
+            "produce",
+            "--bootstrap",
+            &bs,
+            "--cores",
+            &cores,
+            "--topic",
+            &topic,
+            "--partitions",
+            "2",
+            "--records",
+            "3000",
+            "--compression",
+            codec,
+            "--random-fraction",
+            "0.5",
+            "--quiet",
         ]);
         assert_eq!(rc, 0, "{codec}: {out}");
         let consumer: BaseConsumer = ClientConfig::new()
@@ -247,7 +314,8 @@ fn librdkafka_reads_bench_batches() {
             .expect("rdkafka consumer");
         let mut tpl = TopicPartitionList::new();
         for p in 0..2 {
-            tpl.add_partition_offset(&topic, p, Offset::Beginning).expect("tpl");
+            tpl.add_partition_offset(&topic, p, Offset::Beginning)
+                .expect("tpl");
         }
         consumer.assign(&tpl).expect("assign");
         let mut n = 0;
@@ -294,13 +362,37 @@ fn accounting_catches_a_lost_record() {
     let tmp = tempfile::tempdir().expect("tmp");
     let acked = tmp.path().join("acked.json");
     let (rc, out) = bench(&[
-        "produce", "--bootstrap", &bs, "--cores", &cores, "--topic", "lossy", "--partitions", "1",
-        "--records", "1000", "--record-size", "100", "--batch-bytes", "2000", "--quiet",
-        "--acked-out", acked.to_str().unwrap(),
+        "produce",
+        "--bootstrap",
+        &bs,
+        "--cores",
+        &cores,
+        "--topic",
+        "lossy",
+        "--partitions",
+        "1",
+        "--records",
+        "1000",
+        "--record-size",
+        "100",
+        "--batch-bytes",
+        "2000",
+        "--quiet",
+        "--acked-out",
+        acked.to_str().unwrap(),
     ]);
     assert_eq!(rc, 0, "{out}");
     // Sanity: before tampering, verification passes.
-    let (rc, out) = bench(&["consume", "--bootstrap", &bs, "--cores", &cores, "--verify", acked.to_str().unwrap(), "--quiet"]);
+    let (rc, out) = bench(&[
+        "consume",
+        "--bootstrap",
+        &bs,
+        "--cores",
+        &cores,
+        "--verify",
+        acked.to_str().unwrap(),
+        "--quiet",
+    ]);
     assert_eq!(rc, 0, "{out}");
 
     broker.kill9();
@@ -313,13 +405,30 @@ fn accounting_catches_a_lost_record() {
         .expect("a segment");
     let bytes = std::fs::read(&seg).expect("read segment");
     let last = last_batch_start(&bytes).expect("a batch");
-    let f = std::fs::OpenOptions::new().write(true).open(&seg).expect("open segment");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .expect("open segment");
     f.set_len(last as u64 + 30).expect("truncate");
     drop(f);
     broker.spawn();
 
-    let (rc, out) = bench(&["consume", "--bootstrap", &bs, "--cores", &cores, "--verify", acked.to_str().unwrap(), "--quiet"]);
-    assert_eq!(rc, 1, "lost records must fail the run: {out}\nbroker log:\n{}", broker.log());
+    let (rc, out) = bench(&[
+        "consume",
+        "--bootstrap",
+        &bs,
+        "--cores",
+        &cores,
+        "--verify",
+        acked.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(
+        rc,
+        1,
+        "lost records must fail the run: {out}\nbroker log:\n{}",
+        broker.log()
+    );
     assert!(out.contains("acknowledged 1000, consumed"), "{out}");
     assert!(!out.contains("lost 0,"), "{out}");
     assert!(out.contains("(lost: p0["), "{out}");
@@ -335,9 +444,24 @@ fn suite_writes_results_with_ceiling() {
     let results = tempfile::tempdir().expect("results dir");
     let workloads = concat!(env!("CARGO_MANIFEST_DIR"), "/workloads");
     let (rc, out) = bench(&[
-        "suite", "w1", "--bootstrap", &bs, "--cores", &cores, "--scale", "0.05",
-        "--workloads-dir", workloads, "--results-dir", results.path().to_str().unwrap(),
-        "--server-cpu", "0", "--data-dir", broker.dir.path().to_str().unwrap(), "--disk-mib", "64",
+        "suite",
+        "w1",
+        "--bootstrap",
+        &bs,
+        "--cores",
+        &cores,
+        "--scale",
+        "0.05",
+        "--workloads-dir",
+        workloads,
+        "--results-dir",
+        results.path().to_str().unwrap(),
+        "--server-cpu",
+        "0",
+        "--data-dir",
+        broker.dir.path().to_str().unwrap(),
+        "--disk-mib",
+        "64",
         "--quiet",
     ]);
     assert_eq!(rc, 0, "{out}");
@@ -345,22 +469,44 @@ fn suite_writes_results_with_ceiling() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    let json_file = files.iter().find(|f| f.starts_with("w1-") && f.ends_with(".json")).expect("json");
-    assert!(files.iter().any(|f| f.starts_with("w1-") && f.ends_with(".svg")), "{files:?}");
+    let json_file = files
+        .iter()
+        .find(|f| f.starts_with("w1-") && f.ends_with(".json"))
+        .expect("json");
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with("w1-") && f.ends_with(".svg")),
+        "{files:?}"
+    );
     let v = json(&results.path().join(json_file));
     assert_eq!(v["name"], "w1");
     assert_eq!(v["ok"], true);
     assert!(v["ceiling"]["tcp_mb_per_s"].as_f64().unwrap() > 0.0, "{v}");
     assert!(v["ceiling"]["disk_mb_per_s"].as_f64().unwrap() > 0.0, "{v}");
-    assert!(v["fraction_of_ceiling"]["disk"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(
+        v["fraction_of_ceiling"]["disk"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
     assert_eq!(v["config"]["compression"], "none");
     assert_eq!(v["config"]["batch_bytes"], 131072);
 
     // W4 takes half of the newest W1 result as its open-loop rate.
     let (rc, out) = bench(&[
-        "suite", "w4", "--bootstrap", &bs, "--cores", &cores, "--scale", "0.05",
-        "--workloads-dir", workloads, "--results-dir", results.path().to_str().unwrap(),
-        "--no-ceiling", "--quiet",
+        "suite",
+        "w4",
+        "--bootstrap",
+        &bs,
+        "--cores",
+        &cores,
+        "--scale",
+        "0.05",
+        "--workloads-dir",
+        workloads,
+        "--results-dir",
+        results.path().to_str().unwrap(),
+        "--no-ceiling",
+        "--quiet",
     ]);
     assert_eq!(rc, 0, "{out}");
     assert!(out.contains("rate: 0.5 x"), "{out}");
@@ -380,13 +526,33 @@ fn broker_reads_past_the_cache_on_a_fresh_data_dir() {
     let tmp = tempfile::tempdir().expect("tmp");
     let acked = tmp.path().join("acked.json");
     let (rc, out) = bench(&[
-        "produce", "--bootstrap", &bs, "--cores", &cores, "--topic", "big", "--partitions", "2",
-        "--records", "100000", "--quiet", "--acked-out", acked.to_str().unwrap(),
+        "produce",
+        "--bootstrap",
+        &bs,
+        "--cores",
+        &cores,
+        "--topic",
+        "big",
+        "--partitions",
+        "2",
+        "--records",
+        "100000",
+        "--quiet",
+        "--acked-out",
+        acked.to_str().unwrap(),
     ]);
     assert_eq!(rc, 0, "{out}");
     let (rc, out) = bench(&[
-        "consume", "--bootstrap", &bs, "--cores", &cores, "--verify", acked.to_str().unwrap(),
-        "--drain-timeout-s", "5", "--quiet",
+        "consume",
+        "--bootstrap",
+        &bs,
+        "--cores",
+        &cores,
+        "--verify",
+        acked.to_str().unwrap(),
+        "--drain-timeout-s",
+        "5",
+        "--quiet",
     ]);
     assert_eq!(rc, 0, "{out}\nbroker log:\n{}", broker.log());
 }

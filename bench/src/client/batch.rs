@@ -24,7 +24,9 @@ pub const PAYLOAD_MAGIC: [u8; 4] = *b"ODRB";
 pub const PAYLOAD_HEADER_LEN: usize = 24;
 
 /// Kafka's codec ids (attributes bits 0..2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     None,
@@ -249,7 +251,7 @@ impl BatchBuilder {
         h[8..12].copy_from_slice(&batch_length.to_be_bytes());
         h[12..16].copy_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
         h[16] = 2; // magic
-        // 17..21: crc, below
+                   // 17..21: crc, below
         h[21..23].copy_from_slice(&compression.id().to_be_bytes());
         h[23..27].copy_from_slice(&(self.count - 1).to_be_bytes()); // last offset delta
         h[27..35].copy_from_slice(&self.base_timestamp_ms.to_be_bytes());
@@ -313,10 +315,16 @@ fn decompress(codec: i16, data: &[u8]) -> Result<Vec<u8>, BatchError> {
                 // xerial framing (Java producers): 16-byte header, then (i32 length, block)*.
                 let mut pos = 16;
                 while pos + 4 <= data.len() {
-                    let n = u32::from_be_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]])
-                        as usize;
+                    let n = u32::from_be_bytes([
+                        data[pos],
+                        data[pos + 1],
+                        data[pos + 2],
+                        data[pos + 3],
+                    ]) as usize;
                     pos += 4;
-                    let block = data.get(pos..pos + n).ok_or_else(|| err("xerial block".into()))?;
+                    let block = data
+                        .get(pos..pos + n)
+                        .ok_or_else(|| err("xerial block".into()))?;
                     out.extend(
                         snap::raw::Decoder::new()
                             .decompress_vec(block)
@@ -477,7 +485,18 @@ mod tests {
 
     #[test]
     fn varints_round_trip() {
-        for v in [0i64, 1, -1, 63, -64, 64, 300, i32::MAX as i64, i64::MIN, i64::MAX] {
+        for v in [
+            0i64,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            300,
+            i32::MAX as i64,
+            i64::MIN,
+            i64::MAX,
+        ] {
             let mut b = Vec::new();
             put_varlong(&mut b, v);
             assert_eq!(b.len(), varint_len(v));

@@ -78,13 +78,21 @@ impl Versions {
 struct Half(Rc<RefCell<TcpStream>>);
 
 impl AsyncRead for Half {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for Half {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -154,11 +162,7 @@ pub struct Sent {
 
 impl ConnWriter {
     /// Encodes `body` at `version` and writes the frame.
-    pub async fn send_at(
-        &mut self,
-        body: &RequestBody,
-        version: i16,
-    ) -> Result<Sent, ConnError> {
+    pub async fn send_at(&mut self, body: &RequestBody, version: i16) -> Result<Sent, ConnError> {
         let api = body.api_key();
         let correlation_id = self.next_correlation;
         self.next_correlation = self.next_correlation.wrapping_add(1);
@@ -225,8 +229,12 @@ impl ConnReader {
             let avail = self.end - self.start;
             if avail >= 4 {
                 let s = self.start;
-                let n = u32::from_be_bytes([self.buf[s], self.buf[s + 1], self.buf[s + 2], self.buf[s + 3]])
-                    as usize;
+                let n = u32::from_be_bytes([
+                    self.buf[s],
+                    self.buf[s + 1],
+                    self.buf[s + 2],
+                    self.buf[s + 3],
+                ]) as usize;
                 if n > FRAME_MAX {
                     return Err(ConnError::FrameTooLarge(n));
                 }
@@ -289,12 +297,11 @@ impl ConnReader {
 
     /// Decodes a response frame for `sent`, checking the correlation id.
     pub fn decode(frame: Bytes, sent: Sent) -> Result<ResponseBody, ConnError> {
-        let (h, body) = decode_response(frame, sent.api, sent.version).map_err(|source| {
-            ConnError::Decode {
+        let (h, body) =
+            decode_response(frame, sent.api, sent.version).map_err(|source| ConnError::Decode {
                 api: sent.api,
                 source,
-            }
-        })?;
+            })?;
         if h.correlation_id != sent.correlation_id {
             return Err(ConnError::Correlation {
                 expected: sent.correlation_id,
@@ -352,7 +359,6 @@ impl Connection {
         let body = RequestBody::from(ApiVersionsRequest {
             client_software_name: "odradek-bench".into(),
             client_software_version: env!("CARGO_PKG_VERSION").into(),
-            ..Default::default()
         });
         let sent = self.writer.send_at(&body, version).await?;
         match self.reader.response(sent).await? {

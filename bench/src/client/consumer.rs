@@ -14,9 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use odradek::protocol::{
-    ErrorCode, FetchPartition, FetchRequest, FetchTopic, ResponseBody,
-};
+use odradek::protocol::{ErrorCode, FetchPartition, FetchRequest, FetchTopic, ResponseBody};
 
 use super::batch::{for_each_record, read_payload_header};
 use super::connection::Connection;
@@ -126,7 +124,10 @@ pub async fn run_consumer(
             && now.saturating_sub(last_progress_us) > spec.stall_timeout_us
         {
             probe.borrow_mut().error(
-                format!("fetch: no progress for {} s", spec.stall_timeout_us / 1_000_000),
+                format!(
+                    "fetch: no progress for {} s",
+                    spec.stall_timeout_us / 1_000_000
+                ),
                 1,
             );
             res.errors += 1;
@@ -149,9 +150,7 @@ pub async fn run_consumer(
                 producers_remaining,
                 drain_timeout_us,
             } => {
-                if producers_done_at.is_none()
-                    && producers_remaining.load(Ordering::Acquire) == 0
-                {
+                if producers_done_at.is_none() && producers_remaining.load(Ordering::Acquire) == 0 {
                     producers_done_at = Some(now);
                     fetched_after_done = false;
                 } else if let Some(d) = producers_done_at {
@@ -195,7 +194,9 @@ pub async fn run_consumer(
         let resp = match conn.call(req).await {
             Ok(ResponseBody::Fetch(r)) => r,
             Ok(_) => {
-                probe.borrow_mut().error("fetch: unexpected response".into(), 1);
+                probe
+                    .borrow_mut()
+                    .error("fetch: unexpected response".into(), 1);
                 res.errors += 1;
                 break;
             }
@@ -233,8 +234,12 @@ pub async fn run_consumer(
                     continue;
                 }
                 hw.insert(p, pd.high_watermark);
-                let Some(records) = pd.records.as_ref() else { continue };
-                let Some(from) = next.get(&p).copied() else { continue };
+                let Some(records) = pd.records.as_ref() else {
+                    continue;
+                };
+                let Some(from) = next.get(&p).copied() else {
+                    continue;
+                };
                 let mut probe_b = probe.borrow_mut();
                 let walked = for_each_record(records, |r| {
                     if r.offset < from {

@@ -34,7 +34,11 @@ pub enum ClientError {
         waited_s: u64,
     },
     #[error("topic {topic} has {have} partitions, the run needs {want}")]
-    PartitionCount { topic: String, have: usize, want: usize },
+    PartitionCount {
+        topic: String,
+        have: usize,
+        want: usize,
+    },
     #[error("list offsets, partition {partition}: {code}")]
     ListOffsets { partition: i32, code: ErrorCode },
     #[error("unexpected response to {0:?}")]
@@ -109,7 +113,9 @@ pub async fn ensure_topic(
             .map(|b| (b.node_id, format!("{}:{}", b.host, b.port)))
             .collect();
         let t = md.topics.iter().find(|t| t.name.as_deref() == Some(topic));
-        let code = t.map_or(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, |t| ErrorCode(t.error_code));
+        let code = t.map_or(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, |t| {
+            ErrorCode(t.error_code)
+        });
         if code == ErrorCode::UNKNOWN_TOPIC_OR_PARTITION && create && !created {
             let resp = conn
                 .call(CreateTopicsRequest {
@@ -140,7 +146,9 @@ pub async fn ensure_topic(
         }
         let waited = started.elapsed();
         if code != ErrorCode::NONE {
-            if waited > Duration::from_secs(30) || (!create && code == ErrorCode::UNKNOWN_TOPIC_OR_PARTITION) {
+            if waited > Duration::from_secs(30)
+                || (!create && code == ErrorCode::UNKNOWN_TOPIC_OR_PARTITION)
+            {
                 return Err(ClientError::Topic {
                     topic: topic.to_string(),
                     code,

@@ -229,7 +229,9 @@ impl Producer {
     async fn ensure_link(&mut self, leader: usize) -> Result<(), String> {
         if self.links.get(leader).is_some_and(|l| l.is_none()) {
             let addr = self.layout.leader_addrs[leader].clone();
-            let conn = Connection::connect(&addr).await.map_err(|e| e.to_string())?;
+            let conn = Connection::connect(&addr)
+                .await
+                .map_err(|e| e.to_string())?;
             let Connection { writer, reader } = conn;
             let state = Rc::new(LinkState {
                 ready: RefCell::new(VecDeque::new()),
@@ -268,7 +270,9 @@ impl Producer {
 
     async fn init_producer_id(&mut self) -> Result<(), String> {
         let addr = self.layout.leaders.first().cloned().unwrap_or_default();
-        let mut conn = Connection::connect(&addr).await.map_err(|e| e.to_string())?;
+        let mut conn = Connection::connect(&addr)
+            .await
+            .map_err(|e| e.to_string())?;
         let resp = conn
             .call(InitProducerIdRequest {
                 transactional_id: None,
@@ -382,7 +386,7 @@ impl Producer {
                     .min();
             }
             // Let the reader tasks and the ticker run now and then in closed loop.
-            if k % 64 == 0 {
+            if k.is_multiple_of(64) {
                 glommio::yield_if_needed().await;
                 fresh_for = 0;
             }
@@ -392,7 +396,10 @@ impl Producer {
             self.sticky = (self.sticky + 1) % n.max(1);
         }
         // Let the senders drain, then wait for every response: take all permits back.
-        let links: Vec<Link> = std::mem::take(&mut self.links).into_iter().flatten().collect();
+        let links: Vec<Link> = std::mem::take(&mut self.links)
+            .into_iter()
+            .flatten()
+            .collect();
         for link in &links {
             link.state.closed.set(true);
             link.state.ready_items.signal(1);
@@ -400,7 +407,11 @@ impl Producer {
         let mut states = Vec::new();
         for link in links {
             let _ = link.sender.await;
-            let _ = link.state.permits.acquire(self.spec.max_in_flight.max(1) as u64).await;
+            let _ = link
+                .state
+                .permits
+                .acquire(self.spec.max_in_flight.max(1) as u64)
+                .await;
             states.push(link.state);
         }
         let mut out = std::mem::take(&mut self.local);
@@ -465,7 +476,9 @@ impl Producer {
             // Back-pressure: the ready queue is bounded.
             if st.ready_space.acquire(1).await.is_err() || st.broken.get() {
                 self.local.errored += count as u64;
-                self.probe.borrow_mut().error("connection broken".into(), count as u64);
+                self.probe
+                    .borrow_mut()
+                    .error("connection broken".into(), count as u64);
                 result = Err(());
                 continue;
             }
@@ -528,7 +541,8 @@ async fn send_requests(
                 let b = &ready[i];
                 let blocked = closed.contains(&b.partition)
                     || taken.iter().any(|t| t.partition == b.partition);
-                if !taken.is_empty() && (blocked || bytes + b.bytes.len() > spec.max_request_bytes) {
+                if !taken.is_empty() && (blocked || bytes + b.bytes.len() > spec.max_request_bytes)
+                {
                     closed.push(b.partition);
                     i += 1;
                     if bytes >= spec.max_request_bytes {
@@ -550,7 +564,9 @@ async fn send_requests(
         if st.broken.get() || version < 0 {
             let mut res = st.result.borrow_mut();
             res.errored += records;
-            probe.borrow_mut().error("connection broken".into(), records);
+            probe
+                .borrow_mut()
+                .error("connection broken".into(), records);
             st.permits.signal(1);
             continue;
         }
@@ -640,16 +656,23 @@ async fn read_responses(
                         Some(x) if x.error_code == 0 => {
                             res.acked += count as u64;
                             res.acked_wire_bytes += b.wire_bytes;
-                            res.acked_ranges.push(p, x.base_offset, x.base_offset + count as i64);
+                            res.acked_ranges
+                                .push(p, x.base_offset, x.base_offset + count as i64);
                             probe.acked(now, b.value_bytes, &b.intended);
                         }
                         Some(x) => {
                             res.errored += count as u64;
-                            probe.error(format!("produce: {}", ErrorCode(x.error_code)), count as u64);
+                            probe.error(
+                                format!("produce: {}", ErrorCode(x.error_code)),
+                                count as u64,
+                            );
                         }
                         None => {
                             res.errored += count as u64;
-                            probe.error("produce: partition missing in response".into(), count as u64);
+                            probe.error(
+                                "produce: partition missing in response".into(),
+                                count as u64,
+                            );
                         }
                     }
                 }
