@@ -159,6 +159,7 @@ struct AckedFile {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    run::install_stop_signals();
     match dispatch(cli.cmd) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),

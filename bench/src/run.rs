@@ -23,6 +23,33 @@ use crate::client::{ensure_topic, list_offsets, ClientError, TopicLayout};
 use crate::stats::{reconcile, Clock, CoreProbe, Counters, Ranges, Reconciliation, Tick};
 use crate::workload::{Cores, LoadSpec, SpecError};
 
+/// Set by the first SIGINT/SIGTERM: producers stop generating, consumers stop fetching, and the
+/// run ends with its summary and files as if its time were up. A second signal kills.
+pub static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(sig: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+    // SAFETY: signal() is async-signal-safe; restoring the default makes a second signal fatal.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+    }
+}
+
+/// Installs the SIGINT/SIGTERM handler (see [`STOP`]).
+pub fn install_stop_signals() {
+    // SAFETY: the handler only stores an atomic and calls signal(), both async-signal-safe.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_stop_signal as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGTERM,
+            on_stop_signal as *const () as libc::sighandler_t,
+        );
+    }
+}
+
 /// Run-clock time at which load starts: executors and connections are up by then.
 const LOAD_START_US: u64 = 200_000;
 

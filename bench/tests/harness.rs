@@ -556,3 +556,44 @@ fn broker_reads_past_the_cache_on_a_fresh_data_dir() {
     ]);
     assert_eq!(rc, 0, "{out}\nbroker log:\n{}", broker.log());
 }
+
+/// SIGINT ends a run early but cleanly: producers stop, consumers drain what was acknowledged,
+/// and the summary, accounting and JSON are still written.
+#[test]
+fn sigint_ends_the_run_with_its_summary() {
+    let broker = Broker::start();
+    let bs = broker.bootstrap();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let j = tmp.path().join("e2e.json");
+    let child = Command::new(BENCH)
+        .args([
+            "e2e",
+            "--bootstrap",
+            &bs,
+            "--cores",
+            &cpus().1,
+            "--rate",
+            "20000",
+            "--duration-s",
+            "600",
+            "--quiet",
+            "--json",
+            j.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn odradek-bench");
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: plain kill(2) on the child we spawned.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let out = child.wait_with_output().expect("bench output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("lost 0, duplicated 0"), "{text}");
+    let v = json(&j);
+    assert!(v["produce"]["acknowledged"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["accounting"]["lost"], 0);
+}

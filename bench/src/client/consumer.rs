@@ -133,7 +133,12 @@ pub async fn run_consumer(
             res.errors += 1;
             break;
         }
-        if spec.end_us.is_some_and(|e| now >= e)
+        // On a stop signal, catch-up reads end at once; consumers following producers drain
+        // what the (stopping) producers had acknowledged.
+        let stopped = crate::run::STOP.load(Ordering::Relaxed)
+            && matches!(spec.stop, StopRule::EndOffsets(_));
+        if stopped
+            || spec.end_us.is_some_and(|e| now >= e)
             || spec
                 .records
                 .is_some_and(|r| spec.consumed_total.load(Ordering::Relaxed) >= r)

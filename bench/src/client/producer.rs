@@ -319,6 +319,7 @@ impl Producer {
             let done = self.spec.records.is_some_and(|r| k >= r)
                 || self.spec.end_us.is_some_and(|e| now >= e)
                 || failed
+                || crate::run::STOP.load(std::sync::atomic::Ordering::Relaxed)
                 || self.links.iter().flatten().any(|l| l.state.broken.get());
             if done {
                 break;
