@@ -270,18 +270,18 @@ pub fn write_svg(path: &Path, title: &str, o: &RunOutcome) -> Result<(), ReportE
         let root = root.titled(title, ("sans-serif", 18))?;
         let (left, right) = root.split_horizontally(600);
 
-        // Throughput, MB/s per interval.
-        let prod: Vec<(f64, f64)> = o
-            .intervals
+        // Throughput, MB/s per interval; the last interval is partial (the run ended inside
+        // it), so the picture leaves it out (the JSON keeps it).
+        let whole = &o.intervals[..o.intervals.len().saturating_sub(1)];
+        let prod: Vec<(f64, f64)> = whole
             .iter()
             .map(|r| (r.t_s as f64, r.produced_bytes as f64 / 1e6))
             .collect();
-        let cons: Vec<(f64, f64)> = o
-            .intervals
+        let cons: Vec<(f64, f64)> = whole
             .iter()
             .map(|r| (r.t_s as f64, r.consumed_bytes as f64 / 1e6))
             .collect();
-        let xmax = o.intervals.iter().map(|r| r.t_s).max().unwrap_or(1).max(1) as f64;
+        let xmax = whole.iter().map(|r| r.t_s).max().unwrap_or(1).max(1) as f64;
         let ymax = prod
             .iter()
             .chain(cons.iter())
@@ -332,6 +332,7 @@ pub fn write_svg(path: &Path, title: &str, o: &RunOutcome) -> Result<(), ReportE
         let mut c = ChartBuilder::on(&right)
             .caption("latency by percentile", ("sans-serif", 16))
             .margin(12)
+            .margin_right(36)
             .x_label_area_size(36)
             .y_label_area_size(60)
             .build_cartesian_2d(0f64..5f64, 0f64..lmax)?;
