@@ -1,0 +1,376 @@
+//! One Kafka connection from a bench core: framing (4-byte size prefix), request encoding with the
+//! broker's own codec, version negotiation through ApiVersions, and a split into a writer half
+//! and a reader half so a producer can pipeline requests while another task reads responses.
+//!
+//! Invariants: responses arrive in request order (Kafka guarantees it per connection), so the
+//! reader matches each frame with the oldest request in flight and checks its correlation id.
+//! The two halves share the socket through an `Rc<RefCell>` borrowed only inside a poll; glommio
+//! keeps separate readiness for reads and writes, so both may be pending at once.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use glommio::net::TcpStream;
+use odradek::protocol::api::ApiKey;
+use odradek::protocol::{
+    decode_response, encode_request, ApiVersionsRequest, ApiVersionsResponse, DecodeError,
+    RequestBody, RequestHeader, ResponseBody, Writer,
+};
+
+/// Largest response frame we accept (a Fetch is bounded by its max_bytes, far below this).
+const FRAME_MAX: usize = 256 << 20;
+const READ_CHUNK: usize = 256 << 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("connect to {addr}: {source}")]
+    Connect { addr: String, source: io::Error },
+    #[error("{op} on connection to {addr}: {source}")]
+    Io {
+        op: &'static str,
+        addr: String,
+        source: io::Error,
+    },
+    #[error("connection to {0} closed by the broker")]
+    Closed(String),
+    #[error("response frame of {0} bytes is too large")]
+    FrameTooLarge(usize),
+    #[error("decoding {api:?} response: {source}")]
+    Decode { api: ApiKey, source: DecodeError },
+    #[error("correlation id {got}, expected {expected}")]
+    Correlation { expected: i32, got: i32 },
+    #[error("broker does not serve {0:?} in a version this client speaks")]
+    NoVersion(ApiKey),
+    #[error("unexpected response body for {0:?}")]
+    Unexpected(ApiKey),
+}
+
+/// Our codec's versions for each api we use; intersected with the broker's at connect time.
+const WANTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 1, 12),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::DeleteTopics, 1, 6),
+];
+
+#[derive(Debug, Clone, Default)]
+pub struct Versions(Vec<(ApiKey, i16)>);
+
+impl Versions {
+    pub fn get(&self, key: ApiKey) -> Result<i16, ConnError> {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
+            .ok_or(ConnError::NoVersion(key))
+    }
+}
+
+struct Half(Rc<RefCell<TcpStream>>);
+
+impl AsyncRead for Half {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Half {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
+    }
+}
+
+/// One non-blocking `sendmsg` of all `parts` (a frame is a few buffers: header, record sets):
+/// one syscall and, with TCP_NODELAY, no small segment per buffer.
+fn send_gathered(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
+    let iov: Vec<libc::iovec> = parts
+        .iter()
+        .take(libc::UIO_MAXIOV as usize)
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut libc::c_void,
+            iov_len: p.len(),
+        })
+        .collect();
+    // SAFETY: msghdr is plain data; zeroed is a valid empty value, then iov points at `iov`,
+    // whose buffers are borrowed for the duration of the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = iov.len() as _;
+    // SAFETY: fd is the connection's open socket; msg and the iovecs outlive the call.
+    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Sending side: encodes and writes request frames.
+pub struct ConnWriter {
+    half: Half,
+    addr: String,
+    next_correlation: i32,
+    pub versions: Versions,
+}
+
+/// Receiving side: reads whole response frames.
+pub struct ConnReader {
+    half: Half,
+    addr: String,
+    /// Staging buffer, `buf[start..end]` holds received bytes not yet returned.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+/// A connection used in request/response style (admin calls, consumers).
+pub struct Connection {
+    pub writer: ConnWriter,
+    pub reader: ConnReader,
+}
+
+/// A request written and awaiting its response.
+#[derive(Debug, Clone, Copy)]
+pub struct Sent {
+    pub correlation_id: i32,
+    pub api: ApiKey,
+    pub version: i16,
+}
+
+impl ConnWriter {
+    /// Encodes `body` at `version` and writes the frame.
+    pub async fn send_at(&mut self, body: &RequestBody, version: i16) -> Result<Sent, ConnError> {
+        let api = body.api_key();
+        let correlation_id = self.next_correlation;
+        self.next_correlation = self.next_correlation.wrapping_add(1);
+        let header = RequestHeader {
+            request_api_key: api as i16,
+            request_api_version: version,
+            correlation_id,
+            client_id: Some("odradek-bench".into()),
+        };
+        let mut w = Writer::new();
+        encode_request(&mut w, &header, body);
+        let len = w.len();
+        let chunks = w.finish();
+        let prefix = (len as i32).to_be_bytes();
+        let io_err = |source| ConnError::Io {
+            op: "write",
+            addr: self.addr.clone(),
+            source,
+        };
+        // One gathered sendmsg for the whole frame (record sets stay in their own buffers);
+        // whatever the socket did not take goes out through the async writer.
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(chunks.len() + 1);
+        parts.push(&prefix);
+        parts.extend(chunks.iter().map(|c| &c[..]));
+        let fd = self.half.0.borrow().as_raw_fd();
+        let mut skip = match send_gathered(fd, &parts) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(io_err(e)),
+        };
+        for part in parts {
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            }
+            self.half.write_all(&part[skip..]).await.map_err(io_err)?;
+            skip = 0;
+        }
+        Ok(Sent {
+            correlation_id,
+            api,
+            version,
+        })
+    }
+
+    /// Sends at the negotiated version for the body's api.
+    pub async fn send(&mut self, body: &RequestBody) -> Result<Sent, ConnError> {
+        let v = self.versions.get(body.api_key())?;
+        self.send_at(body, v).await
+    }
+
+    /// The correlation id the next request will carry.
+    pub fn next_correlation_id(&self) -> i32 {
+        self.next_correlation
+    }
+}
+
+impl ConnReader {
+    /// Reads one response frame (without its size prefix). Small frames are assembled in a
+    /// staging buffer (zeroed once) and copied out; a frame larger than it gets its own buffer
+    /// and is read straight into it.
+    pub async fn frame(&mut self) -> Result<Bytes, ConnError> {
+        loop {
+            let avail = self.end - self.start;
+            if avail >= 4 {
+                let s = self.start;
+                let n = u32::from_be_bytes([
+                    self.buf[s],
+                    self.buf[s + 1],
+                    self.buf[s + 2],
+                    self.buf[s + 3],
+                ]) as usize;
+                if n > FRAME_MAX {
+                    return Err(ConnError::FrameTooLarge(n));
+                }
+                if avail >= 4 + n {
+                    let f = Bytes::copy_from_slice(&self.buf[s + 4..s + 4 + n]);
+                    self.start += 4 + n;
+                    if self.start == self.end {
+                        self.start = 0;
+                        self.end = 0;
+                    }
+                    return Ok(f);
+                }
+                if 4 + n > self.buf.len() {
+                    let mut big = vec![0u8; n];
+                    let have = avail - 4;
+                    big[..have].copy_from_slice(&self.buf[s + 4..self.end]);
+                    self.start = 0;
+                    self.end = 0;
+                    let mut at = have;
+                    while at < n {
+                        at += self.read_into_big(&mut big[at..]).await?;
+                    }
+                    return Ok(Bytes::from(big));
+                }
+            }
+            if self.end == self.buf.len() {
+                // Out of room at the tail: move the partial frame to the front.
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            let end = self.end;
+            let r = self.half.read(&mut self.buf[end..]).await;
+            self.end += self.check_read(r)?;
+        }
+    }
+
+    async fn read_into_big(&mut self, dst: &mut [u8]) -> Result<usize, ConnError> {
+        let r = self.half.read(dst).await;
+        self.check_read(r)
+    }
+
+    fn check_read(&self, r: io::Result<usize>) -> Result<usize, ConnError> {
+        match r {
+            Ok(0) => Err(ConnError::Closed(self.addr.clone())),
+            Ok(k) => Ok(k),
+            Err(source) => Err(ConnError::Io {
+                op: "read",
+                addr: self.addr.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// Reads and decodes the response to `sent`.
+    pub async fn response(&mut self, sent: Sent) -> Result<ResponseBody, ConnError> {
+        let frame = self.frame().await?;
+        Self::decode(frame, sent)
+    }
+
+    /// Decodes a response frame for `sent`, checking the correlation id.
+    pub fn decode(frame: Bytes, sent: Sent) -> Result<ResponseBody, ConnError> {
+        let (h, body) =
+            decode_response(frame, sent.api, sent.version).map_err(|source| ConnError::Decode {
+                api: sent.api,
+                source,
+            })?;
+        if h.correlation_id != sent.correlation_id {
+            return Err(ConnError::Correlation {
+                expected: sent.correlation_id,
+                got: h.correlation_id,
+            });
+        }
+        Ok(body)
+    }
+}
+
+impl Connection {
+    /// Connects and negotiates versions (ApiVersions v3, falling back to v0 like Kafka clients).
+    pub async fn connect(addr: &str) -> Result<Connection, ConnError> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| ConnError::Connect {
+                addr: addr.to_string(),
+                source: io::Error::other(e.to_string()),
+            })?;
+        let _ = stream.set_nodelay(true);
+        let s = Rc::new(RefCell::new(stream));
+        let mut c = Connection {
+            writer: ConnWriter {
+                half: Half(s.clone()),
+                addr: addr.to_string(),
+                next_correlation: 1,
+                versions: Versions::default(),
+            },
+            reader: ConnReader {
+                half: Half(s),
+                addr: addr.to_string(),
+                buf: vec![0; READ_CHUNK],
+                start: 0,
+                end: 0,
+            },
+        };
+        let mut resp = c.api_versions(3).await?;
+        if resp.error_code != 0 {
+            resp = c.api_versions(0).await?;
+        }
+        let mut v = Vec::new();
+        for &(key, lo, hi) in WANTED {
+            if let Some(b) = resp.api_keys.iter().find(|a| a.api_key == key as i16) {
+                let top = hi.min(b.max_version);
+                if top >= lo.max(b.min_version) {
+                    v.push((key, top));
+                }
+            }
+        }
+        c.writer.versions = Versions(v);
+        Ok(c)
+    }
+
+    async fn api_versions(&mut self, version: i16) -> Result<ApiVersionsResponse, ConnError> {
+        let body = RequestBody::from(ApiVersionsRequest {
+            client_software_name: "odradek-bench".into(),
+            client_software_version: env!("CARGO_PKG_VERSION").into(),
+        });
+        let sent = self.writer.send_at(&body, version).await?;
+        match self.reader.response(sent).await? {
+            ResponseBody::ApiVersions(r) => Ok(r),
+            _ => Err(ConnError::Unexpected(ApiKey::ApiVersions)),
+        }
+    }
+
+    /// One request, one response.
+    pub async fn call(&mut self, body: impl Into<RequestBody>) -> Result<ResponseBody, ConnError> {
+        let body = body.into();
+        let sent = self.writer.send(&body).await?;
+        self.reader.response(sent).await
+    }
+}

@@ -1,0 +1,331 @@
+//! A consumer task: fetches a set of partitions led by one broker (assign-style, no group), one
+//! Fetch in flight on its own connection, and checks every record it reads: offsets it consumed
+//! (for the run's accounting), per (producer, partition) sequence contiguity from the payload
+//! header, and end-to-end latency from the payload's intended send time.
+//!
+//! Stops at fixed end offsets (catch-up), or, following live producers, once every producer of
+//! the run has finished and the partitions are drained to their high watermark (bounded by a
+//! drain timeout), or at the run's record/time bound.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use odradek::protocol::{ErrorCode, FetchPartition, FetchRequest, FetchTopic, ResponseBody};
+
+use super::batch::{for_each_record, read_payload_header};
+use super::connection::Connection;
+use crate::stats::{Clock, CoreProbe, Ranges};
+
+#[derive(Debug, Clone)]
+pub enum StopRule {
+    /// Catch-up: stop when partition p reaches `end[p]` (exclusive).
+    EndOffsets(Vec<i64>),
+    /// Follow producers: stop once `producers_remaining` is 0 and everything up to the high
+    /// watermark is read, or `drain_timeout_us` after the producers finished.
+    FollowProducers {
+        producers_remaining: Arc<AtomicUsize>,
+        drain_timeout_us: u64,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    pub fetch_max_bytes: i32,
+    pub fetch_partition_max_bytes: i32,
+    pub max_wait_ms: i32,
+    /// Record end-to-end latency from the payload timestamps.
+    pub e2e: bool,
+    pub stop: StopRule,
+    /// Global record bound over all consumers, with the shared counter.
+    pub records: Option<u64>,
+    pub consumed_total: Arc<AtomicU64>,
+    pub end_us: Option<u64>,
+    /// Catch-up: give up after this long without a record.
+    pub stall_timeout_us: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct ConsumerResult {
+    pub consumed: Ranges,
+    pub records: u64,
+    /// The same (producer, partition, sequence) read twice.
+    pub duplicates: u64,
+    /// Records read after a later record of the same producer in the same partition.
+    pub reordered: u64,
+    /// Sequences still missing within one (producer, partition) at the end: records never
+    /// written (errored sends) or lost.
+    pub sequence_gaps: u64,
+    /// Records without a bench payload header.
+    pub foreign: u64,
+    pub errors: u64,
+}
+
+/// Sequence check for one (producer, partition): the next sequence expected and the gaps seen
+/// so far (usually none), so a late record is told apart from a duplicate.
+#[derive(Debug, Default)]
+struct SeqTrack {
+    next: u64,
+    missing: Vec<(u64, u64)>,
+}
+
+impl SeqTrack {
+    /// Fills `seq` if it was missing (a reordering); false if it was already seen (a duplicate).
+    fn fill(&mut self, seq: u64) -> bool {
+        let Some(i) = self.missing.iter().position(|&(a, b)| a <= seq && seq < b) else {
+            return false;
+        };
+        let (a, b) = self.missing[i];
+        self.missing.remove(i);
+        if a < seq {
+            self.missing.push((a, seq));
+        }
+        if seq + 1 < b {
+            self.missing.push((seq + 1, b));
+        }
+        true
+    }
+    fn missing_count(&self) -> u64 {
+        self.missing.iter().map(|(a, b)| b - a).sum()
+    }
+}
+
+pub async fn run_consumer(
+    leader: String,
+    topic: String,
+    start: Vec<(i32, i64)>,
+    spec: Rc<ConsumerSpec>,
+    probe: Rc<RefCell<CoreProbe>>,
+    clock: Clock,
+) -> ConsumerResult {
+    let mut res = ConsumerResult::default();
+    let mut conn = match Connection::connect(&leader).await {
+        Ok(c) => c,
+        Err(e) => {
+            probe.borrow_mut().error(e.to_string(), 1);
+            res.errors += 1;
+            return res;
+        }
+    };
+    let mut next: BTreeMap<i32, i64> = start.iter().copied().collect();
+    let mut hw: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut expect: HashMap<(u32, i32), SeqTrack> = HashMap::new();
+    let mut producers_done_at: Option<u64> = None;
+    let mut fetched_after_done = false;
+    let mut last_progress_us = clock.now_us();
+    loop {
+        let now = clock.now_us();
+        // Catch-up reads that stop progressing (a broker failing every fetch) end the run
+        // after the drain timeout instead of hanging it.
+        if matches!(spec.stop, StopRule::EndOffsets(_))
+            && now.saturating_sub(last_progress_us) > spec.stall_timeout_us
+        {
+            probe.borrow_mut().error(
+                format!(
+                    "fetch: no progress for {} s",
+                    spec.stall_timeout_us / 1_000_000
+                ),
+                1,
+            );
+            res.errors += 1;
+            break;
+        }
+        // On a stop signal, catch-up reads end at once; consumers following producers drain
+        // what the (stopping) producers had acknowledged.
+        let stopped = crate::run::STOP.load(Ordering::Relaxed)
+            && matches!(spec.stop, StopRule::EndOffsets(_));
+        if stopped
+            || spec.end_us.is_some_and(|e| now >= e)
+            || spec
+                .records
+                .is_some_and(|r| spec.consumed_total.load(Ordering::Relaxed) >= r)
+        {
+            break;
+        }
+        let active: Vec<(i32, i64)> = match &spec.stop {
+            StopRule::EndOffsets(end) => next
+                .iter()
+                .filter(|(p, o)| **o < end.get(**p as usize).copied().unwrap_or(0))
+                .map(|(p, o)| (*p, *o))
+                .collect(),
+            StopRule::FollowProducers {
+                producers_remaining,
+                drain_timeout_us,
+            } => {
+                if producers_done_at.is_none() && producers_remaining.load(Ordering::Acquire) == 0 {
+                    producers_done_at = Some(now);
+                    fetched_after_done = false;
+                } else if let Some(d) = producers_done_at {
+                    let drained = fetched_after_done
+                        && next
+                            .iter()
+                            .all(|(p, o)| hw.get(p).is_some_and(|h| *o >= *h));
+                    if drained || now > d + drain_timeout_us {
+                        break;
+                    }
+                }
+                next.iter().map(|(p, o)| (*p, *o)).collect()
+            }
+        };
+        if active.is_empty() {
+            break;
+        }
+        let req = FetchRequest {
+            replica_id: -1,
+            max_wait_ms: spec.max_wait_ms,
+            min_bytes: 1,
+            max_bytes: spec.fetch_max_bytes,
+            isolation_level: 0,
+            session_id: 0,
+            session_epoch: -1,
+            topics: vec![FetchTopic {
+                topic: topic.clone(),
+                partitions: active
+                    .iter()
+                    .map(|(p, o)| FetchPartition {
+                        partition: *p,
+                        fetch_offset: *o,
+                        partition_max_bytes: spec.fetch_partition_max_bytes,
+                        ..Default::default()
+                    })
+                    .collect(),
+            }],
+            ..Default::default()
+        };
+        let was_done = producers_done_at.is_some();
+        let resp = match conn.call(req).await {
+            Ok(ResponseBody::Fetch(r)) => r,
+            Ok(_) => {
+                probe
+                    .borrow_mut()
+                    .error("fetch: unexpected response".into(), 1);
+                res.errors += 1;
+                break;
+            }
+            Err(e) => {
+                probe.borrow_mut().error(format!("fetch: {e}"), 1);
+                res.errors += 1;
+                break;
+            }
+        };
+        if was_done {
+            fetched_after_done = true;
+        }
+        if resp.error_code != 0 {
+            probe
+                .borrow_mut()
+                .error(format!("fetch: {}", ErrorCode(resp.error_code)), 1);
+            res.errors += 1;
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let now = clock.now_us();
+        let unix_now = clock.unix_now_us();
+        let mut n_records = 0u64;
+        let mut n_bytes = 0u64;
+        let mut had_error = false;
+        for t in &resp.responses {
+            for pd in &t.partitions {
+                let p = pd.partition_index;
+                if pd.error_code != 0 {
+                    probe
+                        .borrow_mut()
+                        .error(format!("fetch p{p}: {}", ErrorCode(pd.error_code)), 1);
+                    res.errors += 1;
+                    had_error = true;
+                    continue;
+                }
+                hw.insert(p, pd.high_watermark);
+                let Some(records) = pd.records.as_ref() else {
+                    continue;
+                };
+                let Some(from) = next.get(&p).copied() else {
+                    continue;
+                };
+                let mut probe_b = probe.borrow_mut();
+                let walked = for_each_record(records, |r| {
+                    if r.offset < from {
+                        return; // a batch may start before the fetch offset
+                    }
+                    res.consumed.push(p, r.offset, r.offset + 1);
+                    res.records += 1;
+                    n_records += 1;
+                    let Some(v) = r.value else {
+                        res.foreign += 1;
+                        return;
+                    };
+                    n_bytes += v.len() as u64;
+                    let Some(h) = read_payload_header(v) else {
+                        res.foreign += 1;
+                        return;
+                    };
+                    let e = expect.entry((h.producer, p)).or_default();
+                    if h.sequence >= e.next {
+                        if h.sequence > e.next {
+                            e.missing.push((e.next, h.sequence));
+                        }
+                        e.next = h.sequence + 1;
+                    } else if e.fill(h.sequence) {
+                        res.reordered += 1;
+                    } else {
+                        res.duplicates += 1;
+                    }
+                    if spec.e2e {
+                        let send_run_us = h.send_time_us.saturating_sub(clock.unix_start_us);
+                        probe_b.e2e(send_run_us, unix_now.saturating_sub(h.send_time_us));
+                    }
+                });
+                match walked {
+                    Ok(Some(n)) => {
+                        if let Some(o) = next.get_mut(&p) {
+                            *o = (*o).max(n);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        probe_b.error(format!("fetch p{p}: {e}"), 1);
+                        res.errors += 1;
+                        had_error = true;
+                    }
+                }
+            }
+        }
+        if n_records > 0 {
+            last_progress_us = now;
+        }
+        spec.consumed_total.fetch_add(n_records, Ordering::Relaxed);
+        probe.borrow_mut().consumed(now, n_records, n_bytes);
+        if had_error {
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    res.sequence_gaps = expect.values().map(SeqTrack::missing_count).sum();
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SeqTrack;
+
+    #[test]
+    fn sequence_track_tells_reordering_from_duplicates() {
+        let mut t = SeqTrack::default();
+        // 0, 1, then 4 (gap 2..4), then 2 (late), 2 again (duplicate), 3 (late).
+        for s in [0u64, 1, 4] {
+            assert!(s >= t.next);
+            if s > t.next {
+                t.missing.push((t.next, s));
+            }
+            t.next = s + 1;
+        }
+        assert_eq!(t.missing_count(), 2);
+        assert!(t.fill(2));
+        assert!(!t.fill(2));
+        assert!(!t.fill(1));
+        assert!(t.fill(3));
+        assert_eq!(t.missing_count(), 0);
+    }
+}

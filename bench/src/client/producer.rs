@@ -1,0 +1,702 @@
+//! A producer: generates bench records, batches them per partition (linger, batch size),
+//! compresses on this core, and pipelines Produce requests, one connection per partition
+//! leader. Like Kafka's accumulator and sender: sealed batches wait in a bounded per-leader
+//! ready queue; a sender task per connection takes an in-flight permit and then drains every
+//! ready batch (at most one per partition, up to `max_request_bytes`) into one request, so
+//! batches pile up into bigger requests exactly when the broker is slow. A reader task per
+//! connection matches responses to requests in order and does the accounting.
+//!
+//! Open loop (`rate` set): record k of this producer is *intended* at `k / rate`; it is generated
+//! then (or at once if the producer is behind, e.g. blocked on max in flight) and its latency is
+//! measured from the intended time, so a stall is charged to every record it delayed
+//! (no coordinated omission). Closed loop: intended = when the record was generated.
+//!
+//! Bounds: at most one open batch per partition (`batch_bytes`), `ready_batches_max` sealed
+//! batches per connection, `max_in_flight` requests per connection (semaphores).
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use glommio::sync::Semaphore;
+use odradek::protocol::api::ApiKey;
+use odradek::protocol::{
+    ErrorCode, InitProducerIdRequest, PartitionProduceData, ProduceRequest, RequestBody,
+    ResponseBody, TopicProduceData,
+};
+
+use super::batch::{BatchBuilder, Compression, PayloadHeader};
+use super::connection::{ConnReader, ConnWriter, Connection, Sent};
+use super::TopicLayout;
+use crate::stats::{Clock, CoreProbe, Ranges};
+
+/// What every producer of a run is told.
+#[derive(Debug, Clone)]
+pub struct ProducerSpec {
+    pub record_size: usize,
+    pub keys: u64,
+    pub acks: i16,
+    pub compression: Compression,
+    pub linger_us: u64,
+    pub batch_bytes: usize,
+    pub max_in_flight: usize,
+    pub max_request_bytes: usize,
+    pub ready_batches_max: usize,
+    pub idempotent: bool,
+    /// Records/s for this producer (open loop), or closed loop.
+    pub rate: Option<f64>,
+    /// Records this producer sends, if bounded by count.
+    pub records: Option<u64>,
+    /// Run-clock time at which it stops generating, if bounded by time.
+    pub end_us: Option<u64>,
+    /// Run-clock time at which generation starts.
+    pub start_us: u64,
+}
+
+/// A producer's share of the run's results.
+#[derive(Debug, Default)]
+pub struct ProducerResult {
+    pub sent: u64,
+    pub acked: u64,
+    /// Bytes of the acknowledged batches as sent (after compression).
+    pub acked_wire_bytes: u64,
+    pub errored: u64,
+    pub acked_ranges: Ranges,
+}
+
+/// Filler bytes for values: blocks of 128 bytes whose first `random_fraction` part is random and
+/// the rest a constant, so compressors see the intended entropy (OMB-style 50%-random payloads).
+pub struct PayloadPool {
+    bytes: Vec<u8>,
+}
+
+const POOL_LEN: usize = 1 << 20;
+
+impl PayloadPool {
+    pub fn new(random_fraction: f64, record_size: usize, seed: u64) -> PayloadPool {
+        let mut rng = Rng(seed | 1);
+        let random_per_block = ((random_fraction.clamp(0.0, 1.0)) * 128.0).round() as usize;
+        let mut bytes = vec![b'a'; POOL_LEN + record_size];
+        for block in bytes.chunks_mut(128) {
+            for b in block.iter_mut().take(random_per_block) {
+                *b = rng.next() as u8;
+            }
+        }
+        PayloadPool { bytes }
+    }
+
+    /// The next `len` bytes from `cursor`, walking the pool sequentially (so the prefetcher
+    /// streams it; random offsets cost a cache miss per record) and wrapping at 1 MiB, so a
+    /// compressor's window never sees the same filler twice within a batch.
+    fn next(&self, cursor: &mut usize, len: usize) -> &[u8] {
+        if *cursor >= POOL_LEN {
+            *cursor = 0;
+        }
+        let start = *cursor;
+        *cursor += len;
+        &self.bytes[start..start + len]
+    }
+}
+
+/// xorshift64*: fast, good enough for keys and payload offsets.
+#[derive(Debug, Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// One request waiting for its response.
+struct InFlight {
+    sent: Sent,
+    batches: Vec<SentBatch>,
+}
+
+/// A batch in a request in flight, for the accounting when its response arrives.
+struct SentBatch {
+    partition: i32,
+    count: i32,
+    /// Value bytes (record_size x count): what MB/s figures count.
+    value_bytes: u64,
+    /// The batch as sent (compressed, with framing): what the broker stores.
+    wire_bytes: u64,
+    intended: Vec<u64>,
+}
+
+/// A sealed batch waiting to be sent.
+struct Sealed {
+    partition: i32,
+    bytes: Bytes,
+    count: i32,
+    value_bytes: u64,
+    intended: Vec<u64>,
+}
+
+/// Shared between the producer, a connection's sender task and its reader task.
+struct LinkState {
+    ready: RefCell<VecDeque<Sealed>>,
+    /// Counts batches in `ready` (the sender waits on it).
+    ready_items: Semaphore,
+    /// Free slots in `ready` (the producer waits on it).
+    ready_space: Semaphore,
+    closed: Cell<bool>,
+    in_flight: RefCell<VecDeque<InFlight>>,
+    permits: Semaphore,
+    broken: Cell<bool>,
+    result: RefCell<ProducerResult>,
+}
+
+struct Link {
+    state: Rc<LinkState>,
+    sender: glommio::task::JoinHandle<()>,
+    _reader: Option<glommio::task::JoinHandle<()>>,
+}
+
+pub struct Producer {
+    id: u32,
+    spec: Rc<ProducerSpec>,
+    layout: Rc<TopicLayout>,
+    probe: Rc<RefCell<CoreProbe>>,
+    pool: Rc<PayloadPool>,
+    clock: Clock,
+    /// Connection per leader, indexed like `layout.leader_addrs`.
+    links: Vec<Option<Link>>,
+    /// Partitions with a non-empty open batch, in the order they opened.
+    open_parts: Vec<usize>,
+    open: Vec<BatchBuilder>,
+    /// Run-clock time of the first record of each open batch.
+    open_since_us: Vec<Option<u64>>,
+    /// Bench payload sequence per partition.
+    payload_seq: Vec<u64>,
+    /// Kafka idempotence sequence per partition.
+    kafka_seq: Vec<i32>,
+    producer_id: i64,
+    producer_epoch: i16,
+    sticky: usize,
+    rng: Rng,
+    pool_cursor: usize,
+    local: ProducerResult,
+}
+
+impl Producer {
+    pub fn new(
+        id: u32,
+        spec: Rc<ProducerSpec>,
+        layout: Rc<TopicLayout>,
+        probe: Rc<RefCell<CoreProbe>>,
+        pool: Rc<PayloadPool>,
+        clock: Clock,
+    ) -> Producer {
+        let n = layout.partitions();
+        let links = (0..layout.leader_addrs.len()).map(|_| None).collect();
+        Producer {
+            id,
+            open: (0..n).map(|_| BatchBuilder::new(0)).collect(),
+            open_since_us: vec![None; n],
+            payload_seq: vec![0; n],
+            kafka_seq: vec![0; n],
+            producer_id: -1,
+            producer_epoch: -1,
+            sticky: id as usize % n.max(1),
+            rng: Rng(mix(id as u64 + 1) | 1),
+            pool_cursor: (mix(id as u64) as usize % POOL_LEN) & !127,
+            spec,
+            layout,
+            probe,
+            pool,
+            clock,
+            links,
+            open_parts: Vec::new(),
+            local: ProducerResult::default(),
+        }
+    }
+
+    async fn ensure_link(&mut self, leader: usize) -> Result<(), String> {
+        if self.links.get(leader).is_some_and(|l| l.is_none()) {
+            let addr = self.layout.leader_addrs[leader].clone();
+            let conn = Connection::connect(&addr)
+                .await
+                .map_err(|e| e.to_string())?;
+            let Connection { writer, reader } = conn;
+            let state = Rc::new(LinkState {
+                ready: RefCell::new(VecDeque::new()),
+                ready_items: Semaphore::new(0),
+                ready_space: Semaphore::new(self.spec.ready_batches_max.max(1) as u64),
+                closed: Cell::new(false),
+                in_flight: RefCell::new(VecDeque::new()),
+                permits: Semaphore::new(self.spec.max_in_flight.max(1) as u64),
+                broken: Cell::new(false),
+                result: RefCell::new(ProducerResult::default()),
+            });
+            let reader_task = if self.spec.acks != 0 {
+                let st = state.clone();
+                let probe = self.probe.clone();
+                let clock = self.clock;
+                Some(glommio::spawn_local(read_responses(reader, st, probe, clock)).detach())
+            } else {
+                None
+            };
+            let sender = glommio::spawn_local(send_requests(
+                writer,
+                state.clone(),
+                self.spec.clone(),
+                self.layout.topic.clone(),
+                self.probe.clone(),
+            ))
+            .detach();
+            self.links[leader] = Some(Link {
+                state,
+                sender,
+                _reader: reader_task,
+            });
+        }
+        Ok(())
+    }
+
+    async fn init_producer_id(&mut self) -> Result<(), String> {
+        let addr = self.layout.leaders.first().cloned().unwrap_or_default();
+        let mut conn = Connection::connect(&addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let resp = conn
+            .call(InitProducerIdRequest {
+                transactional_id: None,
+                transaction_timeout_ms: 60_000,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        match resp {
+            ResponseBody::InitProducerId(r) if r.error_code == 0 => {
+                self.producer_id = r.producer_id;
+                self.producer_epoch = r.producer_epoch;
+                Ok(())
+            }
+            ResponseBody::InitProducerId(r) => {
+                Err(format!("InitProducerId: {}", ErrorCode(r.error_code)))
+            }
+            _ => Err("InitProducerId: unexpected response".into()),
+        }
+    }
+
+    /// Runs to completion (count or time bound), then waits for every response.
+    pub async fn run(mut self) -> ProducerResult {
+        if self.spec.idempotent {
+            if let Err(e) = self.init_producer_id().await {
+                self.probe.borrow_mut().error(e, 1);
+                return self.local;
+            }
+        }
+        let n = self.layout.partitions();
+        let interval_us = self.spec.rate.map(|r| 1e6 / r.max(1e-9));
+        let mut k: u64 = 0;
+        let mut oldest_us: Option<u64> = None;
+        let mut failed = false;
+        // Closed loop reads the clock every 16 records (a few µs apart) and after every await.
+        let mut now = self.clock.now_us();
+        let mut fresh_for = 0u32;
+        loop {
+            if interval_us.is_some() || fresh_for == 0 {
+                now = self.clock.now_us();
+                fresh_for = 16;
+            }
+            fresh_for -= 1;
+            let done = self.spec.records.is_some_and(|r| k >= r)
+                || self.spec.end_us.is_some_and(|e| now >= e)
+                || failed
+                || crate::run::STOP.load(std::sync::atomic::Ordering::Relaxed)
+                || self.links.iter().flatten().any(|l| l.state.broken.get());
+            if done {
+                break;
+            }
+            let due = match interval_us {
+                Some(iv) => self.spec.start_us + (k as f64 * iv) as u64,
+                None => now,
+            };
+            if let Some(o) = oldest_us {
+                if o + self.spec.linger_us <= now {
+                    failed |= self.flush(None).await.is_err();
+                    oldest_us = None;
+                    fresh_for = 0;
+                    continue;
+                }
+            }
+            if due > now {
+                let mut wake = due;
+                if let Some(o) = oldest_us {
+                    wake = wake.min(o + self.spec.linger_us);
+                }
+                if let Some(e) = self.spec.end_us {
+                    wake = wake.min(e);
+                }
+                glommio::timer::sleep(Duration::from_micros(wake.saturating_sub(now).max(1))).await;
+                fresh_for = 0;
+                continue;
+            }
+            // Generate record k.
+            let (p, key) = if self.spec.keys > 0 {
+                let key = self.rng.next() % self.spec.keys;
+                ((mix(key) % n as u64) as usize, Some(key.to_be_bytes()))
+            } else {
+                (self.sticky, None)
+            };
+            let seq = self.payload_seq[p];
+            self.payload_seq[p] += 1;
+            let header = PayloadHeader {
+                producer: self.id,
+                sequence: seq,
+                send_time_us: self.clock.unix_us(due),
+            };
+            let len = self.spec.record_size;
+            let filler = self.pool.next(&mut self.pool_cursor, len);
+            let ts_ms = (self.clock.unix_us(due) / 1000) as i64;
+            let b = &mut self.open[p];
+            b.append(ts_ms, key.as_ref().map(|k| &k[..]), filler, Some(header));
+            b.intended_us.push(due);
+            if self.open_since_us[p].is_none() {
+                self.open_since_us[p] = Some(due.min(now));
+                self.open_parts.push(p);
+            }
+            oldest_us = Some(oldest_us.map_or(now, |o| o.min(now)));
+            k += 1;
+            if self.open[p].bytes() >= self.spec.batch_bytes {
+                failed |= self.flush(Some(p)).await.is_err();
+                fresh_for = 0;
+                if self.spec.keys == 0 {
+                    self.sticky = (self.sticky + 1) % n;
+                }
+                oldest_us = self
+                    .open_parts
+                    .iter()
+                    .filter_map(|&q| self.open_since_us[q])
+                    .min();
+            }
+            // Let the reader tasks and the ticker run now and then in closed loop.
+            if k.is_multiple_of(64) {
+                glommio::yield_if_needed().await;
+                fresh_for = 0;
+            }
+        }
+        let _ = self.flush(None).await;
+        if self.spec.keys == 0 {
+            self.sticky = (self.sticky + 1) % n.max(1);
+        }
+        // Let the senders drain, then wait for every response: take all permits back.
+        let links: Vec<Link> = std::mem::take(&mut self.links)
+            .into_iter()
+            .flatten()
+            .collect();
+        for link in &links {
+            link.state.closed.set(true);
+            link.state.ready_items.signal(1);
+        }
+        let mut states = Vec::new();
+        for link in links {
+            let _ = link.sender.await;
+            let _ = link
+                .state
+                .permits
+                .acquire(self.spec.max_in_flight.max(1) as u64)
+                .await;
+            states.push(link.state);
+        }
+        let mut out = std::mem::take(&mut self.local);
+        for st in states {
+            let r = std::mem::take(&mut *st.result.borrow_mut());
+            out.acked += r.acked;
+            out.acked_wire_bytes += r.acked_wire_bytes;
+            out.errored += r.errored;
+            out.acked_ranges.merge(r.acked_ranges);
+        }
+        out
+    }
+
+    /// Seals and sends the open batch of `only`, or every open batch; one request per leader.
+    async fn flush(&mut self, only: Option<usize>) -> Result<(), ()> {
+        let parts: Vec<usize> = match only {
+            Some(p) => {
+                if let Some(i) = self.open_parts.iter().position(|&q| q == p) {
+                    self.open_parts.remove(i);
+                }
+                vec![p]
+            }
+            None => std::mem::take(&mut self.open_parts),
+        };
+        let mut result = Ok(());
+        for p in parts {
+            if self.open[p].is_empty() {
+                continue;
+            }
+            self.open_since_us[p] = None;
+            let b = &mut self.open[p];
+            let count = b.count();
+            let value_bytes = count as u64 * self.spec.record_size as u64;
+            let intended = std::mem::take(&mut b.intended_us);
+            let (pid, epoch, seq) = if self.producer_id >= 0 {
+                (self.producer_id, self.producer_epoch, self.kafka_seq[p])
+            } else {
+                (-1, -1, -1)
+            };
+            let bytes = match b.seal(self.spec.compression, pid, epoch, seq) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.probe.borrow_mut().error(e.to_string(), count as u64);
+                    self.local.errored += count as u64;
+                    continue;
+                }
+            };
+            if self.producer_id >= 0 {
+                self.kafka_seq[p] = odradek::protocol::record_batch::increment_sequence(seq, count);
+            }
+            let leader = self.layout.leader_index[p];
+            if let Err(e) = self.ensure_link(leader).await {
+                self.probe.borrow_mut().error(e, count as u64);
+                self.local.errored += count as u64;
+                result = Err(());
+                continue;
+            }
+            let Some(Some(link)) = self.links.get(leader) else {
+                continue;
+            };
+            let st = link.state.clone();
+            // Back-pressure: the ready queue is bounded.
+            if st.ready_space.acquire(1).await.is_err() || st.broken.get() {
+                self.local.errored += count as u64;
+                self.probe
+                    .borrow_mut()
+                    .error("connection broken".into(), count as u64);
+                result = Err(());
+                continue;
+            }
+            self.local.sent += count as u64;
+            st.ready.borrow_mut().push_back(Sealed {
+                partition: p as i32,
+                bytes,
+                count,
+                value_bytes,
+                intended,
+            });
+            st.ready_items.signal(1);
+        }
+        result
+    }
+}
+
+/// Drains a connection's ready queue: waits for a batch, then for an in-flight permit, then
+/// takes every ready batch it can (one per partition, up to `max_request_bytes`) into one
+/// Produce request. Ends when the producer closes the queue and it is empty.
+async fn send_requests(
+    mut writer: ConnWriter,
+    st: Rc<LinkState>,
+    spec: Rc<ProducerSpec>,
+    topic: String,
+    probe: Rc<RefCell<CoreProbe>>,
+) {
+    let acks = spec.acks;
+    let version = match writer.versions.get(ApiKey::Produce) {
+        Ok(v) => v,
+        Err(e) => {
+            probe.borrow_mut().error(e.to_string(), 1);
+            st.broken.set(true);
+            -1
+        }
+    };
+    loop {
+        if st.ready_items.acquire(1).await.is_err() {
+            return;
+        }
+        if st.ready.borrow().is_empty() {
+            if st.closed.get() {
+                return;
+            }
+            continue;
+        }
+        if st.permits.acquire(1).await.is_err() {
+            return;
+        }
+        // Take the first ready batch (its item unit is already taken), then whatever else is ready.
+        let mut taken: Vec<Sealed> = Vec::new();
+        let mut bytes = 0usize;
+        {
+            let mut ready = st.ready.borrow_mut();
+            // A partition whose oldest ready batch stays behind is closed for this request:
+            // taking a later batch of it would reorder the partition.
+            let mut closed: Vec<i32> = Vec::new();
+            let mut i = 0;
+            while i < ready.len() {
+                let b = &ready[i];
+                let blocked = closed.contains(&b.partition)
+                    || taken.iter().any(|t| t.partition == b.partition);
+                if !taken.is_empty() && (blocked || bytes + b.bytes.len() > spec.max_request_bytes)
+                {
+                    closed.push(b.partition);
+                    i += 1;
+                    if bytes >= spec.max_request_bytes {
+                        break;
+                    }
+                    continue;
+                }
+                if !taken.is_empty() && !st.ready_items.try_acquire(1).unwrap_or(false) {
+                    break;
+                }
+                if let Some(b) = ready.remove(i) {
+                    bytes += b.bytes.len();
+                    taken.push(b);
+                }
+            }
+        }
+        st.ready_space.signal(taken.len() as u64);
+        let records: u64 = taken.iter().map(|b| b.count as u64).sum();
+        if st.broken.get() || version < 0 {
+            let mut res = st.result.borrow_mut();
+            res.errored += records;
+            probe
+                .borrow_mut()
+                .error("connection broken".into(), records);
+            st.permits.signal(1);
+            continue;
+        }
+        let body = RequestBody::from(ProduceRequest {
+            transactional_id: None,
+            acks,
+            timeout_ms: 30_000,
+            topic_data: vec![TopicProduceData {
+                name: topic.clone(),
+                partition_data: taken
+                    .iter()
+                    .map(|b| PartitionProduceData {
+                        index: b.partition,
+                        records: Some(b.bytes.clone()),
+                    })
+                    .collect(),
+            }],
+        });
+        let meta: Vec<SentBatch> = taken
+            .into_iter()
+            .map(|b| SentBatch {
+                partition: b.partition,
+                count: b.count,
+                value_bytes: b.value_bytes,
+                wire_bytes: b.bytes.len() as u64,
+                intended: b.intended,
+            })
+            .collect();
+        // Queue the entry before writing, so the reader always finds it.
+        st.in_flight.borrow_mut().push_back(InFlight {
+            sent: Sent {
+                correlation_id: writer.next_correlation_id(),
+                api: ApiKey::Produce,
+                version,
+            },
+            batches: if acks == 0 { Vec::new() } else { meta },
+        });
+        match writer.send_at(&body, version).await {
+            Ok(_) if acks == 0 => {
+                st.in_flight.borrow_mut().pop_back();
+                st.permits.signal(1);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                st.broken.set(true);
+                probe.borrow_mut().error(e.to_string(), records);
+                st.result.borrow_mut().errored += records;
+                st.in_flight.borrow_mut().pop_back();
+                st.permits.signal(1);
+            }
+        }
+    }
+}
+
+/// Reads Produce responses in order and settles each request: acknowledged ranges and latency,
+/// or errors per partition. On a connection failure every request in flight is counted errored.
+async fn read_responses(
+    mut reader: ConnReader,
+    st: Rc<LinkState>,
+    probe: Rc<RefCell<CoreProbe>>,
+    clock: Clock,
+) {
+    loop {
+        // Entries are queued before their request is written, so a frame always has one.
+        let frame = reader.frame().await;
+        let now = clock.now_us();
+        let Some(entry) = st.in_flight.borrow_mut().pop_front() else {
+            st.broken.set(true);
+            if let Err(e) = frame {
+                probe.borrow_mut().error(e.to_string(), 0);
+            }
+            return;
+        };
+        let resp = frame.and_then(|f| ConnReader::decode(f, entry.sent));
+        match resp {
+            Ok(ResponseBody::Produce(r)) => {
+                let mut probe = probe.borrow_mut();
+                let mut res = st.result.borrow_mut();
+                for b in entry.batches {
+                    let (p, count) = (b.partition, b.count);
+                    let pr = r
+                        .responses
+                        .iter()
+                        .flat_map(|t| t.partition_responses.iter())
+                        .find(|x| x.index == p);
+                    match pr {
+                        Some(x) if x.error_code == 0 => {
+                            res.acked += count as u64;
+                            res.acked_wire_bytes += b.wire_bytes;
+                            res.acked_ranges
+                                .push(p, x.base_offset, x.base_offset + count as i64);
+                            probe.acked(now, b.value_bytes, &b.intended);
+                        }
+                        Some(x) => {
+                            res.errored += count as u64;
+                            probe.error(
+                                format!("produce: {}", ErrorCode(x.error_code)),
+                                count as u64,
+                            );
+                        }
+                        None => {
+                            res.errored += count as u64;
+                            probe.error(
+                                "produce: partition missing in response".into(),
+                                count as u64,
+                            );
+                        }
+                    }
+                }
+                st.permits.signal(1);
+            }
+            Ok(_) | Err(_) => {
+                let msg = match resp {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "unexpected response".to_string(),
+                };
+                st.broken.set(true);
+                let mut failed: Vec<InFlight> = vec![entry];
+                failed.extend(st.in_flight.borrow_mut().drain(..));
+                let mut probe = probe.borrow_mut();
+                let mut res = st.result.borrow_mut();
+                for f in &failed {
+                    let n: u64 = f.batches.iter().map(|b| b.count as u64).sum();
+                    res.errored += n;
+                    probe.error(msg.clone(), n);
+                }
+                st.permits.signal(failed.len() as u64);
+                return;
+            }
+        }
+    }
+}

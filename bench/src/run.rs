@@ -1,0 +1,663 @@
+//! One measured run: set up the topic, start one pinned glommio executor per bench core with its
+//! producers and consumers, print live progress once a second from the ticks the cores send, and
+//! gather every core's results into a [`RunOutcome`] (throughput series, latency histograms,
+//! accounting).
+//!
+//! Cores share nothing mutable except three atomics: producers still running (consumers that
+//! follow producers drain after it reaches 0), records consumed (for a record bound), and
+//! nothing else; results travel back as plain data when an executor ends.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::client::consumer::{run_consumer, ConsumerResult, ConsumerSpec, StopRule};
+use crate::client::producer::{PayloadPool, Producer, ProducerSpec};
+use crate::client::{ensure_topic, list_offsets, ClientError, TopicLayout};
+use crate::stats::{reconcile, Clock, CoreProbe, Counters, Ranges, Reconciliation, Tick};
+use crate::workload::{Cores, LoadSpec, SpecError};
+
+/// Set by the first SIGINT/SIGTERM: producers stop generating, consumers stop fetching, and the
+/// run ends with its summary and files as if its time were up. A second signal kills.
+pub static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(sig: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+    // SAFETY: signal() is async-signal-safe; restoring the default makes a second signal fatal.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+    }
+}
+
+/// Installs the SIGINT/SIGTERM handler (see [`STOP`]).
+pub fn install_stop_signals() {
+    // SAFETY: the handler only stores an atomic and calls signal(), both async-signal-safe.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_stop_signal as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGTERM,
+            on_stop_signal as *const () as libc::sighandler_t,
+        );
+    }
+}
+
+/// Run-clock time at which load starts: executors and connections are up by then.
+const LOAD_START_US: u64 = 200_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("setup: {0}")]
+    Setup(#[from] ClientError),
+    #[error("executor for bench core {core}: {detail}")]
+    Executor { core: usize, detail: String },
+    #[error("consume needs --topic (or --verify with a topic in the file)")]
+    NoTopic,
+}
+
+/// Where consumers start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    Earliest,
+    Latest,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    pub spec: LoadSpec,
+    pub produce: bool,
+    pub consume: bool,
+    /// Consumers follow the producers and measure end-to-end latency.
+    pub e2e: bool,
+    pub start_at: StartAt,
+    /// Catch-up consume: acknowledged ranges to reconcile against (from an earlier produce).
+    pub verify: Option<Ranges>,
+    /// Print the progress line each second.
+    pub progress: bool,
+}
+
+/// One second of the run, all cores together.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IntervalRow {
+    pub t_s: u64,
+    pub produced_records: u64,
+    pub produced_bytes: u64,
+    pub consumed_records: u64,
+    pub consumed_bytes: u64,
+    pub errors: u64,
+    pub produce_latency_us_p99: u64,
+    pub e2e_latency_us_p99: u64,
+}
+
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub plan: RunPlan,
+    pub topic: String,
+    pub partitions: usize,
+    pub intervals: Vec<IntervalRow>,
+    pub measured: Counters,
+    /// Seconds over which `measured` throughput is computed (warm-up excluded).
+    pub measured_s: f64,
+    pub elapsed_s: f64,
+    pub sent: u64,
+    pub acked: u64,
+    /// Acknowledged batch bytes as sent (compressed): what the broker stored.
+    pub acked_wire_bytes: u64,
+    pub produce_errored: u64,
+    pub consumer: ConsumerSummary,
+    pub acked_ranges: Ranges,
+    pub reconciliation: Option<Reconciliation>,
+    pub errors_by_kind: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ConsumerSummary {
+    pub records: u64,
+    pub duplicates: u64,
+    pub reordered: u64,
+    pub sequence_gaps: u64,
+    pub foreign: u64,
+    pub errors: u64,
+}
+
+impl RunOutcome {
+    pub fn errors(&self) -> u64 {
+        self.errors_by_kind.values().sum()
+    }
+    /// The run is clean: no errors, no record out of its producer's order, and (if
+    /// reconciled) nothing lost or duplicated.
+    pub fn ok(&self) -> bool {
+        self.errors() == 0
+            && self.consumer.reordered == 0
+            && self.reconciliation.as_ref().is_none_or(|r| r.ok())
+    }
+}
+
+/// What one core hands back.
+struct CoreOutput {
+    sent: u64,
+    acked: u64,
+    acked_wire_bytes: u64,
+    errored: u64,
+    acked_ranges: Ranges,
+    consumer: ConsumerResult,
+    measured: Counters,
+    first_measured_us: Option<u64>,
+    last_measured_us: u64,
+    errors_by_kind: BTreeMap<String, u64>,
+}
+
+struct Setup {
+    layout: TopicLayout,
+    start: Vec<i64>,
+    end: Vec<i64>,
+}
+
+/// Runs an async admin call (metadata, list offsets) on a throwaway unpinned executor; `f`
+/// builds the future on that executor's thread.
+pub fn admin<T, F, Fut>(f: F) -> Result<T, RunError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+{
+    let h = LocalExecutorBuilder::new(Placement::Unbound)
+        .name("bench-admin")
+        .io_memory(1 << 20)
+        .spawn(f)
+        .map_err(|e| RunError::Executor {
+            core: 0,
+            detail: e.to_string(),
+        })?;
+    h.join().map_err(|e| RunError::Executor {
+        core: 0,
+        detail: e.to_string(),
+    })
+}
+
+pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
+    let spec = plan.spec.clone();
+    spec.check()?;
+    let cores = spec.cores_value()?;
+    let ncores = cores.count();
+    let acks = spec.acks_value()?;
+    let topic = match (&spec.topic, plan.produce) {
+        (Some(t), _) => t.clone(),
+        (None, true) => format!(
+            "bench-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis())
+        ),
+        (None, false) => return Err(RunError::NoTopic),
+    };
+    let (bootstrap, partitions, create, start_at) = (
+        spec.bootstrap.clone(),
+        spec.partitions,
+        plan.produce,
+        plan.start_at,
+    );
+    let t2 = topic.clone();
+    let setup = admin(move || async move {
+        let layout = ensure_topic(&bootstrap, &t2, partitions, create).await?;
+        let start = list_offsets(
+            &layout,
+            if start_at == StartAt::Earliest {
+                -2
+            } else {
+                -1
+            },
+        )
+        .await?;
+        let end = list_offsets(&layout, -1).await?;
+        Ok::<_, ClientError>(Setup { layout, start, end })
+    })??;
+
+    let total_producers = if plan.produce {
+        ncores * spec.producers_per_core
+    } else {
+        0
+    };
+    let total_consumers = if plan.consume {
+        ncores * spec.consumers_per_core
+    } else {
+        0
+    };
+    let producers_remaining = Arc::new(AtomicUsize::new(total_producers));
+    let consumed_total = Arc::new(AtomicU64::new(0));
+    let clock = Clock::new();
+    let warmup_end_us = LOAD_START_US + (spec.warmup_s * 1e6) as u64;
+    let end_us = spec.duration_s.map(|d| LOAD_START_US + (d * 1e6) as u64);
+
+    let (tx, rx) = mpsc::channel::<Tick>();
+    let mut handles = Vec::new();
+    for core in 0..ncores {
+        let placement = match &cores {
+            Cores::Pinned(v) => Placement::Fixed(v[core]),
+            Cores::Unpinned(_) => Placement::Unbound,
+        };
+        let spec = spec.clone();
+        let layout = setup.layout.clone();
+        let start = setup.start.clone();
+        let end = setup.end.clone();
+        let tx = tx.clone();
+        let producers_remaining = producers_remaining.clone();
+        let consumed_total = consumed_total.clone();
+        let plan_e2e = plan.e2e;
+        let plan_produce = plan.produce;
+        let plan_consume = plan.consume;
+        let h = LocalExecutorBuilder::new(placement)
+            .name(&format!("bench-{core}"))
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                core_main(CoreArgs {
+                    core,
+                    spec,
+                    acks,
+                    layout,
+                    start,
+                    end,
+                    clock,
+                    warmup_end_us,
+                    end_us,
+                    total_producers,
+                    total_consumers,
+                    produce: plan_produce,
+                    consume: plan_consume,
+                    e2e: plan_e2e,
+                    producers_remaining,
+                    consumed_total,
+                    tx,
+                })
+                .await
+            })
+            .map_err(|e| RunError::Executor {
+                core,
+                detail: e.to_string(),
+            })?;
+        handles.push(h);
+    }
+    drop(tx);
+
+    // Live progress: aggregate ticks per second index once every core reported it.
+    let mut pending: BTreeMap<u64, (usize, Counters)> = BTreeMap::new();
+    let mut so_far = Counters::default();
+    let mut intervals = Vec::new();
+    let mut done = 0;
+    let emit =
+        |index: u64, c: Counters, so_far: &mut Counters, intervals: &mut Vec<IntervalRow>| {
+            // Interval histograms hold post-warm-up samples only, so their sum is the total.
+            so_far.add(&c);
+            let row = IntervalRow {
+                t_s: index + 1,
+                produced_records: c.produced_records,
+                produced_bytes: c.produced_bytes,
+                consumed_records: c.consumed_records,
+                consumed_bytes: c.consumed_bytes,
+                errors: c.errors,
+                produce_latency_us_p99: c.produce_latency_us.value_at_quantile(0.99),
+                e2e_latency_us_p99: c.e2e_latency_us.value_at_quantile(0.99),
+            };
+            if plan.progress {
+                let mut line = format!("[{:>4}s]", row.t_s);
+                if plan.produce {
+                    line.push_str(&format!(
+                        " produce {:>10} rec/s {:>8.1} MB/s p99 so far {:>8.2} ms |",
+                        fmt_int(row.produced_records),
+                        row.produced_bytes as f64 / 1e6,
+                        so_far.produce_latency_us.value_at_quantile(0.99) as f64 / 1e3
+                    ));
+                }
+                if plan.consume {
+                    line.push_str(&format!(
+                        " consume {:>10} rec/s {:>8.1} MB/s",
+                        fmt_int(row.consumed_records),
+                        row.consumed_bytes as f64 / 1e6
+                    ));
+                    if plan.e2e {
+                        line.push_str(&format!(
+                            " e2e p99 so far {:>8.2} ms",
+                            so_far.e2e_latency_us.value_at_quantile(0.99) as f64 / 1e3
+                        ));
+                    }
+                    line.push_str(" |");
+                }
+                line.push_str(&format!(" errors {}", row.errors));
+                println!("{line}");
+                let _ = std::io::stdout().flush();
+            }
+            intervals.push(row);
+        };
+    while done < ncores {
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(Tick::Interval { index, counters }) => {
+                let e = pending
+                    .entry(index)
+                    .or_insert_with(|| (0, Counters::default()));
+                e.0 += 1;
+                e.1.add(&counters);
+                while let Some((&i, (n, _))) = pending.iter().next() {
+                    if *n < ncores {
+                        break;
+                    }
+                    if let Some((_, c)) = pending.remove(&i) {
+                        emit(i, c, &mut so_far, &mut intervals);
+                    }
+                }
+            }
+            Ok(Tick::Done) => done += 1,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    for (i, (_, c)) in std::mem::take(&mut pending) {
+        emit(i, c, &mut so_far, &mut intervals);
+    }
+    let elapsed_s = clock.start.elapsed().as_secs_f64();
+    let totals = so_far;
+
+    let mut outs = Vec::new();
+    for (core, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(o) => outs.push(o),
+            Err(e) => {
+                return Err(RunError::Executor {
+                    core,
+                    detail: e.to_string(),
+                })
+            }
+        }
+    }
+    let mut measured = Counters {
+        produce_latency_us: totals.produce_latency_us,
+        e2e_latency_us: totals.e2e_latency_us,
+        ..Counters::default()
+    };
+    let mut acked_ranges = Ranges::default();
+    let mut consumed_ranges = Ranges::default();
+    let mut consumer = ConsumerSummary::default();
+    let mut errors_by_kind: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut sent, mut acked, mut errored, mut wire) = (0, 0, 0, 0);
+    let mut first = u64::MAX;
+    let mut last = 0;
+    for o in outs {
+        sent += o.sent;
+        acked += o.acked;
+        wire += o.acked_wire_bytes;
+        errored += o.errored;
+        acked_ranges.merge(o.acked_ranges);
+        consumed_ranges.merge(o.consumer.consumed);
+        consumer.records += o.consumer.records;
+        consumer.duplicates += o.consumer.duplicates;
+        consumer.reordered += o.consumer.reordered;
+        consumer.sequence_gaps += o.consumer.sequence_gaps;
+        consumer.foreign += o.consumer.foreign;
+        consumer.errors += o.consumer.errors;
+        measured.add(&o.measured);
+        if let Some(f) = o.first_measured_us {
+            first = first.min(f);
+        }
+        last = last.max(o.last_measured_us);
+        for (k, v) in o.errors_by_kind {
+            *errors_by_kind.entry(k).or_default() += v;
+        }
+    }
+    acked_ranges.normalize();
+    let window_start = if spec.warmup_s > 0.0 {
+        warmup_end_us
+    } else {
+        LOAD_START_US.min(first)
+    };
+    let mut measured_s = (last.saturating_sub(window_start)) as f64 / 1e6;
+    if measured_s <= 0.0 {
+        // Everything happened within one instant (tiny runs): use the whole run.
+        measured_s = elapsed_s;
+    }
+    let reconciliation = if plan.e2e && plan.produce {
+        Some(reconcile(
+            &acked_ranges,
+            &consumed_ranges,
+            consumer.duplicates,
+        ))
+    } else {
+        plan.verify
+            .as_ref()
+            .map(|v| reconcile(v, &consumed_ranges, consumer.duplicates))
+    };
+    Ok(RunOutcome {
+        plan,
+        topic,
+        partitions: setup.layout.partitions(),
+        intervals,
+        measured,
+        measured_s,
+        elapsed_s,
+        sent,
+        acked,
+        acked_wire_bytes: wire,
+        produce_errored: errored,
+        consumer,
+        acked_ranges,
+        reconciliation,
+        errors_by_kind,
+    })
+}
+
+pub fn fmt_int(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+struct CoreArgs {
+    core: usize,
+    spec: LoadSpec,
+    acks: i16,
+    layout: TopicLayout,
+    start: Vec<i64>,
+    end: Vec<i64>,
+    clock: Clock,
+    warmup_end_us: u64,
+    end_us: Option<u64>,
+    total_producers: usize,
+    total_consumers: usize,
+    produce: bool,
+    consume: bool,
+    e2e: bool,
+    producers_remaining: Arc<AtomicUsize>,
+    consumed_total: Arc<AtomicU64>,
+    tx: mpsc::Sender<Tick>,
+}
+
+async fn core_main(a: CoreArgs) -> CoreOutput {
+    let probe = Rc::new(RefCell::new(CoreProbe {
+        warmup_end_us: a.warmup_end_us,
+        ..Default::default()
+    }));
+    let clock = a.clock;
+    let layout = Rc::new(a.layout);
+    // Ticker: ship this core's interval counters at every whole second of the run clock.
+    let next_index = Rc::new(Cell::new(0u64));
+    {
+        let probe = probe.clone();
+        let tx = a.tx.clone();
+        let next_index = next_index.clone();
+        glommio::spawn_local(async move {
+            loop {
+                let i = next_index.get();
+                let due = (i + 1) * 1_000_000;
+                let now = clock.now_us();
+                if due > now {
+                    glommio::timer::sleep(Duration::from_micros(due - now)).await;
+                }
+                let counters = std::mem::take(&mut probe.borrow_mut().interval);
+                next_index.set(i + 1);
+                if tx
+                    .send(Tick::Interval {
+                        index: i,
+                        counters: Box::new(counters),
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        })
+        .detach();
+    }
+
+    let spec = &a.spec;
+    let mut producer_tasks = Vec::new();
+    if a.produce {
+        let pool = Rc::new(PayloadPool::new(
+            spec.random_fraction,
+            spec.record_size,
+            a.core as u64 * 7919 + 17,
+        ));
+        let ppc = spec.producers_per_core;
+        for i in 0..ppc {
+            let id = a.core * ppc + i;
+            let records = spec.records.map(|n| {
+                let share = n / a.total_producers as u64;
+                share + u64::from((id as u64) < n % a.total_producers as u64)
+            });
+            let pspec = Rc::new(ProducerSpec {
+                record_size: spec.record_size,
+                keys: spec.keys,
+                acks: a.acks,
+                compression: spec.compression,
+                linger_us: (spec.linger_ms * 1000.0) as u64,
+                batch_bytes: spec.batch_bytes,
+                max_in_flight: spec.max_in_flight,
+                max_request_bytes: spec.max_request_bytes,
+                ready_batches_max: (spec.buffer_bytes / spec.batch_bytes.max(1)).max(4),
+                idempotent: spec.idempotent,
+                rate: spec.rate.map(|r| r / a.total_producers as f64),
+                records,
+                end_us: a.end_us,
+                start_us: LOAD_START_US,
+            });
+            let p = Producer::new(
+                id as u32,
+                pspec,
+                layout.clone(),
+                probe.clone(),
+                pool.clone(),
+                clock,
+            );
+            let remaining = a.producers_remaining.clone();
+            producer_tasks.push(glommio::spawn_local(async move {
+                let now = clock.now_us();
+                if now < LOAD_START_US {
+                    glommio::timer::sleep(Duration::from_micros(LOAD_START_US - now)).await;
+                }
+                let r = p.run().await;
+                remaining.fetch_sub(1, Ordering::AcqRel);
+                r
+            }));
+        }
+    }
+    let mut consumer_tasks = Vec::new();
+    if a.consume {
+        let cpc = spec.consumers_per_core;
+        let stop = if a.e2e {
+            StopRule::FollowProducers {
+                producers_remaining: a.producers_remaining.clone(),
+                drain_timeout_us: (spec.drain_timeout_s * 1e6) as u64,
+            }
+        } else {
+            StopRule::EndOffsets(a.end.clone())
+        };
+        let cspec = Rc::new(ConsumerSpec {
+            fetch_max_bytes: spec.fetch_max_bytes.min(i32::MAX as usize) as i32,
+            fetch_partition_max_bytes: spec.fetch_partition_max_bytes.min(i32::MAX as usize) as i32,
+            max_wait_ms: if a.e2e { 100 } else { 500 },
+            e2e: a.e2e,
+            stop,
+            records: if a.produce { None } else { spec.records },
+            consumed_total: a.consumed_total.clone(),
+            end_us: if a.produce { None } else { a.end_us },
+            stall_timeout_us: (spec.drain_timeout_s * 1e6) as u64,
+        });
+        for i in 0..cpc {
+            let cid = a.core * cpc + i;
+            // Partitions p with p % consumers == cid, one task per leader.
+            let mut by_leader: BTreeMap<String, Vec<(i32, i64)>> = BTreeMap::new();
+            for p in (0..layout.partitions()).filter(|p| p % a.total_consumers == cid) {
+                by_leader
+                    .entry(layout.leaders[p].clone())
+                    .or_default()
+                    .push((p as i32, a.start.get(p).copied().unwrap_or(0)));
+            }
+            for (leader, parts) in by_leader {
+                consumer_tasks.push(glommio::spawn_local(run_consumer(
+                    leader,
+                    layout.topic.clone(),
+                    parts,
+                    cspec.clone(),
+                    probe.clone(),
+                    clock,
+                )));
+            }
+        }
+    }
+    let mut out = CoreOutput {
+        sent: 0,
+        acked: 0,
+        acked_wire_bytes: 0,
+        errored: 0,
+        acked_ranges: Ranges::default(),
+        consumer: ConsumerResult::default(),
+        measured: Counters::default(),
+        first_measured_us: None,
+        last_measured_us: 0,
+        errors_by_kind: BTreeMap::new(),
+    };
+    for t in producer_tasks {
+        let r = t.await;
+        out.sent += r.sent;
+        out.acked += r.acked;
+        out.acked_wire_bytes += r.acked_wire_bytes;
+        out.errored += r.errored;
+        out.acked_ranges.merge(r.acked_ranges);
+    }
+    for t in consumer_tasks {
+        let r = t.await;
+        out.consumer.consumed.merge(r.consumed);
+        out.consumer.records += r.records;
+        out.consumer.duplicates += r.duplicates;
+        out.consumer.reordered += r.reordered;
+        out.consumer.sequence_gaps += r.sequence_gaps;
+        out.consumer.foreign += r.foreign;
+        out.consumer.errors += r.errors;
+    }
+    // The last, partial interval.
+    let mut p = probe.borrow_mut();
+    let counters = std::mem::take(&mut p.interval);
+    let _ = a.tx.send(Tick::Interval {
+        index: next_index.get(),
+        counters: Box::new(counters),
+    });
+    let _ = a.tx.send(Tick::Done);
+    out.measured = std::mem::take(&mut p.measured);
+    out.first_measured_us = p.first_measured_us;
+    out.last_measured_us = p.last_measured_us;
+    out.errors_by_kind = std::mem::take(&mut p.errors_by_kind);
+    out
+}

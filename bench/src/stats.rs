@@ -1,0 +1,339 @@
+//! Measurement state of one bench core and the record accounting of a run.
+//!
+//! [`CoreProbe`] is owned by one core (shared by its tasks through `Rc<RefCell>`, borrowed only
+//! between awaits): interval counters and latency histograms that a ticker task ships to the
+//! main thread once a second as a [`Tick`], plus whole-run totals. [`Ranges`] is the accounting:
+//! per partition, sorted half-open offset ranges; a run compares the ranges producers saw
+//! acknowledged with the ranges consumers read ([`reconcile`]).
+//!
+//! Latency is kept in microseconds in HdrHistograms (3 significant digits, auto-resizing).
+
+use std::collections::BTreeMap;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// The run's clock: one start instant shared by every core, and its UNIX time for payloads.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    pub start: Instant,
+    pub unix_start_us: u64,
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        let unix_start_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        Clock {
+            start: Instant::now(),
+            unix_start_us,
+        }
+    }
+    /// Microseconds since the run started.
+    pub fn now_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+    pub fn unix_us(&self, run_us: u64) -> u64 {
+        self.unix_start_us + run_us
+    }
+    pub fn unix_now_us(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+pub fn new_histogram() -> Histogram<u64> {
+    // 1 µs .. 1 h at 3 significant digits (constant, valid bounds); auto-resize keeps outliers.
+    let mut h = Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant bounds are valid");
+    h.auto(true);
+    h
+}
+
+/// Counters for one interval (one second) or for the whole run.
+#[derive(Debug, Clone)]
+pub struct Counters {
+    pub produced_records: u64,
+    pub produced_bytes: u64,
+    pub consumed_records: u64,
+    pub consumed_bytes: u64,
+    pub errors: u64,
+    pub produce_latency_us: Histogram<u64>,
+    pub e2e_latency_us: Histogram<u64>,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            produced_records: 0,
+            produced_bytes: 0,
+            consumed_records: 0,
+            consumed_bytes: 0,
+            errors: 0,
+            produce_latency_us: new_histogram(),
+            e2e_latency_us: new_histogram(),
+        }
+    }
+}
+
+impl Counters {
+    pub fn add(&mut self, o: &Counters) {
+        self.produced_records += o.produced_records;
+        self.produced_bytes += o.produced_bytes;
+        self.consumed_records += o.consumed_records;
+        self.consumed_bytes += o.consumed_bytes;
+        self.errors += o.errors;
+        let _ = self.produce_latency_us.add(&o.produce_latency_us);
+        let _ = self.e2e_latency_us.add(&o.e2e_latency_us);
+    }
+}
+
+/// What a core ships to the main thread each second.
+#[derive(Debug)]
+pub enum Tick {
+    /// Counters of second `index` of the run clock (the last one may be partial).
+    Interval { index: u64, counters: Box<Counters> },
+    /// The core finished; nothing follows.
+    Done,
+}
+
+/// Per-core measurement state, shared by the core's tasks.
+#[derive(Debug, Default)]
+pub struct CoreProbe {
+    /// Records whose intended send time is before this are not measured (warm-up).
+    pub warmup_end_us: u64,
+    pub interval: Counters,
+    /// Post-warm-up record and byte totals (latency totals are the sum of the intervals,
+    /// which only hold post-warm-up samples).
+    pub measured: Counters,
+    pub first_measured_us: Option<u64>,
+    pub last_measured_us: u64,
+    pub errors_by_kind: BTreeMap<String, u64>,
+}
+
+impl CoreProbe {
+    pub fn error(&mut self, kind: String, records: u64) {
+        *self.errors_by_kind.entry(kind).or_default() += records.max(1);
+        self.interval.errors += records.max(1);
+    }
+
+    fn mark(&mut self, now_us: u64) {
+        if now_us >= self.warmup_end_us {
+            self.first_measured_us.get_or_insert(now_us);
+            self.last_measured_us = self.last_measured_us.max(now_us);
+        }
+    }
+
+    /// An acknowledged batch: `intended_us` are the records' intended send times.
+    pub fn acked(&mut self, now_us: u64, bytes: u64, intended_us: &[u64]) {
+        self.interval.produced_records += intended_us.len() as u64;
+        self.interval.produced_bytes += bytes;
+        self.mark(now_us);
+        let mut n = 0;
+        for &t in intended_us {
+            if t >= self.warmup_end_us {
+                let lat = now_us.saturating_sub(t).max(1);
+                // Only the interval histogram: the main thread sums intervals into the total.
+                let _ = self.interval.produce_latency_us.record(lat);
+                n += 1;
+            }
+        }
+        if now_us >= self.warmup_end_us {
+            self.measured.produced_records += n;
+            self.measured.produced_bytes += bytes * n / (intended_us.len().max(1) as u64);
+        }
+    }
+
+    pub fn consumed(&mut self, now_us: u64, records: u64, bytes: u64) {
+        self.interval.consumed_records += records;
+        self.interval.consumed_bytes += bytes;
+        self.mark(now_us);
+        if now_us >= self.warmup_end_us {
+            self.measured.consumed_records += records;
+            self.measured.consumed_bytes += bytes;
+        }
+    }
+
+    pub fn e2e(&mut self, send_run_us: u64, latency_us: u64) {
+        if send_run_us >= self.warmup_end_us {
+            let _ = self.interval.e2e_latency_us.record(latency_us.max(1));
+        }
+    }
+}
+
+/// Per partition, sorted disjoint half-open offset ranges `[start, end)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ranges(pub BTreeMap<i32, Vec<(i64, i64)>>);
+
+impl Ranges {
+    /// Adds `[start, end)`; merges with the last range when contiguous (the common case).
+    pub fn push(&mut self, partition: i32, start: i64, end: i64) {
+        if end <= start {
+            return;
+        }
+        let v = self.0.entry(partition).or_default();
+        if let Some(last) = v.last_mut() {
+            if last.1 == start {
+                last.1 = end;
+                return;
+            }
+        }
+        v.push((start, end));
+    }
+
+    /// Adds every range of `other` (call [`Ranges::normalize`] before counting).
+    pub fn merge(&mut self, other: Ranges) {
+        for (p, v) in other.0 {
+            self.0.entry(p).or_default().extend(v);
+        }
+    }
+
+    /// Sorts and merges overlapping/adjacent ranges; returns how many offsets overlapped
+    /// (counted twice), i.e. duplicates.
+    pub fn normalize(&mut self) -> u64 {
+        let mut dup = 0;
+        for v in self.0.values_mut() {
+            v.sort_unstable();
+            let mut out: Vec<(i64, i64)> = Vec::with_capacity(v.len());
+            for &(s, e) in v.iter() {
+                match out.last_mut() {
+                    Some(last) if s <= last.1 => {
+                        dup += (last.1.min(e) - s).max(0) as u64;
+                        last.1 = last.1.max(e);
+                    }
+                    _ => out.push((s, e)),
+                }
+            }
+            *v = out;
+        }
+        dup
+    }
+
+    /// Offsets covered; the ranges must be normalized (disjoint).
+    pub fn count(&self) -> u64 {
+        self.0
+            .values()
+            .flat_map(|v| v.iter())
+            .map(|(s, e)| (e - s) as u64)
+            .sum()
+    }
+}
+
+/// The outcome of comparing acknowledged and consumed offsets.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Reconciliation {
+    pub acknowledged: u64,
+    pub consumed: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    /// Consumed offsets no producer of this run saw acknowledged (errored sends that landed,
+    /// or records of other writers).
+    pub unacknowledged_consumed: u64,
+    /// Up to 10 lost ranges, (partition, start, end).
+    pub lost_examples: Vec<(i32, i64, i64)>,
+}
+
+impl Reconciliation {
+    pub fn ok(&self) -> bool {
+        self.lost == 0 && self.duplicated == 0
+    }
+    pub fn line(&self) -> String {
+        let mut s = format!(
+            "acknowledged {}, consumed {}, lost {}, duplicated {}",
+            self.acknowledged, self.consumed, self.lost, self.duplicated
+        );
+        if !self.lost_examples.is_empty() {
+            s.push_str(" (lost:");
+            for (p, a, b) in &self.lost_examples {
+                s.push_str(&format!(" p{p}[{a}..{b})"));
+            }
+            s.push(')');
+        }
+        s
+    }
+}
+
+/// Compares acknowledged ranges with consumed ones. `consumer_duplicates` are duplicates the
+/// consumers detected themselves (the same producer sequence read twice).
+pub fn reconcile(acked: &Ranges, consumed: &Ranges, consumer_duplicates: u64) -> Reconciliation {
+    let mut a = acked.clone();
+    a.normalize();
+    let mut c = consumed.clone();
+    let dup_offsets = c.normalize();
+    let mut r = Reconciliation {
+        acknowledged: a.count(),
+        consumed: c.count(),
+        duplicated: dup_offsets + consumer_duplicates,
+        ..Default::default()
+    };
+    let mut covered = 0u64;
+    for (p, av) in &a.0 {
+        let cv = c.0.get(p).map(|v| v.as_slice()).unwrap_or(&[]);
+        for &(s, e) in av {
+            // Walk the consumed ranges overlapping [s, e).
+            let mut cur = s;
+            let i = cv.partition_point(|&(_, ce)| ce <= s);
+            for &(cs, ce) in &cv[i..] {
+                if cs >= e {
+                    break;
+                }
+                if cs > cur {
+                    r.lost += (cs - cur) as u64;
+                    if r.lost_examples.len() < 10 {
+                        r.lost_examples.push((*p, cur, cs));
+                    }
+                }
+                covered += (ce.min(e) - cs.max(s)) as u64;
+                cur = cur.max(ce.min(e));
+            }
+            if cur < e {
+                r.lost += (e - cur) as u64;
+                if r.lost_examples.len() < 10 {
+                    r.lost_examples.push((*p, cur, e));
+                }
+            }
+        }
+    }
+    r.unacknowledged_consumed = r.consumed.saturating_sub(covered);
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconcile_finds_lost_and_duplicates() {
+        let mut acked = Ranges::default();
+        acked.push(0, 0, 10);
+        acked.push(0, 10, 20);
+        acked.push(1, 0, 5);
+        let mut consumed = Ranges::default();
+        consumed.push(0, 0, 7);
+        consumed.push(0, 8, 20);
+        consumed.push(1, 0, 5);
+        consumed.push(1, 4, 6); // offset 4 twice, 5 not acknowledged
+        let r = reconcile(&acked, &consumed, 0);
+        assert_eq!(r.acknowledged, 25);
+        assert_eq!(r.lost, 1);
+        assert_eq!(r.lost_examples, vec![(0, 7, 8)]);
+        assert_eq!(r.duplicated, 1);
+        assert_eq!(r.unacknowledged_consumed, 1);
+        assert!(!r.ok());
+
+        let r = reconcile(&acked, &acked, 0);
+        assert!(r.ok());
+        assert_eq!(
+            r.line(),
+            "acknowledged 25, consumed 25, lost 0, duplicated 0"
+        );
+    }
+}

@@ -1,0 +1,599 @@
+//! Black-box tests of `odradek-bench` against a real `odradek serve` process on a private
+//! loopback port and temp data directory: produce/consume/e2e runs are clean and account for
+//! every record, batches of every codec are readable by librdkafka, and the accounting catches a
+//! record the broker lost (a torn segment tail after kill -9).
+//!
+//! The broker binary: `ODRADEK_BIN`, else `odradek` next to the bench binary (built with
+//! `cargo build --bin odradek` in the same profile if missing). Every wait is bounded.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+const BENCH: &str = env!("CARGO_BIN_EXE_odradek-bench");
+
+fn broker_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("ODRADEK_BIN") {
+            return PathBuf::from(p);
+        }
+        let dir = Path::new(BENCH).parent().expect("bench binary dir");
+        let bin = dir.join("odradek");
+        let release = dir.ends_with("release");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-p", "odradek", "--bin", "odradek"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().expect("run cargo build for the broker");
+        assert!(st.success(), "building the broker failed");
+        bin
+    })
+}
+
+/// CPU for the broker (the bench client uses the other one when there are two).
+fn cpus() -> (String, String) {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if n >= 2 {
+        ("0-0".into(), "1-1".into())
+    } else {
+        ("0-0".into(), "0-0".into())
+    }
+}
+
+struct Broker {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    overrides: Vec<String>,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        Broker::start_with(&[])
+    }
+
+    /// With `--override KEY=VALUE` options.
+    fn start_with(overrides: &[&str]) -> Broker {
+        let dir = tempfile::Builder::new()
+            .prefix("odradek-bench-test-")
+            .tempdir()
+            .expect("temp dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut b = Broker {
+            child: None,
+            port,
+            dir,
+            overrides: overrides.iter().map(|o| o.to_string()).collect(),
+        };
+        b.spawn();
+        b
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("broker.log"))
+            .expect("broker log");
+        let child = Command::new(broker_bin())
+            .args(["serve", "--listen", &self.bootstrap(), "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .args(["--cores", &cpus().0])
+            .args(
+                self.overrides
+                    .iter()
+                    .flat_map(|o| ["--override", o.as_str()]),
+            )
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn odradek serve");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "broker did not start: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // The killed process's io_uring is torn down asynchronously: its SO_REUSEPORT listener
+        // can outlive it briefly and take (then reset) connections meant for the restarted
+        // broker. Wait until nothing listens on the port.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs the bench with a time bound; returns (exit code, stdout+stderr).
+fn bench(args: &[&str]) -> (i32, String) {
+    let mut child = Command::new(BENCH)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn odradek-bench");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().expect("bench output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&stdout),
+        String::from_utf8_lossy(&stderr)
+    );
+    (status.code().unwrap_or(-1), text)
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("read json")).expect("parse json")
+}
+
+#[test]
+fn produce_then_consume_accounts_for_every_record() {
+    let broker = Broker::start();
+    let bs = broker.bootstrap();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let acked = tmp.path().join("acked.json");
+    let pj = tmp.path().join("produce.json");
+    let svg = tmp.path().join("produce.svg");
+    let cores = cpus().1;
+    let (rc, out) = bench(&[
+        "produce",
+        "--bootstrap",
+        &bs,
+        "--cores",
+        &cores,
+        "--topic",
+        "t1",
+        "--partitions",
+        "4",
+        "--records",
+        "20000",
+        "--record-size",
+        "200",
+        "--producers-per-core",
+        "3",
+        "--acked-out",
+        acked.to_str().unwrap(),
+        "--json",
+        pj.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    assert_eq!(rc, 0, "{out}");
+    let v = json(&pj);
+    assert_eq!(v["produce"]["acknowledged"], 20000, "{v}");
+    assert_eq!(v["produce"]["errored"], 0);
+    assert!(v["produce"]["latency_us"]["p99"].as_u64().unwrap() > 0);
+    assert!(!v["intervals"].as_array().unwrap().is_empty());
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+
+    let cj = tmp.path().join("consume.json");
+    let (rc, out) = bench(&[
+        "consume",
+        "--bootstrap",
+        &bs,
+        "--cores",
+        &cores,
+        "--consumers-per-core",
+        "2",
+        "--verify",
+        acked.to_str().unwrap(),
+        "--json",
+        cj.to_str().unwrap(),
+    ]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(
+        out.contains("acknowledged 20000, consumed 20000, lost 0, duplicated 0"),
+        "{out}"
+    );
+    let v = json(&cj);
+    assert_eq!(v["accounting"]["lost"], 0);
+    assert_eq!(v["consume"]["sequence_gaps"], 0);
+}
+
+#[test]
+fn e2e_every_codec_idempotent_and_open_loop() {
+    let broker = Broker::start();
+    let bs = broker.bootstrap();
+    let cores = cpus().1;
+    for (codec, extra) in [
+        ("none", vec!["--rate", "20000", "--duration-s", "1"]),
+        ("gzip", vec!["--records", "5000"]),
+        ("snappy", vec!["--records", "5000", "--idempotent"]),
+        ("lz4", vec!["--records", "5000", "--random-fraction", "0.5"]),
+        ("zstd", vec!["--records", "5000", "--keys", "100"]),
+    ] {
+        let topic = format!("e2e-{codec}");
+        let mut args = vec![
+            "e2e",
+            "--bootstrap",
+            &bs,
+            "--cores",
+            &cores,
+            "--topic",
+            &topic,
+            "--partitions",
+            "3",
+            "--compression",
+            codec,
+            "--quiet",
+        ];
+        args.extend(extra.iter().copied());
+        let (rc, out) = bench(&args);
+        assert_eq!(rc, 0, "{codec}: {out}");
+        assert!(out.contains("lost 0, duplicated 0"), "{codec}: {out}");
+        assert!(out.contains("end-to-end latency"), "{codec}: {out}");
+        assert!(out.contains("errors: none"), "{codec}: {out}");
+    }
+}
+
+/// The bench's batches (every codec, raw snappy included) are read back by librdkafka.
+#[test]
+fn librdkafka_reads_bench_batches() {
+    let broker = Broker::start();
+    let bs = broker.bootstrap();
+    let cores = cpus().1;
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let topic = format!("rd-{codec}");
+        let (rc, out) = bench(&[
+            "produce",
+            "--bootstrap",
+            &bs,
+            "--cores",
+            &cores,
+            "--topic",
+            &topic,
+            "--partitions",
+            "2",
+            "--records",
+            "3000",
+            "--compression",
+            codec,
+            "--random-fraction",
+            "0.5",
+            "--quiet",
+        ]);
+        assert_eq!(rc, 0, "{codec}: {out}");
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bs)
+            .set("group.id", "bench-test")
+            .set("enable.auto.commit", "false")
+            .set("check.crcs", "true")
+            .create()
+            .expect("rdkafka consumer");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..2 {
+            tpl.add_partition_offset(&topic, p, Offset::Beginning)
+                .expect("tpl");
+        }
+        consumer.assign(&tpl).expect("assign");
+        let mut n = 0;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while n < 3000 && Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    let v = m.payload().expect("value");
+                    assert_eq!(&v[..4], b"ODRB", "{codec}");
+                    assert_eq!(v.len(), 1024);
+                    n += 1;
+                }
+                Some(Err(e)) => panic!("{codec}: librdkafka error {e}"),
+                None => {}
+            }
+        }
+        assert_eq!(n, 3000, "{codec}: librdkafka read {n} of 3000");
+    }
+}
+
+/// Walks a segment file's batches (12-byte log header, batchLength, magic 2) and returns the
+/// start of the last complete one.
+fn last_batch_start(seg: &[u8]) -> Option<usize> {
+    let mut pos = 0;
+    let mut last = None;
+    while pos + 17 <= seg.len() {
+        let len = i32::from_be_bytes(seg[pos + 8..pos + 12].try_into().unwrap());
+        if len <= 0 || seg[pos + 16] != 2 || pos + 12 + len as usize > seg.len() {
+            break;
+        }
+        last = Some(pos);
+        pos += 12 + len as usize;
+    }
+    last
+}
+
+/// Acknowledged records removed behind the bench's back (kill -9, then the tail segment's last
+/// batch torn) must show up as lost, with a non-zero exit.
+#[test]
+fn accounting_catches_a_lost_record() {
+    let mut broker = Broker::start();
+    let bs = broker.bootstrap();
+    let cores = cpus().1;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let acked = tmp.path().join("acked.json");
+    let (rc, out) = bench(&[
+        "produce",
+        "--bootstrap",
+        &bs,
+        "--cores",
+        &cores,
+        "--topic",
+        "lossy",
+        "--partitions",
+        "1",
+        "--records",
+        "1000",
+        "--record-size",
+        "100",
+        "--batch-bytes",
+        "2000",
+        "--quiet",
+        "--acked-out",
+        acked.to_str().unwrap(),
+    ]);
+    assert_eq!(rc, 0, "{out}");
+    // Sanity: before tampering, verification passes.
+    let (rc, out) = bench(&[
+        "consume",
+        "--bootstrap",
+        &bs,
+        "--cores",
+        &cores,
+        "--verify",
+        acked.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(rc, 0, "{out}");
+
+    broker.kill9();
+    let pdir = broker.dir.path().join("data").join("lossy-0");
+    let seg = std::fs::read_dir(&pdir)
+        .expect("partition dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .max()
+        .expect("a segment");
+    let bytes = std::fs::read(&seg).expect("read segment");
+    let last = last_batch_start(&bytes).expect("a batch");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .expect("open segment");
+    f.set_len(last as u64 + 30).expect("truncate");
+    drop(f);
+    broker.spawn();
+
+    let (rc, out) = bench(&[
+        "consume",
+        "--bootstrap",
+        &bs,
+        "--cores",
+        &cores,
+        "--verify",
+        acked.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(
+        rc,
+        1,
+        "lost records must fail the run: {out}\nbroker log:\n{}",
+        broker.log()
+    );
+    assert!(out.contains("acknowledged 1000, consumed"), "{out}");
+    assert!(!out.contains("lost 0,"), "{out}");
+    assert!(out.contains("(lost: p0["), "{out}");
+}
+
+/// `suite` runs a shipped workload file (scaled down) and writes its JSON and SVG; the ceiling
+/// is measured in the same run and the result is stated as a fraction of it.
+#[test]
+fn suite_writes_results_with_ceiling() {
+    let broker = Broker::start();
+    let bs = broker.bootstrap();
+    let cores = cpus().1;
+    let results = tempfile::tempdir().expect("results dir");
+    let workloads = concat!(env!("CARGO_MANIFEST_DIR"), "/workloads");
+    let (rc, out) = bench(&[
+        "suite",
+        "w1",
+        "--bootstrap",
+        &bs,
+        "--cores",
+        &cores,
+        "--scale",
+        "0.05",
+        "--workloads-dir",
+        workloads,
+        "--results-dir",
+        results.path().to_str().unwrap(),
+        "--server-cpu",
+        "0",
+        "--data-dir",
+        broker.dir.path().to_str().unwrap(),
+        "--disk-mib",
+        "64",
+        "--quiet",
+    ]);
+    assert_eq!(rc, 0, "{out}");
+    let files: Vec<String> = std::fs::read_dir(results.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let json_file = files
+        .iter()
+        .find(|f| f.starts_with("w1-") && f.ends_with(".json"))
+        .expect("json");
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with("w1-") && f.ends_with(".svg")),
+        "{files:?}"
+    );
+    let v = json(&results.path().join(json_file));
+    assert_eq!(v["name"], "w1");
+    assert_eq!(v["ok"], true);
+    assert!(v["ceiling"]["tcp_mb_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["ceiling"]["disk_mb_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(
+        v["fraction_of_ceiling"]["disk"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
+    assert_eq!(v["config"]["compression"], "none");
+    assert_eq!(v["config"]["batch_bytes"], 131072);
+
+    // W4 takes half of the newest W1 result as its open-loop rate.
+    let (rc, out) = bench(&[
+        "suite",
+        "w4",
+        "--bootstrap",
+        &bs,
+        "--cores",
+        &cores,
+        "--scale",
+        "0.05",
+        "--workloads-dir",
+        workloads,
+        "--results-dir",
+        results.path().to_str().unwrap(),
+        "--no-ceiling",
+        "--quiet",
+    ]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("rate: 0.5 x"), "{out}");
+    assert!(out.contains("lost 0, duplicated 0"), "{out}");
+}
+
+/// Broker bug found by W3 (intermittent, hence ignored): on a fresh data directory, reads that
+/// miss the batch cache failed with EOPNOTSUPP (os error 95, answered KAFKA_STORAGE_ERROR) for
+/// some partitions until the broker restarted; the harness reported those records as not
+/// consumed and exited 1. Seen twice in four tries on dev-2c; run in a loop to catch it.
+#[test]
+#[ignore]
+fn broker_reads_past_the_cache_on_a_fresh_data_dir() {
+    let broker = Broker::start_with(&["cache.bytes=8388608"]);
+    let bs = broker.bootstrap();
+    let cores = cpus().1;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let acked = tmp.path().join("acked.json");
+    let (rc, out) = bench(&[
+        "produce",
+        "--bootstrap",
+        &bs,
+        "--cores",
+        &cores,
+        "--topic",
+        "big",
+        "--partitions",
+        "2",
+        "--records",
+        "100000",
+        "--quiet",
+        "--acked-out",
+        acked.to_str().unwrap(),
+    ]);
+    assert_eq!(rc, 0, "{out}");
+    let (rc, out) = bench(&[
+        "consume",
+        "--bootstrap",
+        &bs,
+        "--cores",
+        &cores,
+        "--verify",
+        acked.to_str().unwrap(),
+        "--drain-timeout-s",
+        "5",
+        "--quiet",
+    ]);
+    assert_eq!(rc, 0, "{out}\nbroker log:\n{}", broker.log());
+}
+
+/// SIGINT ends a run early but cleanly: producers stop, consumers drain what was acknowledged,
+/// and the summary, accounting and JSON are still written.
+#[test]
+fn sigint_ends_the_run_with_its_summary() {
+    let broker = Broker::start();
+    let bs = broker.bootstrap();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let j = tmp.path().join("e2e.json");
+    let child = Command::new(BENCH)
+        .args([
+            "e2e",
+            "--bootstrap",
+            &bs,
+            "--cores",
+            &cpus().1,
+            "--rate",
+            "20000",
+            "--duration-s",
+            "600",
+            "--quiet",
+            "--json",
+            j.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn odradek-bench");
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: plain kill(2) on the child we spawned.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let out = child.wait_with_output().expect("bench output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("lost 0, duplicated 0"), "{text}");
+    let v = json(&j);
+    assert!(v["produce"]["acknowledged"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["accounting"]["lost"], 0);
+}
