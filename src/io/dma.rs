@@ -28,43 +28,81 @@ pub fn align_up(v: u64) -> u64 {
 }
 
 thread_local! {
-    /// Devices (st_dev) whose io_uring poll support glommio has already probed on this thread.
-    static PRIMED_DEVICES: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Devices (st_dev) whose io_uring poll support glommio has probed on this thread, with a
+    /// real read (see [`ensure_iopoll_probed`]).
+    static PROBED_DEVICES: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Held across a probe so that no other open on this thread reaches glommio's probe first.
+    static PROBE_GATE: std::rc::Rc<glommio::sync::Semaphore> = std::rc::Rc::new(glommio::sync::Semaphore::new(1));
 }
 
-/// Works around glommio 0.9's iopoll probe: the first `DmaFile` opened on a device (per executor
-/// thread) is probed with a 4 KiB read at offset 0, and the answer is cached for the device. If
-/// that file is empty the read "succeeds" without touching the device, the device is wrongly
-/// marked pollable, and every later read on it fails with EOPNOTSUPP (seen on virtio disks). So
-/// before the first open on a device we open a non-empty scratch file, which makes the probe
-/// exercise the real path.
-async fn ensure_iopoll_probed(path: &Path) {
+/// Works around glommio 0.9's iopoll probe. The first `DmaFile` opened on a device (per executor
+/// thread) is probed with a 4 KiB O_DIRECT read at offset 0 and the answer is cached for the
+/// device. If that file is empty, the read "succeeds" without reaching the device, the device is
+/// wrongly marked pollable, and every later read on it fails with EOPNOTSUPP (seen on virtio
+/// disks, intermittently, on fresh data directories). So before the first open on a device we
+/// open a non-empty, fsynced scratch file there, which makes glommio's probe exercise the real
+/// path. The gate is held for the whole probe: an open of an empty segment on the same thread
+/// cannot overtake it. A device counts as probed only once that has succeeded; if the scratch
+/// file cannot be written (disk full, read-only), the open fails and the next one tries again.
+async fn ensure_iopoll_probed(path: &Path) -> Result<(), IoFailure> {
     use std::os::unix::fs::MetadataExt;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let Ok(meta) = std::fs::metadata(dir) else {
-        return;
-    };
-    let dev = meta.dev();
-    if PRIMED_DEVICES.with(|p| p.borrow().contains(&dev)) {
-        return;
+    let dev = std::fs::metadata(dir)
+        .map_err(|e| IoFailure::new("stat dir", dir, 0, e))?
+        .dev();
+    if PROBED_DEVICES.with(|p| p.borrow().contains(&dev)) {
+        return Ok(());
     }
-    PRIMED_DEVICES.with(|p| p.borrow_mut().push(dev));
-    let scratch = dir.join(format!(".odradek-iopoll-probe-{}", std::process::id()));
-    if std::fs::write(&scratch, [0u8; PAGE_BYTES as usize]).is_ok() {
-        if let Ok(f) = OpenOptions::new().read(true).dma_open(&scratch).await {
-            let _ = f.close().await;
+    let gate = PROBE_GATE.with(|g| g.clone());
+    let _permit = gate
+        .acquire_permit(1)
+        .await
+        .map_err(|e| IoFailure::new("probe gate", dir, 0, std::io::Error::other(e.to_string())))?;
+    if PROBED_DEVICES.with(|p| p.borrow().contains(&dev)) {
+        return Ok(());
+    }
+    let thread = std::thread::current()
+        .name()
+        .unwrap_or("t")
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+    let scratch = dir.join(format!(
+        ".odradek-iopoll-probe-{}-{thread}",
+        std::process::id()
+    ));
+    let probed = async {
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&scratch)
+                .map_err(|e| IoFailure::new("create probe file", &scratch, 0, e))?;
+            f.write_all(&[0x5a; PAGE_BYTES as usize])
+                .map_err(|e| IoFailure::new("write probe file", &scratch, 0, e))?;
+            f.sync_all()
+                .map_err(|e| IoFailure::new("fsync probe file", &scratch, 0, e))?;
         }
+        let f = OpenOptions::new()
+            .read(true)
+            .dma_open(&scratch)
+            .await
+            .map_err(|e| IoFailure::new("open probe file", &scratch, 0, std::io::Error::from(e)))?;
+        let _ = f.close().await;
+        Ok::<(), IoFailure>(())
     }
+    .await;
     let _ = std::fs::remove_file(&scratch);
+    probed?;
+    PROBED_DEVICES.with(|p| p.borrow_mut().push(dev));
+    Ok(())
 }
 
 /// Opens with glommio after making sure the device's iopoll probe is meaningful.
-async fn dma_open(opts: &OpenOptions, path: &Path) -> glommio::Result<DmaFile, ()> {
-    ensure_iopoll_probed(path).await;
-    opts.dma_open(path).await
+async fn dma_open(opts: &OpenOptions, path: &Path) -> Result<DmaFile, IoFailure> {
+    ensure_iopoll_probed(path).await?;
+    opts.dma_open(path)
+        .await
+        .map_err(|e| IoFailure::new("open", path, 0, std::io::Error::from(e)))
 }
 
 /// An O_DIRECT file opened for reading and writing.
@@ -80,8 +118,7 @@ impl DirectFile {
             OpenOptions::new().read(true).write(true).create(create),
             path,
         )
-        .await
-        .map_err(|e| IoFailure::new("open", path, 0, e))?;
+        .await?;
         Ok(DirectFile {
             file,
             path: path.to_path_buf(),
@@ -98,8 +135,7 @@ impl DirectFile {
                 .truncate(true),
             path,
         )
-        .await
-        .map_err(|e| IoFailure::new("create", path, 0, e))?;
+        .await?;
         Ok(DirectFile {
             file,
             path: path.to_path_buf(),
@@ -249,13 +285,8 @@ pub async fn write_whole_file(path: &Path, data: &[u8]) -> Result<(), IoFailure>
 pub async fn read_whole_file(path: &Path) -> Result<Option<Bytes>, IoFailure> {
     let f = match dma_open(OpenOptions::new().read(true), path).await {
         Ok(f) => f,
-        Err(e) => {
-            let e: std::io::Error = e.into();
-            if e.kind() == std::io::ErrorKind::NotFound {
-                return Ok(None);
-            }
-            return Err(IoFailure::new("open", path, 0, e));
-        }
+        Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
     };
     let f = DirectFile {
         file: f,

@@ -45,11 +45,7 @@ impl OffsetIndex {
 
     /// Appends an entry; ignored unless strictly after the last one (keeps the invariant).
     pub fn push(&mut self, rel: u32, pos: u32) {
-        if self
-            .entries
-            .last()
-            .is_none_or(|&(r, p)| rel > r && pos > p)
-        {
+        if self.entries.last().is_none_or(|&(r, p)| rel > r && pos > p) {
             self.entries.push((rel, pos));
         }
     }
@@ -110,11 +106,7 @@ impl TimeIndex {
 
     /// Appends (t, r) if both are beyond the last entry.
     pub fn push(&mut self, ts: i64, rel: u32) {
-        if self
-            .entries
-            .last()
-            .is_none_or(|&(t, r)| ts > t && rel > r)
-        {
+        if self.entries.last().is_none_or(|&(t, r)| ts > t && rel > r) {
             self.entries.push((ts, rel));
         }
     }

@@ -61,7 +61,7 @@ use crate::protocol::record_batch::{self, BatchHeader, LOG_OVERHEAD};
 use super::cache::{BatchCache, CachePartitionId};
 use super::index::{OffsetIndex, SegmentIndexes, TimeIndex};
 use super::producer_state::{BatchMeta, ProducerCheck, ProducerError, ProducerStateMachine};
-use super::recovery::{scan_file, ScannedBatch};
+use super::recovery::{scan_file, InvalidBatch, ScanStop, ScannedBatch};
 use super::StoredBatch;
 use super::{AppendOutcome, LogConfig, ReadSlice, StorageError};
 
@@ -188,6 +188,9 @@ pub struct PartitionLog {
     flush_lock: Semaphore,
     tail_rescanned: bool,
 }
+
+/// Smallest preallocation step (see `flush_segment`).
+const PREALLOCATE_MIN_STEP_BYTES: u64 = 256 * 1024;
 
 /// Most bytes a timestamp lookup may decompress from one batch (guards against a batch that
 /// inflates far beyond its size).
@@ -538,7 +541,11 @@ impl PartitionLog {
         })
         .await?;
         if let Some(stop) = &scan.stop {
-            if file_size - scan.valid_end > PAGE_BYTES {
+            // Zeros after the last batch are the padding of the last page (or preallocated
+            // space): the normal end of a log that was not closed. Anything else is a torn or
+            // damaged tail, always worth a line.
+            let torn = !matches!(stop, ScanStop::Invalid(InvalidBatch::Zeros));
+            if torn && file_size > scan.valid_end {
                 log::warn!(
                     "{}: truncating at {} of {} ({:?})",
                     path.display(),
@@ -843,8 +850,14 @@ impl PartitionLog {
                 f
             }
         };
-        if end_size > allocated && seal.is_none() {
-            let step = self.cfg.preallocate_bytes.max(PAGE_BYTES);
+        if end_size > allocated && seal.is_none() && self.cfg.preallocate_bytes > 0 {
+            // Steps grow with the segment: a quiet partition reserves little (a thousand of them
+            // must not reserve gigabytes), a busy one up to `preallocate_bytes` at a time.
+            let step = end_size
+                .max(PREALLOCATE_MIN_STEP_BYTES)
+                .next_power_of_two()
+                .min(self.cfg.preallocate_bytes)
+                .max(PAGE_BYTES);
             let target = end_size.div_ceil(step) * step;
             let target = target.min(align_up(self.cfg.segment_bytes.max(end_size)));
             // Preallocation is an optimisation (fewer extent updates, less fragmentation): when
