@@ -854,8 +854,14 @@ fn produce_below_v3_is_advertised_but_answered_unsupported_version() {
     let topic = "old-produce";
     create_topic(broker.addr(), topic, 1);
     // Old librdkafka (2.0.x) compresses with gzip/snappy only if Produce v0 is advertised.
-    let produce = api_versions(broker.addr()).into_iter().find(|(k, _, _)| *k == API_PRODUCE);
-    assert_eq!(produce, Some((API_PRODUCE, 0, 11)), "advertised Produce range");
+    let produce = api_versions(broker.addr())
+        .into_iter()
+        .find(|(k, _, _)| *k == API_PRODUCE);
+    assert_eq!(
+        produce,
+        Some((API_PRODUCE, 0, 11)),
+        "advertised Produce range"
+    );
 
     // A v2 body is the v3 body without the leading transactional id (a null string: 2 bytes);
     // the v2 response has the v3 layout.
@@ -868,7 +874,11 @@ fn produce_below_v3_is_advertised_but_answered_unsupported_version() {
         assert_eq!(r.string(), topic);
         assert_eq!(r.array_len(), 1);
         assert_eq!(r.i32(), 0, "partition");
-        assert_eq!(r.i16(), UNSUPPORTED_VERSION, "Produce v{version} error code");
+        assert_eq!(
+            r.i16(),
+            UNSUPPORTED_VERSION,
+            "Produce v{version} error code"
+        );
     }
     // Nothing was stored by the refused requests: the first accepted record gets offset 0.
     assert_eq!(produce_until_ok(&broker, topic, 0, b"new"), 0);
@@ -885,7 +895,9 @@ fn find_coordinator_answers_coordinator_not_available_until_groups_exist() {
     let mut r = Reader::new(&body);
     let _throttle = r.i32();
     assert_eq!(r.i16(), COORDINATOR_NOT_AVAILABLE);
-    assert!(r.nullable_string().is_some_and(|m| m.contains("not implemented")));
+    assert!(r
+        .nullable_string()
+        .is_some_and(|m| m.contains("not implemented")));
     assert_eq!(r.i32(), -1, "node id");
     assert_serving(&mut broker);
     broker.stop();
@@ -915,16 +927,27 @@ impl SmallDisk {
                 Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr)))
             }
         };
-        run(std::process::Command::new("truncate").arg("-s").arg(format!("{mib}M")).arg(&image))?;
-        run(std::process::Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image))?;
-        run(std::process::Command::new("mount").args(["-o", "loop"]).arg(&image).arg(&mount))?;
+        run(std::process::Command::new("truncate")
+            .arg("-s")
+            .arg(format!("{mib}M"))
+            .arg(&image))?;
+        run(std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&image))?;
+        run(std::process::Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(&mount))?;
         Ok(SmallDisk { mount, _dir: dir })
     }
 }
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.mount).status();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.mount)
+            .status();
     }
 }
 
@@ -935,7 +958,9 @@ impl Drop for SmallDisk {
 fn full_disk_fails_only_that_partition() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("full_disk_fails_only_that_partition: not run, needs root to loop-mount a filesystem");
+        eprintln!(
+            "full_disk_fails_only_that_partition: not run, needs root to loop-mount a filesystem"
+        );
         return;
     }
     let disk = SmallDisk::new(8).unwrap_or_else(|e| panic!("cannot set up the small disk: {e}"));
@@ -952,9 +977,15 @@ fn full_disk_fails_only_that_partition() {
     let mut p1_error = None;
     for i in 0..200 {
         let batch = |v: &[u8]| record_batch(&[(Some(b"k"), Some(v))], 1_700_000_000_000 + i);
-        let res = produce_v3(broker.addr(), &[(topic, vec![(0, batch(b"small")), (1, batch(&big))])]);
+        let res = produce_v3(
+            broker.addr(),
+            &[(topic, vec![(0, batch(b"small")), (1, batch(&big))])],
+        );
         let p0 = res[&(topic.to_string(), 0)];
-        assert_eq!(p0.error, NONE, "partition 0 (healthy disk) failed at request {i}: {res:?}");
+        assert_eq!(
+            p0.error, NONE,
+            "partition 0 (healthy disk) failed at request {i}: {res:?}"
+        );
         p0_offsets.push(p0.base_offset);
         let p1 = res[&(topic.to_string(), 1)];
         if p1.error != NONE {
@@ -962,14 +993,28 @@ fn full_disk_fails_only_that_partition() {
             break;
         }
     }
-    let (at, code) = p1_error.unwrap_or_else(|| broker.fail("partition 1 never failed on an 8 MiB disk after 50 MiB"));
-    assert_eq!(code, KAFKA_STORAGE_ERROR, "error for the full partition (request {at})");
+    let (at, code) = p1_error
+        .unwrap_or_else(|| broker.fail("partition 1 never failed on an 8 MiB disk after 50 MiB"));
+    assert_eq!(
+        code, KAFKA_STORAGE_ERROR,
+        "error for the full partition (request {at})"
+    );
     assert!(at > 0, "partition 1 failed before the disk was full");
     // Still failing, still only partition 1; partition 0 still takes writes and serves reads.
-    let res = produce_v3(broker.addr(), &[(topic, vec![(1, record_batch(&[(None, Some(b"x"))], 0))])]);
+    let res = produce_v3(
+        broker.addr(),
+        &[(topic, vec![(1, record_batch(&[(None, Some(b"x"))], 0))])],
+    );
     assert_eq!(res[&(topic.to_string(), 1)].error, KAFKA_STORAGE_ERROR);
     p0_offsets.push(produce_until_ok(&broker, topic, 0, b"after"));
-    let got = consume_exact(&broker.bootstrap(), topic, &[0], Offset::Beginning, p0_offsets.len(), Duration::from_secs(30));
+    let got = consume_exact(
+        &broker.bootstrap(),
+        topic,
+        &[0],
+        Offset::Beginning,
+        p0_offsets.len(),
+        Duration::from_secs(30),
+    );
     let offsets: Vec<i64> = got.iter().map(|r| r.offset).collect();
     assert_eq!(offsets, p0_offsets);
     assert_serving(&mut broker);
@@ -992,7 +1037,14 @@ fn stray_and_deleted_partition_directories_are_handled_at_start() {
     // A stray partition directory holding a plausible segment of 3 old records.
     let stray = data.join("ghost-0");
     std::fs::create_dir(&stray).unwrap();
-    let old = record_batch(&[(None, Some(b"old-1")), (None, Some(b"old-2")), (None, Some(b"old-3"))], 1_600_000_000_000);
+    let old = record_batch(
+        &[
+            (None, Some(b"old-1")),
+            (None, Some(b"old-2")),
+            (None, Some(b"old-3")),
+        ],
+        1_600_000_000_000,
+    );
     std::fs::write(stray.join("00000000000000000000.log"), &old).unwrap();
     // A leftover of an interrupted deletion.
     let doomed = data.join("gone-0.0123456789abcdef0123456789abcdef-delete");
@@ -1007,14 +1059,30 @@ fn stray_and_deleted_partition_directories_are_handled_at_start() {
         .filter(|n| n.starts_with("ghost-0.") && n.ends_with("-stray"))
         .collect();
     assert_eq!(aside.len(), 1, "stray directory moved aside: {aside:?}");
-    assert!(data.join(&aside[0]).join("00000000000000000000.log").exists(), "stray data kept");
+    assert!(
+        data.join(&aside[0])
+            .join("00000000000000000000.log")
+            .exists(),
+        "stray data kept"
+    );
     assert!(!doomed.exists(), "-delete directory not removed");
 
     // The kept topic is intact; a new topic named like the stray one starts empty.
-    let got = consume_exact(&broker.bootstrap(), "kept", &[0], Offset::Beginning, 1, Duration::from_secs(30));
+    let got = consume_exact(
+        &broker.bootstrap(),
+        "kept",
+        &[0],
+        Offset::Beginning,
+        1,
+        Duration::from_secs(30),
+    );
     assert_eq!(got[0].value.as_deref(), Some(&b"stays"[..]));
     create_topic(broker.addr(), "ghost", 1);
-    assert_eq!(produce_until_ok(&broker, "ghost", 0, b"new"), 0, "re-created topic must start empty");
+    assert_eq!(
+        produce_until_ok(&broker, "ghost", 0, b"new"),
+        0,
+        "re-created topic must start empty"
+    );
     assert_serving(&mut broker);
     broker.stop();
 }

@@ -1576,6 +1576,9 @@ fn second_broker_on_a_taken_address_refuses_to_start() {
         !status.success(),
         "second broker on {listen} exited with {status}: {output}"
     );
-    assert!(output.contains("in use"), "the refusal names the cause: {output}");
+    assert!(
+        output.contains("in use"),
+        "the refusal names the cause: {output}"
+    );
     assert!(first.addr().port() > 0);
 }

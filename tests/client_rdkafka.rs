@@ -121,7 +121,11 @@ fn roundtrip_codec(codec: &str) {
         records_by_codec.keys().all(|c| *c == want_codec || *c == 0),
         "{topic}: records per stored codec {records_by_codec:?}"
     );
-    assert_eq!(records_by_codec.values().sum::<i64>(), CODEC_RECORDS as i64, "{topic}: records on disk");
+    assert_eq!(
+        records_by_codec.values().sum::<i64>(),
+        CODEC_RECORDS as i64,
+        "{topic}: records on disk"
+    );
     assert!(
         records_by_codec.get(&want_codec).copied().unwrap_or(0) * 10 >= CODEC_RECORDS as i64 * 9,
         "{topic}: records per stored codec {records_by_codec:?}: codec {want_codec} not passed through"
@@ -853,7 +857,14 @@ fn offsets_for_times_finds_records_inside_compressed_batches() {
             r
         })
         .collect();
-    let p = producer(&broker.bootstrap(), &[("compression.codec", "lz4"), ("linger.ms", "200"), ("acks", "all")]);
+    let p = producer(
+        &broker.bootstrap(),
+        &[
+            ("compression.codec", "lz4"),
+            ("linger.ms", "200"),
+            ("acks", "all"),
+        ],
+    );
     let delivered = produce_all(&p, topic, &recs, PRODUCE_TIMEOUT);
     drop(p);
     assert_eq!(delivered.last().map(|d| d.1), Some(199));
@@ -864,18 +875,33 @@ fn offsets_for_times_finds_records_inside_compressed_batches() {
     );
 
     let consumer = consumer(&broker.bootstrap(), &[]);
-    for (ts, want) in [(t0 - 1, 0), (t0, 0), (t0 + 1, 1), (t0 + 555, 56), (t0 + 1990, 199)] {
+    for (ts, want) in [
+        (t0 - 1, 0),
+        (t0, 0),
+        (t0 + 1, 1),
+        (t0 + 555, 56),
+        (t0 + 1990, 199),
+    ] {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, 0, Offset::Offset(ts)).unwrap();
-        let found = consumer.offsets_for_times(tpl, Duration::from_secs(15)).expect("offsets_for_times");
+        tpl.add_partition_offset(topic, 0, Offset::Offset(ts))
+            .unwrap();
+        let found = consumer
+            .offsets_for_times(tpl, Duration::from_secs(15))
+            .expect("offsets_for_times");
         let offset = found.find_partition(topic, 0).map(|e| e.offset());
         assert_eq!(offset, Some(Offset::Offset(want)), "timestamp {ts}");
     }
     // After the last record's timestamp: no such offset (librdkafka reports the end).
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Offset(t0 + 1991)).unwrap();
-    let found = consumer.offsets_for_times(tpl, Duration::from_secs(15)).expect("offsets_for_times");
-    assert_eq!(found.find_partition(topic, 0).map(|e| e.offset()), Some(Offset::End));
+    tpl.add_partition_offset(topic, 0, Offset::Offset(t0 + 1991))
+        .unwrap();
+    let found = consumer
+        .offsets_for_times(tpl, Duration::from_secs(15))
+        .expect("offsets_for_times");
+    assert_eq!(
+        found.find_partition(topic, 0).map(|e| e.offset()),
+        Some(Offset::End)
+    );
     broker.stop();
 }
 
@@ -893,7 +919,8 @@ fn log_append_time_is_stamped_by_the_broker() {
     let old_ts = 1_000_000_000_000; // 2001: far from now
     let recs: Vec<Rec> = (0..50)
         .map(|i| {
-            let mut r = Rec::keyed(format!("k{i}"), payload("stamped", i, 80)).to_partition((i % 2) as i32);
+            let mut r =
+                Rec::keyed(format!("k{i}"), payload("stamped", i, 80)).to_partition((i % 2) as i32);
             r.timestamp_ms = Some(old_ts + i as i64);
             r
         })
@@ -902,18 +929,37 @@ fn log_append_time_is_stamped_by_the_broker() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    let p = producer(&broker.bootstrap(), &[("compression.codec", "lz4"), ("acks", "all")]);
+    let p = producer(
+        &broker.bootstrap(),
+        &[("compression.codec", "lz4"), ("acks", "all")],
+    );
     produce_all(&p, topic, &recs, PRODUCE_TIMEOUT);
     drop(p);
     let after = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    let got = consume_exact(&broker.bootstrap(), topic, &[0, 1], Offset::Beginning, recs.len(), CONSUME_TIMEOUT);
+    let got = consume_exact(
+        &broker.bootstrap(),
+        topic,
+        &[0, 1],
+        Offset::Beginning,
+        recs.len(),
+        CONSUME_TIMEOUT,
+    );
     for r in &got {
-        assert_eq!(r.create_time_ms, None, "record {}-{} still has CreateTime", r.partition, r.offset);
-        let t = r.log_append_time_ms.unwrap_or_else(|| panic!("record {}-{} has no LogAppendTime", r.partition, r.offset));
-        assert!((before - 1000..=after + 1000).contains(&t), "LogAppendTime {t} outside [{before}, {after}]");
+        assert_eq!(
+            r.create_time_ms, None,
+            "record {}-{} still has CreateTime",
+            r.partition, r.offset
+        );
+        let t = r
+            .log_append_time_ms
+            .unwrap_or_else(|| panic!("record {}-{} has no LogAppendTime", r.partition, r.offset));
+        assert!(
+            (before - 1000..=after + 1000).contains(&t),
+            "LogAppendTime {t} outside [{before}, {after}]"
+        );
     }
     let mut values: Vec<Vec<u8>> = got.iter().filter_map(|r| r.value.clone()).collect();
     let mut sent: Vec<Vec<u8>> = recs.iter().filter_map(|r| r.value.clone()).collect();

@@ -6,6 +6,7 @@
 //! Runs on the shard that owns the file; nothing here is `Send`.
 
 pub mod dma;
+pub mod socket;
 pub mod state_file;
 
 use std::path::{Path, PathBuf};

@@ -10,18 +10,17 @@
 //! completions in that same order. The queue is bounded by `connection.inflight.max`: a client
 //! that keeps sending without reading its answers stops being read.
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 
+use crate::io::socket::StreamHalf;
 use crate::protocol::wire::Reader;
 use crate::shard::Shard;
 
@@ -58,8 +57,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
     let _ = stream.set_nodelay(true);
-    let stream = Rc::new(RefCell::new(stream));
-    let (mut reader, mut writer) = (Half(stream.clone()), Half(stream));
+    let (mut reader, mut writer) = crate::io::socket::split(stream);
     let (tx, rx) = local_channel::new_bounded::<Pending>(shard.config.connection_inflight_max);
 
     let writer_shard = shard.id;
@@ -158,7 +156,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
 
 /// Writes the size prefix and the chunks of one response. A small first chunk travels in the
 /// same write as the prefix (one syscall fewer per response); large record chunks go as they are.
-async fn write_frame(writer: &mut Half, frame: ResponseFrame) -> io::Result<()> {
+async fn write_frame(writer: &mut StreamHalf, frame: ResponseFrame) -> io::Result<()> {
     const COALESCE_MAX: usize = 64 * 1024;
     let mut chunks = frame.chunks.into_iter();
     let mut head = Vec::with_capacity(4 + COALESCE_MAX.min(frame.len));
@@ -195,39 +193,5 @@ pub fn encode_response<M: crate::protocol::codec::Message>(
     ResponseFrame {
         chunks: w.finish(),
         len,
-    }
-}
-
-/// One direction of a connection, for the reader and the writer task of the same shard. glommio
-/// keeps separate readiness sources for reads and writes, so both may be pending at once; the
-/// `RefCell` is borrowed only inside a poll, never across an await, so it cannot conflict (and,
-/// unlike a generic split, no lock is taken on the data path).
-struct Half(Rc<RefCell<TcpStream>>);
-
-impl AsyncRead for Half {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Half {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
     }
 }

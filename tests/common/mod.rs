@@ -1152,10 +1152,13 @@ pub fn stored_batch_codecs(data_dir: &Path, topic: &str, partitions: &[i32]) -> 
             .collect();
         segments.sort();
         for seg in segments {
-            let bytes = std::fs::read(&seg).unwrap_or_else(|e| panic!("read {}: {e}", seg.display()));
+            let bytes =
+                std::fs::read(&seg).unwrap_or_else(|e| panic!("read {}: {e}", seg.display()));
             let mut pos = 0;
             while pos + 12 <= bytes.len() {
-                let Ok(h) = BatchHeader::parse(&bytes[pos..]) else { break };
+                let Ok(h) = BatchHeader::parse(&bytes[pos..]) else {
+                    break;
+                };
                 if h.batch_length <= 0 {
                     break;
                 }

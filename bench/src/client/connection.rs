@@ -7,16 +7,13 @@
 //! The two halves share the socket through an `Rc<RefCell>` borrowed only inside a poll; glommio
 //! keeps separate readiness for reads and writes, so both may be pending at once.
 
-use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::pin::Pin;
-use std::rc::Rc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
+use odradek::io::socket::StreamHalf;
 use odradek::protocol::api::ApiKey;
 use odradek::protocol::{
     decode_response, encode_request, ApiVersionsRequest, ApiVersionsResponse, DecodeError,
@@ -75,34 +72,6 @@ impl Versions {
     }
 }
 
-struct Half(Rc<RefCell<TcpStream>>);
-
-impl AsyncRead for Half {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Half {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
-    }
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
-    }
-}
-
 /// One non-blocking `sendmsg` of all `parts` (a frame is a few buffers: header, record sets):
 /// one syscall and, with TCP_NODELAY, no small segment per buffer.
 fn send_gathered(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
@@ -130,7 +99,7 @@ fn send_gathered(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
 
 /// Sending side: encodes and writes request frames.
 pub struct ConnWriter {
-    half: Half,
+    half: StreamHalf,
     addr: String,
     next_correlation: i32,
     pub versions: Versions,
@@ -138,7 +107,7 @@ pub struct ConnWriter {
 
 /// Receiving side: reads whole response frames.
 pub struct ConnReader {
-    half: Half,
+    half: StreamHalf,
     addr: String,
     /// Staging buffer, `buf[start..end]` holds received bytes not yet returned.
     buf: Vec<u8>,
@@ -187,7 +156,7 @@ impl ConnWriter {
         let mut parts: Vec<&[u8]> = Vec::with_capacity(chunks.len() + 1);
         parts.push(&prefix);
         parts.extend(chunks.iter().map(|c| &c[..]));
-        let fd = self.half.0.borrow().as_raw_fd();
+        let fd = self.half.as_raw_fd();
         let mut skip = match send_gathered(fd, &parts) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
@@ -322,16 +291,16 @@ impl Connection {
                 source: io::Error::other(e.to_string()),
             })?;
         let _ = stream.set_nodelay(true);
-        let s = Rc::new(RefCell::new(stream));
+        let (read_half, write_half) = odradek::io::socket::split(stream);
         let mut c = Connection {
             writer: ConnWriter {
-                half: Half(s.clone()),
+                half: write_half,
                 addr: addr.to_string(),
                 next_correlation: 1,
                 versions: Versions::default(),
             },
             reader: ConnReader {
-                half: Half(s),
+                half: read_half,
                 addr: addr.to_string(),
                 buf: vec![0; READ_CHUNK],
                 start: 0,
