@@ -218,8 +218,8 @@ fn dispatch(cmd: Cmd) -> Res<bool> {
             )?;
             let r = ceiling::measure(&spec)?;
             println!(
-                "loopback TCP {:.1} MB/s (client cpu {:?}, server cpu {:?}); O_DIRECT write+fdatasync {:.1} MB/s ({} MiB, 1 MiB writes, sync every {} MiB)",
-                r.tcp_mb_per_s, r.tcp_client_cpu, r.tcp_server_cpu, r.disk_mb_per_s, c.disk_mib, c.sync_mib
+                "loopback TCP {:.1} MB/s (client cpu {:?}, server cpu {:?}); O_DIRECT write+fdatasync {:.1} MB/s ({} MiB, 1 MiB writes, sync every {} MiB); O_DIRECT sequential read {:.1} MB/s",
+                r.tcp_mb_per_s, r.tcp_client_cpu, r.tcp_server_cpu, r.disk_mb_per_s, c.disk_mib, c.sync_mib, r.disk_read_mb_per_s
             );
             if let Some(p) = json {
                 report::write_json(&p, &serde_json::to_value(&r)?)?;
@@ -329,8 +329,8 @@ fn suite(s: SuiteArgs) -> Res<bool> {
         )?;
         let c = ceiling::measure(&spec)?;
         println!(
-            "ceiling: loopback TCP {:.1} MB/s, O_DIRECT write+fdatasync {:.1} MB/s",
-            c.tcp_mb_per_s, c.disk_mb_per_s
+            "ceiling: loopback TCP {:.1} MB/s, O_DIRECT write+fdatasync {:.1} MB/s, O_DIRECT read {:.1} MB/s",
+            c.tcp_mb_per_s, c.disk_mb_per_s, c.disk_read_mb_per_s
         );
         Some(serde_json::to_value(&c)?)
     };

@@ -485,6 +485,10 @@ fn suite_writes_results_with_ceiling() {
     assert!(v["ceiling"]["tcp_mb_per_s"].as_f64().unwrap() > 0.0, "{v}");
     assert!(v["ceiling"]["disk_mb_per_s"].as_f64().unwrap() > 0.0, "{v}");
     assert!(
+        v["ceiling"]["disk_read_mb_per_s"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
+    assert!(
         v["fraction_of_ceiling"]["disk"].as_f64().unwrap() > 0.0,
         "{v}"
     );
