@@ -22,7 +22,6 @@ pub struct GroupCommit {
     kick: Notify,
     done: Notify,
     stopping: Cell<bool>,
-    pub rounds: Cell<u64>,
 }
 
 impl GroupCommit {
@@ -80,7 +79,6 @@ impl GroupCommit {
         let flushes = batch.iter().map(|p| p.flush());
         futures::future::join_all(flushes).await;
         self.completed.set(round);
-        self.rounds.set(self.rounds.get() + 1);
         self.done.notify_all();
         for p in &batch {
             p.data_arrived.notify_all();

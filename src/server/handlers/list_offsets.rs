@@ -97,9 +97,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
             asks.push(rx);
         }
     }
-    let shard = shard.clone();
     let completion = async move {
-        let _ = &shard;
         let mut answers = Vec::with_capacity(asks.len());
         for rx in asks {
             let a: Answer = match rx {

@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use crate::metadata::{validate_topic_name, MetadataImage, TopicMeta};
+use crate::metadata::{validate_topic_name, TopicMeta};
 use crate::protocol::error::ErrorCode;
 use crate::protocol::messages::{
     MetadataRequest, MetadataResponse, MetadataResponseBroker, MetadataResponsePartition,
@@ -49,12 +49,12 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
         None => image
             .topics
             .values()
-            .map(|t| topic_entry(shard, &image, t))
+            .map(|t| topic_entry(shard, t))
             .collect(),
         Some(names) => names
             .into_iter()
             .map(|name| match image.topic(&name) {
-                Some(t) => topic_entry(shard, &image, t),
+                Some(t) => topic_entry(shard, t),
                 None => MetadataResponseTopic {
                     error_code: if validate_topic_name(&name).is_ok() {
                         ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0
@@ -84,7 +84,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
     })
 }
 
-fn topic_entry(shard: &Shard, _image: &MetadataImage, t: &TopicMeta) -> MetadataResponseTopic {
+fn topic_entry(shard: &Shard, t: &TopicMeta) -> MetadataResponseTopic {
     let node = shard.config.node_id;
     MetadataResponseTopic {
         error_code: 0,
