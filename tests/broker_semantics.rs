@@ -1570,7 +1570,8 @@ fn second_broker_on_a_taken_address_refuses_to_start() {
             "--cores",
             "1",
         ],
-        Duration::from_secs(5),
+        // Start-up waits up to 10 s for an address held by a dying process before refusing.
+        Duration::from_secs(30),
     );
     assert!(
         !status.success(),

@@ -2,8 +2,9 @@
 //!
 //! Framing: a 4-byte big-endian size, then the request. A size over `socket.request.max.bytes`,
 //! a frame too short for a header, an unknown api key or an undecodable request closes the
-//! connection (logged); nothing a client sends can take the shard down. The read buffer grows
-//! with the bytes actually received, never by the size a client claims.
+//! connection (logged); nothing a client sends can take the shard down. Each frame gets an
+//! allocation of its own (see [`super::framing`]) that grows with the bytes actually received,
+//! never by the size a client claims.
 //!
 //! Pipelining: the reader dispatches requests strictly in arrival order (so appends keep the
 //! order the client sent them) and queues each request's completion; the writer sends
@@ -15,8 +16,8 @@ use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 
-use bytes::{Buf, Bytes, BytesMut};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use futures_lite::AsyncWriteExt;
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 
@@ -24,6 +25,7 @@ use crate::io::socket::StreamHalf;
 use crate::protocol::wire::Reader;
 use crate::shard::Shard;
 
+use super::framing::{FrameError, FrameReader};
 use super::handlers::{self, Dispatch};
 
 /// An encoded response: the chunks that follow the 4-byte size prefix.
@@ -46,18 +48,13 @@ pub enum Completion {
 /// A request's completion, queued in request order.
 pub type Pending = Pin<Box<dyn Future<Output = Completion>>>;
 
-/// Smallest request: api key, api version, correlation id.
-const MIN_FRAME: usize = 8;
-/// How much to read at once when the frame size does not ask for more.
-const READ_CHUNK: usize = 64 * 1024;
-
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
     let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = crate::io::socket::split(stream);
+    let (reader, mut writer) = crate::io::socket::split(stream);
     let (tx, rx) = local_channel::new_bounded::<Pending>(shard.config.connection_inflight_max);
 
     let writer_shard = shard.id;
@@ -82,68 +79,34 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         let _ = writer.close().await;
     });
 
-    let max = shard.config.socket_request_max_bytes;
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut frames = FrameReader::new(reader, shard.config.socket_request_max_bytes);
     let why: String = 'conn: loop {
-        // Hand every complete frame in the buffer to the dispatcher.
-        while buf.len() >= 4 {
-            let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-            if size < 0 || size as usize > max {
-                break 'conn format!(
-                    "frame of {size} bytes exceeds socket.request.max.bytes ({max})"
-                );
-            }
-            let size = size as usize;
-            if size < MIN_FRAME {
-                break 'conn format!("frame of {size} bytes is too short for a request header");
-            }
-            if buf.len() < 4 + size {
-                break;
-            }
-            buf.advance(4);
-            let frame = buf.split_to(size).freeze();
-            match handlers::dispatch(&shard, Reader::new(frame)).await {
-                Dispatch::Reply(pending) => {
-                    if tx.send(pending).await.is_err() {
-                        break 'conn String::new();
+        // Hand every complete frame already read to the dispatcher, then read more.
+        let frame = match frames.next_buffered() {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                if shard.stopping.get() {
+                    break String::new();
+                }
+                match frames.read_more().await {
+                    Ok(true) => continue,
+                    Ok(false) => break String::new(),
+                    // A client that goes away without closing is normal, not worth a warning.
+                    Err(FrameError::Io(e)) if e.kind() == io::ErrorKind::ConnectionReset => {
+                        break String::new()
                     }
+                    Err(e) => break e.to_string(),
                 }
-                Dispatch::Close(why) => break 'conn why,
             }
-        }
-        if shard.stopping.get() {
-            break String::new();
-        }
-        // Read more: at least what the current frame still needs, capped per read.
-        let want = if buf.len() >= 4 {
-            let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-            (4 + size - buf.len()).clamp(1, 1 << 20)
-        } else {
-            READ_CHUNK
+            Err(e) => break e.to_string(),
         };
-        let start = buf.len();
-        buf.resize(start + want.max(READ_CHUNK), 0);
-        match reader.read(&mut buf[start..]).await {
-            Ok(0) => {
-                buf.truncate(start);
-                if !buf.is_empty() {
-                    break format!(
-                        "connection closed inside a frame ({} bytes pending)",
-                        buf.len()
-                    );
+        match handlers::dispatch(&shard, Reader::new(frame)).await {
+            Dispatch::Reply(pending) => {
+                if tx.send(pending).await.is_err() {
+                    break 'conn String::new();
                 }
-                break String::new();
             }
-            Ok(n) => buf.truncate(start + n),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                // A client that goes away without closing is normal, not worth a warning.
-                buf.truncate(start);
-                break String::new();
-            }
-            Err(e) => {
-                buf.truncate(start);
-                break format!("read error: {e}");
-            }
+            Dispatch::Close(why) => break 'conn why,
         }
     };
     if !why.is_empty() {

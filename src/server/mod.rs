@@ -3,5 +3,6 @@
 //! dispatch and the ApiVersions answer.
 
 pub mod connection;
+pub mod framing;
 pub mod handlers;
 pub mod listener;

@@ -378,11 +378,16 @@ pub fn run_broker(config: BrokerConfig) -> Result<(), BootError> {
 
 /// Refuses to start when another process already listens on `addr`. Every shard binds with
 /// SO_REUSEPORT, which would otherwise quietly join the other process's group and have the kernel
-/// split clients between two brokers. A plain bind conflicts with any listener on the port. The
-/// sockets of a broker killed a moment ago linger for a few milliseconds while the kernel tears it
-/// down, so a conflict is retried for up to 2 s before giving up.
+/// split clients between two brokers. A plain bind conflicts with any listener on the port.
+///
+/// The listening socket of a broker killed a moment ago outlives its process: the kernel tears
+/// an io_uring instance down in the background, after the requests it still holds (an fdatasync
+/// in an io-wq worker, a parked accept) finish or are cancelled — seen to take over 2 s on a busy
+/// disk. So a conflict is retried for up to [`ADDRESS_RELEASE_GRACE`] (saying so in the log)
+/// before giving up.
 fn ensure_address_free(addr: std::net::SocketAddr) -> Result<(), BootError> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let started = std::time::Instant::now();
+    let mut announced = false;
     loop {
         match std::net::TcpListener::bind(addr) {
             Ok(probe) => {
@@ -391,8 +396,15 @@ fn ensure_address_free(addr: std::net::SocketAddr) -> Result<(), BootError> {
             }
             Err(e)
                 if e.kind() == std::io::ErrorKind::AddrInUse
-                    && std::time::Instant::now() < deadline =>
+                    && started.elapsed() < ADDRESS_RELEASE_GRACE =>
             {
+                if !announced && started.elapsed() >= Duration::from_millis(500) {
+                    log::info!(
+                        "{addr} is in use; waiting up to {} s for it to be released",
+                        ADDRESS_RELEASE_GRACE.as_secs()
+                    );
+                    announced = true;
+                }
                 std::thread::sleep(Duration::from_millis(50));
             }
             Err(e) => {
@@ -405,6 +417,9 @@ fn ensure_address_free(addr: std::net::SocketAddr) -> Result<(), BootError> {
         }
     }
 }
+
+/// How long start-up waits for a listen address still held by a dying process.
+const ADDRESS_RELEASE_GRACE: Duration = Duration::from_secs(10);
 
 fn install_signal_thread(
     mut stop: Vec<futures::channel::oneshot::Sender<()>>,
