@@ -68,6 +68,10 @@ pub struct BrokerConfig {
     pub mailbox_capacity: usize,
     /// acks=1 waits for fdatasync too (a single node has no replica to cover a crash).
     pub acks1_durable: bool,
+    /// Partitions of `__consumer_offsets`, fixed when the topic is created at first start.
+    pub offsets_topic_num_partitions: i32,
+    /// Longest metadata string an OffsetCommit may carry (OFFSET_METADATA_TOO_LARGE above).
+    pub offset_metadata_max_bytes: usize,
 }
 
 /// Every key we accept, with its default. Kafka names first, then Odradek's own.
@@ -87,6 +91,8 @@ const KEYS: &[(&str, &str)] = &[
     ("log.roll.hours", "168"),
     ("log.index.interval.bytes", "4096"),
     ("log.message.timestamp.type", "CreateTime"),
+    ("offsets.topic.num.partitions", "50"),
+    ("offset.metadata.max.bytes", "4096"),
     ("message.max.bytes", "1048588"),
     ("socket.request.max.bytes", "104857600"),
     ("cores", ""),
@@ -270,6 +276,18 @@ impl BrokerConfig {
             mailbox_capacity: parse_num("mailbox.capacity", &get("mailbox.capacity"), 1, 1 << 20)?
                 as usize,
             acks1_durable: parse_bool("acks1.durable", &get("acks1.durable"))?,
+            offsets_topic_num_partitions: parse_num(
+                "offsets.topic.num.partitions",
+                &get("offsets.topic.num.partitions"),
+                1,
+                1000,
+            )? as i32,
+            offset_metadata_max_bytes: parse_num(
+                "offset.metadata.max.bytes",
+                &get("offset.metadata.max.bytes"),
+                0,
+                i32::MAX as i64,
+            )? as usize,
         })
     }
 }

@@ -12,6 +12,7 @@
 //! - [`config`]: broker configuration (Kafka key names).
 
 pub mod config;
+pub mod coordinator;
 pub mod group;
 pub mod io;
 pub mod metadata;

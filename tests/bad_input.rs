@@ -887,10 +887,10 @@ fn produce_below_v3_is_advertised_but_answered_unsupported_version() {
 }
 
 #[test]
-fn find_coordinator_answers_coordinator_not_available_until_groups_exist() {
+fn find_coordinator_for_transactions_answers_coordinator_not_available_until_they_exist() {
     let mut broker = broker_with(BrokerOptions::new());
     let mut w = Writer::new();
-    w.string("some-group").i8(0);
+    w.string("some-transactional-id").i8(1);
     let body = roundtrip(broker.addr(), API_FIND_COORDINATOR, 1, &w.buf);
     let mut r = Reader::new(&body);
     let _throttle = r.i32();

@@ -112,6 +112,15 @@ impl Rpc for InitProducerIdRequest {
 impl Rpc for OffsetForLeaderEpochRequest {
     type Response = OffsetForLeaderEpochResponse;
 }
+impl Rpc for FindCoordinatorRequest {
+    type Response = FindCoordinatorResponse;
+}
+impl Rpc for OffsetCommitRequest {
+    type Response = OffsetCommitResponse;
+}
+impl Rpc for OffsetFetchRequest {
+    type Response = OffsetFetchResponse;
+}
 
 /// One client connection; correlation ids count up from 1.
 struct Conn {
@@ -1582,4 +1591,331 @@ fn second_broker_on_a_taken_address_refuses_to_start() {
         "the refusal names the cause: {output}"
     );
     assert!(first.addr().port() > 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Committed offsets (__consumer_offsets)
+// ---------------------------------------------------------------------------------------------
+
+const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// OffsetCommit v8 of `(topic, partition, offset, metadata)` for `group`; error code per part.
+fn commit_offsets(
+    conn: &mut Conn,
+    group: &str,
+    generation: i32,
+    parts: &[(&str, i32, i64, &str)],
+) -> Vec<(String, i32, i16)> {
+    let mut topics: Vec<OffsetCommitRequestTopic> = Vec::new();
+    for (t, p, off, meta) in parts {
+        let part = OffsetCommitRequestPartition {
+            partition_index: *p,
+            committed_offset: *off,
+            committed_leader_epoch: 0,
+            committed_metadata: Some(meta.to_string()),
+        };
+        match topics.iter_mut().find(|x| x.name == *t) {
+            Some(x) => x.partitions.push(part),
+            None => topics.push(OffsetCommitRequestTopic {
+                name: t.to_string(),
+                partitions: vec![part],
+            }),
+        }
+    }
+    let resp = conn.call(
+        &OffsetCommitRequest {
+            group_id: group.into(),
+            generation_id_or_member_epoch: generation,
+            member_id: String::new(),
+            topics,
+            ..Default::default()
+        },
+        8,
+    );
+    resp.topics
+        .into_iter()
+        .flat_map(|t| {
+            let name = t.name;
+            t.partitions
+                .into_iter()
+                .map(move |p| (name.clone(), p.partition_index, p.error_code))
+        })
+        .collect()
+}
+
+/// OffsetFetch v7 of `group` (all committed partitions when `topics` is None):
+/// (group error, [(topic, partition, offset, metadata)]).
+fn fetch_offsets(
+    conn: &mut Conn,
+    group: &str,
+    topics: Option<&[(&str, &[i32])]>,
+) -> (i16, Vec<(String, i32, i64, String)>) {
+    let resp = conn.call(
+        &OffsetFetchRequest {
+            group_id: group.into(),
+            topics: topics.map(|ts| {
+                ts.iter()
+                    .map(|(t, ps)| OffsetFetchRequestTopic {
+                        name: t.to_string(),
+                        partition_indexes: ps.to_vec(),
+                    })
+                    .collect()
+            }),
+            ..Default::default()
+        },
+        7,
+    );
+    let rows = resp
+        .topics
+        .into_iter()
+        .flat_map(|t| {
+            let name = t.name;
+            t.partitions.into_iter().map(move |p| {
+                (
+                    name.clone(),
+                    p.partition_index,
+                    p.committed_offset,
+                    p.metadata.unwrap_or_default(),
+                )
+            })
+        })
+        .collect();
+    (resp.error_code, rows)
+}
+
+/// Every group key is coordinated by this broker (v4 batched and v3 single); transactions are
+/// not yet; an empty group id and an unknown key type are refused.
+#[test]
+fn find_coordinator_names_this_broker_for_groups() {
+    let mut broker = broker();
+    let mut conn = Conn::open(broker.addr());
+    let resp = conn.call(
+        &FindCoordinatorRequest {
+            key_type: 0,
+            coordinator_keys: vec!["g-1".into(), "another".into(), String::new()],
+            ..Default::default()
+        },
+        4,
+    );
+    assert_eq!(resp.coordinators.len(), 3);
+    for c in &resp.coordinators[..2] {
+        assert_eq!(c.error_code, 0, "{c:?}");
+        assert_eq!(
+            (c.host.as_str(), c.port),
+            ("127.0.0.1", broker.port() as i32),
+            "{c:?}"
+        );
+        assert_eq!(c.node_id, 1);
+    }
+    assert_eq!(
+        resp.coordinators[2].error_code, 24,
+        "empty group id: INVALID_GROUP_ID"
+    );
+    let v3 = conn.call(
+        &FindCoordinatorRequest {
+            key: "g-1".into(),
+            key_type: 0,
+            ..Default::default()
+        },
+        3,
+    );
+    assert_eq!(
+        (v3.error_code, v3.node_id, v3.port),
+        (0, 1, broker.port() as i32)
+    );
+    let txn = conn.call(
+        &FindCoordinatorRequest {
+            key: "tx".into(),
+            key_type: 1,
+            ..Default::default()
+        },
+        3,
+    );
+    assert_eq!(
+        txn.error_code, 15,
+        "transactions: COORDINATOR_NOT_AVAILABLE"
+    );
+    let odd = conn.call(
+        &FindCoordinatorRequest {
+            key: "x".into(),
+            key_type: 7,
+            ..Default::default()
+        },
+        3,
+    );
+    assert_eq!(odd.error_code, 42, "unknown key type: INVALID_REQUEST");
+    broker.stop();
+}
+
+/// Commits round-trip with their metadata, per group (pub/sub: groups are independent), and
+/// survive both a clean restart and kill -9 (they are acknowledged only once fdatasync'd).
+/// Bad commits fail per partition without failing the rest.
+#[test]
+fn committed_offsets_round_trip_and_survive_restart_and_kill9() {
+    let mut broker = broker();
+    let mut conn = Conn::open(broker.addr());
+    create_topic_ok(&mut conn, "orders", 3);
+    create_topic_ok(&mut conn, "audit", 1);
+
+    // __consumer_offsets exists from the first start, is internal and not writable by clients.
+    let meta = metadata_v12(&mut conn, OFFSETS_TOPIC);
+    assert_eq!(meta.error_code, 0);
+    assert!(meta.is_internal);
+    assert_eq!(meta.partitions.len(), 50);
+    let produced = produce(&mut conn, OFFSETS_TOPIC, 0, batch(1, T0, "x", None));
+    assert_eq!(
+        produced.error_code, 17,
+        "produce to an internal topic: INVALID_TOPIC_EXCEPTION"
+    );
+
+    // Many groups so that both shards coordinate some.
+    let groups: Vec<String> = (0..12).map(|i| format!("group-{i}")).collect();
+    for (i, g) in groups.iter().enumerate() {
+        let i = i as i64;
+        let codes = commit_offsets(
+            &mut conn,
+            g,
+            -1,
+            &[
+                ("orders", 0, 10 + i, "m0"),
+                ("orders", 2, 30 + i, ""),
+                ("audit", 0, 7 + i, "audit meta"),
+                ("missing-topic", 0, 1, ""),
+                ("orders", 9, 1, ""),
+            ],
+        );
+        let want: Vec<(String, i32, i16)> = vec![
+            ("orders".into(), 0, 0),
+            ("orders".into(), 2, 0),
+            ("orders".into(), 9, 3),
+            ("audit".into(), 0, 0),
+            ("missing-topic".into(), 0, 3),
+        ];
+        assert_eq!(codes, want, "group {g}");
+    }
+    // A later commit replaces an earlier one.
+    assert_eq!(
+        commit_offsets(&mut conn, "group-0", -1, &[("orders", 0, 100, "later")])[0].2,
+        0
+    );
+
+    let check = |conn: &mut Conn, phase: &str| {
+        for (i, g) in groups.iter().enumerate() {
+            let i = i as i64;
+            let first = if i == 0 { 100 } else { 10 + i };
+            let first_meta = if i == 0 { "later" } else { "m0" };
+            let (err, rows) =
+                fetch_offsets(conn, g, Some(&[("orders", &[0, 1, 2]), ("audit", &[0])]));
+            assert_eq!(err, 0, "{phase}: {g}");
+            assert_eq!(
+                rows,
+                vec![
+                    ("orders".to_string(), 0, first, first_meta.to_string()),
+                    ("orders".to_string(), 1, -1, String::new()),
+                    ("orders".to_string(), 2, 30 + i, String::new()),
+                    ("audit".to_string(), 0, 7 + i, "audit meta".to_string()),
+                ],
+                "{phase}: {g}"
+            );
+            // Null topics: every committed partition of the group.
+            let (err, all) = fetch_offsets(conn, g, None);
+            assert_eq!(err, 0);
+            assert_eq!(all.len(), 3, "{phase}: {g}: {all:?}");
+        }
+        let (err, none) = fetch_offsets(conn, "never-committed", None);
+        assert_eq!((err, none.len()), (0, 0), "{phase}");
+    };
+    check(&mut conn, "before restart");
+    restart(&mut broker);
+    let mut conn = Conn::open(broker.addr());
+    check(&mut conn, "after SIGTERM restart");
+    crash_and_start(&mut broker);
+    let mut conn = Conn::open(broker.addr());
+    check(&mut conn, "after kill -9");
+    broker.stop();
+}
+
+/// Commits that cannot be accepted: empty group id, a generation for a group that does not
+/// exist, metadata over offset.metadata.max.bytes; multi-group OffsetFetch (v8) answers each
+/// group; the internal topic cannot be deleted or grown.
+#[test]
+fn offset_commit_and_fetch_errors() {
+    let mut broker = BrokerOptions::new()
+        .cores("2")
+        .set("offset.metadata.max.bytes", 10)
+        .start();
+    let mut conn = Conn::open(broker.addr());
+    create_topic_ok(&mut conn, "t", 2);
+    assert_eq!(
+        commit_offsets(&mut conn, "", -1, &[("t", 0, 1, "")]),
+        vec![("t".to_string(), 0, 24)],
+        "empty group id: INVALID_GROUP_ID"
+    );
+    assert_eq!(
+        commit_offsets(&mut conn, "g", 5, &[("t", 0, 1, "")]),
+        vec![("t".to_string(), 0, 22)],
+        "generation 5 of a group that does not exist: ILLEGAL_GENERATION"
+    );
+    assert_eq!(
+        commit_offsets(
+            &mut conn,
+            "g",
+            -1,
+            &[("t", 0, 1, "0123456789x"), ("t", 1, 2, "ok")]
+        ),
+        vec![("t".to_string(), 0, 12), ("t".to_string(), 1, 0)],
+        "metadata over the limit: OFFSET_METADATA_TOO_LARGE for that partition only"
+    );
+    let (err, rows) = fetch_offsets(&mut conn, "g", Some(&[("t", &[0, 1])]));
+    assert_eq!(err, 0);
+    assert_eq!(
+        rows,
+        vec![
+            ("t".to_string(), 0, -1, String::new()),
+            ("t".to_string(), 1, 2, "ok".to_string())
+        ]
+    );
+    assert_eq!(fetch_offsets(&mut conn, "", None).0, 24);
+
+    let v8 = conn.call(
+        &OffsetFetchRequest {
+            groups: vec![
+                OffsetFetchRequestGroup {
+                    group_id: "g".into(),
+                    topics: None,
+                    ..Default::default()
+                },
+                OffsetFetchRequestGroup {
+                    group_id: "other".into(),
+                    topics: Some(vec![OffsetFetchRequestTopics {
+                        name: "t".into(),
+                        partition_indexes: vec![1],
+                    }]),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        },
+        8,
+    );
+    assert_eq!(v8.groups.len(), 2);
+    assert_eq!(v8.groups[0].group_id, "g");
+    assert_eq!(v8.groups[0].topics.len(), 1);
+    assert_eq!(v8.groups[0].topics[0].partitions[0].committed_offset, 2);
+    assert_eq!(v8.groups[1].topics[0].partitions[0].committed_offset, -1);
+
+    let del = conn.call(
+        &DeleteTopicsRequest {
+            topic_names: vec![OFFSETS_TOPIC.into()],
+            timeout_ms: 10_000,
+            ..Default::default()
+        },
+        4,
+    );
+    assert_ne!(
+        del.responses[0].error_code, 0,
+        "internal topics cannot be deleted"
+    );
+    assert_eq!(metadata_v12(&mut conn, OFFSETS_TOPIC).partitions.len(), 50);
+    broker.stop();
 }

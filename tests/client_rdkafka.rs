@@ -968,3 +968,114 @@ fn log_append_time_is_stamped_by_the_broker() {
     assert_eq!(values, sent, "record values after stamping");
     broker.stop();
 }
+
+/// A librdkafka consumer in a group commits what it consumed (commitSync), reads its committed
+/// offsets back, and after a broker restart (and a kill -9) a new consumer of the same group
+/// resumes exactly there (`Offset::Stored`); another group has nothing committed (pub/sub).
+#[test]
+fn group_commits_survive_restart_and_resume_from_committed() {
+    use rdkafka::consumer::CommitMode;
+    use rdkafka::Message;
+    const PARTITIONS: i32 = 3;
+    const N: usize = 600;
+    let mut broker = broker_with_partitions(PARTITIONS);
+    let topic = "committed";
+    let recs: Vec<Rec> = (0..N)
+        .map(|i| Rec::value(format!("v{i}")).to_partition((i % 3) as i32))
+        .collect();
+    let p = producer(&broker.bootstrap(), &[("acks", "all")]);
+    produce_all(&p, topic, &recs, PRODUCE_TIMEOUT);
+    drop(p);
+
+    let group_consumer = |bootstrap: &str, group: &str| -> BaseConsumer {
+        consumer(
+            bootstrap,
+            &[("group.id", group), ("auto.offset.reset", "earliest")],
+        )
+    };
+    // Consume 50 records from each partition, committing the next offset to read.
+    let c = group_consumer(&broker.bootstrap(), "resumers");
+    let mut tpl = TopicPartitionList::new();
+    for part in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, part, Offset::Beginning)
+            .expect("add partition");
+    }
+    c.assign(&tpl).expect("assign");
+    let mut next: HashMap<i32, i64> = HashMap::new();
+    let deadline = Instant::now() + CONSUME_TIMEOUT;
+    while next.values().filter(|o| **o >= 50).count() < PARTITIONS as usize {
+        assert!(Instant::now() < deadline, "consumed only {next:?}");
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            let e = next.entry(m.partition()).or_insert(0);
+            if *e < 50 {
+                assert_eq!(m.offset(), *e, "partition {}", m.partition());
+                *e = m.offset() + 1;
+            }
+        }
+    }
+    let mut commit = TopicPartitionList::new();
+    for part in 0..PARTITIONS {
+        commit
+            .add_partition_offset(topic, part, Offset::Offset(50))
+            .expect("add commit");
+    }
+    c.commit(&commit, CommitMode::Sync).expect("commitSync");
+    let committed = c
+        .committed_offsets(tpl.clone(), Duration::from_secs(30))
+        .expect("committed offsets");
+    for e in committed.elements() {
+        assert_eq!(
+            e.offset(),
+            Offset::Offset(50),
+            "partition {}",
+            e.partition()
+        );
+    }
+    drop(c);
+
+    let resume = |bootstrap: &str, phase: &str| {
+        let c = group_consumer(bootstrap, "resumers");
+        let mut stored = TopicPartitionList::new();
+        for part in 0..PARTITIONS {
+            stored
+                .add_partition_offset(topic, part, Offset::Stored)
+                .expect("add partition");
+        }
+        c.assign(&stored).expect("assign");
+        let mut first: HashMap<i32, i64> = HashMap::new();
+        let deadline = Instant::now() + CONSUME_TIMEOUT;
+        while first.len() < PARTITIONS as usize {
+            assert!(
+                Instant::now() < deadline,
+                "{phase}: first offsets {first:?}"
+            );
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+                first.entry(m.partition()).or_insert(m.offset());
+            }
+        }
+        for part in 0..PARTITIONS {
+            assert_eq!(
+                first[&part], 50,
+                "{phase}: resumed offset of partition {part}"
+            );
+        }
+        // Another group has committed nothing: it starts from auto.offset.reset (earliest).
+        let other = group_consumer(bootstrap, "someone-else");
+        let none = other
+            .committed_offsets(tpl.clone(), Duration::from_secs(30))
+            .expect("committed offsets of another group");
+        assert!(
+            none.elements()
+                .iter()
+                .all(|e| e.offset() == Offset::Invalid),
+            "{phase}: another group sees no commits"
+        );
+    };
+    resume(&broker.bootstrap(), "before restart");
+    broker.restart();
+    resume(&broker.bootstrap(), "after restart");
+    broker.kill9();
+    broker.start_again();
+    resume(&broker.bootstrap(), "after kill -9");
+    broker.stop();
+}

@@ -43,6 +43,39 @@ pub struct NewTopic {
     pub partitions: i32,
 }
 
+/// Creates `__consumer_offsets` (with `offsets.topic.num.partitions`) in an image that lacks it:
+/// at first start, or on a data directory from before groups existed. True if it was added.
+fn ensure_offsets_topic(
+    image: &mut MetadataImage,
+    config: &BrokerConfig,
+    nr_shards: usize,
+) -> bool {
+    use crate::coordinator::offsets::OFFSETS_TOPIC;
+    if image.topics.contains_key(OFFSETS_TOPIC) {
+        return false;
+    }
+    let shards = image.place(config.offsets_topic_num_partitions as usize, nr_shards);
+    image.topics.insert(
+        OFFSETS_TOPIC.to_string(),
+        TopicMeta {
+            name: OFFSETS_TOPIC.to_string(),
+            id: random_id(),
+            partitions: shards
+                .into_iter()
+                .map(|s| PartitionMeta {
+                    shard: s,
+                    leader_epoch: 0,
+                })
+                .collect(),
+        },
+    );
+    log::info!(
+        "metadata: created {OFFSETS_TOPIC} with {} partition(s)",
+        config.offsets_topic_num_partitions
+    );
+    true
+}
+
 impl Controller {
     /// Loads the stored image, or starts a new cluster. Runs once at boot, before any I/O loop.
     pub fn load(config: &BrokerConfig) -> Result<Controller, MetadataError> {
@@ -59,7 +92,8 @@ impl Controller {
         };
         sweep_data_dir(&config.data_dir, &image);
         let nr_shards = config.cores.cpus.len();
-        let changed = image.fit_to_shards(nr_shards);
+        let mut changed = image.fit_to_shards(nr_shards);
+        changed |= ensure_offsets_topic(&mut image, config, nr_shards);
         if changed || !path.exists() {
             image.version += 1;
             let bytes = image.encode()?;
@@ -185,7 +219,14 @@ impl Controller {
         let mut next = (*self.image()).clone();
         let results: Vec<_> = names
             .into_iter()
-            .map(|n| next.topics.remove(&n).ok_or(TopicChangeError::UnknownTopic))
+            .map(|n| {
+                if crate::coordinator::offsets::is_internal_topic(&n) {
+                    return Err(TopicChangeError::InvalidName(
+                        "internal topics cannot be deleted",
+                    ));
+                }
+                next.topics.remove(&n).ok_or(TopicChangeError::UnknownTopic)
+            })
             .collect();
         if results.iter().any(|r| r.is_ok()) {
             if let Err(e) = self.commit(shard, next, true).await {
@@ -210,6 +251,13 @@ impl Controller {
         let mut next = (*self.image()).clone();
         let mut results = Vec::new();
         for (name, count) in requests {
+            if crate::coordinator::offsets::is_internal_topic(&name) {
+                // Groups are placed by hashing over the partition count: it must never change.
+                results.push(Err(TopicChangeError::InvalidPartitions(
+                    "the partition count of an internal topic cannot change".into(),
+                )));
+                continue;
+            }
             let current = match next.topics.get(&name) {
                 Some(t) => t.partitions.len() as i32,
                 None => {

@@ -36,6 +36,7 @@ pub mod error;
 pub mod header;
 pub mod messages;
 pub mod record_batch;
+pub mod records;
 #[doc(hidden)]
 pub mod sample;
 pub mod wire;

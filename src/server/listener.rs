@@ -1,6 +1,10 @@
-//! The Kafka listener of one shard. Every shard binds the same address with SO_REUSEPORT
-//! (glommio's `TcpListener::bind` sets it) and serves the connections the kernel hands it,
-//! start to finish, on its own core.
+//! The Kafka listener of one shard. Every shard binds the same address with SO_REUSEPORT and
+//! serves the connections the kernel hands it, start to finish, on its own core.
+//!
+//! The socket also has SO_REUSEADDR (glommio's own `bind` sets only SO_REUSEPORT), which its
+//! accepted connections inherit: after a restart, connections of the previous process still in
+//! FIN_WAIT/TIME_WAIT on the port then do not block the new listener or the start-up check that
+//! no other broker listens there (`shard::ensure_address_free`), only a listening socket does.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -15,10 +19,23 @@ thread_local! {
     static ACCEPT: RefCell<Option<Task<()>>> = const { RefCell::new(None) };
 }
 
+/// A listening socket on `addr` with SO_REUSEADDR and SO_REUSEPORT, as a glommio listener.
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    // SAFETY: the descriptor is a bound, listening TCP socket that we own and hand over whole
+    // (into_raw_fd gives up our ownership), which is what glommio's from_raw_fd requires.
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+}
+
 /// Binds this shard's listener and starts accepting. Called once per shard at boot.
 pub fn start(shard: &Rc<Shard>) -> std::io::Result<()> {
-    let listener =
-        TcpListener::bind(shard.config.listen).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let listener = bind(shard.config.listen)?;
     log::info!(
         "shard {} on core {} listening on {}",
         shard.id,

@@ -54,6 +54,9 @@ pub struct Shard {
     offline: RefCell<std::collections::HashSet<(String, i32)>>,
     pub stopping: Cell<bool>,
     pub stop_requested: Notify,
+    /// Committed offsets of the groups coordinated here (this shard's `__consumer_offsets`
+    /// partitions), rebuilt from them when they open.
+    pub offsets: RefCell<crate::coordinator::offsets::OffsetTable>,
 }
 
 /// What an append on the owning shard produced, before durability.
@@ -186,13 +189,17 @@ impl Shard {
                             pm.leader_epoch,
                             log,
                         ));
-                        let mut parts = self.partitions.borrow_mut();
-                        let list = parts.entry(topic.name.clone()).or_default();
-                        if list.len() <= i {
-                            list.resize(i + 1, None);
+                        {
+                            let mut parts = self.partitions.borrow_mut();
+                            let list = parts.entry(topic.name.clone()).or_default();
+                            if list.len() <= i {
+                                list.resize(i + 1, None);
+                            }
+                            list[i] = Some(p.clone());
                         }
-                        list[i] = Some(p);
-                        drop(parts);
+                        if topic.name == crate::coordinator::offsets::OFFSETS_TOPIC {
+                            crate::coordinator::rebuild_from(self, &p).await;
+                        }
                         self.offline
                             .borrow_mut()
                             .remove(&(topic.name.clone(), i as i32));
@@ -490,6 +497,7 @@ async fn shard_main(
         offline: RefCell::new(Default::default()),
         stopping: Cell::new(false),
         stop_requested: Notify::new(),
+        offsets: RefCell::new(Default::default()),
     });
     mailbox::spawn_receivers(&shard, receivers);
     let committer = {

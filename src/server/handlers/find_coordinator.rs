@@ -1,7 +1,7 @@
-//! FindCoordinator (key 10), v0–4. Consumer groups and transactions are not implemented yet
-//! (their issues), so every key is answered COORDINATOR_NOT_AVAILABLE — a retriable error that
-//! makes group clients wait rather than fail. The API is advertised anyway because librdkafka
-//! only enables LZ4 compression for brokers that advertise FindCoordinator.
+//! FindCoordinator (key 10), v0–4. Group keys (key type 0) are coordinated by this broker (the
+//! shard owning the group's `__consumer_offsets` partition serves it; every shard forwards to
+//! it). Transactions (key type 1) are not implemented yet (their issue): COORDINATOR_NOT_AVAILABLE,
+//! a retriable error. Other key types: INVALID_REQUEST.
 
 use std::rc::Rc;
 
@@ -12,32 +12,78 @@ use crate::shard::Shard;
 
 use super::{decode, Dispatch, RequestContext};
 
-const WHY: &str = "consumer groups and transactions are not implemented by this broker yet";
+const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
-pub fn handle(_shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatch {
+/// The answer for one key: (error, message, node id, host, port).
+fn answer(shard: &Shard, key_type: i8, key: &str) -> (ErrorCode, Option<String>, i32, String, i32) {
+    let cfg = &shard.config;
+    let refuse = |code: ErrorCode, why: &str| (code, Some(why.to_string()), -1, String::new(), -1);
+    match key_type {
+        KEY_TYPE_GROUP if key.is_empty() => refuse(ErrorCode::INVALID_GROUP_ID, "empty group id"),
+        KEY_TYPE_GROUP => match crate::coordinator::group_shard(shard, key) {
+            Some(_) => (
+                ErrorCode::NONE,
+                None,
+                cfg.node_id,
+                cfg.advertised_host.clone(),
+                cfg.advertised_port as i32,
+            ),
+            None => refuse(
+                ErrorCode::COORDINATOR_NOT_AVAILABLE,
+                "the offsets topic is not available",
+            ),
+        },
+        KEY_TYPE_TRANSACTION => refuse(
+            ErrorCode::COORDINATOR_NOT_AVAILABLE,
+            "transactions are not implemented by this broker yet",
+        ),
+        other => refuse(
+            ErrorCode::INVALID_REQUEST,
+            &format!("unknown coordinator key type {other}"),
+        ),
+    }
+}
+
+pub fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatch {
     let req: FindCoordinatorRequest = match decode(&ctx, &mut r) {
         Ok(req) => req,
         Err(d) => return d,
     };
-    let code = ErrorCode::COORDINATOR_NOT_AVAILABLE.0;
-    ctx.reply(FindCoordinatorResponse {
-        throttle_time_ms: 0,
-        error_code: code,
-        error_message: Some(WHY.into()),
-        node_id: -1,
-        host: String::new(),
-        port: -1,
-        coordinators: req
+    if ctx.version >= 4 {
+        let coordinators = req
             .coordinator_keys
             .into_iter()
-            .map(|key| Coordinator {
-                key,
-                node_id: -1,
-                host: String::new(),
-                port: -1,
-                error_code: code,
-                error_message: Some(WHY.into()),
+            .map(|key| {
+                let (code, error_message, node_id, host, port) = answer(shard, req.key_type, &key);
+                Coordinator {
+                    key,
+                    node_id,
+                    host,
+                    port,
+                    error_code: code.0,
+                    error_message,
+                }
             })
-            .collect(),
+            .collect();
+        return ctx.reply(FindCoordinatorResponse {
+            throttle_time_ms: 0,
+            error_code: 0,
+            error_message: None,
+            node_id: -1,
+            host: String::new(),
+            port: -1,
+            coordinators,
+        });
+    }
+    let (code, error_message, node_id, host, port) = answer(shard, req.key_type, &req.key);
+    ctx.reply(FindCoordinatorResponse {
+        throttle_time_ms: 0,
+        error_code: code.0,
+        error_message,
+        node_id,
+        host,
+        port,
+        coordinators: Vec::new(),
     })
 }

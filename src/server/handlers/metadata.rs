@@ -90,7 +90,7 @@ fn topic_entry(shard: &Shard, t: &TopicMeta) -> MetadataResponseTopic {
         error_code: 0,
         name: Some(t.name.clone()),
         topic_id: t.id,
-        is_internal: t.name.starts_with("__"),
+        is_internal: crate::coordinator::offsets::is_internal_topic(&t.name),
         partitions: t
             .partitions
             .iter()

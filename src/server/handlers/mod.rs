@@ -12,6 +12,7 @@ pub mod fetch;
 pub mod find_coordinator;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offsets;
 pub mod produce;
 pub mod producer_id;
 
@@ -35,6 +36,8 @@ pub const API_TABLE: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 7),
     (ApiKey::Metadata, 0, 12),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::ApiVersions, 0, 3),
@@ -140,6 +143,8 @@ pub async fn dispatch(shard: &Rc<Shard>, mut r: Reader) -> Dispatch {
         }
         ApiKey::Produce => produce::handle(shard, ctx, r).await,
         ApiKey::FindCoordinator => find_coordinator::handle(shard, ctx, r),
+        ApiKey::OffsetCommit => offsets::offset_commit(shard, ctx, r).await,
+        ApiKey::OffsetFetch => offsets::offset_fetch(shard, ctx, r).await,
         ApiKey::Fetch => fetch::handle(shard, ctx, r),
         ApiKey::ListOffsets => list_offsets::handle(shard, ctx, r).await,
         ApiKey::OffsetForLeaderEpoch => list_offsets::offset_for_leader_epoch(shard, ctx, r).await,

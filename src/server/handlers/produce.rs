@@ -73,7 +73,11 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
             let mut error = ErrorCode::NONE;
             if !(-1..=1).contains(&acks) {
                 error = ErrorCode::INVALID_REQUIRED_ACKS;
-            } else if validate_topic_name(&topic.name).is_err() {
+            } else if validate_topic_name(&topic.name).is_err()
+                || crate::coordinator::offsets::is_internal_topic(&topic.name)
+            {
+                // Internal topics are written by the broker only (Kafka: "Cannot append to
+                // internal topic").
                 error = ErrorCode::INVALID_TOPIC_EXCEPTION;
             } else {
                 match image.shard_of(&topic.name, part.index) {

@@ -1,0 +1,279 @@
+//! The group coordinator's shard side: a group lives on the shard that owns its
+//! `__consumer_offsets` partition ([`offsets::partition_for`]); requests for it reaching another
+//! shard are forwarded there through the mailbox by the handlers.
+//!
+//! Today: committed offsets (OffsetCommit / OffsetFetch), written to `__consumer_offsets` with
+//! the same group commit as any acks=all produce and rebuilt from it when the shard opens the
+//! partition. The classic group state machine lives in [`crate::group`]; wiring its
+//! Join/Sync/Heartbeat/Leave is the next step (the consumer-groups issue), and commits are
+//! validated as for a group that does not exist yet (simple commits, generation -1, only).
+
+pub mod offsets;
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use crate::protocol::error::ErrorCode;
+use crate::protocol::record_batch::validate;
+use crate::protocol::records::{encode_batch, for_each_record};
+use crate::shard::partition::Partition;
+use crate::shard::{now_ms, Shard};
+
+use offsets::{encode_commit, Committed, OffsetKey, OFFSETS_TOPIC};
+
+/// The `__consumer_offsets` partition of `group`. The count is the topic's own (fixed when it was
+/// created), so changing `offsets.topic.num.partitions` later cannot move groups.
+pub fn group_partition(shard: &Shard, group: &str) -> i32 {
+    let count = shard
+        .image()
+        .topic(OFFSETS_TOPIC)
+        .map_or(shard.config.offsets_topic_num_partitions, |t| {
+            t.partitions.len() as i32
+        });
+    offsets::partition_for(group, count)
+}
+
+/// The shard that coordinates `group`, if `__consumer_offsets` exists.
+pub fn group_shard(shard: &Shard, group: &str) -> Option<usize> {
+    shard
+        .image()
+        .shard_of(OFFSETS_TOPIC, group_partition(shard, group))
+}
+
+/// One partition's commit inside an OffsetCommit.
+#[derive(Debug, Clone)]
+pub struct CommitPart {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+}
+
+/// Who commits: the group-management fields of the request.
+#[derive(Debug, Clone)]
+pub struct CommitRequest {
+    pub group: String,
+    pub generation_id: i32,
+    pub member_id: String,
+    pub parts: Vec<CommitPart>,
+}
+
+/// Runs on the coordinating shard: validates, appends one batch with every accepted commit to the
+/// group's `__consumer_offsets` partition, waits until it is durable, then applies it to the
+/// table. Returns one error code per part, in order.
+pub async fn commit_offsets(shard: Rc<Shard>, req: CommitRequest) -> Vec<ErrorCode> {
+    let n = req.parts.len();
+    let everyone = |code: ErrorCode| vec![code; n];
+    if req.group.is_empty() {
+        return everyone(ErrorCode::INVALID_GROUP_ID);
+    }
+    // No group runtime yet: every group is "unknown", where Kafka accepts only simple commits.
+    if let Err(e) = crate::group::validate_commit_unknown_group(req.generation_id) {
+        return everyone(ErrorCode(e.code()));
+    }
+    let p = match shard.serving(OFFSETS_TOPIC, group_partition(&shard, &req.group)) {
+        Ok(p) => p,
+        Err(ErrorCode::KAFKA_STORAGE_ERROR) => {
+            return everyone(ErrorCode::COORDINATOR_NOT_AVAILABLE)
+        }
+        Err(_) => return everyone(ErrorCode::NOT_COORDINATOR),
+    };
+    let image = shard.image();
+    let now = now_ms();
+    let mut codes = Vec::with_capacity(n);
+    let mut accepted: Vec<(OffsetKey, Committed)> = Vec::new();
+    for part in req.parts {
+        let known = image
+            .topic(&part.topic)
+            .is_some_and(|t| part.partition >= 0 && (part.partition as usize) < t.partitions.len());
+        let metadata = part.metadata.unwrap_or_default();
+        let code = if !known {
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+        } else if metadata.len() > shard.config.offset_metadata_max_bytes {
+            ErrorCode::OFFSET_METADATA_TOO_LARGE
+        } else {
+            accepted.push((
+                OffsetKey {
+                    group: req.group.clone(),
+                    topic: part.topic,
+                    partition: part.partition,
+                },
+                Committed {
+                    offset: part.offset,
+                    leader_epoch: part.leader_epoch,
+                    metadata,
+                    commit_timestamp_ms: now,
+                },
+            ));
+            ErrorCode::NONE
+        };
+        codes.push(code);
+    }
+    if accepted.is_empty() {
+        return codes;
+    }
+    let records: Vec<_> = accepted
+        .iter()
+        .map(|(k, c)| encode_commit(k, Some(c)))
+        .collect();
+    let outcome = append_durably(&shard, &p, Bytes::from(encode_batch(&records, now))).await;
+    if let Err(code) = outcome {
+        return codes
+            .into_iter()
+            .map(|c| if c == ErrorCode::NONE { code } else { c })
+            .collect();
+    }
+    let mut table = shard.offsets.borrow_mut();
+    for (k, c) in accepted {
+        table.apply(k, Some(c));
+    }
+    codes
+}
+
+/// Appends one broker-built batch to `p` and waits for the group commit that makes it durable.
+async fn append_durably(
+    shard: &Rc<Shard>,
+    p: &Rc<Partition>,
+    batch: Bytes,
+) -> Result<(), ErrorCode> {
+    let header = validate(&batch).map_err(|e| {
+        log::error!("shard {}: built an invalid offsets batch: {e}", shard.id);
+        ErrorCode::UNKNOWN_SERVER_ERROR
+    })?;
+    let (appended, round) = shard.append_local(p, &[(batch, header)]).map_err(|e| {
+        p.log_error("offset commit append", &e);
+        ErrorCode::COORDINATOR_NOT_AVAILABLE
+    })?;
+    shard.commit.wait_round(round).await;
+    if p.log.high_watermark() <= appended.last_offset {
+        // The flush did not cover it: the disk under this partition failed.
+        return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE);
+    }
+    Ok(())
+}
+
+/// What OffsetFetch returns for one partition: offset -1 and empty metadata when nothing is
+/// committed (Kafka's answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+}
+
+/// Runs on the coordinating shard: the committed offsets of `group` for `wanted` partitions, or
+/// every committed partition when `wanted` is `None`. `Err` is a group-level error.
+pub fn fetch_offsets(
+    shard: &Shard,
+    group: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<Vec<FetchedOffset>, ErrorCode> {
+    if group.is_empty() {
+        return Err(ErrorCode::INVALID_GROUP_ID);
+    }
+    match shard.serving(OFFSETS_TOPIC, group_partition(shard, group)) {
+        Ok(_) => {}
+        Err(ErrorCode::KAFKA_STORAGE_ERROR) => return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE),
+        Err(_) => return Err(ErrorCode::NOT_COORDINATOR),
+    }
+    let table = shard.offsets.borrow();
+    let found = |topic: String, partition: i32| match table.get(group, &topic, partition) {
+        Some(c) => FetchedOffset {
+            topic,
+            partition,
+            offset: c.offset,
+            leader_epoch: c.leader_epoch,
+            metadata: c.metadata.clone(),
+        },
+        None => FetchedOffset {
+            topic,
+            partition,
+            offset: -1,
+            leader_epoch: -1,
+            metadata: String::new(),
+        },
+    };
+    Ok(match wanted {
+        Some(topics) => topics
+            .into_iter()
+            .flat_map(|(t, parts)| parts.into_iter().map(move |p| (t.clone(), p)))
+            .map(|(t, p)| found(t, p))
+            .collect(),
+        None => table
+            .group(group)
+            .into_iter()
+            .map(|(topic, partition, c)| FetchedOffset {
+                topic,
+                partition,
+                offset: c.offset,
+                leader_epoch: c.leader_epoch,
+                metadata: c.metadata,
+            })
+            .collect(),
+    })
+}
+
+/// Replays a `__consumer_offsets` partition this shard just opened into its offset table.
+/// Reads everything below the high watermark (all of it was durable before the restart).
+pub async fn rebuild_from(shard: &Rc<Shard>, p: &Rc<Partition>) {
+    const READ_BYTES: usize = 1 << 20;
+    let upper = p.log.high_watermark();
+    let mut offset = p.log.log_start_offset();
+    let (mut records, mut unreadable) = (0u64, 0u64);
+    while offset < upper {
+        let slice = match p.log.read(offset, READ_BYTES, upper).await {
+            Ok(s) => s,
+            Err(e) => {
+                p.log_error("offsets rebuild read", &e);
+                break;
+            }
+        };
+        let batches = match slice.batches() {
+            Ok(b) => b,
+            Err(e) => {
+                p.log_error("offsets rebuild", &e);
+                break;
+            }
+        };
+        if batches.is_empty() {
+            break;
+        }
+        let mut table = shard.offsets.borrow_mut();
+        for b in &batches {
+            let result = for_each_record(b, |r| {
+                records += 1;
+                if !table.replay_record(r.key, r.value) {
+                    unreadable += 1;
+                }
+            });
+            match result {
+                Ok(h) => offset = offset.max(h.last_offset() + 1),
+                Err(e) => {
+                    p.log_error("offsets rebuild batch", &e);
+                    unreadable += 1;
+                    match crate::protocol::record_batch::BatchHeader::parse(b) {
+                        Ok(h) => offset = offset.max(h.last_offset() + 1),
+                        Err(_) => return,
+                    }
+                }
+            }
+        }
+    }
+    if records > 0 {
+        log::info!(
+            "shard {}: {}-{}: replayed {records} offset record(s){}",
+            shard.id,
+            p.topic,
+            p.index,
+            if unreadable > 0 {
+                format!(", {unreadable} unreadable (skipped)")
+            } else {
+                String::new()
+            }
+        );
+    }
+}

@@ -1,0 +1,383 @@
+//! Committed offsets: where a group lives, how a commit is written to `__consumer_offsets`, and
+//! the in-memory table each shard rebuilds from its partitions of that topic.
+//!
+//! Records use Kafka's own schemas (so Kafka tooling that reads the topic understands them):
+//!
+//! ```text
+//! key   OffsetCommitKey v1:   version i16 = 1 | group string | topic string | partition i32
+//! value OffsetCommitValue v3: version i16 = 3 | offset i64 | leader epoch i32 | metadata string
+//!                             | commit timestamp i64
+//! a null value (tombstone) deletes the committed offset
+//! ```
+//!
+//! Values v0–v2 and key v0 are read too. Key version 2 (group metadata) is skipped here: the
+//! group runtime reads it.
+//!
+//! Pure: no I/O. The owning shard appends what [`encode_commit`] returns and applies it with
+//! [`OffsetTable::apply`] once durable; at start it replays the partition through
+//! [`OffsetTable::replay_record`].
+
+use std::collections::HashMap;
+
+use crate::protocol::records::KeyValue;
+
+/// The internal topic holding committed offsets (and, later, group metadata).
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Topics the broker writes itself; clients may read them but not produce to or delete them
+/// (Kafka's `Topic.isInternal`).
+pub fn is_internal_topic(name: &str) -> bool {
+    name == OFFSETS_TOPIC || name == "__transaction_state"
+}
+
+/// Kafka's `Utils.murmur2` (the Java client's partitioner hash), over `data`.
+pub fn murmur2(data: &[u8]) -> i32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let len = data.len() as u32;
+    let mut h: u32 = SEED ^ len;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+/// The `__consumer_offsets` partition that holds `group_id`:
+/// `abs(murmur2(group_id)) % partitions` (with abs(i32::MIN) = 0, as Kafka's `Utils.abs`).
+pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
+    let h = murmur2(group_id.as_bytes());
+    let abs = if h == i32::MIN { 0 } else { h.abs() };
+    abs % partitions.max(1)
+}
+
+/// One committed offset, as OffsetFetch returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+    pub commit_timestamp_ms: i64,
+}
+
+/// Key of one committed offset.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OffsetKey {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+}
+
+fn put_string(out: &mut Vec<u8>, s: &str) {
+    let len = s.len().min(i16::MAX as usize);
+    out.extend_from_slice(&(len as i16).to_be_bytes());
+    out.extend_from_slice(&s.as_bytes()[..len]);
+}
+
+/// The record that commits `value` for `key` (or deletes it when `value` is `None`).
+pub fn encode_commit(key: &OffsetKey, value: Option<&Committed>) -> KeyValue {
+    let mut k = Vec::with_capacity(8 + key.group.len() + key.topic.len());
+    k.extend_from_slice(&1i16.to_be_bytes());
+    put_string(&mut k, &key.group);
+    put_string(&mut k, &key.topic);
+    k.extend_from_slice(&key.partition.to_be_bytes());
+    let v = value.map(|c| {
+        let mut v = Vec::with_capacity(26 + c.metadata.len());
+        v.extend_from_slice(&3i16.to_be_bytes());
+        v.extend_from_slice(&c.offset.to_be_bytes());
+        v.extend_from_slice(&c.leader_epoch.to_be_bytes());
+        put_string(&mut v, &c.metadata);
+        v.extend_from_slice(&c.commit_timestamp_ms.to_be_bytes());
+        v
+    });
+    KeyValue {
+        key: Some(k),
+        value: v,
+    }
+}
+
+/// A cursor over big-endian fields; every read is bounds-checked.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+    fn i16(&mut self) -> Option<i16> {
+        self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
+    }
+    fn i32(&mut self) -> Option<i32> {
+        self.take(4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn i64(&mut self) -> Option<i64> {
+        self.take(8)
+            .map(|b| i64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+    }
+    fn string(&mut self) -> Option<String> {
+        let len = usize::try_from(self.i16()?).ok()?;
+        self.take(len)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    }
+}
+
+/// What one `__consumer_offsets` record is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OffsetsRecord {
+    /// A committed offset (value `None` = deleted).
+    Offset(OffsetKey, Option<Committed>),
+    /// Group metadata (key version 2) for `group`: not an offset.
+    Group(String),
+    /// A key or value this code cannot read (newer version, corruption).
+    Unreadable(String),
+}
+
+pub fn decode_record(key: Option<&[u8]>, value: Option<&[u8]>) -> OffsetsRecord {
+    let Some(key) = key else {
+        return OffsetsRecord::Unreadable("record without a key".into());
+    };
+    let mut k = Cursor(key);
+    let parsed_key = match k.i16() {
+        Some(0 | 1) => (|| {
+            Some(OffsetKey {
+                group: k.string()?,
+                topic: k.string()?,
+                partition: k.i32()?,
+            })
+        })(),
+        Some(2) => {
+            return match k.string() {
+                Some(g) => OffsetsRecord::Group(g),
+                None => OffsetsRecord::Unreadable("truncated group metadata key".into()),
+            }
+        }
+        other => return OffsetsRecord::Unreadable(format!("key version {other:?}")),
+    };
+    let Some(key) = parsed_key else {
+        return OffsetsRecord::Unreadable("truncated offset commit key".into());
+    };
+    let Some(value) = value else {
+        return OffsetsRecord::Offset(key, None);
+    };
+    let mut v = Cursor(value);
+    let committed = match v.i16() {
+        Some(version @ 0..=3) => (|| {
+            let offset = v.i64()?;
+            let leader_epoch = if version >= 3 { v.i32()? } else { -1 };
+            let metadata = v.string()?;
+            let commit_timestamp_ms = v.i64()?;
+            Some(Committed {
+                offset,
+                leader_epoch,
+                metadata,
+                commit_timestamp_ms,
+            })
+        })(),
+        other => {
+            return OffsetsRecord::Unreadable(format!("offset commit value version {other:?}"))
+        }
+    };
+    match committed {
+        Some(c) => OffsetsRecord::Offset(key, Some(c)),
+        None => OffsetsRecord::Unreadable("truncated offset commit value".into()),
+    }
+}
+
+/// Committed offsets of the groups whose `__consumer_offsets` partitions one shard owns.
+#[derive(Debug, Default)]
+pub struct OffsetTable {
+    groups: HashMap<String, HashMap<(String, i32), Committed>>,
+}
+
+impl OffsetTable {
+    /// Applies one commit (or deletion, `None`).
+    pub fn apply(&mut self, key: OffsetKey, value: Option<Committed>) {
+        match value {
+            Some(c) => {
+                self.groups
+                    .entry(key.group)
+                    .or_default()
+                    .insert((key.topic, key.partition), c);
+            }
+            None => {
+                if let Some(g) = self.groups.get_mut(&key.group) {
+                    g.remove(&(key.topic, key.partition));
+                    if g.is_empty() {
+                        self.groups.remove(&key.group);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies a record read back from the log; unreadable records are counted, not fatal.
+    pub fn replay_record(&mut self, key: Option<&[u8]>, value: Option<&[u8]>) -> bool {
+        match decode_record(key, value) {
+            OffsetsRecord::Offset(k, v) => {
+                self.apply(k, v);
+                true
+            }
+            OffsetsRecord::Group(_) => true,
+            OffsetsRecord::Unreadable(_) => false,
+        }
+    }
+
+    pub fn get(&self, group: &str, topic: &str, partition: i32) -> Option<&Committed> {
+        self.groups.get(group)?.get(&(topic.to_string(), partition))
+    }
+
+    /// Every committed offset of `group`, sorted by topic and partition.
+    pub fn group(&self, group: &str) -> Vec<(String, i32, Committed)> {
+        let mut out: Vec<(String, i32, Committed)> = self
+            .groups
+            .get(group)
+            .map(|g| {
+                g.iter()
+                    .map(|((t, p), c)| (t.clone(), *p, c.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        out
+    }
+
+    pub fn has_group(&self, group: &str) -> bool {
+        self.groups.contains_key(group)
+    }
+
+    /// Forgets every group stored in the partitions this table no longer owns (partition
+    /// closed); callers rebuild from the log when it opens again.
+    pub fn retain_groups(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.groups.retain(|g, _| keep(g));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_kafka() {
+        // Kafka's UtilsTest.testMurmur2 vectors.
+        let cases: &[(&str, i32)] = &[
+            ("21", -973_932_308),
+            ("foobar", -790_332_482),
+            ("a-little-bit-long-string", -985_981_536),
+            ("a-little-bit-longer-string", -1_486_304_829),
+            (
+                "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
+            ("abc", 479_470_107),
+        ];
+        for (s, want) in cases {
+            assert_eq!(murmur2(s.as_bytes()), *want, "{s}");
+        }
+    }
+
+    #[test]
+    fn partition_for_is_in_range_and_stable() {
+        for g in ["", "g", "group-1", "a-little-bit-longer-string"] {
+            let p = partition_for(g, 50);
+            assert!((0..50).contains(&p));
+            assert_eq!(p, partition_for(g, 50));
+        }
+        assert_eq!(partition_for("anything", 1), 0);
+    }
+
+    #[test]
+    fn commit_records_round_trip_and_tombstones_delete() {
+        let key = OffsetKey {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 3,
+        };
+        let c = Committed {
+            offset: 42,
+            leader_epoch: 7,
+            metadata: "meta ✓".into(),
+            commit_timestamp_ms: 1_700_000_000_000,
+        };
+        let rec = encode_commit(&key, Some(&c));
+        assert_eq!(
+            decode_record(rec.key.as_deref(), rec.value.as_deref()),
+            OffsetsRecord::Offset(key.clone(), Some(c.clone()))
+        );
+        let mut t = OffsetTable::default();
+        assert!(t.replay_record(rec.key.as_deref(), rec.value.as_deref()));
+        assert_eq!(t.get("g", "t", 3), Some(&c));
+        let del = encode_commit(&key, None);
+        assert!(t.replay_record(del.key.as_deref(), del.value.as_deref()));
+        assert_eq!(t.get("g", "t", 3), None);
+        assert!(!t.has_group("g"));
+    }
+
+    #[test]
+    fn older_value_versions_and_garbage() {
+        // OffsetCommitValue v1: offset, metadata, commit ts, expire ts.
+        let mut k = vec![0, 1];
+        put_string(&mut k, "g");
+        put_string(&mut k, "t");
+        k.extend_from_slice(&0i32.to_be_bytes());
+        let mut v = vec![0, 1];
+        v.extend_from_slice(&5i64.to_be_bytes());
+        put_string(&mut v, "m");
+        v.extend_from_slice(&9i64.to_be_bytes());
+        v.extend_from_slice(&10i64.to_be_bytes());
+        match decode_record(Some(&k), Some(&v)) {
+            OffsetsRecord::Offset(_, Some(c)) => {
+                assert_eq!(
+                    (c.offset, c.leader_epoch, c.metadata.as_str()),
+                    (5, -1, "m")
+                );
+                assert_eq!(c.commit_timestamp_ms, 9);
+            }
+            other => panic!("{other:?}"),
+        }
+        for cut in 0..k.len() {
+            assert!(matches!(
+                decode_record(Some(&k[..cut]), Some(&v)),
+                OffsetsRecord::Unreadable(_)
+            ));
+        }
+        for cut in 0..v.len() - 8 {
+            assert!(matches!(
+                decode_record(Some(&k), Some(&v[..cut])),
+                OffsetsRecord::Unreadable(_)
+            ));
+        }
+        assert!(matches!(
+            decode_record(Some(&[0, 9]), None),
+            OffsetsRecord::Unreadable(_)
+        ));
+        assert!(matches!(
+            decode_record(Some(&[0, 2, 0, 1, b'g']), Some(b"anything")),
+            OffsetsRecord::Group(g) if g == "g"
+        ));
+    }
+}
