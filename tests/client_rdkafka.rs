@@ -194,37 +194,8 @@ fn codec_zstd_100k_records_6_partitions() {
 // 2. Keyed partitioning: murmur2, like the Java client's default partitioner
 // ---------------------------------------------------------------------------------------------
 
-/// Kafka's murmur2 (org.apache.kafka.common.utils.Utils.murmur2), written out from the
-/// algorithm: seed 0x9747b28c, m 0x5bd1e995, r 24, little-endian 4-byte blocks.
-fn murmur2(data: &[u8]) -> i32 {
-    const M: u32 = 0x5bd1_e995;
-    const R: u32 = 24;
-    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
-    let mut chunks = data.chunks_exact(4);
-    for c in &mut chunks {
-        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        k = k.wrapping_mul(M);
-        k ^= k >> R;
-        k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M);
-        h ^= k;
-    }
-    let tail = chunks.remainder();
-    if tail.len() >= 3 {
-        h ^= (tail[2] as u32) << 16;
-    }
-    if tail.len() >= 2 {
-        h ^= (tail[1] as u32) << 8;
-    }
-    if !tail.is_empty() {
-        h ^= tail[0] as u32;
-        h = h.wrapping_mul(M);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^= h >> 15;
-    h as i32
-}
+/// Kafka's murmur2 (the broker's copy, checked against Kafka's reference vectors below).
+use odradek::coordinator::offsets::murmur2;
 
 /// The Java default partitioner for a non-null key.
 fn murmur2_partition(key: &[u8], partitions: i32) -> i32 {

@@ -43,6 +43,22 @@ pub struct NewTopic {
     pub partitions: i32,
 }
 
+/// A new topic's metadata: a fresh id, partitions placed on the least-loaded shards of `image`.
+fn new_topic(image: &MetadataImage, name: &str, partitions: i32, nr_shards: usize) -> TopicMeta {
+    TopicMeta {
+        name: name.to_string(),
+        id: random_id(),
+        partitions: image
+            .place(partitions as usize, nr_shards)
+            .into_iter()
+            .map(|s| PartitionMeta {
+                shard: s,
+                leader_epoch: 0,
+            })
+            .collect(),
+    }
+}
+
 /// Creates `__consumer_offsets` (with `offsets.topic.num.partitions`) in an image that lacks it:
 /// at first start, or on a data directory from before groups existed. True if it was added.
 fn ensure_offsets_topic(
@@ -54,21 +70,13 @@ fn ensure_offsets_topic(
     if image.topics.contains_key(OFFSETS_TOPIC) {
         return false;
     }
-    let shards = image.place(config.offsets_topic_num_partitions as usize, nr_shards);
-    image.topics.insert(
-        OFFSETS_TOPIC.to_string(),
-        TopicMeta {
-            name: OFFSETS_TOPIC.to_string(),
-            id: random_id(),
-            partitions: shards
-                .into_iter()
-                .map(|s| PartitionMeta {
-                    shard: s,
-                    leader_epoch: 0,
-                })
-                .collect(),
-        },
+    let meta = new_topic(
+        image,
+        OFFSETS_TOPIC,
+        config.offsets_topic_num_partitions,
+        nr_shards,
     );
+    image.topics.insert(OFFSETS_TOPIC.to_string(), meta);
     log::info!(
         "metadata: created {OFFSETS_TOPIC} with {} partition(s)",
         config.offsets_topic_num_partitions
@@ -182,18 +190,7 @@ impl Controller {
                 ))));
                 continue;
             }
-            let shards = next.place(t.partitions as usize, shard.nr_shards);
-            let meta = TopicMeta {
-                name: t.name.clone(),
-                id: random_id(),
-                partitions: shards
-                    .into_iter()
-                    .map(|s| PartitionMeta {
-                        shard: s,
-                        leader_epoch: 0,
-                    })
-                    .collect(),
-            };
+            let meta = new_topic(&next, &t.name, t.partitions, shard.nr_shards);
             next.topics.insert(t.name, meta.clone());
             results.push(Ok(meta));
         }

@@ -328,7 +328,7 @@ pub fn first_record_at_or_after(
 }
 
 /// Reads a zigzag varint/varlong (up to 10 bytes) at `*pos`.
-fn read_zigzag(buf: &[u8], pos: &mut usize) -> Result<i64, String> {
+pub(crate) fn read_zigzag(buf: &[u8], pos: &mut usize) -> Result<i64, String> {
     let mut value: u64 = 0;
     for i in 0..10 {
         let byte = *buf
@@ -443,27 +443,7 @@ pub fn set_log_append_time(batch: &mut [u8], timestamp_ms: i64) -> Result<(), Ba
 pub mod testing {
     use super::*;
 
-    fn put_varint(out: &mut Vec<u8>, v: i64) {
-        let mut z = ((v << 1) ^ (v >> 63)) as u64;
-        loop {
-            if z < 0x80 {
-                out.push(z as u8);
-                return;
-            }
-            out.push((z as u8 & 0x7f) | 0x80);
-            z >>= 7;
-        }
-    }
-
-    fn put_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
-        match b {
-            None => put_varint(out, -1),
-            Some(b) => {
-                put_varint(out, b.len() as i64);
-                out.extend_from_slice(b);
-            }
-        }
-    }
+    use crate::protocol::records::{put_bytes, put_varint};
 
     #[derive(Clone, Debug)]
     pub struct TestRecord {

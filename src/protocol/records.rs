@@ -3,7 +3,9 @@
 //! batch back. Client batches are never taken apart on the produce/fetch path; this is only for
 //! data the broker writes and replays itself.
 
-use super::record_batch::{compute_crc, BatchError, BatchHeader, Corruption, BATCH_HEADER_LEN};
+use super::record_batch::{
+    compute_crc, read_zigzag, BatchError, BatchHeader, Corruption, BATCH_HEADER_LEN,
+};
 
 /// One record as the broker writes it: no headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,7 +15,8 @@ pub struct KeyValue {
     pub value: Option<Vec<u8>>,
 }
 
-fn put_varint(out: &mut Vec<u8>, v: i64) {
+/// Appends `v` as a zigzag varint (the record format's integers).
+pub(crate) fn put_varint(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
         out.push((z as u8 & 0x7f) | 0x80);
@@ -22,7 +25,8 @@ fn put_varint(out: &mut Vec<u8>, v: i64) {
     out.push(z as u8);
 }
 
-fn put_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
+/// Appends a varint-length-prefixed byte string (-1 = null).
+pub(crate) fn put_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
     match b {
         None => put_varint(out, -1),
         Some(b) => {
@@ -91,7 +95,7 @@ pub fn for_each_record<'a>(
         .ok_or_else(|| corrupt(format!("batch of {} bytes is truncated", h.total_len())))?;
     let mut pos = 0usize;
     for _ in 0..h.records_count {
-        let len = read_varint(records, &mut pos).map_err(corrupt)?;
+        let len = read_zigzag(records, &mut pos).map_err(corrupt)?;
         let end = usize::try_from(len)
             .ok()
             .and_then(|len| pos.checked_add(len))
@@ -99,8 +103,8 @@ pub fn for_each_record<'a>(
             .ok_or_else(|| corrupt(format!("record length {len} at {pos}")))?;
         let rec = &records[..end];
         let mut p = pos + 1; // attributes
-        let _timestamp_delta = read_varint(rec, &mut p).map_err(corrupt)?;
-        let offset_delta = read_varint(rec, &mut p).map_err(corrupt)?;
+        let _timestamp_delta = read_zigzag(rec, &mut p).map_err(corrupt)?;
+        let offset_delta = read_zigzag(rec, &mut p).map_err(corrupt)?;
         let key = read_bytes(rec, &mut p).map_err(corrupt)?;
         let value = read_bytes(rec, &mut p).map_err(corrupt)?;
         f(RecordRef {
@@ -113,23 +117,8 @@ pub fn for_each_record<'a>(
     Ok(h)
 }
 
-fn read_varint(buf: &[u8], pos: &mut usize) -> Result<i64, String> {
-    let mut value: u64 = 0;
-    for i in 0..10 {
-        let byte = *buf
-            .get(*pos)
-            .ok_or_else(|| format!("truncated varint at {}", *pos))?;
-        *pos += 1;
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Ok(((value >> 1) as i64) ^ -((value & 1) as i64));
-        }
-    }
-    Err(format!("varint longer than 10 bytes before {}", *pos))
-}
-
 fn read_bytes<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Option<&'a [u8]>, String> {
-    let len = read_varint(buf, pos)?;
+    let len = read_zigzag(buf, pos)?;
     if len < 0 {
         return Ok(None);
     }
