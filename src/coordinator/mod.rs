@@ -73,12 +73,9 @@ pub async fn commit_offsets(shard: Rc<Shard>, req: CommitRequest) -> Vec<ErrorCo
     if let Err(e) = crate::group::validate_commit_unknown_group(req.generation_id) {
         return everyone(ErrorCode(e.code()));
     }
-    let p = match shard.serving(OFFSETS_TOPIC, group_partition(&shard, &req.group)) {
+    let p = match coordinating_partition(&shard, &req.group) {
         Ok(p) => p,
-        Err(ErrorCode::KAFKA_STORAGE_ERROR) => {
-            return everyone(ErrorCode::COORDINATOR_NOT_AVAILABLE)
-        }
-        Err(_) => return everyone(ErrorCode::NOT_COORDINATOR),
+        Err(code) => return everyone(code),
     };
     let image = shard.image();
     let now = now_ms();
@@ -165,6 +162,41 @@ pub struct FetchedOffset {
     pub metadata: String,
 }
 
+impl FetchedOffset {
+    pub fn committed(topic: String, partition: i32, c: &Committed) -> Self {
+        FetchedOffset {
+            topic,
+            partition,
+            offset: c.offset,
+            leader_epoch: c.leader_epoch,
+            metadata: c.metadata.clone(),
+        }
+    }
+
+    /// Nothing committed (or the group could not be asked).
+    pub fn none(topic: String, partition: i32) -> Self {
+        FetchedOffset {
+            topic,
+            partition,
+            offset: -1,
+            leader_epoch: -1,
+            metadata: String::new(),
+        }
+    }
+}
+
+/// The `__consumer_offsets` partition of `group` if this shard coordinates it; otherwise the
+/// coordinator error a client retries on (COORDINATOR_NOT_AVAILABLE when its disk failed,
+/// NOT_COORDINATOR when another shard owns it).
+fn coordinating_partition(shard: &Shard, group: &str) -> Result<Rc<Partition>, ErrorCode> {
+    shard
+        .serving(OFFSETS_TOPIC, group_partition(shard, group))
+        .map_err(|code| match code {
+            ErrorCode::KAFKA_STORAGE_ERROR => ErrorCode::COORDINATOR_NOT_AVAILABLE,
+            _ => ErrorCode::NOT_COORDINATOR,
+        })
+}
+
 /// Runs on the coordinating shard: the committed offsets of `group` for `wanted` partitions, or
 /// every committed partition when `wanted` is `None`. `Err` is a group-level error.
 pub fn fetch_offsets(
@@ -175,44 +207,21 @@ pub fn fetch_offsets(
     if group.is_empty() {
         return Err(ErrorCode::INVALID_GROUP_ID);
     }
-    match shard.serving(OFFSETS_TOPIC, group_partition(shard, group)) {
-        Ok(_) => {}
-        Err(ErrorCode::KAFKA_STORAGE_ERROR) => return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE),
-        Err(_) => return Err(ErrorCode::NOT_COORDINATOR),
-    }
+    coordinating_partition(shard, group)?;
     let table = shard.offsets.borrow();
-    let found = |topic: String, partition: i32| match table.get(group, &topic, partition) {
-        Some(c) => FetchedOffset {
-            topic,
-            partition,
-            offset: c.offset,
-            leader_epoch: c.leader_epoch,
-            metadata: c.metadata.clone(),
-        },
-        None => FetchedOffset {
-            topic,
-            partition,
-            offset: -1,
-            leader_epoch: -1,
-            metadata: String::new(),
-        },
-    };
     Ok(match wanted {
         Some(topics) => topics
             .into_iter()
             .flat_map(|(t, parts)| parts.into_iter().map(move |p| (t.clone(), p)))
-            .map(|(t, p)| found(t, p))
+            .map(|(t, p)| match table.get(group, &t, p) {
+                Some(c) => FetchedOffset::committed(t, p, c),
+                None => FetchedOffset::none(t, p),
+            })
             .collect(),
         None => table
             .group(group)
             .into_iter()
-            .map(|(topic, partition, c)| FetchedOffset {
-                topic,
-                partition,
-                offset: c.offset,
-                leader_epoch: c.leader_epoch,
-                metadata: c.metadata,
-            })
+            .map(|(t, p, c)| FetchedOffset::committed(t, p, &c))
             .collect(),
     })
 }
@@ -244,22 +253,23 @@ pub async fn rebuild_from(shard: &Rc<Shard>, p: &Rc<Partition>) {
         }
         let mut table = shard.offsets.borrow_mut();
         for b in &batches {
-            let result = for_each_record(b, |r| {
+            let h = match crate::protocol::record_batch::BatchHeader::parse(b) {
+                Ok(h) => h,
+                Err(e) => {
+                    p.log_error("offsets rebuild batch", &e);
+                    return;
+                }
+            };
+            offset = offset.max(h.last_offset() + 1);
+            let replayed = for_each_record(b, |r| {
                 records += 1;
                 if !table.replay_record(r.key, r.value) {
                     unreadable += 1;
                 }
             });
-            match result {
-                Ok(h) => offset = offset.max(h.last_offset() + 1),
-                Err(e) => {
-                    p.log_error("offsets rebuild batch", &e);
-                    unreadable += 1;
-                    match crate::protocol::record_batch::BatchHeader::parse(b) {
-                        Ok(h) => offset = offset.max(h.last_offset() + 1),
-                        Err(_) => return,
-                    }
-                }
+            if let Err(e) = replayed {
+                p.log_error("offsets rebuild batch", &e);
+                unreadable += 1;
             }
         }
     }

@@ -177,13 +177,7 @@ pub async fn offset_fetch(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader)
                 .map(|(t, parts)| {
                     let list = parts
                         .into_iter()
-                        .map(|p| FetchedOffset {
-                            topic: t.clone(),
-                            partition: p,
-                            offset: -1,
-                            leader_epoch: -1,
-                            metadata: String::new(),
-                        })
+                        .map(|p| FetchedOffset::none(t.clone(), p))
                         .collect();
                     (t, list)
                 })
