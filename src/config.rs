@@ -72,6 +72,8 @@ pub struct BrokerConfig {
     pub offsets_topic_num_partitions: i32,
     /// Longest metadata string an OffsetCommit may carry (OFFSET_METADATA_TOO_LARGE above).
     pub offset_metadata_max_bytes: usize,
+    /// Classic consumer-group limits (`group.*` keys).
+    pub group: crate::group::GroupConfig,
 }
 
 /// Every key we accept, with its default. Kafka names first, then Odradek's own.
@@ -93,6 +95,10 @@ const KEYS: &[(&str, &str)] = &[
     ("log.message.timestamp.type", "CreateTime"),
     ("offsets.topic.num.partitions", "50"),
     ("offset.metadata.max.bytes", "4096"),
+    ("group.initial.rebalance.delay.ms", "3000"),
+    ("group.min.session.timeout.ms", "6000"),
+    ("group.max.session.timeout.ms", "1800000"),
+    ("group.max.size", "1000"),
     ("message.max.bytes", "1048588"),
     ("socket.request.max.bytes", "104857600"),
     ("cores", ""),
@@ -288,6 +294,28 @@ impl BrokerConfig {
                 0,
                 i32::MAX as i64,
             )? as usize,
+            group: crate::group::GroupConfig {
+                initial_rebalance_delay_ms: parse_num(
+                    "group.initial.rebalance.delay.ms",
+                    &get("group.initial.rebalance.delay.ms"),
+                    0,
+                    i32::MAX as i64,
+                )? as u64,
+                session_timeout_min_ms: parse_num(
+                    "group.min.session.timeout.ms",
+                    &get("group.min.session.timeout.ms"),
+                    0,
+                    i32::MAX as i64,
+                )? as u64,
+                session_timeout_max_ms: parse_num(
+                    "group.max.session.timeout.ms",
+                    &get("group.max.session.timeout.ms"),
+                    0,
+                    i32::MAX as i64,
+                )? as u64,
+                max_size: parse_num("group.max.size", &get("group.max.size"), 1, 100_000)? as usize,
+                ..crate::group::GroupConfig::default()
+            },
         })
     }
 }

@@ -15,17 +15,18 @@
 //! broker differs is marked `#[ignore = "broker bug: ..."]`, never weakened.
 
 mod common;
+mod wire;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{raw_connect, read_frame, Broker, BrokerOptions};
+use common::{Broker, BrokerOptions};
 use odradek::protocol::messages::*;
 use odradek::protocol::record_batch::{validate, BatchHeader};
-use odradek::protocol::{self, ApiKey, Message, Reader, RequestHeader, ResponseHeader, Writer};
+use odradek::protocol::{ApiKey, Writer};
+use wire::{decode_body, Conn};
 
 // Kafka error codes asserted below.
 const NONE: i16 = 0;
@@ -76,133 +77,6 @@ fn crash_and_start(broker: &mut Broker) {
 // ---------------------------------------------------------------------------------------------
 // Wire: one connection, requests encoded and responses decoded with the broker's codec
 // ---------------------------------------------------------------------------------------------
-
-/// A request body and the response body it is answered with.
-trait Rpc: Message {
-    type Response: Message;
-}
-
-impl Rpc for ProduceRequest {
-    type Response = ProduceResponse;
-}
-impl Rpc for FetchRequest {
-    type Response = FetchResponse;
-}
-impl Rpc for ListOffsetsRequest {
-    type Response = ListOffsetsResponse;
-}
-impl Rpc for MetadataRequest {
-    type Response = MetadataResponse;
-}
-impl Rpc for ApiVersionsRequest {
-    type Response = ApiVersionsResponse;
-}
-impl Rpc for CreateTopicsRequest {
-    type Response = CreateTopicsResponse;
-}
-impl Rpc for DeleteTopicsRequest {
-    type Response = DeleteTopicsResponse;
-}
-impl Rpc for CreatePartitionsRequest {
-    type Response = CreatePartitionsResponse;
-}
-impl Rpc for InitProducerIdRequest {
-    type Response = InitProducerIdResponse;
-}
-impl Rpc for OffsetForLeaderEpochRequest {
-    type Response = OffsetForLeaderEpochResponse;
-}
-impl Rpc for FindCoordinatorRequest {
-    type Response = FindCoordinatorResponse;
-}
-impl Rpc for OffsetCommitRequest {
-    type Response = OffsetCommitResponse;
-}
-impl Rpc for OffsetFetchRequest {
-    type Response = OffsetFetchResponse;
-}
-
-/// One client connection; correlation ids count up from 1.
-struct Conn {
-    stream: TcpStream,
-    next_correlation_id: i32,
-}
-
-impl Conn {
-    fn open(addr: SocketAddr) -> Conn {
-        Conn {
-            stream: raw_connect(addr),
-            next_correlation_id: 1,
-        }
-    }
-
-    /// The size-prefixed frame of `req` at `version`, and its correlation id.
-    fn frame<R: Message>(&mut self, req: &R, version: i16) -> (i32, Vec<u8>) {
-        let correlation_id = self.next_correlation_id;
-        self.next_correlation_id += 1;
-        let mut w = Writer::new();
-        RequestHeader {
-            request_api_key: R::API_KEY as i16,
-            request_api_version: version,
-            correlation_id,
-            client_id: Some("broker-semantics".into()),
-        }
-        .encode(&mut w);
-        req.encode(&mut w, version);
-        let mut out = Vec::with_capacity(w.len() + 4);
-        out.extend_from_slice(&(w.len() as u32).to_be_bytes());
-        for chunk in w.finish() {
-            out.extend_from_slice(&chunk);
-        }
-        (correlation_id, out)
-    }
-
-    fn send<R: Message>(&mut self, req: &R, version: i16) -> i32 {
-        let (correlation_id, bytes) = self.frame(req, version);
-        self.stream
-            .write_all(&bytes)
-            .unwrap_or_else(|e| panic!("write {:?} v{version}: {e}", R::API_KEY));
-        correlation_id
-    }
-
-    /// Reads the next response frame; checks its correlation id; returns the body reader.
-    fn recv_body(&mut self, api_key: ApiKey, version: i16, correlation_id: i32) -> Reader {
-        let frame = read_frame(&mut self.stream).unwrap_or_else(|e| {
-            panic!("no response to {api_key:?} v{version} (correlation id {correlation_id}): {e}")
-        });
-        let mut r = Reader::new(Bytes::from(frame));
-        let header =
-            ResponseHeader::decode(&mut r, protocol::response_header_version(api_key, version))
-                .unwrap_or_else(|e| panic!("{api_key:?} v{version} response header: {e}"));
-        assert_eq!(
-            header.correlation_id, correlation_id,
-            "correlation id of the next response (expected the {api_key:?} v{version} request's)"
-        );
-        r
-    }
-
-    fn recv<R: Message>(&mut self, version: i16, correlation_id: i32) -> R {
-        let mut r = self.recv_body(R::API_KEY, version, correlation_id);
-        decode_body(&mut r, version)
-    }
-
-    fn call<R: Rpc>(&mut self, req: &R, version: i16) -> R::Response {
-        let correlation_id = self.send(req, version);
-        self.recv(version, correlation_id)
-    }
-}
-
-fn decode_body<R: Message>(r: &mut Reader, version: i16) -> R {
-    let body = R::decode(r, version)
-        .unwrap_or_else(|e| panic!("decode {:?} v{version} response: {e}", R::API_KEY));
-    assert_eq!(
-        r.remaining(),
-        0,
-        "trailing bytes after {:?} v{version} response",
-        R::API_KEY
-    );
-    body
-}
 
 // ---------------------------------------------------------------------------------------------
 // RecordBatch v2

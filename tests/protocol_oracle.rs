@@ -980,7 +980,9 @@ fn kp_sync_group_request(b: &mut B) -> kp::SyncGroupRequest {
     m.group_id = gid(b.str());
     m.generation_id = b.i32();
     m.member_id = b.str();
-    m.group_instance_id = b.ostr("3+");
+    if b.has("3+") {
+        m.group_instance_id = b.ostr("3+");
+    }
     if b.has("5+") {
         m.protocol_type = b.ostr("5+");
         m.protocol_name = b.ostr("5+");
@@ -996,7 +998,9 @@ fn kp_sync_group_request(b: &mut B) -> kp::SyncGroupRequest {
 
 fn kp_sync_group_response(b: &mut B) -> kp::SyncGroupResponse {
     let mut m = kp::SyncGroupResponse::default();
-    m.throttle_time_ms = b.i32();
+    if b.has("1+") {
+        m.throttle_time_ms = b.i32();
+    }
     m.error_code = b.i16();
     if b.has("5+") {
         m.protocol_type = b.ostr("5+");
@@ -1011,13 +1015,17 @@ fn kp_heartbeat_request(b: &mut B) -> kp::HeartbeatRequest {
     m.group_id = gid(b.str());
     m.generation_id = b.i32();
     m.member_id = b.str();
-    m.group_instance_id = b.ostr("3+");
+    if b.has("3+") {
+        m.group_instance_id = b.ostr("3+");
+    }
     m
 }
 
 fn kp_heartbeat_response(b: &mut B) -> kp::HeartbeatResponse {
     let mut m = kp::HeartbeatResponse::default();
-    m.throttle_time_ms = b.i32();
+    if b.has("1+") {
+        m.throttle_time_ms = b.i32();
+    }
     m.error_code = b.i16();
     m
 }
@@ -1026,6 +1034,10 @@ fn kp_leave_group_request(b: &mut B) -> kp::LeaveGroupRequest {
     use kp::leave_group_request::*;
     let mut m = LeaveGroupRequest::default();
     m.group_id = gid(b.str());
+    if !b.has("3+") {
+        m.member_id = b.str();
+        return m;
+    }
     m.members = b.vec(|b| {
         let mut p = MemberIdentity::default();
         p.member_id = b.str();
@@ -1041,8 +1053,13 @@ fn kp_leave_group_request(b: &mut B) -> kp::LeaveGroupRequest {
 fn kp_leave_group_response(b: &mut B) -> kp::LeaveGroupResponse {
     use kp::leave_group_response::*;
     let mut m = LeaveGroupResponse::default();
-    m.throttle_time_ms = b.i32();
+    if b.has("1+") {
+        m.throttle_time_ms = b.i32();
+    }
     m.error_code = b.i16();
+    if !b.has("3+") {
+        return m;
+    }
     m.members = b.vec(|b| {
         let mut p = MemberResponse::default();
         p.member_id = b.str();

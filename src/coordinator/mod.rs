@@ -2,12 +2,13 @@
 //! `__consumer_offsets` partition ([`offsets::partition_for`]); requests for it reaching another
 //! shard are forwarded there through the mailbox by the handlers.
 //!
-//! Today: committed offsets (OffsetCommit / OffsetFetch), written to `__consumer_offsets` with
-//! the same group commit as any acks=all produce and rebuilt from it when the shard opens the
-//! partition. The classic group state machine lives in [`crate::group`]; wiring its
-//! Join/Sync/Heartbeat/Leave is the next step (the consumer-groups issue), and commits are
-//! validated as for a group that does not exist yet (simple commits, generation -1, only).
+//! Committed offsets (OffsetCommit / OffsetFetch) and classic group metadata are written to
+//! `__consumer_offsets` with the same group commit as any acks=all produce and rebuilt from it
+//! when the shard opens the partition. The classic group state machine lives in
+//! [`crate::group`]; [`groups`] drives it (JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! DescribeGroups, ListGroups, DeleteGroups) and validates commits against live groups.
 
+pub mod groups;
 pub mod offsets;
 
 use std::rc::Rc;
@@ -20,7 +21,7 @@ use crate::protocol::records::{encode_batch, for_each_record};
 use crate::shard::partition::Partition;
 use crate::shard::{now_ms, Shard};
 
-use offsets::{encode_commit, Committed, OffsetKey, OFFSETS_TOPIC};
+use offsets::{encode_commit, Committed, OffsetKey, OffsetsRecord, OFFSETS_TOPIC};
 
 /// The `__consumer_offsets` partition of `group`. The count is the topic's own (fixed when it was
 /// created), so changing `offsets.topic.num.partitions` later cannot move groups.
@@ -57,6 +58,7 @@ pub struct CommitRequest {
     pub group: String,
     pub generation_id: i32,
     pub member_id: String,
+    pub group_instance_id: Option<String>,
     pub parts: Vec<CommitPart>,
 }
 
@@ -69,14 +71,18 @@ pub async fn commit_offsets(shard: Rc<Shard>, req: CommitRequest) -> Vec<ErrorCo
     if req.group.is_empty() {
         return everyone(ErrorCode::INVALID_GROUP_ID);
     }
-    // No group runtime yet: every group is "unknown", where Kafka accepts only simple commits.
-    if let Err(e) = crate::group::validate_commit_unknown_group(req.generation_id) {
-        return everyone(ErrorCode(e.code()));
-    }
     let p = match coordinating_partition(&shard, &req.group) {
         Ok(p) => p,
         Err(code) => return everyone(code),
     };
+    let identity = crate::group::CommitIdentity {
+        member_id: req.member_id.clone(),
+        group_instance_id: req.group_instance_id.clone(),
+        generation_id: req.generation_id,
+    };
+    if let Err(e) = groups::validate_commit(&shard, &req.group, &identity) {
+        return everyone(ErrorCode(e.code()));
+    }
     let image = shard.image();
     let now = now_ms();
     let mut codes = Vec::with_capacity(n);
@@ -115,7 +121,11 @@ pub async fn commit_offsets(shard: Rc<Shard>, req: CommitRequest) -> Vec<ErrorCo
         .iter()
         .map(|(k, c)| encode_commit(k, Some(c)))
         .collect();
-    let outcome = append_durably(&shard, &p, Bytes::from(encode_batch(&records, now))).await;
+    let batch = Bytes::from(encode_batch(&records, now));
+    let outcome = match append_batch(&shard, &p, batch) {
+        Ok(pending) => wait_durable(&shard, &p, pending).await,
+        Err(code) => Err(code),
+    };
     if let Err(code) = outcome {
         return codes
             .into_iter()
@@ -129,22 +139,40 @@ pub async fn commit_offsets(shard: Rc<Shard>, req: CommitRequest) -> Vec<ErrorCo
     codes
 }
 
-/// Appends one broker-built batch to `p` and waits for the group commit that makes it durable.
-async fn append_durably(
+/// A broker-built batch appended to a `__consumer_offsets` partition, not yet durable.
+struct PendingWrite {
+    last_offset: i64,
+    round: u64,
+}
+
+/// Appends one broker-built batch to `p` right now (so writes keep their call order).
+fn append_batch(
     shard: &Rc<Shard>,
     p: &Rc<Partition>,
     batch: Bytes,
-) -> Result<(), ErrorCode> {
+) -> Result<PendingWrite, ErrorCode> {
     let header = validate(&batch).map_err(|e| {
         log::error!("shard {}: built an invalid offsets batch: {e}", shard.id);
         ErrorCode::UNKNOWN_SERVER_ERROR
     })?;
     let (appended, round) = shard.append_local(p, &[(batch, header)]).map_err(|e| {
-        p.log_error("offset commit append", &e);
+        p.log_error("offsets topic append", &e);
         ErrorCode::COORDINATOR_NOT_AVAILABLE
     })?;
-    shard.commit.wait_round(round).await;
-    if p.log.high_watermark() <= appended.last_offset {
+    Ok(PendingWrite {
+        last_offset: appended.last_offset,
+        round,
+    })
+}
+
+/// Waits for the group commit that makes an appended batch durable.
+async fn wait_durable(
+    shard: &Shard,
+    p: &Partition,
+    pending: PendingWrite,
+) -> Result<(), ErrorCode> {
+    shard.commit.wait_round(pending.round).await;
+    if p.log.high_watermark() <= pending.last_offset {
         // The flush did not cover it: the disk under this partition failed.
         return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE);
     }
@@ -233,6 +261,9 @@ pub async fn rebuild_from(shard: &Rc<Shard>, p: &Rc<Partition>) {
     let upper = p.log.high_watermark();
     let mut offset = p.log.log_start_offset();
     let (mut records, mut unreadable) = (0u64, 0u64);
+    // The last metadata record of each group wins (None: deleted).
+    let mut groups_seen: std::collections::HashMap<String, Option<crate::group::GroupSnapshot>> =
+        Default::default();
     while offset < upper {
         let slice = match p.log.read(offset, READ_BYTES, upper).await {
             Ok(s) => s,
@@ -257,14 +288,19 @@ pub async fn rebuild_from(shard: &Rc<Shard>, p: &Rc<Partition>) {
                 Ok(h) => h,
                 Err(e) => {
                     p.log_error("offsets rebuild batch", &e);
-                    return;
+                    offset = upper;
+                    break;
                 }
             };
             offset = offset.max(h.last_offset() + 1);
             let replayed = for_each_record(b, |r| {
                 records += 1;
-                if !table.replay_record(r.key, r.value) {
-                    unreadable += 1;
+                match offsets::decode_record(r.key, r.value) {
+                    OffsetsRecord::Offset(k, v) => table.apply(k, v),
+                    OffsetsRecord::Group(g, snapshot) => {
+                        groups_seen.insert(g, snapshot);
+                    }
+                    OffsetsRecord::Unreadable(_) => unreadable += 1,
                 }
             });
             if let Err(e) = replayed {
@@ -273,9 +309,11 @@ pub async fn rebuild_from(shard: &Rc<Shard>, p: &Rc<Partition>) {
             }
         }
     }
+    let group_count = groups_seen.values().filter(|s| s.is_some()).count();
+    groups::restore(shard, groups_seen);
     if records > 0 {
         log::info!(
-            "shard {}: {}-{}: replayed {records} offset record(s){}",
+            "shard {}: {}-{}: replayed {records} record(s), {group_count} group(s){}",
             shard.id,
             p.topic,
             p.index,

@@ -10,8 +10,21 @@
 //! a null value (tombstone) deletes the committed offset
 //! ```
 //!
-//! Values v0–v2 and key v0 are read too. Key version 2 (group metadata) is skipped here: the
-//! group runtime reads it.
+//! Values v0–v2 and key v0 are read too. Group metadata (Kafka's GroupMetadataKey/Value):
+//!
+//! ```text
+//! key   GroupMetadataKey v2:   version i16 = 2 | group string
+//! value GroupMetadataValue v3: version i16 = 3 | protocol type string | generation i32
+//!                              | protocol nullable string | leader nullable string
+//!                              | current state timestamp i64 | members array of:
+//!         member id string | group instance id nullable string | client id string
+//!         | client host string | rebalance timeout i32 | session timeout i32
+//!         | subscription bytes | assignment bytes
+//! a null value (tombstone) deletes the group
+//! ```
+//!
+//! Group values v0–v2 are read too (no instance id before v3, no state timestamp before v2, no
+//! rebalance timeout before v1).
 //!
 //! Pure: no I/O. The owning shard appends what [`encode_commit`] returns and applies it with
 //! [`OffsetTable::apply`] once durable; at start it replays the partition through
@@ -19,9 +32,10 @@
 
 use std::collections::HashMap;
 
+use crate::group::{GroupSnapshot, MemberSnapshot};
 use crate::protocol::records::KeyValue;
 
-/// The internal topic holding committed offsets (and, later, group metadata).
+/// The internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 /// Topics the broker writes itself; clients may read them but not produce to or delete them
@@ -116,6 +130,110 @@ pub fn encode_commit(key: &OffsetKey, value: Option<&Committed>) -> KeyValue {
     }
 }
 
+fn put_nullable_string(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => put_string(out, s),
+        None => out.extend_from_slice(&(-1i16).to_be_bytes()),
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len().min(i32::MAX as usize) as i32).to_be_bytes());
+    out.extend_from_slice(b);
+}
+
+fn group_key(group: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + group.len());
+    k.extend_from_slice(&2i16.to_be_bytes());
+    put_string(&mut k, group);
+    k
+}
+
+/// The record that stores `snapshot` as its group's metadata.
+pub fn encode_group(snapshot: &GroupSnapshot, now_ms: i64) -> KeyValue {
+    let mut v = Vec::with_capacity(64);
+    v.extend_from_slice(&3i16.to_be_bytes());
+    put_string(&mut v, snapshot.protocol_type.as_deref().unwrap_or(""));
+    v.extend_from_slice(&snapshot.generation_id.to_be_bytes());
+    put_nullable_string(&mut v, snapshot.protocol_name.as_deref());
+    put_nullable_string(&mut v, snapshot.leader_id.as_deref());
+    v.extend_from_slice(&now_ms.to_be_bytes());
+    v.extend_from_slice(&(snapshot.members.len() as i32).to_be_bytes());
+    for m in &snapshot.members {
+        put_string(&mut v, &m.member_id);
+        put_nullable_string(&mut v, m.group_instance_id.as_deref());
+        put_string(&mut v, &m.client_id);
+        put_string(&mut v, &m.client_host);
+        v.extend_from_slice(&m.rebalance_timeout_ms.to_be_bytes());
+        v.extend_from_slice(&m.session_timeout_ms.to_be_bytes());
+        put_bytes(&mut v, &m.subscription);
+        put_bytes(&mut v, &m.assignment);
+    }
+    KeyValue {
+        key: Some(group_key(&snapshot.group_id)),
+        value: Some(v),
+    }
+}
+
+/// The tombstone that deletes `group`'s metadata.
+pub fn encode_group_tombstone(group: &str) -> KeyValue {
+    KeyValue {
+        key: Some(group_key(group)),
+        value: None,
+    }
+}
+
+fn decode_group_value(group: String, value: &[u8]) -> Option<GroupSnapshot> {
+    let mut v = Cursor(value);
+    let version = v.i16()?;
+    if !(0..=3).contains(&version) {
+        return None;
+    }
+    let protocol_type = v.string()?;
+    let generation_id = v.i32()?;
+    let protocol_name = v.nullable_string()?;
+    let leader_id = v.nullable_string()?;
+    if version >= 2 {
+        v.i64()?;
+    }
+    let count = usize::try_from(v.i32()?).ok()?;
+    // Each member takes at least 16 bytes: a count beyond that is corruption, not an allocation.
+    if count > v.0.len() / 16 {
+        return None;
+    }
+    let mut members = Vec::with_capacity(count);
+    for _ in 0..count {
+        let member_id = v.string()?;
+        let group_instance_id = if version >= 3 {
+            v.nullable_string()?
+        } else {
+            None
+        };
+        let client_id = v.string()?;
+        let client_host = v.string()?;
+        let rebalance_timeout_ms = if version >= 1 { Some(v.i32()?) } else { None };
+        let session_timeout_ms = v.i32()?;
+        members.push(MemberSnapshot {
+            member_id,
+            group_instance_id,
+            client_id,
+            client_host,
+            rebalance_timeout_ms: rebalance_timeout_ms.unwrap_or(session_timeout_ms),
+            session_timeout_ms,
+            subscription: v.bytes()?.to_vec(),
+            assignment: v.bytes()?.to_vec(),
+        });
+    }
+    Some(GroupSnapshot {
+        group_id: group,
+        protocol_type: (!protocol_type.is_empty()).then_some(protocol_type),
+        generation_id,
+        protocol_name,
+        leader_id,
+        members,
+    })
+}
+
 /// A cursor over big-endian fields; every read is bounds-checked.
 struct Cursor<'a>(&'a [u8]);
 
@@ -144,6 +262,20 @@ impl<'a> Cursor<'a> {
         self.take(len)
             .map(|b| String::from_utf8_lossy(b).into_owned())
     }
+    /// `Some(None)` for a null string (length -1).
+    fn nullable_string(&mut self) -> Option<Option<String>> {
+        let len = self.i16()?;
+        if len == -1 {
+            return Some(None);
+        }
+        let len = usize::try_from(len).ok()?;
+        self.take(len)
+            .map(|b| Some(String::from_utf8_lossy(b).into_owned()))
+    }
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let len = usize::try_from(self.i32()?).ok()?;
+        self.take(len)
+    }
 }
 
 /// What one `__consumer_offsets` record is.
@@ -151,8 +283,8 @@ impl<'a> Cursor<'a> {
 pub enum OffsetsRecord {
     /// A committed offset (value `None` = deleted).
     Offset(OffsetKey, Option<Committed>),
-    /// Group metadata (key version 2) for `group`: not an offset.
-    Group(String),
+    /// Group metadata (key version 2) for `group`; `None` is a tombstone (group deleted).
+    Group(String, Option<GroupSnapshot>),
     /// A key or value this code cannot read (newer version, corruption).
     Unreadable(String),
 }
@@ -171,10 +303,16 @@ pub fn decode_record(key: Option<&[u8]>, value: Option<&[u8]>) -> OffsetsRecord 
             })
         })(),
         Some(2) => {
-            return match k.string() {
-                Some(g) => OffsetsRecord::Group(g),
-                None => OffsetsRecord::Unreadable("truncated group metadata key".into()),
-            }
+            let Some(group) = k.string() else {
+                return OffsetsRecord::Unreadable("truncated group metadata key".into());
+            };
+            return match value {
+                None => OffsetsRecord::Group(group, None),
+                Some(v) => match decode_group_value(group.clone(), v) {
+                    Some(snapshot) => OffsetsRecord::Group(group, Some(snapshot)),
+                    None => OffsetsRecord::Unreadable(format!("group metadata of {group}")),
+                },
+            };
         }
         other => return OffsetsRecord::Unreadable(format!("key version {other:?}")),
     };
@@ -242,7 +380,7 @@ impl OffsetTable {
                 self.apply(k, v);
                 true
             }
-            OffsetsRecord::Group(_) => true,
+            OffsetsRecord::Group(..) => true,
             OffsetsRecord::Unreadable(_) => false,
         }
     }
@@ -264,6 +402,11 @@ impl OffsetTable {
             .unwrap_or_default();
         out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
         out
+    }
+
+    /// Ids of every group with at least one committed offset.
+    pub fn group_ids(&self) -> impl Iterator<Item = &str> {
+        self.groups.keys().map(String::as_str)
     }
 
     pub fn has_group(&self, group: &str) -> bool {
@@ -377,7 +520,121 @@ mod tests {
         ));
         assert!(matches!(
             decode_record(Some(&[0, 2, 0, 1, b'g']), Some(b"anything")),
-            OffsetsRecord::Group(g) if g == "g"
+            OffsetsRecord::Unreadable(_)
+        ));
+        assert_eq!(
+            decode_record(Some(&[0, 2, 0, 1, b'g']), None),
+            OffsetsRecord::Group("g".into(), None)
+        );
+    }
+
+    fn sample_group() -> GroupSnapshot {
+        GroupSnapshot {
+            group_id: "g1".into(),
+            protocol_type: Some("consumer".into()),
+            generation_id: 7,
+            protocol_name: Some("range".into()),
+            leader_id: Some("m-1".into()),
+            members: vec![
+                MemberSnapshot {
+                    member_id: "m-1".into(),
+                    group_instance_id: Some("static-1".into()),
+                    client_id: "c".into(),
+                    client_host: "/127.0.0.1".into(),
+                    rebalance_timeout_ms: 300_000,
+                    session_timeout_ms: 45_000,
+                    subscription: vec![0, 1, 2],
+                    assignment: vec![9; 40],
+                },
+                MemberSnapshot {
+                    member_id: "m-2".into(),
+                    group_instance_id: None,
+                    client_id: String::new(),
+                    client_host: "h".into(),
+                    rebalance_timeout_ms: 10,
+                    session_timeout_ms: 6_000,
+                    subscription: Vec::new(),
+                    assignment: Vec::new(),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn group_records_round_trip_and_truncations_are_unreadable() {
+        let g = sample_group();
+        let rec = encode_group(&g, 123);
+        let (k, v) = (rec.key.unwrap(), rec.value.unwrap());
+        assert_eq!(
+            decode_record(Some(&k), Some(&v)),
+            OffsetsRecord::Group("g1".into(), Some(g.clone()))
+        );
+        for cut in 0..v.len() {
+            assert!(
+                matches!(
+                    decode_record(Some(&k), Some(&v[..cut])),
+                    OffsetsRecord::Unreadable(_)
+                ),
+                "cut at {cut}"
+            );
+        }
+        // An empty group (no protocol) survives too.
+        let empty = GroupSnapshot {
+            protocol_type: None,
+            protocol_name: None,
+            leader_id: None,
+            members: Vec::new(),
+            ..g
+        };
+        let rec = encode_group(&empty, 0);
+        assert_eq!(
+            decode_record(rec.key.as_deref(), rec.value.as_deref()),
+            OffsetsRecord::Group("g1".into(), Some(empty))
+        );
+        let tomb = encode_group_tombstone("g1");
+        assert_eq!(
+            decode_record(tomb.key.as_deref(), tomb.value.as_deref()),
+            OffsetsRecord::Group("g1".into(), None)
+        );
+    }
+
+    #[test]
+    fn group_value_v0_and_huge_member_count() {
+        // v0: no state timestamp, no instance id, no rebalance timeout.
+        let mut v = vec![0, 0];
+        put_string(&mut v, "consumer");
+        v.extend_from_slice(&3i32.to_be_bytes());
+        put_nullable_string(&mut v, Some("range"));
+        put_nullable_string(&mut v, Some("m"));
+        v.extend_from_slice(&1i32.to_be_bytes());
+        put_string(&mut v, "m");
+        put_string(&mut v, "cid");
+        put_string(&mut v, "host");
+        v.extend_from_slice(&10_000i32.to_be_bytes());
+        put_bytes(&mut v, b"sub");
+        put_bytes(&mut v, b"asg");
+        let k = group_key("old");
+        match decode_record(Some(&k), Some(&v)) {
+            OffsetsRecord::Group(g, Some(s)) => {
+                assert_eq!(g, "old");
+                assert_eq!(s.generation_id, 3);
+                assert_eq!(s.members.len(), 1);
+                assert_eq!(s.members[0].rebalance_timeout_ms, 10_000);
+                assert_eq!(s.members[0].group_instance_id, None);
+                assert_eq!(s.members[0].assignment, b"asg");
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut huge = vec![0, 3];
+        put_string(&mut huge, "consumer");
+        huge.extend_from_slice(&1i32.to_be_bytes());
+        put_nullable_string(&mut huge, None);
+        put_nullable_string(&mut huge, None);
+        huge.extend_from_slice(&0i64.to_be_bytes());
+        huge.extend_from_slice(&i32::MAX.to_be_bytes());
+        assert!(matches!(
+            decode_record(Some(&k), Some(&huge)),
+            OffsetsRecord::Unreadable(_)
         ));
     }
 }

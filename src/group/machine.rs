@@ -4,10 +4,11 @@
 use bytes::Bytes;
 
 use super::{
-    CommitIdentity, Effect, GroupConfig, GroupError, GroupSnapshot, GroupState, HeartbeatRequest,
-    JoinMember, JoinRequest, JoinResponse, LeaveMember, LeaveMemberResult, LeaveResponse,
-    MemberIdSource, MemberSnapshot, PersistId, Protocol, RequestId, SyncRequest, SyncResponse,
-    MAX_PROTOCOLS_PER_MEMBER, NEW_MEMBER_JOIN_TIMEOUT_MS,
+    CommitIdentity, DescribedMember, Effect, GroupConfig, GroupDescription, GroupError,
+    GroupSnapshot, GroupState, HeartbeatRequest, JoinMember, JoinRequest, JoinResponse,
+    LeaveMember, LeaveMemberResult, LeaveResponse, MemberIdSource, MemberSnapshot, PersistId,
+    Protocol, RequestId, SyncRequest, SyncResponse, MAX_PROTOCOLS_PER_MEMBER,
+    NEW_MEMBER_JOIN_TIMEOUT_MS,
 };
 
 /// Rounds of timer processing per input. Each round fires everything already due; a round can
@@ -268,6 +269,41 @@ impl GroupMachine {
     pub fn member_ids(&self) -> impl Iterator<Item = &str> {
         self.members.iter().map(|m| m.member_id.as_str())
     }
+    /// The group as DescribeGroups shows it (Kafka's `GroupMetadata.summary`).
+    pub fn describe(&self) -> GroupDescription {
+        let stable = self.state == GroupState::Stable;
+        let protocol_name = match (&self.protocol_name, stable) {
+            (Some(p), true) => p.clone(),
+            _ => String::new(),
+        };
+        let members = self
+            .members
+            .iter()
+            .map(|m| DescribedMember {
+                member_id: m.member_id.clone(),
+                group_instance_id: m.group_instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                metadata: if stable {
+                    m.metadata(&protocol_name)
+                } else {
+                    Bytes::new()
+                },
+                assignment: if stable {
+                    m.assignment.clone()
+                } else {
+                    Bytes::new()
+                },
+            })
+            .collect();
+        GroupDescription {
+            state: self.state,
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            protocol_name,
+            members,
+        }
+    }
+
     /// The earliest pending deadline, if any (the driver's timer).
     pub fn next_deadline_ms(&self) -> Option<u64> {
         let pending = self.pending_members.iter().map(|p| p.deadline_ms);

@@ -268,6 +268,29 @@ pub struct CommitIdentity {
     pub generation_id: i32,
 }
 
+/// One member as DescribeGroups shows it: metadata and assignment only while the group is
+/// Stable (Kafka's `summaryNoMetadata` otherwise).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribedMember {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+/// A group as DescribeGroups and ListGroups show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    pub state: GroupState,
+    /// Empty when the group has none (a group only used for commits).
+    pub protocol_type: String,
+    /// Empty unless the group is Stable.
+    pub protocol_name: String,
+    pub members: Vec<DescribedMember>,
+}
+
 /// What the driver must do after handing the machine an input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {

@@ -1586,3 +1586,34 @@ fn static_members_that_never_rejoin_hold_the_rebalance_until_their_sessions_expi
     // Their sessions expired: the group empties and the rebalance completes.
     assert_eq!((h.state(), h.generation()), (GroupState::Empty, 2));
 }
+
+#[test]
+fn describe_shows_metadata_and_assignments_only_when_stable() {
+    let mut h = Harness::new();
+    assert_eq!(h.group.describe().state, GroupState::Empty);
+    assert!(h.group.describe().members.is_empty());
+    let ids = h.stable(&["a", "b"]);
+    let d = h.group.describe();
+    assert_eq!(
+        (d.state, d.protocol_type.as_str(), d.protocol_name.as_str()),
+        (GroupState::Stable, "consumer", "range")
+    );
+    assert_eq!(d.members.len(), 2);
+    for (m, id) in d.members.iter().zip(&ids) {
+        assert_eq!(&m.member_id, id);
+        assert_eq!(m.client_host, "/10.0.0.1");
+        assert_eq!(&m.metadata[..], b"sub");
+        assert_eq!(m.assignment, Bytes::from(format!("a-{id}")));
+    }
+    assert_eq!(d.members[0].client_id, "a");
+    // A rebalance hides the protocol, metadata and assignments (Kafka's summaryNoMetadata).
+    h.join(join_req("c", "", range()));
+    let d = h.group.describe();
+    assert_eq!(d.state, GroupState::PreparingRebalance);
+    assert_eq!(d.protocol_name, "");
+    assert!(d
+        .members
+        .iter()
+        .all(|m| m.metadata.is_empty() && m.assignment.is_empty()));
+    assert_eq!(d.protocol_type, "consumer");
+}

@@ -57,6 +57,8 @@ pub struct Shard {
     /// Committed offsets of the groups coordinated here (this shard's `__consumer_offsets`
     /// partitions), rebuilt from them when they open.
     pub offsets: RefCell<crate::coordinator::offsets::OffsetTable>,
+    /// Classic groups coordinated here, restored from the same partitions.
+    pub groups: RefCell<crate::coordinator::groups::GroupRuntime>,
 }
 
 /// What an append on the owning shard produced, before durability.
@@ -498,6 +500,7 @@ async fn shard_main(
         stopping: Cell::new(false),
         stop_requested: Notify::new(),
         offsets: RefCell::new(Default::default()),
+        groups: RefCell::new(Default::default()),
     });
     mailbox::spawn_receivers(&shard, receivers);
     let committer = {

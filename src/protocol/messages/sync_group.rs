@@ -1,7 +1,7 @@
-//! SyncGroup (key 14), v3-5: the leader hands out assignments; every member receives its own.
+//! SyncGroup (key 14), v0-5: the leader hands out assignments; every member receives its own.
 
 crate::message! {
-    pub struct SyncGroupRequest [api = SyncGroup, versions = "3-5", flexible = "4+"] {
+    pub struct SyncGroupRequest [api = SyncGroup, versions = "0-5", flexible = "4+"] {
         group_id: String = "0+";
         generation_id: i32 = "0+";
         member_id: String = "0+";
@@ -16,7 +16,7 @@ crate::message! {
         assignment: bytes::Bytes = "0+";
     }
 
-    pub struct SyncGroupResponse [api = SyncGroup, versions = "3-5", flexible = "4+"] {
+    pub struct SyncGroupResponse [api = SyncGroup, versions = "0-5", flexible = "4+"] {
         throttle_time_ms: i32 = "1+";
         error_code: i16 = "0+";
         protocol_type: Option<String> = "5+", nullable "5+", default None;

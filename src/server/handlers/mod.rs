@@ -10,6 +10,7 @@ pub mod admin;
 pub mod api_versions;
 pub mod fetch;
 pub mod find_coordinator;
+pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offsets;
@@ -17,6 +18,7 @@ pub mod produce;
 pub mod producer_id;
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::protocol::api::ApiKey;
 use crate::protocol::codec::Message;
@@ -40,6 +42,14 @@ pub const API_TABLE: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetFetch, 1, 9),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 2, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
@@ -67,6 +77,8 @@ pub struct RequestContext {
     pub version: i16,
     pub correlation_id: i32,
     pub client_id: Option<String>,
+    /// The peer's address as Kafka shows a member's host ("/127.0.0.1").
+    pub client_host: Arc<str>,
 }
 
 impl RequestContext {
@@ -93,7 +105,7 @@ pub fn decode<M: Message>(ctx: &RequestContext, r: &mut Reader) -> Result<M, Dis
     })
 }
 
-pub async fn dispatch(shard: &Rc<Shard>, mut r: Reader) -> Dispatch {
+pub async fn dispatch(shard: &Rc<Shard>, client_host: &Arc<str>, mut r: Reader) -> Dispatch {
     let (key_raw, version, correlation_id) = match (r.read_i16(), r.read_i16(), r.read_i32()) {
         (Ok(k), Ok(v), Ok(c)) => (k, v, c),
         _ => return Dispatch::Close("truncated request header".into()),
@@ -121,6 +133,7 @@ pub async fn dispatch(shard: &Rc<Shard>, mut r: Reader) -> Dispatch {
         version,
         correlation_id,
         client_id,
+        client_host: client_host.clone(),
     };
     if !in_range {
         return match api_key {
@@ -145,6 +158,14 @@ pub async fn dispatch(shard: &Rc<Shard>, mut r: Reader) -> Dispatch {
         ApiKey::FindCoordinator => find_coordinator::handle(shard, ctx, r),
         ApiKey::OffsetCommit => offsets::offset_commit(shard, ctx, r).await,
         ApiKey::OffsetFetch => offsets::offset_fetch(shard, ctx, r).await,
+        ApiKey::JoinGroup => groups::join_group(shard, ctx, r).await,
+        ApiKey::SyncGroup => groups::sync_group(shard, ctx, r).await,
+        ApiKey::Heartbeat => groups::heartbeat(shard, ctx, r).await,
+        ApiKey::LeaveGroup => groups::leave_group(shard, ctx, r).await,
+        ApiKey::DescribeGroups => groups::describe_groups(shard, ctx, r).await,
+        ApiKey::ListGroups => groups::list_groups(shard, ctx, r).await,
+        ApiKey::DeleteGroups => groups::delete_groups(shard, ctx, r).await,
+        ApiKey::OffsetDelete => groups::offset_delete(shard, ctx, r).await,
         ApiKey::Fetch => fetch::handle(shard, ctx, r),
         ApiKey::ListOffsets => list_offsets::handle(shard, ctx, r).await,
         ApiKey::OffsetForLeaderEpoch => list_offsets::offset_for_leader_epoch(shard, ctx, r).await,

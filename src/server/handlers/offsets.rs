@@ -36,6 +36,7 @@ pub async fn offset_commit(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader
         group: req.group_id.clone(),
         generation_id: req.generation_id_or_member_epoch,
         member_id: req.member_id,
+        group_instance_id: req.group_instance_id,
         parts: req
             .topics
             .into_iter()

@@ -1,0 +1,668 @@
+//! The classic-group runtime of one shard: drives one [`GroupMachine`] per group this shard
+//! coordinates and executes what it asks for.
+//!
+//! - A JoinGroup or SyncGroup registers a oneshot under a fresh [`RequestId`] and awaits it; the
+//!   machine answers it through a `Respond*` effect, now or when the rebalance completes.
+//! - One timer per group follows [`GroupMachine::next_deadline_ms`]: it is re-armed only when the
+//!   deadline moves earlier (moving later leaves a harmless early tick, after which it re-arms), so
+//!   a heartbeat costs no timer work.
+//! - [`Effect::PersistGroup`] appends a GroupMetadata record to the group's `__consumer_offsets`
+//!   partition synchronously (so records keep the order the machine emitted them) and reports
+//!   the outcome once the group commit made it durable.
+//! - At start, [`GroupRuntime::restore`] rebuilds each group from its last persisted record.
+//!
+//! Deadlines use a monotonic clock ([`clock_ms`]): a wall-clock jump must not expire sessions.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::rc::{Rc, Weak};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+
+use crate::group::{
+    CommitIdentity, Effect, GroupDescription, GroupError, GroupMachine, GroupSnapshot, GroupState,
+    HeartbeatRequest, JoinRequest, JoinResponse, LeaveMember, LeaveMemberResult, LeaveResponse,
+    MemberIdSource, PersistId, RequestId, SyncRequest, SyncResponse,
+};
+use crate::protocol::error::ErrorCode;
+use crate::protocol::records::encode_batch;
+use crate::shard::{now_ms, Shard};
+
+use super::offsets::{encode_commit, encode_group, encode_group_tombstone, OffsetKey};
+use super::{append_batch, coordinating_partition, wait_durable};
+
+/// Milliseconds on a monotonic clock shared by every shard of this process.
+pub fn clock_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+enum Waiter {
+    Join(oneshot::Sender<JoinResponse>),
+    Sync(oneshot::Sender<SyncResponse>),
+}
+
+struct GroupEntry {
+    machine: GroupMachine,
+    /// Parked JoinGroup/SyncGroup requests of this group.
+    waiters: HashMap<RequestId, Waiter>,
+    /// The armed tick and its deadline; dropping the task cancels it.
+    timer: Option<(u64, glommio::Task<()>)>,
+}
+
+impl GroupEntry {
+    fn new(machine: GroupMachine) -> Self {
+        GroupEntry {
+            machine,
+            waiters: HashMap::new(),
+            timer: None,
+        }
+    }
+}
+
+/// Random member-id suffixes (`{client_id}-{uuid}` like Kafka's): uniqueness matters, secrecy
+/// does not, so std's randomly keyed hasher over a counter is enough.
+struct RandomIds {
+    state: RandomState,
+    counter: u64,
+}
+
+impl MemberIdSource for RandomIds {
+    fn next_uuid(&mut self) -> String {
+        self.counter += 1;
+        let mut words = [0u64; 2];
+        for (i, w) in words.iter_mut().enumerate() {
+            let mut h = self.state.build_hasher();
+            h.write_u64(self.counter);
+            h.write_usize(i);
+            *w = h.finish();
+        }
+        let [a, b] = words;
+        format!(
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xffff,
+            b >> 48,
+            b & 0xffff_ffff_ffff
+        )
+    }
+}
+
+/// Every classic group coordinated by one shard.
+pub struct GroupRuntime {
+    groups: HashMap<String, GroupEntry>,
+    next_request_id: u64,
+    ids: RandomIds,
+}
+
+impl Default for GroupRuntime {
+    fn default() -> Self {
+        GroupRuntime {
+            groups: HashMap::new(),
+            next_request_id: 0,
+            ids: RandomIds {
+                state: RandomState::new(),
+                counter: 0,
+            },
+        }
+    }
+}
+
+impl GroupRuntime {
+    /// (group id, protocol type, state) of every group whose machine lives here.
+    pub fn list(&self) -> Vec<(String, String, GroupState)> {
+        self.groups
+            .values()
+            .map(|e| {
+                (
+                    e.machine.group_id().to_string(),
+                    e.machine.protocol_type().unwrap_or("").to_string(),
+                    e.machine.state(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn describe(&self, group: &str) -> Option<GroupDescription> {
+        self.groups.get(group).map(|e| e.machine.describe())
+    }
+
+    /// Forgets the groups `keep` rejects (their `__consumer_offsets` partition closed here).
+    pub fn retain_groups(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.groups.retain(|g, _| keep(g));
+    }
+}
+
+/// Rebuilds groups read back from a `__consumer_offsets` partition: `None` means the group was
+/// deleted (its tombstone came last).
+pub fn restore(shard: &Rc<Shard>, snapshots: HashMap<String, Option<GroupSnapshot>>) {
+    for (group, snapshot) in snapshots {
+        let Some(snapshot) = snapshot else {
+            shard.groups.borrow_mut().groups.remove(&group);
+            continue;
+        };
+        let (machine, effects) =
+            GroupMachine::restore(clock_ms(), snapshot, shard.config.group.clone());
+        shard
+            .groups
+            .borrow_mut()
+            .groups
+            .insert(group.clone(), GroupEntry::new(machine));
+        run(shard, &group, effects);
+    }
+}
+
+fn coordinator_error(code: ErrorCode) -> GroupError {
+    match code {
+        ErrorCode::NOT_COORDINATOR => GroupError::NotCoordinator,
+        ErrorCode::COORDINATOR_NOT_AVAILABLE => GroupError::CoordinatorNotAvailable,
+        _ => GroupError::UnknownServerError,
+    }
+}
+
+/// Whether this shard coordinates `group` right now.
+fn check_coordinator(shard: &Shard, group: &str) -> Result<(), GroupError> {
+    if group.is_empty() {
+        return Err(GroupError::InvalidGroupId);
+    }
+    coordinating_partition(shard, group)
+        .map(|_| ())
+        .map_err(coordinator_error)
+}
+
+fn join_error(member_id: String, error: GroupError) -> JoinResponse {
+    JoinResponse {
+        error: Some(error),
+        generation_id: -1,
+        protocol_type: None,
+        protocol_name: None,
+        leader_id: String::new(),
+        member_id,
+        members: Vec::new(),
+        skip_assignment: false,
+    }
+}
+
+fn sync_error(error: GroupError) -> SyncResponse {
+    SyncResponse {
+        error: Some(error),
+        protocol_type: None,
+        protocol_name: None,
+        assignment: Bytes::new(),
+    }
+}
+
+/// JoinGroup on the coordinating shard. A new member (empty member id) creates the group.
+pub async fn join(shard: Rc<Shard>, group: String, req: JoinRequest) -> JoinResponse {
+    if let Err(e) = check_coordinator(&shard, &group) {
+        return join_error(req.member_id, e);
+    }
+    let member_id = req.member_id.clone();
+    let (rx, effects) = {
+        let mut rt = shard.groups.borrow_mut();
+        let rt = &mut *rt;
+        if !rt.groups.contains_key(&group) && !req.member_id.is_empty() {
+            return join_error(req.member_id, GroupError::UnknownMemberId);
+        }
+        rt.next_request_id += 1;
+        let request_id = RequestId(rt.next_request_id);
+        let entry = rt.groups.entry(group.clone()).or_insert_with(|| {
+            GroupEntry::new(GroupMachine::new(group.clone(), shard.config.group.clone()))
+        });
+        let (tx, rx) = oneshot::channel();
+        entry.waiters.insert(request_id, Waiter::Join(tx));
+        (
+            rx,
+            entry.machine.join(clock_ms(), request_id, req, &mut rt.ids),
+        )
+    };
+    run(&shard, &group, effects);
+    rx.await
+        .unwrap_or_else(|_| join_error(member_id, GroupError::CoordinatorNotAvailable))
+}
+
+/// SyncGroup on the coordinating shard.
+pub async fn sync(shard: Rc<Shard>, group: String, req: SyncRequest) -> SyncResponse {
+    if let Err(e) = check_coordinator(&shard, &group) {
+        return sync_error(e);
+    }
+    let (rx, effects) = {
+        let mut rt = shard.groups.borrow_mut();
+        let rt = &mut *rt;
+        rt.next_request_id += 1;
+        let request_id = RequestId(rt.next_request_id);
+        let Some(entry) = rt.groups.get_mut(&group) else {
+            return sync_error(GroupError::UnknownMemberId);
+        };
+        let (tx, rx) = oneshot::channel();
+        entry.waiters.insert(request_id, Waiter::Sync(tx));
+        (rx, entry.machine.sync(clock_ms(), request_id, req))
+    };
+    run(&shard, &group, effects);
+    rx.await
+        .unwrap_or_else(|_| sync_error(GroupError::CoordinatorNotAvailable))
+}
+
+/// Heartbeat on the coordinating shard.
+pub fn heartbeat(shard: &Rc<Shard>, group: &str, req: HeartbeatRequest) -> Result<(), GroupError> {
+    check_coordinator(shard, group)?;
+    let (result, effects) = {
+        let mut rt = shard.groups.borrow_mut();
+        let Some(entry) = rt.groups.get_mut(group) else {
+            return Err(GroupError::UnknownMemberId);
+        };
+        entry.machine.heartbeat(clock_ms(), &req)
+    };
+    run(shard, group, effects);
+    result
+}
+
+/// LeaveGroup on the coordinating shard (one member for v0–2, a batch for v3+).
+pub fn leave(shard: &Rc<Shard>, group: &str, members: Vec<LeaveMember>) -> LeaveResponse {
+    if let Err(e) = check_coordinator(shard, group) {
+        return LeaveResponse {
+            error: Some(e),
+            members: Vec::new(),
+        };
+    }
+    let (response, effects) = {
+        let mut rt = shard.groups.borrow_mut();
+        let Some(entry) = rt.groups.get_mut(group) else {
+            // Kafka: an unknown group answers every member UNKNOWN_MEMBER_ID.
+            return LeaveResponse {
+                error: None,
+                members: members
+                    .into_iter()
+                    .map(|m| LeaveMemberResult {
+                        member_id: m.member_id,
+                        group_instance_id: m.group_instance_id,
+                        error: Some(GroupError::UnknownMemberId),
+                    })
+                    .collect(),
+            };
+        };
+        entry.machine.leave(clock_ms(), &members)
+    };
+    run(shard, group, effects);
+    response
+}
+
+/// OffsetCommit validation against the group's live state. A group this shard does not know
+/// accepts only simple commits (generation < 0), as Kafka does.
+pub fn validate_commit(
+    shard: &Rc<Shard>,
+    group: &str,
+    identity: &CommitIdentity,
+) -> Result<(), GroupError> {
+    let (result, effects) = {
+        let mut rt = shard.groups.borrow_mut();
+        match rt.groups.get_mut(group) {
+            None => return crate::group::validate_commit_unknown_group(identity.generation_id),
+            Some(entry) => entry.machine.validate_commit(clock_ms(), identity),
+        }
+    };
+    run(shard, group, effects);
+    result
+}
+
+/// DescribeGroups of one group on the coordinating shard. A group known only from its committed
+/// offsets is Empty with no protocol; an unknown group is Dead (Kafka's answer before v6).
+pub fn describe(shard: &Rc<Shard>, group: &str) -> Result<GroupDescription, GroupError> {
+    check_coordinator(shard, group)?;
+    if let Some(d) = shard.groups.borrow().describe(group) {
+        return Ok(d);
+    }
+    let state = if shard.offsets.borrow().has_group(group) {
+        GroupState::Empty
+    } else {
+        GroupState::Dead
+    };
+    Ok(GroupDescription {
+        state,
+        protocol_type: String::new(),
+        protocol_name: String::new(),
+        members: Vec::new(),
+    })
+}
+
+/// ListGroups on one shard: every group it coordinates, including groups that only have
+/// committed offsets (Empty, no protocol type). Groups in Dead state are left out.
+pub fn list(shard: &Shard) -> Vec<(String, String, GroupState)> {
+    let runtime = shard.groups.borrow();
+    let mut out = runtime.list();
+    out.retain(|(_, _, s)| *s != GroupState::Dead);
+    for g in shard.offsets.borrow().group_ids() {
+        if !runtime.groups.contains_key(g) {
+            out.push((g.to_string(), String::new(), GroupState::Empty));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// DeleteGroups of one group on the coordinating shard: only an Empty group (or one with only
+/// committed offsets) can go. Writes tombstones for its metadata and every committed offset,
+/// waits until they are durable, then forgets it.
+pub async fn delete(shard: Rc<Shard>, group: String) -> Result<(), GroupError> {
+    check_coordinator(&shard, &group)?;
+    let known_machine = {
+        let mut rt = shard.groups.borrow_mut();
+        match rt.groups.get_mut(&group) {
+            Some(entry) => {
+                entry.machine.delete()?;
+                true
+            }
+            None => false,
+        }
+    };
+    let offsets = shard.offsets.borrow().group(&group);
+    if !known_machine && offsets.is_empty() {
+        return Err(GroupError::GroupIdNotFound);
+    }
+    let mut records: Vec<_> = offsets
+        .iter()
+        .map(|(topic, partition, _)| {
+            encode_commit(
+                &OffsetKey {
+                    group: group.clone(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                },
+                None,
+            )
+        })
+        .collect();
+    records.push(encode_group_tombstone(&group));
+    let written = write_records(&shard, &group, &records).await;
+    // The machine is Dead either way: a failed tombstone leaves the group to be restored from
+    // its last record at the next start, which is what a client retrying DeleteGroups expects.
+    shard.groups.borrow_mut().groups.remove(&group);
+    written.map_err(coordinator_error)?;
+    let mut table = shard.offsets.borrow_mut();
+    for (topic, partition, _) in offsets {
+        table.apply(
+            OffsetKey {
+                group: group.clone(),
+                topic,
+                partition,
+            },
+            None,
+        );
+    }
+    Ok(())
+}
+
+/// Appends `records` as one batch to `group`'s partition and waits until it is durable.
+async fn write_records(
+    shard: &Rc<Shard>,
+    group: &str,
+    records: &[crate::protocol::records::KeyValue],
+) -> Result<(), ErrorCode> {
+    let p = coordinating_partition(shard, group)?;
+    let batch = Bytes::from(encode_batch(records, now_ms()));
+    let pending = append_batch(shard, &p, batch)?;
+    wait_durable(shard, &p, pending).await
+}
+
+/// Executes a machine's effects for `group`, then re-arms its timer.
+fn run(shard: &Rc<Shard>, group: &str, effects: Vec<Effect>) {
+    for effect in effects {
+        match effect {
+            Effect::RespondJoin {
+                request_id,
+                response,
+            } => {
+                if let Some(Waiter::Join(tx)) = take_waiter(shard, group, request_id) {
+                    // The connection may be gone: nothing to tell then.
+                    let _ = tx.send(response);
+                }
+            }
+            Effect::RespondSync {
+                request_id,
+                response,
+            } => {
+                if let Some(Waiter::Sync(tx)) = take_waiter(shard, group, request_id) {
+                    let _ = tx.send(response);
+                }
+            }
+            // The timer follows next_deadline_ms, below.
+            Effect::ScheduleTimer { .. } => {}
+            Effect::PersistGroup {
+                persist_id,
+                snapshot,
+            } => persist(shard, group, persist_id, &snapshot),
+        }
+    }
+    rearm(shard, group);
+}
+
+fn take_waiter(shard: &Shard, group: &str, request_id: RequestId) -> Option<Waiter> {
+    shard
+        .groups
+        .borrow_mut()
+        .groups
+        .get_mut(group)?
+        .waiters
+        .remove(&request_id)
+}
+
+/// Appends the snapshot now (keeping the machine's order) and reports it once durable.
+fn persist(shard: &Rc<Shard>, group: &str, persist_id: PersistId, snapshot: &GroupSnapshot) {
+    let record = encode_group(snapshot, now_ms());
+    let appended = coordinating_partition(shard, group).and_then(|p| {
+        let batch = Bytes::from(encode_batch(std::slice::from_ref(&record), now_ms()));
+        append_batch(shard, &p, batch).map(|pending| (p, pending))
+    });
+    let shard = shard.clone();
+    let group = group.to_string();
+    glommio::spawn_local(async move {
+        let result = match appended {
+            Ok((p, pending)) => wait_durable(&shard, &p, pending).await,
+            Err(code) => Err(code),
+        };
+        if let Err(code) = result {
+            log::warn!(
+                "shard {}: group {group}: metadata write failed: {code:?}",
+                shard.id
+            );
+        }
+        let effects = {
+            let mut rt = shard.groups.borrow_mut();
+            let Some(entry) = rt.groups.get_mut(&group) else {
+                return;
+            };
+            entry
+                .machine
+                .persisted(clock_ms(), persist_id, result.map_err(coordinator_error))
+        };
+        run(&shard, &group, effects);
+    })
+    .detach();
+}
+
+/// Arms the group's timer for its next deadline unless an earlier one is already armed.
+fn rearm(shard: &Rc<Shard>, group: &str) {
+    let mut rt = shard.groups.borrow_mut();
+    let Some(entry) = rt.groups.get_mut(group) else {
+        return;
+    };
+    let Some(at) = entry.machine.next_deadline_ms() else {
+        entry.timer = None;
+        return;
+    };
+    if matches!(entry.timer, Some((armed, _)) if armed <= at) {
+        return;
+    }
+    let weak: Weak<Shard> = Rc::downgrade(shard);
+    let name = group.to_string();
+    let task = glommio::spawn_local(async move {
+        let now = clock_ms();
+        if at > now {
+            glommio::timer::sleep(Duration::from_millis(at - now)).await;
+        }
+        if let Some(shard) = weak.upgrade() {
+            fire(&shard, &name, at);
+        }
+    });
+    entry.timer = Some((at, task));
+}
+
+fn fire(shard: &Rc<Shard>, group: &str, at: u64) {
+    let effects = {
+        let mut rt = shard.groups.borrow_mut();
+        let Some(entry) = rt.groups.get_mut(group) else {
+            return;
+        };
+        match entry.timer.take() {
+            // Our own handle: let this task finish instead of cancelling it.
+            Some((armed, task)) if armed == at => {
+                task.detach();
+            }
+            other => {
+                entry.timer = other;
+                return;
+            }
+        }
+        entry.machine.tick(clock_ms())
+    };
+    run(shard, group, effects);
+}
+
+/// The topics a consumer-protocol member subscribes to, from its JoinGroup metadata
+/// (ConsumerProtocolSubscription: version i16, topics array of strings, ...). `None` when the
+/// metadata cannot be read.
+fn subscribed_topics(metadata: &[u8]) -> Option<Vec<String>> {
+    let take = |b: &mut &[u8], n: usize| -> Option<Vec<u8>> {
+        if b.len() < n {
+            return None;
+        }
+        let (head, rest) = b.split_at(n);
+        *b = rest;
+        Some(head.to_vec())
+    };
+    let mut b = metadata;
+    take(&mut b, 2)?;
+    let count = take(&mut b, 4)?;
+    let count = i32::from_be_bytes([count[0], count[1], count[2], count[3]]);
+    let count = usize::try_from(count).ok()?;
+    if count > b.len() / 2 {
+        return None;
+    }
+    let mut topics = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = take(&mut b, 2)?;
+        let len = usize::try_from(i16::from_be_bytes([len[0], len[1]])).ok()?;
+        topics.push(String::from_utf8_lossy(&take(&mut b, len)?).into_owned());
+    }
+    Some(topics)
+}
+
+/// OffsetDelete on the coordinating shard: drops the committed offsets of `parts` unless the
+/// group is live and subscribed to the topic (GROUP_SUBSCRIBED_TO_TOPIC per partition, as Kafka).
+/// A live group of another protocol type answers NON_EMPTY_GROUP; an unknown group
+/// GROUP_ID_NOT_FOUND.
+pub async fn delete_offsets(
+    shard: Rc<Shard>,
+    group: String,
+    parts: Vec<(String, i32)>,
+) -> Result<Vec<ErrorCode>, ErrorCode> {
+    check_coordinator(&shard, &group).map_err(|e| ErrorCode(e.code()))?;
+    let description = describe(&shard, &group).map_err(|e| ErrorCode(e.code()))?;
+    // Topics the live group still reads; `None` = every topic (cannot tell).
+    let subscribed: Option<Vec<String>> = match description.state {
+        GroupState::Dead => return Err(ErrorCode::GROUP_ID_NOT_FOUND),
+        GroupState::Empty => Some(Vec::new()),
+        _ if description.protocol_type != "consumer" => return Err(ErrorCode::NON_EMPTY_GROUP),
+        GroupState::Stable => description
+            .members
+            .iter()
+            .map(|m| subscribed_topics(&m.metadata))
+            .collect::<Option<Vec<Vec<String>>>>()
+            .map(|all| all.into_iter().flatten().collect()),
+        _ => None,
+    };
+    let image = shard.image();
+    let mut codes = Vec::with_capacity(parts.len());
+    let mut doomed = Vec::new();
+    for (topic, partition) in &parts {
+        let known = image
+            .topic(topic)
+            .is_some_and(|t| *partition >= 0 && (*partition as usize) < t.partitions.len());
+        let code = if !known {
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+        } else if subscribed.as_ref().is_none_or(|s| s.contains(topic)) {
+            ErrorCode::GROUP_SUBSCRIBED_TO_TOPIC
+        } else {
+            if shard
+                .offsets
+                .borrow()
+                .get(&group, topic, *partition)
+                .is_some()
+            {
+                doomed.push(OffsetKey {
+                    group: group.clone(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                });
+            }
+            ErrorCode::NONE
+        };
+        codes.push(code);
+    }
+    if doomed.is_empty() {
+        return Ok(codes);
+    }
+    let records: Vec<_> = doomed.iter().map(|k| encode_commit(k, None)).collect();
+    if let Err(code) = write_records(&shard, &group, &records).await {
+        return Ok(codes
+            .into_iter()
+            .map(|c| if c == ErrorCode::NONE { code } else { c })
+            .collect());
+    }
+    let mut table = shard.offsets.borrow_mut();
+    for k in doomed {
+        table.apply(k, None);
+    }
+    Ok(codes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_ids_are_unique_and_uuid_shaped() {
+        let mut ids = RandomIds {
+            state: RandomState::new(),
+            counter: 0,
+        };
+        let a = ids.next_uuid();
+        let b = ids.next_uuid();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(a.matches('-').count(), 4);
+    }
+
+    #[test]
+    fn subscriptions_are_read_and_garbage_is_refused() {
+        let mut m = vec![0, 1, 0, 0, 0, 2];
+        for t in ["orders", "bills"] {
+            m.extend_from_slice(&(t.len() as i16).to_be_bytes());
+            m.extend_from_slice(t.as_bytes());
+        }
+        m.extend_from_slice(&[0xff, 0xff, 0xff, 0xff]); // null user data (ignored)
+        assert_eq!(
+            subscribed_topics(&m),
+            Some(vec!["orders".to_string(), "bills".to_string()])
+        );
+        for cut in 0..12 {
+            assert_eq!(subscribed_topics(&m[..cut]), None, "cut {cut}");
+        }
+        assert_eq!(subscribed_topics(&[0, 0, 0x7f, 0xff, 0xff, 0xff]), None);
+    }
+}
