@@ -74,6 +74,11 @@ pub struct BrokerConfig {
     pub offset_metadata_max_bytes: usize,
     /// Classic consumer-group limits (`group.*` keys).
     pub group: crate::group::GroupConfig,
+    /// `offsets.retention.minutes`, in ms: how long committed offsets of an empty (or
+    /// unmanaged) group are kept.
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`: how often each shard looks for expired offsets.
+    pub offsets_retention_check_interval_ms: u64,
 }
 
 /// Every key we accept, with its default. Kafka names first, then Odradek's own.
@@ -95,6 +100,8 @@ const KEYS: &[(&str, &str)] = &[
     ("log.message.timestamp.type", "CreateTime"),
     ("offsets.topic.num.partitions", "50"),
     ("offset.metadata.max.bytes", "4096"),
+    ("offsets.retention.minutes", "10080"),
+    ("offsets.retention.check.interval.ms", "600000"),
     ("group.initial.rebalance.delay.ms", "3000"),
     ("group.min.session.timeout.ms", "6000"),
     ("group.max.session.timeout.ms", "1800000"),
@@ -316,6 +323,18 @@ impl BrokerConfig {
                 max_size: parse_num("group.max.size", &get("group.max.size"), 1, 100_000)? as usize,
                 ..crate::group::GroupConfig::default()
             },
+            offsets_retention_ms: parse_num(
+                "offsets.retention.minutes",
+                &get("offsets.retention.minutes"),
+                1,
+                i32::MAX as i64,
+            )? * 60_000,
+            offsets_retention_check_interval_ms: parse_num(
+                "offsets.retention.check.interval.ms",
+                &get("offsets.retention.check.interval.ms"),
+                1,
+                i32::MAX as i64,
+            )? as u64,
         })
     }
 }

@@ -646,3 +646,62 @@ fn bad_group_requests_get_kafka_errors() {
     assert_eq!(describe(&mut conn, "g").members.len(), 1);
     broker.stop();
 }
+
+/// OffsetCommit v2 with a retention time: the offset expires then (v1 record, as Kafka); offsets
+/// without one follow `offsets.retention.minutes`; an empty group without offsets is removed by
+/// the periodic cleanup. Expiry is durable.
+#[test]
+fn committed_offsets_expire_and_empty_groups_are_removed() {
+    let mut broker = broker_with(&[("offsets.retention.check.interval.ms", "200")]);
+    let mut conn = Conn::open(broker.addr());
+    create_topic(&mut conn, "t", 1);
+    let commit_v2 = |conn: &mut Conn, group: &str, retention_ms: i64| {
+        let resp = conn.call(
+            &OffsetCommitRequest {
+                group_id: group.into(),
+                generation_id_or_member_epoch: -1,
+                retention_time_ms: retention_ms,
+                topics: vec![OffsetCommitRequestTopic {
+                    name: "t".into(),
+                    partitions: vec![OffsetCommitRequestPartition {
+                        partition_index: 0,
+                        committed_offset: 42,
+                        committed_leader_epoch: -1,
+                        committed_metadata: Some(String::new()),
+                    }],
+                }],
+                ..Default::default()
+            },
+            2,
+        );
+        resp.topics[0].partitions[0].error_code
+    };
+    assert_eq!(commit_v2(&mut conn, "short", 300), NONE);
+    assert_eq!(commit_v2(&mut conn, "default", -1), NONE);
+    assert_eq!(committed(&mut conn, "short"), 42);
+
+    // A group that had a member and no offsets.
+    let j = join(&mut conn, Join::new("idle", ""));
+    assert_eq!(j.error_code, NONE);
+    assert_eq!(leave_v1(&mut conn, "idle", &j.member_id), NONE);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while committed(&mut conn, "short") != -1 || describe(&mut conn, "idle").group_state != "Dead" {
+        assert!(
+            Instant::now() < deadline,
+            "offset with 300 ms retention or the empty group still there after 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        committed(&mut conn, "default"),
+        42,
+        "default retention is 7 days"
+    );
+    broker.restart();
+    let mut conn = Conn::open(broker.addr());
+    assert_eq!(committed(&mut conn, "short"), -1, "the expiry is durable");
+    assert_eq!(committed(&mut conn, "default"), 42);
+    assert_eq!(describe(&mut conn, "idle").group_state, "Dead");
+    broker.stop();
+}

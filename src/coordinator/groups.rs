@@ -32,7 +32,7 @@ use crate::protocol::error::ErrorCode;
 use crate::protocol::records::encode_batch;
 use crate::shard::{now_ms, Shard};
 
-use super::offsets::{encode_commit, encode_group, encode_group_tombstone, OffsetKey};
+use super::offsets::{encode_commit, encode_group, encode_group_tombstone, Expiry, OffsetKey};
 use super::{append_batch, coordinating_partition, wait_durable};
 
 /// Milliseconds on a monotonic clock shared by every shard of this process.
@@ -52,6 +52,8 @@ struct GroupEntry {
     waiters: HashMap<RequestId, Waiter>,
     /// The armed tick and its deadline; dropping the task cancels it.
     timer: Option<(u64, glommio::Task<()>)>,
+    /// Wall-clock time the group last became Empty: offsets retention counts from it.
+    empty_since_ms: Option<i64>,
 }
 
 impl GroupEntry {
@@ -60,6 +62,25 @@ impl GroupEntry {
             machine,
             waiters: HashMap::new(),
             timer: None,
+            empty_since_ms: None,
+        }
+    }
+
+    /// How this group's committed offsets expire (Kafka's `removeExpiredOffsets` cases).
+    fn expiry(&self) -> Expiry {
+        let d = self.machine.describe();
+        match d.state {
+            _ if d.protocol_type.is_empty() => Expiry::SinceCommit,
+            GroupState::Empty => Expiry::SinceEmpty(self.empty_since_ms.unwrap_or_else(now_ms)),
+            GroupState::Stable if d.protocol_type == "consumer" => d
+                .members
+                .iter()
+                .map(|m| subscribed_topics(&m.metadata))
+                .collect::<Option<Vec<Vec<String>>>>()
+                .map_or(Expiry::Never, |all| {
+                    Expiry::UnsubscribedTopics(all.into_iter().flatten().collect())
+                }),
+            _ => Expiry::Never,
         }
     }
 }
@@ -485,12 +506,18 @@ fn persist(shard: &Rc<Shard>, group: &str, persist_id: PersistId, snapshot: &Gro
     .detach();
 }
 
-/// Arms the group's timer for its next deadline unless an earlier one is already armed.
+/// Arms the group's timer for its next deadline unless an earlier one is already armed; notes
+/// when the group became Empty.
 fn rearm(shard: &Rc<Shard>, group: &str) {
     let mut rt = shard.groups.borrow_mut();
     let Some(entry) = rt.groups.get_mut(group) else {
         return;
     };
+    if entry.machine.state() != GroupState::Empty {
+        entry.empty_since_ms = None;
+    } else if entry.empty_since_ms.is_none() {
+        entry.empty_since_ms = Some(now_ms());
+    }
     let Some(at) = entry.machine.next_deadline_ms() else {
         entry.timer = None;
         return;
@@ -531,6 +558,85 @@ fn fire(shard: &Rc<Shard>, group: &str, at: u64) {
         entry.machine.tick(clock_ms())
     };
     run(shard, group, effects);
+}
+
+/// Deletes the committed offsets that outlived `offsets.retention.minutes` (or their explicit
+/// retention), then removes Empty groups left without offsets, as Kafka's periodic cleanup does.
+/// Tombstones are durable before the table forgets anything.
+pub async fn expire_offsets(shard: &Rc<Shard>) {
+    let now = now_ms();
+    let expired = {
+        let rt = shard.groups.borrow();
+        shard
+            .offsets
+            .borrow()
+            .expired(now, shard.config.offsets_retention_ms, |g| {
+                rt.groups
+                    .get(g)
+                    .map_or(Expiry::SinceCommit, GroupEntry::expiry)
+            })
+    };
+    let mut by_group: HashMap<String, Vec<OffsetKey>> = HashMap::new();
+    for k in expired {
+        by_group.entry(k.group.clone()).or_default().push(k);
+    }
+    let mut removed = 0usize;
+    for (group, keys) in by_group {
+        let records: Vec<_> = keys.iter().map(|k| encode_commit(k, None)).collect();
+        if let Err(code) = write_records(shard, &group, &records).await {
+            log::warn!(
+                "shard {}: group {group}: expiring offsets failed: {code:?}",
+                shard.id
+            );
+            continue;
+        }
+        removed += keys.len();
+        let mut table = shard.offsets.borrow_mut();
+        for k in keys {
+            table.apply(k, None);
+        }
+    }
+    let idle: Vec<String> = {
+        let rt = shard.groups.borrow();
+        let table = shard.offsets.borrow();
+        rt.groups
+            .iter()
+            .filter(|(g, e)| e.machine.state() == GroupState::Empty && !table.has_group(g))
+            .map(|(g, _)| g.clone())
+            .collect()
+    };
+    for group in &idle {
+        if delete(shard.clone(), group.clone()).await.is_err() {
+            log::warn!(
+                "shard {}: group {group}: removing the empty group failed",
+                shard.id
+            );
+        }
+    }
+    if removed > 0 || !idle.is_empty() {
+        log::info!(
+            "shard {}: expired {removed} committed offset(s), removed {} empty group(s)",
+            shard.id,
+            idle.len()
+        );
+    }
+}
+
+/// Runs [`expire_offsets`] every `offsets.retention.check.interval.ms` until the shard stops.
+pub fn spawn_offsets_expiry(shard: &Rc<Shard>) {
+    let weak = Rc::downgrade(shard);
+    let interval = Duration::from_millis(shard.config.offsets_retention_check_interval_ms);
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(interval).await;
+            let Some(shard) = weak.upgrade() else { return };
+            if shard.stopping.get() {
+                return;
+            }
+            expire_offsets(&shard).await;
+        }
+    })
+    .detach();
 }
 
 /// The topics a consumer-protocol member subscribes to, from its JoinGroup metadata

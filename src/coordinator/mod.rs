@@ -50,6 +50,8 @@ pub struct CommitPart {
     pub offset: i64,
     pub leader_epoch: i32,
     pub metadata: Option<String>,
+    /// OffsetCommit v2–v4 `retention_time_ms`: -1 for the broker's retention.
+    pub retention_ms: i64,
 }
 
 /// Who commits: the group-management fields of the request.
@@ -108,6 +110,8 @@ pub async fn commit_offsets(shard: Rc<Shard>, req: CommitRequest) -> Vec<ErrorCo
                     leader_epoch: part.leader_epoch,
                     metadata,
                     commit_timestamp_ms: now,
+                    expire_timestamp_ms: (part.retention_ms >= 0)
+                        .then(|| now.saturating_add(part.retention_ms)),
                 },
             ));
             ErrorCode::NONE

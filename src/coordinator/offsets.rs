@@ -92,6 +92,9 @@ pub struct Committed {
     pub leader_epoch: i32,
     pub metadata: String,
     pub commit_timestamp_ms: i64,
+    /// Set by OffsetCommit v2–v4 with an explicit retention time: expires at this time instead
+    /// of `offsets.retention.minutes` after its base time (stored as value v1, as Kafka does).
+    pub expire_timestamp_ms: Option<i64>,
 }
 
 /// Key of one committed offset.
@@ -116,12 +119,24 @@ pub fn encode_commit(key: &OffsetKey, value: Option<&Committed>) -> KeyValue {
     put_string(&mut k, &key.topic);
     k.extend_from_slice(&key.partition.to_be_bytes());
     let v = value.map(|c| {
-        let mut v = Vec::with_capacity(26 + c.metadata.len());
-        v.extend_from_slice(&3i16.to_be_bytes());
-        v.extend_from_slice(&c.offset.to_be_bytes());
-        v.extend_from_slice(&c.leader_epoch.to_be_bytes());
-        put_string(&mut v, &c.metadata);
-        v.extend_from_slice(&c.commit_timestamp_ms.to_be_bytes());
+        let mut v = Vec::with_capacity(34 + c.metadata.len());
+        match c.expire_timestamp_ms {
+            // v1 is the only value version with an expire timestamp (and without an epoch).
+            Some(expire) => {
+                v.extend_from_slice(&1i16.to_be_bytes());
+                v.extend_from_slice(&c.offset.to_be_bytes());
+                put_string(&mut v, &c.metadata);
+                v.extend_from_slice(&c.commit_timestamp_ms.to_be_bytes());
+                v.extend_from_slice(&expire.to_be_bytes());
+            }
+            None => {
+                v.extend_from_slice(&3i16.to_be_bytes());
+                v.extend_from_slice(&c.offset.to_be_bytes());
+                v.extend_from_slice(&c.leader_epoch.to_be_bytes());
+                put_string(&mut v, &c.metadata);
+                v.extend_from_slice(&c.commit_timestamp_ms.to_be_bytes());
+            }
+        }
         v
     });
     KeyValue {
@@ -329,11 +344,13 @@ pub fn decode_record(key: Option<&[u8]>, value: Option<&[u8]>) -> OffsetsRecord 
             let leader_epoch = if version >= 3 { v.i32()? } else { -1 };
             let metadata = v.string()?;
             let commit_timestamp_ms = v.i64()?;
+            let expire_timestamp_ms = if version == 1 { Some(v.i64()?) } else { None };
             Some(Committed {
                 offset,
                 leader_epoch,
                 metadata,
                 commit_timestamp_ms,
+                expire_timestamp_ms,
             })
         })(),
         other => {
@@ -344,6 +361,20 @@ pub fn decode_record(key: Option<&[u8]>, value: Option<&[u8]>) -> OffsetsRecord 
         Some(c) => OffsetsRecord::Offset(key, Some(c)),
         None => OffsetsRecord::Unreadable("truncated offset commit value".into()),
     }
+}
+
+/// How a group's offsets expire ([`OffsetTable::expired`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expiry {
+    /// A live group of another kind: its offsets stay.
+    Never,
+    /// No group management (simple commits): retention counts from each commit.
+    SinceCommit,
+    /// An Empty group: retention counts from when it became empty (this wall-clock time).
+    SinceEmpty(i64),
+    /// A Stable consumer group: offsets of topics it no longer subscribes to expire, counted
+    /// from their commit.
+    UnsubscribedTopics(Vec<String>),
 }
 
 /// Committed offsets of the groups whose `__consumer_offsets` partitions one shard owns.
@@ -401,6 +432,46 @@ impl OffsetTable {
             })
             .unwrap_or_default();
         out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        out
+    }
+
+    /// The offsets that have outlived their retention at `now_ms` (Kafka's
+    /// `GroupMetadata.removeExpiredOffsets`): an explicit expire timestamp wins; otherwise an
+    /// offset expires `retention_ms` after its base time, which `policy` picks per group.
+    pub fn expired(
+        &self,
+        now_ms: i64,
+        retention_ms: i64,
+        mut policy: impl FnMut(&str) -> Expiry,
+    ) -> Vec<OffsetKey> {
+        let mut out = Vec::new();
+        for (group, offsets) in &self.groups {
+            let policy = policy(group);
+            let (base, keep_topics): (Option<i64>, &[String]) = match &policy {
+                Expiry::Never => continue,
+                Expiry::SinceCommit => (None, &[]),
+                Expiry::SinceEmpty(since) => (Some(*since), &[]),
+                Expiry::UnsubscribedTopics(topics) => (None, topics.as_slice()),
+            };
+            for ((topic, partition), c) in offsets {
+                if keep_topics.contains(topic) {
+                    continue;
+                }
+                let due = match c.expire_timestamp_ms {
+                    Some(expire) => now_ms >= expire,
+                    None => {
+                        now_ms.saturating_sub(base.unwrap_or(c.commit_timestamp_ms)) >= retention_ms
+                    }
+                };
+                if due {
+                    out.push(OffsetKey {
+                        group: group.clone(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                    });
+                }
+            }
+        }
         out
     }
 
@@ -465,6 +536,7 @@ mod tests {
             leader_epoch: 7,
             metadata: "meta ✓".into(),
             commit_timestamp_ms: 1_700_000_000_000,
+            expire_timestamp_ms: None,
         };
         let rec = encode_commit(&key, Some(&c));
         assert_eq!(
@@ -499,6 +571,7 @@ mod tests {
                     (5, -1, "m")
                 );
                 assert_eq!(c.commit_timestamp_ms, 9);
+                assert_eq!(c.expire_timestamp_ms, Some(10));
             }
             other => panic!("{other:?}"),
         }
@@ -595,6 +668,80 @@ mod tests {
         assert_eq!(
             decode_record(tomb.key.as_deref(), tomb.value.as_deref()),
             OffsetsRecord::Group("g1".into(), None)
+        );
+    }
+
+    #[test]
+    fn expiry_follows_the_group_policy() {
+        let mut t = OffsetTable::default();
+        let mut put = |group: &str, topic: &str, ts: i64, expire: Option<i64>| {
+            t.apply(
+                OffsetKey {
+                    group: group.into(),
+                    topic: topic.into(),
+                    partition: 0,
+                },
+                Some(Committed {
+                    offset: 1,
+                    leader_epoch: -1,
+                    metadata: String::new(),
+                    commit_timestamp_ms: ts,
+                    expire_timestamp_ms: expire,
+                }),
+            )
+        };
+        put("simple", "old", 0, None);
+        put("simple", "new", 900, None);
+        put("simple", "explicit", 900, Some(950));
+        put("empty", "a", 0, None);
+        put("live", "a", 0, None);
+        put("stable", "subscribed", 0, None);
+        put("stable", "dropped", 0, None);
+        let policy = |g: &str| match g {
+            "simple" => Expiry::SinceCommit,
+            "empty" => Expiry::SinceEmpty(800),
+            "stable" => Expiry::UnsubscribedTopics(vec!["subscribed".into()]),
+            _ => Expiry::Never,
+        };
+        let mut got: Vec<(String, String)> = t
+            .expired(1_000, 500, policy)
+            .into_iter()
+            .map(|k| (k.group, k.topic))
+            .collect();
+        got.sort();
+        let want: Vec<(String, String)> = [
+            ("simple", "explicit"),
+            ("simple", "old"),
+            ("stable", "dropped"),
+        ]
+        .iter()
+        .map(|(g, t)| (g.to_string(), t.to_string()))
+        .collect();
+        assert_eq!(
+            got, want,
+            "empty since 800 is not due at 1000 with 500 ms retention"
+        );
+        assert!(t
+            .expired(1_300, 500, policy)
+            .iter()
+            .any(|k| k.group == "empty"));
+        // v1 values carry the expire timestamp through the log.
+        let key = OffsetKey {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 1,
+        };
+        let c = Committed {
+            offset: 5,
+            leader_epoch: -1,
+            metadata: "m".into(),
+            commit_timestamp_ms: 7,
+            expire_timestamp_ms: Some(99),
+        };
+        let rec = encode_commit(&key, Some(&c));
+        assert_eq!(
+            decode_record(rec.key.as_deref(), rec.value.as_deref()),
+            OffsetsRecord::Offset(key, Some(c))
         );
     }
 

@@ -503,6 +503,7 @@ async fn shard_main(
         groups: RefCell::new(Default::default()),
     });
     mailbox::spawn_receivers(&shard, receivers);
+    crate::coordinator::groups::spawn_offsets_expiry(&shard);
     let committer = {
         let shard = shard.clone();
         glommio::spawn_local(async move { shard.commit.run().await })

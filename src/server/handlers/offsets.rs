@@ -32,6 +32,7 @@ pub async fn offset_commit(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader
             )
         })
         .collect();
+    let retention_ms = req.retention_time_ms;
     let commit = CommitRequest {
         group: req.group_id.clone(),
         generation_id: req.generation_id_or_member_epoch,
@@ -48,6 +49,7 @@ pub async fn offset_commit(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader
                     offset: p.committed_offset,
                     leader_epoch: p.committed_leader_epoch,
                     metadata: p.committed_metadata,
+                    retention_ms,
                 })
             })
             .collect(),
