@@ -196,39 +196,17 @@ fn check_coordinator(shard: &Shard, group: &str) -> Result<(), GroupError> {
         .map_err(coordinator_error)
 }
 
-fn join_error(member_id: String, error: GroupError) -> JoinResponse {
-    JoinResponse {
-        error: Some(error),
-        generation_id: -1,
-        protocol_type: None,
-        protocol_name: None,
-        leader_id: String::new(),
-        member_id,
-        members: Vec::new(),
-        skip_assignment: false,
-    }
-}
-
-fn sync_error(error: GroupError) -> SyncResponse {
-    SyncResponse {
-        error: Some(error),
-        protocol_type: None,
-        protocol_name: None,
-        assignment: Bytes::new(),
-    }
-}
-
 /// JoinGroup on the coordinating shard. A new member (empty member id) creates the group.
 pub async fn join(shard: Rc<Shard>, group: String, req: JoinRequest) -> JoinResponse {
     if let Err(e) = check_coordinator(&shard, &group) {
-        return join_error(req.member_id, e);
+        return JoinResponse::error(req.member_id, e);
     }
     let member_id = req.member_id.clone();
     let (rx, effects) = {
         let mut rt = shard.groups.borrow_mut();
         let rt = &mut *rt;
         if !rt.groups.contains_key(&group) && !req.member_id.is_empty() {
-            return join_error(req.member_id, GroupError::UnknownMemberId);
+            return JoinResponse::error(req.member_id, GroupError::UnknownMemberId);
         }
         rt.next_request_id += 1;
         let request_id = RequestId(rt.next_request_id);
@@ -244,13 +222,13 @@ pub async fn join(shard: Rc<Shard>, group: String, req: JoinRequest) -> JoinResp
     };
     run(&shard, &group, effects);
     rx.await
-        .unwrap_or_else(|_| join_error(member_id, GroupError::CoordinatorNotAvailable))
+        .unwrap_or_else(|_| JoinResponse::error(member_id, GroupError::CoordinatorNotAvailable))
 }
 
 /// SyncGroup on the coordinating shard.
 pub async fn sync(shard: Rc<Shard>, group: String, req: SyncRequest) -> SyncResponse {
     if let Err(e) = check_coordinator(&shard, &group) {
-        return sync_error(e);
+        return SyncResponse::error(e);
     }
     let (rx, effects) = {
         let mut rt = shard.groups.borrow_mut();
@@ -258,7 +236,7 @@ pub async fn sync(shard: Rc<Shard>, group: String, req: SyncRequest) -> SyncResp
         rt.next_request_id += 1;
         let request_id = RequestId(rt.next_request_id);
         let Some(entry) = rt.groups.get_mut(&group) else {
-            return sync_error(GroupError::UnknownMemberId);
+            return SyncResponse::error(GroupError::UnknownMemberId);
         };
         let (tx, rx) = oneshot::channel();
         entry.waiters.insert(request_id, Waiter::Sync(tx));
@@ -266,7 +244,7 @@ pub async fn sync(shard: Rc<Shard>, group: String, req: SyncRequest) -> SyncResp
     };
     run(&shard, &group, effects);
     rx.await
-        .unwrap_or_else(|_| sync_error(GroupError::CoordinatorNotAvailable))
+        .unwrap_or_else(|_| SyncResponse::error(GroupError::CoordinatorNotAvailable))
 }
 
 /// Heartbeat on the coordinating shard.

@@ -1659,28 +1659,14 @@ impl GroupMachine {
 fn join_error(request_id: RequestId, member_id: String, error: GroupError) -> Effect {
     Effect::RespondJoin {
         request_id,
-        response: JoinResponse {
-            error: Some(error),
-            generation_id: -1,
-            protocol_type: None,
-            protocol_name: None,
-            leader_id: String::new(),
-            member_id,
-            members: Vec::new(),
-            skip_assignment: false,
-        },
+        response: JoinResponse::error(member_id, error),
     }
 }
 
 fn sync_error(request_id: RequestId, error: GroupError) -> Effect {
     Effect::RespondSync {
         request_id,
-        response: SyncResponse {
-            error: Some(error),
-            protocol_type: None,
-            protocol_name: None,
-            assignment: Bytes::new(),
-        },
+        response: SyncResponse::error(error),
     }
 }
 

@@ -204,6 +204,22 @@ pub struct JoinResponse {
     pub skip_assignment: bool,
 }
 
+impl JoinResponse {
+    /// A refusal: no generation, leader or members.
+    pub fn error(member_id: String, error: GroupError) -> Self {
+        JoinResponse {
+            error: Some(error),
+            generation_id: -1,
+            protocol_type: None,
+            protocol_name: None,
+            leader_id: String::new(),
+            member_id,
+            members: Vec::new(),
+            skip_assignment: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberAssignment {
     pub member_id: String,
@@ -228,6 +244,18 @@ pub struct SyncResponse {
     pub protocol_type: Option<String>,
     pub protocol_name: Option<String>,
     pub assignment: Bytes,
+}
+
+impl SyncResponse {
+    /// A refusal: no assignment.
+    pub fn error(error: GroupError) -> Self {
+        SyncResponse {
+            error: Some(error),
+            protocol_type: None,
+            protocol_name: None,
+            assignment: Bytes::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

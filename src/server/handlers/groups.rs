@@ -79,19 +79,6 @@ where
     }))
 }
 
-fn unavailable_join(member_id: String) -> JoinResponse {
-    JoinResponse {
-        error: Some(GroupError::CoordinatorNotAvailable),
-        generation_id: -1,
-        protocol_type: None,
-        protocol_name: None,
-        leader_id: String::new(),
-        member_id,
-        members: Vec::new(),
-        skip_assignment: false,
-    }
-}
-
 fn respond_join(ctx: &RequestContext, r: JoinResponse) -> Completion {
     // Before v7 the protocol name is not nullable.
     let protocol_name = match r.protocol_name {
@@ -150,7 +137,7 @@ pub async fn join_group(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -
         supports_skip_assignment: ctx.version >= 9,
     };
     let group = req.group_id;
-    let fallback = unavailable_join(req.member_id);
+    let fallback = JoinResponse::error(req.member_id, GroupError::CoordinatorNotAvailable);
     let target = group.clone();
     park_on_coordinator(
         shard,
@@ -195,12 +182,7 @@ pub async fn sync_group(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -
     };
     let group = req.group_id;
     let target = group.clone();
-    let fallback = SyncResponse {
-        error: Some(GroupError::CoordinatorNotAvailable),
-        protocol_type: None,
-        protocol_name: None,
-        assignment: bytes::Bytes::new(),
-    };
+    let fallback = SyncResponse::error(GroupError::CoordinatorNotAvailable);
     park_on_coordinator(
         shard,
         ctx,
