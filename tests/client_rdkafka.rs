@@ -20,14 +20,6 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 const PRODUCE_TIMEOUT: Duration = Duration::from_secs(180);
 const CONSUME_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// Two shards when the machine has them, so requests cross the shard mailbox.
-fn test_cores() -> String {
-    let n = thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    n.min(2).to_string()
-}
-
 fn broker_with_partitions(partitions: i32) -> Broker {
     BrokerOptions::new()
         .cores(test_cores())

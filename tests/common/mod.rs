@@ -93,6 +93,14 @@ pub fn broker_bin() -> PathBuf {
     }
 }
 
+/// Two shards when the machine has them, so requests cross the shard mailbox.
+pub fn test_cores() -> String {
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    n.min(2).to_string()
+}
+
 /// A loopback port that was free a moment ago (bind :0, read it back, release it).
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
