@@ -9,7 +9,7 @@
 //! - [`Effect::PersistGroup`] appends a GroupMetadata record to the group's `__consumer_offsets`
 //!   partition synchronously (so records keep the order the machine emitted them) and reports
 //!   the outcome once the group commit made it durable.
-//! - At start, [`GroupRuntime::restore`] rebuilds each group from its last persisted record.
+//! - At start, [`restore`] rebuilds each group from its last persisted record.
 //!
 //! Deadlines use a monotonic clock ([`clock_ms`]): a wall-clock jump must not expire sessions.
 
