@@ -33,7 +33,7 @@ use crate::protocol::records::encode_batch;
 use crate::shard::{now_ms, Shard};
 
 use super::offsets::{encode_commit, encode_group, encode_group_tombstone, Expiry, OffsetKey};
-use super::{append_batch, coordinating_partition, wait_durable};
+use super::{append_batch, coordinating_partition, fail_accepted, wait_durable, write_records};
 
 /// Milliseconds on a monotonic clock shared by every shard of this process.
 pub fn clock_ms() -> u64 {
@@ -72,14 +72,9 @@ impl GroupEntry {
         match d.state {
             _ if d.protocol_type.is_empty() => Expiry::SinceCommit,
             GroupState::Empty => Expiry::SinceEmpty(self.empty_since_ms.unwrap_or_else(now_ms)),
-            GroupState::Stable if d.protocol_type == "consumer" => d
-                .members
-                .iter()
-                .map(|m| subscribed_topics(&m.metadata))
-                .collect::<Option<Vec<Vec<String>>>>()
-                .map_or(Expiry::Never, |all| {
-                    Expiry::UnsubscribedTopics(all.into_iter().flatten().collect())
-                }),
+            GroupState::Stable if d.protocol_type == "consumer" => {
+                group_subscriptions(&d).map_or(Expiry::Never, Expiry::UnsubscribedTopics)
+            }
             _ => Expiry::Never,
         }
     }
@@ -396,18 +391,6 @@ pub async fn delete(shard: Rc<Shard>, group: String) -> Result<(), GroupError> {
     Ok(())
 }
 
-/// Appends `records` as one batch to `group`'s partition and waits until it is durable.
-async fn write_records(
-    shard: &Rc<Shard>,
-    group: &str,
-    records: &[crate::protocol::records::KeyValue],
-) -> Result<(), ErrorCode> {
-    let p = coordinating_partition(shard, group)?;
-    let batch = Bytes::from(encode_batch(records, now_ms()));
-    let pending = append_batch(shard, &p, batch)?;
-    wait_durable(shard, &p, pending).await
-}
-
 /// Executes a machine's effects for `group`, then re-arms its timer.
 fn run(shard: &Rc<Shard>, group: &str, effects: Vec<Effect>) {
     for effect in effects {
@@ -646,6 +629,16 @@ fn subscribed_topics(metadata: &[u8]) -> Option<Vec<String>> {
     Some(topics)
 }
 
+/// Every topic some member of a consumer group subscribes to (from their JoinGroup metadata, which
+/// [`GroupDescription`] carries while the group is Stable); `None` if any member's is unreadable.
+fn group_subscriptions(d: &GroupDescription) -> Option<Vec<String>> {
+    let mut topics = Vec::new();
+    for m in &d.members {
+        topics.extend(subscribed_topics(&m.metadata)?);
+    }
+    Some(topics)
+}
+
 /// OffsetDelete on the coordinating shard: drops the committed offsets of `parts` unless the
 /// group is live and subscribed to the topic (GROUP_SUBSCRIBED_TO_TOPIC per partition, as Kafka).
 /// A live group of another protocol type answers NON_EMPTY_GROUP; an unknown group
@@ -662,22 +655,14 @@ pub async fn delete_offsets(
         GroupState::Dead => return Err(ErrorCode::GROUP_ID_NOT_FOUND),
         GroupState::Empty => Some(Vec::new()),
         _ if description.protocol_type != "consumer" => return Err(ErrorCode::NON_EMPTY_GROUP),
-        GroupState::Stable => description
-            .members
-            .iter()
-            .map(|m| subscribed_topics(&m.metadata))
-            .collect::<Option<Vec<Vec<String>>>>()
-            .map(|all| all.into_iter().flatten().collect()),
+        GroupState::Stable => group_subscriptions(&description),
         _ => None,
     };
     let image = shard.image();
     let mut codes = Vec::with_capacity(parts.len());
     let mut doomed = Vec::new();
     for (topic, partition) in &parts {
-        let known = image
-            .topic(topic)
-            .is_some_and(|t| *partition >= 0 && (*partition as usize) < t.partitions.len());
-        let code = if !known {
+        let code = if image.shard_of(topic, *partition).is_none() {
             ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
         } else if subscribed.as_ref().is_none_or(|s| s.contains(topic)) {
             ErrorCode::GROUP_SUBSCRIBED_TO_TOPIC
@@ -703,10 +688,7 @@ pub async fn delete_offsets(
     }
     let records: Vec<_> = doomed.iter().map(|k| encode_commit(k, None)).collect();
     if let Err(code) = write_records(&shard, &group, &records).await {
-        return Ok(codes
-            .into_iter()
-            .map(|c| if c == ErrorCode::NONE { code } else { c })
-            .collect());
+        return Ok(fail_accepted(codes, code));
     }
     let mut table = shard.offsets.borrow_mut();
     for k in doomed {

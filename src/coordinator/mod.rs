@@ -73,10 +73,9 @@ pub async fn commit_offsets(shard: Rc<Shard>, req: CommitRequest) -> Vec<ErrorCo
     if req.group.is_empty() {
         return everyone(ErrorCode::INVALID_GROUP_ID);
     }
-    let p = match coordinating_partition(&shard, &req.group) {
-        Ok(p) => p,
-        Err(code) => return everyone(code),
-    };
+    if let Err(code) = coordinating_partition(&shard, &req.group) {
+        return everyone(code);
+    }
     let identity = crate::group::CommitIdentity {
         member_id: req.member_id.clone(),
         group_instance_id: req.group_instance_id.clone(),
@@ -90,11 +89,8 @@ pub async fn commit_offsets(shard: Rc<Shard>, req: CommitRequest) -> Vec<ErrorCo
     let mut codes = Vec::with_capacity(n);
     let mut accepted: Vec<(OffsetKey, Committed)> = Vec::new();
     for part in req.parts {
-        let known = image
-            .topic(&part.topic)
-            .is_some_and(|t| part.partition >= 0 && (part.partition as usize) < t.partitions.len());
         let metadata = part.metadata.unwrap_or_default();
-        let code = if !known {
+        let code = if image.shard_of(&part.topic, part.partition).is_none() {
             ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
         } else if metadata.len() > shard.config.offset_metadata_max_bytes {
             ErrorCode::OFFSET_METADATA_TOO_LARGE
@@ -125,22 +121,35 @@ pub async fn commit_offsets(shard: Rc<Shard>, req: CommitRequest) -> Vec<ErrorCo
         .iter()
         .map(|(k, c)| encode_commit(k, Some(c)))
         .collect();
-    let batch = Bytes::from(encode_batch(&records, now));
-    let outcome = match append_batch(&shard, &p, batch) {
-        Ok(pending) => wait_durable(&shard, &p, pending).await,
-        Err(code) => Err(code),
-    };
-    if let Err(code) = outcome {
-        return codes
-            .into_iter()
-            .map(|c| if c == ErrorCode::NONE { code } else { c })
-            .collect();
+    if let Err(code) = write_records(&shard, &req.group, &records).await {
+        return fail_accepted(codes, code);
     }
     let mut table = shard.offsets.borrow_mut();
     for (k, c) in accepted {
         table.apply(k, Some(c));
     }
     codes
+}
+
+/// Per-part codes after the write of the accepted parts failed: those get `code`, refused parts
+/// keep their own.
+fn fail_accepted(codes: Vec<ErrorCode>, code: ErrorCode) -> Vec<ErrorCode> {
+    codes
+        .into_iter()
+        .map(|c| if c == ErrorCode::NONE { code } else { c })
+        .collect()
+}
+
+/// Appends `records` as one batch to `group`'s partition and waits until it is durable.
+async fn write_records(
+    shard: &Rc<Shard>,
+    group: &str,
+    records: &[crate::protocol::records::KeyValue],
+) -> Result<(), ErrorCode> {
+    let p = coordinating_partition(shard, group)?;
+    let batch = Bytes::from(encode_batch(records, now_ms()));
+    let pending = append_batch(shard, &p, batch)?;
+    wait_durable(shard, &p, pending).await
 }
 
 /// A broker-built batch appended to a `__consumer_offsets` partition, not yet durable.

@@ -53,12 +53,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
-    // Kafka's form of a member's host in DescribeGroups: "/" + the peer's IP.
-    let client_host: std::sync::Arc<str> = stream
-        .peer_addr()
-        .map(|a| format!("/{}", a.ip()))
-        .unwrap_or_else(|_| "/unknown".into())
-        .into();
+    let peer_ip = stream.peer_addr().ok().map(|a| a.ip());
     let _ = stream.set_nodelay(true);
     let (reader, mut writer) = crate::io::socket::split(stream);
     let (tx, rx) = local_channel::new_bounded::<Pending>(shard.config.connection_inflight_max);
@@ -106,7 +101,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             }
             Err(e) => break e.to_string(),
         };
-        match handlers::dispatch(&shard, &client_host, Reader::new(frame)).await {
+        match handlers::dispatch(&shard, peer_ip, Reader::new(frame)).await {
             Dispatch::Reply(pending) => {
                 if tx.send(pending).await.is_err() {
                     break 'conn String::new();

@@ -35,8 +35,13 @@ use super::{decode, Dispatch, RequestContext};
 const CLASSIC: &str = "classic";
 
 /// Runs `f` on the shard coordinating `group` and waits for its answer; `unavailable` when the
-/// offsets topic is missing or the shard does not answer.
-async fn on_coordinator<T, F, Fut>(shard: &Rc<Shard>, group: &str, unavailable: T, f: F) -> T
+/// offsets topic is missing or the shard does not answer. (OffsetCommit/OffsetFetch use it too.)
+pub(super) async fn on_coordinator<T, F, Fut>(
+    shard: &Rc<Shard>,
+    group: &str,
+    unavailable: T,
+    f: F,
+) -> T
 where
     T: Send + 'static,
     F: FnOnce(&Rc<Shard>) -> Fut + Send + 'static,
@@ -117,7 +122,10 @@ pub async fn join_group(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -
         member_id: req.member_id.clone(),
         group_instance_id: req.group_instance_id,
         client_id: ctx.client_id.clone().unwrap_or_default(),
-        client_host: ctx.client_host.to_string(),
+        // Kafka's form: "/" + the IP.
+        client_host: ctx
+            .peer_ip
+            .map_or_else(|| "/unknown".to_string(), |ip| format!("/{ip}")),
         session_timeout_ms: req.session_timeout_ms,
         rebalance_timeout_ms: if req.rebalance_timeout_ms < 0 {
             req.session_timeout_ms

@@ -17,8 +17,8 @@ pub mod offsets;
 pub mod produce;
 pub mod producer_id;
 
+use std::net::IpAddr;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use crate::protocol::api::ApiKey;
 use crate::protocol::codec::Message;
@@ -77,8 +77,8 @@ pub struct RequestContext {
     pub version: i16,
     pub correlation_id: i32,
     pub client_id: Option<String>,
-    /// The peer's address as Kafka shows a member's host ("/127.0.0.1").
-    pub client_host: Arc<str>,
+    /// The client's IP (a group member's host in DescribeGroups).
+    pub peer_ip: Option<IpAddr>,
 }
 
 impl RequestContext {
@@ -105,7 +105,7 @@ pub fn decode<M: Message>(ctx: &RequestContext, r: &mut Reader) -> Result<M, Dis
     })
 }
 
-pub async fn dispatch(shard: &Rc<Shard>, client_host: &Arc<str>, mut r: Reader) -> Dispatch {
+pub async fn dispatch(shard: &Rc<Shard>, peer_ip: Option<IpAddr>, mut r: Reader) -> Dispatch {
     let (key_raw, version, correlation_id) = match (r.read_i16(), r.read_i16(), r.read_i32()) {
         (Ok(k), Ok(v), Ok(c)) => (k, v, c),
         _ => return Dispatch::Close("truncated request header".into()),
@@ -133,7 +133,7 @@ pub async fn dispatch(shard: &Rc<Shard>, client_host: &Arc<str>, mut r: Reader) 
         version,
         correlation_id,
         client_id,
-        client_host: client_host.clone(),
+        peer_ip,
     };
     if !in_range {
         return match api_key {

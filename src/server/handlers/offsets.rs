@@ -15,6 +15,7 @@ use crate::protocol::messages::{
 use crate::protocol::wire::Reader;
 use crate::shard::Shard;
 
+use super::groups::on_coordinator;
 use super::{decode, Dispatch, RequestContext};
 
 pub async fn offset_commit(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatch {
@@ -55,16 +56,13 @@ pub async fn offset_commit(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader
             .collect(),
     };
     let n = commit.parts.len();
-    let codes = match coordinator::group_shard(shard, &req.group_id) {
-        None => vec![ErrorCode::COORDINATOR_NOT_AVAILABLE; n],
-        Some(owner) => shard
-            .mailbox
-            .call(shard, owner, move |s| {
-                coordinator::commit_offsets(s.clone(), commit)
-            })
-            .await
-            .unwrap_or_else(|_| vec![ErrorCode::COORDINATOR_NOT_AVAILABLE; n]),
-    };
+    let codes = on_coordinator(
+        shard,
+        &req.group_id,
+        vec![ErrorCode::COORDINATOR_NOT_AVAILABLE; n],
+        move |s| coordinator::commit_offsets(s.clone(), commit),
+    )
+    .await;
     let mut codes = codes.into_iter();
     let topics = shape
         .into_iter()
@@ -91,17 +89,17 @@ async fn fetch_group(
     group: String,
     wanted: Option<Vec<(String, Vec<i32>)>>,
 ) -> Result<Vec<FetchedOffset>, ErrorCode> {
-    let Some(owner) = coordinator::group_shard(shard, &group) else {
-        return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE);
-    };
-    shard
-        .mailbox
-        .call(shard, owner, move |s| {
+    let target = group.clone();
+    on_coordinator(
+        shard,
+        &target,
+        Err(ErrorCode::COORDINATOR_NOT_AVAILABLE),
+        move |s| {
             let out = coordinator::fetch_offsets(s, &group, wanted);
             async move { out }
-        })
-        .await
-        .unwrap_or(Err(ErrorCode::COORDINATOR_NOT_AVAILABLE))
+        },
+    )
+    .await
 }
 
 /// Groups fetched offsets by topic, keeping first-seen topic order.
