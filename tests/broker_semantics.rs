@@ -26,7 +26,7 @@ use common::{Broker, BrokerOptions};
 use odradek::protocol::messages::*;
 use odradek::protocol::record_batch::{validate, BatchHeader};
 use odradek::protocol::{ApiKey, Writer};
-use wire::{decode_body, Conn};
+use wire::{create_topic, create_topic_ok, decode_body, Conn};
 
 // Kafka error codes asserted below.
 const NONE: i16 = 0;
@@ -177,34 +177,6 @@ fn base_offsets(batches: &[BatchHeader]) -> Vec<i64> {
 // ---------------------------------------------------------------------------------------------
 // Request builders and single-partition calls
 // ---------------------------------------------------------------------------------------------
-
-fn create_topic(conn: &mut Conn, name: &str, partitions: i32) -> CreatableTopicResult {
-    let resp = conn.call(
-        &CreateTopicsRequest {
-            topics: vec![CreatableTopic {
-                name: name.into(),
-                num_partitions: partitions,
-                replication_factor: 1,
-                ..Default::default()
-            }],
-            timeout_ms: 10_000,
-            validate_only: false,
-        },
-        7,
-    );
-    assert_eq!(resp.topics.len(), 1, "CreateTopics {name}: {resp:?}");
-    resp.topics.into_iter().next().unwrap()
-}
-
-fn create_topic_ok(conn: &mut Conn, name: &str, partitions: i32) -> [u8; 16] {
-    let t = create_topic(conn, name, partitions);
-    assert_eq!(
-        (t.name.as_str(), t.error_code),
-        (name, NONE),
-        "CreateTopics {name}: {t:?}"
-    );
-    t.topic_id
-}
 
 fn produce_request(topic: &str, partition: i32, records: Bytes, acks: i16) -> ProduceRequest {
     ProduceRequest {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{Broker, BrokerOptions};
 use odradek::protocol::messages::*;
-use wire::Conn;
+use wire::{create_topic_ok, Conn};
 
 const NONE: i16 = 0;
 const ILLEGAL_GENERATION: i16 = 22;
@@ -42,23 +42,6 @@ fn broker_with(extra: &[(&str, &str)]) -> Broker {
         options = options.set(*k, *v);
     }
     options.start()
-}
-
-fn create_topic(conn: &mut Conn, name: &str, partitions: i32) {
-    let resp = conn.call(
-        &CreateTopicsRequest {
-            topics: vec![CreatableTopic {
-                name: name.into(),
-                num_partitions: partitions,
-                replication_factor: 1,
-                ..Default::default()
-            }],
-            timeout_ms: 10_000,
-            ..Default::default()
-        },
-        5,
-    );
-    assert_eq!(resp.topics[0].error_code, NONE, "create {name}: {resp:?}");
 }
 
 /// ConsumerProtocolSubscription v0 for `topics` (what a Java or librdkafka consumer sends).
@@ -266,7 +249,7 @@ fn committed(conn: &mut Conn, group: &str) -> i64 {
 fn single_member_lifecycle_and_restart() {
     let mut broker = broker_with(&[]);
     let mut conn = Conn::open(broker.addr());
-    create_topic(&mut conn, "t", 2);
+    create_topic_ok(&mut conn, "t", 2);
     let g = "solo";
 
     let first = conn.call(&Join::new(g, "").request(), 5);
@@ -412,7 +395,7 @@ fn rebalance_parks_joins_and_sessions_expire() {
     let mut broker = broker_with(&[]);
     let mut a = Conn::open(broker.addr());
     let mut b = Conn::open(broker.addr());
-    create_topic(&mut a, "t", 4);
+    create_topic_ok(&mut a, "t", 4);
     let g = "pair";
 
     let ja = join(
@@ -437,6 +420,13 @@ fn rebalance_parks_joins_and_sessions_expire() {
         .request(),
         3,
     );
+    // B's join may reach the coordinating shard after A's next request: wait until it did.
+    let mut admin = Conn::open(broker.addr());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while describe(&mut admin, g).group_state != "PreparingRebalance" {
+        assert!(Instant::now() < deadline, "B's JoinGroup never started a rebalance");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(heartbeat(&mut a, g, 1, &id_a), REBALANCE_IN_PROGRESS);
     let ja2 = join(&mut a, Join::new(g, &id_a));
     let jb: JoinGroupResponse = b.recv(3, b_join);
@@ -492,7 +482,7 @@ fn rebalance_parks_joins_and_sessions_expire() {
 fn static_member_replacement_fences_the_old_instance() {
     let mut broker = broker_with(&[]);
     let mut conn = Conn::open(broker.addr());
-    create_topic(&mut conn, "t", 2);
+    create_topic_ok(&mut conn, "t", 2);
     let g = "static";
     let j = join(
         &mut conn,
@@ -560,7 +550,7 @@ fn static_member_replacement_fences_the_old_instance() {
 fn bad_group_requests_get_kafka_errors() {
     let mut broker = broker_with(&[("group.max.size", "1")]);
     let mut conn = Conn::open(broker.addr());
-    create_topic(&mut conn, "t", 1);
+    create_topic_ok(&mut conn, "t", 1);
 
     assert_eq!(
         join(&mut conn, Join::new("", "")).error_code,
@@ -624,7 +614,7 @@ fn bad_group_requests_get_kafka_errors() {
     // Protocol mismatches, on a broker without the size limit (it is checked first, as in Kafka).
     let mut broker = broker_with(&[]);
     let mut conn = Conn::open(broker.addr());
-    create_topic(&mut conn, "t", 1);
+    create_topic_ok(&mut conn, "t", 1);
     assert_eq!(join(&mut conn, Join::new("g", "")).error_code, NONE);
     let mut other = Conn::open(broker.addr());
     let other_type = Join {
@@ -654,7 +644,7 @@ fn bad_group_requests_get_kafka_errors() {
 fn committed_offsets_expire_and_empty_groups_are_removed() {
     let mut broker = broker_with(&[("offsets.retention.check.interval.ms", "200")]);
     let mut conn = Conn::open(broker.addr());
-    create_topic(&mut conn, "t", 1);
+    create_topic_ok(&mut conn, "t", 1);
     let commit_v2 = |conn: &mut Conn, group: &str, retention_ms: i64| {
         let resp = conn.call(
             &OffsetCommitRequest {

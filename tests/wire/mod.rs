@@ -162,3 +162,33 @@ pub fn decode_body<R: Message>(r: &mut Reader, version: i16) -> R {
     );
     body
 }
+
+/// CreateTopics v7 of one topic (replication factor 1): its result.
+pub fn create_topic(conn: &mut Conn, name: &str, partitions: i32) -> CreatableTopicResult {
+    let resp = conn.call(
+        &CreateTopicsRequest {
+            topics: vec![CreatableTopic {
+                name: name.into(),
+                num_partitions: partitions,
+                replication_factor: 1,
+                ..Default::default()
+            }],
+            timeout_ms: 10_000,
+            validate_only: false,
+        },
+        7,
+    );
+    assert_eq!(resp.topics.len(), 1, "CreateTopics {name}: {resp:?}");
+    resp.topics.into_iter().next().unwrap()
+}
+
+/// As [`create_topic`], asserting success: the new topic's id.
+pub fn create_topic_ok(conn: &mut Conn, name: &str, partitions: i32) -> [u8; 16] {
+    let t = create_topic(conn, name, partitions);
+    assert_eq!(
+        (t.name.as_str(), t.error_code),
+        (name, 0),
+        "CreateTopics {name}: {t:?}"
+    );
+    t.topic_id
+}
