@@ -48,32 +48,6 @@ fn broker() -> Broker {
     BrokerOptions::new().cores("2").start()
 }
 
-/// Waits (bounded) until the stopped broker's listening sockets are gone, so that the next
-/// process does not join their SO_REUSEPORT group (see `common::wait_listeners_gone`).
-fn await_listeners_gone(broker: &Broker) {
-    if !common::wait_listeners_gone(broker.port(), Duration::from_secs(10)) {
-        broker.fail(&format!(
-            "{} socket(s) still listen on port {} 10 s after the broker exited",
-            common::listeners_on(broker.port()),
-            broker.port()
-        ));
-    }
-}
-
-/// SIGTERM, wait for exit (the fixture checks exit status 0), start again on the same data.
-fn restart(broker: &mut Broker) {
-    broker.stop();
-    await_listeners_gone(broker);
-    broker.start_again();
-}
-
-/// SIGKILL, start again on the same data.
-fn crash_and_start(broker: &mut Broker) {
-    broker.kill9();
-    await_listeners_gone(broker);
-    broker.start_again();
-}
-
 // ---------------------------------------------------------------------------------------------
 // Wire: one connection, requests encoded and responses decoded with the broker's codec
 // ---------------------------------------------------------------------------------------------
@@ -479,7 +453,7 @@ fn fetch_returns_whole_batches() {
 
     // After a restart the batches come from disk (aligned direct-I/O reads): still whole.
     drop(conn);
-    restart(&mut broker);
+    broker.restart();
     let mut conn = Conn::open(broker.addr());
     check_whole_batch_fetches(&mut conn, topic, "after restart (disk)");
 }
@@ -830,7 +804,7 @@ fn idempotent_producer_state_survives_sigterm_restart() {
     assert_only_first_batch(&mut conn, topic, "before restart");
 
     drop(conn);
-    restart(&mut broker);
+    broker.restart();
     let mut conn = Conn::open(broker.addr());
     check_idempotence_after_restart(&mut conn, topic, pid, &first, "after SIGTERM restart");
 }
@@ -851,7 +825,8 @@ fn idempotent_producer_state_survives_kill9() {
     );
 
     drop(conn);
-    crash_and_start(&mut broker);
+    broker.kill9();
+    broker.start_again();
     let mut conn = Conn::open(broker.addr());
     check_idempotence_after_restart(&mut conn, topic, pid, &first, "after kill -9");
 }
@@ -1304,7 +1279,7 @@ fn recreated_topic_starts_empty_with_a_new_id_and_partitions_grow() {
 
     // All of it survives a restart: id, 4 partitions, data.
     drop(conn);
-    restart(&mut broker);
+    broker.restart();
     let mut conn = Conn::open(broker.addr());
     let after = metadata_v12(&mut conn, topic);
     assert_eq!(after.topic_id, new.topic_id, "topic id after restart");
@@ -1672,10 +1647,11 @@ fn committed_offsets_round_trip_and_survive_restart_and_kill9() {
         assert_eq!((err, none.len()), (0, 0), "{phase}");
     };
     check(&mut conn, "before restart");
-    restart(&mut broker);
+    broker.restart();
     let mut conn = Conn::open(broker.addr());
     check(&mut conn, "after SIGTERM restart");
-    crash_and_start(&mut broker);
+    broker.kill9();
+    broker.start_again();
     let mut conn = Conn::open(broker.addr());
     check(&mut conn, "after kill -9");
     broker.stop();

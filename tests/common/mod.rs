@@ -256,7 +256,10 @@ impl Broker {
         }
     }
 
-    /// Sends `signal` and waits up to `timeout` for exit.
+    /// Sends `signal` and waits up to `timeout` for exit, then until the process's listening
+    /// sockets are gone (see [`wait_listeners_gone`]): a client of the next start could otherwise
+    /// connect to one of them — the start-up probe would even take that for the new broker — and
+    /// be reset when it closes.
     fn signal_and_wait(&mut self, signal: libc::c_int, timeout: Duration) -> Option<ExitStatus> {
         let child = self.child.as_mut()?;
         // SAFETY: plain kill(2) on our own child's pid.
@@ -268,6 +271,13 @@ impl Broker {
             match child.try_wait() {
                 Ok(Some(status)) => {
                     self.child = None;
+                    if !wait_listeners_gone(self.port, Duration::from_secs(10)) {
+                        self.fail(&format!(
+                            "{} socket(s) still listen on port {} 10 s after the broker exited",
+                            listeners_on(self.port),
+                            self.port
+                        ));
+                    }
                     return Some(status);
                 }
                 Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
