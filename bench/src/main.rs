@@ -2,12 +2,14 @@
 //!
 //! The command line (clap) and the glue between a run ([`run`]), its report ([`report`]), the
 //! machine's ceiling ([`ceiling`]) and workload files ([`workload`]). The client itself is in
-//! [`client`]; per-core measurement and record accounting in [`stats`].
+//! [`client`]; per-core measurement and record accounting in [`stats`]; the consumer-group
+//! rebalance benchmark in [`rebalance`].
 //!
 //! Exit status: 0 clean run; 1 the run had errors, lost or duplicated records; 2 it could not run.
 
 mod ceiling;
 mod client;
+mod rebalance;
 mod report;
 mod run;
 mod stats;
@@ -67,6 +69,8 @@ enum Cmd {
     },
     /// Run a named workload file and write perf/results/<name>-<date>.{json,svg}.
     Suite(SuiteArgs),
+    /// Time for a consumer group to stabilise after one member joins, and the consume dip.
+    Rebalance(rebalance::RebalanceSpec),
     /// Measure loopback TCP and O_DIRECT disk bandwidth with the bench's pinning.
     Ceiling {
         #[command(flatten)]
@@ -227,6 +231,7 @@ fn dispatch(cmd: Cmd) -> Res<bool> {
             Ok(true)
         }
         Cmd::Suite(s) => suite(s),
+        Cmd::Rebalance(r) => Ok(rebalance::run_rebalance(r)?),
     }
 }
 

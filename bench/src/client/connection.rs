@@ -57,6 +57,15 @@ const WANTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::InitProducerId, 0, 5),
     (ApiKey::DeleteTopics, 1, 6),
+    // Classic group member (`group`): the versions of a Kafka 2.3-era Java consumer, JoinGroup
+    // v5 being the first with the member-id round trip and group.instance.id.
+    (ApiKey::FindCoordinator, 1, 3),
+    (ApiKey::JoinGroup, 5, 5),
+    (ApiKey::SyncGroup, 3, 3),
+    (ApiKey::Heartbeat, 3, 3),
+    (ApiKey::LeaveGroup, 3, 3),
+    (ApiKey::OffsetCommit, 7, 7),
+    (ApiKey::OffsetFetch, 5, 7),
 ];
 
 #[derive(Debug, Clone, Default)]

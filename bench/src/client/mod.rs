@@ -1,6 +1,7 @@
 //! The bench's own Kafka client: connections ([`connection`]), RecordBatch building and reading
-//! ([`batch`]), producer tasks ([`producer`]), consumer tasks ([`consumer`]), and the few admin
-//! calls a run needs (metadata with partition leaders, topic creation, list offsets).
+//! ([`batch`]), producer tasks ([`producer`]), consumer tasks ([`consumer`]), a classic consumer
+//! group member ([`group`]), and the few admin calls a run needs (metadata with partition
+//! leaders, topic creation, list offsets).
 //!
 //! Every task runs on one pinned bench core and owns its connections; nothing here is shared
 //! between cores. Results leave a core only as plain data (see `crate::run`).
@@ -8,6 +9,7 @@
 pub mod batch;
 pub mod connection;
 pub mod consumer;
+pub mod group;
 pub mod producer;
 
 use std::collections::BTreeMap;
