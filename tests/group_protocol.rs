@@ -424,7 +424,10 @@ fn rebalance_parks_joins_and_sessions_expire() {
     let mut admin = Conn::open(broker.addr());
     let deadline = Instant::now() + Duration::from_secs(10);
     while describe(&mut admin, g).group_state != "PreparingRebalance" {
-        assert!(Instant::now() < deadline, "B's JoinGroup never started a rebalance");
+        assert!(
+            Instant::now() < deadline,
+            "B's JoinGroup never started a rebalance"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(heartbeat(&mut a, g, 1, &id_a), REBALANCE_IN_PROGRESS);
