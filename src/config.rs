@@ -74,6 +74,8 @@ pub struct BrokerConfig {
     pub offset_metadata_max_bytes: usize,
     /// Classic consumer-group limits (`group.*` keys).
     pub group: crate::group::GroupConfig,
+    /// KIP-848 consumer-group settings (`group.consumer.*` keys).
+    pub consumer_group: crate::consumer_group::ConsumerGroupConfig,
     /// `offsets.retention.minutes`, in ms: how long committed offsets of an empty (or
     /// unmanaged) group are kept.
     pub offsets_retention_ms: i64,
@@ -106,6 +108,10 @@ const KEYS: &[(&str, &str)] = &[
     ("group.min.session.timeout.ms", "6000"),
     ("group.max.session.timeout.ms", "1800000"),
     ("group.max.size", "1000"),
+    ("group.consumer.session.timeout.ms", "45000"),
+    ("group.consumer.heartbeat.interval.ms", "5000"),
+    ("group.consumer.max.size", "1000"),
+    ("group.consumer.assignors", "uniform,range"),
     ("message.max.bytes", "1048588"),
     ("socket.request.max.bytes", "104857600"),
     ("cores", ""),
@@ -323,6 +329,31 @@ impl BrokerConfig {
                 max_size: parse_num("group.max.size", &get("group.max.size"), 1, 100_000)? as usize,
                 ..crate::group::GroupConfig::default()
             },
+            consumer_group: crate::consumer_group::ConsumerGroupConfig {
+                session_timeout_ms: parse_num(
+                    "group.consumer.session.timeout.ms",
+                    &get("group.consumer.session.timeout.ms"),
+                    1,
+                    i32::MAX as i64,
+                )? as u64,
+                heartbeat_interval_ms: parse_num(
+                    "group.consumer.heartbeat.interval.ms",
+                    &get("group.consumer.heartbeat.interval.ms"),
+                    1,
+                    i32::MAX as i64,
+                )? as u64,
+                max_size: parse_num(
+                    "group.consumer.max.size",
+                    &get("group.consumer.max.size"),
+                    1,
+                    100_000,
+                )? as usize,
+                default_assignor: parse_assignors(
+                    "group.consumer.assignors",
+                    &get("group.consumer.assignors"),
+                )?,
+                ..crate::consumer_group::ConsumerGroupConfig::default()
+            },
             offsets_retention_ms: parse_num(
                 "offsets.retention.minutes",
                 &get("offsets.retention.minutes"),
@@ -417,6 +448,30 @@ fn parse_num(key: &str, value: &str, min: i64, max: i64) -> Result<i64, ConfigEr
         ));
     }
     Ok(n)
+}
+
+/// `group.consumer.assignors`: a list of server assignors, by short name (`uniform`, `range`) or
+/// Kafka's class name; the first is the default of groups whose members name none.
+fn parse_assignors(
+    key: &str,
+    value: &str,
+) -> Result<crate::consumer_group::ServerAssignor, ConfigError> {
+    let mut first = None;
+    for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let short = name.rsplit('.').next().unwrap_or(name);
+        let short = short.strip_suffix("Assignor").unwrap_or(short);
+        let assignor =
+            crate::consumer_group::ServerAssignor::from_name(&short.to_ascii_lowercase())
+                .ok_or_else(|| {
+                    invalid(
+                        key,
+                        value,
+                        &format!("unknown assignor {name:?} (uniform, range)"),
+                    )
+                })?;
+        first.get_or_insert(assignor);
+    }
+    first.ok_or_else(|| invalid(key, value, "needs at least one assignor (uniform, range)"))
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {

@@ -189,11 +189,14 @@ impl Member {
         let mut cfg = ClientConfig::new();
         cfg.set("bootstrap.servers", broker.bootstrap())
             .set("group.id", group)
-            .set("client.id", name)
-            .set("session.timeout.ms", SESSION_TIMEOUT_MS.to_string())
-            .set("heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS.to_string())
-            .set("partition.assignment.strategy", "range")
-            .set("enable.auto.commit", "false")
+            .set("client.id", name);
+        // KIP-848 members take these from the broker (librdkafka refuses them then).
+        if !extra.contains(&("group.protocol", "consumer")) {
+            cfg.set("session.timeout.ms", SESSION_TIMEOUT_MS.to_string())
+                .set("heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS.to_string())
+                .set("partition.assignment.strategy", "range");
+        }
+        cfg.set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", "100")
@@ -1235,6 +1238,116 @@ fn two_groups_each_read_every_record() {
     assert!(
         two_committed.values().all(|o| *o == Offset::Invalid),
         "group two committed nothing, yet OffsetFetch answers {two_committed:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// KIP-848: group.protocol=consumer
+// ---------------------------------------------------------------------------------------------
+
+/// librdkafka's next-generation consumer (`group.protocol=consumer`, KIP-848): the broker
+/// assigns (uniform assignor) through ConsumerGroupHeartbeat. Two members split the 6 partitions
+/// and consume 600 records once each and commit; a third joins: the old members each give up
+/// one partition incrementally (revoked, never lost, nothing else moves), the three converge on
+/// 2 partitions each, and 600 more records are consumed once each, nothing committed read again.
+#[test]
+fn consumer_protocol_members_split_and_a_third_joins() {
+    const KIP848: &[(&str, &str)] = &[("group.protocol", "consumer")];
+    let topic = "kip848";
+    let group = "kip848-group";
+    let broker = BrokerOptions::new()
+        .cores(test_cores())
+        .set("group.consumer.heartbeat.interval.ms", 300)
+        .start();
+    create_topic(broker.addr(), topic, PARTITIONS);
+    let mut ledger = Ledger::default();
+    let mut members = vec![
+        Member::join(&broker, topic, group, "n1", KIP848, OnRevoke::Nothing),
+        Member::join(&broker, topic, group, "n2", KIP848, OnRevoke::Nothing),
+    ];
+    wait_until(
+        &broker,
+        &mut members,
+        &mut ledger,
+        REBALANCE_TIMEOUT,
+        "two consumer-protocol members split 6 partitions",
+        |ms, _| even_split(ms),
+    );
+    let first = produce_spread(&broker, topic, "k1", 100);
+    consume_until_covered(&broker, &mut members, &mut ledger, 0, &first, "first 600");
+    ledger.assert_exactly_once(0, |_| true, &first, "two members");
+    for m in &members {
+        m.commit_positions();
+    }
+    assert_eq!(members[0].committed(), end_offsets(&first), "committed");
+    let before: Vec<BTreeSet<i32>> = members.iter().map(Member::assignment).collect();
+    let events_before: Vec<usize> = members.iter().map(|m| m.events().len()).collect();
+
+    members.push(Member::join(
+        &broker,
+        topic,
+        group,
+        "n3",
+        KIP848,
+        OnRevoke::Nothing,
+    ));
+    wait_until(
+        &broker,
+        &mut members,
+        &mut ledger,
+        REBALANCE_TIMEOUT,
+        "three consumer-protocol members split 6 partitions",
+        |ms, _| even_split(ms),
+    );
+    for (i, m) in members[..2].iter().enumerate() {
+        let kept = m.assignment();
+        assert!(
+            kept.is_subset(&before[i]),
+            "{}: gained partitions {kept:?}",
+            m.name
+        );
+        let events = m.events();
+        let revoked: BTreeSet<i32> = events[events_before[i]..]
+            .iter()
+            .flat_map(|e| match e {
+                Event::Revoke { partitions, lost } => {
+                    assert!(
+                        !lost,
+                        "{}: partitions lost, not revoked: {events:?}",
+                        m.name
+                    );
+                    partitions.clone()
+                }
+                _ => BTreeSet::new(),
+            })
+            .collect();
+        let given_up: BTreeSet<i32> = before[i].difference(&kept).copied().collect();
+        assert_eq!(
+            revoked, given_up,
+            "{}: revoked exactly what it gave up",
+            m.name
+        );
+    }
+
+    let mark = ledger.mark();
+    let second = produce_spread(&broker, topic, "k2", 100);
+    let everything: BTreeSet<(i32, i64)> = first.union(&second).copied().collect();
+    consume_until_covered(
+        &broker,
+        &mut members,
+        &mut ledger,
+        mark,
+        &second,
+        "second 600",
+    );
+    ledger.assert_exactly_once(0, |_| true, &everything, "both rounds");
+    for m in &members {
+        m.commit_positions();
+    }
+    assert_eq!(
+        members[2].committed(),
+        end_offsets(&everything),
+        "committed after both"
     );
 }
 

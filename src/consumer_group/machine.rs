@@ -276,6 +276,31 @@ impl ConsumerGroupMachine {
         }
     }
 
+    /// Whether an OffsetCommit by `member_id` at `member_epoch` (its generation id field) may
+    /// write, as Kafka's `ConsumerGroup.validateOffsetCommit` decides: a commit without a member
+    /// epoch (an admin tool, a consumer without group management) only while the group has no
+    /// members; otherwise the member must exist and commit at its current epoch — an older one
+    /// is STALE_MEMBER_EPOCH (the member is still catching up), a newer one FENCED_MEMBER_EPOCH.
+    pub fn validate_commit(&self, member_id: &str, member_epoch: i32) -> Result<()> {
+        if member_epoch < 0 && self.members.is_empty() {
+            return Ok(());
+        }
+        let member = self
+            .members
+            .get(member_id)
+            .ok_or(ConsumerGroupError::UnknownMemberId)?;
+        match member_epoch.cmp(&member.current.member_epoch) {
+            std::cmp::Ordering::Equal => Ok(()),
+            std::cmp::Ordering::Less => Err(ConsumerGroupError::StaleMemberEpoch),
+            std::cmp::Ordering::Greater => Err(ConsumerGroupError::FencedMemberEpoch),
+        }
+    }
+
+    /// Every topic some member subscribes to, sorted, without duplicates.
+    pub fn subscribed_topics(&self) -> impl Iterator<Item = &str> {
+        self.subscribed_topics.keys().map(String::as_str)
+    }
+
     /// The earliest pending deadline, if any (the driver's timer).
     pub fn next_deadline_ms(&self) -> Option<u64> {
         self.members
@@ -882,7 +907,12 @@ fn validate_request(group_id: &str, req: &HeartbeatRequest) -> Result<()> {
     if is_blank(req.instance_id.as_deref()) || is_blank(req.rack_id.as_deref()) {
         return Err(InvalidRequest);
     }
-    if req.subscribed_topic_regex.is_some() {
+    // An empty regex means none (librdkafka sends "" with every plain-name subscription).
+    if req
+        .subscribed_topic_regex
+        .as_deref()
+        .is_some_and(|r| !r.is_empty())
+    {
         return Err(InvalidRequest);
     }
     match req.member_epoch {

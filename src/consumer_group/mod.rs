@@ -95,6 +95,8 @@ pub enum ConsumerGroupError {
     UnreleasedInstanceId,
     #[error("the server assignor is not supported")]
     UnsupportedAssignor,
+    #[error("the member epoch is older than the member's current epoch")]
+    StaleMemberEpoch,
 }
 
 impl ConsumerGroupError {
@@ -110,6 +112,7 @@ impl ConsumerGroupError {
             ConsumerGroupError::FencedMemberEpoch => 110,
             ConsumerGroupError::UnreleasedInstanceId => 111,
             ConsumerGroupError::UnsupportedAssignor => 112,
+            ConsumerGroupError::StaleMemberEpoch => 113,
         }
     }
 }
@@ -250,6 +253,7 @@ pub struct HeartbeatRequest {
     pub rebalance_timeout_ms: i32,
     pub subscribed_topic_names: Option<Vec<String>>,
     /// v1. Not supported yet: a request carrying one gets INVALID_REQUEST (as Kafka 3.9 did).
+    /// An empty one means none (librdkafka sends "" with plain-name subscriptions).
     pub subscribed_topic_regex: Option<String>,
     pub server_assignor: Option<String>,
     /// The partitions the member owns now; `None` = not reported.
@@ -293,7 +297,7 @@ pub struct HeartbeatResponse {
 }
 
 impl HeartbeatResponse {
-    fn error(error: ConsumerGroupError) -> Self {
+    pub fn error(error: ConsumerGroupError) -> Self {
         HeartbeatResponse {
             error: Some(error),
             member_id: None,

@@ -543,6 +543,40 @@ fn stale_or_future_member_epochs_are_fenced() {
 }
 
 #[test]
+fn offset_commits_are_checked_against_the_member_epoch() {
+    let mut h = Harness::new();
+    assert_eq!(
+        h.group.validate_commit("", -1),
+        Ok(()),
+        "empty group: simple commit"
+    );
+    h.join("m1", &["foo"]);
+    h.join("m2", &["foo"]);
+    h.settle();
+    let epoch = h.member("m1").member_epoch;
+    assert_eq!(h.group.validate_commit("m1", epoch), Ok(()));
+    assert_eq!(
+        h.group.validate_commit("m1", epoch - 1),
+        Err(ConsumerGroupError::StaleMemberEpoch)
+    );
+    assert_eq!(
+        h.group.validate_commit("m1", epoch + 1),
+        Err(ConsumerGroupError::FencedMemberEpoch)
+    );
+    assert_eq!(
+        h.group.validate_commit("nobody", epoch),
+        Err(ConsumerGroupError::UnknownMemberId)
+    );
+    assert_eq!(
+        h.group.validate_commit("", -1),
+        Err(ConsumerGroupError::UnknownMemberId),
+        "a group with members takes no simple commits"
+    );
+    assert_eq!(ConsumerGroupError::StaleMemberEpoch.code(), 113);
+    assert_eq!(h.group.subscribed_topics().collect::<Vec<_>>(), ["foo"]);
+}
+
+#[test]
 fn fenced_member_rejoins_with_its_id_and_epoch_zero() {
     let mut h = Harness::new();
     h.join("m1", &["foo"]);
@@ -945,6 +979,13 @@ fn malformed_requests_are_invalid() {
     }
     assert_eq!(h.group.member_ids().collect::<Vec<_>>(), vec!["m1"]);
     assert_eq!(h.group.group_epoch(), 1);
+    // An empty regex is no regex: librdkafka sends one with every plain-name subscription.
+    let empty_regex = h.send(HeartbeatRequest {
+        subscribed_topic_regex: Some(String::new()),
+        ..ok.clone()
+    });
+    assert_eq!(err(&empty_regex), None);
+    assert_eq!(h.group.member_ids().collect::<Vec<_>>(), vec!["m1", "m2"]);
 }
 
 #[test]

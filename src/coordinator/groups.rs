@@ -16,13 +16,14 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::channel::oneshot;
 
+use crate::consumer_group::ConsumerGroupState;
 use crate::group::{
     CommitIdentity, Effect, GroupDescription, GroupError, GroupMachine, GroupSnapshot, GroupState,
     HeartbeatRequest, JoinRequest, JoinResponse, LeaveMember, LeaveMemberResult, LeaveResponse,
@@ -33,6 +34,7 @@ use crate::protocol::records::encode_batch;
 use crate::shard::{now_ms, Shard};
 
 use super::offsets::{encode_commit, encode_group, encode_group_tombstone, Expiry, OffsetKey};
+use super::timer::{note_empty_since, GroupTimer};
 use super::{append_batch, coordinating_partition, fail_accepted, wait_durable, write_records};
 
 /// Milliseconds on a monotonic clock shared by every shard of this process.
@@ -50,8 +52,7 @@ struct GroupEntry {
     machine: GroupMachine,
     /// Parked JoinGroup/SyncGroup requests of this group.
     waiters: HashMap<RequestId, Waiter>,
-    /// The armed tick and its deadline; dropping the task cancels it.
-    timer: Option<(u64, glommio::Task<()>)>,
+    timer: GroupTimer,
     /// Wall-clock time the group last became Empty: offsets retention counts from it.
     empty_since_ms: Option<i64>,
 }
@@ -61,7 +62,7 @@ impl GroupEntry {
         GroupEntry {
             machine,
             waiters: HashMap::new(),
-            timer: None,
+            timer: GroupTimer::default(),
             empty_since_ms: None,
         }
     }
@@ -80,15 +81,23 @@ impl GroupEntry {
     }
 }
 
-/// Random member-id suffixes (`{client_id}-{uuid}` like Kafka's): uniqueness matters, secrecy
-/// does not, so std's randomly keyed hasher over a counter is enough.
-struct RandomIds {
+/// Random member ids (`{client_id}-{uuid}` like Kafka's for classic members, a bare uuid for
+/// consumer-group members): uniqueness matters, secrecy does not, so std's randomly keyed hasher
+/// over a counter is enough.
+pub(super) struct RandomIds {
     state: RandomState,
     counter: u64,
 }
 
-impl MemberIdSource for RandomIds {
-    fn next_uuid(&mut self) -> String {
+impl RandomIds {
+    pub(super) fn new() -> Self {
+        RandomIds {
+            state: RandomState::new(),
+            counter: 0,
+        }
+    }
+
+    pub(super) fn uuid(&mut self) -> String {
         self.counter += 1;
         let mut words = [0u64; 2];
         for (i, w) in words.iter_mut().enumerate() {
@@ -109,6 +118,12 @@ impl MemberIdSource for RandomIds {
     }
 }
 
+impl MemberIdSource for RandomIds {
+    fn next_uuid(&mut self) -> String {
+        self.uuid()
+    }
+}
+
 /// Every classic group coordinated by one shard.
 pub struct GroupRuntime {
     groups: HashMap<String, GroupEntry>,
@@ -121,10 +136,7 @@ impl Default for GroupRuntime {
         GroupRuntime {
             groups: HashMap::new(),
             next_request_id: 0,
-            ids: RandomIds {
-                state: RandomState::new(),
-                counter: 0,
-            },
+            ids: RandomIds::new(),
         }
     }
 }
@@ -144,8 +156,23 @@ impl GroupRuntime {
             .collect()
     }
 
+    pub fn state(&self, group: &str) -> Option<GroupState> {
+        self.groups.get(group).map(|e| e.machine.state())
+    }
+
     pub fn describe(&self, group: &str) -> Option<GroupDescription> {
         self.groups.get(group).map(|e| e.machine.describe())
+    }
+
+    /// Forgets `group` if it is an Empty (or Dead) classic group: a consumer group of that id
+    /// replaced it.
+    pub fn remove_empty(&mut self, group: &str) {
+        if matches!(
+            self.state(group),
+            Some(GroupState::Empty | GroupState::Dead)
+        ) {
+            self.groups.remove(group);
+        }
     }
 
     /// Forgets the groups `keep` rejects (their `__consumer_offsets` partition closed here).
@@ -195,6 +222,16 @@ fn check_coordinator(shard: &Shard, group: &str) -> Result<(), GroupError> {
 pub async fn join(shard: Rc<Shard>, group: String, req: JoinRequest) -> JoinResponse {
     if let Err(e) = check_coordinator(&shard, &group) {
         return JoinResponse::error(req.member_id, e);
+    }
+    // A consumer group of that id: a classic member cannot join it (Kafka's answer); an empty
+    // one gives way to the classic group.
+    let consumer_group_state = shard.consumer_groups.borrow().state(&group);
+    match consumer_group_state {
+        None => {}
+        Some(ConsumerGroupState::Empty) => shard.consumer_groups.borrow_mut().remove(&group),
+        Some(_) => {
+            return JoinResponse::error(req.member_id, GroupError::InconsistentGroupProtocol)
+        }
     }
     let member_id = req.member_id.clone();
     let (rx, effects) = {
@@ -305,13 +342,16 @@ pub fn validate_commit(
 }
 
 /// DescribeGroups of one group on the coordinating shard. A group known only from its committed
-/// offsets is Empty with no protocol; an unknown group is Dead (Kafka's answer before v6).
+/// offsets is Empty with no protocol; an unknown group, or a consumer group (not a classic one),
+/// is Dead (Kafka's answer before v6).
 pub fn describe(shard: &Rc<Shard>, group: &str) -> Result<GroupDescription, GroupError> {
     check_coordinator(shard, group)?;
     if let Some(d) = shard.groups.borrow().describe(group) {
         return Ok(d);
     }
-    let state = if shard.offsets.borrow().has_group(group) {
+    let state = if shard.consumer_groups.borrow().contains(group) {
+        GroupState::Dead
+    } else if shard.offsets.borrow().has_group(group) {
         GroupState::Empty
     } else {
         GroupState::Dead
@@ -324,18 +364,51 @@ pub fn describe(shard: &Rc<Shard>, group: &str) -> Result<GroupDescription, Grou
     })
 }
 
-/// ListGroups on one shard: every group it coordinates, including groups that only have
-/// committed offsets (Empty, no protocol type). Groups in Dead state are left out.
-pub fn list(shard: &Shard) -> Vec<(String, String, GroupState)> {
+/// One group as ListGroups shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedGroupRow {
+    pub group_id: String,
+    pub protocol_type: String,
+    pub state: &'static str,
+    /// ListGroups v5's group type: "classic" or "consumer".
+    pub group_type: &'static str,
+}
+
+/// ListGroups on one shard: every group it coordinates, classic and consumer, including groups
+/// that only have committed offsets (classic, Empty, no protocol type). Dead groups are left
+/// out. Sorted by group id.
+pub fn list(shard: &Shard) -> Vec<ListedGroupRow> {
     let runtime = shard.groups.borrow();
-    let mut out = runtime.list();
-    out.retain(|(_, _, s)| *s != GroupState::Dead);
+    let consumer_groups = shard.consumer_groups.borrow();
+    let classic = |group_id: String, protocol_type: String, state: GroupState| ListedGroupRow {
+        group_id,
+        protocol_type,
+        state: state.as_str(),
+        group_type: "classic",
+    };
+    let mut out: Vec<ListedGroupRow> = runtime
+        .list()
+        .into_iter()
+        .filter(|(_, _, s)| *s != GroupState::Dead)
+        .map(|(g, p, s)| classic(g, p, s))
+        .collect();
+    out.extend(
+        consumer_groups
+            .list()
+            .into_iter()
+            .map(|(group_id, state)| ListedGroupRow {
+                group_id,
+                protocol_type: "consumer".to_string(),
+                state: state.as_str(),
+                group_type: "consumer",
+            }),
+    );
     for g in shard.offsets.borrow().group_ids() {
-        if !runtime.groups.contains_key(g) {
-            out.push((g.to_string(), String::new(), GroupState::Empty));
+        if !runtime.groups.contains_key(g) && !consumer_groups.contains(g) {
+            out.push(classic(g.to_string(), String::new(), GroupState::Empty));
         }
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
     out
 }
 
@@ -344,6 +417,12 @@ pub fn list(shard: &Shard) -> Vec<(String, String, GroupState)> {
 /// waits until they are durable, then forgets it.
 pub async fn delete(shard: Rc<Shard>, group: String) -> Result<(), GroupError> {
     check_coordinator(&shard, &group)?;
+    let consumer_group_state = shard.consumer_groups.borrow().state(&group);
+    let known_consumer_group = match consumer_group_state {
+        None => false,
+        Some(ConsumerGroupState::Empty) => true,
+        Some(_) => return Err(GroupError::NonEmptyGroup),
+    };
     let known_machine = {
         let mut rt = shard.groups.borrow_mut();
         match rt.groups.get_mut(&group) {
@@ -355,7 +434,7 @@ pub async fn delete(shard: Rc<Shard>, group: String) -> Result<(), GroupError> {
         }
     };
     let offsets = shard.offsets.borrow().group(&group);
-    if !known_machine && offsets.is_empty() {
+    if !known_machine && !known_consumer_group && offsets.is_empty() {
         return Err(GroupError::GroupIdNotFound);
     }
     let mut records: Vec<_> = offsets
@@ -371,11 +450,13 @@ pub async fn delete(shard: Rc<Shard>, group: String) -> Result<(), GroupError> {
             )
         })
         .collect();
+    // One tombstone deletes the group id whatever its type (see `offsets`).
     records.push(encode_group_tombstone(&group));
     let written = write_records(&shard, &group, &records).await;
     // The machine is Dead either way: a failed tombstone leaves the group to be restored from
     // its last record at the next start, which is what a client retrying DeleteGroups expects.
     shard.groups.borrow_mut().groups.remove(&group);
+    shard.consumer_groups.borrow_mut().remove(&group);
     written.map_err(coordinator_error)?;
     let mut table = shard.offsets.borrow_mut();
     for (topic, partition, _) in offsets {
@@ -474,30 +555,18 @@ fn rearm(shard: &Rc<Shard>, group: &str) {
     let Some(entry) = rt.groups.get_mut(group) else {
         return;
     };
-    if entry.machine.state() != GroupState::Empty {
-        entry.empty_since_ms = None;
-    } else if entry.empty_since_ms.is_none() {
-        entry.empty_since_ms = Some(now_ms());
-    }
+    note_empty_since(
+        &mut entry.empty_since_ms,
+        entry.machine.state() == GroupState::Empty,
+    );
     let Some(at) = entry.machine.next_deadline_ms() else {
-        entry.timer = None;
+        entry.timer.cancel();
         return;
     };
-    if matches!(entry.timer, Some((armed, _)) if armed <= at) {
+    if entry.timer.armed_at().is_some_and(|armed| armed <= at) {
         return;
     }
-    let weak: Weak<Shard> = Rc::downgrade(shard);
-    let name = group.to_string();
-    let task = glommio::spawn_local(async move {
-        let now = clock_ms();
-        if at > now {
-            glommio::timer::sleep(Duration::from_millis(at - now)).await;
-        }
-        if let Some(shard) = weak.upgrade() {
-            fire(&shard, &name, at);
-        }
-    });
-    entry.timer = Some((at, task));
+    entry.timer.arm(shard, group, at, fire);
 }
 
 fn fire(shard: &Rc<Shard>, group: &str, at: u64) {
@@ -506,15 +575,8 @@ fn fire(shard: &Rc<Shard>, group: &str, at: u64) {
         let Some(entry) = rt.groups.get_mut(group) else {
             return;
         };
-        match entry.timer.take() {
-            // Our own handle: let this task finish instead of cancelling it.
-            Some((armed, task)) if armed == at => {
-                task.detach();
-            }
-            other => {
-                entry.timer = other;
-                return;
-            }
+        if !entry.timer.take_fired(at) {
+            return;
         }
         entry.machine.tick(clock_ms())
     };
@@ -528,13 +590,16 @@ pub async fn expire_offsets(shard: &Rc<Shard>) {
     let now = now_ms();
     let expired = {
         let rt = shard.groups.borrow();
+        let consumer_groups = shard.consumer_groups.borrow();
         shard
             .offsets
             .borrow()
             .expired(now, shard.config.offsets_retention_ms, |g| {
                 rt.groups
                     .get(g)
-                    .map_or(Expiry::SinceCommit, GroupEntry::expiry)
+                    .map(GroupEntry::expiry)
+                    .or_else(|| consumer_groups.expiry(g))
+                    .unwrap_or(Expiry::SinceCommit)
             })
     };
     let mut by_group: HashMap<String, Vec<OffsetKey>> = HashMap::new();
@@ -562,8 +627,10 @@ pub async fn expire_offsets(shard: &Rc<Shard>) {
         let table = shard.offsets.borrow();
         rt.groups
             .iter()
-            .filter(|(g, e)| e.machine.state() == GroupState::Empty && !table.has_group(g))
+            .filter(|(_, e)| e.machine.state() == GroupState::Empty)
             .map(|(g, _)| g.clone())
+            .chain(shard.consumer_groups.borrow().empty_groups())
+            .filter(|g| !table.has_group(g))
             .collect()
     };
     for group in &idle {
@@ -650,8 +717,10 @@ pub async fn delete_offsets(
 ) -> Result<Vec<ErrorCode>, ErrorCode> {
     check_coordinator(&shard, &group).map_err(|e| ErrorCode(e.code()))?;
     let description = describe(&shard, &group).map_err(|e| ErrorCode(e.code()))?;
+    let consumer_group_topics = shard.consumer_groups.borrow().subscribed_topics(&group);
     // Topics the live group still reads; `None` = every topic (cannot tell).
     let subscribed: Option<Vec<String>> = match description.state {
+        _ if consumer_group_topics.is_some() => consumer_group_topics,
         GroupState::Dead => return Err(ErrorCode::GROUP_ID_NOT_FOUND),
         GroupState::Empty => Some(Vec::new()),
         _ if description.protocol_type != "consumer" => return Err(ErrorCode::NON_EMPTY_GROUP),
@@ -703,10 +772,7 @@ mod tests {
 
     #[test]
     fn member_ids_are_unique_and_uuid_shaped() {
-        let mut ids = RandomIds {
-            state: RandomState::new(),
-            counter: 0,
-        };
+        let mut ids = RandomIds::new();
         let a = ids.next_uuid();
         let b = ids.next_uuid();
         assert_ne!(a, b);

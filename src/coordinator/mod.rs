@@ -6,11 +6,16 @@
 //! `__consumer_offsets` with the same group commit as any acks=all produce and rebuilt from it
 //! when the shard opens the partition. The classic group state machine lives in
 //! [`crate::group`]; [`groups`] drives it (JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
-//! DescribeGroups, ListGroups, DeleteGroups) and validates commits against live groups.
+//! DescribeGroups, ListGroups, DeleteGroups) and validates commits against live groups. KIP-848
+//! consumer groups ([`crate::consumer_group`]) are driven by [`consumer_groups`]
+//! (ConsumerGroupHeartbeat, ConsumerGroupDescribe) and stored in the same partitions.
 
+pub mod consumer_groups;
 pub mod groups;
 pub mod offsets;
+mod timer;
 
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -81,8 +86,19 @@ pub async fn commit_offsets(shard: Rc<Shard>, req: CommitRequest) -> Vec<ErrorCo
         group_instance_id: req.group_instance_id.clone(),
         generation_id: req.generation_id,
     };
-    if let Err(e) = groups::validate_commit(&shard, &req.group, &identity) {
-        return everyone(ErrorCode(e.code()));
+    let consumer_group_check = shard.consumer_groups.borrow().validate_commit(
+        &req.group,
+        &req.member_id,
+        req.generation_id,
+    );
+    let validated = match consumer_group_check {
+        Some(result) => result.map_err(|e| ErrorCode(e.code())),
+        None => {
+            groups::validate_commit(&shard, &req.group, &identity).map_err(|e| ErrorCode(e.code()))
+        }
+    };
+    if let Err(code) = validated {
+        return everyone(code);
     }
     let image = shard.image();
     let now = now_ms();
@@ -267,6 +283,12 @@ pub fn fetch_offsets(
     })
 }
 
+/// A group id's last metadata record, of either type.
+enum StoredGroup {
+    Classic(crate::group::GroupSnapshot),
+    Consumer(Box<crate::consumer_group::ConsumerGroupSnapshot>),
+}
+
 /// Replays a `__consumer_offsets` partition this shard just opened into its offset table.
 /// Reads everything below the high watermark (all of it was durable before the restart).
 pub async fn rebuild_from(shard: &Rc<Shard>, p: &Rc<Partition>) {
@@ -274,9 +296,8 @@ pub async fn rebuild_from(shard: &Rc<Shard>, p: &Rc<Partition>) {
     let upper = p.log.high_watermark();
     let mut offset = p.log.log_start_offset();
     let (mut records, mut unreadable) = (0u64, 0u64);
-    // The last metadata record of each group wins (None: deleted).
-    let mut groups_seen: std::collections::HashMap<String, Option<crate::group::GroupSnapshot>> =
-        Default::default();
+    // The last metadata record of each group id wins, whatever its type (None: deleted).
+    let mut groups_seen: HashMap<String, Option<StoredGroup>> = HashMap::new();
     while offset < upper {
         let slice = match p.log.read(offset, READ_BYTES, upper).await {
             Ok(s) => s,
@@ -311,7 +332,10 @@ pub async fn rebuild_from(shard: &Rc<Shard>, p: &Rc<Partition>) {
                 match offsets::decode_record(r.key, r.value) {
                     OffsetsRecord::Offset(k, v) => table.apply(k, v),
                     OffsetsRecord::Group(g, snapshot) => {
-                        groups_seen.insert(g, snapshot);
+                        groups_seen.insert(g, snapshot.map(StoredGroup::Classic));
+                    }
+                    OffsetsRecord::ConsumerGroup(g, snapshot) => {
+                        groups_seen.insert(g, snapshot.map(StoredGroup::Consumer));
                     }
                     OffsetsRecord::Unreadable(_) => unreadable += 1,
                 }
@@ -323,7 +347,19 @@ pub async fn rebuild_from(shard: &Rc<Shard>, p: &Rc<Partition>) {
         }
     }
     let group_count = groups_seen.values().filter(|s| s.is_some()).count();
-    groups::restore(shard, groups_seen);
+    // Each runtime restores its own kind and forgets the ids that ended up as the other kind.
+    let (mut classic, mut consumer) = (HashMap::new(), HashMap::new());
+    for (g, stored) in groups_seen {
+        let (c, k) = match stored {
+            None => (None, None),
+            Some(StoredGroup::Classic(s)) => (Some(s), None),
+            Some(StoredGroup::Consumer(s)) => (None, Some(*s)),
+        };
+        classic.insert(g.clone(), c);
+        consumer.insert(g, k);
+    }
+    groups::restore(shard, classic);
+    consumer_groups::restore(shard, consumer);
     if records > 0 {
         log::info!(
             "shard {}: {}-{}: replayed {records} record(s), {group_count} group(s){}",

@@ -26,12 +26,28 @@
 //! Group values v0–v2 are read too (no instance id before v3, no state timestamp before v2, no
 //! rebalance timeout before v1).
 //!
+//! KIP-848 consumer groups are stored in a record of our own, one per change, holding the whole
+//! group (Kafka spreads a group over six record types written as deltas; a single snapshot keeps
+//! replay trivial, and only the latest one matters after compaction). Its key version is far from
+//! Kafka's (0–8 for groups, higher for share and streams groups), so Kafka tooling reads it as an
+//! unknown record instead of misreading it:
+//!
+//! ```text
+//! key   version i16 = 0x4F44 ("OD") | group string
+//! value version i16 = 0 | rkyv archive of consumer_group::ConsumerGroupSnapshot
+//! a null value (tombstone) deletes the group
+//! ```
+//!
+//! A group id names one group of either kind: at replay the last metadata record of a group id,
+//! classic or consumer, decides what it is, and a tombstone of either key deletes it.
+//!
 //! Pure: no I/O. The owning shard appends what [`encode_commit`] returns and applies it with
 //! [`OffsetTable::apply`] once durable; at start it replays the partition through
 //! [`OffsetTable::replay_record`].
 
 use std::collections::HashMap;
 
+use crate::consumer_group::ConsumerGroupSnapshot;
 use crate::group::{GroupSnapshot, MemberSnapshot};
 use crate::protocol::records::KeyValue;
 
@@ -190,12 +206,43 @@ pub fn encode_group(snapshot: &GroupSnapshot, now_ms: i64) -> KeyValue {
     }
 }
 
-/// The tombstone that deletes `group`'s metadata.
+/// The tombstone that deletes `group`'s metadata (of either kind: see the module docs).
 pub fn encode_group_tombstone(group: &str) -> KeyValue {
     KeyValue {
         key: Some(group_key(group)),
         value: None,
     }
+}
+
+/// Key version of the consumer-group snapshot record (not a Kafka schema; see the module docs).
+const CONSUMER_GROUP_KEY_VERSION: i16 = 0x4F44;
+/// Value version of the same record.
+const CONSUMER_GROUP_VALUE_VERSION: i16 = 0;
+
+/// The record that stores a KIP-848 consumer group. `None` if the snapshot cannot be archived
+/// (rkyv's serializer only fails on allocation limits it does not have here).
+pub fn encode_consumer_group(snapshot: &ConsumerGroupSnapshot) -> Option<KeyValue> {
+    let archive = rkyv::to_bytes::<rkyv::rancor::Error>(snapshot).ok()?;
+    let mut k = Vec::with_capacity(4 + snapshot.group_id.len());
+    k.extend_from_slice(&CONSUMER_GROUP_KEY_VERSION.to_be_bytes());
+    put_string(&mut k, &snapshot.group_id);
+    let mut v = Vec::with_capacity(2 + archive.len());
+    v.extend_from_slice(&CONSUMER_GROUP_VALUE_VERSION.to_be_bytes());
+    v.extend_from_slice(&archive);
+    Some(KeyValue {
+        key: Some(k),
+        value: Some(v),
+    })
+}
+
+/// rkyv validates the archive: damaged bytes are `None`, never a panic.
+fn decode_consumer_group_value(value: &[u8]) -> Option<ConsumerGroupSnapshot> {
+    let mut v = Cursor(value);
+    if v.i16()? != CONSUMER_GROUP_VALUE_VERSION {
+        return None;
+    }
+    let aligned = crate::io::state_file::rkyv_aligned(v.0);
+    rkyv::from_bytes::<ConsumerGroupSnapshot, rkyv::rancor::Error>(&aligned).ok()
 }
 
 fn decode_group_value(group: String, value: &[u8]) -> Option<GroupSnapshot> {
@@ -300,6 +347,8 @@ pub enum OffsetsRecord {
     Offset(OffsetKey, Option<Committed>),
     /// Group metadata (key version 2) for `group`; `None` is a tombstone (group deleted).
     Group(String, Option<GroupSnapshot>),
+    /// A consumer group's snapshot; `None` is a tombstone (group deleted).
+    ConsumerGroup(String, Option<Box<ConsumerGroupSnapshot>>),
     /// A key or value this code cannot read (newer version, corruption).
     Unreadable(String),
 }
@@ -326,6 +375,20 @@ pub fn decode_record(key: Option<&[u8]>, value: Option<&[u8]>) -> OffsetsRecord 
                 Some(v) => match decode_group_value(group.clone(), v) {
                     Some(snapshot) => OffsetsRecord::Group(group, Some(snapshot)),
                     None => OffsetsRecord::Unreadable(format!("group metadata of {group}")),
+                },
+            };
+        }
+        Some(CONSUMER_GROUP_KEY_VERSION) => {
+            let Some(group) = k.string() else {
+                return OffsetsRecord::Unreadable("truncated consumer group key".into());
+            };
+            return match value {
+                None => OffsetsRecord::ConsumerGroup(group, None),
+                Some(v) => match decode_consumer_group_value(v) {
+                    Some(snapshot) if snapshot.group_id == group => {
+                        OffsetsRecord::ConsumerGroup(group, Some(Box::new(snapshot)))
+                    }
+                    _ => OffsetsRecord::Unreadable(format!("consumer group {group}")),
                 },
             };
         }
@@ -411,7 +474,7 @@ impl OffsetTable {
                 self.apply(k, v);
                 true
             }
-            OffsetsRecord::Group(..) => true,
+            OffsetsRecord::Group(..) | OffsetsRecord::ConsumerGroup(..) => true,
             OffsetsRecord::Unreadable(_) => false,
         }
     }
@@ -743,6 +806,74 @@ mod tests {
             decode_record(rec.key.as_deref(), rec.value.as_deref()),
             OffsetsRecord::Offset(key, Some(c))
         );
+    }
+
+    #[test]
+    fn consumer_group_records_round_trip_and_damage_is_unreadable() {
+        use crate::consumer_group::{
+            MemberSnapshot as CgMember, MemberState, TopicId, TopicMetadataSnapshot,
+            TopicPartitions,
+        };
+        let snapshot = ConsumerGroupSnapshot {
+            group_id: "cg".into(),
+            group_epoch: 4,
+            assignment_epoch: 4,
+            subscription_metadata: vec![TopicMetadataSnapshot {
+                name: "t".into(),
+                topic_id: TopicId([7; 16]),
+                partitions: 3,
+            }],
+            members: vec![CgMember {
+                member_id: "m".into(),
+                instance_id: Some("i".into()),
+                rack_id: None,
+                client_id: "c".into(),
+                client_host: "/127.0.0.1".into(),
+                rebalance_timeout_ms: 300_000,
+                subscribed_topic_names: vec!["t".into()],
+                server_assignor: None,
+                member_epoch: 4,
+                previous_member_epoch: 3,
+                state: MemberState::Stable,
+                assigned: vec![TopicPartitions {
+                    topic_id: TopicId([7; 16]),
+                    partitions: vec![0, 1, 2],
+                }],
+                pending_revocation: vec![],
+                target: vec![TopicPartitions {
+                    topic_id: TopicId([7; 16]),
+                    partitions: vec![0, 1, 2],
+                }],
+            }],
+        };
+        let rec = encode_consumer_group(&snapshot).expect("archive");
+        let (key, value) = (rec.key.expect("key"), rec.value.expect("value"));
+        assert_eq!(
+            decode_record(Some(&key), Some(&value)),
+            OffsetsRecord::ConsumerGroup("cg".into(), Some(Box::new(snapshot.clone())))
+        );
+        assert_eq!(
+            decode_record(Some(&key), None),
+            OffsetsRecord::ConsumerGroup("cg".into(), None),
+            "tombstone"
+        );
+        // Truncated or bit-flipped values never panic; what rkyv cannot validate is unreadable.
+        for cut in 0..value.len() {
+            let r = decode_record(Some(&key), Some(&value[..cut]));
+            assert!(
+                matches!(r, OffsetsRecord::Unreadable(_)),
+                "cut {cut}: {r:?}"
+            );
+        }
+        for i in 0..value.len() {
+            let mut bad = value.clone();
+            bad[i] ^= 0xff;
+            let _ = decode_record(Some(&key), Some(&bad));
+        }
+        assert!(matches!(
+            decode_record(Some(&key[..3]), Some(&value)),
+            OffsetsRecord::Unreadable(_)
+        ));
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct Shard {
     pub offsets: RefCell<crate::coordinator::offsets::OffsetTable>,
     /// Classic groups coordinated here, restored from the same partitions.
     pub groups: RefCell<crate::coordinator::groups::GroupRuntime>,
+    /// KIP-848 consumer groups coordinated here, restored from the same partitions.
+    pub consumer_groups: RefCell<crate::coordinator::consumer_groups::ConsumerGroupRuntime>,
 }
 
 /// What an append on the owning shard produced, before durability.
@@ -501,6 +503,7 @@ async fn shard_main(
         stop_requested: Notify::new(),
         offsets: RefCell::new(Default::default()),
         groups: RefCell::new(Default::default()),
+        consumer_groups: RefCell::new(Default::default()),
     });
     mailbox::spawn_receivers(&shard, receivers);
     crate::coordinator::groups::spawn_offsets_expiry(&shard);

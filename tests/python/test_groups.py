@@ -19,6 +19,7 @@ from confluent_kafka import (
     OFFSET_INVALID,
     ConsumerGroupState,
     ConsumerGroupTopicPartitions,
+    ConsumerGroupType,
     Consumer,
     KafkaError,
     KafkaException,
@@ -32,7 +33,7 @@ REBALANCE_TIMEOUT_S = 30
 CONSUME_TIMEOUT_S = 30
 PARTITIONS = 6
 PER_PARTITION = 100
-BROKER_OVERRIDES = {"group.initial.rebalance.delay.ms": "0"}
+BROKER_OVERRIDES = {"group.initial.rebalance.delay.ms": "0", "group.consumer.heartbeat.interval.ms": "500"}
 
 
 @pytest.fixture(scope="module")
@@ -64,24 +65,25 @@ def produce_spread(broker, topic, tag):
 class Member:
     """One subscribed consumer; `taken` lists every (partition, offset) it was handed, in order."""
 
-    def __init__(self, broker, topic, group, name):
+    def __init__(self, broker, topic, group, name, protocol="classic"):
         self.name, self.topic, self.group = name, topic, group
         self.events, self.taken, self.errors = [], [], []
         self.closed = False
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": broker.bootstrap,
-                "group.id": group,
-                "client.id": name,
-                "session.timeout.ms": 6000,
-                "heartbeat.interval.ms": 500,
-                "partition.assignment.strategy": "range",
-                "enable.auto.commit": False,
-                "enable.partition.eof": False,
-                "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": 100,
-            }
-        )
+        config = {
+            "bootstrap.servers": broker.bootstrap,
+            "group.id": group,
+            "client.id": name,
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 100,
+        }
+        if protocol == "consumer":
+            # KIP-848: the broker assigns and sets the session and heartbeat timing.
+            config["group.protocol"] = "consumer"
+        else:
+            config.update({"session.timeout.ms": 6000, "heartbeat.interval.ms": 500, "partition.assignment.strategy": "range"})
+        self.consumer = Consumer(config)
         self.consumer.subscribe(
             [topic],
             on_assign=lambda c, parts: self.events.append(("assign", sorted(p.partition for p in parts))),
@@ -133,12 +135,12 @@ def even_split(members):
     return all(len(s) == PARTITIONS // len(members) for s in sets) and union == set(range(PARTITIONS))
 
 
-def settled_pair(broker, tag):
+def settled_pair(broker, tag, protocol="classic"):
     """A new topic and group with two members that split its 6 partitions 3/3."""
     topic = f"py-{tag}-{uuid.uuid4().hex[:8]}"
     group = f"py-{tag}-group-{uuid.uuid4().hex[:8]}"
     create_topic(broker, topic, PARTITIONS)
-    members = [Member(broker, topic, group, "c1"), Member(broker, topic, group, "c2")]
+    members = [Member(broker, topic, group, "c1", protocol), Member(broker, topic, group, "c2", protocol)]
     wait_until(broker, members, lambda: even_split(members), "two consumers split 6 partitions")
     return topic, group, members
 
@@ -247,3 +249,59 @@ def test_delete_group_refused_while_members_then_deleted_after_close(broker):
     with pytest.raises(KafkaException) as exc:
         client.delete_consumer_groups([group], request_timeout=15)[group].result(timeout=30)
     assert exc.value.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND, exc.value
+
+
+def test_consumer_protocol_group_reads_each_record_once_and_admin_describes_it(broker):
+    """KIP-848 (`group.protocol=consumer`): the broker's assignor splits the topic, each record is
+    read once, commits stick, and the admin API lists and describes the group as a consumer group
+    (ConsumerGroupDescribe) with the members' assignments."""
+    topic, group, members = settled_pair(broker, "kip848", protocol="consumer")
+    client = admin(broker)
+    try:
+        owned = {m.name: m.assignment() for m in members}
+        acked = produce_spread(broker, topic, "kip848")
+        consume_all(broker, members, acked)
+        taken = [t for m in members for t in m.taken]
+        assert len(taken) == len(set(taken)), "records handed out twice"
+        assert set(taken) == acked
+        for m in members:
+            assert {p for p, _ in m.taken} == owned[m.name], m.summary()
+            m.commit_positions()
+
+        listed = client.list_consumer_groups(request_timeout=15, types={ConsumerGroupType.CONSUMER}).result(timeout=30)
+        mine = [g for g in listed.valid if g.group_id == group]
+        assert len(mine) == 1, [g.group_id for g in listed.valid]
+        assert mine[0].type == ConsumerGroupType.CONSUMER, mine[0].type
+        assert mine[0].state == ConsumerGroupState.STABLE, mine[0].state
+        classic = client.list_consumer_groups(request_timeout=15, types={ConsumerGroupType.CLASSIC}).result(timeout=30)
+        assert group not in [g.group_id for g in classic.valid]
+
+        desc = client.describe_consumer_groups([group], request_timeout=15)[group].result(timeout=30)
+        assert desc.type == ConsumerGroupType.CONSUMER, desc.type
+        assert desc.state == ConsumerGroupState.STABLE, desc.state
+        assert desc.partition_assignor == "uniform", desc.partition_assignor
+        by_client = {d.client_id: d for d in desc.members}
+        assert sorted(by_client) == ["c1", "c2"], [(d.client_id, d.member_id) for d in desc.members]
+        for m in members:
+            assigned = {tp.partition for tp in by_client[m.name].assignment.topic_partitions if tp.topic == topic}
+            assert assigned == m.assignment(), f"{m.name}: broker says {assigned}, consumer holds {m.assignment()}"
+        request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in range(PARTITIONS)])]
+        committed = client.list_consumer_group_offsets(request, request_timeout=15)[group].result(timeout=30)
+        assert {tp.partition: tp.offset for tp in committed.topic_partitions} == {p: PER_PARTITION for p in range(PARTITIONS)}
+        # Resetting offsets under live members is refused (the admin is not a member).
+        reset = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p, 5) for p in range(PARTITIONS)])]
+        refused = client.alter_consumer_group_offsets(reset, request_timeout=15)[group].result(timeout=30)
+        codes = {tp.error.code() if tp.error else None for tp in refused.topic_partitions}
+        assert codes == {KafkaError.UNKNOWN_MEMBER_ID}, refused.topic_partitions
+    finally:
+        for m in members:
+            m.close()
+    # Both left: Empty; offsets can be reset now (what `kafka-consumer-groups --reset-offsets`
+    # does), and the group can be deleted.
+    desc = client.describe_consumer_groups([group], request_timeout=15)[group].result(timeout=30)
+    assert desc.state == ConsumerGroupState.EMPTY and not desc.members, (desc.state, desc.members)
+    altered = client.alter_consumer_group_offsets(reset, request_timeout=15)[group].result(timeout=30)
+    assert all(tp.error is None for tp in altered.topic_partitions), altered.topic_partitions
+    committed = client.list_consumer_group_offsets(request, request_timeout=15)[group].result(timeout=30)
+    assert {tp.partition: tp.offset for tp in committed.topic_partitions} == {p: 5 for p in range(PARTITIONS)}
+    assert client.delete_consumer_groups([group], request_timeout=15)[group].result(timeout=30) is None

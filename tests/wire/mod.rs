@@ -68,6 +68,12 @@ impl Rpc for HeartbeatRequest {
 impl Rpc for LeaveGroupRequest {
     type Response = LeaveGroupResponse;
 }
+impl Rpc for ConsumerGroupHeartbeatRequest {
+    type Response = ConsumerGroupHeartbeatResponse;
+}
+impl Rpc for ConsumerGroupDescribeRequest {
+    type Response = ConsumerGroupDescribeResponse;
+}
 impl Rpc for DescribeGroupsRequest {
     type Response = DescribeGroupsResponse;
 }

@@ -31,9 +31,6 @@ use crate::shard::Shard;
 
 use super::{decode, Dispatch, RequestContext};
 
-/// The group type ListGroups v5 reports for every group served here.
-const CLASSIC: &str = "classic";
-
 /// Runs `f` on the shard coordinating `group` and waits for its answer; `unavailable` when the
 /// offsets topic is missing or the shard does not answer. (OffsetCommit/OffsetFetch use it too.)
 pub(super) async fn on_coordinator<T, F, Fut>(
@@ -58,7 +55,7 @@ where
 
 /// Sends `f` to the shard coordinating `group` now (keeping request order) and returns the reply
 /// to send once it answers, for requests that may be parked there.
-async fn park_on_coordinator<T, F, Fut>(
+pub(super) async fn park_on_coordinator<T, F, Fut>(
     shard: &Rc<Shard>,
     ctx: RequestContext,
     group: &str,
@@ -122,10 +119,7 @@ pub async fn join_group(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -
         member_id: req.member_id.clone(),
         group_instance_id: req.group_instance_id,
         client_id: ctx.client_id.clone().unwrap_or_default(),
-        // Kafka's form: "/" + the IP.
-        client_host: ctx
-            .peer_ip
-            .map_or_else(|| "/unknown".to_string(), |ip| format!("/{ip}")),
+        client_host: ctx.client_host(),
         session_timeout_ms: req.session_timeout_ms,
         rebalance_timeout_ms: if req.rebalance_timeout_ms < 0 {
             req.session_timeout_ms
@@ -375,13 +369,13 @@ pub async fn list_groups(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) 
     };
     let groups = listed
         .into_iter()
-        .filter(|(_, _, state)| matches(&req.states_filter, state.as_str()))
-        .filter(|_| matches(&req.types_filter, CLASSIC))
-        .map(|(group_id, protocol_type, state)| ListedGroup {
-            group_id,
-            protocol_type,
-            group_state: state.as_str().to_string(),
-            group_type: CLASSIC.to_string(),
+        .filter(|g| matches(&req.states_filter, g.state))
+        .filter(|g| matches(&req.types_filter, g.group_type))
+        .map(|g| ListedGroup {
+            group_id: g.group_id,
+            protocol_type: g.protocol_type,
+            group_state: g.state.to_string(),
+            group_type: g.group_type.to_string(),
         })
         .collect();
     ctx.reply(ListGroupsResponse {

@@ -1,6 +1,7 @@
 //! Metadata (key 3), v0–12: brokers (this one), topics with their partitions, leaders (this
 //! broker), replicas and ISR. Unknown topics are auto-created when the request allows it (v4+
-//! flag; always for older versions) and `auto.create.topics.enable` is on.
+//! flag; always for older versions) and `auto.create.topics.enable` is on. From v10 topics can be
+//! asked for by id (UNKNOWN_TOPIC_ID when none has it).
 
 use std::rc::Rc;
 
@@ -22,21 +23,29 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
         Err(d) => return d,
     };
     let mut image = shard.image();
-    // None (or, before v1, an empty list) means every topic.
-    let requested: Option<Vec<String>> = match &req.topics {
+    // None (or, before v1, an empty list) means every topic. From v10 a topic may be asked for
+    // by id alone (null name), as KIP-848 consumers do for the topic ids of their assignment.
+    let requested: Option<Vec<Requested>> = match &req.topics {
         None => None,
         Some(list) if list.is_empty() && ctx.version == 0 => None,
         Some(list) => Some(
             list.iter()
-                .map(|t| t.name.clone().unwrap_or_default())
+                .map(|t| match &t.name {
+                    None if t.topic_id != [0; 16] => Requested::Id(t.topic_id),
+                    name => Requested::Name(name.clone().unwrap_or_default()),
+                })
                 .collect(),
         ),
     };
     let allow_create = shard.config.auto_create_topics_enable
         && (ctx.version < 4 || req.allow_auto_topic_creation);
-    if let (Some(names), true) = (&requested, allow_create) {
-        let missing: Vec<String> = names
+    if let (Some(wanted), true) = (&requested, allow_create) {
+        let missing: Vec<String> = wanted
             .iter()
+            .filter_map(|w| match w {
+                Requested::Name(n) => Some(n),
+                Requested::Id(_) => None,
+            })
             .filter(|n| image.topic(n).is_none() && validate_topic_name(n).is_ok())
             .cloned()
             .collect();
@@ -51,19 +60,31 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
             .values()
             .map(|t| topic_entry(shard, t))
             .collect(),
-        Some(names) => names
+        Some(wanted) => wanted
             .into_iter()
-            .map(|name| match image.topic(&name) {
-                Some(t) => topic_entry(shard, t),
-                None => MetadataResponseTopic {
-                    error_code: if validate_topic_name(&name).is_ok() {
-                        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0
-                    } else {
-                        ErrorCode::INVALID_TOPIC_EXCEPTION.0
+            .map(|w| match w {
+                Requested::Id(id) => match image.topic_by_id(&id) {
+                    Some(t) => topic_entry(shard, t),
+                    None => MetadataResponseTopic {
+                        error_code: ErrorCode::UNKNOWN_TOPIC_ID.0,
+                        name: None,
+                        topic_id: id,
+                        topic_authorized_operations: i32::MIN,
+                        ..Default::default()
                     },
-                    name: Some(name),
-                    topic_authorized_operations: i32::MIN,
-                    ..Default::default()
+                },
+                Requested::Name(name) => match image.topic(&name) {
+                    Some(t) => topic_entry(shard, t),
+                    None => MetadataResponseTopic {
+                        error_code: if validate_topic_name(&name).is_ok() {
+                            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0
+                        } else {
+                            ErrorCode::INVALID_TOPIC_EXCEPTION.0
+                        },
+                        name: Some(name),
+                        topic_authorized_operations: i32::MIN,
+                        ..Default::default()
+                    },
                 },
             })
             .collect(),
@@ -82,6 +103,12 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
         topics,
         cluster_authorized_operations: i32::MIN,
     })
+}
+
+/// One topic a Metadata request asks for.
+enum Requested {
+    Name(String),
+    Id([u8; 16]),
 }
 
 fn topic_entry(shard: &Shard, t: &TopicMeta) -> MetadataResponseTopic {

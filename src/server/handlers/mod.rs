@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod api_versions;
+pub mod consumer_group;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod groups;
@@ -50,6 +51,8 @@ pub const API_TABLE: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
@@ -82,6 +85,12 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
+    /// The client's address as Kafka reports a group member's host: "/" + the IP.
+    pub fn client_host(&self) -> String {
+        self.peer_ip
+            .map_or_else(|| "/unknown".to_string(), |ip| format!("/{ip}"))
+    }
+
     /// Encodes `body` as this request's response (header v1 in flexible versions, except
     /// ApiVersions whose response header is always v0).
     pub fn respond<M: Message>(&self, body: &M) -> ResponseFrame {
@@ -166,6 +175,8 @@ pub async fn dispatch(shard: &Rc<Shard>, peer_ip: Option<IpAddr>, mut r: Reader)
         ApiKey::ListGroups => groups::list_groups(shard, ctx, r).await,
         ApiKey::DeleteGroups => groups::delete_groups(shard, ctx, r).await,
         ApiKey::OffsetDelete => groups::offset_delete(shard, ctx, r).await,
+        ApiKey::ConsumerGroupHeartbeat => consumer_group::heartbeat(shard, ctx, r).await,
+        ApiKey::ConsumerGroupDescribe => consumer_group::describe(shard, ctx, r).await,
         ApiKey::Fetch => fetch::handle(shard, ctx, r),
         ApiKey::ListOffsets => list_offsets::handle(shard, ctx, r).await,
         ApiKey::OffsetForLeaderEpoch => list_offsets::offset_for_leader_epoch(shard, ctx, r).await,
