@@ -1,18 +1,23 @@
 //! Group commit: one flush round per shard covers every append that arrived meanwhile.
 //!
 //! Appends mark their partition dirty and get the number of the round that will cover them
-//! (`started + 1`). The committer task runs rounds back to back while anything is dirty: it
-//! takes the dirty set, flushes every partition in it concurrently (write + fdatasync, issued
-//! together on io_uring), then completes the round and wakes everyone waiting for it. While one
-//! round's fdatasyncs run, new appends gather for the next: that is the batching. The waiter
-//! checks its partition's high watermark afterwards, so a failed flush becomes that partition's
-//! KAFKA_STORAGE_ERROR and nobody else's.
+//! (`started + 1`). The committer task runs rounds while anything is dirty. A round takes the
+//! dirty set and writes every partition in it concurrently (the write half of a flush), then
+//! fdatasyncs them all concurrently (the durable half), then completes and wakes everyone waiting
+//! for it. Rounds overlap by one: while round N's fdatasyncs run, round N+1 already writes what
+//! arrived meanwhile (the disk is never idle waiting for a flush to return), and round N+1
+//! starts its fdatasyncs only once round N has completed, so rounds complete in order. The
+//! waiter checks its partition's high watermark afterwards, so a failed flush becomes that
+//! partition's KAFKA_STORAGE_ERROR and nobody else's.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
+use futures::future::{select, Either, LocalBoxFuture};
+
 use super::notify::Notify;
 use super::partition::Partition;
+use crate::storage::log::FlushTicket;
 
 #[derive(Default)]
 pub struct GroupCommit {
@@ -51,33 +56,79 @@ impl GroupCommit {
         }
     }
 
-    /// The committer loop; returns after [`GroupCommit::stop`] once nothing is dirty.
+    /// The committer loop; returns after [`GroupCommit::stop`] once nothing is dirty and the
+    /// last round has completed.
     pub async fn run(&self) {
+        // The durable half of the last round written, running while the next one writes.
+        let mut syncing: Option<LocalBoxFuture<'_, ()>> = None;
         loop {
             if self.dirty.borrow().is_empty() {
-                if self.stopping.get() {
-                    return;
+                match syncing.take() {
+                    // Until it completes or something new is appended.
+                    Some(mut sync) => {
+                        let kicked = Box::pin(self.kick.notified());
+                        if let Either::Right((_, unfinished)) = select(sync.as_mut(), kicked).await
+                        {
+                            drop(unfinished);
+                            syncing = Some(sync);
+                        }
+                    }
+                    None if self.stopping.get() => return,
+                    None => self.kick.notified().await,
                 }
-                self.kick.notified().await;
                 continue;
             }
-            self.round().await;
+            let previous = syncing.take();
+            let written = async {
+                let (round, batch) = self.take_round();
+                (round, batch.clone(), self.write_half(&batch).await)
+            };
+            let ((round, batch, tickets), ()) = futures::join!(written, async {
+                if let Some(sync) = previous {
+                    sync.await;
+                }
+            });
+            syncing = Some(Box::pin(self.durable_half(round, batch, tickets)));
         }
     }
 
-    /// One flush round over the current dirty set.
+    /// One whole flush round over the current dirty set, not overlapped with anything (the last
+    /// one at shutdown, after [`GroupCommit::run`] has returned).
     pub async fn round(&self) {
-        let batch: Vec<Rc<Partition>> = std::mem::take(&mut *self.dirty.borrow_mut());
-        if batch.is_empty() {
+        if self.dirty.borrow().is_empty() {
             return;
         }
+        let (round, batch) = self.take_round();
+        let tickets = self.write_half(&batch).await;
+        self.durable_half(round, batch, tickets).await;
+    }
+
+    /// Starts a round: takes the dirty set and numbers it.
+    fn take_round(&self) -> (u64, Vec<Rc<Partition>>) {
+        let batch: Vec<Rc<Partition>> = std::mem::take(&mut *self.dirty.borrow_mut());
         self.started.set(self.started.get() + 1);
-        let round = self.started.get();
         for p in &batch {
             p.dirty.set(false);
         }
-        let flushes = batch.iter().map(|p| p.flush());
-        futures::future::join_all(flushes).await;
+        (self.started.get(), batch)
+    }
+
+    async fn write_half(&self, batch: &[Rc<Partition>]) -> Vec<Option<FlushTicket>> {
+        futures::future::join_all(batch.iter().map(|p| p.flush_write())).await
+    }
+
+    /// fdatasyncs what the round wrote, then completes it.
+    async fn durable_half(
+        &self,
+        round: u64,
+        batch: Vec<Rc<Partition>>,
+        tickets: Vec<Option<FlushTicket>>,
+    ) {
+        let syncs = batch
+            .iter()
+            .zip(tickets)
+            .filter_map(|(p, t)| t.map(|t| p.flush_sync(t)));
+        futures::future::join_all(syncs).await;
         self.completed.set(round);
         self.done.notify_all();
         for p in &batch {

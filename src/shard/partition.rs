@@ -51,6 +51,25 @@ impl Partition {
         }
     }
 
+    /// The write half of [`Partition::flush`] (see `PartitionLog::flush_write`); `None` when
+    /// nothing is left to fdatasync, or on failure (logged; the high watermark stays put).
+    pub async fn flush_write(&self) -> Option<crate::storage::log::FlushTicket> {
+        match self.log.flush_write().await {
+            Ok(ticket) => ticket,
+            Err(e) => {
+                self.log_error("flush (write)", &e);
+                None
+            }
+        }
+    }
+
+    /// The durable half of [`Partition::flush`].
+    pub async fn flush_sync(&self, ticket: crate::storage::log::FlushTicket) {
+        if let Err(e) = self.log.flush_sync(ticket).await {
+            self.log_error("flush (fdatasync)", &e);
+        }
+    }
+
     /// Logs a storage error of this partition: the first and then every 1000th, so a failed
     /// disk under load does not flood the log.
     pub fn log_error(&self, what: &str, e: &dyn std::fmt::Display) {

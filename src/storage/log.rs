@@ -189,7 +189,16 @@ pub struct PartitionLog {
     tail_rescanned: bool,
 }
 
-/// Smallest preallocation step (see `flush_segment`).
+/// What [`PartitionLog::flush_write`] leaves for [`PartitionLog::flush_sync`]: the tail segment's
+/// file, written up to `end_size` (batches up to `end_next`), to be fdatasynced.
+pub struct FlushTicket {
+    file: Rc<DirectFile>,
+    base: i64,
+    end_size: u64,
+    end_next: i64,
+}
+
+/// Smallest preallocation step (see `write_pending`).
 const PREALLOCATE_MIN_STEP_BYTES: u64 = 256 * 1024;
 
 /// Most bytes a timestamp lookup may decompress from one batch (guards against a batch that
@@ -773,6 +782,20 @@ impl PartitionLog {
 
     /// Writes everything appended so far and fdatasyncs it; then the high watermark advances.
     pub async fn flush(&self) -> Result<(), StorageError> {
+        match self.flush_write().await? {
+            Some(ticket) => self.flush_sync(ticket).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The write half of a flush. Segments that are being sealed (and any before the tail) are
+    /// flushed whole here — written, fdatasynced, truncated, indexed — so that on disk every
+    /// segment but the last stays complete, in order. The tail's pending bytes are written and
+    /// the fdatasync that makes them durable is left to [`PartitionLog::flush_sync`] with the
+    /// returned ticket, which may run while the next `flush_write` writes more: the shard's
+    /// group commit overlaps one round's fdatasyncs with the next round's writes. Writes stay
+    /// serialised (the rewrite of a partial page must not race an older write of it).
+    pub async fn flush_write(&self) -> Result<Option<FlushTicket>, StorageError> {
         let _permit =
             self.flush_lock
                 .acquire_permit(1)
@@ -793,21 +816,54 @@ impl PartitionLog {
                 .map(|s| s.base_offset)
                 .collect()
         };
+        let last = bases.last().copied();
         for base in bases {
-            if let Err(e) = self.flush_segment(base).await {
-                self.state.borrow_mut().failed = true;
-                return Err(e);
+            let step = async {
+                let Some((ticket, seal)) = self.write_pending(base).await? else {
+                    return Ok(None);
+                };
+                if seal.is_none() && Some(base) == last {
+                    return Ok(Some(ticket));
+                }
+                self.make_durable(&ticket).await?;
+                if let Some(snapshot) = seal {
+                    self.seal_segment(&ticket, &snapshot).await?;
+                }
+                Ok(None)
+            };
+            match step.await {
+                Ok(Some(ticket)) => return Ok(Some(ticket)),
+                Ok(None) => {}
+                Err(e) => {
+                    self.state.borrow_mut().failed = true;
+                    return Err(e);
+                }
             }
         }
-        Ok(())
+        Ok(None)
     }
 
-    async fn flush_segment(&self, base: i64) -> Result<(), StorageError> {
+    /// The durable half of a flush: fdatasyncs what [`PartitionLog::flush_write`] wrote, then
+    /// the high watermark advances (never backwards: tickets may complete out of order).
+    pub async fn flush_sync(&self, ticket: FlushTicket) -> Result<(), StorageError> {
+        let synced = self.make_durable(&ticket).await;
+        if synced.is_err() {
+            self.state.borrow_mut().failed = true;
+        }
+        synced
+    }
+
+    /// Writes the pending bytes of segment `base` (creating its file on the first flush);
+    /// returns what to fdatasync, and the producer snapshot if the segment is being sealed.
+    async fn write_pending(
+        &self,
+        base: i64,
+    ) -> Result<Option<(FlushTicket, Option<Vec<u8>>)>, StorageError> {
         // 1. Take the pending bytes; keep the partial last page for the next flush to rewrite.
         let (file, write_pos, data, end_size, end_next, seal, allocated) = {
             let mut st = self.state.borrow_mut();
             let Some(seg) = st.segments.get_mut(&base) else {
-                return Ok(());
+                return Ok(None);
             };
             let data = std::mem::take(&mut seg.pending);
             let write_pos = seg.pending_pos;
@@ -881,48 +937,70 @@ impl PartitionLog {
             }
         }
 
-        // 3. Write (aligned, padded) and make durable.
+        // 3. Write (aligned, padded); durability is the caller's step.
         if data.len > 0 {
             file.write_padded_parts(write_pos, &data.parts()).await?;
         }
-        file.fdatasync().await?;
-        {
-            let mut st = self.state.borrow_mut();
-            if let Some(seg) = st.segments.get_mut(&base) {
-                seg.durable_size = seg.durable_size.max(end_size);
-                seg.durable_next_offset = seg.durable_next_offset.max(end_next);
-            }
-            if end_next > st.log_end_offset {
-                return Err(invariant(
-                    "high watermark <= log end offset",
-                    st.log_end_offset,
-                    end_next,
-                ));
-            }
-            st.high_watermark = st.high_watermark.max(end_next);
-        }
+        Ok(Some((
+            FlushTicket {
+                file,
+                base,
+                end_size,
+                end_next,
+            },
+            seal,
+        )))
+    }
 
-        // 4. Seal: exact size, index files, producer snapshot for the next segment.
-        if let Some(snapshot) = seal {
-            file.truncate(end_size).await?;
-            file.fdatasync().await?;
-            let (offsets, times) = {
-                let st = self.state.borrow();
-                match st.segments.get(&base) {
-                    Some(seg) => (seg.indexes.offsets.encode(), seg.indexes.times.encode()),
-                    None => return Ok(()),
-                }
-            };
-            write_whole_file(&Self::path(&self.dir, base, "index"), &offsets).await?;
-            write_whole_file(&Self::path(&self.dir, base, "timeindex"), &times).await?;
-            write_state(&Self::path(&self.dir, end_next, "snapshot"), &snapshot)?;
-            sync_dir(&self.dir)?;
-            let mut st = self.state.borrow_mut();
-            if let Some(seg) = st.segments.get_mut(&base) {
-                seg.seal = SealState::Sealed;
-                seg.pending = Pending::default();
-                seg.allocated_bytes = end_size;
+    /// fdatasyncs a written segment and records what became durable.
+    async fn make_durable(&self, t: &FlushTicket) -> Result<(), StorageError> {
+        t.file.fdatasync().await?;
+        let mut st = self.state.borrow_mut();
+        // An earlier write or fdatasync of this log failed while this one ran (flushes overlap):
+        // what that one covered may be lost whatever this fdatasync reports (after an I/O error
+        // Linux may clear the error and report later fdatasyncs fine), so nothing advances.
+        if st.failed {
+            return Err(StorageError::LogFailed {
+                dir: self.dir.clone(),
+            });
+        }
+        if let Some(seg) = st.segments.get_mut(&t.base) {
+            seg.durable_size = seg.durable_size.max(t.end_size);
+            seg.durable_next_offset = seg.durable_next_offset.max(t.end_next);
+        }
+        if t.end_next > st.log_end_offset {
+            return Err(invariant(
+                "high watermark <= log end offset",
+                st.log_end_offset,
+                t.end_next,
+            ));
+        }
+        st.high_watermark = st.high_watermark.max(t.end_next);
+        Ok(())
+    }
+
+    /// Seals a segment whose data is durable: exact size, index files, producer snapshot for
+    /// the next segment.
+    async fn seal_segment(&self, t: &FlushTicket, snapshot: &[u8]) -> Result<(), StorageError> {
+        let (file, base, end_size, end_next) = (&t.file, t.base, t.end_size, t.end_next);
+        file.truncate(end_size).await?;
+        file.fdatasync().await?;
+        let (offsets, times) = {
+            let st = self.state.borrow();
+            match st.segments.get(&base) {
+                Some(seg) => (seg.indexes.offsets.encode(), seg.indexes.times.encode()),
+                None => return Ok(()),
             }
+        };
+        write_whole_file(&Self::path(&self.dir, base, "index"), &offsets).await?;
+        write_whole_file(&Self::path(&self.dir, base, "timeindex"), &times).await?;
+        write_state(&Self::path(&self.dir, end_next, "snapshot"), snapshot)?;
+        sync_dir(&self.dir)?;
+        let mut st = self.state.borrow_mut();
+        if let Some(seg) = st.segments.get_mut(&base) {
+            seg.seal = SealState::Sealed;
+            seg.pending = Pending::default();
+            seg.allocated_bytes = end_size;
         }
         Ok(())
     }
