@@ -78,6 +78,9 @@ impl Inner {
 }
 
 pub struct BatchCache {
+    /// Chunks of this shard's partitions read from disk ahead of their consumers: as many
+    /// chunks of at most `READ_AHEAD_MAX_BYTES` as fit in a quarter of `budget_bytes`.
+    pub readahead: super::readahead::ReadAhead,
     budget_bytes: usize,
     inner: RefCell<Inner>,
     next_partition: Cell<u64>,
@@ -88,6 +91,9 @@ pub struct BatchCache {
 impl BatchCache {
     pub fn new(budget_bytes: usize) -> BatchCache {
         BatchCache {
+            readahead: super::readahead::ReadAhead::new(
+                budget_bytes / 4 / super::readahead::READ_AHEAD_MAX_BYTES,
+            ),
             budget_bytes,
             inner: RefCell::new(Inner::default()),
             next_partition: Cell::new(0),
@@ -208,6 +214,7 @@ impl BatchCache {
 
     /// Forgets a partition (closed or deleted). Its FIFO entries become stale and are skipped.
     pub fn remove_partition(&self, part: CachePartitionId) {
+        self.readahead.remove_partition(part);
         let mut inner = self.inner.borrow_mut();
         if let Some(q) = inner.partitions.remove(&part) {
             inner.used_bytes -= q.iter().map(Cached::cost).sum::<usize>();

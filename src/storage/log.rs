@@ -61,6 +61,7 @@ use crate::protocol::record_batch::{self, BatchHeader, LOG_OVERHEAD};
 use super::cache::{BatchCache, CachePartitionId};
 use super::index::{OffsetIndex, SegmentIndexes, TimeIndex};
 use super::producer_state::{BatchMeta, ProducerCheck, ProducerError, ProducerStateMachine};
+use super::readahead::{Chunk, READ_AHEAD_MAX_BYTES};
 use super::recovery::{scan_file, InvalidBatch, ScanStop, ScannedBatch};
 use super::StoredBatch;
 use super::{AppendOutcome, LogConfig, ReadSlice, StorageError};
@@ -1052,12 +1053,56 @@ impl PartitionLog {
                 seg_upper,
             )
         };
-        let _ = seg_base;
-        let chunks = read_batches(&file, pos, seg_end, offset, max_bytes, seg_upper).await?;
+        // The chunk read ahead for exactly this offset, if any (a failed or cancelled one is
+        // read again below).
+        let ahead = self.cache.readahead.take(self.cache_id, seg_base, offset);
+        let chunk = match ahead {
+            Some(pending) => match pending.await {
+                Ok(Ok(chunk)) if !chunk.batches.is_empty() => Some(chunk),
+                _ => None,
+            },
+            None => None,
+        };
+        let chunk = match chunk.map(|c| trim_to(c, max_bytes, seg_upper)) {
+            Some(chunk) if !chunk.batches.is_empty() => chunk,
+            _ => read_batches(&file, pos, seg_end, offset, max_bytes, seg_upper).await?,
+        };
+        self.read_ahead(seg_base, &file, &chunk, seg_end, seg_upper, max_bytes);
         Ok(ReadSlice {
-            chunks,
+            chunks: chunk.batches,
             from_cache: false,
         })
+    }
+
+    /// Starts reading, in the background, the chunk of segment `seg_base` that follows `served`
+    /// (see [`super::readahead`]), unless `served` reached the end of what is durable there.
+    fn read_ahead(
+        &self,
+        seg_base: i64,
+        file: &Rc<DirectFile>,
+        served: &Chunk,
+        seg_end: u64,
+        seg_upper: i64,
+        max_bytes: usize,
+    ) {
+        let Some(last) = served.batches.last() else {
+            return;
+        };
+        let Some(next_offset) = next_offset_after(last) else {
+            return;
+        };
+        let next_pos =
+            served.start_pos + served.batches.iter().map(|b| b.len() as u64).sum::<u64>();
+        if next_pos >= seg_end || next_offset >= seg_upper {
+            return;
+        }
+        let file = file.clone();
+        let max_bytes = max_bytes.min(READ_AHEAD_MAX_BYTES);
+        self.cache
+            .readahead
+            .start(self.cache_id, seg_base, next_offset, async move {
+                read_batches(&file, next_pos, seg_end, next_offset, max_bytes, seg_upper).await
+            });
     }
 
     /// Earliest batch with maxTimestamp >= `ts` (below the high watermark): its base offset and
@@ -1238,6 +1283,35 @@ fn record_producer(p: &mut ProducerStateMachine, h: &BatchHeader) {
 /// Reads whole batches from `file` starting at batch boundary `pos`, skipping those that end
 /// before `offset`, stopping at `upper`, at `end` (durable size) or after `max_bytes` (but
 /// returning at least one batch). Every batch is CRC-checked and offsets must be contiguous.
+/// A chunk read ahead, cut as this read would have cut it: no batch from `upper` on, at most
+/// `max_bytes` (but at least one batch).
+fn trim_to(mut chunk: Chunk, max_bytes: usize, upper: i64) -> Chunk {
+    let below_upper = chunk
+        .batches
+        .iter()
+        .take_while(|b| next_offset_after(b).is_some_and(|next| next <= upper))
+        .count();
+    let mut total = 0usize;
+    let keep = chunk.batches[..below_upper]
+        .iter()
+        .take_while(|b| {
+            total += b.len();
+            total <= max_bytes
+        })
+        .count()
+        .max(below_upper.min(1));
+    chunk.batches.truncate(keep);
+    chunk
+}
+
+/// The offset after a stored batch (its base offset + last offset delta + 1).
+fn next_offset_after(batch: &[u8]) -> Option<i64> {
+    let d = record_batch::LAST_OFFSET_DELTA_AT;
+    let base = i64::from_be_bytes(batch.get(..8)?.try_into().ok()?);
+    let delta = i32::from_be_bytes(batch.get(d..d + 4)?.try_into().ok()?);
+    Some(base.saturating_add(delta as i64).saturating_add(1))
+}
+
 async fn read_batches(
     file: &DirectFile,
     mut pos: u64,
@@ -1245,13 +1319,14 @@ async fn read_batches(
     offset: i64,
     max_bytes: usize,
     upper: i64,
-) -> Result<Vec<Bytes>, StorageError> {
+) -> Result<Chunk, StorageError> {
     let corrupt = |position: u64, reason: &'static str| StorageError::Corrupt {
         path: file.path().to_path_buf(),
         position,
         reason,
     };
     let mut out: Vec<Bytes> = Vec::new();
+    let mut start_pos = pos;
     let mut total = 0usize;
     let mut expect: Option<i64> = None;
     let mut need = 0usize;
@@ -1295,7 +1370,10 @@ async fn read_batches(
             }
             let last = base.saturating_add(delta as i64);
             if base >= upper {
-                return Ok(out);
+                return Ok(Chunk {
+                    batches: out,
+                    start_pos,
+                });
             }
             if last < offset {
                 // Not wanted: skip it without reading the rest of it.
@@ -1308,7 +1386,10 @@ async fn read_batches(
                 continue;
             }
             if !out.is_empty() && total + total_len > max_bytes {
-                return Ok(out);
+                return Ok(Chunk {
+                    batches: out,
+                    start_pos,
+                });
             }
             if rest.len() < total_len {
                 need = total_len;
@@ -1317,6 +1398,9 @@ async fn read_batches(
             let b = buf.slice(at..at + total_len);
             record_batch::validate(&b)
                 .map_err(|_| corrupt(pos + at as u64, "stored batch fails validation"))?;
+            if out.is_empty() {
+                start_pos = pos + at as u64;
+            }
             total += total_len;
             out.push(b);
             expect = Some(last.saturating_add(1));
@@ -1339,5 +1423,8 @@ async fn read_batches(
     if pos > end {
         return Err(corrupt(end, "batch extends past the segment end"));
     }
-    Ok(out)
+    Ok(Chunk {
+        batches: out,
+        start_pos,
+    })
 }

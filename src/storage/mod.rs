@@ -5,6 +5,7 @@
 //! - [`index`]: sparse offset index and time index (Kafka's `.index` / `.timeindex` layouts).
 //! - [`producer_state`]: idempotent-producer state machine (pure).
 //! - [`cache`]: `BatchCache`, one per shard, memory-bounded, for tail reads.
+//! - [`readahead`]: the next chunk of partitions read from disk, read before it is asked for.
 //!
 //! Everything here runs on the shard that owns the partition (thread-per-core, `!Send` types).
 //! Errors are [`StorageError`]; I/O errors carry operation, path and offset, and the server maps
@@ -14,6 +15,7 @@ pub mod cache;
 pub mod index;
 pub mod log;
 pub mod producer_state;
+pub mod readahead;
 pub mod recovery;
 
 #[cfg(test)]

@@ -791,6 +791,75 @@ fn one_flush_of_several_mebibytes() {
     });
 }
 
+/// Reads from disk use the chunk read ahead of them: sequential reads across segments return
+/// exactly what was written, the next chunk is in flight after each read, a jump elsewhere or a
+/// lower `upper` or `max_bytes` is served correctly, and a closed partition leaves no slot.
+#[test]
+fn disk_reads_are_read_ahead() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("ra-0");
+        let cfg = LogConfig {
+            segment_bytes: 256 * 1024,
+            ..small_cfg()
+        };
+        let log = PartitionLog::open(dir.clone(), cfg.clone(), Rc::new(BatchCache::new(0)), NOW)
+            .await
+            .unwrap();
+        let mut expect = Vec::new();
+        for i in 0..120u64 {
+            let mut b = BatchBuilder::simple(3, i);
+            b.records[0].value = Some(vec![i as u8; 6_000]);
+            let bytes = Bytes::from(b.build());
+            let h = validate(&bytes).unwrap();
+            let o = log.append(&bytes, &h, 0, NOW).unwrap();
+            expect.push((o.base_offset, stored(&bytes, o.base_offset, 0)));
+        }
+        log.flush().await.unwrap();
+        log.close().await.unwrap();
+        assert!(files(&dir, "log").len() >= 3, "several segments");
+
+        // 16 MiB of cache: 4 read-ahead slots. Fresh cache, so every read comes from disk.
+        let cache = Rc::new(BatchCache::new(16 << 20));
+        let log = PartitionLog::open(dir, cfg, cache.clone(), NOW)
+            .await
+            .unwrap();
+        let hw = log.high_watermark();
+        let first = log.read(0, 20_000, hw).await.unwrap();
+        assert!(!first.from_cache);
+        assert_eq!(cache.readahead.len(), 1, "the next chunk is being read");
+        let all = read_all(&log, 0, 20_000).await;
+        assert_eq!(all.len(), expect.len());
+        for (got, (_, want)) in all.iter().zip(&expect) {
+            assert_eq!(&got[..], &want[..]);
+        }
+
+        // A jump back, then a read with a smaller max_bytes and a lower upper than the chunk
+        // read ahead was made for.
+        let (o40, want40) = &expect[40];
+        let s = log.read(*o40, 20_000, hw).await.unwrap();
+        let served = s.batches().unwrap();
+        assert_eq!(&served[0][..], &want40[..]);
+        // Exactly where the chunk read ahead starts.
+        let next = 40 + served.len();
+        let (o_next, want_next) = &expect[next];
+        let upper = expect[next + 1].0;
+        let s = log.read(*o_next, 1, upper).await.unwrap();
+        let got = s.batches().unwrap();
+        assert_eq!(got.len(), 1, "max_bytes 1: exactly one batch");
+        assert_eq!(&got[0][..], &want_next[..]);
+        let s = log.read(upper, 1 << 20, upper).await.unwrap();
+        assert!(s.is_empty(), "nothing at or past upper");
+
+        log.close().await.unwrap();
+        assert_eq!(
+            cache.readahead.len(),
+            0,
+            "closing forgets the partition's slot"
+        );
+    });
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Append {
