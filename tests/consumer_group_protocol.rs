@@ -27,6 +27,7 @@ const UNKNOWN_TOPIC_ID: i16 = 100;
 const FENCED_MEMBER_EPOCH: i16 = 110;
 const UNSUPPORTED_ASSIGNOR: i16 = 112;
 const STALE_MEMBER_EPOCH: i16 = 113;
+const INVALID_REGULAR_EXPRESSION: i16 = 128;
 
 const TOPIC: &str = "t";
 const PARTITIONS: i32 = 4;
@@ -531,14 +532,10 @@ fn bad_heartbeats_get_kafka_errors_and_silent_members_expire() {
         "join without a subscription"
     );
     bad = ConsumerGroupHeartbeatRequest {
-        subscribed_topic_regex: Some("t.*".into()),
+        subscribed_topic_regex: Some("t(".into()),
         ..join_request(g, &m)
     };
-    assert_eq!(
-        conn.call(&bad, 1).error_code,
-        INVALID_REQUEST,
-        "regex subscriptions are not served yet"
-    );
+    assert_eq!(conn.call(&bad, 1).error_code, INVALID_REGULAR_EXPRESSION);
     bad = ConsumerGroupHeartbeatRequest {
         server_assignor: Some("sticky".into()),
         ..join_request(g, &m)
@@ -604,5 +601,77 @@ fn bad_heartbeats_get_kafka_errors_and_silent_members_expire() {
         beat(&mut conn, g, topic_id, &mut silent).error_code,
         UNKNOWN_MEMBER_ID
     );
+    broker.stop();
+}
+
+/// A regex subscription (what librdkafka sends for `^pattern` topics): the member gets the
+/// partitions of every topic whose whole name matches, internal topics left out, and a matching
+/// topic created later at its next heartbeat; ConsumerGroupDescribe shows the regex.
+#[test]
+fn regex_subscription_follows_matching_topics() {
+    let mut broker = broker();
+    let mut conn = Conn::open(broker.addr());
+    let a = create_topic_ok(&mut conn, "orders-eu", 2);
+    create_topic_ok(&mut conn, "payments", 3);
+    let g = "regex-group";
+    let mut m = Member::new("m");
+    let join = ConsumerGroupHeartbeatRequest {
+        subscribed_topic_names: Some(Vec::new()),
+        subscribed_topic_regex: Some("orders-.*|__.*".into()),
+        ..join_request(g, &m)
+    };
+    let r = send(&mut conn, &mut m, &join);
+    assert_eq!(r.error_code, NONE, "{r:?}");
+    let topics: Vec<[u8; 16]> = r
+        .assignment
+        .expect("an assignment")
+        .topic_partitions
+        .iter()
+        .map(|tp| tp.topic_id)
+        .collect();
+    assert_eq!(
+        topics,
+        vec![a],
+        "orders-eu only: not payments, not __consumer_offsets"
+    );
+    assert_eq!(m.owned.len(), 2);
+
+    let b = create_topic_ok(&mut conn, "orders-us", 4);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let req = ConsumerGroupHeartbeatRequest {
+            group_id: g.into(),
+            member_id: m.id.clone(),
+            member_epoch: m.epoch,
+            topic_partitions: Some(owned_list(a, &m.owned)),
+            ..Default::default()
+        };
+        let r = conn.call(&req, 1);
+        assert_eq!(r.error_code, NONE, "{r:?}");
+        m.epoch = r.member_epoch;
+        if let Some(asg) = r.assignment {
+            let ids: BTreeSet<[u8; 16]> =
+                asg.topic_partitions.iter().map(|tp| tp.topic_id).collect();
+            let n: usize = asg
+                .topic_partitions
+                .iter()
+                .map(|tp| tp.partitions.len())
+                .sum();
+            if ids == BTreeSet::from([a, b]) && n == 6 {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "orders-us never joined the subscription"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let d = describe(&mut conn, g);
+    assert_eq!(
+        d.members[0].subscribed_topic_regex.as_deref(),
+        Some("orders-.*|__.*")
+    );
+    assert!(d.members[0].subscribed_topic_names.is_empty());
     broker.stop();
 }

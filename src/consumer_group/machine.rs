@@ -27,8 +27,12 @@ struct Member {
     client_id: String,
     client_host: String,
     rebalance_timeout_ms: i32,
-    /// Sorted, without duplicates.
+    /// The subscription the assignment uses: `explicit_topic_names` and the topics
+    /// `subscribed_topic_regex` matched at the member's last heartbeat. Sorted, no duplicates.
     subscribed_topic_names: Vec<String>,
+    /// Sorted, without duplicates.
+    explicit_topic_names: Vec<String>,
+    subscribed_topic_regex: Option<String>,
     server_assignor: Option<ServerAssignor>,
     current: CurrentAssignment,
     /// Valid at the group's assignment epoch.
@@ -160,6 +164,8 @@ impl ConsumerGroupMachine {
                 client_host: ms.client_host,
                 rebalance_timeout_ms: ms.rebalance_timeout_ms,
                 subscribed_topic_names: ms.subscribed_topic_names,
+                explicit_topic_names: ms.explicit_topic_names,
+                subscribed_topic_regex: ms.subscribed_topic_regex,
                 server_assignor: ms.server_assignor,
                 current,
                 target: from_topic_partitions(&ms.target),
@@ -202,6 +208,8 @@ impl ConsumerGroupMachine {
                     client_host: m.client_host.clone(),
                     rebalance_timeout_ms: m.rebalance_timeout_ms,
                     subscribed_topic_names: m.subscribed_topic_names.clone(),
+                    explicit_topic_names: m.explicit_topic_names.clone(),
+                    subscribed_topic_regex: m.subscribed_topic_regex.clone(),
                     server_assignor: m.server_assignor,
                     member_epoch: m.current.member_epoch,
                     previous_member_epoch: m.current.previous_member_epoch,
@@ -268,7 +276,8 @@ impl ConsumerGroupMachine {
                     member_epoch: m.current.member_epoch,
                     client_id: m.client_id.clone(),
                     client_host: m.client_host.clone(),
-                    subscribed_topic_names: m.subscribed_topic_names.clone(),
+                    subscribed_topic_names: m.explicit_topic_names.clone(),
+                    subscribed_topic_regex: m.subscribed_topic_regex.clone(),
                     assignment: describe_partitions(&m.current.assigned, topics),
                     target_assignment: describe_partitions(&m.target, topics),
                 })
@@ -431,6 +440,8 @@ impl ConsumerGroupMachine {
                         client_host: String::new(),
                         rebalance_timeout_ms: req.rebalance_timeout_ms,
                         subscribed_topic_names: Vec::new(),
+                        explicit_topic_names: Vec::new(),
+                        subscribed_topic_regex: None,
                         server_assignor: None,
                         current: CurrentAssignment {
                             member_epoch: JOIN_GROUP_MEMBER_EPOCH,
@@ -449,7 +460,7 @@ impl ConsumerGroupMachine {
         }
 
         // 1. Member metadata; the group epoch moves on subscription or metadata changes.
-        let mut bump = self.update_member(&member_id, req);
+        let mut bump = self.update_member(&member_id, req, topics);
         bump |= self.refresh_subscription_metadata(topics);
         if bump {
             self.group_epoch = self.group_epoch.saturating_add(1);
@@ -552,7 +563,12 @@ impl ConsumerGroupMachine {
 
     /// Applies the request's fields ("None" = unchanged). Returns whether the subscription
     /// changed (which bumps the group epoch; other fields only need persisting).
-    fn update_member(&mut self, member_id: &str, req: &HeartbeatRequest) -> bool {
+    fn update_member(
+        &mut self,
+        member_id: &str,
+        req: &HeartbeatRequest,
+        topics: &dyn TopicView,
+    ) -> bool {
         let Self {
             members,
             static_members,
@@ -605,21 +621,49 @@ impl ConsumerGroupMachine {
             m.client_host.clone_from(&req.client_host);
             changed = true;
         }
-        let mut subscription_changed = false;
         if let Some(names) = &req.subscribed_topic_names {
             let mut names = names.clone();
             names.sort_unstable();
             names.dedup();
-            if names != m.subscribed_topic_names {
-                for old in &m.subscribed_topic_names {
-                    unsubscribe(subscribed_topics, subscription_metadata, old);
-                }
-                for new in &names {
-                    *subscribed_topics.entry(new.clone()).or_default() += 1;
-                }
-                m.subscribed_topic_names = names;
-                subscription_changed = true;
+            if names != m.explicit_topic_names {
+                m.explicit_topic_names = names;
+                changed = true;
             }
+        }
+        if let Some(regex) = &req.subscribed_topic_regex {
+            let regex = (!regex.is_empty()).then(|| regex.clone());
+            if regex != m.subscribed_topic_regex {
+                m.subscribed_topic_regex = regex;
+                changed = true;
+            }
+        }
+        // The regex is resolved again on every heartbeat: topics created since join.
+        let mut names = m.explicit_topic_names.clone();
+        if let Some(regex) = m
+            .subscribed_topic_regex
+            .as_deref()
+            .and_then(compile_topic_regex)
+        {
+            names.extend(
+                topics
+                    .topic_names()
+                    .into_iter()
+                    .filter(|t| regex.is_match(t))
+                    .map(str::to_owned),
+            );
+            names.sort_unstable();
+            names.dedup();
+        }
+        let mut subscription_changed = false;
+        if names != m.subscribed_topic_names {
+            for old in &m.subscribed_topic_names {
+                unsubscribe(subscribed_topics, subscription_metadata, old);
+            }
+            for new in &names {
+                *subscribed_topics.entry(new.clone()).or_default() += 1;
+            }
+            m.subscribed_topic_names = names;
+            subscription_changed = true;
         }
         *dirty |= changed || subscription_changed;
         subscription_changed
@@ -898,6 +942,18 @@ pub fn validate_unknown_group(group_id: &str, req: &HeartbeatRequest) -> Result<
     }
 }
 
+/// Largest compiled regex program accepted (a hostile pattern must not cost memory).
+const TOPIC_REGEX_SIZE_LIMIT_BYTES: usize = 1 << 20;
+
+/// A subscription regex matched against whole topic names (Java's `Matcher.matches`, which
+/// Kafka uses); `None` if it is not a valid regular expression or too large.
+fn compile_topic_regex(pattern: &str) -> Option<regex::Regex> {
+    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(TOPIC_REGEX_SIZE_LIMIT_BYTES)
+        .build()
+        .ok()
+}
+
 /// The request's own consistency, in Kafka's order of checks.
 fn validate_request(group_id: &str, req: &HeartbeatRequest) -> Result<()> {
     use ConsumerGroupError::InvalidRequest;
@@ -908,12 +964,12 @@ fn validate_request(group_id: &str, req: &HeartbeatRequest) -> Result<()> {
         return Err(InvalidRequest);
     }
     // An empty regex means none (librdkafka sends "" with every plain-name subscription).
-    if req
+    let regex = req
         .subscribed_topic_regex
         .as_deref()
-        .is_some_and(|r| !r.is_empty())
-    {
-        return Err(InvalidRequest);
+        .filter(|r| !r.is_empty());
+    if regex.is_some_and(|r| compile_topic_regex(r).is_none()) {
+        return Err(ConsumerGroupError::InvalidRegularExpression);
     }
     match req.member_epoch {
         e if e > 0 || e == LEAVE_GROUP_MEMBER_EPOCH => {
@@ -926,7 +982,8 @@ fn validate_request(group_id: &str, req: &HeartbeatRequest) -> Result<()> {
             let subscribed = req
                 .subscribed_topic_names
                 .as_ref()
-                .is_some_and(|s| !s.is_empty());
+                .is_some_and(|s| !s.is_empty())
+                || regex.is_some();
             if req.rebalance_timeout_ms == -1 || !owned_empty || !subscribed {
                 return Err(InvalidRequest);
             }
@@ -1007,6 +1064,10 @@ fn member_bytes(base: Option<&Member>, member_id: &str, req: &HeartbeatRequest) 
         (None, None) => 0,
     };
     member_id.len()
+        + opt(
+            &req.subscribed_topic_regex,
+            base.map(|m| &m.subscribed_topic_regex),
+        )
         + opt(&req.instance_id, base.map(|m| &m.instance_id))
         + opt(&req.rack_id, base.map(|m| &m.rack_id))
         + req.client_id.len()

@@ -97,6 +97,8 @@ pub enum ConsumerGroupError {
     UnsupportedAssignor,
     #[error("the member epoch is older than the member's current epoch")]
     StaleMemberEpoch,
+    #[error("the subscribed topic regex is not a valid regular expression")]
+    InvalidRegularExpression,
 }
 
 impl ConsumerGroupError {
@@ -113,6 +115,7 @@ impl ConsumerGroupError {
             ConsumerGroupError::UnreleasedInstanceId => 111,
             ConsumerGroupError::UnsupportedAssignor => 112,
             ConsumerGroupError::StaleMemberEpoch => 113,
+            ConsumerGroupError::InvalidRegularExpression => 128,
         }
     }
 }
@@ -149,6 +152,8 @@ pub trait TopicView {
     fn topic(&self, name: &str) -> Option<(TopicId, u32)>;
     /// Name of an existing topic.
     fn topic_name(&self, id: TopicId) -> Option<&str>;
+    /// Every topic a regex subscription may match (Kafka leaves internal topics out).
+    fn topic_names(&self) -> Vec<&str>;
 }
 
 /// Source of member ids for v0 clients, which send an empty member id on their first heartbeat
@@ -252,8 +257,9 @@ pub struct HeartbeatRequest {
     /// -1 = unchanged.
     pub rebalance_timeout_ms: i32,
     pub subscribed_topic_names: Option<Vec<String>>,
-    /// v1. Not supported yet: a request carrying one gets INVALID_REQUEST (as Kafka 3.9 did).
-    /// An empty one means none (librdkafka sends "" with plain-name subscriptions).
+    /// v1: topics whose whole name matches join the subscription (re-resolved on every
+    /// heartbeat of the member, so topics created later join too). `Some("")` clears it
+    /// (librdkafka sends "" with plain-name subscriptions); `None` = unchanged.
     pub subscribed_topic_regex: Option<String>,
     pub server_assignor: Option<String>,
     /// The partitions the member owns now; `None` = not reported.
@@ -325,7 +331,9 @@ pub struct DescribedMember {
     pub member_epoch: i32,
     pub client_id: String,
     pub client_host: String,
+    /// The names the member subscribed to explicitly (not those its regex matched).
     pub subscribed_topic_names: Vec<String>,
+    pub subscribed_topic_regex: Option<String>,
     /// Assigned partitions (without those pending revocation), as Kafka reports them.
     pub assignment: Vec<DescribedTopicPartitions>,
     pub target_assignment: Vec<DescribedTopicPartitions>,
@@ -382,8 +390,12 @@ pub struct MemberSnapshot {
     pub client_id: String,
     pub client_host: String,
     pub rebalance_timeout_ms: i32,
-    /// Sorted, without duplicates.
+    /// What the assignment uses: the explicit names and the topics the regex matched. Sorted,
+    /// without duplicates.
     pub subscribed_topic_names: Vec<String>,
+    /// Sorted, without duplicates.
+    pub explicit_topic_names: Vec<String>,
+    pub subscribed_topic_regex: Option<String>,
     pub server_assignor: Option<ServerAssignor>,
     pub member_epoch: i32,
     pub previous_member_epoch: i32,

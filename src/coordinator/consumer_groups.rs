@@ -58,6 +58,15 @@ impl TopicView for ImageTopics {
     fn topic_name(&self, id: TopicId) -> Option<&str> {
         self.0.topic_by_id(&id.0).map(|t| t.name.as_str())
     }
+
+    fn topic_names(&self) -> Vec<&str> {
+        self.0
+            .topics
+            .keys()
+            .map(String::as_str)
+            .filter(|t| !super::offsets::is_internal_topic(t))
+            .collect()
+    }
 }
 
 struct GroupEntry {

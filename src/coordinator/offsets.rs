@@ -831,6 +831,8 @@ mod tests {
                 client_host: "/127.0.0.1".into(),
                 rebalance_timeout_ms: 300_000,
                 subscribed_topic_names: vec!["t".into()],
+                explicit_topic_names: vec![],
+                subscribed_topic_regex: Some("t.*".into()),
                 server_assignor: None,
                 member_epoch: 4,
                 previous_member_epoch: 3,

@@ -305,3 +305,50 @@ def test_consumer_protocol_group_reads_each_record_once_and_admin_describes_it(b
     committed = client.list_consumer_group_offsets(request, request_timeout=15)[group].result(timeout=30)
     assert {tp.partition: tp.offset for tp in committed.topic_partitions} == {p: 5 for p in range(PARTITIONS)}
     assert client.delete_consumer_groups([group], request_timeout=15)[group].result(timeout=30) is None
+
+
+def test_consumer_protocol_regex_subscription(broker):
+    """KIP-848 regex subscription (`subscribe(["^..."])` with group.protocol=consumer): the member
+    reads every topic whose name matches, including one created after it subscribed, and nothing
+    from a topic that does not match."""
+    tag = uuid.uuid4().hex[:8]
+    matching = [f"py-rx-{tag}-a", f"py-rx-{tag}-b"]
+    other = f"py-norx-{tag}"
+    for t in matching[:1] + [other]:
+        create_topic(broker, t, 2)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "group.id": f"py-rx-group-{tag}",
+            "group.protocol": "consumer",
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            "topic.metadata.refresh.interval.ms": 500,
+        }
+    )
+    try:
+        consumer.subscribe([f"^py-rx-{tag}-.*"])
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
+        for t in matching[:1] + [other]:
+            for i in range(10):
+                producer.produce(t, value=f"{t}-{i}".encode(), partition=i % 2)
+        assert producer.flush(30) == 0
+        create_topic(broker, matching[1], 2)  # created after the subscription
+        for i in range(10):
+            producer.produce(matching[1], value=f"{matching[1]}-{i}".encode(), partition=i % 2)
+        assert producer.flush(30) == 0
+
+        seen, errors = {}, []
+        deadline = time.monotonic() + CONSUME_TIMEOUT_S
+        while time.monotonic() < deadline and sum(seen.get(t, 0) for t in matching) < 20:
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            if msg.error():
+                errors.append(msg.error())
+                continue
+            seen[msg.topic()] = seen.get(msg.topic(), 0) + 1
+        assert seen.get(matching[0]) == 10 and seen.get(matching[1]) == 10, (seen, errors[-3:])
+        assert other not in seen, seen
+    finally:
+        consumer.close()

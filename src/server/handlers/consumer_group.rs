@@ -167,7 +167,7 @@ fn described_group(d: ConsumerGroupDescription) -> ConsumerGroupDescribeResponse
                 client_id: m.client_id,
                 client_host: m.client_host,
                 subscribed_topic_names: m.subscribed_topic_names,
-                subscribed_topic_regex: None,
+                subscribed_topic_regex: m.subscribed_topic_regex,
                 assignment: assignment(m.assignment),
                 target_assignment: assignment(m.target_assignment),
                 member_type: MEMBER_TYPE_CONSUMER,
