@@ -67,9 +67,7 @@ impl GroupCommit {
                     // Until it completes or something new is appended.
                     Some(mut sync) => {
                         let kicked = Box::pin(self.kick.notified());
-                        if let Either::Right((_, unfinished)) = select(sync.as_mut(), kicked).await
-                        {
-                            drop(unfinished);
+                        if let Either::Right(_) = select(sync.as_mut(), kicked).await {
                             syncing = Some(sync);
                         }
                     }
