@@ -366,15 +366,7 @@ fn suite(s: SuiteArgs) -> Res<bool> {
                 pre.records.unwrap_or(0),
                 load.record_size
             );
-            let p = run::run(RunPlan {
-                spec: pre,
-                produce: true,
-                consume: false,
-                e2e: false,
-                start_at: StartAt::Latest,
-                verify: None,
-                progress: false,
-            })?;
+            let p = run::run(RunPlan::prefill(pre))?;
             print!("{}", report::summary_text(&p));
             if !p.ok() {
                 return Ok(false);

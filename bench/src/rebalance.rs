@@ -39,7 +39,7 @@ use crate::client::batch::{for_each_record, Compression};
 use crate::client::group::{GroupError, GroupMember, MemberTimeouts};
 use crate::client::producer::{PayloadPool, Producer, ProducerSpec};
 use crate::client::{ensure_topic, list_offsets, ClientError, Connection, TopicLayout};
-use crate::run::{self, RunError, RunPlan, StartAt};
+use crate::run::{self, RunError, RunPlan};
 use crate::stats::{reconcile, Clock, CoreProbe, Ranges, Reconciliation};
 use crate::workload::{Cores, LoadSpec};
 
@@ -636,15 +636,7 @@ pub fn run_rebalance(spec: RebalanceSpec) -> Result<bool, RebalanceError> {
             cores: spec.cores.clone(),
             ..LoadSpec::default()
         };
-        let o = run::run(RunPlan {
-            spec: load,
-            produce: true,
-            consume: false,
-            e2e: false,
-            start_at: StartAt::Latest,
-            verify: None,
-            progress: false,
-        })?;
+        let o = run::run(RunPlan::prefill(load))?;
         println!(
             "prefill: {} records acknowledged of {}",
             o.acked, spec.prefill_records

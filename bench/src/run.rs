@@ -86,6 +86,22 @@ pub struct RunPlan {
     pub progress: bool,
 }
 
+impl RunPlan {
+    /// A quiet produce-only run that writes `spec`'s records before the measured part (W3's
+    /// prefill, the rebalance benchmark's backlog).
+    pub fn prefill(spec: LoadSpec) -> RunPlan {
+        RunPlan {
+            spec,
+            produce: true,
+            consume: false,
+            e2e: false,
+            start_at: StartAt::Latest,
+            verify: None,
+            progress: false,
+        }
+    }
+}
+
 /// One second of the run, all cores together.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct IntervalRow {
