@@ -6,7 +6,9 @@
 //! fdatasyncs them all concurrently (the durable half), then completes and wakes everyone waiting
 //! for it. Rounds overlap by one: while round N's fdatasyncs run, round N+1 already writes what
 //! arrived meanwhile (the disk is never idle waiting for a flush to return), and round N+1
-//! starts its fdatasyncs only once round N has completed, so rounds complete in order. The
+//! starts its fdatasyncs only once round N has completed, so rounds complete in order. Rounds
+//! over many partitions do not overlap: they are bound by one fdatasync per partition, and
+//! splitting their appends over more rounds would only add fdatasyncs. The
 //! waiter checks its partition's high watermark afterwards, so a failed flush becomes that
 //! partition's KAFKA_STORAGE_ERROR and nobody else's.
 
@@ -18,6 +20,10 @@ use futures::future::{select, Either, LocalBoxFuture};
 use super::notify::Notify;
 use super::partition::Partition;
 use crate::storage::log::FlushTicket;
+
+/// Rounds over at most this many partitions let the next round write during their fdatasyncs
+/// (see [`GroupCommit::run`]).
+const OVERLAP_MAX_PARTITIONS: usize = 64;
 
 #[derive(Default)]
 pub struct GroupCommit {
@@ -59,16 +65,17 @@ impl GroupCommit {
     /// The committer loop; returns after [`GroupCommit::stop`] once nothing is dirty and the
     /// last round has completed.
     pub async fn run(&self) {
-        // The durable half of the last round written, running while the next one writes.
-        let mut syncing: Option<LocalBoxFuture<'_, ()>> = None;
+        // The durable half of the last round written, running while the next one writes, and
+        // how many partitions it covers.
+        let mut syncing: Option<(LocalBoxFuture<'_, ()>, usize)> = None;
         loop {
             if self.dirty.borrow().is_empty() {
                 match syncing.take() {
                     // Until it completes or something new is appended.
-                    Some(mut sync) => {
+                    Some((mut sync, n)) => {
                         let kicked = Box::pin(self.kick.notified());
                         if let Either::Right(_) = select(sync.as_mut(), kicked).await {
-                            syncing = Some(sync);
+                            syncing = Some((sync, n));
                         }
                     }
                     None if self.stopping.get() => return,
@@ -76,17 +83,28 @@ impl GroupCommit {
                 }
                 continue;
             }
+            // A round over many files is bound by their fdatasyncs, one per dirty partition:
+            // starting the next round early would only split the appends over more rounds, and
+            // so more fdatasyncs (measured: -10% with 1,000 partitions). Let it finish first.
+            if let Some((sync, n)) = syncing.take() {
+                if n > OVERLAP_MAX_PARTITIONS {
+                    sync.await;
+                } else {
+                    syncing = Some((sync, n));
+                }
+            }
             let previous = syncing.take();
             let written = async {
                 let (round, batch) = self.take_round();
                 (round, batch.clone(), self.write_half(&batch).await)
             };
             let ((round, batch, tickets), ()) = futures::join!(written, async {
-                if let Some(sync) = previous {
+                if let Some((sync, _)) = previous {
                     sync.await;
                 }
             });
-            syncing = Some(Box::pin(self.durable_half(round, batch, tickets)));
+            let n = batch.len();
+            syncing = Some((Box::pin(self.durable_half(round, batch, tickets)), n));
         }
     }
 
