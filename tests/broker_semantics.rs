@@ -831,6 +831,89 @@ fn idempotent_producer_state_survives_kill9() {
     check_idempotence_after_restart(&mut conn, topic, pid, &first, "after kill -9");
 }
 
+/// An uncompressed one-record batch of exactly `total` bytes (value of `fill` bytes sized to
+/// fit), base offset 0.
+fn batch_of_size(total: usize, fill: u8) -> Bytes {
+    let one = |value_len: usize| {
+        let mut rec = Writer::new();
+        rec.put_i8(0);
+        rec.put_varlong(0);
+        rec.put_varint(0);
+        rec.put_varint(-1); // null key
+        rec.put_varint(value_len as i32);
+        rec.put_raw(&vec![fill; value_len]);
+        rec.put_varint(0); // no headers
+        let rec = rec.into_vec();
+        let mut body = Writer::new();
+        body.put_i16(0);
+        body.put_i32(0);
+        body.put_i64(T0);
+        body.put_i64(T0);
+        body.put_i64(-1);
+        body.put_i16(-1);
+        body.put_i32(-1);
+        body.put_i32(1);
+        body.put_varint(rec.len() as i32);
+        body.put_raw(&rec);
+        let body = body.into_vec();
+        let mut out = Writer::new();
+        out.put_i64(0);
+        out.put_i32((4 + 1 + 4 + body.len()) as i32);
+        out.put_i32(-1);
+        out.put_i8(2);
+        out.put_u32(crc32c::crc32c(&body));
+        out.put_raw(&body);
+        out.into_vec()
+    };
+    // Overheads are a few varints: search near the estimate for the exact value length.
+    let estimate = total.saturating_sub(80);
+    for value_len in estimate..estimate + 80 {
+        let b = one(value_len);
+        if b.len() == total {
+            let b = Bytes::from(b);
+            validate(&b).expect("test batch must be valid");
+            return b;
+        }
+    }
+    panic!("no one-record batch of exactly {total} bytes");
+}
+
+/// Recovery reads a segment in 1 MiB chunks. A chunk that ended one to seven bytes into a batch
+/// header saw only zero bytes there (the high bytes of a small base offset) and took them for
+/// the padding that ends a log: the rest of the segment was silently cut after kill -9, losing
+/// acknowledged records. Here partition k's second batch starts k bytes before the 1 MiB mark.
+#[test]
+fn kill9_recovery_keeps_a_batch_whose_header_straddles_a_read_chunk() {
+    const CHUNK: usize = 1 << 20;
+    const PARTITIONS: i32 = 7;
+    let mut broker = broker();
+    let topic = "straddle";
+    let mut conn = Conn::open(broker.addr());
+    create_topic_ok(&mut conn, topic, PARTITIONS);
+    for p in 0..PARTITIONS {
+        let k = p as usize + 1;
+        assert_eq!(produce_ok(&mut conn, topic, p, batch_of_size(CHUNK - k, b'a' + p as u8)), 0);
+        assert_eq!(produce_ok(&mut conn, topic, p, batch(3, T0, "after", None)), 1);
+        assert_eq!(produce_ok(&mut conn, topic, p, batch(2, T0, "last", None)), 4);
+    }
+    drop(conn);
+    broker.kill9();
+    broker.start_again();
+    let mut conn = Conn::open(broker.addr());
+    for p in 0..PARTITIONS {
+        assert_eq!(
+            high_watermark(&mut conn, topic, p),
+            6,
+            "partition {p} (second batch {} bytes before the chunk end) after kill -9\n{}",
+            p + 1,
+            broker.segment_listing()
+        );
+        let got = fetch(&mut conn, 12, topic, p, FetchArgs::at(1));
+        assert_eq!(got.error_code, NONE, "fetch {p}: {got:?}");
+        assert_eq!(base_offsets(&whole_batches(&got.records)), vec![1, 4]);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. Pipelining and ordering
 // ---------------------------------------------------------------------------------------------

@@ -645,8 +645,18 @@ fn consume_until(
         .any(|(p, want)| high.get(p).copied().unwrap_or(-1) < *want)
     {
         if Instant::now() >= deadline {
+            // Tell a log that lost records (log end below what was acknowledged) from a read
+            // path that stalls (log end beyond the consumer's position).
+            let watermarks: BTreeMap<i32, String> = until
+                .keys()
+                .map(|p| {
+                    let w = consumer.fetch_watermarks(topic, *p, Duration::from_secs(5));
+                    (*p, format!("{w:?}"))
+                })
+                .collect();
             panic!(
-                "after {timeout:?} read up to {high:?}, needed {until:?}; client errors: {:?}",
+                "after {timeout:?} read up to {high:?}, needed {until:?}; broker (earliest, \
+                 end) now {watermarks:?}; client errors: {:?}",
                 &errors[..errors.len().min(5)]
             );
         }

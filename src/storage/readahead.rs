@@ -38,7 +38,7 @@ struct Slot {
     seq: u64,
     chunk: Pending,
     /// The read; dropping it cancels it.
-    _task: glommio::Task<()>,
+    task: glommio::Task<()>,
 }
 
 pub struct ReadAhead {
@@ -61,7 +61,13 @@ impl ReadAhead {
     /// `segment_base`; any other slot of `part` is dropped (the consumer moved).
     pub fn take(&self, part: CachePartitionId, segment_base: i64, offset: i64) -> Option<Pending> {
         let slot = self.slots.borrow_mut().remove(&part)?;
-        (slot.segment_base == segment_base && slot.offset == offset).then_some(slot.chunk)
+        if slot.segment_base != segment_base || slot.offset != offset {
+            return None; // dropping the slot cancels its read
+        }
+        // A read still in flight finishes for the taker (dropping the task would cancel it
+        // and the fetch would read the same bytes again).
+        drop(slot.task.detach());
+        Some(slot.chunk)
     }
 
     /// Starts `read` (the chunk of segment `segment_base` from `offset`) in the background,
@@ -97,7 +103,7 @@ impl ReadAhead {
                 offset,
                 seq,
                 chunk: rx,
-                _task: task,
+                task,
             },
         );
     }

@@ -92,9 +92,9 @@ pub fn scan_with(
             break ScanStop::End;
         }
         if rest.len() < LOG_OVERHEAD {
-            if rest.iter().all(|b| *b == 0) {
-                break ScanStop::Invalid(InvalidBatch::Zeros);
-            }
+            // Never call a short rest "zeros" here: a buffer that ends a few bytes into a batch
+            // header sees only the high bytes of its base offset, which are zero for any offset
+            // below 2^40. Only the caller knows whether the file ends here too.
             break ScanStop::Incomplete {
                 needed: LOG_OVERHEAD,
             };
@@ -179,6 +179,17 @@ pub async fn scan_file(
     file: &DirectFile,
     file_size: u64,
     expected_offset: i64,
+    on_batch: impl FnMut(&ScannedBatch),
+) -> Result<FileScan, IoFailure> {
+    scan_file_in_chunks(file, file_size, expected_offset, SCAN_CHUNK_BYTES, on_batch).await
+}
+
+/// [`scan_file`] reading `chunk_bytes` at a time (tests move the chunk boundaries around).
+async fn scan_file_in_chunks(
+    file: &DirectFile,
+    file_size: u64,
+    expected_offset: i64,
+    chunk_bytes: usize,
     mut on_batch: impl FnMut(&ScannedBatch),
 ) -> Result<FileScan, IoFailure> {
     let mut pos = 0u64;
@@ -195,7 +206,7 @@ pub async fn scan_file(
             });
         }
         let remaining = file_size - pos;
-        let want = (SCAN_CHUNK_BYTES.max(need) as u64).min(remaining) as usize;
+        let want = (chunk_bytes.max(need) as u64).min(remaining) as usize;
         let buf = file.read(pos, want).await?;
         let out = scan_with(&buf, next, epoch, |b| {
             on_batch(&ScannedBatch {
@@ -215,7 +226,17 @@ pub async fn scan_file(
                 need = needed
             }
             stop => {
-                let stop = if pos >= file_size { None } else { Some(stop) };
+                // Fewer bytes than a batch header left in the file, all zero: padding of the
+                // last page, the normal end of a log (as a zeroed header is).
+                let rest = &buf[out.valid_len..];
+                let zero_tail = pos + rest.len() as u64 == file_size && rest.iter().all(|b| *b == 0);
+                let stop = match stop {
+                    _ if pos >= file_size => None,
+                    ScanStop::Incomplete { .. } if zero_tail => {
+                        Some(ScanStop::Invalid(InvalidBatch::Zeros))
+                    }
+                    stop => Some(stop),
+                };
                 return Ok(FileScan {
                     valid_end: pos,
                     next_offset: next,
@@ -266,6 +287,53 @@ mod tests {
         // wrong starting offset: nothing valid
         let (o, _) = scan(&img, 99, i32::MIN);
         assert_eq!(o.valid_len, 0);
+    }
+
+    /// Regression (a kill -9 test lost 70k acknowledged records): when a read chunk ended one
+    /// to five bytes into a batch header, those bytes — the high bytes of the base offset, zero
+    /// below 2^40 — were taken for padding and the scan stopped there, so recovery silently cut
+    /// the log. Every chunk boundary position must find every batch.
+    #[test]
+    fn chunk_boundaries_inside_a_header_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("00000000000000070000.log");
+        let (mut img, spans) = log_image(&[5, 1, 9, 2, 3, 4], 70_000);
+        let data_len = img.len() as u64;
+        img.resize(img.len().next_multiple_of(4096), 0);
+        std::fs::write(&path, &img).unwrap();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let file = DirectFile::open(&path, false).await.unwrap();
+                let size = file.size().await.unwrap();
+                // Chunks ending at every byte of the first few batches, headers included.
+                for chunk in 1..=spans[3].0 + 20 {
+                    let mut found = 0;
+                    let scan = scan_file_in_chunks(&file, size, 70_000, chunk, |_| found += 1)
+                        .await
+                        .unwrap();
+                    assert_eq!(
+                        (scan.valid_end, found, scan.next_offset),
+                        (data_len, spans.len(), 70_024),
+                        "chunk of {chunk} bytes"
+                    );
+                    assert_eq!(scan.stop, Some(ScanStop::Invalid(InvalidBatch::Zeros)));
+                }
+                // A tail shorter than a header: zeros are padding, anything else is torn.
+                for (tail, zeros) in [(&[0u8; 5][..], true), (&[0, 0, 0, 0, 7][..], false)] {
+                    let mut short = img[..data_len as usize].to_vec();
+                    short.extend_from_slice(tail);
+                    let p2 = path.with_extension("short");
+                    std::fs::write(&p2, &short).unwrap();
+                    let f2 = DirectFile::open(&p2, false).await.unwrap();
+                    let scan = scan_file(&f2, short.len() as u64, 70_000, |_| {}).await.unwrap();
+                    assert_eq!(scan.valid_end, data_len);
+                    let is_zeros = scan.stop == Some(ScanStop::Invalid(InvalidBatch::Zeros));
+                    assert_eq!(is_zeros, zeros, "tail {tail:?}: {:?}", scan.stop);
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     proptest! {

@@ -337,6 +337,37 @@ impl Broker {
         self.spawn();
     }
 
+    /// Every partition's segment files with their sizes (what a failed test shows next to the
+    /// log: tells lost data from a stalled reader).
+    pub fn segment_listing(&self) -> String {
+        let mut lines = Vec::new();
+        let Ok(parts) = std::fs::read_dir(self.data_dir()) else {
+            return String::from("(no data directory)");
+        };
+        let mut parts: Vec<PathBuf> = parts.flatten().map(|e| e.path()).collect();
+        parts.sort();
+        for part in parts.iter().filter(|p| p.is_dir()) {
+            let name = part.file_name().unwrap_or_default().to_string_lossy();
+            if name.starts_with("__") {
+                continue;
+            }
+            let mut files: Vec<(String, u64)> = std::fs::read_dir(part)
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| {
+                            let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                            (e.file_name().to_string_lossy().into_owned(), len)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            files.sort();
+            let files: Vec<String> = files.iter().map(|(f, l)| format!("{f} {l}")).collect();
+            lines.push(format!("{name}: {}", files.join(", ")));
+        }
+        lines.join("\n")
+    }
+
     /// Starts a stopped (or killed) broker again on the same port and data directory.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "start_again on a running broker");
@@ -353,6 +384,9 @@ impl Drop for Broker {
                 self.log_path().display(),
                 self.log_tail(LOG_TAIL_LINES)
             );
+        }
+        if thread::panicking() {
+            eprintln!("----- segment files -----\n{}", self.segment_listing());
         }
         if thread::panicking() && std::env::var_os("ODRADEK_KEEP_TEST_DATA").is_some() {
             if let Some(dir) = self.dir.take() {
