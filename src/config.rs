@@ -81,6 +81,11 @@ pub struct BrokerConfig {
     pub offsets_retention_ms: i64,
     /// `offsets.retention.check.interval.ms`: how often each shard looks for expired offsets.
     pub offsets_retention_check_interval_ms: u64,
+    /// `log.retention.check.interval.ms`: how often each shard applies retention.
+    pub log_retention_check_interval_ms: u64,
+    /// The keys set explicitly (file and overrides): topic-config defaults resolve through them
+    /// (see [`crate::topic_config`]) and DescribeConfigs reports them as static broker configs.
+    pub props: BTreeMap<String, String>,
 }
 
 /// Every key we accept, with its default. Kafka names first, then Odradek's own.
@@ -113,6 +118,25 @@ const KEYS: &[(&str, &str)] = &[
     ("group.consumer.max.size", "1000"),
     ("group.consumer.assignors", "uniform,range"),
     ("message.max.bytes", "1048588"),
+    // Defaults of topic configs (see topic_config): validated like the topic configs.
+    ("log.cleanup.policy", "delete"),
+    ("log.retention.ms", ""),
+    ("log.retention.minutes", ""),
+    ("log.retention.hours", "168"),
+    ("log.retention.bytes", "-1"),
+    ("log.retention.check.interval.ms", "300000"),
+    ("log.index.size.max.bytes", "10485760"),
+    ("log.message.timestamp.before.max.ms", "9223372036854775807"),
+    ("log.message.timestamp.after.max.ms", "9223372036854775807"),
+    ("log.cleaner.delete.retention.ms", "86400000"),
+    ("log.cleaner.min.compaction.lag.ms", "0"),
+    ("log.cleaner.max.compaction.lag.ms", "9223372036854775807"),
+    ("log.cleaner.min.cleanable.ratio", "0.5"),
+    ("log.flush.interval.messages", "9223372036854775807"),
+    ("log.flush.interval.ms", ""),
+    ("log.segment.delete.delay.ms", "60000"),
+    ("min.insync.replicas", "1"),
+    ("compression.type", "producer"),
     ("socket.request.max.bytes", "104857600"),
     ("cores", ""),
     ("cache.bytes", "134217728"),
@@ -121,6 +145,16 @@ const KEYS: &[(&str, &str)] = &[
     ("mailbox.capacity", "1024"),
     ("acks1.durable", "true"),
 ];
+
+/// True if `key` is a broker configuration key we accept.
+pub fn is_known_key(key: &str) -> bool {
+    KEYS.iter().any(|(k, _)| *k == key)
+}
+
+/// Every key we accept with its default (DescribeConfigs on the broker lists them).
+pub fn known_keys() -> impl Iterator<Item = (&'static str, &'static str)> {
+    KEYS.iter().copied()
+}
 
 impl BrokerConfig {
     /// Builds the configuration: defaults, then the file (if any), then overrides in order.
@@ -145,6 +179,12 @@ impl BrokerConfig {
         for key in props.keys() {
             if !KEYS.iter().any(|(k, _)| k == key) {
                 return Err(ConfigError::UnknownKey(key.clone()));
+            }
+        }
+        for (key, value) in props {
+            if !value.trim().is_empty() {
+                crate::topic_config::validate_broker_value(key, value)
+                    .map_err(|why| invalid(key, value, &why))?;
             }
         }
         let get = |key: &str| -> String {
@@ -366,6 +406,13 @@ impl BrokerConfig {
                 1,
                 i32::MAX as i64,
             )? as u64,
+            log_retention_check_interval_ms: parse_num(
+                "log.retention.check.interval.ms",
+                &get("log.retention.check.interval.ms"),
+                1,
+                i64::MAX,
+            )? as u64,
+            props: props.clone(),
         })
     }
 }

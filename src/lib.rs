@@ -12,7 +12,8 @@
 //! - [`storage`]: per-partition segmented log on O_DIRECT files, group commit, recovery, cache.
 //! - [`io`]: the only place that names glommio files; persisted-state files.
 //! - [`protocol`]: the Kafka wire codec and RecordBatch v2; pure, no I/O.
-//! - [`config`]: broker configuration (Kafka key names).
+//! - [`config`]: broker configuration (Kafka key names); [`topic_config`]: topic configs, their
+//!   defaults, validation and precedence.
 
 pub mod config;
 pub mod consumer_group;
@@ -24,3 +25,4 @@ pub mod protocol;
 pub mod server;
 pub mod shard;
 pub mod storage;
+pub mod topic_config;

@@ -892,9 +892,23 @@ fn kill9_recovery_keeps_a_batch_whose_header_straddles_a_read_chunk() {
     create_topic_ok(&mut conn, topic, PARTITIONS);
     for p in 0..PARTITIONS {
         let k = p as usize + 1;
-        assert_eq!(produce_ok(&mut conn, topic, p, batch_of_size(CHUNK - k, b'a' + p as u8)), 0);
-        assert_eq!(produce_ok(&mut conn, topic, p, batch(3, T0, "after", None)), 1);
-        assert_eq!(produce_ok(&mut conn, topic, p, batch(2, T0, "last", None)), 4);
+        assert_eq!(
+            produce_ok(
+                &mut conn,
+                topic,
+                p,
+                batch_of_size(CHUNK - k, b'a' + p as u8)
+            ),
+            0
+        );
+        assert_eq!(
+            produce_ok(&mut conn, topic, p, batch(3, T0, "after", None)),
+            1
+        );
+        assert_eq!(
+            produce_ok(&mut conn, topic, p, batch(2, T0, "last", None)),
+            4
+        );
     }
     drop(conn);
     broker.kill9();

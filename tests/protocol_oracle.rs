@@ -178,6 +178,16 @@ oracle! {
     consumer_group_heartbeat_response: ours::ConsumerGroupHeartbeatResponse, kp::ConsumerGroupHeartbeatResponse;
     consumer_group_describe_request: ours::ConsumerGroupDescribeRequest, kp::ConsumerGroupDescribeRequest;
     consumer_group_describe_response: ours::ConsumerGroupDescribeResponse, kp::ConsumerGroupDescribeResponse;
+    describe_configs_request: ours::DescribeConfigsRequest, kp::DescribeConfigsRequest;
+    describe_configs_response: ours::DescribeConfigsResponse, kp::DescribeConfigsResponse;
+    alter_configs_request: ours::AlterConfigsRequest, kp::AlterConfigsRequest;
+    alter_configs_response: ours::AlterConfigsResponse, kp::AlterConfigsResponse;
+    incremental_alter_configs_request: ours::IncrementalAlterConfigsRequest, kp::IncrementalAlterConfigsRequest;
+    incremental_alter_configs_response: ours::IncrementalAlterConfigsResponse, kp::IncrementalAlterConfigsResponse;
+    delete_records_request: ours::DeleteRecordsRequest, kp::DeleteRecordsRequest;
+    delete_records_response: ours::DeleteRecordsResponse, kp::DeleteRecordsResponse;
+    describe_log_dirs_request: ours::DescribeLogDirsRequest, kp::DescribeLogDirsRequest;
+    describe_log_dirs_response: ours::DescribeLogDirsResponse, kp::DescribeLogDirsResponse;
 }
 
 // ---------------------------------------------------------------------------------------------

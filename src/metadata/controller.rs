@@ -6,6 +6,7 @@
 //! every shard and wait for all of them, so a client that got an answer sees the change on any
 //! connection. Requests reach it from other shards through the mailbox.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -14,7 +15,9 @@ use glommio::sync::Semaphore;
 
 use crate::config::BrokerConfig;
 use crate::io::state_file;
+use crate::protocol::error::ErrorCode;
 use crate::shard::Shard;
+use crate::topic_config;
 
 use super::{cluster_id_from, random_id, MetadataError, MetadataImage, PartitionMeta, TopicMeta};
 
@@ -41,10 +44,18 @@ pub enum TopicChangeError {
 pub struct NewTopic {
     pub name: String,
     pub partitions: i32,
+    /// Config overrides, already validated by the caller.
+    pub configs: BTreeMap<String, String>,
 }
 
 /// A new topic's metadata: a fresh id, partitions placed on the least-loaded shards of `image`.
-fn new_topic(image: &MetadataImage, name: &str, partitions: i32, nr_shards: usize) -> TopicMeta {
+fn new_topic(
+    image: &MetadataImage,
+    name: &str,
+    partitions: i32,
+    nr_shards: usize,
+    configs: BTreeMap<String, String>,
+) -> TopicMeta {
     TopicMeta {
         name: name.to_string(),
         id: random_id(),
@@ -56,6 +67,132 @@ fn new_topic(image: &MetadataImage, name: &str, partitions: i32, nr_shards: usiz
                 leader_epoch: 0,
             })
             .collect(),
+        configs,
+    }
+}
+
+/// What AlterConfigs / IncrementalAlterConfigs change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigResource {
+    Topic(String),
+    /// A broker by name: "" is the cluster-wide default, else this broker's node id.
+    Broker(String),
+}
+
+/// IncrementalAlterConfigs operations (Kafka's numbering).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigOp {
+    Set = 0,
+    Delete = 1,
+    Append = 2,
+    Subtract = 3,
+}
+
+impl ConfigOp {
+    pub fn from_i8(v: i8) -> Option<ConfigOp> {
+        Some(match v {
+            0 => ConfigOp::Set,
+            1 => ConfigOp::Delete,
+            2 => ConfigOp::Append,
+            3 => ConfigOp::Subtract,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigEdit {
+    /// AlterConfigs: these become the resource's whole set of overrides.
+    Replace(BTreeMap<String, String>),
+    /// IncrementalAlterConfigs: each (key, op, value) in order.
+    Incremental(Vec<(String, ConfigOp, Option<String>)>),
+}
+
+/// A refused config change: the Kafka error and a message naming the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigChangeError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+fn config_error(code: ErrorCode, message: impl Into<String>) -> ConfigChangeError {
+    ConfigChangeError {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Applies `edit` to `current` overrides. `effective` gives a key's current effective value
+/// (APPEND/SUBTRACT work on it, as Kafka does). `check` validates one key and value.
+fn edit_overrides(
+    current: &BTreeMap<String, String>,
+    edit: &ConfigEdit,
+    effective: impl Fn(&str) -> Option<String>,
+    is_list: impl Fn(&str) -> bool,
+) -> Result<BTreeMap<String, String>, ConfigChangeError> {
+    match edit {
+        ConfigEdit::Replace(all) => Ok(all.clone()),
+        ConfigEdit::Incremental(ops) => {
+            let mut next = current.clone();
+            let mut seen = std::collections::HashSet::new();
+            for (key, op, value) in ops {
+                if !seen.insert(key.as_str()) {
+                    return Err(config_error(
+                        ErrorCode::INVALID_REQUEST,
+                        format!("config `{key}` appears more than once in one request"),
+                    ));
+                }
+                match op {
+                    ConfigOp::Set => {
+                        let v = value.clone().ok_or_else(|| {
+                            config_error(
+                                ErrorCode::INVALID_CONFIG,
+                                format!("SET of `{key}` without a value"),
+                            )
+                        })?;
+                        next.insert(key.clone(), v);
+                    }
+                    ConfigOp::Delete => {
+                        next.remove(key);
+                    }
+                    ConfigOp::Append | ConfigOp::Subtract => {
+                        if !is_list(key) {
+                            return Err(config_error(
+                                ErrorCode::INVALID_CONFIG,
+                                format!(
+                                    "config `{key}` is not a list: APPEND/SUBTRACT do not apply"
+                                ),
+                            ));
+                        }
+                        let base = next.get(key).cloned().or_else(|| effective(key));
+                        let mut items: Vec<String> = base
+                            .unwrap_or_default()
+                            .split(',')
+                            .map(|s| s.trim().to_string())
+                            .filter(|s| !s.is_empty())
+                            .collect();
+                        let given: Vec<String> = value
+                            .as_deref()
+                            .unwrap_or_default()
+                            .split(',')
+                            .map(|s| s.trim().to_string())
+                            .filter(|s| !s.is_empty())
+                            .collect();
+                        if *op == ConfigOp::Append {
+                            for g in given {
+                                if !items.contains(&g) {
+                                    items.push(g);
+                                }
+                            }
+                        } else {
+                            items.retain(|i| !given.contains(i));
+                        }
+                        next.insert(key.clone(), items.join(","));
+                    }
+                }
+            }
+            Ok(next)
+        }
     }
 }
 
@@ -70,11 +207,20 @@ fn ensure_offsets_topic(
     if image.topics.contains_key(OFFSETS_TOPIC) {
         return false;
     }
+    // Kafka's settings for the offsets topic: compacted, and not subject to time retention.
+    let configs = [
+        ("cleanup.policy", "compact"),
+        ("segment.bytes", "104857600"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
     let meta = new_topic(
         image,
         OFFSETS_TOPIC,
         config.offsets_topic_num_partitions,
         nr_shards,
+        configs,
     );
     image.topics.insert(OFFSETS_TOPIC.to_string(), meta);
     log::info!(
@@ -96,6 +242,8 @@ impl Controller {
                 cluster_id: cluster_id_from(random_id()),
                 next_producer_id: FIRST_PRODUCER_ID,
                 topics: Default::default(),
+                broker_configs: Default::default(),
+                cluster_configs: Default::default(),
             },
         };
         sweep_data_dir(&config.data_dir, &image);
@@ -190,7 +338,7 @@ impl Controller {
                 ))));
                 continue;
             }
-            let meta = new_topic(&next, &t.name, t.partitions, shard.nr_shards);
+            let meta = new_topic(&next, &t.name, t.partitions, shard.nr_shards, t.configs);
             next.topics.insert(t.name, meta.clone());
             results.push(Ok(meta));
         }
@@ -290,6 +438,49 @@ impl Controller {
         results
     }
 
+    /// AlterConfigs / IncrementalAlterConfigs: applies each change that is valid (each
+    /// resource on its own, like Kafka), persists once, and answers per resource.
+    pub async fn alter_configs(
+        &self,
+        shard: &Rc<Shard>,
+        changes: Vec<(ConfigResource, ConfigEdit)>,
+        validate_only: bool,
+    ) -> Vec<Result<(), ConfigChangeError>> {
+        let _guard = self.lock.acquire_permit(1).await;
+        let mut next = (*self.image()).clone();
+        let node = shard.config.node_id.to_string();
+        let mut results = Vec::with_capacity(changes.len());
+        for (resource, edit) in changes {
+            let r = match &resource {
+                ConfigResource::Topic(name) => alter_topic(&mut next, &shard.config, name, &edit),
+                ConfigResource::Broker(name) if name.is_empty() || *name == node => {
+                    alter_broker(&mut next, &shard.config, name.is_empty(), &edit)
+                }
+                ConfigResource::Broker(name) => Err(config_error(
+                    ErrorCode::INVALID_REQUEST,
+                    format!("this is broker {node}, not broker {name:?}"),
+                )),
+            };
+            results.push(r);
+        }
+        if validate_only || !results.iter().any(|r| r.is_ok()) {
+            return results;
+        }
+        if let Err(e) = self.commit(shard, next, true).await {
+            log::error!("metadata: cannot persist config change: {e}");
+            return results
+                .into_iter()
+                .map(|r| {
+                    r.and(Err(config_error(
+                        ErrorCode::KAFKA_STORAGE_ERROR,
+                        e.to_string(),
+                    )))
+                })
+                .collect();
+        }
+        results
+    }
+
     /// A new producer id for an idempotent producer (persisted before it is handed out, so an
     /// id is never given twice, even across a crash).
     pub async fn allocate_producer_id(&self, shard: &Rc<Shard>) -> Result<i64, MetadataError> {
@@ -300,6 +491,93 @@ impl Controller {
         self.commit(shard, next, false).await?;
         Ok(id)
     }
+}
+
+fn alter_topic(
+    next: &mut MetadataImage,
+    config: &BrokerConfig,
+    name: &str,
+    edit: &ConfigEdit,
+) -> Result<(), ConfigChangeError> {
+    let Some(topic) = next.topics.get(name) else {
+        return Err(config_error(
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+            format!("unknown topic {name:?}"),
+        ));
+    };
+    let layers = next.broker_layers(config);
+    let edited = edit_overrides(
+        &topic.configs,
+        edit,
+        |key| topic_config::def(key).map(|d| topic_config::effective(d, &topic.configs, layers).0),
+        |key| topic_config::def(key).is_some_and(|d| matches!(d.kind, topic_config::Kind::List(_))),
+    )?;
+    topic_config::validate_overrides(&edited)
+        .map_err(|why| config_error(ErrorCode::INVALID_CONFIG, why))?;
+    if crate::coordinator::offsets::is_internal_topic(name)
+        && edited.get("cleanup.policy").map(String::as_str) != Some("compact")
+    {
+        return Err(config_error(
+            ErrorCode::INVALID_CONFIG,
+            "cleanup.policy of an internal topic must stay compact",
+        ));
+    }
+    if let Some(t) = next.topics.get_mut(name) {
+        t.configs = edited;
+    }
+    Ok(())
+}
+
+/// Broker keys that change without a restart: the defaults of topic configs.
+fn alter_broker(
+    next: &mut MetadataImage,
+    config: &BrokerConfig,
+    cluster_default: bool,
+    edit: &ConfigEdit,
+) -> Result<(), ConfigChangeError> {
+    let current = if cluster_default {
+        &next.cluster_configs
+    } else {
+        &next.broker_configs
+    };
+    let layers = next.broker_layers(config);
+    let edited = edit_overrides(
+        current,
+        edit,
+        |key| {
+            let (d, _) = topic_config::def_for_broker_key(key)?;
+            Some(topic_config::effective(d, &BTreeMap::new(), layers).0)
+        },
+        |key| {
+            topic_config::def_for_broker_key(key)
+                .is_some_and(|(d, _)| matches!(d.kind, topic_config::Kind::List(_)))
+        },
+    )?;
+    for (key, value) in &edited {
+        if topic_config::def_for_broker_key(key).is_none() {
+            let code = if crate::config::is_known_key(key) {
+                ErrorCode::INVALID_REQUEST
+            } else {
+                ErrorCode::INVALID_CONFIG
+            };
+            return Err(config_error(
+                code,
+                format!("broker config `{key}` cannot be updated dynamically"),
+            ));
+        }
+        topic_config::validate_broker_value(key, value).map_err(|why| {
+            config_error(
+                ErrorCode::INVALID_CONFIG,
+                format!("invalid value {value:?} for broker config `{key}`: {why}"),
+            )
+        })?;
+    }
+    if cluster_default {
+        next.cluster_configs = edited;
+    } else {
+        next.broker_configs = edited;
+    }
+    Ok(())
 }
 
 /// At start, before any partition is opened: removes leftover `-delete` directories and renames

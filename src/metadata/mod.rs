@@ -24,6 +24,8 @@ pub struct TopicMeta {
     pub name: String,
     pub id: TopicId,
     pub partitions: Vec<PartitionMeta>,
+    /// Topic config overrides (validated; see [`crate::topic_config`]).
+    pub configs: BTreeMap<String, String>,
 }
 
 #[derive(
@@ -35,6 +37,62 @@ pub struct MetadataImage {
     /// The next producer id InitProducerId hands out; persisted so ids are never reused.
     pub next_producer_id: i64,
     pub topics: BTreeMap<String, TopicMeta>,
+    /// Dynamic broker configs of this broker (AlterConfigs on BROKER "<node id>").
+    pub broker_configs: BTreeMap<String, String>,
+    /// Cluster-wide dynamic broker defaults (AlterConfigs on BROKER "").
+    pub cluster_configs: BTreeMap<String, String>,
+}
+
+/// Leads an encoded image of the current format. Images of the first format (before topic
+/// configs) are bare rkyv archives, which start with the cluster id's characters: never a zero
+/// byte, so the tag cannot be mistaken for one.
+const IMAGE_FORMAT_TAG: [u8; 8] = *b"\0ODMD\x02\0\0";
+
+/// The first on-disk format, kept to read data directories written before topic configs.
+mod v1 {
+    use std::collections::BTreeMap;
+
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+    pub struct TopicMeta {
+        pub name: String,
+        pub id: super::TopicId,
+        pub partitions: Vec<super::PartitionMeta>,
+    }
+
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+    pub struct MetadataImage {
+        pub version: u64,
+        pub cluster_id: String,
+        pub next_producer_id: i64,
+        pub topics: BTreeMap<String, TopicMeta>,
+    }
+
+    impl From<MetadataImage> for super::MetadataImage {
+        fn from(v: MetadataImage) -> Self {
+            super::MetadataImage {
+                version: v.version,
+                cluster_id: v.cluster_id,
+                next_producer_id: v.next_producer_id,
+                topics: v
+                    .topics
+                    .into_iter()
+                    .map(|(k, t)| {
+                        (
+                            k,
+                            super::TopicMeta {
+                                name: t.name,
+                                id: t.id,
+                                partitions: t.partitions,
+                                configs: BTreeMap::new(),
+                            },
+                        )
+                    })
+                    .collect(),
+                broker_configs: BTreeMap::new(),
+                cluster_configs: BTreeMap::new(),
+            }
+        }
+    }
 }
 
 impl MetadataImage {
@@ -104,15 +162,50 @@ impl MetadataImage {
     }
 
     pub fn encode(&self) -> Result<Vec<u8>, MetadataError> {
-        rkyv::to_bytes::<rkyv::rancor::Error>(self)
-            .map(|b| b.to_vec())
-            .map_err(|e| MetadataError::Codec(e.to_string()))
+        let archive = rkyv::to_bytes::<rkyv::rancor::Error>(self)
+            .map_err(|e| MetadataError::Codec(e.to_string()))?;
+        let mut out = Vec::with_capacity(IMAGE_FORMAT_TAG.len() + archive.len());
+        out.extend_from_slice(&IMAGE_FORMAT_TAG);
+        out.extend_from_slice(&archive);
+        Ok(out)
     }
 
+    /// Decodes either format (see [`IMAGE_FORMAT_TAG`]).
     pub fn decode(bytes: &[u8]) -> Result<Self, MetadataError> {
-        let aligned = crate::io::state_file::rkyv_aligned(bytes);
-        rkyv::from_bytes::<Self, rkyv::rancor::Error>(&aligned)
-            .map_err(|e| MetadataError::Codec(e.to_string()))
+        let codec = |e: rkyv::rancor::Error| MetadataError::Codec(e.to_string());
+        match bytes.strip_prefix(&IMAGE_FORMAT_TAG[..]) {
+            Some(archive) => {
+                let aligned = crate::io::state_file::rkyv_aligned(archive);
+                rkyv::from_bytes::<Self, rkyv::rancor::Error>(&aligned).map_err(codec)
+            }
+            None => {
+                let aligned = crate::io::state_file::rkyv_aligned(bytes);
+                rkyv::from_bytes::<v1::MetadataImage, rkyv::rancor::Error>(&aligned)
+                    .map(Self::from)
+                    .map_err(codec)
+            }
+        }
+    }
+
+    /// Config layers of this broker: dynamic from the image, static from `config`.
+    pub fn broker_layers<'a>(
+        &'a self,
+        config: &'a crate::config::BrokerConfig,
+    ) -> crate::topic_config::BrokerLayers<'a> {
+        crate::topic_config::BrokerLayers {
+            dynamic_broker: &self.broker_configs,
+            dynamic_default: &self.cluster_configs,
+            static_props: &config.props,
+        }
+    }
+
+    /// The effective configs of `topic` (its overrides on top of the broker's).
+    pub fn topic_config(
+        &self,
+        topic: &TopicMeta,
+        config: &crate::config::BrokerConfig,
+    ) -> crate::topic_config::TopicConfig {
+        crate::topic_config::TopicConfig::resolve(&topic.configs, self.broker_layers(config))
     }
 }
 
@@ -247,6 +340,58 @@ pub fn cluster_id_from(bytes: [u8; 16]) -> String {
 mod tests {
     use super::*;
 
+    /// A data directory written before topic configs existed (bare rkyv archive of the first
+    /// format) still loads, with no overrides; images round-trip in the current format.
+    #[test]
+    fn first_format_images_still_load_and_current_ones_round_trip() {
+        let id = random_id();
+        let cluster_id = cluster_id_from(random_id());
+        let old = v1::MetadataImage {
+            version: 7,
+            cluster_id: cluster_id.clone(),
+            next_producer_id: 1234,
+            topics: [(
+                "orders".to_string(),
+                v1::TopicMeta {
+                    name: "orders".into(),
+                    id,
+                    partitions: vec![PartitionMeta {
+                        shard: 1,
+                        leader_epoch: 3,
+                    }],
+                },
+            )]
+            .into_iter()
+            .collect(),
+        };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&old)
+            .unwrap()
+            .to_vec();
+        let img = MetadataImage::decode(&bytes).unwrap();
+        assert_eq!(
+            (img.version, img.cluster_id.as_str(), img.next_producer_id),
+            (7, cluster_id.as_str(), 1234)
+        );
+        let t = &img.topics["orders"];
+        assert_eq!(
+            (t.id, t.partitions[0].shard, t.partitions[0].leader_epoch),
+            (id, 1, 3)
+        );
+        assert!(t.configs.is_empty() && img.broker_configs.is_empty());
+
+        let mut next = img.clone();
+        next.topics.get_mut("orders").unwrap().configs =
+            [("retention.ms".to_string(), "1000".to_string())]
+                .into_iter()
+                .collect();
+        next.cluster_configs = [("log.retention.bytes".to_string(), "5".to_string())]
+            .into_iter()
+            .collect();
+        let encoded = next.encode().unwrap();
+        assert!(encoded.starts_with(&IMAGE_FORMAT_TAG));
+        assert_eq!(MetadataImage::decode(&encoded).unwrap(), next);
+    }
+
     #[test]
     fn data_dir_entries_are_classified_safely() {
         let mut img = MetadataImage::default();
@@ -263,6 +408,7 @@ mod tests {
                     };
                     2
                 ],
+                configs: BTreeMap::new(),
             },
         );
         use DataDirEntry::*;
@@ -318,6 +464,7 @@ mod tests {
                         leader_epoch: 0,
                     })
                     .collect(),
+                configs: BTreeMap::new(),
             },
         );
         assert_eq!(img.place(1, 2), vec![1]);
@@ -345,6 +492,7 @@ mod tests {
                     shard: 1,
                     leader_epoch: 3,
                 }],
+                configs: BTreeMap::new(),
             },
         );
         let bytes = img.encode().unwrap();

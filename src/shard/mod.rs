@@ -30,6 +30,7 @@ use crate::metadata::MetadataImage;
 use crate::protocol::error::ErrorCode;
 use crate::protocol::record_batch::BatchHeader;
 use crate::storage::{BatchCache, LogConfig, PartitionLog, StorageError};
+use crate::topic_config::TopicConfig;
 
 use commit::GroupCommit;
 use mailbox::{Job, Mailbox};
@@ -47,6 +48,9 @@ pub struct Shard {
     /// Only on shard 0.
     pub controller: Option<Controller>,
     image: RefCell<Arc<MetadataImage>>,
+    /// Every topic's effective configs, resolved from the current image (see
+    /// [`crate::topic_config`]); replaced whole when an image is applied.
+    topic_configs: RefCell<Rc<HashMap<String, Rc<TopicConfig>>>>,
     /// Partitions this shard owns: topic -> index -> partition.
     partitions: RefCell<HashMap<String, Vec<Option<Rc<Partition>>>>>,
     /// Partitions this shard owns but could not open (disk errors): answered
@@ -98,14 +102,29 @@ impl Shard {
         }
     }
 
-    pub fn log_config(&self) -> LogConfig {
+    /// The log settings of a partition of a topic with configs `t`.
+    pub fn log_config(&self, t: &TopicConfig) -> LogConfig {
         LogConfig {
-            segment_bytes: self.config.log_segment_bytes,
-            segment_ms: self.config.log_roll_ms,
-            index_interval_bytes: self.config.log_index_interval_bytes,
+            segment_bytes: t.segment_bytes,
+            segment_ms: t.segment_ms,
+            index_interval_bytes: t.index_interval_bytes,
             preallocate_bytes: self.config.log_preallocate_bytes,
-            message_timestamp_log_append: self.config.log_message_timestamp_log_append,
+            message_timestamp_log_append: t.timestamp_log_append,
         }
+    }
+
+    /// `topic`'s effective configs (`None` for a topic the current image does not know).
+    pub fn topic_config(&self, topic: &str) -> Option<Rc<TopicConfig>> {
+        self.topic_configs.borrow().get(topic).cloned()
+    }
+
+    /// Every partition this shard owns.
+    pub fn owned_partitions(&self) -> Vec<Rc<Partition>> {
+        self.partitions
+            .borrow()
+            .values()
+            .flat_map(|list| list.iter().flatten().cloned())
+            .collect()
     }
 
     fn partition_dir(&self, topic: &str, index: i32) -> std::path::PathBuf {
@@ -167,6 +186,7 @@ impl Shard {
             }
         }
         *self.image.borrow_mut() = image.clone();
+        self.install_topic_configs(&image);
         self.offline
             .borrow_mut()
             .retain(|(t, i)| image.shard_of(t, *i) == Some(self.id));
@@ -177,9 +197,10 @@ impl Shard {
                     continue;
                 }
                 let dir = self.partition_dir(&topic.name, i as i32);
+                let topic_config = self.topic_config(&topic.name).unwrap_or_default();
                 match PartitionLog::open(
                     dir.clone(),
-                    self.log_config(),
+                    self.log_config(&topic_config),
                     self.cache.clone(),
                     now_ms(),
                 )
@@ -218,6 +239,27 @@ impl Shard {
                             .insert((topic.name.clone(), i as i32));
                     }
                 }
+            }
+        }
+    }
+
+    /// Resolves every topic's configs for `image`; partitions whose log settings changed take
+    /// the new ones now (changes apply without a restart).
+    fn install_topic_configs(&self, image: &MetadataImage) {
+        let old = self.topic_configs.borrow().clone();
+        let mut next = HashMap::with_capacity(image.topics.len());
+        for t in image.topics.values() {
+            let resolved = image.topic_config(t, &self.config);
+            let rc = match old.get(&t.name) {
+                Some(prev) if **prev == resolved => prev.clone(),
+                _ => Rc::new(resolved),
+            };
+            next.insert(t.name.clone(), rc);
+        }
+        *self.topic_configs.borrow_mut() = Rc::new(next);
+        for p in self.owned_partitions() {
+            if let Some(c) = self.topic_config(&p.topic) {
+                p.log.set_config(self.log_config(&c));
             }
         }
     }
@@ -497,6 +539,7 @@ async fn shard_main(
         commit: GroupCommit::default(),
         controller,
         image: RefCell::new(Arc::new(MetadataImage::default())),
+        topic_configs: RefCell::new(Rc::new(HashMap::new())),
         partitions: RefCell::new(HashMap::new()),
         offline: RefCell::new(Default::default()),
         stopping: Cell::new(false),

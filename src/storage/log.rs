@@ -181,7 +181,8 @@ struct LogState {
 /// One partition's log. `!Send`: owned by one shard.
 pub struct PartitionLog {
     dir: PathBuf,
-    cfg: LogConfig,
+    /// Changes at runtime (topic config changes; see `set_config`).
+    cfg: RefCell<LogConfig>,
     cache: Rc<BatchCache>,
     cache_id: CachePartitionId,
     state: RefCell<LogState>,
@@ -393,7 +394,7 @@ impl PartitionLog {
         let cache_id = cache.register();
         Ok(PartitionLog {
             dir,
-            cfg,
+            cfg: RefCell::new(cfg),
             cache,
             cache_id,
             state: RefCell::new(LogState {
@@ -602,8 +603,14 @@ impl PartitionLog {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
-    pub fn config(&self) -> &LogConfig {
-        &self.cfg
+    pub fn config(&self) -> LogConfig {
+        self.cfg.borrow().clone()
+    }
+
+    /// New settings from now on: the next roll decision, index entry and preallocation use
+    /// them; what is on disk stays as it is.
+    pub fn set_config(&self, cfg: LogConfig) {
+        *self.cfg.borrow_mut() = cfg.sanitized();
     }
     pub fn log_start_offset(&self) -> i64 {
         self.state.borrow().log_start_offset
@@ -686,8 +693,8 @@ impl PartitionLog {
         // Roll?
         let (active_base, must_roll) = match st.segments.values().next_back() {
             Some(a) => {
-                let by_size = a.size + len > self.cfg.segment_bytes;
-                let by_age = now_ms - a.roll_base_ms >= self.cfg.segment_ms;
+                let by_size = a.size + len > self.cfg.borrow().segment_bytes;
+                let by_age = now_ms - a.roll_base_ms >= self.cfg.borrow().segment_ms;
                 let by_rel = last - a.base_offset > u32::MAX as i64 / 2
                     || a.size + len > u32::MAX as u64 / 2;
                 (a.base_offset, a.size > 0 && (by_size || by_age || by_rel))
@@ -728,7 +735,7 @@ impl PartitionLog {
                 batch.len() as i64,
             )
         };
-        let (copy, log_append_time, max_ts) = if self.cfg.message_timestamp_log_append {
+        let (copy, log_append_time, max_ts) = if self.cfg.borrow().message_timestamp_log_append {
             // maxTimestamp and the CRC change too: store a rewritten copy of the whole batch.
             let mut whole = BytesMut::from(&batch[..]);
             record_batch::set_base_offset(&mut whole, base).map_err(short)?;
@@ -751,7 +758,7 @@ impl PartitionLog {
 
         let rel_last = (last - seg.base_offset) as u32;
         seg.indexes.on_batch(
-            self.cfg.index_interval_bytes,
+            self.cfg.borrow().index_interval_bytes,
             rel_last,
             seg.size,
             len,
@@ -907,16 +914,16 @@ impl PartitionLog {
                 f
             }
         };
-        if end_size > allocated && seal.is_none() && self.cfg.preallocate_bytes > 0 {
+        if end_size > allocated && seal.is_none() && self.cfg.borrow().preallocate_bytes > 0 {
             // Steps grow with the segment: a quiet partition reserves little (a thousand of them
             // must not reserve gigabytes), a busy one up to `preallocate_bytes` at a time.
             let step = end_size
                 .max(PREALLOCATE_MIN_STEP_BYTES)
                 .next_power_of_two()
-                .min(self.cfg.preallocate_bytes)
+                .min(self.cfg.borrow().preallocate_bytes)
                 .max(PAGE_BYTES);
             let target = end_size.div_ceil(step) * step;
-            let target = target.min(align_up(self.cfg.segment_bytes.max(end_size)));
+            let target = target.min(align_up(self.cfg.borrow().segment_bytes.max(end_size)));
             // Preallocation is an optimisation (fewer extent updates, less fragmentation): when
             // the disk cannot give a whole step, write without it; the write itself reports a
             // disk that is really full.
@@ -932,7 +939,8 @@ impl PartitionLog {
                         self.dir.display()
                     );
                     if let Some(seg) = self.state.borrow_mut().segments.get_mut(&base) {
-                        seg.allocated_bytes = align_up(self.cfg.segment_bytes.max(end_size));
+                        seg.allocated_bytes =
+                            align_up(self.cfg.borrow().segment_bytes.max(end_size));
                     }
                 }
             }

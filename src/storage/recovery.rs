@@ -229,7 +229,8 @@ async fn scan_file_in_chunks(
                 // Fewer bytes than a batch header left in the file, all zero: padding of the
                 // last page, the normal end of a log (as a zeroed header is).
                 let rest = &buf[out.valid_len..];
-                let zero_tail = pos + rest.len() as u64 == file_size && rest.iter().all(|b| *b == 0);
+                let zero_tail =
+                    pos + rest.len() as u64 == file_size && rest.iter().all(|b| *b == 0);
                 let stop = match stop {
                     _ if pos >= file_size => None,
                     ScanStop::Incomplete { .. } if zero_tail => {
@@ -325,7 +326,9 @@ mod tests {
                     let p2 = path.with_extension("short");
                     std::fs::write(&p2, &short).unwrap();
                     let f2 = DirectFile::open(&p2, false).await.unwrap();
-                    let scan = scan_file(&f2, short.len() as u64, 70_000, |_| {}).await.unwrap();
+                    let scan = scan_file(&f2, short.len() as u64, 70_000, |_| {})
+                        .await
+                        .unwrap();
                     assert_eq!(scan.valid_end, data_len);
                     let is_zeros = scan.stop == Some(ScanStop::Invalid(InvalidBatch::Zeros));
                     assert_eq!(is_zeros, zeros, "tail {tail:?}: {:?}", scan.stop);

@@ -47,7 +47,11 @@ pub async fn create_via_controller(
 ) -> Vec<Result<TopicMeta, TopicChangeError>> {
     let topics: Vec<NewTopic> = names
         .into_iter()
-        .map(|name| NewTopic { name, partitions })
+        .map(|name| NewTopic {
+            name,
+            partitions,
+            configs: Default::default(),
+        })
         .collect();
     controller_create(shard, topics, false).await
 }
@@ -145,10 +149,32 @@ pub async fn create_topics(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader
         } else {
             t.assignments.len() as i32
         };
+        let mut configs = std::collections::BTreeMap::new();
+        let mut err = err;
+        for c in &t.configs {
+            match &c.value {
+                Some(v) => {
+                    configs.insert(c.name.clone(), v.clone());
+                }
+                None if err.is_none() => {
+                    err = Some((
+                        ErrorCode::INVALID_CONFIG,
+                        format!("topic config `{}` has a null value", c.name),
+                    ))
+                }
+                None => {}
+            }
+        }
+        if err.is_none() {
+            if let Err(why) = crate::topic_config::validate_overrides(&configs) {
+                err = Some((ErrorCode::INVALID_CONFIG, why));
+            }
+        }
         if err.is_none() {
             to_create.push(NewTopic {
                 name: t.name.clone(),
                 partitions,
+                configs,
             });
         }
         early.push(err);
@@ -156,6 +182,7 @@ pub async fn create_topics(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader
     let mut created = controller_create(shard, to_create, req.validate_only)
         .await
         .into_iter();
+    let image = shard.image();
     let topics = req
         .topics
         .iter()
@@ -180,7 +207,11 @@ pub async fn create_topics(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader
                     error_message: None,
                     num_partitions: meta.partitions.len() as i32,
                     replication_factor: 1,
-                    configs: Some(vec![]),
+                    configs: Some(super::configs::created_topic_configs(
+                        &image,
+                        &shard.config,
+                        &meta,
+                    )),
                     ..Default::default()
                 },
                 Err((code, msg)) => CreatableTopicResult {

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod api_versions;
+pub mod configs;
 pub mod consumer_group;
 pub mod fetch;
 pub mod find_coordinator;
@@ -59,6 +60,9 @@ pub const API_TABLE: &[(ApiKey, i16, i16)] = &[
     (ApiKey::InitProducerId, 0, 5),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
 ];
 
 pub fn served_versions(key: ApiKey) -> Option<(i16, i16)> {
@@ -185,6 +189,9 @@ pub async fn dispatch(shard: &Rc<Shard>, peer_ip: Option<IpAddr>, mut r: Reader)
         ApiKey::CreatePartitions => admin::create_partitions(shard, ctx, r).await,
         ApiKey::DescribeCluster => admin::describe_cluster(shard, ctx, r),
         ApiKey::InitProducerId => producer_id::handle(shard, ctx, r).await,
+        ApiKey::DescribeConfigs => configs::describe_configs(shard, ctx, r),
+        ApiKey::AlterConfigs => configs::alter_configs(shard, ctx, r).await,
+        ApiKey::IncrementalAlterConfigs => configs::incremental_alter_configs(shard, ctx, r).await,
         other => Dispatch::Close(format!("api {other:?} is not served")),
     }
 }

@@ -80,11 +80,17 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
                 // internal topic").
                 error = ErrorCode::INVALID_TOPIC_EXCEPTION;
             } else {
+                let topic_config = shard.topic_config(&topic.name).unwrap_or_default();
                 match image.shard_of(&topic.name, part.index) {
                     None => error = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                    // One node is the whole in-sync replica set (Kafka answers the same when
+                    // the ISR is smaller than min.insync.replicas).
+                    Some(_) if acks == -1 && topic_config.min_insync_replicas > 1 => {
+                        error = ErrorCode::NOT_ENOUGH_REPLICAS
+                    }
                     Some(owner) => match validate_records(
                         part.records.as_ref(),
-                        shard.config.message_max_bytes,
+                        topic_config.max_message_bytes,
                     ) {
                         Ok(batches) => per_shard[owner].push(PartWork {
                             slot: (ti, pi),
