@@ -83,6 +83,9 @@ pub struct BrokerConfig {
     pub offsets_retention_check_interval_ms: u64,
     /// `log.retention.check.interval.ms`: how often each shard applies retention.
     pub log_retention_check_interval_ms: u64,
+    /// CPU shares of each shard's background work (retention, compaction) against 1000 for
+    /// serving requests (`background.shares`).
+    pub background_shares: usize,
     /// The keys set explicitly (file and overrides): topic-config defaults resolve through them
     /// (see [`crate::topic_config`]) and DescribeConfigs reports them as static broker configs.
     pub props: BTreeMap<String, String>,
@@ -144,6 +147,7 @@ const KEYS: &[(&str, &str)] = &[
     ("connection.inflight.max", "16"),
     ("mailbox.capacity", "1024"),
     ("acks1.durable", "true"),
+    ("background.shares", "100"),
 ];
 
 /// True if `key` is a broker configuration key we accept.
@@ -412,6 +416,8 @@ impl BrokerConfig {
                 1,
                 i64::MAX,
             )? as u64,
+            background_shares: parse_num("background.shares", &get("background.shares"), 1, 1000)?
+                as usize,
             props: props.clone(),
         })
     }

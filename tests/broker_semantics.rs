@@ -928,6 +928,156 @@ fn kill9_recovery_keeps_a_batch_whose_header_straddles_a_read_chunk() {
     }
 }
 
+/// DescribeLogDirs: one log dir (the data directory) whose partition sizes match the segment
+/// files (after a clean restart the active segment is truncated to its logical size, so the
+/// file lengths are exact), filesystem totals in v4, and a topic filter.
+#[test]
+fn describe_log_dirs_sizes_match_the_segment_files() {
+    let mut broker = BrokerOptions::new()
+        .cores("2")
+        .set("log.segment.bytes", 20_000)
+        .start();
+    let topic = "dirs";
+    let mut conn = Conn::open(broker.addr());
+    create_topic_ok(&mut conn, topic, 2);
+    create_topic_ok(&mut conn, "other", 1);
+    for i in 0..40 {
+        produce_ok(
+            &mut conn,
+            topic,
+            i % 2,
+            batch(20, T0, &format!("b{i}-{}", "x".repeat(40)), None),
+        );
+    }
+    drop(conn);
+    broker.restart();
+    let mut conn = Conn::open(broker.addr());
+    let file_bytes = |p: i32| -> i64 {
+        std::fs::read_dir(broker.data_dir().join(format!("{topic}-{p}")))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .map(|e| e.metadata().unwrap().len() as i64)
+            .sum()
+    };
+    for version in [1, 4] {
+        let resp = conn.call(
+            &DescribeLogDirsRequest {
+                topics: Some(vec![DescribableLogDirTopic {
+                    topic: topic.into(),
+                    partitions: vec![0, 1, 7],
+                }]),
+            },
+            version,
+        );
+        assert_eq!(resp.results.len(), 1, "v{version}: {resp:?}");
+        let dir = &resp.results[0];
+        assert_eq!(dir.error_code, NONE);
+        assert_eq!(
+            std::path::Path::new(&dir.log_dir),
+            std::fs::canonicalize(broker.data_dir()).unwrap()
+        );
+        assert_eq!(dir.topics.len(), 1, "only the asked topic: {dir:?}");
+        let parts = &dir.topics[0].partitions;
+        assert_eq!(
+            parts.iter().map(|p| p.partition_index).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+        for p in parts {
+            let on_disk = file_bytes(p.partition_index);
+            assert!(on_disk > 20_000, "several segments: {on_disk}");
+            assert_eq!(
+                p.partition_size, on_disk,
+                "v{version} partition {}",
+                p.partition_index
+            );
+        }
+        if version >= 4 {
+            assert!(
+                dir.total_bytes > 0 && dir.usable_bytes > 0 && dir.usable_bytes <= dir.total_bytes
+            );
+        }
+    }
+    // Null topics: every partition, internal topics included.
+    let resp = conn.call(&DescribeLogDirsRequest { topics: None }, 2);
+    let names: Vec<&str> = resp.results[0]
+        .topics
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
+    assert!(
+        names.contains(&topic) && names.contains(&"other") && names.contains(&"__consumer_offsets")
+    );
+}
+
+/// DeleteRecords over the wire: -1 means the high watermark, beyond it is
+/// OFFSET_OUT_OF_RANGE, unknown partitions and internal topics are refused per partition.
+#[test]
+fn delete_records_errors_per_partition() {
+    let broker = broker();
+    let topic = "delrec";
+    let mut conn = Conn::open(broker.addr());
+    create_topic_ok(&mut conn, topic, 2);
+    for i in 0..6 {
+        produce_ok(&mut conn, topic, i % 2, batch(5, T0, "d", None));
+    }
+    let req = DeleteRecordsRequest {
+        topics: vec![
+            DeleteRecordsTopic {
+                name: topic.into(),
+                partitions: vec![
+                    DeleteRecordsPartition {
+                        partition_index: 0,
+                        offset: -1,
+                    },
+                    DeleteRecordsPartition {
+                        partition_index: 1,
+                        offset: 99,
+                    },
+                    DeleteRecordsPartition {
+                        partition_index: 5,
+                        offset: 1,
+                    },
+                ],
+            },
+            DeleteRecordsTopic {
+                name: "__consumer_offsets".into(),
+                partitions: vec![DeleteRecordsPartition {
+                    partition_index: 0,
+                    offset: 0,
+                }],
+            },
+        ],
+        timeout_ms: 10_000,
+    };
+    let resp = conn.call(&req, 2);
+    let got: Vec<(i32, i64, i16)> = resp
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (p.partition_index, p.low_watermark, p.error_code))
+        })
+        .collect();
+    const INVALID_TOPIC_EXCEPTION: i16 = 17;
+    assert_eq!(
+        got,
+        vec![
+            (0, 15, NONE),
+            (1, -1, OFFSET_OUT_OF_RANGE),
+            (5, -1, UNKNOWN_TOPIC_OR_PARTITION),
+            (0, -1, INVALID_TOPIC_EXCEPTION),
+        ]
+    );
+    assert_eq!(list_offset(&mut conn, 7, topic, 0, EARLIEST).offset, 15);
+    assert_eq!(list_offset(&mut conn, 7, topic, 1, EARLIEST).offset, 0);
+    // A fetch below the new start is out of range.
+    let p = fetch(&mut conn, 12, topic, 0, FetchArgs::at(3));
+    assert_eq!(p.error_code, OFFSET_OUT_OF_RANGE);
+    assert_eq!(p.log_start_offset, 15);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. Pipelining and ordering
 // ---------------------------------------------------------------------------------------------

@@ -110,6 +110,11 @@ bodies! {
     DeleteGroups(DeleteGroupsRequest, DeleteGroupsResponse),
     ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse),
     ConsumerGroupDescribe(ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse),
+    DescribeConfigs(DescribeConfigsRequest, DescribeConfigsResponse),
+    AlterConfigs(AlterConfigsRequest, AlterConfigsResponse),
+    IncrementalAlterConfigs(IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse),
+    DeleteRecords(DeleteRecordsRequest, DeleteRecordsResponse),
+    DescribeLogDirs(DescribeLogDirsRequest, DescribeLogDirsResponse),
 }
 
 /// Decodes a request frame (size prefix already stripped).

@@ -9,6 +9,7 @@
 //!
 //! No state is shared between shards except immutable `Arc`s (configuration, metadata images).
 
+pub mod background;
 pub mod commit;
 pub mod mailbox;
 pub mod notify;
@@ -550,6 +551,7 @@ async fn shard_main(
     });
     mailbox::spawn_receivers(&shard, receivers);
     crate::coordinator::groups::spawn_offsets_expiry(&shard);
+    background::spawn_retention(&shard, background::task_queue(config.background_shares));
     let committer = {
         let shard = shard.clone();
         glommio::spawn_local(async move { shard.commit.run().await })

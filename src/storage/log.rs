@@ -207,6 +207,9 @@ const PREALLOCATE_MIN_STEP_BYTES: u64 = 256 * 1024;
 /// inflates far beyond its size).
 const TIMESTAMP_SCAN_LIMIT_BYTES: usize = 64 << 20;
 
+/// Name of the state file holding the log start offset DeleteRecords set (8 bytes LE).
+pub const LOG_START_CHECKPOINT: &str = "log-start-offset";
+
 /// Name of the clean-shutdown marker (a state file) written by `close`.
 pub const CLEAN_MARKER: &str = ".clean_shutdown";
 
@@ -385,12 +388,24 @@ impl PartitionLog {
             }
             segments.insert(tail_base, tail);
         }
-        let log_start_offset = segments.keys().next().copied().unwrap_or(0);
         let log_end_offset = segments
             .values()
             .next_back()
             .map(|s| s.next_offset)
             .unwrap_or(0);
+        // DeleteRecords may have moved the start inside the first segment (never past what was
+        // durable, so never past the recovered end either).
+        let checkpoint = read_state(&dir.join(LOG_START_CHECKPOINT))
+            .ok()
+            .flatten()
+            .and_then(|b| Some(i64::from_le_bytes(b.get(..8)?.try_into().ok()?)))
+            .unwrap_or(0);
+        let log_start_offset = segments
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(0)
+            .max(checkpoint.min(log_end_offset));
         let cache_id = cache.register();
         Ok(PartitionLog {
             dir,
@@ -1113,6 +1128,129 @@ impl PartitionLog {
             });
     }
 
+    /// Bytes the partition holds on disk (logical segment sizes, preallocation not counted).
+    pub fn size_bytes(&self) -> u64 {
+        self.state.borrow().segments.values().map(|s| s.size).sum()
+    }
+
+    /// DeleteRecords: everything before `offset` (at most the high watermark) is gone for
+    /// readers. The new log start offset is durable before this returns; closed segments
+    /// wholly below it are deleted. Returns the log start offset.
+    pub async fn delete_records_before(
+        &self,
+        offset: i64,
+        now_ms: i64,
+    ) -> Result<i64, StorageError> {
+        let (start, hw) = {
+            let st = self.state.borrow();
+            if st.failed {
+                return Err(StorageError::LogFailed {
+                    dir: self.dir.clone(),
+                });
+            }
+            (st.log_start_offset, st.high_watermark)
+        };
+        if offset > hw || offset < 0 {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: start,
+                log_end_offset: hw,
+            });
+        }
+        if offset <= start {
+            return Ok(start);
+        }
+        let path = self.dir.join(LOG_START_CHECKPOINT);
+        let bytes = offset.to_le_bytes().to_vec();
+        glommio::executor()
+            .spawn_blocking(move || write_state(&path, &bytes))
+            .await?;
+        {
+            let mut st = self.state.borrow_mut();
+            st.log_start_offset = st.log_start_offset.max(offset);
+        }
+        self.apply_retention(now_ms, -1, -1).await?;
+        Ok(self.log_start_offset())
+    }
+
+    /// Deletes the closed segments retention lets go (see [`super::retention`]): by age
+    /// (`retention_ms`), by size (`retention_bytes`; negative = no limit) and wholly below the
+    /// log start offset. The log start offset moves to the first segment kept. Returns how many
+    /// segments were deleted. The files go after the segments left the log, oldest first, so a
+    /// crash leaves a contiguous suffix.
+    pub async fn apply_retention(
+        &self,
+        now_ms: i64,
+        retention_ms: i64,
+        retention_bytes: i64,
+    ) -> Result<usize, StorageError> {
+        let doomed: Vec<i64> = {
+            let mut st = self.state.borrow_mut();
+            if st.failed {
+                return Ok(0);
+            }
+            let total: u64 = st.segments.values().map(|s| s.size).sum();
+            let last = st.segments.keys().next_back().copied();
+            let closed: Vec<super::retention::SegmentSummary> = st
+                .segments
+                .values()
+                .take_while(|s| Some(s.base_offset) != last && matches!(s.seal, SealState::Sealed))
+                .map(|s| super::retention::SegmentSummary {
+                    base_offset: s.base_offset,
+                    next_offset: s.next_offset,
+                    size: s.size,
+                    max_timestamp: s.indexes.max_timestamp,
+                })
+                .collect();
+            let n = super::retention::segments_to_delete(
+                &closed,
+                total,
+                super::retention::RetentionRules {
+                    retention_ms,
+                    retention_bytes,
+                    log_start_offset: st.log_start_offset,
+                },
+                now_ms,
+            );
+            let doomed: Vec<i64> = closed[..n].iter().map(|s| s.base_offset).collect();
+            for base in &doomed {
+                st.segments.remove(base);
+            }
+            if let Some(first) = st.segments.keys().next().copied() {
+                st.log_start_offset = st.log_start_offset.max(first);
+            }
+            doomed
+        };
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let paths: Vec<PathBuf> = doomed
+            .iter()
+            .flat_map(|&b| {
+                ["log", "index", "timeindex", "snapshot"].map(|ext| Self::path(&self.dir, b, ext))
+            })
+            .collect();
+        let dir = self.dir.clone();
+        let removed = glommio::executor()
+            .spawn_blocking(move || -> Result<(), IoFailure> {
+                for p in &paths {
+                    match std::fs::remove_file(p) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(IoFailure::new("remove segment file", p, 0, e)),
+                    }
+                }
+                sync_dir(&dir)
+            })
+            .await;
+        if let Err(e) = removed {
+            // The segments already left the log; leftover files come back at the next start
+            // (a contiguous older prefix) and go at the next retention check.
+            log::warn!("{}: deleting old segments: {e}", self.dir.display());
+        }
+        Ok(doomed.len())
+    }
+
     /// Earliest batch with maxTimestamp >= `ts` (below the high watermark): its base offset and
     /// maxTimestamp. Batch granularity (records are not decompressed).
     pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, StorageError> {
@@ -1127,7 +1265,8 @@ impl PartitionLog {
                     (s.base_offset + rel).min(s.next_offset)
                 });
             match start {
-                Some(o) => (o, st.high_watermark),
+                // Never an offset DeleteRecords already removed.
+                Some(o) => (o.max(st.log_start_offset), st.high_watermark),
                 None => return Ok(None),
             }
         };

@@ -17,6 +17,7 @@ pub mod log;
 pub mod producer_state;
 pub mod readahead;
 pub mod recovery;
+pub mod retention;
 
 #[cfg(test)]
 mod tests;

@@ -1004,3 +1004,134 @@ fn damage_in_a_sealed_segment_is_reported_on_read_not_returned() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn retention_deletes_old_segments_and_moves_the_log_start() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("r-0");
+        let cache = Rc::new(BatchCache::new(0));
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
+        let mut expect = Vec::new();
+        for round in 0..12 {
+            expect.extend(append_many(&log, 9, round));
+            log.flush().await.unwrap();
+        }
+        let segs = log.segment_count();
+        assert!(segs >= 4, "segments: {segs}");
+        let total = log.size_bytes();
+        let on_disk: u64 = expect.iter().map(|(_, b)| b.len() as u64).sum();
+        assert_eq!(total, on_disk, "size_bytes is the sum of stored batches");
+
+        // Nothing is old enough, no size limit: nothing goes.
+        assert_eq!(
+            log.apply_retention(NOW + 1000, 3_600_000, -1)
+                .await
+                .unwrap(),
+            0
+        );
+        // Size: keep at least 2 segments' worth; whole closed segments only.
+        let n = log.apply_retention(NOW, -1, 2 * 4096).await.unwrap();
+        assert!(n >= 1);
+        assert!(log.size_bytes() >= 2 * 4096, "{}", log.size_bytes());
+        assert_eq!(files(&dir, "log").len(), log.segment_count());
+        let start = log.log_start_offset();
+        assert!(start > 0);
+        assert!(matches!(
+            log.read(start - 1, 100, log.high_watermark()).await,
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+        let kept = read_all(&log, start, 1 << 20).await;
+        let want: Vec<&Vec<u8>> = expect
+            .iter()
+            .filter(|(o, _)| *o >= start)
+            .map(|(_, b)| b)
+            .collect();
+        assert_eq!(kept.len(), want.len());
+        for (g, w) in kept.iter().zip(&want) {
+            assert_eq!(&g[..], &w[..]);
+        }
+
+        // Time: ten days later, every closed segment has expired; the active one stays.
+        let n = log
+            .apply_retention(NOW + 10 * 86_400_000, 86_400_000, -1)
+            .await
+            .unwrap();
+        assert!(n >= 1);
+        assert_eq!(log.segment_count(), 1);
+        assert_eq!(files(&dir, "log").len(), 1);
+        let active_start = log.log_start_offset();
+        assert!(active_start > start);
+
+        // Reopen (as after a crash: no clean close): the start comes from the remaining files.
+        let leo = log.log_end_offset();
+        drop(log);
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
+        assert_eq!(
+            (log.log_start_offset(), log.log_end_offset()),
+            (active_start, leo)
+        );
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn delete_records_moves_the_start_durably_and_refuses_past_the_high_watermark() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d-0");
+        let cache = Rc::new(BatchCache::new(0));
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
+        for round in 0..8 {
+            append_many(&log, 9, round);
+            log.flush().await.unwrap();
+        }
+        let segs = log.segment_count();
+        let hw = log.high_watermark();
+        // Unflushed appends are beyond the high watermark: refused.
+        append_many(&log, 3, 50);
+        assert!(matches!(
+            log.delete_records_before(log.log_end_offset(), NOW).await,
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+        log.flush().await.unwrap();
+        // Inside the log: the start moves exactly there, whole segments below it go.
+        let target = hw - 3;
+        assert_eq!(
+            log.delete_records_before(target, NOW).await.unwrap(),
+            target
+        );
+        assert_eq!(log.log_start_offset(), target);
+        assert!(log.segment_count() < segs);
+        assert_eq!(files(&dir, "log").len(), log.segment_count());
+        // Going backwards is a no-op.
+        assert_eq!(log.delete_records_before(1, NOW).await.unwrap(), target);
+        // The fetch at the new start returns the batch holding it.
+        let s = log.read(target, 1, log.high_watermark()).await.unwrap();
+        let h = BatchHeader::parse(&s.batches().unwrap()[0]).unwrap();
+        assert!(h.base_offset <= target && target <= h.last_offset());
+
+        // Survives a crash (no clean close) and a clean restart.
+        drop(log);
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
+        assert_eq!(log.log_start_offset(), target);
+        log.close().await.unwrap();
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
+        assert_eq!(log.log_start_offset(), target);
+        // Everything: the start is the high watermark.
+        let hw = log.high_watermark();
+        assert_eq!(log.delete_records_before(hw, NOW).await.unwrap(), hw);
+        assert!(log.read(hw, 100, hw).await.unwrap().is_empty());
+        log.close().await.unwrap();
+    });
+}

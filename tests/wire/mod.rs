@@ -86,6 +86,21 @@ impl Rpc for DeleteGroupsRequest {
 impl Rpc for OffsetDeleteRequest {
     type Response = OffsetDeleteResponse;
 }
+impl Rpc for DescribeConfigsRequest {
+    type Response = DescribeConfigsResponse;
+}
+impl Rpc for AlterConfigsRequest {
+    type Response = AlterConfigsResponse;
+}
+impl Rpc for IncrementalAlterConfigsRequest {
+    type Response = IncrementalAlterConfigsResponse;
+}
+impl Rpc for DeleteRecordsRequest {
+    type Response = DeleteRecordsResponse;
+}
+impl Rpc for DescribeLogDirsRequest {
+    type Response = DescribeLogDirsResponse;
+}
 
 /// One client connection; correlation ids count up from 1.
 pub struct Conn {

@@ -14,6 +14,7 @@ pub mod fetch;
 pub mod find_coordinator;
 pub mod groups;
 pub mod list_offsets;
+pub mod log_dirs;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
@@ -63,6 +64,8 @@ pub const API_TABLE: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeLogDirs, 1, 4),
 ];
 
 pub fn served_versions(key: ApiKey) -> Option<(i16, i16)> {
@@ -192,6 +195,8 @@ pub async fn dispatch(shard: &Rc<Shard>, peer_ip: Option<IpAddr>, mut r: Reader)
         ApiKey::DescribeConfigs => configs::describe_configs(shard, ctx, r),
         ApiKey::AlterConfigs => configs::alter_configs(shard, ctx, r).await,
         ApiKey::IncrementalAlterConfigs => configs::incremental_alter_configs(shard, ctx, r).await,
+        ApiKey::DeleteRecords => log_dirs::delete_records(shard, ctx, r).await,
+        ApiKey::DescribeLogDirs => log_dirs::describe_log_dirs(shard, ctx, r).await,
         other => Dispatch::Close(format!("api {other:?} is not served")),
     }
 }
