@@ -83,6 +83,14 @@ pub struct BrokerConfig {
     pub offsets_retention_check_interval_ms: u64,
     /// `log.retention.check.interval.ms`: how often each shard applies retention.
     pub log_retention_check_interval_ms: u64,
+    /// `log.cleaner.enable`: compaction runs at all.
+    pub log_cleaner_enable: bool,
+    /// `log.cleaner.backoff.ms`: pause between compaction passes of a shard.
+    pub log_cleaner_backoff_ms: u64,
+    /// `log.cleaner.dedupe.buffer.size`: memory for one pass's key map, per shard.
+    pub log_cleaner_dedupe_buffer_size: u64,
+    /// `log.cleaner.io.max.bytes.per.second`: compaction read+write rate per shard (0 = none).
+    pub log_cleaner_io_max_bytes_per_second: u64,
     /// CPU shares of each shard's background work (retention, compaction) against 1000 for
     /// serving requests (`background.shares`).
     pub background_shares: usize,
@@ -148,6 +156,10 @@ const KEYS: &[(&str, &str)] = &[
     ("mailbox.capacity", "1024"),
     ("acks1.durable", "true"),
     ("background.shares", "100"),
+    ("log.cleaner.enable", "true"),
+    ("log.cleaner.backoff.ms", "15000"),
+    ("log.cleaner.dedupe.buffer.size", "134217728"),
+    ("log.cleaner.io.max.bytes.per.second", "0"),
 ];
 
 /// True if `key` is a broker configuration key we accept.
@@ -414,6 +426,25 @@ impl BrokerConfig {
                 "log.retention.check.interval.ms",
                 &get("log.retention.check.interval.ms"),
                 1,
+                i64::MAX,
+            )? as u64,
+            log_cleaner_enable: parse_bool("log.cleaner.enable", &get("log.cleaner.enable"))?,
+            log_cleaner_backoff_ms: parse_num(
+                "log.cleaner.backoff.ms",
+                &get("log.cleaner.backoff.ms"),
+                1,
+                i64::MAX,
+            )? as u64,
+            log_cleaner_dedupe_buffer_size: parse_num(
+                "log.cleaner.dedupe.buffer.size",
+                &get("log.cleaner.dedupe.buffer.size"),
+                1 << 10,
+                1 << 40,
+            )? as u64,
+            log_cleaner_io_max_bytes_per_second: parse_num(
+                "log.cleaner.io.max.bytes.per.second",
+                &get("log.cleaner.io.max.bytes.per.second"),
+                0,
                 i64::MAX,
             )? as u64,
             background_shares: parse_num("background.shares", &get("background.shares"), 1, 1000)?

@@ -226,3 +226,245 @@ fn common_now_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+/// Reads partition 0 of `topic` from the beginning to its end: (offset, key, value).
+fn read_all(bootstrap: &str, topic: &str) -> Vec<(i64, String, Option<Vec<u8>>)> {
+    let c = consumer(bootstrap, &[("auto.offset.reset", "earliest")]);
+    let (_, end) = c.fetch_watermarks(topic, 0, TIMEOUT).expect("watermarks");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    let mut out = Vec::new();
+    let mut at = -1;
+    while at + 1 < end {
+        assert!(
+            Instant::now() < deadline,
+            "read {topic} up to {at} of {end}"
+        );
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                at = m.offset();
+                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+                out.push((m.offset(), key, m.payload().map(<[u8]>::to_vec)));
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {
+                // A compacted tail may end in removed offsets: stop when the position passed it.
+                let pos = c.position().ok().and_then(|p| {
+                    p.find_partition(topic, 0).and_then(|e| match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    })
+                });
+                if pos.is_some_and(|p| p >= end) {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The last value of each key in `records`.
+fn latest(
+    records: &[(i64, String, Option<Vec<u8>>)],
+) -> std::collections::BTreeMap<String, Option<Vec<u8>>> {
+    records
+        .iter()
+        .map(|(_, k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn keyed(key: &str, value: Option<String>) -> Rec {
+    Rec {
+        key: Some(key.as_bytes().to_vec()),
+        value: value.map(String::into_bytes),
+        ..Rec::default()
+    }
+}
+
+#[test]
+fn compaction_converges_to_the_latest_values_and_drops_tombstones() {
+    let broker = BrokerOptions::new()
+        .cores(test_cores())
+        .set("log.cleaner.backoff.ms", 200)
+        .start();
+    let b = broker.bootstrap();
+    let a = admin(&b);
+    create(
+        &a,
+        "compacted",
+        &[
+            ("cleanup.policy", "compact"),
+            ("segment.bytes", "16384"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+            ("delete.retention.ms", "1000"),
+        ],
+    );
+    let p = producer(
+        &b,
+        &[
+            ("acks", "all"),
+            ("linger.ms", "5"),
+            ("compression.type", "lz4"),
+        ],
+    );
+    // 10k updates over 100 keys, then tombstones for k0..k9, then 2k more updates of the others
+    // (so the tombstones end up in closed segments).
+    let mut sent: Vec<Rec> = (0..10_000)
+        .map(|i| {
+            keyed(
+                &format!("k{}", i % 100),
+                Some(format!("v{i}-{}", "x".repeat(60))),
+            )
+        })
+        .collect();
+    sent.extend((0..10).map(|k| keyed(&format!("k{k}"), None)));
+    sent.extend((0..2_000).map(|i| keyed(&format!("k{}", 10 + i % 90), Some(format!("w{i}")))));
+    for chunk in sent.chunks(500) {
+        produce_all(&p, "compacted", chunk, TIMEOUT);
+    }
+    let mut want: std::collections::BTreeMap<String, Option<Vec<u8>>> = Default::default();
+    for r in &sent {
+        want.insert(
+            String::from_utf8(r.key.clone().unwrap()).unwrap(),
+            r.value.clone(),
+        );
+    }
+    want.retain(|_, v| v.is_some());
+    assert_eq!(want.len(), 90);
+
+    // A record without a key is refused on a compacted topic.
+    let r = common::try_produce_all(&p, "compacted", &[Rec::value("no key")], TIMEOUT);
+    assert!(
+        r[0].as_ref().is_err_and(|e| e.contains("InvalidRecord")),
+        "{r:?}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = Vec::new();
+    loop {
+        let got = read_all(&b, "compacted");
+        // Offsets only ever increase; every key read back has its latest value last.
+        assert!(got.windows(2).all(|w| w[0].0 < w[1].0));
+        let tombstoned_gone = got.iter().all(|(_, k, _)| {
+            k.strip_prefix('k')
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|n| n >= 10)
+        });
+        let mut l = latest(&got);
+        l.retain(|_, v| v.is_some());
+        // The active segment is never compacted; before it, one record per key.
+        let active = active_segment_base(&broker, "compacted");
+        let mut compacted_keys: Vec<&String> =
+            got.iter().filter(|r| r.0 < active).map(|r| &r.1).collect();
+        let n = compacted_keys.len();
+        compacted_keys.sort();
+        compacted_keys.dedup();
+        if l == want && tombstoned_gone && compacted_keys.len() == n && active > 10_010 {
+            break;
+        }
+        last = got;
+        assert!(
+            Instant::now() < deadline,
+            "not converged after 60 s: {} records, {} keys; tombstoned keys gone: {tombstoned_gone}",
+            last.len(),
+            latest(&last).len()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    drop(last);
+    assert_eq!(
+        watermarks(&b, "compacted"),
+        (0, 12_010),
+        "offsets never change"
+    );
+}
+
+/// Base offset of the newest segment file of partition 0 of `topic`.
+fn active_segment_base(broker: &Broker, topic: &str) -> i64 {
+    std::fs::read_dir(broker.data_dir().join(format!("{topic}-0")))
+        .expect("partition directory")
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".log")?.parse::<i64>().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn kill9_during_compaction_keeps_every_latest_value() {
+    let mut broker = BrokerOptions::new()
+        .cores(test_cores())
+        .set("log.cleaner.backoff.ms", 100)
+        // Slow compaction down so the kills land in the middle of it.
+        .set("log.cleaner.io.max.bytes.per.second", 3_000_000)
+        .start();
+    let b = broker.bootstrap();
+    let a = admin(&b);
+    create(
+        &a,
+        "crashy",
+        &[
+            ("cleanup.policy", "compact"),
+            ("segment.bytes", "262144"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+        ],
+    );
+    drop(a);
+    let p = producer(&b, &[("acks", "all"), ("linger.ms", "5")]);
+    let sent: Vec<Rec> = (0..20_000)
+        .map(|i| {
+            keyed(
+                &format!("key-{}", i % 500),
+                Some(format!("{i}:{}", "y".repeat(300))),
+            )
+        })
+        .collect();
+    for chunk in sent.chunks(1000) {
+        produce_all(&p, "crashy", chunk, TIMEOUT);
+    }
+    drop(p);
+    let want: std::collections::BTreeMap<String, Option<Vec<u8>>> = sent
+        .iter()
+        .map(|r| {
+            (
+                String::from_utf8(r.key.clone().unwrap()).unwrap(),
+                r.value.clone(),
+            )
+        })
+        .collect();
+    let mut compacted = false;
+    for (round, wait_ms) in [700u64, 1300, 2100, 400].into_iter().enumerate() {
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        compacted |= broker.log_tail(200).contains("crashy-0: compacted");
+        broker.kill9();
+        broker.start_again();
+        let b = broker.bootstrap();
+        let got = read_all(&b, "crashy");
+        assert!(
+            got.windows(2).all(|w| w[0].0 < w[1].0),
+            "round {round}: offsets out of order"
+        );
+        assert_eq!(
+            latest(&got),
+            want,
+            "round {round}: latest values after kill -9"
+        );
+        assert_eq!(watermarks(&b, "crashy").1, 20_000);
+    }
+    let log = broker.log_tail(400);
+    assert!(
+        !log.contains("truncating") && !log.contains("cannot"),
+        "{log}"
+    );
+    assert!(
+        compacted || log.contains("crashy-0: compacted"),
+        "compaction never ran:\n{log}"
+    );
+    broker.stop();
+}

@@ -279,6 +279,51 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(hdr)
 }
 
+/// [`validate`] for batches read back from the log: compaction leaves batches with fewer
+/// records than their offset span (records removed, `lastOffsetDelta` kept) and empty batches
+/// that only cover a run of removed offsets, as Kafka's log cleaner does. Everything else —
+/// framing, magic, CRC, offsets, timestamps — is checked the same way.
+pub fn validate_stored(batch: &[u8]) -> Result<BatchHeader, BatchError> {
+    match validate(batch) {
+        Err(BatchError::InvalidRecord(Invalidity::NoRecords { .. }))
+        | Err(BatchError::InvalidRecord(Invalidity::CountMismatch { .. })) => {
+            let hdr = BatchHeader::parse(batch)?;
+            if hdr.records_count < 0 || hdr.records_count as i64 > hdr.last_offset_delta as i64 + 1
+            {
+                return Err(BatchError::InvalidRecord(Invalidity::CountMismatch {
+                    records_count: hdr.records_count,
+                    last_offset_delta: hdr.last_offset_delta,
+                }));
+            }
+            Ok(hdr)
+        }
+        other => other,
+    }
+}
+
+/// An empty batch (no records) covering offsets `base_offset ..= base_offset + last_offset_delta`:
+/// what compaction leaves where every record of a run of offsets was removed, so offsets stay
+/// contiguous batch to batch (readers skip it, as Kafka clients skip the cleaner's empty batches).
+pub fn empty_batch(base_offset: i64, last_offset_delta: i32, leader_epoch: i32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(BATCH_HEADER_LEN);
+    out.extend_from_slice(&base_offset.to_be_bytes());
+    out.extend_from_slice(&(MIN_BATCH_LENGTH).to_be_bytes());
+    out.extend_from_slice(&leader_epoch.to_be_bytes());
+    out.push(MAGIC_V2 as u8);
+    out.extend_from_slice(&0u32.to_be_bytes()); // crc, below
+    out.extend_from_slice(&0i16.to_be_bytes()); // attributes
+    out.extend_from_slice(&last_offset_delta.to_be_bytes());
+    out.extend_from_slice(&(-1i64).to_be_bytes()); // base timestamp
+    out.extend_from_slice(&(-1i64).to_be_bytes()); // max timestamp
+    out.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+    out.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+    out.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    out.extend_from_slice(&0i32.to_be_bytes()); // records count
+    let crc = compute_crc(&out);
+    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
 /// The first record of `batch` (one whole, validated batch) whose timestamp is at or after `ts`,
 /// as (offset, timestamp); `None` if no record qualifies. Kafka answers ListOffsets by timestamp
 /// this way. LogAppendTime batches stamp every record with maxTimestamp. Compressed records are
@@ -328,7 +373,7 @@ pub fn first_record_at_or_after(
 }
 
 /// Reads a zigzag varint/varlong (up to 10 bytes) at `*pos`.
-pub(crate) fn read_zigzag(buf: &[u8], pos: &mut usize) -> Result<i64, String> {
+pub fn read_zigzag(buf: &[u8], pos: &mut usize) -> Result<i64, String> {
     let mut value: u64 = 0;
     for i in 0..10 {
         let byte = *buf

@@ -1,4 +1,4 @@
-//! Background log work of one shard — retention today, compaction next — in its own glommio task
+//! Background log work of one shard — retention and compaction — in its own glommio task
 //! queue with a small CPU share (`background.shares`, against 1000 for the queue that serves
 //! requests), so that when both have work the scheduler keeps produce and fetch ahead of it.
 //! Each pass is bounded (one partition at a time, yielding between partitions).
@@ -41,6 +41,79 @@ pub fn spawn_retention(shard: &Rc<Shard>, queue: TaskQueueHandle) {
             t.detach();
         }
         Err(e) => log::error!("shard {}: cannot start retention: {e}", shard.id),
+    }
+}
+
+/// Bytes of offset map per key (a 128-bit key hash and an offset, plus the table's overhead).
+const MAP_BYTES_PER_KEY: u64 = 32;
+
+/// Runs [`compaction_pass`] every `log.cleaner.backoff.ms` until the shard stops (if
+/// `log.cleaner.enable`).
+pub fn spawn_compaction(shard: &Rc<Shard>, queue: TaskQueueHandle) {
+    if !shard.config.log_cleaner_enable {
+        return;
+    }
+    let weak = Rc::downgrade(shard);
+    let interval = Duration::from_millis(shard.config.log_cleaner_backoff_ms);
+    let task = glommio::spawn_local_into(
+        async move {
+            loop {
+                glommio::timer::sleep(interval).await;
+                let Some(shard) = weak.upgrade() else { return };
+                if shard.stopping.get() {
+                    return;
+                }
+                compaction_pass(&shard).await;
+            }
+        },
+        queue,
+    );
+    match task {
+        Ok(t) => {
+            t.detach();
+        }
+        Err(e) => log::error!("shard {}: cannot start compaction: {e}", shard.id),
+    }
+}
+
+/// Compacts every partition of a compacted topic this shard owns, one at a time.
+pub async fn compaction_pass(shard: &Rc<Shard>) {
+    for p in shard.owned_partitions() {
+        if shard.stopping.get() {
+            return;
+        }
+        let Some(cfg) = shard.topic_config(&p.topic) else {
+            continue;
+        };
+        if !cfg.cleanup_compact {
+            continue;
+        }
+        let settings = crate::storage::log::CompactionSettings {
+            min_cleanable_ratio: cfg.min_cleanable_dirty_ratio,
+            min_lag_ms: cfg.min_compaction_lag_ms,
+            max_lag_ms: cfg.max_compaction_lag_ms,
+            delete_retention_ms: cfg.delete_retention_ms,
+            map_capacity: (shard.config.log_cleaner_dedupe_buffer_size / MAP_BYTES_PER_KEY)
+                as usize,
+            io_bytes_per_sec: shard.config.log_cleaner_io_max_bytes_per_second,
+        };
+        let started = std::time::Instant::now();
+        match p.log.compact(&settings, now_ms()).await {
+            Ok(None) => {}
+            Ok(Some(o)) => log::info!(
+                "{}-{}: compacted {} segment(s), {} -> {} bytes, {} key(s), clean up to offset {} in {} ms",
+                p.topic,
+                p.index,
+                o.segments_rewritten,
+                o.bytes_before,
+                o.bytes_after,
+                o.keys,
+                o.first_dirty,
+                started.elapsed().as_millis()
+            ),
+            Err(e) => p.log_error("compaction", &e),
+        }
+        glommio::yield_if_needed().await;
     }
 }
 

@@ -551,7 +551,9 @@ async fn shard_main(
     });
     mailbox::spawn_receivers(&shard, receivers);
     crate::coordinator::groups::spawn_offsets_expiry(&shard);
-    background::spawn_retention(&shard, background::task_queue(config.background_shares));
+    let background = background::task_queue(config.background_shares);
+    background::spawn_retention(&shard, background);
+    background::spawn_compaction(&shard, background);
     let committer = {
         let shard = shard.clone();
         glommio::spawn_local(async move { shard.commit.run().await })

@@ -212,6 +212,22 @@ impl BatchCache {
         inner.compact_fifo();
     }
 
+    /// Drops everything cached for `part` that ends before `offset` (those offsets were
+    /// rewritten on disk by compaction, or left the log).
+    pub fn forget_below(&self, part: CachePartitionId, offset: i64) {
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        if let Some(q) = inner.partitions.get_mut(&part) {
+            while q.front().is_some_and(|c| c.last_offset < offset) {
+                if let Some(c) = q.pop_front() {
+                    inner.used_bytes -= c.cost();
+                    inner.live -= 1;
+                }
+            }
+        }
+        inner.compact_fifo();
+    }
+
     /// Forgets a partition (closed or deleted). Its FIFO entries become stale and are skipped.
     pub fn remove_partition(&self, part: CachePartitionId) {
         self.readahead.remove_partition(part);

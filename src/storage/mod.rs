@@ -12,6 +12,7 @@
 //! them to KAFKA_STORAGE_ERROR for the partition concerned.
 
 pub mod cache;
+pub mod compaction;
 pub mod index;
 pub mod log;
 pub mod producer_state;

@@ -34,6 +34,9 @@ pub type Pending = oneshot::Receiver<Result<Chunk, StorageError>>;
 
 struct Slot {
     segment_base: i64,
+    /// Identity of the file the chunk is read from: compaction swaps a segment's file, and a
+    /// chunk's positions only mean something in the file it came from.
+    file_id: usize,
     offset: i64,
     seq: u64,
     chunk: Pending,
@@ -58,10 +61,17 @@ impl ReadAhead {
     }
 
     /// The chunk read ahead for `part` if it starts exactly at `offset` of segment
-    /// `segment_base`; any other slot of `part` is dropped (the consumer moved).
-    pub fn take(&self, part: CachePartitionId, segment_base: i64, offset: i64) -> Option<Pending> {
+    /// `segment_base` read from file `file_id`; any other slot of `part` is dropped (the
+    /// consumer moved, or the segment was rewritten).
+    pub fn take(
+        &self,
+        part: CachePartitionId,
+        segment_base: i64,
+        file_id: usize,
+        offset: i64,
+    ) -> Option<Pending> {
         let slot = self.slots.borrow_mut().remove(&part)?;
-        if slot.segment_base != segment_base || slot.offset != offset {
+        if slot.segment_base != segment_base || slot.offset != offset || slot.file_id != file_id {
             return None; // dropping the slot cancels its read
         }
         // A read still in flight finishes for the taker (dropping the task would cancel it
@@ -76,6 +86,7 @@ impl ReadAhead {
         &self,
         part: CachePartitionId,
         segment_base: i64,
+        file_id: usize,
         offset: i64,
         read: impl Future<Output = Result<Chunk, StorageError>> + 'static,
     ) {
@@ -100,6 +111,7 @@ impl ReadAhead {
             part,
             Slot {
                 segment_base,
+                file_id,
                 offset,
                 seq,
                 chunk: rx,

@@ -120,7 +120,7 @@ pub fn scan_with(
             }
             break ScanStop::Incomplete { needed: total };
         }
-        let header = match record_batch::validate(&rest[..total]) {
+        let header = match record_batch::validate_stored(&rest[..total]) {
             Ok(h) => h,
             Err(e) => break ScanStop::Invalid(InvalidBatch::Batch(e)),
         };

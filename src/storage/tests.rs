@@ -63,7 +63,7 @@ async fn read_all(log: &PartitionLog, from: i64, max_bytes: usize) -> Vec<Bytes>
         let s = log.read(off, max_bytes, hw).await.unwrap();
         assert!(!s.chunks.is_empty(), "no progress at {off} (hw {hw})");
         for c in s.batches().unwrap() {
-            let h = validate(&c).unwrap();
+            let h = crate::protocol::record_batch::validate_stored(&c).unwrap();
             assert!(h.last_offset() >= off);
             off = h.last_offset() + 1;
             out.push(c);
@@ -1132,6 +1132,162 @@ fn delete_records_moves_the_start_durably_and_refuses_past_the_high_watermark() 
         let hw = log.high_watermark();
         assert_eq!(log.delete_records_before(hw, NOW).await.unwrap(), hw);
         assert!(log.read(hw, 100, hw).await.unwrap().is_empty());
+        log.close().await.unwrap();
+    });
+}
+
+/// A keyed batch as a producer sends it: `(key, value)` records, `None` value = tombstone.
+fn keyed(records: &[(&str, Option<&str>)], ts: i64) -> (Bytes, BatchHeader) {
+    use crate::protocol::records::{encode_batch, KeyValue};
+    let kvs: Vec<KeyValue> = records
+        .iter()
+        .map(|(k, v)| KeyValue {
+            key: Some(k.as_bytes().to_vec()),
+            value: v.map(|v| v.as_bytes().to_vec()),
+        })
+        .collect();
+    let b = Bytes::from(encode_batch(&kvs, ts));
+    let h = validate(&b).unwrap();
+    (b, h)
+}
+
+/// Every record readable from `from`: (offset, key, value).
+async fn records_from(log: &PartitionLog, from: i64) -> Vec<(i64, String, Option<String>)> {
+    let mut out = Vec::new();
+    for b in read_all(log, from, 1 << 20).await {
+        crate::protocol::records::for_each_record(&b, |r| {
+            out.push((
+                r.offset,
+                String::from_utf8_lossy(r.key.unwrap_or_default()).into_owned(),
+                r.value.map(|v| String::from_utf8_lossy(v).into_owned()),
+            ))
+        })
+        .unwrap();
+    }
+    out
+}
+
+fn compact_now() -> log::CompactionSettings {
+    log::CompactionSettings {
+        min_cleanable_ratio: 0.0,
+        min_lag_ms: 0,
+        max_lag_ms: i64::MAX,
+        delete_retention_ms: 0,
+        map_capacity: 1 << 20,
+        io_bytes_per_sec: 0,
+    }
+}
+
+#[test]
+fn compaction_keeps_the_latest_value_per_key_and_survives_reopen() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("c-0");
+        let cache = Rc::new(BatchCache::new(0));
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
+        // 300 updates over 10 keys, 3 per batch; key k3 is deleted (tombstone) near the end.
+        let mut latest: std::collections::BTreeMap<String, Option<String>> = Default::default();
+        for i in 0..100 {
+            let recs: Vec<(String, Option<String>)> = (0..3)
+                .map(|j| {
+                    let k = format!("k{}", (i * 3 + j) % 10);
+                    let v = if i == 90 && k == "k3" {
+                        None
+                    } else {
+                        Some(format!("v{i}-{j}"))
+                    };
+                    (k, v)
+                })
+                .collect();
+            let refs: Vec<(&str, Option<&str>)> = recs
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_deref()))
+                .collect();
+            let (b, h) = keyed(&refs, NOW + i as i64);
+            log.append(&b, &h, 3, NOW).unwrap();
+            for (k, v) in recs {
+                latest.insert(k, v);
+            }
+            log.flush().await.unwrap();
+        }
+        let segs = log.segment_count();
+        assert!(segs >= 3, "{segs} segments");
+        let before = records_from(&log, 0).await;
+        assert_eq!(before.len(), 300);
+        let leo = log.log_end_offset();
+
+        // Tombstones younger than delete.retention.ms stay.
+        let keep_tombstones = log::CompactionSettings {
+            delete_retention_ms: i64::MAX / 4,
+            ..compact_now()
+        };
+        let o = log
+            .compact(&keep_tombstones, NOW + 1000)
+            .await
+            .unwrap()
+            .expect("compacted");
+        assert!(
+            o.segments_rewritten >= 1 && o.bytes_after < o.bytes_before,
+            "{o:?}"
+        );
+        assert_eq!(files(&dir, "cleaned").len(), 0);
+        let after = records_from(&log, 0).await;
+        // Offsets kept, in order; within the closed segments one record per key.
+        assert!(after.windows(2).all(|w| w[0].0 < w[1].0));
+        let by_offset: std::collections::HashMap<i64, &(i64, String, Option<String>)> =
+            before.iter().map(|r| (r.0, r)).collect();
+        for r in &after {
+            assert_eq!(by_offset[&r.0], r, "record at {} changed", r.0);
+        }
+        let clean: Vec<_> = after.iter().filter(|r| r.0 < o.first_dirty).collect();
+        let mut keys: Vec<&String> = clean.iter().map(|r| &r.1).collect();
+        keys.sort();
+        let n = keys.len();
+        keys.dedup();
+        assert_eq!(keys.len(), n, "one record per key in the compacted part");
+        // The latest value of every key is still there (the active segment is not compacted).
+        for (k, v) in &latest {
+            let last = after.iter().rev().find(|r| &r.1 == k).expect("key present");
+            assert_eq!(&last.2, v, "latest value of {k}");
+        }
+        assert_eq!(log.log_end_offset(), leo);
+
+        // Nothing new: the next pass has nothing to do.
+        assert!(log
+            .compact(&keep_tombstones, NOW + 1000)
+            .await
+            .unwrap()
+            .is_none());
+
+        // Reopen as after a crash (indexes from the files written by compaction) and after a
+        // crash between writing a compacted copy and swapping it (a leftover .cleaned file).
+        drop(log);
+        std::fs::write(dir.join("00000000000000000000.log.cleaned"), b"partial").unwrap();
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
+        assert_eq!(files(&dir, "cleaned").len(), 0);
+        assert_eq!(records_from(&log, 0).await, after);
+        // Remove the index files: rebuilt by scanning the compacted segments (empty batches
+        // and gaps inside batches included).
+        log.close().await.unwrap();
+        for p in files(&dir, "index")
+            .into_iter()
+            .chain(files(&dir, "timeindex"))
+        {
+            std::fs::remove_file(p).unwrap();
+        }
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
+        assert_eq!(records_from(&log, 0).await, after);
+
+        // Appending continues at the same offsets.
+        let (b, h) = keyed(&[("k1", Some("after"))], NOW + 500);
+        assert_eq!(log.append(&b, &h, 3, NOW).unwrap().base_offset, leo);
+        log.flush().await.unwrap();
         log.close().await.unwrap();
     });
 }

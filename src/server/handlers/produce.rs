@@ -91,7 +91,13 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
                     Some(owner) => match validate_records(
                         part.records.as_ref(),
                         topic_config.max_message_bytes,
-                    ) {
+                    )
+                    .and_then(|batches| {
+                        if topic_config.cleanup_compact {
+                            every_record_keyed(&batches)?;
+                        }
+                        Ok(batches)
+                    }) {
                         Ok(batches) => per_shard[owner].push(PartWork {
                             slot: (ti, pi),
                             topic: topic.name.clone(),
@@ -201,6 +207,23 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
 /// Checks a partition's record set: exactly one whole v2 batch (Kafka's rule for Produce v3+),
 /// within `message.max.bytes` (the batch with its 12-byte log overhead, as Kafka counts it),
 /// CRC intact.
+/// Compacted topics keep the latest value per key: a record without a key cannot be kept
+/// meaningfully, so Kafka refuses it (INVALID_RECORD). Compressed batches are decompressed to
+/// look (the one check that does on the produce path, and only for compacted topics).
+fn every_record_keyed(batches: &[(Bytes, BatchHeader)]) -> Result<(), ErrorCode> {
+    use crate::storage::compaction::{for_each_record, records_section};
+    for (batch, header) in batches {
+        let records = records_section(batch, header).map_err(|e| batch_error(&e))?;
+        let mut keyless = false;
+        for_each_record(&records, header, |r| keyless |= r.key.is_none())
+            .map_err(|e| batch_error(&e))?;
+        if keyless {
+            return Err(ErrorCode::INVALID_RECORD);
+        }
+    }
+    Ok(())
+}
+
 fn validate_records(
     records: Option<&Bytes>,
     max_batch_bytes: usize,

@@ -1,0 +1,376 @@
+//! Log compaction, the pure part: the key → latest offset map, and rewriting one stored batch
+//! to keep only the records compaction keeps. The log drives it over whole closed segments
+//! (see `PartitionLog::compact`).
+//!
+//! What stays, as Kafka's log cleaner keeps it:
+//! - a record whose key's latest offset (in the map) is its own offset, or whose key the map does
+//!   not know (newer than what was mapped), or that has no key;
+//! - a tombstone (null value) likewise, until it is older than `delete.retention.ms`;
+//! - offsets never change and order is kept. A batch keeps its base offset, `lastOffsetDelta`,
+//!   producer fields and codec; only the records it drops are gone (compressed batches are
+//!   decompressed and recompressed with the same codec). A batch left with no record is dropped
+//!   and the caller covers the offsets it spanned with an empty batch, so batches stay contiguous.
+
+use rustc_hash::FxHashMap;
+
+use crate::protocol::compression::{compress, decompress, CODEC_NONE};
+use crate::protocol::record_batch::{
+    compute_crc, read_zigzag, BatchError, BatchHeader, Corruption, BATCH_HEADER_LEN,
+    BATCH_LENGTH_AT, CRC_AT, LOG_OVERHEAD, RECORDS_COUNT_AT,
+};
+
+/// Most bytes one batch may inflate to when decompressed for compaction.
+pub const DECOMPRESS_LIMIT: usize = 64 << 20;
+
+fn key_hash(key: &[u8]) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(key)
+}
+
+/// Latest offset per key (by a 128-bit hash of the key, as Kafka maps by a hash: 24 bytes per
+/// key whatever its length), bounded to `capacity` keys.
+pub struct OffsetMap {
+    latest: FxHashMap<u128, i64>,
+    capacity: usize,
+}
+
+impl OffsetMap {
+    pub fn new(capacity: usize) -> OffsetMap {
+        OffsetMap {
+            latest: FxHashMap::default(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Records `offset` as the latest of `key`.
+    pub fn put(&mut self, key: &[u8], offset: i64) {
+        let e = self.latest.entry(key_hash(key)).or_insert(offset);
+        *e = (*e).max(offset);
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<i64> {
+        self.latest.get(&key_hash(key)).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.latest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.latest.is_empty()
+    }
+
+    /// True when no more keys should be added (the caller stops mapping at a segment boundary).
+    pub fn is_full(&self) -> bool {
+        self.latest.len() >= self.capacity
+    }
+}
+
+/// One record of a batch, as stored.
+pub struct RecordView<'a> {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub is_tombstone: bool,
+    /// The record's bytes from its length prefix on (re-used as is when it is kept).
+    pub raw: &'a [u8],
+}
+
+/// The records section of `batch`, decompressed if needed.
+pub fn records_section(batch: &[u8], h: &BatchHeader) -> Result<Vec<u8>, BatchError> {
+    let body = batch
+        .get(BATCH_HEADER_LEN..h.total_len())
+        .ok_or(BatchError::CorruptMessage(Corruption::Truncated {
+            needed: h.total_len(),
+            available: batch.len(),
+        }))?;
+    if h.compression() == CODEC_NONE {
+        return Ok(body.to_vec());
+    }
+    decompress(h.compression(), body, DECOMPRESS_LIMIT)
+        .map_err(|e| BatchError::CorruptMessage(Corruption::Records(e.to_string())))
+}
+
+/// Calls `f` for each record of a decompressed records section of a batch with header `h`.
+pub fn for_each_record<'a>(
+    records: &'a [u8],
+    h: &BatchHeader,
+    mut f: impl FnMut(RecordView<'a>),
+) -> Result<(), BatchError> {
+    let bad = |why: String| BatchError::CorruptMessage(Corruption::Records(why));
+    let mut pos = 0usize;
+    for _ in 0..h.records_count {
+        let start = pos;
+        let len = read_zigzag(records, &mut pos).map_err(bad)?;
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|len| pos.checked_add(len))
+            .filter(|end| *end <= records.len())
+            .ok_or_else(|| bad(format!("record length {len} at {pos}")))?;
+        let rec = &records[..end];
+        let mut p = pos + 1; // attributes
+        let ts_delta = read_zigzag(rec, &mut p).map_err(bad)?;
+        let offset_delta = read_zigzag(rec, &mut p).map_err(bad)?;
+        let key_len = read_zigzag(rec, &mut p).map_err(bad)?;
+        let key = if key_len < 0 {
+            None
+        } else {
+            let k_end = p
+                .checked_add(key_len as usize)
+                .filter(|e| *e <= end)
+                .ok_or_else(|| bad(format!("key of {key_len} bytes overruns the record")))?;
+            let k = &rec[p..k_end];
+            p = k_end;
+            Some(k)
+        };
+        let value_len = read_zigzag(rec, &mut p).map_err(bad)?;
+        f(RecordView {
+            offset: h.base_offset + offset_delta,
+            timestamp: if h.is_log_append_time() {
+                h.max_timestamp
+            } else {
+                h.base_timestamp.saturating_add(ts_delta)
+            },
+            key,
+            is_tombstone: value_len < 0,
+            raw: &records[start..end],
+        });
+        pos = end;
+    }
+    Ok(())
+}
+
+/// Adds every keyed record of `batch` to `map`.
+pub fn map_batch(batch: &[u8], map: &mut OffsetMap) -> Result<(), BatchError> {
+    let h = BatchHeader::parse(batch)?;
+    if h.is_control() || h.records_count == 0 {
+        return Ok(());
+    }
+    let records = records_section(batch, &h)?;
+    for_each_record(&records, &h, |r| {
+        if let Some(k) = r.key {
+            map.put(k, r.offset);
+        }
+    })
+}
+
+/// What compaction does with one batch.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Filtered {
+    /// Every record stays: the batch is kept byte for byte.
+    Unchanged,
+    /// Some records stay: the rebuilt batch (same base offset and span).
+    Rebuilt(Vec<u8>),
+    /// No record stays.
+    Empty,
+}
+
+/// Applies compaction to one stored batch: keeps the records described in the module docs;
+/// tombstones with a timestamp before `tombstones_before` go. `oldest_tombstone` is lowered to
+/// the timestamp of every tombstone kept (so the log knows when another pass will remove it).
+pub fn filter_batch(
+    batch: &[u8],
+    map: &OffsetMap,
+    tombstones_before: i64,
+    oldest_tombstone: &mut Option<i64>,
+) -> Result<Filtered, BatchError> {
+    let h = BatchHeader::parse(batch)?;
+    // Control batches (transaction markers) are not compacted here.
+    if h.is_control() || h.records_count == 0 {
+        return Ok(Filtered::Unchanged);
+    }
+    let records = records_section(batch, &h)?;
+    let mut kept: Vec<&[u8]> = Vec::new();
+    let mut total = 0usize;
+    for_each_record(&records, &h, |r| {
+        let superseded = r
+            .key
+            .and_then(|k| map.get(k))
+            .is_some_and(|latest| latest > r.offset);
+        let expired_tombstone = r.is_tombstone && r.timestamp < tombstones_before;
+        if !superseded && !expired_tombstone {
+            kept.push(r.raw);
+            if r.is_tombstone {
+                *oldest_tombstone =
+                    Some(oldest_tombstone.map_or(r.timestamp, |t| t.min(r.timestamp)));
+            }
+        }
+        total += 1;
+    })?;
+    if kept.len() == total {
+        return Ok(Filtered::Unchanged);
+    }
+    if kept.is_empty() {
+        return Ok(Filtered::Empty);
+    }
+    let mut section = Vec::with_capacity(kept.iter().map(|r| r.len()).sum());
+    for r in &kept {
+        section.extend_from_slice(r);
+    }
+    let body = if h.compression() == CODEC_NONE {
+        section
+    } else {
+        compress(h.compression(), &section)
+            .map_err(|e| BatchError::CorruptMessage(Corruption::Records(e.to_string())))?
+    };
+    let mut out = Vec::with_capacity(BATCH_HEADER_LEN + body.len());
+    out.extend_from_slice(&batch[..BATCH_HEADER_LEN]);
+    out.extend_from_slice(&body);
+    let batch_length = (out.len() - LOG_OVERHEAD) as i32;
+    out[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&batch_length.to_be_bytes());
+    out[RECORDS_COUNT_AT..RECORDS_COUNT_AT + 4].copy_from_slice(&(kept.len() as i32).to_be_bytes());
+    let crc = compute_crc(&out);
+    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(Filtered::Rebuilt(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::record_batch::{set_base_offset, validate, validate_stored};
+    use crate::protocol::records::{encode_batch, for_each_record as read_records, KeyValue};
+
+    fn kv(k: &str, v: Option<&str>) -> KeyValue {
+        KeyValue {
+            key: Some(k.as_bytes().to_vec()),
+            value: v.map(|v| v.as_bytes().to_vec()),
+        }
+    }
+
+    fn batch_at(base: i64, recs: &[KeyValue], ts: i64) -> Vec<u8> {
+        let mut b = encode_batch(recs, ts);
+        set_base_offset(&mut b, base).unwrap();
+        b
+    }
+
+    fn keys_and_values(batch: &[u8]) -> Vec<(i64, String, Option<String>)> {
+        let mut out = Vec::new();
+        read_records(batch, |r| {
+            out.push((
+                r.offset,
+                String::from_utf8_lossy(r.key.unwrap_or_default()).into_owned(),
+                r.value.map(|v| String::from_utf8_lossy(v).into_owned()),
+            ))
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn keeps_latest_per_key_and_offsets() {
+        let old = batch_at(
+            10,
+            &[kv("a", Some("1")), kv("b", Some("1")), kv("a", Some("2"))],
+            1000,
+        );
+        let new = batch_at(13, &[kv("b", Some("2")), kv("c", Some("1"))], 2000);
+        let mut map = OffsetMap::new(100);
+        map_batch(&old, &mut map).unwrap();
+        map_batch(&new, &mut map).unwrap();
+        assert_eq!(
+            (map.get(b"a"), map.get(b"b"), map.get(b"c")),
+            (Some(12), Some(13), Some(14))
+        );
+
+        let Filtered::Rebuilt(b) = filter_batch(&old, &map, 0, &mut None).unwrap() else {
+            panic!("old batch must be rebuilt")
+        };
+        let h = validate_stored(&b).unwrap();
+        assert!(
+            validate(&b).is_err(),
+            "fewer records than its span: not a producer batch"
+        );
+        assert_eq!(
+            (h.base_offset, h.last_offset_delta, h.records_count),
+            (10, 2, 1)
+        );
+        assert_eq!(
+            keys_and_values(&b),
+            vec![(12, "a".into(), Some("2".into()))]
+        );
+        assert_eq!(
+            filter_batch(&new, &map, 0, &mut None).unwrap(),
+            Filtered::Unchanged
+        );
+        // Everything superseded: empty.
+        let gone = batch_at(20, &[kv("a", Some("0"))], 500);
+        let mut map2 = OffsetMap::new(100);
+        map_batch(&batch_at(21, &[kv("a", Some("x"))], 600), &mut map2).unwrap();
+        assert_eq!(
+            filter_batch(&gone, &map2, 0, &mut None).unwrap(),
+            Filtered::Empty
+        );
+    }
+
+    #[test]
+    fn tombstones_go_after_the_horizon_only() {
+        let b = batch_at(0, &[kv("a", Some("1")), kv("a", None)], 1000);
+        let mut map = OffsetMap::new(10);
+        map_batch(&b, &mut map).unwrap();
+        let mut oldest = None;
+        let Filtered::Rebuilt(kept) = filter_batch(&b, &map, 500, &mut oldest).unwrap() else {
+            panic!("value superseded by its tombstone")
+        };
+        assert_eq!(keys_and_values(&kept), vec![(1, "a".into(), None)]);
+        assert_eq!(oldest, Some(1000), "the kept tombstone's timestamp");
+        let mut oldest = None;
+        assert_eq!(
+            filter_batch(&b, &map, 1001, &mut oldest).unwrap(),
+            Filtered::Empty
+        );
+        assert_eq!(oldest, None);
+    }
+
+    #[test]
+    fn compressed_batches_are_recompressed_with_their_codec() {
+        use crate::protocol::compression::{CODEC_GZIP, CODEC_LZ4, CODEC_SNAPPY, CODEC_ZSTD};
+        use crate::protocol::record_batch::ATTRIBUTES_AT;
+        for codec in [CODEC_GZIP, CODEC_SNAPPY, CODEC_LZ4, CODEC_ZSTD] {
+            let plain = batch_at(
+                5,
+                &[
+                    kv("k", Some("old")),
+                    kv("j", Some("x")),
+                    kv("k", Some("new")),
+                ],
+                7,
+            );
+            let h = BatchHeader::parse(&plain).unwrap();
+            let body = compress(codec, &plain[BATCH_HEADER_LEN..]).unwrap();
+            let mut b = plain[..BATCH_HEADER_LEN].to_vec();
+            b.extend_from_slice(&body);
+            let len = (b.len() - LOG_OVERHEAD) as i32;
+            b[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&len.to_be_bytes());
+            let attrs = (h.attributes | codec as i16).to_be_bytes();
+            b[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attrs);
+            let crc = compute_crc(&b);
+            b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+            validate(&b).unwrap();
+
+            let mut map = OffsetMap::new(10);
+            map_batch(&b, &mut map).unwrap();
+            let Filtered::Rebuilt(out) = filter_batch(&b, &map, 0, &mut None).unwrap() else {
+                panic!("codec {codec}: one record superseded")
+            };
+            let h2 = validate_stored(&out).unwrap();
+            assert_eq!(h2.compression(), codec);
+            assert_eq!(h2.records_count, 2);
+            let section = records_section(&out, &h2).unwrap();
+            let mut seen = Vec::new();
+            for_each_record(&section, &h2, |r| {
+                seen.push((r.offset, r.key.unwrap().to_vec()))
+            })
+            .unwrap();
+            assert_eq!(seen, vec![(6, b"j".to_vec()), (7, b"k".to_vec())]);
+        }
+    }
+
+    #[test]
+    fn map_capacity_is_reported() {
+        let mut m = OffsetMap::new(2);
+        m.put(b"a", 1);
+        assert!(!m.is_full());
+        m.put(b"b", 2);
+        assert!(m.is_full());
+        assert_eq!(m.len(), 2);
+    }
+}
