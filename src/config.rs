@@ -91,6 +91,9 @@ pub struct BrokerConfig {
     pub log_cleaner_dedupe_buffer_size: u64,
     /// `log.cleaner.io.max.bytes.per.second`: compaction read+write rate per shard (0 = none).
     pub log_cleaner_io_max_bytes_per_second: u64,
+    /// `log.dir.min.free.bytes`: below this much free space in the data directory's
+    /// filesystem, produce is refused with KAFKA_STORAGE_ERROR until space returns (0: off).
+    pub log_dir_min_free_bytes: u64,
     /// CPU shares of each shard's background work (retention, compaction) against 1000 for
     /// serving requests (`background.shares`).
     pub background_shares: usize,
@@ -156,6 +159,7 @@ const KEYS: &[(&str, &str)] = &[
     ("mailbox.capacity", "1024"),
     ("acks1.durable", "true"),
     ("background.shares", "100"),
+    ("log.dir.min.free.bytes", "67108864"),
     ("log.cleaner.enable", "true"),
     ("log.cleaner.backoff.ms", "15000"),
     ("log.cleaner.dedupe.buffer.size", "134217728"),
@@ -426,6 +430,12 @@ impl BrokerConfig {
                 "log.retention.check.interval.ms",
                 &get("log.retention.check.interval.ms"),
                 1,
+                i64::MAX,
+            )? as u64,
+            log_dir_min_free_bytes: parse_num(
+                "log.dir.min.free.bytes",
+                &get("log.dir.min.free.bytes"),
+                0,
                 i64::MAX,
             )? as u64,
             log_cleaner_enable: parse_bool("log.cleaner.enable", &get("log.cleaner.enable"))?,

@@ -1086,3 +1086,76 @@ fn stray_and_deleted_partition_directories_are_handled_at_start() {
     assert_serving(&mut broker);
     broker.stop();
 }
+
+/// Below `log.dir.min.free.bytes` free, produce is refused with KAFKA_STORAGE_ERROR before the
+/// disk is full (no write ever hits ENOSPC), and accepted again by itself once space returns.
+/// The data directory lives on a small loop-mounted filesystem next to a filler file; removing
+/// the filler is the space coming back. Needs root, as CI runs.
+#[test]
+fn low_disk_space_refuses_produce_until_space_returns() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("low_disk_space_refuses_produce_until_space_returns: not run, needs root");
+        return;
+    }
+    let disk = SmallDisk::new(64).unwrap_or_else(|e| panic!("cannot set up the small disk: {e}"));
+    let filler = disk.mount.join("filler");
+    let mut broker = broker_with(
+        BrokerOptions::new()
+            .set("log.dir.min.free.bytes", 24 << 20)
+            .set("log.segment.bytes", 1 << 20)
+            .set("log.preallocate.bytes", 1 << 20),
+    );
+    // Move the data directory onto the small disk.
+    broker.stop();
+    let data = broker.data_dir();
+    let moved = disk.mount.join("data");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&data)
+        .arg(&moved)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::remove_dir_all(&data).unwrap();
+    std::os::unix::fs::symlink(&moved, &data).unwrap();
+    broker.start_again();
+    let topic = "guarded";
+    create_topic(broker.addr(), topic, 1);
+    // Leave about 6 MiB above the 24 MiB threshold.
+    let available = odradek::io::filesystem_space(&disk.mount)
+        .expect("statvfs")
+        .1;
+    let fill = available.saturating_sub((24 + 6) << 20);
+    assert!(fill > 0, "small disk has only {available} bytes free");
+    std::fs::write(&filler, vec![1u8; fill as usize]).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let big = vec![0x33u8; 256 * 1024];
+    let mut refused_at = None;
+    for i in 0..200 {
+        let batch = record_batch(&[(Some(b"k"), Some(&big))], 1_700_000_000_000 + i);
+        let res = produce_v3(broker.addr(), &[(topic, vec![(0, batch)])]);
+        let p = res[&(topic.to_string(), 0)];
+        if p.error != NONE {
+            assert_eq!(p.error, KAFKA_STORAGE_ERROR, "request {i}: {res:?}");
+            refused_at = Some(i);
+            break;
+        }
+        // The guard looks once a second: give it time to notice.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let at = refused_at.unwrap_or_else(|| broker.fail("produce never refused on a filling disk"));
+    assert!(at > 0, "refused before anything was written");
+    let log = broker.log_tail(200);
+    assert!(log.contains("below log.dir.min.free.bytes"), "{log}");
+    assert!(!log.contains("No space left"), "a write hit ENOSPC:\n{log}");
+    // Space returns: produce is accepted again without a restart, at the next offset.
+    std::fs::remove_file(&filler).unwrap();
+    let offset = produce_until_ok(&broker, topic, 0, b"space is back");
+    assert_eq!(offset, at as i64, "offsets continue after the refusals");
+    assert!(broker.log_tail(50).contains("bytes free again"));
+    assert_serving(&mut broker);
+    broker.stop();
+    drop(disk);
+}

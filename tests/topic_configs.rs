@@ -225,6 +225,34 @@ fn topic_configs_are_described_altered_validated_applied_and_persisted() {
         "{segments} segment file(s) after 195 KB with segment.bytes=65536"
     );
 
+    // Timestamp bounds (CreateTime): two days old or an hour ahead is refused.
+    alter(
+        &a,
+        ResourceSpecifier::Topic("plain"),
+        &[
+            ("segment.bytes", "65536"),
+            ("message.timestamp.before.max.ms", "86400000"),
+            ("message.timestamp.after.max.ms", "600000"),
+        ],
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let strict_ts = producer(&broker.bootstrap(), &[("acks", "all"), ("retries", "0")]);
+    for ts in [now - 2 * 86_400_000, now + 3_600_000] {
+        let rec = Rec {
+            timestamp_ms: Some(ts),
+            ..Rec::value("t")
+        };
+        let r = try_produce_all(&strict_ts, "plain", &[rec], TIMEOUT);
+        assert!(
+            r[0].as_ref().is_err_and(|e| e.contains("InvalidTimestamp")),
+            "timestamp {ts} (now {now}): {r:?}"
+        );
+    }
+    produce_all(&strict_ts, "plain", &[Rec::value("now")], TIMEOUT);
+
     // min.insync.replicas=2 on a single node: acks=all fails with NOT_ENOUGH_REPLICAS.
     alter(
         &a,

@@ -51,3 +51,21 @@ pub fn sync_dir(dir: &Path) -> Result<(), IoFailure> {
     f.sync_all()
         .map_err(|e| IoFailure::new("fsync dir", dir, 0, e))
 }
+
+/// Total and available bytes (for unprivileged writers) of the filesystem holding `dir`
+/// (statvfs), or `None` if it cannot be asked.
+pub fn filesystem_space(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a valid NUL-terminated string and `st` a writable statvfs.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let frag = st.f_frsize as u64;
+    Some((
+        (st.f_blocks as u64).saturating_mul(frag),
+        (st.f_bavail as u64).saturating_mul(frag),
+    ))
+}

@@ -44,6 +44,47 @@ pub fn spawn_retention(shard: &Rc<Shard>, queue: TaskQueueHandle) {
     }
 }
 
+/// How often each shard looks at the data directory's free space.
+const DISK_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Keeps `shard.disk_low` up to date: true while the data directory's filesystem has less than
+/// `log.dir.min.free.bytes` available. Runs in the shard's default queue (a statvfs a second),
+/// so a busy background queue never delays it. Transitions are logged.
+pub fn spawn_disk_guard(shard: &Rc<Shard>) {
+    let min_free = shard.config.log_dir_min_free_bytes;
+    if min_free == 0 {
+        return;
+    }
+    let weak = Rc::downgrade(shard);
+    glommio::spawn_local(async move {
+        loop {
+            let Some(shard) = weak.upgrade() else { return };
+            if shard.stopping.get() {
+                return;
+            }
+            if let Some((_, available)) = crate::io::filesystem_space(&shard.config.data_dir) {
+                let low = available < min_free;
+                if low != shard.disk_low.replace(low) && shard.id == 0 {
+                    if low {
+                        log::warn!(
+                            "data directory {} has {available} bytes free, below log.dir.min.free.bytes={min_free}: refusing produce (KAFKA_STORAGE_ERROR) until space returns",
+                            shard.config.data_dir.display()
+                        );
+                    } else {
+                        log::info!(
+                            "data directory {} has {available} bytes free again: accepting produce",
+                            shard.config.data_dir.display()
+                        );
+                    }
+                }
+            }
+            drop(shard);
+            glommio::timer::sleep(DISK_CHECK_INTERVAL).await;
+        }
+    })
+    .detach();
+}
+
 /// Bytes of offset map per key (a 128-bit key hash and an offset, plus the table's overhead).
 const MAP_BYTES_PER_KEY: u64 = 32;
 

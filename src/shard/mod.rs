@@ -59,6 +59,9 @@ pub struct Shard {
     offline: RefCell<std::collections::HashSet<(String, i32)>>,
     pub stopping: Cell<bool>,
     pub stop_requested: Notify,
+    /// The data directory's filesystem is below `log.dir.min.free.bytes` free (see
+    /// [`background::spawn_disk_guard`]): produce is refused until space returns.
+    pub disk_low: Cell<bool>,
     /// Committed offsets of the groups coordinated here (this shard's `__consumer_offsets`
     /// partitions), rebuilt from them when they open.
     pub offsets: RefCell<crate::coordinator::offsets::OffsetTable>,
@@ -545,6 +548,7 @@ async fn shard_main(
         offline: RefCell::new(Default::default()),
         stopping: Cell::new(false),
         stop_requested: Notify::new(),
+        disk_low: Cell::new(false),
         offsets: RefCell::new(Default::default()),
         groups: RefCell::new(Default::default()),
         consumer_groups: RefCell::new(Default::default()),
@@ -554,6 +558,7 @@ async fn shard_main(
     let background = background::task_queue(config.background_shares);
     background::spawn_retention(&shard, background);
     background::spawn_compaction(&shard, background);
+    background::spawn_disk_guard(&shard);
     let committer = {
         let shard = shard.clone();
         glommio::spawn_local(async move { shard.commit.run().await })

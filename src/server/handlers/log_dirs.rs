@@ -148,24 +148,6 @@ fn sizes_on_owner(s: &Shard, wanted: &Option<Vec<(String, Vec<i32>)>>) -> Vec<(S
     out
 }
 
-/// Total and available bytes of the filesystem holding `dir` (statvfs), or -1 each.
-pub fn filesystem_space(dir: &std::path::Path) -> (i64, i64) {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return (-1, -1);
-    };
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is a valid NUL-terminated string and `st` a writable statvfs.
-    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
-        return (-1, -1);
-    }
-    let frag = st.f_frsize as i64;
-    (
-        (st.f_blocks as i64).saturating_mul(frag),
-        (st.f_bavail as i64).saturating_mul(frag),
-    )
-}
-
 pub async fn describe_log_dirs(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatch {
     let req: DescribeLogDirsRequest = match decode(&ctx, &mut r) {
         Ok(req) => req,
@@ -207,7 +189,8 @@ pub async fn describe_log_dirs(shard: &Rc<Shard>, ctx: RequestContext, mut r: Re
         }
     }
     let dir = &shard.config.data_dir;
-    let (total_bytes, usable_bytes) = filesystem_space(dir);
+    let (total_bytes, usable_bytes) =
+        crate::io::filesystem_space(dir).map_or((-1, -1), |(t, a)| (t as i64, a as i64));
     let log_dir = std::fs::canonicalize(dir)
         .unwrap_or_else(|_| dir.clone())
         .display()

@@ -88,6 +88,9 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
                     Some(_) if acks == -1 && topic_config.min_insync_replicas > 1 => {
                         error = ErrorCode::NOT_ENOUGH_REPLICAS
                     }
+                    // Below log.dir.min.free.bytes: refuse rather than fill the disk (the
+                    // client retries; writes resume when space returns).
+                    Some(_) if shard.disk_low.get() => error = ErrorCode::KAFKA_STORAGE_ERROR,
                     Some(owner) => match validate_records(
                         part.records.as_ref(),
                         topic_config.max_message_bytes,
@@ -96,6 +99,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
                         if topic_config.cleanup_compact {
                             every_record_keyed(&batches)?;
                         }
+                        timestamps_within_bounds(&batches, &topic_config, crate::shard::now_ms())?;
                         Ok(batches)
                     }) {
                         Ok(batches) => per_shard[owner].push(PartWork {
@@ -207,6 +211,30 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
 /// Checks a partition's record set: exactly one whole v2 batch (Kafka's rule for Produce v3+),
 /// within `message.max.bytes` (the batch with its 12-byte log overhead, as Kafka counts it),
 /// CRC intact.
+/// `message.timestamp.before.max.ms` / `after.max.ms` for CreateTime topics: a batch whose
+/// newest record is too far ahead of the broker's clock, or whose first record is too far
+/// behind it, is refused with INVALID_TIMESTAMP. Read from the batch header (the first record's
+/// and the newest timestamp), so compressed batches stay compressed.
+fn timestamps_within_bounds(
+    batches: &[(Bytes, BatchHeader)],
+    cfg: &crate::topic_config::TopicConfig,
+    now_ms: i64,
+) -> Result<(), ErrorCode> {
+    if cfg.timestamp_log_append {
+        return Ok(());
+    }
+    for (_, h) in batches {
+        let too_new = h.max_timestamp >= 0
+            && h.max_timestamp.saturating_sub(now_ms) > cfg.timestamp_after_max_ms;
+        let too_old = h.base_timestamp >= 0
+            && now_ms.saturating_sub(h.base_timestamp) > cfg.timestamp_before_max_ms;
+        if too_new || too_old {
+            return Err(ErrorCode::INVALID_TIMESTAMP);
+        }
+    }
+    Ok(())
+}
+
 /// Compacted topics keep the latest value per key: a record without a key cannot be kept
 /// meaningfully, so Kafka refuses it (INVALID_RECORD). Compressed batches are decompressed to
 /// look (the one check that does on the produce path, and only for compacted topics).

@@ -1,0 +1,64 @@
+#!/bin/bash
+# Produce latency with and without compaction running on another partition of the same shard.
+# Per round, on a fresh one-shard broker (CPU 0; bench on CPU 1):
+#   1. fill a compacted topic (1 partition, KEYS keys) with FILL_RECORDS records while its
+#      min.compaction.lag.ms holds compaction back;
+#   2. A: open-loop produce to another topic at RATE for DURATION s (no compaction running);
+#   3. release compaction (min.compaction.lag.ms=0), wait for it to start;
+#   4. B: the same produce run while the shard compacts.
+# Prints each run's latency line and the broker's compaction log lines (with their times, to
+# show they overlap run B).
+#   Usage: perf/scripts/compaction-impact.sh BROKER ROUNDS [RATE] [DURATION] [FILL_RECORDS] [KEYS]
+# Needs python3 with confluent-kafka (scripts/test installs one under target/test-venv).
+set -u
+BROKER=$1; ROUNDS=$2; RATE=${3:-20000}; DURATION=${4:-20}; FILL=${5:-1000000}; KEYS=${6:-1000}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BENCH=${BENCH:-$ROOT/target/release/odradek-bench}
+PY=${PY:-$ROOT/target/test-venv/bin/python}
+DATA=$(mktemp -d -t odradek-compaction-XXXXXX)
+port=19700
+admin() { # admin PORT TOPIC KEY=VALUE... : create (first call) or alter topic configs
+  "$PY" - "$@" <<'PYEOF'
+import sys
+from confluent_kafka.admin import AdminClient, NewTopic, ConfigResource, ConfigEntry, AlterConfigOpType
+port, topic, *kv = sys.argv[1:]
+a = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"})
+cfg = dict(x.split("=", 1) for x in kv)
+md = a.list_topics(timeout=10)
+if topic not in md.topics:
+    for f in a.create_topics([NewTopic(topic, 1, 1, config=cfg)]).values(): f.result(15)
+else:
+    r = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in cfg.items()])
+    for f in a.incremental_alter_configs([r]).values(): f.result(15)
+PYEOF
+}
+run_produce() { # run_produce PORT LABEL
+  taskset -c 1 "$BENCH" produce --bootstrap 127.0.0.1:$1 --cores 1-1 --topic measured \
+    --partitions 4 --record-size 1024 --rate "$RATE" --duration-s "$DURATION" --warmup-s 3 \
+    --quiet 2>&1 | grep -E "^(produce|  produce latency|errors)" | sed "s/^/$2 /"
+}
+for r in $(seq 1 "$ROUNDS"); do
+  port=$((port + 1))
+  rm -rf "$DATA/data"
+  taskset -c 0 "$BROKER" serve --listen 127.0.0.1:$port --data-dir "$DATA/data" --cores 0-0 \
+    --override log.cleaner.backoff.ms=500 >"$DATA/broker.log" 2>&1 &
+  pid=$!
+  for i in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+  echo "== round $r (load $(cut -d' ' -f1-3 /proc/loadavg))"
+  admin $port compacted cleanup.policy=compact segment.bytes=67108864 \
+    min.compaction.lag.ms=86400000 min.cleanable.dirty.ratio=0.01
+  taskset -c 1 "$BENCH" produce --bootstrap 127.0.0.1:$port --cores 1-1 --topic compacted \
+    --partitions 1 --keys "$KEYS" --record-size 1024 --records "$FILL" --quiet 2>&1 \
+    | grep -E "^produce" | sed 's/^/fill /'
+  # The measured topic exists before run A (created on the same, only, shard).
+  run_produce $port "A(no compaction)"
+  admin $port compacted min.compaction.lag.ms=0
+  sleep 1
+  date -u +"B starts %H:%M:%S.%3N"
+  run_produce $port "B(compacting)   "
+  date -u +"B ends   %H:%M:%S.%3N"
+  grep -E "compacted-0: compacted" "$DATA/broker.log" | sed 's/^/  broker: /'
+  kill "$pid"; wait "$pid"
+done
+rm -rf "$DATA"
