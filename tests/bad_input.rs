@@ -1153,7 +1153,7 @@ fn low_disk_space_refuses_produce_until_space_returns() {
     // Space returns: produce is accepted again without a restart, at the next offset.
     std::fs::remove_file(&filler).unwrap();
     let offset = produce_until_ok(&broker, topic, 0, b"space is back");
-    assert_eq!(offset, at as i64, "offsets continue after the refusals");
+    assert_eq!(offset, at, "offsets continue after the refusals");
     assert!(broker.log_tail(50).contains("bytes free again"));
     assert_serving(&mut broker);
     broker.stop();
