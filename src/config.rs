@@ -163,7 +163,9 @@ const KEYS: &[(&str, &str)] = &[
     ("log.cleaner.enable", "true"),
     ("log.cleaner.backoff.ms", "15000"),
     ("log.cleaner.dedupe.buffer.size", "134217728"),
-    ("log.cleaner.io.max.bytes.per.second", "0"),
+    // Unlimited in Kafka (its cleaner has its own threads); here compaction shares the core
+    // and the disk with produce, so it is capped (perf/2026-12-03-compaction-impact.md).
+    ("log.cleaner.io.max.bytes.per.second", "52428800"),
 ];
 
 /// True if `key` is a broker configuration key we accept.

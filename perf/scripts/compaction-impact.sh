@@ -4,11 +4,12 @@
 #   1. fill a compacted topic (1 partition, KEYS keys) with FILL_RECORDS records while its
 #      min.compaction.lag.ms holds compaction back;
 #   2. A: open-loop produce to another topic at RATE for DURATION s (no compaction running);
-#   3. release compaction (min.compaction.lag.ms=0), wait for it to start;
-#   4. B: the same produce run while the shard compacts.
+#   3. B: the same produce run; once its 3 s warm-up is over, compaction is released
+#      (min.compaction.lag.ms=0) and the shard compacts the filled topic while B is measured.
 # Prints each run's latency line and the broker's compaction log lines (with their times, to
 # show they overlap run B).
 #   Usage: perf/scripts/compaction-impact.sh BROKER ROUNDS [RATE] [DURATION] [FILL_RECORDS] [KEYS]
+# BROKER_OVERRIDES adds broker flags (e.g. "--override log.cleaner.io.max.bytes.per.second=N").
 # Needs python3 with confluent-kafka (scripts/test installs one under target/test-venv).
 set -u
 BROKER=$1; ROUNDS=$2; RATE=${3:-20000}; DURATION=${4:-20}; FILL=${5:-1000000}; KEYS=${6:-1000}
@@ -42,7 +43,7 @@ for r in $(seq 1 "$ROUNDS"); do
   port=$((port + 1))
   rm -rf "$DATA/data"
   taskset -c 0 "$BROKER" serve --listen 127.0.0.1:$port --data-dir "$DATA/data" --cores 0-0 \
-    --override log.cleaner.backoff.ms=500 >"$DATA/broker.log" 2>&1 &
+    --override log.cleaner.backoff.ms=500 ${BROKER_OVERRIDES:-} >"$DATA/broker.log" 2>&1 &
   pid=$!
   for i in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
   echo "== round $r (load $(cut -d' ' -f1-3 /proc/loadavg))"
@@ -51,14 +52,19 @@ for r in $(seq 1 "$ROUNDS"); do
   taskset -c 1 "$BENCH" produce --bootstrap 127.0.0.1:$port --cores 1-1 --topic compacted \
     --partitions 1 --keys "$KEYS" --record-size 1024 --records "$FILL" --quiet 2>&1 \
     | grep -E "^produce" | sed 's/^/fill /'
-  # The measured topic exists before run A (created on the same, only, shard).
+  # Let the disk absorb the fill before measuring anything.
+  sleep 10
   run_produce $port "A(no compaction)"
+  # B: compaction released once B's warm-up is over, so it runs inside the measured window.
+  date -u +"B starts %H:%M:%S.%3N (warm-up 3 s)"
+  run_produce $port "B(compacting)   " &
+  bpid=$!
+  sleep 4
   admin $port compacted min.compaction.lag.ms=0
-  sleep 1
-  date -u +"B starts %H:%M:%S.%3N"
-  run_produce $port "B(compacting)   "
+  date -u +"compaction released %H:%M:%S.%3N"
+  wait $bpid
   date -u +"B ends   %H:%M:%S.%3N"
-  grep -E "compacted-0: compacted" "$DATA/broker.log" | sed 's/^/  broker: /'
+  grep -E "compacted-0: compact|compacted-0: compacting" "$DATA/broker.log" | sed 's/^/  broker: /'
   kill "$pid"; wait "$pid"
 done
 rm -rf "$DATA"

@@ -1342,6 +1342,18 @@ impl PartitionLog {
             }
         }
 
+        log::info!(
+            "{}: compacting {} closed segment(s) ({} dirty){}",
+            self.dir.display(),
+            cleanable.len(),
+            cleanable.len() - dirty_at,
+            if tombstones_only {
+                ", tombstones due"
+            } else {
+                ""
+            }
+        );
+
         // 2. Map the dirty segments: key -> latest offset (stopping at a segment boundary when
         //    the map is full; the rest is compacted next time).
         let mut map = OffsetMap::new(s.map_capacity);
@@ -1513,8 +1525,15 @@ impl PartitionLog {
         loop {
             let done = read_pos >= seg.size || offset >= seg.next;
             if !done {
-                let chunk =
-                    read_batches(&seg.file, read_pos, seg.size, offset, 1 << 20, seg.next).await?;
+                let chunk = read_batches(
+                    &seg.file,
+                    read_pos,
+                    seg.size,
+                    offset,
+                    COMPACTION_READ_BYTES,
+                    seg.next,
+                )
+                .await?;
                 if chunk.batches.is_empty() {
                     break;
                 }
@@ -1845,7 +1864,12 @@ fn corrupt_batch(seg: &SegmentRef, e: record_batch::BatchError) -> StorageError 
     }
 }
 
-/// Calls `f` with every batch of a closed segment, in order, reading 1 MiB at a time.
+/// Bytes compaction reads at a time: small reads interleave with the produce path's writes and
+/// fdatasyncs in the disk's queue instead of holding it for long.
+const COMPACTION_READ_BYTES: usize = 256 << 10;
+
+/// Calls `f` with every batch of a closed segment, in order, [`COMPACTION_READ_BYTES`] at a
+/// time.
 async fn for_each_stored_batch(
     seg: &SegmentRef,
     s: &CompactionSettings,
@@ -1853,7 +1877,15 @@ async fn for_each_stored_batch(
 ) -> Result<(), StorageError> {
     let (mut pos, mut offset) = (0u64, seg.base);
     while pos < seg.size && offset < seg.next {
-        let chunk = read_batches(&seg.file, pos, seg.size, offset, 1 << 20, seg.next).await?;
+        let chunk = read_batches(
+            &seg.file,
+            pos,
+            seg.size,
+            offset,
+            COMPACTION_READ_BYTES,
+            seg.next,
+        )
+        .await?;
         if chunk.batches.is_empty() {
             break;
         }
