@@ -197,24 +197,35 @@ fn edit_overrides(
 }
 
 /// Creates `__consumer_offsets` (with `offsets.topic.num.partitions`) in an image that lacks it:
-/// at first start, or on a data directory from before groups existed. True if it was added.
+/// at first start, or on a data directory from before groups existed; gives an existing one
+/// without it `cleanup.policy=compact`. True if the image changed.
 fn ensure_offsets_topic(
     image: &mut MetadataImage,
     config: &BrokerConfig,
     nr_shards: usize,
 ) -> bool {
     use crate::coordinator::offsets::OFFSETS_TOPIC;
-    if image.topics.contains_key(OFFSETS_TOPIC) {
-        return false;
-    }
-    // Kafka's settings for the offsets topic: compacted, and not subject to time retention.
-    let configs = [
+    // Kafka's settings for the offsets topic: compacted, and so never subject to time or size
+    // retention (which would drop committed offsets and group metadata).
+    let configs: BTreeMap<String, String> = [
         ("cleanup.policy", "compact"),
         ("segment.bytes", "104857600"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
+    if let Some(t) = image.topics.get_mut(OFFSETS_TOPIC) {
+        // Created before topic configs existed: give it its settings now.
+        if t.configs.get("cleanup.policy").map(String::as_str) == Some("compact") {
+            return false;
+        }
+        for (k, v) in configs {
+            t.configs.entry(k).or_insert(v);
+        }
+        t.configs.insert("cleanup.policy".into(), "compact".into());
+        log::info!("metadata: {OFFSETS_TOPIC} set to cleanup.policy=compact");
+        return true;
+    }
     let meta = new_topic(
         image,
         OFFSETS_TOPIC,
@@ -615,5 +626,37 @@ fn sweep_data_dir(data_dir: &std::path::Path, image: &MetadataImage) {
     }
     if let Err(e) = crate::io::sync_dir(data_dir) {
         log::warn!("{e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A data directory from before topic configs has an offsets topic without settings: it
+    /// becomes compacted (never subject to retention) at the next start, once.
+    #[test]
+    fn offsets_topic_is_compacted_new_or_old() {
+        let config = BrokerConfig::from_properties(&BTreeMap::new()).unwrap();
+        let mut image = MetadataImage::default();
+        assert!(ensure_offsets_topic(&mut image, &config, 2));
+        let t = &image.topics[crate::coordinator::offsets::OFFSETS_TOPIC];
+        assert_eq!(
+            t.configs.get("cleanup.policy").map(String::as_str),
+            Some("compact")
+        );
+        assert!(!ensure_offsets_topic(&mut image, &config, 2));
+
+        image
+            .topics
+            .get_mut(crate::coordinator::offsets::OFFSETS_TOPIC)
+            .unwrap()
+            .configs
+            .clear();
+        assert!(ensure_offsets_topic(&mut image, &config, 2));
+        let t = &image.topics[crate::coordinator::offsets::OFFSETS_TOPIC];
+        let resolved = image.topic_config(t, &config);
+        assert!(resolved.cleanup_compact && !resolved.cleanup_delete);
+        assert!(!ensure_offsets_topic(&mut image, &config, 2));
     }
 }
