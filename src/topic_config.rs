@@ -458,6 +458,20 @@ impl Default for TopicConfig {
     }
 }
 
+impl TopicCompression {
+    /// The record-batch codec id to store batches with, `None` for `producer` (as sent).
+    pub fn codec(self) -> Option<u8> {
+        match self {
+            TopicCompression::Producer => None,
+            TopicCompression::Uncompressed => Some(0),
+            TopicCompression::Gzip => Some(1),
+            TopicCompression::Snappy => Some(2),
+            TopicCompression::Lz4 => Some(3),
+            TopicCompression::Zstd => Some(4),
+        }
+    }
+}
+
 impl TopicConfig {
     /// Resolves every config of a topic with overrides `topic` on top of `broker`.
     pub fn resolve(topic: &BTreeMap<String, String>, broker: BrokerLayers<'_>) -> TopicConfig {

@@ -347,3 +347,56 @@ fn topic_configs_are_described_altered_validated_applied_and_persisted() {
     );
     broker.stop();
 }
+
+/// `compression.type` other than `producer`: batches written with another codec are stored
+/// recompressed with the topic's (read straight from the segment files), and read back intact.
+#[test]
+fn topic_compression_type_recompresses_other_codecs() {
+    let broker = BrokerOptions::new().cores(test_cores()).start();
+    let a = admin(&broker.bootstrap());
+    create(&a, "as-zstd", 1, &[("compression.type", "zstd")]).unwrap();
+    create(&a, "as-plain", 1, &[("compression.type", "uncompressed")]).unwrap();
+    create(&a, "as-sent", 1, &[]).unwrap();
+    let recs: Vec<Rec> = (0..300)
+        .map(|i| Rec::keyed(format!("k{i}"), common::payload("rc", i, 200)))
+        .collect();
+    for (topic, producer_codec, stored) in [
+        ("as-zstd", "lz4", 4u8),
+        ("as-zstd", "gzip", 4),
+        ("as-plain", "snappy", 0),
+        ("as-sent", "lz4", 3),
+    ] {
+        let p = producer(
+            &broker.bootstrap(),
+            &[("acks", "all"), ("compression.type", producer_codec)],
+        );
+        produce_all(&p, topic, &recs, TIMEOUT);
+        let codecs = common::stored_batch_codecs(&broker.data_dir(), topic, &[0]);
+        assert!(!codecs.is_empty());
+        assert!(
+            codecs.iter().all(|(c, _)| *c == stored),
+            "{topic} written with {producer_codec}: stored codecs {codecs:?}"
+        );
+        assert_eq!(
+            codecs.iter().map(|(_, n)| *n as usize).sum::<usize>() % recs.len(),
+            0
+        );
+    }
+    for (topic, copies) in [("as-zstd", 2), ("as-plain", 1), ("as-sent", 1)] {
+        let got = common::consume_exact(
+            &broker.bootstrap(),
+            topic,
+            &[0],
+            rdkafka::Offset::Beginning,
+            recs.len() * copies,
+            TIMEOUT,
+        );
+        for (i, r) in got.iter().enumerate() {
+            assert_eq!(
+                r.value.as_deref(),
+                recs[i % recs.len()].value.as_deref(),
+                "{topic} #{i}"
+            );
+        }
+    }
+}

@@ -100,7 +100,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
                             every_record_keyed(&batches)?;
                         }
                         timestamps_within_bounds(&batches, &topic_config, crate::shard::now_ms())?;
-                        Ok(batches)
+                        recompress_for_topic(batches, &topic_config)
                     }) {
                         Ok(batches) => per_shard[owner].push(PartWork {
                             slot: (ti, pi),
@@ -211,6 +211,34 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
 /// Checks a partition's record set: exactly one whole v2 batch (Kafka's rule for Produce v3+),
 /// within `message.max.bytes` (the batch with its 12-byte log overhead, as Kafka counts it),
 /// CRC intact.
+/// A topic whose `compression.type` names a codec stores batches with that codec: a batch
+/// written with another is recompressed here (the one case that leaves the passthrough path;
+/// `producer`, the default, keeps batches as sent).
+fn recompress_for_topic(
+    batches: Vec<(Bytes, BatchHeader)>,
+    cfg: &crate::topic_config::TopicConfig,
+) -> Result<Vec<(Bytes, BatchHeader)>, ErrorCode> {
+    let Some(codec) = cfg.compression.codec() else {
+        return Ok(batches);
+    };
+    batches
+        .into_iter()
+        .map(|(batch, header)| {
+            if header.compression() == codec {
+                return Ok((batch, header));
+            }
+            let out = crate::storage::compaction::recompress(&batch, codec)
+                .map_err(|e| batch_error(&e))?;
+            let out = Bytes::from(out);
+            let header = record_batch::validate(&out).map_err(|e| batch_error(&e))?;
+            if out.len() > cfg.max_message_bytes {
+                return Err(ErrorCode::MESSAGE_TOO_LARGE);
+            }
+            Ok((out, header))
+        })
+        .collect()
+}
+
 /// `message.timestamp.before.max.ms` / `after.max.ms` for CreateTime topics: a batch whose
 /// newest record is too far ahead of the broker's clock, or whose first record is too far
 /// behind it, is refused with INVALID_TIMESTAMP. Read from the batch header (the first record's
