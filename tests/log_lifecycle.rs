@@ -439,9 +439,22 @@ fn kill9_during_compaction_keeps_every_latest_value() {
         })
         .collect();
     let mut compacted = false;
+    let mut killed_mid_pass = 0;
     for (round, wait_ms) in [700u64, 1300, 2100, 400].into_iter().enumerate() {
         std::thread::sleep(Duration::from_millis(wait_ms));
-        compacted |= broker.log_tail(200).contains("crashy-0: compacted");
+        // What this start of the broker logged so far: a pass started and not finished means
+        // the kill lands inside compaction.
+        let log = std::fs::read_to_string(broker.log_path()).unwrap_or_default();
+        let this_start = log
+            .rsplit("===== test fixture: start #")
+            .next()
+            .unwrap_or("");
+        compacted |= this_start.contains("crashy-0: compacted");
+        let started = this_start.matches("crashy-0: compacting").count();
+        let finished = this_start.matches("crashy-0: compacted").count();
+        if started > finished {
+            killed_mid_pass += 1;
+        }
         broker.kill9();
         broker.start_again();
         let b = broker.bootstrap();
@@ -465,6 +478,10 @@ fn kill9_during_compaction_keeps_every_latest_value() {
     assert!(
         compacted || log.contains("crashy-0: compacted"),
         "compaction never ran:\n{log}"
+    );
+    assert!(
+        killed_mid_pass >= 2,
+        "only {killed_mid_pass} kill(s) landed inside a compaction pass"
     );
     broker.stop();
 }
