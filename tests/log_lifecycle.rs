@@ -9,35 +9,21 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{consumer, produce_all, producer, test_cores, Broker, BrokerOptions, Rec};
-use rdkafka::admin::{
-    AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
-};
+use rdkafka::admin::{AdminClient, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("socket.timeout.ms", "10000")
-        .create()
-        .expect("admin client")
-}
-
-fn opts() -> AdminOptions {
-    AdminOptions::new().request_timeout(Some(TIMEOUT))
-}
-
 fn create(a: &AdminClient<DefaultClientContext>, name: &str, configs: &[(&str, &str)]) {
     let mut t = NewTopic::new(name, 1, TopicReplication::Fixed(1));
     for (k, v) in configs {
         t = t.set(k, v);
     }
-    let res = futures_lite::future::block_on(a.create_topics([&t], &opts())).expect("create");
+    let res = futures_lite::future::block_on(a.create_topics([&t], &common::admin_opts()))
+        .expect("create");
     res.into_iter().next().unwrap().expect("topic created");
 }
 
@@ -89,7 +75,7 @@ fn broker() -> Broker {
 fn retention_by_time_advances_the_log_start_and_consumers_reset() {
     let broker = broker();
     let b = broker.bootstrap();
-    let a = admin(&b);
+    let a = common::admin(&b);
     create(
         &a,
         "old",
@@ -168,7 +154,7 @@ fn retention_by_time_advances_the_log_start_and_consumers_reset() {
 fn retention_by_size_and_delete_records() {
     let mut broker = broker();
     let b = broker.bootstrap();
-    let a = admin(&b);
+    let a = common::admin(&b);
     create(
         &a,
         "sized",
@@ -191,8 +177,8 @@ fn retention_by_size_and_delete_records() {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset("sized", 0, Offset::Offset(target))
         .unwrap();
-    let res =
-        futures_lite::future::block_on(a.delete_records(&tpl, &opts())).expect("delete_records");
+    let res = futures_lite::future::block_on(a.delete_records(&tpl, &common::admin_opts()))
+        .expect("delete_records");
     let e = res.elements_for_topic("sized");
     assert_eq!(e.len(), 1);
     assert!(e[0].error().is_ok(), "{:?}", e[0].error());
@@ -203,14 +189,14 @@ fn retention_by_size_and_delete_records() {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset("sized", 0, Offset::Offset(end + 5))
         .unwrap();
-    let res =
-        futures_lite::future::block_on(a.delete_records(&tpl, &opts())).expect("delete_records");
+    let res = futures_lite::future::block_on(a.delete_records(&tpl, &common::admin_opts()))
+        .expect("delete_records");
     assert!(res.elements_for_topic("sized")[0].error().is_err());
     assert_eq!(watermarks(&b, "sized").0, target);
 
     // Retention keeps working after a config change: no size limit, nothing more goes.
     let c = AlterConfig::new(ResourceSpecifier::Topic("sized")).set("segment.bytes", "16384");
-    futures_lite::future::block_on(a.alter_configs([&c], &opts())).expect("alter");
+    futures_lite::future::block_on(a.alter_configs([&c], &common::admin_opts())).expect("alter");
     drop(a);
     broker.restart();
     let b = broker.bootstrap();
@@ -292,7 +278,7 @@ fn compaction_converges_to_the_latest_values_and_drops_tombstones() {
         .set("log.cleaner.backoff.ms", 200)
         .start();
     let b = broker.bootstrap();
-    let a = admin(&b);
+    let a = common::admin(&b);
     create(
         &a,
         "compacted",
@@ -405,7 +391,7 @@ fn kill9_during_compaction_keeps_every_latest_value() {
         .set("log.cleaner.io.max.bytes.per.second", 3_000_000)
         .start();
     let b = broker.bootstrap();
-    let a = admin(&b);
+    let a = common::admin(&b);
     create(
         &a,
         "crashy",

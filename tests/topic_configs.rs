@@ -12,33 +12,19 @@ use std::time::Duration;
 
 use common::{produce_all, producer, test_cores, try_produce_all, Broker, BrokerOptions, Rec};
 use rdkafka::admin::{
-    AdminClient, AdminOptions, AlterConfig, ConfigSource, NewTopic, ResourceSpecifier,
-    TopicReplication,
+    AdminClient, AlterConfig, ConfigSource, NewTopic, ResourceSpecifier, TopicReplication,
 };
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("socket.timeout.ms", "10000")
-        .create()
-        .expect("admin client")
-}
-
-fn opts() -> AdminOptions {
-    AdminOptions::new().request_timeout(Some(TIMEOUT))
-}
 
 /// name -> (value, source, read-only) of every config of a resource.
 fn describe(
     a: &AdminClient<DefaultClientContext>,
     spec: ResourceSpecifier<'_>,
 ) -> HashMap<String, (Option<String>, Source, bool)> {
-    let res = futures_lite::future::block_on(a.describe_configs([&spec], &opts()))
+    let res = futures_lite::future::block_on(a.describe_configs([&spec], &common::admin_opts()))
         .expect("describe_configs");
     assert_eq!(res.len(), 1);
     let r = res.into_iter().next().unwrap().expect("resource described");
@@ -58,7 +44,8 @@ fn create(
     for (k, v) in configs {
         t = t.set(k, v);
     }
-    let res = futures_lite::future::block_on(a.create_topics([&t], &opts())).expect("create");
+    let res = futures_lite::future::block_on(a.create_topics([&t], &common::admin_opts()))
+        .expect("create");
     res.into_iter().next().unwrap().map(|_| ())
 }
 
@@ -74,7 +61,8 @@ fn alter(
     for (k, v) in configs {
         c = c.set(k, v);
     }
-    let res = futures_lite::future::block_on(a.alter_configs([&c], &opts())).expect("alter");
+    let res = futures_lite::future::block_on(a.alter_configs([&c], &common::admin_opts()))
+        .expect("alter");
     assert_eq!(res.len(), 1);
 }
 
@@ -125,7 +113,7 @@ fn topic_configs_are_described_altered_validated_applied_and_persisted() {
         .cores(test_cores())
         .set("log.retention.hours", "48")
         .start();
-    let a = admin(&broker.bootstrap());
+    let a = common::admin(&broker.bootstrap());
 
     // Created with overrides: those read back as topic configs, the rest from the broker
     // (static log.retention.hours would apply, but the topic overrides retention.ms) or defaults.
@@ -325,7 +313,7 @@ fn topic_configs_are_described_altered_validated_applied_and_persisted() {
 
     // Everything survives a restart.
     broker.restart();
-    let a = admin(&broker.bootstrap());
+    let a = common::admin(&broker.bootstrap());
     let c = describe(&a, ResourceSpecifier::Topic("cfg"));
     assert_eq!(
         value(&c, "cleanup.policy"),
@@ -353,7 +341,7 @@ fn topic_configs_are_described_altered_validated_applied_and_persisted() {
 #[test]
 fn topic_compression_type_recompresses_other_codecs() {
     let broker = BrokerOptions::new().cores(test_cores()).start();
-    let a = admin(&broker.bootstrap());
+    let a = common::admin(&broker.bootstrap());
     create(&a, "as-zstd", 1, &[("compression.type", "zstd")]).unwrap();
     create(&a, "as-plain", 1, &[("compression.type", "uncompressed")]).unwrap();
     create(&a, "as-sent", 1, &[]).unwrap();

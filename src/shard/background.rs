@@ -21,8 +21,24 @@ pub fn task_queue(shares: usize) -> TaskQueueHandle {
 
 /// Runs [`retention_pass`] every `log.retention.check.interval.ms` until the shard stops.
 pub fn spawn_retention(shard: &Rc<Shard>, queue: TaskQueueHandle) {
-    let weak = Rc::downgrade(shard);
     let interval = Duration::from_millis(shard.config.log_retention_check_interval_ms);
+    spawn_periodic(shard, queue, interval, "retention", |s| async move {
+        retention_pass(&s).await
+    });
+}
+
+/// Runs `pass` every `interval` in `queue` until the shard stops.
+fn spawn_periodic<F, Fut>(
+    shard: &Rc<Shard>,
+    queue: TaskQueueHandle,
+    interval: Duration,
+    what: &str,
+    pass: F,
+) where
+    F: Fn(Rc<Shard>) -> Fut + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let weak = Rc::downgrade(shard);
     let task = glommio::spawn_local_into(
         async move {
             loop {
@@ -31,7 +47,7 @@ pub fn spawn_retention(shard: &Rc<Shard>, queue: TaskQueueHandle) {
                 if shard.stopping.get() {
                     return;
                 }
-                retention_pass(&shard).await;
+                pass(shard).await;
             }
         },
         queue,
@@ -40,7 +56,7 @@ pub fn spawn_retention(shard: &Rc<Shard>, queue: TaskQueueHandle) {
         Ok(t) => {
             t.detach();
         }
-        Err(e) => log::error!("shard {}: cannot start retention: {e}", shard.id),
+        Err(e) => log::error!("shard {}: cannot start {what}: {e}", shard.id),
     }
 }
 
@@ -94,27 +110,10 @@ pub fn spawn_compaction(shard: &Rc<Shard>, queue: TaskQueueHandle) {
     if !shard.config.log_cleaner_enable {
         return;
     }
-    let weak = Rc::downgrade(shard);
     let interval = Duration::from_millis(shard.config.log_cleaner_backoff_ms);
-    let task = glommio::spawn_local_into(
-        async move {
-            loop {
-                glommio::timer::sleep(interval).await;
-                let Some(shard) = weak.upgrade() else { return };
-                if shard.stopping.get() {
-                    return;
-                }
-                compaction_pass(&shard).await;
-            }
-        },
-        queue,
-    );
-    match task {
-        Ok(t) => {
-            t.detach();
-        }
-        Err(e) => log::error!("shard {}: cannot start compaction: {e}", shard.id),
-    }
+    spawn_periodic(shard, queue, interval, "compaction", |s| async move {
+        compaction_pass(&s).await
+    });
 }
 
 /// Compacts every partition of a compacted topic this shard owns, one at a time.

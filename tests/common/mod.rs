@@ -1264,3 +1264,23 @@ pub fn wait_listeners_gone(port: u16, timeout: Duration) -> bool {
     }
     true
 }
+
+// ---------------------------------------------------------------------------------------------
+// rdkafka admin client
+// ---------------------------------------------------------------------------------------------
+
+/// An AdminClient with bounded socket timeouts.
+pub fn admin(
+    bootstrap: &str,
+) -> rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("socket.timeout.ms", "10000")
+        .create()
+        .expect("admin client")
+}
+
+/// Admin options with a 30 s request timeout.
+pub fn admin_opts() -> rdkafka::admin::AdminOptions {
+    rdkafka::admin::AdminOptions::new().request_timeout(Some(Duration::from_secs(30)))
+}
