@@ -40,6 +40,7 @@ const UNKNOWN_LEADER_EPOCH: i16 = 75;
 // ListOffsets special timestamps.
 const EARLIEST: i64 = -2;
 const LATEST: i64 = -1;
+const MAX_TIMESTAMP: i64 = -3;
 
 /// A fixed CreateTime base (2023-11-14T22:13:20Z) so timestamp lookups are deterministic.
 const T0: i64 = 1_700_000_000_000;
@@ -606,6 +607,12 @@ fn list_offsets_earliest_latest_and_by_timestamp() {
             (NONE, -1),
             "v{version} timestamp in an empty log: {p:?}"
         );
+        let p = list_offset(&mut conn, version, topic, 0, MAX_TIMESTAMP);
+        assert_eq!(
+            (p.error_code, p.offset, p.timestamp),
+            (NONE, -1, -1),
+            "v{version} max timestamp of an empty log: {p:?}"
+        );
     }
     produce_timed_batches(&mut conn, topic, 1);
     for version in [7, 1] {
@@ -634,6 +641,13 @@ fn list_offsets_earliest_latest_and_by_timestamp() {
             (p.error_code, p.offset, p.timestamp),
             (NONE, 0, T0),
             "{ctx} 0: {p:?}"
+        );
+        // KIP-734 max timestamp: the record with the largest timestamp.
+        let p = list_offset(&mut conn, version, topic, 0, MAX_TIMESTAMP);
+        assert_eq!(
+            (p.error_code, p.offset, p.timestamp),
+            (NONE, 2, T0 + 2000),
+            "{ctx} max timestamp: {p:?}"
         );
         // After the last timestamp: no offset.
         let p = list_offset(&mut conn, version, topic, 0, T0 + 2001);

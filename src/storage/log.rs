@@ -1151,6 +1151,16 @@ impl PartitionLog {
             });
     }
 
+    /// The largest record timestamp in the log (`None` if no record has one).
+    pub fn max_timestamp(&self) -> Option<i64> {
+        let st = self.state.borrow();
+        st.segments
+            .values()
+            .map(|s| s.indexes.max_timestamp)
+            .max()
+            .filter(|t| *t >= 0)
+    }
+
     /// Bytes the partition holds on disk (logical segment sizes, preallocation not counted).
     pub fn size_bytes(&self) -> u64 {
         self.state.borrow().segments.values().map(|s| s.size).sum()

@@ -19,6 +19,8 @@ use crate::server::connection::Completion;
 
 const EARLIEST: i64 = -2;
 const LATEST: i64 = -1;
+/// KIP-734: the record with the largest timestamp (the earliest of them if several).
+const MAX_TIMESTAMP: i64 = -3;
 
 /// (error, offset, timestamp, leader epoch) for one partition.
 type Answer = (ErrorCode, i64, i64, i32);
@@ -50,6 +52,22 @@ async fn offset_on_owner(
             p.leader_epoch,
         ),
         LATEST => (ErrorCode::NONE, p.log.high_watermark(), -1, p.leader_epoch),
+        MAX_TIMESTAMP => match p.log.max_timestamp() {
+            None => (ErrorCode::NONE, -1, -1, p.leader_epoch),
+            Some(max) => match p.log.offset_for_timestamp(max).await {
+                Ok(Some((offset, found_ts))) if offset < p.log.high_watermark() => {
+                    (ErrorCode::NONE, offset, found_ts, p.leader_epoch)
+                }
+                Ok(_) => (ErrorCode::NONE, -1, -1, p.leader_epoch),
+                Err(e) => {
+                    log::error!(
+                        "shard {}: max timestamp lookup {topic}-{partition}: {e}",
+                        s.id
+                    );
+                    (ErrorCode::KAFKA_STORAGE_ERROR, -1, -1, -1)
+                }
+            },
+        },
         ts if ts >= 0 => match p.log.offset_for_timestamp(ts).await {
             // Only offsets consumers may read (below the high watermark) are answered.
             Ok(Some((offset, found_ts))) if offset < p.log.high_watermark() => {
@@ -61,7 +79,7 @@ async fn offset_on_owner(
                 (ErrorCode::KAFKA_STORAGE_ERROR, -1, -1, -1)
             }
         },
-        // -3 (max timestamp, KIP-734) and other special values are not implemented yet.
+        // Other special values (-4 earliest local, -5 tiered storage) do not apply here.
         _ => (ErrorCode::INVALID_REQUEST, -1, -1, -1),
     }
 }
