@@ -220,6 +220,25 @@ pub const LOG_START_CHECKPOINT: &str = "log-start-offset";
 /// Name of the state file holding where the uncompacted part of the log starts (8 bytes LE).
 pub const CLEANER_CHECKPOINT: &str = "cleaner-offset";
 
+/// An offset kept in a state file (8 bytes LE); 0 when missing or unreadable (both checkpoints
+/// only ever raise what the segment files already give).
+fn read_offset_checkpoint(path: &Path) -> i64 {
+    read_state(path)
+        .ok()
+        .flatten()
+        .and_then(|b| Some(i64::from_le_bytes(b.get(..8)?.try_into().ok()?)))
+        .unwrap_or(0)
+}
+
+/// Writes an offset checkpoint durably, off the shard's thread (a state file fsyncs).
+async fn write_offset_checkpoint(path: PathBuf, offset: i64) -> Result<(), StorageError> {
+    let bytes = offset.to_le_bytes().to_vec();
+    glommio::executor()
+        .spawn_blocking(move || write_state(&path, &bytes))
+        .await?;
+    Ok(())
+}
+
 /// Name of the clean-shutdown marker (a state file) written by `close`.
 pub const CLEAN_MARKER: &str = ".clean_shutdown";
 
@@ -405,23 +424,15 @@ impl PartitionLog {
             .unwrap_or(0);
         // DeleteRecords may have moved the start inside the first segment (never past what was
         // durable, so never past the recovered end either).
-        let checkpoint = read_state(&dir.join(LOG_START_CHECKPOINT))
-            .ok()
-            .flatten()
-            .and_then(|b| Some(i64::from_le_bytes(b.get(..8)?.try_into().ok()?)))
-            .unwrap_or(0);
+        let checkpoint = read_offset_checkpoint(&dir.join(LOG_START_CHECKPOINT));
         let log_start_offset = segments
             .keys()
             .next()
             .copied()
             .unwrap_or(0)
             .max(checkpoint.min(log_end_offset));
-        let first_dirty = read_state(&dir.join(CLEANER_CHECKPOINT))
-            .ok()
-            .flatten()
-            .and_then(|b| Some(i64::from_le_bytes(b.get(..8)?.try_into().ok()?)))
-            .unwrap_or(0)
-            .clamp(0, log_end_offset);
+        let first_dirty =
+            read_offset_checkpoint(&dir.join(CLEANER_CHECKPOINT)).clamp(0, log_end_offset);
         let cache_id = cache.register();
         Ok(PartitionLog {
             dir,
@@ -1193,11 +1204,7 @@ impl PartitionLog {
         if offset <= start {
             return Ok(start);
         }
-        let path = self.dir.join(LOG_START_CHECKPOINT);
-        let bytes = offset.to_le_bytes().to_vec();
-        glommio::executor()
-            .spawn_blocking(move || write_state(&path, &bytes))
-            .await?;
+        write_offset_checkpoint(self.dir.join(LOG_START_CHECKPOINT), offset).await?;
         {
             let mut st = self.state.borrow_mut();
             st.log_start_offset = st.log_start_offset.max(offset);
@@ -1401,11 +1408,7 @@ impl PartitionLog {
         }
 
         // 4. Remember where the next pass starts.
-        let path = self.dir.join(CLEANER_CHECKPOINT);
-        let bytes = map_end.to_le_bytes().to_vec();
-        glommio::executor()
-            .spawn_blocking(move || write_state(&path, &bytes))
-            .await?;
+        write_offset_checkpoint(self.dir.join(CLEANER_CHECKPOINT), map_end).await?;
         {
             let mut st = self.state.borrow_mut();
             st.first_dirty = map_end;
