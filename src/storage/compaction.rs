@@ -212,15 +212,29 @@ pub fn filter_batch(
         compress(h.compression(), &section)
             .map_err(|e| BatchError::CorruptMessage(Corruption::Records(e.to_string())))?
     };
+    Ok(Filtered::Rebuilt(with_body(
+        batch,
+        &body,
+        kept.len() as i32,
+        h.attributes,
+    )))
+}
+
+/// `batch`'s header over a new records section `body` of `records_count` records, with
+/// `attributes`; length and CRC recomputed (base offset, span, timestamps and producer fields
+/// stay).
+fn with_body(batch: &[u8], body: &[u8], records_count: i32, attributes: i16) -> Vec<u8> {
     let mut out = Vec::with_capacity(BATCH_HEADER_LEN + body.len());
     out.extend_from_slice(&batch[..BATCH_HEADER_LEN]);
-    out.extend_from_slice(&body);
+    out.extend_from_slice(body);
     let batch_length = (out.len() - LOG_OVERHEAD) as i32;
     out[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&batch_length.to_be_bytes());
-    out[RECORDS_COUNT_AT..RECORDS_COUNT_AT + 4].copy_from_slice(&(kept.len() as i32).to_be_bytes());
+    out[RECORDS_COUNT_AT..RECORDS_COUNT_AT + 4].copy_from_slice(&records_count.to_be_bytes());
+    let at = crate::protocol::record_batch::ATTRIBUTES_AT;
+    out[at..at + 2].copy_from_slice(&attributes.to_be_bytes());
     let crc = compute_crc(&out);
     out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
-    Ok(Filtered::Rebuilt(out))
+    out
 }
 
 /// The same batch with its records section written with `codec` instead (broker-side
@@ -235,18 +249,9 @@ pub fn recompress(batch: &[u8], codec: u8) -> Result<Vec<u8>, BatchError> {
         compress(codec, &records)
             .map_err(|e| BatchError::CorruptMessage(Corruption::Records(e.to_string())))?
     };
-    let mut out = Vec::with_capacity(BATCH_HEADER_LEN + body.len());
-    out.extend_from_slice(&batch[..BATCH_HEADER_LEN]);
-    out.extend_from_slice(&body);
-    let batch_length = (out.len() - LOG_OVERHEAD) as i32;
-    out[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&batch_length.to_be_bytes());
     let attrs =
         (h.attributes & !crate::protocol::record_batch::ATTR_COMPRESSION_MASK) | i16::from(codec);
-    let at = crate::protocol::record_batch::ATTRIBUTES_AT;
-    out[at..at + 2].copy_from_slice(&attrs.to_be_bytes());
-    let crc = compute_crc(&out);
-    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
-    Ok(out)
+    Ok(with_body(batch, &body, h.records_count, attrs))
 }
 
 #[cfg(test)]
