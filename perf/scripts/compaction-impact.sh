@@ -9,14 +9,26 @@
 # Prints each run's latency line and the broker's compaction log lines (with their times, to
 # show they overlap run B).
 #   Usage: perf/scripts/compaction-impact.sh BROKER ROUNDS [RATE] [DURATION] [FILL_RECORDS] [KEYS]
-# BROKER_OVERRIDES adds broker flags (e.g. "--override log.cleaner.io.max.bytes.per.second=N").
+# BROKER_OVERRIDES adds broker flags (e.g. "--override log.cleaner.io.max.bytes.per.second=N");
+# SETTLE is the pause in seconds between the fill and run A (default 30). RAMDISK=1 puts the data
+# directory on an ext4 filesystem in RAM (a loop device over a file in /dev/shm; needs root):
+# what is left is the broker's own scheduling, without a shared disk's noise.
 # Needs python3 with confluent-kafka (scripts/test installs one under target/test-venv).
 set -u
 BROKER=$1; ROUNDS=$2; RATE=${3:-20000}; DURATION=${4:-20}; FILL=${5:-1000000}; KEYS=${6:-1000}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BENCH=${BENCH:-$ROOT/target/release/odradek-bench}
+SETTLE=${SETTLE:-30}
 PY=${PY:-$ROOT/target/test-venv/bin/python}
 DATA=$(mktemp -d -t odradek-compaction-XXXXXX)
+DATADIR=$DATA/data
+if [ "${RAMDISK:-0}" = 1 ]; then
+  IMG=$(mktemp -p /dev/shm odradek-compaction-XXXXXX.img)
+  truncate -s 4G "$IMG" && mkfs.ext4 -q -F "$IMG" && mkdir "$DATA/mnt" \
+    && mount -o loop "$IMG" "$DATA/mnt" || exit 1
+  trap 'umount "$DATA/mnt"; rm -f "$IMG"; rm -rf "$DATA"' EXIT
+  DATADIR=$DATA/mnt/data
+fi
 port=19700
 admin() { # admin PORT TOPIC KEY=VALUE... : create (first call) or alter topic configs
   "$PY" - "$@" <<'PYEOF'
@@ -41,8 +53,8 @@ run_produce() { # run_produce PORT LABEL
 }
 for r in $(seq 1 "$ROUNDS"); do
   port=$((port + 1))
-  rm -rf "$DATA/data"
-  taskset -c 0 "$BROKER" serve --listen 127.0.0.1:$port --data-dir "$DATA/data" --cores 0-0 \
+  rm -rf "$DATADIR"
+  taskset -c 0 "$BROKER" serve --listen 127.0.0.1:$port --data-dir "$DATADIR" --cores 0-0 \
     --override log.cleaner.backoff.ms=500 ${BROKER_OVERRIDES:-} >"$DATA/broker.log" 2>&1 &
   pid=$!
   for i in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
@@ -52,8 +64,9 @@ for r in $(seq 1 "$ROUNDS"); do
   taskset -c 1 "$BENCH" produce --bootstrap 127.0.0.1:$port --cores 1-1 --topic compacted \
     --partitions 1 --keys "$KEYS" --record-size 1024 --records "$FILL" --quiet 2>&1 \
     | grep -E "^produce" | sed 's/^/fill /'
-  # Let the disk absorb the fill before measuring anything.
-  sleep 10
+  # Let the disk absorb the fill before measuring anything (on a VM the host writes the fill
+  # back for a while: A right after it measures that, not the broker).
+  sleep "$SETTLE"
   run_produce $port "A(no compaction)"
   # B: compaction released once B's warm-up is over, so it runs inside the measured window.
   date -u +"B starts %H:%M:%S.%3N (warm-up 3 s)"
@@ -67,4 +80,4 @@ for r in $(seq 1 "$ROUNDS"); do
   grep -E "compacted-0: compact|compacted-0: compacting" "$DATA/broker.log" | sed 's/^/  broker: /'
   kill "$pid"; wait "$pid"
 done
-rm -rf "$DATA"
+[ "${RAMDISK:-0}" = 1 ] || rm -rf "$DATA"

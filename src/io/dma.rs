@@ -109,9 +109,25 @@ async fn dma_open(opts: &OpenOptions, path: &Path) -> Result<DmaFile, IoFailure>
 pub struct DirectFile {
     file: DmaFile,
     path: PathBuf,
+    /// Unique per opened file for the process's lifetime (see [`DirectFile::id`]).
+    id: u64,
+}
+
+/// Source of [`DirectFile::id`].
+static NEXT_FILE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_file_id() -> u64 {
+    NEXT_FILE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl DirectFile {
+    /// Identifies this open file, never reused: caches of what was read from a file key on it
+    /// (a file descriptor or an address can be reused once the file is closed, e.g. after
+    /// compaction replaced a segment's file).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Opens `path` read-write, creating it when `create` is set (never truncating).
     pub async fn open(path: &Path, create: bool) -> Result<DirectFile, IoFailure> {
         let file = dma_open(
@@ -122,6 +138,7 @@ impl DirectFile {
         Ok(DirectFile {
             file,
             path: path.to_path_buf(),
+            id: next_file_id(),
         })
     }
 
@@ -139,6 +156,7 @@ impl DirectFile {
         Ok(DirectFile {
             file,
             path: path.to_path_buf(),
+            id: next_file_id(),
         })
     }
 
@@ -291,6 +309,7 @@ pub async fn read_whole_file(path: &Path) -> Result<Option<Bytes>, IoFailure> {
     let f = DirectFile {
         file: f,
         path: path.to_path_buf(),
+        id: next_file_id(),
     };
     let size = f.size().await?;
     let data = f.read(0, size as usize).await?;

@@ -63,14 +63,17 @@ fn spawn_periodic<F, Fut>(
 /// How often each shard looks at the data directory's free space.
 const DISK_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
+/// A partition a full disk took offline is reopened once its filesystem has at least this much
+/// free (and `log.dir.min.free.bytes`), so it does not fail again at its next write.
+const REOPEN_MIN_FREE_BYTES: u64 = 16 << 20;
+
 /// Keeps `shard.disk_low` up to date: true while the data directory's filesystem has less than
-/// `log.dir.min.free.bytes` available. Runs in the shard's default queue (a statvfs a second),
-/// so a busy background queue never delays it. Transitions are logged.
+/// `log.dir.min.free.bytes` available (never, when that is 0). Runs in the shard's default
+/// queue (a statvfs a second), so a busy background queue never delays it. Transitions are
+/// logged. With enough space, reopens partitions a full disk took offline (a write that hit
+/// ENOSPC: with the guard off, or a burst faster than it looks).
 pub fn spawn_disk_guard(shard: &Rc<Shard>) {
     let min_free = shard.config.log_dir_min_free_bytes;
-    if min_free == 0 {
-        return;
-    }
     let weak = Rc::downgrade(shard);
     glommio::spawn_local(async move {
         loop {
@@ -94,6 +97,9 @@ pub fn spawn_disk_guard(shard: &Rc<Shard>) {
                     }
                 }
             }
+            shard
+                .reopen_out_of_space(min_free.max(REOPEN_MIN_FREE_BYTES))
+                .await;
             drop(shard);
             glommio::timer::sleep(DISK_CHECK_INTERVAL).await;
         }
@@ -135,7 +141,7 @@ pub async fn compaction_pass(shard: &Rc<Shard>) {
             delete_retention_ms: cfg.delete_retention_ms,
             map_capacity: (shard.config.log_cleaner_dedupe_buffer_size / MAP_BYTES_PER_KEY)
                 as usize,
-            io_bytes_per_sec: shard.config.log_cleaner_io_max_bytes_per_second,
+            pacer: shard.pacer.clone(),
         };
         let started = std::time::Instant::now();
         match p.log.compact(&settings, now_ms()).await {

@@ -20,12 +20,12 @@ use futures::future::{select, Either, LocalBoxFuture};
 use super::notify::Notify;
 use super::partition::Partition;
 use crate::storage::log::FlushTicket;
+use crate::storage::pacing::IoPacer;
 
 /// Rounds over at most this many partitions let the next round write during their fdatasyncs
 /// (see [`GroupCommit::run`]).
 const OVERLAP_MAX_PARTITIONS: usize = 64;
 
-#[derive(Default)]
 pub struct GroupCommit {
     started: Cell<u64>,
     completed: Cell<u64>,
@@ -33,9 +33,23 @@ pub struct GroupCommit {
     kick: Notify,
     done: Notify,
     stopping: Cell<bool>,
+    /// Told how long every round's fdatasyncs took.
+    pacer: Rc<IoPacer>,
 }
 
 impl GroupCommit {
+    pub fn new(pacer: Rc<IoPacer>) -> GroupCommit {
+        GroupCommit {
+            started: Cell::new(0),
+            completed: Cell::new(0),
+            dirty: RefCell::new(Vec::new()),
+            kick: Notify::new(),
+            done: Notify::new(),
+            stopping: Cell::new(false),
+            pacer,
+        }
+    }
+
     /// Registers `p` as having unflushed appends; returns the round that will make them durable.
     pub fn mark_dirty(&self, p: &Rc<Partition>) -> u64 {
         if !p.dirty.replace(true) {
@@ -140,7 +154,9 @@ impl GroupCommit {
             .iter()
             .zip(tickets)
             .filter_map(|(p, t)| t.map(|t| p.flush_sync(t)));
+        let started = std::time::Instant::now();
         futures::future::join_all(syncs).await;
+        self.pacer.foreground_sync(started.elapsed());
         self.completed.set(round);
         self.done.notify_all();
         for p in &batch {

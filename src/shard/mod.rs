@@ -30,6 +30,7 @@ use crate::metadata::controller::Controller;
 use crate::metadata::MetadataImage;
 use crate::protocol::error::ErrorCode;
 use crate::protocol::record_batch::BatchHeader;
+use crate::storage::pacing::IoPacer;
 use crate::storage::{BatchCache, LogConfig, PartitionLog, StorageError};
 use crate::topic_config::TopicConfig;
 
@@ -46,6 +47,8 @@ pub struct Shard {
     pub mailbox: Mailbox,
     pub cache: Rc<BatchCache>,
     pub commit: GroupCommit,
+    /// Paces background I/O (compaction) against the group commit's fdatasync latency.
+    pub pacer: Rc<IoPacer>,
     /// Only on shard 0.
     pub controller: Option<Controller>,
     image: RefCell<Arc<MetadataImage>>,
@@ -129,6 +132,70 @@ impl Shard {
             .values()
             .flat_map(|list| list.iter().flatten().cloned())
             .collect()
+    }
+
+    /// Reopens every partition whose log went offline because its filesystem was full, once
+    /// that filesystem has `min_free` bytes available again, as a restart would: the old log
+    /// is retired (no more writes, its cached batches dropped) and the directory opened again,
+    /// which recovers it (torn tail truncated, producer state from what is durable). Appends
+    /// that never became durable were never acknowledged: their producers got
+    /// KAFKA_STORAGE_ERROR and retry.
+    pub async fn reopen_out_of_space(&self, min_free: u64) {
+        let failed: Vec<Rc<Partition>> = self
+            .owned_partitions()
+            .into_iter()
+            .filter(|p| p.log.failed_out_of_space())
+            .collect();
+        for old in failed {
+            let dir = self.partition_dir(&old.topic, old.index);
+            // The directory may be a link to another filesystem.
+            match crate::io::filesystem_space(&dir) {
+                Some((_, available)) if available >= min_free => {}
+                _ => continue,
+            }
+            let Some(topic_config) = self.topic_config(&old.topic) else {
+                continue;
+            };
+            old.log.retire().await;
+            let log = match PartitionLog::open(
+                dir.clone(),
+                self.log_config(&topic_config),
+                self.cache.clone(),
+                now_ms(),
+            )
+            .await
+            {
+                Ok(log) => log,
+                Err(e) => {
+                    old.log_error("reopen after the disk filled", &e);
+                    continue;
+                }
+            };
+            let new = Rc::new(Partition::new(
+                old.topic.clone(),
+                old.topic_id,
+                old.index,
+                old.leader_epoch,
+                log,
+            ));
+            let mut parts = self.partitions.borrow_mut();
+            let slot = parts
+                .get_mut(&old.topic)
+                .and_then(|list| list.get_mut(usize::try_from(old.index).ok()?));
+            match slot {
+                // Still this partition (not deleted or moved while it reopened).
+                Some(slot) if slot.as_ref().is_some_and(|p| Rc::ptr_eq(p, &old)) => {
+                    log::info!(
+                        "{}-{}: reopened after the disk filled; log end offset {}",
+                        old.topic,
+                        old.index,
+                        new.log.log_end_offset()
+                    );
+                    *slot = Some(new);
+                }
+                _ => drop(new),
+            }
+        }
     }
 
     fn partition_dir(&self, topic: &str, index: i32) -> std::path::PathBuf {
@@ -533,6 +600,7 @@ async fn shard_main(
     } else {
         None
     };
+    let pacer = Rc::new(IoPacer::new(config.log_cleaner_io_max_bytes_per_second));
     let shard = Rc::new(Shard {
         id,
         nr_shards,
@@ -540,7 +608,8 @@ async fn shard_main(
         cache: Rc::new(BatchCache::new(config.cache_bytes_per_shard)),
         config: config.clone(),
         mailbox: Mailbox::new(senders),
-        commit: GroupCommit::default(),
+        commit: GroupCommit::new(pacer.clone()),
+        pacer,
         controller,
         image: RefCell::new(Arc::new(MetadataImage::default())),
         topic_configs: RefCell::new(Rc::new(HashMap::new())),

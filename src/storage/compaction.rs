@@ -11,6 +11,8 @@
 //!   decompressed and recompressed with the same codec). A batch left with no record is dropped
 //!   and the caller covers the offsets it spanned with an empty batch, so batches stay contiguous.
 
+use std::collections::hash_map::Entry;
+
 use rustc_hash::FxHashMap;
 
 use crate::protocol::compression::{compress, decompress, CODEC_NONE};
@@ -41,10 +43,23 @@ impl OffsetMap {
         }
     }
 
-    /// Records `offset` as the latest of `key`.
-    pub fn put(&mut self, key: &[u8], offset: i64) {
-        let e = self.latest.entry(key_hash(key)).or_insert(offset);
-        *e = (*e).max(offset);
+    /// Records `offset` as the latest of `key`; returns the offset this makes obsolete (the
+    /// older of the two when the key was already mapped).
+    pub fn put(&mut self, key: &[u8], offset: i64) -> Option<i64> {
+        match self.latest.entry(key_hash(key)) {
+            Entry::Vacant(v) => {
+                v.insert(offset);
+                None
+            }
+            Entry::Occupied(mut o) => {
+                let old = *o.get();
+                if old == offset {
+                    return None;
+                }
+                o.insert(old.max(offset));
+                Some(old.min(offset))
+            }
+        }
     }
 
     pub fn get(&self, key: &[u8]) -> Option<i64> {
@@ -139,16 +154,21 @@ pub fn for_each_record<'a>(
     Ok(())
 }
 
-/// Adds every keyed record of `batch` to `map`.
-pub fn map_batch(batch: &[u8], map: &mut OffsetMap) -> Result<(), BatchError> {
+/// Adds every keyed record of `batch` to `map`, calling `superseded` with each offset that a
+/// later record of the same key makes obsolete.
+pub fn map_batch(
+    batch: &[u8],
+    map: &mut OffsetMap,
+    mut superseded: impl FnMut(i64),
+) -> Result<(), BatchError> {
     let h = BatchHeader::parse(batch)?;
     if h.is_control() || h.records_count == 0 {
         return Ok(());
     }
     let records = records_section(batch, &h)?;
     for_each_record(&records, &h, |r| {
-        if let Some(k) = r.key {
-            map.put(k, r.offset);
+        if let Some(old) = r.key.and_then(|k| map.put(k, r.offset)) {
+            superseded(old);
         }
     })
 }
@@ -295,12 +315,14 @@ mod tests {
         );
         let new = batch_at(13, &[kv("b", Some("2")), kv("c", Some("1"))], 2000);
         let mut map = OffsetMap::new(100);
-        map_batch(&old, &mut map).unwrap();
-        map_batch(&new, &mut map).unwrap();
+        let mut superseded = Vec::new();
+        map_batch(&old, &mut map, |o| superseded.push(o)).unwrap();
+        map_batch(&new, &mut map, |o| superseded.push(o)).unwrap();
         assert_eq!(
             (map.get(b"a"), map.get(b"b"), map.get(b"c")),
             (Some(12), Some(13), Some(14))
         );
+        assert_eq!(superseded, vec![10, 11], "a@10 and b@11 are obsolete");
 
         let Filtered::Rebuilt(b) = filter_batch(&old, &map, 0, &mut None).unwrap() else {
             panic!("old batch must be rebuilt")
@@ -325,7 +347,7 @@ mod tests {
         // Everything superseded: empty.
         let gone = batch_at(20, &[kv("a", Some("0"))], 500);
         let mut map2 = OffsetMap::new(100);
-        map_batch(&batch_at(21, &[kv("a", Some("x"))], 600), &mut map2).unwrap();
+        map_batch(&batch_at(21, &[kv("a", Some("x"))], 600), &mut map2, |_| {}).unwrap();
         assert_eq!(
             filter_batch(&gone, &map2, 0, &mut None).unwrap(),
             Filtered::Empty
@@ -336,7 +358,7 @@ mod tests {
     fn tombstones_go_after_the_horizon_only() {
         let b = batch_at(0, &[kv("a", Some("1")), kv("a", None)], 1000);
         let mut map = OffsetMap::new(10);
-        map_batch(&b, &mut map).unwrap();
+        map_batch(&b, &mut map, |_| {}).unwrap();
         let mut oldest = None;
         let Filtered::Rebuilt(kept) = filter_batch(&b, &map, 500, &mut oldest).unwrap() else {
             panic!("value superseded by its tombstone")
@@ -378,7 +400,7 @@ mod tests {
             validate(&b).unwrap();
 
             let mut map = OffsetMap::new(10);
-            map_batch(&b, &mut map).unwrap();
+            map_batch(&b, &mut map, |_| {}).unwrap();
             let Filtered::Rebuilt(out) = filter_batch(&b, &map, 0, &mut None).unwrap() else {
                 panic!("codec {codec}: one record superseded")
             };
@@ -426,10 +448,15 @@ mod tests {
     #[test]
     fn map_capacity_is_reported() {
         let mut m = OffsetMap::new(2);
-        m.put(b"a", 1);
+        assert_eq!(m.put(b"a", 1), None);
         assert!(!m.is_full());
-        m.put(b"b", 2);
+        assert_eq!(m.put(b"b", 2), None);
         assert!(m.is_full());
+        // Mapping out of order still keeps the latest and reports the older one.
+        assert_eq!(m.put(b"a", 5), Some(1));
+        assert_eq!(m.put(b"a", 3), Some(3));
+        assert_eq!(m.put(b"a", 5), None);
+        assert_eq!(m.get(b"a"), Some(5));
         assert_eq!(m.len(), 2);
     }
 }

@@ -61,6 +61,7 @@ use crate::protocol::record_batch::{self, BatchHeader, LOG_OVERHEAD};
 use super::cache::{BatchCache, CachePartitionId};
 use super::compaction::{filter_batch, map_batch, Filtered, OffsetMap};
 use super::index::{OffsetIndex, SegmentIndexes, TimeIndex};
+use super::pacing::IoPacer;
 use super::producer_state::{BatchMeta, ProducerCheck, ProducerError, ProducerStateMachine};
 use super::readahead::{Chunk, READ_AHEAD_MAX_BYTES};
 use super::recovery::{scan_file, InvalidBatch, ScanStop, ScannedBatch};
@@ -182,7 +183,12 @@ struct LogState {
     log_end_offset: i64,
     high_watermark: i64,
     producers: ProducerStateMachine,
+    /// A write or fdatasync failed: nothing is appended or flushed any more (what the failed
+    /// flush covered may not be on disk) until the log is reopened, which recovers it as a
+    /// restart would.
     failed: bool,
+    /// ...and the failure was a full filesystem: reopening is all it needs once space returns.
+    failed_out_of_space: bool,
 }
 
 /// One partition's log. `!Send`: owned by one shard.
@@ -448,6 +454,7 @@ impl PartitionLog {
                 high_watermark: log_end_offset,
                 producers,
                 failed: false,
+                failed_out_of_space: false,
             }),
             flush_lock: Semaphore::new(1),
             tail_rescanned,
@@ -887,7 +894,7 @@ impl PartitionLog {
                 Ok(Some(ticket)) => return Ok(Some(ticket)),
                 Ok(None) => {}
                 Err(e) => {
-                    self.state.borrow_mut().failed = true;
+                    self.fail(&e);
                     return Err(e);
                 }
             }
@@ -899,10 +906,38 @@ impl PartitionLog {
     /// the high watermark advances (never backwards: tickets may complete out of order).
     pub async fn flush_sync(&self, ticket: FlushTicket) -> Result<(), StorageError> {
         let synced = self.make_durable(&ticket).await;
-        if synced.is_err() {
-            self.state.borrow_mut().failed = true;
+        if let Err(e) = &synced {
+            self.fail(e);
         }
         synced
+    }
+
+    /// Takes the log offline after `e` (see `LogState::failed`).
+    fn fail(&self, e: &StorageError) {
+        let mut st = self.state.borrow_mut();
+        if !st.failed {
+            st.failed = true;
+            st.failed_out_of_space = e.is_out_of_space();
+        }
+    }
+
+    /// The log went offline because the filesystem was full (see [`PartitionLog::retire`]).
+    pub fn failed_out_of_space(&self) -> bool {
+        let st = self.state.borrow();
+        st.failed && st.failed_out_of_space
+    }
+
+    /// Prepares a failed log for being replaced by a reopened one on the same directory: waits
+    /// for a flush still running, then refuses every later one, and drops its cached batches
+    /// (which may include appends that never became durable, whose offsets the reopened log
+    /// assigns again). Readers still holding it keep reading its files.
+    pub async fn retire(&self) {
+        self.state.borrow_mut().failed = true;
+        if let Ok(permit) = self.flush_lock.acquire_permit(1).await {
+            drop(permit);
+        }
+        self.flush_lock.close();
+        self.cache.remove_partition(self.cache_id);
     }
 
     /// Writes the pending bytes of segment `base` (creating its file on the first flush);
@@ -1060,7 +1095,48 @@ impl PartitionLog {
 
     /// Whole batches from the one containing `offset`, below `upper`, at most `max_bytes` (at
     /// least one batch). From the cache when it holds the batch, else from disk.
+    ///
+    /// Compaction can leave runs of segments that hold only empty batches (offsets whose
+    /// records were all removed). A fetch answered with nothing but empty batches makes
+    /// librdkafka take the next record for one too large for its fetch size (it doubles the
+    /// size on every such answer and gives up with MSG_SIZE_TOO_LARGE after ten), so a read
+    /// that found only empty batches goes on into the next segments, within `max_bytes`.
     pub async fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper: i64,
+    ) -> Result<ReadSlice, StorageError> {
+        let mut out = self.read_segment(offset, max_bytes, upper).await?;
+        loop {
+            if out.from_cache {
+                return Ok(out);
+            }
+            let mut next = None;
+            for b in &out.chunks {
+                if BatchHeader::parse(b).is_ok_and(|h| h.records_count != 0) {
+                    return Ok(out);
+                }
+                next = next_offset_after(b);
+            }
+            let Some(next) = next else {
+                return Ok(out);
+            };
+            let used = out.bytes();
+            if used >= max_bytes || next >= upper {
+                return Ok(out);
+            }
+            let more = self.read_segment(next, max_bytes - used, upper).await?;
+            if more.is_empty() {
+                return Ok(out);
+            }
+            out.chunks.extend(more.chunks);
+            out.from_cache = more.from_cache;
+        }
+    }
+
+    /// [`PartitionLog::read`] within the segment holding `offset` (or from the cache).
+    async fn read_segment(
         &self,
         offset: i64,
         max_bytes: usize,
@@ -1107,7 +1183,7 @@ impl PartitionLog {
         };
         // The chunk read ahead for exactly this offset, if any (a failed or cancelled one is
         // read again below).
-        let file_id = Rc::as_ptr(&file) as usize;
+        let file_id = file.id();
         let ahead = self
             .cache
             .readahead
@@ -1154,7 +1230,7 @@ impl PartitionLog {
         }
         let file = file.clone();
         let max_bytes = max_bytes.min(READ_AHEAD_MAX_BYTES);
-        let file_id = Rc::as_ptr(&file) as usize;
+        let file_id = file.id();
         self.cache
             .readahead
             .start(self.cache_id, seg_base, file_id, next_offset, async move {
@@ -1378,12 +1454,22 @@ impl PartitionLog {
             Some(seg) => seg.base,
             None => cleanable.last().map_or(first_dirty, |seg| seg.next),
         };
-        for seg in &cleanable[dirty_at..] {
+        // Segments (by base offset) holding a record that a later one of the same key makes
+        // obsolete, seen while mapping: they certainly change, so they need no dry run.
+        let mut known_changed = std::collections::HashSet::new();
+        let dirty = &cleanable[dirty_at..];
+        for seg in dirty {
             if map.is_full() {
                 break;
             }
             for_each_stored_batch(seg, s, |b| {
-                map_batch(b, &mut map).map_err(|e| corrupt_batch(seg, e))
+                map_batch(b, &mut map, |old| {
+                    let i = dirty.partition_point(|d| d.next <= old);
+                    if let Some(d) = dirty.get(i) {
+                        known_changed.insert(d.base);
+                    }
+                })
+                .map_err(|e| corrupt_batch(seg, e))
             })
             .await?;
             map_end = seg.next;
@@ -1395,8 +1481,14 @@ impl PartitionLog {
         let mut oldest_tombstone: Option<i64> = None;
         for seg in cleanable.iter().take_while(|seg| seg.next <= map_end) {
             before += seg.size;
+            let cleaning = Cleaning {
+                map: &map,
+                tombstones_before,
+                settings: s,
+                known_changed: known_changed.contains(&seg.base),
+            };
             match self
-                .rewrite_segment(seg, &map, tombstones_before, s, &mut oldest_tombstone)
+                .rewrite_segment(seg, &cleaning, &mut oldest_tombstone)
                 .await?
             {
                 Some(size) => {
@@ -1428,32 +1520,35 @@ impl PartitionLog {
 
     /// Rewrites one closed segment keeping what compaction keeps; `None` if nothing changed or
     /// the segment left the log meanwhile. Returns the new size. Memory stays bounded: one read
-    /// chunk (1 MiB) and one write buffer at a time.
+    /// chunk and one write buffer at a time.
     async fn rewrite_segment(
         &self,
         seg: &SegmentRef,
-        map: &OffsetMap,
-        tombstones_before: i64,
-        s: &CompactionSettings,
+        c: &Cleaning<'_>,
         oldest_tombstone: &mut Option<i64>,
     ) -> Result<Option<u64>, StorageError> {
-        // Dry run: segments compaction leaves as they are are not copied.
-        let mut changed = false;
-        for_each_stored_batch(seg, s, |b| {
-            changed |= filter_batch(b, map, tombstones_before, oldest_tombstone)
-                .map_err(|e| corrupt_batch(seg, e))?
-                != Filtered::Unchanged;
-            Ok(())
-        })
-        .await?;
-        if !changed {
-            return Ok(None);
+        // Dry run, unless mapping already saw an obsolete record here: segments compaction
+        // leaves as they are are not copied.
+        if !c.known_changed {
+            let mut changed = false;
+            let mut oldest = *oldest_tombstone;
+            for_each_stored_batch(seg, c.settings, |b| {
+                changed |= filter_batch(b, c.map, c.tombstones_before, &mut oldest)
+                    .map_err(|e| corrupt_batch(seg, e))?
+                    != Filtered::Unchanged;
+                Ok(())
+            })
+            .await?;
+            if !changed {
+                *oldest_tombstone = oldest;
+                return Ok(None);
+            }
         }
         let cleaned_path = self
             .dir
             .join(format!("{}.cleaned", segment_file_name(seg.base, "log")));
         let written = self
-            .write_cleaned(seg, map, tombstones_before, s, &cleaned_path)
+            .write_cleaned(seg, c, &cleaned_path, oldest_tombstone)
             .await;
         let (file, size, ix) = match written {
             Ok(w) => w,
@@ -1464,8 +1559,15 @@ impl PartitionLog {
         };
         // Swap (no await from the check to the rename: nothing else on this shard runs between).
         let swapped = {
-            let mut st = self.state.borrow_mut();
-            match st.segments.get_mut(&seg.base) {
+            let mut guard = self.state.borrow_mut();
+            let st = &mut *guard;
+            // A failed log is about to be replaced by a reopened one reading these files.
+            let current = if st.failed {
+                None
+            } else {
+                st.segments.get_mut(&seg.base)
+            };
+            match current {
                 Some(cur)
                     if cur.file.as_ref().is_some_and(|f| Rc::ptr_eq(f, &seg.file))
                         && matches!(cur.seal, SealState::Sealed) =>
@@ -1496,7 +1598,8 @@ impl PartitionLog {
             }
         };
         if !swapped {
-            // Deleted (retention, DeleteRecords) while we worked: drop the copy.
+            // Deleted (retention, DeleteRecords) while we worked, or the log failed: drop the
+            // copy.
             let _ = std::fs::remove_file(&cleaned_path);
             return Ok(None);
         }
@@ -1521,10 +1624,9 @@ impl PartitionLog {
     async fn write_cleaned(
         &self,
         seg: &SegmentRef,
-        map: &OffsetMap,
-        tombstones_before: i64,
-        s: &CompactionSettings,
+        c: &Cleaning<'_>,
         path: &Path,
+        oldest_tombstone: &mut Option<i64>,
     ) -> Result<(DirectFile, u64, SegmentIndexes), StorageError> {
         let interval = self.cfg.borrow().index_interval_bytes;
         let mut w = CleanedWriter::create(path).await?;
@@ -1537,6 +1639,7 @@ impl PartitionLog {
         let mut out: Vec<Vec<u8>> = Vec::new();
         loop {
             let done = read_pos >= seg.size || offset >= seg.next;
+            let mut bytes = 0u64;
             if !done {
                 let chunk = read_batches(
                     &seg.file,
@@ -1550,12 +1653,11 @@ impl PartitionLog {
                 if chunk.batches.is_empty() {
                     break;
                 }
-                let mut bytes = 0u64;
                 for b in &chunk.batches {
                     bytes += b.len() as u64;
                     let h = BatchHeader::parse(b).map_err(|e| corrupt_batch(seg, e))?;
                     offset = h.last_offset() + 1;
-                    match filter_batch(b, map, tombstones_before, &mut None)
+                    match filter_batch(b, c.map, c.tombstones_before, oldest_tombstone)
                         .map_err(|e| corrupt_batch(seg, e))?
                     {
                         Filtered::Unchanged => cover.keep(&h, b.to_vec(), &mut out),
@@ -1564,7 +1666,6 @@ impl PartitionLog {
                     }
                 }
                 read_pos = chunk.start_pos + bytes;
-                throttle(s, bytes).await;
             } else {
                 cover.finish(seg.next, &mut out);
             }
@@ -1578,6 +1679,8 @@ impl PartitionLog {
                 write_pos += piece.len() as u64;
                 w.push(piece).await?;
             }
+            // After this piece's read and writes: the pause is when the disk is ours alone.
+            c.settings.pacer.before_io(bytes).await;
             glommio::yield_if_needed().await;
             if done {
                 break;
@@ -1842,8 +1945,8 @@ pub struct CompactionSettings {
     pub delete_retention_ms: i64,
     /// Keys the offset map may hold.
     pub map_capacity: usize,
-    /// Bytes per second compaction may read plus write (0: no limit).
-    pub io_bytes_per_sec: u64,
+    /// Paces compaction's reads against the shard's foreground fdatasyncs.
+    pub pacer: Rc<IoPacer>,
 }
 
 /// What a compaction pass did.
@@ -1854,6 +1957,16 @@ pub struct CompactionOutcome {
     pub bytes_after: u64,
     pub first_dirty: i64,
     pub keys: usize,
+}
+
+/// What one compaction pass keeps, as [`PartitionLog::rewrite_segment`] needs it.
+struct Cleaning<'a> {
+    map: &'a OffsetMap,
+    /// Tombstones older than this go.
+    tombstones_before: i64,
+    settings: &'a CompactionSettings,
+    /// The segment holds a record mapping found obsolete.
+    known_changed: bool,
 }
 
 /// A closed segment as compaction sees it (its file held open while it works).
@@ -1911,19 +2024,10 @@ async fn for_each_stored_batch(
             }
         }
         pos = chunk.start_pos + bytes;
-        throttle(s, bytes).await;
+        s.pacer.before_io(bytes).await;
         glommio::yield_if_needed().await;
     }
     Ok(())
-}
-
-/// Sleeps long enough that `bytes` more stay within `s.io_bytes_per_sec`.
-async fn throttle(s: &CompactionSettings, bytes: u64) {
-    if s.io_bytes_per_sec == 0 || bytes == 0 {
-        return;
-    }
-    let secs = bytes as f64 / s.io_bytes_per_sec as f64;
-    glommio::timer::sleep(std::time::Duration::from_secs_f64(secs.min(10.0))).await;
 }
 
 /// Writes a compacted segment to a new file in page-aligned pieces, then makes it durable at
@@ -1940,13 +2044,14 @@ impl CleanedWriter {
         Ok(CleanedWriter {
             file: DirectFile::create_truncate(path).await?,
             pos: 0,
-            buf: Vec::with_capacity(2 << 20),
+            buf: Vec::with_capacity(2 * COMPACTION_READ_BYTES),
         })
     }
 
     async fn push(&mut self, batch: Vec<u8>) -> Result<(), StorageError> {
         self.buf.extend_from_slice(&batch);
-        if self.buf.len() >= 1 << 20 {
+        // Written in pieces as small as compaction's reads, for the same reason.
+        if self.buf.len() >= COMPACTION_READ_BYTES {
             let n = self.buf.len() / PAGE_BYTES as usize * PAGE_BYTES as usize;
             self.file
                 .write_padded_parts(self.pos, &[&self.buf[..n]])

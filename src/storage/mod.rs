@@ -5,6 +5,7 @@
 //! - [`index`]: sparse offset index and time index (Kafka's `.index` / `.timeindex` layouts).
 //! - [`producer_state`]: idempotent-producer state machine (pure).
 //! - [`cache`]: `BatchCache`, one per shard, memory-bounded, for tail reads.
+//! - [`pacing`]: how fast background I/O (compaction) may go without slowing fdatasyncs down.
 //! - [`readahead`]: the next chunk of partitions read from disk, read before it is asked for.
 //!
 //! Everything here runs on the shard that owns the partition (thread-per-core, `!Send` types).
@@ -15,6 +16,7 @@ pub mod cache;
 pub mod compaction;
 pub mod index;
 pub mod log;
+pub mod pacing;
 pub mod producer_state;
 pub mod readahead;
 pub mod recovery;
@@ -205,6 +207,15 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// The filesystem was full (ENOSPC, or the quota's EDQUOT). glommio keeps only the kind of
+    /// the errors it wraps, so the kind counts as much as the errno.
+    pub fn is_out_of_space(&self) -> bool {
+        use std::io::ErrorKind;
+        matches!(self, StorageError::Io(f)
+            if matches!(f.source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+                || matches!(f.source.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded))
+    }
+
     /// True for errors the server reports as KAFKA_STORAGE_ERROR.
     pub fn is_storage_failure(&self) -> bool {
         matches!(

@@ -36,7 +36,7 @@ struct Slot {
     segment_base: i64,
     /// Identity of the file the chunk is read from: compaction swaps a segment's file, and a
     /// chunk's positions only mean something in the file it came from.
-    file_id: usize,
+    file_id: u64,
     offset: i64,
     seq: u64,
     chunk: Pending,
@@ -67,7 +67,7 @@ impl ReadAhead {
         &self,
         part: CachePartitionId,
         segment_base: i64,
-        file_id: usize,
+        file_id: u64,
         offset: i64,
     ) -> Option<Pending> {
         let slot = self.slots.borrow_mut().remove(&part)?;
@@ -86,7 +86,7 @@ impl ReadAhead {
         &self,
         part: CachePartitionId,
         segment_base: i64,
-        file_id: usize,
+        file_id: u64,
         offset: i64,
         read: impl Future<Output = Result<Chunk, StorageError>> + 'static,
     ) {

@@ -1174,7 +1174,7 @@ fn compact_now() -> log::CompactionSettings {
         max_lag_ms: i64::MAX,
         delete_retention_ms: 0,
         map_capacity: 1 << 20,
-        io_bytes_per_sec: 0,
+        pacer: std::rc::Rc::new(crate::storage::pacing::IoPacer::new(0)),
     }
 }
 
@@ -1289,5 +1289,59 @@ fn compaction_keeps_the_latest_value_per_key_and_survives_reopen() {
         assert_eq!(log.append(&b, &h, 3, NOW).unwrap().base_offset, leo);
         log.flush().await.unwrap();
         log.close().await.unwrap();
+    });
+}
+
+/// After compaction removed every record of many segments, those segments hold one empty batch
+/// each. One read from their start goes on past them to the first batch with records: a
+/// fetch answered with only empty batches makes librdkafka give up (MSG_SIZE_TOO_LARGE after
+/// ten of them).
+#[test]
+fn a_read_goes_on_past_segments_that_compaction_emptied() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("e-0");
+        let cache = Rc::new(BatchCache::new(0));
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
+        // The same key over and over: compaction keeps only the very last record.
+        for i in 0..600 {
+            let v = format!("v{i}-{}", "x".repeat(100));
+            let (b, h) = keyed(&[("k", Some(v.as_str()))], NOW + i as i64);
+            log.append(&b, &h, 3, NOW).unwrap();
+            log.flush().await.unwrap();
+        }
+        let segs = log.segment_count();
+        assert!(segs >= 15, "{segs} segments");
+        log.compact(&compact_now(), NOW + 1000)
+            .await
+            .unwrap()
+            .expect("compacted");
+        // Every closed segment is now empty batches; the active one still has records.
+        let slice = log.read(0, 1 << 20, log.high_watermark()).await.unwrap();
+        let headers: Vec<BatchHeader> = slice
+            .chunks
+            .iter()
+            .map(|c| BatchHeader::parse(c).unwrap())
+            .collect();
+        assert!(
+            headers.iter().take_while(|h| h.records_count == 0).count() >= 10,
+            "{} empty batches first",
+            headers.iter().take_while(|h| h.records_count == 0).count()
+        );
+        assert!(
+            headers.iter().any(|h| h.records_count > 0),
+            "a read of only empty batches: {headers:?}"
+        );
+        // Contiguous offsets from 0.
+        let mut next = 0;
+        for h in &headers {
+            assert_eq!(h.base_offset, next);
+            next = h.last_offset() + 1;
+        }
+        // A small budget still gives at least the first batch, and stops within it.
+        let small = log.read(0, 100, log.high_watermark()).await.unwrap();
+        assert!(small.bytes() <= 200, "{} bytes", small.bytes());
     });
 }
