@@ -12,9 +12,12 @@
 //! - [`storage`]: per-partition segmented log on O_DIRECT files, group commit, recovery, cache.
 //! - [`io`]: the only place that names glommio files; persisted-state files.
 //! - [`protocol`]: the Kafka wire codec and RecordBatch v2; pure, no I/O.
+//! - [`cli`]: the command line's client commands (topics, produce, consume, groups, configs,
+//!   cluster); a Kafka client on [`protocol`] only, never the broker's internals.
 //! - [`config`]: broker configuration (Kafka key names); [`topic_config`]: topic configs, their
 //!   defaults, validation and precedence.
 
+pub mod cli;
 pub mod config;
 pub mod consumer_group;
 pub mod coordinator;

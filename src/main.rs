@@ -1,12 +1,14 @@
-//! The `odradek` binary: `odradek serve` runs the broker. (Admin and client subcommands come
-//! with the command-line issue.)
+//! The `odradek` binary: `odradek serve` runs the broker; `topic`, `produce`, `consume`,
+//! `group`, `config` and `cluster` are Kafka client commands (see `odradek::cli`) that work
+//! against any Kafka-compatible broker; `completions` prints shell completions.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
+use odradek::cli::{ClientCommand, Common};
 use odradek::config::{parse_override, BrokerConfig};
 
 #[derive(Parser)]
@@ -18,12 +20,21 @@ use odradek::config::{parse_override, BrokerConfig};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    common: Common,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the broker.
     Serve(ServeArgs),
+    #[command(flatten)]
+    Client(ClientCommand),
+    /// Print a shell completion script: `odradek completions bash > /etc/bash_completion.d/odradek`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(clap::Args)]
@@ -62,6 +73,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Client(c) => odradek::cli::run(c, &cli.common),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "odradek", &mut script);
+            match odradek::cli::output::write_out(&String::from_utf8_lossy(&script)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("odradek: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
     }
 }
 

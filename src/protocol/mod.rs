@@ -3,7 +3,9 @@
 //! Owns: wire primitives ([`wire`]), the message definition macro and [`Message`] trait
 //! ([`codec`]), request/response headers ([`header`]), API keys and the served-version table
 //! ([`api`]), Kafka error codes ([`error`]) and every request/response body we serve
-//! ([`messages`], re-exported here). RecordBatch v2 framing and validation live in [`record_batch`].
+//! ([`messages`], re-exported here). RecordBatch v2 framing and validation live in [`record_batch`]; clients' pieces in
+//! [`consumer_protocol`] (the bytes inside JoinGroup/SyncGroup, the range assignor) and
+//! [`murmur2`] (Kafka's key partitioner hash).
 //!
 //! Invariants:
 //! - Bounded decoding: every length and count from the wire is checked against the bytes left in
@@ -32,9 +34,11 @@ pub mod api;
 pub mod body;
 pub mod codec;
 pub mod compression;
+pub mod consumer_protocol;
 pub mod error;
 pub mod header;
 pub mod messages;
+pub mod murmur2;
 pub mod record_batch;
 pub mod records;
 #[doc(hidden)]
