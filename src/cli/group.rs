@@ -440,38 +440,13 @@ pub fn fetch_committed(
     topic: &str,
     partitions: &[i32],
 ) -> Result<BTreeMap<i32, i64>, CliError> {
-    let req = OffsetFetchRequest {
-        group_id: group.to_string(),
-        topics: Some(vec![OffsetFetchRequestTopic {
-            name: topic.to_string(),
-            partition_indexes: partitions.to_vec(),
-        }]),
-        ..Default::default()
+    let scope = OffsetFetchRequestTopic {
+        name: topic.to_string(),
+        partition_indexes: partitions.to_vec(),
     };
-    let ResponseBody::OffsetFetch(r) = cluster.coordinator(group, 0)?.call(req.into())? else {
-        return Err(CliError::Unexpected(ApiKey::OffsetFetch));
-    };
-    if r.error_code != 0 {
-        return Err(CliError::kafka(
-            &format!("fetching the offsets of group {group}"),
-            r.error_code,
-            None,
-        ));
-    }
-    let mut out = BTreeMap::new();
-    for t in r.topics {
-        for p in t.partitions {
-            if p.error_code != 0 {
-                return Err(CliError::kafka(
-                    &format!("fetching the offsets of group {group}"),
-                    p.error_code,
-                    None,
-                ));
-            }
-            out.insert(p.partition_index, p.committed_offset);
-        }
-    }
-    Ok(out)
+    Ok(offset_fetch(cluster, group, Some(vec![scope]))?
+        .remove(topic)
+        .unwrap_or_default())
 }
 
 /// Every committed offset of `group`: topic -> partition -> offset.
@@ -479,29 +454,48 @@ fn fetch_all_committed(
     cluster: &mut Cluster,
     group: &str,
 ) -> Result<BTreeMap<String, BTreeMap<i32, i64>>, CliError> {
+    let mut all = offset_fetch(cluster, group, None)?;
+    for parts in all.values_mut() {
+        parts.retain(|_, o| *o >= 0);
+    }
+    all.retain(|_, parts| !parts.is_empty());
+    Ok(all)
+}
+
+/// OffsetFetch of `topics` (`None`: all) for `group`: topic -> partition -> offset (-1 where
+/// none is committed).
+fn offset_fetch(
+    cluster: &mut Cluster,
+    group: &str,
+    topics: Option<Vec<OffsetFetchRequestTopic>>,
+) -> Result<BTreeMap<String, BTreeMap<i32, i64>>, CliError> {
     let req = OffsetFetchRequest {
         group_id: group.to_string(),
-        topics: None,
+        topics,
         ..Default::default()
     };
     let ResponseBody::OffsetFetch(r) = cluster.coordinator(group, 0)?.call(req.into())? else {
         return Err(CliError::Unexpected(ApiKey::OffsetFetch));
     };
-    if r.error_code != 0 {
-        return Err(CliError::kafka(
+    let failed = |code| {
+        CliError::kafka(
             &format!("fetching the offsets of group {group}"),
-            r.error_code,
+            code,
             None,
-        ));
+        )
+    };
+    if r.error_code != 0 {
+        return Err(failed(r.error_code));
     }
     let mut out: BTreeMap<String, BTreeMap<i32, i64>> = BTreeMap::new();
     for t in r.topics {
         for p in t.partitions {
-            if p.error_code == 0 && p.committed_offset >= 0 {
-                out.entry(t.name.clone())
-                    .or_default()
-                    .insert(p.partition_index, p.committed_offset);
+            if p.error_code != 0 {
+                return Err(failed(p.error_code));
             }
+            out.entry(t.name.clone())
+                .or_default()
+                .insert(p.partition_index, p.committed_offset);
         }
     }
     Ok(out)

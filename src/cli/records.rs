@@ -4,7 +4,7 @@
 
 use crate::protocol::compression::{compress, decompress, CODEC_NONE};
 use crate::protocol::record_batch::{compute_crc, read_zigzag, BatchHeader, BATCH_HEADER_LEN};
-use crate::protocol::records::{put_bytes, put_varint};
+use crate::protocol::records::{self, assemble_batch, put_record, BatchFields};
 
 use super::CliError;
 
@@ -62,45 +62,40 @@ pub fn encode_batch(
     let base_ts = records.first().map_or(0, |r| r.timestamp);
     let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(base_ts);
     let mut body = Vec::new();
-    let mut rec = Vec::new();
+    let mut scratch = Vec::new();
     for (i, r) in records.iter().enumerate() {
-        rec.clear();
-        rec.push(0); // attributes
-        put_varint(&mut rec, r.timestamp - base_ts);
-        put_varint(&mut rec, i as i64);
-        put_bytes(&mut rec, r.key.as_deref());
-        put_bytes(&mut rec, r.value.as_deref());
-        put_varint(&mut rec, r.headers.len() as i64);
-        for (k, v) in &r.headers {
-            put_bytes(&mut rec, Some(k.as_bytes()));
-            put_bytes(&mut rec, v.as_deref());
-        }
-        put_varint(&mut body, rec.len() as i64);
-        body.extend_from_slice(&rec);
+        let headers: Vec<(&str, Option<&[u8]>)> = r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref()))
+            .collect();
+        put_record(
+            &mut body,
+            &mut scratch,
+            r.timestamp - base_ts,
+            i as i64,
+            r.key.as_deref(),
+            r.value.as_deref(),
+            &headers,
+        );
     }
     let body = if codec == CODEC_NONE {
         body
     } else {
         compress(codec, &body).map_err(|e| CliError::Failed(format!("compressing a batch: {e}")))?
     };
-    let mut out = Vec::with_capacity(BATCH_HEADER_LEN + body.len());
-    out.extend_from_slice(&0i64.to_be_bytes()); // base offset
-    out.extend_from_slice(&((BATCH_HEADER_LEN - 12 + body.len()) as i32).to_be_bytes());
-    out.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
-    out.push(2); // magic
-    out.extend_from_slice(&0u32.to_be_bytes()); // crc, below
-    out.extend_from_slice(&(codec as i16).to_be_bytes()); // attributes
-    out.extend_from_slice(&(records.len().saturating_sub(1) as i32).to_be_bytes());
-    out.extend_from_slice(&base_ts.to_be_bytes());
-    out.extend_from_slice(&max_ts.to_be_bytes());
-    out.extend_from_slice(&producer.producer_id.to_be_bytes());
-    out.extend_from_slice(&producer.epoch.to_be_bytes());
-    out.extend_from_slice(&producer.base_sequence.to_be_bytes());
-    out.extend_from_slice(&(records.len() as i32).to_be_bytes());
-    out.extend_from_slice(&body);
-    let crc = compute_crc(&out);
-    out[17..21].copy_from_slice(&crc.to_be_bytes());
-    Ok(out)
+    Ok(assemble_batch(
+        &body,
+        BatchFields {
+            attributes: codec as i16,
+            records: records.len(),
+            base_timestamp: base_ts,
+            max_timestamp: max_ts,
+            producer_id: producer.producer_id,
+            producer_epoch: producer.epoch,
+            base_sequence: producer.base_sequence,
+        },
+    ))
 }
 
 /// Largest records section accepted after decompression.
@@ -160,17 +155,7 @@ pub fn decode_record_set(
 }
 
 fn read_bytes(buf: &[u8], pos: &mut usize) -> Result<Option<Vec<u8>>, String> {
-    let len = read_zigzag(buf, pos)?;
-    if len < 0 {
-        return Ok(None);
-    }
-    let end = pos
-        .checked_add(len as usize)
-        .filter(|e| *e <= buf.len())
-        .ok_or_else(|| format!("field of {len} bytes overruns the record"))?;
-    let v = buf[*pos..end].to_vec();
-    *pos = end;
-    Ok(Some(v))
+    Ok(records::read_bytes(buf, pos)?.map(<[u8]>::to_vec))
 }
 
 fn read_record(buf: &[u8], pos: &mut usize, h: &BatchHeader) -> Result<(Record, i64), String> {

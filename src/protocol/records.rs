@@ -39,33 +39,88 @@ pub(crate) fn put_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
 /// An uncompressed batch (base offset 0, no producer) of `records`, all stamped `timestamp_ms`.
 pub fn encode_batch(records: &[KeyValue], timestamp_ms: i64) -> Vec<u8> {
     let mut body = Vec::new();
-    let mut rec = Vec::new();
+    let mut scratch = Vec::new();
     for (i, r) in records.iter().enumerate() {
-        rec.clear();
-        rec.push(0); // attributes
-        put_varint(&mut rec, 0); // timestamp delta
-        put_varint(&mut rec, i as i64); // offset delta
-        put_bytes(&mut rec, r.key.as_deref());
-        put_bytes(&mut rec, r.value.as_deref());
-        put_varint(&mut rec, 0); // headers
-        put_varint(&mut body, rec.len() as i64);
-        body.extend_from_slice(&rec);
+        put_record(
+            &mut body,
+            &mut scratch,
+            0,
+            i as i64,
+            r.key.as_deref(),
+            r.value.as_deref(),
+            &[],
+        );
     }
-    let mut out = Vec::with_capacity(BATCH_HEADER_LEN + body.len());
+    assemble_batch(
+        &body,
+        BatchFields {
+            attributes: 0,
+            records: records.len(),
+            base_timestamp: timestamp_ms,
+            max_timestamp: timestamp_ms,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+        },
+    )
+}
+
+/// Appends one record (length-prefixed) to a batch's records section; `scratch` is reused
+/// between calls.
+pub fn put_record(
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    timestamp_delta: i64,
+    offset_delta: i64,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[(&str, Option<&[u8]>)],
+) {
+    scratch.clear();
+    scratch.push(0); // attributes
+    put_varint(scratch, timestamp_delta);
+    put_varint(scratch, offset_delta);
+    put_bytes(scratch, key);
+    put_bytes(scratch, value);
+    put_varint(scratch, headers.len() as i64);
+    for (k, v) in headers {
+        put_bytes(scratch, Some(k.as_bytes()));
+        put_bytes(scratch, *v);
+    }
+    put_varint(out, scratch.len() as i64);
+    out.extend_from_slice(scratch);
+}
+
+/// The header fields of a batch built here (base offset 0, leader epoch -1).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchFields {
+    /// The codec in the low bits; the records section passed in is already compressed with it.
+    pub attributes: i16,
+    pub records: usize,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+}
+
+/// A whole batch: the 61-byte header for `f`, then `records_section`, CRC filled in.
+pub fn assemble_batch(records_section: &[u8], f: BatchFields) -> Vec<u8> {
+    let mut out = Vec::with_capacity(BATCH_HEADER_LEN + records_section.len());
     out.extend_from_slice(&0i64.to_be_bytes()); // base offset
-    out.extend_from_slice(&((BATCH_HEADER_LEN - 12 + body.len()) as i32).to_be_bytes());
+    out.extend_from_slice(&((BATCH_HEADER_LEN - 12 + records_section.len()) as i32).to_be_bytes());
     out.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
     out.push(2); // magic
     out.extend_from_slice(&0u32.to_be_bytes()); // crc, below
-    out.extend_from_slice(&0i16.to_be_bytes()); // attributes
-    out.extend_from_slice(&(records.len().saturating_sub(1) as i32).to_be_bytes());
-    out.extend_from_slice(&timestamp_ms.to_be_bytes());
-    out.extend_from_slice(&timestamp_ms.to_be_bytes());
-    out.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
-    out.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
-    out.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
-    out.extend_from_slice(&(records.len() as i32).to_be_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(&f.attributes.to_be_bytes());
+    out.extend_from_slice(&(f.records.saturating_sub(1) as i32).to_be_bytes());
+    out.extend_from_slice(&f.base_timestamp.to_be_bytes());
+    out.extend_from_slice(&f.max_timestamp.to_be_bytes());
+    out.extend_from_slice(&f.producer_id.to_be_bytes());
+    out.extend_from_slice(&f.producer_epoch.to_be_bytes());
+    out.extend_from_slice(&f.base_sequence.to_be_bytes());
+    out.extend_from_slice(&(f.records as i32).to_be_bytes());
+    out.extend_from_slice(records_section);
     let crc = compute_crc(&out);
     out[17..21].copy_from_slice(&crc.to_be_bytes());
     out
@@ -117,7 +172,7 @@ pub fn for_each_record<'a>(
     Ok(h)
 }
 
-fn read_bytes<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Option<&'a [u8]>, String> {
+pub(crate) fn read_bytes<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Option<&'a [u8]>, String> {
     let len = read_zigzag(buf, pos)?;
     if len < 0 {
         return Ok(None);
