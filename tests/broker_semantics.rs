@@ -2002,3 +2002,94 @@ fn offset_commit_and_fetch_errors() {
     assert_eq!(metadata_v12(&mut conn, OFFSETS_TOPIC).partitions.len(), 50);
     broker.stop();
 }
+
+/// DescribeTopicPartitions (KIP-966): topics by name in name order, partitions with leader and
+/// replicas, pages cut at `response_partition_limit` with a cursor that resumes exactly there,
+/// unknown topics answered per topic.
+#[test]
+fn describe_topic_partitions_pages_with_a_cursor() {
+    let broker = broker();
+    let mut conn = Conn::open(broker.addr());
+    create_topic_ok(&mut conn, "dtp-b", 2);
+    create_topic_ok(&mut conn, "dtp-a", 5);
+    let ask = |cursor: Option<DescribeTopicPartitionsCursor>| DescribeTopicPartitionsRequest {
+        topics: ["dtp-b", "dtp-a"]
+            .iter()
+            .map(|n| TopicRequest {
+                name: n.to_string(),
+            })
+            .collect(),
+        response_partition_limit: 3,
+        cursor,
+    };
+    let seen = |r: &DescribeTopicPartitionsResponse| -> Vec<(String, i32)> {
+        r.topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(move |p| (t.name.clone().unwrap(), p.partition_index))
+            })
+            .collect()
+    };
+    let first = conn.call(&ask(None), 0);
+    assert_eq!(
+        seen(&first),
+        [
+            ("dtp-a".into(), 0),
+            ("dtp-a".into(), 1),
+            ("dtp-a".into(), 2)
+        ]
+    );
+    let p = &first.topics[0].partitions[0];
+    assert_eq!(
+        (p.leader_id, p.replica_nodes.len(), p.isr_nodes.len()),
+        (1, 1, 1),
+        "{p:?}"
+    );
+    let cursor = first.next_cursor.clone().expect("more to come");
+    assert_eq!(
+        (cursor.topic_name.as_str(), cursor.partition_index),
+        ("dtp-a", 3)
+    );
+    let second = conn.call(&ask(Some(cursor)), 0);
+    assert_eq!(
+        seen(&second),
+        [
+            ("dtp-a".into(), 3),
+            ("dtp-a".into(), 4),
+            ("dtp-b".into(), 0)
+        ]
+    );
+    let third = conn.call(&ask(second.next_cursor.clone()), 0);
+    assert_eq!(seen(&third), [("dtp-b".into(), 1)]);
+    assert!(third.next_cursor.is_none(), "{third:?}");
+    // An unknown topic gets its own error; the rest is answered.
+    let r = conn.call(
+        &DescribeTopicPartitionsRequest {
+            topics: vec![
+                TopicRequest {
+                    name: "nope".into(),
+                },
+                TopicRequest {
+                    name: "dtp-b".into(),
+                },
+            ],
+            response_partition_limit: 100,
+            cursor: None,
+        },
+        0,
+    );
+    let errors: Vec<(Option<String>, i16)> = r
+        .topics
+        .iter()
+        .map(|t| (t.name.clone(), t.error_code))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            (Some("dtp-b".into()), NONE),
+            (Some("nope".into()), UNKNOWN_TOPIC_OR_PARTITION)
+        ]
+    );
+}

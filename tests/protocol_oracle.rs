@@ -188,6 +188,8 @@ oracle! {
     delete_records_response: ours::DeleteRecordsResponse, kp::DeleteRecordsResponse;
     describe_log_dirs_request: ours::DescribeLogDirsRequest, kp::DescribeLogDirsRequest;
     describe_log_dirs_response: ours::DescribeLogDirsResponse, kp::DescribeLogDirsResponse;
+    describe_topic_partitions_request: ours::DescribeTopicPartitionsRequest, kp::DescribeTopicPartitionsRequest;
+    describe_topic_partitions_response: ours::DescribeTopicPartitionsResponse, kp::DescribeTopicPartitionsResponse;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -115,6 +115,7 @@ bodies! {
     IncrementalAlterConfigs(IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse),
     DeleteRecords(DeleteRecordsRequest, DeleteRecordsResponse),
     DescribeLogDirs(DescribeLogDirsRequest, DescribeLogDirsResponse),
+    DescribeTopicPartitions(DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse),
 }
 
 /// Decodes a request frame (size prefix already stripped).

@@ -101,6 +101,9 @@ impl Rpc for DeleteRecordsRequest {
 impl Rpc for DescribeLogDirsRequest {
     type Response = DescribeLogDirsResponse;
 }
+impl Rpc for DescribeTopicPartitionsRequest {
+    type Response = DescribeTopicPartitionsResponse;
+}
 
 /// One client connection; correlation ids count up from 1.
 pub struct Conn {

@@ -66,6 +66,7 @@ pub const API_TABLE: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 pub fn served_versions(key: ApiKey) -> Option<(i16, i16)> {
@@ -197,6 +198,7 @@ pub async fn dispatch(shard: &Rc<Shard>, peer_ip: Option<IpAddr>, mut r: Reader)
         ApiKey::IncrementalAlterConfigs => configs::incremental_alter_configs(shard, ctx, r).await,
         ApiKey::DeleteRecords => log_dirs::delete_records(shard, ctx, r).await,
         ApiKey::DescribeLogDirs => log_dirs::describe_log_dirs(shard, ctx, r).await,
+        ApiKey::DescribeTopicPartitions => metadata::describe_topic_partitions(shard, ctx, r),
         other => Dispatch::Close(format!("api {other:?} is not served")),
     }
 }
