@@ -499,6 +499,13 @@ impl Cluster {
                 }
             }
         }
+        // Callers index the answer by the partitions they asked for.
+        if let Some(p) = partitions.iter().find(|p| !out.contains_key(p)) {
+            return Err(CliError::Protocol(format!(
+                "ListOffsets answered no offset for {}-{p}",
+                topic.name
+            )));
+        }
         Ok(out)
     }
 }

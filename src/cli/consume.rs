@@ -384,14 +384,17 @@ fn fetch(
         for t in r.responses {
             for pd in t.partitions {
                 let p = pd.partition_index;
+                // Only partitions asked for (a broker answering others is ignored).
+                let Some(&from) = positions.get(&p) else {
+                    continue;
+                };
                 match ErrorCode(pd.error_code) {
                     ErrorCode::NONE => {}
                     ErrorCode::OFFSET_OUT_OF_RANGE => {
                         let to = ctx.cluster.list_offsets(topic, &[p], reset)?;
                         if let Some(o) = to.get(&p) {
                             eprintln!(
-                                "odradek: offset {} of partition {p} is out of range, resetting to {o}",
-                                positions[&p]
+                                "odradek: offset {from} of partition {p} is out of range, resetting to {o}"
                             );
                             positions.insert(p, *o);
                         }
@@ -415,7 +418,6 @@ fn fetch(
                 let Some(records) = pd.records.as_ref() else {
                     continue;
                 };
-                let from = positions[&p];
                 let (recs, next) = decode_record_set(p, records, from)?;
                 out.extend(recs);
                 if let Some(n) = next {
