@@ -1635,39 +1635,30 @@ impl PartitionLog {
             expect: seg.base,
             gap_epoch: None,
         };
-        let (mut read_pos, mut offset, mut write_pos) = (0u64, seg.base, 0u64);
+        let mut write_pos = 0u64;
         let mut out: Vec<Vec<u8>> = Vec::new();
+        let mut chunks = SegmentChunks::new(seg);
         loop {
-            let done = read_pos >= seg.size || offset >= seg.next;
+            let batches = chunks.next().await?;
             let mut bytes = 0u64;
-            if !done {
-                let chunk = read_batches(
-                    &seg.file,
-                    read_pos,
-                    seg.size,
-                    offset,
-                    COMPACTION_READ_BYTES,
-                    seg.next,
-                )
-                .await?;
-                if chunk.batches.is_empty() {
-                    break;
-                }
-                for b in &chunk.batches {
-                    bytes += b.len() as u64;
-                    let h = BatchHeader::parse(b).map_err(|e| corrupt_batch(seg, e))?;
-                    offset = h.last_offset() + 1;
-                    match filter_batch(b, c.map, c.tombstones_before, oldest_tombstone)
-                        .map_err(|e| corrupt_batch(seg, e))?
-                    {
-                        Filtered::Unchanged => cover.keep(&h, b.to_vec(), &mut out),
-                        Filtered::Rebuilt(v) => cover.keep(&h, v, &mut out),
-                        Filtered::Empty => cover.drop(&h),
+            match &batches {
+                Some(batches) => {
+                    for b in batches {
+                        bytes += b.len() as u64;
+                        let h = BatchHeader::parse(b).map_err(|e| corrupt_batch(seg, e))?;
+                        match filter_batch(b, c.map, c.tombstones_before, oldest_tombstone)
+                            .map_err(|e| corrupt_batch(seg, e))?
+                        {
+                            Filtered::Unchanged => cover.keep(&h, b.to_vec(), &mut out),
+                            Filtered::Rebuilt(v) => cover.keep(&h, v, &mut out),
+                            Filtered::Empty => cover.drop(&h),
+                        }
                     }
                 }
-                read_pos = chunk.start_pos + bytes;
-            } else {
-                cover.finish(seg.next, &mut out);
+                // Only a segment read to its end is covered up to its next offset; batches
+                // missing before it fail the invariant below.
+                None if chunks.at_end() => cover.finish(seg.next, &mut out),
+                None => {}
             }
             for piece in out.drain(..) {
                 let h = BatchHeader::parse(&piece).map_err(|e| corrupt_batch(seg, e))?;
@@ -1679,12 +1670,12 @@ impl PartitionLog {
                 write_pos += piece.len() as u64;
                 w.push(piece).await?;
             }
+            if batches.is_none() {
+                break;
+            }
             // After this piece's read and writes: the pause is when the disk is ours alone.
             c.settings.pacer.before_io(bytes).await;
             glommio::yield_if_needed().await;
-            if done {
-                break;
-            }
         }
         if cover.expect != seg.next {
             return Err(invariant(
@@ -1994,36 +1985,68 @@ fn corrupt_batch(seg: &SegmentRef, e: record_batch::BatchError) -> StorageError 
 /// fdatasyncs in the disk's queue instead of holding it for long.
 const COMPACTION_READ_BYTES: usize = 256 << 10;
 
-/// Calls `f` with every batch of a closed segment, in order, [`COMPACTION_READ_BYTES`] at a
-/// time.
-async fn for_each_stored_batch(
-    seg: &SegmentRef,
-    s: &CompactionSettings,
-    mut f: impl FnMut(&[u8]) -> Result<(), StorageError>,
-) -> Result<(), StorageError> {
-    let (mut pos, mut offset) = (0u64, seg.base);
-    while pos < seg.size && offset < seg.next {
+/// A closed segment's batches, read in order [`COMPACTION_READ_BYTES`] at a time.
+struct SegmentChunks<'a> {
+    seg: &'a SegmentRef,
+    pos: u64,
+    offset: i64,
+}
+
+impl<'a> SegmentChunks<'a> {
+    fn new(seg: &'a SegmentRef) -> SegmentChunks<'a> {
+        SegmentChunks {
+            seg,
+            pos: 0,
+            offset: seg.base,
+        }
+    }
+
+    /// Whether every batch up to the segment's end was read.
+    fn at_end(&self) -> bool {
+        self.pos >= self.seg.size || self.offset >= self.seg.next
+    }
+
+    /// The next whole batches; `None` at the end of the segment, or where no whole batch is
+    /// left before it (see [`SegmentChunks::at_end`]).
+    async fn next(&mut self) -> Result<Option<Vec<Bytes>>, StorageError> {
+        let seg = self.seg;
+        if self.at_end() {
+            return Ok(None);
+        }
         let chunk = read_batches(
             &seg.file,
-            pos,
+            self.pos,
             seg.size,
-            offset,
+            self.offset,
             COMPACTION_READ_BYTES,
             seg.next,
         )
         .await?;
         if chunk.batches.is_empty() {
-            break;
+            return Ok(None);
         }
+        let bytes: u64 = chunk.batches.iter().map(|b| b.len() as u64).sum();
+        self.pos = chunk.start_pos + bytes;
+        if let Some(next) = chunk.batches.last().and_then(|b| next_offset_after(b)) {
+            self.offset = next;
+        }
+        Ok(Some(chunk.batches))
+    }
+}
+
+/// Calls `f` with every batch of a closed segment, in order, pacing the reads.
+async fn for_each_stored_batch(
+    seg: &SegmentRef,
+    s: &CompactionSettings,
+    mut f: impl FnMut(&[u8]) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
+    let mut chunks = SegmentChunks::new(seg);
+    while let Some(batches) = chunks.next().await? {
         let mut bytes = 0u64;
-        for b in &chunk.batches {
+        for b in &batches {
             f(b)?;
             bytes += b.len() as u64;
-            if let Some(next) = next_offset_after(b) {
-                offset = next;
-            }
         }
-        pos = chunk.start_pos + bytes;
         s.pacer.before_io(bytes).await;
         glommio::yield_if_needed().await;
     }
