@@ -823,6 +823,20 @@ fn bad_configuration_exits_non_zero_naming_the_key() {
             "not.a.real.setting",
         ),
     ];
+    // check-config says the same without starting anything; the shipped example is valid.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/server.properties");
+    let (status, output) = run_to_exit(&["check-config", example], Duration::from_secs(30));
+    assert!(status.success(), "config/server.properties: {output}");
+    assert!(output.contains("valid"), "{output}");
+    let (status, output) = run_to_exit(&["check-config", config_file], Duration::from_secs(30));
+    assert_eq!(status.code(), Some(2), "{output}");
+    assert!(output.contains("not.a.real.setting"), "{output}");
+    let (status, output) = run_to_exit(
+        &["check-config", example, "--override", "num.partitions=abc"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(2), "{output}");
+    assert!(output.contains("num.partitions"), "{output}");
     for (what, extra, key) in cases {
         let mut args = vec!["serve", "--listen", listen.as_str(), "--data-dir", data];
         args.extend(extra);
