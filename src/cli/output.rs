@@ -88,7 +88,8 @@ impl<T: Into<Cell>> From<Option<T>> for Cell {
 }
 
 impl Table {
-    /// A table whose JSON keys are its headers in lower case with `_` for spaces and dashes.
+    /// A table with these column headers; `json_keys` names the same columns in the JSON
+    /// objects (empty for tables printed only as text).
     pub fn new(headers: &[&'static str], json_keys: &[&'static str]) -> Table {
         Table {
             headers: headers.to_vec(),
