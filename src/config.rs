@@ -72,6 +72,12 @@ pub struct BrokerConfig {
     pub offsets_topic_num_partitions: i32,
     /// Longest metadata string an OffsetCommit may carry (OFFSET_METADATA_TOO_LARGE above).
     pub offset_metadata_max_bytes: usize,
+    /// Partitions of `__transaction_state`, fixed when the topic is created at first start.
+    pub transaction_state_num_partitions: i32,
+    /// `transaction.max.timeout.ms`: the longest transaction timeout a producer may ask for.
+    pub transaction_max_timeout_ms: i32,
+    /// `transactional.id.expiration.ms`: an idle transactional id is forgotten after this.
+    pub transactional_id_expiration_ms: u64,
     /// Classic consumer-group limits (`group.*` keys).
     pub group: crate::group::GroupConfig,
     /// KIP-848 consumer-group settings (`group.consumer.*` keys).
@@ -121,6 +127,9 @@ const KEYS: &[(&str, &str)] = &[
     ("log.message.timestamp.type", "CreateTime"),
     ("offsets.topic.num.partitions", "50"),
     ("offset.metadata.max.bytes", "4096"),
+    ("transaction.state.log.num.partitions", "50"),
+    ("transaction.max.timeout.ms", "900000"),
+    ("transactional.id.expiration.ms", "604800000"),
     ("offsets.retention.minutes", "10080"),
     ("offsets.retention.check.interval.ms", "600000"),
     ("group.initial.rebalance.delay.ms", "3000"),
@@ -369,6 +378,24 @@ impl BrokerConfig {
                 0,
                 i32::MAX as i64,
             )? as usize,
+            transaction_state_num_partitions: parse_num(
+                "transaction.state.log.num.partitions",
+                &get("transaction.state.log.num.partitions"),
+                1,
+                1000,
+            )? as i32,
+            transaction_max_timeout_ms: parse_num(
+                "transaction.max.timeout.ms",
+                &get("transaction.max.timeout.ms"),
+                1,
+                i32::MAX as i64,
+            )? as i32,
+            transactional_id_expiration_ms: parse_num(
+                "transactional.id.expiration.ms",
+                &get("transactional.id.expiration.ms"),
+                1,
+                i32::MAX as i64,
+            )? as u64,
             group: crate::group::GroupConfig {
                 initial_rebalance_delay_ms: parse_num(
                     "group.initial.rebalance.delay.ms",

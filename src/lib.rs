@@ -29,3 +29,4 @@ pub mod server;
 pub mod shard;
 pub mod storage;
 pub mod topic_config;
+pub mod txn;

@@ -858,7 +858,7 @@ fn bad_configuration_exits_non_zero_naming_the_key() {
 // ---------------------------------------------------------------------------------------------
 
 const API_FIND_COORDINATOR: i16 = 10;
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+const INVALID_REQUEST: i16 = 42;
 const UNSUPPORTED_VERSION: i16 = 35;
 const KAFKA_STORAGE_ERROR: i16 = 56;
 
@@ -901,17 +901,17 @@ fn produce_below_v3_is_advertised_but_answered_unsupported_version() {
 }
 
 #[test]
-fn find_coordinator_for_transactions_answers_coordinator_not_available_until_they_exist() {
+fn find_coordinator_for_an_empty_transactional_id_is_invalid_request() {
     let mut broker = broker_with(BrokerOptions::new());
     let mut w = Writer::new();
-    w.string("some-transactional-id").i8(1);
+    w.string("").i8(1);
     let body = roundtrip(broker.addr(), API_FIND_COORDINATOR, 1, &w.buf);
     let mut r = Reader::new(&body);
     let _throttle = r.i32();
-    assert_eq!(r.i16(), COORDINATOR_NOT_AVAILABLE);
+    assert_eq!(r.i16(), INVALID_REQUEST);
     assert!(r
         .nullable_string()
-        .is_some_and(|m| m.contains("not implemented")));
+        .is_some_and(|m| m.contains("empty transactional id")));
     assert_eq!(r.i32(), -1, "node id");
     assert_serving(&mut broker);
     broker.stop();

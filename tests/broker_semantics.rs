@@ -1814,8 +1814,9 @@ fn find_coordinator_names_this_broker_for_groups() {
         3,
     );
     assert_eq!(
-        txn.error_code, 15,
-        "transactions: COORDINATOR_NOT_AVAILABLE"
+        (txn.error_code, txn.node_id, txn.port),
+        (0, 1, broker.port() as i32),
+        "transactional ids are coordinated here too"
     );
     let odd = conn.call(
         &FindCoordinatorRequest {

@@ -14,7 +14,7 @@
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages as kp;
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::protocol::{Decodable, Encodable, Message as KpMessage};
 use odradek::protocol::sample::Gen;
 use odradek::protocol::{self as ours, Message, Reader, Writer};
 use proptest::prelude::*;
@@ -114,14 +114,36 @@ fn check_no_panic<O: Message>(valid: &[u8], version: i16, g: &mut Gen) {
     }
 }
 
+/// Versions we implement that kafka-protocol 0.18 does not: Kafka 4.0 removed them from its specs.
+/// They are checked against hand-written bytes instead (`write_txn_markers_v0_bytes`).
+const KP_UNKNOWN: &[(ours::ApiKey, i16, i16)] = &[(ours::ApiKey::WriteTxnMarkers, 0, 0)];
+
+/// The versions of `O` checked against kafka-protocol's `K`: ours, minus exactly the versions
+/// listed in [`KP_UNKNOWN`] (so a kafka-protocol upgrade cannot silently shrink the coverage).
+fn kp_versions<O: Message, K: KpMessage>() -> std::ops::RangeInclusive<i16> {
+    let (lo, hi) = O::VERSIONS;
+    let common = lo.max(K::VERSIONS.min)..=hi.min(K::VERSIONS.max);
+    for v in lo..=hi {
+        let unknown = KP_UNKNOWN
+            .iter()
+            .any(|&(k, a, b)| k == O::API_KEY && (a..=b).contains(&v));
+        assert_ne!(
+            common.contains(&v),
+            unknown,
+            "{:?} v{v}: KP_UNKNOWN disagrees with kafka-protocol's versions",
+            O::API_KEY
+        );
+    }
+    common
+}
+
 macro_rules! oracle {
     ($($test:ident: $ours:ty, $kp:ty;)*) => {$(
         proptest! {
             #![proptest_config(ProptestConfig { cases: CASES, failure_persistence: None, ..ProptestConfig::default() })]
             #[test]
             fn $test(seed in any::<u64>()) {
-                let (lo, hi) = <$ours as Message>::VERSIONS;
-                for version in lo..=hi {
+                for version in kp_versions::<$ours, $kp>() {
                     check_pair::<$ours, $kp>(seed ^ (version as u64).wrapping_mul(0x9e37_79b9), version);
                 }
             }
@@ -146,6 +168,20 @@ oracle! {
     delete_topics_response: ours::DeleteTopicsResponse, kp::DeleteTopicsResponse;
     init_producer_id_request: ours::InitProducerIdRequest, kp::InitProducerIdRequest;
     init_producer_id_response: ours::InitProducerIdResponse, kp::InitProducerIdResponse;
+    add_partitions_to_txn_request: ours::AddPartitionsToTxnRequest, kp::AddPartitionsToTxnRequest;
+    add_partitions_to_txn_response: ours::AddPartitionsToTxnResponse, kp::AddPartitionsToTxnResponse;
+    add_offsets_to_txn_request: ours::AddOffsetsToTxnRequest, kp::AddOffsetsToTxnRequest;
+    add_offsets_to_txn_response: ours::AddOffsetsToTxnResponse, kp::AddOffsetsToTxnResponse;
+    end_txn_request: ours::EndTxnRequest, kp::EndTxnRequest;
+    end_txn_response: ours::EndTxnResponse, kp::EndTxnResponse;
+    write_txn_markers_request: ours::WriteTxnMarkersRequest, kp::WriteTxnMarkersRequest;
+    write_txn_markers_response: ours::WriteTxnMarkersResponse, kp::WriteTxnMarkersResponse;
+    txn_offset_commit_request: ours::TxnOffsetCommitRequest, kp::TxnOffsetCommitRequest;
+    txn_offset_commit_response: ours::TxnOffsetCommitResponse, kp::TxnOffsetCommitResponse;
+    describe_transactions_request: ours::DescribeTransactionsRequest, kp::DescribeTransactionsRequest;
+    describe_transactions_response: ours::DescribeTransactionsResponse, kp::DescribeTransactionsResponse;
+    list_transactions_request: ours::ListTransactionsRequest, kp::ListTransactionsRequest;
+    list_transactions_response: ours::ListTransactionsResponse, kp::ListTransactionsResponse;
     describe_cluster_request: ours::DescribeClusterRequest, kp::DescribeClusterRequest;
     describe_cluster_response: ours::DescribeClusterResponse, kp::DescribeClusterResponse;
     create_partitions_request: ours::CreatePartitionsRequest, kp::CreatePartitionsRequest;
@@ -936,6 +972,254 @@ fn gid(s: StrBytes) -> kp::GroupId {
     kp::GroupId(s)
 }
 
+fn txn_id(s: StrBytes) -> kp::TransactionalId {
+    kp::TransactionalId(s)
+}
+fn pid(n: i64) -> kp::ProducerId {
+    kp::ProducerId(n)
+}
+
+fn kp_add_partitions_to_txn_request(b: &mut B) -> kp::AddPartitionsToTxnRequest {
+    use kp::add_partitions_to_txn_request::*;
+    fn topic(b: &mut B) -> AddPartitionsToTxnTopic {
+        let mut t = AddPartitionsToTxnTopic::default();
+        t.name = tn(b.str());
+        t.partitions = b.vec(|b| b.i32());
+        t
+    }
+    let mut m = AddPartitionsToTxnRequest::default();
+    if b.has("4+") {
+        m.transactions = b.vec(|b| {
+            let mut x = AddPartitionsToTxnTransaction::default();
+            x.transactional_id = txn_id(b.str());
+            x.producer_id = pid(b.i64());
+            x.producer_epoch = b.i16();
+            x.verify_only = b.bool();
+            x.topics = b.vec(topic);
+            x
+        });
+    }
+    if b.has("0-3") {
+        m.v3_and_below_transactional_id = txn_id(b.str());
+        m.v3_and_below_producer_id = pid(b.i64());
+        m.v3_and_below_producer_epoch = b.i16();
+        m.v3_and_below_topics = b.vec(topic);
+    }
+    m
+}
+
+fn kp_add_partitions_to_txn_response(b: &mut B) -> kp::AddPartitionsToTxnResponse {
+    use kp::add_partitions_to_txn_response::*;
+    fn topic_result(b: &mut B) -> AddPartitionsToTxnTopicResult {
+        let mut t = AddPartitionsToTxnTopicResult::default();
+        t.name = tn(b.str());
+        t.results_by_partition = b.vec(|b| {
+            let mut p = AddPartitionsToTxnPartitionResult::default();
+            p.partition_index = b.i32();
+            p.partition_error_code = b.i16();
+            p
+        });
+        t
+    }
+    let mut m = AddPartitionsToTxnResponse::default();
+    m.throttle_time_ms = b.i32();
+    if b.has("4+") {
+        m.error_code = b.i16();
+        m.results_by_transaction = b.vec(|b| {
+            let mut r = AddPartitionsToTxnResult::default();
+            r.transactional_id = txn_id(b.str());
+            r.topic_results = b.vec(topic_result);
+            r
+        });
+    }
+    if b.has("0-3") {
+        m.results_by_topic_v3_and_below = b.vec(topic_result);
+    }
+    m
+}
+
+fn kp_add_offsets_to_txn_request(b: &mut B) -> kp::AddOffsetsToTxnRequest {
+    let mut m = kp::AddOffsetsToTxnRequest::default();
+    m.transactional_id = txn_id(b.str());
+    m.producer_id = pid(b.i64());
+    m.producer_epoch = b.i16();
+    m.group_id = gid(b.str());
+    m
+}
+
+fn kp_add_offsets_to_txn_response(b: &mut B) -> kp::AddOffsetsToTxnResponse {
+    let mut m = kp::AddOffsetsToTxnResponse::default();
+    m.throttle_time_ms = b.i32();
+    m.error_code = b.i16();
+    m
+}
+
+fn kp_end_txn_request(b: &mut B) -> kp::EndTxnRequest {
+    let mut m = kp::EndTxnRequest::default();
+    m.transactional_id = txn_id(b.str());
+    m.producer_id = pid(b.i64());
+    m.producer_epoch = b.i16();
+    m.committed = b.bool();
+    m
+}
+
+fn kp_end_txn_response(b: &mut B) -> kp::EndTxnResponse {
+    let mut m = kp::EndTxnResponse::default();
+    m.throttle_time_ms = b.i32();
+    m.error_code = b.i16();
+    if b.has("5+") {
+        m.producer_id = pid(b.i64());
+        m.producer_epoch = b.i16();
+    }
+    m
+}
+
+fn kp_write_txn_markers_request(b: &mut B) -> kp::WriteTxnMarkersRequest {
+    use kp::write_txn_markers_request::*;
+    let mut m = WriteTxnMarkersRequest::default();
+    m.markers = b.vec(|b| {
+        let mut x = WritableTxnMarker::default();
+        x.producer_id = pid(b.i64());
+        x.producer_epoch = b.i16();
+        x.transaction_result = b.bool();
+        x.topics = b.vec(|b| {
+            let mut t = WritableTxnMarkerTopic::default();
+            t.name = tn(b.str());
+            t.partition_indexes = b.vec(|b| b.i32());
+            t
+        });
+        x.coordinator_epoch = b.i32();
+        x
+    });
+    m
+}
+
+fn kp_write_txn_markers_response(b: &mut B) -> kp::WriteTxnMarkersResponse {
+    use kp::write_txn_markers_response::*;
+    let mut m = WriteTxnMarkersResponse::default();
+    m.markers = b.vec(|b| {
+        let mut x = WritableTxnMarkerResult::default();
+        x.producer_id = pid(b.i64());
+        x.topics = b.vec(|b| {
+            let mut t = WritableTxnMarkerTopicResult::default();
+            t.name = tn(b.str());
+            t.partitions = b.vec(|b| {
+                let mut p = WritableTxnMarkerPartitionResult::default();
+                p.partition_index = b.i32();
+                p.error_code = b.i16();
+                p
+            });
+            t
+        });
+        x
+    });
+    m
+}
+
+fn kp_txn_offset_commit_request(b: &mut B) -> kp::TxnOffsetCommitRequest {
+    use kp::txn_offset_commit_request::*;
+    let mut m = TxnOffsetCommitRequest::default();
+    m.transactional_id = txn_id(b.str());
+    m.group_id = gid(b.str());
+    m.producer_id = pid(b.i64());
+    m.producer_epoch = b.i16();
+    if b.has("3+") {
+        m.generation_id = b.i32();
+        m.member_id = b.str();
+        m.group_instance_id = b.ostr("3+");
+    }
+    m.topics = b.vec(|b| {
+        let mut t = TxnOffsetCommitRequestTopic::default();
+        t.name = tn(b.str());
+        t.partitions = b.vec(|b| {
+            let mut p = TxnOffsetCommitRequestPartition::default();
+            p.partition_index = b.i32();
+            p.committed_offset = b.i64();
+            if b.has("2+") {
+                p.committed_leader_epoch = b.i32();
+            }
+            p.committed_metadata = b.ostr("0+");
+            p
+        });
+        t
+    });
+    m
+}
+
+fn kp_txn_offset_commit_response(b: &mut B) -> kp::TxnOffsetCommitResponse {
+    use kp::txn_offset_commit_response::*;
+    let mut m = TxnOffsetCommitResponse::default();
+    m.throttle_time_ms = b.i32();
+    m.topics = b.vec(|b| {
+        let mut t = TxnOffsetCommitResponseTopic::default();
+        t.name = tn(b.str());
+        t.partitions = b.vec(|b| {
+            let mut p = TxnOffsetCommitResponsePartition::default();
+            p.partition_index = b.i32();
+            p.error_code = b.i16();
+            p
+        });
+        t
+    });
+    m
+}
+
+fn kp_describe_transactions_request(b: &mut B) -> kp::DescribeTransactionsRequest {
+    let mut m = kp::DescribeTransactionsRequest::default();
+    m.transactional_ids = b.vec(|b| txn_id(b.str()));
+    m
+}
+
+fn kp_describe_transactions_response(b: &mut B) -> kp::DescribeTransactionsResponse {
+    use kp::describe_transactions_response::*;
+    let mut m = DescribeTransactionsResponse::default();
+    m.throttle_time_ms = b.i32();
+    m.transaction_states = b.vec(|b| {
+        let mut x = TransactionState::default();
+        x.error_code = b.i16();
+        x.transactional_id = txn_id(b.str());
+        x.transaction_state = b.str();
+        x.transaction_timeout_ms = b.i32();
+        x.transaction_start_time_ms = b.i64();
+        x.producer_id = pid(b.i64());
+        x.producer_epoch = b.i16();
+        x.topics = b.vec(|b| {
+            let mut t = TopicData::default();
+            t.topic = tn(b.str());
+            t.partitions = b.vec(|b| b.i32());
+            t
+        });
+        x
+    });
+    m
+}
+
+fn kp_list_transactions_request(b: &mut B) -> kp::ListTransactionsRequest {
+    let mut m = kp::ListTransactionsRequest::default();
+    m.state_filters = b.vec(|b| b.str());
+    m.producer_id_filters = b.vec(|b| pid(b.i64()));
+    if b.has("1+") {
+        m.duration_filter = b.i64();
+    }
+    m
+}
+
+fn kp_list_transactions_response(b: &mut B) -> kp::ListTransactionsResponse {
+    use kp::list_transactions_response::*;
+    let mut m = ListTransactionsResponse::default();
+    m.throttle_time_ms = b.i32();
+    m.error_code = b.i16();
+    m.unknown_state_filters = b.vec(|b| b.str());
+    m.transaction_states = b.vec(|b| {
+        let mut x = TransactionState::default();
+        x.transactional_id = txn_id(b.str());
+        x.producer_id = pid(b.i64());
+        x.transaction_state = b.str();
+        x
+    });
+    m
+}
+
 fn kp_join_group_request(b: &mut B) -> kp::JoinGroupRequest {
     use kp::join_group_request::*;
     let mut m = JoinGroupRequest::default();
@@ -1447,12 +1731,14 @@ fn kp_consumer_group_describe_response(b: &mut B) -> kp::ConsumerGroupDescribeRe
 }
 
 /// kp value -> kp bytes -> ours -> our bytes identical, and our bytes -> kp gives the same value.
-fn check_kp_built<O: Message, K: Encodable + Decodable + PartialEq + std::fmt::Debug>(
+fn check_kp_built<
+    O: Message,
+    K: Encodable + Decodable + KpMessage + PartialEq + std::fmt::Debug,
+>(
     seed: u64,
     build: fn(&mut B) -> K,
 ) {
-    let (lo, hi) = O::VERSIONS;
-    for v in lo..=hi {
+    for v in kp_versions::<O, K>() {
         let mut b = B {
             g: Gen::new(seed ^ (v as u64) << 48),
             v,
@@ -1493,6 +1779,20 @@ oracle_kp_built! {
     kp_built_delete_topics_response: ours::DeleteTopicsResponse, kp_delete_topics_response;
     kp_built_init_producer_id_request: ours::InitProducerIdRequest, kp_init_producer_id_request;
     kp_built_init_producer_id_response: ours::InitProducerIdResponse, kp_init_producer_id_response;
+    kp_built_add_partitions_to_txn_request: ours::AddPartitionsToTxnRequest, kp_add_partitions_to_txn_request;
+    kp_built_add_partitions_to_txn_response: ours::AddPartitionsToTxnResponse, kp_add_partitions_to_txn_response;
+    kp_built_add_offsets_to_txn_request: ours::AddOffsetsToTxnRequest, kp_add_offsets_to_txn_request;
+    kp_built_add_offsets_to_txn_response: ours::AddOffsetsToTxnResponse, kp_add_offsets_to_txn_response;
+    kp_built_end_txn_request: ours::EndTxnRequest, kp_end_txn_request;
+    kp_built_end_txn_response: ours::EndTxnResponse, kp_end_txn_response;
+    kp_built_write_txn_markers_request: ours::WriteTxnMarkersRequest, kp_write_txn_markers_request;
+    kp_built_write_txn_markers_response: ours::WriteTxnMarkersResponse, kp_write_txn_markers_response;
+    kp_built_txn_offset_commit_request: ours::TxnOffsetCommitRequest, kp_txn_offset_commit_request;
+    kp_built_txn_offset_commit_response: ours::TxnOffsetCommitResponse, kp_txn_offset_commit_response;
+    kp_built_describe_transactions_request: ours::DescribeTransactionsRequest, kp_describe_transactions_request;
+    kp_built_describe_transactions_response: ours::DescribeTransactionsResponse, kp_describe_transactions_response;
+    kp_built_list_transactions_request: ours::ListTransactionsRequest, kp_list_transactions_request;
+    kp_built_list_transactions_response: ours::ListTransactionsResponse, kp_list_transactions_response;
     kp_built_describe_cluster_request: ours::DescribeClusterRequest, kp_describe_cluster_request;
     kp_built_describe_cluster_response: ours::DescribeClusterResponse, kp_describe_cluster_response;
     kp_built_create_partitions_request: ours::CreatePartitionsRequest, kp_create_partitions_request;
@@ -1573,9 +1873,8 @@ proptest! {
 #[test]
 fn header_versions_agree_with_kp() {
     use kafka_protocol::protocol::HeaderVersion;
-    fn check<Req: HeaderVersion, Resp: HeaderVersion, O: Message>() {
-        let (lo, hi) = O::VERSIONS;
-        for v in lo..=hi {
+    fn check<Req: HeaderVersion + KpMessage, Resp: HeaderVersion, O: Message>() {
+        for v in kp_versions::<O, Req>() {
             let key = O::API_KEY;
             assert_eq!(
                 ours::request_header_version(key as i16, v),
@@ -1597,6 +1896,25 @@ fn header_versions_agree_with_kp() {
     check::<kp::CreateTopicsRequest, kp::CreateTopicsResponse, ours::CreateTopicsRequest>();
     check::<kp::DeleteTopicsRequest, kp::DeleteTopicsResponse, ours::DeleteTopicsRequest>();
     check::<kp::InitProducerIdRequest, kp::InitProducerIdResponse, ours::InitProducerIdRequest>();
+    check::<
+        kp::AddPartitionsToTxnRequest,
+        kp::AddPartitionsToTxnResponse,
+        ours::AddPartitionsToTxnRequest,
+    >();
+    check::<kp::AddOffsetsToTxnRequest, kp::AddOffsetsToTxnResponse, ours::AddOffsetsToTxnRequest>(
+    );
+    check::<kp::EndTxnRequest, kp::EndTxnResponse, ours::EndTxnRequest>();
+    check::<kp::WriteTxnMarkersRequest, kp::WriteTxnMarkersResponse, ours::WriteTxnMarkersRequest>(
+    );
+    check::<kp::TxnOffsetCommitRequest, kp::TxnOffsetCommitResponse, ours::TxnOffsetCommitRequest>(
+    );
+    check::<
+        kp::DescribeTransactionsRequest,
+        kp::DescribeTransactionsResponse,
+        ours::DescribeTransactionsRequest,
+    >();
+    check::<kp::ListTransactionsRequest, kp::ListTransactionsResponse, ours::ListTransactionsRequest>(
+    );
     check::<kp::DescribeClusterRequest, kp::DescribeClusterResponse, ours::DescribeClusterRequest>(
     );
     check::<kp::CreatePartitionsRequest, kp::CreatePartitionsResponse, ours::CreatePartitionsRequest>(
@@ -1687,6 +2005,77 @@ fn unsupported_versions_are_rejected_not_misparsed() {
     ));
 }
 
+/// WriteTxnMarkers v0, which kafka-protocol 0.18 does not know (`KP_UNKNOWN`), is v1 without the
+/// flexible encoding: checked against bytes written by hand from Kafka 3.x's spec.
+#[test]
+fn write_txn_markers_v0_bytes() {
+    let req = ours::WriteTxnMarkersRequest {
+        markers: vec![ours::WritableTxnMarker {
+            producer_id: 7,
+            producer_epoch: 2,
+            transaction_result: true,
+            topics: vec![ours::WritableTxnMarkerTopic {
+                name: "t".into(),
+                partition_indexes: vec![0, 3],
+            }],
+            coordinator_epoch: 5,
+        }],
+    };
+    #[rustfmt::skip]
+    let req_bytes: &[u8] = &[
+        0, 0, 0, 1, // markers: 1
+        0, 0, 0, 0, 0, 0, 0, 7, // producer_id
+        0, 2, // producer_epoch
+        1, // transaction_result: commit
+        0, 0, 0, 1, // topics: 1
+        0, 1, b't', // name
+        0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, // partition_indexes: [0, 3]
+        0, 0, 0, 5, // coordinator_epoch
+    ];
+    assert_eq!(our_encode(&req, 0), req_bytes);
+    assert_eq!(
+        our_decode::<ours::WriteTxnMarkersRequest>(req_bytes, 0),
+        req
+    );
+
+    let resp = ours::WriteTxnMarkersResponse {
+        markers: vec![ours::WritableTxnMarkerResult {
+            producer_id: -1,
+            topics: vec![ours::WritableTxnMarkerTopicResult {
+                name: "ab".into(),
+                partitions: vec![ours::WritableTxnMarkerPartitionResult {
+                    partition_index: 1,
+                    error_code: 47,
+                }],
+            }],
+        }],
+    };
+    #[rustfmt::skip]
+    let resp_bytes: &[u8] = &[
+        0, 0, 0, 1, // markers: 1
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // producer_id: -1
+        0, 0, 0, 1, // topics: 1
+        0, 2, b'a', b'b', // name
+        0, 0, 0, 1, // partitions: 1
+        0, 0, 0, 1, // partition_index
+        0, 47, // error_code: INVALID_PRODUCER_EPOCH
+    ];
+    assert_eq!(our_encode(&resp, 0), resp_bytes);
+    assert_eq!(
+        our_decode::<ours::WriteTxnMarkersResponse>(resp_bytes, 0),
+        resp
+    );
+    // Non-flexible v0: request header v1, response header v0.
+    assert_eq!(
+        ours::request_header_version(ours::ApiKey::WriteTxnMarkers as i16, 0),
+        1
+    );
+    assert_eq!(
+        ours::response_header_version(ours::ApiKey::WriteTxnMarkers, 0),
+        0
+    );
+}
+
 /// Records are zero-copy on decode and go out as a shared chunk on encode.
 #[test]
 fn records_zero_copy_both_ways() {
@@ -1726,9 +2115,8 @@ fn records_zero_copy_both_ways() {
 /// kafka-protocol's default message in every version.
 #[test]
 fn defaults_match_kp() {
-    fn check<O: Message, K: Encodable + Default>() {
-        let (lo, hi) = O::VERSIONS;
-        for v in lo..=hi {
+    fn check<O: Message, K: Encodable + KpMessage + Default>() {
+        for v in kp_versions::<O, K>() {
             assert_eq!(
                 our_encode(&O::default(), v),
                 kp_encode(&K::default(), v),
@@ -1753,6 +2141,20 @@ fn defaults_match_kp() {
     check::<ours::DeleteTopicsResponse, kp::DeleteTopicsResponse>();
     check::<ours::InitProducerIdRequest, kp::InitProducerIdRequest>();
     check::<ours::InitProducerIdResponse, kp::InitProducerIdResponse>();
+    check::<ours::AddPartitionsToTxnRequest, kp::AddPartitionsToTxnRequest>();
+    check::<ours::AddPartitionsToTxnResponse, kp::AddPartitionsToTxnResponse>();
+    check::<ours::AddOffsetsToTxnRequest, kp::AddOffsetsToTxnRequest>();
+    check::<ours::AddOffsetsToTxnResponse, kp::AddOffsetsToTxnResponse>();
+    check::<ours::EndTxnRequest, kp::EndTxnRequest>();
+    check::<ours::EndTxnResponse, kp::EndTxnResponse>();
+    check::<ours::WriteTxnMarkersRequest, kp::WriteTxnMarkersRequest>();
+    check::<ours::WriteTxnMarkersResponse, kp::WriteTxnMarkersResponse>();
+    check::<ours::TxnOffsetCommitRequest, kp::TxnOffsetCommitRequest>();
+    check::<ours::TxnOffsetCommitResponse, kp::TxnOffsetCommitResponse>();
+    check::<ours::DescribeTransactionsRequest, kp::DescribeTransactionsRequest>();
+    check::<ours::DescribeTransactionsResponse, kp::DescribeTransactionsResponse>();
+    check::<ours::ListTransactionsRequest, kp::ListTransactionsRequest>();
+    check::<ours::ListTransactionsResponse, kp::ListTransactionsResponse>();
     check::<ours::DescribeClusterRequest, kp::DescribeClusterRequest>();
     check::<ours::DescribeClusterResponse, kp::DescribeClusterResponse>();
     check::<ours::CreatePartitionsRequest, kp::CreatePartitionsRequest>();
@@ -1794,9 +2196,8 @@ fn defaults_match_kp() {
 #[test]
 fn nested_defaults_match_kp() {
     use odradek::protocol::Field;
-    fn check<P: Message, O: Field, K: Encodable + Default>() {
-        let (lo, hi) = P::VERSIONS;
-        for v in lo..=hi {
+    fn check<P: Message, O: Field, K: Encodable + KpMessage + Default>() {
+        for v in kp_versions::<P, K>() {
             let mut w = Writer::new();
             O::spec_default().write(&mut w, v, P::is_flexible(v));
             assert_eq!(
@@ -1956,6 +2357,91 @@ fn nested_defaults_match_kp() {
         ours::ConsumerGroupDescribeResponse,
         ours::ConsumerGroupDescribeResponseTopicPartitions,
         kp::consumer_group_describe_response::TopicPartitions,
+    >();
+    check::<
+        ours::AddPartitionsToTxnRequest,
+        ours::AddPartitionsToTxnTransaction,
+        kp::add_partitions_to_txn_request::AddPartitionsToTxnTransaction,
+    >();
+    check::<
+        ours::AddPartitionsToTxnRequest,
+        ours::AddPartitionsToTxnTopic,
+        kp::add_partitions_to_txn_request::AddPartitionsToTxnTopic,
+    >();
+    check::<
+        ours::AddPartitionsToTxnResponse,
+        ours::AddPartitionsToTxnResult,
+        kp::add_partitions_to_txn_response::AddPartitionsToTxnResult,
+    >();
+    check::<
+        ours::AddPartitionsToTxnResponse,
+        ours::AddPartitionsToTxnTopicResult,
+        kp::add_partitions_to_txn_response::AddPartitionsToTxnTopicResult,
+    >();
+    check::<
+        ours::AddPartitionsToTxnResponse,
+        ours::AddPartitionsToTxnPartitionResult,
+        kp::add_partitions_to_txn_response::AddPartitionsToTxnPartitionResult,
+    >();
+    check::<
+        ours::WriteTxnMarkersRequest,
+        ours::WritableTxnMarker,
+        kp::write_txn_markers_request::WritableTxnMarker,
+    >();
+    check::<
+        ours::WriteTxnMarkersRequest,
+        ours::WritableTxnMarkerTopic,
+        kp::write_txn_markers_request::WritableTxnMarkerTopic,
+    >();
+    check::<
+        ours::WriteTxnMarkersResponse,
+        ours::WritableTxnMarkerResult,
+        kp::write_txn_markers_response::WritableTxnMarkerResult,
+    >();
+    check::<
+        ours::WriteTxnMarkersResponse,
+        ours::WritableTxnMarkerTopicResult,
+        kp::write_txn_markers_response::WritableTxnMarkerTopicResult,
+    >();
+    check::<
+        ours::WriteTxnMarkersResponse,
+        ours::WritableTxnMarkerPartitionResult,
+        kp::write_txn_markers_response::WritableTxnMarkerPartitionResult,
+    >();
+    check::<
+        ours::TxnOffsetCommitRequest,
+        ours::TxnOffsetCommitRequestTopic,
+        kp::txn_offset_commit_request::TxnOffsetCommitRequestTopic,
+    >();
+    check::<
+        ours::TxnOffsetCommitRequest,
+        ours::TxnOffsetCommitRequestPartition,
+        kp::txn_offset_commit_request::TxnOffsetCommitRequestPartition,
+    >();
+    check::<
+        ours::TxnOffsetCommitResponse,
+        ours::TxnOffsetCommitResponseTopic,
+        kp::txn_offset_commit_response::TxnOffsetCommitResponseTopic,
+    >();
+    check::<
+        ours::TxnOffsetCommitResponse,
+        ours::TxnOffsetCommitResponsePartition,
+        kp::txn_offset_commit_response::TxnOffsetCommitResponsePartition,
+    >();
+    check::<
+        ours::DescribeTransactionsResponse,
+        ours::DescribeTransactionsResponseTransactionState,
+        kp::describe_transactions_response::TransactionState,
+    >();
+    check::<
+        ours::DescribeTransactionsResponse,
+        ours::DescribeTransactionsResponseTopicData,
+        kp::describe_transactions_response::TopicData,
+    >();
+    check::<
+        ours::ListTransactionsResponse,
+        ours::ListTransactionsResponseTransactionState,
+        kp::list_transactions_response::TransactionState,
     >();
 }
 

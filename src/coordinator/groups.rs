@@ -341,6 +341,19 @@ pub fn validate_commit(
     result
 }
 
+/// TxnOffsetCommit's check against a live classic group (see
+/// `GroupMachine::validate_txn_commit`); an unknown group accepts it, as in Kafka.
+pub fn validate_txn_commit(
+    shard: &Rc<Shard>,
+    group: &str,
+    identity: &CommitIdentity,
+) -> Result<(), GroupError> {
+    match shard.groups.borrow().groups.get(group) {
+        None => Ok(()),
+        Some(entry) => entry.machine.validate_txn_commit(identity),
+    }
+}
+
 /// DescribeGroups of one group on the coordinating shard. A group known only from its committed
 /// offsets is Empty with no protocol; an unknown group, or a consumer group (not a classic one),
 /// is Dead (Kafka's answer before v6).

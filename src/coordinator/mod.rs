@@ -14,6 +14,7 @@ pub mod consumer_groups;
 pub mod groups;
 pub mod offsets;
 mod timer;
+pub mod transactions;
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -22,7 +23,7 @@ use bytes::Bytes;
 
 use crate::protocol::error::ErrorCode;
 use crate::protocol::record_batch::validate;
-use crate::protocol::records::{encode_batch, for_each_record};
+use crate::protocol::records::{encode_batch_of, for_each_record, EndTxnMarker};
 use crate::shard::partition::Partition;
 use crate::shard::{now_ms, Shard};
 
@@ -67,6 +68,9 @@ pub struct CommitRequest {
     pub member_id: String,
     pub group_instance_id: Option<String>,
     pub parts: Vec<CommitPart>,
+    /// TxnOffsetCommit: the transaction's (producer id, epoch). The offsets are written inside
+    /// it and take effect when it commits (see [`end_txn_offsets`]).
+    pub transaction: Option<(i64, i16)>,
 }
 
 /// Runs on the coordinating shard: validates, appends one batch with every accepted commit to the
@@ -86,13 +90,20 @@ pub async fn commit_offsets(shard: Rc<Shard>, req: CommitRequest) -> Vec<ErrorCo
         group_instance_id: req.group_instance_id.clone(),
         generation_id: req.generation_id,
     };
+    // Old TxnOffsetCommit versions carry no member: nothing to check against a group then.
+    let anonymous_txn = req.transaction.is_some() && req.member_id.is_empty();
     let consumer_group_check = shard.consumer_groups.borrow().validate_commit(
         &req.group,
         &req.member_id,
         req.generation_id,
     );
     let validated = match consumer_group_check {
+        Some(_) if anonymous_txn => Ok(()),
         Some(result) => result.map_err(|e| ErrorCode(e.code())),
+        None if req.transaction.is_some() => {
+            groups::validate_txn_commit(&shard, &req.group, &identity)
+                .map_err(|e| ErrorCode(e.code()))
+        }
         None => {
             groups::validate_commit(&shard, &req.group, &identity).map_err(|e| ErrorCode(e.code()))
         }
@@ -137,14 +148,23 @@ pub async fn commit_offsets(shard: Rc<Shard>, req: CommitRequest) -> Vec<ErrorCo
         .iter()
         .map(|(k, c)| encode_commit(k, Some(c)))
         .collect();
-    if let Err(code) = write_records(&shard, &req.group, &records).await {
+    if let Err(code) = write_records_of(&shard, &req.group, &records, req.transaction).await {
         return fail_accepted(codes, code);
     }
     let mut table = shard.offsets.borrow_mut();
     for (k, c) in accepted {
-        table.apply(k, Some(c));
+        match req.transaction {
+            Some((producer_id, _)) => table.stage_txn(producer_id, k, Some(c)),
+            None => table.apply(k, Some(c)),
+        }
     }
     codes
+}
+
+/// A transaction's marker is durable in one of this shard's `__consumer_offsets` partitions:
+/// the offsets its producer committed inside it take effect (commit) or are dropped (abort).
+pub fn end_txn_offsets(shard: &Shard, producer_id: i64, commit: bool) {
+    shard.offsets.borrow_mut().end_txn(producer_id, commit);
 }
 
 /// Per-part codes after the write of the accepted parts failed: those get `code`, refused parts
@@ -162,8 +182,18 @@ async fn write_records(
     group: &str,
     records: &[crate::protocol::records::KeyValue],
 ) -> Result<(), ErrorCode> {
+    write_records_of(shard, group, records, None).await
+}
+
+/// [`write_records`], inside a transaction when `transaction` names one.
+async fn write_records_of(
+    shard: &Rc<Shard>,
+    group: &str,
+    records: &[crate::protocol::records::KeyValue],
+    transaction: Option<(i64, i16)>,
+) -> Result<(), ErrorCode> {
     let p = coordinating_partition(shard, group)?;
-    let batch = Bytes::from(encode_batch(records, now_ms()));
+    let batch = Bytes::from(encode_batch_of(records, now_ms(), transaction));
     let pending = append_batch(shard, &p, batch)?;
     wait_durable(shard, &p, pending).await
 }
@@ -184,10 +214,18 @@ fn append_batch(
         log::error!("shard {}: built an invalid offsets batch: {e}", shard.id);
         ErrorCode::UNKNOWN_SERVER_ERROR
     })?;
-    let (appended, round) = shard.append_local(p, &[(batch, header)]).map_err(|e| {
-        p.log_error("offsets topic append", &e);
-        ErrorCode::COORDINATOR_NOT_AVAILABLE
-    })?;
+    let (appended, round) = shard
+        .append_local(p, &[(batch, header)])
+        .map_err(|e| match e {
+            // A transactional commit (TxnOffsetCommit) from a fenced producer.
+            crate::storage::StorageError::InvalidProducerEpoch { .. } => {
+                ErrorCode::INVALID_PRODUCER_EPOCH
+            }
+            e => {
+                p.log_error("offsets topic append", &e);
+                ErrorCode::COORDINATOR_NOT_AVAILABLE
+            }
+        })?;
     Ok(PendingWrite {
         last_offset: appended.last_offset,
         round,
@@ -217,6 +255,9 @@ pub struct FetchedOffset {
     pub offset: i64,
     pub leader_epoch: i32,
     pub metadata: String,
+    /// UNSTABLE_OFFSET_COMMIT when a stable offset was asked for and a transaction has an
+    /// offset for this partition pending.
+    pub error: ErrorCode,
 }
 
 impl FetchedOffset {
@@ -227,6 +268,16 @@ impl FetchedOffset {
             offset: c.offset,
             leader_epoch: c.leader_epoch,
             metadata: c.metadata.clone(),
+            error: ErrorCode::NONE,
+        }
+    }
+
+    /// A transaction has committed an offset here that is not visible yet (KIP-447: the
+    /// client retries until the transaction ends).
+    pub fn unstable(topic: String, partition: i32) -> Self {
+        FetchedOffset {
+            error: ErrorCode::UNSTABLE_OFFSET_COMMIT,
+            ..FetchedOffset::none(topic, partition)
         }
     }
 
@@ -238,6 +289,7 @@ impl FetchedOffset {
             offset: -1,
             leader_epoch: -1,
             metadata: String::new(),
+            error: ErrorCode::NONE,
         }
     }
 }
@@ -255,30 +307,42 @@ fn coordinating_partition(shard: &Shard, group: &str) -> Result<Rc<Partition>, E
 }
 
 /// Runs on the coordinating shard: the committed offsets of `group` for `wanted` partitions, or
-/// every committed partition when `wanted` is `None`. `Err` is a group-level error.
+/// every committed partition when `wanted` is `None`. `Err` is a group-level error. With
+/// `require_stable` (OffsetFetch v7+, sent by read_committed consumers) a partition with an
+/// offset pending in an open transaction answers UNSTABLE_OFFSET_COMMIT.
 pub fn fetch_offsets(
     shard: &Shard,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Result<Vec<FetchedOffset>, ErrorCode> {
     if group.is_empty() {
         return Err(ErrorCode::INVALID_GROUP_ID);
     }
     coordinating_partition(shard, group)?;
     let table = shard.offsets.borrow();
+    let answer = |t: String, p: i32, c: Option<&Committed>| {
+        if require_stable && table.has_pending(group, &t, p) {
+            return FetchedOffset::unstable(t, p);
+        }
+        match c {
+            Some(c) => FetchedOffset::committed(t, p, c),
+            None => FetchedOffset::none(t, p),
+        }
+    };
     Ok(match wanted {
         Some(topics) => topics
             .into_iter()
             .flat_map(|(t, parts)| parts.into_iter().map(move |p| (t.clone(), p)))
-            .map(|(t, p)| match table.get(group, &t, p) {
-                Some(c) => FetchedOffset::committed(t, p, c),
-                None => FetchedOffset::none(t, p),
+            .map(|(t, p)| {
+                let c = table.get(group, &t, p).cloned();
+                answer(t, p, c.as_ref())
             })
             .collect(),
         None => table
             .group(group)
             .into_iter()
-            .map(|(t, p, c)| FetchedOffset::committed(t, p, &c))
+            .map(|(t, p, c)| answer(t, p, Some(&c)))
             .collect(),
     })
 }
@@ -327,10 +391,21 @@ pub async fn rebuild_from(shard: &Rc<Shard>, p: &Rc<Partition>) {
                 }
             };
             offset = offset.max(h.last_offset() + 1);
+            if h.is_control() {
+                // A transaction ended: what it committed (TxnOffsetCommit) takes effect or not.
+                if let Some(m) = EndTxnMarker::of_batch(b) {
+                    table.end_txn(h.producer_id, m.commit);
+                }
+                continue;
+            }
+            let transaction = h.is_transactional().then_some(h.producer_id);
             let replayed = for_each_record(b, |r| {
                 records += 1;
                 match offsets::decode_record(r.key, r.value) {
-                    OffsetsRecord::Offset(k, v) => table.apply(k, v),
+                    OffsetsRecord::Offset(k, v) => match transaction {
+                        Some(producer_id) => table.stage_txn(producer_id, k, v),
+                        None => table.apply(k, v),
+                    },
                     OffsetsRecord::Group(g, snapshot) => {
                         groups_seen.insert(g, snapshot.map(StoredGroup::Classic));
                     }

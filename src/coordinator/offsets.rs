@@ -57,7 +57,7 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// Topics the broker writes itself; clients may read them but not produce to or delete them
 /// (Kafka's `Topic.isInternal`).
 pub fn is_internal_topic(name: &str) -> bool {
-    name == OFFSETS_TOPIC || name == "__transaction_state"
+    name == OFFSETS_TOPIC || name == super::transactions::TRANSACTION_TOPIC
 }
 
 pub use crate::protocol::murmur2::murmur2;
@@ -413,6 +413,10 @@ pub enum Expiry {
 #[derive(Debug, Default)]
 pub struct OffsetTable {
     groups: HashMap<String, HashMap<(String, i32), Committed>>,
+    /// Offsets committed inside a transaction (TxnOffsetCommit), per producer id, in commit
+    /// order: written to the log already, applied when the producer's COMMIT marker reaches
+    /// the same partition, dropped on ABORT.
+    pending_txn: HashMap<i64, Vec<(OffsetKey, Option<Committed>)>>,
 }
 
 impl OffsetTable {
@@ -434,6 +438,34 @@ impl OffsetTable {
                 }
             }
         }
+    }
+
+    /// Holds an offset committed in `producer_id`'s transaction until it ends.
+    pub fn stage_txn(&mut self, producer_id: i64, key: OffsetKey, value: Option<Committed>) {
+        self.pending_txn
+            .entry(producer_id)
+            .or_default()
+            .push((key, value));
+    }
+
+    /// The transaction of `producer_id` ended (its marker is in the log): a commit applies
+    /// what it staged, an abort forgets it.
+    pub fn end_txn(&mut self, producer_id: i64, commit: bool) {
+        let staged = self.pending_txn.remove(&producer_id).unwrap_or_default();
+        if commit {
+            for (k, v) in staged {
+                self.apply(k, v);
+            }
+        }
+    }
+
+    /// An open transaction has committed an offset for this partition (OffsetFetch with
+    /// require_stable answers UNSTABLE_OFFSET_COMMIT until it ends).
+    pub fn has_pending(&self, group: &str, topic: &str, partition: i32) -> bool {
+        self.pending_txn
+            .values()
+            .flatten()
+            .any(|(k, _)| k.group == group && k.topic == topic && k.partition == partition)
     }
 
     /// Applies a record read back from the log; unreadable records are counted, not fatal.
@@ -520,6 +552,10 @@ impl OffsetTable {
     /// closed); callers rebuild from the log when it opens again.
     pub fn retain_groups(&mut self, mut keep: impl FnMut(&str) -> bool) {
         self.groups.retain(|g, _| keep(g));
+        for staged in self.pending_txn.values_mut() {
+            staged.retain(|(k, _)| keep(&k.group));
+        }
+        self.pending_txn.retain(|_, staged| !staged.is_empty());
     }
 }
 

@@ -204,9 +204,38 @@ fn ensure_offsets_topic(
     config: &BrokerConfig,
     nr_shards: usize,
 ) -> bool {
-    use crate::coordinator::offsets::OFFSETS_TOPIC;
-    // Kafka's settings for the offsets topic: compacted, and so never subject to time or size
-    // retention (which would drop committed offsets and group metadata).
+    ensure_internal_topic(
+        image,
+        crate::coordinator::offsets::OFFSETS_TOPIC,
+        config.offsets_topic_num_partitions,
+        nr_shards,
+    )
+}
+
+/// Creates `__transaction_state` (with `transaction.state.log.num.partitions`) at first start,
+/// or on a data directory from before transactions existed. True if the image changed.
+fn ensure_transaction_topic(
+    image: &mut MetadataImage,
+    config: &BrokerConfig,
+    nr_shards: usize,
+) -> bool {
+    ensure_internal_topic(
+        image,
+        crate::coordinator::transactions::TRANSACTION_TOPIC,
+        config.transaction_state_num_partitions,
+        nr_shards,
+    )
+}
+
+/// An internal topic with Kafka's settings for it: compacted, and so never subject to time or
+/// size retention (which would drop committed offsets, group or transaction metadata). One
+/// created before topic configs existed gets them now.
+fn ensure_internal_topic(
+    image: &mut MetadataImage,
+    name: &str,
+    partitions: i32,
+    nr_shards: usize,
+) -> bool {
     let configs: BTreeMap<String, String> = [
         ("cleanup.policy", "compact"),
         ("segment.bytes", "104857600"),
@@ -214,8 +243,7 @@ fn ensure_offsets_topic(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    if let Some(t) = image.topics.get_mut(OFFSETS_TOPIC) {
-        // Created before topic configs existed: give it its settings now.
+    if let Some(t) = image.topics.get_mut(name) {
         if t.configs.get("cleanup.policy").map(String::as_str) == Some("compact") {
             return false;
         }
@@ -223,21 +251,12 @@ fn ensure_offsets_topic(
             t.configs.entry(k).or_insert(v);
         }
         t.configs.insert("cleanup.policy".into(), "compact".into());
-        log::info!("metadata: {OFFSETS_TOPIC} set to cleanup.policy=compact");
+        log::info!("metadata: {name} set to cleanup.policy=compact");
         return true;
     }
-    let meta = new_topic(
-        image,
-        OFFSETS_TOPIC,
-        config.offsets_topic_num_partitions,
-        nr_shards,
-        configs,
-    );
-    image.topics.insert(OFFSETS_TOPIC.to_string(), meta);
-    log::info!(
-        "metadata: created {OFFSETS_TOPIC} with {} partition(s)",
-        config.offsets_topic_num_partitions
-    );
+    let meta = new_topic(image, name, partitions, nr_shards, configs);
+    image.topics.insert(name.to_string(), meta);
+    log::info!("metadata: created {name} with {partitions} partition(s)");
     true
 }
 
@@ -261,6 +280,7 @@ impl Controller {
         let nr_shards = config.cores.cpus.len();
         let mut changed = image.fit_to_shards(nr_shards);
         changed |= ensure_offsets_topic(&mut image, config, nr_shards);
+        changed |= ensure_transaction_topic(&mut image, config, nr_shards);
         if changed || !path.exists() {
             image.version += 1;
             let bytes = image.encode()?;

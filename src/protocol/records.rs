@@ -4,7 +4,8 @@
 //! data the broker writes and replays itself.
 
 use super::record_batch::{
-    compute_crc, read_zigzag, BatchError, BatchHeader, Corruption, BATCH_HEADER_LEN,
+    compute_crc, read_zigzag, BatchError, BatchHeader, Corruption, ATTR_CONTROL,
+    ATTR_TRANSACTIONAL, BATCH_HEADER_LEN,
 };
 
 /// One record as the broker writes it: no headers.
@@ -38,6 +39,16 @@ pub(crate) fn put_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
 
 /// An uncompressed batch (base offset 0, no producer) of `records`, all stamped `timestamp_ms`.
 pub fn encode_batch(records: &[KeyValue], timestamp_ms: i64) -> Vec<u8> {
+    encode_batch_of(records, timestamp_ms, None)
+}
+
+/// As [`encode_batch`], written inside the transaction of `(producer id, epoch)` when given
+/// (transactional attribute, no sequence: what a TxnOffsetCommit writes).
+pub fn encode_batch_of(
+    records: &[KeyValue],
+    timestamp_ms: i64,
+    transaction: Option<(i64, i16)>,
+) -> Vec<u8> {
     let mut body = Vec::new();
     let mut scratch = Vec::new();
     for (i, r) in records.iter().enumerate() {
@@ -54,12 +65,16 @@ pub fn encode_batch(records: &[KeyValue], timestamp_ms: i64) -> Vec<u8> {
     assemble_batch(
         &body,
         BatchFields {
-            attributes: 0,
+            attributes: if transaction.is_some() {
+                ATTR_TRANSACTIONAL
+            } else {
+                0
+            },
             records: records.len(),
             base_timestamp: timestamp_ms,
             max_timestamp: timestamp_ms,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id: transaction.map_or(-1, |t| t.0),
+            producer_epoch: transaction.map_or(-1, |t| t.1),
             base_sequence: -1,
         },
     )
@@ -126,6 +141,95 @@ pub fn assemble_batch(records_section: &[u8], f: BatchFields) -> Vec<u8> {
     out
 }
 
+/// The end-transaction marker a control batch carries (Kafka's `EndTransactionMarker`), the
+/// one record of a batch with the control and transactional attributes set:
+/// ```text
+/// key:   version i16 (0) | type i16 (0 = ABORT, 1 = COMMIT)
+/// value: version i16 (0) | coordinator epoch i32
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndTxnMarker {
+    pub commit: bool,
+    pub coordinator_epoch: i32,
+}
+
+const CONTROL_ABORT: i16 = 0;
+const CONTROL_COMMIT: i16 = 1;
+
+impl EndTxnMarker {
+    /// The marker of a control batch; `None` for other control types (Kafka also has leader
+    /// change and snapshot records) or a record that cannot be read.
+    pub fn of_batch(batch: &[u8]) -> Option<EndTxnMarker> {
+        let mut marker = None;
+        let mut first = true;
+        for_each_record(batch, |r| {
+            if !std::mem::take(&mut first) {
+                return;
+            }
+            let (Some(key), Some(value)) = (r.key, r.value) else {
+                return;
+            };
+            if key.len() < 4 || value.len() < 6 {
+                return;
+            }
+            let kind = i16::from_be_bytes([key[2], key[3]]);
+            let coordinator_epoch = i32::from_be_bytes([value[2], value[3], value[4], value[5]]);
+            marker = match kind {
+                CONTROL_ABORT | CONTROL_COMMIT => Some(EndTxnMarker {
+                    commit: kind == CONTROL_COMMIT,
+                    coordinator_epoch,
+                }),
+                _ => None,
+            };
+        })
+        .ok()?;
+        marker
+    }
+
+    /// The control batch (base offset 0, uncompressed, no sequence) that writes this marker for
+    /// a producer.
+    pub fn encode_batch(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        timestamp_ms: i64,
+    ) -> Vec<u8> {
+        let kind = if self.commit {
+            CONTROL_COMMIT
+        } else {
+            CONTROL_ABORT
+        };
+        let key = [0i16.to_be_bytes(), kind.to_be_bytes()].concat();
+        let value = [
+            &0i16.to_be_bytes()[..],
+            &self.coordinator_epoch.to_be_bytes()[..],
+        ]
+        .concat();
+        let mut body = Vec::new();
+        put_record(
+            &mut body,
+            &mut Vec::new(),
+            0,
+            0,
+            Some(&key),
+            Some(&value),
+            &[],
+        );
+        assemble_batch(
+            &body,
+            BatchFields {
+                attributes: ATTR_CONTROL | ATTR_TRANSACTIONAL,
+                records: 1,
+                base_timestamp: timestamp_ms,
+                max_timestamp: timestamp_ms,
+                producer_id,
+                producer_epoch,
+                base_sequence: -1,
+            },
+        )
+    }
+}
+
 /// A record read back: its offset and (borrowed) key and value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordRef<'a> {
@@ -190,6 +294,31 @@ pub(crate) fn read_bytes<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Option<&'
 mod tests {
     use super::*;
     use crate::protocol::record_batch::validate;
+
+    #[test]
+    fn end_txn_markers_round_trip_as_valid_control_batches() {
+        for commit in [false, true] {
+            let m = EndTxnMarker {
+                commit,
+                coordinator_epoch: 7,
+            };
+            let batch = m.encode_batch(42, 3, 1_000);
+            let h = validate(&batch).expect("a valid batch");
+            assert!(h.is_control() && h.is_transactional());
+            assert_eq!(
+                (h.producer_id, h.producer_epoch, h.base_sequence),
+                (42, 3, -1)
+            );
+            assert_eq!(EndTxnMarker::of_batch(&batch), Some(m));
+        }
+        // A truncated batch is no marker.
+        let marker = EndTxnMarker {
+            commit: true,
+            coordinator_epoch: 0,
+        }
+        .encode_batch(1, 0, 0);
+        assert_eq!(EndTxnMarker::of_batch(&marker[..marker.len() - 1]), None);
+    }
 
     #[test]
     fn encoded_batches_validate_and_read_back() {

@@ -72,6 +72,9 @@ pub struct Shard {
     pub groups: RefCell<crate::coordinator::groups::GroupRuntime>,
     /// KIP-848 consumer groups coordinated here, restored from the same partitions.
     pub consumer_groups: RefCell<crate::coordinator::consumer_groups::ConsumerGroupRuntime>,
+    /// The transaction coordinator of the transactional ids whose `__transaction_state`
+    /// partitions this shard owns.
+    pub txn: RefCell<crate::coordinator::transactions::TxnRuntime>,
 }
 
 /// What an append on the owning shard produced, before durability.
@@ -295,6 +298,9 @@ impl Shard {
                         }
                         if topic.name == crate::coordinator::offsets::OFFSETS_TOPIC {
                             crate::coordinator::rebuild_from(self, &p).await;
+                        }
+                        if topic.name == crate::coordinator::transactions::TRANSACTION_TOPIC {
+                            crate::coordinator::transactions::rebuild_from(self, &p).await;
                         }
                         self.offline
                             .borrow_mut()
@@ -621,6 +627,13 @@ async fn shard_main(
         offsets: RefCell::new(Default::default()),
         groups: RefCell::new(Default::default()),
         consumer_groups: RefCell::new(Default::default()),
+        txn: RefCell::new(crate::coordinator::transactions::TxnRuntime::new(
+            crate::txn::TxnConfig {
+                max_timeout_ms: config.transaction_max_timeout_ms,
+                id_expiration_ms: config.transactional_id_expiration_ms,
+                ..Default::default()
+            },
+        )),
     });
     mailbox::spawn_receivers(&shard, receivers);
     crate::coordinator::groups::spawn_offsets_expiry(&shard);

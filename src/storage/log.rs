@@ -44,7 +44,7 @@
 //! across an `.await`: each async step copies what it needs out of the state first.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -62,11 +62,15 @@ use super::cache::{BatchCache, CachePartitionId};
 use super::compaction::{filter_batch, map_batch, Filtered, OffsetMap};
 use super::index::{OffsetIndex, SegmentIndexes, TimeIndex};
 use super::pacing::IoPacer;
-use super::producer_state::{BatchMeta, ProducerCheck, ProducerError, ProducerStateMachine};
+use super::producer_state::{
+    BatchMeta, CompletedTxn, ProducerCheck, ProducerError, ProducerStateMachine,
+};
 use super::readahead::{Chunk, READ_AHEAD_MAX_BYTES};
 use super::recovery::{scan_file, InvalidBatch, ScanStop, ScannedBatch};
+use super::txn_index::{self, AbortedRanges, AbortedTxn};
 use super::StoredBatch;
 use super::{AppendOutcome, LogConfig, ReadSlice, StorageError};
+use crate::protocol::records::EndTxnMarker;
 
 /// Read granularity for disk reads (beyond what `max_bytes` asks for).
 const MIN_READ_BYTES: usize = 64 * 1024;
@@ -101,6 +105,8 @@ struct Segment {
     pending_pos: u64,
     allocated_bytes: u64,
     indexes: SegmentIndexes,
+    /// Transactions whose ABORT marker lies in this segment, in marker order (`txn_index`).
+    aborted: Vec<AbortedTxn>,
     roll_base_ms: i64,
     seal: SealState,
 }
@@ -118,6 +124,7 @@ impl Segment {
             pending_pos: 0,
             allocated_bytes: 0,
             indexes: SegmentIndexes::new(),
+            aborted: Vec::new(),
             roll_base_ms: now_ms,
             seal: SealState::Open,
         }
@@ -183,6 +190,9 @@ struct LogState {
     log_end_offset: i64,
     high_watermark: i64,
     producers: ProducerStateMachine,
+    /// Transactions whose marker is appended but not yet below the high watermark: until it
+    /// is, their data still counts as unstable (a crash could lose the marker).
+    ending_txns: VecDeque<CompletedTxn>,
     /// A write or fdatasync failed: nothing is appended or flushed any more (what the failed
     /// flush covered may not be on disk) until the log is reopened, which recovers it as a
     /// restart would.
@@ -305,6 +315,15 @@ impl From<ProducerError> for StorageError {
                 current,
                 got,
             },
+            ProducerError::CoordinatorFenced {
+                producer_id,
+                current,
+                got,
+            } => StorageError::CoordinatorFenced {
+                producer_id,
+                current,
+                got,
+            },
         }
     }
 }
@@ -387,15 +406,7 @@ impl PartitionLog {
                     tail_rescanned = true;
                     // Producer state: the snapshot written when the tail segment was rolled to,
                     // else a rebuild from every earlier segment.
-                    let snapshot = dir.join(segment_file_name(tail_base, "snapshot"));
-                    let restored = match read_state(&snapshot) {
-                        Ok(Some(bytes)) => ProducerStateMachine::decode(&bytes),
-                        Ok(None) => None,
-                        Err(e) => {
-                            log::warn!("ignoring producer snapshot: {e}");
-                            None
-                        }
-                    };
+                    let restored = read_producer_snapshot(&dir, tail_base);
                     let rebuild_producers = restored.is_none() && bases.len() > 1;
                     if let Some(p) = restored {
                         producers = p;
@@ -453,6 +464,7 @@ impl PartitionLog {
                 log_end_offset,
                 high_watermark: log_end_offset,
                 producers,
+                ending_txns: VecDeque::new(),
                 failed: false,
                 failed_out_of_space: false,
             }),
@@ -483,6 +495,9 @@ impl PartitionLog {
         let (Some(offsets), Some(times)) = (offsets, times) else {
             return Ok(None);
         };
+        let Some(aborted) = read_txn_index(dir, base, m.next_offset).await? else {
+            return Ok(None);
+        };
         let pending_pos = align_down(m.tail_size);
         let head = file
             .read(pending_pos, (m.tail_size - pending_pos) as usize)
@@ -504,6 +519,7 @@ impl PartitionLog {
             pending_pos,
             allocated_bytes: m.tail_size,
             indexes: SegmentIndexes::from_parts(offsets, times, m.max_timestamp, last_rel),
+            aborted,
             roll_base_ms: now_ms,
             seal: SealState::Open,
         }))
@@ -537,20 +553,37 @@ impl PartitionLog {
         let times = read_whole_file(&Self::path(dir, base, "timeindex"))
             .await?
             .and_then(|b| TimeIndex::decode(&b, max_rel).ok());
-        let indexes = match (offsets, times, producers) {
-            (Some(o), Some(t), None) => {
+        let trusted = match (offsets, times, &producers) {
+            (Some(o), Some(t), None) => read_txn_index(dir, base, next_base)
+                .await?
+                .map(|aborted| (o, t, aborted)),
+            _ => None,
+        };
+        let (indexes, aborted) = match trusted {
+            Some((o, t, aborted)) => {
                 let max_ts = t.last().map(|e| e.0).unwrap_or(-1);
-                SegmentIndexes::from_parts(o, t, max_ts, (next_base > base).then_some(max_rel))
+                let ix =
+                    SegmentIndexes::from_parts(o, t, max_ts, (next_base > base).then_some(max_rel));
+                (ix, aborted)
             }
-            (_, _, producers) => {
+            None => {
                 let mut ix = SegmentIndexes::new();
-                let mut producers = producers;
+                let mut aborted = Vec::new();
+                // Aborted transactions need the producer state as of this segment's start:
+                // the caller's (a rebuild of every segment), else the snapshot taken when the
+                // segment was rolled to (none for the log's very first segment: empty).
+                let mut own;
+                let producers = match producers {
+                    Some(p) => p,
+                    None => {
+                        own = read_producer_snapshot(dir, base).unwrap_or_default();
+                        &mut own
+                    }
+                };
                 let interval = cfg.index_interval_bytes;
                 let scan = scan_file(&file, size, base, |b| {
                     index_batch(&mut ix, interval, base, b);
-                    if let Some(p) = producers.as_deref_mut() {
-                        record_producer(p, &b.header);
-                    }
+                    replay_batch(producers, b, &mut aborted);
                 })
                 .await?;
                 if scan.valid_end != size || scan.next_offset != next_base {
@@ -561,10 +594,11 @@ impl PartitionLog {
                     });
                 }
                 ix.seal_time_entry();
+                write_txn_index(dir, base, &aborted).await?;
                 write_whole_file(&Self::path(dir, base, "index"), &ix.offsets.encode()).await?;
                 write_whole_file(&Self::path(dir, base, "timeindex"), &ix.times.encode()).await?;
                 sync_dir(dir)?;
-                ix
+                (ix, aborted)
             }
         };
         Ok(Segment {
@@ -578,6 +612,7 @@ impl PartitionLog {
             pending_pos: align_down(size),
             allocated_bytes: size,
             indexes,
+            aborted,
             roll_base_ms: 0,
             seal: SealState::Sealed,
         })
@@ -596,10 +631,11 @@ impl PartitionLog {
         let file = DirectFile::open(&path, false).await?;
         let file_size = file.size().await?;
         let mut ix = SegmentIndexes::new();
+        let mut aborted = Vec::new();
         let interval = cfg.index_interval_bytes;
         let scan = scan_file(&file, file_size, base, |b| {
             index_batch(&mut ix, interval, base, b);
-            record_producer(producers, &b.header);
+            replay_batch(producers, b, &mut aborted);
         })
         .await?;
         if let Some(stop) = &scan.stop {
@@ -646,6 +682,7 @@ impl PartitionLog {
             pending_pos,
             allocated_bytes: scan.valid_end,
             indexes: ix,
+            aborted,
             roll_base_ms: now_ms,
             seal: SealState::Open,
         })
@@ -673,6 +710,46 @@ impl PartitionLog {
     /// End of the durable prefix; consumers read below it.
     pub fn high_watermark(&self) -> i64 {
         self.state.borrow().high_watermark
+    }
+
+    /// The last stable offset: read_committed consumers read below it. The high watermark, or
+    /// the first offset of the oldest transaction that is open, or whose marker is not yet
+    /// durable, if that is lower.
+    pub fn last_stable_offset(&self) -> i64 {
+        let st = self.state.borrow();
+        let ending = st.ending_txns.iter().map(|t| t.first_offset).min();
+        [
+            Some(st.high_watermark),
+            st.producers.first_unstable_offset(),
+            ending,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(st.high_watermark)
+    }
+
+    /// The aborted transactions a read_committed Fetch of `[from, upper)` must report: those
+    /// with data in the range (see `txn_index::collect_overlapping`).
+    pub fn aborted_transactions(&self, from: i64, upper: i64) -> Vec<AbortedTxn> {
+        let st = self.state.borrow();
+        let start = st
+            .segments
+            .range(..=from)
+            .next_back()
+            .map_or(i64::MIN, |(base, _)| *base);
+        let mut out = Vec::new();
+        for seg in st.segments.range(start..).map(|(_, s)| s) {
+            if txn_index::collect_overlapping(&seg.aborted, from, upper, &mut out) {
+                break;
+            }
+        }
+        out
+    }
+
+    /// How many transactions are open in this partition.
+    pub fn open_transactions(&self) -> usize {
+        self.state.borrow().producers.open_transactions()
     }
     pub fn segment_count(&self) -> usize {
         self.state.borrow().segments.len()
@@ -719,12 +796,33 @@ impl PartitionLog {
             return Err(StorageError::BatchTooLarge { size: batch.len() });
         }
         let last_seq = hdr.last_sequence();
-        match st.producers.check(
-            hdr.producer_id,
-            hdr.producer_epoch,
-            hdr.base_sequence,
-            last_seq,
-        )? {
+        // Control batches come from the transaction coordinator, never from clients.
+        let marker = match hdr.is_control() {
+            false => None,
+            true => match EndTxnMarker::of_batch(batch) {
+                Some(m) => Some(m),
+                None => {
+                    return Err(invariant(
+                        "control batch carries an end-transaction marker",
+                        1,
+                        0,
+                    ))
+                }
+            },
+        };
+        let check = match marker {
+            Some(m) => st
+                .producers
+                .check_marker(hdr.producer_id, hdr.producer_epoch, m)
+                .map(|()| ProducerCheck::Accept),
+            None => st.producers.check(
+                hdr.producer_id,
+                hdr.producer_epoch,
+                hdr.base_sequence,
+                last_seq,
+            ),
+        };
+        match check? {
             ProducerCheck::Duplicate {
                 base_offset,
                 last_offset,
@@ -820,7 +918,7 @@ impl PartitionLog {
         seg.size += len;
         seg.next_offset = last + 1;
         st.log_end_offset = last + 1;
-        st.producers.record(
+        let ended = st.producers.apply(
             hdr.producer_id,
             hdr.producer_epoch,
             BatchMeta {
@@ -829,7 +927,15 @@ impl PartitionLog {
                 base_offset: base,
                 last_offset: last,
             },
+            hdr.is_transactional() && marker.is_none(),
+            marker,
         );
+        if let Some(t) = ended {
+            if t.aborted {
+                seg.aborted.push(aborted_entry(&st.producers, t));
+            }
+            st.ending_txns.push_back(t);
+        }
         self.cache.insert(self.cache_id, base, last, copy);
         Ok(AppendOutcome {
             base_offset: base,
@@ -1064,6 +1170,8 @@ impl PartitionLog {
             ));
         }
         st.high_watermark = st.high_watermark.max(t.end_next);
+        let hw = st.high_watermark;
+        st.ending_txns.retain(|t| t.marker_offset >= hw);
         Ok(())
     }
 
@@ -1073,13 +1181,18 @@ impl PartitionLog {
         let (file, base, end_size, end_next) = (&t.file, t.base, t.end_size, t.end_next);
         file.truncate(end_size).await?;
         file.fdatasync().await?;
-        let (offsets, times) = {
+        let (offsets, times, aborted) = {
             let st = self.state.borrow();
             match st.segments.get(&base) {
-                Some(seg) => (seg.indexes.offsets.encode(), seg.indexes.times.encode()),
+                Some(seg) => (
+                    seg.indexes.offsets.encode(),
+                    seg.indexes.times.encode(),
+                    seg.aborted.clone(),
+                ),
                 None => return Ok(()),
             }
         };
+        write_txn_index(&self.dir, base, &aborted).await?;
         write_whole_file(&Self::path(&self.dir, base, "index"), &offsets).await?;
         write_whole_file(&Self::path(&self.dir, base, "timeindex"), &times).await?;
         write_state(&Self::path(&self.dir, end_next, "snapshot"), snapshot)?;
@@ -1343,7 +1456,8 @@ impl PartitionLog {
         let paths: Vec<PathBuf> = doomed
             .iter()
             .flat_map(|&b| {
-                ["log", "index", "timeindex", "snapshot"].map(|ext| Self::path(&self.dir, b, ext))
+                ["log", "index", "timeindex", "txnindex", "snapshot"]
+                    .map(|ext| Self::path(&self.dir, b, ext))
             })
             .collect();
         let dir = self.dir.clone();
@@ -1384,13 +1498,16 @@ impl PartitionLog {
         now_ms: i64,
     ) -> Result<Option<CompactionOutcome>, StorageError> {
         // 1. Which closed segments may be compacted, and is it worth it?
-        let (cleanable, first_dirty, oldest_kept_tombstone) = {
+        let lso = self.last_stable_offset();
+        let (cleanable, first_dirty, oldest_kept_tombstone, aborted) = {
             let st = self.state.borrow();
             if st.failed {
                 return Ok(None);
             }
             let last = st.segments.keys().next_back().copied();
             let horizon = now_ms.saturating_sub(s.min_lag_ms);
+            // Data of open transactions is not compacted (it may still abort, and a read_committed
+            // reader has not seen it): only segments wholly below the last stable offset.
             let cleanable: Vec<SegmentRef> = st
                 .segments
                 .values()
@@ -1398,6 +1515,7 @@ impl PartitionLog {
                     Some(seg.base_offset) != last
                         && matches!(seg.seal, SealState::Sealed)
                         && seg.indexes.max_timestamp <= horizon
+                        && seg.next_offset <= lso
                 })
                 .filter_map(|seg| {
                     Some(SegmentRef {
@@ -1409,7 +1527,8 @@ impl PartitionLog {
                     })
                 })
                 .collect();
-            (cleanable, st.first_dirty, st.oldest_tombstone)
+            let aborted = AbortedRanges::new(st.segments.values().flat_map(|seg| &seg.aborted));
+            (cleanable, st.first_dirty, st.oldest_tombstone, aborted)
         };
         let dirty_at = cleanable
             .iter()
@@ -1463,6 +1582,10 @@ impl PartitionLog {
                 break;
             }
             for_each_stored_batch(seg, s, |b| {
+                // Aborted records never supersede anything: they are removed below.
+                if is_aborted(&aborted, b) {
+                    return Ok(());
+                }
                 map_batch(b, &mut map, |old| {
                     let i = dirty.partition_point(|d| d.next <= old);
                     if let Some(d) = dirty.get(i) {
@@ -1483,6 +1606,7 @@ impl PartitionLog {
             before += seg.size;
             let cleaning = Cleaning {
                 map: &map,
+                aborted: &aborted,
                 tombstones_before,
                 settings: s,
                 known_changed: known_changed.contains(&seg.base),
@@ -1533,7 +1657,8 @@ impl PartitionLog {
             let mut changed = false;
             let mut oldest = *oldest_tombstone;
             for_each_stored_batch(seg, c.settings, |b| {
-                changed |= filter_batch(b, c.map, c.tombstones_before, &mut oldest)
+                changed |= c
+                    .filter(b, &mut oldest)
                     .map_err(|e| corrupt_batch(seg, e))?
                     != Filtered::Unchanged;
                 Ok(())
@@ -1646,7 +1771,8 @@ impl PartitionLog {
                     for b in batches {
                         bytes += b.len() as u64;
                         let h = BatchHeader::parse(b).map_err(|e| corrupt_batch(seg, e))?;
-                        match filter_batch(b, c.map, c.tombstones_before, oldest_tombstone)
+                        match c
+                            .filter(b, oldest_tombstone)
                             .map_err(|e| corrupt_batch(seg, e))?
                         {
                             Filtered::Unchanged => cover.keep(&h, b.to_vec(), &mut out),
@@ -1665,6 +1791,7 @@ impl PartitionLog {
                 let at = ScannedBatch {
                     position: write_pos,
                     header: h,
+                    marker: None,
                 };
                 index_batch(&mut ix, interval, seg.base, &at);
                 write_pos += piece.len() as u64;
@@ -1774,7 +1901,11 @@ impl PartitionLog {
                         max_timestamp: seg.indexes.max_timestamp,
                         producers: st.producers.encode(),
                     };
-                    let idx = (seg.indexes.offsets.encode(), seg.indexes.times.encode());
+                    let idx = (
+                        seg.indexes.offsets.encode(),
+                        seg.indexes.times.encode(),
+                        seg.aborted.clone(),
+                    );
                     (
                         seg.file
                             .clone()
@@ -1785,9 +1916,11 @@ impl PartitionLog {
                 None => (None, None),
             }
         };
-        if let (Some((file, base, size, (offsets, times))), Some(marker)) = (tail, marker) {
+        if let (Some((file, base, size, (offsets, times, aborted))), Some(marker)) = (tail, marker)
+        {
             file.truncate(size).await?;
             file.fdatasync().await?;
+            write_txn_index(&self.dir, base, &aborted).await?;
             write_whole_file(&Self::path(&self.dir, base, "index"), &offsets).await?;
             write_whole_file(&Self::path(&self.dir, base, "timeindex"), &times).await?;
             sync_dir(&self.dir)?;
@@ -1852,8 +1985,11 @@ fn index_batch(ix: &mut SegmentIndexes, interval: u32, seg_base: i64, b: &Scanne
     );
 }
 
-fn record_producer(p: &mut ProducerStateMachine, h: &BatchHeader) {
-    p.record(
+/// Feeds a batch read back from disk to the producer state (what `append` does for a new one);
+/// an aborted transaction it ends is added to `aborted`.
+fn replay_batch(p: &mut ProducerStateMachine, b: &ScannedBatch, aborted: &mut Vec<AbortedTxn>) {
+    let h = &b.header;
+    let ended = p.apply(
         h.producer_id,
         h.producer_epoch,
         BatchMeta {
@@ -1862,7 +1998,75 @@ fn record_producer(p: &mut ProducerStateMachine, h: &BatchHeader) {
             base_offset: h.base_offset,
             last_offset: h.last_offset(),
         },
+        h.is_transactional() && !h.is_control(),
+        b.marker,
     );
+    if let Some(t) = ended.filter(|t| t.aborted) {
+        aborted.push(aborted_entry(p, t));
+    }
+}
+
+/// The index entry of an aborted transaction, once `p` no longer counts it as open.
+fn aborted_entry(p: &ProducerStateMachine, t: CompletedTxn) -> AbortedTxn {
+    AbortedTxn {
+        producer_id: t.producer_id,
+        first_offset: t.first_offset,
+        last_offset: t.marker_offset,
+        last_stable_offset: p.first_unstable_offset().unwrap_or(t.marker_offset + 1),
+    }
+}
+
+/// The producer state snapshot taken when segment `base` was rolled to, if readable.
+fn read_producer_snapshot(dir: &Path, base: i64) -> Option<ProducerStateMachine> {
+    match read_state(&dir.join(segment_file_name(base, "snapshot"))) {
+        Ok(Some(bytes)) => ProducerStateMachine::decode(&bytes),
+        Ok(None) => None,
+        Err(e) => {
+            log::warn!("ignoring producer snapshot: {e}");
+            None
+        }
+    }
+}
+
+/// A segment's aborted-transaction index: empty when the file does not exist (nothing aborted
+/// there), `None` when it cannot be trusted (then the segment is rescanned).
+async fn read_txn_index(
+    dir: &Path,
+    base: i64,
+    next_base: i64,
+) -> Result<Option<Vec<AbortedTxn>>, StorageError> {
+    let path = dir.join(segment_file_name(base, "txnindex"));
+    Ok(match read_whole_file(&path).await? {
+        None => Some(Vec::new()),
+        Some(bytes) => match txn_index::decode(&bytes, base, next_base) {
+            Ok(entries) => Some(entries),
+            Err(e) => {
+                log::warn!("{}: {e}; rescanning the segment", path.display());
+                None
+            }
+        },
+    })
+}
+
+/// Writes (or, with no entries, removes) a segment's aborted-transaction index, durably and
+/// before the offset and time indexes that make a sealed segment trusted at the next open.
+async fn write_txn_index(
+    dir: &Path,
+    base: i64,
+    entries: &[AbortedTxn],
+) -> Result<(), StorageError> {
+    let path = dir.join(segment_file_name(base, "txnindex"));
+    if entries.is_empty() {
+        match std::fs::remove_file(&path) {
+            Ok(()) => sync_dir(dir)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(IoFailure::new("remove", &path, 0, e).into()),
+        }
+        return Ok(());
+    }
+    write_whole_file(&path, &txn_index::encode(entries)).await?;
+    sync_dir(dir)?;
+    Ok(())
 }
 
 /// Reads whole batches from `file` starting at batch boundary `pos`, skipping those that end
@@ -1953,11 +2157,35 @@ pub struct CompactionOutcome {
 /// What one compaction pass keeps, as [`PartitionLog::rewrite_segment`] needs it.
 struct Cleaning<'a> {
     map: &'a OffsetMap,
+    /// Data of aborted transactions goes (their markers stay).
+    aborted: &'a AbortedRanges,
     /// Tombstones older than this go.
     tombstones_before: i64,
     settings: &'a CompactionSettings,
     /// The segment holds a record mapping found obsolete.
     known_changed: bool,
+}
+
+impl Cleaning<'_> {
+    /// What compaction does with one stored batch (see `compaction::filter_batch`); a batch of
+    /// an aborted transaction goes whole.
+    fn filter(
+        &self,
+        batch: &[u8],
+        oldest_tombstone: &mut Option<i64>,
+    ) -> Result<Filtered, record_batch::BatchError> {
+        if is_aborted(self.aborted, batch) {
+            return Ok(Filtered::Empty);
+        }
+        filter_batch(batch, self.map, self.tombstones_before, oldest_tombstone)
+    }
+}
+
+/// A transactional data batch whose transaction was aborted.
+fn is_aborted(aborted: &AbortedRanges, batch: &[u8]) -> bool {
+    BatchHeader::parse(batch).is_ok_and(|h| {
+        h.is_transactional() && !h.is_control() && aborted.covers(h.producer_id, h.base_offset)
+    })
 }
 
 /// A closed segment as compaction sees it (its file held open while it works).

@@ -21,6 +21,7 @@ pub mod producer_state;
 pub mod readahead;
 pub mod recovery;
 pub mod retention;
+pub mod txn_index;
 
 #[cfg(test)]
 mod tests;
@@ -181,6 +182,15 @@ pub enum StorageError {
         producer_id: i64,
         current: i16,
         got: i16,
+    },
+    #[error(
+        "transaction marker for producer {producer_id} from coordinator epoch {got}, \
+         older than {current}"
+    )]
+    CoordinatorFenced {
+        producer_id: i64,
+        current: i32,
+        got: i32,
     },
     #[error("offset {offset} out of range [{log_start_offset}, {log_end_offset}]")]
     OffsetOutOfRange {

@@ -10,12 +10,21 @@
 //! - unknown producer: first sequence must be 0 (see the report: Kafka >= 2.5 is laxer here).
 //! - baseSequence -1 with a producerId (e.g. control batches): epoch checked, sequence not.
 //!
+//! Transactions (the partition side): a transactional data batch opens its producer's
+//! transaction at its base offset if none is open; an end-transaction marker (a control batch
+//! the transaction coordinator writes) closes it and is returned as a [`CompletedTxn`]. The
+//! smallest first offset of the open transactions is the partition's first unstable offset:
+//! read_committed consumers read below it (see `PartitionLog::last_stable_offset`). A marker from
+//! an older coordinator epoch than the last one seen for its producer is refused
+//! (TRANSACTION_COORDINATOR_FENCED), as is one from an older producer epoch.
+//!
 //! Rebuilt by storage recovery from batch headers, and snapshotted at segment roll. Runs on the
 //! partition's shard.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::protocol::record_batch::increment_sequence;
+use crate::protocol::records::EndTxnMarker;
 
 /// How many recent batches per producer are remembered for duplicate detection (Kafka: 5, the
 /// maximum in-flight requests of an idempotent producer).
@@ -33,6 +42,31 @@ pub struct BatchMeta {
 pub struct ProducerEntry {
     pub epoch: i16,
     pub batches: VecDeque<BatchMeta>,
+    /// First offset of this producer's open transaction in this partition.
+    pub txn_first_offset: Option<i64>,
+    /// Coordinator epoch of the last marker written for this producer (-1: none yet).
+    pub coordinator_epoch: i32,
+}
+
+impl ProducerEntry {
+    fn new(epoch: i16) -> ProducerEntry {
+        ProducerEntry {
+            epoch,
+            batches: VecDeque::with_capacity(BATCH_WINDOW),
+            txn_first_offset: None,
+            coordinator_epoch: -1,
+        }
+    }
+}
+
+/// A transaction a marker closed in this partition: its data lies in `[first_offset,
+/// marker_offset)` (interleaved with other producers' batches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompletedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub marker_offset: i64,
+    pub aborted: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,11 +93,22 @@ pub enum ProducerError {
         current: i16,
         got: i16,
     },
+    #[error(
+        "transaction marker for producer {producer_id} from coordinator epoch {got}, \
+         older than {current}"
+    )]
+    CoordinatorFenced {
+        producer_id: i64,
+        current: i32,
+        got: i32,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerStateMachine {
     producers: HashMap<i64, ProducerEntry>,
+    /// First offset -> producer id of every open transaction (derived from `producers`).
+    open_txns: BTreeMap<i64, i64>,
 }
 
 impl ProducerStateMachine {
@@ -161,33 +206,98 @@ impl ProducerStateMachine {
         }
     }
 
-    /// Records an appended batch (after `check` said Accept, or during recovery).
+    /// Records an appended non-transactional batch (after `check` said Accept, or during
+    /// recovery).
     pub fn record(&mut self, producer_id: i64, epoch: i16, meta: BatchMeta) {
+        self.apply(producer_id, epoch, meta, false, None);
+    }
+
+    /// Checks an end-transaction marker before it is appended: the producer epoch may not go
+    /// back, nor the coordinator epoch.
+    pub fn check_marker(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        marker: EndTxnMarker,
+    ) -> Result<(), ProducerError> {
+        let Some(entry) = self.producers.get(&producer_id) else {
+            return Ok(());
+        };
+        if epoch < entry.epoch {
+            return Err(ProducerError::InvalidProducerEpoch {
+                producer_id,
+                current: entry.epoch,
+                got: epoch,
+            });
+        }
+        if marker.coordinator_epoch < entry.coordinator_epoch {
+            return Err(ProducerError::CoordinatorFenced {
+                producer_id,
+                current: entry.coordinator_epoch,
+                got: marker.coordinator_epoch,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records an appended batch (after the checks accepted it, or during recovery):
+    /// `transactional` data batches open the producer's transaction, a `marker` closes it.
+    pub fn apply(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        meta: BatchMeta,
+        transactional: bool,
+        marker: Option<EndTxnMarker>,
+    ) -> Option<CompletedTxn> {
         if producer_id < 0 {
-            return;
+            return None;
         }
         let entry = self
             .producers
             .entry(producer_id)
-            .or_insert_with(|| ProducerEntry {
-                epoch,
-                batches: VecDeque::with_capacity(BATCH_WINDOW),
-            });
+            .or_insert_with(|| ProducerEntry::new(epoch));
         if epoch != entry.epoch {
             entry.epoch = epoch;
             entry.batches.clear();
         }
+        if let Some(marker) = marker {
+            entry.coordinator_epoch = entry.coordinator_epoch.max(marker.coordinator_epoch);
+            let first_offset = entry.txn_first_offset.take()?;
+            self.open_txns.remove(&first_offset);
+            return Some(CompletedTxn {
+                producer_id,
+                first_offset,
+                marker_offset: meta.base_offset,
+                aborted: !marker.commit,
+            });
+        }
+        if transactional && entry.txn_first_offset.is_none() {
+            entry.txn_first_offset = Some(meta.base_offset);
+            self.open_txns.insert(meta.base_offset, producer_id);
+        }
         if meta.first_seq < 0 {
-            return;
+            return None;
         }
         if entry.batches.len() == BATCH_WINDOW {
             entry.batches.pop_front();
         }
         entry.batches.push_back(meta);
+        None
     }
 
-    /// Snapshot encoding (payload of a state file): an rkyv archive of [`ProducerSnapshot`],
-    /// producers sorted by id so equal states encode to equal bytes.
+    /// First offset of the oldest open transaction: read_committed reads stop below it.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.open_txns.keys().next().copied()
+    }
+
+    /// How many transactions are open in this partition.
+    pub fn open_transactions(&self) -> usize {
+        self.open_txns.len()
+    }
+
+    /// Snapshot encoding (payload of a state file): [`SNAPSHOT_MAGIC`], then an rkyv archive
+    /// of [`ProducerSnapshot`], producers sorted by id so equal states encode to equal bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut producers: Vec<ProducerRecord> = self
             .producers
@@ -196,36 +306,76 @@ impl ProducerStateMachine {
                 producer_id: *id,
                 epoch: e.epoch,
                 batches: e.batches.iter().copied().collect(),
+                txn_first_offset: e.txn_first_offset.unwrap_or(-1),
+                coordinator_epoch: e.coordinator_epoch,
             })
             .collect();
         producers.sort_unstable_by_key(|p| p.producer_id);
         // Serializing plain integers and vectors into memory cannot fail; an empty snapshot
         // would only make recovery rescan the log.
-        rkyv::to_bytes::<rkyv::rancor::Error>(&ProducerSnapshot { producers })
-            .map(|b| b.to_vec())
-            .unwrap_or_default()
+        match rkyv::to_bytes::<rkyv::rancor::Error>(&ProducerSnapshot { producers }) {
+            Ok(archive) => [&SNAPSHOT_MAGIC[..], &archive[..]].concat(),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Inverse of [`encode`](Self::encode); `None` if the bytes are not a valid snapshot.
+    /// Snapshots written before transactions existed (no magic, no transaction fields) are
+    /// read too: they cannot hold an open transaction.
     pub fn decode(buf: &[u8]) -> Option<ProducerStateMachine> {
-        let aligned = crate::io::state_file::rkyv_aligned(buf);
-        let snapshot = rkyv::from_bytes::<ProducerSnapshot, rkyv::rancor::Error>(&aligned).ok()?;
-        let mut producers = HashMap::with_capacity(snapshot.producers.len());
-        for p in snapshot.producers {
+        let records = match buf.strip_prefix(&SNAPSHOT_MAGIC[..]) {
+            Some(archive) => {
+                let aligned = crate::io::state_file::rkyv_aligned(archive);
+                rkyv::from_bytes::<ProducerSnapshot, rkyv::rancor::Error>(&aligned)
+                    .ok()?
+                    .producers
+            }
+            None => {
+                let aligned = crate::io::state_file::rkyv_aligned(buf);
+                rkyv::from_bytes::<ProducerSnapshotV1, rkyv::rancor::Error>(&aligned)
+                    .ok()?
+                    .producers
+                    .into_iter()
+                    .map(|p| ProducerRecord {
+                        producer_id: p.producer_id,
+                        epoch: p.epoch,
+                        batches: p.batches,
+                        txn_first_offset: -1,
+                        coordinator_epoch: -1,
+                    })
+                    .collect()
+            }
+        };
+        let mut m = ProducerStateMachine {
+            producers: HashMap::with_capacity(records.len()),
+            open_txns: BTreeMap::new(),
+        };
+        for p in records {
             if p.batches.len() > BATCH_WINDOW {
                 return None;
             }
-            producers.insert(
+            let txn_first_offset = (p.txn_first_offset >= 0).then_some(p.txn_first_offset);
+            if let Some(first) = txn_first_offset {
+                if m.open_txns.insert(first, p.producer_id).is_some() {
+                    return None;
+                }
+            }
+            m.producers.insert(
                 p.producer_id,
                 ProducerEntry {
                     epoch: p.epoch,
                     batches: p.batches.into_iter().collect(),
+                    txn_first_offset,
+                    coordinator_epoch: p.coordinator_epoch,
                 },
             );
         }
-        Some(ProducerStateMachine { producers })
+        Some(m)
     }
 }
+
+/// Starts every snapshot written since transactions exist (older ones have no prefix).
+const SNAPSHOT_MAGIC: [u8; 8] = *b"ODPS\x02\0\0\0";
 
 /// The persisted form of a partition's producer state (rkyv).
 #[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -238,6 +388,22 @@ pub struct ProducerRecord {
     pub producer_id: i64,
     pub epoch: i16,
     /// Oldest first, at most [`BATCH_WINDOW`].
+    pub batches: Vec<BatchMeta>,
+    /// First offset of the open transaction, -1 when none.
+    pub txn_first_offset: i64,
+    pub coordinator_epoch: i32,
+}
+
+/// The snapshot format before transactions (read only).
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ProducerSnapshotV1 {
+    pub producers: Vec<ProducerRecordV1>,
+}
+
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ProducerRecordV1 {
+    pub producer_id: i64,
+    pub epoch: i16,
     pub batches: Vec<BatchMeta>,
 }
 
@@ -385,5 +551,66 @@ mod tests {
             None
         );
         assert_eq!(ProducerStateMachine::decode(&[]), None);
+    }
+
+    #[test]
+    fn transactions_open_and_close_and_survive_snapshots() {
+        let mut m = ProducerStateMachine::new();
+        let commit = EndTxnMarker {
+            commit: true,
+            coordinator_epoch: 2,
+        };
+        assert_eq!(m.apply(9, 0, meta(0, 1, 10), true, None), None);
+        assert_eq!(m.apply(8, 0, meta(0, 0, 12), true, None), None);
+        // A second batch of the same transaction does not move its first offset.
+        assert_eq!(m.apply(9, 0, meta(2, 2, 13), true, None), None);
+        assert_eq!(m.first_unstable_offset(), Some(10));
+        let snapshot = ProducerStateMachine::decode(&m.encode()).expect("decodes");
+        assert_eq!(snapshot, m);
+        let ended = m.apply(9, 0, meta(-1, -1, 14), false, Some(commit));
+        assert_eq!(
+            ended,
+            Some(CompletedTxn {
+                producer_id: 9,
+                first_offset: 10,
+                marker_offset: 14,
+                aborted: false
+            })
+        );
+        assert_eq!(m.first_unstable_offset(), Some(12));
+        // A marker from an older coordinator epoch is fenced; a marker with nothing open ends
+        // nothing.
+        let stale = EndTxnMarker {
+            commit: false,
+            coordinator_epoch: 1,
+        };
+        assert!(matches!(
+            m.check_marker(9, 0, stale),
+            Err(ProducerError::CoordinatorFenced {
+                current: 2,
+                got: 1,
+                ..
+            })
+        ));
+        assert_eq!(m.apply(9, 0, meta(-1, -1, 15), false, Some(commit)), None);
+        assert_eq!(m.open_transactions(), 1);
+    }
+
+    #[test]
+    fn snapshots_from_before_transactions_still_load() {
+        let old = ProducerSnapshotV1 {
+            producers: vec![ProducerRecordV1 {
+                producer_id: 4,
+                epoch: 1,
+                batches: vec![meta(0, 4, 0)],
+            }],
+        };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&old)
+            .unwrap()
+            .to_vec();
+        let m = ProducerStateMachine::decode(&bytes).expect("an old snapshot decodes");
+        let e = m.get(4).unwrap();
+        assert_eq!((e.epoch, e.batches.len(), e.txn_first_offset), (1, 1, None));
+        assert_eq!(m.first_unstable_offset(), None);
     }
 }

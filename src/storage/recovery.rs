@@ -16,6 +16,7 @@ use crate::io::IoFailure;
 use crate::protocol::record_batch::{
     self, BatchError, BatchHeader, LOG_OVERHEAD, MIN_BATCH_LENGTH,
 };
+use crate::protocol::records::EndTxnMarker;
 
 /// Bytes read per step when scanning a file.
 pub const SCAN_CHUNK_BYTES: usize = 1 << 20;
@@ -27,6 +28,8 @@ pub struct ScannedBatch {
     /// [`scan_file`]).
     pub position: u64,
     pub header: BatchHeader,
+    /// The end-transaction marker, for a control batch that carries one.
+    pub marker: Option<EndTxnMarker>,
 }
 
 impl ScannedBatch {
@@ -139,6 +142,10 @@ pub fn scan_with(
         on_batch(&ScannedBatch {
             position: pos as u64,
             header,
+            marker: header
+                .is_control()
+                .then(|| EndTxnMarker::of_batch(&rest[..total]))
+                .flatten(),
         });
         epoch = header.partition_leader_epoch;
         next = header.last_offset() + 1;
@@ -211,7 +218,7 @@ async fn scan_file_in_chunks(
         let out = scan_with(&buf, next, epoch, |b| {
             on_batch(&ScannedBatch {
                 position: pos + b.position,
-                header: b.header,
+                ..*b
             });
         });
         pos += out.valid_len as u64;

@@ -1345,3 +1345,141 @@ fn a_read_goes_on_past_segments_that_compaction_emptied() {
         assert!(small.bytes() <= 200, "{} bytes", small.bytes());
     });
 }
+
+/// A transactional batch of producer `pid` (epoch 0) with sequences from `seq`.
+fn txn_batch(pid: i64, seq: i32, records: usize) -> (Bytes, BatchHeader) {
+    let mut b = BatchBuilder::simple(records, pid as u64 * 1000 + seq as u64);
+    b.producer_id = pid;
+    b.producer_epoch = 0;
+    b.base_sequence = seq;
+    b.attributes = crate::protocol::record_batch::ATTR_TRANSACTIONAL;
+    let bytes = Bytes::from(b.build());
+    let h = validate(&bytes).unwrap();
+    (bytes, h)
+}
+
+fn marker(pid: i64, epoch: i16, commit: bool, coordinator_epoch: i32) -> (Bytes, BatchHeader) {
+    let m = crate::protocol::records::EndTxnMarker {
+        commit,
+        coordinator_epoch,
+    };
+    let bytes = Bytes::from(m.encode_batch(pid, epoch, NOW));
+    let h = validate(&bytes).unwrap();
+    (bytes, h)
+}
+
+#[test]
+fn transactions_set_the_last_stable_offset_and_index_aborts_across_rolls_and_reopens() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("txn-0");
+        let cache = Rc::new(BatchCache::new(0));
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
+        let append = |(b, h): (Bytes, BatchHeader)| log.append(&b, &h, 0, NOW).unwrap();
+        // Producer 1 opens a transaction at offset 0; plain records follow; producer 2 opens
+        // one too.
+        let t1 = append(txn_batch(1, 0, 3));
+        append(produced(2, 1, NOW));
+        let t2 = append(txn_batch(2, 0, 2));
+        log.flush().await.unwrap();
+        assert_eq!(log.open_transactions(), 2);
+        assert_eq!(log.high_watermark(), 7);
+        assert_eq!(log.last_stable_offset(), t1.base_offset);
+        // Producer 1 aborts: the LSO moves to producer 2's first offset, but only once the
+        // marker is durable.
+        let m1 = append(marker(1, 0, false, 0));
+        assert_eq!(log.last_stable_offset(), 0, "marker not durable yet");
+        log.flush().await.unwrap();
+        assert_eq!(log.last_stable_offset(), t2.base_offset);
+        let aborted = log.aborted_transactions(0, log.high_watermark());
+        assert_eq!(aborted.len(), 1);
+        assert_eq!(
+            (
+                aborted[0].producer_id,
+                aborted[0].first_offset,
+                aborted[0].last_offset
+            ),
+            (1, 0, m1.base_offset)
+        );
+        // A marker from an older coordinator epoch, or an older producer epoch, is refused.
+        let (b, h) = marker(2, 0, true, 0);
+        log.append(&b, &h, 0, NOW).unwrap();
+        let (b, h) = marker(2, 0, true, -5);
+        let t2b = append(txn_batch(2, 2, 1));
+        assert!(matches!(
+            log.append(&b, &h, 0, NOW),
+            Err(StorageError::CoordinatorFenced { .. })
+        ));
+        let (b, h) = marker(1, -1, false, 0);
+        assert!(matches!(
+            log.append(&b, &h, 0, NOW),
+            Err(StorageError::InvalidProducerEpoch { .. })
+        ));
+        // Many transactions across segment rolls (4 KiB segments): every third aborted.
+        let mut expect_aborted = vec![(1, 0, m1.base_offset)];
+        let mut seq = 3;
+        for i in 0..40 {
+            let first = append(txn_batch(1, seq, 4)).base_offset;
+            seq += 4;
+            append(produced(1, 100 + i, NOW));
+            let abort = i % 3 == 0;
+            let m = append(marker(1, 0, !abort, 0));
+            if abort {
+                expect_aborted.push((1, first, m.base_offset));
+            }
+        }
+        log.flush().await.unwrap();
+        assert!(log.segment_count() > 3, "rolled: {}", log.segment_count());
+        // Producer 2's transaction (t2b) is still open.
+        assert_eq!(log.last_stable_offset(), t2b.base_offset);
+        let summary = |log: &PartitionLog| {
+            log.aborted_transactions(0, i64::MAX)
+                .iter()
+                .map(|t| (t.producer_id, t.first_offset, t.last_offset))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(summary(&log), expect_aborted);
+        // A fetch from the middle only gets what overlaps it.
+        let (_, mid_first, mid_last) = expect_aborted[5];
+        let got = log.aborted_transactions(mid_first + 1, mid_last);
+        assert_eq!(got.first().map(|t| t.first_offset), Some(mid_first));
+        assert!(got
+            .iter()
+            .all(|t| t.last_offset > mid_first && t.first_offset < mid_last));
+        assert!(!files(&dir, "txnindex").is_empty());
+        let lso = log.last_stable_offset();
+
+        // Clean close and reopen: the same state from the marker and the index files.
+        log.close().await.unwrap();
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
+        assert!(!log.tail_was_rescanned());
+        assert_eq!(summary(&log), expect_aborted);
+        assert_eq!(log.last_stable_offset(), lso);
+        assert_eq!(log.open_transactions(), 1);
+
+        // Crash (no close), then every index file lost: rebuilt from the segments and the
+        // producer snapshots.
+        let (b, h) = marker(2, 0, false, 0);
+        let m2 = log.append(&b, &h, 0, NOW).unwrap();
+        log.flush().await.unwrap();
+        drop(log);
+        for ext in ["txnindex", "index", "timeindex"] {
+            for f in files(&dir, ext) {
+                std::fs::remove_file(f).unwrap();
+            }
+        }
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
+        assert!(log.tail_was_rescanned());
+        let mut with_p2 = expect_aborted.clone();
+        with_p2.push((2, t2b.base_offset, m2.base_offset));
+        assert_eq!(summary(&log), with_p2);
+        assert_eq!(log.open_transactions(), 0);
+        assert_eq!(log.last_stable_offset(), log.high_watermark());
+    });
+}

@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::protocol::error::ErrorCode;
 use crate::protocol::messages::{
-    FetchRequest, FetchResponse, FetchableTopicResponse, PartitionData,
+    AbortedTransaction, FetchRequest, FetchResponse, FetchableTopicResponse, PartitionData,
 };
 use crate::protocol::wire::Reader;
 use crate::shard::Shard;
@@ -31,14 +31,34 @@ struct FetchWork {
     offset: i64,
     max_bytes: usize,
     current_leader_epoch: i32,
+    /// isolation_level 1: read only below the last stable offset, and report the aborted
+    /// transactions in the range read.
+    read_committed: bool,
 }
 
 struct FetchPartResult {
     slot: (usize, usize),
     error: ErrorCode,
     high_watermark: i64,
+    last_stable_offset: i64,
     log_start_offset: i64,
     chunks: Vec<Bytes>,
+    /// read_committed only: the aborted transactions with data in the range read.
+    aborted: Vec<AbortedTransaction>,
+}
+
+impl FetchPartResult {
+    fn failed(slot: (usize, usize), error: ErrorCode) -> FetchPartResult {
+        FetchPartResult {
+            slot,
+            error,
+            high_watermark: -1,
+            last_stable_offset: -1,
+            log_start_offset: -1,
+            chunks: vec![],
+            aborted: vec![],
+        }
+    }
 }
 
 impl FetchPartResult {
@@ -60,6 +80,7 @@ pub fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatch
         });
     }
     let image = shard.image();
+    let read_committed = req.isolation_level == 1;
     // Every partition's read is also capped by the response limit (at least one batch still
     // comes back), so concurrent reads never fetch far more than can be answered.
     let max_bytes_request = if req.max_bytes <= 0 {
@@ -89,14 +110,12 @@ pub fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatch
                     } else {
                         -1
                     },
+                    read_committed,
                 }),
-                None => early.push(FetchPartResult {
-                    slot: (ti, pi),
-                    error: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                    high_watermark: -1,
-                    log_start_offset: -1,
-                    chunks: vec![],
-                }),
+                None => early.push(FetchPartResult::failed(
+                    (ti, pi),
+                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                )),
             }
         }
         skeleton.push(FetchableTopicResponse {
@@ -112,7 +131,6 @@ pub fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatch
     } else {
         req.max_bytes as usize
     };
-    let read_committed = req.isolation_level == 1;
     let completion = async move {
         let deadline = Instant::now() + max_wait;
         let mut results = loop {
@@ -141,9 +159,9 @@ pub fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatch
             let part = &mut skeleton[r.slot.0].partitions[r.slot.1];
             part.error_code = r.error.0;
             part.high_watermark = r.high_watermark;
-            part.last_stable_offset = r.high_watermark;
+            part.last_stable_offset = r.last_stable_offset;
             part.log_start_offset = r.log_start_offset;
-            part.aborted_transactions = if read_committed { Some(vec![]) } else { None };
+            part.aborted_transactions = read_committed.then_some(r.aborted);
             if size == 0 {
                 continue;
             }
@@ -214,13 +232,11 @@ async fn read_everywhere(
         };
         match answer {
             Some(r) => results.extend(r),
-            None => results.extend(slots.into_iter().map(|slot| FetchPartResult {
-                slot,
-                error: ErrorCode::NOT_LEADER_OR_FOLLOWER,
-                high_watermark: -1,
-                log_start_offset: -1,
-                chunks: vec![],
-            })),
+            None => results.extend(
+                slots
+                    .into_iter()
+                    .map(|slot| FetchPartResult::failed(slot, ErrorCode::NOT_LEADER_OR_FOLLOWER)),
+            ),
         }
     }
     results
@@ -233,13 +249,7 @@ async fn read_on_owner(s: Rc<Shard>, work: Vec<FetchWork>) -> Vec<FetchPartResul
 }
 
 async fn read_one(s: &Shard, w: FetchWork) -> FetchPartResult {
-    let mut r = FetchPartResult {
-        slot: w.slot,
-        error: ErrorCode::NONE,
-        high_watermark: -1,
-        log_start_offset: -1,
-        chunks: vec![],
-    };
+    let mut r = FetchPartResult::failed(w.slot, ErrorCode::NONE);
     let p = match s.serving(&w.topic, w.partition) {
         Ok(p) => p,
         Err(error) => {
@@ -248,9 +258,12 @@ async fn read_one(s: &Shard, w: FetchWork) -> FetchPartResult {
         }
     };
     let hw = p.log.high_watermark();
+    let lso = p.log.last_stable_offset();
     let start = p.log.log_start_offset();
     r.high_watermark = hw;
+    r.last_stable_offset = lso;
     r.log_start_offset = start;
+    let upper = if w.read_committed { lso } else { hw };
     if w.current_leader_epoch >= 0 && w.current_leader_epoch != p.leader_epoch {
         r.error = if w.current_leader_epoch > p.leader_epoch {
             ErrorCode::UNKNOWN_LEADER_EPOCH
@@ -259,9 +272,22 @@ async fn read_one(s: &Shard, w: FetchWork) -> FetchPartResult {
         };
     } else if w.offset < start || w.offset > p.log.log_end_offset() {
         r.error = ErrorCode::OFFSET_OUT_OF_RANGE;
-    } else if w.offset < hw {
-        match p.log.read(w.offset, w.max_bytes, hw).await {
-            Ok(slice) => r.chunks = slice.chunks,
+    } else if w.offset < upper {
+        match p.log.read(w.offset, w.max_bytes, upper).await {
+            Ok(slice) => {
+                r.chunks = slice.chunks;
+                if w.read_committed {
+                    r.aborted = p
+                        .log
+                        .aborted_transactions(w.offset, upper)
+                        .into_iter()
+                        .map(|t| AbortedTransaction {
+                            producer_id: t.producer_id,
+                            first_offset: t.first_offset,
+                        })
+                        .collect();
+                }
+            }
             Err(e) => {
                 p.log_error(&format!("read at offset {}", w.offset), &e);
                 r.error = ErrorCode::KAFKA_STORAGE_ERROR;

@@ -1,7 +1,7 @@
-//! FindCoordinator (key 10), v0–4. Group keys (key type 0) are coordinated by this broker (the
-//! shard owning the group's `__consumer_offsets` partition serves it; every shard forwards to
-//! it). Transactions (key type 1) are not implemented yet (their issue): COORDINATOR_NOT_AVAILABLE,
-//! a retriable error. Other key types: INVALID_REQUEST.
+//! FindCoordinator (key 10), v0–4. Group keys (key type 0) and transactional ids (key type 1)
+//! are coordinated by this broker (the shard owning the key's `__consumer_offsets` or
+//! `__transaction_state` partition serves it; every shard forwards to it). Other key types:
+//! INVALID_REQUEST.
 
 use std::rc::Rc;
 
@@ -19,25 +19,34 @@ const KEY_TYPE_TRANSACTION: i8 = 1;
 fn answer(shard: &Shard, key_type: i8, key: &str) -> (ErrorCode, Option<String>, i32, String, i32) {
     let cfg = &shard.config;
     let refuse = |code: ErrorCode, why: &str| (code, Some(why.to_string()), -1, String::new(), -1);
+    let here = || {
+        (
+            ErrorCode::NONE,
+            None,
+            cfg.node_id,
+            cfg.advertised_host.clone(),
+            cfg.advertised_port as i32,
+        )
+    };
     match key_type {
         KEY_TYPE_GROUP if key.is_empty() => refuse(ErrorCode::INVALID_GROUP_ID, "empty group id"),
         KEY_TYPE_GROUP => match crate::coordinator::group_shard(shard, key) {
-            Some(_) => (
-                ErrorCode::NONE,
-                None,
-                cfg.node_id,
-                cfg.advertised_host.clone(),
-                cfg.advertised_port as i32,
-            ),
+            Some(_) => here(),
             None => refuse(
                 ErrorCode::COORDINATOR_NOT_AVAILABLE,
                 "the offsets topic is not available",
             ),
         },
-        KEY_TYPE_TRANSACTION => refuse(
-            ErrorCode::COORDINATOR_NOT_AVAILABLE,
-            "transactions are not implemented by this broker yet",
-        ),
+        KEY_TYPE_TRANSACTION if key.is_empty() => {
+            refuse(ErrorCode::INVALID_REQUEST, "empty transactional id")
+        }
+        KEY_TYPE_TRANSACTION => match crate::coordinator::transactions::txn_shard(shard, key) {
+            Some(_) => here(),
+            None => refuse(
+                ErrorCode::COORDINATOR_NOT_AVAILABLE,
+                "the transaction state topic is not available",
+            ),
+        },
         other => refuse(
             ErrorCode::INVALID_REQUEST,
             &format!("unknown coordinator key type {other}"),

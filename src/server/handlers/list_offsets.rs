@@ -1,5 +1,6 @@
-//! ListOffsets (key 2), v1–7: earliest (-2), latest (-1, the high watermark) and by timestamp
-//! (the first batch whose max timestamp is at or after it, via the time index); and
+//! ListOffsets (key 2), v1–7: earliest (-2), latest (-1: the high watermark, or for
+//! isolation_level 1 (read_committed, v2+) the last stable offset) and by timestamp (the first
+//! batch whose max timestamp is at or after it, via the time index, below the same bound); and
 //! OffsetForLeaderEpoch (key 23), v2–4: the end offset of a leader epoch. Answered by the
 //! shards that own the partitions.
 
@@ -31,6 +32,7 @@ async fn offset_on_owner(
     partition: i32,
     timestamp: i64,
     current_epoch: i32,
+    read_committed: bool,
 ) -> Answer {
     let p = match s.serving(&topic, partition) {
         Ok(p) => p,
@@ -44,6 +46,12 @@ async fn offset_on_owner(
         };
         return (e, -1, -1, -1);
     }
+    // What a consumer of this isolation level may read.
+    let readable = if read_committed {
+        p.log.last_stable_offset()
+    } else {
+        p.log.high_watermark()
+    };
     match timestamp {
         EARLIEST => (
             ErrorCode::NONE,
@@ -51,11 +59,11 @@ async fn offset_on_owner(
             -1,
             p.leader_epoch,
         ),
-        LATEST => (ErrorCode::NONE, p.log.high_watermark(), -1, p.leader_epoch),
+        LATEST => (ErrorCode::NONE, readable, -1, p.leader_epoch),
         MAX_TIMESTAMP => match p.log.max_timestamp() {
             None => (ErrorCode::NONE, -1, -1, p.leader_epoch),
             Some(max) => match p.log.offset_for_timestamp(max).await {
-                Ok(Some((offset, found_ts))) if offset < p.log.high_watermark() => {
+                Ok(Some((offset, found_ts))) if offset < readable => {
                     (ErrorCode::NONE, offset, found_ts, p.leader_epoch)
                 }
                 Ok(_) => (ErrorCode::NONE, -1, -1, p.leader_epoch),
@@ -70,7 +78,7 @@ async fn offset_on_owner(
         },
         ts if ts >= 0 => match p.log.offset_for_timestamp(ts).await {
             // Only offsets consumers may read (below the high watermark) are answered.
-            Ok(Some((offset, found_ts))) if offset < p.log.high_watermark() => {
+            Ok(Some((offset, found_ts))) if offset < readable => {
                 (ErrorCode::NONE, offset, found_ts, p.leader_epoch)
             }
             Ok(_) => (ErrorCode::NONE, -1, -1, -1),
@@ -90,6 +98,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
         Err(d) => return d,
     };
     let image = shard.image();
+    let read_committed = req.isolation_level == 1;
     // Ask every owner first (in order), then gather.
     let mut asks = Vec::new();
     for t in &req.topics {
@@ -106,7 +115,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
                     shard
                         .mailbox
                         .send(shard, owner, move |s| {
-                            offset_on_owner(s.clone(), topic, partition, ts, epoch)
+                            offset_on_owner(s.clone(), topic, partition, ts, epoch, read_committed)
                         })
                         .await,
                 ),

@@ -19,6 +19,7 @@ pub mod metadata;
 pub mod offsets;
 pub mod produce;
 pub mod producer_id;
+pub mod transactions;
 
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -67,6 +68,12 @@ pub const API_TABLE: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::DescribeTopicPartitions, 0, 0),
+    (ApiKey::AddPartitionsToTxn, 0, 4),
+    (ApiKey::AddOffsetsToTxn, 0, 4),
+    (ApiKey::EndTxn, 0, 4),
+    (ApiKey::TxnOffsetCommit, 0, 4),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 1),
 ];
 
 pub fn served_versions(key: ApiKey) -> Option<(i16, i16)> {
@@ -193,6 +200,12 @@ pub async fn dispatch(shard: &Rc<Shard>, peer_ip: Option<IpAddr>, mut r: Reader)
         ApiKey::CreatePartitions => admin::create_partitions(shard, ctx, r).await,
         ApiKey::DescribeCluster => admin::describe_cluster(shard, ctx, r),
         ApiKey::InitProducerId => producer_id::handle(shard, ctx, r).await,
+        ApiKey::TxnOffsetCommit => transactions::txn_offset_commit(shard, ctx, r).await,
+        ApiKey::AddPartitionsToTxn => transactions::add_partitions_to_txn(shard, ctx, r).await,
+        ApiKey::AddOffsetsToTxn => transactions::add_offsets_to_txn(shard, ctx, r).await,
+        ApiKey::EndTxn => transactions::end_txn(shard, ctx, r).await,
+        ApiKey::DescribeTransactions => transactions::describe_transactions(shard, ctx, r).await,
+        ApiKey::ListTransactions => transactions::list_transactions(shard, ctx, r).await,
         ApiKey::DescribeConfigs => configs::describe_configs(shard, ctx, r),
         ApiKey::AlterConfigs => configs::alter_configs(shard, ctx, r).await,
         ApiKey::IncrementalAlterConfigs => configs::incremental_alter_configs(shard, ctx, r).await,

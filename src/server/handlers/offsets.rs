@@ -54,6 +54,7 @@ pub async fn offset_commit(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader
                 })
             })
             .collect(),
+        transaction: None,
     };
     let n = commit.parts.len();
     let codes = on_coordinator(
@@ -88,6 +89,7 @@ async fn fetch_group(
     shard: &Rc<Shard>,
     group: String,
     wanted: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Result<Vec<FetchedOffset>, ErrorCode> {
     let target = group.clone();
     on_coordinator(
@@ -95,7 +97,7 @@ async fn fetch_group(
         &target,
         Err(ErrorCode::COORDINATOR_NOT_AVAILABLE),
         move |s| {
-            let out = coordinator::fetch_offsets(s, &group, wanted);
+            let out = coordinator::fetch_offsets(s, &group, wanted, require_stable);
             async move { out }
         },
     )
@@ -127,7 +129,7 @@ pub async fn offset_fetch(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader)
                     .map(|t| (t.name, t.partition_indexes))
                     .collect()
             });
-            let fetched = fetch_group(shard, g.group_id.clone(), wanted).await;
+            let fetched = fetch_group(shard, g.group_id.clone(), wanted, req.require_stable).await;
             let (error_code, topics) = match fetched {
                 Ok(offsets) => (0, by_topic(offsets)),
                 Err(code) => (code.0, Vec::new()),
@@ -146,7 +148,7 @@ pub async fn offset_fetch(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader)
                                 committed_offset: o.offset,
                                 committed_leader_epoch: o.leader_epoch,
                                 metadata: Some(o.metadata),
-                                error_code: 0,
+                                error_code: o.error.0,
                             })
                             .collect(),
                     })
@@ -166,7 +168,7 @@ pub async fn offset_fetch(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader)
             .map(|t| (t.name, t.partition_indexes))
             .collect()
     });
-    let fetched = fetch_group(shard, req.group_id, wanted.clone()).await;
+    let fetched = fetch_group(shard, req.group_id, wanted.clone(), req.require_stable).await;
     let (error_code, topics) = match fetched {
         Ok(offsets) => (ErrorCode::NONE, by_topic(offsets)),
         // v1 has no top-level error: the group error goes on every partition asked for.
@@ -199,7 +201,11 @@ pub async fn offset_fetch(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader)
                         committed_offset: o.offset,
                         committed_leader_epoch: o.leader_epoch,
                         metadata: Some(o.metadata),
-                        error_code: partition_error,
+                        error_code: if o.error != ErrorCode::NONE {
+                            o.error.0
+                        } else {
+                            partition_error
+                        },
                     })
                     .collect(),
             })

@@ -320,6 +320,7 @@ pub fn storage_error_code(e: &StorageError) -> ErrorCode {
     match e {
         StorageError::OutOfOrderSequence { .. } => ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER,
         StorageError::InvalidProducerEpoch { .. } => ErrorCode::INVALID_PRODUCER_EPOCH,
+        StorageError::CoordinatorFenced { .. } => ErrorCode::TRANSACTION_COORDINATOR_FENCED,
         StorageError::OffsetOutOfRange { .. } => ErrorCode::OFFSET_OUT_OF_RANGE,
         StorageError::BatchTooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
         StorageError::Io(_)
