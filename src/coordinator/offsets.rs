@@ -440,12 +440,14 @@ impl OffsetTable {
         }
     }
 
-    /// Holds an offset committed in `producer_id`'s transaction until it ends.
+    /// Holds an offset committed in `producer_id`'s transaction until it ends (a later commit
+    /// of the same partition replaces it, so a transaction holds one per partition).
     pub fn stage_txn(&mut self, producer_id: i64, key: OffsetKey, value: Option<Committed>) {
-        self.pending_txn
-            .entry(producer_id)
-            .or_default()
-            .push((key, value));
+        let staged = self.pending_txn.entry(producer_id).or_default();
+        match staged.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => staged.push((key, value)),
+        }
     }
 
     /// The transaction of `producer_id` ended (its marker is in the log): a commit applies
@@ -902,5 +904,38 @@ mod tests {
             decode_record(Some(&k), Some(&huge)),
             OffsetsRecord::Unreadable(_)
         ));
+    }
+
+    #[test]
+    fn transactional_commits_apply_on_commit_only_and_stage_once_per_partition() {
+        let key = |p: i32| OffsetKey {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: p,
+        };
+        let at = |offset: i64| Committed {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: 0,
+            expire_timestamp_ms: None,
+        };
+        let mut t = OffsetTable::default();
+        t.apply(key(0), Some(at(1)));
+        t.stage_txn(7, key(0), Some(at(5)));
+        t.stage_txn(7, key(0), Some(at(6)));
+        t.stage_txn(8, key(1), Some(at(9)));
+        assert_eq!(
+            t.pending_txn[&7].len(),
+            1,
+            "one staged offset per partition"
+        );
+        assert!(t.has_pending("g", "t", 0) && t.has_pending("g", "t", 1));
+        assert_eq!(t.get("g", "t", 0).map(|c| c.offset), Some(1));
+        t.end_txn(8, false);
+        assert_eq!(t.get("g", "t", 1), None, "aborted: never visible");
+        t.end_txn(7, true);
+        assert_eq!(t.get("g", "t", 0).map(|c| c.offset), Some(6));
+        assert!(!t.has_pending("g", "t", 0));
     }
 }

@@ -10,7 +10,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::protocol::record_batch::testing::BatchBuilder;
-use crate::protocol::record_batch::{validate, BatchHeader};
+use crate::protocol::record_batch::{validate, validate_stored, BatchHeader};
 
 const NOW: i64 = 1_700_000_000_000;
 
@@ -1481,5 +1481,98 @@ fn transactions_set_the_last_stable_offset_and_index_aborts_across_rolls_and_reo
         assert_eq!(summary(&log), with_p2);
         assert_eq!(log.open_transactions(), 0);
         assert_eq!(log.last_stable_offset(), log.high_watermark());
+    });
+}
+
+#[test]
+fn compaction_drops_aborted_data_keeps_committed_and_stops_at_open_transactions() {
+    use crate::protocol::records::{encode_batch_of, KeyValue};
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("ct-0");
+        let cache = Rc::new(BatchCache::new(0));
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
+        let append = |(b, h): (Bytes, BatchHeader)| log.append(&b, &h, 0, NOW).unwrap();
+        let in_txn = |pid: i64, records: &[(&str, &str)]| {
+            let kvs: Vec<KeyValue> = records
+                .iter()
+                .map(|(k, v)| KeyValue {
+                    key: Some(k.as_bytes().to_vec()),
+                    value: Some(v.as_bytes().to_vec()),
+                })
+                .collect();
+            let b = Bytes::from(encode_batch_of(&kvs, NOW, Some((pid, 0))));
+            let h = validate(&b).unwrap();
+            (b, h)
+        };
+        let filler = |log: &PartitionLog, round: usize| {
+            for i in 0..20 {
+                let v = format!("fill-{round}-{i}-{}", "x".repeat(300));
+                let (b, h) = keyed(&[(&format!("f{}", i % 4), Some(&v))], NOW);
+                log.append(&b, &h, 0, NOW).unwrap();
+            }
+        };
+        append(keyed(&[("k2", Some("plain"))], NOW));
+        append(in_txn(5, &[("k1", "committed")]));
+        append(marker(5, 0, true, 0));
+        // An aborted transaction writes newer values of both keys: they must not win.
+        append(in_txn(5, &[("k1", "aborted"), ("k2", "aborted")]));
+        append(marker(5, 0, false, 0));
+        filler(&log, 0);
+        // A transaction left open: nothing from its first offset on may be compacted.
+        let open = append(in_txn(6, &[("k3", "open")]));
+        filler(&log, 1);
+        filler(&log, 2);
+        log.flush().await.unwrap();
+        assert!(log.segment_count() > 3);
+        assert_eq!(log.last_stable_offset(), open.base_offset);
+        log.compact(&compact_now(), NOW + 1).await.unwrap();
+
+        let mut values: Vec<(i64, String, String)> = Vec::new();
+        for b in read_all(&log, 0, 1 << 20).await {
+            let h = validate_stored(&b).unwrap();
+            if h.is_control() {
+                continue;
+            }
+            crate::protocol::records::for_each_record(&b, |r| {
+                values.push((
+                    r.offset,
+                    String::from_utf8_lossy(r.key.unwrap_or_default()).into_owned(),
+                    String::from_utf8_lossy(r.value.unwrap_or_default()).into_owned(),
+                ))
+            })
+            .unwrap();
+        }
+        let of = |key: &str| -> Vec<String> {
+            values
+                .iter()
+                .filter(|(_, k, _)| k == key)
+                .map(|(_, _, v)| v.clone())
+                .collect()
+        };
+        assert_eq!(of("k1"), vec!["committed"]);
+        assert_eq!(of("k2"), vec!["plain"]);
+        assert_eq!(of("k3"), vec!["open"]);
+        // Below the open transaction superseded filler values went (all but those in the
+        // segment holding the transaction's start, which stays whole); from it on, both later
+        // rounds are still there.
+        let below = values
+            .iter()
+            .filter(|(o, k, _)| *o < open.base_offset && k.starts_with('f'))
+            .count();
+        assert!(
+            below < 20,
+            "nothing compacted below the LSO: {below} filler values"
+        );
+        let above = values
+            .iter()
+            .filter(|(o, k, _)| *o > open.base_offset && k.starts_with('f'))
+            .count();
+        assert_eq!(
+            above, 40,
+            "nothing at or after the open transaction is compacted"
+        );
     });
 }
