@@ -5,4 +5,5 @@
 pub mod connection;
 pub mod framing;
 pub mod handlers;
+pub mod lifecycle;
 pub mod listener;

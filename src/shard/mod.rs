@@ -30,6 +30,7 @@ use crate::metadata::controller::Controller;
 use crate::metadata::MetadataImage;
 use crate::protocol::error::ErrorCode;
 use crate::protocol::record_batch::BatchHeader;
+use crate::server::lifecycle::Lifecycle;
 use crate::storage::pacing::IoPacer;
 use crate::storage::{BatchCache, LogConfig, PartitionLog, StorageError};
 use crate::topic_config::TopicConfig;
@@ -75,6 +76,8 @@ pub struct Shard {
     /// The transaction coordinator of the transactional ids whose `__transaction_state`
     /// partitions this shard owns.
     pub txn: RefCell<crate::coordinator::transactions::TxnRuntime>,
+    /// Ready / stopping, for systemd and the health endpoints (one per process).
+    pub lifecycle: Arc<Lifecycle>,
 }
 
 /// What an append on the owning shard produced, before durability.
@@ -479,6 +482,7 @@ pub fn run_broker(config: BrokerConfig) -> Result<(), BootError> {
         .map_err(|e| BootError::DataDir(config.data_dir.display().to_string(), e))?;
     ensure_address_free(config.listen)?;
     let config = Arc::new(config);
+    let lifecycle = Arc::new(Lifecycle::from_env());
     let nr = config.cores.cpus.len();
     let mesh = MeshBuilder::<Job, _>::full(nr, config.mailbox_capacity);
     let mut stop_senders = Vec::new();
@@ -488,13 +492,16 @@ pub fn run_broker(config: BrokerConfig) -> Result<(), BootError> {
         stop_senders.push(stop_tx);
         let config = config.clone();
         let mesh = mesh.clone();
+        let lifecycle = lifecycle.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{id}"))
-            .spawn(move || async move { shard_main(id, cpu, config, mesh, stop_rx).await })
+            .spawn(
+                move || async move { shard_main(id, cpu, config, lifecycle, mesh, stop_rx).await },
+            )
             .map_err(|e| BootError::Executor(id, e.to_string()))?;
         handles.push(handle);
     }
-    install_signal_thread(stop_senders)?;
+    install_signal_thread(stop_senders, lifecycle)?;
     let mut result = Ok(());
     for (id, h) in handles.into_iter().enumerate() {
         match h.join() {
@@ -548,11 +555,41 @@ fn ensure_address_free(addr: std::net::SocketAddr) -> Result<(), BootError> {
     }
 }
 
+/// Sends systemd's keep-alive every `every` while every shard still answers its mailbox: a
+/// shard whose executor hangs stops the pings and systemd restarts the broker.
+fn spawn_watchdog(shard: &Rc<Shard>, every: Duration) {
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        loop {
+            let mut alive = true;
+            for target in 0..shard.nr_shards {
+                let answered = shard
+                    .mailbox
+                    .call(&shard, target, |_| async {})
+                    .await
+                    .is_ok();
+                alive &= answered;
+            }
+            if shard.stopping.get() {
+                return;
+            }
+            if alive {
+                shard.lifecycle.watchdog_ping();
+            } else {
+                log::error!("watchdog: a shard did not answer; no keep-alive sent to systemd");
+            }
+            glommio::timer::sleep(every).await;
+        }
+    })
+    .detach();
+}
+
 /// How long start-up waits for a listen address still held by a dying process.
 const ADDRESS_RELEASE_GRACE: Duration = Duration::from_secs(10);
 
 fn install_signal_thread(
     mut stop: Vec<futures::channel::oneshot::Sender<()>>,
+    lifecycle: Arc<Lifecycle>,
 ) -> Result<(), BootError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
@@ -562,6 +599,7 @@ fn install_signal_thread(
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
                 log::info!("received signal {sig}, shutting down");
+                lifecycle.mark_stopping();
                 for tx in stop.drain(..) {
                     let _ = tx.send(());
                 }
@@ -593,6 +631,7 @@ async fn shard_main(
     id: usize,
     cpu: usize,
     config: Arc<BrokerConfig>,
+    lifecycle: Arc<Lifecycle>,
     mesh: glommio::channels::channel_mesh::FullMesh<Job>,
     stop_rx: futures::channel::oneshot::Receiver<()>,
 ) -> Result<(), BootError> {
@@ -627,6 +666,7 @@ async fn shard_main(
         offsets: RefCell::new(Default::default()),
         groups: RefCell::new(Default::default()),
         consumer_groups: RefCell::new(Default::default()),
+        lifecycle,
         txn: RefCell::new(crate::coordinator::transactions::TxnRuntime::new(
             crate::txn::TxnConfig {
                 max_timeout_ms: config.transaction_max_timeout_ms,
@@ -689,6 +729,13 @@ async fn shard_main(
             config.listen,
             config.data_dir.display()
         );
+        shard.lifecycle.mark_ready(&format!(
+            "serving on {} with {nr_shards} shard(s)",
+            config.listen
+        ));
+        if let Some(every) = shard.lifecycle.watchdog_interval() {
+            spawn_watchdog(&shard, every);
+        }
     }
 
     // Wait for SIGTERM/SIGINT (or the signal thread going away).
