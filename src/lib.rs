@@ -23,6 +23,7 @@ pub mod consumer_group;
 pub mod coordinator;
 pub mod group;
 pub mod io;
+pub mod logging;
 pub mod metadata;
 pub mod protocol;
 pub mod server;

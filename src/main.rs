@@ -2,7 +2,6 @@
 //! `group`, `config` and `cluster` are Kafka client commands (see `odradek::cli`) that work
 //! against any Kafka-compatible broker; `completions` prints shell completions.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -66,19 +65,7 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format(|buf, record| {
-            let thread = std::thread::current();
-            writeln!(
-                buf,
-                "{} {:5} [{}] {}",
-                buf.timestamp_millis(),
-                record.level(),
-                thread.name().unwrap_or("main"),
-                record.args()
-            )
-        })
-        .init();
+    odradek::logging::init();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),

@@ -336,7 +336,8 @@ async fn write_markers(
             Ok(ErrorCode::INVALID_PRODUCER_EPOCH)
             | Ok(ErrorCode::TRANSACTION_COORDINATOR_FENCED) => {}
             Ok(code) => {
-                log::warn!(
+                crate::log_limited!(
+                    log::Level::Warn,
                     "shard {}: transaction {transactional_id}: marker write failed: {code:?}; \
                      retrying",
                     shard.id
@@ -490,7 +491,8 @@ pub async fn write_marker(
             if e.is_storage_failure() {
                 p.log_error("transaction marker append", &e);
             } else {
-                log::warn!(
+                crate::log_limited!(
+                    log::Level::Warn,
                     "shard {}: transaction marker for producer {producer_id} refused by \
                      {topic}-{partition}: {e}",
                     shard.id
