@@ -20,7 +20,6 @@ use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures::channel::oneshot;
 
 use crate::consumer_group::ConsumerGroupState;
@@ -30,12 +29,11 @@ use crate::group::{
     MemberIdSource, PersistId, RequestId, SyncRequest, SyncResponse,
 };
 use crate::protocol::error::ErrorCode;
-use crate::protocol::records::encode_batch;
 use crate::shard::{now_ms, Shard};
 
 use super::offsets::{encode_commit, encode_group, encode_group_tombstone, Expiry, OffsetKey};
 use super::timer::{note_empty_since, GroupTimer};
-use super::{append_batch, coordinating_partition, fail_accepted, wait_durable, write_records};
+use super::{coordinating_partition, fail_accepted, persist_record, write_records};
 
 /// Milliseconds on a monotonic clock shared by every shard of this process.
 pub fn clock_ms() -> u64 {
@@ -530,17 +528,9 @@ fn take_waiter(shard: &Shard, group: &str, request_id: RequestId) -> Option<Wait
 /// Appends the snapshot now (keeping the machine's order) and reports it once durable.
 fn persist(shard: &Rc<Shard>, group: &str, persist_id: PersistId, snapshot: &GroupSnapshot) {
     let record = encode_group(snapshot, now_ms());
-    let appended = coordinating_partition(shard, group).and_then(|p| {
-        let batch = Bytes::from(encode_batch(std::slice::from_ref(&record), now_ms()));
-        append_batch(shard, &p, batch).map(|pending| (p, pending))
-    });
-    let shard = shard.clone();
     let group = group.to_string();
-    glommio::spawn_local(async move {
-        let result = match appended {
-            Ok((p, pending)) => wait_durable(&shard, &p, pending).await,
-            Err(code) => Err(code),
-        };
+    let p = coordinating_partition(shard, &group);
+    persist_record(shard, p, Ok(record), move |shard, result| {
         if let Err(code) = result {
             log::warn!(
                 "shard {}: group {group}: metadata write failed: {code:?}",
@@ -556,9 +546,8 @@ fn persist(shard: &Rc<Shard>, group: &str, persist_id: PersistId, snapshot: &Gro
                 .machine
                 .persisted(clock_ms(), persist_id, result.map_err(coordinator_error))
         };
-        run(&shard, &group, effects);
-    })
-    .detach();
+        run(shard, &group, effects);
+    });
 }
 
 /// Arms the group's timer for its next deadline unless an earlier one is already armed; notes

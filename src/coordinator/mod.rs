@@ -232,6 +232,34 @@ fn append_batch(
     })
 }
 
+/// Appends one broker-built record to `p` right now (so records keep the caller's order) and
+/// calls `done` once it is durable, or with the error that stopped it. How the group and
+/// transaction coordinators persist their state machines' records.
+fn persist_record(
+    shard: &Rc<Shard>,
+    p: Result<Rc<Partition>, ErrorCode>,
+    record: Result<crate::protocol::records::KeyValue, ErrorCode>,
+    done: impl FnOnce(&Rc<Shard>, Result<(), ErrorCode>) + 'static,
+) {
+    let appended = p.and_then(|p| {
+        let batch = Bytes::from(encode_batch_of(
+            std::slice::from_ref(&record?),
+            now_ms(),
+            None,
+        ));
+        append_batch(shard, &p, batch).map(|pending| (p, pending))
+    });
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        let result = match appended {
+            Ok((p, pending)) => wait_durable(&shard, &p, pending).await,
+            Err(code) => Err(code),
+        };
+        done(&shard, result);
+    })
+    .detach();
+}
+
 /// Waits for the group commit that makes an appended batch durable.
 async fn wait_durable(
     shard: &Shard,

@@ -25,7 +25,7 @@ use glommio::Task;
 
 use crate::protocol::error::ErrorCode;
 use crate::protocol::record_batch::validate;
-use crate::protocol::records::{encode_batch, for_each_record, EndTxnMarker, KeyValue};
+use crate::protocol::records::{for_each_record, EndTxnMarker, KeyValue};
 use crate::server::handlers::produce::storage_error_code;
 use crate::shard::partition::Partition;
 use crate::shard::{now_ms, Shard};
@@ -35,7 +35,7 @@ use crate::txn::{
 };
 
 use super::offsets::OFFSETS_TOPIC;
-use super::{append_batch, wait_durable};
+use super::persist_record;
 
 /// The internal topic holding transaction metadata.
 pub const TRANSACTION_TOPIC: &str = "__transaction_state";
@@ -226,42 +226,32 @@ fn persist(
     transactional_id: &str,
     metadata: Option<&TxnMetadata>,
 ) {
-    let appended = coordinating_partition(shard, transactional_id)
-        .map_err(|e| ErrorCode(e.code()))
-        .and_then(|p| {
-            let (key, value) =
-                log_format::encode_record(transactional_id, metadata).map_err(|e| {
-                    log::error!("shard {}: transaction {transactional_id}: {e}", shard.id);
-                    ErrorCode::UNKNOWN_SERVER_ERROR
-                })?;
-            let record = KeyValue {
-                key: Some(key),
-                value,
-            };
-            let batch = Bytes::from(encode_batch(std::slice::from_ref(&record), now_ms()));
-            append_batch(shard, &p, batch).map(|pending| (p, pending))
+    let p = coordinating_partition(shard, transactional_id).map_err(|e| ErrorCode(e.code()));
+    let record = log_format::encode_record(transactional_id, metadata)
+        .map(|(key, value)| KeyValue {
+            key: Some(key),
+            value,
+        })
+        .map_err(|e| {
+            log::error!("shard {}: transaction {transactional_id}: {e}", shard.id);
+            ErrorCode::UNKNOWN_SERVER_ERROR
         });
-    let shard = shard.clone();
     let id = transactional_id.to_string();
-    glommio::spawn_local(async move {
-        let result = match appended {
-            Ok((p, pending)) => wait_durable(&shard, &p, pending).await,
-            Err(code) => Err(code),
-        };
+    persist_record(shard, p, record, move |shard, result| {
         if let Err(code) = result {
             log::warn!(
                 "shard {}: transaction {id}: state write failed: {code:?}",
                 shard.id
             );
         }
-        let effects = shard.txn.borrow_mut().machine.persisted(
-            clock(),
-            persist_id,
-            result.map(|_| ()).map_err(|_| ()),
-        );
-        run(&shard, effects);
-    })
-    .detach();
+        let effects =
+            shard
+                .txn
+                .borrow_mut()
+                .machine
+                .persisted(clock(), persist_id, result.map_err(|_| ()));
+        run(shard, effects);
+    });
 }
 
 /// A fresh producer id from the controller (shard 0).
