@@ -1940,3 +1940,115 @@ fn transactional_requests_with_bad_input_get_kafka_error_codes() {
     assert_serving(&mut broker);
     broker.stop();
 }
+
+// ---------------------------------------------------------------------------------------------
+// 9. Admin view: DescribeTransactions and ListTransactions
+// ---------------------------------------------------------------------------------------------
+
+/// What `kafka-transactions.sh describe/list` ask: an open transaction is Ongoing with its
+/// partitions, producer id and epoch; after the commit it is CompleteCommit with none; state
+/// filters select, an unknown filter is echoed back; an unknown id is TRANSACTIONAL_ID_NOT_FOUND.
+#[test]
+fn describe_and_list_transactions_show_the_coordinators_view() {
+    use odradek::protocol::messages::{
+        DescribeTransactionsRequest, DescribeTransactionsResponse, ListTransactionsRequest,
+        ListTransactionsResponse,
+    };
+    const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
+    let broker = txn_broker();
+    let topic = "txn-admin";
+    create_topic(broker.addr(), topic, 2);
+    let p = txn_producer(&broker, "admin-view", &[]);
+    init_txn(&broker, &p, "producer");
+    must(&broker, "begin_transaction", p.begin_transaction());
+    deliver(
+        &broker,
+        &p,
+        topic,
+        &recs_per_partition("v", 2, 3),
+        "transactional produce",
+    );
+
+    let mut conn = Conn::open(broker.addr());
+    let describe = |conn: &mut Conn, ids: &[&str]| -> DescribeTransactionsResponse {
+        let req = DescribeTransactionsRequest {
+            transactional_ids: ids.iter().map(|s| s.to_string()).collect(),
+        };
+        let cid = conn.send(&req, 0);
+        conn.recv(0, cid)
+    };
+    let list = |conn: &mut Conn, states: &[&str]| -> ListTransactionsResponse {
+        let req = ListTransactionsRequest {
+            state_filters: states.iter().map(|s| s.to_string()).collect(),
+            duration_filter: -1,
+            ..Default::default()
+        };
+        let cid = conn.send(&req, 1);
+        conn.recv(1, cid)
+    };
+
+    let d = describe(&mut conn, &["admin-view", "never-seen"]);
+    let [open, unknown] = &d.transaction_states[..] else {
+        broker.fail(&format!("two answers expected: {d:?}"));
+    };
+    let partitions: Vec<(String, Vec<i32>)> = open
+        .topics
+        .iter()
+        .map(|t| {
+            let mut ps = t.partitions.clone();
+            ps.sort();
+            (t.topic.clone(), ps)
+        })
+        .collect();
+    if open.error_code != NONE
+        || open.transaction_state != "Ongoing"
+        || partitions != vec![(topic.to_string(), vec![0, 1])]
+        || open.producer_id < 0
+        || open.transaction_start_time_ms <= 0
+    {
+        broker.fail(&format!(
+            "an open transaction over {topic}[0,1] should describe as Ongoing: {open:?}"
+        ));
+    }
+    if unknown.error_code != TRANSACTIONAL_ID_NOT_FOUND {
+        broker.fail(&format!("unknown id: {unknown:?}"));
+    }
+    let ongoing = list(&mut conn, &["Ongoing", "Sleeping"]);
+    let ids: Vec<&str> = ongoing
+        .transaction_states
+        .iter()
+        .map(|t| t.transactional_id.as_str())
+        .collect();
+    if ids != ["admin-view"] || ongoing.unknown_state_filters != ["Sleeping"] {
+        broker.fail(&format!("ListTransactions Ongoing: {ongoing:?}"));
+    }
+
+    must(
+        &broker,
+        "commit_transaction",
+        p.commit_transaction(API_TIMEOUT),
+    );
+    // The markers are written after EndTxn is answered: the state settles within moments.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let done = loop {
+        let d = describe(&mut conn, &["admin-view"]);
+        let s = d.transaction_states[0].clone();
+        if s.transaction_state == "CompleteCommit" || Instant::now() >= deadline {
+            break s;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    if done.transaction_state != "CompleteCommit" || !done.topics.is_empty() {
+        broker.fail(&format!("after the commit: {done:?}"));
+    }
+    if !list(&mut conn, &["Ongoing"]).transaction_states.is_empty() {
+        broker.fail("nothing is Ongoing after the commit");
+    }
+    let all = list(&mut conn, &[]);
+    if all.transaction_states.len() != 1
+        || all.transaction_states[0].producer_id != done.producer_id
+    {
+        broker.fail(&format!("ListTransactions without filters: {all:?}"));
+    }
+    drop(p);
+}
