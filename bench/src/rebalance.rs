@@ -896,6 +896,7 @@ async fn core_main(
             max_request_bytes: 1 << 20,
             ready_batches_max: 256,
             idempotent: false,
+            transaction: None,
             rate: Some(spec.rate),
             records: None,
             end_us: Some((spec.duration * 1e6) as u64),

@@ -77,6 +77,24 @@ pub fn summary_text(o: &RunOutcome) -> String {
             "  produce latency: {}\n",
             lat_line(&m.produce_latency_us)
         ));
+        if o.plan.spec.transactional_records > 0 {
+            s.push_str(&format!(
+                "  transactions of {} records: committed {} ({:.1}/s), aborted {}, retried coordinator answers {}\n",
+                o.plan.spec.transactional_records,
+                fmt_int(o.txn.committed),
+                rates(m.txn_committed, 0, o.measured_s).0,
+                o.txn.aborted,
+                fmt_int(o.txn.retried_answers)
+            ));
+            s.push_str(&format!(
+                "  commit (EndTxn) latency: {}\n",
+                lat_line(&m.commit_latency_us)
+            ));
+            s.push_str(&format!(
+                "  AddPartitionsToTxn latency (retries included): {}\n",
+                lat_line(&m.add_partitions_latency_us)
+            ));
+        }
     }
     if o.plan.consume {
         let (r, mb) = rates(m.consumed_records, m.consumed_bytes, o.measured_s);
@@ -89,6 +107,17 @@ pub fn summary_text(o: &RunOutcome) -> String {
             o.consumer.reordered,
             o.consumer.foreign
         ));
+        let c = &o.consumer;
+        if c.transactional_records + c.commit_markers + c.abort_markers > 0 {
+            s.push_str(&format!(
+                "  transactional records {}, commit markers {}, abort markers {}, aborted records skipped {}{}\n",
+                fmt_int(c.transactional_records),
+                fmt_int(c.commit_markers),
+                fmt_int(c.abort_markers),
+                fmt_int(c.aborted_records),
+                if o.plan.spec.read_committed { " (read_committed)" } else { "" }
+            ));
+        }
         if o.plan.e2e {
             s.push_str(&format!(
                 "  end-to-end latency: {}\n",
@@ -205,6 +234,17 @@ pub fn to_json(name: &str, o: &RunOutcome, ceiling: Option<&Value>) -> Value {
             "mb_per_s": (mb * 10.0).round() / 10.0,
             "latency_us": percentiles(&m.produce_latency_us),
         });
+        if o.plan.spec.transactional_records > 0 {
+            v["produce"]["transactions"] = json!({
+                "records_per_transaction": o.plan.spec.transactional_records,
+                "committed": o.txn.committed,
+                "aborted": o.txn.aborted,
+                "retried_answers": o.txn.retried_answers,
+                "committed_per_s": (rates(m.txn_committed, 0, o.measured_s).0 * 10.0).round() / 10.0,
+                "commit_latency_us": percentiles(&m.commit_latency_us),
+                "add_partitions_latency_us": percentiles(&m.add_partitions_latency_us),
+            });
+        }
     }
     if o.plan.consume {
         let (r, mb) = rates(m.consumed_records, m.consumed_bytes, o.measured_s);
@@ -217,6 +257,11 @@ pub fn to_json(name: &str, o: &RunOutcome, ceiling: Option<&Value>) -> Value {
             "reordered": o.consumer.reordered,
             "foreign": o.consumer.foreign,
             "errors": o.consumer.errors,
+            "read_committed": o.plan.spec.read_committed,
+            "transactional_records": o.consumer.transactional_records,
+            "commit_markers": o.consumer.commit_markers,
+            "abort_markers": o.consumer.abort_markers,
+            "aborted_records": o.consumer.aborted_records,
         });
         if o.plan.e2e {
             v["e2e_latency_us"] = percentiles(&m.e2e_latency_us);

@@ -18,7 +18,7 @@ use std::time::Duration;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::client::consumer::{run_consumer, ConsumerResult, ConsumerSpec, StopRule};
-use crate::client::producer::{PayloadPool, Producer, ProducerSpec};
+use crate::client::producer::{PayloadPool, Producer, ProducerSpec, TxnCounts, TxnSpec};
 use crate::client::{ensure_topic, list_offsets, ClientError, TopicLayout};
 use crate::stats::{reconcile, Clock, CoreProbe, Counters, Ranges, Reconciliation, Tick};
 use crate::workload::{Cores, LoadSpec, SpecError};
@@ -130,6 +130,8 @@ pub struct RunOutcome {
     /// Acknowledged batch bytes as sent (compressed): what the broker stored.
     pub acked_wire_bytes: u64,
     pub produce_errored: u64,
+    /// Transactional producers' transactions (all zero otherwise).
+    pub txn: TxnCounts,
     pub consumer: ConsumerSummary,
     pub acked_ranges: Ranges,
     pub reconciliation: Option<Reconciliation>,
@@ -144,6 +146,12 @@ pub struct ConsumerSummary {
     pub sequence_gaps: u64,
     pub foreign: u64,
     pub errors: u64,
+    /// Records read from transactional batches.
+    pub transactional_records: u64,
+    pub commit_markers: u64,
+    pub abort_markers: u64,
+    /// Records of aborted transactions skipped (read_committed).
+    pub aborted_records: u64,
 }
 
 impl RunOutcome {
@@ -166,6 +174,7 @@ struct CoreOutput {
     acked_wire_bytes: u64,
     errored: u64,
     acked_ranges: Ranges,
+    txn: TxnCounts,
     consumer: ConsumerResult,
     measured: Counters,
     first_measured_us: Option<u64>,
@@ -397,6 +406,8 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
     let mut measured = Counters {
         produce_latency_us: totals.produce_latency_us,
         e2e_latency_us: totals.e2e_latency_us,
+        commit_latency_us: totals.commit_latency_us,
+        add_partitions_latency_us: totals.add_partitions_latency_us,
         ..Counters::default()
     };
     let mut acked_ranges = Ranges::default();
@@ -404,6 +415,7 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
     let mut consumer = ConsumerSummary::default();
     let mut errors_by_kind: BTreeMap<String, u64> = BTreeMap::new();
     let (mut sent, mut acked, mut errored, mut wire) = (0, 0, 0, 0);
+    let mut txn = TxnCounts::default();
     let mut first = u64::MAX;
     let mut last = 0;
     for o in outs {
@@ -412,6 +424,7 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
         wire += o.acked_wire_bytes;
         errored += o.errored;
         acked_ranges.merge(o.acked_ranges);
+        txn.add(&o.txn);
         consumed_ranges.merge(o.consumer.consumed);
         consumer.records += o.consumer.records;
         consumer.duplicates += o.consumer.duplicates;
@@ -419,6 +432,10 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
         consumer.sequence_gaps += o.consumer.sequence_gaps;
         consumer.foreign += o.consumer.foreign;
         consumer.errors += o.consumer.errors;
+        consumer.transactional_records += o.consumer.walk.transactional_records;
+        consumer.commit_markers += o.consumer.walk.commit_markers;
+        consumer.abort_markers += o.consumer.walk.abort_markers;
+        consumer.aborted_records += o.consumer.walk.aborted_records;
         measured.add(&o.measured);
         if let Some(f) = o.first_measured_us {
             first = first.min(f);
@@ -462,6 +479,7 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
         acked,
         acked_wire_bytes: wire,
         produce_errored: errored,
+        txn,
         consumer,
         acked_ranges,
         reconciliation,
@@ -564,6 +582,10 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
                 max_request_bytes: spec.max_request_bytes,
                 ready_batches_max: (spec.buffer_bytes / spec.batch_bytes.max(1)).max(4),
                 idempotent: spec.idempotent,
+                transaction: (spec.transactional_records > 0).then_some(TxnSpec {
+                    records: spec.transactional_records,
+                    timeout_ms: spec.transaction_timeout_ms,
+                }),
                 rate: spec.rate.map(|r| r / a.total_producers as f64),
                 records,
                 end_us: a.end_us,
@@ -610,6 +632,7 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
             consumed_total: a.consumed_total.clone(),
             end_us: if a.produce { None } else { a.end_us },
             stall_timeout_us: (spec.drain_timeout_s * 1e6) as u64,
+            read_committed: spec.read_committed,
         });
         for i in 0..cpc {
             let cid = a.core * cpc + i;
@@ -639,6 +662,7 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
         acked_wire_bytes: 0,
         errored: 0,
         acked_ranges: Ranges::default(),
+        txn: TxnCounts::default(),
         consumer: ConsumerResult::default(),
         measured: Counters::default(),
         first_measured_us: None,
@@ -652,6 +676,7 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
         out.acked_wire_bytes += r.acked_wire_bytes;
         out.errored += r.errored;
         out.acked_ranges.merge(r.acked_ranges);
+        out.txn.add(&r.txn);
     }
     for t in consumer_tasks {
         let r = t.await;
@@ -662,6 +687,7 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
         out.consumer.sequence_gaps += r.sequence_gaps;
         out.consumer.foreign += r.foreign;
         out.consumer.errors += r.errors;
+        out.consumer.walk.add(&r.walk);
     }
     // The last, partial interval.
     let mut p = probe.borrow_mut();

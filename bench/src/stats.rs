@@ -68,6 +68,12 @@ pub struct Counters {
     pub errors: u64,
     pub produce_latency_us: Histogram<u64>,
     pub e2e_latency_us: Histogram<u64>,
+    /// Transactions committed (transactional producers).
+    pub txn_committed: u64,
+    /// EndTxn(commit) sent to answered, retries included.
+    pub commit_latency_us: Histogram<u64>,
+    /// AddPartitionsToTxn sent to answered, retries included (the producer waits for it).
+    pub add_partitions_latency_us: Histogram<u64>,
 }
 
 impl Default for Counters {
@@ -80,6 +86,9 @@ impl Default for Counters {
             errors: 0,
             produce_latency_us: new_histogram(),
             e2e_latency_us: new_histogram(),
+            txn_committed: 0,
+            commit_latency_us: new_histogram(),
+            add_partitions_latency_us: new_histogram(),
         }
     }
 }
@@ -93,6 +102,11 @@ impl Counters {
         self.errors += o.errors;
         let _ = self.produce_latency_us.add(&o.produce_latency_us);
         let _ = self.e2e_latency_us.add(&o.e2e_latency_us);
+        self.txn_committed += o.txn_committed;
+        let _ = self.commit_latency_us.add(&o.commit_latency_us);
+        let _ = self
+            .add_partitions_latency_us
+            .add(&o.add_partitions_latency_us);
     }
 }
 
@@ -149,6 +163,27 @@ impl CoreProbe {
         if now_us >= self.warmup_end_us {
             self.measured.produced_records += n;
             self.measured.produced_bytes += bytes * n / (intended_us.len().max(1) as u64);
+        }
+    }
+
+    /// A transaction committed at `now_us`; its EndTxn took `latency_us`.
+    pub fn committed(&mut self, now_us: u64, latency_us: u64) {
+        self.interval.txn_committed += 1;
+        self.mark(now_us);
+        if now_us >= self.warmup_end_us {
+            self.measured.txn_committed += 1;
+            // Only the interval histogram, like produce latency.
+            let _ = self.interval.commit_latency_us.record(latency_us.max(1));
+        }
+    }
+
+    /// An AddPartitionsToTxn answered at `now_us` after `latency_us`.
+    pub fn added_partitions(&mut self, now_us: u64, latency_us: u64) {
+        if now_us >= self.warmup_end_us {
+            let _ = self
+                .interval
+                .add_partitions_latency_us
+                .record(latency_us.max(1));
         }
     }
 

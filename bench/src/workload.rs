@@ -69,6 +69,17 @@ pub struct LoadSpec {
     /// Idempotent producers (InitProducerId, sequence numbers).
     #[arg(long)]
     pub idempotent: bool,
+    /// Transactional producers, committing a transaction every N records (0: off). Each
+    /// producer gets its own transactional id; implies idempotence; needs acks=all.
+    #[arg(long, default_value_t = 0)]
+    pub transactional_records: u64,
+    /// transaction.timeout.ms sent with InitProducerId.
+    #[arg(long, default_value_t = 60_000)]
+    pub transaction_timeout_ms: i32,
+    /// Consumers fetch with isolation level read_committed: records of open transactions wait
+    /// for their commit, aborted ones are skipped.
+    #[arg(long)]
+    pub read_committed: bool,
     /// Total target rate in records/s over all producers (open loop). Unset: closed loop.
     #[arg(long)]
     pub rate: Option<f64>,
@@ -115,6 +126,9 @@ impl Default for LoadSpec {
             max_request_bytes: 1 << 20,
             buffer_bytes: 32 << 20,
             idempotent: false,
+            transactional_records: 0,
+            transaction_timeout_ms: 60_000,
+            read_committed: false,
             rate: None,
             duration_s: None,
             records: None,
@@ -137,6 +151,8 @@ pub enum SpecError {
     Cores(String),
     #[error("record size {0} is below the 24-byte payload header")]
     RecordSize(usize),
+    #[error("transactional producers need acks=all, not {0:?}")]
+    TransactionalAcks(String),
     #[error("reading workload {path}: {source}")]
     Read {
         path: String,
@@ -213,6 +229,9 @@ impl LoadSpec {
         self.cores_value()?;
         if self.record_size < crate::client::batch::PAYLOAD_HEADER_LEN {
             return Err(SpecError::RecordSize(self.record_size));
+        }
+        if self.transactional_records > 0 && self.acks_value()? != -1 {
+            return Err(SpecError::TransactionalAcks(self.acks.clone()));
         }
         Ok(())
     }

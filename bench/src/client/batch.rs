@@ -16,9 +16,10 @@
 
 use bytes::Bytes;
 use odradek::protocol::record_batch::{
-    compute_crc, BatchHeader, ATTR_COMPRESSION_MASK, ATTR_CONTROL, BATCH_HEADER_LEN, CRC_AT,
-    LOG_OVERHEAD,
+    compute_crc, BatchHeader, ATTR_COMPRESSION_MASK, ATTR_CONTROL, ATTR_TRANSACTIONAL,
+    BATCH_HEADER_LEN, CRC_AT, LOG_OVERHEAD,
 };
+use odradek::protocol::records::EndTxnMarker;
 
 pub const PAYLOAD_MAGIC: [u8; 4] = *b"ODRB";
 pub const PAYLOAD_HEADER_LEN: usize = 24;
@@ -222,15 +223,24 @@ impl BatchBuilder {
         self.count += 1;
     }
 
+    /// Drops the open records (a batch that will never be sent).
+    pub fn discard(&mut self) {
+        self.records.truncate(BATCH_HEADER_LEN);
+        self.intended_us.clear();
+        self.count = 0;
+    }
+
     /// Frames the batch (baseOffset 0; the broker assigns offsets) and resets the builder.
-    /// Idempotence fields: `producer_id` -1 for none. Uncompressed batches are framed in place
-    /// (the header space is reserved up front), so sealing copies nothing.
+    /// Idempotence fields: `producer_id` -1 for none; `transactional` sets attribute bit 4 (the
+    /// batch belongs to the producer's open transaction). Uncompressed batches are framed in
+    /// place (the header space is reserved up front), so sealing copies nothing.
     pub fn seal(
         &mut self,
         compression: Compression,
         producer_id: i64,
         producer_epoch: i16,
         base_sequence: i32,
+        transactional: bool,
     ) -> Result<Bytes, BatchError> {
         let mut out = if compression == Compression::None {
             let cap = self.records.capacity();
@@ -252,7 +262,8 @@ impl BatchBuilder {
         h[12..16].copy_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
         h[16] = 2; // magic
                    // 17..21: crc, below
-        h[21..23].copy_from_slice(&compression.id().to_be_bytes());
+        let attributes = compression.id() | if transactional { ATTR_TRANSACTIONAL } else { 0 };
+        h[21..23].copy_from_slice(&attributes.to_be_bytes());
         h[23..27].copy_from_slice(&(self.count - 1).to_be_bytes()); // last offset delta
         h[27..35].copy_from_slice(&self.base_timestamp_ms.to_be_bytes());
         h[35..43].copy_from_slice(&self.max_timestamp_ms.to_be_bytes());
@@ -360,11 +371,78 @@ pub struct RecordView<'a> {
     pub value: Option<&'a [u8]>,
 }
 
+/// Read-committed filtering of one partition's fetched records, as Kafka's consumer does it:
+/// the aborted transactions a Fetch response lists (producer id, first offset) become active
+/// once the walk reaches a batch ending at or after their first offset; a transactional batch
+/// of an active producer id is skipped, and that producer's ABORT marker ends it.
+#[derive(Debug, Default)]
+pub struct AbortedTxns {
+    /// Not reached yet: (first offset, producer id), the lowest first offset last.
+    upcoming: Vec<(i64, i64)>,
+    /// Producer ids whose aborted transaction the walk is inside.
+    active: Vec<i64>,
+}
+
+impl AbortedTxns {
+    /// From a Fetch response's `(producer id, first offset)` list.
+    pub fn new(list: impl IntoIterator<Item = (i64, i64)>) -> AbortedTxns {
+        let mut upcoming: Vec<(i64, i64)> = list.into_iter().map(|(p, f)| (f, p)).collect();
+        upcoming.sort_unstable_by(|a, b| b.cmp(a));
+        AbortedTxns {
+            upcoming,
+            active: Vec::new(),
+        }
+    }
+
+    fn reach(&mut self, last_offset: i64) {
+        while let Some(&(first, pid)) = self.upcoming.last() {
+            if first > last_offset {
+                break;
+            }
+            self.upcoming.pop();
+            if !self.active.contains(&pid) {
+                self.active.push(pid);
+            }
+        }
+    }
+}
+
+/// What a walk saw besides data records.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WalkCounts {
+    /// Data records of transactional batches that were passed on.
+    pub transactional_records: u64,
+    pub commit_markers: u64,
+    pub abort_markers: u64,
+    /// Records of aborted transactions skipped (read_committed only).
+    pub aborted_records: u64,
+}
+
+impl WalkCounts {
+    pub fn add(&mut self, o: &WalkCounts) {
+        self.transactional_records += o.transactional_records;
+        self.commit_markers += o.commit_markers;
+        self.abort_markers += o.abort_markers;
+        self.aborted_records += o.aborted_records;
+    }
+}
+
 /// Walks the batches of a fetched record set, calling `f` for every data record (control batches
 /// skipped). A trailing partial batch (allowed in Fetch responses) is ignored. CRCs are checked.
 /// Returns the offset after the last complete batch (the next fetch offset), if any.
 pub fn for_each_record(
     records: &[u8],
+    f: impl FnMut(RecordView<'_>),
+) -> Result<Option<i64>, BatchError> {
+    walk_records(records, None, &mut WalkCounts::default(), f)
+}
+
+/// [`for_each_record`] that also counts transactional records and end-transaction markers and,
+/// given the partition's aborted transactions (read_committed), skips their records.
+pub fn walk_records(
+    records: &[u8],
+    mut aborted: Option<&mut AbortedTxns>,
+    counts: &mut WalkCounts,
     mut f: impl FnMut(RecordView<'_>),
 ) -> Result<Option<i64>, BatchError> {
     let mut pos = 0;
@@ -392,8 +470,35 @@ pub fn for_each_record(
             });
         }
         next = Some(hdr.last_offset() + 1);
+        if let Some(a) = aborted.as_deref_mut() {
+            if hdr.producer_id >= 0 {
+                a.reach(hdr.last_offset());
+            }
+        }
         if hdr.attributes & ATTR_CONTROL != 0 {
+            match EndTxnMarker::of_batch(batch) {
+                Some(m) if m.commit => counts.commit_markers += 1,
+                Some(_) => {
+                    counts.abort_markers += 1;
+                    if let Some(a) = aborted.as_deref_mut() {
+                        a.active.retain(|&p| p != hdr.producer_id);
+                    }
+                }
+                None => {}
+            }
             continue;
+        }
+        let transactional = hdr.attributes & ATTR_TRANSACTIONAL != 0;
+        if transactional {
+            let n = hdr.records_count.max(0) as u64;
+            if aborted
+                .as_deref()
+                .is_some_and(|a| a.active.contains(&hdr.producer_id))
+            {
+                counts.aborted_records += n;
+                continue;
+            }
+            counts.transactional_records += n;
         }
         let codec = hdr.attributes & ATTR_COMPRESSION_MASK;
         let body = &batch[BATCH_HEADER_LEN..];
@@ -467,7 +572,7 @@ mod tests {
                     }),
                 );
             }
-            let sealed = b.seal(c, 5, 0, 0).unwrap();
+            let sealed = b.seal(c, 5, 0, 0, false).unwrap();
             assert!(b.is_empty() && b.bytes() == 0);
             let hdr = validate(&sealed).unwrap();
             assert_eq!(hdr.records_count, 10);
@@ -481,6 +586,71 @@ mod tests {
             assert_eq!(next, Some(10));
             assert_eq!(seen, (0..10).map(|i| (i as i64, i)).collect::<Vec<_>>());
         }
+    }
+
+    /// A transactional batch of `n` records of producer `pid` at `base`.
+    fn txn_batch(pid: i64, base: i64, n: u64) -> Vec<u8> {
+        let mut b = BatchBuilder::new(1024);
+        for _ in 0..n {
+            b.append(0, None, &[0x61; 30], None);
+        }
+        let mut v = b.seal(Compression::None, pid, 0, 0, true).unwrap().to_vec();
+        v[..8].copy_from_slice(&base.to_be_bytes()); // outside the CRC
+        v
+    }
+
+    fn marker(pid: i64, at: i64, commit: bool) -> Vec<u8> {
+        let mut v = EndTxnMarker {
+            commit,
+            coordinator_epoch: 0,
+        }
+        .encode_batch(pid, 0, 0);
+        v[..8].copy_from_slice(&at.to_be_bytes());
+        v
+    }
+
+    #[test]
+    fn read_committed_skips_aborted_transactions() {
+        // Producer 5 aborts [0, 3) (marker at 5), producer 6 commits [3, 5) (marker at 6),
+        // then producer 5's next transaction [7, 8) is open.
+        let mut set = Vec::new();
+        for part in [
+            txn_batch(5, 0, 3),
+            txn_batch(6, 3, 2),
+            marker(5, 5, false),
+            marker(6, 6, true),
+            txn_batch(5, 7, 1),
+        ] {
+            set.extend_from_slice(&part);
+        }
+        assert_eq!(
+            validate(&txn_batch(5, 0, 3)).unwrap().attributes & 0x10,
+            0x10
+        );
+
+        let mut seen = Vec::new();
+        let mut counts = WalkCounts::default();
+        let mut aborted = AbortedTxns::new([(5, 0)]);
+        let next = walk_records(&set, Some(&mut aborted), &mut counts, |r| {
+            seen.push(r.offset)
+        });
+        assert_eq!(next.unwrap(), Some(8));
+        assert_eq!(seen, vec![3, 4, 7]);
+        let want = WalkCounts {
+            transactional_records: 3,
+            commit_markers: 1,
+            abort_markers: 1,
+            aborted_records: 3,
+        };
+        assert_eq!(counts, want);
+
+        // read_uncommitted sees every data record.
+        let mut seen = Vec::new();
+        let mut counts = WalkCounts::default();
+        walk_records(&set, None, &mut counts, |r| seen.push(r.offset)).unwrap();
+        assert_eq!(seen, vec![0, 1, 2, 3, 4, 7]);
+        assert_eq!(counts.transactional_records, 6);
+        assert_eq!(counts.aborted_records, 0);
     }
 
     #[test]
@@ -509,7 +679,7 @@ mod tests {
     fn partial_trailing_batch_is_ignored() {
         let mut b = BatchBuilder::new(1024);
         b.append(0, None, &[0; 30], None);
-        let one = b.seal(Compression::None, -1, -1, -1).unwrap();
+        let one = b.seal(Compression::None, -1, -1, -1, false).unwrap();
         let mut two = one.to_vec();
         two.extend_from_slice(&one[..20]);
         let mut n = 0;

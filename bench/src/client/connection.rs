@@ -56,6 +56,10 @@ const WANTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Metadata, 1, 12),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::InitProducerId, 0, 5),
+    // A transactional producer: AddPartitionsToTxn in its client form (v4+ is broker-to-broker);
+    // EndTxn up to v4 (v5 bumps the epoch at every transaction end, KIP-890).
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 4),
     (ApiKey::DeleteTopics, 1, 6),
     // Classic group member (`group`): the versions of a Kafka 2.3-era Java consumer, JoinGroup
     // v5 being the first with the member-id round trip and group.instance.id.

@@ -6,6 +6,10 @@
 //! Stops at fixed end offsets (catch-up), or, following live producers, once every producer of
 //! the run has finished and the partitions are drained to their high watermark (bounded by a
 //! drain timeout), or at the run's record/time bound.
+//!
+//! read_committed: fetches with isolation level 1 (the broker returns data up to the last stable
+//! offset and the aborted transactions in range), and skips aborted transactions' records
+//! ([`AbortedTxns`]). Either way it counts transactional records and end-transaction markers.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -16,7 +20,7 @@ use std::time::Duration;
 
 use odradek::protocol::{ErrorCode, FetchPartition, FetchRequest, FetchTopic, ResponseBody};
 
-use super::batch::{for_each_record, read_payload_header};
+use super::batch::{read_payload_header, walk_records, AbortedTxns, WalkCounts};
 use super::connection::Connection;
 use crate::stats::{Clock, CoreProbe, Ranges};
 
@@ -46,6 +50,8 @@ pub struct ConsumerSpec {
     pub end_us: Option<u64>,
     /// Catch-up: give up after this long without a record.
     pub stall_timeout_us: u64,
+    /// Fetch with isolation level read_committed.
+    pub read_committed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -62,6 +68,8 @@ pub struct ConsumerResult {
     /// Records without a bench payload header.
     pub foreign: u64,
     pub errors: u64,
+    /// Transactional records and markers seen; aborted records skipped.
+    pub walk: WalkCounts,
 }
 
 /// Sequence check for one (producer, partition): the next sequence expected and the gaps seen
@@ -178,7 +186,7 @@ pub async fn run_consumer(
             max_wait_ms: spec.max_wait_ms,
             min_bytes: 1,
             max_bytes: spec.fetch_max_bytes,
-            isolation_level: 0,
+            isolation_level: i8::from(spec.read_committed),
             session_id: 0,
             session_epoch: -1,
             topics: vec![FetchTopic {
@@ -245,8 +253,16 @@ pub async fn run_consumer(
                 let Some(from) = next.get(&p).copied() else {
                     continue;
                 };
+                let mut aborted = spec.read_committed.then(|| {
+                    AbortedTxns::new(
+                        pd.aborted_transactions
+                            .iter()
+                            .flatten()
+                            .map(|a| (a.producer_id, a.first_offset)),
+                    )
+                });
                 let mut probe_b = probe.borrow_mut();
-                let walked = for_each_record(records, |r| {
+                let walked = walk_records(records, aborted.as_mut(), &mut res.walk, |r| {
                     if r.offset < from {
                         return; // a batch may start before the fetch offset
                     }

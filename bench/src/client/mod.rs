@@ -1,7 +1,7 @@
 //! The bench's own Kafka client: connections ([`connection`]), RecordBatch building and reading
-//! ([`batch`]), producer tasks ([`producer`]), consumer tasks ([`consumer`]), a classic consumer
-//! group member ([`group`]), and the few admin calls a run needs (metadata with partition
-//! leaders, topic creation, list offsets).
+//! ([`batch`]), producer tasks ([`producer`]) and a transactional producer's coordinator session
+//! ([`txn`]), consumer tasks ([`consumer`]), a classic consumer group member ([`group`]), and the
+//! few admin calls a run needs (metadata with partition leaders, topic creation, list offsets).
 //!
 //! Every task runs on one pinned bench core and owns its connections; nothing here is shared
 //! between cores. Results leave a core only as plain data (see `crate::run`).
@@ -11,6 +11,7 @@ pub mod connection;
 pub mod consumer;
 pub mod group;
 pub mod producer;
+pub mod txn;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -13,6 +13,14 @@
 //!
 //! Bounds: at most one open batch per partition (`batch_bytes`), `ready_batches_max` sealed
 //! batches per connection, `max_in_flight` requests per connection (semaphores).
+//!
+//! Transactional (`transaction` set): the producer owns a transactional id and a session with its
+//! coordinator ([`super::txn`]); its batches are idempotent and carry the transactional bit. A
+//! batch's partition is added to the open transaction (AddPartitionsToTxn) before the batch is
+//! queued, and every `records` records the transaction ends: the open batches are sealed, every
+//! batch is acknowledged (ready queues empty, all in-flight permits back), then EndTxn commits
+//! it, or aborts it if one of its records errored. Generation waits meanwhile; in open loop the
+//! records that fall due then are charged from their due time like any other stall.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -29,6 +37,7 @@ use odradek::protocol::{
 
 use super::batch::{BatchBuilder, Compression, PayloadHeader};
 use super::connection::{ConnReader, ConnWriter, Connection, Sent};
+use super::txn::TxnSession;
 use super::TopicLayout;
 use crate::stats::{Clock, CoreProbe, Ranges};
 
@@ -45,6 +54,8 @@ pub struct ProducerSpec {
     pub max_request_bytes: usize,
     pub ready_batches_max: usize,
     pub idempotent: bool,
+    /// Transactional producers: one transaction per `records` records.
+    pub transaction: Option<TxnSpec>,
     /// Records/s for this producer (open loop), or closed loop.
     pub rate: Option<f64>,
     /// Records this producer sends, if bounded by count.
@@ -53,6 +64,13 @@ pub struct ProducerSpec {
     pub end_us: Option<u64>,
     /// Run-clock time at which generation starts.
     pub start_us: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct TxnSpec {
+    /// Records per transaction (the last one of a run may have fewer).
+    pub records: u64,
+    pub timeout_ms: i32,
 }
 
 /// A producer's share of the run's results.
@@ -64,6 +82,38 @@ pub struct ProducerResult {
     pub acked_wire_bytes: u64,
     pub errored: u64,
     pub acked_ranges: Ranges,
+    pub txn: TxnCounts,
+}
+
+/// What a transactional producer's transactions came to.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct TxnCounts {
+    pub committed: u64,
+    /// Ended with EndTxn(abort) because one of their records errored.
+    pub aborted: u64,
+    /// Coordinator answers retried (CONCURRENT_TRANSACTIONS, coordinator loading or moved).
+    pub retried_answers: u64,
+}
+
+impl TxnCounts {
+    pub fn add(&mut self, o: &TxnCounts) {
+        self.committed += o.committed;
+        self.aborted += o.aborted;
+        self.retried_answers += o.retried_answers;
+    }
+}
+
+/// The open transaction of a transactional producer.
+struct OpenTxn {
+    session: TxnSession,
+    /// Partition p is in the open transaction.
+    added: Vec<bool>,
+    /// Records generated into it.
+    records: u64,
+    /// Records errored before it began: any later error aborts it.
+    errored_before: u64,
+    /// A coordinator call failed: no more transactions, open batches are dropped.
+    dead: bool,
 }
 
 /// Filler bytes for values: blocks of 128 bytes whose first `random_fraction` part is random and
@@ -187,6 +237,7 @@ pub struct Producer {
     kafka_seq: Vec<i32>,
     producer_id: i64,
     producer_epoch: i16,
+    txn: Option<OpenTxn>,
     sticky: usize,
     rng: Rng,
     pool_cursor: usize,
@@ -212,6 +263,7 @@ impl Producer {
             kafka_seq: vec![0; n],
             producer_id: -1,
             producer_epoch: -1,
+            txn: None,
             sticky: id as usize % n.max(1),
             rng: Rng(mix(id as u64 + 1) | 1),
             pool_cursor: (mix(id as u64) as usize % POOL_LEN) & !127,
@@ -256,6 +308,9 @@ impl Producer {
                 state.clone(),
                 self.spec.clone(),
                 self.layout.topic.clone(),
+                self.txn
+                    .as_ref()
+                    .map(|t| t.session.transactional_id.clone()),
                 self.probe.clone(),
             ))
             .detach();
@@ -294,14 +349,38 @@ impl Producer {
         }
     }
 
+    /// Starts the transactional id's session: a transactional id unique to the run and the
+    /// producer, its coordinator, its producer id and epoch.
+    async fn init_transactions(&mut self, ts: TxnSpec) -> Result<(), String> {
+        let addr = self.layout.leaders.first().cloned().unwrap_or_default();
+        let id = format!("odradek-bench-{}-{}", self.clock.unix_start_us, self.id);
+        let session = TxnSession::start(&addr, id, ts.timeout_ms)
+            .await
+            .map_err(|e| format!("transaction: {e}"))?;
+        self.producer_id = session.producer_id;
+        self.producer_epoch = session.producer_epoch;
+        self.txn = Some(OpenTxn {
+            session,
+            added: vec![false; self.layout.partitions()],
+            records: 0,
+            errored_before: 0,
+            dead: false,
+        });
+        Ok(())
+    }
+
     /// Runs to completion (count or time bound), then waits for every response.
     pub async fn run(mut self) -> ProducerResult {
-        if self.spec.idempotent {
-            if let Err(e) = self.init_producer_id().await {
-                self.probe.borrow_mut().error(e, 1);
-                return self.local;
-            }
+        let init = match self.spec.transaction {
+            Some(ts) => self.init_transactions(ts).await,
+            None if self.spec.idempotent => self.init_producer_id().await,
+            None => Ok(()),
+        };
+        if let Err(e) = init {
+            self.probe.borrow_mut().error(e, 1);
+            return self.local;
         }
+        let txn_records = self.spec.transaction.map_or(u64::MAX, |t| t.records.max(1));
         let n = self.layout.partitions();
         let interval_us = self.spec.rate.map(|r| 1e6 / r.max(1e-9));
         let mut k: u64 = 0;
@@ -386,13 +465,25 @@ impl Producer {
                     .filter_map(|&q| self.open_since_us[q])
                     .min();
             }
+            if let Some(t) = self.txn.as_mut() {
+                t.records += 1;
+                if t.records >= txn_records {
+                    failed |= self.end_txn().await.is_err();
+                    oldest_us = None;
+                    fresh_for = 0;
+                }
+            }
             // Let the reader tasks and the ticker run now and then in closed loop.
             if k.is_multiple_of(64) {
                 glommio::yield_if_needed().await;
                 fresh_for = 0;
             }
         }
-        let _ = self.flush(None).await;
+        if self.txn.is_some() {
+            let _ = self.end_txn().await;
+        } else {
+            let _ = self.flush(None).await;
+        }
         if self.spec.keys == 0 {
             self.sticky = (self.sticky + 1) % n.max(1);
         }
@@ -423,7 +514,127 @@ impl Producer {
             out.errored += r.errored;
             out.acked_ranges.merge(r.acked_ranges);
         }
+        if let Some(t) = &self.txn {
+            out.txn.retried_answers += t.session.retries;
+        }
         out
+    }
+
+    /// Records errored so far, here and on every connection.
+    fn errored_total(&self) -> u64 {
+        self.local.errored
+            + self
+                .links
+                .iter()
+                .flatten()
+                .map(|l| l.state.result.borrow().errored)
+                .sum::<u64>()
+    }
+
+    /// Waits until every batch handed to a connection is settled: its ready queue is empty
+    /// (every slot free; the sender frees a batch's slot only once it holds an in-flight permit
+    /// for it) and every in-flight permit is back (its response read).
+    async fn drain(&self) {
+        let slots = self.spec.ready_batches_max.max(1) as u64;
+        let permits = self.spec.max_in_flight.max(1) as u64;
+        for link in self.links.iter().flatten() {
+            let st = &link.state;
+            if st.ready_space.acquire(slots).await.is_ok() {
+                st.ready_space.signal(slots);
+            }
+            if st.permits.acquire(permits).await.is_ok() {
+                st.permits.signal(permits);
+            }
+        }
+    }
+
+    /// Ends the open transaction: seals its open batches, waits until every batch is
+    /// acknowledged, then commits it, or aborts it if any record errored since it began.
+    /// Err when the producer cannot go on (a coordinator call failed).
+    async fn end_txn(&mut self) -> Result<(), ()> {
+        let flushed = self.flush(None).await;
+        // Like the sticky partitioner after a batch is sent: the next transaction writes
+        // elsewhere.
+        if self.spec.keys == 0 {
+            self.sticky = (self.sticky + 1) % self.layout.partitions().max(1);
+        }
+        self.drain().await;
+        let errored = self.errored_total();
+        let Some(t) = self.txn.as_mut() else {
+            return flushed;
+        };
+        if t.dead {
+            return Err(());
+        }
+        t.records = 0;
+        let commit = flushed.is_ok() && errored == t.errored_before;
+        t.errored_before = errored;
+        if !t.added.iter().any(|a| *a) {
+            return flushed; // nothing was written in it
+        }
+        t.added.iter_mut().for_each(|a| *a = false);
+        let started = self.clock.now_us();
+        let ended = t.session.end(commit).await;
+        let now = self.clock.now_us();
+        match ended {
+            Ok(()) if commit => {
+                self.local.txn.committed += 1;
+                self.probe
+                    .borrow_mut()
+                    .committed(now, now.saturating_sub(started));
+                Ok(())
+            }
+            Ok(()) => {
+                self.local.txn.aborted += 1;
+                Ok(())
+            }
+            Err(e) => {
+                t.dead = true;
+                self.probe
+                    .borrow_mut()
+                    .error(format!("transaction: {e}"), 1);
+                Err(())
+            }
+        }
+    }
+
+    /// Adds the partitions of `parts` with open batches that the open transaction lacks.
+    async fn add_to_txn(&mut self, parts: &[usize]) -> Result<(), ()> {
+        let Some(t) = self.txn.as_mut() else {
+            return Ok(());
+        };
+        if t.dead {
+            return Err(());
+        }
+        let new: Vec<i32> = parts
+            .iter()
+            .filter(|&&p| !self.open[p].is_empty() && !t.added[p])
+            .map(|&p| p as i32)
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let started = self.clock.now_us();
+        let added = t.session.add_partitions(&self.layout.topic, &new).await;
+        let now = self.clock.now_us();
+        match added {
+            Ok(()) => {
+                self.probe
+                    .borrow_mut()
+                    .added_partitions(now, now.saturating_sub(started));
+                for p in new {
+                    t.added[p as usize] = true;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                t.dead = true;
+                self.probe
+                    .borrow_mut()
+                    .error(format!("transaction: {e}"), 1);
+                Err(())
+            }
+        }
     }
 
     /// Seals and sends the open batch of `only`, or every open batch; one request per leader.
@@ -437,6 +648,21 @@ impl Producer {
             }
             None => std::mem::take(&mut self.open_parts),
         };
+        if self.add_to_txn(&parts).await.is_err() {
+            // The transaction cannot take them: these records are never sent.
+            for p in parts {
+                let count = self.open[p].count() as u64;
+                if count > 0 {
+                    self.open[p].discard();
+                    self.open_since_us[p] = None;
+                    self.local.errored += count;
+                    self.probe
+                        .borrow_mut()
+                        .error("produce: dropped, transaction failed".into(), count);
+                }
+            }
+            return Err(());
+        }
         let mut result = Ok(());
         for p in parts {
             if self.open[p].is_empty() {
@@ -452,7 +678,8 @@ impl Producer {
             } else {
                 (-1, -1, -1)
             };
-            let bytes = match b.seal(self.spec.compression, pid, epoch, seq) {
+            let transactional = self.txn.is_some();
+            let bytes = match b.seal(self.spec.compression, pid, epoch, seq, transactional) {
                 Ok(s) => s,
                 Err(e) => {
                     self.probe.borrow_mut().error(e.to_string(), count as u64);
@@ -505,6 +732,7 @@ async fn send_requests(
     st: Rc<LinkState>,
     spec: Rc<ProducerSpec>,
     topic: String,
+    transactional_id: Option<String>,
     probe: Rc<RefCell<CoreProbe>>,
 ) {
     let acks = spec.acks;
@@ -572,7 +800,7 @@ async fn send_requests(
             continue;
         }
         let body = RequestBody::from(ProduceRequest {
-            transactional_id: None,
+            transactional_id: transactional_id.clone(),
             acks,
             timeout_ms: 30_000,
             topic_data: vec![TopicProduceData {
