@@ -2,7 +2,7 @@
 //! `txn/mod.rs` for the driver contract; behaviour follows Kafka's `TransactionCoordinator`
 //! (3.x, before KIP-890's per-transaction epoch bump).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use super::{
     AddPartitions, Effect, EndTxn, InitPid, PersistId, RequestId, TxnConfig, TxnError, TxnListing,
@@ -29,16 +29,36 @@ enum Markers {
     Written,
 }
 
-/// How a parked request is answered once its persist is durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How the request a persist carries is answered once the persist is durable.
+#[derive(Debug, Clone)]
 enum Reply {
     /// InitProducerId: the new producer id and epoch.
     Producer,
     /// AddPartitions, EndTxn.
     Ok,
-    /// An InitProducerId that fenced an open transaction: the client retries once the abort
-    /// completed and then gets a fresh epoch.
-    Concurrent,
+    /// An InitProducerId that fenced an open transaction: once the PrepareAbort is durable it
+    /// is parked first in line, so it is handled again when the abort completed and answered
+    /// with a fresh epoch (what a client retrying CONCURRENT_TRANSACTIONS would have got).
+    /// It holds one of the id's parking places meanwhile.
+    Fence { req: InitPid, since_ms: u64 },
+}
+
+/// A request that arrived while its id was busy ([`busy`]): handled as if it had just arrived
+/// once the id's transition finished, or answered CONCURRENT_TRANSACTIONS at
+/// `since_ms + parked_timeout_ms`.
+#[derive(Debug, Clone)]
+struct Parked {
+    request_id: RequestId,
+    request: Request,
+    /// When it arrived.
+    since_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+enum Request {
+    Init(InitPid),
+    Add(AddPartitions),
+    End(EndTxn),
 }
 
 /// The one transition an id may have in flight.
@@ -76,6 +96,8 @@ struct Entry {
     previous: Option<(i64, i16)>,
     /// The deadline this entry is indexed under in `TxnMachine::deadlines`.
     deadline_ms: Option<u64>,
+    /// Requests waiting for the id to be quiet, in arrival order; empty unless [`busy`].
+    parked: VecDeque<Parked>,
 }
 
 impl Entry {
@@ -87,6 +109,7 @@ impl Entry {
             retry_at_ms: 0,
             previous: None,
             deadline_ms: None,
+            parked: VecDeque::new(),
         }
     }
 }
@@ -157,12 +180,19 @@ impl TxnMachine {
             .collect()
     }
 
+    /// Requests parked on busy ids (tests: nothing may stay parked on a quiet machine).
+    #[cfg(test)]
+    pub(super) fn parked_len(&self) -> usize {
+        self.entries.values().map(|e| e.parked.len()).sum()
+    }
+
     /// The earliest deadline, if any (the driver's timer).
     pub fn next_deadline_ms(&self) -> Option<u64> {
         self.deadlines.first().map(|(at, _)| *at)
     }
 
-    /// The timer fired: times out transactions, expires ids, retries failed background work.
+    /// The timer fired: times out transactions, expires ids, retries failed background work,
+    /// answers requests parked too long.
     pub fn tick(&mut self, now_ms: u64) -> Vec<Effect> {
         self.finish(now_ms, Vec::new())
     }
@@ -206,7 +236,8 @@ impl TxnMachine {
     }
 
     /// InitProducerId with a transactional id. Answered by an [`Effect::Respond`] for
-    /// `request_id`, now or once the new producer id and epoch are durable.
+    /// `request_id`, now or once the new producer id and epoch are durable. While the id is
+    /// busy the request is parked (see [`TxnConfig::max_parked_per_id`]).
     pub fn init_producer_id(
         &mut self,
         now_ms: u64,
@@ -221,7 +252,8 @@ impl TxnMachine {
         self.finish(now_ms, out)
     }
 
-    /// AddPartitionsToTxn / AddOffsetsToTxn. Answered now or once the partitions are durable.
+    /// AddPartitionsToTxn / AddOffsetsToTxn. Answered now or once the partitions are durable;
+    /// parked while the id is busy.
     pub fn add_partitions(
         &mut self,
         now_ms: u64,
@@ -237,7 +269,8 @@ impl TxnMachine {
     }
 
     /// EndTxn. Answered now or once the PrepareCommit/PrepareAbort record is durable (the
-    /// markers are written after that).
+    /// markers are written after that); parked while the id is busy (a retry during
+    /// PrepareCommit is answered once CompleteCommit is durable).
     pub fn end_txn(&mut self, now_ms: u64, request_id: RequestId, req: EndTxn) -> Vec<Effect> {
         let mut out = Vec::new();
         self.fire_due(now_ms, &mut out);
@@ -335,7 +368,7 @@ impl TxnMachine {
         if req.timeout_ms <= 0 || req.timeout_ms > self.config.max_timeout_ms {
             return Err(TxnError::InvalidTransactionTimeout);
         }
-        let id = req.transactional_id;
+        let id = req.transactional_id.clone();
         let Some(entry) = self.entries.get(&id) else {
             if self.entries.len() >= self.config.max_ids {
                 return Err(TxnError::CoordinatorNotAvailable);
@@ -346,8 +379,8 @@ impl TxnMachine {
             self.start_allocation(&id, request_id, req.timeout_ms, out);
             return Ok(());
         };
-        if entry.pending.is_some() {
-            return Err(TxnError::ConcurrentTransactions);
+        if entry.pending.is_some() || entry.meta.is_none() {
+            return self.park(now_ms, &id, request_id, Request::Init(req));
         }
         let Some(meta) = &entry.meta else {
             return Err(TxnError::ConcurrentTransactions);
@@ -361,26 +394,26 @@ impl TxnMachine {
             }
         }
         match meta.state {
-            TxnState::PrepareCommit
-            | TxnState::PrepareAbort
-            | TxnState::Dead
-            | TxnState::PrepareEpochFence => Err(TxnError::ConcurrentTransactions),
+            TxnState::PrepareCommit | TxnState::PrepareAbort => {
+                self.park(now_ms, &id, request_id, Request::Init(req))
+            }
+            TxnState::Dead | TxnState::PrepareEpochFence => Err(TxnError::ConcurrentTransactions),
             TxnState::Ongoing => {
                 // Fence the open transaction: abort it under a bumped epoch the client never
-                // sees (Kafka's PrepareEpochFence, persisted directly as PrepareAbort). Its
-                // retry then finds the abort complete and gets a fresh epoch.
+                // sees (Kafka's PrepareEpochFence, persisted directly as PrepareAbort). The
+                // request then waits, parked, for the abort to complete and is handled again:
+                // it gets a fresh epoch (see `Reply::Fence`).
                 let target = TxnMetadata {
                     producer_epoch: meta.producer_epoch.saturating_add(1),
                     state: TxnState::PrepareAbort,
                     last_update_ms: now_ms,
                     ..meta.clone()
                 };
-                self.start_persist(
-                    &id,
-                    Some(target),
-                    Some((request_id, Reply::Concurrent)),
-                    out,
-                );
+                let reply = Reply::Fence {
+                    req,
+                    since_ms: now_ms,
+                };
+                self.start_persist(&id, Some(target), Some((request_id, reply)), out);
                 Ok(())
             }
             TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
@@ -440,8 +473,9 @@ impl TxnMachine {
         }
         let (entry, meta) =
             self.check_producer(&req.transactional_id, req.producer_id, req.producer_epoch)?;
-        if entry.pending.is_some() || meta.state.is_prepare() {
-            return Err(TxnError::ConcurrentTransactions);
+        if busy(entry) {
+            let id = req.transactional_id.clone();
+            return self.park(now_ms, &id, request_id, Request::Add(req));
         }
         let ongoing = meta.state == TxnState::Ongoing;
         let included = ongoing && req.partitions.iter().all(|tp| meta.partitions.contains(tp));
@@ -498,8 +532,15 @@ impl TxnMachine {
         }
         let (entry, meta) =
             self.check_producer(&req.transactional_id, req.producer_id, req.producer_epoch)?;
-        if entry.pending.is_some() {
-            return Err(TxnError::ConcurrentTransactions);
+        // Pending, or a retry while the markers are being written: answered once the id is
+        // quiet (then by the Complete* arm below).
+        let retry = matches!(
+            (meta.state, req.commit),
+            (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false)
+        );
+        if entry.pending.is_some() || retry {
+            let id = req.transactional_id.clone();
+            return self.park(now_ms, &id, request_id, Request::End(req));
         }
         match (meta.state, req.commit) {
             (TxnState::Ongoing, commit) => {
@@ -524,10 +565,6 @@ impl TxnMachine {
             (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => {
                 out.push(respond(request_id, TxnResponse::ok()));
                 Ok(())
-            }
-            // A retry while the markers are being written.
-            (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
-                Err(TxnError::ConcurrentTransactions)
             }
             _ => Err(TxnError::InvalidTxnState),
         }
@@ -556,6 +593,100 @@ impl TxnMachine {
             return Err(TxnError::ProducerFenced);
         }
         Ok((entry, meta))
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Parking
+
+    /// Parks a request on the busy id `id`: it is handled as if it had just arrived once the
+    /// id's transition finished ([`TxnMachine::resume`]). Beyond
+    /// [`TxnConfig::max_parked_per_id`] it is CONCURRENT_TRANSACTIONS, as without parking.
+    fn park(
+        &mut self,
+        now_ms: u64,
+        id: &str,
+        request_id: RequestId,
+        request: Request,
+    ) -> Result<(), TxnError> {
+        let max = self.config.max_parked_per_id;
+        let Some(entry) = self.entries.get_mut(id) else {
+            return Err(TxnError::ConcurrentTransactions);
+        };
+        debug_assert!(busy(entry), "{id}: parking on a quiet id");
+        if entry.parked.len() + usize::from(fencing(entry)) >= max {
+            return Err(TxnError::ConcurrentTransactions);
+        }
+        entry.parked.push_back(Parked {
+            request_id,
+            request,
+            since_ms: now_ms,
+        });
+        self.reindex(id);
+        Ok(())
+    }
+
+    /// Handles the requests parked on `id` if it is quiet now.
+    fn resume_id(&mut self, now_ms: u64, id: &str, out: &mut Vec<Effect>) {
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
+        if busy(entry) || entry.parked.is_empty() {
+            return;
+        }
+        let queue = std::mem::take(&mut entry.parked);
+        self.reindex(id);
+        self.resume(now_ms, id, queue, out);
+    }
+
+    /// Handles `queue` (requests parked on `id`, which is quiet or gone) in arrival order, as
+    /// if each had just arrived; once one starts a transition the rest park behind it again.
+    fn resume(
+        &mut self,
+        now_ms: u64,
+        id: &str,
+        mut queue: VecDeque<Parked>,
+        out: &mut Vec<Effect>,
+    ) {
+        while let Some(parked) = queue.pop_front() {
+            if let Some(entry) = self.entries.get_mut(id) {
+                if busy(entry) {
+                    queue.push_front(parked);
+                    queue.append(&mut entry.parked);
+                    entry.parked = queue;
+                    self.reindex(id);
+                    return;
+                }
+            }
+            let Parked {
+                request_id,
+                request,
+                ..
+            } = parked;
+            let result = match request {
+                Request::Init(req) => self.init_inner(now_ms, request_id, req, out),
+                Request::Add(req) => self.add_inner(now_ms, request_id, req, out),
+                Request::End(req) => self.end_inner(now_ms, request_id, req, out),
+            };
+            if let Err(error) = result {
+                out.push(respond(request_id, TxnResponse::error(error)));
+            }
+        }
+    }
+
+    /// Answers CONCURRENT_TRANSACTIONS to the requests parked on `entry` for
+    /// `parked_timeout_ms` (the client falls back to retrying).
+    fn expire_parked(config: &TxnConfig, now_ms: u64, entry: &mut Entry, out: &mut Vec<Effect>) {
+        let timeout_ms = config.parked_timeout_ms;
+        entry.parked.retain(|p| {
+            let expired = p.since_ms.saturating_add(timeout_ms) <= now_ms;
+            if expired {
+                out.push(respond(
+                    p.request_id,
+                    TxnResponse::error(TxnError::ConcurrentTransactions),
+                ));
+            }
+            !expired
+        });
     }
 
     // ---------------------------------------------------------------------------------------
@@ -640,15 +771,17 @@ impl TxnMachine {
                 self.start_persist(id, Some(target), Some((request_id, Reply::Producer)), out);
             }
             _ => {
-                if entry.meta.is_none() {
-                    self.remove_entry(id);
-                } else {
-                    self.reindex(id);
-                }
                 out.push(respond(
                     request_id,
                     TxnResponse::error(TxnError::CoordinatorLoadInProgress),
                 ));
+                if entry.meta.is_none() {
+                    let queue = self.remove_entry(id).map(|e| e.parked).unwrap_or_default();
+                    self.resume(now_ms, id, queue, out);
+                } else {
+                    self.reindex(id);
+                    self.resume_id(now_ms, id, out);
+                }
             }
         }
     }
@@ -677,12 +810,13 @@ impl TxnMachine {
         };
         match (result, target) {
             (Ok(()), None) => {
-                // The tombstone is durable: the id is gone.
-                self.remove_entry(id);
+                // The tombstone is durable: the id is gone (what was parked meets a new one).
+                let queue = self.remove_entry(id).map(|e| e.parked).unwrap_or_default();
+                self.resume(now_ms, id, queue, out);
                 return;
             }
             (Ok(()), Some(meta)) => {
-                entry.previous = match (request, &entry.meta) {
+                entry.previous = match (&request, &entry.meta) {
                     (Some((_, Reply::Producer)), Some(old))
                         if (old.producer_id, old.producer_epoch)
                             != (meta.producer_id, meta.producer_epoch) =>
@@ -694,15 +828,32 @@ impl TxnMachine {
                 };
                 entry.markers = Markers::Unsent;
                 entry.retry_at_ms = 0;
-                if let Some((request_id, reply)) = request {
-                    let response = match reply {
-                        Reply::Producer => {
-                            TxnResponse::producer(meta.producer_id, meta.producer_epoch)
-                        }
-                        Reply::Ok => TxnResponse::ok(),
-                        Reply::Concurrent => TxnResponse::error(TxnError::ConcurrentTransactions),
-                    };
-                    out.push(respond(request_id, response));
+                match request {
+                    Some((request_id, Reply::Producer)) => out.push(respond(
+                        request_id,
+                        TxnResponse::producer(meta.producer_id, meta.producer_epoch),
+                    )),
+                    Some((request_id, Reply::Ok)) => {
+                        out.push(respond(request_id, TxnResponse::ok()))
+                    }
+                    // Parking disabled: the client retries (Kafka's answer).
+                    Some((request_id, Reply::Fence { .. }))
+                        if self.config.max_parked_per_id == 0 =>
+                    {
+                        out.push(respond(
+                            request_id,
+                            TxnResponse::error(TxnError::ConcurrentTransactions),
+                        ))
+                    }
+                    // First in line: it arrived before anything parked during the fence.
+                    Some((request_id, Reply::Fence { req, since_ms })) => {
+                        entry.parked.push_front(Parked {
+                            request_id,
+                            request: Request::Init(req),
+                            since_ms,
+                        })
+                    }
+                    None => {}
                 }
                 // PrepareCommit/PrepareAbort: the markers go out at the deadline this sets
                 // (now), after the answer.
@@ -718,12 +869,14 @@ impl TxnMachine {
                     None => entry.retry_at_ms = now_ms.saturating_add(RETRY_BACKOFF_MS),
                 }
                 if entry.meta.is_none() {
-                    self.remove_entry(id);
+                    let queue = self.remove_entry(id).map(|e| e.parked).unwrap_or_default();
+                    self.resume(now_ms, id, queue, out);
                     return;
                 }
             }
         }
         self.reindex(id);
+        self.resume_id(now_ms, id, out);
     }
 
     /// Background work of an entry whose deadline passed.
@@ -731,7 +884,10 @@ impl TxnMachine {
         let Some(entry) = self.entries.get_mut(id) else {
             return;
         };
-        let Some(meta) = entry.meta.as_ref().filter(|_| entry.pending.is_none()) else {
+        Self::expire_parked(&self.config, now_ms, entry, out);
+        // The deadline may have been the parked requests' only.
+        let due = state_deadline_of(&self.config, entry).is_some_and(|at_ms| at_ms <= now_ms);
+        let Some(meta) = entry.meta.as_ref().filter(|_| due) else {
             self.reindex(id);
             return;
         };
@@ -782,7 +938,8 @@ impl TxnMachine {
         }
     }
 
-    /// Answers what a replaced entry had parked.
+    /// Answers NOT_COORDINATOR to what a replaced entry had waiting: the request of its pending
+    /// transition, then its parked requests in arrival order.
     fn drop_pending(&mut self, entry: Entry, out: &mut Vec<Effect>) {
         let request = match entry.pending {
             Some(Pending::Allocate { request_id, .. }) => {
@@ -799,7 +956,8 @@ impl TxnMachine {
             }
             None => None,
         };
-        if let Some(request_id) = request {
+        let parked = entry.parked.into_iter().map(|p| p.request_id);
+        for request_id in request.into_iter().chain(parked) {
             out.push(respond(
                 request_id,
                 TxnResponse::error(TxnError::NotCoordinator),
@@ -872,7 +1030,35 @@ impl TxnMachine {
         }
         if self.entries.len() <= FULL_CHECK_MAX_IDS {
             let (mut indexed, mut persists, mut allocations) = (0, 0, 0);
+            // Every request waits in one place only, so it is answered once.
+            let mut waiting = HashSet::new();
             for (id, e) in &self.entries {
+                match &e.pending {
+                    Some(Pending::Allocate { request_id, .. })
+                    | Some(Pending::Persist {
+                        request: Some((request_id, _)),
+                        ..
+                    }) => debug_assert!(waiting.insert(*request_id), "{id}: {request_id:?} twice"),
+                    _ => {}
+                }
+                for p in &e.parked {
+                    debug_assert!(
+                        waiting.insert(p.request_id),
+                        "{id}: {:?} twice",
+                        p.request_id
+                    );
+                }
+                debug_assert!(
+                    e.parked.is_empty() || busy(e),
+                    "{id}: requests parked on a quiet id"
+                );
+                debug_assert!(
+                    e.parked.is_empty()
+                        || e.parked.len() + usize::from(fencing(e))
+                            <= self.config.max_parked_per_id,
+                    "{id}: {} parked",
+                    e.parked.len()
+                );
                 match &e.meta {
                     // A new id: waiting for its producer id, then for its first record.
                     None => debug_assert!(
@@ -943,10 +1129,24 @@ fn check_meta(id: &str, m: &TxnMetadata) {
     }
 }
 
-/// When an entry next needs the machine's attention, if ever: nothing happens to an id with a
-/// pending transition; an open transaction times out; an idle id expires; a decided one has its
-/// markers written, then its completion persisted.
+/// When an entry next needs the machine's attention, if ever: its state's deadline, or the
+/// oldest parked request's time out, whichever comes first.
 fn deadline_of(config: &TxnConfig, entry: &Entry) -> Option<u64> {
+    let parked = entry
+        .parked
+        .iter()
+        .map(|p| p.since_ms.saturating_add(config.parked_timeout_ms))
+        .min();
+    match (state_deadline_of(config, entry), parked) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// When an entry's state needs attention, if ever: nothing happens to an id with a pending
+/// transition; an open transaction times out; an idle id expires; a decided one has its markers
+/// written, then its completion persisted.
+fn state_deadline_of(config: &TxnConfig, entry: &Entry) -> Option<u64> {
     if entry.pending.is_some() {
         return None;
     }
@@ -965,6 +1165,23 @@ fn deadline_of(config: &TxnConfig, entry: &Entry) -> Option<u64> {
         TxnState::Dead | TxnState::PrepareEpochFence => return None,
     };
     Some(at_ms.max(entry.retry_at_ms))
+}
+
+/// Requests for the id must wait: a transition is pending (a persist, a producer-id
+/// allocation, the Complete* persist), or its transaction is decided and completing.
+fn busy(entry: &Entry) -> bool {
+    entry.pending.is_some() || entry.meta.as_ref().is_none_or(|m| m.state.is_prepare())
+}
+
+/// The pending persist carries a fencing InitProducerId, which parks when it is durable.
+fn fencing(entry: &Entry) -> bool {
+    matches!(
+        &entry.pending,
+        Some(Pending::Persist {
+            request: Some((_, Reply::Fence { .. })),
+            ..
+        })
+    )
 }
 
 /// The metadata queries show: none while the id is created or expired.

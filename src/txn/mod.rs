@@ -6,8 +6,8 @@
 //! What it owns: one [`TxnMachine`] per shard holds every transactional id that shard
 //! coordinates — for each, the [`TxnMetadata`] last made durable (exactly the content of one
 //! `__transaction_state` record, see [`log_format`]), at most one pending transition (a persist
-//! or a producer-id allocation, with the request parked on it), the state of its marker write,
-//! and its one deadline. It does NO I/O, has no async and reads no clock: every input carries
+//! or a producer-id allocation, with the request waiting on it), the requests parked until the
+//! id is quiet (see Parking below), the state of its marker write, and its one deadline. It does NO I/O, has no async and reads no clock: every input carries
 //! `now_ms`. Which `__transaction_state` partition an id lives in is the driver's business.
 //!
 //! Who drives it: the shard owning the ids' `__transaction_state` partitions. The driver
@@ -20,7 +20,11 @@
 //!   EndTxn, each with a fresh [`RequestId`];
 //! - executes the returned [`Effect`]s in order:
 //!   * [`Effect::Respond`]: encode the answer for that request (mapping the error with
-//!     [`TxnError::code_for_version`]); every request is answered exactly once;
+//!     [`TxnError::code_for_version`]); every request is answered exactly once, but not
+//!     necessarily by the input that handed it in: the answer may come out of any later input
+//!     ([`TxnMachine::persisted`], [`TxnMachine::markers_written`], [`TxnMachine::tick`],
+//!     [`TxnMachine::restore`], another request), so the driver keeps each request's waiter
+//!     until its Respond;
 //!   * [`Effect::AllocateProducerId`]: get a producer id from the controller, report it with
 //!     [`TxnMachine::producer_id_allocated`] (same request id);
 //!   * [`Effect::Persist`]: append the record ([`log_format::encode_record`]; `None` = a
@@ -36,8 +40,29 @@
 //!
 //! The driver keeps no other transaction state.
 //!
+//! Parking: a request for an id that is busy — a transition pending (a persist, a producer-id
+//! allocation, the CompleteCommit/CompleteAbort persist) or its transaction decided and
+//! completing (PrepareCommit/PrepareAbort, markers unsent or in flight) — is not answered
+//! CONCURRENT_TRANSACTIONS as Kafka does, which makes every client wait out its retry backoff
+//! after each EndTxn. It is parked on the id and handled as if it had just arrived once the id is
+//! quiet (after `markers_written` → the Complete* persist → `persisted`, or after whatever
+//! other transition finished, successfully or not), parked requests in arrival order; once one
+//! of them starts a transition the others stay parked behind it. Checks that need no waiting
+//! (producer id, epoch, an EndTxn asking for the other outcome) still answer at once. Bounds:
+//! at most [`TxnConfig::max_parked_per_id`] per id (beyond: CONCURRENT_TRANSACTIONS), and a
+//! request parked for [`TxnConfig::parked_timeout_ms`] (markers that keep failing, say) is
+//! answered CONCURRENT_TRANSACTIONS, so clients fall back to retrying. A restore answers the
+//! id's parked requests NOT_COORDINATOR. An InitProducerId that fences an open transaction
+//! still fences (the PrepareAbort under a bumped epoch); once that record is durable the
+//! request itself parks, first in line, and is answered with a fresh epoch when the abort
+//! completed — the answer a client retrying CONCURRENT_TRANSACTIONS would have reached (it holds
+//! one of the id's parking places meanwhile). `max_parked_per_id = 0` gives Kafka's behaviour.
+//!
 //! Invariants (checked after every input in debug builds):
 //! - every [`RequestId`] handed in is answered by exactly one [`Effect::Respond`];
+//! - a request waits in one place only: on a pending transition or parked; requests are parked
+//!   only on a busy id, at most [`TxnConfig::max_parked_per_id`] of them (counting a fencing
+//!   InitProducerId in flight), each at most [`TxnConfig::parked_timeout_ms`];
 //! - an id has at most one pending transition; its in-memory [`TxnMetadata`] is always the last
 //!   one made durable (a transition is applied only when its persist succeeded, so a failed
 //!   persist leaves nothing to revert);
@@ -46,7 +71,8 @@
 //! - Empty, CompleteCommit and CompleteAbort transactions hold no partitions;
 //! - memory is bounded: ids ≤ [`TxnConfig::max_ids`] (ids restored from the log are always
 //!   loaded, the bound then only refuses new ones), partitions per transaction ≤
-//!   [`TxnConfig::max_partitions_per_txn`], one pending transition, one deadline per id.
+//!   [`TxnConfig::max_partitions_per_txn`], one pending transition, one deadline and at most
+//!   [`TxnConfig::max_parked_per_id`] parked requests per id.
 //!
 //! Versions are the driver's job. In particular:
 //! - PRODUCER_FENCED (90) is new in InitProducerId v4, AddPartitionsToTxn v2, AddOffsetsToTxn v2
@@ -88,7 +114,8 @@ pub enum TxnError {
     NotCoordinator,
     #[error("invalid request")]
     InvalidRequest,
-    /// Retriable: another transition of the id is in flight, or its transaction is completing.
+    /// Retriable: the id is busy (another transition in flight, or its transaction completing)
+    /// and its parking places are full, or the request waited parked too long.
     #[error("concurrent transactions")]
     ConcurrentTransactions,
     #[error("invalid producer id mapping")]
@@ -301,6 +328,13 @@ pub struct TxnConfig {
     /// Ours (Kafka is unbounded): transactional ids held by one machine; a new id beyond it gets
     /// COORDINATOR_NOT_AVAILABLE (retriable) until ids expire.
     pub max_ids: usize,
+    /// Ours (Kafka answers CONCURRENT_TRANSACTIONS at once): requests parked on one busy id
+    /// until its transition finishes; beyond it they get CONCURRENT_TRANSACTIONS. 0 disables
+    /// parking.
+    pub max_parked_per_id: usize,
+    /// Ours: a request parked this long is answered CONCURRENT_TRANSACTIONS (the client then
+    /// retries as it would have without parking), e.g. while markers keep failing.
+    pub parked_timeout_ms: u64,
 }
 
 impl Default for TxnConfig {
@@ -310,6 +344,8 @@ impl Default for TxnConfig {
             id_expiration_ms: 604_800_000,
             max_partitions_per_txn: 100_000,
             max_ids: 1_000_000,
+            max_parked_per_id: 8,
+            parked_timeout_ms: 5_000,
         }
     }
 }

@@ -15,6 +15,8 @@ use super::*;
 const T0: u64 = 1_000_000;
 const TIMEOUT_MS: i32 = 60_000;
 const EXP_MS: u64 = 86_400_000;
+/// The default `parked_timeout_ms`.
+const PARKED_MS: u64 = 5_000;
 
 fn config() -> TxnConfig {
     TxnConfig {
@@ -307,6 +309,17 @@ impl Harness {
         assert_eq!(fx, vec![ok(r), expected]);
     }
 
+    /// Markers written, the completion persisted, then every persist the requests parked on
+    /// the id start.
+    fn complete_with_parked(&mut self, id: &str, pid: i64, epoch: i16) {
+        let mut p = self.next_persist();
+        self.markers_done(id, pid, epoch, true);
+        while p.0 < self.next_persist().0 {
+            self.persisted(p, true);
+            p = PersistId(p.0 + 1);
+        }
+    }
+
     /// Markers written and the completion persisted.
     fn complete(&mut self, id: &str, pid: i64, epoch: i16) {
         let p = self.next_persist();
@@ -457,21 +470,39 @@ fn expected_from_wire() {
 }
 
 #[test]
-fn init_with_pending_transition_is_concurrent() {
+fn init_with_pending_transition_parks() {
     let mut h = Harness::new();
     let (r1, _) = h.init("t", None);
-    // Waiting for the producer id.
-    let (r, fx) = h.init("t", None);
-    assert_eq!(fx, vec![err(r, TxnError::ConcurrentTransactions)]);
+    // Waiting for the producer id: parked.
+    let (r2, fx) = h.init("t", None);
+    assert_eq!(fx, vec![timer(T0 + PARKED_MS)]);
     let (r, fx) = h.add("t", 100, 0, &[("a", 0)]);
     assert_eq!(fx, vec![err(r, TxnError::InvalidProducerIdMapping)]);
-    // Waiting for the persist.
+    // Waiting for the persist: parked behind it.
     let p = h.next_persist();
     h.allocated(r1, Ok(100));
-    let (r, fx) = h.init("t", None);
-    assert_eq!(fx, vec![err(r, TxnError::ConcurrentTransactions)]);
+    let (r3, fx) = h.init("t", None);
+    assert_eq!(fx, vec![]);
+    // Then handled in arrival order, each as if it had just arrived.
+    let p2 = h.next_persist();
     let fx = h.persisted(p, true);
-    assert_eq!(fx[0], producer(r1, 100, 0));
+    assert_eq!(
+        fx,
+        vec![
+            producer(r1, 100, 0),
+            persist(
+                p2,
+                "t",
+                Some(meta("t", 100, 1, TxnState::Empty, &[], 0, T0))
+            ),
+        ]
+    );
+    let p3 = h.next_persist();
+    let fx = h.persisted(p2, true);
+    assert_eq!(fx[0], producer(r2, 100, 1));
+    assert!(matches!(fx[1], Effect::Persist { persist_id, .. } if persist_id == p3));
+    let fx = h.persisted(p3, true);
+    assert_eq!(fx, vec![producer(r3, 100, 2), timer(T0 + EXP_MS)]);
 }
 
 #[test]
@@ -496,49 +527,87 @@ fn init_fences_an_ongoing_transaction() {
     assert_eq!(fx, vec![persist(p, "t", Some(fenced.clone()))]);
     // Nothing visible or answered until durable.
     assert_eq!(h.state("t"), Some(TxnState::Ongoing));
+    // Durable: the InitProducerId parks until the abort completed (it is not answered
+    // CONCURRENT_TRANSACTIONS to retry).
     let fx = h.persisted(p, true);
     assert_eq!(
         fx,
         vec![
-            err(r, TxnError::ConcurrentTransactions),
             markers("t", 100, 1, false, &[("a", 0), ("b", 1)]),
+            timer(h.now_ms + PARKED_MS),
         ]
     );
     assert_eq!(h.m.describe("t"), Some(&fenced));
 
     // The old producer is fenced.
-    let (r, fx) = h.add("t", 100, 0, &[("c", 0)]);
-    assert_eq!(fx, vec![err(r, TxnError::ProducerFenced)]);
-    let (r, fx) = h.end("t", 100, 0, true);
-    assert_eq!(fx, vec![err(r, TxnError::ProducerFenced)]);
-    // The new one retries while the abort completes.
-    let (r, fx) = h.init("t", None);
-    assert_eq!(fx, vec![err(r, TxnError::ConcurrentTransactions)]);
+    let (r2, fx) = h.add("t", 100, 0, &[("c", 0)]);
+    assert_eq!(fx, vec![err(r2, TxnError::ProducerFenced)]);
+    let (r2, fx) = h.end("t", 100, 0, true);
+    assert_eq!(fx, vec![err(r2, TxnError::ProducerFenced)]);
+    // Another InitProducerId parks behind the fencing one.
+    let (r2, fx) = h.init("t", None);
+    assert_eq!(fx, vec![]);
 
     let p = h.next_persist();
     let fx = h.markers_done("t", 100, 1, true);
     let aborted = meta("t", 100, 1, TxnState::CompleteAbort, &[], 0, h.now_ms);
     assert_eq!(fx, vec![persist(p, "t", Some(aborted))]);
+    // The abort is durable: the fencing request gets a fresh epoch, then the other one.
+    let p2 = h.next_persist();
     let fx = h.persisted(p, true);
-    assert_eq!(fx, vec![timer(h.now_ms + EXP_MS)]);
-
-    let p = h.next_persist();
-    let (r, _) = h.init("t", None);
-    let fx = h.persisted(p, true);
+    let bumped = meta("t", 100, 2, TxnState::Empty, &[], 0, h.now_ms);
+    assert_eq!(fx, vec![persist(p2, "t", Some(bumped))]);
+    let p3 = h.next_persist();
+    let fx = h.persisted(p2, true);
     assert_eq!(fx[0], producer(r, 100, 2));
+    let fx = h.persisted(p3, true);
+    assert_eq!(fx[0], producer(r2, 100, 3));
 }
 
 #[test]
-fn init_during_prepare_is_concurrent() {
+fn init_during_prepare_parks() {
     let mut h = Harness::new();
     h.create("t", 100);
     h.begin("t", 100, 0, &[("a", 0)]);
     h.prepare("t", 100, 0, true);
-    let (r, fx) = h.init("t", None);
-    assert_eq!(fx, vec![err(r, TxnError::ConcurrentTransactions)]);
-    let (r, fx) = h.init("t", Some((100, 0)));
-    assert_eq!(fx, vec![err(r, TxnError::ConcurrentTransactions)]);
+    let (r1, fx) = h.init("t", None);
+    assert_eq!(fx, vec![timer(h.now_ms + PARKED_MS)]);
+    let (r2, fx) = h.init("t", Some((100, 0)));
+    assert_eq!(fx, vec![]);
     assert_eq!(h.state("t"), Some(TxnState::PrepareCommit));
+    let p = h.next_persist();
+    h.markers_done("t", 100, 0, true);
+    let fx = h.persisted(p, true);
+    assert!(matches!(fx.as_slice(), [Effect::Persist { .. }]), "{fx:?}");
+    let fx = h.persisted(PersistId(p.0 + 1), true);
+    assert_eq!(fx[0], producer(r1, 100, 1));
+    // A retry of the bump (KIP-360 `expected` is the epoch it replaced) gets the same epoch.
+    let fx = h.persisted(PersistId(p.0 + 2), true);
+    assert_eq!(fx[0], producer(r2, 100, 1));
+}
+
+#[test]
+fn init_during_prepare_abort_parks_and_gets_a_fresh_epoch() {
+    let mut h = Harness::new();
+    h.create("t", 100);
+    h.begin("t", 100, 0, &[("a", 0)]);
+    h.prepare("t", 100, 0, false);
+    let (r, fx) = h.init("t", Some((100, 0)));
+    assert_eq!(fx, vec![timer(h.now_ms + PARKED_MS)]);
+    let p = h.next_persist();
+    h.markers_done("t", 100, 0, true);
+    let p2 = h.next_persist();
+    let fx = h.persisted(p, true);
+    assert_eq!(
+        fx,
+        vec![persist(
+            p2,
+            "t",
+            Some(meta("t", 100, 1, TxnState::Empty, &[], 0, h.now_ms))
+        )]
+    );
+    let fx = h.persisted(p2, true);
+    assert_eq!(fx, vec![producer(r, 100, 1), timer(h.now_ms + EXP_MS)]);
 }
 
 #[test]
@@ -558,8 +627,9 @@ fn epoch_exhaustion_rotates_the_producer_id() {
     let (r, fx) = h.init("t", Some((7, i16::MAX - 1)));
     assert_eq!(fx, vec![Effect::AllocateProducerId { request_id: r }]);
     assert_eq!(h.m.describe("t").unwrap().producer_id, 7);
-    let (r2, fx) = h.init("t", None);
-    assert_eq!(fx, vec![err(r2, TxnError::ConcurrentTransactions)]);
+    // The old producer's request parks during the rotation, then no longer maps.
+    let (r2, fx) = h.add("t", 7, i16::MAX - 1, &[("a", 0)]);
+    assert_eq!(fx, vec![timer(h.now_ms + PARKED_MS)]);
     let p = h.next_persist();
     let fx = h.allocated(r, Ok(8));
     assert_eq!(
@@ -572,6 +642,7 @@ fn epoch_exhaustion_rotates_the_producer_id() {
     );
     let fx = h.persisted(p, true);
     assert_eq!(fx[0], producer(r, 8, 0));
+    assert_eq!(fx[1], err(r2, TxnError::InvalidProducerIdMapping));
 
     // A retry from before the rotation (its answer was lost) gets the new id again.
     let p = h.next_persist();
@@ -591,13 +662,19 @@ fn fence_at_the_last_epoch_then_rotates() {
     assert_eq!(
         fx,
         vec![
-            err(r, TxnError::ConcurrentTransactions),
             markers("t", 7, i16::MAX, false, &[("a", 0)]),
+            timer(h.now_ms + PARKED_MS),
         ]
     );
-    h.complete("t", 7, i16::MAX);
-    let (r, fx) = h.init("t", None);
-    assert_eq!(fx, vec![Effect::AllocateProducerId { request_id: r }]);
+    // The fencing request, parked, is handled again once the abort completed: a new id.
+    let p = h.next_persist();
+    h.markers_done("t", 7, i16::MAX, true);
+    let fx = h.persisted(p, true);
+    assert_eq!(fx[0], Effect::AllocateProducerId { request_id: r });
+    let p = h.next_persist();
+    h.allocated(r, Ok(8));
+    let fx = h.persisted(p, true);
+    assert_eq!(fx[0], producer(r, 8, 0));
 }
 
 #[test]
@@ -673,12 +750,24 @@ fn add_partitions_first_again_and_more() {
         h.now_ms,
     );
     assert_eq!(fx, vec![persist(p, "t", Some(m2.clone()))]);
-    // Concurrent while that persist is in flight.
+    // Parked while that persist is in flight, then handled.
     let (r2, fx) = h.add("t", 100, 0, &[("d", 0)]);
-    assert_eq!(fx, vec![err(r2, TxnError::ConcurrentTransactions)]);
+    assert_eq!(fx, vec![timer(h.now_ms + PARKED_MS)]);
+    let p2 = h.next_persist();
     let fx = h.persisted(p, true);
-    assert_eq!(fx, vec![ok(r), timer(start + TIMEOUT_MS as u64)]);
     assert_eq!(h.m.describe("t"), Some(&m2));
+    let m3 = meta(
+        "t",
+        100,
+        0,
+        TxnState::Ongoing,
+        &[("a", 0), ("b", 1), ("c", 2), ("d", 0)],
+        start,
+        h.now_ms,
+    );
+    assert_eq!(fx, vec![ok(r), persist(p2, "t", Some(m3))]);
+    let fx = h.persisted(p2, true);
+    assert_eq!(fx, vec![ok(r2), timer(start + TIMEOUT_MS as u64)]);
 }
 
 #[test]
@@ -727,19 +816,180 @@ fn add_partitions_and_end_txn_check_the_producer() {
 }
 
 #[test]
-fn add_partitions_during_prepare_is_concurrent() {
+fn add_partitions_during_prepare_is_answered_after_completion() {
     let mut h = Harness::new();
     h.create("t", 100);
     h.begin("t", 100, 0, &[("a", 0)]);
     let p = h.next_persist();
-    h.end("t", 100, 0, true);
-    // The EndTxn persist is pending.
-    let (r, fx) = h.add("t", 100, 0, &[("a", 0)]);
+    let (r, _) = h.end("t", 100, 0, true);
+    // The EndTxn persist is pending: parked.
+    let (r1, fx) = h.add("t", 100, 0, &[("a", 0)]);
+    assert_eq!(fx, vec![timer(h.now_ms + PARKED_MS)]);
+    let fx = h.persisted(p, true);
+    assert_eq!(fx, vec![ok(r), markers("t", 100, 0, true, &[("a", 0)])]);
+    // Markers being written: parked too.
+    let (r2, fx) = h.add("t", 100, 0, &[("b", 0)]);
+    assert_eq!(fx, vec![]);
+    let p = h.next_persist();
+    let fx = h.markers_done("t", 100, 0, true);
+    assert!(matches!(fx.as_slice(), [Effect::Persist { .. }]), "{fx:?}");
+    // CompleteCommit durable: the next transaction starts with the first parked request.
+    h.advance(3);
+    let start = h.now_ms;
+    let p2 = h.next_persist();
+    let fx = h.persisted(p, true);
+    let first = meta("t", 100, 0, TxnState::Ongoing, &[("a", 0)], start, start);
+    assert_eq!(fx, vec![persist(p2, "t", Some(first))]);
+    let p3 = h.next_persist();
+    let fx = h.persisted(p2, true);
+    let both = meta(
+        "t",
+        100,
+        0,
+        TxnState::Ongoing,
+        &[("a", 0), ("b", 0)],
+        start,
+        start,
+    );
+    assert_eq!(fx, vec![ok(r1), persist(p3, "t", Some(both))]);
+    let fx = h.persisted(p3, true);
+    assert_eq!(fx, vec![ok(r2), timer(start + TIMEOUT_MS as u64)]);
+    assert!(!h.answered.is_empty());
+}
+
+#[test]
+fn end_txn_retry_during_prepare_commit_parks_and_is_answered_ok() {
+    let mut h = Harness::new();
+    h.create("t", 100);
+    h.begin("t", 100, 0, &[("a", 0)]);
+    h.prepare("t", 100, 0, true);
+    // The client's EndTxn timed out and it retries while the markers are written.
+    let (r, fx) = h.end("t", 100, 0, true);
+    assert_eq!(fx, vec![timer(h.now_ms + PARKED_MS)]);
+    // The opposite outcome is still refused at once.
+    let (r2, fx) = h.end("t", 100, 0, false);
+    assert_eq!(fx, vec![err(r2, TxnError::InvalidTxnState)]);
+    let p = h.next_persist();
+    h.markers_done("t", 100, 0, true);
+    let fx = h.persisted(p, true);
+    assert_eq!(fx, vec![ok(r), timer(h.now_ms + EXP_MS)]);
+}
+
+#[test]
+fn parked_requests_beyond_the_bound_are_concurrent() {
+    let mut h = Harness::new();
+    h.create("t", 100);
+    h.begin("t", 100, 0, &[("a", 0)]);
+    h.prepare("t", 100, 0, true);
+    let max = h.m.config().max_parked_per_id;
+    assert_eq!(max, 8);
+    let parked: Vec<RequestId> = (0..max)
+        .map(|i| h.add("t", 100, 0, &[("b", i as i32)]).0)
+        .collect();
+    let (r, fx) = h.add("t", 100, 0, &[("c", 0)]);
     assert_eq!(fx, vec![err(r, TxnError::ConcurrentTransactions)]);
-    h.persisted(p, true);
-    // Markers being written.
+    let (r, fx) = h.end("t", 100, 0, true);
+    assert_eq!(fx, vec![err(r, TxnError::ConcurrentTransactions)]);
+    let (r, fx) = h.init("t", None);
+    assert_eq!(fx, vec![err(r, TxnError::ConcurrentTransactions)]);
+    // The parked ones are all answered OK once the transaction completed, in order.
+    h.complete_with_parked("t", 100, 0);
+    for r in &parked {
+        assert!(h.answered.contains(r), "{r:?}");
+    }
+    assert_eq!(h.m.describe("t").unwrap().partitions.len(), max);
+
+    // Parking disabled: Kafka's immediate answer.
+    let mut h = Harness::with(TxnConfig {
+        max_parked_per_id: 0,
+        ..config()
+    });
+    h.create("t", 100);
+    h.begin("t", 100, 0, &[("a", 0)]);
+    h.prepare("t", 100, 0, true);
     let (r, fx) = h.add("t", 100, 0, &[("b", 0)]);
     assert_eq!(fx, vec![err(r, TxnError::ConcurrentTransactions)]);
+}
+
+#[test]
+fn parked_requests_time_out_while_markers_keep_failing() {
+    let mut h = Harness::new();
+    h.create("t", 100);
+    h.begin("t", 100, 0, &[("a", 0)]);
+    h.prepare("t", 100, 0, true);
+    let parked_at = h.now_ms;
+    let (r1, fx) = h.add("t", 100, 0, &[("b", 0)]);
+    assert_eq!(fx, vec![timer(parked_at + PARKED_MS)]);
+    let fx = h.markers_done("t", 100, 0, false);
+    assert_eq!(fx, vec![timer(parked_at + RETRY_BACKOFF_MS)]);
+    let mut r2 = None;
+    for i in 1..5 {
+        h.advance(RETRY_BACKOFF_MS);
+        let fx = h.tick();
+        assert_eq!(fx[0], markers("t", 100, 0, true, &[("a", 0)]));
+        if i == 2 {
+            r2 = Some(h.end("t", 100, 0, true).0);
+        }
+        h.markers_done("t", 100, 0, false);
+    }
+    let r2 = r2.unwrap();
+    // 5 s after it arrived, the first is answered CONCURRENT_TRANSACTIONS (the client falls
+    // back to retrying); the second still waits.
+    h.advance(RETRY_BACKOFF_MS);
+    assert_eq!(h.now_ms, parked_at + PARKED_MS);
+    let fx = h.tick();
+    assert_eq!(fx[0], err(r1, TxnError::ConcurrentTransactions));
+    assert!(
+        fx.contains(&markers("t", 100, 0, true, &[("a", 0)])),
+        "{fx:?}"
+    );
+    assert!(!h.answered.contains(&r2));
+    h.markers_done("t", 100, 0, false);
+    h.advance(2 * RETRY_BACKOFF_MS);
+    let fx = h.tick();
+    assert_eq!(fx[0], err(r2, TxnError::ConcurrentTransactions));
+    // Only the marker retry is left.
+    assert_eq!(h.m.next_deadline_ms(), None);
+    h.complete("t", 100, 0);
+}
+
+#[test]
+fn restore_answers_parked_requests_not_coordinator() {
+    let mut h = Harness::new();
+    h.create("t", 100);
+    h.begin("t", 100, 0, &[("a", 0)]);
+    let (re, _) = h.end("t", 100, 0, true);
+    let (r1, _) = h.add("t", 100, 0, &[("b", 0)]);
+    let (r2, _) = h.init("t", None);
+    let fx = h.restore(vec![(
+        "t",
+        Some(meta(
+            "t",
+            100,
+            0,
+            TxnState::CompleteCommit,
+            &[],
+            0,
+            h.now_ms,
+        )),
+    )]);
+    assert_eq!(
+        fx,
+        vec![
+            err(re, TxnError::NotCoordinator),
+            err(r1, TxnError::NotCoordinator),
+            err(r2, TxnError::NotCoordinator),
+            timer(h.now_ms + EXP_MS),
+        ]
+    );
+    // The same while the markers are written (nothing pending, only parked).
+    h.begin("t", 100, 0, &[("a", 0)]);
+    h.prepare("t", 100, 0, true);
+    let (r, _) = h.add("t", 100, 0, &[("b", 0)]);
+    let fx = h.restore(vec![("t", None)]);
+    assert_eq!(fx, vec![err(r, TxnError::NotCoordinator)]);
+    assert!(h.m.is_empty());
+    assert_eq!(h.m.next_deadline_ms(), None);
 }
 
 // -------------------------------------------------------------------------------------------
@@ -765,9 +1015,10 @@ fn commit_end_to_end() {
         h.now_ms,
     );
     assert_eq!(fx, vec![persist(p, "t", Some(prepared.clone()))]);
-    // A retry while the decision is not durable yet.
+    // A retry while the decision is not durable yet: parked.
     let (r2, fx) = h.end("t", 100, 0, true);
-    assert_eq!(fx, vec![err(r2, TxnError::ConcurrentTransactions)]);
+    let parked_until = h.now_ms + PARKED_MS;
+    assert_eq!(fx, vec![timer(parked_until)]);
 
     h.advance(5);
     let fx = h.persisted(p, true);
@@ -776,11 +1027,12 @@ fn commit_end_to_end() {
         vec![ok(r), markers("t", 100, 0, true, &[("a", 0), ("b", 1)])]
     );
     assert_eq!(h.m.describe("t"), Some(&prepared));
-    assert_eq!(h.m.next_deadline_ms(), None);
+    // Only the parked request's time out.
+    assert_eq!(h.m.next_deadline_ms(), Some(parked_until));
 
-    // Retries while the markers are written.
-    let (r, fx) = h.end("t", 100, 0, true);
-    assert_eq!(fx, vec![err(r, TxnError::ConcurrentTransactions)]);
+    // Retries while the markers are written: parked too.
+    let (r3, fx) = h.end("t", 100, 0, true);
+    assert_eq!(fx, vec![]);
     let (r, fx) = h.end("t", 100, 0, false);
     assert_eq!(fx, vec![err(r, TxnError::InvalidTxnState)]);
 
@@ -790,7 +1042,7 @@ fn commit_end_to_end() {
     let done = meta("t", 100, 0, TxnState::CompleteCommit, &[], 0, h.now_ms);
     assert_eq!(fx, vec![persist(p, "t", Some(done.clone()))]);
     let fx = h.persisted(p, true);
-    assert_eq!(fx, vec![timer(h.now_ms + EXP_MS)]);
+    assert_eq!(fx, vec![ok(r2), ok(r3), timer(h.now_ms + EXP_MS)]);
     assert_eq!(h.m.describe("t"), Some(&done));
 
     // Retries after completion.
@@ -847,8 +1099,8 @@ fn abort_end_to_end() {
     );
     let fx = h.persisted(p, true);
     assert_eq!(fx, vec![ok(r), markers("t", 100, 0, false, &[("a", 0)])]);
-    let (r, fx) = h.end("t", 100, 0, false);
-    assert_eq!(fx, vec![err(r, TxnError::ConcurrentTransactions)]);
+    let (retry, fx) = h.end("t", 100, 0, false);
+    assert_eq!(fx, vec![timer(h.now_ms + PARKED_MS)]);
     let (r, fx) = h.end("t", 100, 0, true);
     assert_eq!(fx, vec![err(r, TxnError::InvalidTxnState)]);
 
@@ -862,7 +1114,8 @@ fn abort_end_to_end() {
             Some(meta("t", 100, 0, TxnState::CompleteAbort, &[], 0, h.now_ms))
         )]
     );
-    h.persisted(p, true);
+    let fx = h.persisted(p, true);
+    assert_eq!(fx[0], ok(retry));
     let (r, fx) = h.end("t", 100, 0, false);
     assert_eq!(fx, vec![ok(r)]);
     let (r, fx) = h.end("t", 100, 0, true);
@@ -1028,9 +1281,9 @@ fn timeout_aborts_and_fences() {
         h.now_ms,
     );
     assert_eq!(h.tick(), vec![persist(p, "t", Some(aborting.clone()))]);
-    // Not durable yet: the producer is refused, not fenced.
-    let (r, fx) = h.end("t", 100, 0, true);
-    assert_eq!(fx, vec![err(r, TxnError::ConcurrentTransactions)]);
+    // Not durable yet: the producer's request parks, and is fenced once the abort completed.
+    let (parked, fx) = h.end("t", 100, 0, true);
+    assert_eq!(fx, vec![timer(h.now_ms + PARKED_MS)]);
 
     let fx = h.persisted(p, true);
     assert_eq!(fx, vec![markers("t", 100, 1, false, &[("a", 0)])]);
@@ -1040,7 +1293,10 @@ fn timeout_aborts_and_fences() {
     let (r, fx) = h.add("t", 100, 0, &[("b", 0)]);
     assert_eq!(fx, vec![err(r, TxnError::ProducerFenced)]);
 
-    h.complete("t", 100, 1);
+    let p = h.next_persist();
+    h.markers_done("t", 100, 1, true);
+    let fx = h.persisted(p, true);
+    assert_eq!(fx[0], err(parked, TxnError::ProducerFenced));
     assert_eq!(h.state("t"), Some(TxnState::CompleteAbort));
     // The zombie's epoch is neither current nor the one the last InitProducerId replaced.
     let (r, fx) = h.init("t", Some((100, 0)));
@@ -1064,7 +1320,9 @@ fn timeout_fires_on_any_late_input() {
         matches!(&fx[0], Effect::Persist { persist_id, metadata: Some(m), .. }
         if *persist_id == p && m.state == TxnState::PrepareAbort && m.producer_epoch == 1)
     );
-    assert_eq!(fx[1], err(r, TxnError::ConcurrentTransactions));
+    // It waits, parked, for the abort.
+    assert_eq!(fx[1], timer(h.now_ms + PARKED_MS));
+    assert!(!h.answered.contains(&r));
 }
 
 #[test]
@@ -1100,14 +1358,15 @@ fn expiration_writes_a_tombstone_then_forgets() {
     assert_eq!(h.m.describe("t"), None);
     assert!(h.m.list(&[], &[]).is_empty());
     let (r, fx) = h.init("t", None);
-    assert_eq!(fx, vec![err(r, TxnError::ConcurrentTransactions)]);
-    assert_eq!(h.persisted(p, true), vec![]);
+    assert_eq!(fx, vec![timer(h.now_ms + PARKED_MS)]);
+    // Gone once durable; the parked request brings the id back, with a new producer id.
+    assert_eq!(
+        h.persisted(p, true),
+        vec![Effect::AllocateProducerId { request_id: r }]
+    );
     assert_eq!(h.m.describe("t"), None);
-    assert!(h.m.is_empty());
+    assert_eq!(h.m.len(), 1);
     assert_eq!(h.m.next_deadline_ms(), None);
-    // The id can come back, with a new producer id.
-    let (r, fx) = h.init("t", None);
-    assert_eq!(fx, vec![Effect::AllocateProducerId { request_id: r }]);
 }
 
 #[test]
@@ -1763,14 +2022,38 @@ proptest! {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Init { id: usize, expected: bool },
-    Add { id: usize, stale: bool, topic: u8 },
-    Verify { id: usize },
-    End { id: usize, commit: bool },
-    Allocate { ok: bool },
-    Persist { ok: bool },
-    Markers { ok: bool },
-    Advance { ms: u64 },
+    Init {
+        id: usize,
+        expected: bool,
+    },
+    Add {
+        id: usize,
+        stale: bool,
+        topic: u8,
+    },
+    Verify {
+        id: usize,
+    },
+    End {
+        id: usize,
+        commit: bool,
+    },
+    Allocate {
+        ok: bool,
+    },
+    Persist {
+        ok: bool,
+    },
+    Markers {
+        ok: bool,
+    },
+    Advance {
+        ms: u64,
+    },
+    /// The id's partition is loaded again with its durable record.
+    Restore {
+        id: usize,
+    },
 }
 
 fn arb_op() -> impl Strategy<Value = Op> {
@@ -1786,8 +2069,15 @@ fn arb_op() -> impl Strategy<Value = Op> {
         any::<bool>().prop_map(|ok| Op::Allocate { ok }),
         prop_oneof![3 => Just(true), 1 => Just(false)].prop_map(|ok| Op::Persist { ok }),
         prop_oneof![3 => Just(true), 1 => Just(false)].prop_map(|ok| Op::Markers { ok }),
-        prop_oneof![Just(1u64), Just(999), Just(30_000), Just(70_000)]
-            .prop_map(|ms| Op::Advance { ms }),
+        prop_oneof![
+            Just(1u64),
+            Just(999),
+            Just(5_000),
+            Just(30_000),
+            Just(70_000)
+        ]
+        .prop_map(|ms| Op::Advance { ms }),
+        (0usize..3).prop_map(|id| Op::Restore { id }),
     ]
 }
 
@@ -1877,6 +2167,10 @@ impl RandomDriver {
                 Some((id, pid, epoch)) => self.h.markers_done(&id, pid, epoch, ok),
                 None => Vec::new(),
             },
+            Op::Restore { id } => {
+                let record = self.h.m.describe(IDS[id]).cloned();
+                self.h.restore(vec![(IDS[id], record)])
+            }
             Op::Advance { ms } => {
                 self.h.advance(ms);
                 if self.timer_at_ms.is_some_and(|at| at <= self.h.now_ms) {
@@ -1927,12 +2221,16 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
     /// Whatever the order of requests and answers, and whichever persists or marker writes
-    /// fail, every request is answered exactly once (the harness checks "at most"), the
-    /// invariants hold after every input (debug assertions), and nothing stays in flight.
+    /// fail, every request is answered exactly once (the harness checks "at most"; parked
+    /// requests included, with parking off, tight or default), the invariants hold after every
+    /// input (debug assertions), and nothing stays in flight or parked.
     #[test]
-    fn prop_every_request_is_answered_once(ops in proptest::collection::vec(arb_op(), 1..80)) {
+    fn prop_every_request_is_answered_once(
+        ops in proptest::collection::vec(arb_op(), 1..80),
+        max_parked_per_id in prop_oneof![Just(0usize), Just(1), Just(8)],
+    ) {
         let mut d = RandomDriver {
-            h: Harness::new(),
+            h: Harness::with(TxnConfig { max_parked_per_id, ..config() }),
             allocations: Vec::new(),
             persists: Vec::new(),
             markers: Vec::new(),
@@ -1947,6 +2245,7 @@ proptest! {
         for r in &d.issued {
             prop_assert!(d.h.answered.contains(r), "{:?} never answered", r);
         }
+        prop_assert_eq!(d.h.m.parked_len(), 0);
         for m in d.h.m.list(&[], &[]) {
             prop_assert!(
                 !m.state.is_prepare(),
