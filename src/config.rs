@@ -103,6 +103,12 @@ pub struct BrokerConfig {
     /// CPU shares of each shard's background work (retention, compaction) against 1000 for
     /// serving requests (`background.shares`).
     pub background_shares: usize,
+    /// `metrics.listen`: address of the HTTP endpoint serving `/metrics` (Prometheus text),
+    /// `/health` and `/ready`, on shard 0; `None` (empty value) turns it off.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `metrics.collect`: shards count bytes, records and latencies on the request path (see
+    /// [`crate::metrics`]); false leaves those metrics at zero.
+    pub metrics_collect: bool,
     /// The keys set explicitly (file and overrides): topic-config defaults resolve through them
     /// (see [`crate::topic_config`]) and DescribeConfigs reports them as static broker configs.
     pub props: BTreeMap<String, String>,
@@ -175,6 +181,9 @@ const KEYS: &[(&str, &str)] = &[
     // Unlimited in Kafka (its cleaner has its own threads); here compaction shares the core
     // and the disk with produce, so it is capped (perf/2026-12-03-compaction-impact.md).
     ("log.cleaner.io.max.bytes.per.second", "52428800"),
+    // The metrics/health HTTP endpoint (empty: off) and the request-path counters behind it.
+    ("metrics.listen", "127.0.0.1:9644"),
+    ("metrics.collect", "true"),
 ];
 
 /// True if `key` is a broker configuration key we accept.
@@ -488,6 +497,8 @@ impl BrokerConfig {
             )? as u64,
             background_shares: parse_num("background.shares", &get("background.shares"), 1, 1000)?
                 as usize,
+            metrics_listen: parse_metrics_listen(&get("metrics.listen"))?,
+            metrics_collect: parse_bool("metrics.collect", &get("metrics.collect"))?,
             props: props.clone(),
         })
     }
@@ -633,6 +644,25 @@ fn parse_listener(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
         .ok()
         .and_then(|mut it| it.next())
         .ok_or_else(|| invalid(key, text, "expected [PLAINTEXT://]host:port"))
+}
+
+/// `metrics.listen`: `host:port` of the metrics endpoint, or empty for none.
+fn parse_metrics_listen(text: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.to_socket_addrs()
+        .ok()
+        .and_then(|mut it| it.next())
+        .map(Some)
+        .ok_or_else(|| {
+            invalid(
+                "metrics.listen",
+                text,
+                "expected host:port, or nothing to turn the endpoint off",
+            )
+        })
 }
 
 /// `cores`: empty = every CPU this process may run on; `N` = the first N of those;
@@ -784,6 +814,27 @@ mod tests {
             .unwrap();
         assert_eq!(c.num_partitions, 7);
         assert!(parse_override("novalue").is_err());
+    }
+
+    #[test]
+    fn metrics_keys() {
+        let c = BrokerConfig::from_properties(&BTreeMap::new()).unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9644".parse().unwrap()));
+        assert!(c.metrics_collect);
+        let c = BrokerConfig::from_properties(&props(&[
+            ("metrics.listen", ""),
+            ("metrics.collect", "false"),
+        ]))
+        .unwrap();
+        assert_eq!(c.metrics_listen, None);
+        assert!(!c.metrics_collect);
+        for (k, v) in [
+            ("metrics.listen", "nohost"),
+            ("metrics.collect", "sometimes"),
+        ] {
+            let err = BrokerConfig::from_properties(&props(&[(k, v)])).unwrap_err();
+            assert!(err.to_string().contains(k), "{k}={v}: {err}");
+        }
     }
 
     #[test]

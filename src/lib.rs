@@ -25,6 +25,7 @@ pub mod group;
 pub mod io;
 pub mod logging;
 pub mod metadata;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod shard;

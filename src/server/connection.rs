@@ -10,11 +10,16 @@
 //! order the client sent them) and queues each request's completion; the writer sends
 //! completions in that same order. The queue is bounded by `connection.inflight.max`: a client
 //! that keeps sending without reading its answers stops being read.
+//!
+//! Metrics (the shard's probe): connections open, request and response bytes, and each
+//! request's latency per API, from the moment its frame goes to dispatch until its completion
+//! resolves in the writer.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_lite::AsyncWriteExt;
@@ -48,6 +53,22 @@ pub enum Completion {
 /// A request's completion, queued in request order.
 pub type Pending = Pin<Box<dyn Future<Output = Completion>>>;
 
+/// A completion on its way to the writer, with what its latency is measured by: the request's
+/// API key and when it went to dispatch (`None` when metrics are not collected).
+struct Queued {
+    pending: Pending,
+    api_key: i16,
+    started: Option<Instant>,
+}
+
+/// The API key of a request frame (its first two bytes), -1 if it is too short to have one.
+fn api_key_of(frame: &[u8]) -> i16 {
+    match frame {
+        [a, b, ..] => i16::from_be_bytes([*a, *b]),
+        _ => -1,
+    }
+}
+
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let peer = stream
         .peer_addr()
@@ -56,22 +77,28 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let peer_ip = stream.peer_addr().ok().map(|a| a.ip());
     let _ = stream.set_nodelay(true);
     let (reader, mut writer) = crate::io::socket::split(stream);
-    let (tx, rx) = local_channel::new_bounded::<Pending>(shard.config.connection_inflight_max);
+    let (tx, rx) = local_channel::new_bounded::<Queued>(shard.config.connection_inflight_max);
+    shard.probe.connection_opened();
 
-    let writer_shard = shard.id;
+    let writer_shard = shard.clone();
     let writer_peer = peer.clone();
     let writer_task = glommio::spawn_local(async move {
-        while let Some(pending) = rx.recv().await {
-            let frame = match pending.await {
+        let probe = &writer_shard.probe;
+        while let Some(queued) = rx.recv().await {
+            let completion = queued.pending.await;
+            probe.request_done(queued.api_key, queued.started);
+            let frame = match completion {
                 Completion::Respond(frame) => frame,
                 Completion::Silent => continue,
                 Completion::Close(why) => {
                     log::info!(
-                        "shard {writer_shard}: closing connection from {writer_peer}: {why}"
+                        "shard {}: closing connection from {writer_peer}: {why}",
+                        writer_shard.id
                     );
                     break;
                 }
             };
+            probe.sent(4 + frame.len);
             if write_frame(&mut writer, frame).await.is_err() {
                 return;
             }
@@ -101,9 +128,17 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             }
             Err(e) => break e.to_string(),
         };
+        shard.probe.received(4 + frame.len());
+        let api_key = api_key_of(&frame);
+        let started = shard.probe.request_started();
         match handlers::dispatch(&shard, peer_ip, Reader::new(frame)).await {
             Dispatch::Reply(pending) => {
-                if tx.send(pending).await.is_err() {
+                let queued = Queued {
+                    pending,
+                    api_key,
+                    started,
+                };
+                if tx.send(queued).await.is_err() {
                     break 'conn String::new();
                 }
             }
@@ -116,6 +151,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     drop(tx);
     // Finish the answers already owed (in order), then the socket closes.
     writer_task.await;
+    shard.probe.connection_closed();
 }
 
 /// Writes the size prefix and the chunks of one response. A small first chunk travels in the

@@ -50,6 +50,7 @@ pub fn start(shard: &Rc<Shard>) -> std::io::Result<()> {
         loop {
             match listener.accept().await {
                 Ok(stream) => {
+                    shard.probe.connection_accepted();
                     let shard = shard.clone();
                     glommio::spawn_local(super::connection::serve(shard, stream)).detach();
                 }

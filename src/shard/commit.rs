@@ -11,6 +11,10 @@
 //! splitting their appends over more rounds would only add fdatasyncs. The
 //! waiter checks its partition's high watermark afterwards, so a failed flush becomes that
 //! partition's KAFKA_STORAGE_ERROR and nobody else's.
+//!
+//! Metrics: every fdatasync of a durable half is timed on its own (the shard's
+//! [`ShardProbe`]: count, latency histogram, how many are in flight), and completed rounds are
+//! counted.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -19,6 +23,7 @@ use futures::future::{select, Either, LocalBoxFuture};
 
 use super::notify::Notify;
 use super::partition::Partition;
+use crate::metrics::ShardProbe;
 use crate::storage::log::FlushTicket;
 use crate::storage::pacing::IoPacer;
 
@@ -35,10 +40,11 @@ pub struct GroupCommit {
     stopping: Cell<bool>,
     /// Told how long every round's fdatasyncs took.
     pacer: Rc<IoPacer>,
+    probe: Rc<ShardProbe>,
 }
 
 impl GroupCommit {
-    pub fn new(pacer: Rc<IoPacer>) -> GroupCommit {
+    pub fn new(pacer: Rc<IoPacer>, probe: Rc<ShardProbe>) -> GroupCommit {
         GroupCommit {
             started: Cell::new(0),
             completed: Cell::new(0),
@@ -47,6 +53,7 @@ impl GroupCommit {
             done: Notify::new(),
             stopping: Cell::new(false),
             pacer,
+            probe,
         }
     }
 
@@ -150,13 +157,18 @@ impl GroupCommit {
         batch: Vec<Rc<Partition>>,
         tickets: Vec<Option<FlushTicket>>,
     ) {
-        let syncs = batch
-            .iter()
-            .zip(tickets)
-            .filter_map(|(p, t)| t.map(|t| p.flush_sync(t)));
+        let syncs = batch.iter().zip(tickets).filter_map(|(p, t)| {
+            let t = t?;
+            Some(async move {
+                let clock = self.probe.fsync_started();
+                p.flush_sync(t).await;
+                self.probe.fsync_done(clock);
+            })
+        });
         let started = std::time::Instant::now();
         futures::future::join_all(syncs).await;
         self.pacer.foreground_sync(started.elapsed());
+        self.probe.commit_round_done();
         self.completed.set(round);
         self.done.notify_all();
         for p in &batch {

@@ -5,7 +5,12 @@
 //! jobs keep the order their connection read them in; the future the body returns (waiting for
 //! durability, for data, ...) is spawned and its result travels back on a oneshot. Channels are
 //! bounded (`mailbox.capacity`): a full channel makes the sender wait, which is the backpressure.
+//!
+//! For the metrics, each side counts on its own thread: jobs sent per target (by the sender)
+//! and jobs taken per source (by the receiver); a queue's length is the difference, computed
+//! at scrape time (no counter is shared between shards).
 
+use std::cell::Cell;
 use std::future::Future;
 use std::rc::Rc;
 
@@ -23,11 +28,30 @@ pub struct MailboxClosed(pub usize);
 
 pub struct Mailbox {
     senders: Senders<Job>,
+    /// Jobs sent to each shard (by index) through its channel.
+    sent: Vec<Cell<u64>>,
+    /// Jobs this shard's receive loops took from each shard's (by index) channel.
+    received: Vec<Cell<u64>>,
 }
 
 impl Mailbox {
     pub fn new(senders: Senders<Job>) -> Self {
-        Mailbox { senders }
+        let n = senders.nr_consumers();
+        Mailbox {
+            senders,
+            sent: (0..n).map(|_| Cell::new(0)).collect(),
+            received: (0..n).map(|_| Cell::new(0)).collect(),
+        }
+    }
+
+    /// Jobs sent to each shard so far (index = target shard).
+    pub fn sent_counts(&self) -> Vec<u64> {
+        self.sent.iter().map(Cell::get).collect()
+    }
+
+    /// Jobs taken from each shard's channel so far (index = sending shard).
+    pub fn received_counts(&self) -> Vec<u64> {
+        self.received.iter().map(Cell::get).collect()
     }
 
     /// Runs `f` on shard `target` and returns what its future yields. `f`'s synchronous body
@@ -80,6 +104,9 @@ impl Mailbox {
                 .send_to(target, job)
                 .await
                 .map_err(|_| MailboxClosed(target))?;
+            if let Some(n) = self.sent.get(target) {
+                n.set(n.get() + 1);
+            }
         }
         Ok(rx)
     }
@@ -91,10 +118,13 @@ impl Mailbox {
 
 /// Runs every job that arrives from any other shard, one receive loop per peer.
 pub fn spawn_receivers(shard: &Rc<Shard>, mut receivers: Receivers<Job>) {
-    for (_peer, receiver) in receivers.streams() {
+    for (peer, receiver) in receivers.streams() {
         let shard = shard.clone();
         glommio::spawn_local(async move {
             while let Some(job) = receiver.recv().await {
+                if let Some(n) = shard.mailbox.received.get(peer) {
+                    n.set(n.get() + 1);
+                }
                 job(&shard);
             }
         })

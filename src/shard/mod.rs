@@ -8,6 +8,9 @@
 //! stop, a last flush round makes every buffered append durable, every log is closed.
 //!
 //! No state is shared between shards except immutable `Arc`s (configuration, metadata images).
+//! Each shard counts its own metrics ([`crate::metrics::ShardProbe`]); shard 0 serves the
+//! metrics endpoint from the start of boot (so `/health` answers and `/ready` says 503 while
+//! partitions recover) and gathers every shard's snapshot through the mailbox at each scrape.
 
 pub mod background;
 pub mod commit;
@@ -28,6 +31,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::config::BrokerConfig;
 use crate::metadata::controller::Controller;
 use crate::metadata::MetadataImage;
+use crate::metrics::ShardProbe;
 use crate::protocol::error::ErrorCode;
 use crate::protocol::record_batch::BatchHeader;
 use crate::server::lifecycle::Lifecycle;
@@ -78,6 +82,8 @@ pub struct Shard {
     pub txn: RefCell<crate::coordinator::transactions::TxnRuntime>,
     /// Ready / stopping, for systemd and the health endpoints (one per process).
     pub lifecycle: Arc<Lifecycle>,
+    /// This shard's metrics (see [`crate::metrics`]).
+    pub probe: Rc<ShardProbe>,
 }
 
 /// What an append on the owning shard produced, before durability.
@@ -129,6 +135,11 @@ impl Shard {
     /// `topic`'s effective configs (`None` for a topic the current image does not know).
     pub fn topic_config(&self, topic: &str) -> Option<Rc<TopicConfig>> {
         self.topic_configs.borrow().get(topic).cloned()
+    }
+
+    /// Partitions this shard owns but could not open.
+    pub fn offline_count(&self) -> usize {
+        self.offline.borrow().len()
     }
 
     /// Every partition this shard owns.
@@ -263,6 +274,8 @@ impl Shard {
             }
         }
         *self.image.borrow_mut() = image.clone();
+        self.probe
+            .retain_topics(|name, id| image.topic(name).is_some_and(|t| t.id == *id));
         self.install_topic_configs(&image);
         self.offline
             .borrow_mut()
@@ -418,6 +431,13 @@ impl Shard {
             let out = p.log.append(bytes, header, p.leader_epoch, now)?;
             if !out.duplicate {
                 any_new = true;
+                self.probe.produced(
+                    &p.topic,
+                    p.topic_id,
+                    p.index,
+                    bytes.len() as u64,
+                    u64::try_from(header.records_count).unwrap_or(0),
+                );
             }
             last_offset = out.last_offset;
             if first.is_none() {
@@ -646,6 +666,7 @@ async fn shard_main(
         None
     };
     let pacer = Rc::new(IoPacer::new(config.log_cleaner_io_max_bytes_per_second));
+    let probe = Rc::new(ShardProbe::new(config.metrics_collect));
     let shard = Rc::new(Shard {
         id,
         nr_shards,
@@ -653,7 +674,8 @@ async fn shard_main(
         cache: Rc::new(BatchCache::new(config.cache_bytes_per_shard)),
         config: config.clone(),
         mailbox: Mailbox::new(senders),
-        commit: GroupCommit::new(pacer.clone()),
+        commit: GroupCommit::new(pacer.clone(), probe.clone()),
+        probe,
         pacer,
         controller,
         image: RefCell::new(Arc::new(MetadataImage::default())),
@@ -678,6 +700,9 @@ async fn shard_main(
     mailbox::spawn_receivers(&shard, receivers);
     crate::coordinator::groups::spawn_offsets_expiry(&shard);
     let background = background::task_queue(config.background_shares);
+    if id == 0 {
+        crate::metrics::http::start(&shard, background);
+    }
     background::spawn_retention(&shard, background);
     background::spawn_compaction(&shard, background);
     background::spawn_disk_guard(&shard);
@@ -743,6 +768,7 @@ async fn shard_main(
     shard.stopping.set(true);
     shard.stop_requested.notify_all();
     crate::server::listener::stop(&shard);
+    crate::metrics::http::stop();
     // Give connections a moment to hand their last appends to the log, then flush everything.
     glommio::timer::sleep(Duration::from_millis(50)).await;
     shard.commit.stop();

@@ -5,6 +5,10 @@
 //! request waits for any of its partitions' high watermark to move (woken by the group commit).
 //! Fetch sessions (KIP-227) are not created: we answer session id 0, which tells clients to keep
 //! sending full fetch requests.
+//!
+//! Metrics: the shard answering the request counts the record bytes and records (from batch
+//! headers) of every partition's data that made it into the response, after the response-level
+//! `max_bytes` and the long poll have had their say.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -123,6 +127,11 @@ pub fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatch
             partitions: parts,
         });
     }
+    let topic_ids: Vec<Option<crate::metadata::TopicId>> = req
+        .topics
+        .iter()
+        .map(|t| image.topic(&t.topic).map(|m| m.id))
+        .collect();
     let shard = shard.clone();
     let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
@@ -157,6 +166,7 @@ pub fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatch
         for r in results {
             let size = r.bytes();
             let part = &mut skeleton[r.slot.0].partitions[r.slot.1];
+            let part_index = part.partition_index;
             part.error_code = r.error.0;
             part.high_watermark = r.high_watermark;
             part.last_stable_offset = r.last_stable_offset;
@@ -170,7 +180,19 @@ pub fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatch
             }
             first = false;
             budget = budget.saturating_sub(size);
-            part.records = Some(join_chunks(r.chunks));
+            let records = join_chunks(r.chunks);
+            if shard.probe.collects() {
+                if let Some(id) = topic_ids[r.slot.0] {
+                    shard.probe.fetched(
+                        &skeleton[r.slot.0].topic,
+                        id,
+                        part_index,
+                        records.len() as u64,
+                        crate::metrics::probe::records_in(&records),
+                    );
+                }
+            }
+            skeleton[r.slot.0].partitions[r.slot.1].records = Some(records);
         }
         Completion::Respond(ctx.respond(&FetchResponse {
             throttle_time_ms: 0,
