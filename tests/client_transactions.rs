@@ -1902,6 +1902,29 @@ fn transactional_requests_with_bad_input_get_kafka_error_codes() {
     if ok.error_code != NONE || ok.producer_id < 0 || ok.producer_epoch < 0 {
         broker.fail(&format!("InitProducerId v4 for wire-txn: {ok:?}"));
     }
+    // A partition that does not exist: UNKNOWN_TOPIC_OR_PARTITION for it, and nothing of the
+    // request is done (OPERATION_NOT_ATTEMPTED for the partition that exists), as Kafka answers.
+    const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    const OPERATION_NOT_ATTEMPTED: i16 = 55;
+    let res = add_partitions(
+        &mut conn,
+        0,
+        "wire-txn",
+        ok.producer_id,
+        ok.producer_epoch,
+        "txn-wire",
+        &[0, 7],
+    );
+    let want = vec![
+        ("txn-wire".to_string(), 0, OPERATION_NOT_ATTEMPTED),
+        ("txn-wire".to_string(), 7, UNKNOWN_TOPIC_OR_PARTITION),
+    ];
+    if res != want {
+        broker.fail(&format!(
+            "AddPartitionsToTxn with txn-wire[7] (no such partition): expected {want:?}, got \
+             {res:?}"
+        ));
+    }
     for version in [1, 3] {
         let err = end_txn(
             &mut conn,

@@ -133,10 +133,10 @@ fn partitions_of(topics: &[AddPartitionsToTxnTopic]) -> Vec<TopicPartition> {
         .collect()
 }
 
-/// Per-partition results that all carry the transaction's one answer.
+/// Per-partition results of one transaction, each partition's code from `code_of`.
 fn topic_results(
     topics: &[AddPartitionsToTxnTopic],
-    code: i16,
+    code_of: impl Fn(&str, i32) -> i16,
 ) -> Vec<AddPartitionsToTxnTopicResult> {
     topics
         .iter()
@@ -147,7 +147,7 @@ fn topic_results(
                 .iter()
                 .map(|p| AddPartitionsToTxnPartitionResult {
                     partition_index: *p,
-                    partition_error_code: code,
+                    partition_error_code: code_of(&t.name, *p),
                 })
                 .collect(),
         })
@@ -175,25 +175,17 @@ pub async fn add_partitions_to_txn(
     // and OPERATION_NOT_ATTEMPTED for the rest (Kafka's answer), else the coordinator's.
     let answer = |topics: &[AddPartitionsToTxnTopic], response: Option<TxnResponse>| match response
     {
-        Some(resp) => topic_results(topics, code(&resp, TxnApi::AddPartitionsToTxn, ctx.version)),
-        None => topics
-            .iter()
-            .map(|t| AddPartitionsToTxnTopicResult {
-                name: t.name.clone(),
-                results_by_partition: t
-                    .partitions
-                    .iter()
-                    .map(|p| AddPartitionsToTxnPartitionResult {
-                        partition_index: *p,
-                        partition_error_code: if image.shard_of(&t.name, *p).is_none() {
-                            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0
-                        } else {
-                            ErrorCode::OPERATION_NOT_ATTEMPTED.0
-                        },
-                    })
-                    .collect(),
-            })
-            .collect(),
+        Some(resp) => {
+            let c = code(&resp, TxnApi::AddPartitionsToTxn, ctx.version);
+            topic_results(topics, |_, _| c)
+        }
+        None => topic_results(topics, |topic, p| {
+            if image.shard_of(topic, p).is_none() {
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0
+            } else {
+                ErrorCode::OPERATION_NOT_ATTEMPTED.0
+            }
+        }),
     };
     if ctx.version >= 4 {
         let mut results = Vec::with_capacity(req.transactions.len());
