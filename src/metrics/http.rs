@@ -79,11 +79,14 @@ pub fn start(shard: &Rc<Shard>, queue: TaskQueueHandle) {
                         Ok(task) => {
                             task.detach();
                         }
-                        Err(e) => log::warn!("metrics: cannot serve a connection: {e}"),
+                        Err(e) => crate::log_limited!(
+                            log::Level::Warn,
+                            "metrics: cannot serve a connection: {e}"
+                        ),
                     }
                 }
                 Err(e) => {
-                    log::warn!("metrics: accept failed: {e}");
+                    crate::log_limited!(log::Level::Warn, "metrics: accept failed: {e}");
                     glommio::timer::sleep(Duration::from_millis(100)).await;
                 }
             }

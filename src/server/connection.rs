@@ -146,7 +146,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         }
     };
     if !why.is_empty() {
-        log::warn!("shard {}: closing connection from {peer}: {why}", shard.id);
+        // A client can repeat this as fast as it can connect: rate-limited.
+        crate::log_limited!(
+            log::Level::Warn,
+            "shard {}: closing connection from {peer}: {why}",
+            shard.id
+        );
     }
     drop(tx);
     // Finish the answers already owed (in order), then the socket closes.

@@ -56,7 +56,8 @@ pub fn start(shard: &Rc<Shard>) -> std::io::Result<()> {
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: log, back off, keep serving others.
-                    log::warn!("shard {}: accept failed: {e}", shard.id);
+                    // E.g. EMFILE under a connection flood: once per burst, not per attempt.
+                    crate::log_limited!(log::Level::Warn, "shard {}: accept failed: {e}", shard.id);
                     glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
                 }
             }
