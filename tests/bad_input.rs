@@ -828,6 +828,9 @@ fn bad_configuration_exits_non_zero_naming_the_key() {
     let (status, output) = run_to_exit(&["check-config", example], Duration::from_secs(30));
     assert!(status.success(), "config/server.properties: {output}");
     assert!(output.contains("valid"), "{output}");
+    let minimal = concat!(env!("CARGO_MANIFEST_DIR"), "/config/single-node.properties");
+    let (status, output) = run_to_exit(&["check-config", minimal], Duration::from_secs(30));
+    assert!(status.success(), "config/single-node.properties: {output}");
     let (status, output) = run_to_exit(&["check-config", config_file], Duration::from_secs(30));
     assert_eq!(status.code(), Some(2), "{output}");
     assert!(output.contains("not.a.real.setting"), "{output}");
