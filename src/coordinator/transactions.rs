@@ -202,7 +202,9 @@ fn run(shard: &Rc<Shard>, effects: Vec<Effect>) {
             Effect::AllocateProducerId { request_id } => {
                 let shard = shard.clone();
                 glommio::spawn_local(async move {
-                    let allocated = allocate_producer_id(&shard).await;
+                    let allocated = allocate_producer_id(&shard).await.map_err(|e| {
+                        log::error!("shard {}: producer id allocation: {e}", shard.id);
+                    });
                     let effects = shard.txn.borrow_mut().machine.producer_id_allocated(
                         clock(),
                         request_id,
@@ -254,8 +256,8 @@ fn persist(
     });
 }
 
-/// A fresh producer id from the controller (shard 0).
-async fn allocate_producer_id(shard: &Rc<Shard>) -> Result<i64, ()> {
+/// A fresh producer id from the controller (shard 0); the error says why there is none.
+pub async fn allocate_producer_id(shard: &Rc<Shard>) -> Result<i64, String> {
     let allocated = shard
         .mailbox
         .call(shard, 0, |s| {
@@ -268,14 +270,7 @@ async fn allocate_producer_id(shard: &Rc<Shard>) -> Result<i64, ()> {
             }
         })
         .await;
-    match allocated {
-        Ok(Ok(id)) => Ok(id),
-        Ok(Err(e)) => {
-            log::error!("shard {}: producer id allocation: {e}", shard.id);
-            Err(())
-        }
-        Err(_) => Err(()),
-    }
+    allocated.unwrap_or_else(|_| Err("the controller's shard did not answer".to_string()))
 }
 
 /// Writes the markers of a transaction to every partition in it, through their owners, all at

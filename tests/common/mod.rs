@@ -217,7 +217,12 @@ impl Broker {
         // Test brokers run side by side: each takes an ephemeral port for its metrics endpoint
         // (the default 127.0.0.1:9644 would go to the first one and the others would log that
         // they cannot bind it), unless the test chooses one.
-        if !self.options.overrides.iter().any(|(k, _)| k == "metrics.listen") {
+        if !self
+            .options
+            .overrides
+            .iter()
+            .any(|(k, _)| k == "metrics.listen")
+        {
             cmd.arg("--override").arg("metrics.listen=127.0.0.1:0");
         }
         for (k, v) in &self.options.overrides {

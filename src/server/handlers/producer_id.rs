@@ -61,29 +61,16 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
             return ctx.reply(resp);
         }
     }
-    let allocated = shard
-        .mailbox
-        .call(shard, 0, |s| {
-            let s = s.clone();
-            async move {
-                match &s.controller {
-                    Some(c) => c.allocate_producer_id(&s).await.map_err(|e| e.to_string()),
-                    None => Err("no controller on shard 0".to_string()),
-                }
-            }
-        })
-        .await;
-    match allocated {
-        Ok(Ok(id)) => {
+    match crate::coordinator::transactions::allocate_producer_id(shard).await {
+        Ok(id) => {
             resp.error_code = 0;
             resp.producer_id = id;
             resp.producer_epoch = 0;
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             log::error!("InitProducerId: {e}");
             resp.error_code = ErrorCode::COORDINATOR_NOT_AVAILABLE.0;
         }
-        Err(_) => resp.error_code = ErrorCode::COORDINATOR_NOT_AVAILABLE.0,
     }
     ctx.reply(resp)
 }
