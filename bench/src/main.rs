@@ -3,7 +3,7 @@
 //! The command line (clap) and the glue between a run ([`run`]), its report ([`report`]), the
 //! machine's ceiling ([`ceiling`]) and workload files ([`workload`]). The client itself is in
 //! [`client`]; per-core measurement and record accounting in [`stats`]; the consumer-group
-//! rebalance benchmark in [`rebalance`].
+//! rebalance benchmark in [`rebalance`]; the drift/leak soak in [`soak`].
 //!
 //! Exit status: 0 clean run; 1 the run had errors, lost or duplicated records; 2 it could not run.
 
@@ -12,6 +12,7 @@ mod client;
 mod rebalance;
 mod report;
 mod run;
+mod soak;
 mod stats;
 mod workload;
 
@@ -71,6 +72,9 @@ enum Cmd {
     Suite(SuiteArgs),
     /// Time for a consumer group to stabilise after one member joins, and the consume dip.
     Rebalance(rebalance::RebalanceSpec),
+    /// A bounded fixed-rate produce/consume/group run with retention and compaction active:
+    /// throughput, p99, broker RSS and FDs per interval, and a drift/leak verdict.
+    Soak(Box<soak::SoakSpec>),
     /// Measure loopback TCP and O_DIRECT disk bandwidth with the bench's pinning.
     Ceiling {
         #[command(flatten)]
@@ -232,6 +236,7 @@ fn dispatch(cmd: Cmd) -> Res<bool> {
         }
         Cmd::Suite(s) => suite(s),
         Cmd::Rebalance(r) => Ok(rebalance::run_rebalance(r)?),
+        Cmd::Soak(s) => Ok(soak::run_soak(*s)?),
     }
 }
 

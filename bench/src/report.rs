@@ -424,3 +424,74 @@ pub fn write_svg(path: &Path, title: &str, o: &RunOutcome) -> Result<(), ReportE
     };
     draw().map_err(|e| err(e.to_string()))
 }
+
+/// One named line of a [`Panel`]: (x, y) points in the panel's units.
+pub struct Line {
+    pub label: String,
+    pub color: (u8, u8, u8),
+    pub points: Vec<(f64, f64)>,
+}
+
+/// One chart of a multi-panel picture: lines over a shared x range starting at 0.
+pub struct Panel {
+    pub caption: String,
+    pub x_desc: String,
+    pub y_desc: String,
+    pub lines: Vec<Line>,
+}
+
+/// Several panels in a grid of `columns`, one SVG (series over time: the soak's picture).
+/// The y axes start at 0, so a slow drift is shown at its true proportion.
+pub fn write_panels_svg(
+    path: &Path,
+    title: &str,
+    columns: usize,
+    panels: &[Panel],
+) -> Result<(), ReportError> {
+    use plotters::prelude::*;
+    let draw = || -> Result<(), Box<dyn std::error::Error>> {
+        let cols = columns.max(1);
+        let rows = panels.len().div_ceil(cols).max(1);
+        let size = (600 * cols as u32, 340 * rows as u32 + 40);
+        let root = SVGBackend::new(path, size).into_drawing_area();
+        root.fill(&WHITE)?;
+        let root = root.titled(title, ("sans-serif", 18))?;
+        for (area, p) in root.split_evenly((rows, cols)).iter().zip(panels) {
+            let all = || p.lines.iter().flat_map(|l| l.points.iter());
+            let xmax = all().map(|q| q.0).fold(1.0, f64::max);
+            let ymax = all()
+                .map(|q| q.1)
+                .filter(|y| y.is_finite())
+                .fold(0.0, f64::max);
+            let ymax = if ymax > 0.0 { ymax * 1.1 } else { 1.0 };
+            let mut c = ChartBuilder::on(area)
+                .caption(&p.caption, ("sans-serif", 16))
+                .margin(12)
+                .margin_right(24)
+                .x_label_area_size(36)
+                .y_label_area_size(64)
+                .build_cartesian_2d(0f64..xmax, 0f64..ymax)?;
+            c.configure_mesh()
+                .x_desc(p.x_desc.as_str())
+                .y_desc(p.y_desc.as_str())
+                .draw()?;
+            for l in &p.lines {
+                let color = RGBColor(l.color.0, l.color.1, l.color.2);
+                c.draw_series(LineSeries::new(l.points.clone(), color.stroke_width(2)))?
+                    .label(l.label.as_str())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            }
+            c.configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()?;
+        }
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|e| ReportError::Draw {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    })
+}
