@@ -21,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod consumer_group;
 pub mod coordinator;
+pub mod crash_points;
 pub mod group;
 pub mod io;
 pub mod logging;

@@ -267,6 +267,7 @@ async fn wait_durable(
     pending: PendingWrite,
 ) -> Result<(), ErrorCode> {
     shard.commit.wait_round(pending.round).await;
+    crate::crash_points::hit("offset_commit_durable");
     if p.log.high_watermark() <= pending.last_offset {
         // The flush did not cover it: the disk under this partition failed.
         return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE);

@@ -166,7 +166,9 @@ impl GroupCommit {
             })
         });
         let started = std::time::Instant::now();
+        crate::crash_points::hit("commit_fsync_before");
         futures::future::join_all(syncs).await;
+        crate::crash_points::hit("commit_fsync_after");
         self.pacer.foreground_sync(started.elapsed());
         self.probe.commit_round_done();
         self.completed.set(round);

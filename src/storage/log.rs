@@ -1092,6 +1092,7 @@ impl PartitionLog {
             None => {
                 // A new segment always starts empty (never pick up stale bytes).
                 let f = Rc::new(DirectFile::create_truncate(&log_path).await?);
+                crate::crash_points::hit("segment_roll");
                 sync_dir(&self.dir)?;
                 if let Some(seg) = self.state.borrow_mut().segments.get_mut(&base) {
                     seg.file = Some(f.clone());
@@ -1181,6 +1182,7 @@ impl PartitionLog {
         let (file, base, end_size, end_next) = (&t.file, t.base, t.end_size, t.end_next);
         file.truncate(end_size).await?;
         file.fdatasync().await?;
+        crate::crash_points::hit("segment_seal");
         let (offsets, times, aborted) = {
             let st = self.state.borrow();
             match st.segments.get(&base) {
@@ -1194,8 +1196,10 @@ impl PartitionLog {
         };
         write_txn_index(&self.dir, base, &aborted).await?;
         write_whole_file(&Self::path(&self.dir, base, "index"), &offsets).await?;
+        crate::crash_points::hit("index_write");
         write_whole_file(&Self::path(&self.dir, base, "timeindex"), &times).await?;
         write_state(&Self::path(&self.dir, end_next, "snapshot"), snapshot)?;
+        crate::crash_points::hit("producer_snapshot");
         sync_dir(&self.dir)?;
         let mut st = self.state.borrow_mut();
         if let Some(seg) = st.segments.get_mut(&base) {
@@ -1464,6 +1468,7 @@ impl PartitionLog {
         let removed = glommio::executor()
             .spawn_blocking(move || -> Result<(), IoFailure> {
                 for p in &paths {
+                    crate::crash_points::hit("retention_delete");
                     match std::fs::remove_file(p) {
                         Ok(()) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -1624,6 +1629,7 @@ impl PartitionLog {
         }
 
         // 4. Remember where the next pass starts.
+        crate::crash_points::hit("compaction_checkpoint");
         write_offset_checkpoint(self.dir.join(CLEANER_CHECKPOINT), map_end).await?;
         {
             let mut st = self.state.borrow_mut();
@@ -1682,6 +1688,7 @@ impl PartitionLog {
                 return Err(e);
             }
         };
+        crate::crash_points::hit("compaction_cleaned");
         // Swap (no await from the check to the rename: nothing else on this shard runs between).
         let swapped = {
             let mut guard = self.state.borrow_mut();
@@ -1705,9 +1712,11 @@ impl PartitionLog {
                             }
                         }
                     }
+                    crate::crash_points::hit("compaction_swap_before");
                     let log_path = Self::path(&self.dir, seg.base, "log");
                     std::fs::rename(&cleaned_path, &log_path)
                         .map_err(|e| IoFailure::new("rename cleaned segment", &log_path, 0, e))?;
+                    crate::crash_points::hit("compaction_swap_after");
                     cur.file = Some(Rc::new(file));
                     cur.size = size;
                     cur.durable_size = size;
