@@ -109,6 +109,17 @@ pub struct BrokerConfig {
     /// `metrics.collect`: shards count bytes, records and latencies on the request path (see
     /// [`crate::metrics`]); false leaves those metrics at zero.
     pub metrics_collect: bool,
+    /// `connections.max.idle.ms`: a connection with no request in flight and no byte received
+    /// for this long (or whose client has not read a response for this long) is closed by the
+    /// broker; `None` (-1) keeps idle connections forever.
+    pub connections_max_idle: Option<std::time::Duration>,
+    /// `max.connections`: client connections the broker serves at once, split evenly over the
+    /// shards; a shard at its share stops accepting until one of its connections closes.
+    pub max_connections: usize,
+    /// `fetch.max.bytes`: the most record bytes one Fetch response carries, whatever the
+    /// client asks for (at least one batch still goes, so consumers progress). Bounds the
+    /// memory a response pins while a slow client reads it.
+    pub fetch_max_bytes: usize,
     /// The keys set explicitly (file and overrides): topic-config defaults resolve through them
     /// (see [`crate::topic_config`]) and DescribeConfigs reports them as static broker configs.
     pub props: BTreeMap<String, String>,
@@ -184,7 +195,15 @@ const KEYS: &[(&str, &str)] = &[
     // The metrics/health HTTP endpoint (empty: off) and the request-path counters behind it.
     ("metrics.listen", "127.0.0.1:9644"),
     ("metrics.collect", "true"),
+    // Connection limits, with Kafka's names and defaults (max.connections: unlimited).
+    ("connections.max.idle.ms", "600000"),
+    ("max.connections", "2147483647"),
+    ("fetch.max.bytes", "57671680"),
 ];
+
+/// Longest `connections.max.idle.ms` taken literally (about 24.8 days); a longer one acts as
+/// this, which keeps every deadline computed from it representable.
+pub const CONNECTIONS_MAX_IDLE_MS_CAP: u64 = i32::MAX as u64;
 
 /// True if `key` is a broker configuration key we accept.
 pub fn is_known_key(key: &str) -> bool {
@@ -499,9 +518,38 @@ impl BrokerConfig {
                 as usize,
             metrics_listen: parse_metrics_listen(&get("metrics.listen"))?,
             metrics_collect: parse_bool("metrics.collect", &get("metrics.collect"))?,
+            connections_max_idle: parse_idle_ms(&get("connections.max.idle.ms"))?,
+            max_connections: parse_num(
+                "max.connections",
+                &get("max.connections"),
+                1,
+                i32::MAX as i64,
+            )? as usize,
+            fetch_max_bytes: parse_num(
+                "fetch.max.bytes",
+                &get("fetch.max.bytes"),
+                1024,
+                i32::MAX as i64,
+            )? as usize,
             props: props.clone(),
         })
     }
+}
+
+/// `connections.max.idle.ms`: -1 (any negative, as Kafka) turns idle closing off, 0 is refused
+/// (every connection would be closed at once), longer than the cap acts as the cap.
+fn parse_idle_ms(text: &str) -> Result<Option<std::time::Duration>, ConfigError> {
+    let key = "connections.max.idle.ms";
+    let ms = parse_num(key, text, i64::MIN, i64::MAX)?;
+    if ms == 0 {
+        return Err(invalid(
+            key,
+            text,
+            "must be positive, or -1 to keep idle connections",
+        ));
+    }
+    Ok((ms > 0)
+        .then(|| std::time::Duration::from_millis((ms as u64).min(CONNECTIONS_MAX_IDLE_MS_CAP))))
 }
 
 /// Parses a Java properties file: `key=value`, `key: value` or `key value`; `#`/`!` comments;
@@ -851,5 +899,40 @@ mod tests {
         );
         assert!(parse_cores("0,0").is_err());
         assert!(parse_cores("3-1").is_err());
+    }
+
+    #[test]
+    fn connection_limits() {
+        use std::time::Duration;
+        let c = BrokerConfig::from_properties(&BTreeMap::new()).unwrap();
+        assert_eq!(c.connections_max_idle, Some(Duration::from_secs(600)));
+        assert_eq!(c.max_connections, i32::MAX as usize);
+        assert_eq!(c.fetch_max_bytes, 57671680);
+        let c = BrokerConfig::from_properties(&props(&[
+            ("connections.max.idle.ms", "2000"),
+            ("max.connections", "100"),
+        ]))
+        .unwrap();
+        assert_eq!(c.connections_max_idle, Some(Duration::from_secs(2)));
+        assert_eq!(c.max_connections, 100);
+        let off = BrokerConfig::from_properties(&props(&[("connections.max.idle.ms", "-1")]));
+        assert_eq!(off.unwrap().connections_max_idle, None);
+        let huge = props(&[("connections.max.idle.ms", &i64::MAX.to_string())]);
+        assert_eq!(
+            BrokerConfig::from_properties(&huge)
+                .unwrap()
+                .connections_max_idle,
+            Some(Duration::from_millis(CONNECTIONS_MAX_IDLE_MS_CAP))
+        );
+        for (k, v) in [
+            ("connections.max.idle.ms", "0"),
+            ("connections.max.idle.ms", "soon"),
+            ("max.connections", "0"),
+            ("max.connections", "-1"),
+            ("fetch.max.bytes", "1023"),
+        ] {
+            let err = BrokerConfig::from_properties(&props(&[(k, v)])).unwrap_err();
+            assert!(err.to_string().contains(k), "{k}={v}: {err}");
+        }
     }
 }

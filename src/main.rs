@@ -148,6 +148,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         config.cores.cpus.len(),
         config.cores.cpus
     );
+    raise_open_file_limit();
     match odradek::shard::run_broker(config) {
         Ok(()) => {
             log::info!("stopped cleanly");
@@ -158,4 +159,54 @@ fn serve(args: ServeArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Raises this process's soft limit on open files to its hard limit, and logs the figure. Every
+/// client connection holds a descriptor (and every segment file of every partition), and the
+/// usual soft default of 1024 would refuse connections long before anything else runs out;
+/// the hard limit is what the administrator (or systemd's LimitNOFILE) allows.
+fn raise_open_file_limit() {
+    let show = |n: libc::rlim_t| {
+        if n == libc::RLIM_INFINITY {
+            "unlimited".to_string()
+        } else {
+            n.to_string()
+        }
+    };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        log::warn!(
+            "cannot read the open file limit: {}",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit.rlim_cur = limit.rlim_max;
+        } else {
+            log::warn!(
+                "cannot raise the open file limit from {} to {}: {}",
+                show(before),
+                show(limit.rlim_max),
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    log::info!(
+        "open file limit {} (soft limit was {}, hard limit {}): each connection takes one",
+        show(limit.rlim_cur),
+        show(before),
+        show(limit.rlim_max)
+    );
 }

@@ -11,15 +11,33 @@
 //! completions in that same order. The queue is bounded by `connection.inflight.max`: a client
 //! that keeps sending without reading its answers stops being read.
 //!
+//! Idle connections (`connections.max.idle.ms`, Kafka's name and meaning): a connection is
+//! closed by the broker once, for that long, no byte has arrived while no request was being
+//! worked on — silent clients, clients that stopped in the middle of a frame — or the client
+//! has taken no byte of a response it is owed (a consumer that never reads its socket would
+//! otherwise pin that response's buffers for good). A request still being worked on (a long
+//! poll, a rebalance) is not idleness. No task or timer per connection: whatever the reader is
+//! waiting on (the socket, room in the in-flight queue) is raced against a timer only while that
+//! wait is pending, so a busy connection never arms one.
+//!
+//! Memory a connection can hold: its read buffer ([`super::framing::READ_BUFFER`]) or one
+//! partial frame (at most `socket.request.max.bytes`, grown only as bytes arrive), up to
+//! `connection.inflight.max` requests waiting for the writer (decoded, their answers not yet
+//! computed: a completion does its work when the writer polls it, in order), and the one
+//! response being written. A client that pipelines requests and never reads stalls only itself:
+//! the writer waits on its socket, the reader stops at the in-flight bound, and after
+//! `connections.max.idle.ms` the connection is closed and all of that freed.
+//!
 //! Metrics (the shard's probe): connections open, request and response bytes, and each
 //! request's latency per API, from the moment its frame goes to dispatch until its completion
 //! resolves in the writer.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::AsyncWriteExt;
@@ -61,6 +79,95 @@ struct Queued {
     started: Option<Instant>,
 }
 
+/// What the idle check knows about the writer side of a connection; shared by its reader and
+/// writer tasks (same shard, so plain cells).
+struct Activity {
+    /// Requests handed to the writer (or waiting for room to be) and not finished yet.
+    in_flight: Cell<usize>,
+    /// The writer is sending a response: the connection waits on the client, not on us.
+    sending: Cell<bool>,
+    /// When the writer last finished a request or got response bytes into the socket (only
+    /// kept when idle connections are closed, so a connection without the limit reads no clock).
+    last_answer: Cell<Instant>,
+    tracked: bool,
+}
+
+impl Activity {
+    fn new(tracked: bool) -> Activity {
+        Activity {
+            in_flight: Cell::new(0),
+            sending: Cell::new(false),
+            last_answer: Cell::new(Instant::now()),
+            tracked,
+        }
+    }
+
+    /// Response bytes reached the socket, or a request finished.
+    fn progressed(&self) {
+        if self.tracked {
+            self.last_answer.set(Instant::now());
+        }
+    }
+
+    fn finished(&self) {
+        self.in_flight.set(self.in_flight.get().saturating_sub(1));
+        self.progressed();
+    }
+}
+
+/// Why an idle connection is closed, and for how long it had been quiet.
+enum Idle {
+    /// Nothing received (a partial frame included) and nothing being worked on.
+    Silent(Duration),
+    /// A response is owed and the client has not taken any of it.
+    NotReading(Duration),
+}
+
+/// Awaits `fut`, unless the connection turns idle first (see the module comment): `Err` then.
+/// `fut` stays in place between timer rounds (only a reference to it is raced), so nothing it
+/// holds is lost when the timer fires and the connection turns out not to be idle.
+async fn until_idle<F: Future>(
+    fut: F,
+    limit: Option<Duration>,
+    activity: &Activity,
+) -> Result<F::Output, Idle> {
+    let Some(limit) = limit else {
+        return Ok(fut.await);
+    };
+    let mut fut = std::pin::pin!(fut);
+    let mut wait = limit;
+    // When this wait began: known once the timer first fires (it was armed the moment `fut`
+    // first had to wait, `wait` before).
+    let mut began: Option<Instant> = None;
+    loop {
+        let done = futures_lite::future::or(async { Some(fut.as_mut().await) }, async {
+            glommio::timer::sleep(wait).await;
+            None
+        })
+        .await;
+        if let Some(out) = done {
+            return Ok(out);
+        }
+        let now = Instant::now();
+        let began = *began.get_or_insert_with(|| now.checked_sub(wait).unwrap_or(now));
+        let sending = activity.sending.get();
+        if activity.in_flight.get() > 0 && !sending {
+            // A request is being worked on: not idle, look again a whole period later.
+            wait = limit;
+            continue;
+        }
+        let quiet = now.saturating_duration_since(began.max(activity.last_answer.get()));
+        if quiet >= limit {
+            return Err(if sending {
+                Idle::NotReading(quiet)
+            } else {
+                Idle::Silent(quiet)
+            });
+        }
+        wait = limit - quiet;
+    }
+}
+
 /// The API key of a request frame (its first two bytes), -1 if it is too short to have one.
 fn api_key_of(frame: &[u8]) -> i16 {
     match frame {
@@ -79,17 +186,29 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let (reader, mut writer) = crate::io::socket::split(stream);
     let (tx, rx) = local_channel::new_bounded::<Queued>(shard.config.connection_inflight_max);
     shard.probe.connection_opened();
+    let idle_limit = shard.config.connections_max_idle;
+    let activity = Rc::new(Activity::new(idle_limit.is_some()));
 
     let writer_shard = shard.clone();
     let writer_peer = peer.clone();
+    let writer_activity = activity.clone();
     let writer_task = glommio::spawn_local(async move {
         let probe = &writer_shard.probe;
+        let activity = &*writer_activity;
         while let Some(queued) = rx.recv().await {
             let completion = queued.pending.await;
             probe.request_done(queued.api_key, queued.started);
-            let frame = match completion {
-                Completion::Respond(frame) => frame,
-                Completion::Silent => continue,
+            match completion {
+                Completion::Respond(frame) => {
+                    probe.sent(4 + frame.len);
+                    activity.sending.set(true);
+                    let written = write_frame(&mut writer, frame, activity).await;
+                    activity.sending.set(false);
+                    if written.is_err() {
+                        return;
+                    }
+                }
+                Completion::Silent => {}
                 Completion::Close(why) => {
                     log::info!(
                         "shard {}: closing connection from {writer_peer}: {why}",
@@ -97,17 +216,15 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                     );
                     break;
                 }
-            };
-            probe.sent(4 + frame.len);
-            if write_frame(&mut writer, frame).await.is_err() {
-                return;
             }
+            activity.finished();
         }
         let _ = writer.flush().await;
         let _ = writer.close().await;
     });
 
     let mut frames = FrameReader::new(reader, shard.config.socket_request_max_bytes);
+    let mut idle = None;
     let why: String = 'conn: loop {
         // Hand every complete frame already read to the dispatcher, then read more.
         let frame = match frames.next_buffered() {
@@ -116,14 +233,18 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 if shard.stopping.get() {
                     break String::new();
                 }
-                match frames.read_more().await {
-                    Ok(true) => continue,
-                    Ok(false) => break String::new(),
+                match until_idle(frames.read_more(), idle_limit, &activity).await {
+                    Ok(Ok(true)) => continue,
+                    Ok(Ok(false)) => break String::new(),
                     // A client that goes away without closing is normal, not worth a warning.
-                    Err(FrameError::Io(e)) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    Ok(Err(FrameError::Io(e))) if e.kind() == io::ErrorKind::ConnectionReset => {
                         break String::new()
                     }
-                    Err(e) => break e.to_string(),
+                    Ok(Err(e)) => break e.to_string(),
+                    Err(quiet) => {
+                        idle = Some(quiet);
+                        break String::new();
+                    }
                 }
             }
             Err(e) => break e.to_string(),
@@ -138,8 +259,15 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                     api_key,
                     started,
                 };
-                if tx.send(queued).await.is_err() {
-                    break 'conn String::new();
+                activity.in_flight.set(activity.in_flight.get() + 1);
+                // Waits here while `connection.inflight.max` answers are owed.
+                match until_idle(tx.send(queued), idle_limit, &activity).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break 'conn String::new(),
+                    Err(quiet) => {
+                        idle = Some(quiet);
+                        break 'conn String::new();
+                    }
                 }
             }
             Dispatch::Close(why) => break 'conn why,
@@ -154,14 +282,46 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         );
     }
     drop(tx);
-    // Finish the answers already owed (in order), then the socket closes.
-    writer_task.await;
+    match idle {
+        None => {
+            // Finish the answers already owed (in order), then the socket closes.
+            writer_task.await;
+        }
+        Some(idle) => {
+            let partial = frames.partial_bytes();
+            let (ms, what) = match idle {
+                Idle::Silent(quiet) if partial > 0 => (
+                    quiet.as_millis(),
+                    format!("stalled inside a request ({partial} bytes of it received)"),
+                ),
+                Idle::Silent(quiet) => (quiet.as_millis(), "idle".to_string()),
+                Idle::NotReading(quiet) => {
+                    (quiet.as_millis(), "not reading its responses".to_string())
+                }
+            };
+            // Info, not a warning: closing idle connections is routine (Kafka logs it at debug),
+            // and rate-limited, as a flood of silent connections would repeat it.
+            crate::log_limited!(
+                log::Level::Info,
+                "shard {}: closing connection from {peer}: {what} for {ms} ms (connections.max.idle.ms)",
+                shard.id
+            );
+            // Nothing is owed to an idle connection, and a client that stopped reading would
+            // never let the writer finish: stop it (that closes its half of the socket).
+            drop(writer_task);
+        }
+    }
+    drop(frames);
     shard.probe.connection_closed();
 }
 
 /// Writes the size prefix and the chunks of one response. A small first chunk travels in the
 /// same write as the prefix (one syscall fewer per response); large record chunks go as they are.
-async fn write_frame(writer: &mut StreamHalf, frame: ResponseFrame) -> io::Result<()> {
+async fn write_frame(
+    writer: &mut StreamHalf,
+    frame: ResponseFrame,
+    activity: &Activity,
+) -> io::Result<()> {
     const COALESCE_MAX: usize = 64 * 1024;
     let mut chunks = frame.chunks.into_iter();
     let mut head = Vec::with_capacity(4 + COALESCE_MAX.min(frame.len));
@@ -174,9 +334,22 @@ async fn write_frame(writer: &mut StreamHalf, frame: ResponseFrame) -> io::Resul
             rest = Some(first);
         }
     }
-    writer.write_all(&head).await?;
+    write_all(writer, &head, activity).await?;
     for chunk in rest.into_iter().chain(chunks) {
-        writer.write_all(&chunk).await?;
+        write_all(writer, &chunk, activity).await?;
+    }
+    Ok(())
+}
+
+/// `write_all`, noting each step of progress (a slow reader that keeps taking bytes is not idle).
+async fn write_all(writer: &mut StreamHalf, mut buf: &[u8], activity: &Activity) -> io::Result<()> {
+    while !buf.is_empty() {
+        let n = writer.write(buf).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        buf = &buf[n..];
+        activity.progressed();
     }
     Ok(())
 }

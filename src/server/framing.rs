@@ -11,6 +11,15 @@
 //!   cache; the read buffer is reused and never zeroed again;
 //! - a frame larger than the read buffer (produce requests carrying big batches) is read straight
 //!   into its own allocation, with no copy beyond what was already buffered.
+//!
+//! A connection starts with a small read buffer ([`FIRST_READ_BUFFER`]) and gets the full one
+//! the first time its traffic needs it (a read fills the small one, or a frame does not fit):
+//! a thousand connections that never send, or only send the odd metadata request, then hold a
+//! KiB each instead of 64.
+//!
+//! Every read is cancel-safe: a partly read frame lives in the reader, not in a future, so the
+//! connection can race [`FrameReader::read_more`] against its idle timer and, when the timer
+//! wins but the connection is not idle after all, simply call it again without losing bytes.
 
 use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncReadExt};
@@ -20,7 +29,9 @@ pub const MIN_FRAME: usize = 8;
 /// Size of the reusable read buffer: frames up to this size (minus the prefix) are copied out of
 /// it; larger ones get a buffer of their own.
 pub const READ_BUFFER: usize = 64 * 1024;
-/// First allocation for a frame larger than the read buffer (see [`FrameReader::read_large`]).
+/// The read buffer a connection starts with, until its traffic needs [`READ_BUFFER`].
+pub const FIRST_READ_BUFFER: usize = 1024;
+/// First allocation for a frame larger than the read buffer (see [`FrameReader::start_large`]).
 pub const LARGE_FRAME_STEP: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,17 +54,30 @@ pub struct FrameReader<R> {
     end: usize,
     /// A large frame read into its own allocation by [`FrameReader::read_more`].
     ready: Option<Bytes>,
+    /// A large frame still arriving (kept here, not in a future, for cancel safety).
+    large: Option<LargeFrame>,
     max_frame: usize,
+}
+
+/// A frame larger than the read buffer, partly received: `buf[..filled]` is received data,
+/// `buf[filled..]` zeroed room for the next read, `size` the length it will have. The
+/// allocation's capacity may be larger than `buf.len()`: capacity that was never written costs
+/// no memory, so only the zeroed room counts, and it is kept in proportion to what arrived.
+struct LargeFrame {
+    buf: Vec<u8>,
+    filled: usize,
+    size: usize,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(inner: R, max_frame: usize) -> Self {
         FrameReader {
             inner,
-            buf: vec![0; READ_BUFFER],
+            buf: vec![0; FIRST_READ_BUFFER],
             start: 0,
             end: 0,
             ready: None,
+            large: None,
             max_frame,
         }
     }
@@ -83,12 +107,29 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Reads from the connection: at least one more byte of the current frame, or, for a frame
     /// larger than the read buffer, the whole frame. `Ok(false)` when the peer closed the
     /// connection between frames.
+    ///
+    /// Cancel-safe: dropping the future before it completes loses no byte already received.
     pub async fn read_more(&mut self) -> Result<bool, FrameError> {
+        if self.large.is_some() {
+            return self.read_large().await.map(|()| true);
+        }
         let size = self.buffered_size()?;
         if let Some(size) = size {
-            if 4 + size > self.buf.len() {
-                return self.read_large(size).await.map(|()| true);
+            if 4 + size > READ_BUFFER {
+                self.start_large(size);
+                return self.read_large().await.map(|()| true);
             }
+        }
+        // A small buffer that the last read filled, or that the frame does not fit: this
+        // connection has real traffic, give it the full buffer (once).
+        if self.buf.len() < READ_BUFFER
+            && (self.end == self.buf.len() || size.is_some_and(|size| 4 + size > self.buf.len()))
+        {
+            let mut full = vec![0; READ_BUFFER];
+            full[..self.end - self.start].copy_from_slice(&self.buf[self.start..self.end]);
+            self.end -= self.start;
+            self.start = 0;
+            self.buf = full;
         }
         if self.start + 4 + size.unwrap_or(0) > self.buf.len() {
             // The frame would run past the end: move what we have of it to the front.
@@ -109,31 +150,58 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         Ok(true)
     }
 
-    /// Reads a frame of `size` bytes whose prefix is buffered into its own allocation. The
-    /// allocation grows with the bytes that arrive (doubling from [`LARGE_FRAME_STEP`]), never by
-    /// the size a client merely claims, and ends exactly `size` long.
-    async fn read_large(&mut self, size: usize) -> Result<(), FrameError> {
+    /// Bytes received of a frame not yet complete (0 between frames): a client that stalls
+    /// with this above 0 stopped in the middle of a request.
+    pub fn partial_bytes(&self) -> usize {
+        match &self.large {
+            Some(large) => 4 + large.filled,
+            None => self.end - self.start,
+        }
+    }
+
+    /// Moves the buffered start of a frame of `size` bytes (its prefix buffered, larger than the
+    /// read buffer) into an allocation of its own. The allocation grows with the bytes that
+    /// arrive (doubling from [`LARGE_FRAME_STEP`]), never by the size a client merely claims,
+    /// and ends exactly `size` long.
+    fn start_large(&mut self, size: usize) {
         let have = self.end - self.start - 4;
-        let mut frame = Vec::with_capacity(size.min(LARGE_FRAME_STEP.max(have)));
-        frame.extend_from_slice(&self.buf[self.start + 4..self.end]);
-        frame.resize(frame.capacity(), 0);
+        let mut buf = Vec::with_capacity(size.min(LARGE_FRAME_STEP.max(have)));
+        buf.extend_from_slice(&self.buf[self.start + 4..self.end]);
         self.start = 0;
         self.end = 0;
-        // `frame[..filled]` is received data, `frame[filled..]` zeroed room for more.
-        let mut filled = have;
-        while filled < size {
-            if filled == frame.len() {
-                let grown = (frame.len() * 2).min(size);
-                frame.reserve_exact(grown - frame.len());
-                frame.resize(grown, 0);
+        self.large = Some(LargeFrame {
+            buf,
+            filled: have,
+            size,
+        });
+    }
+
+    /// Reads the rest of the large frame in progress; once complete it waits in `ready`.
+    async fn read_large(&mut self) -> Result<(), FrameError> {
+        let Some(large) = self.large.as_mut() else {
+            return Ok(());
+        };
+        while large.filled < large.size {
+            if large.filled == large.buf.len() {
+                // Room for the next reads: as much again as has arrived (at least a read
+                // buffer's worth), so a client that claims a big frame and stalls pins about
+                // twice what it sent, not the whole first allocation.
+                let room = (large.filled + large.filled.max(READ_BUFFER)).min(large.size);
+                if room > large.buf.capacity() {
+                    let grown = (large.buf.capacity() * 2).clamp(room, large.size);
+                    large.buf.reserve_exact(grown - large.buf.len());
+                }
+                large.buf.resize(room, 0);
             }
-            let n = self.inner.read(&mut frame[filled..]).await?;
+            let n = self.inner.read(&mut large.buf[large.filled..]).await?;
             if n == 0 {
-                return Err(FrameError::ClosedInside(4 + filled));
+                return Err(FrameError::ClosedInside(4 + large.filled));
             }
-            filled += n;
+            large.filled += n;
         }
-        self.ready = Some(Bytes::from(frame));
+        if let Some(large) = self.large.take() {
+            self.ready = Some(Bytes::from(large.buf));
+        }
         Ok(())
     }
 
@@ -293,6 +361,171 @@ mod tests {
         assert!(matches!(err, Some(FrameError::TooLarge { .. })), "{err:?}");
         let (_, err) = read_all(vec![framed(&[0; 7])], 1 << 20);
         assert!(matches!(err, Some(FrameError::TooShort(7))), "{err:?}");
+    }
+
+    /// A connection whose every other read is not ready yet (and wakes at once).
+    struct Stuttering {
+        chunks: Chunks,
+        stall: bool,
+    }
+
+    impl AsyncRead for Stuttering {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            out: &mut [u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.stall = !self.stall;
+            if self.stall {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Pin::new(&mut self.chunks).poll_read(cx, out)
+        }
+    }
+
+    #[test]
+    fn reads_dropped_while_pending_lose_no_bytes() {
+        // What the connection does when its idle timer wins the race: drop the read, read again.
+        let bodies = [
+            body(100, 1),
+            body(LARGE_FRAME_STEP + 3 * READ_BUFFER + 17, 2),
+            body(9, 3),
+        ];
+        let stream: Vec<u8> = bodies.iter().flat_map(|b| framed(b)).collect();
+        let chunks: Vec<Vec<u8>> = stream.chunks(5000).map(|c| c.to_vec()).collect();
+        let mut r = FrameReader::new(
+            Stuttering {
+                chunks: Chunks(chunks.into()),
+                stall: false,
+            },
+            16 << 20,
+        );
+        let mut frames = Vec::new();
+        let mut dropped = 0;
+        let mut partial_seen = false;
+        futures_lite::future::block_on(async {
+            loop {
+                if let Some(f) = r.next_buffered().unwrap() {
+                    frames.push(f);
+                    continue;
+                }
+                partial_seen |= r.partial_bytes() > READ_BUFFER;
+                match futures_lite::future::poll_once(r.read_more()).await {
+                    None => dropped += 1,
+                    Some(Ok(true)) => {}
+                    Some(Ok(false)) => break,
+                    Some(Err(e)) => panic!("{e}"),
+                }
+            }
+        });
+        assert!(dropped > 100, "the test did not drop reads ({dropped})");
+        assert!(partial_seen, "partial_bytes never counted the large frame");
+        assert_eq!(r.partial_bytes(), 0);
+        let got: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+        let want: Vec<&[u8]> = bodies.iter().map(|b| &b[..]).collect();
+        assert!(got == want, "frames differ after dropped reads");
+    }
+
+    /// A connection that hands out its chunks, then has nothing more (and never closes).
+    struct Stalling(Chunks);
+
+    impl AsyncRead for Stalling {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            out: &mut [u8],
+        ) -> Poll<std::io::Result<usize>> {
+            if self.0 .0.is_empty() {
+                return Poll::Pending;
+            }
+            Pin::new(&mut self.0).poll_read(cx, out)
+        }
+    }
+
+    #[test]
+    fn a_stalled_large_frame_pins_memory_in_proportion_to_what_arrived() {
+        let claimed = 64 << 20;
+        let mut stream = (claimed as i32).to_be_bytes().to_vec();
+        stream.extend(body(300_000, 5));
+        let chunks: Vec<Vec<u8>> = stream.chunks(10_000).map(|c| c.to_vec()).collect();
+        let mut r = FrameReader::new(Stalling(Chunks(chunks.into())), 128 << 20);
+        futures_lite::future::block_on(async {
+            while futures_lite::future::poll_once(r.read_more())
+                .await
+                .is_some()
+            {}
+        });
+        assert_eq!(r.partial_bytes(), 4 + 300_000);
+        let large = r.large.as_ref().expect("a large frame in progress");
+        assert_eq!(large.filled, 300_000);
+        assert!(
+            large.buf.len() <= 2 * 300_000 + READ_BUFFER,
+            "{} bytes zeroed for 300000 received",
+            large.buf.len()
+        );
+        assert!(
+            large.buf.capacity() < claimed,
+            "allocated by the claimed size"
+        );
+    }
+
+    #[test]
+    fn the_read_buffer_stays_small_until_traffic_needs_it() {
+        let small = [body(10, 1), body(200, 2), body(50, 3)];
+        let stream: Vec<u8> = small.iter().flat_map(|b| framed(b)).collect();
+        let chunks: Vec<Vec<u8>> = stream.chunks(100).map(|c| c.to_vec()).collect();
+        let mut r = FrameReader::new(Stalling(Chunks(chunks.into())), 1 << 20);
+        let mut frames = Vec::new();
+        futures_lite::future::block_on(async {
+            loop {
+                while let Some(f) = r.next_buffered().unwrap() {
+                    frames.push(f);
+                }
+                if futures_lite::future::poll_once(r.read_more())
+                    .await
+                    .is_none()
+                {
+                    break;
+                }
+            }
+        });
+        assert_eq!(frames.len(), 3);
+        assert_eq!(
+            r.buf.len(),
+            FIRST_READ_BUFFER,
+            "a quiet connection got the full buffer"
+        );
+
+        // One frame that does not fit the small buffer (read across many small reads).
+        let medium = body(3000, 4);
+        let chunks: Vec<Vec<u8>> = framed(&medium).chunks(700).map(|c| c.to_vec()).collect();
+        let (frames, err) = {
+            let mut r = FrameReader::new(Chunks(chunks.into()), 1 << 20);
+            let mut frames = Vec::new();
+            let err = futures_lite::future::block_on(async {
+                loop {
+                    if let Some(f) = r.next_buffered().unwrap() {
+                        frames.push(f);
+                        continue;
+                    }
+                    match r.read_more().await {
+                        Ok(true) => {}
+                        Ok(false) => return None,
+                        Err(e) => return Some(e),
+                    }
+                }
+            });
+            assert_eq!(
+                r.buf.len(),
+                READ_BUFFER,
+                "the buffer did not grow for a 3000-byte frame"
+            );
+            (frames, err)
+        };
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(frames.len(), 1);
+        assert_eq!(&frames[0][..], &medium[..]);
     }
 
     #[test]

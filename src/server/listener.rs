@@ -5,11 +5,17 @@
 //! accepted connections inherit: after a restart, connections of the previous process still in
 //! FIN_WAIT/TIME_WAIT on the port then do not block the new listener or the start-up check that
 //! no other broker listens there (`shard::ensure_address_free`), only a listening socket does.
+//!
+//! `max.connections` is split evenly over the shards (the kernel spreads new connections over
+//! the SO_REUSEPORT sockets, so no shard needs to know another's count): a shard with its share
+//! open stops accepting, as Kafka's acceptor does, and new connections wait in its listen backlog
+//! until one of its connections closes.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use glommio::net::TcpListener;
+use glommio::sync::Semaphore;
 use glommio::Task;
 
 use crate::shard::Shard;
@@ -46,13 +52,40 @@ pub fn start(shard: &Rc<Shard>) -> std::io::Result<()> {
             .unwrap_or_default()
     );
     let shard = shard.clone();
+    let share = shard
+        .config
+        .max_connections
+        .div_ceil(shard.nr_shards.max(1))
+        .max(1);
+    // One permit per open connection; it is released when the connection's task ends.
+    let slots = Rc::new(Semaphore::new(share as u64));
     let task = glommio::spawn_local(async move {
         loop {
+            let permit = match slots.try_acquire_static_permit(1) {
+                Ok(permit) => permit,
+                Err(_) => {
+                    crate::log_limited!(
+                        log::Level::Warn,
+                        "shard {}: {share} connections open, its share of max.connections={}: not accepting until one closes",
+                        shard.id,
+                        shard.config.max_connections
+                    );
+                    match slots.acquire_static_permit(1).await {
+                        Ok(permit) => permit,
+                        // Only a closed semaphore fails, and nothing closes this one.
+                        Err(_) => return,
+                    }
+                }
+            };
             match listener.accept().await {
                 Ok(stream) => {
                     shard.probe.connection_accepted();
                     let shard = shard.clone();
-                    glommio::spawn_local(super::connection::serve(shard, stream)).detach();
+                    glommio::spawn_local(async move {
+                        super::connection::serve(shard, stream).await;
+                        drop(permit);
+                    })
+                    .detach();
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: log, back off, keep serving others.

@@ -86,12 +86,15 @@ pub fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatch
     let image = shard.image();
     let read_committed = req.isolation_level == 1;
     // Every partition's read is also capped by the response limit (at least one batch still
-    // comes back), so concurrent reads never fetch far more than can be answered.
+    // comes back), so concurrent reads never fetch far more than can be answered; and the
+    // response limit by the broker's fetch.max.bytes, which bounds the memory one response
+    // pins while a slow client reads it.
     let max_bytes_request = if req.max_bytes <= 0 {
         usize::MAX
     } else {
         req.max_bytes as usize
-    };
+    }
+    .min(shard.config.fetch_max_bytes);
     let mut work_by_shard: Vec<Vec<FetchWork>> = (0..shard.nr_shards).map(|_| Vec::new()).collect();
     let mut early: Vec<FetchPartResult> = Vec::new();
     let mut skeleton: Vec<FetchableTopicResponse> = Vec::with_capacity(req.topics.len());
@@ -135,11 +138,7 @@ pub fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatch
     let shard = shard.clone();
     let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
-    let max_bytes = if req.max_bytes <= 0 {
-        usize::MAX
-    } else {
-        req.max_bytes as usize
-    };
+    let max_bytes = max_bytes_request;
     let completion = async move {
         let deadline = Instant::now() + max_wait;
         let mut results = loop {
