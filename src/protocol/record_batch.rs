@@ -25,8 +25,9 @@
 //! ```
 //!
 //! Invariants guaranteed by [`validate`]: magic is 2, `12 + batchLength` equals the slice length,
-//! the CRC-32C of bytes `21..` matches, `recordsCount >= 1`, and for non-control batches
-//! `recordsCount == lastOffsetDelta + 1`. Note that baseOffset, batchLength and the leader epoch
+//! the CRC-32C of bytes `21..` matches, `recordsCount >= 1`, for non-control batches
+//! `recordsCount == lastOffsetDelta + 1` and for control batches `recordsCount <=
+//! lastOffsetDelta + 1`. Note that baseOffset, batchLength and the leader epoch
 //! are outside the CRC (Kafka's format); storage recovery checks offset contiguity to cover them.
 
 use bytes::Bytes;
@@ -257,7 +258,11 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
             records_count: hdr.records_count,
         }));
     }
-    if !hdr.is_control() && hdr.records_count as i64 != hdr.last_offset_delta as i64 + 1 {
+    // A control batch may span more offsets than it has records, never fewer: a record past
+    // lastOffsetDelta would take an offset of the next batch.
+    let count = hdr.records_count as i64;
+    let span = hdr.last_offset_delta as i64 + 1;
+    if (!hdr.is_control() && count != span) || count > span {
         return Err(BatchError::InvalidRecord(Invalidity::CountMismatch {
             records_count: hdr.records_count,
             last_offset_delta: hdr.last_offset_delta,
@@ -334,6 +339,12 @@ pub fn first_record_at_or_after(
     limit: usize,
 ) -> Result<Option<(i64, i64)>, BatchError> {
     let h = BatchHeader::parse(batch)?;
+    // A batchLength below the fixed header would put the records before their own header.
+    if h.batch_length < MIN_BATCH_LENGTH {
+        return Err(BatchError::CorruptMessage(Corruption::LengthOutOfRange {
+            length: h.batch_length,
+        }));
+    }
     let batch = batch
         .get(..h.total_len())
         .ok_or(BatchError::CorruptMessage(Corruption::Truncated {
@@ -365,7 +376,11 @@ pub fn first_record_at_or_after(
         let offset_delta = read_zigzag(&records[..end], &mut p).map_err(undecodable)?;
         let timestamp = h.base_timestamp.saturating_add(timestamp_delta);
         if timestamp >= ts {
-            return Ok(Some((h.base_offset + offset_delta, timestamp)));
+            let offset = h
+                .base_offset
+                .checked_add(offset_delta)
+                .ok_or_else(|| undecodable(format!("offset delta {offset_delta} overflows")))?;
+            return Ok(Some((offset, timestamp)));
         }
         pos = end;
     }
@@ -660,6 +675,53 @@ mod tests {
         bad[n - 5..].copy_from_slice(&[0xff; 5]);
         assert!(first_record_at_or_after(&bad, 0, 1 << 20).is_err());
         assert!(first_record_at_or_after(&bad[..40], 0, 1 << 20).is_err());
+    }
+
+    /// Found by the `record_batch` fuzz target: a batchLength below the fixed header made the
+    /// timestamp lookup slice past its input (a panic) instead of failing; an offset delta that
+    /// overflows i64 wrapped (or panicked with overflow checks) instead of failing.
+    #[test]
+    fn first_record_lookup_refuses_lying_lengths_and_offset_overflow() {
+        let mut b = BatchBuilder::simple(2, 1).build();
+        b[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&0i32.to_be_bytes());
+        assert_eq!(
+            first_record_at_or_after(&b, 0, 1 << 20),
+            Err(BatchError::CorruptMessage(Corruption::LengthOutOfRange {
+                length: 0
+            }))
+        );
+        let mut b = BatchBuilder::simple(2, 1);
+        b.base_offset = i64::MAX;
+        let bytes = b.build();
+        validate(&bytes).expect("valid: the base offset is outside every check");
+        // Record 0 (delta 0) is at i64::MAX; record 1 would be past it.
+        assert_eq!(
+            first_record_at_or_after(&bytes, b.base_timestamp, 1 << 20),
+            Ok(Some((i64::MAX, b.base_timestamp)))
+        );
+        assert!(matches!(
+            first_record_at_or_after(&bytes, b.base_timestamp + 1, 1 << 20),
+            Err(BatchError::CorruptMessage(Corruption::Records(_)))
+        ));
+    }
+
+    /// Found by the `record_batch` fuzz target: a control batch claiming more records than
+    /// offsets passed `validate` (and so storage recovery).
+    #[test]
+    fn control_batch_with_more_records_than_offsets_is_invalid() {
+        let mut b = BatchBuilder::simple(3, 1);
+        b.attributes = ATTR_CONTROL | ATTR_TRANSACTIONAL;
+        let mut bytes = b.build();
+        assert!(validate(&bytes).is_ok(), "3 records over 3 offsets");
+        bytes[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4].copy_from_slice(&0i32.to_be_bytes());
+        let crc = compute_crc(&bytes);
+        bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        let refused = Err(BatchError::InvalidRecord(Invalidity::CountMismatch {
+            records_count: 3,
+            last_offset_delta: 0,
+        }));
+        assert_eq!(validate(&bytes), refused);
+        assert_eq!(validate_stored(&bytes), refused);
     }
 
     fn arb_builder() -> impl Strategy<Value = BatchBuilder> {

@@ -266,11 +266,12 @@ pub fn for_each_record<'a>(
         let offset_delta = read_zigzag(rec, &mut p).map_err(corrupt)?;
         let key = read_bytes(rec, &mut p).map_err(corrupt)?;
         let value = read_bytes(rec, &mut p).map_err(corrupt)?;
-        f(RecordRef {
-            offset: h.base_offset + offset_delta,
-            key,
-            value,
-        });
+        // The delta is any varint on the wire: an offset past i64 is damage, not a record.
+        let offset = h
+            .base_offset
+            .checked_add(offset_delta)
+            .ok_or_else(|| corrupt(format!("offset delta {offset_delta} overflows")))?;
+        f(RecordRef { offset, key, value });
         pos = end;
     }
     Ok(h)
@@ -377,6 +378,35 @@ mod tests {
             assert_eq!(r.key.as_deref(), want.key.as_deref());
             assert_eq!(r.value.as_deref(), want.value.as_deref());
         }
+    }
+
+    /// A record whose offset delta takes it past i64::MAX is damage (found by fuzzing the
+    /// end-transaction marker read in recovery; it wrapped, or panicked with overflow checks).
+    #[test]
+    fn offset_overflow_is_an_error() {
+        let recs = [
+            KeyValue {
+                key: Some(b"a".to_vec()),
+                value: None,
+            },
+            KeyValue {
+                key: Some(b"b".to_vec()),
+                value: None,
+            },
+        ];
+        let mut batch = encode_batch(&recs, 0);
+        crate::protocol::record_batch::set_base_offset(&mut batch, i64::MAX).expect("header");
+        let mut seen = Vec::new();
+        let r = for_each_record(&batch, |r| seen.push(r.offset));
+        assert!(matches!(
+            r,
+            Err(BatchError::CorruptMessage(Corruption::Records(_)))
+        ));
+        assert_eq!(
+            seen,
+            vec![i64::MAX],
+            "the record before the overflow is still read"
+        );
     }
 
     #[test]
