@@ -143,6 +143,10 @@ struct Fs {
     durable_dirs: std::collections::BTreeSet<PathBuf>,
     counts: FaultCounts,
     ops: u64,
+    /// Faults aimed at one operation on one file (see [`FakeDisk::fail_once`]).
+    aimed: Vec<(&'static str, String)>,
+    /// The next power cut loses everything unsynced (see [`FakeDisk::power_cut_worst`]).
+    worst_cut: bool,
 }
 
 /// Which kind of operation, for the faults it may suffer.
@@ -165,6 +169,23 @@ enum Fault {
 }
 
 impl Fs {
+    /// An aimed fault for operation `op` on `path`, if one is set (it fires once).
+    fn aimed(&mut self, op: &str, path: &Path) -> bool {
+        let path = path.to_string_lossy();
+        match self
+            .aimed
+            .iter()
+            .position(|(o, part)| *o == op && path.contains(part.as_str()))
+        {
+            Some(i) => {
+                self.aimed.remove(i);
+                self.counts.eio += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
     fn fault(&mut self, kind: OpKind) -> Option<Fault> {
         self.ops += 1;
         if !self.armed {
@@ -290,11 +311,12 @@ impl Fs {
             for c in pending {
                 match c {
                     Change::Truncate(size) => {
-                        if self.rng.chance(1, 2) {
+                        if !self.worst_cut && self.rng.chance(1, 2) {
                             img.resize(size as usize, 0);
                         }
                     }
                     Change::Write { pos, bytes } => match self.rng.below(4) {
+                        _ if self.worst_cut => self.counts.dropped_writes += 1,
                         0 => self.counts.dropped_writes += 1,
                         1 => put(&mut img, pos, &bytes),
                         _ => {
@@ -332,7 +354,10 @@ impl Fs {
                 continue;
             };
             let pending = std::mem::take(&mut d.pending);
-            let keep = self.rng.below(pending.len() as u64 + 1) as usize;
+            let keep = match self.worst_cut {
+                true => 0,
+                false => self.rng.below(pending.len() as u64 + 1) as usize,
+            };
             let mut entries = std::mem::take(&mut d.durable);
             for c in &pending[..keep] {
                 apply_dir_change(&mut entries, c);
@@ -361,6 +386,7 @@ impl Fs {
             .flat_map(|d| d.live.values().copied())
             .collect();
         self.inodes.retain(|ino, _| named.contains(ino));
+        self.worst_cut = false;
     }
 }
 
@@ -409,6 +435,8 @@ impl FakeDisk {
             durable_dirs,
             counts: FaultCounts::default(),
             ops: 0,
+            aimed: Vec::new(),
+            worst_cut: false,
         })))
     }
 
@@ -426,6 +454,20 @@ impl FakeDisk {
     /// Loses what a power cut loses (see the module docs); open files become stale.
     pub fn power_cut(&self) {
         self.0.borrow_mut().power_cut();
+    }
+
+    /// A power cut that loses everything not synced: no pending write lands, no pending
+    /// directory change survives (the worst case, for targeted tests).
+    pub fn power_cut_worst(&self) {
+        let mut fs = self.0.borrow_mut();
+        fs.worst_cut = true;
+        fs.power_cut();
+    }
+
+    /// The next operation `op` ("read", "write", "fdatasync", "remove", "fsync dir", ...) on a
+    /// path containing `path_part` fails with EIO, armed or not.
+    pub fn fail_once(&self, op: &'static str, path_part: &str) {
+        self.0.borrow_mut().aimed.push((op, path_part.to_owned()));
     }
 
     /// A process crash: nothing is lost, open files become stale.
@@ -492,6 +534,9 @@ impl FakeDisk {
     }
 
     fn check(&self, kind: OpKind, op: &'static str, path: &Path, at: u64) -> Result<(), IoFailure> {
+        if self.0.borrow_mut().aimed(op, path) {
+            return Err(IoFailure::new(op, path, at, fault_error(&Fault::Eio)));
+        }
         match self.0.borrow_mut().fault(kind) {
             None => Ok(()),
             Some(f) => Err(IoFailure::new(op, path, at, fault_error(&f))),
@@ -544,7 +589,11 @@ impl SegmentFile for FakeFile {
         let mut bytes: Vec<u8> = parts.concat();
         bytes.resize(align_up(bytes.len() as u64) as usize, 0);
         let mut fs = self.disk.0.borrow_mut();
-        match fs.fault(OpKind::Write) {
+        let fault = match fs.aimed("write", &self.path) {
+            true => Some(Fault::Eio),
+            false => fs.fault(OpKind::Write),
+        };
+        match fault {
             None => {
                 fs.write(self.ino, pos, bytes);
                 Ok(())
