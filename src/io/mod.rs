@@ -1,11 +1,21 @@
 //! The only module that names glommio files (and, later, sockets). Storage talks to disk through
-//! [`dma::DirectFile`] (O_DIRECT, io_uring) and to small persisted state through
-//! [`state_file`]. Every I/O error leaving this module is an [`IoFailure`] carrying the operation,
-//! the path and the file offset, so the server can log it and fail only the partition concerned.
+//! the [`disk::Disk`] trait: its real implementation, [`disk::GlommioDisk`], opens
+//! [`dma::DirectFile`]s (O_DIRECT, io_uring) and keeps small persisted state in [`state_file`]s.
+//! Every I/O error leaving this module is an [`IoFailure`] carrying the operation, the path and
+//! the file offset, so the server can log it and fail only the partition concerned.
+//!
+//! How the trait is used: `storage::PartitionLog<D: Disk = GlommioDisk>` does all its file and
+//! directory work through its `D`. The broker names `PartitionLog` and gets the real disk,
+//! monomorphized (no `dyn`, no boxing per I/O; `GlommioDisk` is zero-sized). Tests build logs
+//! with `PartitionLog::open_on(fake_disk::FakeDisk, ...)`: an in-memory disk that injects EIO,
+//! ENOSPC, short and torn writes and power cuts from a seeded RNG (`#[cfg(test)]` only).
 //!
 //! Runs on the shard that owns the file; nothing here is `Send`.
 
+pub mod disk;
 pub mod dma;
+#[cfg(test)]
+pub mod fake_disk;
 pub mod socket;
 pub mod state_file;
 

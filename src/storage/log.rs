@@ -40,6 +40,10 @@
 //! appends and flushes (`LogFailed`): the server reports KAFKA_STORAGE_ERROR for this partition
 //! and it is recovered by reopening.
 //!
+//! Every file and directory operation goes through the log's [`Disk`] (`io::disk`): the real
+//! disk in the broker (monomorphized, no indirection), a fake that injects I/O errors, short and
+//! torn writes and power cuts in `storage::fault_injection`'s seeded runs.
+//!
 //! Runs on the shard that owns the partition; `!Send` (Rc/RefCell). No `RefCell` borrow is held
 //! across an `.await`: each async step copies what it needs out of the state first.
 
@@ -51,11 +55,9 @@ use std::rc::Rc;
 use bytes::{Bytes, BytesMut};
 use glommio::sync::Semaphore;
 
-use crate::io::dma::{
-    align_down, align_up, read_whole_file, write_whole_file, DirectFile, PAGE_BYTES,
-};
-use crate::io::state_file::{read_state, remove_state, write_state};
-use crate::io::{sync_dir, IoFailure};
+use crate::io::disk::{Disk, GlommioDisk, SegmentFile};
+use crate::io::dma::{align_down, align_up, DirectFile, PAGE_BYTES};
+use crate::io::IoFailure;
 use crate::protocol::record_batch::{self, BatchHeader, LOG_OVERHEAD};
 
 use super::cache::{BatchCache, CachePartitionId};
@@ -89,10 +91,10 @@ enum SealState {
     Sealed,
 }
 
-struct Segment {
+struct Segment<F> {
     base_offset: i64,
     /// None until the first flush creates the file.
-    file: Option<Rc<DirectFile>>,
+    file: Option<Rc<F>>,
     /// Logical size, including bytes not yet written.
     size: u64,
     durable_size: u64,
@@ -111,8 +113,8 @@ struct Segment {
     seal: SealState,
 }
 
-impl Segment {
-    fn new_empty(base_offset: i64, now_ms: i64) -> Segment {
+impl<F> Segment<F> {
+    fn new_empty(base_offset: i64, now_ms: i64) -> Segment<F> {
         Segment {
             base_offset,
             file: None,
@@ -178,8 +180,8 @@ impl Pending {
     }
 }
 
-struct LogState {
-    segments: BTreeMap<i64, Segment>,
+struct LogState<F> {
+    segments: BTreeMap<i64, Segment<F>>,
     log_start_offset: i64,
     /// Where the part compaction has not seen yet starts (see `compact`).
     first_dirty: i64,
@@ -199,16 +201,26 @@ struct LogState {
     failed: bool,
     /// ...and the failure was a full filesystem: reopening is all it needs once space returns.
     failed_out_of_space: bool,
+    /// Files of segments retention deleted that could not be removed yet, oldest first. They
+    /// go before any newer segment's files: on disk, deleted segments must stay a contiguous
+    /// prefix of the log, or a reopen would find a gap after a leftover segment.
+    retention_leftovers: Vec<PathBuf>,
+    /// The log start offset as durable on disk (checkpoint or first segment at open). Retention
+    /// moves `log_start_offset` ahead of it without a checkpoint; DeleteRecords must not
+    /// acknowledge such a start without making it durable (found by fault injection).
+    durable_start_offset: i64,
 }
 
-/// One partition's log. `!Send`: owned by one shard.
-pub struct PartitionLog {
+/// One partition's log. `!Send`: owned by one shard. Every file and directory operation goes
+/// through `D` (see [`crate::io::disk`]); the broker uses the default, the real disk.
+pub struct PartitionLog<D: Disk = GlommioDisk> {
+    disk: D,
     dir: PathBuf,
     /// Changes at runtime (topic config changes; see `set_config`).
     cfg: RefCell<LogConfig>,
     cache: Rc<BatchCache>,
     cache_id: CachePartitionId,
-    state: RefCell<LogState>,
+    state: RefCell<LogState<D::File>>,
     /// Serialises flushes: the rewrite of a partial page must not race an older write of it.
     flush_lock: Semaphore,
     tail_rescanned: bool,
@@ -216,8 +228,8 @@ pub struct PartitionLog {
 
 /// What [`PartitionLog::flush_write`] leaves for [`PartitionLog::flush_sync`]: the tail segment's
 /// file, written up to `end_size` (batches up to `end_next`), to be fdatasynced.
-pub struct FlushTicket {
-    file: Rc<DirectFile>,
+pub struct FlushTicket<F = DirectFile> {
+    file: Rc<F>,
     base: i64,
     end_size: u64,
     end_next: i64,
@@ -236,22 +248,31 @@ pub const LOG_START_CHECKPOINT: &str = "log-start-offset";
 /// Name of the state file holding where the uncompacted part of the log starts (8 bytes LE).
 pub const CLEANER_CHECKPOINT: &str = "cleaner-offset";
 
-/// An offset kept in a state file (8 bytes LE); 0 when missing or unreadable (both checkpoints
-/// only ever raise what the segment files already give).
-fn read_offset_checkpoint(path: &Path) -> i64 {
-    read_state(path)
-        .ok()
-        .flatten()
-        .and_then(|b| Some(i64::from_le_bytes(b.get(..8)?.try_into().ok()?)))
-        .unwrap_or(0)
+/// An offset kept in a state file (8 bytes LE); 0 when missing or damaged (both checkpoints
+/// only ever raise what the segment files already give). An I/O error is an error: reading it
+/// as 0 would bring back records DeleteRecords removed (found by fault injection).
+fn read_offset_checkpoint<D: Disk>(disk: &D, path: &Path) -> Result<i64, StorageError> {
+    use crate::io::state_file::StateFileError;
+    match disk.read_state(path) {
+        Ok(b) => Ok(b
+            .and_then(|b| Some(i64::from_le_bytes(b.get(..8)?.try_into().ok()?)))
+            .unwrap_or(0)),
+        Err(StateFileError::Io(e)) => Err(e.into()),
+        Err(e @ StateFileError::Corrupt { .. }) => {
+            log::warn!("ignoring checkpoint: {e}");
+            Ok(0)
+        }
+    }
 }
 
 /// Writes an offset checkpoint durably, off the shard's thread (a state file fsyncs).
-async fn write_offset_checkpoint(path: PathBuf, offset: i64) -> Result<(), StorageError> {
+async fn write_offset_checkpoint<D: Disk>(
+    disk: &D,
+    path: PathBuf,
+    offset: i64,
+) -> Result<(), StorageError> {
     let bytes = offset.to_le_bytes().to_vec();
-    glommio::executor()
-        .spawn_blocking(move || write_state(&path, &bytes))
-        .await?;
+    disk.blocking(move |d| d.write_state(&path, &bytes)).await?;
     Ok(())
 }
 
@@ -329,31 +350,43 @@ impl From<ProducerError> for StorageError {
 }
 
 impl PartitionLog {
-    /// Opens the log in `dir`, creating it if needed, recovering it otherwise (see `recovery`).
+    /// Opens the log in `dir` on the real disk, creating it if needed, recovering it otherwise
+    /// (see `recovery`).
     pub async fn open(
         dir: PathBuf,
         cfg: LogConfig,
         cache: Rc<BatchCache>,
         now_ms: i64,
     ) -> Result<PartitionLog, StorageError> {
+        PartitionLog::open_on(GlommioDisk, dir, cfg, cache, now_ms).await
+    }
+}
+
+impl<D: Disk> PartitionLog<D> {
+    /// [`PartitionLog::open`] on `disk`.
+    pub async fn open_on(
+        disk: D,
+        dir: PathBuf,
+        cfg: LogConfig,
+        cache: Rc<BatchCache>,
+        now_ms: i64,
+    ) -> Result<PartitionLog<D>, StorageError> {
         let cfg = cfg.sanitized();
-        let created = !dir.exists();
-        std::fs::create_dir_all(&dir).map_err(|e| IoFailure::new("create dir", &dir, 0, e))?;
-        if created {
-            if let Some(parent) = dir.parent() {
-                sync_dir(parent)?;
-            }
+        disk.create_dir_all(&dir)?;
+        // Whatever we recover from must be durable before anything is acknowledged on top of
+        // it: a crash may have come between creating a file (or this directory) and syncing
+        // its directory, and the log would then grow a file a power cut can still take away
+        // (found by fault injection). Cheap: nothing to write when it was synced before.
+        if let Some(parent) = dir.parent() {
+            disk.sync_dir(parent)?;
         }
+        disk.sync_dir(&dir)?;
         let mut bases = Vec::new();
-        let listing =
-            std::fs::read_dir(&dir).map_err(|e| IoFailure::new("list dir", &dir, 0, e))?;
-        for entry in listing {
-            let entry = entry.map_err(|e| IoFailure::new("list dir", &dir, 0, e))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
+        for name in disk.list_dir(&dir)? {
+            let name = name.as_str();
             if name.ends_with(".tmp") || name.ends_with(".cleaned") {
                 // Leftover of an interrupted atomic write: the real file is intact.
-                let _ = std::fs::remove_file(entry.path());
+                let _ = disk.remove_file(&dir.join(name));
                 continue;
             }
             if let Some(stem) = name.strip_suffix(".log") {
@@ -369,7 +402,7 @@ impl PartitionLog {
         // A clean-shutdown marker lets us skip the tail rescan. It is consumed here, before
         // anything is written, so a crash from now on forces a rescan next time.
         let marker_path = dir.join(CLEAN_MARKER);
-        let clean = match read_state(&marker_path) {
+        let clean = match disk.read_state(&marker_path) {
             Ok(Some(bytes)) => CleanMarker::decode(&bytes),
             Ok(None) => None,
             Err(e) => {
@@ -377,8 +410,8 @@ impl PartitionLog {
                 None
             }
         };
-        if clean.is_some() || marker_path.exists() {
-            remove_state(&marker_path)?;
+        if clean.is_some() || disk.exists(&marker_path) {
+            disk.remove_state(&marker_path)?;
         }
 
         let mut segments = BTreeMap::new();
@@ -391,7 +424,7 @@ impl PartitionLog {
             let clean_tail = match clean {
                 Some((m, marker_producers)) if m.tail_base == tail_base => {
                     let next_base = m.next_offset;
-                    Self::open_clean_tail(&dir, &m, now_ms)
+                    Self::open_clean_tail(&disk, &dir, &m, now_ms)
                         .await?
                         .map(|seg| (seg, marker_producers, next_base))
                 }
@@ -406,7 +439,7 @@ impl PartitionLog {
                     tail_rescanned = true;
                     // Producer state: the snapshot written when the tail segment was rolled to,
                     // else a rebuild from every earlier segment.
-                    let restored = read_producer_snapshot(&dir, tail_base);
+                    let restored = read_producer_snapshot(&disk, &dir, tail_base);
                     let rebuild_producers = restored.is_none() && bases.len() > 1;
                     if let Some(p) = restored {
                         producers = p;
@@ -414,6 +447,7 @@ impl PartitionLog {
                     if rebuild_producers {
                         for (i, &base) in bases[..bases.len() - 1].iter().enumerate() {
                             let seg = Self::open_sealed(
+                                &disk,
                                 &dir,
                                 &cfg,
                                 base,
@@ -424,12 +458,14 @@ impl PartitionLog {
                             segments.insert(base, seg);
                         }
                     }
-                    Self::recover_tail(&dir, &cfg, tail_base, now_ms, &mut producers).await?
+                    Self::recover_tail(&disk, &dir, &cfg, tail_base, now_ms, &mut producers).await?
                 }
             };
             for (i, &base) in bases[..bases.len() - 1].iter().enumerate() {
                 if let std::collections::btree_map::Entry::Vacant(slot) = segments.entry(base) {
-                    slot.insert(Self::open_sealed(&dir, &cfg, base, bases[i + 1], None).await?);
+                    slot.insert(
+                        Self::open_sealed(&disk, &dir, &cfg, base, bases[i + 1], None).await?,
+                    );
                 }
             }
             segments.insert(tail_base, tail);
@@ -441,7 +477,7 @@ impl PartitionLog {
             .unwrap_or(0);
         // DeleteRecords may have moved the start inside the first segment (never past what was
         // durable, so never past the recovered end either).
-        let checkpoint = read_offset_checkpoint(&dir.join(LOG_START_CHECKPOINT));
+        let checkpoint = read_offset_checkpoint(&disk, &dir.join(LOG_START_CHECKPOINT))?;
         let log_start_offset = segments
             .keys()
             .next()
@@ -449,9 +485,10 @@ impl PartitionLog {
             .unwrap_or(0)
             .max(checkpoint.min(log_end_offset));
         let first_dirty =
-            read_offset_checkpoint(&dir.join(CLEANER_CHECKPOINT)).clamp(0, log_end_offset);
+            read_offset_checkpoint(&disk, &dir.join(CLEANER_CHECKPOINT))?.clamp(0, log_end_offset);
         let cache_id = cache.register();
         Ok(PartitionLog {
+            disk,
             dir,
             cfg: RefCell::new(cfg),
             cache,
@@ -467,6 +504,8 @@ impl PartitionLog {
                 ending_txns: VecDeque::new(),
                 failed: false,
                 failed_out_of_space: false,
+                retention_leftovers: Vec::new(),
+                durable_start_offset: log_start_offset,
             }),
             flush_lock: Semaphore::new(1),
             tail_rescanned,
@@ -476,26 +515,29 @@ impl PartitionLog {
     /// Opens the tail segment as described by a clean-shutdown marker; `None` if the files do
     /// not match it (then the caller rescans).
     async fn open_clean_tail(
+        disk: &D,
         dir: &Path,
         m: &CleanMarker,
         now_ms: i64,
-    ) -> Result<Option<Segment>, StorageError> {
+    ) -> Result<Option<Segment<D::File>>, StorageError> {
         let base = m.tail_base;
-        let file = DirectFile::open(&Self::path(dir, base, "log"), false).await?;
+        let file = disk.open(&Self::path(dir, base, "log"), false).await?;
         if file.size().await? != m.tail_size || m.next_offset < base {
             return Ok(None);
         }
         let max_rel = (m.next_offset - base - 1).clamp(0, u32::MAX as i64) as u32;
-        let offsets = read_whole_file(&Self::path(dir, base, "index"))
+        let offsets = disk
+            .read_whole_file(&Self::path(dir, base, "index"))
             .await?
             .and_then(|b| OffsetIndex::decode(&b, m.tail_size.max(1)).ok());
-        let times = read_whole_file(&Self::path(dir, base, "timeindex"))
+        let times = disk
+            .read_whole_file(&Self::path(dir, base, "timeindex"))
             .await?
             .and_then(|b| TimeIndex::decode(&b, max_rel).ok());
         let (Some(offsets), Some(times)) = (offsets, times) else {
             return Ok(None);
         };
-        let Some(aborted) = read_txn_index(dir, base, m.next_offset).await? else {
+        let Some(aborted) = read_txn_index(disk, dir, base, m.next_offset).await? else {
             return Ok(None);
         };
         let pending_pos = align_down(m.tail_size);
@@ -537,24 +579,27 @@ impl PartitionLog {
     /// Opens a complete (non-tail) segment. Trusts its index files when they are consistent with
     /// the file, else rebuilds them by scanning. Feeds its batches to `producers` if asked.
     async fn open_sealed(
+        disk: &D,
         dir: &Path,
         cfg: &LogConfig,
         base: i64,
         next_base: i64,
         producers: Option<&mut ProducerStateMachine>,
-    ) -> Result<Segment, StorageError> {
+    ) -> Result<Segment<D::File>, StorageError> {
         let log_path = Self::path(dir, base, "log");
-        let file = DirectFile::open(&log_path, false).await?;
+        let file = disk.open(&log_path, false).await?;
         let size = file.size().await?;
         let max_rel = (next_base - base - 1).clamp(0, u32::MAX as i64) as u32;
-        let offsets = read_whole_file(&Self::path(dir, base, "index"))
+        let offsets = disk
+            .read_whole_file(&Self::path(dir, base, "index"))
             .await?
             .and_then(|b| OffsetIndex::decode(&b, size).ok());
-        let times = read_whole_file(&Self::path(dir, base, "timeindex"))
+        let times = disk
+            .read_whole_file(&Self::path(dir, base, "timeindex"))
             .await?
             .and_then(|b| TimeIndex::decode(&b, max_rel).ok());
         let trusted = match (offsets, times, &producers) {
-            (Some(o), Some(t), None) => read_txn_index(dir, base, next_base)
+            (Some(o), Some(t), None) => read_txn_index(disk, dir, base, next_base)
                 .await?
                 .map(|aborted| (o, t, aborted)),
             _ => None,
@@ -576,7 +621,7 @@ impl PartitionLog {
                 let producers = match producers {
                     Some(p) => p,
                     None => {
-                        own = read_producer_snapshot(dir, base).unwrap_or_default();
+                        own = read_producer_snapshot(disk, dir, base).unwrap_or_default();
                         &mut own
                     }
                 };
@@ -594,10 +639,12 @@ impl PartitionLog {
                     });
                 }
                 ix.seal_time_entry();
-                write_txn_index(dir, base, &aborted).await?;
-                write_whole_file(&Self::path(dir, base, "index"), &ix.offsets.encode()).await?;
-                write_whole_file(&Self::path(dir, base, "timeindex"), &ix.times.encode()).await?;
-                sync_dir(dir)?;
+                write_txn_index(disk, dir, base, &aborted).await?;
+                disk.write_whole_file(&Self::path(dir, base, "index"), &ix.offsets.encode())
+                    .await?;
+                disk.write_whole_file(&Self::path(dir, base, "timeindex"), &ix.times.encode())
+                    .await?;
+                disk.sync_dir(dir)?;
                 (ix, aborted)
             }
         };
@@ -621,14 +668,15 @@ impl PartitionLog {
     /// CRC-scans the tail segment, truncates a torn or damaged tail, rebuilds its indexes and
     /// the producer state, and loads the partial last page into the pending buffer.
     async fn recover_tail(
+        disk: &D,
         dir: &Path,
         cfg: &LogConfig,
         base: i64,
         now_ms: i64,
         producers: &mut ProducerStateMachine,
-    ) -> Result<Segment, StorageError> {
+    ) -> Result<Segment<D::File>, StorageError> {
         let path = Self::path(dir, base, "log");
-        let file = DirectFile::open(&path, false).await?;
+        let file = disk.open(&path, false).await?;
         let file_size = file.size().await?;
         let mut ix = SegmentIndexes::new();
         let mut aborted = Vec::new();
@@ -960,7 +1008,7 @@ impl PartitionLog {
     /// returned ticket, which may run while the next `flush_write` writes more: the shard's
     /// group commit overlaps one round's fdatasyncs with the next round's writes. Writes stay
     /// serialised (the rewrite of a partial page must not race an older write of it).
-    pub async fn flush_write(&self) -> Result<Option<FlushTicket>, StorageError> {
+    pub async fn flush_write(&self) -> Result<Option<FlushTicket<D::File>>, StorageError> {
         let _permit =
             self.flush_lock
                 .acquire_permit(1)
@@ -1010,7 +1058,7 @@ impl PartitionLog {
 
     /// The durable half of a flush: fdatasyncs what [`PartitionLog::flush_write`] wrote, then
     /// the high watermark advances (never backwards: tickets may complete out of order).
-    pub async fn flush_sync(&self, ticket: FlushTicket) -> Result<(), StorageError> {
+    pub async fn flush_sync(&self, ticket: FlushTicket<D::File>) -> Result<(), StorageError> {
         let synced = self.make_durable(&ticket).await;
         if let Err(e) = &synced {
             self.fail(e);
@@ -1051,7 +1099,7 @@ impl PartitionLog {
     async fn write_pending(
         &self,
         base: i64,
-    ) -> Result<Option<(FlushTicket, Option<Vec<u8>>)>, StorageError> {
+    ) -> Result<Option<(FlushTicket<D::File>, Option<Vec<u8>>)>, StorageError> {
         // 1. Take the pending bytes; keep the partial last page for the next flush to rewrite.
         let (file, write_pos, data, end_size, end_next, seal, allocated) = {
             let mut st = self.state.borrow_mut();
@@ -1091,9 +1139,9 @@ impl PartitionLog {
             Some(f) => f,
             None => {
                 // A new segment always starts empty (never pick up stale bytes).
-                let f = Rc::new(DirectFile::create_truncate(&log_path).await?);
+                let f = Rc::new(self.disk.create_truncate(&log_path).await?);
                 crate::crash_points::hit("segment_roll");
-                sync_dir(&self.dir)?;
+                self.disk.sync_dir(&self.dir)?;
                 if let Some(seg) = self.state.borrow_mut().segments.get_mut(&base) {
                     seg.file = Some(f.clone());
                 }
@@ -1148,7 +1196,7 @@ impl PartitionLog {
     }
 
     /// fdatasyncs a written segment and records what became durable.
-    async fn make_durable(&self, t: &FlushTicket) -> Result<(), StorageError> {
+    async fn make_durable(&self, t: &FlushTicket<D::File>) -> Result<(), StorageError> {
         t.file.fdatasync().await?;
         let mut st = self.state.borrow_mut();
         // An earlier write or fdatasync of this log failed while this one ran (flushes overlap):
@@ -1178,7 +1226,11 @@ impl PartitionLog {
 
     /// Seals a segment whose data is durable: exact size, index files, producer snapshot for
     /// the next segment.
-    async fn seal_segment(&self, t: &FlushTicket, snapshot: &[u8]) -> Result<(), StorageError> {
+    async fn seal_segment(
+        &self,
+        t: &FlushTicket<D::File>,
+        snapshot: &[u8],
+    ) -> Result<(), StorageError> {
         let (file, base, end_size, end_next) = (&t.file, t.base, t.end_size, t.end_next);
         file.truncate(end_size).await?;
         file.fdatasync().await?;
@@ -1194,13 +1246,18 @@ impl PartitionLog {
                 None => return Ok(()),
             }
         };
-        write_txn_index(&self.dir, base, &aborted).await?;
-        write_whole_file(&Self::path(&self.dir, base, "index"), &offsets).await?;
+        write_txn_index(&self.disk, &self.dir, base, &aborted).await?;
+        self.disk
+            .write_whole_file(&Self::path(&self.dir, base, "index"), &offsets)
+            .await?;
         crate::crash_points::hit("index_write");
-        write_whole_file(&Self::path(&self.dir, base, "timeindex"), &times).await?;
-        write_state(&Self::path(&self.dir, end_next, "snapshot"), snapshot)?;
+        self.disk
+            .write_whole_file(&Self::path(&self.dir, base, "timeindex"), &times)
+            .await?;
+        self.disk
+            .write_state(&Self::path(&self.dir, end_next, "snapshot"), snapshot)?;
         crate::crash_points::hit("producer_snapshot");
-        sync_dir(&self.dir)?;
+        self.disk.sync_dir(&self.dir)?;
         let mut st = self.state.borrow_mut();
         if let Some(seg) = st.segments.get_mut(&base) {
             seg.seal = SealState::Sealed;
@@ -1314,7 +1371,7 @@ impl PartitionLog {
         };
         let chunk = match chunk.map(|c| trim_to(c, max_bytes, seg_upper)) {
             Some(chunk) if !chunk.batches.is_empty() => chunk,
-            _ => read_batches(&file, pos, seg_end, offset, max_bytes, seg_upper).await?,
+            _ => read_batches(&*file, pos, seg_end, offset, max_bytes, seg_upper).await?,
         };
         self.read_ahead(seg_base, &file, &chunk, seg_end, seg_upper, max_bytes);
         Ok(ReadSlice {
@@ -1328,7 +1385,7 @@ impl PartitionLog {
     fn read_ahead(
         &self,
         seg_base: i64,
-        file: &Rc<DirectFile>,
+        file: &Rc<D::File>,
         served: &Chunk,
         seg_end: u64,
         seg_upper: i64,
@@ -1351,7 +1408,7 @@ impl PartitionLog {
         self.cache
             .readahead
             .start(self.cache_id, seg_base, file_id, next_offset, async move {
-                read_batches(&file, next_pos, seg_end, next_offset, max_bytes, seg_upper).await
+                read_batches(&*file, next_pos, seg_end, next_offset, max_bytes, seg_upper).await
             });
     }
 
@@ -1378,14 +1435,18 @@ impl PartitionLog {
         offset: i64,
         now_ms: i64,
     ) -> Result<i64, StorageError> {
-        let (start, hw) = {
+        let (start, hw, durable_start) = {
             let st = self.state.borrow();
             if st.failed {
                 return Err(StorageError::LogFailed {
                     dir: self.dir.clone(),
                 });
             }
-            (st.log_start_offset, st.high_watermark)
+            (
+                st.log_start_offset,
+                st.high_watermark,
+                st.durable_start_offset,
+            )
         };
         if offset > hw || offset < 0 {
             return Err(StorageError::OffsetOutOfRange {
@@ -1394,13 +1455,16 @@ impl PartitionLog {
                 log_end_offset: hw,
             });
         }
-        if offset <= start {
+        // The answer is the log start offset: durable before it is given.
+        let target = offset.max(start);
+        if target <= durable_start {
             return Ok(start);
         }
-        write_offset_checkpoint(self.dir.join(LOG_START_CHECKPOINT), offset).await?;
+        write_offset_checkpoint(&self.disk, self.dir.join(LOG_START_CHECKPOINT), target).await?;
         {
             let mut st = self.state.borrow_mut();
-            st.log_start_offset = st.log_start_offset.max(offset);
+            st.log_start_offset = st.log_start_offset.max(target);
+            st.durable_start_offset = st.durable_start_offset.max(target);
         }
         self.apply_retention(now_ms, -1, -1).await?;
         Ok(self.log_start_offset())
@@ -1409,15 +1473,16 @@ impl PartitionLog {
     /// Deletes the closed segments retention lets go (see [`super::retention`]): by age
     /// (`retention_ms`), by size (`retention_bytes`; negative = no limit) and wholly below the
     /// log start offset. The log start offset moves to the first segment kept. Returns how many
-    /// segments were deleted. The files go after the segments left the log, oldest first, so a
-    /// crash leaves a contiguous suffix.
+    /// segments were deleted. The files go after the segments left the log, oldest first, and
+    /// the removal stops at the first failure, leaving the rest for the next call to remove
+    /// first, so a crash or an I/O error always leaves a contiguous suffix.
     pub async fn apply_retention(
         &self,
         now_ms: i64,
         retention_ms: i64,
         retention_bytes: i64,
     ) -> Result<usize, StorageError> {
-        let doomed: Vec<i64> = {
+        let (doomed, leftovers) = {
             let mut st = self.state.borrow_mut();
             if st.failed {
                 return Ok(0);
@@ -1452,36 +1517,37 @@ impl PartitionLog {
             if let Some(first) = st.segments.keys().next().copied() {
                 st.log_start_offset = st.log_start_offset.max(first);
             }
-            doomed
+            (doomed, std::mem::take(&mut st.retention_leftovers))
         };
-        if doomed.is_empty() {
+        if doomed.is_empty() && leftovers.is_empty() {
             return Ok(0);
         }
-        let paths: Vec<PathBuf> = doomed
-            .iter()
-            .flat_map(|&b| {
-                ["log", "index", "timeindex", "txnindex", "snapshot"]
-                    .map(|ext| Self::path(&self.dir, b, ext))
-            })
-            .collect();
+        let mut paths = leftovers;
+        paths.extend(doomed.iter().flat_map(|&b| {
+            ["log", "index", "timeindex", "txnindex", "snapshot"]
+                .map(|ext| Self::path(&self.dir, b, ext))
+        }));
         let dir = self.dir.clone();
-        let removed = glommio::executor()
-            .spawn_blocking(move || -> Result<(), IoFailure> {
-                for p in &paths {
+        let removed = self
+            .disk
+            .blocking(move |disk| -> Result<(), (Vec<PathBuf>, IoFailure)> {
+                for (i, p) in paths.iter().enumerate() {
                     crate::crash_points::hit("retention_delete");
-                    match std::fs::remove_file(p) {
+                    match disk.remove_file(p) {
                         Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(IoFailure::new("remove segment file", p, 0, e)),
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err((paths[i..].to_vec(), e)),
                     }
                 }
-                sync_dir(&dir)
+                disk.sync_dir(&dir).map_err(|e| (Vec::new(), e))
             })
             .await;
-        if let Err(e) = removed {
-            // The segments already left the log; leftover files come back at the next start
-            // (a contiguous older prefix) and go at the next retention check.
+        if let Err((left, e)) = removed {
+            // The segments already left the log. Files not removed come back at the next start
+            // (a contiguous older prefix: nothing newer was removed after them) and go first
+            // at the next retention check.
             log::warn!("{}: deleting old segments: {e}", self.dir.display());
+            self.state.borrow_mut().retention_leftovers = left;
         }
         Ok(doomed.len())
     }
@@ -1513,7 +1579,7 @@ impl PartitionLog {
             let horizon = now_ms.saturating_sub(s.min_lag_ms);
             // Data of open transactions is not compacted (it may still abort, and a read_committed
             // reader has not seen it): only segments wholly below the last stable offset.
-            let cleanable: Vec<SegmentRef> = st
+            let cleanable: Vec<SegmentRef<D::File>> = st
                 .segments
                 .values()
                 .take_while(|seg| {
@@ -1630,7 +1696,7 @@ impl PartitionLog {
 
         // 4. Remember where the next pass starts.
         crate::crash_points::hit("compaction_checkpoint");
-        write_offset_checkpoint(self.dir.join(CLEANER_CHECKPOINT), map_end).await?;
+        write_offset_checkpoint(&self.disk, self.dir.join(CLEANER_CHECKPOINT), map_end).await?;
         {
             let mut st = self.state.borrow_mut();
             st.first_dirty = map_end;
@@ -1653,7 +1719,7 @@ impl PartitionLog {
     /// chunk and one write buffer at a time.
     async fn rewrite_segment(
         &self,
-        seg: &SegmentRef,
+        seg: &SegmentRef<D::File>,
         c: &Cleaning<'_>,
         oldest_tombstone: &mut Option<i64>,
     ) -> Result<Option<u64>, StorageError> {
@@ -1684,7 +1750,7 @@ impl PartitionLog {
         let (file, size, ix) = match written {
             Ok(w) => w,
             Err(e) => {
-                let _ = std::fs::remove_file(&cleaned_path);
+                let _ = self.disk.remove_file(&cleaned_path);
                 return Err(e);
             }
         };
@@ -1706,16 +1772,15 @@ impl PartitionLog {
                 {
                     for ext in ["index", "timeindex"] {
                         let p = Self::path(&self.dir, seg.base, ext);
-                        if let Err(e) = std::fs::remove_file(&p) {
-                            if e.kind() != std::io::ErrorKind::NotFound {
-                                return Err(IoFailure::new("remove index", &p, 0, e).into());
+                        if let Err(e) = self.disk.remove_file(&p) {
+                            if !e.is_not_found() {
+                                return Err(e.into());
                             }
                         }
                     }
                     crate::crash_points::hit("compaction_swap_before");
                     let log_path = Self::path(&self.dir, seg.base, "log");
-                    std::fs::rename(&cleaned_path, &log_path)
-                        .map_err(|e| IoFailure::new("rename cleaned segment", &log_path, 0, e))?;
+                    self.disk.rename(&cleaned_path, &log_path)?;
                     crate::crash_points::hit("compaction_swap_after");
                     cur.file = Some(Rc::new(file));
                     cur.size = size;
@@ -1734,7 +1799,7 @@ impl PartitionLog {
         if !swapped {
             // Deleted (retention, DeleteRecords) while we worked, or the log failed: drop the
             // copy.
-            let _ = std::fs::remove_file(&cleaned_path);
+            let _ = self.disk.remove_file(&cleaned_path);
             return Ok(None);
         }
         let (offsets, times) = {
@@ -1744,12 +1809,14 @@ impl PartitionLog {
                 None => return Ok(Some(size)),
             }
         };
-        write_whole_file(&Self::path(&self.dir, seg.base, "index"), &offsets).await?;
-        write_whole_file(&Self::path(&self.dir, seg.base, "timeindex"), &times).await?;
-        let dir = self.dir.clone();
-        glommio::executor()
-            .spawn_blocking(move || sync_dir(&dir))
+        self.disk
+            .write_whole_file(&Self::path(&self.dir, seg.base, "index"), &offsets)
             .await?;
+        self.disk
+            .write_whole_file(&Self::path(&self.dir, seg.base, "timeindex"), &times)
+            .await?;
+        let dir = self.dir.clone();
+        self.disk.blocking(move |d| d.sync_dir(&dir)).await?;
         Ok(Some(size))
     }
 
@@ -1757,13 +1824,13 @@ impl PartitionLog {
     /// `path`, durable, with its indexes.
     async fn write_cleaned(
         &self,
-        seg: &SegmentRef,
+        seg: &SegmentRef<D::File>,
         c: &Cleaning<'_>,
         path: &Path,
         oldest_tombstone: &mut Option<i64>,
-    ) -> Result<(DirectFile, u64, SegmentIndexes), StorageError> {
+    ) -> Result<(D::File, u64, SegmentIndexes), StorageError> {
         let interval = self.cfg.borrow().index_interval_bytes;
-        let mut w = CleanedWriter::create(path).await?;
+        let mut w = CleanedWriter::create(&self.disk, path).await?;
         let mut ix = SegmentIndexes::new();
         let mut cover = GapCover {
             expect: seg.base,
@@ -1929,11 +1996,16 @@ impl PartitionLog {
         {
             file.truncate(size).await?;
             file.fdatasync().await?;
-            write_txn_index(&self.dir, base, &aborted).await?;
-            write_whole_file(&Self::path(&self.dir, base, "index"), &offsets).await?;
-            write_whole_file(&Self::path(&self.dir, base, "timeindex"), &times).await?;
-            sync_dir(&self.dir)?;
-            write_state(&self.dir.join(CLEAN_MARKER), &marker.encode())?;
+            write_txn_index(&self.disk, &self.dir, base, &aborted).await?;
+            self.disk
+                .write_whole_file(&Self::path(&self.dir, base, "index"), &offsets)
+                .await?;
+            self.disk
+                .write_whole_file(&Self::path(&self.dir, base, "timeindex"), &times)
+                .await?;
+            self.disk.sync_dir(&self.dir)?;
+            self.disk
+                .write_state(&self.dir.join(CLEAN_MARKER), &marker.encode())?;
         }
         self.close_files().await
     }
@@ -1941,7 +2013,7 @@ impl PartitionLog {
     /// Closes every segment file this log still holds (the first error is returned, the rest
     /// are still closed).
     async fn close_files(&self) -> Result<(), StorageError> {
-        let files: Vec<Rc<DirectFile>> = self
+        let files: Vec<Rc<D::File>> = self
             .state
             .borrow_mut()
             .segments
@@ -1966,16 +2038,15 @@ impl PartitionLog {
         let _permit = self.flush_lock.acquire_permit(1).await;
         // The directory goes away next; a failed close changes nothing about that.
         let _ = self.close_files().await;
-        std::fs::remove_dir_all(&self.dir)
-            .map_err(|e| IoFailure::new("remove dir", &self.dir, 0, e))?;
+        self.disk.remove_dir_all(&self.dir)?;
         if let Some(parent) = self.dir.parent() {
-            sync_dir(parent)?;
+            self.disk.sync_dir(parent)?;
         }
         Ok(())
     }
 }
 
-impl Drop for PartitionLog {
+impl<D: Disk> Drop for PartitionLog<D> {
     /// Frees this partition's share of the shard cache. Files are closed by their own drops; any
     /// unflushed data is lost exactly as in a crash (recovery handles it).
     fn drop(&mut self) {
@@ -2026,8 +2097,12 @@ fn aborted_entry(p: &ProducerStateMachine, t: CompletedTxn) -> AbortedTxn {
 }
 
 /// The producer state snapshot taken when segment `base` was rolled to, if readable.
-fn read_producer_snapshot(dir: &Path, base: i64) -> Option<ProducerStateMachine> {
-    match read_state(&dir.join(segment_file_name(base, "snapshot"))) {
+fn read_producer_snapshot<D: Disk>(
+    disk: &D,
+    dir: &Path,
+    base: i64,
+) -> Option<ProducerStateMachine> {
+    match disk.read_state(&dir.join(segment_file_name(base, "snapshot"))) {
         Ok(Some(bytes)) => ProducerStateMachine::decode(&bytes),
         Ok(None) => None,
         Err(e) => {
@@ -2039,13 +2114,14 @@ fn read_producer_snapshot(dir: &Path, base: i64) -> Option<ProducerStateMachine>
 
 /// A segment's aborted-transaction index: empty when the file does not exist (nothing aborted
 /// there), `None` when it cannot be trusted (then the segment is rescanned).
-async fn read_txn_index(
+async fn read_txn_index<D: Disk>(
+    disk: &D,
     dir: &Path,
     base: i64,
     next_base: i64,
 ) -> Result<Option<Vec<AbortedTxn>>, StorageError> {
     let path = dir.join(segment_file_name(base, "txnindex"));
-    Ok(match read_whole_file(&path).await? {
+    Ok(match disk.read_whole_file(&path).await? {
         None => Some(Vec::new()),
         Some(bytes) => match txn_index::decode(&bytes, base, next_base) {
             Ok(entries) => Some(entries),
@@ -2059,22 +2135,24 @@ async fn read_txn_index(
 
 /// Writes (or, with no entries, removes) a segment's aborted-transaction index, durably and
 /// before the offset and time indexes that make a sealed segment trusted at the next open.
-async fn write_txn_index(
+async fn write_txn_index<D: Disk>(
+    disk: &D,
     dir: &Path,
     base: i64,
     entries: &[AbortedTxn],
 ) -> Result<(), StorageError> {
     let path = dir.join(segment_file_name(base, "txnindex"));
     if entries.is_empty() {
-        match std::fs::remove_file(&path) {
-            Ok(()) => sync_dir(dir)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(IoFailure::new("remove", &path, 0, e).into()),
+        match disk.remove_file(&path) {
+            Ok(()) => disk.sync_dir(dir)?,
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
         }
         return Ok(());
     }
-    write_whole_file(&path, &txn_index::encode(entries)).await?;
-    sync_dir(dir)?;
+    disk.write_whole_file(&path, &txn_index::encode(entries))
+        .await?;
+    disk.sync_dir(dir)?;
     Ok(())
 }
 
@@ -2198,15 +2276,15 @@ fn is_aborted(aborted: &AbortedRanges, batch: &[u8]) -> bool {
 }
 
 /// A closed segment as compaction sees it (its file held open while it works).
-struct SegmentRef {
+struct SegmentRef<F> {
     base: i64,
     next: i64,
     size: u64,
     max_timestamp: i64,
-    file: Rc<DirectFile>,
+    file: Rc<F>,
 }
 
-fn corrupt_batch(seg: &SegmentRef, e: record_batch::BatchError) -> StorageError {
+fn corrupt_batch<F: SegmentFile>(seg: &SegmentRef<F>, e: record_batch::BatchError) -> StorageError {
     log::warn!(
         "{}: compaction cannot read a batch: {e}",
         seg.file.path().display()
@@ -2223,14 +2301,14 @@ fn corrupt_batch(seg: &SegmentRef, e: record_batch::BatchError) -> StorageError 
 const COMPACTION_READ_BYTES: usize = 256 << 10;
 
 /// A closed segment's batches, read in order [`COMPACTION_READ_BYTES`] at a time.
-struct SegmentChunks<'a> {
-    seg: &'a SegmentRef,
+struct SegmentChunks<'a, F> {
+    seg: &'a SegmentRef<F>,
     pos: u64,
     offset: i64,
 }
 
-impl<'a> SegmentChunks<'a> {
-    fn new(seg: &'a SegmentRef) -> SegmentChunks<'a> {
+impl<'a, F: SegmentFile> SegmentChunks<'a, F> {
+    fn new(seg: &'a SegmentRef<F>) -> SegmentChunks<'a, F> {
         SegmentChunks {
             seg,
             pos: 0,
@@ -2251,7 +2329,7 @@ impl<'a> SegmentChunks<'a> {
             return Ok(None);
         }
         let chunk = read_batches(
-            &seg.file,
+            &*seg.file,
             self.pos,
             seg.size,
             self.offset,
@@ -2272,8 +2350,8 @@ impl<'a> SegmentChunks<'a> {
 }
 
 /// Calls `f` with every batch of a closed segment, in order, pacing the reads.
-async fn for_each_stored_batch(
-    seg: &SegmentRef,
+async fn for_each_stored_batch<F: SegmentFile>(
+    seg: &SegmentRef<F>,
     s: &CompactionSettings,
     mut f: impl FnMut(&[u8]) -> Result<(), StorageError>,
 ) -> Result<(), StorageError> {
@@ -2292,17 +2370,20 @@ async fn for_each_stored_batch(
 
 /// Writes a compacted segment to a new file in page-aligned pieces, then makes it durable at
 /// its exact size.
-struct CleanedWriter {
-    file: DirectFile,
+struct CleanedWriter<F> {
+    file: F,
     /// Written so far (always page-aligned) and what is buffered after it.
     pos: u64,
     buf: Vec<u8>,
 }
 
-impl CleanedWriter {
-    async fn create(path: &Path) -> Result<CleanedWriter, StorageError> {
+impl<F: SegmentFile> CleanedWriter<F> {
+    async fn create<D: Disk<File = F>>(
+        disk: &D,
+        path: &Path,
+    ) -> Result<CleanedWriter<F>, StorageError> {
         Ok(CleanedWriter {
-            file: DirectFile::create_truncate(path).await?,
+            file: disk.create_truncate(path).await?,
             pos: 0,
             buf: Vec::with_capacity(2 * COMPACTION_READ_BYTES),
         })
@@ -2322,7 +2403,7 @@ impl CleanedWriter {
         Ok(())
     }
 
-    async fn finish(self) -> Result<(DirectFile, u64), StorageError> {
+    async fn finish(self) -> Result<(F, u64), StorageError> {
         let size = self.pos + self.buf.len() as u64;
         if !self.buf.is_empty() {
             self.file.write_padded_parts(self.pos, &[&self.buf]).await?;
@@ -2341,8 +2422,8 @@ fn next_offset_after(batch: &[u8]) -> Option<i64> {
     Some(base.saturating_add(delta as i64).saturating_add(1))
 }
 
-async fn read_batches(
-    file: &DirectFile,
+async fn read_batches<F: SegmentFile>(
+    file: &F,
     mut pos: u64,
     end: u64,
     offset: i64,

@@ -24,6 +24,8 @@ pub mod retention;
 pub mod txn_index;
 
 #[cfg(test)]
+mod fault_injection;
+#[cfg(test)]
 mod tests;
 
 use std::path::PathBuf;

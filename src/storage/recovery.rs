@@ -11,7 +11,7 @@
 //! segment) and reports each valid batch to a callback, which rebuilds the indexes and the
 //! producer state. Runs on the partition's shard when the log is opened.
 
-use crate::io::dma::DirectFile;
+use crate::io::disk::SegmentFile;
 use crate::io::IoFailure;
 use crate::protocol::record_batch::{
     self, BatchError, BatchHeader, LOG_OVERHEAD, MIN_BATCH_LENGTH,
@@ -182,8 +182,8 @@ pub struct FileScan {
 }
 
 /// Scans `file` (of `file_size` bytes) from position 0 in bounded chunks.
-pub async fn scan_file(
-    file: &DirectFile,
+pub async fn scan_file<F: SegmentFile>(
+    file: &F,
     file_size: u64,
     expected_offset: i64,
     on_batch: impl FnMut(&ScannedBatch),
@@ -192,8 +192,8 @@ pub async fn scan_file(
 }
 
 /// [`scan_file`] reading `chunk_bytes` at a time (tests move the chunk boundaries around).
-async fn scan_file_in_chunks(
-    file: &DirectFile,
+async fn scan_file_in_chunks<F: SegmentFile>(
+    file: &F,
     file_size: u64,
     expected_offset: i64,
     chunk_bytes: usize,
@@ -259,6 +259,7 @@ async fn scan_file_in_chunks(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::dma::DirectFile;
     use crate::protocol::record_batch::testing::BatchBuilder;
     use proptest::prelude::*;
 
