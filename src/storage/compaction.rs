@@ -21,6 +21,47 @@ use crate::protocol::record_batch::{
     BATCH_LENGTH_AT, CRC_AT, LOG_OVERHEAD, RECORDS_COUNT_AT,
 };
 
+/// A closed segment as [`merge_runs`] sees it: offsets `[base, next)`, `size` bytes now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentSpan {
+    pub base: i64,
+    pub next: i64,
+    pub size: u64,
+}
+
+/// Groups consecutive closed segments into runs that compaction writes out as one segment each
+/// (Kafka's cleaner groups them the same way). Without it a topic that rolls by `segment.ms`
+/// keeps one file (and one open descriptor) per roll forever, however little compaction
+/// leaves in each. A run's summed current size — what its cleaned copy can be at most — stays
+/// within `max_bytes` (the topic's `segment.bytes`), its offsets fit the indexes' relative
+/// offsets (`last - base <= i32::MAX`), and it never spans two segments that are not adjacent.
+/// A segment alone over `max_bytes` is a run of one. Returns index ranges covering `segs` in
+/// order. Sizes before cleaning are the bound, so segments that only shrink in this pass merge
+/// in a later one.
+pub fn merge_runs(segs: &[SegmentSpan], max_bytes: u64) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let mut start = 0usize;
+    let mut bytes = 0u64;
+    for (i, s) in segs.iter().enumerate() {
+        if i > start {
+            let first = segs[start];
+            let joins = bytes.saturating_add(s.size) <= max_bytes
+                && s.next.saturating_sub(1).saturating_sub(first.base) <= i32::MAX as i64
+                && segs[i - 1].next == s.base;
+            if !joins {
+                runs.push(start..i);
+                start = i;
+                bytes = 0;
+            }
+        }
+        bytes = bytes.saturating_add(s.size);
+    }
+    if start < segs.len() {
+        runs.push(start..segs.len());
+    }
+    runs
+}
+
 /// Most bytes one batch may inflate to when decompressed for compaction.
 pub const DECOMPRESS_LIMIT: usize = 64 << 20;
 
@@ -138,8 +179,14 @@ pub fn for_each_record<'a>(
             Some(k)
         };
         let value_len = read_zigzag(rec, &mut p).map_err(bad)?;
+        // A stored batch was validated, but recovery and compaction read untrusted bytes too:
+        // an offset delta that overflows is a corrupt record, not a wrap (found by fuzzing).
+        let offset = h
+            .base_offset
+            .checked_add(offset_delta)
+            .ok_or_else(|| bad(format!("offset delta {offset_delta} overflows")))?;
         f(RecordView {
-            offset: h.base_offset + offset_delta,
+            offset,
             timestamp: if h.is_log_append_time() {
                 h.max_timestamp
             } else {
@@ -418,6 +465,17 @@ mod tests {
     }
 
     #[test]
+    fn an_offset_delta_past_the_largest_offset_is_corrupt_not_a_wrap() {
+        let b = batch_at(i64::MAX, &[kv("a", Some("1")), kv("b", Some("2"))], 1_000);
+        let mut map = OffsetMap::new(10);
+        let got = map_batch(&b, &mut map, |_| {});
+        assert!(
+            matches!(got, Err(BatchError::CorruptMessage(_))),
+            "got {got:?}"
+        );
+    }
+
+    #[test]
     fn recompression_between_every_pair_of_codecs_keeps_the_records() {
         use crate::protocol::compression::{CODEC_GZIP, CODEC_LZ4, CODEC_SNAPPY, CODEC_ZSTD};
         let plain = batch_at(
@@ -443,6 +501,40 @@ mod tests {
                 assert_eq!(keys_and_values(&back), want, "{from} -> {to}");
             }
         }
+    }
+
+    fn spans(v: &[(i64, i64, u64)]) -> Vec<SegmentSpan> {
+        v.iter()
+            .map(|&(base, next, size)| SegmentSpan { base, next, size })
+            .collect()
+    }
+
+    #[test]
+    fn merge_runs_stay_within_the_size_and_offset_bounds() {
+        // Five small neighbours of 300 bytes under a 1000-byte limit: 3 + 2.
+        let s = spans(&[
+            (0, 10, 300),
+            (10, 20, 300),
+            (20, 30, 300),
+            (30, 40, 300),
+            (40, 50, 300),
+        ]);
+        assert_eq!(merge_runs(&s, 1000), vec![0..3, 3..5]);
+        // Exactly at the limit joins; one byte over does not.
+        assert_eq!(merge_runs(&s, 600), vec![0..2, 2..4, 4..5]);
+        assert_eq!(merge_runs(&s, 599), vec![0..1, 1..2, 2..3, 3..4, 4..5]);
+        // A segment larger than the limit stays alone; its neighbours still merge.
+        let s = spans(&[(0, 5, 100), (5, 9, 5000), (9, 12, 100), (12, 20, 100)]);
+        assert_eq!(merge_runs(&s, 1000), vec![0..1, 1..2, 2..4]);
+        // Not adjacent (a gap between two segments): never one run.
+        let s = spans(&[(0, 5, 10), (7, 9, 10)]);
+        assert_eq!(merge_runs(&s, 1000), vec![0..1, 1..2]);
+        // The offset span must fit i32 relative offsets.
+        let max = i32::MAX as i64;
+        let s = spans(&[(0, 10, 1), (10, max + 1, 1), (max + 1, max + 2, 1)]);
+        assert_eq!(merge_runs(&s, 1000), vec![0..2, 2..3]);
+        assert_eq!(merge_runs(&[], 1000), Vec::<std::ops::Range<usize>>::new());
+        assert_eq!(merge_runs(&spans(&[(3, 4, 9)]), 1), vec![0..1]);
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! <dir>/00000000000000001234.snapshot   producer state as of offset 1234 (a state file)
 //! <dir>/00000000000000001234.log        ... next segment, base offset 1234
 //! <dir>/.clean_shutdown                  written by `close`, consumed by `open` (state file)
+//! <dir>/00000000000000000000.log.cleaned  compaction's copy being written (deleted at open)
+//! <dir>/00000000000000000000.log.swap     compaction's merged copy of several segments,
+//!                                         committed: `open` puts it in place of them
 //! ```
 //!
 //! A `.log` file is a plain concatenation of RecordBatch v2 (see `protocol::record_batch`),
@@ -61,7 +64,7 @@ use crate::io::IoFailure;
 use crate::protocol::record_batch::{self, BatchHeader, LOG_OVERHEAD};
 
 use super::cache::{BatchCache, CachePartitionId};
-use super::compaction::{filter_batch, map_batch, Filtered, OffsetMap};
+use super::compaction::{filter_batch, map_batch, merge_runs, Filtered, OffsetMap, SegmentSpan};
 use super::index::{OffsetIndex, SegmentIndexes, TimeIndex};
 use super::pacing::IoPacer;
 use super::producer_state::{
@@ -79,6 +82,25 @@ const MIN_READ_BYTES: usize = 64 * 1024;
 
 pub fn segment_file_name(base_offset: i64, ext: &str) -> String {
     format!("{base_offset:020}.{ext}")
+}
+
+/// The files of a segment: its data, its indexes, and the producer snapshot taken when it was
+/// rolled to (keyed by its base offset).
+const SEGMENT_FILE_EXTS: [&str; 5] = ["log", "index", "timeindex", "txnindex", "snapshot"];
+
+/// `<base>.log.swap`: the merged copy of a run of segments starting at `base`, committed but
+/// not yet in place (see `PartitionLog::commit_merge`).
+fn swap_path(dir: &Path, base: i64) -> PathBuf {
+    dir.join(format!("{}.swap", segment_file_name(base, "log")))
+}
+
+/// The base offset and extension of a segment's file name (`<20 digits>.<ext>`).
+fn parse_segment_file_name(name: &str) -> Option<(i64, &str)> {
+    let (stem, ext) = name.split_once('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((stem.parse().ok()?, ext))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -381,23 +403,47 @@ impl<D: Disk> PartitionLog<D> {
             disk.sync_dir(parent)?;
         }
         disk.sync_dir(&dir)?;
+        // A compaction that merged segments and stopped after its commit point left
+        // `<base>.log.swap`: finish its work before anything else reads the directory.
+        let mut names = disk.list_dir(&dir)?;
+        let mut swaps: Vec<i64> = names
+            .iter()
+            .filter_map(|n| parse_segment_file_name(n))
+            .filter(|(_, ext)| *ext == "log.swap")
+            .map(|(base, _)| base)
+            .collect();
+        if !swaps.is_empty() {
+            swaps.sort_unstable();
+            for base in swaps {
+                Self::complete_swap(&disk, &dir, base, &names).await?;
+            }
+            names = disk.list_dir(&dir)?;
+        }
         let mut bases = Vec::new();
-        for name in disk.list_dir(&dir)? {
+        let mut indexes = Vec::new();
+        for name in names {
             let name = name.as_str();
             if name.ends_with(".tmp") || name.ends_with(".cleaned") {
                 // Leftover of an interrupted atomic write: the real file is intact.
                 let _ = disk.remove_file(&dir.join(name));
                 continue;
             }
-            if let Some(stem) = name.strip_suffix(".log") {
-                if stem.len() == 20 {
-                    if let Ok(b) = stem.parse::<i64>() {
-                        bases.push(b);
-                    }
-                }
+            match parse_segment_file_name(name) {
+                Some((b, "log")) => bases.push(b),
+                Some((b, "index" | "timeindex" | "txnindex")) => indexes.push((b, name.to_string())),
+                _ => {}
             }
         }
         bases.sort_unstable();
+        // Index files whose segment is gone: a crash between removing a segment's `.log` and
+        // its indexes (retention, a merge) leaves them, and nothing else would ever remove
+        // them (found by the crash loop).
+        for (base, name) in indexes {
+            if bases.binary_search(&base).is_err() {
+                log::info!("{}: removing {name}: its segment is gone", dir.display());
+                let _ = disk.remove_file(&dir.join(&name));
+            }
+        }
 
         // A clean-shutdown marker lets us skip the tail rescan. It is consumed here, before
         // anything is written, so a crash from now on forces a rescan next time.
@@ -510,6 +556,63 @@ impl<D: Disk> PartitionLog<D> {
             flush_lock: Semaphore::new(1),
             tail_rescanned,
         })
+    }
+
+    /// Completes a merge of segments (see [`PartitionLog::commit_merge`]) that stopped after its
+    /// commit point: `<base>.log.swap` is whole and durable (it was fdatasynced before the
+    /// rename that committed it). Its scan gives the end of the run it replaces; every file of a
+    /// segment whose base offset lies in `[base, end)` is one of the run's old files (some may
+    /// be gone already) and goes, then the swap becomes `<base>.log`, whose indexes the usual
+    /// open rebuilds by scanning. Idempotent: a crash in here leaves the swap for next time.
+    async fn complete_swap(
+        disk: &D,
+        dir: &Path,
+        base: i64,
+        names: &[String],
+    ) -> Result<(), StorageError> {
+        let swap = swap_path(dir, base);
+        let file = disk.open(&swap, false).await?;
+        let size = file.size().await?;
+        let scan = scan_file(&file, size, base, |_| {}).await;
+        let closed = file.close().await;
+        let scan = scan?;
+        closed?;
+        if scan.valid_end != size || scan.next_offset <= base {
+            // Never deleted anything on its word: the run's files, or what is left of them,
+            // stay for an operator to look at.
+            return Err(StorageError::Corrupt {
+                path: swap,
+                position: scan.valid_end,
+                reason: "committed merged segment does not scan whole",
+            });
+        }
+        let end = scan.next_offset;
+        log::warn!(
+            "{}: completing an interrupted merge of the segments in [{base}, {end})",
+            dir.display()
+        );
+        let mut doomed: Vec<PathBuf> = ["index", "timeindex", "txnindex"]
+            .iter()
+            .map(|ext| Self::path(dir, base, ext))
+            .collect();
+        for name in names {
+            if let Some((b, ext)) = parse_segment_file_name(name) {
+                if b > base && b < end && SEGMENT_FILE_EXTS.contains(&ext) {
+                    doomed.push(dir.join(name));
+                }
+            }
+        }
+        for p in &doomed {
+            match disk.remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        disk.sync_dir(dir)?;
+        disk.rename(&swap, &Self::path(dir, base, "log"))?;
+        disk.sync_dir(dir)?;
+        Ok(())
     }
 
     /// Opens the tail segment as described by a clean-shutdown marker; `None` if the files do
@@ -1557,12 +1660,15 @@ impl<D: Disk> PartitionLog<D> {
     /// `s.max_lag_ms`; segments with records newer than `s.min_lag_ms` wait. `None` when there
     /// was nothing to do.
     ///
-    /// Each segment is rewritten to `<base>.cleaned`, made durable, and swapped in by a rename
-    /// over its `.log` (atomic: a crash leaves the old or the new file, never a mix); its index
-    /// files are removed before the rename and written again after it, and an index missing
-    /// at start is rebuilt by scanning, so no crash point leaves an index that does not match.
-    /// Offsets never change; runs of removed offsets are covered by empty batches so batches
-    /// stay contiguous.
+    /// Adjacent segments are grouped into runs whose sizes add up to at most `segment.bytes`
+    /// (`compaction::merge_runs`); each run is rewritten as one segment to
+    /// `<first base>.log.cleaned`, made durable, and swapped in: a single segment by a rename
+    /// over its `.log` (atomic: a crash leaves the old or the new file, never a mix), several
+    /// through `<first base>.log.swap`, which start-up completes (`commit_merge`,
+    /// `complete_swap`). Index files are removed before the swap and written again after it,
+    /// and an index missing at start is rebuilt by scanning, so no crash point leaves an index
+    /// that does not match. Offsets never change; runs of removed offsets are covered by empty
+    /// batches so batches stay contiguous.
     pub async fn compact(
         &self,
         s: &CompactionSettings,
@@ -1669,28 +1775,45 @@ impl<D: Disk> PartitionLog<D> {
             map_end = seg.next;
         }
 
-        // 3. Rewrite every segment up to the end of the map.
+        // 3. Rewrite every segment up to the end of the map, each run of small neighbours as
+        //    one segment (see `compaction::merge_runs`).
         let tombstones_before = now_ms.saturating_sub(s.delete_retention_ms);
-        let (mut before, mut after, mut rewritten) = (0u64, 0u64, 0usize);
+        let (mut before, mut after, mut rewritten, mut merged) = (0u64, 0u64, 0usize, 0usize);
         let mut oldest_tombstone: Option<i64> = None;
-        for seg in cleanable.iter().take_while(|seg| seg.next <= map_end) {
-            before += seg.size;
+        let upto = cleanable
+            .iter()
+            .take_while(|seg| seg.next <= map_end)
+            .count();
+        let spans: Vec<SegmentSpan> = cleanable[..upto]
+            .iter()
+            .map(|seg| SegmentSpan {
+                base: seg.base,
+                next: seg.next,
+                size: seg.size,
+            })
+            .collect();
+        let segment_bytes = self.cfg.borrow().segment_bytes;
+        for range in merge_runs(&spans, segment_bytes) {
+            let run = &cleanable[range];
+            let run_bytes: u64 = run.iter().map(|seg| seg.size).sum();
+            before += run_bytes;
             let cleaning = Cleaning {
                 map: &map,
                 aborted: &aborted,
                 tombstones_before,
                 settings: s,
-                known_changed: known_changed.contains(&seg.base),
+                known_changed: run.iter().any(|seg| known_changed.contains(&seg.base)),
             };
             match self
-                .rewrite_segment(seg, &cleaning, &mut oldest_tombstone)
+                .rewrite_run(run, &cleaning, &mut oldest_tombstone)
                 .await?
             {
                 Some(size) => {
                     after += size;
-                    rewritten += 1;
+                    rewritten += run.len();
+                    merged += run.len() - 1;
                 }
-                None => after += seg.size,
+                None => after += run_bytes,
             }
         }
 
@@ -1707,6 +1830,7 @@ impl<D: Disk> PartitionLog<D> {
         }
         Ok(Some(CompactionOutcome {
             segments_rewritten: rewritten,
+            segments_merged: merged,
             bytes_before: before,
             bytes_after: after,
             first_dirty: map_end,
@@ -1714,24 +1838,29 @@ impl<D: Disk> PartitionLog<D> {
         }))
     }
 
-    /// Rewrites one closed segment keeping what compaction keeps; `None` if nothing changed or
-    /// the segment left the log meanwhile. Returns the new size. Memory stays bounded: one read
-    /// chunk and one write buffer at a time.
-    async fn rewrite_segment(
+    /// Rewrites a run of adjacent closed segments (see `compaction::merge_runs`) as one segment
+    /// keeping what compaction keeps; `None` if it is a single segment where nothing changed, or
+    /// a segment of the run left the log meanwhile. Returns the new size. A run of several is
+    /// rewritten even if no record changes: the merge is the gain. Memory stays bounded: one
+    /// read chunk and one write buffer at a time.
+    async fn rewrite_run(
         &self,
-        seg: &SegmentRef<D::File>,
+        run: &[SegmentRef<D::File>],
         c: &Cleaning<'_>,
         oldest_tombstone: &mut Option<i64>,
     ) -> Result<Option<u64>, StorageError> {
+        let [first, ..] = run else {
+            return Ok(None);
+        };
         // Dry run, unless mapping already saw an obsolete record here: segments compaction
         // leaves as they are are not copied.
-        if !c.known_changed {
+        if run.len() == 1 && !c.known_changed {
             let mut changed = false;
             let mut oldest = *oldest_tombstone;
-            for_each_stored_batch(seg, c.settings, |b| {
+            for_each_stored_batch(first, c.settings, |b| {
                 changed |= c
                     .filter(b, &mut oldest)
-                    .map_err(|e| corrupt_batch(seg, e))?
+                    .map_err(|e| corrupt_batch(first, e))?
                     != Filtered::Unchanged;
                 Ok(())
             })
@@ -1743,9 +1872,9 @@ impl<D: Disk> PartitionLog<D> {
         }
         let cleaned_path = self
             .dir
-            .join(format!("{}.cleaned", segment_file_name(seg.base, "log")));
+            .join(format!("{}.cleaned", segment_file_name(first.base, "log")));
         let written = self
-            .write_cleaned(seg, c, &cleaned_path, oldest_tombstone)
+            .write_cleaned(run, c, &cleaned_path, oldest_tombstone)
             .await;
         let (file, size, ix) = match written {
             Ok(w) => w,
@@ -1755,135 +1884,288 @@ impl<D: Disk> PartitionLog<D> {
             }
         };
         crate::crash_points::hit("compaction_cleaned");
-        // Swap (no await from the check to the rename: nothing else on this shard runs between).
-        let swapped = {
-            let mut guard = self.state.borrow_mut();
-            let st = &mut *guard;
-            // A failed log is about to be replaced by a reopened one reading these files.
-            let current = if st.failed {
-                None
-            } else {
-                st.segments.get_mut(&seg.base)
-            };
-            match current {
-                Some(cur)
-                    if cur.file.as_ref().is_some_and(|f| Rc::ptr_eq(f, &seg.file))
-                        && matches!(cur.seal, SealState::Sealed) =>
-                {
-                    for ext in ["index", "timeindex"] {
-                        let p = Self::path(&self.dir, seg.base, ext);
-                        if let Err(e) = self.disk.remove_file(&p) {
-                            if !e.is_not_found() {
-                                return Err(e.into());
-                            }
-                        }
-                    }
-                    crate::crash_points::hit("compaction_swap_before");
-                    let log_path = Self::path(&self.dir, seg.base, "log");
-                    self.disk.rename(&cleaned_path, &log_path)?;
-                    crate::crash_points::hit("compaction_swap_after");
-                    cur.file = Some(Rc::new(file));
-                    cur.size = size;
-                    cur.durable_size = size;
-                    cur.allocated_bytes = size;
-                    cur.pending_pos = align_down(size);
-                    cur.indexes = ix;
-                    // The cache may still hold these offsets as appended: readers must see
-                    // the compacted segment from now on.
-                    self.cache.forget_below(self.cache_id, seg.next);
-                    true
-                }
-                _ => false,
-            }
-        };
-        if !swapped {
+        match self.swap_in(run, &cleaned_path, file, size, ix) {
+            Ok(true) => {}
             // Deleted (retention, DeleteRecords) while we worked, or the log failed: drop the
             // copy.
-            let _ = self.disk.remove_file(&cleaned_path);
-            return Ok(None);
-        }
-        let (offsets, times) = {
-            let st = self.state.borrow();
-            match st.segments.get(&seg.base) {
-                Some(cur) => (cur.indexes.offsets.encode(), cur.indexes.times.encode()),
-                None => return Ok(Some(size)),
+            Ok(false) => {
+                let _ = self.disk.remove_file(&cleaned_path);
+                return Ok(None);
             }
-        };
-        self.disk
-            .write_whole_file(&Self::path(&self.dir, seg.base, "index"), &offsets)
-            .await?;
-        self.disk
-            .write_whole_file(&Self::path(&self.dir, seg.base, "timeindex"), &times)
-            .await?;
-        let dir = self.dir.clone();
-        self.disk.blocking(move |d| d.sync_dir(&dir)).await?;
+            Err(e) => {
+                let _ = self.disk.remove_file(&cleaned_path);
+                return Err(e);
+            }
+        }
+        self.write_swapped_indexes(first.base).await?;
         Ok(Some(size))
     }
 
-    /// The write pass of [`PartitionLog::rewrite_segment`]: the compacted copy of `seg` at
-    /// `path`, durable, with its indexes.
+    /// Puts the cleaned copy of `run` (durable at `cleaned`) in place of the run's segments, on
+    /// disk and in the segment map, with no await from the check that the run's segments are
+    /// still the sealed files compaction read to the map update: nothing else on this shard
+    /// (retention deleting the same files, a reopen listing the directory) runs in between.
+    /// `false` (nothing changed) when they are not, or the log failed.
+    ///
+    /// One segment: its index files go, then the copy is renamed over its `.log` (atomic: a
+    /// crash leaves the old or the new file, never a mix; an index missing at start is rebuilt
+    /// by scanning). Several: see [`PartitionLog::commit_merge`]. The indexes are written after
+    /// (see [`PartitionLog::write_swapped_indexes`]).
+    fn swap_in(
+        &self,
+        run: &[SegmentRef<D::File>],
+        cleaned: &Path,
+        file: D::File,
+        size: u64,
+        ix: SegmentIndexes,
+    ) -> Result<bool, StorageError> {
+        let (Some(first), Some(last)) = (run.first(), run.last()) else {
+            return Ok(false);
+        };
+        let mut guard = self.state.borrow_mut();
+        let st = &mut *guard;
+        // A failed log is about to be replaced by a reopened one reading these files.
+        if st.failed {
+            return Ok(false);
+        }
+        let unchanged = run.iter().all(|r| {
+            st.segments.get(&r.base).is_some_and(|cur| {
+                cur.file.as_ref().is_some_and(|f| Rc::ptr_eq(f, &r.file))
+                    && matches!(cur.seal, SealState::Sealed)
+                    && cur.next_offset == r.next
+            })
+        });
+        if !unchanged {
+            return Ok(false);
+        }
+        let log_path = Self::path(&self.dir, first.base, "log");
+        if run.len() == 1 {
+            for ext in ["index", "timeindex"] {
+                let p = Self::path(&self.dir, first.base, ext);
+                if let Err(e) = self.disk.remove_file(&p) {
+                    if !e.is_not_found() {
+                        return Err(e.into());
+                    }
+                }
+            }
+            crate::crash_points::hit("compaction_swap_before");
+            self.disk.rename(cleaned, &log_path)?;
+            crate::crash_points::hit("compaction_swap_after");
+        } else if let Err((committed, e)) = self.commit_merge(run, cleaned, &log_path) {
+            if committed {
+                // The files are half way from the run to its merged copy, the segment map
+                // still describes the run: nothing may touch this log until a reopen completes
+                // the swap (see `complete_swap`).
+                log::error!(
+                    "{}: merging segments [{}, {}) failed after its commit point: {e}; the \
+                     log is offline until reopened",
+                    self.dir.display(),
+                    first.base,
+                    last.next
+                );
+                st.failed = true;
+                st.failed_out_of_space = e.is_out_of_space();
+            }
+            return Err(e);
+        }
+        // The merged segment keeps every aborted-transaction entry of the run (markers in
+        // order, as the segments are).
+        let mut aborted = Vec::new();
+        for r in &run[1..] {
+            if let Some(seg) = st.segments.remove(&r.base) {
+                aborted.extend(seg.aborted);
+            }
+        }
+        let Some(cur) = st.segments.get_mut(&first.base) else {
+            return Err(invariant(
+                "merged run's first segment in the map",
+                first.base,
+                -1,
+            ));
+        };
+        let mut all = std::mem::take(&mut cur.aborted);
+        all.extend(aborted);
+        cur.aborted = all;
+        cur.file = Some(Rc::new(file));
+        cur.size = size;
+        cur.durable_size = size;
+        cur.allocated_bytes = size;
+        cur.pending = Pending::default();
+        cur.pending_pos = align_down(size);
+        cur.next_offset = last.next;
+        cur.durable_next_offset = last.next;
+        cur.indexes = ix;
+        // The cache may still hold these offsets as appended: readers must see the compacted
+        // segment from now on.
+        self.cache.forget_below(self.cache_id, last.next);
+        Ok(true)
+    }
+
+    /// Swaps the cleaned copy of a run of several segments in, crash-safely:
+    ///
+    /// ```text
+    /// <first>.log.cleaned  --rename-->  <first>.log.swap, sync dir      (the commit point)
+    /// remove <first>.index/.timeindex/.txnindex and every file of the run's later segments
+    ///   (.log .index .timeindex .txnindex .snapshot), sync dir
+    /// <first>.log.swap  --rename over-->  <first>.log
+    /// ```
+    ///
+    /// Before the commit point a crash leaves the run as it was (`.cleaned` is deleted at
+    /// start); after it, start-up completes the swap (`complete_swap`). The later segments'
+    /// producer snapshots go: a snapshot is the producer state at a segment's base offset,
+    /// read only for a segment starting there, and none does any more. The run's old files
+    /// must be gone (durably) before the rename, or a crash could leave the merged segment and
+    /// one it replaced side by side. The directory syncs run on the shard's thread (a few ms,
+    /// once per merged run) for the reason `swap_in` gives. Errors: `(committed, error)`.
+    fn commit_merge(
+        &self,
+        run: &[SegmentRef<D::File>],
+        cleaned: &Path,
+        log_path: &Path,
+    ) -> Result<(), (bool, StorageError)> {
+        let first = run.first().map_or(0, |r| r.base);
+        let swap = swap_path(&self.dir, first);
+        self.disk
+            .rename(cleaned, &swap)
+            .map_err(|e| (false, StorageError::from(e)))?;
+        let committed = |e: IoFailure| (true, StorageError::from(e));
+        self.disk.sync_dir(&self.dir).map_err(committed)?;
+        crate::crash_points::hit("compaction_swap_before");
+        let mut doomed: Vec<PathBuf> = ["index", "timeindex", "txnindex"]
+            .iter()
+            .map(|ext| Self::path(&self.dir, first, ext))
+            .collect();
+        for r in &run[1..] {
+            doomed.extend(
+                SEGMENT_FILE_EXTS
+                    .iter()
+                    .map(|ext| Self::path(&self.dir, r.base, ext)),
+            );
+        }
+        for p in &doomed {
+            match self.disk.remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(committed(e)),
+            }
+        }
+        self.disk.sync_dir(&self.dir).map_err(committed)?;
+        self.disk.rename(&swap, log_path).map_err(committed)?;
+        crate::crash_points::hit("compaction_swap_after");
+        Ok(())
+    }
+
+    /// Writes the index files of segment `base` after compaction swapped it in: the
+    /// aborted-transaction index first (an offset and time index make a sealed segment trusted
+    /// at the next open, with whatever `.txnindex` is there), then the others, then syncs the
+    /// directory. If the segment left the log meanwhile (retention), what was written goes.
+    async fn write_swapped_indexes(&self, base: i64) -> Result<(), StorageError> {
+        let (file, offsets, times, aborted) = {
+            let st = self.state.borrow();
+            match st.segments.get(&base) {
+                Some(cur) => (
+                    cur.file.clone(),
+                    cur.indexes.offsets.encode(),
+                    cur.indexes.times.encode(),
+                    cur.aborted.clone(),
+                ),
+                None => return Ok(()),
+            }
+        };
+        write_txn_index(&self.disk, &self.dir, base, &aborted).await?;
+        self.disk
+            .write_whole_file(&Self::path(&self.dir, base, "index"), &offsets)
+            .await?;
+        self.disk
+            .write_whole_file(&Self::path(&self.dir, base, "timeindex"), &times)
+            .await?;
+        let gone =
+            !self
+                .state
+                .borrow()
+                .segments
+                .get(&base)
+                .is_some_and(|cur| match (&cur.file, &file) {
+                    (Some(a), Some(b)) => Rc::ptr_eq(a, b),
+                    _ => false,
+                });
+        if gone {
+            for ext in ["index", "timeindex", "txnindex"] {
+                let _ = self.disk.remove_file(&Self::path(&self.dir, base, ext));
+            }
+        }
+        let dir = self.dir.clone();
+        self.disk.blocking(move |d| d.sync_dir(&dir)).await?;
+        Ok(())
+    }
+
+    /// The write pass of [`PartitionLog::rewrite_run`]: the compacted copy of the run's
+    /// segments as one segment at `path`, durable, with its indexes. A run of removed offsets
+    /// is covered by one empty batch even across the old segments' boundaries.
     async fn write_cleaned(
         &self,
-        seg: &SegmentRef<D::File>,
+        run: &[SegmentRef<D::File>],
         c: &Cleaning<'_>,
         path: &Path,
         oldest_tombstone: &mut Option<i64>,
     ) -> Result<(D::File, u64, SegmentIndexes), StorageError> {
+        let (Some(first), Some(last)) = (run.first(), run.last()) else {
+            return Err(invariant("a run holds a segment", 1, 0));
+        };
         let interval = self.cfg.borrow().index_interval_bytes;
         let mut w = CleanedWriter::create(&self.disk, path).await?;
         let mut ix = SegmentIndexes::new();
         let mut cover = GapCover {
-            expect: seg.base,
+            expect: first.base,
             gap_epoch: None,
         };
         let mut write_pos = 0u64;
         let mut out: Vec<Vec<u8>> = Vec::new();
-        let mut chunks = SegmentChunks::new(seg);
-        loop {
-            let batches = chunks.next().await?;
-            let mut bytes = 0u64;
-            match &batches {
-                Some(batches) => {
-                    for b in batches {
-                        bytes += b.len() as u64;
-                        let h = BatchHeader::parse(b).map_err(|e| corrupt_batch(seg, e))?;
-                        match c
-                            .filter(b, oldest_tombstone)
-                            .map_err(|e| corrupt_batch(seg, e))?
-                        {
-                            Filtered::Unchanged => cover.keep(&h, b.to_vec(), &mut out),
-                            Filtered::Rebuilt(v) => cover.keep(&h, v, &mut out),
-                            Filtered::Empty => cover.drop(&h),
-                        }
+        let mut seg_start = first.base;
+        for seg in run {
+            if seg.base != seg_start {
+                return Err(invariant(
+                    "merged segments are adjacent",
+                    seg_start,
+                    seg.base,
+                ));
+            }
+            seg_start = seg.next;
+            let mut chunks = SegmentChunks::new(seg);
+            while let Some(batches) = chunks.next().await? {
+                let mut bytes = 0u64;
+                for b in &batches {
+                    bytes += b.len() as u64;
+                    let h = BatchHeader::parse(b).map_err(|e| corrupt_batch(seg, e))?;
+                    match c
+                        .filter(b, oldest_tombstone)
+                        .map_err(|e| corrupt_batch(seg, e))?
+                    {
+                        Filtered::Unchanged => cover.keep(&h, b.to_vec(), &mut out),
+                        Filtered::Rebuilt(v) => cover.keep(&h, v, &mut out),
+                        Filtered::Empty => cover.drop(&h),
                     }
                 }
-                // Only a segment read to its end is covered up to its next offset; batches
-                // missing before it fail the invariant below.
-                None if chunks.at_end() => cover.finish(seg.next, &mut out),
-                None => {}
+                write_pieces(&mut w, &mut ix, interval, first, &mut write_pos, &mut out).await?;
+                // After this piece's read and writes: the pause is when the disk is ours alone.
+                c.settings.pacer.before_io(bytes).await;
+                glommio::yield_if_needed().await;
             }
-            for piece in out.drain(..) {
-                let h = BatchHeader::parse(&piece).map_err(|e| corrupt_batch(seg, e))?;
-                let at = ScannedBatch {
-                    position: write_pos,
-                    header: h,
-                    marker: None,
-                };
-                index_batch(&mut ix, interval, seg.base, &at);
-                write_pos += piece.len() as u64;
-                w.push(piece).await?;
+            // Only a segment read to its end is covered up to its next offset.
+            if !chunks.at_end() {
+                return Err(invariant(
+                    "compacted segment covers its offsets",
+                    seg.next,
+                    cover.expect,
+                ));
             }
-            if batches.is_none() {
-                break;
-            }
-            // After this piece's read and writes: the pause is when the disk is ours alone.
-            c.settings.pacer.before_io(bytes).await;
-            glommio::yield_if_needed().await;
         }
-        if cover.expect != seg.next {
+        cover.finish(last.next, &mut out);
+        write_pieces(&mut w, &mut ix, interval, first, &mut write_pos, &mut out).await?;
+        if cover.expect != last.next {
             return Err(invariant(
                 "compacted segment covers its offsets",
-                seg.next,
+                last.next,
                 cover.expect,
             ));
         }
@@ -2235,6 +2517,9 @@ pub struct CompactionSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompactionOutcome {
     pub segments_rewritten: usize,
+    /// Segments that went away by being merged into the first of their run (so the log holds
+    /// this many fewer segments, and open files).
+    pub segments_merged: usize,
     pub bytes_before: u64,
     pub bytes_after: u64,
     pub first_dirty: i64,
@@ -2347,6 +2632,30 @@ impl<'a, F: SegmentFile> SegmentChunks<'a, F> {
         }
         Ok(Some(chunk.batches))
     }
+}
+
+/// Writes the compacted pieces in `out` (emptying it) at `write_pos` on, indexing them relative
+/// to the base offset of `first`, the run's first segment.
+async fn write_pieces<F: SegmentFile>(
+    w: &mut CleanedWriter<F>,
+    ix: &mut SegmentIndexes,
+    interval: u32,
+    first: &SegmentRef<F>,
+    write_pos: &mut u64,
+    out: &mut Vec<Vec<u8>>,
+) -> Result<(), StorageError> {
+    for piece in out.drain(..) {
+        let h = BatchHeader::parse(&piece).map_err(|e| corrupt_batch(first, e))?;
+        let at = ScannedBatch {
+            position: *write_pos,
+            header: h,
+            marker: None,
+        };
+        index_batch(ix, interval, first.base, &at);
+        *write_pos += piece.len() as u64;
+        w.push(piece).await?;
+    }
+    Ok(())
 }
 
 /// Calls `f` with every batch of a closed segment, in order, pacing the reads.

@@ -360,7 +360,9 @@ impl ProducerStateMachine {
                     return None;
                 }
             }
-            m.producers.insert(
+            // A producer id twice is a damaged snapshot: keeping either entry could leave a
+            // stale open transaction holding the last stable offset back (found by fuzzing).
+            let replaced = m.producers.insert(
                 p.producer_id,
                 ProducerEntry {
                     epoch: p.epoch,
@@ -369,6 +371,9 @@ impl ProducerStateMachine {
                     coordinator_epoch: p.coordinator_epoch,
                 },
             );
+            if replaced.is_some() {
+                return None;
+            }
         }
         Some(m)
     }
@@ -435,6 +440,29 @@ mod tests {
             m.record(pid, epoch, meta(first, last, base));
         }
         Ok(r)
+    }
+
+    #[test]
+    fn a_snapshot_naming_a_producer_twice_is_refused() {
+        let record = |txn_first_offset| ProducerRecord {
+            producer_id: 9,
+            epoch: 0,
+            batches: vec![meta(0, 0, 10)],
+            txn_first_offset,
+            coordinator_epoch: 0,
+        };
+        // The first entry has an open transaction the second would silently replace.
+        let producers = vec![record(10), record(-1)];
+        let archive = rkyv::to_bytes::<rkyv::rancor::Error>(&ProducerSnapshot { producers })
+            .expect("serialize");
+        let bytes = [&SNAPSHOT_MAGIC[..], &archive[..]].concat();
+        assert!(ProducerStateMachine::decode(&bytes).is_none());
+        let single = vec![record(10)];
+        let archive = rkyv::to_bytes::<rkyv::rancor::Error>(&ProducerSnapshot { producers: single })
+            .expect("serialize");
+        let bytes = [&SNAPSHOT_MAGIC[..], &archive[..]].concat();
+        let m = ProducerStateMachine::decode(&bytes).expect("a valid snapshot decodes");
+        assert_eq!(m.first_unstable_offset(), Some(10));
     }
 
     #[test]

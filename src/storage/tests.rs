@@ -1576,3 +1576,452 @@ fn compaction_drops_aborted_data_keeps_committed_and_stops_at_open_transactions(
         );
     });
 }
+
+/// Segments rolled by age (`segment.ms`) stay small: compaction merges runs of them into one
+/// segment each (at most `segment.bytes`), which is what bounds the files and open descriptors
+/// of a compacted topic with steady writes.
+fn rolling_cfg() -> LogConfig {
+    LogConfig {
+        segment_bytes: 4096,
+        segment_ms: 30,
+        index_interval_bytes: 256,
+        preallocate_bytes: 0,
+        message_timestamp_log_append: false,
+    }
+}
+
+/// 150 keyed batches over 10 keys, one segment roll every three appends (by age): about 50
+/// small segments. Returns every key's latest value.
+async fn append_rolling(log: &PartitionLog) -> std::collections::BTreeMap<String, String> {
+    let mut latest = std::collections::BTreeMap::new();
+    for i in 0..150i64 {
+        let k = format!("k{}", i % 10);
+        let v = format!("v{i}-{}", "y".repeat(40));
+        let (b, h) = keyed(&[(k.as_str(), Some(v.as_str()))], NOW + i);
+        log.append(&b, &h, 3, NOW + i * 10).unwrap();
+        log.flush().await.unwrap();
+        latest.insert(k, v);
+    }
+    latest
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+fn names_ending(dir: &Path, suffix: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(suffix))
+        .collect();
+    v.sort();
+    v
+}
+
+fn base_of(name: &str) -> i64 {
+    name[..20].parse().unwrap()
+}
+
+/// Checks what a read at every offset of `[from, hw)` returns: the batch holding it (the
+/// offset index of the merged segments agrees with their data).
+async fn every_offset_reads_its_batch(log: &PartitionLog, from: i64) {
+    let hw = log.high_watermark();
+    for o in from..hw {
+        let s = log.read(o, 1, hw).await.unwrap();
+        let b = s.batches().unwrap();
+        let h = validate_stored(&b[0]).unwrap();
+        assert!(
+            h.base_offset <= o && o <= h.last_offset(),
+            "read at {o} gave [{}, {}]",
+            h.base_offset,
+            h.last_offset()
+        );
+    }
+}
+
+#[test]
+fn compaction_merges_small_segments_keeping_every_offset_and_latest_value() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("m-0");
+        let cache = Rc::new(BatchCache::new(0));
+        let log = PartitionLog::open(dir.clone(), rolling_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
+        let latest = append_rolling(&log).await;
+        let segs_before = log.segment_count();
+        assert!(segs_before >= 40, "{segs_before} segments");
+        let before = records_from(&log, 0).await;
+        assert_eq!(before.len(), 150);
+        let leo = log.log_end_offset();
+
+        let o = log
+            .compact(&compact_now(), NOW + 100_000)
+            .await
+            .unwrap()
+            .expect("compacted");
+        let segs_after = log.segment_count();
+        assert!(
+            segs_after <= segs_before / 5,
+            "{segs_before} -> {segs_after} segments"
+        );
+        assert_eq!(o.segments_merged, segs_before - segs_after, "{o:?}");
+        assert_eq!(
+            o.segments_rewritten,
+            segs_before - 1,
+            "every closed one: {o:?}"
+        );
+        // On disk: one .log per segment, no leftovers, and the merged-away segments' indexes
+        // and producer snapshots gone.
+        assert_eq!(files(&dir, "log").len(), segs_after);
+        assert_eq!(files(&dir, "index").len(), segs_after - 1, "sealed ones");
+        assert_eq!(
+            files(&dir, "snapshot").len(),
+            segs_after - 1,
+            "one per later base"
+        );
+        assert!(names_ending(&dir, ".swap").is_empty());
+        assert!(names_ending(&dir, ".cleaned").is_empty());
+
+        let after = records_from(&log, 0).await;
+        assert!(after.len() < before.len() / 2, "{} records", after.len());
+        // Offsets kept, in order, each record the one produced at its offset.
+        assert!(after.windows(2).all(|w| w[0].0 < w[1].0));
+        let by_offset: std::collections::HashMap<i64, &(i64, String, Option<String>)> =
+            before.iter().map(|r| (r.0, r)).collect();
+        for r in &after {
+            assert_eq!(by_offset[&r.0], r, "record at {} changed", r.0);
+        }
+        for (k, v) in &latest {
+            let last = after.iter().rev().find(|r| &r.1 == k).expect("key present");
+            assert_eq!(last.2.as_deref(), Some(v.as_str()), "latest value of {k}");
+        }
+        assert_eq!(log.log_end_offset(), leo);
+        every_offset_reads_its_batch(&log, 0).await;
+        assert_eq!(
+            log.offset_for_timestamp(NOW + 149)
+                .await
+                .unwrap()
+                .map(|t| t.0),
+            Some(149)
+        );
+
+        // The next pass (new data came) merges what the first one only shrank: sizes before
+        // cleaning bound a run.
+        let (b, h) = keyed(&[("k0", Some("new"))], NOW + 150);
+        log.append(&b, &h, 3, NOW + 10_000).unwrap();
+        let (b, h) = keyed(&[("k1", Some("new"))], NOW + 151);
+        log.append(&b, &h, 3, NOW + 20_000).unwrap();
+        log.flush().await.unwrap();
+        let o = log
+            .compact(&compact_now(), NOW + 100_000)
+            .await
+            .unwrap()
+            .expect("compacted");
+        assert_eq!(log.segment_count(), 2, "{o:?}");
+        let after = records_from(&log, 0).await;
+        // k0..k9 once each below the tail, except k1 whose newer value is in the active
+        // segment (never mapped), then k0 and k1 again.
+        assert_eq!(after.len(), 11, "{after:?}");
+        assert_eq!(after[9], (leo, "k0".into(), Some("new".into())));
+        assert_eq!(after[10], (leo + 1, "k1".into(), Some("new".into())));
+        let leo = log.log_end_offset();
+        every_offset_reads_its_batch(&log, 0).await;
+
+        // Clean reopen (indexes from the files the merge wrote), crash reopen, lost indexes.
+        log.close().await.unwrap();
+        let log = PartitionLog::open(dir.clone(), rolling_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
+        assert_eq!(log.segment_count(), 2);
+        assert_eq!(records_from(&log, 0).await, after);
+        every_offset_reads_its_batch(&log, 0).await;
+        drop(log);
+        for p in files(&dir, "index")
+            .into_iter()
+            .chain(files(&dir, "timeindex"))
+        {
+            std::fs::remove_file(p).unwrap();
+        }
+        let log = PartitionLog::open(dir.clone(), rolling_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
+        assert_eq!(records_from(&log, 0).await, after);
+        every_offset_reads_its_batch(&log, 0).await;
+        // Appending continues at the same offsets.
+        let (b, h) = keyed(&[("k1", Some("after"))], NOW + 500);
+        assert_eq!(log.append(&b, &h, 3, NOW).unwrap().base_offset, leo);
+        log.flush().await.unwrap();
+        log.close().await.unwrap();
+    });
+}
+
+/// Every state a crash can leave a merge in (see `PartitionLog::commit_merge`), built from the
+/// files before and after a real merge, reopens as the whole, correct log.
+#[test]
+fn a_merge_interrupted_at_any_point_reopens_as_the_whole_log() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src-0");
+        let cache = Rc::new(BatchCache::new(0));
+        let log = PartitionLog::open(src.clone(), rolling_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
+        append_rolling(&log).await;
+        let before = records_from(&log, 0).await;
+        let segs_before = log.segment_count();
+        log.close().await.unwrap();
+        let pre = tmp.path().join("pre");
+        copy_dir(&src, &pre);
+
+        let log = PartitionLog::open(src.clone(), rolling_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
+        log.compact(&compact_now(), NOW + 100_000)
+            .await
+            .unwrap()
+            .expect("compacted");
+        let after = records_from(&log, 0).await;
+        log.close().await.unwrap();
+        // The first run: from 0 to the second segment left.
+        let logs = names_ending(&src, ".log");
+        assert_eq!(base_of(&logs[0]), 0);
+        let run_end = base_of(&logs[1]);
+        let merged = std::fs::read(src.join(&logs[0])).unwrap();
+        let run_later: Vec<i64> = names_ending(&pre, ".log")
+            .iter()
+            .map(|n| base_of(n))
+            .filter(|b| *b > 0 && *b < run_end)
+            .collect();
+        assert!(run_later.len() >= 2, "a run of several: {run_later:?}");
+        // What a reopen must give once the first run is in place: its compacted records,
+        // then the rest as it was.
+        let swapped: Vec<_> = after
+            .iter()
+            .filter(|r| r.0 < run_end)
+            .chain(before.iter().filter(|r| r.0 >= run_end))
+            .cloned()
+            .collect();
+        let swapped_segments = segs_before - run_later.len();
+        let seg_file = |dir: &Path, base: i64, ext: &str| dir.join(segment_file_name(base, ext));
+
+        struct Case {
+            name: &'static str,
+            expect_merged: bool,
+        }
+        let cases = [
+            Case {
+                name: "cleaned written, not committed",
+                expect_merged: false,
+            },
+            Case {
+                name: "swap committed, nothing removed",
+                expect_merged: true,
+            },
+            Case {
+                name: "swap committed, some old files removed",
+                expect_merged: true,
+            },
+            Case {
+                name: "swap committed, every old file removed",
+                expect_merged: true,
+            },
+            Case {
+                name: "swap in place, indexes missing",
+                expect_merged: true,
+            },
+        ];
+        for (i, case) in cases.iter().enumerate() {
+            let dir = tmp.path().join(format!("case{i}-0"));
+            copy_dir(&pre, &dir);
+            // A crash, not a clean close: the tail is rescanned too.
+            std::fs::remove_file(dir.join(log::CLEAN_MARKER)).unwrap();
+            let swap = dir.join(format!("{}.swap", segment_file_name(0, "log")));
+            match i {
+                0 => std::fs::write(
+                    dir.join(format!("{}.cleaned", segment_file_name(0, "log"))),
+                    &merged,
+                )
+                .unwrap(),
+                1 => std::fs::write(&swap, &merged).unwrap(),
+                2 | 3 => {
+                    std::fs::write(&swap, &merged).unwrap();
+                    for ext in ["index", "timeindex"] {
+                        std::fs::remove_file(seg_file(&dir, 0, ext)).unwrap();
+                    }
+                    for (j, b) in run_later.iter().enumerate() {
+                        if i == 3 || j % 2 == 0 {
+                            for ext in ["log", "index", "timeindex", "snapshot"] {
+                                let _ = std::fs::remove_file(seg_file(&dir, *b, ext));
+                            }
+                        } else {
+                            // Only its log went (the other files come later in the removal).
+                            std::fs::remove_file(seg_file(&dir, *b, "log")).unwrap();
+                        }
+                    }
+                }
+                _ => {
+                    for b in &run_later {
+                        for ext in ["log", "index", "timeindex", "snapshot"] {
+                            let _ = std::fs::remove_file(seg_file(&dir, *b, ext));
+                        }
+                    }
+                    for ext in ["index", "timeindex"] {
+                        std::fs::remove_file(seg_file(&dir, 0, ext)).unwrap();
+                    }
+                    std::fs::write(seg_file(&dir, 0, "log"), &merged).unwrap();
+                }
+            }
+            let log = PartitionLog::open(dir.clone(), rolling_cfg(), cache.clone(), NOW)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            let (want, segs) = if case.expect_merged {
+                (&swapped, swapped_segments)
+            } else {
+                (&before, segs_before)
+            };
+            assert_eq!(&records_from(&log, 0).await, want, "{}", case.name);
+            assert_eq!(log.segment_count(), segs, "{}", case.name);
+            every_offset_reads_its_batch(&log, 0).await;
+            assert!(names_ending(&dir, ".swap").is_empty(), "{}", case.name);
+            assert!(names_ending(&dir, ".cleaned").is_empty(), "{}", case.name);
+            // No file of a merged-away segment is left behind.
+            for b in &run_later {
+                for ext in ["log", "index", "timeindex", "txnindex", "snapshot"] {
+                    assert_eq!(
+                        seg_file(&dir, *b, ext).exists(),
+                        !case.expect_merged && seg_file(&pre, *b, ext).exists(),
+                        "{}: {b}.{ext}",
+                        case.name
+                    );
+                }
+            }
+            // The next compaction finishes the job, and the log reopens from what it wrote.
+            log.compact(&compact_now(), NOW + 100_000).await.unwrap();
+            assert_eq!(records_from(&log, 0).await, after, "{}", case.name);
+            log.close().await.unwrap();
+            let log = PartitionLog::open(dir.clone(), rolling_cfg(), cache.clone(), NOW)
+                .await
+                .unwrap();
+            assert_eq!(records_from(&log, 0).await, after, "{}", case.name);
+            log.close().await.unwrap();
+        }
+    });
+}
+
+/// A swap file that does not scan whole is an error at open, and nothing is deleted on its
+/// word.
+#[test]
+fn a_damaged_swap_file_is_refused_and_nothing_is_deleted() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("bad-0");
+        let cache = Rc::new(BatchCache::new(0));
+        let log = PartitionLog::open(dir.clone(), rolling_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
+        append_rolling(&log).await;
+        log.close().await.unwrap();
+        let logs_before = names_ending(&dir, ".log");
+        let first = std::fs::read(dir.join(&logs_before[0])).unwrap();
+        let mut torn = first.clone();
+        torn.truncate(first.len() - 5);
+        std::fs::write(dir.join(format!("{}.swap", logs_before[0])), &torn).unwrap();
+        let opened = PartitionLog::open(dir.clone(), rolling_cfg(), cache.clone(), NOW).await;
+        assert!(
+            matches!(opened, Err(StorageError::Corrupt { .. })),
+            "{:?}",
+            opened.as_ref().err()
+        );
+        assert_eq!(names_ending(&dir, ".log"), logs_before);
+    });
+}
+
+/// A merged segment keeps the aborted-transaction entries of every segment of its run, in
+/// memory and in its `.txnindex` (read back at the next open).
+#[test]
+fn merged_segments_keep_their_aborted_transactions() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("mt-0");
+        let cache = Rc::new(BatchCache::new(0));
+        let cfg = LogConfig {
+            segment_bytes: 64 * 1024,
+            ..rolling_cfg()
+        };
+        let log = PartitionLog::open(dir.clone(), cfg.clone(), cache.clone(), NOW)
+            .await
+            .unwrap();
+        let mut seq = 0;
+        for i in 0..30i64 {
+            let now = NOW + i * 20;
+            let (b, h) = txn_batch(1, seq, 2);
+            log.append(&b, &h, 0, now).unwrap();
+            seq += 2;
+            let (b, h) = marker(1, 0, i % 3 != 0, 0);
+            log.append(&b, &h, 0, now).unwrap();
+            log.flush().await.unwrap();
+        }
+        let summary = |log: &PartitionLog| {
+            log.aborted_transactions(0, i64::MAX)
+                .iter()
+                .map(|t| (t.producer_id, t.first_offset, t.last_offset))
+                .collect::<Vec<_>>()
+        };
+        let aborted = summary(&log);
+        assert_eq!(aborted.len(), 10);
+        let segs = log.segment_count();
+        assert!(segs >= 10, "{segs}");
+        let o = log
+            .compact(&compact_now(), NOW + 1_000_000_000)
+            .await
+            .unwrap()
+            .expect("compacted");
+        assert!(o.segments_merged >= segs - 3, "{o:?}");
+        assert_eq!(summary(&log), aborted);
+        log.close().await.unwrap();
+        let log = PartitionLog::open(dir.clone(), cfg.clone(), cache.clone(), NOW)
+            .await
+            .unwrap();
+        assert_eq!(summary(&log), aborted);
+        log.close().await.unwrap();
+    });
+}
+
+/// Regression (crash loop): a crash between removing a segment's `.log` and its index files
+/// (retention, a merge) left `.index`/`.timeindex`/`.txnindex` files nothing ever removed.
+/// Opening the log removes index files whose segment is gone and keeps the others.
+#[test]
+fn index_files_without_their_segment_are_removed_at_open() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("t-0");
+        let cache = Rc::new(BatchCache::new(0));
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
+        append_many(&log, 40, 7);
+        log.flush().await.unwrap();
+        let end = log.log_end_offset();
+        log.close().await.unwrap();
+        let kept_index = files(&dir, "index").len();
+        assert!(kept_index >= 1, "no sealed segment to keep an index for");
+        let orphan = |ext: &str| dir.join(crate::storage::segment_file_name(123_456_789, ext));
+        for ext in ["index", "timeindex", "txnindex"] {
+            std::fs::write(orphan(ext), b"left by a crash").unwrap();
+        }
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache, NOW)
+            .await
+            .unwrap();
+        for ext in ["index", "timeindex", "txnindex"] {
+            assert!(!orphan(ext).exists(), "orphan .{ext} still there");
+        }
+        assert_eq!(files(&dir, "index").len(), kept_index);
+        assert_eq!(log.log_end_offset(), end);
+    });
+}
