@@ -430,7 +430,9 @@ impl<D: Disk> PartitionLog<D> {
             }
             match parse_segment_file_name(name) {
                 Some((b, "log")) => bases.push(b),
-                Some((b, "index" | "timeindex" | "txnindex")) => indexes.push((b, name.to_string())),
+                Some((b, "index" | "timeindex" | "txnindex")) => {
+                    indexes.push((b, name.to_string()))
+                }
                 _ => {}
             }
         }

@@ -458,8 +458,9 @@ mod tests {
         let bytes = [&SNAPSHOT_MAGIC[..], &archive[..]].concat();
         assert!(ProducerStateMachine::decode(&bytes).is_none());
         let single = vec![record(10)];
-        let archive = rkyv::to_bytes::<rkyv::rancor::Error>(&ProducerSnapshot { producers: single })
-            .expect("serialize");
+        let archive =
+            rkyv::to_bytes::<rkyv::rancor::Error>(&ProducerSnapshot { producers: single })
+                .expect("serialize");
         let bytes = [&SNAPSHOT_MAGIC[..], &archive[..]].concat();
         let m = ProducerStateMachine::decode(&bytes).expect("a valid snapshot decodes");
         assert_eq!(m.first_unstable_offset(), Some(10));
