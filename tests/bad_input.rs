@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use common::small_disk::{is_root, SmallDisk};
 use common::*;
 use rdkafka::topic_partition_list::Offset;
 
@@ -924,50 +925,6 @@ fn find_coordinator_for_an_empty_transactional_id_is_invalid_request() {
 // Disk failure on one partition
 // ---------------------------------------------------------------------------------------------
 
-/// A loop-mounted ext4 filesystem of a few MiB, unmounted on drop.
-struct SmallDisk {
-    mount: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn new(mib: u32) -> Result<SmallDisk, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let image = dir.path().join("disk.img");
-        let mount = dir.path().join("mnt");
-        std::fs::create_dir(&mount).map_err(|e| e.to_string())?;
-        let run = |cmd: &mut std::process::Command| -> Result<(), String> {
-            let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr)))
-            }
-        };
-        run(std::process::Command::new("truncate")
-            .arg("-s")
-            .arg(format!("{mib}M"))
-            .arg(&image))?;
-        run(std::process::Command::new("mkfs.ext4")
-            .args(["-q", "-F"])
-            .arg(&image))?;
-        run(std::process::Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(&image)
-            .arg(&mount))?;
-        Ok(SmallDisk { mount, _dir: dir })
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.mount)
-            .status();
-    }
-}
-
 /// One partition's directory lives on a small filesystem that fills up (the free-space guard
 /// watches the data directory, which has room, so the writes really hit ENOSPC): that partition
 /// answers KAFKA_STORAGE_ERROR, the broker stays up, and the other partition keeps taking and
@@ -977,8 +934,7 @@ impl Drop for SmallDisk {
 /// (loop mount), as CI runs; elsewhere it says why it did not run.
 #[test]
 fn full_disk_fails_only_that_partition_until_space_returns() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         eprintln!(
             "full_disk_fails_only_that_partition_until_space_returns: not run, needs root to loop-mount a filesystem"
         );
@@ -1165,8 +1121,7 @@ fn stray_and_deleted_partition_directories_are_handled_at_start() {
 /// the filler is the space coming back. Needs root, as CI runs.
 #[test]
 fn low_disk_space_refuses_produce_until_space_returns() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         eprintln!("low_disk_space_refuses_produce_until_space_returns: not run, needs root");
         return;
     }

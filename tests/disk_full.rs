@@ -19,64 +19,15 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::small_disk::{is_root, SmallDisk};
 use common::*;
 use rdkafka::topic_partition_list::Offset;
 
-/// A loop-mounted ext4 filesystem of a few MiB in a temp directory; unmounted on drop (lazily
-/// if something still holds it, so a failed test never leaves a mount behind).
-struct SmallDisk {
-    mount: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn new(mib: u32) -> Result<SmallDisk, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let image = dir.path().join("disk.img");
-        let mount = dir.path().join("mnt");
-        std::fs::create_dir(&mount).map_err(|e| e.to_string())?;
-        let run = |cmd: &mut Command| -> Result<(), String> {
-            let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr)))
-            }
-        };
-        run(Command::new("truncate")
-            .arg("-s")
-            .arg(format!("{mib}M"))
-            .arg(&image))?;
-        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image))?;
-        run(Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(&image)
-            .arg(&mount))?;
-        Ok(SmallDisk { mount, _dir: dir })
-    }
-
-    fn available(&self) -> u64 {
-        odradek::io::filesystem_space(&self.mount)
-            .expect("statvfs of the small disk")
-            .1
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let clean = Command::new("umount")
-            .arg(&self.mount)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !clean {
-            let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
-        }
-    }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+/// Bytes free on the small disk.
+fn available(disk: &SmallDisk) -> u64 {
+    odradek::io::filesystem_space(&disk.mount)
+        .expect("statvfs of the small disk")
+        .1
 }
 
 const TOPIC: &str = "filling";
@@ -191,16 +142,16 @@ fn whole_data_directory_on_a_full_disk_with_an_rdkafka_producer() {
 
     let filler = disk.mount.join("filler");
     let leave = 12u64 << 20;
-    let fill = disk.available().saturating_sub(leave);
+    let fill = available(&disk).saturating_sub(leave);
     assert!(
         fill > 24 << 20,
         "the small disk has only {} bytes free",
-        disk.available()
+        available(&disk)
     );
     std::fs::write(&filler, vec![0x5au8; fill as usize]).unwrap();
     println!(
         "small disk: {} bytes free after a {fill}-byte filler",
-        disk.available()
+        available(&disk)
     );
 
     let p = producer(

@@ -29,7 +29,7 @@ for r in $(seq 1 "$ROUNDS"); do
       common+=(--quiet)
     fi
     taskset -c 1 "$BENCH" "${CMD[@]:0:1}" "${common[@]}" "${CMD[@]:1}" 2>&1 \
-      | grep -E "^(ceiling|produce|consume|e2e|  [a-z-]+ latency|acknowledged|fraction|errors)"
+      | grep -E "^(ceiling|produce|consume|e2e|  [a-z-]+ latency|acknowledged|fraction|errors?:)"
     kill "$pid"; wait "$pid"
   done
 done

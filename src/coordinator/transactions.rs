@@ -313,7 +313,7 @@ async fn write_markers(
         waits.push(shard.mailbox.call(shard, owner, job));
     }
     let mut ok = true;
-    for answer in futures::future::join_all(waits).await {
+    for answer in crate::io::join::join_all(waits).await {
         match answer {
             Ok(ErrorCode::NONE) | Ok(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION) => {}
             // The partition has seen a newer epoch of this producer, or a newer coordinator:

@@ -206,7 +206,7 @@ impl DirectFile {
             writes.push(self.write_buffer(pos + chunk_start as u64, buf, aligned));
             chunk_start += chunk_len;
         }
-        futures::future::try_join_all(writes).await?;
+        super::join::try_join_all(writes).await?;
         Ok(())
     }
 

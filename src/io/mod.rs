@@ -16,6 +16,7 @@ pub mod disk;
 pub mod dma;
 #[cfg(test)]
 pub mod fake_disk;
+pub mod join;
 pub mod socket;
 pub mod state_file;
 

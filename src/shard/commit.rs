@@ -147,7 +147,7 @@ impl GroupCommit {
     }
 
     async fn write_half(&self, batch: &[Rc<Partition>]) -> Vec<Option<FlushTicket>> {
-        futures::future::join_all(batch.iter().map(|p| p.flush_write())).await
+        crate::io::join::join_all(batch.iter().map(|p| p.flush_write())).await
     }
 
     /// fdatasyncs what the round wrote, then completes it.
@@ -167,7 +167,7 @@ impl GroupCommit {
         });
         let started = std::time::Instant::now();
         crate::crash_points::hit("commit_fsync_before");
-        futures::future::join_all(syncs).await;
+        crate::io::join::join_all(syncs).await;
         crate::crash_points::hit("commit_fsync_after");
         self.pacer.foreground_sync(started.elapsed());
         self.probe.commit_round_done();

@@ -201,6 +201,62 @@ pub fn for_each_record<'a>(
     Ok(())
 }
 
+/// Parses every record of a decompressed records section in full, as Kafka does before it
+/// rewrites a batch: each record's fields (headers included) end exactly at its declared
+/// length, its offset delta is its position in the batch, and nothing follows the last record.
+/// Recompression needs this: passthrough stores a producer's bytes as sent, but a batch
+/// rewritten with another codec must still decode, so damage is refused (CORRUPT_MESSAGE).
+pub fn check_records(records: &[u8], h: &BatchHeader) -> Result<(), BatchError> {
+    use crate::protocol::records::read_bytes;
+    let bad = |why: String| BatchError::CorruptMessage(Corruption::Records(why));
+    let mut pos = 0usize;
+    for i in 0..i64::from(h.records_count) {
+        let len = read_zigzag(records, &mut pos).map_err(bad)?;
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|len| pos.checked_add(len))
+            .filter(|end| *end <= records.len())
+            .ok_or_else(|| bad(format!("record length {len} at {pos}")))?;
+        if end == pos {
+            return Err(bad(format!("record {i} is empty")));
+        }
+        let rec = &records[..end];
+        let mut p = pos + 1; // attributes
+        read_zigzag(rec, &mut p).map_err(bad)?; // timestamp delta
+        let offset_delta = read_zigzag(rec, &mut p).map_err(bad)?;
+        if offset_delta != i {
+            return Err(bad(format!("record {i} has offset delta {offset_delta}")));
+        }
+        read_bytes(rec, &mut p).map_err(bad)?; // key
+        read_bytes(rec, &mut p).map_err(bad)?; // value
+        let headers = read_zigzag(rec, &mut p).map_err(bad)?;
+        if headers < 0 {
+            return Err(bad(format!("record {i} has {headers} headers")));
+        }
+        for _ in 0..headers {
+            // Each header takes at least two bytes, so a huge count fails at the record's end.
+            if read_bytes(rec, &mut p).map_err(bad)?.is_none() {
+                return Err(bad(format!("record {i} has a header without a key")));
+            }
+            read_bytes(rec, &mut p).map_err(bad)?;
+        }
+        if p != end {
+            return Err(bad(format!(
+                "record {i} declares {len} bytes but its fields take {}",
+                p - pos
+            )));
+        }
+        pos = end;
+    }
+    if pos != records.len() {
+        return Err(bad(format!(
+            "{} bytes after the last record",
+            records.len() - pos
+        )));
+    }
+    Ok(())
+}
+
 /// Adds every keyed record of `batch` to `map`, calling `superseded` with each offset that a
 /// later record of the same key makes obsolete.
 pub fn map_batch(
@@ -306,10 +362,12 @@ fn with_body(batch: &[u8], body: &[u8], records_count: i32, attributes: i16) -> 
 
 /// The same batch with its records section written with `codec` instead (broker-side
 /// recompression for a topic whose `compression.type` names a codec): attributes, length and
-/// CRC follow; offsets, timestamps, producer fields and records are unchanged.
+/// CRC follow; offsets, timestamps, producer fields and records are unchanged. Records that do
+/// not parse ([`check_records`]) are CORRUPT_MESSAGE.
 pub fn recompress(batch: &[u8], codec: u8) -> Result<Vec<u8>, BatchError> {
     let h = BatchHeader::parse(batch)?;
     let records = records_section(batch, &h)?;
+    check_records(&records, &h)?;
     let body = if codec == CODEC_NONE {
         records
     } else {
@@ -501,6 +559,90 @@ mod tests {
                 assert_eq!(keys_and_values(&back), want, "{from} -> {to}");
             }
         }
+    }
+
+    /// One record by hand: length, attributes, deltas, key, value, `headers` as given, then
+    /// `extra` bytes inside the declared length.
+    fn raw_record(offset_delta: i64, headers: &[(&[u8], &[u8])], extra: &[u8]) -> Vec<u8> {
+        use crate::protocol::records::put_varint as write_zigzag;
+        let mut body = vec![0u8]; // attributes
+        write_zigzag(&mut body, 0); // timestamp delta
+        write_zigzag(&mut body, offset_delta);
+        for field in [&b"k"[..], &b"v"[..]] {
+            write_zigzag(&mut body, field.len() as i64);
+            body.extend_from_slice(field);
+        }
+        write_zigzag(&mut body, headers.len() as i64);
+        for (k, v) in headers {
+            write_zigzag(&mut body, k.len() as i64);
+            body.extend_from_slice(k);
+            write_zigzag(&mut body, v.len() as i64);
+            body.extend_from_slice(v);
+        }
+        body.extend_from_slice(extra);
+        let mut out = Vec::new();
+        write_zigzag(&mut out, body.len() as i64);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    #[test]
+    fn recompression_refuses_records_that_do_not_parse() {
+        use crate::protocol::compression::CODEC_GZIP;
+        let template = batch_at(0, &[kv("a", Some("1")), kv("b", Some("2"))], 42);
+        let with = |records: Vec<u8>, count: i32| {
+            with_body(&template, &records, count, 0) // uncompressed, CRC recomputed
+        };
+        let good = [
+            raw_record(0, &[(b"h", b"1"), (b"", b"")], b""),
+            raw_record(1, &[], b""),
+        ]
+        .concat();
+        let out = recompress(&with(good.clone(), 2), CODEC_GZIP).expect("a well-formed batch");
+        let back = recompress(&out, CODEC_NONE).unwrap();
+        assert_eq!(
+            records_section(&back, &validate(&back).unwrap()).unwrap(),
+            good
+        );
+
+        let corrupt = |records: Vec<u8>, count: i32, what: &str| {
+            let batch = with(records, count);
+            validate(&batch).expect("the header and CRC are fine: only the records are bad");
+            match recompress(&batch, CODEC_GZIP) {
+                Err(BatchError::CorruptMessage(_)) => {}
+                other => panic!("{what}: {other:?}"),
+            }
+        };
+        let first = raw_record(0, &[], b"");
+        corrupt(
+            [first.clone(), raw_record(1, &[], b"zz")].concat(),
+            2,
+            "bytes inside a record after its fields",
+        );
+        corrupt(
+            [first.clone(), raw_record(1, &[], b""), vec![7]].concat(),
+            2,
+            "a byte after the last record",
+        );
+        corrupt(
+            [first.clone(), raw_record(5, &[], b"")].concat(),
+            2,
+            "an offset delta out of place",
+        );
+        let mut headless = raw_record(1, &[(b"h", b"1")], b"");
+        let key_len_at = headless.len() - 4; // header key length, key, value length, value
+        headless[key_len_at] = 1; // zigzag -1: a null header key
+        corrupt(
+            [first.clone(), headless].concat(),
+            2,
+            "a header without a key",
+        );
+        let mut many = raw_record(1, &[], b"");
+        let last = many.len() - 1;
+        many[last] = 0x7e; // 63 headers in a record with no room for them
+        corrupt([first.clone(), many].concat(), 2, "more headers than bytes");
+        corrupt(first.clone(), 2, "fewer records than the count");
+        corrupt(vec![0], 2, "an empty record");
     }
 
     fn spans(v: &[(i64, i64, u64)]) -> Vec<SegmentSpan> {

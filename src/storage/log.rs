@@ -1329,6 +1329,35 @@ impl<D: Disk> PartitionLog<D> {
         Ok(())
     }
 
+    /// Segment `base`'s indexes as they go to disk, or `None` if it left the log.
+    fn encoded_indexes(&self, base: i64) -> Option<EncodedIndexes> {
+        let st = self.state.borrow();
+        st.segments.get(&base).map(|seg| EncodedIndexes {
+            offsets: seg.indexes.offsets.encode(),
+            times: seg.indexes.times.encode(),
+            aborted: seg.aborted.clone(),
+        })
+    }
+
+    /// Writes segment `base`'s index files, the aborted-transaction index first: an offset and
+    /// a time index make a sealed segment trusted at the next open, with whatever `.txnindex`
+    /// is there. Used when a segment is sealed and when compaction swaps one in.
+    async fn write_index_files(
+        &self,
+        base: i64,
+        indexes: &EncodedIndexes,
+    ) -> Result<(), StorageError> {
+        write_txn_index(&self.disk, &self.dir, base, &indexes.aborted).await?;
+        self.disk
+            .write_whole_file(&Self::path(&self.dir, base, "index"), &indexes.offsets)
+            .await?;
+        crate::crash_points::hit("index_write");
+        self.disk
+            .write_whole_file(&Self::path(&self.dir, base, "timeindex"), &indexes.times)
+            .await?;
+        Ok(())
+    }
+
     /// Seals a segment whose data is durable: exact size, index files, producer snapshot for
     /// the next segment.
     async fn seal_segment(
@@ -1340,25 +1369,10 @@ impl<D: Disk> PartitionLog<D> {
         file.truncate(end_size).await?;
         file.fdatasync().await?;
         crate::crash_points::hit("segment_seal");
-        let (offsets, times, aborted) = {
-            let st = self.state.borrow();
-            match st.segments.get(&base) {
-                Some(seg) => (
-                    seg.indexes.offsets.encode(),
-                    seg.indexes.times.encode(),
-                    seg.aborted.clone(),
-                ),
-                None => return Ok(()),
-            }
+        let Some(indexes) = self.encoded_indexes(base) else {
+            return Ok(());
         };
-        write_txn_index(&self.disk, &self.dir, base, &aborted).await?;
-        self.disk
-            .write_whole_file(&Self::path(&self.dir, base, "index"), &offsets)
-            .await?;
-        crate::crash_points::hit("index_write");
-        self.disk
-            .write_whole_file(&Self::path(&self.dir, base, "timeindex"), &times)
-            .await?;
+        self.write_index_files(base, &indexes).await?;
         self.disk
             .write_state(&Self::path(&self.dir, end_next, "snapshot"), snapshot)?;
         crate::crash_points::hit("producer_snapshot");
@@ -2057,30 +2071,17 @@ impl<D: Disk> PartitionLog<D> {
         Ok(())
     }
 
-    /// Writes the index files of segment `base` after compaction swapped it in: the
-    /// aborted-transaction index first (an offset and time index make a sealed segment trusted
-    /// at the next open, with whatever `.txnindex` is there), then the others, then syncs the
+    /// Writes the index files of segment `base` after compaction swapped it in, then syncs the
     /// directory. If the segment left the log meanwhile (retention), what was written goes.
     async fn write_swapped_indexes(&self, base: i64) -> Result<(), StorageError> {
-        let (file, offsets, times, aborted) = {
-            let st = self.state.borrow();
-            match st.segments.get(&base) {
-                Some(cur) => (
-                    cur.file.clone(),
-                    cur.indexes.offsets.encode(),
-                    cur.indexes.times.encode(),
-                    cur.aborted.clone(),
-                ),
-                None => return Ok(()),
-            }
+        let file = match self.state.borrow().segments.get(&base) {
+            Some(cur) => cur.file.clone(),
+            None => return Ok(()),
         };
-        write_txn_index(&self.disk, &self.dir, base, &aborted).await?;
-        self.disk
-            .write_whole_file(&Self::path(&self.dir, base, "index"), &offsets)
-            .await?;
-        self.disk
-            .write_whole_file(&Self::path(&self.dir, base, "timeindex"), &times)
-            .await?;
+        let Some(indexes) = self.encoded_indexes(base) else {
+            return Ok(());
+        };
+        self.write_index_files(base, &indexes).await?;
         let gone =
             !self
                 .state
@@ -2394,6 +2395,13 @@ fn read_producer_snapshot<D: Disk>(
             None
         }
     }
+}
+
+/// A segment's index files, encoded.
+struct EncodedIndexes {
+    offsets: Vec<u8>,
+    times: Vec<u8>,
+    aborted: Vec<AbortedTxn>,
 }
 
 /// A segment's aborted-transaction index: empty when the file does not exist (nothing aborted

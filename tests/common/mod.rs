@@ -12,6 +12,8 @@
 //!   Set `ODRADEK_KEEP_TEST_DATA=1` to keep the directory of a failed test.
 #![allow(dead_code)]
 
+pub mod small_disk;
+
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};

@@ -266,7 +266,7 @@ async fn read_everywhere(
 /// Reads this shard's partitions of one Fetch concurrently (disk reads overlap on io_uring
 /// instead of queueing behind each other) and returns their results in request order.
 async fn read_on_owner(s: Rc<Shard>, work: Vec<FetchWork>) -> Vec<FetchPartResult> {
-    futures::future::join_all(work.into_iter().map(|w| read_one(&s, w))).await
+    crate::io::join::join_all(work.into_iter().map(|w| read_one(&s, w))).await
 }
 
 async fn read_one(s: &Shard, w: FetchWork) -> FetchPartResult {
