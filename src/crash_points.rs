@@ -44,6 +44,8 @@ pub const KNOWN_POINTS: &[&str] = &[
     "commit_fsync_before",
     "commit_fsync_after",
     "offset_commit_durable",
+    "txn_state_durable",
+    "txn_markers_written",
 ];
 
 /// The parsed configuration: which points fire, how likely, when armed.

@@ -4,7 +4,7 @@
 //! broker is killed with SIGKILL at random moments — after a random delay, right after it logs a
 //! compaction or retention pass, or from inside at a named crash point (`src/crash_points.rs`:
 //! segment roll and seal, index write, producer snapshot, compaction swap, retention delete,
-//! group-commit fdatasync, offset commit) — then restarted, and every cycle checks:
+//! group-commit fdatasync, offset commit, transaction state write and markers) — then restarted, and every cycle checks:
 //!
 //! 1. while it is down, straight from the files (our own batch parser, not the broker's): every
 //!    segment but a partition's last is whole (CRC-32C, contiguous offsets, the file ends at its
@@ -18,7 +18,10 @@
 //!    at most once; the retention topic likewise above its log start offset; on the compacted
 //!    topic every key's latest acknowledged value (or a later one) is there, offsets increase,
 //!    and no record moved;
-//! 4. OffsetFetch for the group never returns less than the last acknowledged commit.
+//! 4. OffsetFetch for the group never returns less than the last acknowledged commit;
+//! 5. a transactional producer's transactions (`crash_loop/txn.rs`), read with
+//!    `read_committed`: committed ones whole and once, aborted ones never, ones whose commit
+//!    the kill cut off all or nothing.
 //!
 //! Every record carries its id in an `id` header; key and value are derived from the id, so the
 //! ledger keeps a few bytes per record.
@@ -29,6 +32,8 @@
 //! version: `ODRADEK_CRASH_CYCLES=200 cargo test --release --test crash_loop -- --nocapture`.
 
 mod common;
+#[path = "crash_loop/txn.rs"]
+mod txn;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::OpenOptions;
@@ -133,6 +138,8 @@ const CRASH_POINTS: &[(&str, f64)] = &[
     ("commit_fsync_before", 0.005),
     ("commit_fsync_after", 0.005),
     ("offset_commit_durable", 0.1),
+    ("txn_state_durable", 0.05),
+    ("txn_markers_written", 0.2),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -501,6 +508,7 @@ struct Shared {
     paused: AtomicBool,
     consumed: AtomicU64,
     producer_fatal: Mutex<Vec<String>>,
+    txns: Mutex<txn::TxnLedger>,
 }
 
 /// Files each delivery report in the ledger under the record's id.
@@ -1094,6 +1102,7 @@ struct Verifier {
     full_rereads: u64,
     /// Compacted keys whose latest acknowledged value went with a later tombstone.
     removed_by_later_tombstone: u64,
+    txn: txn::TxnVerifier,
 }
 
 /// True if a tombstone for `key` of the compacted topic's partition `p` was sent that is not
@@ -1547,7 +1556,7 @@ fn spec_of(plan: &Plan) -> Option<String> {
 
 fn create_topics(bootstrap: &str) {
     let admin = common::admin(bootstrap);
-    let topics: Vec<NewTopic<'_>> = TOPICS
+    let mut topics: Vec<NewTopic<'_>> = TOPICS
         .iter()
         .map(|t| {
             let mut n = NewTopic::new(t.name, t.partitions, TopicReplication::Fixed(1));
@@ -1557,6 +1566,11 @@ fn create_topics(bootstrap: &str) {
             n
         })
         .collect();
+    topics.push(NewTopic::new(
+        txn::TOPIC,
+        txn::PARTITIONS,
+        TopicReplication::Fixed(1),
+    ));
     let res = futures_lite::future::block_on(admin.create_topics(&topics, &common::admin_opts()))
         .expect("create topics");
     for r in res {
@@ -1670,13 +1684,14 @@ fn check_durability(
     Ok(checked)
 }
 
-/// Checks 3 and 4 (see the module docs).
-fn verify_all(verifier: &mut Verifier, shared: &Shared, full: bool) -> Check {
+/// Checks 3, 4 and 5 (see the module docs); `last` checks every transaction whole.
+fn verify_all(verifier: &mut Verifier, shared: &Shared, full: bool, last: bool) -> Check {
     verifier.take_acks(shared)?;
     verifier.verify_plain(shared, full)?;
     verifier.verify_retained(shared)?;
     verifier.verify_compacted(shared)?;
-    verifier.verify_commits(shared)
+    verifier.verify_commits(shared)?;
+    verifier.txn.verify(shared, last)
 }
 
 #[test]
@@ -1708,6 +1723,7 @@ fn crash_loop_keeps_every_acknowledged_record() {
         paused: AtomicBool::new(false),
         consumed: AtomicU64::new(0),
         producer_fatal: Mutex::new(Vec::new()),
+        txns: Mutex::new(txn::TxnLedger::default()),
     });
     let mut threads = Vec::new();
     for (i, codec) in CODECS.iter().enumerate() {
@@ -1719,6 +1735,11 @@ fn crash_loop_keeps_every_acknowledged_record() {
     {
         let s = shared.clone();
         threads.push(thread::spawn(move || group_member_loop(s)));
+    }
+    {
+        let s = shared.clone();
+        let sd = seed ^ (0xa5 << 56);
+        threads.push(thread::spawn(move || txn::txn_loop(s, sd)));
     }
 
     let mut verifier = Verifier::default();
@@ -1754,7 +1775,7 @@ fn crash_loop_keeps_every_acknowledged_record() {
 
         // Checks 3 and 4, then check 2 (the partitions are all open once they were read).
         let full = cycle % FULL_REREAD_EVERY == FULL_REREAD_EVERY - 1;
-        if let Err(e) = verify_all(&mut verifier, &shared, full) {
+        if let Err(e) = verify_all(&mut verifier, &shared, full, false) {
             fail_at(&broker, &shared, seed, cycle, "read-back", &e);
         }
         if full {
@@ -1816,7 +1837,7 @@ fn crash_loop_keeps_every_acknowledged_record() {
         );
     }
     for round in 0..2 {
-        if let Err(e) = verify_all(&mut verifier, &shared, true) {
+        if let Err(e) = verify_all(&mut verifier, &shared, true, true) {
             fail_at(&broker, &shared, seed, cycles, "final read-back", &e);
         }
         verifier.full_rereads += 1;
@@ -1893,6 +1914,19 @@ fn crash_loop_keeps_every_acknowledged_record() {
         scans.orphans.len(),
         &scans.orphans[..scans.orphans.len().min(3)]
     );
+    let t = shared.txns.lock().unwrap();
+    let (committed, aborted, uncertain) = t.fates();
+    println!(
+        "transactions: {committed} committed, {aborted} aborted, {uncertain} cut off in their \
+         commit ({} of them visible at the end, {} not), {} producers; {} read_committed \
+         reads, {} records read (first errors: {:?})",
+        verifier.txn.final_uncertain_committed,
+        verifier.txn.final_uncertain_aborted,
+        t.producers,
+        verifier.txn.reads,
+        verifier.txn.records_read,
+        &t.errors[..t.errors.len().min(3)]
+    );
     println!("kills by phase: {kills:?}");
     assert!(
         l.acked > 0 && verifier.acked_verified > 0,
@@ -1901,6 +1935,10 @@ fn crash_loop_keeps_every_acknowledged_record() {
     assert!(
         c.requests_ok > 0 && verifier.commits_checked > 0,
         "no commit was acknowledged and checked"
+    );
+    assert!(
+        verifier.txn.final_committed > 0 && verifier.txn.final_aborted > 0,
+        "no transaction was both committed and aborted and checked"
     );
 }
 

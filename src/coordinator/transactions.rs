@@ -188,6 +188,10 @@ fn run(shard: &Rc<Shard>, effects: Vec<Effect>) {
                         partitions,
                     )
                     .await;
+                    if result.is_ok() {
+                        // Markers durable, the transaction's Complete state not yet written.
+                        crate::crash_points::hit("txn_markers_written");
+                    }
                     let effects = shard.txn.borrow_mut().machine.markers_written(
                         clock(),
                         &transactional_id,
@@ -240,11 +244,13 @@ fn persist(
         });
     let id = transactional_id.to_string();
     persist_record(shard, p, record, move |shard, result| {
-        if let Err(code) = result {
-            log::warn!(
+        match result {
+            // Durable, not yet acted on (no answer, no markers).
+            Ok(_) => crate::crash_points::hit("txn_state_durable"),
+            Err(code) => log::warn!(
                 "shard {}: transaction {id}: state write failed: {code:?}",
                 shard.id
-            );
+            ),
         }
         let effects =
             shard
