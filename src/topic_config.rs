@@ -158,7 +158,10 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         broker: &[syn("log.segment.delete.delay.ms")],
         default: "60000",
         kind: Kind::Long { min: 0 },
-        doc: "wait before a deleted segment's files are removed",
+        // Kafka renames a deleted segment and removes it later so reads in flight can finish.
+        // Here a read holds its segment's open file, which outlives the unlink: segments go at
+        // once and this value is kept and described, not waited for.
+        doc: "accepted for compatibility: segments are removed at once (reads in flight keep their open file)",
     },
     ConfigDef {
         name: "flush.messages",

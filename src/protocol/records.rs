@@ -254,12 +254,7 @@ pub fn for_each_record<'a>(
         .ok_or_else(|| corrupt(format!("batch of {} bytes is truncated", h.total_len())))?;
     let mut pos = 0usize;
     for _ in 0..h.records_count {
-        let len = read_zigzag(records, &mut pos).map_err(corrupt)?;
-        let end = usize::try_from(len)
-            .ok()
-            .and_then(|len| pos.checked_add(len))
-            .filter(|end| *end <= records.len())
-            .ok_or_else(|| corrupt(format!("record length {len} at {pos}")))?;
+        let end = record_end(records, &mut pos).map_err(corrupt)?;
         let rec = &records[..end];
         let mut p = pos + 1; // attributes
         let _timestamp_delta = read_zigzag(rec, &mut p).map_err(corrupt)?;
@@ -275,6 +270,17 @@ pub fn for_each_record<'a>(
         pos = end;
     }
     Ok(h)
+}
+
+/// Reads a record's length prefix at `*pos` (leaving `*pos` just after it) and returns where
+/// the record ends; an end outside `records` is an error.
+pub(crate) fn record_end(records: &[u8], pos: &mut usize) -> Result<usize, String> {
+    let len = read_zigzag(records, pos)?;
+    usize::try_from(len)
+        .ok()
+        .and_then(|len| pos.checked_add(len))
+        .filter(|end| *end <= records.len())
+        .ok_or_else(|| format!("record length {len} at {pos}"))
 }
 
 pub(crate) fn read_bytes<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Option<&'a [u8]>, String> {

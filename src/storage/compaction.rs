@@ -20,6 +20,7 @@ use crate::protocol::record_batch::{
     compute_crc, read_zigzag, BatchError, BatchHeader, Corruption, BATCH_HEADER_LEN,
     BATCH_LENGTH_AT, CRC_AT, LOG_OVERHEAD, RECORDS_COUNT_AT,
 };
+use crate::protocol::records::record_end;
 
 /// A closed segment as [`merge_runs`] sees it: offsets `[base, next)`, `size` bytes now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,12 +157,7 @@ pub fn for_each_record<'a>(
     let mut pos = 0usize;
     for _ in 0..h.records_count {
         let start = pos;
-        let len = read_zigzag(records, &mut pos).map_err(bad)?;
-        let end = usize::try_from(len)
-            .ok()
-            .and_then(|len| pos.checked_add(len))
-            .filter(|end| *end <= records.len())
-            .ok_or_else(|| bad(format!("record length {len} at {pos}")))?;
+        let end = record_end(records, &mut pos).map_err(bad)?;
         let rec = &records[..end];
         let mut p = pos + 1; // attributes
         let ts_delta = read_zigzag(rec, &mut p).map_err(bad)?;
@@ -211,12 +207,7 @@ pub fn check_records(records: &[u8], h: &BatchHeader) -> Result<(), BatchError> 
     let bad = |why: String| BatchError::CorruptMessage(Corruption::Records(why));
     let mut pos = 0usize;
     for i in 0..i64::from(h.records_count) {
-        let len = read_zigzag(records, &mut pos).map_err(bad)?;
-        let end = usize::try_from(len)
-            .ok()
-            .and_then(|len| pos.checked_add(len))
-            .filter(|end| *end <= records.len())
-            .ok_or_else(|| bad(format!("record length {len} at {pos}")))?;
+        let end = record_end(records, &mut pos).map_err(bad)?;
         if end == pos {
             return Err(bad(format!("record {i} is empty")));
         }
@@ -242,7 +233,8 @@ pub fn check_records(records: &[u8], h: &BatchHeader) -> Result<(), BatchError> 
         }
         if p != end {
             return Err(bad(format!(
-                "record {i} declares {len} bytes but its fields take {}",
+                "record {i} declares {} bytes but its fields take {}",
+                end - pos,
                 p - pos
             )));
         }

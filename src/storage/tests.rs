@@ -1761,6 +1761,94 @@ fn compaction_merges_small_segments_keeping_every_offset_and_latest_value() {
     });
 }
 
+/// Batches of the log from offset 0: (base offset, records count) of each.
+async fn batch_shapes(log: &PartitionLog) -> Vec<(i64, i32)> {
+    let hw = log.high_watermark();
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < hw {
+        let s = log.read(at, 1 << 20, hw).await.unwrap();
+        for b in s.batches().unwrap() {
+            let h = validate_stored(&b).unwrap();
+            if h.base_offset >= at {
+                out.push((h.base_offset, h.records_count));
+                at = h.last_offset() + 1;
+            }
+        }
+    }
+    out
+}
+
+/// Records removed by different passes, next to each other, end up under one empty batch: a
+/// later pass joins its new gaps with the gap covers earlier passes wrote (the soak found
+/// 14,000 empty batches per segment, which never shrank and kept segments from merging).
+#[test]
+fn gaps_removed_by_separate_passes_become_one_empty_batch() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("g-0");
+        let cache = Rc::new(BatchCache::new(0));
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
+        let put = |k: String, ts: i64| {
+            let (b, h) = keyed(&[(k.as_str(), Some("value"))], ts);
+            log.append(&b, &h, 3, NOW).unwrap();
+        };
+        // 40 keys once each, then the even ones again: a pass removes every other record.
+        for i in 0..40 {
+            put(format!("a{i}"), NOW + i);
+        }
+        for i in (0..40).step_by(2) {
+            put(format!("a{i}"), NOW + 100 + i);
+        }
+        // Filler with keys of its own rolls the segments (the active one is never compacted).
+        for i in 0..120 {
+            put(format!("f{i}"), NOW + 100);
+        }
+        log.flush().await.unwrap();
+        log.compact(&compact_now(), NOW + 1000)
+            .await
+            .unwrap()
+            .expect("compacted");
+        let first = batch_shapes(&log).await;
+        let empty_below_40 = |v: &[(i64, i32)]| v.iter().filter(|b| b.0 < 40 && b.1 == 0).count();
+        assert_eq!(
+            empty_below_40(&first),
+            20,
+            "one gap per removed record: {first:?}"
+        );
+
+        // Now the odd ones: every record below 40 is superseded, next to the old gaps.
+        for i in (1..40).step_by(2) {
+            put(format!("a{i}"), NOW + 200 + i);
+        }
+        for i in 120..240 {
+            put(format!("f{i}"), NOW + 200);
+        }
+        log.flush().await.unwrap();
+        log.compact(&compact_now(), NOW + 2000)
+            .await
+            .unwrap()
+            .expect("compacted");
+        let second = batch_shapes(&log).await;
+        assert_eq!(second[0], (0, 0), "{second:?}");
+        assert!(
+            second[1].0 >= 40,
+            "offsets 0..40 under one empty batch: {second:?}"
+        );
+        every_offset_reads_its_batch(&log, 0).await;
+
+        // Nothing new: no pass, and so no rewrite of a segment that has one gap cover.
+        assert!(log
+            .compact(&compact_now(), NOW + 3000)
+            .await
+            .unwrap()
+            .is_none());
+        log.close().await.unwrap();
+    });
+}
+
 /// Every state a crash can leave a merge in (see `PartitionLog::commit_merge`), built from the
 /// files before and after a real merge, reopens as the whole, correct log.
 #[test]

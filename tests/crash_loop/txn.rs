@@ -214,31 +214,25 @@ fn one_transaction(shared: &Shared, producer: &BaseProducer<TxnContext>, rng: &m
         }
     }
     let commit = rng.below(5) != 0;
-    if !commit {
-        return match abort(producer) {
-            Ok(()) => {
-                set_fate(Fate::Aborted, None);
-                true
-            }
-            Err(e) => {
-                set_fate(Fate::Aborted, Some(format!("abort: {e}")));
-                false
-            }
-        };
-    }
-    // Deliver first (BaseProducer serves its reports in poll), so the offsets are known.
-    if let Err(e) = producer.flush(CALL_TIMEOUT) {
-        let _ = abort(producer);
-        set_fate(Fate::Aborted, Some(format!("flush before commit: {e}")));
-        return false;
-    }
-    match producer.commit_transaction(CALL_TIMEOUT) {
+    let (ended, done, cut_off, what) = if commit {
+        // Deliver first (BaseProducer serves its reports in poll), so the offsets are known.
+        if let Err(e) = producer.flush(CALL_TIMEOUT) {
+            let _ = abort(producer);
+            set_fate(Fate::Aborted, Some(format!("flush before commit: {e}")));
+            return false;
+        }
+        let ended = producer.commit_transaction(CALL_TIMEOUT);
+        (ended, Fate::Committed, Fate::Uncertain, "commit")
+    } else {
+        (abort(producer), Fate::Aborted, Fate::Aborted, "abort")
+    };
+    match ended {
         Ok(()) => {
-            set_fate(Fate::Committed, None);
+            set_fate(done, None);
             true
         }
         Err(e) => {
-            set_fate(Fate::Uncertain, Some(format!("commit: {e}")));
+            set_fate(cut_off, Some(format!("{what}: {e}")));
             false
         }
     }
