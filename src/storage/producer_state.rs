@@ -7,9 +7,10 @@
 //!   duplicate (answered with the original offsets, nothing written); first sequence ==
 //!   last sequence + 1 (wrapping i32::MAX -> 0) is accepted; anything else is OutOfOrderSequence.
 //! - older epoch: InvalidProducerEpoch. Newer epoch: first sequence must be 0.
-//! - unknown producer: any sequence is accepted and the state starts from that batch (Kafka
-//!   >= 2.5, KIP-360). A producer whose state expired (below) comes back this way: an idle
-//!   producer keeps its sequence numbers, and refusing it would be fatal to its client.
+//! - unknown producer: any sequence is accepted and the state starts from that batch (as
+//!   Kafka does since 2.5, KIP-360). A producer whose state expired (below) comes back this
+//!   way: an idle producer keeps its sequence numbers, and refusing it would be fatal to its
+//!   client.
 //! - baseSequence -1 with a producerId (e.g. control batches): epoch checked, sequence not.
 //!
 //! Transactions (the partition side): a transactional data batch opens its producer's
