@@ -78,6 +78,15 @@ pub struct BrokerConfig {
     pub transaction_max_timeout_ms: i32,
     /// `transactional.id.expiration.ms`: an idle transactional id is forgotten after this.
     pub transactional_id_expiration_ms: u64,
+    /// `producer.id.expiration.ms`: a partition forgets the idempotence state (epoch, last
+    /// sequences) of a producer with no open transaction whose last batch's timestamp is this
+    /// old, so state does not grow with every producer instance ever seen. A producer that
+    /// comes back later is accepted whatever its sequence (KIP-360), without the duplicate
+    /// check for retries of batches from before it was forgotten.
+    pub producer_id_expiration_ms: i64,
+    /// `producer.id.expiration.check.interval.ms`: how often each shard looks for expired
+    /// producers in its partitions.
+    pub producer_id_expiration_check_interval_ms: u64,
     /// Classic consumer-group limits (`group.*` keys).
     pub group: crate::group::GroupConfig,
     /// KIP-848 consumer-group settings (`group.consumer.*` keys).
@@ -147,6 +156,8 @@ const KEYS: &[(&str, &str)] = &[
     ("transaction.state.log.num.partitions", "50"),
     ("transaction.max.timeout.ms", "900000"),
     ("transactional.id.expiration.ms", "604800000"),
+    ("producer.id.expiration.ms", "86400000"),
+    ("producer.id.expiration.check.interval.ms", "600000"),
     ("offsets.retention.minutes", "10080"),
     ("offsets.retention.check.interval.ms", "600000"),
     ("group.initial.rebalance.delay.ms", "3000"),
@@ -421,6 +432,19 @@ impl BrokerConfig {
             transactional_id_expiration_ms: parse_num(
                 "transactional.id.expiration.ms",
                 &get("transactional.id.expiration.ms"),
+                1,
+                i32::MAX as i64,
+            )? as u64,
+            // Both ints in Kafka, at least 1.
+            producer_id_expiration_ms: parse_num(
+                "producer.id.expiration.ms",
+                &get("producer.id.expiration.ms"),
+                1,
+                i32::MAX as i64,
+            )?,
+            producer_id_expiration_check_interval_ms: parse_num(
+                "producer.id.expiration.check.interval.ms",
+                &get("producer.id.expiration.check.interval.ms"),
                 1,
                 i32::MAX as i64,
             )? as u64,
@@ -809,7 +833,21 @@ mod tests {
         assert_eq!(c.socket_request_max_bytes, 104857600);
         assert_eq!(c.log_segment_bytes, 1 << 30);
         assert_eq!(c.log_roll_ms, 168 * 3_600_000);
+        assert_eq!(c.producer_id_expiration_ms, 86_400_000);
+        assert_eq!(c.producer_id_expiration_check_interval_ms, 600_000);
         assert!(!c.cores.cpus.is_empty());
+        let c = BrokerConfig::from_properties(&props(&[
+            ("producer.id.expiration.ms", "2000"),
+            ("producer.id.expiration.check.interval.ms", "200"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (
+                c.producer_id_expiration_ms,
+                c.producer_id_expiration_check_interval_ms
+            ),
+            (2000, 200)
+        );
     }
 
     #[test]
@@ -827,6 +865,10 @@ mod tests {
             ("listeners", "PLAINTEXT://nohost"),
             ("log.message.timestamp.type", "Whenever"),
             ("cores", "0-99999"),
+            ("producer.id.expiration.ms", "0"),
+            ("producer.id.expiration.ms", "-1"),
+            ("producer.id.expiration.ms", "2147483648"),
+            ("producer.id.expiration.check.interval.ms", "0"),
         ] {
             let err = BrokerConfig::from_properties(&props(&[(k, v)])).unwrap_err();
             assert!(err.to_string().contains(k), "{k}={v}: {err}");

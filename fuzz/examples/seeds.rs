@@ -407,6 +407,7 @@ fn segment_seeds(out: &mut Out) -> std::io::Result<()> {
                 base_offset: off,
                 last_offset: off,
             },
+            1_700_000_000_000 + off,
             *txn,
             None,
         );

@@ -197,6 +197,7 @@ fn rebuild(batches: &[ScannedBatch], base: i64, next: i64, size: u64) {
                 base_offset: h.base_offset,
                 last_offset: h.last_offset(),
             },
+            h.max_timestamp,
             h.is_transactional() && !h.is_control(),
             b.marker,
         );

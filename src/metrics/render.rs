@@ -258,7 +258,7 @@ pub fn render(info: &ProcessInfo, shards: &[ShardSnapshot]) -> String {
 
     // Partition state, from the owning shard.
     type PickState = fn(&super::snapshot::PartitionState) -> i64;
-    let states: [(&str, &str, PickState); 4] = [
+    let states: [(&str, &str, PickState); 5] = [
         (
             "odradek_log_start_offset",
             "First offset readers can fetch (log start offset).",
@@ -278,6 +278,11 @@ pub fn render(info: &ProcessInfo, shards: &[ShardSnapshot]) -> String {
             "odradek_log_size_bytes",
             "Bytes of the partition's segments on disk.",
             |p| p.size_bytes as i64,
+        ),
+        (
+            "odradek_producer_ids",
+            "Producers whose idempotence state the partition keeps (see producer.id.expiration.ms).",
+            |p| p.producers as i64,
         ),
     ];
     if shards.iter().any(|s| !s.partitions.is_empty()) {
@@ -552,6 +557,7 @@ mod tests {
             log_end_offset: hw + 1,
             high_watermark: hw,
             size_bytes: 4096,
+            producers: 3,
         };
         let counters = |b| PartitionCounters {
             produce_bytes: b,
@@ -707,6 +713,13 @@ mod tests {
         assert_eq!(
             value(&text, "odradek_under_replicated_partitions{shard=\"1\"}"),
             Some("0".into())
+        );
+        assert_eq!(
+            value(
+                &text,
+                "odradek_producer_ids{shard=\"1\",topic=\"t\",partition=\"1\"}"
+            ),
+            Some("3".into())
         );
     }
 

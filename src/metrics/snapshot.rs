@@ -21,6 +21,9 @@ pub struct PartitionState {
     pub log_end_offset: i64,
     pub high_watermark: i64,
     pub size_bytes: u64,
+    /// Producers whose idempotence state the partition keeps (bounded by
+    /// `producer.id.expiration.ms`).
+    pub producers: u64,
 }
 
 /// One committed offset of a group coordinated by the shard.
@@ -92,6 +95,7 @@ pub fn take(shard: &Shard) -> ShardSnapshot {
             log_end_offset: p.log.log_end_offset(),
             high_watermark: p.log.high_watermark(),
             size_bytes: p.log.size_bytes(),
+            producers: p.log.producer_count() as u64,
         })
         .collect();
     partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));

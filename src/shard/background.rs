@@ -1,4 +1,5 @@
-//! Background log work of one shard — retention and compaction — in its own glommio task
+//! Background log work of one shard — retention, compaction and producer-state expiry — in its
+//! own glommio task
 //! queue with a small CPU share (`background.shares`, against 1000 for the queue that serves
 //! requests), so that when both have work the scheduler keeps produce and fetch ahead of it.
 //! Each pass is bounded (one partition at a time, yielding between partitions).
@@ -25,6 +26,48 @@ pub fn spawn_retention(shard: &Rc<Shard>, queue: TaskQueueHandle) {
     spawn_periodic(shard, queue, interval, "retention", |s| async move {
         retention_pass(&s).await
     });
+}
+
+/// Runs [`producer_expiry_pass`] every `producer.id.expiration.check.interval.ms` until the
+/// shard stops. Its own loop rather than a step of the retention pass: Kafka sets the two
+/// intervals separately, and this pass is memory-only and cheap (no file is touched; the
+/// smaller state reaches disk with the next snapshot), so it need not wait for retention's
+/// deletes, nor they for it.
+pub fn spawn_producer_expiry(shard: &Rc<Shard>, queue: TaskQueueHandle) {
+    let interval = Duration::from_millis(shard.config.producer_id_expiration_check_interval_ms);
+    spawn_periodic(shard, queue, interval, "producer expiry", |s| async move {
+        producer_expiry_pass(&s, now_ms()).await;
+    });
+}
+
+/// Forgets, in every partition this shard owns, the producers idle for
+/// `producer.id.expiration.ms` (see `PartitionLog::expire_producers`); returns how many. Only
+/// partitions' idempotence state: the transaction coordinator's transactional ids expire on
+/// their own (`transactional.id.expiration.ms`). Memory only, but it yields between
+/// partitions like the other passes: a shard may own many partitions with many producers.
+pub async fn producer_expiry_pass(shard: &Rc<Shard>, now_ms: i64) -> usize {
+    let expiration_ms = shard.config.producer_id_expiration_ms;
+    let mut total = 0;
+    for p in shard.owned_partitions() {
+        let n = p.log.expire_producers(now_ms, expiration_ms);
+        if n > 0 {
+            log::debug!(
+                "{}-{}: forgot {n} producer(s) idle for producer.id.expiration.ms={expiration_ms}, {} left",
+                p.topic,
+                p.index,
+                p.log.producer_count()
+            );
+        }
+        total += n;
+        glommio::yield_if_needed().await;
+    }
+    if total > 0 {
+        log::info!(
+            "shard {}: forgot {total} idle producer(s) (producer.id.expiration.ms={expiration_ms})",
+            shard.id
+        );
+    }
+    total
 }
 
 /// Runs `pass` every `interval` in `queue` until the shard stops.

@@ -705,6 +705,7 @@ async fn shard_main(
     }
     background::spawn_retention(&shard, background);
     background::spawn_compaction(&shard, background);
+    background::spawn_producer_expiry(&shard, background);
     background::spawn_disk_guard(&shard);
     let committer = {
         let shard = shard.clone();

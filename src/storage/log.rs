@@ -904,6 +904,22 @@ impl<D: Disk> PartitionLog<D> {
     pub fn open_transactions(&self) -> usize {
         self.state.borrow().producers.open_transactions()
     }
+
+    /// How many producers this partition keeps idempotence state for.
+    pub fn producer_count(&self) -> usize {
+        self.state.borrow().producers.len()
+    }
+
+    /// Forgets the producers idle for `producer.id.expiration.ms` with no open transaction
+    /// (see [`ProducerStateMachine::expire`]); returns how many. In memory only: the next
+    /// snapshot (segment roll, clean shutdown) is smaller, and a recovery that replays older
+    /// batches finds their old timestamps and forgets them again at the next pass.
+    pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.state
+            .borrow_mut()
+            .producers
+            .expire(now_ms, expiration_ms)
+    }
     pub fn segment_count(&self) -> usize {
         self.state.borrow().segments.len()
     }
@@ -1080,6 +1096,8 @@ impl<D: Disk> PartitionLog<D> {
                 base_offset: base,
                 last_offset: last,
             },
+            // What is stored (LogAppendTime rewrites it), so recovery replays the same value.
+            max_ts,
             hdr.is_transactional() && marker.is_none(),
             marker,
         );
@@ -2370,6 +2388,7 @@ fn replay_batch(p: &mut ProducerStateMachine, b: &ScannedBatch, aborted: &mut Ve
             base_offset: h.base_offset,
             last_offset: h.last_offset(),
         },
+        h.max_timestamp,
         h.is_transactional() && !h.is_control(),
         b.marker,
     );

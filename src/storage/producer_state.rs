@@ -7,7 +7,10 @@
 //!   duplicate (answered with the original offsets, nothing written); first sequence ==
 //!   last sequence + 1 (wrapping i32::MAX -> 0) is accepted; anything else is OutOfOrderSequence.
 //! - older epoch: InvalidProducerEpoch. Newer epoch: first sequence must be 0.
-//! - unknown producer: first sequence must be 0 (see the report: Kafka >= 2.5 is laxer here).
+//! - unknown producer: any sequence is accepted and the state starts from that batch (as
+//!   Kafka does since 2.5, KIP-360). A producer whose state expired (below) comes back this
+//!   way: an idle producer keeps its sequence numbers, and refusing it would be fatal to its
+//!   client.
 //! - baseSequence -1 with a producerId (e.g. control batches): epoch checked, sequence not.
 //!
 //! Transactions (the partition side): a transactional data batch opens its producer's
@@ -17,6 +20,14 @@
 //! read_committed consumers read below it (see `PartitionLog::last_stable_offset`). A marker from
 //! an older coordinator epoch than the last one seen for its producer is refused
 //! (TRANSACTION_COORDINATOR_FENCED), as is one from an older producer epoch.
+//!
+//! Expiry (`producer.id.expiration.ms`): each entry remembers the maxTimestamp of its
+//! producer's last batch (data or marker) — taken from the batch header, so a live append and
+//! a recovery replay agree — and [`ProducerStateMachine::expire`] forgets producers with no
+//! open transaction that have been idle longer than the expiration. Without it every producer
+//! id ever seen (one per idempotent client instance) would stay in memory and in every
+//! snapshot. As in Kafka the time is the producer's own (CreateTime) unless the topic uses
+//! LogAppendTime.
 //!
 //! Rebuilt by storage recovery from batch headers, and snapshotted at segment roll. Runs on the
 //! partition's shard.
@@ -46,6 +57,10 @@ pub struct ProducerEntry {
     pub txn_first_offset: Option<i64>,
     /// Coordinator epoch of the last marker written for this producer (-1: none yet).
     pub coordinator_epoch: i32,
+    /// maxTimestamp of this producer's last batch or marker: expiry measures idleness from
+    /// it. `None`: unknown, for an entry loaded from a snapshot written before timestamps were
+    /// kept (see [`ProducerStateMachine::expire`] for what that means).
+    pub last_timestamp_ms: Option<i64>,
 }
 
 impl ProducerEntry {
@@ -55,6 +70,7 @@ impl ProducerEntry {
             batches: VecDeque::with_capacity(BATCH_WINDOW),
             txn_first_offset: None,
             coordinator_epoch: -1,
+            last_timestamp_ms: None,
         }
     }
 }
@@ -138,16 +154,10 @@ impl ProducerStateMachine {
             return Ok(ProducerCheck::NotIdempotent);
         }
         let entry = match self.producers.get(&producer_id) {
-            None => {
-                if first_seq > 0 {
-                    return Err(ProducerError::OutOfOrderSequence {
-                        producer_id,
-                        expected: 0,
-                        got: first_seq,
-                    });
-                }
-                return Ok(ProducerCheck::Accept);
-            }
+            // Nothing to compare with: a new producer, or one whose state expired. The state
+            // starts from this batch (KIP-360); requiring sequence 0 would kill every producer
+            // that was idle longer than `producer.id.expiration.ms`.
+            None => return Ok(ProducerCheck::Accept),
             Some(e) => e,
         };
         if epoch < entry.epoch {
@@ -207,9 +217,9 @@ impl ProducerStateMachine {
     }
 
     /// Records an appended non-transactional batch (after `check` said Accept, or during
-    /// recovery).
-    pub fn record(&mut self, producer_id: i64, epoch: i16, meta: BatchMeta) {
-        self.apply(producer_id, epoch, meta, false, None);
+    /// recovery); `max_timestamp_ms` is the batch's maxTimestamp.
+    pub fn record(&mut self, producer_id: i64, epoch: i16, meta: BatchMeta, max_timestamp_ms: i64) {
+        self.apply(producer_id, epoch, meta, max_timestamp_ms, false, None);
     }
 
     /// Checks an end-transaction marker before it is appended: the producer epoch may not go
@@ -242,11 +252,14 @@ impl ProducerStateMachine {
 
     /// Records an appended batch (after the checks accepted it, or during recovery):
     /// `transactional` data batches open the producer's transaction, a `marker` closes it.
+    /// `max_timestamp_ms` (the batch header's maxTimestamp, as stored) becomes the producer's
+    /// last activity: the latest batch's, as Kafka does, even if the client clock went back.
     pub fn apply(
         &mut self,
         producer_id: i64,
         epoch: i16,
         meta: BatchMeta,
+        max_timestamp_ms: i64,
         transactional: bool,
         marker: Option<EndTxnMarker>,
     ) -> Option<CompletedTxn> {
@@ -257,6 +270,7 @@ impl ProducerStateMachine {
             .producers
             .entry(producer_id)
             .or_insert_with(|| ProducerEntry::new(epoch));
+        entry.last_timestamp_ms = Some(max_timestamp_ms);
         if epoch != entry.epoch {
             entry.epoch = epoch;
             entry.batches.clear();
@@ -296,8 +310,37 @@ impl ProducerStateMachine {
         self.open_txns.len()
     }
 
-    /// Snapshot encoding (payload of a state file): [`SNAPSHOT_MAGIC`], then an rkyv archive
-    /// of [`ProducerSnapshot`], producers sorted by id so equal states encode to equal bytes.
+    /// Forgets the producers with no open transaction whose last batch's timestamp is at or
+    /// before `now_ms - expiration_ms` (`producer.id.expiration.ms`); returns how many. A
+    /// forgotten producer that comes back is accepted whatever its sequence (see `check`).
+    ///
+    /// A producer with an open transaction stays: its entry holds the last stable offset
+    /// back, and only its marker may end that (the transaction coordinator aborts it at its
+    /// timeout). An entry whose time is unknown (loaded from a v1/v2 snapshot) is stamped with
+    /// `now_ms` and kept: it then lives one more full period, so an upgrade never forgets a
+    /// producer that was active just before the restart; treating unknown as "expired" would,
+    /// and "never" would keep upgraded state forever.
+    pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        let cutoff = now_ms.saturating_sub(expiration_ms);
+        let before = self.producers.len();
+        self.producers.retain(|_, e| {
+            if e.txn_first_offset.is_some() {
+                return true;
+            }
+            match e.last_timestamp_ms {
+                Some(ts) => ts > cutoff,
+                None => {
+                    e.last_timestamp_ms = Some(now_ms);
+                    true
+                }
+            }
+        });
+        before - self.producers.len()
+    }
+
+    /// Snapshot encoding (payload of a state file): [`SNAPSHOT_MAGIC`] (v3), then an rkyv
+    /// archive of [`ProducerSnapshot`], producers sorted by id so equal states encode to equal
+    /// bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut producers: Vec<ProducerRecord> = self
             .producers
@@ -308,6 +351,7 @@ impl ProducerStateMachine {
                 batches: e.batches.iter().copied().collect(),
                 txn_first_offset: e.txn_first_offset.unwrap_or(-1),
                 coordinator_epoch: e.coordinator_epoch,
+                last_timestamp_ms: e.last_timestamp_ms,
             })
             .collect();
         producers.sort_unstable_by_key(|p| p.producer_id);
@@ -320,31 +364,45 @@ impl ProducerStateMachine {
     }
 
     /// Inverse of [`encode`](Self::encode); `None` if the bytes are not a valid snapshot.
-    /// Snapshots written before transactions existed (no magic, no transaction fields) are
-    /// read too: they cannot hold an open transaction.
+    /// Older formats are read too, their entries with an unknown last timestamp: v2 (magic
+    /// [`SNAPSHOT_MAGIC_V2`], before expiry) and v1 (no magic, before transactions: it cannot
+    /// hold an open transaction).
     pub fn decode(buf: &[u8]) -> Option<ProducerStateMachine> {
-        let records = match buf.strip_prefix(&SNAPSHOT_MAGIC[..]) {
-            Some(archive) => {
-                let aligned = crate::io::state_file::rkyv_aligned(archive);
-                rkyv::from_bytes::<ProducerSnapshot, rkyv::rancor::Error>(&aligned)
-                    .ok()?
-                    .producers
-            }
-            None => {
-                let aligned = crate::io::state_file::rkyv_aligned(buf);
-                rkyv::from_bytes::<ProducerSnapshotV1, rkyv::rancor::Error>(&aligned)
-                    .ok()?
-                    .producers
-                    .into_iter()
-                    .map(|p| ProducerRecord {
-                        producer_id: p.producer_id,
-                        epoch: p.epoch,
-                        batches: p.batches,
-                        txn_first_offset: -1,
-                        coordinator_epoch: -1,
-                    })
-                    .collect()
-            }
+        let records = if let Some(archive) = buf.strip_prefix(&SNAPSHOT_MAGIC[..]) {
+            let aligned = crate::io::state_file::rkyv_aligned(archive);
+            rkyv::from_bytes::<ProducerSnapshot, rkyv::rancor::Error>(&aligned)
+                .ok()?
+                .producers
+        } else if let Some(archive) = buf.strip_prefix(&SNAPSHOT_MAGIC_V2[..]) {
+            let aligned = crate::io::state_file::rkyv_aligned(archive);
+            rkyv::from_bytes::<ProducerSnapshotV2, rkyv::rancor::Error>(&aligned)
+                .ok()?
+                .producers
+                .into_iter()
+                .map(|p| ProducerRecord {
+                    producer_id: p.producer_id,
+                    epoch: p.epoch,
+                    batches: p.batches,
+                    txn_first_offset: p.txn_first_offset,
+                    coordinator_epoch: p.coordinator_epoch,
+                    last_timestamp_ms: None,
+                })
+                .collect()
+        } else {
+            let aligned = crate::io::state_file::rkyv_aligned(buf);
+            rkyv::from_bytes::<ProducerSnapshotV1, rkyv::rancor::Error>(&aligned)
+                .ok()?
+                .producers
+                .into_iter()
+                .map(|p| ProducerRecord {
+                    producer_id: p.producer_id,
+                    epoch: p.epoch,
+                    batches: p.batches,
+                    txn_first_offset: -1,
+                    coordinator_epoch: -1,
+                    last_timestamp_ms: None,
+                })
+                .collect()
         };
         let mut m = ProducerStateMachine {
             producers: HashMap::with_capacity(records.len()),
@@ -369,6 +427,7 @@ impl ProducerStateMachine {
                     batches: p.batches.into_iter().collect(),
                     txn_first_offset,
                     coordinator_epoch: p.coordinator_epoch,
+                    last_timestamp_ms: p.last_timestamp_ms,
                 },
             );
             if replaced.is_some() {
@@ -379,10 +438,13 @@ impl ProducerStateMachine {
     }
 }
 
-/// Starts every snapshot written since transactions exist (older ones have no prefix).
-const SNAPSHOT_MAGIC: [u8; 8] = *b"ODPS\x02\0\0\0";
+/// Starts every snapshot written since producer expiry exists (v3: last timestamps).
+const SNAPSHOT_MAGIC: [u8; 8] = *b"ODPS\x03\0\0\0";
+/// Starts the snapshots written between transactions and expiry (read only); v1 snapshots,
+/// from before transactions, have no prefix.
+const SNAPSHOT_MAGIC_V2: [u8; 8] = *b"ODPS\x02\0\0\0";
 
-/// The persisted form of a partition's producer state (rkyv).
+/// The persisted form of a partition's producer state (rkyv), v3.
 #[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ProducerSnapshot {
     pub producers: Vec<ProducerRecord>,
@@ -395,6 +457,24 @@ pub struct ProducerRecord {
     /// Oldest first, at most [`BATCH_WINDOW`].
     pub batches: Vec<BatchMeta>,
     /// First offset of the open transaction, -1 when none.
+    pub txn_first_offset: i64,
+    pub coordinator_epoch: i32,
+    /// maxTimestamp of the producer's last batch; `None`: unknown (the entry came from an
+    /// older snapshot and no `expire` has run since).
+    pub last_timestamp_ms: Option<i64>,
+}
+
+/// The snapshot format between transactions and expiry (read only).
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ProducerSnapshotV2 {
+    pub producers: Vec<ProducerRecordV2>,
+}
+
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ProducerRecordV2 {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub batches: Vec<BatchMeta>,
     pub txn_first_offset: i64,
     pub coordinator_epoch: i32,
 }
@@ -426,6 +506,9 @@ mod tests {
         }
     }
 
+    /// The batch timestamp the tests use when time does not matter.
+    const T: i64 = 1_000;
+
     /// check + record, like the log does.
     fn append(
         m: &mut ProducerStateMachine,
@@ -437,7 +520,7 @@ mod tests {
     ) -> Result<ProducerCheck, ProducerError> {
         let r = m.check(pid, epoch, first, last)?;
         if r == Accept {
-            m.record(pid, epoch, meta(first, last, base));
+            m.record(pid, epoch, meta(first, last, base), T);
         }
         Ok(r)
     }
@@ -450,6 +533,7 @@ mod tests {
             batches: vec![meta(0, 0, 10)],
             txn_first_offset,
             coordinator_epoch: 0,
+            last_timestamp_ms: Some(T),
         };
         // The first entry has an open transaction the second would silently replace.
         let producers = vec![record(10), record(-1)];
@@ -474,18 +558,36 @@ mod tests {
     }
 
     #[test]
-    fn unknown_producer_must_start_at_zero() {
+    fn unknown_producer_starts_from_any_sequence_then_is_checked() {
         let mut m = ProducerStateMachine::new();
-        assert!(matches!(
+        // KIP-360: no state, so whatever sequence comes first starts it.
+        assert_eq!(append(&mut m, 7, 0, 3, 4, 100), Ok(Accept));
+        assert_eq!(
             m.check(7, 0, 3, 4),
+            Ok(Duplicate {
+                base_offset: 100,
+                last_offset: 101
+            })
+        );
+        assert!(matches!(
+            m.check(7, 0, 6, 6),
             Err(ProducerError::OutOfOrderSequence {
-                expected: 0,
-                got: 3,
+                expected: 5,
+                got: 6,
                 ..
             })
         ));
-        assert_eq!(append(&mut m, 7, 0, 0, 4, 100), Ok(Accept));
-        assert_eq!(append(&mut m, 7, 0, 5, 5, 105), Ok(Accept));
+        assert_eq!(append(&mut m, 7, 0, 5, 5, 102), Ok(Accept));
+        // Sequence 0 is still fine for a new producer, and its epoch is the one it came with.
+        assert_eq!(append(&mut m, 8, 2, 0, 0, 103), Ok(Accept));
+        assert!(matches!(
+            m.check(8, 1, 1, 1),
+            Err(ProducerError::InvalidProducerEpoch {
+                current: 2,
+                got: 1,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -528,7 +630,7 @@ mod tests {
     #[test]
     fn sequence_wraps_to_zero() {
         let mut m = ProducerStateMachine::new();
-        m.record(3, 2, meta(i32::MAX - 4, i32::MAX, 0));
+        m.record(3, 2, meta(i32::MAX - 4, i32::MAX, 0), T);
         assert_eq!(m.check(3, 2, 0, 9), Ok(Accept));
         assert!(m.check(3, 2, 1, 9).is_err());
     }
@@ -570,7 +672,12 @@ mod tests {
         let mut m = ProducerStateMachine::new();
         for pid in 0..4 {
             for i in 0..(pid + 3) as i32 {
-                m.record(pid, pid as i16, meta(i * 2, i * 2 + 1, i as i64 * 2));
+                m.record(
+                    pid,
+                    pid as i16,
+                    meta(i * 2, i * 2 + 1, i as i64 * 2),
+                    T + pid * 100 + i as i64,
+                );
             }
         }
         let bytes = m.encode();
@@ -589,14 +696,14 @@ mod tests {
             commit: true,
             coordinator_epoch: 2,
         };
-        assert_eq!(m.apply(9, 0, meta(0, 1, 10), true, None), None);
-        assert_eq!(m.apply(8, 0, meta(0, 0, 12), true, None), None);
+        assert_eq!(m.apply(9, 0, meta(0, 1, 10), T, true, None), None);
+        assert_eq!(m.apply(8, 0, meta(0, 0, 12), T, true, None), None);
         // A second batch of the same transaction does not move its first offset.
-        assert_eq!(m.apply(9, 0, meta(2, 2, 13), true, None), None);
+        assert_eq!(m.apply(9, 0, meta(2, 2, 13), T, true, None), None);
         assert_eq!(m.first_unstable_offset(), Some(10));
         let snapshot = ProducerStateMachine::decode(&m.encode()).expect("decodes");
         assert_eq!(snapshot, m);
-        let ended = m.apply(9, 0, meta(-1, -1, 14), false, Some(commit));
+        let ended = m.apply(9, 0, meta(-1, -1, 14), T, false, Some(commit));
         assert_eq!(
             ended,
             Some(CompletedTxn {
@@ -621,7 +728,10 @@ mod tests {
                 ..
             })
         ));
-        assert_eq!(m.apply(9, 0, meta(-1, -1, 15), false, Some(commit)), None);
+        assert_eq!(
+            m.apply(9, 0, meta(-1, -1, 15), T, false, Some(commit)),
+            None
+        );
         assert_eq!(m.open_transactions(), 1);
     }
 
@@ -640,6 +750,136 @@ mod tests {
         let m = ProducerStateMachine::decode(&bytes).expect("an old snapshot decodes");
         let e = m.get(4).unwrap();
         assert_eq!((e.epoch, e.batches.len(), e.txn_first_offset), (1, 1, None));
+        assert_eq!(e.last_timestamp_ms, None);
         assert_eq!(m.first_unstable_offset(), None);
+        // Re-encoded, it is a v3 snapshot that still says "unknown".
+        let again = m.encode();
+        assert!(again.starts_with(&SNAPSHOT_MAGIC));
+        assert_eq!(ProducerStateMachine::decode(&again), Some(m));
+    }
+
+    #[test]
+    fn expiry_forgets_idle_producers_without_open_transactions() {
+        let mut m = ProducerStateMachine::new();
+        let commit = EndTxnMarker {
+            commit: true,
+            coordinator_epoch: 0,
+        };
+        m.record(1, 0, meta(0, 0, 0), 1_000); // idle since long
+        m.record(2, 0, meta(0, 0, 1), 4_000); // exactly at the cutoff: expires
+        m.record(3, 0, meta(0, 0, 2), 4_001); // just after it: stays
+        m.apply(4, 0, meta(0, 0, 3), 1_000, true, None); // open transaction: stays
+        m.apply(5, 0, meta(0, 0, 4), 1_000, true, None);
+        m.apply(5, 0, meta(-1, -1, 5), 5_000, false, Some(commit)); // marker = activity
+        m.apply(6, 0, meta(0, 0, 6), 1_000, true, None);
+        m.apply(6, 0, meta(-1, -1, 7), 2_000, false, Some(commit)); // closed, idle
+        m.record(7, 0, meta(0, 0, 8), 9_000); // recent
+        assert_eq!(m.expire(6_000, 2_000), 3);
+        let mut left: Vec<i64> = m.producers.keys().copied().collect();
+        left.sort_unstable();
+        assert_eq!(left, vec![3, 4, 5, 7]);
+        assert_eq!(m.first_unstable_offset(), Some(3));
+        // Nothing more to forget at the same time; the open transaction outlives any wait.
+        assert_eq!(m.expire(6_000, 2_000), 0);
+        assert_eq!(m.expire(i64::MAX, 2_000), 3);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.open_transactions(), 1);
+        // A huge expiration does not overflow and forgets nothing.
+        assert_eq!(m.expire(i64::MIN + 1, i64::MAX), 0);
+    }
+
+    #[test]
+    fn an_expired_producer_comes_back_with_its_next_sequence() {
+        let mut m = ProducerStateMachine::new();
+        for i in 0..10 {
+            assert_eq!(append(&mut m, 42, 3, i, i, i as i64), Ok(Accept));
+        }
+        assert_eq!(m.expire(T + 10_000, 10_000), 1);
+        assert!(m.get(42).is_none());
+        // Back after a long idle: sequence 10, accepted, and the state starts there.
+        assert_eq!(m.check(42, 3, 10, 12), Ok(Accept));
+        m.record(42, 3, meta(10, 12, 100), T + 20_000);
+        assert_eq!(m.get(42).unwrap().last_timestamp_ms, Some(T + 20_000));
+        // Checked as any known producer from then on: retries are duplicates, gaps refused,
+        // an older epoch fenced.
+        assert_eq!(
+            m.check(42, 3, 10, 12),
+            Ok(Duplicate {
+                base_offset: 100,
+                last_offset: 102
+            })
+        );
+        assert!(matches!(
+            m.check(42, 3, 14, 14),
+            Err(ProducerError::OutOfOrderSequence {
+                expected: 13,
+                got: 14,
+                ..
+            })
+        ));
+        assert!(matches!(
+            m.check(42, 2, 13, 13),
+            Err(ProducerError::InvalidProducerEpoch { .. })
+        ));
+        assert_eq!(append(&mut m, 42, 3, 13, 13, 103), Ok(Accept));
+    }
+
+    #[test]
+    fn snapshots_keep_last_timestamps() {
+        let mut m = ProducerStateMachine::new();
+        m.record(1, 0, meta(0, 0, 0), 1_000);
+        m.record(2, 0, meta(0, 0, 1), -1); // a batch without timestamps
+        m.apply(3, 0, meta(0, 0, 2), 7_000, true, None);
+        let back = ProducerStateMachine::decode(&m.encode()).expect("decodes");
+        assert_eq!(back.get(1).unwrap().last_timestamp_ms, Some(1_000));
+        assert_eq!(back.get(2).unwrap().last_timestamp_ms, Some(-1));
+        assert_eq!(back.get(3).unwrap().last_timestamp_ms, Some(7_000));
+        assert_eq!(back, m);
+        // And expiry after the reload sees the real times, not "unknown".
+        let mut back = back;
+        assert_eq!(back.expire(5_000, 2_000), 2);
+    }
+
+    fn v2_bytes(producers: Vec<ProducerRecordV2>) -> Vec<u8> {
+        let archive = rkyv::to_bytes::<rkyv::rancor::Error>(&ProducerSnapshotV2 { producers })
+            .expect("serialize");
+        [&SNAPSHOT_MAGIC_V2[..], &archive[..]].concat()
+    }
+
+    #[test]
+    fn snapshots_from_before_expiry_load_with_unknown_times() {
+        let record = |producer_id, txn_first_offset| ProducerRecordV2 {
+            producer_id,
+            epoch: 2,
+            batches: vec![meta(0, 1, 10)],
+            txn_first_offset,
+            coordinator_epoch: 4,
+        };
+        let bytes = v2_bytes(vec![record(1, -1), record(2, 10)]);
+        let mut m = ProducerStateMachine::decode(&bytes).expect("a v2 snapshot decodes");
+        assert_eq!(m.len(), 2);
+        let e = m.get(2).unwrap();
+        assert_eq!(
+            (
+                e.epoch,
+                e.txn_first_offset,
+                e.coordinator_epoch,
+                e.last_timestamp_ms
+            ),
+            (2, Some(10), 4, None)
+        );
+        assert_eq!(m.first_unstable_offset(), Some(10));
+        // Unknown time: the first pass stamps it and keeps it, one full period more...
+        assert_eq!(m.expire(50_000, 1_000), 0);
+        assert_eq!(m.get(1).unwrap().last_timestamp_ms, Some(50_000));
+        assert_eq!(m.expire(50_999, 1_000), 0);
+        // ...then it expires like any other (the open transaction never does).
+        assert_eq!(m.expire(51_000, 1_000), 1);
+        assert!(m.get(1).is_none() && m.get(2).is_some());
+        // Damaged v2 input is still refused: truncated, or a producer twice.
+        assert!(ProducerStateMachine::decode(&bytes[..bytes.len() - 1]).is_none());
+        assert!(
+            ProducerStateMachine::decode(&v2_bytes(vec![record(1, -1), record(1, -1)])).is_none()
+        );
     }
 }

@@ -277,11 +277,6 @@ fn idempotent_producer_rules_and_recovery() {
         let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
             .await
             .unwrap();
-        let (b, h) = mk(1, 2, 0);
-        assert!(matches!(
-            log.append(&b, &h, 0, NOW),
-            Err(StorageError::OutOfOrderSequence { .. })
-        ));
         let mut seq = 0;
         let mut outs = Vec::new();
         for _ in 0..60 {
@@ -2111,5 +2106,102 @@ fn index_files_without_their_segment_are_removed_at_open() {
         }
         assert_eq!(files(&dir, "index").len(), kept_index);
         assert_eq!(log.log_end_offset(), end);
+    });
+}
+
+/// One idempotent batch of `n` records from producer `pid` (epoch 0), timestamps from `ts`.
+fn idempotent(pid: i64, seq: i32, n: usize, ts: i64) -> (Bytes, BatchHeader) {
+    let mut b = BatchBuilder::simple(n, pid as u64 * 1000 + seq as u64);
+    b.producer_id = pid;
+    b.producer_epoch = 0;
+    b.base_sequence = seq;
+    b.base_timestamp = ts;
+    let bytes = Bytes::from(b.build());
+    let h = validate(&bytes).unwrap();
+    (bytes, h)
+}
+
+#[test]
+fn producer_expiry_goes_by_batch_times_that_survive_restarts() {
+    const EXPIRATION_MS: i64 = 5_000;
+    const OLD: i64 = NOW - 10_000;
+    const SHORT_LIVED: i64 = 20;
+    const KEEPER: i64 = 1_000;
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("p-0");
+        let cache = Rc::new(BatchCache::new(1 << 20));
+        let open = || PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW);
+        let log = open().await.unwrap();
+        // Short-lived producers, one batch each, long ago; then plain records until the
+        // segment rolls (a snapshot holding them is written), then a producer active now.
+        for pid in 1..=SHORT_LIVED {
+            let (b, h) = idempotent(pid, 0, 1, OLD);
+            log.append(&b, &h, 0, NOW).unwrap();
+        }
+        let mut seed = 0;
+        while log.segment_count() < 2 {
+            let (b, h) = produced(5, seed, NOW);
+            log.append(&b, &h, 0, NOW).unwrap();
+            seed += 1;
+        }
+        let (b, h) = idempotent(KEEPER, 0, 3, NOW - 1);
+        log.append(&b, &h, 0, NOW).unwrap();
+        log.flush().await.unwrap();
+        assert_eq!(log.producer_count(), SHORT_LIVED as usize + 1);
+
+        // Crash: the state comes from the roll's snapshot plus a replay of the tail; both
+        // carry the batch times, so the old producers expire at once (an unknown time would
+        // keep them one more period).
+        drop(log);
+        let log = open().await.unwrap();
+        assert_eq!(log.producer_count(), SHORT_LIVED as usize + 1);
+        assert_eq!(
+            log.expire_producers(NOW, EXPIRATION_MS),
+            SHORT_LIVED as usize
+        );
+        assert_eq!(log.producer_count(), 1);
+        assert_eq!(log.expire_producers(NOW, EXPIRATION_MS), 0);
+        // The keeper is still checked: its retry is a duplicate, a gap is refused.
+        let d = log.append(&b, &h, 0, NOW).unwrap();
+        assert!(d.duplicate);
+        let (gap, gap_h) = idempotent(KEEPER, 4, 1, NOW);
+        assert!(matches!(
+            log.append(&gap, &gap_h, 0, NOW),
+            Err(StorageError::OutOfOrderSequence { .. })
+        ));
+        // A forgotten producer comes back mid-sequence: accepted, then checked again.
+        let (back, back_h) = idempotent(7, 1, 2, NOW);
+        let first = log.append(&back, &back_h, 0, NOW).unwrap();
+        assert!(!first.duplicate);
+        let again = log.append(&back, &back_h, 0, NOW).unwrap();
+        assert!(again.duplicate);
+        assert_eq!(again.base_offset, first.base_offset);
+        assert_eq!(log.producer_count(), 2);
+
+        // A clean shutdown stores the expired state: it opens as small as it closed.
+        log.close().await.unwrap();
+        let log = open().await.unwrap();
+        assert_eq!(log.producer_count(), 2);
+        assert!(log.append(&back, &back_h, 0, NOW).unwrap().duplicate);
+        // Later, everything idle goes (times came back from the clean-shutdown marker).
+        let later = NOW + 2 * EXPIRATION_MS;
+        assert_eq!(log.expire_producers(later, EXPIRATION_MS), 2);
+        assert_eq!(log.producer_count(), 0);
+        // Expiry is in memory only: a crash before the next snapshot rebuilds the state from
+        // what is on disk — the roll's snapshot (the short-lived producers) and the tail's
+        // batches (the keeper, and producer 7 again with its new time) — with the batch times,
+        // so the passes forget them again, each when its own time comes.
+        log.flush().await.unwrap();
+        drop(log);
+        let log = open().await.unwrap();
+        assert_eq!(log.producer_count(), SHORT_LIVED as usize + 1);
+        assert_eq!(
+            log.expire_producers(NOW, EXPIRATION_MS),
+            SHORT_LIVED as usize - 1
+        );
+        assert_eq!(log.expire_producers(later, EXPIRATION_MS), 2);
+        assert_eq!(log.producer_count(), 0);
+        log.close().await.unwrap();
     });
 }

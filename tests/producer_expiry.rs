@@ -1,0 +1,192 @@
+//! `producer.id.expiration.ms` against a real `odradek serve` and real librdkafka idempotent
+//! producers: the partition forgets idle producers (its state shrinks, seen through the
+//! `odradek_producer_ids` gauge and the producer snapshots written at segment rolls), and a
+//! producer idle past the expiration comes back with its next sequence and is accepted, with
+//! no error and no duplicate (KIP-360).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rdkafka::topic_partition_list::Offset;
+
+const TOPIC: &str = "expiry";
+const EXPIRATION_MS: u64 = 3_000;
+const SHORT_LIVED: usize = 12;
+
+/// The `odradek_producer_ids` sample of partition 0 of [`TOPIC`], if the gauge has one.
+fn producer_ids(metrics: SocketAddr) -> Option<u64> {
+    let mut s = TcpStream::connect_timeout(&metrics, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix("odradek_producer_ids{")?;
+        let (labels, value) = rest.split_once("} ")?;
+        (labels.contains(&format!("topic=\"{TOPIC}\"")) && labels.contains("partition=\"0\""))
+            .then(|| value.trim().parse().ok())?
+    })
+}
+
+/// Waits (bounded) until the gauge satisfies `ok`; returns its last value.
+fn wait_for_ids(broker: &Broker, metrics: SocketAddr, what: &str, ok: impl Fn(u64) -> bool) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = producer_ids(metrics);
+        if let Some(v) = v.filter(|v| ok(*v)) {
+            return v;
+        }
+        if Instant::now() > deadline {
+            broker.fail(&format!(
+                "odradek_producer_ids never became {what} (last {v:?})"
+            ));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// (base offset, size in bytes) of every producer snapshot of the partition, by offset.
+fn snapshots(partition_dir: &Path) -> Vec<(i64, u64)> {
+    let mut out: Vec<(i64, u64)> = std::fs::read_dir(partition_dir)
+        .expect("partition directory")
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let name = e.file_name().into_string().ok()?;
+            let base = name.strip_suffix(".snapshot")?.parse().ok()?;
+            Some((base, e.metadata().ok()?.len()))
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// One record per batch: produced and flushed one at a time.
+fn send_each(p: &TestProducer, values: &[String]) -> Vec<i64> {
+    values
+        .iter()
+        .map(|v| {
+            let rec = Rec::value(v.clone().into_bytes()).to_partition(0);
+            let out = produce_all(p, TOPIC, &[rec], Duration::from_secs(30));
+            assert_eq!(out[0].0, 0);
+            out[0].1
+        })
+        .collect()
+}
+
+#[test]
+fn idle_producers_are_forgotten_and_one_that_comes_back_is_accepted() {
+    let metrics_port = free_port();
+    let broker = BrokerOptions::new()
+        .cores(test_cores())
+        .set("metrics.listen", format!("127.0.0.1:{metrics_port}"))
+        .set("producer.id.expiration.ms", EXPIRATION_MS)
+        .set("producer.id.expiration.check.interval.ms", 200)
+        // A roll every few batches, so producer snapshots are written all along.
+        .set("log.segment.bytes", 400)
+        .start();
+    let metrics = SocketAddr::from(([127, 0, 0, 1], metrics_port));
+    create_topic(broker.addr(), TOPIC, 1);
+    let idempotent = [("enable.idempotence", "true"), ("acks", "all")];
+
+    // The producer that will go idle: five records, then nothing for a while.
+    let keeper = producer(&broker.bootstrap(), &idempotent);
+    let first: Vec<String> = (0..5).map(|i| format!("keeper-{i}")).collect();
+    let mut offsets = send_each(&keeper, &first);
+    let keeper_done = Instant::now();
+
+    // Short-lived idempotent producers, one record each: a new producer id every time.
+    let bootstrap = broker.bootstrap();
+    let threads: Vec<_> = (0..SHORT_LIVED)
+        .map(|i| {
+            let bootstrap = bootstrap.clone();
+            thread::spawn(move || {
+                let p = producer(
+                    &bootstrap,
+                    &[("enable.idempotence", "true"), ("acks", "all")],
+                );
+                send_each(&p, &[format!("short-{i}")])
+            })
+        })
+        .collect();
+    for t in threads {
+        offsets.extend(t.join().expect("short-lived producer"));
+    }
+    // All of them are known to the partition, unless the machine was so slow that the
+    // keeper already expired (then the peak is only checked through the snapshots below).
+    let peak = producer_ids(metrics).expect("the gauge has the partition");
+    if keeper_done.elapsed() < Duration::from_millis(EXPIRATION_MS * 2 / 3) {
+        assert_eq!(peak, SHORT_LIVED as u64 + 1, "every producer id has state");
+    }
+    let dir = broker.data_dir().join(format!("{TOPIC}-0"));
+    let before = snapshots(&dir);
+
+    // Everyone idle past the expiration: the partition forgets them all.
+    wait_for_ids(&broker, metrics, "0", |v| v == 0);
+
+    // The keeper comes back with its next sequence (5): accepted, no error, no duplicate.
+    let second: Vec<String> = (5..10).map(|i| format!("keeper-{i}")).collect();
+    offsets.extend(send_each(&keeper, &second));
+    assert_eq!(
+        wait_for_ids(&broker, metrics, "1", |v| v == 1),
+        1,
+        "only the keeper has state now"
+    );
+    let mut sorted = offsets.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(
+        sorted.len(),
+        offsets.len(),
+        "an offset was given twice: {offsets:?}"
+    );
+
+    // Snapshots written after the expiry are smaller than those from the crowded time (when
+    // segments rolled at all: see the report on log.segment.bytes).
+    let after = snapshots(&dir);
+    let last_base = before.last().map_or(-1, |s| s.0);
+    let newer: Vec<u64> = after
+        .iter()
+        .filter(|s| s.0 > last_base)
+        .map(|s| s.1)
+        .collect();
+    eprintln!("producer snapshots before the expiry {before:?}, after {after:?}");
+    if let Some(biggest_before) = before.iter().map(|s| s.1).max() {
+        assert!(
+            newer.iter().all(|size| *size < biggest_before),
+            "snapshots after the expiry {newer:?} not smaller than the largest before {biggest_before}"
+        );
+    }
+
+    // Exactly what was acknowledged is in the log, each once, the keeper's in order.
+    let total = 10 + SHORT_LIVED;
+    let got = consume_exact(
+        &broker.bootstrap(),
+        TOPIC,
+        &[0],
+        Offset::Beginning,
+        total,
+        Duration::from_secs(30),
+    );
+    let values: Vec<String> = got
+        .iter()
+        .map(|c| String::from_utf8(c.value.clone().unwrap_or_default()).expect("utf-8"))
+        .collect();
+    let keeper_values: Vec<&String> = values.iter().filter(|v| v.starts_with("keeper-")).collect();
+    let expected: Vec<String> = first.iter().chain(&second).cloned().collect();
+    assert_eq!(keeper_values, expected.iter().collect::<Vec<_>>());
+    for i in 0..SHORT_LIVED {
+        let v = format!("short-{i}");
+        assert_eq!(values.iter().filter(|x| **x == v).count(), 1, "{v}");
+    }
+    let mut read_offsets: Vec<i64> = got.iter().map(|c| c.offset).collect();
+    read_offsets.sort_unstable();
+    assert_eq!(read_offsets, sorted);
+}
