@@ -557,26 +557,36 @@ mod tests {
         assert_eq!(m.check(-1, 0, 17, 20), Ok(NotIdempotent));
     }
 
+    /// Once a producer's last batch is `seqs` at `offsets`: its retry is a duplicate answered
+    /// with those offsets, and a batch that skips a sequence is refused.
+    fn assert_checked_after(
+        m: &ProducerStateMachine,
+        producer_id: i64,
+        epoch: i16,
+        seqs: (i32, i32),
+        offsets: (i64, i64),
+    ) {
+        assert_eq!(
+            m.check(producer_id, epoch, seqs.0, seqs.1),
+            Ok(Duplicate {
+                base_offset: offsets.0,
+                last_offset: offsets.1
+            })
+        );
+        let skip = seqs.1 + 2;
+        assert!(matches!(
+            m.check(producer_id, epoch, skip, skip),
+            Err(ProducerError::OutOfOrderSequence { expected, got, .. })
+                if expected == seqs.1 + 1 && got == skip
+        ));
+    }
+
     #[test]
     fn unknown_producer_starts_from_any_sequence_then_is_checked() {
         let mut m = ProducerStateMachine::new();
         // KIP-360: no state, so whatever sequence comes first starts it.
         assert_eq!(append(&mut m, 7, 0, 3, 4, 100), Ok(Accept));
-        assert_eq!(
-            m.check(7, 0, 3, 4),
-            Ok(Duplicate {
-                base_offset: 100,
-                last_offset: 101
-            })
-        );
-        assert!(matches!(
-            m.check(7, 0, 6, 6),
-            Err(ProducerError::OutOfOrderSequence {
-                expected: 5,
-                got: 6,
-                ..
-            })
-        ));
+        assert_checked_after(&m, 7, 0, (3, 4), (100, 101));
         assert_eq!(append(&mut m, 7, 0, 5, 5, 102), Ok(Accept));
         // Sequence 0 is still fine for a new producer, and its epoch is the one it came with.
         assert_eq!(append(&mut m, 8, 2, 0, 0, 103), Ok(Accept));
@@ -802,21 +812,7 @@ mod tests {
         assert_eq!(m.get(42).unwrap().last_timestamp_ms, Some(T + 20_000));
         // Checked as any known producer from then on: retries are duplicates, gaps refused,
         // an older epoch fenced.
-        assert_eq!(
-            m.check(42, 3, 10, 12),
-            Ok(Duplicate {
-                base_offset: 100,
-                last_offset: 102
-            })
-        );
-        assert!(matches!(
-            m.check(42, 3, 14, 14),
-            Err(ProducerError::OutOfOrderSequence {
-                expected: 13,
-                got: 14,
-                ..
-            })
-        ));
+        assert_checked_after(&m, 42, 3, (10, 12), (100, 102));
         assert!(matches!(
             m.check(42, 2, 13, 13),
             Err(ProducerError::InvalidProducerEpoch { .. })

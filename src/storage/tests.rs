@@ -1774,6 +1774,31 @@ async fn batch_shapes(log: &PartitionLog) -> Vec<(i64, i32)> {
     out
 }
 
+/// One single-record batch per key, timestamps from `ts`.
+fn put_keys(log: &PartitionLog, keys: impl Iterator<Item = String>, ts: i64) {
+    for (i, k) in keys.enumerate() {
+        let (b, h) = keyed(&[(k.as_str(), Some("value"))], ts + i as i64);
+        log.append(&b, &h, 3, NOW).unwrap();
+    }
+}
+
+/// Writes keys `a{i}` again, then 120 filler keys from `f{fill}` (so the segments roll: the
+/// active one is never compacted), and compacts.
+async fn write_again_and_compact(
+    log: &PartitionLog,
+    keys: impl Iterator<Item = usize>,
+    fill: usize,
+    ts: i64,
+) {
+    put_keys(log, keys.map(|i| format!("a{i}")), ts);
+    put_keys(log, (fill..fill + 120).map(|i| format!("f{i}")), ts + 100);
+    log.flush().await.unwrap();
+    log.compact(&compact_now(), ts + 1000)
+        .await
+        .unwrap()
+        .expect("compacted");
+}
+
 /// Records removed by different passes, next to each other, end up under one empty batch: a
 /// later pass joins its new gaps with the gap covers earlier passes wrote (the soak found
 /// 14,000 empty batches per segment, which never shrank and kept segments from merging).
@@ -1786,26 +1811,9 @@ fn gaps_removed_by_separate_passes_become_one_empty_batch() {
         let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
             .await
             .unwrap();
-        let put = |k: String, ts: i64| {
-            let (b, h) = keyed(&[(k.as_str(), Some("value"))], ts);
-            log.append(&b, &h, 3, NOW).unwrap();
-        };
         // 40 keys once each, then the even ones again: a pass removes every other record.
-        for i in 0..40 {
-            put(format!("a{i}"), NOW + i);
-        }
-        for i in (0..40).step_by(2) {
-            put(format!("a{i}"), NOW + 100 + i);
-        }
-        // Filler with keys of its own rolls the segments (the active one is never compacted).
-        for i in 0..120 {
-            put(format!("f{i}"), NOW + 100);
-        }
-        log.flush().await.unwrap();
-        log.compact(&compact_now(), NOW + 1000)
-            .await
-            .unwrap()
-            .expect("compacted");
+        put_keys(&log, (0..40).map(|i| format!("a{i}")), NOW);
+        write_again_and_compact(&log, (0..40).step_by(2), 0, NOW + 100).await;
         let first = batch_shapes(&log).await;
         let empty_below_40 = |v: &[(i64, i32)]| v.iter().filter(|b| b.0 < 40 && b.1 == 0).count();
         assert_eq!(
@@ -1815,17 +1823,7 @@ fn gaps_removed_by_separate_passes_become_one_empty_batch() {
         );
 
         // Now the odd ones: every record below 40 is superseded, next to the old gaps.
-        for i in (1..40).step_by(2) {
-            put(format!("a{i}"), NOW + 200 + i);
-        }
-        for i in 120..240 {
-            put(format!("f{i}"), NOW + 200);
-        }
-        log.flush().await.unwrap();
-        log.compact(&compact_now(), NOW + 2000)
-            .await
-            .unwrap()
-            .expect("compacted");
+        write_again_and_compact(&log, (1..40).step_by(2), 120, NOW + 200).await;
         let second = batch_shapes(&log).await;
         assert_eq!(second[0], (0, 0), "{second:?}");
         assert!(
