@@ -897,13 +897,7 @@ fn tmp_path(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
-    fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
-        glommio::LocalExecutorBuilder::default()
-            .spawn(f)
-            .expect("executor")
-            .join()
-            .expect("join");
-    }
+    use crate::io::test_executor::on_executor as run;
 
     #[test]
     fn synced_data_and_entries_survive_a_power_cut_unsynced_ones_may_not() {

@@ -19,6 +19,8 @@ pub mod fake_disk;
 pub mod join;
 pub mod socket;
 pub mod state_file;
+#[cfg(test)]
+pub mod test_executor;
 
 use std::path::{Path, PathBuf};
 

@@ -957,64 +957,57 @@ const REGRESSION_SEEDS: &[u64] = &[6, 25, 41, 46, 174, 327, 470, 1653, 1750, 188
 #[test]
 fn a_seed_replays_exactly() {
     let run = |seed| {
-        glommio::LocalExecutorBuilder::default()
-            .io_memory(1 << 20)
-            .spawn(move || async move {
-                let mut r = Run::new(seed, false);
-                let outcome = r.run().await;
+        on_executor(move || async move {
+            let mut r = Run::new(seed, false);
+            let outcome = r.run().await;
+            format!(
+                "{:?}",
                 (outcome, r.disk.counts(), r.disk.ops(), r.model.end())
-            })
-            .expect("spawn")
-            .join()
-            .expect("join")
+            )
+        })
     };
     for seed in [1, 2, 3] {
         let a = run(seed);
         let b = run(seed);
-        assert_eq!(format!("{a:?}"), format!("{b:?}"), "seed {seed}");
+        assert_eq!(a, b, "seed {seed}");
     }
 }
 
 /// The checker is not vacuous: a log that lost an acknowledged batch fails it.
 #[test]
 fn the_checker_catches_a_lost_acknowledged_batch() {
-    glommio::LocalExecutorBuilder::default()
-        .io_memory(1 << 20)
-        .spawn(|| async {
-            let mut r = Run::new(5, false);
-            r.rates = FaultRates::default();
-            // One segment, so the damage hits the tail (recovery truncates it, silently).
-            r.cfg.segment_bytes = 1 << 20;
-            r.cfg.segment_ms = i64::MAX / 2;
-            let log = r.open().await.unwrap();
-            for _ in 0..6 {
-                r.append_one(&log).unwrap();
-            }
-            log.flush().await.unwrap();
-            r.flushed(&log).unwrap();
-            drop(log);
-            // Damage the tail: cut the file in the middle of its data.
-            let tail = r
-                .disk
-                .names(&r.dir)
-                .into_iter()
-                .filter(|n| n.ends_with(".log"))
-                .max()
-                .unwrap();
-            let path = r.dir.join(tail);
-            let bytes = r.disk.file_bytes(&path).unwrap();
-            let used = bytes.iter().rposition(|b| *b != 0).unwrap();
-            assert!(r.disk.set_file_bytes(&path, bytes[..used / 2].to_vec()));
-            r.disk.restart();
-            let err = match r.reopen().await {
-                Ok(_) => panic!("a lost acknowledged batch went unnoticed"),
-                Err(e) => e,
-            };
-            assert!(err.contains("acknowledged data lost"), "{err}");
-        })
-        .unwrap()
-        .join()
-        .unwrap();
+    on_executor(|| async {
+        let mut r = Run::new(5, false);
+        r.rates = FaultRates::default();
+        // One segment, so the damage hits the tail (recovery truncates it, silently).
+        r.cfg.segment_bytes = 1 << 20;
+        r.cfg.segment_ms = i64::MAX / 2;
+        let log = r.open().await.unwrap();
+        for _ in 0..6 {
+            r.append_one(&log).unwrap();
+        }
+        log.flush().await.unwrap();
+        r.flushed(&log).unwrap();
+        drop(log);
+        // Damage the tail: cut the file in the middle of its data.
+        let tail = r
+            .disk
+            .names(&r.dir)
+            .into_iter()
+            .filter(|n| n.ends_with(".log"))
+            .max()
+            .unwrap();
+        let path = r.dir.join(tail);
+        let bytes = r.disk.file_bytes(&path).unwrap();
+        let used = bytes.iter().rposition(|b| *b != 0).unwrap();
+        assert!(r.disk.set_file_bytes(&path, bytes[..used / 2].to_vec()));
+        r.disk.restart();
+        let err = match r.reopen().await {
+            Ok(_) => panic!("a lost acknowledged batch went unnoticed"),
+            Err(e) => e,
+        };
+        assert!(err.contains("acknowledged data lost"), "{err}");
+    });
 }
 
 /// A run with no random faults and small segments, for the targeted tests below.
@@ -1032,16 +1025,7 @@ fn targeted_run(seed: u64) -> Run {
     r
 }
 
-fn on_executor<F: std::future::Future<Output = ()> + 'static>(
-    f: impl FnOnce() -> F + Send + 'static,
-) {
-    glommio::LocalExecutorBuilder::default()
-        .io_memory(1 << 20)
-        .spawn(f)
-        .expect("spawn executor")
-        .join()
-        .expect("executor thread");
-}
+use crate::io::test_executor::on_executor;
 
 /// Appends `n` batches, flushing every ten; all acknowledged.
 async fn fill(r: &mut Run, log: &Log, n: usize) {

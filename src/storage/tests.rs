@@ -1,7 +1,6 @@
 //! PartitionLog tests on real files (O_DIRECT on the tempdir's filesystem), each inside its own
 //! glommio executor.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -14,18 +13,7 @@ use crate::protocol::record_batch::{validate, validate_stored, BatchHeader};
 
 const NOW: i64 = 1_700_000_000_000;
 
-fn run<G, F>(g: G)
-where
-    G: FnOnce() -> F + Send + 'static,
-    F: Future<Output = ()> + 'static,
-{
-    glommio::LocalExecutorBuilder::default()
-        .io_memory(1 << 20)
-        .spawn(g)
-        .expect("spawn executor")
-        .join()
-        .expect("executor thread");
-}
+use crate::io::test_executor::on_executor as run;
 
 fn small_cfg() -> LogConfig {
     LogConfig {
