@@ -25,6 +25,7 @@ pub mod crash_points;
 pub mod group;
 pub mod io;
 pub mod logging;
+pub mod memory;
 pub mod metadata;
 pub mod metrics;
 pub mod protocol;

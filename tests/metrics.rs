@@ -503,6 +503,33 @@ fn counters_move_by_exactly_what_a_produce_load_wrote() {
     assert!(fetch_after.sum("odradek_request_duration_seconds_count", &fetch_api) >= 1.0);
     assert!(fetch_after.sum("odradek_batch_cache_hits_total", &[]) >= 1.0);
 
+    // Memory: the resident set as /proc says (within what moved between the two reads), the
+    // heap holding at least the batch cache it feeds.
+    let pid = broker.pid().expect("broker pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let vm_rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .expect("VmRSS")
+        * 1024.0;
+    let memory = scrape(maddr);
+    let resident = memory
+        .get("process_resident_memory_bytes", &[])
+        .expect("resident bytes");
+    assert!(
+        (resident - vm_rss).abs() < vm_rss * 0.25,
+        "resident {resident} vs VmRSS {vm_rss}"
+    );
+    let heap = memory
+        .get("odradek_heap_allocated_bytes", &[])
+        .expect("heap allocated (glibc)");
+    let cache = memory.sum("odradek_batch_cache_used_bytes", &[]);
+    assert!(cache > 0.0, "the load filled the cache");
+    // (Not "heap < resident": allocated but untouched capacity is not resident.)
+    assert!(heap >= cache, "heap {heap}, cache {cache}");
+    assert!(memory.get("odradek_heap_free_bytes", &[]).is_some());
+
     // Consumer-group lag: a group commits offset 1000 of partition 0 (high watermark N/2).
     let group_id = "metrics-lag-group";
     let group_consumer = consumer(&broker.bootstrap(), &[("group.id", group_id)]);

@@ -157,6 +157,18 @@ pub struct SoakSpec {
     /// The broker's data directory: its size and file count are sampled with each row.
     #[arg(long)]
     pub broker_data_dir: Option<PathBuf>,
+    /// The broker's metrics address (`metrics.listen`, host:port): its heap figures and batch
+    /// cache bytes are scraped with each row, to tell a leak (allocated bytes grow) from memory
+    /// the allocator keeps (resident set grows, allocated bytes do not).
+    #[arg(long)]
+    pub broker_metrics: Option<String>,
+    /// Stops the broker (SIGSTOP, then SIGCONT) for `--broker-pause-ms` this often (0: never):
+    /// a stall on demand, so the run shows what the broker keeps after the burst of requests
+    /// that piles up behind one. Needs the broker's pid.
+    #[arg(long, default_value_t = 0.0)]
+    pub broker_pause_every_s: f64,
+    #[arg(long, default_value_t = 2000)]
+    pub broker_pause_ms: u64,
     /// Topic names are `<prefix>-plain` and `<prefix>-compact` (default `soak-<ms>`).
     #[arg(long)]
     pub topic_prefix: Option<String>,
@@ -189,6 +201,11 @@ pub struct DriftLimits {
     /// Largest growth of the broker's median RSS, MiB.
     #[arg(long, default_value_t = 32.0)]
     pub max_rss_growth_mib: f64,
+    /// Largest growth of the broker's median allocated heap, MiB (a leak grows it; memory the
+    /// allocator keeps after a burst grows only RSS). Judged with `--broker-metrics`.
+    #[arg(long, default_value_t = 16.0)]
+    #[serde(default = "default_max_heap_growth_mib")]
+    pub max_heap_growth_mib: f64,
     /// Largest growth of the broker's median open FD count.
     #[arg(long, default_value_t = 16.0)]
     pub max_fd_growth: f64,
@@ -201,9 +218,14 @@ impl Default for DriftLimits {
             max_p99_ratio: 2.0,
             p99_floor_ms: 5.0,
             max_rss_growth_mib: 32.0,
+            max_heap_growth_mib: default_max_heap_growth_mib(),
             max_fd_growth: 16.0,
         }
     }
+}
+
+fn default_max_heap_growth_mib() -> f64 {
+    16.0
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -239,6 +261,13 @@ impl SoakSpec {
         }
         if self.keys == 0 || self.keys > KEYS_MAX {
             return bad(format!("--keys must be between 1 and {KEYS_MAX}"));
+        }
+        let every = self.broker_pause_every_s;
+        if every.is_nan()
+            || every < 0.0
+            || (every > 0.0 && self.broker_pause_ms as f64 >= every * 1e3)
+        {
+            return bad("--broker-pause-ms must be shorter than --broker-pause-every-s".into());
         }
         if self.interval_s == 0 || self.window_s == 0 {
             return bad("--interval-s and --window-s must be at least 1".into());
@@ -280,6 +309,11 @@ pub struct SoakRow {
     pub e2e_us_max: u64,
     pub errors: u64,
     pub broker_rss_mib: Option<f64>,
+    /// From the broker's /metrics: bytes its allocator has handed out, free bytes it keeps,
+    /// bytes in the batch cache (all shards).
+    pub broker_heap_allocated_mib: Option<f64>,
+    pub broker_heap_free_mib: Option<f64>,
+    pub broker_cache_mib: Option<f64>,
     pub broker_fds: Option<u64>,
     pub broker_threads: Option<u64>,
     /// Broker CPU time over the interval, percent of one core.
@@ -306,6 +340,7 @@ pub struct ThirdStats {
     pub produce_p99_ms: f64,
     pub e2e_p99_ms: f64,
     pub rss_mib: Option<f64>,
+    pub heap_mib: Option<f64>,
     pub fds: Option<f64>,
 }
 
@@ -321,6 +356,7 @@ pub struct Verdict {
     pub produce_p99_ratio: f64,
     pub e2e_p99_ratio: f64,
     pub rss_growth_mib: Option<f64>,
+    pub heap_growth_mib: Option<f64>,
     /// Least-squares slope of RSS over the measured rows (reported, not judged).
     pub rss_slope_mib_per_hour: Option<f64>,
     pub fd_growth: Option<f64>,
@@ -328,6 +364,7 @@ pub struct Verdict {
     pub p99_ok: bool,
     /// None when the broker could not be sampled.
     pub rss_ok: Option<bool>,
+    pub heap_ok: Option<bool>,
     pub fds_ok: Option<bool>,
     pub ok: bool,
     pub problems: Vec<String>,
@@ -366,6 +403,11 @@ fn third(rows: &[SoakRow], interval_s: f64) -> ThirdStats {
             .unwrap_or(0.0),
         e2e_p99_ms: median(rows.iter().map(|r| r.e2e_us_p99 as f64 / 1e3).collect()).unwrap_or(0.0),
         rss_mib: median(rows.iter().filter_map(|r| r.broker_rss_mib).collect()),
+        heap_mib: median(
+            rows.iter()
+                .filter_map(|r| r.broker_heap_allocated_mib)
+                .collect(),
+        ),
         fds: median(
             rows.iter()
                 .filter_map(|r| r.broker_fds)
@@ -477,6 +519,18 @@ pub fn drift_verdict(
             ));
         }
     }
+    if let (Some(a), Some(b)) = (first.heap_mib, last.heap_mib) {
+        let g = b - a;
+        v.heap_growth_mib = Some(g);
+        let ok = g <= lim.max_heap_growth_mib;
+        v.heap_ok = Some(ok);
+        if !ok {
+            v.problems.push(format!(
+                "broker allocated heap grew by {g:.1} MiB ({a:.1} -> {b:.1}; limit {:.0} MiB)",
+                lim.max_heap_growth_mib
+            ));
+        }
+    }
     let rss: Vec<(f64, f64)> = measured
         .iter()
         .filter_map(|r| r.broker_rss_mib.map(|m| (r.t_s, m)))
@@ -499,6 +553,7 @@ pub fn drift_verdict(
     v.ok = v.throughput_ok
         && v.p99_ok
         && v.rss_ok.unwrap_or(true)
+        && v.heap_ok.unwrap_or(true)
         && v.fds_ok.unwrap_or(true)
         && v.problems.is_empty();
     v
@@ -629,6 +684,105 @@ fn dir_usage(dir: &Path) -> Option<(u64, u64)> {
     let mut acc = (0, 0);
     walk(dir, 0, &mut acc);
     Some(acc)
+}
+
+/// Stops and continues the broker on a schedule (`--broker-pause-every-s`). Continues it when
+/// dropped, so a run that ends or fails mid-pause never leaves the broker stopped.
+struct BrokerPauser {
+    pid: i32,
+    every: Duration,
+    length: Duration,
+    next: Instant,
+    paused_at: Option<Instant>,
+    pauses: u64,
+}
+
+impl BrokerPauser {
+    fn new(pid: Option<u32>, every_s: f64, length_ms: u64) -> Option<BrokerPauser> {
+        if every_s <= 0.0 {
+            return None;
+        }
+        let every = Duration::from_secs_f64(every_s);
+        Some(BrokerPauser {
+            pid: i32::try_from(pid?).ok()?,
+            every,
+            length: Duration::from_millis(length_ms),
+            next: Instant::now() + every,
+            paused_at: None,
+            pauses: 0,
+        })
+    }
+
+    /// Called often (every ≤ 50 ms): starts or ends a pause when it is time.
+    fn step(&mut self, load_running: bool) {
+        let now = Instant::now();
+        match self.paused_at {
+            Some(at) if now >= at + self.length => self.resume(),
+            None if load_running && now >= self.next => {
+                if self.signal(libc::SIGSTOP) {
+                    self.paused_at = Some(now);
+                    self.pauses += 1;
+                    println!("broker paused (SIGSTOP) for {} ms", self.length.as_millis());
+                }
+                self.next = now + self.every;
+            }
+            _ => {}
+        }
+    }
+
+    fn resume(&mut self) {
+        if self.paused_at.take().is_some() {
+            self.signal(libc::SIGCONT);
+        }
+    }
+
+    fn signal(&self, sig: i32) -> bool {
+        // SAFETY: kill has no memory preconditions; the pid is the broker the user named.
+        unsafe { libc::kill(self.pid, sig) == 0 }
+    }
+}
+
+impl Drop for BrokerPauser {
+    fn drop(&mut self) {
+        self.resume();
+    }
+}
+
+/// `GET /metrics` from `addr` (host:port) over a blocking socket with short timeouts: the
+/// sampler runs once per row on the main thread, not on a load core.
+fn scrape_metrics(addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let timeout = Duration::from_secs(2);
+    let to = addr.to_socket_addrs().ok()?.next()?;
+    let mut stream = std::net::TcpStream::connect_timeout(&to, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+/// The sum of every sample of `name` (any labels) in Prometheus text; `None` if there is none.
+fn metric_sum(text: &str, name: &str) -> Option<f64> {
+    let mut sum = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let value = match rest.as_bytes().first() {
+            Some(b' ') => rest,
+            Some(b'{') => rest.rsplit_once('}').map_or("", |(_, v)| v),
+            _ => continue, // a longer name with this prefix
+        };
+        if let Ok(v) = value.trim().parse::<f64>() {
+            *sum.get_or_insert(0.0) += v;
+        }
+    }
+    sum
 }
 
 fn load_1m() -> f64 {
@@ -1626,6 +1780,7 @@ fn window_row(f: &Fold, rows: &[SoakRow], from_s: f64, to_s: f64) -> WindowRow {
 /// Samples the broker and the machine for a row ending now.
 struct Sampler {
     pid: Option<u32>,
+    metrics: Option<String>,
     data_dir: Option<PathBuf>,
     last_cpu: Option<(Instant, u64)>,
     ticks_per_s: f64,
@@ -1647,6 +1802,12 @@ impl Sampler {
                 }
             }
             self.last_cpu = Some((now, s.cpu_ticks));
+        }
+        if let Some(text) = self.metrics.as_deref().and_then(scrape_metrics) {
+            let mib = |name: &str| metric_sum(&text, name).map(|v| v / (1 << 20) as f64);
+            row.broker_heap_allocated_mib = mib("odradek_heap_allocated_bytes");
+            row.broker_heap_free_mib = mib("odradek_heap_free_bytes");
+            row.broker_cache_mib = mib("odradek_batch_cache_used_bytes");
         }
         if let Some((bytes, files)) = self.data_dir.as_deref().and_then(dir_usage) {
             row.data_dir_mib = Some(bytes as f64 / (1 << 20) as f64);
@@ -1699,13 +1860,16 @@ fn opt<T: std::fmt::Display>(v: Option<T>, f: impl Fn(T) -> String) -> String {
 
 fn progress_line(r: &SoakRow) -> String {
     format!(
-        "[{:>6.0}s] produce {:>8} rec/s p99 {:>7.2} ms | consume {:>8} rec/s e2e p99 {:>7.2} ms | broker rss {} MiB fds {} cpu {}% | data {} MiB | log start {} | load {:.2}",
+        "[{:>6.0}s] produce {:>8} rec/s p99 {:>7.2} ms | consume {:>8} rec/s e2e p99 {:>7.2} ms | broker rss {} MiB (heap {} + free {}, cache {}) fds {} cpu {}% | data {} MiB | log start {} | load {:.2}",
         r.t_s,
         fmt_int(r.produced_per_s as u64),
         r.produce_us_p99 as f64 / 1e3,
         fmt_int(r.consumed_per_s as u64),
         r.e2e_us_p99 as f64 / 1e3,
         opt(r.broker_rss_mib, |v| format!("{v:.1}")),
+        opt(r.broker_heap_allocated_mib, |v| format!("{v:.1}")),
+        opt(r.broker_heap_free_mib, |v| format!("{v:.1}")),
+        opt(r.broker_cache_mib, |v| format!("{v:.1}")),
         opt(r.broker_fds, |v| v.to_string()),
         opt(r.broker_cpu_percent, |v| format!("{v:.0}")),
         opt(r.data_dir_mib, |v| format!("{v:.1}")),
@@ -1820,6 +1984,7 @@ pub fn run_soak(spec: SoakSpec) -> Result<bool, SoakError> {
 
     let mut sampler = Sampler {
         pid: broker_pid,
+        metrics: spec.broker_metrics.clone(),
         data_dir: spec.broker_data_dir.clone(),
         last_cpu: None,
         ticks_per_s: clock_ticks_per_s(),
@@ -1827,6 +1992,10 @@ pub fn run_soak(spec: SoakSpec) -> Result<bool, SoakError> {
     };
     // A first sample so the first row's CPU figure covers its own interval.
     sampler.sample(&mut SoakRow::default());
+    let mut pauser = BrokerPauser::new(broker_pid, spec.broker_pause_every_s, spec.broker_pause_ms);
+    if spec.broker_pause_every_s > 0.0 && pauser.is_none() {
+        println!("broker pid unknown: --broker-pause-every-s has nothing to pause");
+    }
     let load_end_s = LOAD_START_US as f64 / 1e6 + spec.duration_s;
     let deadline =
         Instant::now() + Duration::from_secs_f64(load_end_s + spec.drain_timeout_s + 5.0);
@@ -1888,6 +2057,9 @@ pub fn run_soak(spec: SoakSpec) -> Result<bool, SoakError> {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
+        if let Some(p) = pauser.as_mut() {
+            p.step(shared.producers_remaining.load(Ordering::Acquire) > 0);
+        }
         if !shared.stop.load(Ordering::Relaxed) {
             let gens: Vec<i64> = shared
                 .generation
@@ -1910,6 +2082,8 @@ pub fn run_soak(spec: SoakSpec) -> Result<bool, SoakError> {
         windows.push(window_row(&win_fold, &win_rows, win_from, to));
     }
     let elapsed_s = clock.start.elapsed().as_secs_f64();
+    let broker_pauses = pauser.as_ref().map_or(0, |p| p.pauses);
+    drop(pauser); // continues a broker still paused
 
     let mut outs = Vec::new();
     for (core, h) in handles.into_iter().enumerate() {
@@ -2033,7 +2207,7 @@ pub fn run_soak(spec: SoakSpec) -> Result<bool, SoakError> {
     ));
     let v = &verdict;
     s.push_str(&format!(
-        "drift (first vs last third after {} s warm-up, {} rows): produced {:+.1}%, consumed {:+.1}%, produce p99 {:.2} -> {:.2} ms (x{:.2}), e2e p99 {:.2} -> {:.2} ms (x{:.2}), RSS {} -> {} MiB ({}; slope {} MiB/h), FDs {} -> {} ({})\n",
+        "drift (first vs last third after {} s warm-up, {} rows): produced {:+.1}%, consumed {:+.1}%, produce p99 {:.2} -> {:.2} ms (x{:.2}), e2e p99 {:.2} -> {:.2} ms (x{:.2}), RSS {} -> {} MiB ({}; slope {} MiB/h), allocated heap {} -> {} MiB ({}), FDs {} -> {} ({})\n",
         spec.warmup_s,
         v.rows_considered,
         v.produced_change * 100.0,
@@ -2048,6 +2222,9 @@ pub fn run_soak(spec: SoakSpec) -> Result<bool, SoakError> {
         opt(v.last.rss_mib, |x| format!("{x:.1}")),
         opt(v.rss_growth_mib, |x| format!("{x:+.1}")),
         opt(v.rss_slope_mib_per_hour, |x| format!("{x:+.1}")),
+        opt(v.first.heap_mib, |x| format!("{x:.1}")),
+        opt(v.last.heap_mib, |x| format!("{x:.1}")),
+        opt(v.heap_growth_mib, |x| format!("{x:+.1}")),
         opt(v.first.fds, |x| format!("{x:.0}")),
         opt(v.last.fds, |x| format!("{x:.0}")),
         opt(v.fd_growth, |x| format!("{x:+.0}")),
@@ -2108,7 +2285,12 @@ pub fn run_soak(spec: SoakSpec) -> Result<bool, SoakError> {
             "compacted": compact_configs(&spec).into_iter().collect::<BTreeMap<_, _>>(),
         },
         "group": group,
-        "broker": { "pid": broker_pid, "data_dir": spec.broker_data_dir },
+        "broker": {
+            "pid": broker_pid,
+            "data_dir": spec.broker_data_dir,
+            "pauses": broker_pauses,
+            "pause_ms": spec.broker_pause_ms,
+        },
         "elapsed_s": elapsed_s,
         "ok": ok,
         "verdict": verdict,
@@ -2183,10 +2365,14 @@ fn write_plot(path: &Path, spec: &SoakSpec, rows: &[SoakRow]) -> Result<(), Repo
             ],
         },
         Panel {
-            caption: "broker RSS".into(),
+            caption: "broker memory".into(),
             x_desc: x.into(),
             y_desc: "MiB".into(),
-            lines: vec![line("VmRSS", blue, &|r| r.broker_rss_mib)],
+            lines: vec![
+                line("VmRSS", blue, &|r| r.broker_rss_mib),
+                line("heap allocated", red, &|r| r.broker_heap_allocated_mib),
+                line("batch cache", green, &|r| r.broker_cache_mib),
+            ],
         },
         Panel {
             caption: "broker open file descriptors".into(),
@@ -2254,6 +2440,7 @@ mod tests {
         max_p99_ratio: 2.0,
         p99_floor_ms: 5.0,
         max_rss_growth_mib: 32.0,
+        max_heap_growth_mib: 16.0,
         max_fd_growth: 16.0,
     };
 
@@ -2294,6 +2481,36 @@ mod tests {
             v.problems
         );
         assert!(v.throughput_ok && v.p99_ok && v.fds_ok == Some(true));
+    }
+
+    #[test]
+    fn a_heap_leak_is_flagged_and_memory_kept_after_a_burst_is_told_apart() {
+        // Allocated heap grows 0.2 MiB per row: a leak, even below the RSS limit.
+        let leak = drift_verdict(
+            &rows(|i, r| {
+                r.broker_rss_mib = Some(180.0 + i as f64 * 0.1);
+                r.broker_heap_allocated_mib = Some(150.0 + i as f64 * 0.2);
+            }),
+            60.0,
+            10.0,
+            &L,
+        );
+        assert_eq!((leak.rss_ok, leak.heap_ok), (Some(true), Some(false)));
+        assert!(!leak.ok);
+        assert!(leak.problems.iter().any(|p| p.contains("allocated heap")));
+        // RSS steps up by 40 MiB at a stall and stays; allocated heap does not move: only the
+        // RSS check fails, and the heap figure says it is not a leak.
+        let kept = drift_verdict(
+            &rows(|i, r| {
+                r.broker_rss_mib = Some(if i < 100 { 175.0 } else { 215.0 });
+                r.broker_heap_allocated_mib = Some(147.0 + (i % 3) as f64);
+            }),
+            60.0,
+            10.0,
+            &L,
+        );
+        assert_eq!((kept.rss_ok, kept.heap_ok), (Some(false), Some(true)));
+        assert!(kept.heap_growth_mib.is_some_and(|g| g.abs() < 2.0));
     }
 
     #[test]
@@ -2352,7 +2569,7 @@ mod tests {
         });
         let v = drift_verdict(&blind, 60.0, 10.0, &L);
         assert!(v.ok);
-        assert_eq!((v.rss_ok, v.fds_ok), (None, None));
+        assert_eq!((v.rss_ok, v.heap_ok, v.fds_ok), (None, None, None));
     }
 
     #[test]
@@ -2383,6 +2600,21 @@ mod tests {
         let s = proc_sample(std::process::id()).expect("own /proc entry");
         assert!(s.rss_kib > 0 && s.fds > 0 && s.threads >= 1);
         assert!(proc_sample(u32::MAX - 1).is_none());
+    }
+
+    #[test]
+    fn metric_sums_add_labelled_series_and_skip_longer_names() {
+        let text = "# HELP odradek_batch_cache_used_bytes x\n\
+            odradek_batch_cache_used_bytes{shard=\"0\"} 1048576\n\
+            odradek_batch_cache_used_bytes{shard=\"1\"} 2097152\n\
+            odradek_batch_cache_used_bytes_total 99\n\
+            odradek_heap_allocated_bytes 5\n";
+        assert_eq!(
+            metric_sum(text, "odradek_batch_cache_used_bytes"),
+            Some(3145728.0)
+        );
+        assert_eq!(metric_sum(text, "odradek_heap_allocated_bytes"), Some(5.0));
+        assert_eq!(metric_sum(text, "odradek_heap_free_bytes"), None);
     }
 
     #[test]
@@ -2429,6 +2661,9 @@ mod tests {
             drain_timeout_s: 10.0,
             broker_pid: None,
             broker_data_dir: None,
+            broker_metrics: None,
+            broker_pause_every_s: 0.0,
+            broker_pause_ms: 2000,
             topic_prefix: None,
             group: None,
             limits: DriftLimits::default(),
@@ -2447,6 +2682,13 @@ mod tests {
         );
         s.duration_s = 30.0;
         s.keys = KEYS_MAX + 1;
+        assert!(s.check().is_err());
+        s.keys = 100;
+        s.broker_pause_every_s = 2.0;
+        assert!(s.check().is_err(), "a 2000 ms pause every 2 s never ends");
+        s.broker_pause_every_s = 10.0;
+        assert!(s.check().is_ok());
+        s.broker_pause_every_s = f64::NAN;
         assert!(s.check().is_err());
     }
 }

@@ -4,8 +4,9 @@
 # `odradek-bench soak` on CPU 1 for DURATION_S seconds at PLAIN_RATE records/s to a topic whose
 # retention deletes segments all through the run, plus COMPACT_RATE records/s to a compacted topic,
 # read by a consumer group whose last member leaves and rejoins every 2 minutes. The broker's
-# RSS, FDs, CPU and data directory size are sampled every 10 s; the bench prints 5-minute windows
-# and the drift verdict and exits 1 on drift, loss or errors.
+# RSS, heap (allocated/free, from its /metrics), batch cache, FDs, CPU and data directory size are
+# sampled every 10 s; the bench prints 5-minute windows and the drift verdict and exits 1 on
+# drift, loss or errors.
 #   Usage: perf/scripts/soak.sh [DURATION_S] [PLAIN_RATE] [COMPACT_RATE] [OUT_BASE] [soak options...]
 # Writes OUT_BASE.json, OUT_BASE.svg, OUT_BASE.txt (the bench's output) and OUT_BASE-broker.log.
 # NO_BUILD=1 skips the release build; FORCE=1 runs even if another odradek-bench is running.
@@ -33,16 +34,18 @@ rm -rf "$data"
 taskset -c 0 "$TARGET/release/odradek" serve --listen 127.0.0.1:$port --data-dir "$data" \
   --cores 0-0 --override log.retention.check.interval.ms=1000 \
   --override log.cleaner.backoff.ms=1000 --override group.initial.rebalance.delay.ms=0 \
+  --override metrics.listen=127.0.0.1:$((port + 1)) \
   >"$OUT-broker.log" 2>&1 &
 pid=$!
 for i in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 echo "== soak: broker pid $pid on CPU 0, bench on CPU 1, $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$OUT.txt"
 taskset -c 1 "$TARGET/release/odradek-bench" soak --bootstrap 127.0.0.1:$port --cores 1-1 \
   --duration-s "$DURATION" --plain-rate "$PLAIN" --compact-rate "$COMPACT" \
-  --broker-pid "$pid" --broker-data-dir "$data" --json "$OUT.json" --svg "$OUT.svg" "$@" \
+  --broker-pid "$pid" --broker-data-dir "$data" --broker-metrics 127.0.0.1:$((port + 1)) --json "$OUT.json" --svg "$OUT.svg" "$@" \
   2>&1 | tee -a "$OUT.txt"
 rc=${PIPESTATUS[0]}
 echo "== exit $rc, $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT.txt"
+kill -CONT "$pid" 2>/dev/null # in case the bench died in a --broker-pause-every-s pause
 kill "$pid"; wait "$pid"
 echo "broker log: $(grep -c . "$OUT-broker.log") lines, $(grep -cE 'level=(warn|error)' "$OUT-broker.log") warn/error" | tee -a "$OUT.txt"
 rm -rf "$data"

@@ -24,6 +24,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{Task, TaskQueueHandle};
 
+use crate::memory::MemoryStats;
 use crate::shard::Shard;
 
 use super::render::{self, ProcessInfo};
@@ -239,6 +240,7 @@ async fn answer(shard: &Rc<Shard>, request: Request) -> Vec<u8> {
                         version: env!("CARGO_PKG_VERSION"),
                         ready: shard.lifecycle.is_ready(),
                         collect: shard.config.metrics_collect,
+                        memory: MemoryStats::read(),
                     };
                     let text = render::render(&info, &shards);
                     response(200, "OK", render::CONTENT_TYPE, text.as_bytes())

@@ -11,6 +11,8 @@
 use std::collections::BTreeMap;
 use std::fmt::{Display, Write};
 
+use crate::memory::MemoryStats;
+
 use super::probe::{HistogramSnapshot, PartitionCounters, LATENCY_BUCKETS};
 use super::snapshot::ShardSnapshot;
 
@@ -25,6 +27,7 @@ pub struct ProcessInfo {
     pub ready: bool,
     /// `metrics.collect`.
     pub collect: bool,
+    pub memory: MemoryStats,
 }
 
 struct Out {
@@ -91,6 +94,32 @@ impl Out {
     }
 }
 
+fn memory(o: &mut Out, m: &MemoryStats) {
+    let families = [
+        (
+            "process_resident_memory_bytes",
+            "Resident set size of the broker process.",
+            m.resident_bytes,
+        ),
+        (
+            "odradek_heap_allocated_bytes",
+            "Bytes the allocator has handed out and not had back; a leak grows this.",
+            m.heap_allocated_bytes,
+        ),
+        (
+            "odradek_heap_free_bytes",
+            "Free bytes in the allocator's arenas, kept for reuse: resident, or given back to the system by the heap trim (glibc counts both).",
+            m.heap_free_bytes,
+        ),
+    ];
+    for (name, help, value) in families {
+        if let Some(v) = value {
+            o.family(name, "gauge", help);
+            o.sample(name, &[], v);
+        }
+    }
+}
+
 fn escape_label_value(out: &mut String, v: &str) {
     for c in v.chars() {
         match c {
@@ -135,6 +164,7 @@ pub fn render(info: &ProcessInfo, shards: &[ShardSnapshot]) -> String {
         "metrics.collect: 1 when request-path counters (bytes, records, latencies) are kept; with 0 they stay at zero.",
     );
     o.sample("odradek_metrics_collect", &[], u8::from(info.collect));
+    memory(&mut o, &info.memory);
 
     // Connections and network.
     o.per_shard(
@@ -616,6 +646,11 @@ mod tests {
             version: "0.1.0",
             ready: true,
             collect: true,
+            memory: MemoryStats {
+                resident_bytes: Some(50 << 20),
+                heap_allocated_bytes: Some(20 << 20),
+                heap_free_bytes: None,
+            },
         }
     }
 
@@ -775,5 +810,20 @@ mod tests {
         assert!(text.contains("odradek_up 1\n"));
         assert!(text.contains("odradek_ready 0\n"));
         assert!(!text.contains("shard="));
+    }
+
+    #[test]
+    fn memory_figures_render_when_known_and_are_left_out_when_not() {
+        let text = render(&info(), &[]);
+        parse(&text);
+        assert_eq!(
+            value(&text, "process_resident_memory_bytes"),
+            Some((50u64 << 20).to_string())
+        );
+        assert_eq!(
+            value(&text, "odradek_heap_allocated_bytes"),
+            Some((20u64 << 20).to_string())
+        );
+        assert!(!text.contains("odradek_heap_free_bytes"));
     }
 }

@@ -1,6 +1,5 @@
-//! Background log work of one shard — retention, compaction and producer-state expiry — in its
-//! own glommio task
-//! queue with a small CPU share (`background.shares`, against 1000 for the queue that serves
+//! Background work of one shard — retention, compaction, producer-state expiry and (shard 0)
+//! giving free heap back — in its own glommio task queue with a small CPU share (`background.shares`, against 1000 for the queue that serves
 //! requests), so that when both have work the scheduler keeps produce and fetch ahead of it.
 //! Each pass is bounded (one partition at a time, yielding between partitions).
 
@@ -8,6 +7,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use glommio::{Latency, Shares, TaskQueueHandle};
+
+use crate::memory::MemoryStats;
 
 use super::{now_ms, Shard};
 
@@ -68,6 +69,43 @@ pub async fn producer_expiry_pass(shard: &Rc<Shard>, now_ms: i64) -> usize {
         );
     }
     total
+}
+
+/// How often shard 0 compares the resident set with the allocated heap.
+const HEAP_TRIM_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Free heap kept resident beyond this (over the lowest seen) is given back.
+const HEAP_TRIM_SLACK_BYTES: u64 = 16 << 20;
+
+/// Every [`HEAP_TRIM_INTERVAL`], gives free heap back to the system once bursts have left more
+/// than [`HEAP_TRIM_SLACK_BYTES`] of it resident (see [`crate::memory`]). Without it the resident
+/// set keeps the high-water mark of the worst stall. The trim blocks this thread for as long as
+/// it walks the arenas; it is logged with its duration.
+pub fn spawn_heap_trim(shard: &Rc<Shard>, queue: TaskQueueHandle) {
+    let trim = Rc::new(std::cell::RefCell::new(crate::memory::HeapTrim::new(
+        HEAP_TRIM_SLACK_BYTES,
+    )));
+    spawn_periodic(shard, queue, HEAP_TRIM_INTERVAL, "heap trim", move |_| {
+        let trim = trim.clone();
+        async move {
+            let before = MemoryStats::read();
+            if !trim.borrow_mut().due(&before) {
+                return;
+            }
+            let started = std::time::Instant::now();
+            crate::memory::trim_heap();
+            let took = started.elapsed();
+            let after = MemoryStats::read();
+            trim.borrow_mut().trimmed(&after);
+            let mib = |m: &MemoryStats| m.resident_bytes.unwrap_or(0) as f64 / (1 << 20) as f64;
+            log::info!(
+                "memory: gave free heap back to the system after a burst: resident {:.1} -> {:.1} MiB in {:.1} ms",
+                mib(&before),
+                mib(&after),
+                took.as_secs_f64() * 1e3
+            );
+        }
+    });
 }
 
 /// Runs `pass` every `interval` in `queue` until the shard stops.

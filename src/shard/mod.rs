@@ -702,6 +702,8 @@ async fn shard_main(
     let background = background::task_queue(config.background_shares);
     if id == 0 {
         crate::metrics::http::start(&shard, background);
+        // One trimmer for the process: malloc_trim releases every thread's arena.
+        background::spawn_heap_trim(&shard, background);
     }
     background::spawn_retention(&shard, background);
     background::spawn_compaction(&shard, background);

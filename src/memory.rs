@@ -1,0 +1,229 @@
+//! The process's memory: what it consists of (read for `/metrics`), and giving free heap back
+//! to the system after a burst.
+//!
+//! The resident set and the allocator's own view together tell a leak from retention. After a
+//! burst — requests that piled up behind a stall, then were answered and freed — the heap's
+//! allocated bytes come back down, but glibc returns freed memory to the system only from the
+//! top of each arena: one live block above the freed ones keeps them resident, possibly for
+//! good (the soak saw +40 MiB stay after a 0.9 s stall, perf/2026-12-03-soak.md). A leak shows
+//! as allocated bytes that keep growing; retention as resident bytes that grow while allocated
+//! bytes do not. [`HeapTrim`] watches the gap between the two and, when it has grown, has the
+//! allocator release its free pages (`malloc_trim`, which also frees whole pages in the middle
+//! of an arena).
+
+/// One reading; `None` where the platform cannot say.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// Resident set size (`/proc/self/statm`), bytes.
+    pub resident_bytes: Option<u64>,
+    /// Bytes the allocator has handed out and not had back (arena chunks in use plus mmapped
+    /// blocks).
+    pub heap_allocated_bytes: Option<u64>,
+    /// Free bytes the allocator holds in its arenas (resident or already given back with
+    /// [`trim_heap`]: glibc counts both).
+    pub heap_free_bytes: Option<u64>,
+}
+
+impl MemoryStats {
+    /// Reads the current figures. Cheap enough for every scrape (a procfs read of a few bytes
+    /// and glibc's `mallinfo2`, which walks each arena's free lists once).
+    pub fn read() -> MemoryStats {
+        let (heap_allocated_bytes, heap_free_bytes) = match heap() {
+            Some((allocated, free)) => (Some(allocated), Some(free)),
+            None => (None, None),
+        };
+        MemoryStats {
+            resident_bytes: resident_bytes(),
+            heap_allocated_bytes,
+            heap_free_bytes,
+        }
+    }
+
+    /// Resident bytes that are not allocated heap: code, stacks, I/O buffers outside the heap
+    /// — and free heap the allocator keeps resident, the part that can grow.
+    fn unallocated_resident(&self) -> Option<u64> {
+        Some(
+            self.resident_bytes?
+                .saturating_sub(self.heap_allocated_bytes?),
+        )
+    }
+}
+
+/// When to give free heap back: the lowest "resident but not allocated" seen so far is the
+/// process's floor (code, stacks, buffers outside the heap); once the figure stands more than
+/// `slack` above it, free heap is being kept resident and a trim is due.
+#[derive(Debug, Clone)]
+pub struct HeapTrim {
+    slack: u64,
+    floor: Option<u64>,
+}
+
+impl HeapTrim {
+    pub fn new(slack: u64) -> HeapTrim {
+        HeapTrim { slack, floor: None }
+    }
+
+    /// Whether `now` calls for [`trim_heap`]. Without heap figures (not glibc), never.
+    pub fn due(&mut self, now: &MemoryStats) -> bool {
+        let Some(unallocated) = now.unallocated_resident() else {
+            return false;
+        };
+        let floor = self.floor.map_or(unallocated, |f| f.min(unallocated));
+        self.floor = Some(floor);
+        unallocated > floor + self.slack
+    }
+
+    /// After a trim: if it could not bring the figure back near the floor (memory outside the
+    /// heap grew, e.g. more connections' buffers), that is the new floor, so the next checks do
+    /// not trim again for nothing.
+    pub fn trimmed(&mut self, after: &MemoryStats) {
+        if let (Some(unallocated), Some(floor)) = (after.unallocated_resident(), self.floor) {
+            if unallocated > floor + self.slack {
+                self.floor = Some(unallocated);
+            }
+        }
+    }
+}
+
+/// Has the allocator return the free pages of every arena to the system. Blocks the calling
+/// thread while it walks the arenas (each under its lock); [`HeapTrim`] keeps it to after
+/// bursts. Returns whether anything was released.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn trim_heap() -> bool {
+    // SAFETY: malloc_trim only works on the allocator's own bookkeeping; 0 keeps no padding.
+    unsafe { libc::malloc_trim(0) == 1 }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn trim_heap() -> bool {
+    false
+}
+
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(page).ok().map(|page| pages * page)
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn heap() -> Option<(u64, u64)> {
+    // SAFETY: mallinfo2 takes no arguments and only reads the allocator's bookkeeping (under
+    // each arena's lock).
+    let info = unsafe { libc::mallinfo2() };
+    let allocated = (info.uordblks as u64).saturating_add(info.hblkhd as u64);
+    Some((allocated, info.fordblks as u64))
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn heap() -> Option<(u64, u64)> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn stats(resident_mib: u64, allocated_mib: u64) -> MemoryStats {
+        MemoryStats {
+            resident_bytes: Some(resident_mib * MIB),
+            heap_allocated_bytes: Some(allocated_mib * MIB),
+            heap_free_bytes: None,
+        }
+    }
+
+    #[test]
+    fn a_trim_is_due_when_resident_grows_without_allocated() {
+        let mut t = HeapTrim::new(16 * MIB);
+        assert!(
+            !t.due(&stats(100, 60)),
+            "the first reading sets the floor (40)"
+        );
+        assert!(
+            !t.due(&stats(140, 100)),
+            "allocated grew with resident: in use, not kept"
+        );
+        assert!(
+            !t.due(&stats(150, 100)),
+            "10 MiB over the floor is within the slack"
+        );
+        assert!(
+            t.due(&stats(180, 100)),
+            "40 MiB over the floor: free heap kept resident"
+        );
+        t.trimmed(&stats(145, 100));
+        assert!(!t.due(&stats(145, 100)), "the trim brought it back");
+        assert!(t.due(&stats(200, 120)));
+    }
+
+    #[test]
+    fn a_trim_that_cannot_help_raises_the_floor() {
+        let mut t = HeapTrim::new(16 * MIB);
+        assert!(!t.due(&stats(100, 60)));
+        assert!(t.due(&stats(200, 60)));
+        // Nothing came back: the growth is outside the heap. Do not trim again for it.
+        t.trimmed(&stats(200, 60));
+        assert!(!t.due(&stats(200, 60)));
+        assert!(!t.due(&stats(210, 60)));
+        assert!(t.due(&stats(230, 60)));
+    }
+
+    #[test]
+    fn without_heap_figures_no_trim_is_due() {
+        let mut t = HeapTrim::new(0);
+        let unknown = MemoryStats {
+            resident_bytes: Some(500 * MIB),
+            ..MemoryStats::default()
+        };
+        assert!(!t.due(&unknown));
+        assert!(!t.due(&unknown));
+    }
+
+    #[test]
+    fn a_large_allocation_shows_in_allocated_bytes_and_leaves_when_freed() {
+        let before = MemoryStats::read();
+        assert!(before.resident_bytes.unwrap_or(0) > 0, "{before:?}");
+        let Some(base) = before.heap_allocated_bytes else {
+            return; // not glibc: nothing more to check
+        };
+        // Other test threads allocate too; 64 MiB stands well clear of their noise.
+        let block = vec![7u8; 64 << 20];
+        let during = MemoryStats::read().heap_allocated_bytes.unwrap_or(0);
+        assert!(during >= base + (60 << 20), "{base} -> {during}");
+        drop(std::hint::black_box(block));
+        let after = MemoryStats::read().heap_allocated_bytes.unwrap_or(u64::MAX);
+        assert!(after < during - (60 << 20), "{during} -> {after}");
+    }
+
+    /// The case the soak hit: many small blocks freed under one that stays. glibc cannot give
+    /// them back from the arena's top; `trim_heap` does.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn trim_returns_free_heap_kept_under_a_live_block() {
+        // A thread of its own, so the blocks come from an arena no other test is using.
+        std::thread::spawn(|| {
+            let blocks: Vec<Vec<u8>> = (0..96 * 1024).map(|_| vec![1u8; 1024]).collect();
+            let pin = vec![2u8; 1024];
+            drop(std::hint::black_box(blocks));
+            let kept = MemoryStats::read();
+            assert!(
+                kept.heap_free_bytes.unwrap_or(0) >= 64 * MIB,
+                "freed blocks stay in the arena: {kept:?}"
+            );
+            assert!(trim_heap(), "malloc_trim released nothing: {kept:?}");
+            let after = MemoryStats::read();
+            // Other tests run meanwhile; half of the 96 MiB standing out is the margin.
+            let released = kept
+                .resident_bytes
+                .unwrap_or(0)
+                .saturating_sub(after.resident_bytes.unwrap_or(u64::MAX));
+            assert!(released >= 48 * MIB, "{kept:?} -> {after:?}");
+            drop(std::hint::black_box(pin));
+        })
+        .join()
+        .expect("trim thread");
+    }
+}
