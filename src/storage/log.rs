@@ -2287,11 +2287,11 @@ impl<D: Disk> PartitionLog<D> {
                         max_timestamp: seg.indexes.max_timestamp,
                         producers: st.producers.encode(),
                     };
-                    let idx = (
-                        seg.indexes.offsets.encode(),
-                        seg.indexes.times.encode(),
-                        seg.aborted.clone(),
-                    );
+                    let idx = EncodedIndexes {
+                        offsets: seg.indexes.offsets.encode(),
+                        times: seg.indexes.times.encode(),
+                        aborted: seg.aborted.clone(),
+                    };
                     (
                         seg.file
                             .clone()
@@ -2302,17 +2302,10 @@ impl<D: Disk> PartitionLog<D> {
                 None => (None, None),
             }
         };
-        if let (Some((file, base, size, (offsets, times, aborted))), Some(marker)) = (tail, marker)
-        {
+        if let (Some((file, base, size, indexes)), Some(marker)) = (tail, marker) {
             file.truncate(size).await?;
             file.fdatasync().await?;
-            write_txn_index(&self.disk, &self.dir, base, &aborted).await?;
-            self.disk
-                .write_whole_file(&Self::path(&self.dir, base, "index"), &offsets)
-                .await?;
-            self.disk
-                .write_whole_file(&Self::path(&self.dir, base, "timeindex"), &times)
-                .await?;
+            self.write_index_files(base, &indexes).await?;
             self.disk.sync_dir(&self.dir)?;
             self.disk
                 .write_state(&self.dir.join(CLEAN_MARKER), &marker.encode())?;
