@@ -379,14 +379,7 @@ impl ProducerStateMachine {
                 .ok()?
                 .producers
                 .into_iter()
-                .map(|p| ProducerRecord {
-                    producer_id: p.producer_id,
-                    epoch: p.epoch,
-                    batches: p.batches,
-                    txn_first_offset: p.txn_first_offset,
-                    coordinator_epoch: p.coordinator_epoch,
-                    last_timestamp_ms: None,
-                })
+                .map(ProducerRecord::from)
                 .collect()
         } else {
             let aligned = crate::io::state_file::rkyv_aligned(buf);
@@ -394,14 +387,7 @@ impl ProducerStateMachine {
                 .ok()?
                 .producers
                 .into_iter()
-                .map(|p| ProducerRecord {
-                    producer_id: p.producer_id,
-                    epoch: p.epoch,
-                    batches: p.batches,
-                    txn_first_offset: -1,
-                    coordinator_epoch: -1,
-                    last_timestamp_ms: None,
-                })
+                .map(|p| ProducerRecord::from(ProducerRecordV2::from(p)))
                 .collect()
         };
         let mut m = ProducerStateMachine {
@@ -490,6 +476,32 @@ pub struct ProducerRecordV1 {
     pub producer_id: i64,
     pub epoch: i16,
     pub batches: Vec<BatchMeta>,
+}
+
+/// Each older format converts to the next one up: one path from any snapshot to today's.
+impl From<ProducerRecordV2> for ProducerRecord {
+    fn from(p: ProducerRecordV2) -> ProducerRecord {
+        ProducerRecord {
+            producer_id: p.producer_id,
+            epoch: p.epoch,
+            batches: p.batches,
+            txn_first_offset: p.txn_first_offset,
+            coordinator_epoch: p.coordinator_epoch,
+            last_timestamp_ms: None,
+        }
+    }
+}
+
+impl From<ProducerRecordV1> for ProducerRecordV2 {
+    fn from(p: ProducerRecordV1) -> ProducerRecordV2 {
+        ProducerRecordV2 {
+            producer_id: p.producer_id,
+            epoch: p.epoch,
+            batches: p.batches,
+            txn_first_offset: -1,
+            coordinator_epoch: -1,
+        }
+    }
 }
 
 #[cfg(test)]
