@@ -103,8 +103,9 @@ impl HeapTrim {
 }
 
 /// Has the allocator return the free pages of every arena to the system. Blocks the calling
-/// thread while it walks the arenas (each under its lock); [`HeapTrim`] keeps it to after
-/// bursts. Returns whether anything was released.
+/// thread while it walks the arenas, each under its lock (threads allocating from that arena
+/// wait meanwhile); [`HeapTrim`] keeps it to after bursts. Returns whether anything was
+/// released.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn trim_heap() -> bool {
     // SAFETY: malloc_trim only works on the allocator's own bookkeeping; 0 keeps no padding.
