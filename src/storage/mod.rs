@@ -91,7 +91,8 @@ impl StoredBatch {
 /// Per-partition log settings (Kafka topic config names in the docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
-    /// `segment.bytes`: roll when the active segment would exceed this (clamped to 1 GiB·2).
+    /// `segment.bytes`: roll when the active segment would exceed this (clamped to 4 KiB, one
+    /// O_DIRECT page, and 2 GiB, what u32 index positions address).
     pub segment_bytes: u64,
     /// `segment.ms`: roll when the active segment's first append is this old.
     pub segment_ms: i64,
