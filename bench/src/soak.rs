@@ -370,6 +370,27 @@ pub struct Verdict {
     pub problems: Vec<String>,
 }
 
+/// Growth from the first third's `a` to the last third's `b` against `limit`: the growth and
+/// whether it is within the limit (both `None` when either figure is missing); a problem line
+/// (`say(growth, a, b, limit)`) when it is not.
+fn judge_growth(
+    a: Option<f64>,
+    b: Option<f64>,
+    limit: f64,
+    say: impl Fn(f64, f64, f64, f64) -> String,
+    problems: &mut Vec<String>,
+) -> (Option<f64>, Option<bool>) {
+    let (Some(a), Some(b)) = (a, b) else {
+        return (None, None);
+    };
+    let g = b - a;
+    let ok = g <= limit;
+    if !ok {
+        problems.push(say(g, a, b, limit));
+    }
+    (Some(g), Some(ok))
+}
+
 fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
         return None;
@@ -507,47 +528,34 @@ pub fn drift_verdict(
             ));
         }
     }
-    if let (Some(a), Some(b)) = (first.rss_mib, last.rss_mib) {
-        let g = b - a;
-        v.rss_growth_mib = Some(g);
-        let ok = g <= lim.max_rss_growth_mib;
-        v.rss_ok = Some(ok);
-        if !ok {
-            v.problems.push(format!(
-                "broker RSS grew by {g:.1} MiB ({a:.1} -> {b:.1}; limit {:.0} MiB)",
-                lim.max_rss_growth_mib
-            ));
-        }
-    }
-    if let (Some(a), Some(b)) = (first.heap_mib, last.heap_mib) {
-        let g = b - a;
-        v.heap_growth_mib = Some(g);
-        let ok = g <= lim.max_heap_growth_mib;
-        v.heap_ok = Some(ok);
-        if !ok {
-            v.problems.push(format!(
-                "broker allocated heap grew by {g:.1} MiB ({a:.1} -> {b:.1}; limit {:.0} MiB)",
-                lim.max_heap_growth_mib
-            ));
-        }
-    }
+    (v.rss_growth_mib, v.rss_ok) = judge_growth(
+        first.rss_mib,
+        last.rss_mib,
+        lim.max_rss_growth_mib,
+        |g, a, b, l| format!("broker RSS grew by {g:.1} MiB ({a:.1} -> {b:.1}; limit {l:.0} MiB)"),
+        &mut v.problems,
+    );
+    (v.heap_growth_mib, v.heap_ok) = judge_growth(
+        first.heap_mib,
+        last.heap_mib,
+        lim.max_heap_growth_mib,
+        |g, a, b, l| {
+            format!("broker allocated heap grew by {g:.1} MiB ({a:.1} -> {b:.1}; limit {l:.0} MiB)")
+        },
+        &mut v.problems,
+    );
     let rss: Vec<(f64, f64)> = measured
         .iter()
         .filter_map(|r| r.broker_rss_mib.map(|m| (r.t_s, m)))
         .collect();
     v.rss_slope_mib_per_hour = slope_per_hour(&rss);
-    if let (Some(a), Some(b)) = (first.fds, last.fds) {
-        let g = b - a;
-        v.fd_growth = Some(g);
-        let ok = g <= lim.max_fd_growth;
-        v.fds_ok = Some(ok);
-        if !ok {
-            v.problems.push(format!(
-                "broker open FDs grew by {g:.0} ({a:.0} -> {b:.0}; limit {:.0})",
-                lim.max_fd_growth
-            ));
-        }
-    }
+    (v.fd_growth, v.fds_ok) = judge_growth(
+        first.fds,
+        last.fds,
+        lim.max_fd_growth,
+        |g, a, b, l| format!("broker open FDs grew by {g:.0} ({a:.0} -> {b:.0}; limit {l:.0})"),
+        &mut v.problems,
+    );
     v.first = first;
     v.last = last;
     v.ok = v.throughput_ok
