@@ -41,7 +41,8 @@ for i in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && brea
 echo "== soak: broker pid $pid on CPU 0, bench on CPU 1, $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$OUT.txt"
 taskset -c 1 "$TARGET/release/odradek-bench" soak --bootstrap 127.0.0.1:$port --cores 1-1 \
   --duration-s "$DURATION" --plain-rate "$PLAIN" --compact-rate "$COMPACT" \
-  --broker-pid "$pid" --broker-data-dir "$data" --broker-metrics 127.0.0.1:$((port + 1)) --json "$OUT.json" --svg "$OUT.svg" "$@" \
+  --broker-pid "$pid" --broker-data-dir "$data" --broker-metrics 127.0.0.1:$((port + 1)) \
+  --json "$OUT.json" --svg "$OUT.svg" "$@" \
   2>&1 | tee -a "$OUT.txt"
 rc=${PIPESTATUS[0]}
 echo "== exit $rc, $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT.txt"

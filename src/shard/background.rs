@@ -1,6 +1,7 @@
 //! Background work of one shard — retention, compaction, producer-state expiry and (shard 0)
-//! giving free heap back — in its own glommio task queue with a small CPU share (`background.shares`, against 1000 for the queue that serves
-//! requests), so that when both have work the scheduler keeps produce and fetch ahead of it.
+//! giving free heap back — in its own glommio task queue with a small CPU share
+//! (`background.shares`, against 1000 for the queue that serves requests), so that when both
+//! have work the scheduler keeps produce and fetch ahead of it.
 //! Each pass is bounded (one partition at a time, yielding between partitions).
 
 use std::rc::Rc;
