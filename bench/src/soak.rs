@@ -2626,6 +2626,57 @@ mod tests {
     }
 
     #[test]
+    fn the_pauser_stops_and_continues_a_process_and_never_leaves_it_stopped() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let state = |pid: u32| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string))
+                .expect("state field")
+        };
+        // Signals arrive asynchronously: wait (up to 2 s) for the state to say so.
+        let stopped = |pid: u32, want: bool| {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            loop {
+                let now = state(pid) == "T";
+                if now == want || Instant::now() > deadline {
+                    return now;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        let mut p = BrokerPauser::new(Some(child.id()), 0.05, 200).expect("pauser");
+        p.step(true);
+        assert_ne!(
+            state(child.id()),
+            "T",
+            "not yet: the first pause is one period in"
+        );
+        std::thread::sleep(Duration::from_millis(60));
+        p.step(false);
+        assert_ne!(state(child.id()), "T", "no pause once the load has ended");
+        p.step(true);
+        assert!(stopped(child.id(), true));
+        assert_eq!(p.pauses, 1);
+        p.step(true);
+        assert!(stopped(child.id(), true), "still within the 200 ms");
+        std::thread::sleep(Duration::from_millis(220));
+        p.step(false);
+        assert!(!stopped(child.id(), false), "continued after 200 ms");
+        // Dropped mid-pause: continued.
+        std::thread::sleep(Duration::from_millis(60));
+        p.step(true);
+        assert!(stopped(child.id(), true));
+        drop(p);
+        assert!(!stopped(child.id(), false), "continued when dropped");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    #[test]
     fn the_listener_of_a_port_is_found_and_a_free_port_has_none() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = l.local_addr().expect("addr").port();
