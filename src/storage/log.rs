@@ -905,6 +905,16 @@ impl<D: Disk> PartitionLog<D> {
         self.state.borrow().producers.open_transactions()
     }
 
+    /// The open transactions as (producer id, first offset), oldest first: what
+    /// DescribeProducers reports as each producer's current transaction start offset.
+    pub fn open_transaction_starts(&self) -> Vec<(i64, i64)> {
+        self.state
+            .borrow()
+            .producers
+            .open_transaction_starts()
+            .collect()
+    }
+
     /// How many producers this partition keeps idempotence state for.
     pub fn producer_count(&self) -> usize {
         self.state.borrow().producers.len()
