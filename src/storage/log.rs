@@ -867,19 +867,20 @@ impl<D: Disk> PartitionLog<D> {
 
     /// The last stable offset: read_committed consumers read below it. The high watermark, or
     /// the first offset of the oldest transaction that is open, or whose marker is not yet
-    /// durable, if that is lower.
+    /// durable, if that is lower; never below the log start offset. DeleteRecords or retention
+    /// may remove the first batches of an open transaction: there is nothing below the start
+    /// to hold back, and an offset below it would be answered to ListOffsets (read_committed,
+    /// latest) and then refused by Fetch as out of range. Kafka keeps the first unstable offset
+    /// at or above the log start offset the same way (found by fault injection).
     pub fn last_stable_offset(&self) -> i64 {
         let st = self.state.borrow();
         let ending = st.ending_txns.iter().map(|t| t.first_offset).min();
-        [
-            Some(st.high_watermark),
-            st.producers.first_unstable_offset(),
-            ending,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(st.high_watermark)
+        let first_unstable = [st.producers.first_unstable_offset(), ending]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|o| o.max(st.log_start_offset));
+        first_unstable.map_or(st.high_watermark, |o| o.min(st.high_watermark))
     }
 
     /// The aborted transactions a read_committed Fetch of `[from, upper)` must report: those

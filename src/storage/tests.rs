@@ -1560,6 +1560,58 @@ fn compaction_drops_aborted_data_keeps_committed_and_stops_at_open_transactions(
     });
 }
 
+/// Regression (fault injection: 9,606 of 20,000 seeds, the first 0, 1, 6, 7): DeleteRecords
+/// (or retention) past the first batch of an open transaction left the last stable offset
+/// below the log start offset, so ListOffsets (read_committed, latest) answered an offset that
+/// Fetch then refuses as out of range. The transaction stays open; nothing below the start is
+/// held back.
+#[test]
+fn the_last_stable_offset_never_falls_below_the_log_start() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("ls-0");
+        let cache = Rc::new(BatchCache::new(0));
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
+        let append =
+            |log: &PartitionLog, (b, h): (Bytes, BatchHeader)| log.append(&b, &h, 0, NOW).unwrap();
+        append(&log, produced(2, 1, NOW));
+        let open = append(&log, txn_batch(1, 0, 2));
+        append(&log, produced(3, 2, NOW));
+        log.flush().await.unwrap();
+        assert_eq!(log.last_stable_offset(), open.base_offset);
+        let start = log
+            .delete_records_before(open.last_offset + 2, NOW)
+            .await
+            .unwrap();
+        assert_eq!(start, open.last_offset + 2);
+        assert_eq!(log.open_transactions(), 1);
+        assert_eq!(log.last_stable_offset(), start);
+        // The same after a crash: the transaction is still open from its first offset.
+        drop(log);
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
+        assert_eq!(log.log_start_offset(), start);
+        assert_eq!(log.open_transaction_starts(), vec![(1, open.base_offset)]);
+        assert_eq!(log.last_stable_offset(), start);
+        // Its marker ends it, and the index lists it from its first offset.
+        let m = append(&log, marker(1, 0, false, 0));
+        assert_eq!(log.last_stable_offset(), start, "marker not durable yet");
+        log.flush().await.unwrap();
+        assert_eq!(log.last_stable_offset(), log.high_watermark());
+        let aborted = log.aborted_transactions(start, log.high_watermark());
+        assert_eq!(
+            aborted
+                .iter()
+                .map(|t| (t.producer_id, t.first_offset, t.last_offset))
+                .collect::<Vec<_>>(),
+            vec![(1, open.base_offset, m.base_offset)]
+        );
+    });
+}
+
 /// Segments rolled by age (`segment.ms`) stay small: compaction merges runs of them into one
 /// segment each (at most `segment.bytes`), which is what bounds the files and open descriptors
 /// of a compacted topic with steady writes.
