@@ -487,7 +487,7 @@ impl<D: Disk> PartitionLog<D> {
                     tail_rescanned = true;
                     // Producer state: the snapshot written when the tail segment was rolled to,
                     // else a rebuild from every earlier segment.
-                    let restored = read_producer_snapshot(&disk, &dir, tail_base);
+                    let restored = read_producer_snapshot(&disk, &dir, tail_base)?;
                     let rebuild_producers = restored.is_none() && bases.len() > 1;
                     if let Some(p) = restored {
                         producers = p;
@@ -726,7 +726,7 @@ impl<D: Disk> PartitionLog<D> {
                 let producers = match producers {
                     Some(p) => p,
                     None => {
-                        own = read_producer_snapshot(disk, dir, base).unwrap_or_default();
+                        own = read_producer_snapshot(disk, dir, base)?.unwrap_or_default();
                         &mut own
                     }
                 };
@@ -2418,18 +2418,34 @@ fn aborted_entry(p: &ProducerStateMachine, t: CompletedTxn) -> AbortedTxn {
     }
 }
 
-/// The producer state snapshot taken when segment `base` was rolled to, if readable.
+/// The producer state snapshot taken when segment `base` was rolled to; `None` when there is
+/// none or it is damaged (the caller then rebuilds the state from the batches). An I/O error
+/// is an error: taken for "no snapshot", it made a transient read error recover the state from
+/// the batches still in the log alone, forgetting an open transaction whose first batches
+/// retention had deleted, and producers' epochs and sequences (found by fault injection).
 fn read_producer_snapshot<D: Disk>(
     disk: &D,
     dir: &Path,
     base: i64,
-) -> Option<ProducerStateMachine> {
-    match disk.read_state(&dir.join(segment_file_name(base, "snapshot"))) {
-        Ok(Some(bytes)) => ProducerStateMachine::decode(&bytes),
-        Ok(None) => None,
-        Err(e) => {
+) -> Result<Option<ProducerStateMachine>, StorageError> {
+    use crate::io::state_file::StateFileError;
+    let path = dir.join(segment_file_name(base, "snapshot"));
+    match disk.read_state(&path) {
+        Ok(Some(bytes)) => {
+            let decoded = ProducerStateMachine::decode(&bytes);
+            if decoded.is_none() {
+                log::warn!(
+                    "{}: undecodable producer snapshot, rebuilding",
+                    path.display()
+                );
+            }
+            Ok(decoded)
+        }
+        Ok(None) => Ok(None),
+        Err(StateFileError::Io(e)) => Err(e.into()),
+        Err(e @ StateFileError::Corrupt { .. }) => {
             log::warn!("ignoring producer snapshot: {e}");
-            None
+            Ok(None)
         }
     }
 }
