@@ -420,7 +420,7 @@ impl<D: Disk> PartitionLog<D> {
             names = disk.list_dir(&dir)?;
         }
         let mut bases = Vec::new();
-        let mut indexes = Vec::new();
+        let mut side_files = Vec::new();
         for name in names {
             let name = name.as_str();
             if name.ends_with(".tmp") || name.ends_with(".cleaned") {
@@ -430,17 +430,19 @@ impl<D: Disk> PartitionLog<D> {
             }
             match parse_segment_file_name(name) {
                 Some((b, "log")) => bases.push(b),
-                Some((b, "index" | "timeindex" | "txnindex")) => {
-                    indexes.push((b, name.to_string()))
+                Some((b, "index" | "timeindex" | "txnindex" | "snapshot")) => {
+                    side_files.push((b, name.to_string()))
                 }
                 _ => {}
             }
         }
         bases.sort_unstable();
-        // Index files whose segment is gone: a crash between removing a segment's `.log` and
-        // its indexes (retention, a merge) leaves them, and nothing else would ever remove
-        // them (found by the crash loop).
-        for (base, name) in indexes {
+        // Index and snapshot files whose segment is gone: a crash between removing a segment's
+        // `.log` and its other files (retention, a merge) leaves them, and nothing else would
+        // ever remove them (found by the crash loop; the snapshots by fault injection). A
+        // snapshot written for a segment whose file a crash kept from being created is
+        // written again at the next roll.
+        for (base, name) in side_files {
             if bases.binary_search(&base).is_err() {
                 log::info!("{}: removing {name}: its segment is gone", dir.display());
                 let _ = disk.remove_file(&dir.join(&name));

@@ -2165,9 +2165,10 @@ fn merged_segments_keep_their_aborted_transactions() {
     });
 }
 
-/// Regression (crash loop): a crash between removing a segment's `.log` and its index files
-/// (retention, a merge) left `.index`/`.timeindex`/`.txnindex` files nothing ever removed.
-/// Opening the log removes index files whose segment is gone and keeps the others.
+/// Regression (crash loop; the snapshots by fault injection): a crash between removing a
+/// segment's `.log` and its other files (retention, a merge) left `.index`/`.timeindex`/
+/// `.txnindex`/`.snapshot` files nothing ever removed. Opening the log removes those whose
+/// segment is gone and keeps the others.
 #[test]
 fn index_files_without_their_segment_are_removed_at_open() {
     run(|| async {
@@ -2183,17 +2184,23 @@ fn index_files_without_their_segment_are_removed_at_open() {
         log.close().await.unwrap();
         let kept_index = files(&dir, "index").len();
         assert!(kept_index >= 1, "no sealed segment to keep an index for");
+        let kept_snapshots = files(&dir, "snapshot").len();
+        assert!(
+            kept_snapshots >= 1,
+            "no rolled-to segment to keep a snapshot for"
+        );
         let orphan = |ext: &str| dir.join(crate::storage::segment_file_name(123_456_789, ext));
-        for ext in ["index", "timeindex", "txnindex"] {
+        for ext in ["index", "timeindex", "txnindex", "snapshot"] {
             std::fs::write(orphan(ext), b"left by a crash").unwrap();
         }
         let log = PartitionLog::open(dir.clone(), small_cfg(), cache, NOW)
             .await
             .unwrap();
-        for ext in ["index", "timeindex", "txnindex"] {
+        for ext in ["index", "timeindex", "txnindex", "snapshot"] {
             assert!(!orphan(ext).exists(), "orphan .{ext} still there");
         }
         assert_eq!(files(&dir, "index").len(), kept_index);
+        assert_eq!(files(&dir, "snapshot").len(), kept_snapshots);
         assert_eq!(log.log_end_offset(), end);
     });
 }
