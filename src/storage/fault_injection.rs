@@ -1,7 +1,8 @@
 //! Seeded fault-injection runs of `PartitionLog` over the fake disk (`io::fake_disk`).
 //!
 //! One seed decides everything: the log settings, the workload (appends of various sizes, some
-//! from idempotent producers, retries, flushes, split flushes, rolls by size and age,
+//! from idempotent producers, some from transactional ones that end their transactions with
+//! COMMIT or ABORT markers, retries, flushes, split flushes, rolls by size and age,
 //! DeleteRecords, retention, compaction, clean close and reopen, kills, power cuts), the fault
 //! rates and every fault (EIO, ENOSPC, short writes, torn and lost unsynced writes). A failing
 //! seed replays exactly:
@@ -15,7 +16,7 @@
 //! 1. Every batch below the highest high watermark the log ever reported after a successful
 //!    flush (or a reopen) is present, at the same offset, with the same bytes (or, once
 //!    compaction ran, with the same records except those a later record of the same key
-//!    superseded).
+//!    superseded, and those of aborted transactions; see 10).
 //! 2. Nothing is invented, duplicated or reordered: the batches read from the log start to the
 //!    high watermark are contiguous, pass their CRC, and each record is the one appended at
 //!    that offset. The log end offset falls on the boundary of an appended batch.
@@ -28,6 +29,29 @@
 //!    failed, every append and flush is refused (`LogFailed`) until it is reopened; reopening
 //!    (possibly failing itself while faults are on) always recovers once the faults stop; appends
 //!    go on from the recovered end.
+//! 7. Every transaction whose marker survived is ended with that marker's kind; one whose
+//!    batches survived but whose marker was lost is open again, from the same first offset.
+//!    The log keeps it open (only a marker ends a transaction, see `producer_state`; the
+//!    producer snapshot keeps it even once DeleteRecords or retention removed its first
+//!    batches), so its producer keeps its id and sends the marker again after the reopen, as
+//!    the transaction coordinator retries it; the producer then goes on in sequence.
+//! 8. `open_transaction_starts()` (producer id, first offset) and `last_stable_offset()` are
+//!    what the model derives: LSO = min(high watermark, max(log start, first offset of the
+//!    earliest transaction that is open or whose marker is not below the high watermark)).
+//!    Checked after every successful flush too.
+//! 9. `aborted_transactions(start, hw)` lists exactly the aborted transactions whose marker
+//!    survived at or after the start (producer id, first offset, last offset = the marker's),
+//!    in marker order; also checked after every successful flush. After a reopen, random
+//!    sub-ranges `[from, upper)` list those of the whole list with a marker at or after `from`
+//!    and a first offset below `upper`. One leeway, for an index rebuilt by scanning segments
+//!    compaction had rewritten: an aborted transaction whose first batches compaction removed
+//!    may be listed from its first batch left (or, none left, not at all, and then also left
+//!    out of sub-ranges); see `Run::reconcile_aborted`.
+//! 10. After compaction: no record of an aborted transaction is read back from the offsets a
+//!     successful compaction pass covered; a missing record is excused only by compaction, and
+//!     only if it belongs to an aborted transaction or a later record of the same key outside
+//!     aborted and open transactions superseded it; records of open transactions and markers
+//!     are never missing.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -36,11 +60,12 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use super::log::CompactionSettings;
-use super::{BatchCache, LogConfig, PartitionLog, StorageError};
+use super::{AppendOutcome, BatchCache, LogConfig, PartitionLog, StorageError};
 use crate::io::disk::Disk;
 use crate::io::fake_disk::{FakeDisk, FaultRates, Rng};
 use crate::protocol::record_batch::testing::{BatchBuilder, TestRecord};
 use crate::protocol::record_batch::{self, validate, validate_stored, BatchHeader};
+use crate::protocol::records::EndTxnMarker;
 
 /// Seeds `seeds` runs by default (the CI budget; see `ODRADEK_FAULT_SEEDS`).
 const DEFAULT_SEEDS: u64 = 500;
@@ -50,22 +75,74 @@ const LEADER_EPOCH: i32 = 3;
 
 type Log = PartitionLog<FakeDisk>;
 
+/// A batch's records as (key, value).
+type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
 struct ModelBatch {
     last: i64,
     /// What the log must hold: the produced bytes with baseOffset and leader epoch rewritten.
     stored: Vec<u8>,
     /// What the producer sent (for retries).
     produced: Bytes,
-    records: Vec<(Vec<u8>, Vec<u8>)>,
+    records: Records,
     producer: Option<usize>,
+    /// The transaction (its first offset) this data batch or marker belongs to.
+    txn: Option<i64>,
+    /// `Some(commit)` for an end-transaction marker.
+    marker: Option<bool>,
 }
 
 struct Producer {
     id: i64,
     next_seq: i32,
-    /// Base offset of its last appended batch.
+    /// Base offset of its last appended data batch.
     last_batch: Option<i64>,
+    /// Sends transactional batches, and ends its transactions with markers.
+    transactional: bool,
+    /// Its open transaction (first offset).
+    txn: Option<i64>,
+    /// The marker that ended its open transaction was lost in a crash: it is sent again.
+    resend: Option<bool>,
 }
+
+impl Producer {
+    fn new(id: i64, transactional: bool) -> Producer {
+        Producer {
+            id,
+            next_seq: 0,
+            last_batch: None,
+            transactional,
+            txn: None,
+            resend: None,
+        }
+    }
+}
+
+/// One transaction of one producer in this partition (keyed by its first offset).
+struct Txn {
+    producer_id: i64,
+    /// Index of its producer in `Model::producers`.
+    producer: usize,
+    /// Base offsets of its data batches, in order (the first is the transaction's first offset).
+    batches: Vec<i64>,
+    /// Its marker's offset and whether it commits.
+    end: Option<(i64, bool)>,
+    /// The first offset the log knows it by: its first offset, except for an aborted
+    /// transaction whose index entry a recovery rebuilt after compaction removed its first
+    /// batches (see [`Run::reconcile_aborted`]): then the first batch the rebuild saw, or
+    /// `None` if it saw none (the log forgot it).
+    log_first: Option<i64>,
+}
+
+impl Txn {
+    fn aborted(&self) -> bool {
+        matches!(self.end, Some((_, false)))
+    }
+}
+
+/// An aborted transaction as `aborted_transactions` lists it: producer id, first offset,
+/// marker offset.
+type AbortedSummary = (i64, i64, i64);
 
 #[derive(Default)]
 struct Model {
@@ -76,6 +153,11 @@ struct Model {
     producers: Vec<Producer>,
     next_pid: i64,
     values: u64,
+    txns: BTreeMap<i64, Txn>,
+    /// Offsets successful compaction passes covered, from the log start they saw to where
+    /// they stopped: no data of an aborted transaction is left in there. (Below that start
+    /// there may be: segments retention deleted come back if a crash took their removal.)
+    purged: std::ops::Range<i64>,
 }
 
 impl Model {
@@ -83,18 +165,41 @@ impl Model {
         self.batches.values().next_back().map_or(0, |b| b.last + 1)
     }
 
-    fn record_at(&self, offset: i64) -> Option<&(Vec<u8>, Vec<u8>)> {
+    fn batch_at(&self, offset: i64) -> Option<(i64, &ModelBatch)> {
         let (base, b) = self.batches.range(..=offset).next_back()?;
-        if offset > b.last {
-            return None;
-        }
+        (offset <= b.last).then_some((*base, b))
+    }
+
+    fn record_at(&self, offset: i64) -> Option<&(Vec<u8>, Vec<u8>)> {
+        let (base, b) = self.batch_at(offset)?;
         b.records.get((offset - base) as usize)
     }
 
-    /// Whether a record at `offset` with `key` has a later record of the same key below `end`.
+    /// The transaction of a data batch (`None` for plain batches and markers).
+    fn data_txn(&self, b: &ModelBatch) -> Option<&Txn> {
+        match b.marker {
+            Some(_) => None,
+            None => self.txns.get(&b.txn?),
+        }
+    }
+
+    /// Data of an aborted transaction: compaction removes it, and it never supersedes.
+    fn aborted_data(&self, b: &ModelBatch) -> bool {
+        self.data_txn(b).is_some_and(Txn::aborted)
+    }
+
+    /// Data of an open transaction: above the last stable offset, never compacted.
+    fn open_data(&self, b: &ModelBatch) -> bool {
+        self.data_txn(b).is_some_and(|t| t.end.is_none())
+    }
+
+    /// Whether a record at `offset` with `key` has a later record of the same key below `end`
+    /// that compaction could have mapped: a data record outside aborted and open transactions.
     fn superseded(&self, offset: i64, key: &[u8], end: i64) -> bool {
+        let from = self.batch_at(offset).map_or(offset, |(base, _)| base);
         self.batches
-            .range(..end)
+            .range(from..end)
+            .filter(|(_, b)| b.marker.is_none() && !self.aborted_data(b) && !self.open_data(b))
             .flat_map(|(base, b)| {
                 b.records
                     .iter()
@@ -102,6 +207,46 @@ impl Model {
                     .map(move |(i, r)| (base + i as i64, r))
             })
             .any(|(o, (k, _))| o > offset && o < end && k == key)
+    }
+
+    /// The open transactions the log knows, as (producer id, first offset), oldest first.
+    fn open_transaction_starts(&self) -> Vec<(i64, i64)> {
+        let mut v: Vec<(i64, i64)> = self
+            .txns
+            .values()
+            .filter(|t| t.end.is_none())
+            .filter_map(|t| Some((t.producer_id, t.log_first?)))
+            .collect();
+        v.sort_unstable_by_key(|t| t.1);
+        v
+    }
+
+    /// The last stable offset for log start `start` and high watermark `hw`: a transaction is
+    /// unstable until its marker is below the high watermark; nothing below the start is held
+    /// back.
+    fn last_stable_offset(&self, start: i64, hw: i64) -> i64 {
+        self.txns
+            .values()
+            .filter(|t| t.end.is_none_or(|(marker, _)| marker >= hw))
+            .filter_map(|t| t.log_first)
+            .min()
+            .map_or(hw, |first| first.max(start).min(hw))
+    }
+
+    /// What `aborted_transactions(from, upper)` must list, in marker order.
+    fn aborted_between(&self, from: i64, upper: i64) -> Vec<AbortedSummary> {
+        let mut v: Vec<AbortedSummary> = self
+            .txns
+            .values()
+            .filter_map(|t| match (t.end, t.log_first) {
+                (Some((marker, false)), Some(first)) if marker >= from && first < upper => {
+                    Some((t.producer_id, first, marker))
+                }
+                _ => None,
+            })
+            .collect();
+        v.sort_unstable_by_key(|t| t.2);
+        v
     }
 }
 
@@ -137,6 +282,23 @@ struct Run {
     trace: Trace,
     reopens: u64,
     errors: u64,
+    /// Of every 3 new producers, how many are transactional.
+    txn_share: u64,
+    txn_counts: TxnCounts,
+}
+
+/// What the transactional part of a run did (summed into [`Totals`]).
+#[derive(Debug, Default, Clone, Copy)]
+struct TxnCounts {
+    commits: u64,
+    aborts: u64,
+    /// Markers a crash took, their transactions open again after the reopen.
+    markers_lost: u64,
+    /// Records of aborted transactions found removed by compaction at a reopen.
+    aborted_removed: u64,
+    /// Aborted transactions a reopen listed from a later first offset, or left out, their
+    /// batches removed by compaction (see `Run::reconcile_aborted`).
+    aborted_rebuilt: u64,
 }
 
 type Check = Result<(), String>;
@@ -185,6 +347,7 @@ impl Run {
         };
         let compaction = rng.chance(1, 2);
         let cache_bytes = pick(&mut rng, &[0, 256 * 1024]) as usize;
+        let txn_share = rng.below(3);
         let root = Path::new(ROOT);
         Run {
             seed,
@@ -206,13 +369,12 @@ impl Run {
             rng,
             reopens: 0,
             errors: 0,
+            txn_share,
+            txn_counts: TxnCounts::default(),
         }
     }
 
-    fn produce(
-        &mut self,
-        producer: Option<usize>,
-    ) -> (Bytes, BatchHeader, Vec<(Vec<u8>, Vec<u8>)>) {
+    fn produce(&mut self, producer: Option<usize>) -> (Bytes, BatchHeader, Records) {
         let most = if self.rng.chance(1, 4) { 12 } else { 3 };
         let n = 1 + self.rng.below(most) as usize;
         let big = self.rng.chance(1, 10);
@@ -246,55 +408,153 @@ impl Run {
             b.producer_id = p.id;
             b.producer_epoch = 0;
             b.base_sequence = p.next_seq;
+            if p.transactional {
+                b.attributes = record_batch::ATTR_TRANSACTIONAL;
+            }
         }
         let bytes = Bytes::from(b.build());
         let h = validate(&bytes).expect("test batch is valid");
         (bytes, h, records)
     }
 
+    /// One append: a plain batch, a batch of an idempotent or transactional producer, or the
+    /// marker that ends a transactional producer's open transaction.
     fn append_one(&mut self, log: &Log) -> Result<(), StorageError> {
         let producer = match self.rng.below(3) {
             0 => None,
             _ => {
                 if self.model.producers.is_empty() || self.rng.chance(1, 10) {
-                    self.model.next_pid += 1;
-                    self.model.producers.push(Producer {
-                        id: self.model.next_pid,
-                        next_seq: 0,
-                        last_batch: None,
-                    });
+                    let transactional = self.rng.below(3) < self.txn_share;
+                    self.add_producer(transactional);
                 }
                 Some(self.rng.below(self.model.producers.len() as u64) as usize)
             }
         };
+        if let Some(p) = producer {
+            let pr = &self.model.producers[p];
+            let ending = match (pr.txn, pr.resend) {
+                (None, _) => None,
+                (Some(_), Some(commit)) => Some(commit),
+                (Some(_), None) => self.rng.chance(1, 3).then(|| self.rng.chance(1, 2)),
+            };
+            if let Some(commit) = ending {
+                return self.append_marker(log, p, commit);
+            }
+        }
+        self.append_data(log, producer)
+    }
+
+    fn add_producer(&mut self, transactional: bool) -> usize {
+        self.model.next_pid += 1;
+        self.model
+            .producers
+            .push(Producer::new(self.model.next_pid, transactional));
+        self.model.producers.len() - 1
+    }
+
+    /// Appends a data batch (of `producer`, if any; in its open transaction, or opening one,
+    /// if it is transactional).
+    fn append_data(&mut self, log: &Log, producer: Option<usize>) -> Result<(), StorageError> {
         let (bytes, h, records) = self.produce(producer);
         let o = log.append(&bytes, &h, LEADER_EPOCH, self.now)?;
-        let mut stored = bytes.to_vec();
-        record_batch::set_base_offset(&mut stored, o.base_offset).expect("header");
-        record_batch::set_partition_leader_epoch(&mut stored, LEADER_EPOCH).expect("header");
+        let mut txn = None;
         if let Some(p) = producer {
-            let p = &mut self.model.producers[p];
-            p.next_seq += records.len() as i32;
-            p.last_batch = Some(o.base_offset);
+            let pr = &mut self.model.producers[p];
+            pr.next_seq += records.len() as i32;
+            pr.last_batch = Some(o.base_offset);
+            if pr.transactional {
+                let first = *pr.txn.get_or_insert(o.base_offset);
+                let pid = pr.id;
+                let t = self.model.txns.entry(first).or_insert_with(|| Txn {
+                    producer_id: pid,
+                    producer: p,
+                    batches: Vec::new(),
+                    end: None,
+                    log_first: Some(first),
+                });
+                t.batches.push(o.base_offset);
+                txn = Some(first);
+            }
         }
         self.trace.note(format!(
-            "append {}..={} ({} bytes, producer {:?})",
+            "append {}..={} ({} bytes, producer {:?}{})",
             o.base_offset,
             o.last_offset,
             bytes.len(),
-            producer
+            producer,
+            txn.map_or(String::new(), |t| format!(", transaction at {t}"))
         ));
+        self.record_append(o, bytes, records, producer, txn, None);
+        Ok(())
+    }
+
+    /// Ends producer `p`'s open transaction with a COMMIT or ABORT marker (coordinator epoch
+    /// 0), as the transaction coordinator writes it.
+    fn append_marker(&mut self, log: &Log, p: usize, commit: bool) -> Result<(), StorageError> {
+        let pr = &self.model.producers[p];
+        let Some(first) = pr.txn else {
+            return Ok(());
+        };
+        let marker = EndTxnMarker {
+            commit,
+            coordinator_epoch: 0,
+        };
+        let bytes = Bytes::from(marker.encode_batch(pr.id, 0, self.now));
+        let h = validate(&bytes).expect("marker batch is valid");
+        let o = log.append(&bytes, &h, LEADER_EPOCH, self.now)?;
+        let resent = self.model.producers[p].resend.take().is_some();
+        self.model.producers[p].txn = None;
+        if let Some(t) = self.model.txns.get_mut(&first) {
+            t.end = Some((o.base_offset, commit));
+        }
+        if commit {
+            self.txn_counts.commits += 1;
+        } else {
+            self.txn_counts.aborts += 1;
+        }
+        self.trace.note(format!(
+            "{} marker at {} for producer {p}'s transaction at {first}{}",
+            if commit { "commit" } else { "abort" },
+            o.base_offset,
+            if resent { " (sent again)" } else { "" }
+        ));
+        let mut records = Vec::new();
+        crate::protocol::records::for_each_record(&bytes, |r| {
+            records.push((
+                r.key.unwrap_or_default().to_vec(),
+                r.value.unwrap_or_default().to_vec(),
+            ))
+        })
+        .expect("marker batch is readable");
+        self.record_append(o, bytes, records, None, Some(first), Some(commit));
+        Ok(())
+    }
+
+    /// Adds an appended batch to the model, as the log must store it.
+    fn record_append(
+        &mut self,
+        o: AppendOutcome,
+        produced: Bytes,
+        records: Records,
+        producer: Option<usize>,
+        txn: Option<i64>,
+        marker: Option<bool>,
+    ) {
+        let mut stored = produced.to_vec();
+        record_batch::set_base_offset(&mut stored, o.base_offset).expect("header");
+        record_batch::set_partition_leader_epoch(&mut stored, LEADER_EPOCH).expect("header");
         self.model.batches.insert(
             o.base_offset,
             ModelBatch {
                 last: o.last_offset,
                 stored,
-                produced: bytes,
+                produced,
                 records,
                 producer,
+                txn,
+                marker,
             },
         );
-        Ok(())
     }
 
     /// Sends a producer's last batch again: it must be answered as a duplicate, with its
@@ -363,6 +623,81 @@ impl Run {
         let hw = log.high_watermark();
         ensure!(hw >= self.model.acked_hw, "high watermark went back: {hw}");
         self.model.acked_hw = hw;
+        self.check_transactions(log)
+    }
+
+    /// Invariants 8 and 9: open transactions, last stable offset, and the aborted
+    /// transactions of the whole log.
+    fn check_transactions(&mut self, log: &Log) -> Check {
+        let (start, hw) = (log.log_start_offset(), log.high_watermark());
+        let open = log.open_transaction_starts();
+        let want = self.model.open_transaction_starts();
+        ensure!(
+            open == want && log.open_transactions() == want.len(),
+            "open transactions (producer, first offset) {open:?}, the model has {want:?}"
+        );
+        let lso = log.last_stable_offset();
+        ensure!(
+            start <= lso,
+            "last stable offset {lso} below the log start offset {start} (hw {hw})"
+        );
+        ensure!(
+            lso == self.model.last_stable_offset(start, hw),
+            "last stable offset {lso} (hw {hw}), the model says {}",
+            self.model.last_stable_offset(start, hw)
+        );
+        let got = aborted_summary(log, start, hw);
+        let want = self.model.aborted_between(start, hw);
+        ensure!(
+            got == want,
+            "aborted transactions in [{start}, {hw}): {got:?}, the model has {want:?}"
+        );
+        Ok(())
+    }
+
+    /// Invariant 9 on `n` random sub-ranges `[from, upper)` of the log: the aborted
+    /// transactions listed are those of the whole list with a marker at or after `from` and a
+    /// first offset below `upper`, in marker order. The lookup may stop early (see
+    /// `txn_index::collect_overlapping`) on what the index entries say of the transactions open
+    /// when their markers were written; an index rebuilt after compaction removed aborted data
+    /// does not see those transactions, so one may be left out, but only if none of its
+    /// batches in the range is left to read (`present`: the offsets read back).
+    fn check_aborted_sub_ranges(
+        &mut self,
+        log: &Log,
+        present: &std::collections::BTreeSet<i64>,
+        n: usize,
+    ) -> Check {
+        let (start, hw) = (log.log_start_offset(), log.high_watermark());
+        for _ in 0..n {
+            let from = start + self.rng.below((hw - start + 1) as u64) as i64;
+            let upper = from + self.rng.below((hw - from + 1) as u64) as i64;
+            let got = aborted_summary(log, from, upper);
+            let all = self.model.aborted_between(from, upper);
+            // Whether a batch of the transaction ending at `marker` is left in the range.
+            let needed = |&(_, _, marker): &AbortedSummary| {
+                let Some(t) = self
+                    .model
+                    .txns
+                    .values()
+                    .find(|t| t.end == Some((marker, false)))
+                else {
+                    return true;
+                };
+                t.batches.iter().any(|b| {
+                    let last = self.model.batches.get(b).map_or(*b, |m| m.last);
+                    let (lo, hi) = ((*b).max(from), (last + 1).min(upper));
+                    lo < hi && present.range(lo..hi).next().is_some()
+                })
+            };
+            let mut rest = all.iter().filter(|t| got.contains(t));
+            let in_order = got.iter().all(|t| rest.next() == Some(t));
+            ensure!(
+                in_order && all.iter().all(|t| got.contains(t) || !needed(t)),
+                "aborted transactions in [{from}, {upper}) (start {start}, hw {hw}): {got:?}, \
+                 the model has {all:?}"
+            );
+        }
         Ok(())
     }
 
@@ -454,6 +789,123 @@ impl Run {
         Ok(log)
     }
 
+    /// The model follows the recovered log: batches from `leo` on were lost (never
+    /// acknowledged), and with them the transactions they opened and the markers that ended
+    /// them. A transaction whose marker was lost is open again (invariant 7): its producer
+    /// sends the marker again.
+    fn forget_lost(&mut self, leo: i64) -> Check {
+        let m = &mut self.model;
+        drop(m.batches.split_off(&leo));
+        for (first, t) in m.txns.split_off(&leo) {
+            let pr = &mut m.producers[t.producer];
+            if pr.txn == Some(first) {
+                pr.txn = None;
+            }
+        }
+        for (first, t) in m.txns.iter_mut() {
+            t.batches.retain(|b| *b < leo);
+            let Some((marker, commit)) = t.end.filter(|(marker, _)| *marker >= leo) else {
+                continue;
+            };
+            let pr = &mut m.producers[t.producer];
+            ensure!(
+                pr.id == t.producer_id && pr.txn.is_none(),
+                "model: producer {} of the transaction at {first} moved on",
+                t.producer
+            );
+            self.trace.note(format!(
+                "{} marker at {marker} lost: transaction at {first} open again",
+                if commit { "commit" } else { "abort" }
+            ));
+            t.end = None;
+            pr.txn = Some(*first);
+            pr.resend = Some(commit);
+            self.txn_counts.markers_lost += 1;
+        }
+        Ok(())
+    }
+
+    /// After a reopen: the aborted transactions in the log's index against the model's
+    /// (invariant 9). Compaction removes the data of aborted transactions; an index a
+    /// recovery rebuilds by scanning a compacted segment (its index files lost in a crash
+    /// during or after the compaction) no longer sees those batches: it lists the transaction
+    /// from the first batch it still finds, or not at all if none. A reader cannot tell (those
+    /// batches are not there to read), so either is accepted: the log's first offset for an
+    /// aborted transaction must be one of its batches, at or before the first of them still
+    /// read back (`present`: the offsets read back), and the log may leave it out only if none
+    /// is read back. The model then takes the log's view; everything else is exact. (Open
+    /// transactions are never rebuilt that way: compaction keeps their data, and the producer
+    /// snapshot keeps those whose first batches retention or DeleteRecords removed.)
+    fn reconcile_aborted(&mut self, log: &Log, present: &std::collections::BTreeSet<i64>) -> Check {
+        let (start, hw) = (log.log_start_offset(), log.high_watermark());
+        let model = &self.model;
+        // The first batch of transaction `t` still read back.
+        let first_present = |t: &Txn| {
+            t.batches.iter().copied().find(|b| {
+                model
+                    .batches
+                    .get(b)
+                    .is_some_and(|m| present.range(*b..=m.last).next().is_some())
+            })
+        };
+        let aborted = log.aborted_transactions(start, hw);
+        let mut known: BTreeMap<i64, Option<i64>> = BTreeMap::new();
+        for (i, e) in aborted.iter().enumerate() {
+            ensure!(
+                aborted[..i].iter().all(|x| x.last_offset != e.last_offset),
+                "aborted transactions list the marker at {} twice: {aborted:?}",
+                e.last_offset
+            );
+            let t = model
+                .txns
+                .iter()
+                .find(|(_, t)| t.end == Some((e.last_offset, false)));
+            let Some((first, t)) = t.filter(|(_, t)| t.producer_id == e.producer_id) else {
+                return Err(format!(
+                    "the log lists an aborted transaction the model does not have: {e:?}"
+                ));
+            };
+            ensure!(
+                t.batches.contains(&e.first_offset)
+                    && first_present(t).is_none_or(|p| e.first_offset <= p),
+                "the log lists producer {}'s transaction at {first} as aborted from {}, its \
+                 batches {:?}, the first read back {:?}",
+                e.producer_id,
+                e.first_offset,
+                t.batches,
+                first_present(t)
+            );
+            known.insert(*first, Some(e.first_offset));
+        }
+        for (first, t) in &model.txns {
+            let listed = matches!(t.end, Some((marker, false)) if marker >= start);
+            if !listed || known.contains_key(first) {
+                continue;
+            }
+            ensure!(
+                first_present(t).is_none(),
+                "producer {}'s aborted transaction at {first} (batches {:?}, marker {:?}) is \
+                 missing from the log's aborted transactions",
+                t.producer_id,
+                t.batches,
+                t.end
+            );
+            known.insert(*first, None);
+        }
+        for (first, log_first) in known {
+            if let Some(t) = self.model.txns.get_mut(&first) {
+                if t.log_first != log_first {
+                    self.trace.note(format!(
+                        "the log knows the aborted transaction at {first} from {log_first:?}"
+                    ));
+                    self.txn_counts.aborted_rebuilt += 1;
+                }
+                t.log_first = log_first;
+            }
+        }
+        Ok(())
+    }
+
     /// The invariants of the module docs, on a freshly opened log (faults off).
     async fn verify(&mut self, log: &Log) -> Check {
         let (start, leo, hw) = (
@@ -487,6 +939,7 @@ impl Run {
             self.model.acked_start
         );
         ensure!(start <= leo, "log start {start} > log end {leo}");
+        self.forget_lost(leo)?;
 
         // Everything from the start: contiguous, checked, the appended bytes/records.
         let mut off = start;
@@ -529,6 +982,8 @@ impl Run {
                     );
                 }
                 let mut bad = None;
+                let mut aborted = None;
+                let purged_range = self.model.purged.clone();
                 crate::protocol::records::for_each_record(&b, |r| {
                     let want = self.model.record_at(r.offset);
                     let got = (r.key.unwrap_or_default(), r.value.unwrap_or_default());
@@ -539,28 +994,54 @@ impl Run {
                         _ if bad.is_none() => bad = Some(r.offset),
                         _ => {}
                     }
+                    let purged = purged_range.contains(&r.offset)
+                        && self
+                            .model
+                            .batch_at(r.offset)
+                            .is_some_and(|(_, m)| self.model.aborted_data(m));
+                    if purged && aborted.is_none() {
+                        aborted = Some(r.offset);
+                    }
                 })
                 .map_err(|e| format!("records of the batch at {}: {e}", h.base_offset))?;
                 if let Some(o) = bad {
                     return Err(format!("record at {o} is not the one appended there"));
                 }
+                if let Some(o) = aborted {
+                    return Err(format!(
+                        "record at {o} of an aborted transaction read back after compaction \
+                         covered {:?}",
+                        self.model.purged
+                    ));
+                }
             }
         }
         ensure!(off == hw, "reads ended at {off}, high watermark {hw}");
-        // Every appended record in range is there (unless compaction superseded it).
+        // Every appended record in range is there, unless compaction removed it: superseded,
+        // or of an aborted transaction. Markers and open transactions' data always stay.
+        let mut aborted_removed = 0;
         for (base, b) in self.model.batches.range(..leo) {
+            let removable = self.model.compacted && b.marker.is_none() && !self.model.open_data(b);
+            let aborted = removable && self.model.aborted_data(b);
             for (i, (k, _)) in b.records.iter().enumerate() {
                 let o = base + i as i64;
                 if o < start || present.contains(&o) {
                     continue;
                 }
                 ensure!(
-                    self.model.compacted && self.model.superseded(o, k, leo),
-                    "record at {o} (key {}) is missing",
-                    String::from_utf8_lossy(k)
+                    removable && (aborted || self.model.superseded(o, k, leo)),
+                    "record at {o} (key {}{}) is missing",
+                    String::from_utf8_lossy(k),
+                    match (b.marker, b.txn) {
+                        (Some(_), _) => ", a marker",
+                        (None, Some(_)) => ", transactional",
+                        _ => "",
+                    }
                 );
+                aborted_removed += u64::from(aborted);
             }
         }
+        self.txn_counts.aborted_removed += aborted_removed;
         // The index: a read at any offset finds the batch holding it.
         let step = ((hw - start) / 64).max(1);
         let mut o = start;
@@ -585,14 +1066,37 @@ impl Run {
             o += step;
         }
 
-        // The model follows the recovered log: what was lost is forgotten, what is there is
-        // now durable (open made it so and reported it as the high watermark).
-        let lost: Vec<i64> = self.model.batches.range(leo..).map(|(b, _)| *b).collect();
-        for b in lost {
-            self.model.batches.remove(&b);
-        }
+        self.reconcile_aborted(log, &present)?;
+        self.check_transactions(log)?;
+        self.check_aborted_sub_ranges(log, &present, 3)?;
+
+        // What is there is now durable (open made it so and reported it as the high watermark).
         self.model.acked_hw = leo;
+        // Transactions ended before the acknowledged start are out of every check for good.
+        let acked_start = self.model.acked_start;
+        self.model
+            .txns
+            .retain(|_, t| t.end.is_none_or(|(marker, _)| marker >= acked_start));
         for p in 0..self.model.producers.len() {
+            if let Some(first) = self.model.producers[p].txn {
+                // Invariant 7: its transaction is open in the log, and only a marker ends it,
+                // so the producer keeps its id, going on from its last surviving batch.
+                let last = self.model.txns.get(&first).and_then(|t| t.batches.last());
+                let next_seq = last
+                    .and_then(|b| self.model.batches.get(b))
+                    .and_then(|b| BatchHeader::parse(&b.produced).ok())
+                    .map(|h| h.last_sequence() + 1);
+                let (Some(&last), Some(next_seq)) = (last, next_seq) else {
+                    return Err(format!("model: open transaction at {first} has no batch"));
+                };
+                let pr = &mut self.model.producers[p];
+                pr.last_batch = Some(last);
+                pr.next_seq = next_seq;
+                if last >= start {
+                    self.retry_last(log, p)?;
+                }
+                continue;
+            }
             let keep = match self.model.producers[p].last_batch {
                 Some(b) => {
                     self.model.batches.contains_key(&b) && b >= start && !self.model.compacted
@@ -604,12 +1108,8 @@ impl Run {
             } else {
                 // Its state may be gone with its batches: it starts again as a new producer.
                 self.model.next_pid += 1;
-                let id = self.model.next_pid;
-                self.model.producers[p] = Producer {
-                    id,
-                    next_seq: 0,
-                    last_batch: None,
-                };
+                let transactional = self.model.producers[p].transactional;
+                self.model.producers[p] = Producer::new(self.model.next_pid, transactional);
             }
         }
         // Batches of retired producers no longer belong to anyone retrying them.
@@ -741,8 +1241,21 @@ impl Run {
                         map_capacity: [3, 8, 1 << 10][self.rng.below(3) as usize],
                         pacer: Rc::new(super::pacing::IoPacer::new(0)),
                     };
+                    let start = log.log_start_offset();
                     match log.compact(&s, self.now).await {
-                        Ok(o) => self.trace.note(format!("compaction: {o:?}")),
+                        Ok(o) => {
+                            // A pass removed every aborted transaction's data from the log
+                            // start to where it stopped (durably: the swaps are synced).
+                            if let Some(o) = &o {
+                                let p = &mut self.model.purged;
+                                *p = if start <= p.end && p.start <= o.first_dirty {
+                                    p.start.min(start)..p.end.max(o.first_dirty)
+                                } else {
+                                    start..o.first_dirty
+                                };
+                            }
+                            self.trace.note(format!("compaction: {o:?}"));
+                        }
                         Err(e) => failed = Some(("compaction".into(), e, false)),
                     }
                 }
@@ -811,6 +1324,14 @@ impl Run {
     }
 }
 
+/// What `log.aborted_transactions(from, upper)` lists, as the model keeps it.
+fn aborted_summary(log: &Log, from: i64, upper: i64) -> Vec<AbortedSummary> {
+    log.aborted_transactions(from, upper)
+        .iter()
+        .map(|t| (t.producer_id, t.first_offset, t.last_offset))
+        .collect()
+}
+
 /// Errors an injected fault explains: I/O errors, and the refusals of a log taken offline by
 /// one. Corruption and violated invariants are bugs (the fake disk never corrupts durable data).
 fn injected(e: &StorageError) -> bool {
@@ -835,6 +1356,11 @@ struct Totals {
     power_cuts: u64,
     torn_pages: u64,
     dropped_writes: u64,
+    commits: u64,
+    aborts: u64,
+    markers_lost: u64,
+    aborted_removed: u64,
+    aborted_rebuilt: u64,
 }
 
 /// Runs `seeds` on one executor; the failures, with how to replay each.
@@ -860,6 +1386,12 @@ fn run_seeds(seeds: std::ops::Range<u64>, verbose: bool) -> (Totals, Vec<String>
                 totals.power_cuts += c.power_cuts;
                 totals.torn_pages += c.torn_pages;
                 totals.dropped_writes += c.dropped_writes;
+                let t = run.txn_counts;
+                totals.commits += t.commits;
+                totals.aborts += t.aborts;
+                totals.markers_lost += t.markers_lost;
+                totals.aborted_removed += t.aborted_removed;
+                totals.aborted_rebuilt += t.aborted_rebuilt;
                 if let Err(msg) = outcome {
                     let trace: Vec<String> = run.trace.lines.drain(..).collect();
                     failures.push(format!(
@@ -923,6 +1455,13 @@ fn seeds() {
         );
         assert!(totals.power_cuts > 0 && totals.torn_pages > 0 && totals.dropped_writes > 0);
         assert!(totals.errors > 0 && totals.reopens > totals.seeds);
+        assert!(
+            totals.commits > 0
+                && totals.aborts > 0
+                && totals.markers_lost > 0
+                && totals.aborted_removed > 0,
+            "{totals:?}"
+        );
     }
 }
 
@@ -1007,6 +1546,83 @@ fn the_checker_catches_a_lost_acknowledged_batch() {
             Err(e) => e,
         };
         assert!(err.contains("acknowledged data lost"), "{err}");
+    });
+}
+
+/// The transaction checks are not vacuous: a log whose index lost an aborted transaction
+/// fails them.
+#[test]
+fn the_checker_catches_a_lost_aborted_transaction() {
+    on_executor(|| async {
+        let mut r = targeted_run(15);
+        let log = r.open().await.unwrap();
+        let p = r.add_producer(true);
+        r.append_data(&log, Some(p)).unwrap();
+        r.append_marker(&log, p, false).unwrap();
+        // Enough after it that its segment is sealed, its `.txnindex` written.
+        for _ in 0..30 {
+            r.append_data(&log, None).unwrap();
+        }
+        log.flush().await.unwrap();
+        r.flushed(&log).unwrap();
+        assert!(log.segment_count() > 1);
+        drop(log);
+        // The index entry goes; the segment's other index files still make it trusted.
+        let txnindex = r.dir.join(crate::storage::segment_file_name(0, "txnindex"));
+        r.disk.remove_file(&txnindex).unwrap();
+        r.disk.restart();
+        let err = match r.reopen().await {
+            Ok(_) => panic!("a lost aborted transaction went unnoticed"),
+            Err(e) => e,
+        };
+        assert!(
+            err.contains("missing from the log's aborted transactions"),
+            "{err}"
+        );
+    });
+}
+
+/// Invariant 7, the rule the model follows: a transaction whose marker a power cut took is
+/// open again after the reopen, from its first offset; its producer keeps its id, sends the
+/// marker again, which ends it, and goes on in sequence.
+#[test]
+fn a_transaction_whose_marker_was_lost_is_ended_by_sending_it_again() {
+    on_executor(|| async {
+        let mut r = targeted_run(16);
+        let log = r.open().await.unwrap();
+        let p = r.add_producer(true);
+        r.append_data(&log, Some(p)).unwrap();
+        r.append_data(&log, None).unwrap();
+        r.append_data(&log, Some(p)).unwrap();
+        log.flush().await.unwrap();
+        r.flushed(&log).unwrap();
+        let first = r.model.producers[p].txn.unwrap();
+        r.append_marker(&log, p, false).unwrap();
+        drop(log);
+        r.disk.power_cut_worst();
+        let log = r.reopen().await.unwrap();
+        let id = r.model.producers[p].id;
+        assert_eq!(log.open_transaction_starts(), vec![(id, first)]);
+        assert_eq!(log.last_stable_offset(), first);
+        assert_eq!(r.model.producers[p].resend, Some(false));
+        // What `append_one` does for it next.
+        r.append_marker(&log, p, false).unwrap();
+        log.flush().await.unwrap();
+        r.flushed(&log).unwrap();
+        assert_eq!(log.open_transactions(), 0);
+        assert_eq!(log.last_stable_offset(), log.high_watermark());
+        assert_eq!(
+            aborted_summary(&log, 0, log.high_watermark()).len(),
+            1,
+            "the aborted transaction is indexed"
+        );
+        r.append_data(&log, Some(p)).unwrap();
+        assert_eq!(r.model.producers[p].id, id);
+        log.flush().await.unwrap();
+        r.flushed(&log).unwrap();
+        drop(log);
+        r.disk.restart();
+        r.reopen().await.unwrap();
     });
 }
 

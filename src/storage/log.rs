@@ -420,7 +420,7 @@ impl<D: Disk> PartitionLog<D> {
             names = disk.list_dir(&dir)?;
         }
         let mut bases = Vec::new();
-        let mut indexes = Vec::new();
+        let mut side_files = Vec::new();
         for name in names {
             let name = name.as_str();
             if name.ends_with(".tmp") || name.ends_with(".cleaned") {
@@ -430,17 +430,19 @@ impl<D: Disk> PartitionLog<D> {
             }
             match parse_segment_file_name(name) {
                 Some((b, "log")) => bases.push(b),
-                Some((b, "index" | "timeindex" | "txnindex")) => {
-                    indexes.push((b, name.to_string()))
+                Some((b, "index" | "timeindex" | "txnindex" | "snapshot")) => {
+                    side_files.push((b, name.to_string()))
                 }
                 _ => {}
             }
         }
         bases.sort_unstable();
-        // Index files whose segment is gone: a crash between removing a segment's `.log` and
-        // its indexes (retention, a merge) leaves them, and nothing else would ever remove
-        // them (found by the crash loop).
-        for (base, name) in indexes {
+        // Index and snapshot files whose segment is gone: a crash between removing a segment's
+        // `.log` and its other files (retention, a merge) leaves them, and nothing else would
+        // ever remove them (found by the crash loop; the snapshots by fault injection). A
+        // snapshot written for a segment whose file a crash kept from being created is
+        // written again at the next roll.
+        for (base, name) in side_files {
             if bases.binary_search(&base).is_err() {
                 log::info!("{}: removing {name}: its segment is gone", dir.display());
                 let _ = disk.remove_file(&dir.join(&name));
@@ -487,7 +489,7 @@ impl<D: Disk> PartitionLog<D> {
                     tail_rescanned = true;
                     // Producer state: the snapshot written when the tail segment was rolled to,
                     // else a rebuild from every earlier segment.
-                    let restored = read_producer_snapshot(&disk, &dir, tail_base);
+                    let restored = read_producer_snapshot(&disk, &dir, tail_base)?;
                     let rebuild_producers = restored.is_none() && bases.len() > 1;
                     if let Some(p) = restored {
                         producers = p;
@@ -726,7 +728,7 @@ impl<D: Disk> PartitionLog<D> {
                 let producers = match producers {
                     Some(p) => p,
                     None => {
-                        own = read_producer_snapshot(disk, dir, base).unwrap_or_default();
+                        own = read_producer_snapshot(disk, dir, base)?.unwrap_or_default();
                         &mut own
                     }
                 };
@@ -867,19 +869,20 @@ impl<D: Disk> PartitionLog<D> {
 
     /// The last stable offset: read_committed consumers read below it. The high watermark, or
     /// the first offset of the oldest transaction that is open, or whose marker is not yet
-    /// durable, if that is lower.
+    /// durable, if that is lower; never below the log start offset. DeleteRecords or retention
+    /// may remove the first batches of an open transaction: there is nothing below the start
+    /// to hold back, and an offset below it would be answered to ListOffsets (read_committed,
+    /// latest) and then refused by Fetch as out of range. Kafka keeps the first unstable offset
+    /// at or above the log start offset the same way (found by fault injection).
     pub fn last_stable_offset(&self) -> i64 {
         let st = self.state.borrow();
         let ending = st.ending_txns.iter().map(|t| t.first_offset).min();
-        [
-            Some(st.high_watermark),
-            st.producers.first_unstable_offset(),
-            ending,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(st.high_watermark)
+        let first_unstable = [st.producers.first_unstable_offset(), ending]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|o| o.max(st.log_start_offset));
+        first_unstable.map_or(st.high_watermark, |o| o.min(st.high_watermark))
     }
 
     /// The aborted transactions a read_committed Fetch of `[from, upper)` must report: those
@@ -903,6 +906,16 @@ impl<D: Disk> PartitionLog<D> {
     /// How many transactions are open in this partition.
     pub fn open_transactions(&self) -> usize {
         self.state.borrow().producers.open_transactions()
+    }
+
+    /// The open transactions as (producer id, first offset), oldest first: what
+    /// DescribeProducers reports as each producer's current transaction start offset.
+    pub fn open_transaction_starts(&self) -> Vec<(i64, i64)> {
+        self.state
+            .borrow()
+            .producers
+            .open_transaction_starts()
+            .collect()
     }
 
     /// How many producers this partition keeps idempotence state for.
@@ -2400,18 +2413,34 @@ fn aborted_entry(p: &ProducerStateMachine, t: CompletedTxn) -> AbortedTxn {
     }
 }
 
-/// The producer state snapshot taken when segment `base` was rolled to, if readable.
+/// The producer state snapshot taken when segment `base` was rolled to; `None` when there is
+/// none or it is damaged (the caller then rebuilds the state from the batches). An I/O error
+/// is an error: taken for "no snapshot", it made a transient read error recover the state from
+/// the batches still in the log alone, forgetting an open transaction whose first batches
+/// retention had deleted, and producers' epochs and sequences (found by fault injection).
 fn read_producer_snapshot<D: Disk>(
     disk: &D,
     dir: &Path,
     base: i64,
-) -> Option<ProducerStateMachine> {
-    match disk.read_state(&dir.join(segment_file_name(base, "snapshot"))) {
-        Ok(Some(bytes)) => ProducerStateMachine::decode(&bytes),
-        Ok(None) => None,
-        Err(e) => {
+) -> Result<Option<ProducerStateMachine>, StorageError> {
+    use crate::io::state_file::StateFileError;
+    let path = dir.join(segment_file_name(base, "snapshot"));
+    match disk.read_state(&path) {
+        Ok(Some(bytes)) => {
+            let decoded = ProducerStateMachine::decode(&bytes);
+            if decoded.is_none() {
+                log::warn!(
+                    "{}: undecodable producer snapshot, rebuilding",
+                    path.display()
+                );
+            }
+            Ok(decoded)
+        }
+        Ok(None) => Ok(None),
+        Err(StateFileError::Io(e)) => Err(e.into()),
+        Err(e @ StateFileError::Corrupt { .. }) => {
             log::warn!("ignoring producer snapshot: {e}");
-            None
+            Ok(None)
         }
     }
 }

@@ -310,6 +310,11 @@ impl ProducerStateMachine {
         self.open_txns.len()
     }
 
+    /// The open transactions as (producer id, first offset), oldest first.
+    pub fn open_transaction_starts(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        self.open_txns.iter().map(|(first, pid)| (*pid, *first))
+    }
+
     /// Forgets the producers with no open transaction whose last batch's timestamp is at or
     /// before `now_ms - expiration_ms` (`producer.id.expiration.ms`); returns how many. A
     /// forgotten producer that comes back is accepted whatever its sequence (see `check`).

@@ -1,5 +1,6 @@
 //! PartitionLog tests on real files (O_DIRECT on the tempdir's filesystem), each inside its own
-//! glommio executor.
+//! glommio executor; a test that needs an injected I/O error runs on the fake disk
+//! (`io::fake_disk`).
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -1560,6 +1561,108 @@ fn compaction_drops_aborted_data_keeps_committed_and_stops_at_open_transactions(
     });
 }
 
+/// Regression (fault injection: 9,606 of 20,000 seeds, the first 0, 1, 6, 7): DeleteRecords
+/// (or retention) past the first batch of an open transaction left the last stable offset
+/// below the log start offset, so ListOffsets (read_committed, latest) answered an offset that
+/// Fetch then refuses as out of range. The transaction stays open; nothing below the start is
+/// held back.
+#[test]
+fn the_last_stable_offset_never_falls_below_the_log_start() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("ls-0");
+        let cache = Rc::new(BatchCache::new(0));
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
+        let append =
+            |log: &PartitionLog, (b, h): (Bytes, BatchHeader)| log.append(&b, &h, 0, NOW).unwrap();
+        append(&log, produced(2, 1, NOW));
+        let open = append(&log, txn_batch(1, 0, 2));
+        append(&log, produced(3, 2, NOW));
+        log.flush().await.unwrap();
+        assert_eq!(log.last_stable_offset(), open.base_offset);
+        let start = log
+            .delete_records_before(open.last_offset + 2, NOW)
+            .await
+            .unwrap();
+        assert_eq!(start, open.last_offset + 2);
+        assert_eq!(log.open_transactions(), 1);
+        assert_eq!(log.last_stable_offset(), start);
+        // The same after a crash: the transaction is still open from its first offset.
+        drop(log);
+        let log = PartitionLog::open(dir.clone(), small_cfg(), cache.clone(), NOW)
+            .await
+            .unwrap();
+        assert_eq!(log.log_start_offset(), start);
+        assert_eq!(log.open_transaction_starts(), vec![(1, open.base_offset)]);
+        assert_eq!(log.last_stable_offset(), start);
+        // Its marker ends it, and the index lists it from its first offset.
+        let m = append(&log, marker(1, 0, false, 0));
+        assert_eq!(log.last_stable_offset(), start, "marker not durable yet");
+        log.flush().await.unwrap();
+        assert_eq!(log.last_stable_offset(), log.high_watermark());
+        let aborted = log.aborted_transactions(start, log.high_watermark());
+        assert_eq!(
+            aborted
+                .iter()
+                .map(|t| (t.producer_id, t.first_offset, t.last_offset))
+                .collect::<Vec<_>>(),
+            vec![(1, open.base_offset, m.base_offset)]
+        );
+    });
+}
+
+/// Regression (fault injection: 271 of 20,000 seeds, among them 54, 116, 746, 1621): an I/O
+/// error reading the tail segment's producer snapshot at open was taken for "no snapshot", and
+/// the producer state was rebuilt from the batches still in the log alone. An open transaction
+/// whose first batches DeleteRecords had removed was forgotten (or, with batches left, moved
+/// to the first of them), and its producer's epoch and sequence with it. The open fails
+/// instead; once the disk reads again, it restores everything.
+#[test]
+fn an_unreadable_producer_snapshot_fails_the_open() {
+    use crate::io::fake_disk::FakeDisk;
+    run(|| async {
+        let root = Path::new("/fake");
+        let disk = FakeDisk::new(7, root);
+        let dir = root.join("ps-0");
+        let cache = Rc::new(BatchCache::new(0));
+        let open =
+            || PartitionLog::open_on(disk.clone(), dir.clone(), small_cfg(), cache.clone(), NOW);
+        let log = open().await.unwrap();
+        let (b, h) = txn_batch(1, 0, 2);
+        let txn = log.append(&b, &h, 0, NOW).unwrap();
+        for i in 0..80 {
+            let (b, h) = produced(1 + i % 8, 100 + i as u64, NOW);
+            log.append(&b, &h, 0, NOW).unwrap();
+        }
+        log.flush().await.unwrap();
+        assert!(log.segment_count() >= 3, "{}", log.segment_count());
+        // Everything before the tail segment goes, the transaction's batch with it.
+        let tail = disk
+            .names(&dir)
+            .iter()
+            .filter_map(|n| n.strip_suffix(".log")?.parse::<i64>().ok())
+            .max()
+            .unwrap();
+        assert_eq!(log.delete_records_before(tail, NOW).await.unwrap(), tail);
+        assert_eq!(log.segment_count(), 1);
+        assert_eq!(log.open_transaction_starts(), vec![(1, txn.base_offset)]);
+        drop(log);
+        disk.restart();
+        disk.fail_once("read", &segment_file_name(tail, "snapshot"));
+        let failed = open().await;
+        assert!(
+            matches!(failed, Err(StorageError::Io(_))),
+            "{:?}",
+            failed.err()
+        );
+        let log = open().await.unwrap();
+        assert_eq!(log.open_transaction_starts(), vec![(1, txn.base_offset)]);
+        assert_eq!(log.last_stable_offset(), tail);
+    });
+}
+
 /// Segments rolled by age (`segment.ms`) stay small: compaction merges runs of them into one
 /// segment each (at most `segment.bytes`), which is what bounds the files and open descriptors
 /// of a compacted topic with steady writes.
@@ -2062,9 +2165,10 @@ fn merged_segments_keep_their_aborted_transactions() {
     });
 }
 
-/// Regression (crash loop): a crash between removing a segment's `.log` and its index files
-/// (retention, a merge) left `.index`/`.timeindex`/`.txnindex` files nothing ever removed.
-/// Opening the log removes index files whose segment is gone and keeps the others.
+/// Regression (crash loop; the snapshots by fault injection): a crash between removing a
+/// segment's `.log` and its other files (retention, a merge) left `.index`/`.timeindex`/
+/// `.txnindex`/`.snapshot` files nothing ever removed. Opening the log removes those whose
+/// segment is gone and keeps the others.
 #[test]
 fn index_files_without_their_segment_are_removed_at_open() {
     run(|| async {
@@ -2080,17 +2184,23 @@ fn index_files_without_their_segment_are_removed_at_open() {
         log.close().await.unwrap();
         let kept_index = files(&dir, "index").len();
         assert!(kept_index >= 1, "no sealed segment to keep an index for");
+        let kept_snapshots = files(&dir, "snapshot").len();
+        assert!(
+            kept_snapshots >= 1,
+            "no rolled-to segment to keep a snapshot for"
+        );
         let orphan = |ext: &str| dir.join(crate::storage::segment_file_name(123_456_789, ext));
-        for ext in ["index", "timeindex", "txnindex"] {
+        for ext in ["index", "timeindex", "txnindex", "snapshot"] {
             std::fs::write(orphan(ext), b"left by a crash").unwrap();
         }
         let log = PartitionLog::open(dir.clone(), small_cfg(), cache, NOW)
             .await
             .unwrap();
-        for ext in ["index", "timeindex", "txnindex"] {
+        for ext in ["index", "timeindex", "txnindex", "snapshot"] {
             assert!(!orphan(ext).exists(), "orphan .{ext} still there");
         }
         assert_eq!(files(&dir, "index").len(), kept_index);
+        assert_eq!(files(&dir, "snapshot").len(), kept_snapshots);
         assert_eq!(log.log_end_offset(), end);
     });
 }
