@@ -13,10 +13,16 @@ use common::{bench, cpus, json, Broker};
 
 #[test]
 fn a_short_soak_accounts_for_every_record_and_judges_drift() {
+    let metrics_addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").to_string()
+    };
+    let metrics_listen = format!("metrics.listen={metrics_addr}");
     let broker = Broker::start_with(&[
         "group.initial.rebalance.delay.ms=0",
         "log.retention.check.interval.ms=500",
         "log.cleaner.backoff.ms=500",
+        &metrics_listen,
     ]);
     let pid = broker.child.as_ref().map(|c| c.id()).expect("broker pid");
     let bs = broker.bootstrap();
@@ -76,6 +82,12 @@ fn a_short_soak_accounts_for_every_record_and_judges_drift() {
         "30",
         "--broker-data-dir",
         data.to_str().expect("utf-8 path"),
+        "--broker-metrics",
+        &metrics_addr,
+        "--broker-pause-every-s",
+        "8",
+        "--broker-pause-ms",
+        "300",
         "--quiet",
         "--json",
         out_json.to_str().expect("utf-8 path"),
@@ -92,10 +104,23 @@ fn a_short_soak_accounts_for_every_record_and_judges_drift() {
 
     // The broker was found from its listening socket and sampled in every row.
     assert_eq!(v["broker"]["pid"].as_u64(), Some(pid as u64), "{}", ctx());
+    // Paused (SIGSTOP) for 300 ms at 8 and 16 s of the load (and 24 s at its very end, maybe):
+    // the accounting below holds through the stalls.
+    let pauses = v["broker"]["pauses"].as_u64().unwrap_or(0);
+    assert!((2..=3).contains(&pauses), "{pauses} pauses: {}", ctx());
     let rows = v["rows"].as_array().expect("rows");
     assert_eq!(rows.len(), 12, "24 s of 2 s rows: {}", ctx());
     for r in rows {
         assert!(r["broker_rss_mib"].as_f64().is_some_and(|m| m > 1.0), "{r}");
+        // From the broker's /metrics (glibc heap; the cache holds what was produced).
+        let heap = r["broker_heap_allocated_mib"].as_f64().unwrap_or(0.0);
+        assert!(heap > 0.1, "{r}");
+        assert!(
+            r["broker_cache_mib"]
+                .as_f64()
+                .is_some_and(|c| c > 0.0 && c <= heap),
+            "{r}"
+        );
         assert!(r["broker_fds"].as_u64().is_some_and(|f| f > 3), "{r}");
         assert!(r["data_dir_mib"].as_f64().is_some_and(|m| m > 0.0), "{r}");
         assert!(r["produce_us_p99"].as_u64().is_some_and(|p| p > 0), "{r}");
@@ -177,7 +202,11 @@ fn a_short_soak_accounts_for_every_record_and_judges_drift() {
         svg.starts_with("<svg") || svg.contains("<svg"),
         "not an SVG"
     );
-    for caption in ["broker RSS", "broker open file descriptors", "latency p99"] {
+    for caption in [
+        "broker memory",
+        "broker open file descriptors",
+        "latency p99",
+    ] {
         assert!(svg.contains(caption), "no {caption:?} panel");
     }
 }
