@@ -506,13 +506,7 @@ fn counters_move_by_exactly_what_a_produce_load_wrote() {
     // Memory: the resident set as /proc says (within what moved between the two reads), the
     // heap holding at least the batch cache it feeds.
     let pid = broker.pid().expect("broker pid");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let vm_rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .expect("VmRSS")
-        * 1024.0;
+    let vm_rss = rss_bytes(pid) as f64;
     let memory = scrape(maddr);
     let resident = memory
         .get("process_resident_memory_bytes", &[])

@@ -1297,3 +1297,14 @@ pub fn admin(
 pub fn admin_opts() -> rdkafka::admin::AdminOptions {
     rdkafka::admin::AdminOptions::new().request_timeout(Some(Duration::from_secs(30)))
 }
+
+/// VmRSS of `pid`, in bytes.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status");
+    kib * 1024
+}
