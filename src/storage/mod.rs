@@ -15,6 +15,7 @@
 pub mod cache;
 pub mod compaction;
 pub mod index;
+pub mod journal;
 pub mod log;
 pub mod pacing;
 pub mod producer_state;
