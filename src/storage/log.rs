@@ -167,6 +167,8 @@ struct Pending {
     head: Vec<u8>,
     batches: Vec<StoredBatch>,
     len: u64,
+    /// Offset of the first of `batches` (what a flush adds starts there).
+    first_offset: i64,
 }
 
 impl Pending {
@@ -176,6 +178,7 @@ impl Pending {
             head,
             batches: Vec::new(),
             len,
+            first_offset: 0,
         }
     }
 
@@ -255,6 +258,37 @@ pub struct FlushTicket<F = DirectFile> {
     base: i64,
     end_size: u64,
     end_next: i64,
+    /// The batches this write added (offsets from `added_first_offset`), for the shard journal.
+    added: Vec<StoredBatch>,
+    added_first_offset: i64,
+}
+
+impl<F> FlushTicket<F> {
+    /// Bytes of batches this write added to the segment.
+    pub fn added_bytes(&self) -> u64 {
+        self.added.iter().map(|b| b.len() as u64).sum()
+    }
+
+    /// The batches this write added: the offset of the first, and their bytes in pieces.
+    pub fn added_parts(&self) -> (i64, Vec<&[u8]>) {
+        (
+            self.added_first_offset,
+            self.added.iter().flat_map(|b| b.parts()).collect(),
+        )
+    }
+
+    /// The segment file written (a journal checkpoint fdatasyncs it).
+    pub fn file(&self) -> &Rc<F> {
+        &self.file
+    }
+}
+
+/// Whether [`PartitionLog::append_batch`] stores a producer's batch (offsets and leader epoch
+/// assigned here) or replays one stored before a crash (kept as it is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AppendMode {
+    Produce,
+    Replay,
 }
 
 /// Smallest preallocation step (see `write_pending`).
@@ -952,6 +986,73 @@ impl<D: Disk> PartitionLog<D> {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendOutcome, StorageError> {
+        self.append_batch(batch, hdr, leader_epoch, now_ms, AppendMode::Produce)
+    }
+
+    /// Appends batches as they were stored before a crash (the shard journal's record of
+    /// them, `data` holding whole batches from `base_offset`): those below the log end offset
+    /// are already here and skipped, the rest go on exactly as stored (offsets, leader epoch,
+    /// timestamps), through the producer-state checks an append makes. Returns how many
+    /// batches were appended; durable after `flush`. A batch that does not start at the log end
+    /// (a gap: the log lost what the journal does not hold) is an error, nothing after it is
+    /// appended.
+    pub fn replay(&self, base_offset: i64, data: &Bytes, now_ms: i64) -> Result<u64, StorageError> {
+        let corrupt = |position: usize, reason: &'static str| StorageError::Corrupt {
+            path: self.dir.clone(),
+            position: position as u64,
+            reason,
+        };
+        let (mut pos, mut appended, mut expected) = (0usize, 0u64, base_offset);
+        while pos < data.len() {
+            let total = BatchHeader::parse(&data[pos..])
+                .map_err(|_| corrupt(pos, "journal record: batch header"))?
+                .total_len();
+            if total < record_batch::BATCH_HEADER_LEN || pos + total > data.len() {
+                return Err(corrupt(pos, "journal record: batch length"));
+            }
+            let batch = data.slice(pos..pos + total);
+            let hdr = record_batch::validate_stored(&batch)
+                .map_err(|_| corrupt(pos, "journal record: batch fails validation"))?;
+            if hdr.base_offset != expected {
+                return Err(invariant(
+                    "journal record batches contiguous",
+                    expected,
+                    hdr.base_offset,
+                ));
+            }
+            expected = hdr.last_offset() + 1;
+            pos += total;
+            let end = self.log_end_offset();
+            if hdr.last_offset() < end {
+                continue;
+            }
+            if hdr.base_offset != end {
+                return Err(invariant(
+                    "replayed batch starts at the log end",
+                    end,
+                    hdr.base_offset,
+                ));
+            }
+            self.append_batch(
+                &batch,
+                &hdr,
+                hdr.partition_leader_epoch,
+                now_ms,
+                AppendMode::Replay,
+            )?;
+            appended += 1;
+        }
+        Ok(appended)
+    }
+
+    fn append_batch(
+        &self,
+        batch: &Bytes,
+        hdr: &BatchHeader,
+        leader_epoch: i32,
+        now_ms: i64,
+        mode: AppendMode,
+    ) -> Result<AppendOutcome, StorageError> {
         let mut guard = self.state.borrow_mut();
         let st = &mut *guard;
         if st.failed {
@@ -1005,6 +1106,13 @@ impl<D: Disk> PartitionLog<D> {
             ),
         };
         match check? {
+            ProducerCheck::Duplicate { base_offset, .. } if mode == AppendMode::Replay => {
+                return Err(invariant(
+                    "replayed batch is not a duplicate",
+                    hdr.base_offset,
+                    base_offset,
+                ));
+            }
             ProducerCheck::Duplicate {
                 base_offset,
                 last_offset,
@@ -1066,7 +1174,18 @@ impl<D: Disk> PartitionLog<D> {
                 batch.len() as i64,
             )
         };
-        let (copy, log_append_time, max_ts) = if self.cfg.borrow().message_timestamp_log_append {
+        let (copy, log_append_time, max_ts) = if mode == AppendMode::Replay {
+            // As stored before the crash: nothing is rewritten.
+            let log_append_time = match hdr.is_log_append_time() {
+                true => hdr.max_timestamp,
+                false => -1,
+            };
+            (
+                StoredBatch::whole(batch.clone()),
+                log_append_time,
+                hdr.max_timestamp,
+            )
+        } else if self.cfg.borrow().message_timestamp_log_append {
             // maxTimestamp and the CRC change too: store a rewritten copy of the whole batch.
             let mut whole = BytesMut::from(&batch[..]);
             record_batch::set_base_offset(&mut whole, base).map_err(short)?;
@@ -1095,6 +1214,9 @@ impl<D: Disk> PartitionLog<D> {
             len,
             max_ts,
         );
+        if seg.pending.batches.is_empty() {
+            seg.pending.first_offset = base;
+        }
         seg.pending.len += len;
         seg.pending.batches.push(copy.clone());
         seg.size += len;
@@ -1326,6 +1448,8 @@ impl<D: Disk> PartitionLog<D> {
                 base,
                 end_size,
                 end_next,
+                added_first_offset: data.first_offset,
+                added: data.batches,
             },
             seal,
         )))
@@ -1334,6 +1458,22 @@ impl<D: Disk> PartitionLog<D> {
     /// fdatasyncs a written segment and records what became durable.
     async fn make_durable(&self, t: &FlushTicket<D::File>) -> Result<(), StorageError> {
         t.file.fdatasync().await?;
+        self.record_durable(t)
+    }
+
+    /// The durable half of a flush whose added batches the shard journal made durable (its
+    /// entry's fdatasync returned): the high watermark advances without an fdatasync of the
+    /// segment file, which the journal's next checkpoint does.
+    pub fn flush_journaled(&self, ticket: FlushTicket<D::File>) -> Result<(), StorageError> {
+        let done = self.record_durable(&ticket);
+        if let Err(e) = &done {
+            self.fail(e);
+        }
+        done
+    }
+
+    /// Records that what `t` wrote is durable: the high watermark moves.
+    fn record_durable(&self, t: &FlushTicket<D::File>) -> Result<(), StorageError> {
         let mut st = self.state.borrow_mut();
         // An earlier write or fdatasync of this log failed while this one ran (flushes overlap):
         // what that one covered may be lost whatever this fdatasync reports (after an I/O error

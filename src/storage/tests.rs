@@ -44,7 +44,11 @@ fn stored(batch: &Bytes, base: i64, epoch: i32) -> Vec<u8> {
 }
 
 /// Reads every batch from `from` up to the high watermark.
-async fn read_all(log: &PartitionLog, from: i64, max_bytes: usize) -> Vec<Bytes> {
+async fn read_all<D: crate::io::disk::Disk>(
+    log: &PartitionLog<D>,
+    from: i64,
+    max_bytes: usize,
+) -> Vec<Bytes> {
     let hw = log.high_watermark();
     let mut out = Vec::new();
     let mut off = from;
@@ -2299,5 +2303,108 @@ fn producer_expiry_goes_by_batch_times_that_survive_restarts() {
         assert_eq!(log.expire_producers(later, EXPIRATION_MS), 2);
         assert_eq!(log.producer_count(), 0);
         log.close().await.unwrap();
+    });
+}
+
+/// An idempotent producer's batch (producer 7, epoch 0, sequence `seq`).
+fn idempotent_batch(seq: i32, records: usize) -> (Bytes, BatchHeader) {
+    let mut b = BatchBuilder::simple(records, 7_000 + seq as u64);
+    b.producer_id = 7;
+    b.producer_epoch = 0;
+    b.base_sequence = seq;
+    let bytes = Bytes::from(b.build());
+    let h = validate(&bytes).unwrap();
+    (bytes, h)
+}
+
+/// The shard journal's side of a log: flushes whose added batches the journal made durable
+/// (`flush_journaled`, no fdatasync of the segment) are lost from the tail segment by a power
+/// cut, and `replay` of the journal's records brings back exactly what was there — bytes,
+/// offsets, producer state (the next sequence is accepted, a retry is a duplicate), the open
+/// transaction's end — and skips what the log already holds.
+#[test]
+fn replay_restores_journaled_appends_a_power_cut_took_from_the_tail() {
+    use crate::io::fake_disk::FakeDisk;
+    run(|| async {
+        let root = Path::new("/fake");
+        let disk = FakeDisk::new(11, root);
+        let dir = root.join("journaled-0");
+        let cache = Rc::new(BatchCache::new(0));
+        let open =
+            || PartitionLog::open_on(disk.clone(), dir.clone(), small_cfg(), cache.clone(), NOW);
+        let log = open().await.unwrap();
+        // What the journal would hold: (first offset, bytes) per flush.
+        let mut journal: Vec<(i64, Bytes)> = Vec::new();
+        let (mut seq, mut txn_seq) = (0, 0);
+        for round in 0..12 {
+            for i in 0..3 {
+                let (b, h) = match (round + i) % 3 {
+                    0 => {
+                        let r = idempotent_batch(seq, 2);
+                        seq += 2;
+                        r
+                    }
+                    1 => produced(1 + i, round as u64 * 10 + i as u64, NOW),
+                    _ => {
+                        txn_seq += 1;
+                        txn_batch(3, txn_seq - 1, 1)
+                    }
+                };
+                log.append(&b, &h, 0, NOW).unwrap();
+            }
+            if round == 11 {
+                let (m, h) = marker(3, 0, true, 0);
+                log.append(&m, &h, 0, NOW).unwrap();
+            }
+            let ticket = log.flush_write().await.unwrap().expect("a tail write");
+            let (first, parts) = ticket.added_parts();
+            journal.push((first, Bytes::from(parts.concat())));
+            log.flush_journaled(ticket).unwrap();
+        }
+        let end = log.log_end_offset();
+        assert_eq!(log.high_watermark(), end);
+        assert_eq!(log.last_stable_offset(), end);
+        let before = read_all(&log, 0, 1 << 20).await;
+        drop(log);
+        disk.power_cut_worst();
+
+        let log = open().await.unwrap();
+        let lost_to = log.log_end_offset();
+        assert!(
+            lost_to < end,
+            "the cut took the unsynced tail ({lost_to} of {end})"
+        );
+        let mut appended = 0;
+        for (first, bytes) in &journal {
+            appended += log.replay(*first, bytes, NOW).unwrap();
+        }
+        assert!(appended > 0);
+        assert_eq!(log.log_end_offset(), end);
+        log.flush().await.unwrap();
+        assert_eq!(read_all(&log, 0, 1 << 20).await, before);
+        assert_eq!(
+            log.last_stable_offset(),
+            end,
+            "the transaction's marker is back"
+        );
+        // Replaying again changes nothing.
+        for (first, bytes) in &journal {
+            assert_eq!(log.replay(*first, bytes, NOW).unwrap(), 0);
+        }
+        // The producer continues where the journal left it.
+        let (b, h) = idempotent_batch(seq - 2, 2);
+        let retry = log.append(&b, &h, 0, NOW).unwrap();
+        assert!(retry.duplicate);
+        let (b, h) = idempotent_batch(seq, 2);
+        let next = log.append(&b, &h, 0, NOW).unwrap();
+        assert!(!next.duplicate);
+        assert_eq!(next.base_offset, end);
+        // A record past the log end (a gap) is refused.
+        let (first, bytes) = journal.last().unwrap();
+        let gap = log.replay(*first + 1_000, bytes, NOW);
+        assert!(
+            matches!(gap, Err(StorageError::InvariantViolated { .. })),
+            "{gap:?}"
+        );
     });
 }
