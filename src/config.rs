@@ -57,6 +57,12 @@ pub struct BrokerConfig {
     pub log_roll_ms: i64,
     pub log_index_interval_bytes: u32,
     pub log_preallocate_bytes: u64,
+    /// `log.journal.bytes`: size of each shard's journal file (0: no journal; every flush
+    /// round fdatasyncs each partition's segment file). See `storage::journal`.
+    pub log_journal_bytes: u64,
+    /// `log.journal.partition.max.bytes`: a partition whose flush adds at most this many bytes
+    /// is made durable through the journal; a larger one by an fdatasync of its own file.
+    pub log_journal_partition_max_bytes: u64,
     pub log_message_timestamp_log_append: bool,
     pub message_max_bytes: usize,
     pub socket_request_max_bytes: usize,
@@ -192,6 +198,8 @@ const KEYS: &[(&str, &str)] = &[
     ("cores", ""),
     ("cache.bytes", "134217728"),
     ("log.preallocate.bytes", "16777216"),
+    ("log.journal.bytes", "67108864"),
+    ("log.journal.partition.max.bytes", "65536"),
     ("connection.inflight.max", "16"),
     ("mailbox.capacity", "1024"),
     ("acks1.durable", "true"),
@@ -375,6 +383,22 @@ impl BrokerConfig {
                 0,
                 i32::MAX as i64,
             )? as u32,
+            log_journal_bytes: match parse_num(
+                "log.journal.bytes",
+                &get("log.journal.bytes"),
+                0,
+                1 << 40,
+            )? as u64
+            {
+                0 => 0,
+                n => n.max(crate::storage::journal::JOURNAL_MIN_BYTES),
+            },
+            log_journal_partition_max_bytes: parse_num(
+                "log.journal.partition.max.bytes",
+                &get("log.journal.partition.max.bytes"),
+                0,
+                1 << 30,
+            )? as u64,
             log_preallocate_bytes: parse_num(
                 "log.preallocate.bytes",
                 &get("log.preallocate.bytes"),

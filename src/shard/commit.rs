@@ -21,10 +21,10 @@ use std::rc::Rc;
 
 use futures::future::{select, Either, LocalBoxFuture};
 
+use super::journal::{JournalSink, RoundPlan};
 use super::notify::Notify;
 use super::partition::Partition;
 use crate::metrics::ShardProbe;
-use crate::storage::log::FlushTicket;
 use crate::storage::pacing::IoPacer;
 
 /// Rounds over at most this many partitions let the next round write during their fdatasyncs
@@ -41,6 +41,9 @@ pub struct GroupCommit {
     /// Told how long every round's fdatasyncs took.
     pacer: Rc<IoPacer>,
     probe: Rc<ShardProbe>,
+    /// The shard journal, once started (see `journal.rs`); until then, and without one, every
+    /// partition fdatasyncs its own file.
+    journal: RefCell<Option<Rc<JournalSink>>>,
 }
 
 impl GroupCommit {
@@ -54,7 +57,18 @@ impl GroupCommit {
             stopping: Cell::new(false),
             pacer,
             probe,
+            journal: RefCell::new(None),
         }
+    }
+
+    /// From now on, rounds make small appends durable through `journal`.
+    pub fn install_journal(&self, journal: Rc<JournalSink>) {
+        *self.journal.borrow_mut() = Some(journal);
+    }
+
+    /// The shard journal, if started.
+    pub fn journal(&self) -> Option<Rc<JournalSink>> {
+        self.journal.borrow().clone()
     }
 
     /// Registers `p` as having unflushed appends; returns the round that will make them durable.
@@ -115,13 +129,14 @@ impl GroupCommit {
                 other => other,
             };
             let (round, batch) = self.take_round();
-            let (tickets, ()) = futures::join!(self.write_half(&batch), async {
+            let (plan, ()) = futures::join!(self.write_half(&batch), async {
                 if let Some((sync, _)) = previous {
                     sync.await;
                 }
             });
-            let n = batch.len();
-            syncing = Some((Box::pin(self.durable_half(round, batch, tickets)), n));
+            // Journaled partitions share one fdatasync: only the others count here.
+            let n = plan.per_file.len();
+            syncing = Some((Box::pin(self.durable_half(round, batch, plan)), n));
         }
     }
 
@@ -132,12 +147,16 @@ impl GroupCommit {
             return;
         }
         let (round, batch) = self.take_round();
-        let tickets = self.write_half(&batch).await;
-        self.durable_half(round, batch, tickets).await;
+        let plan = self.write_half(&batch).await;
+        self.durable_half(round, batch, plan).await;
     }
 
-    /// Starts a round: takes the dirty set and numbers it.
+    /// Starts a round: takes the dirty set and numbers it. Every earlier round's writes have
+    /// completed here, which makes it the place to start a journal checkpoint.
     fn take_round(&self) -> (u64, Vec<Rc<Partition>>) {
+        if let Some(j) = self.journal() {
+            j.maybe_checkpoint();
+        }
         let batch: Vec<Rc<Partition>> = std::mem::take(&mut *self.dirty.borrow_mut());
         self.started.set(self.started.get() + 1);
         for p in &batch {
@@ -146,28 +165,36 @@ impl GroupCommit {
         (self.started.get(), batch)
     }
 
-    async fn write_half(&self, batch: &[Rc<Partition>]) -> Vec<Option<FlushTicket>> {
-        crate::io::join::join_all(batch.iter().map(|p| p.flush_write())).await
+    /// Writes every partition of the round, then the journal entry of those that go through
+    /// the journal.
+    async fn write_half(&self, batch: &[Rc<Partition>]) -> RoundPlan {
+        let tickets = crate::io::join::join_all(batch.iter().map(|p| p.flush_write())).await;
+        let written: Vec<_> = batch
+            .iter()
+            .zip(tickets)
+            .filter_map(|(p, t)| Some((p.clone(), t?)))
+            .collect();
+        match self.journal() {
+            Some(j) => j.write_round(written).await,
+            None => RoundPlan::per_file(written),
+        }
     }
 
-    /// fdatasyncs what the round wrote, then completes it.
-    async fn durable_half(
-        &self,
-        round: u64,
-        batch: Vec<Rc<Partition>>,
-        tickets: Vec<Option<FlushTicket>>,
-    ) {
-        let syncs = batch.iter().zip(tickets).filter_map(|(p, t)| {
-            let t = t?;
-            Some(async move {
-                let clock = self.probe.fsync_started();
-                p.flush_sync(t).await;
-                self.probe.fsync_done(clock);
-            })
+    /// Makes what the round wrote durable (fdatasyncs), then completes it.
+    async fn durable_half(&self, round: u64, batch: Vec<Rc<Partition>>, plan: RoundPlan) {
+        let syncs = plan.per_file.into_iter().map(|(p, t)| async move {
+            let clock = self.probe.fsync_started();
+            p.flush_sync(t).await;
+            self.probe.fsync_done(clock);
         });
+        let journaled = async {
+            if let Some((journal, items)) = plan.journaled {
+                journal.make_durable(items, &self.probe).await;
+            }
+        };
         let started = std::time::Instant::now();
         crate::crash_points::hit("commit_fsync_before");
-        crate::io::join::join_all(syncs).await;
+        futures::join!(crate::io::join::join_all(syncs), journaled);
         crate::crash_points::hit("commit_fsync_after");
         self.pacer.foreground_sync(started.elapsed());
         self.probe.commit_round_done();

@@ -14,6 +14,7 @@
 
 pub mod background;
 pub mod commit;
+pub mod journal;
 pub mod mailbox;
 pub mod notify;
 pub mod partition;
@@ -84,6 +85,8 @@ pub struct Shard {
     pub lifecycle: Arc<Lifecycle>,
     /// This shard's metrics (see [`crate::metrics`]).
     pub probe: Rc<ShardProbe>,
+    /// Journal records read at start, replayed as partitions open (see `journal.rs`).
+    pub journal_replay: RefCell<journal::ReplayState>,
 }
 
 /// What an append on the owning shard produced, before durability.
@@ -163,6 +166,18 @@ impl Shard {
             .into_iter()
             .filter(|p| p.log.failed_out_of_space())
             .collect();
+        // The journal may hold appends of these logs that their files have but not durably:
+        // a checkpoint syncs them, so the reopened logs start from everything acknowledged and
+        // no journal record is left for offsets they will assign again.
+        if let (false, Some(j)) = (failed.is_empty(), self.commit.journal()) {
+            if let Err(e) = j.checkpoint().await {
+                log::error!(
+                    "shard {}: journal checkpoint before reopening: {e}",
+                    self.id
+                );
+                return;
+            }
+        }
         for old in failed {
             let dir = self.partition_dir(&old.topic, old.index);
             // The directory may be a link to another filesystem.
@@ -312,6 +327,7 @@ impl Shard {
                             }
                             list[i] = Some(p.clone());
                         }
+                        journal::replay_into(self, &p).await;
                         if topic.name == crate::coordinator::offsets::OFFSETS_TOPIC {
                             crate::coordinator::rebuild_from(self, &p).await;
                         }
@@ -689,6 +705,7 @@ async fn shard_main(
         groups: RefCell::new(Default::default()),
         consumer_groups: RefCell::new(Default::default()),
         lifecycle,
+        journal_replay: RefCell::new(Default::default()),
         txn: RefCell::new(crate::coordinator::transactions::TxnRuntime::new(
             crate::txn::TxnConfig {
                 max_timeout_ms: config.transaction_max_timeout_ms,
@@ -697,6 +714,8 @@ async fn shard_main(
             },
         )),
     });
+    // Before anything can open a partition (the controller's image comes by the mailbox).
+    journal::load(&shard).await;
     mailbox::spawn_receivers(&shard, receivers);
     crate::coordinator::groups::spawn_offsets_expiry(&shard);
     let background = background::task_queue(config.background_shares);
@@ -728,6 +747,30 @@ async fn shard_main(
                 .call(&shard, target, move |s| {
                     let s = s.clone();
                     async move { s.apply_image(img).await }
+                })
+                .await;
+            if r.is_err() {
+                return Err(BootError::Mesh(target));
+            }
+        }
+        // Every partition has its journal records back: the journals start a new epoch.
+        let mut unreplayed = 0;
+        for target in 0..nr_shards {
+            let r = shard
+                .mailbox
+                .call(&shard, target, |s| {
+                    let n = journal::replay_failures(s);
+                    async move { n }
+                })
+                .await;
+            unreplayed += r.map_err(|_| BootError::Mesh(target))?;
+        }
+        for target in 0..nr_shards {
+            let r = shard
+                .mailbox
+                .call(&shard, target, move |s| {
+                    let s = s.clone();
+                    async move { journal::start(&s, unreplayed > 0).await }
                 })
                 .await;
             if r.is_err() {

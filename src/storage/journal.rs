@@ -149,6 +149,13 @@ pub struct Recovered {
     last: Option<Checkpoint>,
 }
 
+impl Recovered {
+    /// The records, leaving what [`Journal::open`] continues from.
+    pub fn take_records(&mut self) -> Vec<JournalRecord> {
+        std::mem::take(&mut self.records)
+    }
+}
+
 /// Reads the live entries of the journal at `path` (nothing if it does not exist or was never
 /// finished). Changes nothing: the caller replays the records, makes the partitions durable,
 /// then [`Journal::open`]s the journal, which starts a new epoch.

@@ -1,0 +1,428 @@
+//! The shard journal in the group commit, and its replay when the broker starts.
+//!
+//! A flush round writes every dirty partition's new batches to its segment file (O_DIRECT).
+//! Partitions whose round added at most `log.journal.partition.max.bytes` are then made durable
+//! together: their batches go once more into one journal entry (`storage::journal`) and one
+//! fdatasync of the journal covers them all; larger ones fdatasync their own file as before
+//! (writing them twice would cost more bandwidth than the flush it saves). The segment files
+//! the journal covered are remembered and fdatasynced by a checkpoint, which then marks the
+//! entries before it dead; a checkpoint starts when half the journal is live.
+//!
+//! Order that keeps this safe: a partition's segment write completes before its journal entry
+//! is written, and its file is remembered before the entry gets its sequence number, so a
+//! checkpoint cut at any moment syncs every file an entry before the cut went to.
+//!
+//! At start (`load`, then `replay_into` as each partition opens, then `start`): every journal
+//! file's live records are read, each partition opened on this shard gets its records replayed
+//! (`PartitionLog::replay`: what its files lost in a crash comes back, what they hold is
+//! skipped) and flushed before anything else reads it (the coordinators rebuild from their
+//! partitions right after), and only then does each shard open its journal for a new epoch,
+//! which makes every old entry dead. If any record could not be replayed, the old journal files
+//! are kept aside (renamed) instead of reused. Journal failures at runtime (an I/O error) turn
+//! it off: the files it covered are fdatasynced and every round fdatasyncs per partition.
+//!
+//! Runs on its shard; `!Send`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use glommio::sync::Semaphore;
+
+use super::partition::Partition;
+use super::Shard;
+use crate::io::disk::{Disk, GlommioDisk};
+use crate::io::dma::DirectFile;
+use crate::metadata::TopicId;
+use crate::metrics::ShardProbe;
+use crate::storage::journal::{self, Journal, JournalRecord, RecordParts, Recovered};
+use crate::storage::log::FlushTicket;
+use crate::storage::StorageError;
+
+/// The journal as a shard's group commit uses it.
+pub struct JournalSink {
+    journal: Journal<GlommioDisk>,
+    partition_max_bytes: u64,
+    /// Segment files holding journaled writes no fdatasync has covered yet, by file id.
+    unsynced: RefCell<HashMap<u64, Rc<DirectFile>>>,
+    /// Held by the running checkpoint.
+    checkpoint_lock: Semaphore,
+    /// An I/O error stopped the journal (see the module docs).
+    failed: Cell<bool>,
+}
+
+/// A round's written partitions, by how they become durable.
+pub struct RoundPlan {
+    /// fdatasync of their own segment file.
+    pub per_file: Vec<(Rc<Partition>, FlushTicket)>,
+    /// The journal entry written for them, made durable by one fdatasync of the journal.
+    pub journaled: Option<(Rc<JournalSink>, Vec<(Rc<Partition>, FlushTicket)>)>,
+}
+
+impl RoundPlan {
+    pub fn per_file(items: Vec<(Rc<Partition>, FlushTicket)>) -> RoundPlan {
+        RoundPlan {
+            per_file: items,
+            journaled: None,
+        }
+    }
+}
+
+impl JournalSink {
+    pub fn new(journal: Journal<GlommioDisk>, partition_max_bytes: u64) -> Rc<JournalSink> {
+        Rc::new(JournalSink {
+            journal,
+            partition_max_bytes,
+            unsynced: RefCell::new(HashMap::new()),
+            checkpoint_lock: Semaphore::new(1),
+            failed: Cell::new(false),
+        })
+    }
+
+    /// Writes the journal entry of a round whose segment writes completed: the partitions that
+    /// added little go into it, the rest (and everyone, when the journal is off or full) are
+    /// left to fdatasync their own file.
+    pub async fn write_round(
+        self: &Rc<Self>,
+        items: Vec<(Rc<Partition>, FlushTicket)>,
+    ) -> RoundPlan {
+        if self.failed.get() {
+            return RoundPlan::per_file(items);
+        }
+        let (small, big): (Vec<_>, Vec<_>) = items.into_iter().partition(|(_, t)| {
+            let added = t.added_bytes();
+            added > 0 && added <= self.partition_max_bytes
+        });
+        if small.is_empty() {
+            return RoundPlan::per_file(big);
+        }
+        let records: Vec<RecordParts<'_>> = small
+            .iter()
+            .map(|(p, t)| {
+                let (base_offset, parts) = t.added_parts();
+                RecordParts {
+                    topic_id: p.topic_id,
+                    partition: p.index,
+                    base_offset,
+                    parts,
+                }
+            })
+            .collect();
+        if !self.journal.fits(&records) {
+            drop(records);
+            self.start_checkpoint();
+            return RoundPlan::per_file(big.into_iter().chain(small).collect());
+        }
+        // Remembered before the entry is numbered (see the module docs).
+        {
+            let mut unsynced = self.unsynced.borrow_mut();
+            for (_, t) in &small {
+                unsynced.insert(t.file().id(), t.file().clone());
+            }
+        }
+        let written = self.journal.write_entry(&records).await;
+        drop(records);
+        match written {
+            Ok(Some(_)) => RoundPlan {
+                per_file: big,
+                journaled: Some((self.clone(), small)),
+            },
+            Ok(None) => RoundPlan::per_file(big.into_iter().chain(small).collect()),
+            Err(e) => {
+                self.fail(&e);
+                RoundPlan::per_file(big.into_iter().chain(small).collect())
+            }
+        }
+    }
+
+    /// The durable half for the journaled partitions of a round: one fdatasync of the journal,
+    /// then their high watermarks move. If it fails, each fdatasyncs its own file instead.
+    pub async fn make_durable(&self, items: Vec<(Rc<Partition>, FlushTicket)>, probe: &ShardProbe) {
+        let clock = probe.fsync_started();
+        let synced = self.journal.sync().await;
+        probe.fsync_done(clock);
+        match synced {
+            Ok(()) => {
+                for (p, t) in items {
+                    if let Err(e) = p.log.flush_journaled(t) {
+                        p.log_error("flush (journaled)", &e);
+                    }
+                }
+            }
+            Err(e) => {
+                self.fail(&e);
+                crate::io::join::join_all(items.into_iter().map(|(p, t)| async move {
+                    p.flush_sync(t).await;
+                }))
+                .await;
+            }
+        }
+    }
+
+    /// Starts a checkpoint in the background if half the journal is live and none is running.
+    pub fn maybe_checkpoint(self: &Rc<Self>) {
+        if self.journal.live_bytes() * 2 > self.journal.capacity_bytes() {
+            self.start_checkpoint();
+        }
+    }
+
+    fn start_checkpoint(self: &Rc<Self>) {
+        if self.checkpoint_lock.available() == 0 {
+            return;
+        }
+        let sink = self.clone();
+        glommio::spawn_local(async move {
+            // Another one may have started since.
+            let Ok(_permit) = sink.checkpoint_lock.try_acquire_permit(1) else {
+                return;
+            };
+            if let Err(e) = sink.checkpoint_locked().await {
+                log::error!("journal checkpoint failed (retried later): {e}");
+            }
+        })
+        .detach();
+    }
+
+    /// Runs a checkpoint now (after the one running, if any): every journaled write made so
+    /// far is durable in its segment file when this returns `Ok`, and dead in the journal.
+    pub async fn checkpoint(&self) -> Result<(), StorageError> {
+        let _permit = self.checkpoint_lock.acquire_permit(1).await.map_err(|_| {
+            StorageError::InvariantViolated {
+                what: "journal checkpoint lock open",
+                expected: 1,
+                found: 0,
+            }
+        })?;
+        self.checkpoint_locked().await
+    }
+
+    async fn checkpoint_locked(&self) -> Result<(), StorageError> {
+        // The cut and the files it needs, taken together (no await in between).
+        let cut = self.journal.checkpoint_cut();
+        let files: Vec<Rc<DirectFile>> =
+            self.unsynced.borrow_mut().drain().map(|(_, f)| f).collect();
+        let synced = crate::io::join::join_all(files.iter().map(|f| f.fdatasync())).await;
+        if let Some(Err(e)) = synced.into_iter().find(|r| r.is_err()) {
+            // Not covered: keep them for the next checkpoint.
+            let mut unsynced = self.unsynced.borrow_mut();
+            for f in files {
+                unsynced.entry(f.id()).or_insert(f);
+            }
+            return Err(e.into());
+        }
+        if self.failed.get() {
+            return Ok(());
+        }
+        self.journal.commit_checkpoint(cut).await
+    }
+
+    /// Stops using the journal after an I/O error: what it covered is fdatasynced in the
+    /// segment files (in the background), and rounds fdatasync per partition from now on.
+    fn fail(&self, e: &StorageError) {
+        if self.failed.replace(true) {
+            return;
+        }
+        log::error!(
+            "journal {}: {e}; flush rounds fdatasync every partition's file from now on",
+            self.journal.path().display()
+        );
+        let files: Vec<Rc<DirectFile>> =
+            self.unsynced.borrow_mut().drain().map(|(_, f)| f).collect();
+        glommio::spawn_local(async move {
+            for f in files {
+                if let Err(e) = f.fdatasync().await {
+                    log::error!("after the journal failed: {e}");
+                }
+            }
+        })
+        .detach();
+    }
+}
+
+/// What a shard read from the journals at start, until [`start`].
+#[derive(Default)]
+pub struct ReplayState {
+    /// Records not replayed yet, by partition, in the order written.
+    records: HashMap<(TopicId, i32), Vec<JournalRecord>>,
+    /// This shard's own journal as found (the new epoch continues from it).
+    own: Recovered,
+    /// Records that could not be replayed into a partition of this shard.
+    failures: u64,
+}
+
+/// Reads every shard journal file in the data directory (a shard's partitions may have been
+/// another shard's before a restart with another shard count).
+pub async fn load(shard: &Shard) {
+    let dir = &shard.config.data_dir;
+    let names = match GlommioDisk.list_dir(dir) {
+        Ok(n) => n,
+        Err(e) => {
+            log::error!("shard {}: listing journals: {e}", shard.id);
+            shard.journal_replay.borrow_mut().failures += 1;
+            return;
+        }
+    };
+    let own = journal::journal_path(dir, shard.id);
+    let mut state = ReplayState::default();
+    for name in names.iter().filter(|n| journal_file_id(n).is_some()) {
+        let path = dir.join(name);
+        match journal::recover(&GlommioDisk, &path).await {
+            Ok(mut rec) => {
+                for r in rec.take_records() {
+                    state
+                        .records
+                        .entry((r.topic_id, r.partition))
+                        .or_default()
+                        .push(r);
+                }
+                if path == own {
+                    state.own = rec;
+                }
+            }
+            Err(e) => {
+                log::error!("shard {}: reading journal {name}: {e}", shard.id);
+                state.failures += 1;
+            }
+        }
+    }
+    for list in state.records.values_mut() {
+        list.sort_by_key(|r| r.base_offset);
+    }
+    *shard.journal_replay.borrow_mut() = state;
+}
+
+/// `shard-<id>.journal` -> id.
+fn journal_file_id(name: &str) -> Option<usize> {
+    name.strip_prefix("shard-")?
+        .strip_suffix(".journal")?
+        .parse()
+        .ok()
+}
+
+/// Replays the journal records of partition `p`, just opened, and flushes what they brought
+/// back, before anything reads it.
+pub async fn replay_into(shard: &Shard, p: &Partition) {
+    let Some(records) = shard
+        .journal_replay
+        .borrow_mut()
+        .records
+        .remove(&(p.topic_id, p.index))
+    else {
+        return;
+    };
+    let now = super::now_ms();
+    let mut appended = 0u64;
+    for r in &records {
+        match p.log.replay(r.base_offset, &r.data, now) {
+            Ok(n) => appended += n,
+            Err(e) => {
+                log::error!(
+                    "{}-{}: replaying the journal record at offset {}: {e}",
+                    p.topic,
+                    p.index,
+                    r.base_offset
+                );
+                shard.journal_replay.borrow_mut().failures += 1;
+                break;
+            }
+        }
+    }
+    if appended == 0 {
+        return;
+    }
+    match p.log.flush().await {
+        Ok(()) => log::info!(
+            "{}-{}: {appended} batch(es) restored from the journal; log end offset {}",
+            p.topic,
+            p.index,
+            p.log.log_end_offset()
+        ),
+        Err(e) => {
+            log::error!(
+                "{}-{}: flushing what the journal restored: {e}",
+                p.topic,
+                p.index
+            );
+            shard.journal_replay.borrow_mut().failures += 1;
+        }
+    }
+}
+
+/// Records this shard could not replay: its replay errors, and records left for partitions
+/// the image gives this shard (they did not open).
+pub fn replay_failures(shard: &Shard) -> u64 {
+    let image = shard.image();
+    let st = shard.journal_replay.borrow();
+    let stranded = st
+        .records
+        .keys()
+        .filter(|(id, index)| {
+            image
+                .topic_by_id(id)
+                .is_some_and(|t| image.shard_of(&t.name, *index) == Some(shard.id))
+        })
+        .count() as u64;
+    st.failures + stranded
+}
+
+/// Opens this shard's journal for a new epoch (every old entry dead) and hands it to the group
+/// commit; `keep_aside`: some shard could not replay a record, so the old files are renamed
+/// instead of reused. Shard 0 also clears journals of shards that no longer exist.
+pub async fn start(shard: &Shard, keep_aside: bool) {
+    let dir = shard.config.data_dir.clone();
+    let state = std::mem::take(&mut *shard.journal_replay.borrow_mut());
+    let mut old: Vec<std::path::PathBuf> = Vec::new();
+    if shard.id == 0 {
+        if let Ok(names) = GlommioDisk.list_dir(&dir) {
+            old.extend(
+                names
+                    .iter()
+                    .filter(|n| journal_file_id(n).is_some_and(|id| id >= shard.nr_shards))
+                    .map(|n| dir.join(n)),
+            );
+        }
+    }
+    let own = journal::journal_path(&dir, shard.id);
+    let mut recovered = state.own;
+    if keep_aside || shard.config.log_journal_bytes == 0 {
+        old.push(own.clone());
+        recovered = Recovered::default();
+    }
+    for path in old.iter().filter(|p| GlommioDisk.exists(p)) {
+        let outcome = if keep_aside {
+            let aside = path.with_extension(format!("journal.{}-unreplayed", super::now_ms()));
+            log::error!(
+                "keeping journal {} aside as {}: some of its records could not be replayed",
+                path.display(),
+                aside.display()
+            );
+            GlommioDisk.rename(path, &aside)
+        } else {
+            GlommioDisk.remove_file(path)
+        };
+        if let Err(e) = outcome.and_then(|()| GlommioDisk.sync_dir(&dir)) {
+            log::error!("shard {}: {e}", shard.id);
+        }
+    }
+    if shard.config.log_journal_bytes == 0 {
+        return;
+    }
+    match Journal::open(
+        &GlommioDisk,
+        &own,
+        shard.config.log_journal_bytes,
+        &recovered,
+    )
+    .await
+    {
+        Ok(j) => shard.commit.install_journal(JournalSink::new(
+            j,
+            shard.config.log_journal_partition_max_bytes,
+        )),
+        Err(e) => log::error!(
+            "shard {}: cannot open journal {}: {e}; every flush round fdatasyncs each partition",
+            shard.id,
+            own.display()
+        ),
+    }
+}
