@@ -154,8 +154,22 @@ pub struct ShardProbe {
     fsync: RefCell<LatencyHistogram>,
     fsyncs_in_flight: Cell<u64>,
     commit_rounds: Cell<u64>,
+    journal: Cell<JournalTotals>,
     /// glommio's I/O counters reset when read; their running totals.
     io: Cell<IoTotals>,
+}
+
+/// Running totals of the shard journal (see `shard::journal`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JournalTotals {
+    /// Entries made durable (one fdatasync each).
+    pub entries: u64,
+    /// Partition flushes those entries covered.
+    pub partitions: u64,
+    pub checkpoints: u64,
+    /// Segment files the checkpoints fdatasynced.
+    pub checkpoint_files: u64,
+    pub checkpoint_us: u64,
 }
 
 impl ShardProbe {
@@ -176,6 +190,7 @@ impl ShardProbe {
             fsync: RefCell::new(LatencyHistogram::default()),
             fsyncs_in_flight: Cell::new(0),
             commit_rounds: Cell::new(0),
+            journal: Cell::new(JournalTotals::default()),
             io: Cell::new(IoTotals::default()),
         }
     }
@@ -316,6 +331,27 @@ impl ShardProbe {
     /// A group-commit round completed.
     pub fn commit_round_done(&self) {
         add(&self.commit_rounds, 1);
+    }
+
+    /// A journal entry covering `partitions` partitions became durable.
+    pub fn journal_entry_done(&self, partitions: usize) {
+        let mut j = self.journal.get();
+        j.entries += 1;
+        j.partitions += partitions as u64;
+        self.journal.set(j);
+    }
+
+    /// A journal checkpoint fdatasynced `files` segment files in `took`.
+    pub fn journal_checkpoint_done(&self, files: usize, took: std::time::Duration) {
+        let mut j = self.journal.get();
+        j.checkpoints += 1;
+        j.checkpoint_files += files as u64;
+        j.checkpoint_us += took.as_micros() as u64;
+        self.journal.set(j);
+    }
+
+    pub fn journal_totals(&self) -> JournalTotals {
+        self.journal.get()
     }
 
     /// Adds what glommio's reactor counted since the last call (its counters reset when read).

@@ -440,6 +440,41 @@ pub fn render(info: &ProcessInfo, shards: &[ShardSnapshot]) -> String {
         "Group-commit rounds completed (each makes every append before it durable).",
         |s| s.commit_rounds,
     );
+    o.per_shard(
+        &shards,
+        "odradek_journal_entries_total",
+        "counter",
+        "Shard journal entries made durable: each one fdatasync for every partition in it.",
+        |s| s.journal.entries,
+    );
+    o.per_shard(
+        &shards,
+        "odradek_journal_partition_flushes_total",
+        "counter",
+        "Partition flushes made durable through the shard journal instead of their own fdatasync.",
+        |s| s.journal.partitions,
+    );
+    o.per_shard(
+        &shards,
+        "odradek_journal_checkpoints_total",
+        "counter",
+        "Shard journal checkpoints (segment files fdatasynced, earlier entries made dead).",
+        |s| s.journal.checkpoints,
+    );
+    o.per_shard(
+        &shards,
+        "odradek_journal_checkpoint_files_total",
+        "counter",
+        "Segment files fdatasynced by shard journal checkpoints.",
+        |s| s.journal.checkpoint_files,
+    );
+    o.per_shard(
+        &shards,
+        "odradek_journal_checkpoint_seconds_total",
+        "counter",
+        "Time shard journal checkpoints took.",
+        |s| s.journal.checkpoint_us as f64 / 1e6,
+    );
 
     // Batch cache.
     o.per_shard(

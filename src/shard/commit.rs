@@ -189,7 +189,7 @@ impl GroupCommit {
         });
         let journaled = async {
             if let Some((journal, items)) = plan.journaled {
-                journal.make_durable(items, &self.probe).await;
+                journal.make_durable(items).await;
             }
         };
         let started = std::time::Instant::now();

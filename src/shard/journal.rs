@@ -49,6 +49,7 @@ pub struct JournalSink {
     checkpoint_lock: Semaphore,
     /// An I/O error stopped the journal (see the module docs).
     failed: Cell<bool>,
+    probe: Rc<ShardProbe>,
 }
 
 /// A round's written partitions, by how they become durable.
@@ -69,13 +70,18 @@ impl RoundPlan {
 }
 
 impl JournalSink {
-    pub fn new(journal: Journal<GlommioDisk>, partition_max_bytes: u64) -> Rc<JournalSink> {
+    pub fn new(
+        journal: Journal<GlommioDisk>,
+        partition_max_bytes: u64,
+        probe: Rc<ShardProbe>,
+    ) -> Rc<JournalSink> {
         Rc::new(JournalSink {
             journal,
             partition_max_bytes,
             unsynced: RefCell::new(HashMap::new()),
             checkpoint_lock: Semaphore::new(1),
             failed: Cell::new(false),
+            probe,
         })
     }
 
@@ -89,9 +95,16 @@ impl JournalSink {
         if self.failed.get() {
             return RoundPlan::per_file(items);
         }
+        // An entry holds at most a quarter of the journal, so that one round never waits for
+        // a checkpoint to make room for more than its own entry.
+        let mut budget = self.journal.capacity_bytes() / 4;
         let (small, big): (Vec<_>, Vec<_>) = items.into_iter().partition(|(_, t)| {
             let added = t.added_bytes();
-            added > 0 && added <= self.partition_max_bytes
+            let fits = added > 0 && added <= self.partition_max_bytes && added < budget;
+            if fits {
+                budget = budget.saturating_sub(added + journal::RECORD_HEADER_BYTES as u64);
+            }
+            fits
         });
         if small.is_empty() {
             return RoundPlan::per_file(big);
@@ -108,10 +121,20 @@ impl JournalSink {
                 }
             })
             .collect();
+        // Full: wait for the running checkpoint to free space, or run one. Syncing every
+        // partition's file in this round instead would cost as much as the checkpoint and
+        // compete with it for the disk.
         if !self.journal.fits(&records) {
-            drop(records);
-            self.start_checkpoint();
-            return RoundPlan::per_file(big.into_iter().chain(small).collect());
+            self.wait_checkpoint().await;
+            if !self.journal.fits(&records) {
+                if let Err(e) = self.checkpoint().await {
+                    log::error!("journal checkpoint failed (retried later): {e}");
+                }
+            }
+            if self.failed.get() || !self.journal.fits(&records) {
+                drop(records);
+                return RoundPlan::per_file(big.into_iter().chain(small).collect());
+            }
         }
         // Remembered before the entry is numbered (see the module docs).
         {
@@ -137,12 +160,13 @@ impl JournalSink {
 
     /// The durable half for the journaled partitions of a round: one fdatasync of the journal,
     /// then their high watermarks move. If it fails, each fdatasyncs its own file instead.
-    pub async fn make_durable(&self, items: Vec<(Rc<Partition>, FlushTicket)>, probe: &ShardProbe) {
-        let clock = probe.fsync_started();
+    pub async fn make_durable(&self, items: Vec<(Rc<Partition>, FlushTicket)>) {
+        let clock = self.probe.fsync_started();
         let synced = self.journal.sync().await;
-        probe.fsync_done(clock);
+        self.probe.fsync_done(clock);
         match synced {
             Ok(()) => {
+                self.probe.journal_entry_done(items.len());
                 for (p, t) in items {
                     if let Err(e) = p.log.flush_journaled(t) {
                         p.log_error("flush (journaled)", &e);
@@ -183,6 +207,13 @@ impl JournalSink {
         .detach();
     }
 
+    /// Waits until no checkpoint runs.
+    async fn wait_checkpoint(&self) {
+        if let Ok(permit) = self.checkpoint_lock.acquire_permit(1).await {
+            drop(permit);
+        }
+    }
+
     /// Runs a checkpoint now (after the one running, if any): every journaled write made so
     /// far is durable in its segment file when this returns `Ok`, and dead in the journal.
     pub async fn checkpoint(&self) -> Result<(), StorageError> {
@@ -201,6 +232,7 @@ impl JournalSink {
         let cut = self.journal.checkpoint_cut();
         let files: Vec<Rc<DirectFile>> =
             self.unsynced.borrow_mut().drain().map(|(_, f)| f).collect();
+        let started = std::time::Instant::now();
         let synced = crate::io::join::join_all(files.iter().map(|f| f.fdatasync())).await;
         if let Some(Err(e)) = synced.into_iter().find(|r| r.is_err()) {
             // Not covered: keep them for the next checkpoint.
@@ -213,7 +245,10 @@ impl JournalSink {
         if self.failed.get() {
             return Ok(());
         }
-        self.journal.commit_checkpoint(cut).await
+        self.journal.commit_checkpoint(cut).await?;
+        self.probe
+            .journal_checkpoint_done(files.len(), started.elapsed());
+        Ok(())
     }
 
     /// Stops using the journal after an I/O error: what it covered is fdatasynced in the
@@ -418,6 +453,7 @@ pub async fn start(shard: &Shard, keep_aside: bool) {
         Ok(j) => shard.commit.install_journal(JournalSink::new(
             j,
             shard.config.log_journal_partition_max_bytes,
+            shard.probe.clone(),
         )),
         Err(e) => log::error!(
             "shard {}: cannot open journal {}: {e}; every flush round fdatasyncs each partition",

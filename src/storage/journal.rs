@@ -51,7 +51,8 @@ const CHECKPOINT_MAGIC: &[u8; 4] = b"ODJC";
 const ENTRY_MAGIC: &[u8; 4] = b"ODJE";
 const CHECKPOINT_BYTES: usize = 48;
 const ENTRY_HEADER_BYTES: usize = 32;
-const RECORD_HEADER_BYTES: usize = 32;
+/// Bytes in front of every record's data in an entry.
+pub const RECORD_HEADER_BYTES: usize = 32;
 /// Where the ring of entries starts: after the two checkpoint slots.
 const RING_START: u64 = 2 * PAGE_BYTES;
 /// Smallest journal: the slots and room for a few entries.

@@ -381,6 +381,11 @@ impl Broker {
         lines.join("\n")
     }
 
+    /// Adds `--override KEY=VALUE` to the broker's next starts (a later one wins).
+    pub fn add_override(&mut self, key: impl Into<String>, value: impl ToString) {
+        self.options.overrides.push((key.into(), value.to_string()));
+    }
+
     /// Starts a stopped (or killed) broker again on the same port and data directory.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "start_again on a running broker");
