@@ -155,6 +155,10 @@ sort -k2 -g "$DATA/ratios" | awk '{r[NR] = $2} END {
   m = NR % 2 ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2
   n = 0; for (i = 1; i <= NR; i++) if (r[i] <= 2) n++
   printf "median on/off p99 ratio %.2f over %d pairs (min %.2f, max %.2f); %d of %d within 2x\n", m, NR, r[1], r[NR], n, NR}'
+for st in off on; do # the median window of each side, for a view less sensitive to one stall
+  awk -F'\t' -v s="$st" 'NR > 1 && $3 == s {print $6, $7}' "$TSV" | sort -g | awk -v s="$st" \
+    '{a[NR] = $1} END {printf "median p99 of the %s windows: %.2f ms (%d windows)\n", s, NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2, NR}'
+done
 awk -F'\t' 'NR > 1 {s[$3] += $11; n[$3]++} END {
   printf "compaction read: %.1f MiB in on windows (%.1f per window), %.1f MiB in off windows (%.2f per window)\n",
     s["on"], s["on"] / n["on"], s["off"], s["off"] / n["off"]}' "$TSV"

@@ -490,7 +490,7 @@ pub fn render(info: &ProcessInfo, shards: &[ShardSnapshot]) -> String {
         &shards,
         "odradek_compaction_read_bytes_total",
         "counter",
-        "Bytes compaction read from closed segments (each paced by log.cleaner.io.max.bytes.per.second).",
+        "Bytes of stored batches compaction took from closed segments, as its pacer counts them (the disk may read more).",
         |s| s.compaction_paced_bytes,
     );
     o.per_shard(
