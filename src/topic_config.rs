@@ -71,9 +71,9 @@ pub struct ConfigDef {
     pub doc: &'static str,
 }
 
-impl ConfigDef {
+impl Kind {
     pub fn config_type(&self) -> i8 {
-        match self.kind {
+        match self {
             Kind::Int { .. } => config_type::INT,
             Kind::Long { .. } => config_type::LONG,
             Kind::Double { .. } => config_type::DOUBLE,
@@ -82,12 +82,12 @@ impl ConfigDef {
         }
     }
 
-    /// Checks `value` (in the topic config's unit); the error says what is wrong.
+    /// Checks `value`; the error says what is wrong.
     pub fn validate(&self, value: &str) -> Result<(), String> {
         let value = value.trim();
-        match self.kind {
+        match *self {
             Kind::Int { min } | Kind::Long { min } => {
-                let max = match self.kind {
+                let max = match self {
                     Kind::Int { .. } => i32::MAX as i64,
                     _ => i64::MAX,
                 };
@@ -119,6 +119,17 @@ impl ConfigDef {
             }
         }
         Ok(())
+    }
+}
+
+impl ConfigDef {
+    pub fn config_type(&self) -> i8 {
+        self.kind.config_type()
+    }
+
+    /// Checks `value` (in the topic config's unit); the error says what is wrong.
+    pub fn validate(&self, value: &str) -> Result<(), String> {
+        self.kind.validate(value)
     }
 }
 
@@ -304,9 +315,63 @@ pub fn def_for_broker_key(key: &str) -> Option<(&'static ConfigDef, i64)> {
         .find_map(|d| d.broker.iter().find(|s| s.key == key).map(|s| (d, s.scale)))
 }
 
+/// A broker config that sets no topic config's default but still changes without a restart
+/// (Kafka's cluster-wide dynamic update mode): set with AlterConfigs on BROKER "" (every
+/// broker) or on this broker's id, stored in the metadata image like the topic-config
+/// defaults, applied by each shard when it installs a new image. Its static value and default
+/// are the ones `crate::config` parses.
+#[derive(Debug, Clone, Copy)]
+pub struct DynamicBrokerDef {
+    pub key: &'static str,
+    pub kind: Kind,
+    pub doc: &'static str,
+}
+
+/// Every broker-only config that changes without a restart.
+pub const DYNAMIC_BROKER_CONFIGS: &[DynamicBrokerDef] = &[DynamicBrokerDef {
+    key: "log.cleaner.io.max.bytes.per.second",
+    kind: Kind::Long { min: 0 },
+    doc: "most bytes compaction reads per second per core (0: no limit); below it the rate adapts to the produce path's fdatasync latency",
+}];
+
+pub fn dynamic_broker_def(key: &str) -> Option<&'static DynamicBrokerDef> {
+    DYNAMIC_BROKER_CONFIGS.iter().find(|d| d.key == key)
+}
+
+/// Whether AlterConfigs may change broker key `key`: a topic config's default, or one of
+/// [`DYNAMIC_BROKER_CONFIGS`].
+pub fn is_dynamic_broker_key(key: &str) -> bool {
+    def_for_broker_key(key).is_some() || dynamic_broker_def(key).is_some()
+}
+
+/// DescribeConfigs' type and documentation of a dynamic broker key; `None` for read-only keys.
+pub fn dynamic_broker_type_doc(key: &str) -> Option<(i8, &'static str)> {
+    match (def_for_broker_key(key), dynamic_broker_def(key)) {
+        (Some((d, _)), _) => Some((d.config_type(), d.doc)),
+        (None, Some(d)) => Some((d.kind.config_type(), d.doc)),
+        (None, None) => None,
+    }
+}
+
+/// The dynamic value of a broker-only key (this broker's, else the cluster default), if one is
+/// set and valid; the caller falls back to its static value.
+pub fn dynamic_broker_value<'a>(key: &str, broker: BrokerLayers<'a>) -> Option<&'a str> {
+    let def = dynamic_broker_def(key)?;
+    [broker.dynamic_broker, broker.dynamic_default]
+        .into_iter()
+        .filter_map(|layer| layer.get(key))
+        .map(String::as_str)
+        .find(|v| !v.trim().is_empty() && def.kind.validate(v).is_ok())
+        .map(str::trim)
+}
+
 /// Validates a broker-level value of a topic config's synonym (`log.retention.hours=...`),
-/// converted to the topic config's unit. Keys that are no synonym pass.
+/// converted to the topic config's unit, or of a [`DYNAMIC_BROKER_CONFIGS`] key. Other keys
+/// pass.
 pub fn validate_broker_value(key: &str, value: &str) -> Result<(), String> {
+    if let Some(d) = dynamic_broker_def(key) {
+        return d.kind.validate(value);
+    }
     match def_for_broker_key(key) {
         Some((d, scale)) => d.validate(
             &scaled(value, scale).ok_or_else(|| format!("{value:?} is not a whole number"))?,
@@ -650,5 +715,36 @@ mod tests {
         assert!(validate_broker_value("log.retention.hours", "-1").is_ok());
         assert!(validate_broker_value("log.segment.bytes", "10").is_err());
         assert!(validate_broker_value("cores", "anything").is_ok());
+    }
+
+    #[test]
+    fn cleaner_rate_is_a_dynamic_broker_key() {
+        let key = "log.cleaner.io.max.bytes.per.second";
+        assert!(is_dynamic_broker_key(key));
+        assert!(is_dynamic_broker_key("log.retention.ms"));
+        assert!(!is_dynamic_broker_key("cores"));
+        assert_eq!(
+            dynamic_broker_type_doc(key).map(|t| t.0),
+            Some(config_type::LONG)
+        );
+        for bad in ["-1", "fast", "1.5", ""] {
+            assert!(validate_broker_value(key, bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_broker_value(key, "0").is_ok());
+        assert!(validate_broker_value(key, "1048576").is_ok());
+        // This broker's value beats the cluster default; an invalid stored one is skipped.
+        let mine = map(&[(key, "1")]);
+        let all = map(&[(key, "2")]);
+        let none = map(&[]);
+        let layers = |b, d| BrokerLayers {
+            dynamic_broker: b,
+            dynamic_default: d,
+            static_props: &none,
+        };
+        assert_eq!(dynamic_broker_value(key, layers(&mine, &all)), Some("1"));
+        assert_eq!(dynamic_broker_value(key, layers(&none, &all)), Some("2"));
+        assert_eq!(dynamic_broker_value(key, layers(&none, &none)), None);
+        let broken = map(&[(key, "-3")]);
+        assert_eq!(dynamic_broker_value(key, layers(&broken, &all)), Some("2"));
     }
 }

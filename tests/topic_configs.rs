@@ -388,3 +388,140 @@ fn topic_compression_type_recompresses_other_codecs() {
         }
     }
 }
+
+const CLEANER_RATE: &str = "log.cleaner.io.max.bytes.per.second";
+
+/// IncrementalAlterConfigs v0 on broker resource `name` ("" = the cluster-wide default),
+/// straight on the wire (the rdkafka crate wraps neither it nor per-resource errors): one
+/// (key, operation, value) per config. Returns the resource's (error code, error message).
+fn incremental_alter_broker(
+    broker: &Broker,
+    name: &str,
+    configs: &[(&str, i8, Option<&str>)],
+) -> (i16, Option<String>) {
+    let mut w = common::Writer::new();
+    w.i32(1).i8(4).string(name).i32(configs.len() as i32);
+    for (key, op, value) in configs {
+        w.string(key).i8(*op).nullable_string(*value);
+    }
+    w.bool(false);
+    let body = common::roundtrip(broker.addr(), 44, 0, &w.buf);
+    let mut r = common::Reader::new(&body);
+    let _throttle_ms = r.i32();
+    assert_eq!(r.array_len(), 1, "one resource answered");
+    let code = r.i16();
+    let message = r.nullable_string();
+    assert_eq!((r.i8(), r.string()), (4, name.to_string()));
+    (code, message)
+}
+
+const SET: i8 = 0;
+const DELETE: i8 = 1;
+const INVALID_CONFIG: i16 = 40;
+
+/// `odradek_compaction_rate_max_bytes_per_second` of every shard, from the metrics endpoint.
+fn pacer_maxima(metrics_port: u16) -> Vec<(String, u64)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).expect("metrics");
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("metrics answer");
+    let mut out: Vec<(String, u64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("odradek_compaction_rate_max_bytes_per_second{shard=\""))
+        .filter_map(|l| {
+            let (shard, value) = l.split_once("\"} ")?;
+            Some((shard.to_string(), value.trim().parse().ok()?))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// `log.cleaner.io.max.bytes.per.second` is a dynamic broker config, as in Kafka
+/// (cluster-wide mode): set on the cluster default and on this broker, described with the
+/// right source, applied on every shard's compaction pacer without a restart, validated
+/// (INVALID_CONFIG naming the key), persisted.
+#[test]
+fn compaction_io_rate_is_a_dynamic_broker_config() {
+    let metrics_port = common::free_port();
+    let mut broker = BrokerOptions::new()
+        .cores(test_cores())
+        .set(CLEANER_RATE, "20971520")
+        .set("metrics.listen", format!("127.0.0.1:{metrics_port}"))
+        .start();
+    let shards: usize = test_cores().parse().expect("test_cores is a count");
+    let everywhere =
+        |v: u64| -> Vec<(String, u64)> { (0..shards).map(|s| (s.to_string(), v)).collect() };
+    let a = common::admin(&broker.bootstrap());
+    let rate = |a: &AdminClient<DefaultClientContext>| {
+        let b = describe(a, ResourceSpecifier::Broker(1));
+        b.get(CLEANER_RATE)
+            .map(|(v, s, ro)| (v.clone().unwrap_or_default(), *s, *ro))
+    };
+    assert_eq!(
+        rate(&a),
+        Some(("20971520".into(), Source::Static, false)),
+        "static, and changeable"
+    );
+    assert_eq!(pacer_maxima(metrics_port), everywhere(20971520));
+
+    // The cluster-wide default beats the static value...
+    assert_eq!(
+        incremental_alter_broker(&broker, "", &[(CLEANER_RATE, SET, Some("1048576"))]),
+        (0, None)
+    );
+    assert_eq!(
+        rate(&a),
+        Some(("1048576".into(), Source::DynamicDefault, false))
+    );
+    assert_eq!(pacer_maxima(metrics_port), everywhere(1048576));
+    // ...this broker's own value beats the cluster default (AlterConfigs, through librdkafka).
+    alter(&a, ResourceSpecifier::Broker(1), &[(CLEANER_RATE, "1")]);
+    assert_eq!(rate(&a), Some(("1".into(), Source::DynamicBroker, false)));
+    assert_eq!(pacer_maxima(metrics_port), everywhere(1));
+
+    // Refused, naming the key, and nothing changes: negative, not a whole number, a fraction.
+    for bad in ["-1", "fast", "1.5"] {
+        for resource in ["", "1"] {
+            let (code, message) =
+                incremental_alter_broker(&broker, resource, &[(CLEANER_RATE, SET, Some(bad))]);
+            assert_eq!(code, INVALID_CONFIG, "{bad:?} on broker {resource:?}");
+            let message = message.unwrap_or_default();
+            assert!(message.contains(CLEANER_RATE), "{bad:?}: {message}");
+        }
+    }
+    assert_eq!(rate(&a), Some(("1".into(), Source::DynamicBroker, false)));
+    assert_eq!(pacer_maxima(metrics_port), everywhere(1));
+    // A list operation on it is refused too.
+    let (code, message) = incremental_alter_broker(&broker, "1", &[(CLEANER_RATE, 2, Some("5"))]);
+    assert_eq!(code, INVALID_CONFIG);
+    assert!(message.unwrap_or_default().contains(CLEANER_RATE));
+
+    // Survives a restart (the pacer starts from the static value, the stored image wins).
+    drop(a);
+    broker.restart();
+    let a = common::admin(&broker.bootstrap());
+    assert_eq!(rate(&a), Some(("1".into(), Source::DynamicBroker, false)));
+    assert_eq!(pacer_maxima(metrics_port), everywhere(1));
+
+    // Deleting this broker's value shows the cluster default again, then the static value.
+    assert_eq!(
+        incremental_alter_broker(&broker, "1", &[(CLEANER_RATE, DELETE, None)]),
+        (0, None)
+    );
+    assert_eq!(
+        rate(&a),
+        Some(("1048576".into(), Source::DynamicDefault, false))
+    );
+    assert_eq!(pacer_maxima(metrics_port), everywhere(1048576));
+    assert_eq!(
+        incremental_alter_broker(&broker, "", &[(CLEANER_RATE, DELETE, None)]),
+        (0, None)
+    );
+    assert_eq!(rate(&a), Some(("20971520".into(), Source::Static, false)));
+    assert_eq!(pacer_maxima(metrics_port), everywhere(20971520));
+    broker.stop();
+}

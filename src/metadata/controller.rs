@@ -559,7 +559,8 @@ fn alter_topic(
     Ok(())
 }
 
-/// Broker keys that change without a restart: the defaults of topic configs.
+/// Broker keys that change without a restart: the defaults of topic configs, and the
+/// broker-only keys of [`topic_config::DYNAMIC_BROKER_CONFIGS`].
 fn alter_broker(
     next: &mut MetadataImage,
     config: &BrokerConfig,
@@ -585,7 +586,7 @@ fn alter_broker(
         },
     )?;
     for (key, value) in &edited {
-        if topic_config::def_for_broker_key(key).is_none() {
+        if !topic_config::is_dynamic_broker_key(key) {
             let code = if crate::config::is_known_key(key) {
                 ErrorCode::INVALID_REQUEST
             } else {

@@ -199,6 +199,17 @@ impl MetadataImage {
         }
     }
 
+    /// The effective `log.cleaner.io.max.bytes.per.second`: dynamic (this broker's, then the
+    /// cluster default) over the static value.
+    pub fn cleaner_io_max_bytes_per_second(&self, config: &crate::config::BrokerConfig) -> u64 {
+        crate::topic_config::dynamic_broker_value(
+            "log.cleaner.io.max.bytes.per.second",
+            self.broker_layers(config),
+        )
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(config.log_cleaner_io_max_bytes_per_second)
+    }
+
     /// The effective configs of `topic` (its overrides on top of the broker's).
     pub fn topic_config(
         &self,

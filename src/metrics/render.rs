@@ -520,6 +520,36 @@ pub fn render(info: &ProcessInfo, shards: &[ShardSnapshot]) -> String {
         |s| s.cache_budget_bytes,
     );
 
+    // Compaction's I/O pacer (storage::pacing).
+    o.per_shard(
+        &shards,
+        "odradek_compaction_read_bytes_total",
+        "counter",
+        "Bytes of stored batches compaction took from closed segments, as its pacer counts them (the disk may read more).",
+        |s| s.compaction_paced_bytes,
+    );
+    o.per_shard(
+        &shards,
+        "odradek_compaction_rate_max_bytes_per_second",
+        "gauge",
+        "Compaction's read rate cap in force (log.cleaner.io.max.bytes.per.second; 0: none).",
+        |s| s.compaction_rate_max,
+    );
+    o.per_shard(
+        &shards,
+        "odradek_compaction_rate_bytes_per_second",
+        "gauge",
+        "The read rate compaction's pacer last allowed, adapted to the produce path's fdatasync latency.",
+        |s| s.compaction_rate,
+    );
+    o.per_shard(
+        &shards,
+        "odradek_compaction_slowdowns_total",
+        "counter",
+        "Compaction reads after which the pacer halved its rate because produce fdatasyncs ran slow.",
+        |s| s.compaction_slowdowns,
+    );
+
     // File I/O through io_uring, as glommio counts it.
     o.per_shard(
         &shards,

@@ -57,6 +57,12 @@ pub struct ShardSnapshot {
     pub cache_used_bytes: u64,
     pub cache_budget_bytes: u64,
     pub io: IoTotals,
+    /// Compaction's I/O pacer: bytes it paced, its configured maximum and current rate (bytes
+    /// per second), and the pieces after which it slowed down for the produce path.
+    pub compaction_paced_bytes: u64,
+    pub compaction_rate_max: u64,
+    pub compaction_rate: u64,
+    pub compaction_slowdowns: u64,
     /// Jobs sent to each shard (index) through the mailbox.
     pub mailbox_sent: Vec<u64>,
     /// Jobs taken from each shard's (index) channel by this shard's receive loops.
@@ -121,6 +127,10 @@ pub fn take(shard: &Shard) -> ShardSnapshot {
         cache_used_bytes: shard.cache.used_bytes() as u64,
         cache_budget_bytes: shard.cache.budget_bytes() as u64,
         io: probe.io_totals(),
+        compaction_paced_bytes: shard.pacer.bytes(),
+        compaction_rate_max: shard.pacer.max_rate(),
+        compaction_rate: shard.pacer.rate(),
+        compaction_slowdowns: shard.pacer.slowdowns(),
         mailbox_sent: shard.mailbox.sent_counts(),
         mailbox_received: shard.mailbox.received_counts(),
         partitions,

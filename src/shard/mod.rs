@@ -292,6 +292,13 @@ impl Shard {
         self.probe
             .retain_topics(|name, id| image.topic(name).is_some_and(|t| t.id == *id));
         self.install_topic_configs(&image);
+        let cleaner_rate = image.cleaner_io_max_bytes_per_second(&self.config);
+        if self.pacer.set_max_rate(cleaner_rate) {
+            log::info!(
+                "shard {}: compaction I/O at most {cleaner_rate} bytes/s (log.cleaner.io.max.bytes.per.second)",
+                self.id
+            );
+        }
         self.offline
             .borrow_mut()
             .retain(|(t, i)| image.shard_of(t, *i) == Some(self.id));

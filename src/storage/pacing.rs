@@ -14,10 +14,18 @@
 //! returned time before the next one: a round that started and ended inside that sleep is a
 //! quiet sample.
 //!
+//! The maximum is a dynamic broker config (`log.cleaner.io.max.bytes.per.second`, applied by
+//! the shard with every new metadata image): [`IoPacer::set_max_rate`] recomputes a pause
+//! already under way for the new rate and wakes the sleeper, so a pass paused at a very low
+//! rate resumes at once when the rate goes up, instead of sleeping out the old pause.
+//!
 //! The policy ([`Pacer`]) is pure: it takes the time and the samples and returns how long to
 //! wait, so it is unit tested with a fake clock.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// Recent latency above `quiet * SLOW_FACTOR + SLOW_SLACK` means the background slows the
@@ -33,6 +41,9 @@ const IDLE_AFTER: Duration = Duration::from_millis(500);
 /// piece.
 const FLOOR_SHARE: f64 = 1.0 / 32.0;
 const STEP_SHARE: f64 = 1.0 / 16.0;
+/// Longest pause after one piece, whatever the rate (a piece is at most a few hundred KiB, so
+/// this only binds at rates of a few KiB/s and below, which pause the work in effect).
+const MAX_WAIT: Duration = Duration::from_secs(10);
 
 /// The pacing policy (see the module docs).
 #[derive(Debug, Clone)]
@@ -45,9 +56,12 @@ pub struct Pacer {
     recent: Option<f64>,
     quiet: Option<f64>,
     last_sample: Option<Instant>,
-    /// When the last background piece ended, and when the next one may start.
+    /// When the last background piece ended, its size, and when the next one may start.
     background_done: Option<Instant>,
+    background_bytes: u64,
     background_next: Option<Instant>,
+    /// Pieces after which the rate was lowered because the foreground ran slow.
+    slowdowns: u64,
 }
 
 fn average(avg: Option<f64>, sample: f64, weight: f64) -> f64 {
@@ -66,8 +80,53 @@ impl Pacer {
             quiet: None,
             last_sample: None,
             background_done: None,
+            background_bytes: 0,
             background_next: None,
+            slowdowns: 0,
         }
+    }
+
+    /// A new maximum (the dynamic config changed). The adaptive rate keeps its share of the
+    /// maximum, and the pause after the last piece is recomputed at the new rate: the next
+    /// piece may start when the new rate allows (see [`Pacer::wait_left`]).
+    pub fn set_max_rate(&mut self, max_bytes_per_sec: u64) {
+        let max = max_bytes_per_sec as f64;
+        if max == self.max_rate {
+            return;
+        }
+        self.rate = if self.max_rate > 0.0 && max > 0.0 {
+            (self.rate / self.max_rate * max).clamp(max * FLOOR_SHARE, max)
+        } else {
+            max
+        };
+        self.max_rate = max;
+        if let Some(done) = self.background_done {
+            self.background_next = Some(done + self.wait_for(self.background_bytes));
+        }
+    }
+
+    /// The configured maximum, bytes per second (0: no limit).
+    pub fn max_rate(&self) -> u64 {
+        self.max_rate as u64
+    }
+
+    /// How long, from `now`, the next background piece must still wait.
+    pub fn wait_left(&self, now: Instant) -> Duration {
+        self.background_next
+            .map_or(Duration::ZERO, |next| next.saturating_duration_since(now))
+    }
+
+    /// Pieces after which the rate was halved because the foreground's fdatasyncs ran slow.
+    pub fn slowdowns(&self) -> u64 {
+        self.slowdowns
+    }
+
+    /// The pause `bytes` earn at the current rate.
+    fn wait_for(&self, bytes: u64) -> Duration {
+        if self.max_rate <= 0.0 || self.rate <= 0.0 || bytes == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64(bytes as f64 / self.rate).min(MAX_WAIT)
     }
 
     /// A foreground fdatasync round ended at `now` after `latency`.
@@ -112,12 +171,14 @@ impl Pacer {
         self.rate = if !self.foreground_active(now) {
             self.max_rate
         } else if self.foreground_slow(now) {
+            self.slowdowns += 1;
             (self.rate / 2.0).max(self.max_rate * FLOOR_SHARE)
         } else {
             (self.rate + self.max_rate * STEP_SHARE).min(self.max_rate)
         };
-        let wait = Duration::from_secs_f64((bytes as f64 / self.rate).min(10.0));
+        let wait = self.wait_for(bytes);
         self.background_done = Some(now);
+        self.background_bytes = bytes;
         self.background_next = Some(now + wait);
         wait
     }
@@ -132,12 +193,22 @@ impl Pacer {
 #[derive(Debug)]
 pub struct IoPacer {
     pacer: RefCell<Pacer>,
+    /// Bumped by every change of the maximum; a pause under way wakes on it and recomputes.
+    generation: Cell<u64>,
+    /// Tasks pausing in [`IoPacer::before_io`], one waker per task (the compaction pass is one
+    /// task per shard).
+    sleepers: RefCell<Vec<Waker>>,
+    /// Bytes background I/O reported moving.
+    bytes: Cell<u64>,
 }
 
 impl IoPacer {
     pub fn new(max_bytes_per_sec: u64) -> IoPacer {
         IoPacer {
             pacer: RefCell::new(Pacer::new(max_bytes_per_sec)),
+            generation: Cell::new(0),
+            sleepers: RefCell::new(Vec::new()),
+            bytes: Cell::new(0),
         }
     }
 
@@ -148,12 +219,78 @@ impl IoPacer {
             .foreground_sync(Instant::now(), latency);
     }
 
-    /// Background I/O just moved `bytes`: waits before its next piece.
-    pub async fn before_io(&self, bytes: u64) {
-        let wait = self.pacer.borrow_mut().before_io(Instant::now(), bytes);
-        if !wait.is_zero() {
-            glommio::timer::sleep(wait).await;
+    /// Sets the maximum (`log.cleaner.io.max.bytes.per.second`); a pause under way is
+    /// recomputed for it at once. True if it changed.
+    pub fn set_max_rate(&self, max_bytes_per_sec: u64) -> bool {
+        {
+            let mut p = self.pacer.borrow_mut();
+            if p.max_rate() == max_bytes_per_sec {
+                return false;
+            }
+            p.set_max_rate(max_bytes_per_sec);
         }
+        self.generation.set(self.generation.get().wrapping_add(1));
+        let sleepers = std::mem::take(&mut *self.sleepers.borrow_mut());
+        for w in sleepers {
+            w.wake();
+        }
+        true
+    }
+
+    /// Background I/O just moved `bytes`: waits before its next piece. A change of the
+    /// maximum during the wait shortens or lengthens it to what the new rate allows.
+    pub async fn before_io(&self, bytes: u64) {
+        self.bytes.set(self.bytes.get().saturating_add(bytes));
+        let mut wait = self.pacer.borrow_mut().before_io(Instant::now(), bytes);
+        while !wait.is_zero() {
+            let changed = RateChanged {
+                pacer: self,
+                generation: self.generation.get(),
+            };
+            futures_lite::future::or(glommio::timer::sleep(wait), changed).await;
+            wait = self.pacer.borrow().wait_left(Instant::now());
+        }
+    }
+
+    /// The configured maximum, bytes per second (0: no limit).
+    pub fn max_rate(&self) -> u64 {
+        self.pacer.borrow().max_rate()
+    }
+
+    /// The rate the adaptive policy allows now, bytes per second.
+    pub fn rate(&self) -> u64 {
+        self.pacer.borrow().rate() as u64
+    }
+
+    /// Bytes background I/O has moved under this pacer.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.get()
+    }
+
+    /// Pieces after which the rate was halved because the foreground ran slow.
+    pub fn slowdowns(&self) -> u64 {
+        self.pacer.borrow().slowdowns()
+    }
+}
+
+/// Completes at the first change of the pacer's maximum after `generation`.
+struct RateChanged<'a> {
+    pacer: &'a IoPacer,
+    generation: u64,
+}
+
+impl Future for RateChanged<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.pacer.generation.get() != self.generation {
+            return Poll::Ready(());
+        }
+        let mut sleepers = self.pacer.sleepers.borrow_mut();
+        if !sleepers.iter().any(|w| w.will_wake(cx.waker())) {
+            sleepers.push(cx.waker().clone());
+        }
+        Poll::Pending
     }
 }
 
@@ -256,6 +393,74 @@ mod tests {
         assert!(
             !q.foreground_slow(t),
             "4 ms with no background running is the disk itself"
+        );
+    }
+
+    #[test]
+    fn a_new_maximum_recomputes_the_pause_under_way() {
+        let (mut p, now) = settled();
+        // At 1 byte/s a 256 KiB piece earns the longest pause.
+        p.set_max_rate(1);
+        assert_eq!(p.before_io(now, 256 << 10), MAX_WAIT);
+        assert_eq!(p.wait_left(now + ms(100)), MAX_WAIT - ms(100));
+        // Back to 50 MiB/s: the same piece earns 5 ms from when it ended, so 100 ms later
+        // nothing is left to wait.
+        p.set_max_rate(50 * MIB);
+        assert_eq!(p.max_rate(), 50 * MIB);
+        assert_eq!(p.wait_left(now), ms(5));
+        assert_eq!(p.wait_left(now + ms(100)), Duration::ZERO);
+        // Down again: the pause grows to what the new rate allows (1 MiB/s: 250 ms).
+        p.set_max_rate(MIB);
+        assert_eq!(p.wait_left(now), ms(250));
+        // No limit: no pause.
+        p.set_max_rate(0);
+        assert_eq!(p.wait_left(now), Duration::ZERO);
+        assert_eq!(p.before_io(now, MIB), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_new_maximum_keeps_the_adaptive_share() {
+        let (mut p, now) = settled();
+        p.before_io(now, MIB);
+        for _ in 0..5 {
+            p.foreground_sync(now, ms(5));
+        }
+        p.before_io(now, MIB);
+        p.before_io(now, MIB);
+        // Halved twice: a quarter of the maximum, two slowdowns counted.
+        assert_eq!(p.rate(), (50 * MIB) as f64 / 4.0);
+        assert_eq!(p.slowdowns(), 2);
+        p.set_max_rate(100 * MIB);
+        assert_eq!(p.rate(), (100 * MIB) as f64 / 4.0);
+        // From no limit the new maximum applies whole.
+        p.set_max_rate(0);
+        p.set_max_rate(8 * MIB);
+        assert_eq!(p.rate(), (8 * MIB) as f64);
+    }
+
+    /// A pass sleeping out a long pause at a near-zero rate resumes as soon as the rate is
+    /// raised, not when the old pause ends.
+    #[test]
+    fn raising_the_maximum_wakes_a_sleeping_pass() {
+        let took = crate::io::test_executor::on_executor(|| async {
+            let pacer = std::rc::Rc::new(IoPacer::new(1));
+            let sleeper = pacer.clone();
+            let started = Instant::now();
+            let pass = glommio::spawn_local(async move {
+                sleeper.before_io(256 << 10).await;
+                started.elapsed()
+            });
+            glommio::timer::sleep(ms(50)).await;
+            assert!(pacer.set_max_rate(50 * MIB));
+            assert!(!pacer.set_max_rate(50 * MIB), "unchanged");
+            let took = pass.await;
+            assert_eq!(pacer.bytes(), 256 << 10);
+            took
+        });
+        assert!(took >= ms(50), "slept until the change: {took:?}");
+        assert!(
+            took < ms(2000),
+            "woke at the change, not after 10 s: {took:?}"
         );
     }
 

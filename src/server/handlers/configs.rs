@@ -3,7 +3,9 @@
 //! cluster-wide default). Reads come from the shard's current image; changes go to the
 //! controller, which validates, persists and applies them on every shard before answering (so
 //! they take effect without a restart). What can change on a broker: the defaults of topic
-//! configs (`log.retention.ms`, ...); everything else is read-only (INVALID_REQUEST).
+//! configs (`log.retention.ms`, ...) and the broker-only keys of
+//! `topic_config::DYNAMIC_BROKER_CONFIGS` (`log.cleaner.io.max.bytes.per.second`); everything
+//! else is read-only (INVALID_REQUEST).
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -63,11 +65,12 @@ fn topic_entries(image: &MetadataImage, config: &BrokerConfig, topic: &TopicMeta
         .collect()
 }
 
-/// This broker's configs: every key we accept; the defaults of topic configs are dynamic.
+/// This broker's configs: every key we accept; the defaults of topic configs and the
+/// dynamic broker-only keys can change.
 fn broker_entries(image: &MetadataImage, config: &BrokerConfig) -> Vec<Entry> {
     crate::config::known_keys()
         .map(|(key, default)| {
-            let dynamic = topic_config::def_for_broker_key(key);
+            let dynamic = topic_config::dynamic_broker_type_doc(key);
             let mut synonyms = Vec::new();
             for (layer, src) in [
                 (&image.broker_configs, source::DYNAMIC_BROKER),
@@ -86,9 +89,8 @@ fn broker_entries(image: &MetadataImage, config: &BrokerConfig) -> Vec<Entry> {
                 value,
                 source: src,
                 read_only: dynamic.is_none(),
-                config_type: dynamic
-                    .map_or(topic_config::config_type::STRING, |(d, _)| d.config_type()),
-                doc: dynamic.map_or("", |(d, _)| d.doc),
+                config_type: dynamic.map_or(topic_config::config_type::STRING, |(t, _)| t),
+                doc: dynamic.map_or("", |(_, doc)| doc),
                 synonyms,
             }
         })
@@ -105,9 +107,9 @@ fn cluster_default_entries(image: &MetadataImage) -> Vec<Entry> {
             value: Some(v.clone()),
             source: source::DYNAMIC_DEFAULT_BROKER,
             read_only: false,
-            config_type: topic_config::def_for_broker_key(k)
-                .map_or(topic_config::config_type::STRING, |(d, _)| d.config_type()),
-            doc: topic_config::def_for_broker_key(k).map_or("", |(d, _)| d.doc),
+            config_type: topic_config::dynamic_broker_type_doc(k)
+                .map_or(topic_config::config_type::STRING, |(t, _)| t),
+            doc: topic_config::dynamic_broker_type_doc(k).map_or("", |(_, doc)| doc),
             synonyms: vec![(k.clone(), Some(v.clone()), source::DYNAMIC_DEFAULT_BROKER)],
         })
         .collect()
