@@ -125,6 +125,8 @@ fn whole_data_directory_on_a_full_disk_with_an_rdkafka_producer() {
         .set("log.dir.min.free.bytes", 0)
         .set("log.segment.bytes", 2 << 20)
         .set("log.preallocate.bytes", 0)
+        // Each core's journal takes its whole size up front: keep it small on a 64 MiB disk.
+        .set("log.journal.bytes", 4 << 20)
         .set("offsets.topic.num.partitions", 1)
         .set("transaction.state.log.num.partitions", 1);
     let mut broker = options.start();

@@ -545,16 +545,25 @@ async fn create_filled<D: Disk>(
     file_bytes: u64,
 ) -> Result<D::File, StorageError> {
     let file = disk.create_truncate(path).await?;
-    let zeros = vec![0u8; FILL_CHUNK_BYTES];
-    let mut pos = 0u64;
-    while pos < file_bytes {
-        let n = (file_bytes - pos).min(FILL_CHUNK_BYTES as u64) as usize;
-        file.write_padded(pos, &zeros[..n]).await?;
-        pos += n as u64;
-    }
-    file.fdatasync().await?;
-    if let Some(dir) = path.parent() {
-        disk.sync_dir(dir)?;
+    let filled = async {
+        let zeros = vec![0u8; FILL_CHUNK_BYTES];
+        let mut pos = 0u64;
+        while pos < file_bytes {
+            let n = (file_bytes - pos).min(FILL_CHUNK_BYTES as u64) as usize;
+            file.write_padded(pos, &zeros[..n]).await?;
+            pos += n as u64;
+        }
+        file.fdatasync().await?;
+        if let Some(dir) = path.parent() {
+            disk.sync_dir(dir)?;
+        }
+        Ok::<(), StorageError>(())
+    };
+    if let Err(e) = filled.await {
+        // A full disk, say: do not leave a partial file taking the space.
+        let _ = file.close().await;
+        let _ = disk.remove_file(path);
+        return Err(e);
     }
     Ok(file)
 }
@@ -736,6 +745,23 @@ mod tests {
             j.sync().await.unwrap();
             disk.power_cut_worst();
             assert_eq!(recover(&disk, &path).await.unwrap().records, a);
+        });
+    }
+
+    #[test]
+    fn a_journal_that_cannot_be_filled_is_not_left_behind() {
+        run(|| async {
+            let disk = FakeDisk::new(8, &root());
+            let path = journal_path(&root(), 0);
+            disk.fail_once("write", "shard-0.journal");
+            let failed = Journal::open(&disk, &path, 1 << 20, &Recovered::default()).await;
+            assert!(failed.is_err());
+            assert!(!disk.exists(&path), "the partial journal file was removed");
+            // The next start creates it.
+            Journal::open(&disk, &path, 1 << 20, &Recovered::default())
+                .await
+                .unwrap();
+            assert!(disk.exists(&path));
         });
     }
 
