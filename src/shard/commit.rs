@@ -12,6 +12,10 @@
 //! waiter checks its partition's high watermark afterwards, so a failed flush becomes that
 //! partition's KAFKA_STORAGE_ERROR and nobody else's.
 //!
+//! With the shard journal (`journal.rs`), a round's write half also writes one journal entry
+//! holding the new batches of the partitions that added little, and its durable half
+//! fdatasyncs the journal once for all of them instead of each of their files.
+//!
 //! Metrics: every fdatasync of a durable half is timed on its own (the shard's
 //! [`ShardProbe`]: count, latency histogram, how many are in flight), and completed rounds are
 //! counted.

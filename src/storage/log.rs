@@ -34,7 +34,10 @@
 //! watermark move. Rolling to a new segment happens in `append` (in memory); the next `flush`
 //! finishes the old segment first (last write, fdatasync, truncate to its exact logical size,
 //! write its index files and the producer snapshot) and only then creates the new file, so on
-//! disk every segment but the last is always complete and indexed.
+//! disk every segment but the last is always complete and indexed. A flush of few bytes may
+//! instead be made durable by the shard journal (`storage::journal`): `flush_journaled` moves the
+//! high watermark once the journal's entry holding the flush's batches is fdatasynced, and after
+//! a crash `replay` appends what the tail segment lost from the journal's records.
 //!
 //! Invariants (checked, returning errors, never panicking): offsets are contiguous across
 //! batches and segments; `pending_pos + pending.len == size` for the active segment;
