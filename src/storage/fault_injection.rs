@@ -52,6 +52,34 @@
 //!     only if it belongs to an aborted transaction or a later record of the same key outside
 //!     aborted and open transactions superseded it; records of open transactions and markers
 //!     are never missing.
+//!
+//! Shard journal runs (`JournalRun`, at the end of this file). Two to five partitions, each a
+//! `Run` above (its own model, settings and directory), on one fake disk, sharing one
+//! `Journal<FakeDisk>` (`storage::journal`) of 18, 26 or 66 pages, driven through the protocol
+//! of `shard::journal` written again here (that file is tied to the real disk; each function
+//! says which one it mirrors): group-commit rounds (`flush_write` of every dirty partition,
+//! then one journal entry for those that added at most a threshold the seed picks, 2 KiB to
+//! 1 MiB, so rounds are mixed or all-journaled; one journal fdatasync and `flush_journaled`,
+//! per-file `flush_sync` for the rest; a round's durable half may overlap the next round's
+//! write half; an entry holds at most a quarter of the journal), checkpoints (cut and
+//! unsynced files taken together, files fdatasynced, commit) before a round, between its entry
+//! write and its sync, after it, or rounds later, a checkpoint when the ring is full,
+//! the journal turned off after an I/O error on it, logs that failed out of space reopened
+//! after a checkpoint, and the start (every log opened, the journal recovered, each
+//! partition's records replayed sorted by base offset and flushed, the journal opened for a
+//! new epoch; kept aside if something could not be replayed). Faults hit the journal's writes
+//! and fdatasyncs as they hit segment files; the process is killed or the power cut between
+//! steps and at crash points inside rounds, checkpoints and the start. After every start each
+//! partition is checked as above (invariants 1-10: acknowledged records read back with the
+//! same bytes and offsets, nothing never appended, producer and transaction state), faults
+//! off. The runs end with a round only the journal makes durable and the worst power cut.
+//!
+//! ```text
+//! ODRADEK_JOURNAL_FAULT_SEEDS=<count> [ODRADEK_FAULT_SEED_START=<first>] cargo test --release --lib storage::fault_injection::journal_seeds -- --nocapture
+//! ODRADEK_FAULT_SEED=<seed> cargo test --release --lib storage::fault_injection::journal_one_seed -- --nocapture
+//! ```
+//! `ODRADEK_JOURNAL_KNOWN_BUGS=1` adds what reaches the two bugs these runs found that are not
+//! fixed yet (faults during the start, and DeleteRecords; see `known_bugs`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -59,10 +87,11 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::log::CompactionSettings;
+use super::journal::{Journal, RecordParts, Recovered};
+use super::log::{CompactionSettings, FlushTicket};
 use super::{AppendOutcome, BatchCache, LogConfig, PartitionLog, StorageError};
-use crate::io::disk::Disk;
-use crate::io::fake_disk::{FakeDisk, FaultRates, Rng};
+use crate::io::disk::{Disk, SegmentFile};
+use crate::io::fake_disk::{FakeDisk, FakeFile, FaultRates, Rng};
 use crate::protocol::record_batch::testing::{BatchBuilder, TestRecord};
 use crate::protocol::record_batch::{self, validate, validate_stored, BatchHeader};
 use crate::protocol::records::EndTxnMarker;
@@ -302,6 +331,10 @@ struct TxnCounts {
 }
 
 type Check = Result<(), String>;
+
+/// An operation that failed: what it was, its error, and whether it was a flush (the log is
+/// offline then).
+type Failure = (String, StorageError, bool);
 
 macro_rules! ensure {
     ($cond:expr, $($fmt:tt)*) => {
@@ -1124,6 +1157,92 @@ impl Run {
         Ok(())
     }
 
+    /// One of the side operations of a step, on a log that stays open: a checked read, a
+    /// producer's retry, DeleteRecords, retention, compaction (`op` as drawn by [`Run::run`]).
+    /// What failed, if anything, for [`Run::after_error`]. The shard journal runs use it too.
+    async fn side_op(&mut self, log: &Log, op: u64) -> Result<Option<Failure>, String> {
+        let mut failed: Option<Failure> = None;
+        match op {
+            62..=64 => {
+                let (start, hw) = (log.log_start_offset(), log.high_watermark());
+                if hw > start {
+                    let at = start + self.rng.below((hw - start) as u64) as i64;
+                    let max_bytes = [1usize, 3000, 1 << 16][self.rng.below(3) as usize];
+                    match log.read(at, max_bytes, hw).await {
+                        Ok(slice) => self.check_read(at, &slice)?,
+                        Err(e) => {
+                            // A failed read is an error for that read only.
+                            self.trace.note(format!("read at {at} failed: {e}"));
+                            ensure!(injected(&e), "read at {at} failed: {e}");
+                        }
+                    }
+                }
+            }
+            65..=67 => {
+                if let Some(p) = (!self.model.producers.is_empty())
+                    .then(|| self.rng.below(self.model.producers.len() as u64) as usize)
+                {
+                    self.retry_last(log, p)?;
+                }
+            }
+            68..=72 => {
+                let (start, hw) = (log.log_start_offset(), log.high_watermark());
+                let to = start + self.rng.below((hw - start + 1) as u64) as i64;
+                match log.delete_records_before(to, self.now).await {
+                    Ok(s) => {
+                        ensure!(s >= to, "DeleteRecords({to}) answered start {s}");
+                        // The answer (the new log start) is what was promised.
+                        self.model.acked_start = self.model.acked_start.max(s);
+                        self.trace
+                            .note(format!("delete records before {to}: start {s}"));
+                    }
+                    Err(e) => failed = Some(("delete records".into(), e, false)),
+                }
+            }
+            73..=76 => {
+                let bytes = [-1, 8192, 40_000][self.rng.below(3) as usize];
+                let ms = [-1, 200][self.rng.below(2) as usize];
+                match log.apply_retention(self.now, ms, bytes).await {
+                    Ok(n) => self.trace.note(format!(
+                        "retention ({ms} ms, {bytes} bytes): {n} segments, start {}",
+                        log.log_start_offset()
+                    )),
+                    Err(e) => failed = Some(("retention".into(), e, false)),
+                }
+            }
+            77..=83 => {
+                self.model.compacted = true;
+                let s = CompactionSettings {
+                    min_cleanable_ratio: [0.0, 0.5][self.rng.below(2) as usize],
+                    min_lag_ms: 0,
+                    max_lag_ms: i64::MAX,
+                    delete_retention_ms: i64::MAX / 4,
+                    map_capacity: [3, 8, 1 << 10][self.rng.below(3) as usize],
+                    pacer: Rc::new(super::pacing::IoPacer::new(0)),
+                };
+                let start = log.log_start_offset();
+                match log.compact(&s, self.now).await {
+                    Ok(o) => {
+                        // A pass removed every aborted transaction's data from the log
+                        // start to where it stopped (durably: the swaps are synced).
+                        if let Some(o) = &o {
+                            let p = &mut self.model.purged;
+                            *p = if start <= p.end && p.start <= o.first_dirty {
+                                p.start.min(start)..p.end.max(o.first_dirty)
+                            } else {
+                                start..o.first_dirty
+                            };
+                        }
+                        self.trace.note(format!("compaction: {o:?}"));
+                    }
+                    Err(e) => failed = Some(("compaction".into(), e, false)),
+                }
+            }
+            _ => {}
+        }
+        Ok(failed)
+    }
+
     async fn run(&mut self) -> Check {
         let mut log = self.open().await?;
         self.disk.arm(self.rates);
@@ -1131,7 +1250,7 @@ impl Run {
         for _ in 0..steps {
             self.now += self.rng.below(25) as i64;
             let op = self.rng.below(100);
-            let mut failed: Option<(String, StorageError, bool)> = None;
+            let mut failed: Option<Failure> = None;
             match op {
                 0..=41 => {
                     for _ in 0..1 + self.rng.below(4) {
@@ -1184,81 +1303,8 @@ impl Run {
                         Err(e) => failed = Some(("flush_write".into(), e, true)),
                     }
                 }
-                62..=64 => {
-                    let (start, hw) = (log.log_start_offset(), log.high_watermark());
-                    if hw > start {
-                        let at = start + self.rng.below((hw - start) as u64) as i64;
-                        let max_bytes = [1usize, 3000, 1 << 16][self.rng.below(3) as usize];
-                        match log.read(at, max_bytes, hw).await {
-                            Ok(slice) => self.check_read(at, &slice)?,
-                            Err(e) => {
-                                // A failed read is an error for that read only.
-                                self.trace.note(format!("read at {at} failed: {e}"));
-                                ensure!(injected(&e), "read at {at} failed: {e}");
-                            }
-                        }
-                    }
-                }
-                65..=67 => {
-                    if let Some(p) = (!self.model.producers.is_empty())
-                        .then(|| self.rng.below(self.model.producers.len() as u64) as usize)
-                    {
-                        self.retry_last(&log, p)?;
-                    }
-                }
-                68..=72 => {
-                    let (start, hw) = (log.log_start_offset(), log.high_watermark());
-                    let to = start + self.rng.below((hw - start + 1) as u64) as i64;
-                    match log.delete_records_before(to, self.now).await {
-                        Ok(s) => {
-                            ensure!(s >= to, "DeleteRecords({to}) answered start {s}");
-                            // The answer (the new log start) is what was promised.
-                            self.model.acked_start = self.model.acked_start.max(s);
-                            self.trace
-                                .note(format!("delete records before {to}: start {s}"));
-                        }
-                        Err(e) => failed = Some(("delete records".into(), e, false)),
-                    }
-                }
-                73..=76 => {
-                    let bytes = [-1, 8192, 40_000][self.rng.below(3) as usize];
-                    let ms = [-1, 200][self.rng.below(2) as usize];
-                    match log.apply_retention(self.now, ms, bytes).await {
-                        Ok(n) => self.trace.note(format!(
-                            "retention ({ms} ms, {bytes} bytes): {n} segments, start {}",
-                            log.log_start_offset()
-                        )),
-                        Err(e) => failed = Some(("retention".into(), e, false)),
-                    }
-                }
-                77..=83 if self.compaction => {
-                    self.model.compacted = true;
-                    let s = CompactionSettings {
-                        min_cleanable_ratio: [0.0, 0.5][self.rng.below(2) as usize],
-                        min_lag_ms: 0,
-                        max_lag_ms: i64::MAX,
-                        delete_retention_ms: i64::MAX / 4,
-                        map_capacity: [3, 8, 1 << 10][self.rng.below(3) as usize],
-                        pacer: Rc::new(super::pacing::IoPacer::new(0)),
-                    };
-                    let start = log.log_start_offset();
-                    match log.compact(&s, self.now).await {
-                        Ok(o) => {
-                            // A pass removed every aborted transaction's data from the log
-                            // start to where it stopped (durably: the swaps are synced).
-                            if let Some(o) = &o {
-                                let p = &mut self.model.purged;
-                                *p = if start <= p.end && p.start <= o.first_dirty {
-                                    p.start.min(start)..p.end.max(o.first_dirty)
-                                } else {
-                                    start..o.first_dirty
-                                };
-                            }
-                            self.trace.note(format!("compaction: {o:?}"));
-                        }
-                        Err(e) => failed = Some(("compaction".into(), e, false)),
-                    }
-                }
+                62..=76 => failed = self.side_op(&log, op).await?,
+                77..=83 if self.compaction => failed = self.side_op(&log, op).await?,
                 77..=87 => {
                     self.trace.note("close".into());
                     let closed = log.close().await;
@@ -1761,5 +1807,1350 @@ fn delete_records_makes_a_start_retention_moved_durable() {
         r.disk.power_cut_worst();
         let log = r.reopen().await.unwrap();
         assert_eq!(log.log_start_offset(), start);
+    });
+}
+
+// The shard journal in the runs ------------------------------------------------------------------
+//
+// Several partitions (each a `Run` with its own model and directory) on one fake disk, sharing
+// one `Journal<FakeDisk>`, driven through the protocol of `shard::journal` (which is tied to the
+// real disk, so it is written again here, step for step; each part names what it mirrors).
+// Faults hit the journal's writes and fdatasyncs as they hit the segment files; the power is
+// cut, or the process killed, at any step of a round, of a checkpoint, of the start-up.
+
+/// Journal runs by default (the CI budget; see `ODRADEK_JOURNAL_FAULT_SEEDS`).
+const JOURNAL_DEFAULT_SEEDS: u64 = 500;
+
+/// What the journal runs exercised (summed over seeds and printed): how often the journal path
+/// actually mattered.
+#[derive(Debug, Default, Clone, Copy)]
+struct JournalCounts {
+    seeds: u64,
+    rounds: u64,
+    /// Rounds whose durable half ran while the next round wrote.
+    overlapped_rounds: u64,
+    /// Rounds that wrote a journal entry, with other partitions fdatasyncing their own file...
+    mixed_rounds: u64,
+    /// ...and with every written partition in the entry.
+    all_journaled_rounds: u64,
+    /// Rounds whose entry did not fit: a checkpoint ran first...
+    full_checkpoints: u64,
+    /// ...and it still did not fit: the small partitions fdatasynced their own files.
+    full_fallbacks: u64,
+    /// Entries placed at the ring's start after a lap.
+    wraps: u64,
+    checkpoints: u64,
+    /// ...of them run between a round's entry write and its journal fdatasync.
+    checkpoints_mid_round: u64,
+    /// Checkpoints an I/O error stopped (a file's fdatasync or the checkpoint write).
+    checkpoint_failures: u64,
+    /// The journal turned off after an I/O error on its write or fdatasync (`JournalSink::fail`).
+    journal_failures: u64,
+    /// Journal opens at start that failed (the run went on without one until the next start).
+    journal_open_failures: u64,
+    /// Crashes at a step of the protocol (kill or power cut), besides those between steps.
+    crash_points: u64,
+    starts: u64,
+    /// Records the journal recovery returned at start, and batches their replay appended.
+    records_recovered: u64,
+    batches_restored: u64,
+    /// Partitions, at a start, whose files had lost acknowledged batches that the replay
+    /// brought back; and those batches.
+    partitions_acked_restored: u64,
+    acked_batches_restored: u64,
+    /// Logs reopened at runtime after they failed out of space (after a checkpoint).
+    out_of_space_reopens: u64,
+    /// Replays that met a record beyond a hole in the log (unacknowledged appends lost): the
+    /// shard reports them as records it could not replay (see `replay_into`).
+    replay_gaps: u64,
+}
+
+impl JournalCounts {
+    fn add(&mut self, o: &JournalCounts) {
+        self.seeds += o.seeds;
+        self.rounds += o.rounds;
+        self.overlapped_rounds += o.overlapped_rounds;
+        self.mixed_rounds += o.mixed_rounds;
+        self.all_journaled_rounds += o.all_journaled_rounds;
+        self.full_checkpoints += o.full_checkpoints;
+        self.full_fallbacks += o.full_fallbacks;
+        self.wraps += o.wraps;
+        self.checkpoints += o.checkpoints;
+        self.checkpoints_mid_round += o.checkpoints_mid_round;
+        self.checkpoint_failures += o.checkpoint_failures;
+        self.journal_failures += o.journal_failures;
+        self.journal_open_failures += o.journal_open_failures;
+        self.crash_points += o.crash_points;
+        self.starts += o.starts;
+        self.records_recovered += o.records_recovered;
+        self.batches_restored += o.batches_restored;
+        self.partitions_acked_restored += o.partitions_acked_restored;
+        self.acked_batches_restored += o.acked_batches_restored;
+        self.out_of_space_reopens += o.out_of_space_reopens;
+        self.replay_gaps += o.replay_gaps;
+    }
+}
+
+/// The journal as the group commit uses it: mirrors `shard::journal::JournalSink`.
+struct Sink {
+    journal: Journal<FakeDisk>,
+    partition_max_bytes: u64,
+    /// Segment files holding journaled writes no fdatasync has covered yet, by file id.
+    unsynced: BTreeMap<u64, Rc<FakeFile>>,
+    /// An I/O error stopped the journal.
+    failed: bool,
+    /// `start_checkpoint` was called: the background checkpoint runs at a later step.
+    checkpoint_wanted: bool,
+}
+
+/// A round's written partitions by how they become durable: mirrors `shard::journal::RoundPlan`.
+#[derive(Default)]
+struct Plan {
+    per_file: Vec<(usize, FlushTicket<FakeFile>)>,
+    /// Non-empty only when the round's journal entry was written.
+    journaled: Vec<(usize, FlushTicket<FakeFile>)>,
+}
+
+/// Whether a step went on or the process went down in it (a crash point fired).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Go,
+    Crashed,
+}
+
+/// Returns `Ok(Flow::Crashed)` from the enclosing function if the crash point fires.
+macro_rules! crash_point {
+    ($run:expr, $at:expr) => {
+        if $run.crash_point($at) {
+            return Ok(Flow::Crashed);
+        }
+    };
+}
+
+/// One seed of a shard with several partitions and a journal.
+struct JournalRun {
+    rng: Rng,
+    disk: FakeDisk,
+    rates: FaultRates,
+    /// Per partition: its model, settings and trace (`Run`), its open log (`None`: offline,
+    /// its open failed at start), and whether a flush failed on it (offline until reopened).
+    parts: Vec<Run>,
+    logs: Vec<Option<Log>>,
+    failed: Vec<bool>,
+    journal_path: PathBuf,
+    journal_bytes: u64,
+    partition_max_bytes: u64,
+    sink: Option<Sink>,
+    /// The durable half of the last round, still running (see [`JournalRun::round`]).
+    syncing: Option<Plan>,
+    /// Each crash point fires with probability 1 / this.
+    crash_one_in: u64,
+    /// Starts run with faults on (log opens, journal reads, the replay's flushes may fail).
+    startup_faults: bool,
+    /// DeleteRecords is among the side operations.
+    delete_records: bool,
+    /// Few crashes, stops and explicit checkpoints (see [`JournalRun::run`]).
+    calm: bool,
+    now: i64,
+    trace: Trace,
+    counts: JournalCounts,
+}
+
+fn journal_topic_id(partition: usize) -> crate::metadata::TopicId {
+    [partition as u8 + 1; 16]
+}
+
+impl JournalRun {
+    fn new(seed: u64, verbose: bool) -> JournalRun {
+        let mut rng = Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x3C3C);
+        let pick = |rng: &mut Rng, v: &[u64]| v[rng.below(v.len() as u64) as usize];
+        let root = Path::new(ROOT);
+        let disk = FakeDisk::new(seed, root);
+        let rates = match rng.below(4) {
+            0 => FaultRates::default(),
+            1 => FaultRates {
+                eio_one_in: 60,
+                enospc_one_in: 120,
+                short_write_one_in: 120,
+            },
+            2 => FaultRates {
+                eio_one_in: 400,
+                enospc_one_in: 0,
+                short_write_one_in: 300,
+            },
+            _ => FaultRates {
+                eio_one_in: 0,
+                enospc_one_in: 150,
+                short_write_one_in: 0,
+            },
+        };
+        let n = 2 + rng.below(4) as usize;
+        let parts = (0..n)
+            .map(|i| {
+                let mut r = Run::new(seed.wrapping_mul(16).wrapping_add(i as u64), false);
+                r.disk = disk.clone();
+                r.dir = root.join(format!("topic-{i}"));
+                r.rates = rates;
+                r
+            })
+            .collect();
+        let journal_bytes = crate::storage::journal::JOURNAL_MIN_BYTES
+            + pick(&mut rng, &[0, 0, 0, 8, 48]) * crate::io::dma::PAGE_BYTES;
+        let partition_max_bytes = pick(&mut rng, &[2048, 8192, 32 * 1024, 1 << 20]);
+        JournalRun {
+            disk,
+            rates,
+            logs: (0..n).map(|_| None).collect(),
+            failed: vec![false; n],
+            parts,
+            journal_path: crate::storage::journal::journal_path(root, 0),
+            journal_bytes,
+            partition_max_bytes,
+            sink: None,
+            syncing: None,
+            crash_one_in: pick(&mut rng, &[40, 150, 1000, 5000]),
+            startup_faults: rng.chance(1, 4) && known_bugs(),
+            delete_records: known_bugs(),
+            calm: rng.chance(1, 3),
+            now: NOW0,
+            trace: Trace {
+                lines: Default::default(),
+                verbose,
+            },
+            counts: JournalCounts {
+                seeds: 1,
+                ..JournalCounts::default()
+            },
+            rng,
+        }
+    }
+
+    fn note(&mut self, s: String) {
+        self.trace.note(s);
+    }
+
+    /// Moves what partition `i`'s run noted into the shard's trace.
+    fn pull_trace(&mut self, i: usize) {
+        let lines: Vec<String> = self.parts[i].trace.lines.drain(..).collect();
+        for l in lines {
+            self.trace.note(format!("p{i}: {l}"));
+        }
+    }
+
+    /// Goes down here (kill or power cut) with probability 1 / `crash_one_in`.
+    fn crash_point(&mut self, at: &str) -> bool {
+        if !self.rng.chance(1, self.crash_one_in) {
+            return false;
+        }
+        self.counts.crash_points += 1;
+        self.go_down(at);
+        true
+    }
+
+    /// The process dies: every handle is dropped, then a kill or a power cut.
+    fn go_down(&mut self, at: &str) {
+        self.syncing = None;
+        self.sink = None;
+        for l in self.logs.iter_mut() {
+            *l = None;
+        }
+        if self.rng.chance(1, 2) {
+            self.note(format!("kill ({at})"));
+            self.disk.restart();
+        } else {
+            self.note(format!("power cut ({at})"));
+            self.disk.power_cut();
+        }
+    }
+
+    /// Partition `i`'s operation failed: the run checks the error (`Run::after_error`), and a
+    /// failed flush leaves the log offline until it is reopened.
+    fn part_failed(&mut self, i: usize, what: &str, e: StorageError, flush: bool) -> Check {
+        let Some(log) = self.logs[i].as_ref() else {
+            return Ok(());
+        };
+        let offline = flush || matches!(e, StorageError::LogFailed { .. });
+        self.parts[i].now = self.now;
+        let checked = self.parts[i].after_error(log, what, &e, flush);
+        self.pull_trace(i);
+        checked.map_err(|m| format!("p{i}: {m}"))?;
+        if offline {
+            self.failed[i] = true;
+        }
+        Ok(())
+    }
+
+    /// The start of the shard after a crash (or the first one): every log opened, the journal
+    /// read and replayed, the journal opened for a new epoch; then every partition checked
+    /// against its model (faults off). Mirrors `shard::journal::{load, replay_into, start}`.
+    /// The process may go down again at any step of it; then it starts once more.
+    async fn start(&mut self) -> Check {
+        while self.start_once().await? == Flow::Crashed {}
+        Ok(())
+    }
+
+    async fn start_once(&mut self) -> Result<Flow, String> {
+        self.counts.starts += 1;
+        self.sink = None;
+        for l in self.logs.iter_mut() {
+            *l = None;
+        }
+        let faults = self.startup_faults && self.rng.chance(1, 2);
+        match faults {
+            true => self.disk.arm(self.rates),
+            false => self.disk.disarm(),
+        }
+        let n = self.parts.len();
+        // Records this start could not replay (`ReplayState::failures`, and stranded ones).
+        let mut failures = 0u64;
+        // Each log opens; one that does not stays offline until the next start.
+        let mut opened_end = vec![None; n];
+        for (i, end) in opened_end.iter_mut().enumerate() {
+            let p = &self.parts[i];
+            match PartitionLog::open_on(
+                self.disk.clone(),
+                p.dir.clone(),
+                p.cfg.clone(),
+                p.cache.clone(),
+                self.now,
+            )
+            .await
+            {
+                Ok(log) => {
+                    *end = Some(log.log_end_offset());
+                    self.logs[i] = Some(log);
+                    self.failed[i] = false;
+                }
+                Err(e) => {
+                    self.note(format!("p{i}: open failed: {e}"));
+                    ensure!(injected(&e), "p{i}: open failed: {e}");
+                    self.failed[i] = false;
+                }
+            }
+        }
+        // `load`: the live records by partition, sorted by base offset.
+        let mut by_partition: BTreeMap<usize, Vec<crate::storage::journal::JournalRecord>> =
+            BTreeMap::new();
+        let mut recovered = match crate::storage::journal::recover(&self.disk, &self.journal_path)
+            .await
+        {
+            Ok(mut rec) => {
+                let records = rec.take_records();
+                self.note(format!(
+                    "journal: {} entries, {} records live",
+                    rec.entries,
+                    records.len()
+                ));
+                self.counts.records_recovered += records.len() as u64;
+                for r in records {
+                    let i = (0..n)
+                        .find(|&i| journal_topic_id(i) == r.topic_id && r.partition == i as i32);
+                    let Some(i) = i else {
+                        return Err(format!(
+                            "the journal holds a record of a partition never written: {:?}-{} at {}",
+                            r.topic_id, r.partition, r.base_offset
+                        ));
+                    };
+                    by_partition.entry(i).or_default().push(r);
+                }
+                rec
+            }
+            Err(e) => {
+                self.note(format!("reading the journal failed: {e}"));
+                ensure!(injected(&e), "reading the journal failed: {e}");
+                failures += 1;
+                Recovered::default()
+            }
+        };
+        for list in by_partition.values_mut() {
+            list.sort_by_key(|r| r.base_offset);
+        }
+        // `replay_into`, as each partition opens.
+        for i in 0..n {
+            let Some(log) = self.logs[i].as_ref() else {
+                continue;
+            };
+            let Some(records) = by_partition.remove(&i) else {
+                continue;
+            };
+            let mut appended = 0u64;
+            for r in &records {
+                match log.replay(r.base_offset, &r.data, self.now) {
+                    Ok(k) => appended += k,
+                    Err(e) => {
+                        self.trace.note(format!(
+                            "p{i}: replaying the record at {} failed: {e}",
+                            r.base_offset
+                        ));
+                        // A record beyond a hole: the log lost unacknowledged appends (a
+                        // round's segment fdatasync failed, or the power went before it ran
+                        // while the next round's entry was written). The shard counts it as a
+                        // record not replayed (and keeps the journal aside); whatever was
+                        // acknowledged is checked below. Only a log the faults took offline
+                        // may refuse otherwise: anything else is a record that does not fit
+                        // the log (a conflict).
+                        let gap = matches!(
+                            e,
+                            StorageError::InvariantViolated {
+                                what: "replayed batch starts at the log end",
+                                ..
+                            }
+                        );
+                        self.counts.replay_gaps += u64::from(gap);
+                        ensure!(
+                            gap || injected(&e),
+                            "p{i}: replaying the journal record at {} ({} bytes) failed: {e}",
+                            r.base_offset,
+                            r.data.len()
+                        );
+                        failures += 1;
+                        break;
+                    }
+                }
+            }
+            if appended == 0 {
+                continue;
+            }
+            self.counts.batches_restored += appended;
+            crash_point!(self, "start: before flushing a replay");
+            let Some(log) = self.logs[i].as_ref() else {
+                continue;
+            };
+            match log.flush().await {
+                Ok(()) => {
+                    let acked = self.parts[i].model.acked_hw;
+                    let before = opened_end.get(i).copied().flatten().unwrap_or(acked);
+                    if before < acked {
+                        self.counts.partitions_acked_restored += 1;
+                        self.counts.acked_batches_restored +=
+                            self.parts[i].model.batches.range(before..acked).count() as u64;
+                    }
+                    self.note(format!(
+                        "p{i}: {appended} batch(es) restored from the journal; end {} -> {}",
+                        before,
+                        log.log_end_offset()
+                    ));
+                }
+                Err(e) => {
+                    self.note(format!("p{i}: flushing what the journal restored: {e}"));
+                    ensure!(injected(&e), "p{i}: flushing the replay: {e}");
+                    self.failed[i] = true;
+                    failures += 1;
+                }
+            }
+        }
+        // Records left for partitions that did not open (`replay_failures`).
+        failures += by_partition.len() as u64;
+        crash_point!(self, "start: after the replay");
+        // `start`: keep the old journal aside if anything could not be replayed, then open it
+        // for a new epoch (every old entry dead).
+        if failures > 0 {
+            let aside = self
+                .journal_path
+                .with_extension(format!("journal.{}-unreplayed", self.now));
+            self.note(format!(
+                "keeping the journal aside ({failures} record(s) not replayed)"
+            ));
+            recovered = Recovered::default();
+            if self.disk.exists(&self.journal_path) {
+                let moved = self
+                    .disk
+                    .rename(&self.journal_path, &aside)
+                    .and_then(|()| self.disk.sync_dir(Path::new(ROOT)));
+                if let Err(e) = moved {
+                    self.note(format!("keeping the journal aside failed: {e}"));
+                }
+            }
+        }
+        // The journal opens with the faults of the run (a failure: no journal until the next
+        // start).
+        self.disk.arm(self.rates);
+        match Journal::open(
+            &self.disk,
+            &self.journal_path,
+            self.journal_bytes,
+            &recovered,
+        )
+        .await
+        {
+            Ok(j) => {
+                self.sink = Some(Sink {
+                    journal: j,
+                    partition_max_bytes: self.partition_max_bytes,
+                    unsynced: BTreeMap::new(),
+                    failed: false,
+                    checkpoint_wanted: false,
+                })
+            }
+            Err(e) => {
+                self.note(format!("cannot open the journal: {e}"));
+                ensure!(injected(&e), "opening the journal: {e}");
+                self.counts.journal_open_failures += 1;
+            }
+        }
+        crash_point!(self, "start: after the journal's open");
+        // The invariants, partition by partition, faults off.
+        self.disk.disarm();
+        for i in 0..n {
+            // A log whose replay could not be flushed is offline (failed) until the next start.
+            let Some(log) = self.logs[i].as_ref().filter(|_| !self.failed[i]) else {
+                continue;
+            };
+            let p = &mut self.parts[i];
+            p.now = self.now;
+            p.reopens += 1;
+            let verified = p.verify(log).await;
+            self.pull_trace(i);
+            verified.map_err(|m| format!("p{i} after the start: {m}"))?;
+        }
+        self.disk.arm(self.rates);
+        Ok(Flow::Go)
+    }
+
+    /// Mirrors `GroupCommit::run`: `take_round` (which may start a checkpoint), the write half
+    /// (every dirty partition's `flush_write`, then `JournalSink::write_round`), then the
+    /// durable half (per-file `flush_sync`s and `JournalSink::make_durable`), which with
+    /// `overlap` is left running while the next round writes (the shard overlaps rounds over
+    /// few partitions; rounds still complete in order). The background checkpoint runs before
+    /// the round, between its entry write and its sync, or after it.
+    async fn round(&mut self, overlap: bool) -> Result<Flow, String> {
+        self.counts.rounds += 1;
+        // `take_round` -> `maybe_checkpoint`.
+        if let Some(s) = self.sink.as_mut() {
+            if s.journal.live_bytes() * 2 > s.journal.capacity_bytes() {
+                s.checkpoint_wanted = true;
+            }
+        }
+        // The background checkpoint runs before this round, between its entry write and its
+        // sync, after it, or (its fdatasyncs slow) not before a later round.
+        let when = match self.rng.chance(1, 2) {
+            true => self.rng.below(3),
+            false => 3,
+        };
+        if when == 0 && self.checkpoint_wanted() && self.checkpoint().await? == Flow::Crashed {
+            return Ok(Flow::Crashed);
+        }
+        // The previous round's durable half runs alongside this write half: before or after
+        // it here.
+        let previous_first = self.rng.chance(1, 2);
+        if previous_first && self.finish_previous().await? == Flow::Crashed {
+            return Ok(Flow::Crashed);
+        }
+        // The write half (concurrent in the shard; in partition order here).
+        let mut written = Vec::new();
+        for i in 0..self.parts.len() {
+            let Some(log) = self.logs[i].as_ref() else {
+                continue;
+            };
+            if self.failed[i] || !log.has_unflushed() {
+                continue;
+            }
+            match log.flush_write().await {
+                Ok(Some(t)) => written.push((i, t)),
+                Ok(None) => {}
+                Err(e) => self.part_failed(i, "flush_write", e, true)?,
+            }
+        }
+        crash_point!(self, "after the segment writes");
+        let (plan, flow) = self.write_round(written).await?;
+        if flow == Flow::Crashed {
+            return Ok(Flow::Crashed);
+        }
+        crash_point!(self, "after the journal entry");
+        let journaled = !plan.journaled.is_empty();
+        if (when == 1 && self.checkpoint_wanted()) || (journaled && self.rng.chance(1, 8)) {
+            if journaled {
+                self.counts.checkpoints_mid_round += 1;
+            }
+            if self.checkpoint().await? == Flow::Crashed {
+                return Ok(Flow::Crashed);
+            }
+        }
+        if !previous_first && self.finish_previous().await? == Flow::Crashed {
+            return Ok(Flow::Crashed);
+        }
+        if overlap {
+            self.counts.overlapped_rounds += 1;
+            self.syncing = Some(plan);
+        } else if self.durable_half(plan).await? == Flow::Crashed {
+            return Ok(Flow::Crashed);
+        }
+        if when == 2 && self.checkpoint_wanted() {
+            return self.checkpoint().await;
+        }
+        Ok(Flow::Go)
+    }
+
+    /// Completes the durable half left running by the last round, if any.
+    async fn finish_previous(&mut self) -> Result<Flow, String> {
+        match self.syncing.take() {
+            Some(plan) => self.durable_half(plan).await,
+            None => Ok(Flow::Go),
+        }
+    }
+
+    /// Mirrors `GroupCommit::durable_half`: every per-file fdatasync and the journal's, then
+    /// the round completes.
+    async fn durable_half(&mut self, plan: Plan) -> Result<Flow, String> {
+        let mut done = Vec::new();
+        for (i, t) in plan.per_file {
+            let Some(log) = self.logs[i].as_ref() else {
+                continue;
+            };
+            match log.flush_sync(t).await {
+                Ok(()) => done.push(i),
+                Err(e) => self.part_failed(i, "flush_sync", e, true)?,
+            }
+            crash_point!(self, "between fdatasyncs");
+        }
+        if !plan.journaled.is_empty()
+            && self.make_durable(plan.journaled, &mut done).await? == Flow::Crashed
+        {
+            return Ok(Flow::Crashed);
+        }
+        // The round completed: the high watermarks reported are promised.
+        for i in done {
+            let Some(log) = self.logs[i].as_ref() else {
+                continue;
+            };
+            let p = &mut self.parts[i];
+            let checked = p.flushed(log);
+            let hw = log.high_watermark();
+            checked.map_err(|m| format!("p{i} after a round: {m}"))?;
+            self.note(format!("p{i}: flushed, hw {hw}"));
+        }
+        Ok(Flow::Go)
+    }
+
+    fn checkpoint_wanted(&self) -> bool {
+        self.sink
+            .as_ref()
+            .is_some_and(|s| s.checkpoint_wanted && !s.failed)
+    }
+
+    /// Mirrors `JournalSink::write_round`.
+    async fn write_round(
+        &mut self,
+        items: Vec<(usize, FlushTicket<FakeFile>)>,
+    ) -> Result<(Plan, Flow), String> {
+        let Some(sink) = self.sink.as_ref().filter(|s| !s.failed) else {
+            let plan = Plan {
+                per_file: items,
+                journaled: Vec::new(),
+            };
+            return Ok((plan, Flow::Go));
+        };
+        // An entry holds at most a quarter of the journal.
+        let max = sink.partition_max_bytes;
+        let mut budget = sink.journal.capacity_bytes() / 4;
+        let (small, big): (Vec<_>, Vec<_>) = items.into_iter().partition(|(_, t)| {
+            let added = t.added_bytes();
+            let fits = added > 0 && added <= max && added < budget;
+            if fits {
+                budget = budget
+                    .saturating_sub(added + crate::storage::journal::RECORD_HEADER_BYTES as u64);
+            }
+            fits
+        });
+        if small.is_empty() {
+            let plan = Plan {
+                per_file: big,
+                journaled: Vec::new(),
+            };
+            return Ok((plan, Flow::Go));
+        }
+        let records: Vec<RecordParts<'_>> = small
+            .iter()
+            .map(|(i, t)| {
+                let (base_offset, parts) = t.added_parts();
+                RecordParts {
+                    topic_id: journal_topic_id(*i),
+                    partition: *i as i32,
+                    base_offset,
+                    parts,
+                }
+            })
+            .collect();
+        let all = |big: Vec<_>, small: Vec<_>| Plan {
+            per_file: big.into_iter().chain(small).collect(),
+            journaled: Vec::new(),
+        };
+        let fits = |run: &JournalRun, records: &[RecordParts<'_>]| {
+            run.sink
+                .as_ref()
+                .is_some_and(|s| !s.failed && s.journal.fits(records))
+        };
+        // Full: no checkpoint runs here while a round writes (they run at steps of their own),
+        // so `wait_checkpoint` returns at once; a checkpoint runs now.
+        if !fits(self, &records) {
+            self.counts.full_checkpoints += 1;
+            self.trace
+                .note("journal full: a checkpoint before the entry".into());
+            if self.checkpoint().await? == Flow::Crashed {
+                drop(records);
+                return Ok((Plan::default(), Flow::Crashed));
+            }
+            if !fits(self, &records) {
+                drop(records);
+                self.counts.full_fallbacks += 1;
+                self.trace
+                    .note("journal still full: every partition fdatasyncs its file".into());
+                return Ok((all(big, small), Flow::Go));
+            }
+        }
+        let Some(sink) = self.sink.as_mut() else {
+            drop(records);
+            return Ok((all(big, small), Flow::Go));
+        };
+        // Remembered before the entry is numbered.
+        for (_, t) in &small {
+            sink.unsynced.insert(t.file().id(), t.file().clone());
+        }
+        let (_, write_pos) = crate::storage::journal::tests::ring_positions(&sink.journal);
+        let written = sink.journal.write_entry(&records).await;
+        drop(records);
+        match written {
+            Ok(Some(ticket)) => {
+                let (at, _) = crate::storage::journal::tests::ring_positions(&sink.journal);
+                let ring_start = crate::storage::journal::tests::RING_START_BYTES;
+                if at == Some(ring_start) && write_pos != ring_start {
+                    self.counts.wraps += 1;
+                }
+                if big.is_empty() {
+                    self.counts.all_journaled_rounds += 1;
+                } else {
+                    self.counts.mixed_rounds += 1;
+                }
+                let names: Vec<usize> = small.iter().map(|(i, _)| *i).collect();
+                self.trace.note(format!(
+                    "journal entry {} at {at:?}: partitions {names:?}",
+                    ticket.seq
+                ));
+                let plan = Plan {
+                    per_file: big,
+                    journaled: small,
+                };
+                Ok((plan, Flow::Go))
+            }
+            Ok(None) => {
+                self.counts.full_fallbacks += 1;
+                Ok((all(big, small), Flow::Go))
+            }
+            Err(e) => {
+                ensure!(injected(&e), "journal entry write: {e}");
+                self.fail_journal(&e).await;
+                Ok((all(big, small), Flow::Go))
+            }
+        }
+    }
+
+    /// Mirrors `JournalSink::make_durable`: one fdatasync of the journal, then the high
+    /// watermarks move; if it fails, each partition fdatasyncs its own file.
+    async fn make_durable(
+        &mut self,
+        items: Vec<(usize, FlushTicket<FakeFile>)>,
+        done: &mut Vec<usize>,
+    ) -> Result<Flow, String> {
+        let Some(sink) = self.sink.as_ref() else {
+            return Ok(Flow::Go);
+        };
+        match sink.journal.sync().await {
+            Ok(()) => {
+                crash_point!(self, "after the journal fdatasync");
+                for (i, t) in items {
+                    let Some(log) = self.logs[i].as_ref() else {
+                        continue;
+                    };
+                    match log.flush_journaled(t) {
+                        Ok(()) => done.push(i),
+                        Err(e) => self.part_failed(i, "flush_journaled", e, true)?,
+                    }
+                }
+            }
+            Err(e) => {
+                ensure!(injected(&e), "journal fdatasync: {e}");
+                self.fail_journal(&e).await;
+                for (i, t) in items {
+                    let Some(log) = self.logs[i].as_ref() else {
+                        continue;
+                    };
+                    match log.flush_sync(t).await {
+                        Ok(()) => done.push(i),
+                        Err(e) => self.part_failed(i, "flush_sync", e, true)?,
+                    }
+                }
+            }
+        }
+        Ok(Flow::Go)
+    }
+
+    /// Mirrors `JournalSink::fail`: the journal is off, the files it covered are fdatasynced
+    /// (in the background in the shard; here, now).
+    async fn fail_journal(&mut self, e: &StorageError) {
+        let Some(sink) = self.sink.as_mut() else {
+            return;
+        };
+        if sink.failed {
+            return;
+        }
+        sink.failed = true;
+        self.counts.journal_failures += 1;
+        let files: Vec<Rc<FakeFile>> = std::mem::take(&mut sink.unsynced).into_values().collect();
+        self.trace.note(format!("journal off: {e}"));
+        for f in files {
+            if let Err(e) = f.fdatasync().await {
+                self.trace.note(format!("after the journal failed: {e}"));
+            }
+        }
+    }
+
+    /// Mirrors `JournalSink::checkpoint_locked`: the cut and the unsynced files taken together,
+    /// every file fdatasynced, then the checkpoint committed.
+    async fn checkpoint(&mut self) -> Result<Flow, String> {
+        let Some(sink) = self.sink.as_mut() else {
+            return Ok(Flow::Go);
+        };
+        sink.checkpoint_wanted = false;
+        let cut = sink.journal.checkpoint_cut();
+        let files: Vec<Rc<FakeFile>> = std::mem::take(&mut sink.unsynced).into_values().collect();
+        for (k, f) in files.iter().enumerate() {
+            if k > 0 {
+                crash_point!(self, "between a checkpoint's fdatasyncs");
+            }
+            if let Err(e) = f.fdatasync().await {
+                self.trace.note(format!("checkpoint: {e}"));
+                ensure!(injected(&e.into()), "checkpoint fdatasync failed");
+                self.counts.checkpoint_failures += 1;
+                if let Some(sink) = self.sink.as_mut() {
+                    for f in files {
+                        sink.unsynced.entry(f.id()).or_insert(f);
+                    }
+                }
+                return Ok(Flow::Go);
+            }
+        }
+        crash_point!(self, "before a checkpoint's commit");
+        let Some(sink) = self.sink.as_ref().filter(|s| !s.failed) else {
+            return Ok(Flow::Go);
+        };
+        match sink.journal.commit_checkpoint(cut).await {
+            Ok(()) => {
+                self.counts.checkpoints += 1;
+                self.trace.note(format!(
+                    "checkpoint over {} file(s); {} bytes live",
+                    files.len(),
+                    sink.journal.live_bytes()
+                ));
+            }
+            Err(e) => {
+                self.trace.note(format!("checkpoint commit failed: {e}"));
+                ensure!(injected(&e), "checkpoint commit: {e}");
+                self.counts.checkpoint_failures += 1;
+            }
+        }
+        crash_point!(self, "after a checkpoint");
+        Ok(Flow::Go)
+    }
+
+    /// Mirrors `Shard::reopen_out_of_space`: a checkpoint (so the journal holds nothing of
+    /// the logs the reopen recovers), then each log that failed out of space is retired and
+    /// opened again, and checked against its model.
+    async fn reopen_out_of_space(&mut self) -> Result<Flow, String> {
+        let out: Vec<usize> = (0..self.parts.len())
+            .filter(|&i| {
+                self.logs[i]
+                    .as_ref()
+                    .is_some_and(|l| l.failed_out_of_space())
+            })
+            .collect();
+        if out.is_empty() {
+            return Ok(Flow::Go);
+        }
+        // Its tickets belong to the logs about to be replaced (the shard's pair them with the
+        // old partition): the running durable half completes first.
+        if self.finish_previous().await? == Flow::Crashed {
+            return Ok(Flow::Crashed);
+        }
+        if self.sink.is_some() {
+            let failures = self.counts.checkpoint_failures;
+            if self.checkpoint().await? == Flow::Crashed {
+                return Ok(Flow::Crashed);
+            }
+            if self.counts.checkpoint_failures > failures {
+                return Ok(Flow::Go);
+            }
+        }
+        for i in out {
+            let Some(old) = self.logs[i].take() else {
+                continue;
+            };
+            old.retire().await;
+            let p = &self.parts[i];
+            let opened = PartitionLog::open_on(
+                self.disk.clone(),
+                p.dir.clone(),
+                p.cfg.clone(),
+                p.cache.clone(),
+                self.now,
+            )
+            .await;
+            match opened {
+                Ok(log) => {
+                    self.counts.out_of_space_reopens += 1;
+                    self.note(format!("p{i}: reopened after the disk filled"));
+                    self.disk.disarm();
+                    let p = &mut self.parts[i];
+                    p.now = self.now;
+                    p.reopens += 1;
+                    let verified = p.verify(&log).await;
+                    self.disk.arm(self.rates);
+                    self.pull_trace(i);
+                    verified.map_err(|m| format!("p{i} reopened out of space: {m}"))?;
+                    self.logs[i] = Some(log);
+                    self.failed[i] = false;
+                }
+                Err(e) => {
+                    self.note(format!("p{i}: reopen failed: {e}"));
+                    ensure!(injected(&e), "p{i}: reopen failed: {e}");
+                    self.logs[i] = Some(old);
+                }
+            }
+        }
+        Ok(Flow::Go)
+    }
+
+    /// The shard stops: a last round, every log closed, the journal closed; then it starts
+    /// again.
+    async fn stop(&mut self) -> Result<Flow, String> {
+        if self.round(false).await? == Flow::Crashed {
+            return Ok(Flow::Crashed);
+        }
+        let mut clean = true;
+        for i in 0..self.parts.len() {
+            let Some(log) = self.logs[i].take() else {
+                clean = false;
+                continue;
+            };
+            if let Err(e) = log.close().await {
+                self.note(format!("p{i}: close failed: {e}"));
+                ensure!(injected(&e), "p{i}: close failed: {e}");
+                clean = false;
+            }
+        }
+        if let Some(sink) = self.sink.take() {
+            if let Err(e) = sink.journal.close().await {
+                ensure!(injected(&e), "journal close: {e}");
+            }
+        }
+        self.note(format!("stopped (clean: {clean})"));
+        self.disk.restart();
+        Ok(Flow::Crashed)
+    }
+
+    async fn run(&mut self) -> Check {
+        self.start().await?;
+        let steps = 80 + self.rng.below(200);
+        for _ in 0..steps {
+            self.now += self.rng.below(25) as i64;
+            let op = self.rng.below(100);
+            let i = self.rng.below(self.parts.len() as u64) as usize;
+            let mut flow = Flow::Go;
+            match op {
+                0..=44 => {
+                    let Some(log) = self.logs[i].as_ref() else {
+                        continue;
+                    };
+                    let p = &mut self.parts[i];
+                    p.now = self.now;
+                    let mut failed = None;
+                    for _ in 0..1 + p.rng.below(4) {
+                        if let Err(e) = p.append_one(log) {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                    self.pull_trace(i);
+                    if let Some(e) = failed {
+                        self.part_failed(i, "append", e, false)?;
+                    }
+                }
+                45..=69 => {
+                    let overlap = self.rng.chance(1, 2);
+                    flow = self.round(overlap).await?;
+                }
+                70..=83 => {
+                    let Some(log) = self.logs[i].as_ref() else {
+                        continue;
+                    };
+                    let p = &mut self.parts[i];
+                    p.now = self.now;
+                    let side = 62 + p.rng.below(22);
+                    let refused = (side >= 77 && !p.compaction)
+                        || ((68..=72).contains(&side) && !self.delete_records);
+                    if refused {
+                        continue;
+                    }
+                    let failed = p.side_op(log, side).await;
+                    self.pull_trace(i);
+                    if let Some((what, e, flush)) = failed.map_err(|m| format!("p{i}: {m}"))? {
+                        self.part_failed(i, &what, e, flush)?;
+                    }
+                }
+                // A calm seed keeps its epochs long (the ring laps and fills): mostly rounds
+                // where others stop, crash or checkpoint.
+                84..=99 if self.calm && !self.rng.chance(1, 10) => {
+                    let overlap = self.rng.chance(1, 2);
+                    flow = self.round(overlap).await?;
+                }
+                84..=88 => flow = self.checkpoint().await?,
+                89..=91 => flow = self.stop().await?,
+                _ => {
+                    self.go_down("between steps");
+                    flow = Flow::Crashed;
+                }
+            }
+            if flow == Flow::Go && self.failed.iter().any(|f| *f) {
+                // A log a flush took offline: out of space, it is reopened after a checkpoint
+                // (`reopen_out_of_space`); anything else waits for a restart, which comes now
+                // or later.
+                flow = self.reopen_out_of_space().await?;
+                if flow == Flow::Go && self.rng.chance(1, 3) {
+                    self.go_down("after a failed flush");
+                    flow = Flow::Crashed;
+                }
+            }
+            if flow == Flow::Crashed {
+                self.start().await?;
+            }
+        }
+        // The end: a power cut; then, faults off, a round that only the journal makes durable
+        // (the worst power cut loses every unsynced segment write) and its check.
+        self.go_down("final");
+        self.start().await?;
+        self.disk.disarm();
+        self.startup_faults = false;
+        self.crash_one_in = u64::MAX;
+        if self.logs.iter().any(Option::is_none) || self.failed.iter().any(|f| *f) {
+            // Some log's open (or its replay) failed at that start: the next start opens it.
+            self.go_down("a log is offline");
+            self.start().await?;
+            self.disk.disarm();
+        }
+        for i in 0..self.parts.len() {
+            let Some(log) = self.logs[i].as_ref() else {
+                return Err(format!("p{i} offline with faults off"));
+            };
+            let p = &mut self.parts[i];
+            for _ in 0..3 {
+                p.append_one(log)
+                    .map_err(|e| format!("p{i}: append after the start: {e}"))?;
+            }
+            self.pull_trace(i);
+        }
+        self.round(false).await?;
+        for i in 0..self.parts.len() {
+            let end = self.parts[i].model.end();
+            ensure!(
+                self.parts[i].model.acked_hw == end,
+                "p{i}: a round with faults off acknowledged {} of {end}",
+                self.parts[i].model.acked_hw
+            );
+        }
+        self.sink = None;
+        for l in self.logs.iter_mut() {
+            *l = None;
+        }
+        self.note("worst power cut".into());
+        self.disk.power_cut_worst();
+        self.start().await
+    }
+}
+
+/// Whether the journal runs include what reaches the two bugs they found that are not fixed
+/// yet (`ODRADEK_JOURNAL_KNOWN_BUGS=1`): faults during the start (a log that fails to open, a
+/// journal read or a replay flush that fails: the journal is kept aside and the acknowledged
+/// records only it held are lost, see
+/// `a_log_that_fails_to_open_at_start_loses_its_journaled_records`), and DeleteRecords (an
+/// acknowledged log start only the journal covered goes back after a power cut, see
+/// `delete_records_up_to_a_journaled_high_watermark_survives_a_power_cut`).
+fn known_bugs() -> bool {
+    env_u64("ODRADEK_JOURNAL_KNOWN_BUGS") == Some(1)
+}
+
+/// Runs journal `seeds` on one executor; the failures, with how to replay each.
+fn run_journal_seeds(seeds: std::ops::Range<u64>, verbose: bool) -> (JournalCounts, Vec<String>) {
+    let current = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+    let cur = current.clone();
+    let joined = glommio::LocalExecutorBuilder::default()
+        .io_memory(1 << 20)
+        .spawn(move || async move {
+            let mut totals = JournalCounts::default();
+            let mut failures = Vec::new();
+            for seed in seeds {
+                cur.store(seed, std::sync::atomic::Ordering::Relaxed);
+                let mut run = JournalRun::new(seed, verbose);
+                let outcome = run.run().await;
+                totals.add(&run.counts);
+                if let Err(msg) = outcome {
+                    let trace: Vec<String> = run.trace.lines.drain(..).collect();
+                    failures.push(format!(
+                        "journal seed {seed}: {msg}\n  replay: ODRADEK_FAULT_SEED={seed} cargo \
+                         test --release --lib storage::fault_injection::journal_one_seed -- \
+                         --nocapture\n  last steps:\n    {}",
+                        trace.join("\n    ")
+                    ));
+                }
+            }
+            (totals, failures)
+        })
+        .expect("spawn executor")
+        .join();
+    match joined {
+        Ok(r) => r,
+        Err(e) => {
+            let seed = current.load(std::sync::atomic::Ordering::Relaxed);
+            panic!(
+                "journal fault injection seed {seed} panicked ({e:?}); replay: \
+                 ODRADEK_FAULT_SEED={seed} cargo test --release --lib \
+                 storage::fault_injection::journal_one_seed -- --nocapture"
+            )
+        }
+    }
+}
+
+fn check_journal(seeds: std::ops::Range<u64>, verbose: bool) -> JournalCounts {
+    let started = std::time::Instant::now();
+    let (totals, failures) = run_journal_seeds(seeds.clone(), verbose);
+    eprintln!(
+        "journal fault injection: seeds {}..{} in {:.1} s: {totals:?}",
+        seeds.start,
+        seeds.end,
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} journal seeds failed:\n{}",
+        failures.len(),
+        seeds.end - seeds.start,
+        failures.join("\n")
+    );
+    totals
+}
+
+/// `ODRADEK_JOURNAL_FAULT_SEEDS` journal seeds (default [`JOURNAL_DEFAULT_SEEDS`]) from
+/// `ODRADEK_FAULT_SEED_START`.
+#[test]
+fn journal_seeds() {
+    let n = env_u64("ODRADEK_JOURNAL_FAULT_SEEDS").unwrap_or(JOURNAL_DEFAULT_SEEDS);
+    let start = env_u64("ODRADEK_FAULT_SEED_START").unwrap_or(0);
+    let t = check_journal(start..start + n, false);
+    // The runs reached the journal's cases, or they prove little.
+    if n >= 100 {
+        assert!(
+            t.mixed_rounds > 0
+                && t.all_journaled_rounds > 0
+                && t.wraps > 0
+                && t.checkpoints > 0
+                && t.checkpoints_mid_round > 0,
+            "{t:?}"
+        );
+        assert!(
+            t.journal_failures > 0 && t.checkpoint_failures > 0 && t.crash_points > 0,
+            "{t:?}"
+        );
+        assert!(
+            t.batches_restored > 0 && t.acked_batches_restored > 0,
+            "{t:?}"
+        );
+    }
+}
+
+/// One journal seed, `ODRADEK_FAULT_SEED` (default 0), with its steps printed.
+#[test]
+fn journal_one_seed() {
+    let seed = env_u64("ODRADEK_FAULT_SEED").unwrap_or(0);
+    check_journal(seed..seed + 1, true);
+}
+
+/// A journal seed replays exactly: same faults, same outcome.
+#[test]
+fn a_journal_seed_replays_exactly() {
+    let run = |seed| {
+        on_executor(move || async move {
+            let mut r = JournalRun::new(seed, false);
+            let outcome = r.run().await;
+            let ends: Vec<i64> = r.parts.iter().map(|p| p.model.end()).collect();
+            format!(
+                "{:?}",
+                (outcome, r.counts, r.disk.counts(), r.disk.ops(), ends)
+            )
+        })
+    };
+    for seed in [1, 2, 3] {
+        assert_eq!(run(seed), run(seed), "seed {seed}");
+    }
+}
+
+/// A journal run with no random faults or crashes, every partition's appends journaled, for
+/// the targeted tests below.
+fn quiet_journal_run(seed: u64) -> JournalRun {
+    let mut r = JournalRun::new(seed, false);
+    r.rates = FaultRates::default();
+    for p in &mut r.parts {
+        p.rates = FaultRates::default();
+        // One segment: no roll makes anything durable behind the tests' back.
+        p.cfg.segment_bytes = 1 << 20;
+        p.cfg.segment_ms = i64::MAX / 2;
+    }
+    r.crash_one_in = u64::MAX;
+    r.startup_faults = false;
+    r.partition_max_bytes = 1 << 20;
+    r.journal_bytes = 1 << 20;
+    r
+}
+
+impl JournalRun {
+    /// Appends `n` batches to partition `i` (faults off: they succeed).
+    fn append_n(&mut self, i: usize, n: usize) {
+        let log = self.logs[i].as_ref().expect("log open");
+        for _ in 0..n {
+            self.parts[i].append_one(log).expect("append");
+        }
+        self.pull_trace(i);
+    }
+
+    /// A power cut that loses every write no fdatasync covered.
+    fn worst_power_cut(&mut self) {
+        self.syncing = None;
+        self.sink = None;
+        for l in self.logs.iter_mut() {
+            *l = None;
+        }
+        self.disk.power_cut_worst();
+    }
+}
+
+/// The baseline of the tests below: acknowledged appends that only the journal made durable
+/// (the worst power cut takes them from the segment files) come back by the replay at start.
+#[test]
+fn the_journal_replay_restores_what_only_the_journal_made_durable() {
+    on_executor(|| async {
+        let mut r = quiet_journal_run(21);
+        r.start().await.unwrap();
+        r.append_n(0, 5);
+        r.append_n(1, 2);
+        assert_eq!(r.round(false).await.unwrap(), Flow::Go);
+        assert_eq!(r.counts.all_journaled_rounds, 1);
+        let acked = r.parts[0].model.acked_hw;
+        assert_eq!(acked, r.parts[0].model.end());
+        r.worst_power_cut();
+        r.start().await.unwrap();
+        assert!(r.counts.partitions_acked_restored >= 2, "{:?}", r.counts);
+        assert_eq!(r.logs[0].as_ref().unwrap().log_end_offset(), acked);
+    });
+}
+
+/// The journal checks are not vacuous: with the journal's entries gone, the acknowledged
+/// appends that only it held are reported lost.
+#[test]
+fn the_journal_checker_catches_a_lost_journal_entry() {
+    on_executor(|| async {
+        let mut r = quiet_journal_run(22);
+        r.start().await.unwrap();
+        r.append_n(0, 5);
+        assert_eq!(r.round(false).await.unwrap(), Flow::Go);
+        assert!(r.parts[0].model.acked_hw > 0);
+        r.worst_power_cut();
+        // Zero the ring (the checkpoint slots stay): every entry is gone.
+        let path = r.journal_path.clone();
+        let mut bytes = r.disk.file_bytes(&path).unwrap();
+        let ring = crate::storage::journal::tests::RING_START_BYTES as usize;
+        bytes[ring..].fill(0);
+        assert!(r.disk.set_file_bytes(&path, bytes));
+        let err = r.start().await.unwrap_err();
+        assert!(err.contains("acknowledged data lost"), "{err}");
+    });
+}
+
+/// Known bug (journal seeds 9, 18, 40, ... with `ODRADEK_JOURNAL_KNOWN_BUGS=1`): a log whose
+/// open fails at start (here one EIO) leaves its journal records unreplayed, so
+/// `shard::journal::start` keeps the journal aside; at the next start the log opens without
+/// them and the acknowledged appends only the journal held are lost (they sit in the
+/// `.unreplayed` file, which nothing reads). Passes once a start that cannot replay every
+/// record keeps the records for the next start (or does not start).
+#[test]
+#[ignore = "known bug in shard::journal::start (see the doc comment)"]
+fn a_log_that_fails_to_open_at_start_loses_its_journaled_records() {
+    on_executor(|| async {
+        let mut r = quiet_journal_run(23);
+        r.start().await.unwrap();
+        r.append_n(0, 5);
+        assert_eq!(r.round(false).await.unwrap(), Flow::Go);
+        r.worst_power_cut();
+        r.disk.fail_once("open", "topic-0");
+        r.start().await.unwrap();
+        assert!(r.logs[0].is_none(), "the open of p0 failed");
+        r.go_down("kill");
+        r.start().await.unwrap();
+    });
+}
+
+/// Known bug (journal seeds 72, 79, 236, ... with `ODRADEK_JOURNAL_KNOWN_BUGS=1`):
+/// DeleteRecords acknowledges a log start up to the high watermark, which the journal alone
+/// may have made durable; after a power cut the segment file ends before it, `PartitionLog`'s
+/// open clamps the durable log-start checkpoint to that end, and the replay brings the records
+/// back without raising the start again: records an acknowledged DeleteRecords removed are
+/// readable again. Passes once the start survives (e.g. DeleteRecords fdatasyncs the tail
+/// segment before its checkpoint, or the replay re-applies the checkpoint).
+#[test]
+#[ignore = "known bug in PartitionLog (open clamps the log start; see the doc comment)"]
+fn delete_records_up_to_a_journaled_high_watermark_survives_a_power_cut() {
+    on_executor(|| async {
+        let mut r = quiet_journal_run(24);
+        r.start().await.unwrap();
+        r.append_n(0, 6);
+        assert_eq!(r.round(false).await.unwrap(), Flow::Go);
+        let log = r.logs[0].as_ref().unwrap();
+        let hw = log.high_watermark();
+        let s = log.delete_records_before(hw, r.now).await.unwrap();
+        assert_eq!(s, hw);
+        r.parts[0].model.acked_start = s;
+        r.worst_power_cut();
+        r.start().await.unwrap();
+        assert_eq!(r.logs[0].as_ref().unwrap().log_start_offset(), s);
+    });
+}
+
+/// Journal seeds 10000, 16213, 16698, 17766, 18322 (with the generator of the harness's first
+/// version, before `replay_gaps` was counted; they replay other runs now): a round
+/// whose partition fdatasyncs its own file overlaps the next round, which journals the same
+/// partition's next appends; the power goes before the first fdatasync. The journal then holds
+/// a record beyond a hole in the log. Nothing from the hole on was acknowledged (rounds complete
+/// in order), so nothing acknowledged is lost; but `shard::journal::replay_into` reports the
+/// record as one it could not replay, and `start` keeps the journal aside.
+#[test]
+fn a_journal_record_beyond_a_hole_was_never_acknowledged() {
+    on_executor(|| async {
+        let mut r = quiet_journal_run(25);
+        r.start().await.unwrap();
+        r.append_n(0, 3);
+        // Round 1: p0 fdatasyncs its own file, its durable half left running.
+        r.sink.as_mut().unwrap().partition_max_bytes = 0;
+        assert_eq!(r.round(true).await.unwrap(), Flow::Go);
+        assert!(r.syncing.is_some());
+        // Round 2 writes and journals p0's next appends, and its entry is durable.
+        r.append_n(0, 2);
+        r.sink.as_mut().unwrap().partition_max_bytes = 1 << 20;
+        let log = r.logs[0].as_ref().unwrap();
+        let ticket = log.flush_write().await.unwrap().unwrap();
+        let (plan, _) = r.write_round(vec![(0, ticket)]).await.unwrap();
+        assert_eq!(plan.journaled.len(), 1);
+        r.sink.as_ref().unwrap().journal.sync().await.unwrap();
+        drop(plan);
+        assert_eq!(r.parts[0].model.acked_hw, 0);
+        r.worst_power_cut();
+        r.start().await.unwrap();
+        assert_eq!(r.counts.replay_gaps, 1);
+        assert_eq!(r.logs[0].as_ref().unwrap().log_end_offset(), 0);
     });
 }

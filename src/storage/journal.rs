@@ -569,10 +569,20 @@ async fn create_filled<D: Disk>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::io::fake_disk::{FakeDisk, Rng};
     use crate::io::test_executor::on_executor as run;
+
+    /// Where the newest live entry starts (if any) and where the next one goes if it fits
+    /// before the end of the file: the storage fault-injection runs count wraps with it.
+    pub(crate) fn ring_positions<D: Disk>(j: &Journal<D>) -> (Option<u64>, u64) {
+        let ring = j.ring.borrow();
+        (ring.live.back().map(|e| e.1), ring.write_pos)
+    }
+
+    /// Where the ring of entries starts.
+    pub(crate) const RING_START_BYTES: u64 = RING_START;
 
     fn root() -> PathBuf {
         PathBuf::from("/data")
