@@ -17,8 +17,9 @@
 //! (`PartitionLog::replay`: what its files lost in a crash comes back, what they hold is
 //! skipped) and flushed before anything else reads it (the coordinators rebuild from their
 //! partitions right after), and only then does each shard open its journal for a new epoch,
-//! which makes every old entry dead. If any record could not be replayed, the old journal files
-//! are kept aside (renamed) instead of reused. Journal failures at runtime (an I/O error) turn
+//! which makes every old entry dead. If any record could not be replayed, no journal is opened
+//! and the old files stay for the next start to replay again (the partitions concerned stay
+//! offline meanwhile). Journal failures at runtime (an I/O error) turn
 //! it off: the files it covered are fdatasynced and every round fdatasyncs per partition.
 //!
 //! Runs on its shard; `!Send`.
@@ -283,6 +284,9 @@ pub struct ReplayState {
     own: Recovered,
     /// Records that could not be replayed into a partition of this shard.
     failures: u64,
+    /// A journal file that could not be read: any partition may have records in it, so the
+    /// broker does not start (see [`unreadable`]).
+    unreadable: Option<String>,
 }
 
 /// Reads every shard journal file in the data directory (a shard's partitions may have been
@@ -292,8 +296,7 @@ pub async fn load(shard: &Shard) {
     let names = match GlommioDisk.list_dir(dir) {
         Ok(n) => n,
         Err(e) => {
-            log::error!("shard {}: listing journals: {e}", shard.id);
-            shard.journal_replay.borrow_mut().failures += 1;
+            shard.journal_replay.borrow_mut().unreadable = Some(format!("listing journals: {e}"));
             return;
         }
     };
@@ -315,8 +318,7 @@ pub async fn load(shard: &Shard) {
                 }
             }
             Err(e) => {
-                log::error!("shard {}: reading journal {name}: {e}", shard.id);
-                state.failures += 1;
+                state.unreadable = Some(format!("reading journal {name}: {e}"));
             }
         }
     }
@@ -350,14 +352,29 @@ pub async fn replay_into(shard: &Shard, p: &Partition) {
     for r in &records {
         match p.log.replay(r.base_offset, &r.data, now) {
             Ok(n) => appended += n,
+            Err(StorageError::InvariantViolated { what, .. })
+                if what == crate::storage::log::REPLAY_GAP =>
+            {
+                // Beyond a hole: never acknowledged (see `REPLAY_GAP`), nor anything after it.
+                log::info!(
+                    "{}-{}: journal records from offset {} on follow a hole in the log and were never acknowledged; not replayed",
+                    p.topic,
+                    p.index,
+                    r.base_offset
+                );
+                break;
+            }
             Err(e) => {
+                // Offline until a start replays it: appends now would take offsets the
+                // journal's records hold.
                 log::error!(
-                    "{}-{}: replaying the journal record at offset {}: {e}",
+                    "{}-{}: replaying the journal record at offset {}: {e}; the partition stays offline until the next start",
                     p.topic,
                     p.index,
                     r.base_offset
                 );
                 shard.journal_replay.borrow_mut().failures += 1;
+                p.log.retire().await;
                 break;
             }
         }
@@ -374,13 +391,22 @@ pub async fn replay_into(shard: &Shard, p: &Partition) {
         ),
         Err(e) => {
             log::error!(
-                "{}-{}: flushing what the journal restored: {e}",
+                "{}-{}: flushing what the journal restored: {e}; the partition stays offline until the next start",
                 p.topic,
                 p.index
             );
             shard.journal_replay.borrow_mut().failures += 1;
+            // Not reopened when space returns: the records are only in the journal.
+            p.log.retire().await;
         }
     }
+}
+
+/// Why a journal could not be read at start, if one could not. Every partition may have
+/// acknowledged records only in it, so none may serve: the broker stops with this error (a
+/// restart reads it again), as Kafka stops when its only log directory fails.
+pub fn unreadable(shard: &Shard) -> Option<String> {
+    shard.journal_replay.borrow().unreadable.clone()
 }
 
 /// Records this shard could not replay: its replay errors, and records left for partitions
@@ -401,11 +427,22 @@ pub fn replay_failures(shard: &Shard) -> u64 {
 }
 
 /// Opens this shard's journal for a new epoch (every old entry dead) and hands it to the group
-/// commit; `keep_aside`: some shard could not replay a record, so the old files are renamed
-/// instead of reused. Shard 0 also clears journals of shards that no longer exist.
-pub async fn start(shard: &Shard, keep_aside: bool) {
+/// commit. `unreplayed`: some shard could not replay a record (a partition that did not open, a
+/// journal that could not be read, a replay or its flush that failed). Then no journal is
+/// opened or removed: the old files stay as they are for the next start to replay, and until
+/// then rounds fdatasync every partition's file (the partitions concerned are offline, so no
+/// offset their records hold is taken again). Shard 0 also removes journals of shards that no
+/// longer exist.
+pub async fn start(shard: &Shard, unreplayed: bool) {
     let dir = shard.config.data_dir.clone();
     let state = std::mem::take(&mut *shard.journal_replay.borrow_mut());
+    if unreplayed {
+        log::error!(
+            "shard {}: journal records could not all be replayed; the journals are kept for the next start, which replays them again; until then no journal is used",
+            shard.id
+        );
+        return;
+    }
     let mut old: Vec<std::path::PathBuf> = Vec::new();
     if shard.id == 0 {
         if let Ok(names) = GlommioDisk.list_dir(&dir) {
@@ -418,24 +455,14 @@ pub async fn start(shard: &Shard, keep_aside: bool) {
         }
     }
     let own = journal::journal_path(&dir, shard.id);
-    let mut recovered = state.own;
-    if keep_aside || shard.config.log_journal_bytes == 0 {
+    if shard.config.log_journal_bytes == 0 {
         old.push(own.clone());
-        recovered = Recovered::default();
     }
     for path in old.iter().filter(|p| GlommioDisk.exists(p)) {
-        let outcome = if keep_aside {
-            let aside = path.with_extension(format!("journal.{}-unreplayed", super::now_ms()));
-            log::error!(
-                "keeping journal {} aside as {}: some of its records could not be replayed",
-                path.display(),
-                aside.display()
-            );
-            GlommioDisk.rename(path, &aside)
-        } else {
-            GlommioDisk.remove_file(path)
-        };
-        if let Err(e) = outcome.and_then(|()| GlommioDisk.sync_dir(&dir)) {
+        if let Err(e) = GlommioDisk
+            .remove_file(path)
+            .and_then(|()| GlommioDisk.sync_dir(&dir))
+        {
             log::error!("shard {}: {e}", shard.id);
         }
     }
@@ -446,7 +473,7 @@ pub async fn start(shard: &Shard, keep_aside: bool) {
         &GlommioDisk,
         &own,
         shard.config.log_journal_bytes,
-        &recovered,
+        &state.own,
     )
     .await
     {

@@ -666,6 +666,8 @@ pub enum BootError {
     MeshOrder(usize, usize),
     #[error("metadata: {0}")]
     Metadata(String),
+    #[error("shard {0}: {1}; not starting (a start reads the journal again)")]
+    Journal(usize, String),
     #[error("shard {0}: cannot listen on {1}: {2}")]
     Listen(usize, String, String),
 }
@@ -766,11 +768,16 @@ async fn shard_main(
             let r = shard
                 .mailbox
                 .call(&shard, target, |s| {
-                    let n = journal::replay_failures(s);
-                    async move { n }
+                    let r = (journal::replay_failures(s), journal::unreadable(s));
+                    async move { r }
                 })
                 .await;
-            unreplayed += r.map_err(|_| BootError::Mesh(target))?;
+            let (failures, unreadable) = r.map_err(|_| BootError::Mesh(target))?;
+            if let Some(why) = unreadable {
+                log::error!("shard {target}: {why}");
+                return Err(BootError::Journal(target, why));
+            }
+            unreplayed += failures;
         }
         for target in 0..nr_shards {
             let r = shard

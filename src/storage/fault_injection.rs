@@ -78,8 +78,9 @@
 //! ODRADEK_JOURNAL_FAULT_SEEDS=<count> [ODRADEK_FAULT_SEED_START=<first>] cargo test --release --lib storage::fault_injection::journal_seeds -- --nocapture
 //! ODRADEK_FAULT_SEED=<seed> cargo test --release --lib storage::fault_injection::journal_one_seed -- --nocapture
 //! ```
-//! `ODRADEK_JOURNAL_KNOWN_BUGS=1` adds what reaches the two bugs these runs found that are not
-//! fixed yet (faults during the start, and DeleteRecords; see `known_bugs`).
+//! These runs found three bugs, fixed, each with a regression test below (a start that could
+//! not replay every record, DeleteRecords past what only the journal made durable, a record
+//! beyond a hole).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -87,7 +88,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::journal::{Journal, RecordParts, Recovered};
+use super::journal::{Journal, RecordParts};
 use super::log::{CompactionSettings, FlushTicket};
 use super::{AppendOutcome, BatchCache, LogConfig, PartitionLog, StorageError};
 use crate::io::disk::{Disk, SegmentFile};
@@ -2009,8 +2010,8 @@ impl JournalRun {
             sink: None,
             syncing: None,
             crash_one_in: pick(&mut rng, &[40, 150, 1000, 5000]),
-            startup_faults: rng.chance(1, 4) && known_bugs(),
-            delete_records: known_bugs(),
+            startup_faults: rng.chance(1, 4),
+            delete_records: true,
             calm: rng.chance(1, 3),
             now: NOW0,
             trace: Trace {
@@ -2131,8 +2132,7 @@ impl JournalRun {
         // `load`: the live records by partition, sorted by base offset.
         let mut by_partition: BTreeMap<usize, Vec<crate::storage::journal::JournalRecord>> =
             BTreeMap::new();
-        let mut recovered = match crate::storage::journal::recover(&self.disk, &self.journal_path)
-            .await
+        let recovered = match crate::storage::journal::recover(&self.disk, &self.journal_path).await
         {
             Ok(mut rec) => {
                 let records = rec.take_records();
@@ -2158,8 +2158,14 @@ impl JournalRun {
             Err(e) => {
                 self.note(format!("reading the journal failed: {e}"));
                 ensure!(injected(&e), "reading the journal failed: {e}");
-                failures += 1;
-                Recovered::default()
+                // `shard::journal::unreadable`: the broker does not start (it exits before
+                // serving); the next start reads the journal again.
+                for l in self.logs.iter_mut() {
+                    *l = None;
+                }
+                self.note("start refused: the journal could not be read".into());
+                self.disk.restart();
+                return Ok(Flow::Crashed);
             }
         };
         for list in by_partition.values_mut() {
@@ -2184,17 +2190,15 @@ impl JournalRun {
                         ));
                         // A record beyond a hole: the log lost unacknowledged appends (a
                         // round's segment fdatasync failed, or the power went before it ran
-                        // while the next round's entry was written). The shard counts it as a
-                        // record not replayed (and keeps the journal aside); whatever was
-                        // acknowledged is checked below. Only a log the faults took offline
-                        // may refuse otherwise: anything else is a record that does not fit
-                        // the log (a conflict).
+                        // while the next round's entry was written). The shard ends this
+                        // partition's replay there, quietly; whatever was acknowledged is
+                        // checked below. Only a log the faults took offline may refuse
+                        // otherwise (the shard retires it, keeping it offline until the next
+                        // start): anything else is a record that does not fit the log.
                         let gap = matches!(
                             e,
-                            StorageError::InvariantViolated {
-                                what: "replayed batch starts at the log end",
-                                ..
-                            }
+                            StorageError::InvariantViolated { what, .. }
+                                if what == crate::storage::log::REPLAY_GAP
                         );
                         self.counts.replay_gaps += u64::from(gap);
                         ensure!(
@@ -2203,7 +2207,11 @@ impl JournalRun {
                             r.base_offset,
                             r.data.len()
                         );
-                        failures += 1;
+                        if !gap {
+                            failures += 1;
+                            log.retire().await;
+                            self.failed[i] = true;
+                        }
                         break;
                     }
                 }
@@ -2232,6 +2240,8 @@ impl JournalRun {
                     ));
                 }
                 Err(e) => {
+                    // `replay_into`: retired, so not reopened when space returns.
+                    log.retire().await;
                     self.note(format!("p{i}: flushing what the journal restored: {e}"));
                     ensure!(injected(&e), "p{i}: flushing the replay: {e}");
                     self.failed[i] = true;
@@ -2242,50 +2252,40 @@ impl JournalRun {
         // Records left for partitions that did not open (`replay_failures`).
         failures += by_partition.len() as u64;
         crash_point!(self, "start: after the replay");
-        // `start`: keep the old journal aside if anything could not be replayed, then open it
-        // for a new epoch (every old entry dead).
+        // `start`: if anything could not be replayed, no journal until the next start, which
+        // replays the old one again; else it opens for a new epoch (every old entry dead).
         if failures > 0 {
-            let aside = self
-                .journal_path
-                .with_extension(format!("journal.{}-unreplayed", self.now));
             self.note(format!(
-                "keeping the journal aside ({failures} record(s) not replayed)"
+                "{failures} record(s) not replayed: the journal stays for the next start"
             ));
-            recovered = Recovered::default();
-            if self.disk.exists(&self.journal_path) {
-                let moved = self
-                    .disk
-                    .rename(&self.journal_path, &aside)
-                    .and_then(|()| self.disk.sync_dir(Path::new(ROOT)));
-                if let Err(e) = moved {
-                    self.note(format!("keeping the journal aside failed: {e}"));
-                }
-            }
+            self.sink = None;
         }
         // The journal opens with the faults of the run (a failure: no journal until the next
         // start).
         self.disk.arm(self.rates);
-        match Journal::open(
-            &self.disk,
-            &self.journal_path,
-            self.journal_bytes,
-            &recovered,
-        )
-        .await
-        {
-            Ok(j) => {
-                self.sink = Some(Sink {
-                    journal: j,
-                    partition_max_bytes: self.partition_max_bytes,
-                    unsynced: BTreeMap::new(),
-                    failed: false,
-                    checkpoint_wanted: false,
-                })
-            }
-            Err(e) => {
-                self.note(format!("cannot open the journal: {e}"));
-                ensure!(injected(&e), "opening the journal: {e}");
-                self.counts.journal_open_failures += 1;
+        if failures == 0 {
+            match Journal::open(
+                &self.disk,
+                &self.journal_path,
+                self.journal_bytes,
+                &recovered,
+            )
+            .await
+            {
+                Ok(j) => {
+                    self.sink = Some(Sink {
+                        journal: j,
+                        partition_max_bytes: self.partition_max_bytes,
+                        unsynced: BTreeMap::new(),
+                        failed: false,
+                        checkpoint_wanted: false,
+                    })
+                }
+                Err(e) => {
+                    self.note(format!("cannot open the journal: {e}"));
+                    ensure!(injected(&e), "opening the journal: {e}");
+                    self.counts.journal_open_failures += 1;
+                }
             }
         }
         crash_point!(self, "start: after the journal's open");
@@ -2866,17 +2866,6 @@ impl JournalRun {
     }
 }
 
-/// Whether the journal runs include what reaches the two bugs they found that are not fixed
-/// yet (`ODRADEK_JOURNAL_KNOWN_BUGS=1`): faults during the start (a log that fails to open, a
-/// journal read or a replay flush that fails: the journal is kept aside and the acknowledged
-/// records only it held are lost, see
-/// `a_log_that_fails_to_open_at_start_loses_its_journaled_records`), and DeleteRecords (an
-/// acknowledged log start only the journal covered goes back after a power cut, see
-/// `delete_records_up_to_a_journaled_high_watermark_survives_a_power_cut`).
-fn known_bugs() -> bool {
-    env_u64("ODRADEK_JOURNAL_KNOWN_BUGS") == Some(1)
-}
-
 /// Runs journal `seeds` on one executor; the failures, with how to replay each.
 fn run_journal_seeds(seeds: std::ops::Range<u64>, verbose: bool) -> (JournalCounts, Vec<String>) {
     let current = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
@@ -3072,14 +3061,12 @@ fn the_journal_checker_catches_a_lost_journal_entry() {
     });
 }
 
-/// Known bug (journal seeds 9, 18, 40, ... with `ODRADEK_JOURNAL_KNOWN_BUGS=1`): a log whose
-/// open fails at start (here one EIO) leaves its journal records unreplayed, so
-/// `shard::journal::start` keeps the journal aside; at the next start the log opens without
-/// them and the acknowledged appends only the journal held are lost (they sit in the
-/// `.unreplayed` file, which nothing reads). Passes once a start that cannot replay every
-/// record keeps the records for the next start (or does not start).
+/// Regression (journal seeds 9, 18, 40, ... before the fix): a log whose open fails at start
+/// (here one EIO) leaves its journal records unreplayed; `shard::journal::start` used to keep
+/// the journal aside (renamed, read by nothing) and start a new one, so at the next start the
+/// log opened without the acknowledged appends only the journal held. Now such a start opens
+/// no journal and leaves the old one for the next start, which replays it.
 #[test]
-#[ignore = "known bug in shard::journal::start (see the doc comment)"]
 fn a_log_that_fails_to_open_at_start_loses_its_journaled_records() {
     on_executor(|| async {
         let mut r = quiet_journal_run(23);
@@ -3095,15 +3082,13 @@ fn a_log_that_fails_to_open_at_start_loses_its_journaled_records() {
     });
 }
 
-/// Known bug (journal seeds 72, 79, 236, ... with `ODRADEK_JOURNAL_KNOWN_BUGS=1`):
-/// DeleteRecords acknowledges a log start up to the high watermark, which the journal alone
-/// may have made durable; after a power cut the segment file ends before it, `PartitionLog`'s
-/// open clamps the durable log-start checkpoint to that end, and the replay brings the records
-/// back without raising the start again: records an acknowledged DeleteRecords removed are
-/// readable again. Passes once the start survives (e.g. DeleteRecords fdatasyncs the tail
-/// segment before its checkpoint, or the replay re-applies the checkpoint).
+/// Regression (journal seeds 72, 79, 236, ... before the fix): DeleteRecords acknowledges a log
+/// start up to the high watermark, which the journal alone may have made durable; after a
+/// power cut the segment file ended before it, `PartitionLog`'s open clamped the durable
+/// log-start checkpoint to that end, and the replay brought the records back without raising
+/// the start again: records an acknowledged DeleteRecords removed were readable again. Now
+/// DeleteRecords fdatasyncs the tail segment before it writes its checkpoint.
 #[test]
-#[ignore = "known bug in PartitionLog (open clamps the log start; see the doc comment)"]
 fn delete_records_up_to_a_journaled_high_watermark_survives_a_power_cut() {
     on_executor(|| async {
         let mut r = quiet_journal_run(24);
@@ -3126,8 +3111,9 @@ fn delete_records_up_to_a_journaled_high_watermark_survives_a_power_cut() {
 /// whose partition fdatasyncs its own file overlaps the next round, which journals the same
 /// partition's next appends; the power goes before the first fdatasync. The journal then holds
 /// a record beyond a hole in the log. Nothing from the hole on was acknowledged (rounds complete
-/// in order), so nothing acknowledged is lost; but `shard::journal::replay_into` reports the
-/// record as one it could not replay, and `start` keeps the journal aside.
+/// in order), so nothing acknowledged is lost; `shard::journal::replay_into` used to report the
+/// record as one it could not replay, and `start` kept the journal aside. Now the replay of
+/// that partition ends there, quietly.
 #[test]
 fn a_journal_record_beyond_a_hole_was_never_acknowledged() {
     on_executor(|| async {

@@ -294,6 +294,11 @@ enum AppendMode {
     Replay,
 }
 
+/// What [`PartitionLog::replay`] reports for a record that starts past the log end: the log
+/// lost appends the journal does not hold. They were never acknowledged (a round's own
+/// fdatasync did not complete, and rounds complete in order), so neither was the record.
+pub const REPLAY_GAP: &str = "replayed batch starts at the log end";
+
 /// Smallest preallocation step (see `write_pending`).
 const PREALLOCATE_MIN_STEP_BYTES: u64 = 256 * 1024;
 
@@ -1030,11 +1035,7 @@ impl<D: Disk> PartitionLog<D> {
                 continue;
             }
             if hdr.base_offset != end {
-                return Err(invariant(
-                    "replayed batch starts at the log end",
-                    end,
-                    hdr.base_offset,
-                ));
+                return Err(invariant(REPLAY_GAP, end, hdr.base_offset));
             }
             self.append_batch(
                 &batch,
@@ -1345,9 +1346,15 @@ impl<D: Disk> PartitionLog<D> {
     /// Prepares a failed log for being replaced by a reopened one on the same directory: waits
     /// for a flush still running, then refuses every later one, and drops its cached batches
     /// (which may include appends that never became durable, whose offsets the reopened log
-    /// assigns again). Readers still holding it keep reading its files.
+    /// assigns again). Readers still holding it keep reading its files. A retired log is never
+    /// reopened in place at runtime ([`PartitionLog::failed_out_of_space`] turns false): one
+    /// the shard journal could not replay into must wait for the next start.
     pub async fn retire(&self) {
-        self.state.borrow_mut().failed = true;
+        {
+            let mut st = self.state.borrow_mut();
+            st.failed = true;
+            st.failed_out_of_space = false;
+        }
         if let Ok(permit) = self.flush_lock.acquire_permit(1).await {
             drop(permit);
         }
@@ -1752,6 +1759,23 @@ impl<D: Disk> PartitionLog<D> {
         let target = offset.max(start);
         if target <= durable_start {
             return Ok(start);
+        }
+        // Records up to the high watermark may be durable through the shard journal only, and
+        // a power cut could take them from the tail segment, leaving a checkpoint past the log
+        // end (which open clamps away). Make them durable in the file first (found by fault
+        // injection).
+        // Every segment not sealed yet: the tail, and one a roll is sealing (its file holds
+        // records below the high watermark while the new tail may have no file yet).
+        let unsealed: Vec<Rc<D::File>> = self
+            .state
+            .borrow()
+            .segments
+            .values()
+            .filter(|s| !matches!(s.seal, SealState::Sealed))
+            .filter_map(|s| s.file.clone())
+            .collect();
+        for file in unsealed {
+            file.fdatasync().await?;
         }
         write_offset_checkpoint(&self.disk, self.dir.join(LOG_START_CHECKPOINT), target).await?;
         {
