@@ -1131,7 +1131,9 @@ fn low_disk_space_refuses_produce_until_space_returns() {
         BrokerOptions::new()
             .set("log.dir.min.free.bytes", 24 << 20)
             .set("log.segment.bytes", 1 << 20)
-            .set("log.preallocate.bytes", 1 << 20),
+            .set("log.preallocate.bytes", 1 << 20)
+            // Each core's journal takes its whole size up front: keep it small on a 64 MiB disk.
+            .set("log.journal.bytes", 4 << 20),
     );
     // Move the data directory onto the small disk.
     broker.stop();

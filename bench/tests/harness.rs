@@ -192,10 +192,11 @@ fn last_batch_start(seg: &[u8]) -> Option<usize> {
 }
 
 /// Acknowledged records removed behind the bench's back (kill -9, then the tail segment's last
-/// batch torn) must show up as lost, with a non-zero exit.
+/// batch torn) must show up as lost, with a non-zero exit. Without the shard journal, which
+/// would restore the batch (that is its job: `tests/journal.rs`).
 #[test]
 fn accounting_catches_a_lost_record() {
-    let mut broker = Broker::start();
+    let mut broker = Broker::start_with(&["log.journal.bytes=0"]);
     let bs = broker.bootstrap();
     let cores = cpus().1;
     let tmp = tempfile::tempdir().expect("tmp");
