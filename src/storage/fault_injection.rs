@@ -1470,17 +1470,27 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 fn check(seeds: std::ops::Range<u64>, verbose: bool) -> Totals {
+    check_runs("seeds", seeds, verbose, run_seeds)
+}
+
+/// Runs `seeds` with `run`, prints the totals, and fails listing every failed seed.
+fn check_runs<T: std::fmt::Debug>(
+    what: &str,
+    seeds: std::ops::Range<u64>,
+    verbose: bool,
+    run: impl FnOnce(std::ops::Range<u64>, bool) -> (T, Vec<String>),
+) -> T {
     let started = std::time::Instant::now();
-    let (totals, failures) = run_seeds(seeds.clone(), verbose);
+    let (totals, failures) = run(seeds.clone(), verbose);
     eprintln!(
-        "fault injection: seeds {}..{} in {:.1} s: {totals:?}",
+        "fault injection: {what} {}..{} in {:.1} s: {totals:?}",
         seeds.start,
         seeds.end,
         started.elapsed().as_secs_f64()
     );
     assert!(
         failures.is_empty(),
-        "{} of {} seeds failed:\n{}",
+        "{} of {} {what} failed:\n{}",
         failures.len(),
         seeds.end - seeds.start,
         failures.join("\n")
@@ -2908,22 +2918,7 @@ fn run_journal_seeds(seeds: std::ops::Range<u64>, verbose: bool) -> (JournalCoun
 }
 
 fn check_journal(seeds: std::ops::Range<u64>, verbose: bool) -> JournalCounts {
-    let started = std::time::Instant::now();
-    let (totals, failures) = run_journal_seeds(seeds.clone(), verbose);
-    eprintln!(
-        "journal fault injection: seeds {}..{} in {:.1} s: {totals:?}",
-        seeds.start,
-        seeds.end,
-        started.elapsed().as_secs_f64()
-    );
-    assert!(
-        failures.is_empty(),
-        "{} of {} journal seeds failed:\n{}",
-        failures.len(),
-        seeds.end - seeds.start,
-        failures.join("\n")
-    );
-    totals
+    check_runs("journal seeds", seeds, verbose, run_journal_seeds)
 }
 
 /// `ODRADEK_JOURNAL_FAULT_SEEDS` journal seeds (default [`JOURNAL_DEFAULT_SEEDS`]) from
