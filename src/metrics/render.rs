@@ -525,7 +525,7 @@ pub fn render(info: &ProcessInfo, shards: &[ShardSnapshot]) -> String {
         &shards,
         "odradek_compaction_read_bytes_total",
         "counter",
-        "Bytes of stored batches compaction took from closed segments, as its pacer counts them (the disk may read more).",
+        "Bytes of stored batches compaction took from closed segments, as its pacer counts them.",
         |s| s.compaction_paced_bytes,
     );
     o.per_shard(
