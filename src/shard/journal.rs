@@ -231,8 +231,7 @@ impl JournalSink {
     async fn checkpoint_locked(&self) -> Result<(), StorageError> {
         // The cut and the files it needs, taken together (no await in between).
         let cut = self.journal.checkpoint_cut();
-        let files: Vec<Rc<DirectFile>> =
-            self.unsynced.borrow_mut().drain().map(|(_, f)| f).collect();
+        let files: Vec<Rc<DirectFile>> = self.take_unsynced();
         let started = std::time::Instant::now();
         let synced = crate::io::join::join_all(files.iter().map(|f| f.fdatasync())).await;
         if let Some(Err(e)) = synced.into_iter().find(|r| r.is_err()) {
@@ -252,6 +251,11 @@ impl JournalSink {
         Ok(())
     }
 
+    /// The segment files waiting for a checkpoint's fdatasync, taken out of the set.
+    fn take_unsynced(&self) -> Vec<Rc<DirectFile>> {
+        self.unsynced.borrow_mut().drain().map(|(_, f)| f).collect()
+    }
+
     /// Stops using the journal after an I/O error: what it covered is fdatasynced in the
     /// segment files (in the background), and rounds fdatasync per partition from now on.
     fn fail(&self, e: &StorageError) {
@@ -262,8 +266,7 @@ impl JournalSink {
             "journal {}: {e}; flush rounds fdatasync every partition's file from now on",
             self.journal.path().display()
         );
-        let files: Vec<Rc<DirectFile>> =
-            self.unsynced.borrow_mut().drain().map(|(_, f)| f).collect();
+        let files: Vec<Rc<DirectFile>> = self.take_unsynced();
         glommio::spawn_local(async move {
             for f in files {
                 if let Err(e) = f.fdatasync().await {

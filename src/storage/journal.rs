@@ -386,7 +386,7 @@ impl<D: Disk> Journal<D> {
     /// Whether an entry of `records` fits now (the caller falls back to syncing the segment
     /// files when it does not).
     pub fn fits(&self, records: &[RecordParts<'_>]) -> bool {
-        self.place(entry_bytes(records)).is_some()
+        self.place(entry_len(payload_bytes(records))).is_some()
     }
 
     /// Where an entry of `len` bytes on disk goes, if there is room.
@@ -416,14 +416,11 @@ impl<D: Disk> Journal<D> {
         &self,
         records: &[RecordParts<'_>],
     ) -> Result<Option<EntryTicket>, StorageError> {
-        let payload: usize = records
-            .iter()
-            .map(|r| RECORD_HEADER_BYTES + r.data_bytes())
-            .sum();
+        let payload = payload_bytes(records);
         let Ok(payload32) = u32::try_from(payload) else {
             return Ok(None);
         };
-        let len = align_up((ENTRY_HEADER_BYTES + payload) as u64);
+        let len = entry_len(payload);
         let Some(pos) = self.place(len) else {
             return Ok(None);
         };
@@ -528,12 +525,16 @@ impl<D: Disk> Journal<D> {
     }
 }
 
-/// Bytes on disk of an entry holding `records`.
-fn entry_bytes(records: &[RecordParts<'_>]) -> u64 {
-    let payload: usize = records
+/// Bytes after an entry's header for `records`.
+fn payload_bytes(records: &[RecordParts<'_>]) -> usize {
+    records
         .iter()
         .map(|r| RECORD_HEADER_BYTES + r.data_bytes())
-        .sum();
+        .sum()
+}
+
+/// Bytes on disk of an entry with `payload` bytes after its header.
+fn entry_len(payload: usize) -> u64 {
     align_up((ENTRY_HEADER_BYTES + payload) as u64)
 }
 
@@ -883,10 +884,11 @@ pub(crate) mod tests {
     }
 
     fn entry_bytes_of(records: &[JournalRecord]) -> u64 {
-        let payload: usize = records
-            .iter()
-            .map(|r| RECORD_HEADER_BYTES + r.data.len())
-            .sum();
-        align_up((ENTRY_HEADER_BYTES + payload) as u64)
+        entry_len(
+            records
+                .iter()
+                .map(|r| RECORD_HEADER_BYTES + r.data.len())
+                .sum(),
+        )
     }
 }
