@@ -53,16 +53,19 @@ pub struct JournalSink {
     probe: Rc<ShardProbe>,
 }
 
+/// A partition a round wrote, with what its write left to make durable.
+pub type Written = (Rc<Partition>, FlushTicket);
+
 /// A round's written partitions, by how they become durable.
 pub struct RoundPlan {
     /// fdatasync of their own segment file.
-    pub per_file: Vec<(Rc<Partition>, FlushTicket)>,
+    pub per_file: Vec<Written>,
     /// The journal entry written for them, made durable by one fdatasync of the journal.
-    pub journaled: Option<(Rc<JournalSink>, Vec<(Rc<Partition>, FlushTicket)>)>,
+    pub journaled: Option<(Rc<JournalSink>, Vec<Written>)>,
 }
 
 impl RoundPlan {
-    pub fn per_file(items: Vec<(Rc<Partition>, FlushTicket)>) -> RoundPlan {
+    pub fn per_file(items: Vec<Written>) -> RoundPlan {
         RoundPlan {
             per_file: items,
             journaled: None,
@@ -89,10 +92,7 @@ impl JournalSink {
     /// Writes the journal entry of a round whose segment writes completed: the partitions that
     /// added little go into it, the rest (and everyone, when the journal is off or full) are
     /// left to fdatasync their own file.
-    pub async fn write_round(
-        self: &Rc<Self>,
-        items: Vec<(Rc<Partition>, FlushTicket)>,
-    ) -> RoundPlan {
+    pub async fn write_round(self: &Rc<Self>, items: Vec<Written>) -> RoundPlan {
         if self.failed.get() {
             return RoundPlan::per_file(items);
         }
@@ -161,7 +161,7 @@ impl JournalSink {
 
     /// The durable half for the journaled partitions of a round: one fdatasync of the journal,
     /// then their high watermarks move. If it fails, each fdatasyncs its own file instead.
-    pub async fn make_durable(&self, items: Vec<(Rc<Partition>, FlushTicket)>) {
+    pub async fn make_durable(&self, items: Vec<Written>) {
         let clock = self.probe.fsync_started();
         let synced = self.journal.sync().await;
         self.probe.fsync_done(clock);
