@@ -27,6 +27,9 @@ use crate::run::{RunOutcome, RunPlan, StartAt};
 use crate::stats::Ranges;
 use crate::workload::{LoadSpec, Mode, Workload};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "odradek-bench",
