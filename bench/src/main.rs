@@ -5,7 +5,8 @@
 //! [`client`]; per-core measurement and record accounting in [`stats`]; the consumer-group
 //! rebalance benchmark in [`rebalance`]; the drift/leak soak in [`soak`].
 //!
-//! Exit status: 0 clean run; 1 the run had errors, lost or duplicated records; 2 it could not run.
+//! Exit status: 0 clean run; 1 the run had errors, lost or duplicated records; 2 it could not run
+//! (or could not finish: a core still busy 30 s after the run's end).
 
 mod ceiling;
 mod client;

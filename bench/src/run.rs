@@ -63,7 +63,18 @@ pub enum RunError {
     Executor { core: usize, detail: String },
     #[error("consume needs --topic (or --verify with a topic in the file)")]
     NoTopic,
+    #[error(
+        "{cores} bench core(s) still busy {after_s:.0} s after the run's end (waiting on a \
+         broker that stopped answering?); the run is abandoned without its summary"
+    )]
+    Stuck { cores: usize, after_s: f64 },
 }
+
+/// How long the cores may take after the run's end to settle (the last responses, consumers
+/// reading what was acknowledged) before the run is abandoned. A core whose executor never
+/// finishes (seen after a broker was killed under 1,000 producers: every task parked, its
+/// timers no longer firing) would otherwise keep the run, and whatever waits on it, forever.
+const SETTLE_GRACE: Duration = Duration::from_secs(30);
 
 /// Where consumers start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -363,8 +374,16 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
             }
             intervals.push(row);
         };
+    let give_up_at = end_us.map(|e| Duration::from_micros(e) + SETTLE_GRACE);
     while done < ncores {
-        match rx.recv_timeout(Duration::from_secs(5)) {
+        let elapsed = clock.start.elapsed();
+        if let Some(limit) = give_up_at.filter(|&l| elapsed > l) {
+            return Err(RunError::Stuck {
+                cores: ncores - done,
+                after_s: (elapsed - limit + SETTLE_GRACE).as_secs_f64(),
+            });
+        }
+        match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(Tick::Interval { index, counters }) => {
                 let e = pending
                     .entry(index)

@@ -441,3 +441,64 @@ fn sigint_ends_the_run_with_its_summary() {
     assert!(v["produce"]["acknowledged"].as_u64().unwrap() > 0, "{v}");
     assert_eq!(v["accounting"]["lost"], 0);
 }
+
+/// A broker that dies mid-run (kill -9) ends the run by itself. Every producer notices its
+/// broken connection and counts what was not acknowledged as errored (exit 1); a bench core that
+/// still does not finish is abandoned 30 s after the run's end (exit 2, "still busy"). Many
+/// producers over an overloaded broker reproduce both: a request written after its connection's
+/// reader had already failed (269 of 1,000 producers waited for its response forever), and
+/// after that fix, a core whose tasks all stay parked (seen 2 runs in 3).
+#[test]
+fn a_broker_killed_mid_run_ends_the_run_with_errors() {
+    let mut broker = Broker::start();
+    let bs = broker.bootstrap();
+    let started = Instant::now();
+    let mut child = Command::new(BENCH)
+        .args([
+            "produce",
+            "--bootstrap",
+            &bs,
+            "--cores",
+            &cpus().1,
+            "--partitions",
+            "1000",
+            "--keys",
+            "100000",
+            "--producers-per-core",
+            "1000",
+            "--rate",
+            "300000",
+            "--duration-s",
+            "10",
+            "--warmup-s",
+            "1",
+            "--quiet",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn odradek-bench");
+    std::thread::sleep(Duration::from_secs(5));
+    broker.kill9();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("bench status").is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = started.elapsed();
+    let _ = child.kill(); // a hung bench: the exit status below fails the test
+    let out = child.wait_with_output().expect("bench output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(took < Duration::from_secs(55), "took {took:?}\n{text}");
+    match out.status.code() {
+        Some(1) => assert!(
+            text.contains("errored") && !text.contains("errored 0;"),
+            "{text}"
+        ),
+        Some(2) => assert!(text.contains("still busy"), "{text}"),
+        other => panic!("exit {other:?} after {took:?}\n{text}"),
+    }
+}

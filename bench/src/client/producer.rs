@@ -208,7 +208,25 @@ struct LinkState {
     in_flight: RefCell<VecDeque<InFlight>>,
     permits: Semaphore,
     broken: Cell<bool>,
+    /// The reader task has returned: nobody reads responses any more, so a request sent after
+    /// that is settled (as errored) by its sender.
+    reader_gone: Cell<bool>,
     result: RefCell<ProducerResult>,
+}
+
+impl LinkState {
+    /// Counts every request in flight as errored with `msg` and gives back its permit.
+    fn fail_in_flight(&self, probe: &RefCell<CoreProbe>, msg: &str) {
+        let failed: Vec<InFlight> = self.in_flight.borrow_mut().drain(..).collect();
+        let mut probe = probe.borrow_mut();
+        let mut res = self.result.borrow_mut();
+        for f in &failed {
+            let n: u64 = f.batches.iter().map(|b| b.count as u64).sum();
+            res.errored += n;
+            probe.error(msg.to_string(), n);
+        }
+        self.permits.signal(failed.len() as u64);
+    }
 }
 
 struct Link {
@@ -293,6 +311,7 @@ impl Producer {
                 in_flight: RefCell::new(VecDeque::new()),
                 permits: Semaphore::new(self.spec.max_in_flight.max(1) as u64),
                 broken: Cell::new(false),
+                reader_gone: Cell::new(false),
                 result: RefCell::new(ProducerResult::default()),
             });
             let reader_task = if self.spec.acks != 0 {
@@ -838,13 +857,23 @@ async fn send_requests(
                 st.in_flight.borrow_mut().pop_back();
                 st.permits.signal(1);
             }
+            // The socket took the request, but its reader has already failed and returned
+            // (a dead broker's socket accepts one more write before its reset arrives): no
+            // response will be read for it.
+            Ok(_) if st.reader_gone.get() => {
+                st.broken.set(true);
+                st.fail_in_flight(&probe, "connection broken before the response");
+            }
             Ok(_) => {}
             Err(e) => {
                 st.broken.set(true);
-                probe.borrow_mut().error(e.to_string(), records);
-                st.result.borrow_mut().errored += records;
-                st.in_flight.borrow_mut().pop_back();
-                st.permits.signal(1);
+                // The entry queued above is still the last one, unless a failing reader has
+                // already settled it.
+                if st.in_flight.borrow_mut().pop_back().is_some() {
+                    probe.borrow_mut().error(e.to_string(), records);
+                    st.result.borrow_mut().errored += records;
+                    st.permits.signal(1);
+                }
             }
         }
     }
@@ -864,6 +893,7 @@ async fn read_responses(
         let now = clock.now_us();
         let Some(entry) = st.in_flight.borrow_mut().pop_front() else {
             st.broken.set(true);
+            st.reader_gone.set(true);
             if let Err(e) = frame {
                 probe.borrow_mut().error(e.to_string(), 0);
             }
@@ -913,16 +943,9 @@ async fn read_responses(
                     Ok(_) => "unexpected response".to_string(),
                 };
                 st.broken.set(true);
-                let mut failed: Vec<InFlight> = vec![entry];
-                failed.extend(st.in_flight.borrow_mut().drain(..));
-                let mut probe = probe.borrow_mut();
-                let mut res = st.result.borrow_mut();
-                for f in &failed {
-                    let n: u64 = f.batches.iter().map(|b| b.count as u64).sum();
-                    res.errored += n;
-                    probe.error(msg.clone(), n);
-                }
-                st.permits.signal(failed.len() as u64);
+                st.reader_gone.set(true);
+                st.in_flight.borrow_mut().push_front(entry);
+                st.fail_in_flight(&probe, &msg);
                 return;
             }
         }
