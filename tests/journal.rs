@@ -6,10 +6,20 @@
 //! state: produce (acks=all), kill -9 the broker, cut the tail segment file of every partition
 //! short (what a power cut may leave of unsynced writes), start again — and read every
 //! acknowledged record back, restored from the journal.
+//!
+//! And the two bad starts: a journal file that cannot be read stops the start (nothing is
+//! served, no journal is touched), and a record that cannot be replayed keeps its partition
+//! offline while the others serve, the journals kept as they are for the next start. The
+//! damage used is what the filesystem does to a root process: the immutable attribute
+//! (`chattr +i`) refuses every open for writing with EPERM, and a directory where a file
+//! belongs refuses it with EISDIR.
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -21,13 +31,19 @@ const PARTITIONS: i32 = 4;
 /// Produces `rounds` x 200 records over the partitions, one delivery wait per round (so the
 /// journal holds several entries); returns (partition, offset, value) of every acknowledged one.
 fn produce_rounds(broker: &Broker, rounds: usize) -> Vec<(i32, i64, Vec<u8>)> {
+    let all: Vec<i32> = (0..PARTITIONS).collect();
+    produce_rounds_to(broker, rounds, &all)
+}
+
+/// [`produce_rounds`] over the partitions `parts` only.
+fn produce_rounds_to(broker: &Broker, rounds: usize, parts: &[i32]) -> Vec<(i32, i64, Vec<u8>)> {
     let producer = producer(&broker.bootstrap(), &[("acks", "all"), ("linger.ms", "2")]);
     let mut acked = Vec::new();
     for round in 0..rounds {
         let recs: Vec<Rec> = (0..200)
             .map(|i| {
                 Rec::value(format!("round {round} record {i} {}", "x".repeat(i % 50)))
-                    .to_partition(i as i32 % PARTITIONS)
+                    .to_partition(parts[i % parts.len()])
             })
             .collect();
         let placed = produce_all(&producer, TOPIC, &recs, Duration::from_secs(30));
@@ -69,10 +85,15 @@ fn cut_tails(broker: &Broker) -> u64 {
 
 fn check_all_back(broker: &Broker, acked: &[(i32, i64, Vec<u8>)]) {
     let parts: Vec<i32> = (0..PARTITIONS).collect();
+    check_back(broker, acked, &parts);
+}
+
+/// Partitions `parts` hold exactly the records `acked` (all of theirs), at their offsets.
+fn check_back(broker: &Broker, acked: &[(i32, i64, Vec<u8>)], parts: &[i32]) {
     let got = consume_exact(
         &broker.bootstrap(),
         TOPIC,
-        &parts,
+        parts,
         Offset::Beginning,
         acked.len(),
         Duration::from_secs(60),
@@ -151,4 +172,225 @@ fn a_journal_left_by_a_crash_is_replayed_even_when_the_restart_turns_it_off() {
     broker.restart();
     let all: Vec<_> = acked.iter().chain(&more).cloned().collect();
     check_all_back(&broker, &all);
+}
+
+/// Sets or clears the immutable attribute (`chattr +i`): every open for writing then fails with
+/// EPERM, even for root, and the file cannot be removed, renamed over or truncated.
+fn set_immutable(path: &Path, on: bool) {
+    let flag = if on { "+i" } else { "-i" };
+    let out = Command::new("chattr")
+        .arg(flag)
+        .arg(path)
+        .output()
+        .expect("run chattr");
+    assert!(
+        out.status.success(),
+        "chattr {flag} {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every `shard-<id>.journal` in the data directory with its bytes, by name.
+fn journal_files(broker: &Broker) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(broker.data_dir())
+        .expect("data directory")
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            (name.starts_with("shard-") && name.ends_with(".journal")).then_some(name)
+        })
+        .map(|name| {
+            let bytes = std::fs::read(broker.data_dir().join(&name)).expect("read journal");
+            (name, bytes)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A start that must fail because of the journal: the process exits by itself, non-zero, within
+/// the start-up bound, saying which journal file it could not read and that it did not start.
+fn assert_start_refused(broker: &mut Broker, journal_name: &str) {
+    let status = broker.start_expecting_exit(START_TIMEOUT);
+    assert!(
+        status.code().is_some_and(|c| c != 0),
+        "the refused start ended with {status}"
+    );
+    let log = broker.log_of_last_start();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(journal_name) && l.contains("not starting")),
+        "no log line names {journal_name} and says the broker is not starting:\n{log}"
+    );
+    assert!(
+        !log.contains("broker ready"),
+        "the refused start got ready:\n{log}"
+    );
+}
+
+/// `chattr` needs root (and is how these tests damage files); elsewhere a test says so.
+fn can_damage(test: &str) -> bool {
+    let root = common::small_disk::is_root();
+    if !root {
+        eprintln!("{test}: not run, needs root to set file attributes");
+    }
+    root
+}
+
+#[test]
+fn an_unreadable_journal_stops_the_start() {
+    if !can_damage("an_unreadable_journal_stops_the_start") {
+        return;
+    }
+    let mut broker = Broker::start();
+    create_topic(broker.addr(), TOPIC, PARTITIONS);
+    let acked = produce_rounds(&broker, 5);
+    broker.kill9();
+    // Only the journals hold the tails now.
+    assert!(cut_tails(&broker) > 0);
+    let journals = journal_files(&broker);
+    let path = broker.data_dir().join("shard-0.journal");
+    assert!(
+        journals.iter().any(|(n, _)| n == "shard-0.journal"),
+        "{journals:?}"
+    );
+
+    // EPERM: the journal was made immutable.
+    set_immutable(&path, true);
+    assert_start_refused(&mut broker, "shard-0.journal");
+    set_immutable(&path, false);
+    // Every journal as it was: the readable ones were not opened for a new epoch either.
+    assert_eq!(journal_files(&broker), journals, "a journal changed");
+
+    // EISDIR: a directory where the journal belongs (a restore that unpacked it one level too
+    // deep), the journal inside it.
+    let inner = path.join("shard-0.journal");
+    std::fs::rename(&path, broker.dir().join("journal.aside")).expect("move journal aside");
+    std::fs::create_dir(&path).expect("directory in the journal's place");
+    std::fs::rename(broker.dir().join("journal.aside"), &inner).expect("journal into it");
+    assert_start_refused(&mut broker, "shard-0.journal");
+    assert_eq!(
+        std::fs::read(&inner).ok().as_ref(),
+        journals
+            .iter()
+            .find(|(n, _)| n == "shard-0.journal")
+            .map(|(_, b)| b),
+        "the journal inside the directory changed or went away"
+    );
+    std::fs::rename(&inner, broker.dir().join("journal.aside")).expect("journal out");
+    std::fs::remove_dir(&path).expect("remove the directory");
+    std::fs::rename(broker.dir().join("journal.aside"), &path).expect("journal back");
+    assert_eq!(journal_files(&broker), journals, "a journal changed");
+
+    // Repaired: the start replays the journals and every acknowledged record is back.
+    broker.start_again();
+    let log = broker.log_of_last_start();
+    assert!(
+        restored_batches(&log) > 0,
+        "nothing restored from the journals:\n{log}"
+    );
+    check_all_back(&broker, &acked);
+}
+
+const KAFKA_STORAGE_ERROR: i16 = 56;
+
+/// ListOffsets v1 (latest) of one partition over the wire: (error code, offset).
+fn latest_offset(addr: SocketAddr, partition: i32) -> (i16, i64) {
+    let mut w = Writer::new();
+    w.i32(-1).i32(1).string(TOPIC).i32(1).i32(partition).i64(-1);
+    let body = roundtrip(addr, 2, 1, &w.buf);
+    let mut r = Reader::new(&body);
+    assert_eq!(r.array_len(), 1);
+    assert_eq!(r.string(), TOPIC);
+    assert_eq!(r.array_len(), 1);
+    assert_eq!(r.i32(), partition);
+    let error = r.i16();
+    let _timestamp = r.i64();
+    (error, r.i64())
+}
+
+/// The sum over every series of `name` on the metrics endpoint at `addr`; `None` if absent.
+fn metric_sum(addr: SocketAddr, name: &str) -> Option<f64> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("metrics");
+    s.set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("metrics answer");
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+#[test]
+fn a_record_that_cannot_be_replayed_keeps_its_partition_offline() {
+    if !can_damage("a_record_that_cannot_be_replayed_keeps_its_partition_offline") {
+        return;
+    }
+    const BAD: i32 = 2;
+    let metrics_port = free_port();
+    let metrics = SocketAddr::from(([127, 0, 0, 1], metrics_port));
+    let mut broker = BrokerOptions::new()
+        .cores(test_cores())
+        .set("metrics.listen", format!("127.0.0.1:{metrics_port}"))
+        .start();
+    create_topic(broker.addr(), TOPIC, PARTITIONS);
+    let acked = produce_rounds(&broker, 5);
+    broker.kill9();
+    assert!(cut_tails(&broker) > 0);
+    let journals = journal_files(&broker);
+    assert!(!journals.is_empty());
+    // The bad partition's tail segment cannot be opened for writing: the partition does not
+    // open, so its journal records cannot be replayed.
+    let bad_segment = tail_segment(&broker.data_dir().join(format!("{TOPIC}-{BAD}")));
+    set_immutable(&bad_segment, true);
+    broker.start_again();
+    let log = broker.log_of_last_start();
+    assert!(
+        log.contains(&format!("{TOPIC}-{BAD}")) && log.contains("journals are kept"),
+        "the log names neither the bad partition nor the kept journals:\n{log}"
+    );
+
+    // The others serve every acknowledged record (from the journals); the bad one is offline.
+    let good: Vec<(i32, i64, Vec<u8>)> = acked.iter().filter(|r| r.0 != BAD).cloned().collect();
+    check_back(&broker, &good, &[0, 1, 3]);
+    for p in 0..PARTITIONS {
+        let (error, offset) = latest_offset(broker.addr(), p);
+        if p == BAD {
+            assert_eq!(error, KAFKA_STORAGE_ERROR, "ListOffsets of partition {p}");
+        } else {
+            let want = acked.iter().filter(|r| r.0 == p).count() as i64;
+            assert_eq!((error, offset), (0, want), "ListOffsets of partition {p}");
+        }
+    }
+    assert_eq!(
+        metric_sum(metrics, "odradek_offline_partitions"),
+        Some(1.0),
+        "odradek_offline_partitions"
+    );
+    // No journal opened for a new epoch: every file as the crash left it.
+    assert_eq!(journal_files(&broker), journals, "a journal changed");
+    // Meanwhile the others take writes, each fdatasynced in its own file (no journal).
+    let more = produce_rounds_to(&broker, 1, &[0, 1, 3]);
+
+    // Repaired, after another crash: the bad partition's records come back from the journal.
+    broker.kill9();
+    set_immutable(&bad_segment, false);
+    broker.start_again();
+    let all: Vec<_> = acked.iter().chain(&more).cloned().collect();
+    check_all_back(&broker, &all);
+    assert_eq!(
+        metric_sum(metrics, "odradek_offline_partitions"),
+        Some(0.0),
+        "odradek_offline_partitions after the repair"
+    );
 }
