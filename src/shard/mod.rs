@@ -5,7 +5,9 @@
 //! applies it to itself (opening/recovering its partitions), then to every other shard, and only
 //! when all have applied it tells every shard to start listening, so no client request ever
 //! reaches a shard whose partitions are still recovering. Shutdown (SIGTERM/SIGINT): listeners
-//! stop, a last flush round makes every buffered append durable, every log is closed.
+//! stop, a last flush round makes every buffered append durable, every log is closed. A shard
+//! whose boot fails (an unreadable journal, a listener that cannot bind) stops the others the
+//! same way, so the process exits with the error instead of waiting for a signal.
 //!
 //! No state is shared between shards except immutable `Arc`s (configuration, metadata images).
 //! Each shard counts its own metrics ([`crate::metrics::ShardProbe`]); shard 0 serves the
@@ -528,23 +530,30 @@ pub fn run_broker(config: BrokerConfig) -> Result<(), BootError> {
     let lifecycle = Arc::new(Lifecycle::from_env());
     let nr = config.cores.cpus.len();
     let mesh = MeshBuilder::<Job, _>::full(nr, config.mailbox_capacity);
-    let mut stop_senders = Vec::new();
+    let (stop_senders, stop_receivers): (Vec<_>, Vec<_>) = (0..nr)
+        .map(|_| futures::channel::oneshot::channel::<()>())
+        .unzip();
+    let stop = StopAll::new(stop_senders);
     let mut handles = Vec::new();
-    for (id, &cpu) in config.cores.cpus.iter().enumerate() {
-        let (stop_tx, stop_rx) = futures::channel::oneshot::channel::<()>();
-        stop_senders.push(stop_tx);
+    for ((id, &cpu), stop_rx) in config.cores.cpus.iter().enumerate().zip(stop_receivers) {
         let config = config.clone();
         let mesh = mesh.clone();
         let lifecycle = lifecycle.clone();
+        let stop = stop.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{id}"))
-            .spawn(
-                move || async move { shard_main(id, cpu, config, lifecycle, mesh, stop_rx).await },
-            )
+            .spawn(move || async move {
+                let r = shard_main(id, cpu, config, lifecycle, mesh, stop_rx).await;
+                if r.is_err() {
+                    // The other shards would wait for a signal that never comes.
+                    stop.send();
+                }
+                r
+            })
             .map_err(|e| BootError::Executor(id, e.to_string()))?;
         handles.push(handle);
     }
-    install_signal_thread(stop_senders, lifecycle)?;
+    install_signal_thread(stop, lifecycle)?;
     let mut result = Ok(());
     for (id, h) in handles.into_iter().enumerate() {
         match h.join() {
@@ -630,10 +639,28 @@ fn spawn_watchdog(shard: &Rc<Shard>, every: Duration) {
 /// How long start-up waits for a listen address still held by a dying process.
 const ADDRESS_RELEASE_GRACE: Duration = Duration::from_secs(10);
 
-fn install_signal_thread(
-    mut stop: Vec<futures::channel::oneshot::Sender<()>>,
-    lifecycle: Arc<Lifecycle>,
-) -> Result<(), BootError> {
+/// Tells every shard to stop (each once): on SIGTERM/SIGINT, or when a shard's boot failed.
+#[derive(Clone)]
+struct StopAll(Arc<std::sync::Mutex<Vec<futures::channel::oneshot::Sender<()>>>>);
+
+impl StopAll {
+    fn new(senders: Vec<futures::channel::oneshot::Sender<()>>) -> StopAll {
+        StopAll(Arc::new(std::sync::Mutex::new(senders)))
+    }
+
+    fn send(&self) {
+        let senders = match self.0.lock() {
+            Ok(mut s) => std::mem::take(&mut *s),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        for tx in senders {
+            // A shard that already ended dropped its receiver.
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn install_signal_thread(stop: StopAll, lifecycle: Arc<Lifecycle>) -> Result<(), BootError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .map_err(|e| BootError::Signals(e.to_string()))?;
@@ -643,9 +670,7 @@ fn install_signal_thread(
             if let Some(sig) = signals.forever().next() {
                 log::info!("received signal {sig}, shutting down");
                 lifecycle.mark_stopping();
-                for tx in stop.drain(..) {
-                    let _ = tx.send(());
-                }
+                stop.send();
             }
         })
         .map_err(|e| BootError::Signals(e.to_string()))?;
