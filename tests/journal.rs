@@ -191,19 +191,27 @@ fn set_immutable(path: &Path, on: bool) {
     );
 }
 
-/// Every `shard-<id>.journal` in the data directory with its bytes, by name.
-fn journal_files(broker: &Broker) -> Vec<(String, Vec<u8>)> {
-    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(broker.data_dir())
+/// A file's length and a hash of its bytes (what an assertion can print).
+fn fingerprint(path: &Path) -> Option<(u64, u64)> {
+    use std::hash::{Hash, Hasher};
+    let bytes = std::fs::read(path).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    Some((bytes.len() as u64, h.finish()))
+}
+
+/// Every `shard-<id>.journal` in the data directory with its fingerprint, by name.
+fn journal_files(broker: &Broker) -> Vec<(String, (u64, u64))> {
+    let mut out: Vec<(String, (u64, u64))> = std::fs::read_dir(broker.data_dir())
         .expect("data directory")
         .flatten()
         .filter(|e| e.path().is_file())
         .filter_map(|e| {
             let name = e.file_name().to_str()?.to_string();
-            (name.starts_with("shard-") && name.ends_with(".journal")).then_some(name)
-        })
-        .map(|name| {
-            let bytes = std::fs::read(broker.data_dir().join(&name)).expect("read journal");
-            (name, bytes)
+            if !(name.starts_with("shard-") && name.ends_with(".journal")) {
+                return None;
+            }
+            Some((name, fingerprint(&e.path())?))
         })
         .collect();
     out.sort();
@@ -272,11 +280,11 @@ fn an_unreadable_journal_stops_the_start() {
     std::fs::rename(broker.dir().join("journal.aside"), &inner).expect("journal into it");
     assert_start_refused(&mut broker, "shard-0.journal");
     assert_eq!(
-        std::fs::read(&inner).ok().as_ref(),
+        fingerprint(&inner).as_ref(),
         journals
             .iter()
             .find(|(n, _)| n == "shard-0.journal")
-            .map(|(_, b)| b),
+            .map(|(_, f)| f),
         "the journal inside the directory changed or went away"
     );
     std::fs::rename(&inner, broker.dir().join("journal.aside")).expect("journal out");
@@ -331,14 +339,24 @@ fn metric_sum(addr: SocketAddr, name: &str) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum())
 }
 
-#[test]
-fn a_record_that_cannot_be_replayed_keeps_its_partition_offline() {
-    if !can_damage("a_record_that_cannot_be_replayed_keeps_its_partition_offline") {
-        return;
-    }
-    const BAD: i32 = 2;
+/// The partition whose replay fails in the tests below.
+const BAD: i32 = 2;
+
+/// What [`crash_with_an_unopenable_partition`] leaves.
+struct BadStart {
+    broker: Broker,
+    metrics: SocketAddr,
+    acked: Vec<(i32, i64, Vec<u8>)>,
+    /// The journals as the crash left them.
+    journals: Vec<(String, (u64, u64))>,
+    bad_segment: PathBuf,
+}
+
+/// Produces, kills the broker, cuts every tail (the journals hold them), makes partition
+/// [`BAD`]'s tail segment immutable — the partition cannot open, so its journal records cannot
+/// be replayed — and starts again.
+fn crash_with_an_unopenable_partition() -> BadStart {
     let metrics_port = free_port();
-    let metrics = SocketAddr::from(([127, 0, 0, 1], metrics_port));
     let mut broker = BrokerOptions::new()
         .cores(test_cores())
         .set("metrics.listen", format!("127.0.0.1:{metrics_port}"))
@@ -349,48 +367,195 @@ fn a_record_that_cannot_be_replayed_keeps_its_partition_offline() {
     assert!(cut_tails(&broker) > 0);
     let journals = journal_files(&broker);
     assert!(!journals.is_empty());
-    // The bad partition's tail segment cannot be opened for writing: the partition does not
-    // open, so its journal records cannot be replayed.
     let bad_segment = tail_segment(&broker.data_dir().join(format!("{TOPIC}-{BAD}")));
     set_immutable(&bad_segment, true);
     broker.start_again();
-    let log = broker.log_of_last_start();
-    assert!(
-        log.contains(&format!("{TOPIC}-{BAD}")) && log.contains("journals are kept"),
-        "the log names neither the bad partition nor the kept journals:\n{log}"
-    );
-
-    // The others serve every acknowledged record (from the journals); the bad one is offline.
-    let good: Vec<(i32, i64, Vec<u8>)> = acked.iter().filter(|r| r.0 != BAD).cloned().collect();
-    check_back(&broker, &good, &[0, 1, 3]);
-    for p in 0..PARTITIONS {
-        let (error, offset) = latest_offset(broker.addr(), p);
-        if p == BAD {
-            assert_eq!(error, KAFKA_STORAGE_ERROR, "ListOffsets of partition {p}");
-        } else {
-            let want = acked.iter().filter(|r| r.0 == p).count() as i64;
-            assert_eq!((error, offset), (0, want), "ListOffsets of partition {p}");
-        }
+    BadStart {
+        broker,
+        metrics: SocketAddr::from(([127, 0, 0, 1], metrics_port)),
+        acked,
+        journals,
+        bad_segment,
     }
+}
+
+/// Partition [`BAD`] answers KAFKA_STORAGE_ERROR, counts as offline, and the journals are as
+/// the crash left them.
+fn assert_bad_partition_offline(b: &BadStart) {
+    let (error, offset) = latest_offset(b.broker.addr(), BAD);
     assert_eq!(
-        metric_sum(metrics, "odradek_offline_partitions"),
+        error, KAFKA_STORAGE_ERROR,
+        "ListOffsets of partition {BAD} (latest offset {offset})"
+    );
+    assert_eq!(
+        metric_sum(b.metrics, "odradek_offline_partitions"),
         Some(1.0),
         "odradek_offline_partitions"
     );
-    // No journal opened for a new epoch: every file as the crash left it.
-    assert_eq!(journal_files(&broker), journals, "a journal changed");
+    assert_eq!(journal_files(&b.broker), b.journals, "a journal changed");
+}
+
+#[test]
+fn a_record_that_cannot_be_replayed_keeps_its_partition_offline() {
+    if !can_damage("a_record_that_cannot_be_replayed_keeps_its_partition_offline") {
+        return;
+    }
+    let mut b = crash_with_an_unopenable_partition();
+    let log = b.broker.log_of_last_start();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!("partition {TOPIC}-{BAD}")) && l.contains("error")),
+        "no error names partition {TOPIC}-{BAD}:\n{log}"
+    );
+    assert!(
+        log.contains("journals are kept"),
+        "the log does not say the journals are kept:\n{log}"
+    );
+
+    // The others serve every acknowledged record (from the journals); the bad one is offline.
+    let good: Vec<(i32, i64, Vec<u8>)> = b.acked.iter().filter(|r| r.0 != BAD).cloned().collect();
+    check_back(&b.broker, &good, &[0, 1, 3]);
+    for p in (0..PARTITIONS).filter(|p| *p != BAD) {
+        let want = b.acked.iter().filter(|r| r.0 == p).count() as i64;
+        assert_eq!(
+            latest_offset(b.broker.addr(), p),
+            (0, want),
+            "ListOffsets of partition {p}"
+        );
+    }
+    assert_bad_partition_offline(&b);
     // Meanwhile the others take writes, each fdatasynced in its own file (no journal).
-    let more = produce_rounds_to(&broker, 1, &[0, 1, 3]);
+    let more = produce_rounds_to(&b.broker, 1, &[0, 1, 3]);
 
     // Repaired, after another crash: the bad partition's records come back from the journal.
-    broker.kill9();
-    set_immutable(&bad_segment, false);
-    broker.start_again();
-    let all: Vec<_> = acked.iter().chain(&more).cloned().collect();
-    check_all_back(&broker, &all);
+    b.broker.kill9();
+    set_immutable(&b.bad_segment, false);
+    b.broker.start_again();
+    let all: Vec<_> = b.acked.iter().chain(&more).cloned().collect();
+    check_all_back(&b.broker, &all);
     assert_eq!(
-        metric_sum(metrics, "odradek_offline_partitions"),
+        metric_sum(b.metrics, "odradek_offline_partitions"),
         Some(0.0),
         "odradek_offline_partitions after the repair"
     );
+}
+
+/// The file repaired while the broker runs, then any metadata change (here a new topic) is
+/// applied on every shard: the partition must stay offline until the next start, which replays
+/// its journal records. Opened now it would have lost them (the start dropped what it could
+/// not replay) and take their offsets for new appends; the next start then skips the journal's
+/// records at those offsets, and acknowledged records are gone for good.
+#[test]
+fn a_partition_left_offline_by_the_replay_is_not_reopened_by_a_metadata_change() {
+    if !can_damage("a_partition_left_offline_by_the_replay_is_not_reopened_by_a_metadata_change") {
+        return;
+    }
+    let mut b = crash_with_an_unopenable_partition();
+    assert_bad_partition_offline(&b);
+    set_immutable(&b.bad_segment, false);
+    create_topic(b.broker.addr(), "another", 2);
+    std::thread::sleep(Duration::from_millis(500));
+    let (error, offset) = latest_offset(b.broker.addr(), BAD);
+    // What a client gets now, kept to check after the next start if it was accepted.
+    let producer = producer(
+        &b.broker.bootstrap(),
+        &[("acks", "all"), ("message.timeout.ms", "5000")],
+    );
+    let recs: Vec<Rec> = (0..20)
+        .map(|i| Rec::value(format!("after the repair {i}")).to_partition(BAD))
+        .collect();
+    let reports = try_produce_all(&producer, TOPIC, &recs, Duration::from_secs(30));
+    let accepted: Vec<(i32, i64, Vec<u8>)> = recs
+        .iter()
+        .zip(&reports)
+        .filter_map(|(r, d)| {
+            let (p, off) = d.clone().ok()?;
+            Some((p, off, r.value.clone()?))
+        })
+        .collect();
+    drop(producer);
+    b.broker.kill9();
+    b.broker.start_again();
+    let all: Vec<_> = b.acked.iter().chain(&accepted).cloned().collect();
+    let want = b.acked.iter().filter(|r| r.0 == BAD).count();
+    assert!(
+        error == KAFKA_STORAGE_ERROR && accepted.is_empty(),
+        "partition {BAD} came back before its {want} journaled records were replayed: ListOffsets \
+         answered error {error}, latest offset {offset}; {} of {} new records accepted at offsets {:?}",
+        accepted.len(),
+        recs.len(),
+        accepted.iter().map(|r| r.1).collect::<Vec<_>>()
+    );
+    check_all_back(&b.broker, &all);
+}
+
+/// Fills the filesystem of `dir` until a write fails for want of space (root's reserved blocks
+/// too: the broker runs as root), then frees `left` bytes of it. Returns the filler file.
+fn fill_up(dir: &Path, left: usize) -> PathBuf {
+    let reserve = dir.join("reserve");
+    std::fs::write(&reserve, vec![1u8; left]).expect("reserve");
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).expect("create filler");
+    for chunk in [1 << 20, 4096, 512] {
+        let ones = vec![1u8; chunk];
+        while f.write_all(&ones).is_ok() {}
+    }
+    f.sync_all().expect("sync filler");
+    std::fs::remove_file(&reserve).expect("free the reserve");
+    path
+}
+
+#[test]
+fn a_replay_whose_flush_fails_keeps_its_partition_offline() {
+    if !common::small_disk::is_root() {
+        eprintln!(
+            "a_replay_whose_flush_fails_keeps_its_partition_offline: not run, needs root to loop-mount a filesystem"
+        );
+        return;
+    }
+    const BAD: i32 = 2;
+    let disk = common::small_disk::SmallDisk::new(32)
+        .unwrap_or_else(|e| panic!("cannot set up the small disk: {e}"));
+    let metrics_port = free_port();
+    let metrics = SocketAddr::from(([127, 0, 0, 1], metrics_port));
+    let mut broker = BrokerOptions::new()
+        .cores(test_cores())
+        .set("metrics.listen", format!("127.0.0.1:{metrics_port}"))
+        .start();
+    // The bad partition's directory is a link onto the small disk.
+    let target = disk.mount.join(format!("{TOPIC}-{BAD}"));
+    std::fs::create_dir(&target).expect("partition directory on the small disk");
+    std::os::unix::fs::symlink(&target, broker.data_dir().join(format!("{TOPIC}-{BAD}")))
+        .expect("link the partition directory");
+    create_topic(broker.addr(), TOPIC, PARTITIONS);
+    let acked = produce_rounds(&broker, 5);
+    broker.kill9();
+    assert!(cut_tails(&broker) > 0);
+    let journals = journal_files(&broker);
+    // No room for what the journal brings back: the replay's flush fails with ENOSPC.
+    // Left: one page (opening the partition writes and removes a probe file of one page).
+    let filler = fill_up(&disk.mount, 4096);
+    broker.start_again();
+    let log = broker.log_of_last_start();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!("{TOPIC}-{BAD}")) && l.contains("stays offline")),
+        "no error says {TOPIC}-{BAD} stays offline:\n{log}"
+    );
+    let good: Vec<(i32, i64, Vec<u8>)> = acked.iter().filter(|r| r.0 != BAD).cloned().collect();
+    check_back(&broker, &good, &[0, 1, 3]);
+    assert_eq!(journal_files(&broker), journals, "a journal changed");
+    let (error, offset) = latest_offset(broker.addr(), BAD);
+    assert_eq!(
+        metric_sum(metrics, "odradek_offline_partitions"),
+        Some(1.0),
+        "odradek_offline_partitions (ListOffsets of partition {BAD}: error {error}, offset {offset})"
+    );
+    assert_eq!(error, KAFKA_STORAGE_ERROR, "ListOffsets of partition {BAD}");
+
+    // Space again, after another crash: the bad partition's records come back.
+    broker.kill9();
+    std::fs::remove_file(&filler).expect("remove filler");
+    broker.start_again();
+    check_all_back(&broker, &acked);
 }
