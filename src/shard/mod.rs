@@ -89,6 +89,11 @@ pub struct Shard {
     pub probe: Rc<ShardProbe>,
     /// Journal records read at start, replayed as partitions open (see `journal.rs`).
     pub journal_replay: RefCell<journal::ReplayState>,
+    /// Partitions some of whose journal records could not be replayed at start: answered
+    /// KAFKA_STORAGE_ERROR and never (re)opened until the next start replays them. Opened
+    /// before, they would serve a log without those acknowledged records and give their
+    /// offsets to new appends (the next start then skips the journal's records there).
+    journal_held: RefCell<std::collections::HashSet<(crate::metadata::TopicId, i32)>>,
 }
 
 /// What an append on the owning shard produced, before durability.
@@ -118,6 +123,9 @@ impl Shard {
     /// The partition if this shard serves it, else the error to answer for it.
     pub fn serving(&self, topic: &str, index: i32) -> Result<Rc<Partition>, ErrorCode> {
         match self.partition(topic, index) {
+            Some(p) if self.journal_held.borrow().contains(&(p.topic_id, index)) => {
+                Err(ErrorCode::KAFKA_STORAGE_ERROR)
+            }
             Some(p) => Ok(p),
             None if self.offline.borrow().contains(&(topic.to_string(), index)) => {
                 Err(ErrorCode::KAFKA_STORAGE_ERROR)
@@ -142,9 +150,22 @@ impl Shard {
         self.topic_configs.borrow().get(topic).cloned()
     }
 
-    /// Partitions this shard owns but could not open.
+    /// Partitions this shard owns but could not open, or opened but could not replay the
+    /// journal into (their log is retired).
     pub fn offline_count(&self) -> usize {
-        self.offline.borrow().len()
+        let held = self.journal_held.borrow();
+        let retired = self
+            .owned_partitions()
+            .iter()
+            .filter(|p| held.contains(&(p.topic_id, p.index)))
+            .count();
+        self.offline.borrow().len() + retired
+    }
+
+    /// Keeps partition `index` of topic `topic_id` offline until the next start (see
+    /// `journal_held`).
+    pub fn hold_for_journal(&self, topic_id: crate::metadata::TopicId, index: i32) {
+        self.journal_held.borrow_mut().insert((topic_id, index));
     }
 
     /// Every partition this shard owns.
@@ -307,7 +328,10 @@ impl Shard {
         // Open partitions newly assigned here.
         for topic in image.topics.values() {
             for (i, pm) in topic.partitions.iter().enumerate() {
-                if pm.shard as usize != self.id || self.partition(&topic.name, i as i32).is_some() {
+                if pm.shard as usize != self.id
+                    || self.partition(&topic.name, i as i32).is_some()
+                    || self.journal_held.borrow().contains(&(topic.id, i as i32))
+                {
                     continue;
                 }
                 let dir = self.partition_dir(&topic.name, i as i32);
@@ -740,6 +764,7 @@ async fn shard_main(
         consumer_groups: RefCell::new(Default::default()),
         lifecycle,
         journal_replay: RefCell::new(Default::default()),
+        journal_held: RefCell::new(Default::default()),
         txn: RefCell::new(crate::coordinator::transactions::TxnRuntime::new(
             crate::txn::TxnConfig {
                 max_timeout_ms: config.transaction_max_timeout_ms,
