@@ -9,10 +9,12 @@
 //!
 //! And the two bad starts: a journal file that cannot be read stops the start (nothing is
 //! served, no journal is touched), and a record that cannot be replayed keeps its partition
-//! offline while the others serve, the journals kept as they are for the next start. The
-//! damage used is what the filesystem does to a root process: the immutable attribute
-//! (`chattr +i`) refuses every open for writing with EPERM, and a directory where a file
-//! belongs refuses it with EISDIR.
+//! offline until the next start — whether its partition did not open or its replay's flush
+//! failed, and through later metadata changes — while the others serve, the journals kept as
+//! they are for that start. The damage used is what a filesystem does to a root process: the
+//! immutable attribute (`chattr +i`) refuses every open for writing with EPERM, a directory
+//! where a file belongs refuses it with EISDIR, and a full filesystem (a small loop-mounted
+//! one) refuses new blocks with ENOSPC.
 
 mod common;
 
@@ -513,7 +515,6 @@ fn a_replay_whose_flush_fails_keeps_its_partition_offline() {
         );
         return;
     }
-    const BAD: i32 = 2;
     let disk = common::small_disk::SmallDisk::new(32)
         .unwrap_or_else(|e| panic!("cannot set up the small disk: {e}"));
     let metrics_port = free_port();
@@ -538,9 +539,10 @@ fn a_replay_whose_flush_fails_keeps_its_partition_offline() {
     broker.start_again();
     let log = broker.log_of_last_start();
     assert!(
-        log.lines()
-            .any(|l| l.contains(&format!("{TOPIC}-{BAD}")) && l.contains("stays offline")),
-        "no error says {TOPIC}-{BAD} stays offline:\n{log}"
+        log.lines().any(|l| l.contains(&format!(
+            "{TOPIC}-{BAD}: flushing what the journal restored"
+        )) && l.contains("stays offline")),
+        "no error says the flush of {TOPIC}-{BAD}'s replay failed:\n{log}"
     );
     let good: Vec<(i32, i64, Vec<u8>)> = acked.iter().filter(|r| r.0 != BAD).cloned().collect();
     check_back(&broker, &good, &[0, 1, 3]);
