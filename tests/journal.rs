@@ -176,21 +176,35 @@ fn a_journal_left_by_a_crash_is_replayed_even_when_the_restart_turns_it_off() {
     check_all_back(&broker, &all);
 }
 
-/// Sets or clears the immutable attribute (`chattr +i`): every open for writing then fails with
-/// EPERM, even for root, and the file cannot be removed, renamed over or truncated.
-fn set_immutable(path: &Path, on: bool) {
-    let flag = if on { "+i" } else { "-i" };
-    let out = Command::new("chattr")
-        .arg(flag)
-        .arg(path)
-        .output()
-        .expect("run chattr");
-    assert!(
-        out.status.success(),
-        "chattr {flag} {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// A file with the immutable attribute (`chattr +i`): every open for writing fails with EPERM,
+/// even for root, and the file cannot be removed, renamed over or truncated. Dropping this
+/// clears the attribute again — also when a test fails, so its temp directory can be removed.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn set(path: &Path) -> Immutable {
+        let out = Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .output()
+            .expect("run chattr");
+        assert!(
+            out.status.success(),
+            "chattr +i {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Immutable(path.to_path_buf())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let cleared = Command::new("chattr").arg("-i").arg(&self.0).status();
+        if !cleared.is_ok_and(|s| s.success()) && !std::thread::panicking() {
+            panic!("chattr -i {} failed", self.0.display());
+        }
+    }
 }
 
 /// A file's length and a hash of its bytes (what an assertion can print).
@@ -268,9 +282,9 @@ fn an_unreadable_journal_stops_the_start() {
     );
 
     // EPERM: the journal was made immutable.
-    set_immutable(&path, true);
+    let immutable = Immutable::set(&path);
     assert_start_refused(&mut broker, "shard-0.journal");
-    set_immutable(&path, false);
+    drop(immutable);
     // Every journal as it was: the readable ones were not opened for a new epoch either.
     assert_eq!(journal_files(&broker), journals, "a journal changed");
 
@@ -346,12 +360,13 @@ const BAD: i32 = 2;
 
 /// What [`crash_with_an_unopenable_partition`] leaves.
 struct BadStart {
+    /// Partition [`BAD`]'s tail segment; dropped (first) to repair it.
+    bad_segment: Immutable,
     broker: Broker,
     metrics: SocketAddr,
     acked: Vec<(i32, i64, Vec<u8>)>,
     /// The journals as the crash left them.
     journals: Vec<(String, (u64, u64))>,
-    bad_segment: PathBuf,
 }
 
 /// Produces, kills the broker, cuts every tail (the journals hold them), makes partition
@@ -369,8 +384,9 @@ fn crash_with_an_unopenable_partition() -> BadStart {
     assert!(cut_tails(&broker) > 0);
     let journals = journal_files(&broker);
     assert!(!journals.is_empty());
-    let bad_segment = tail_segment(&broker.data_dir().join(format!("{TOPIC}-{BAD}")));
-    set_immutable(&bad_segment, true);
+    let bad_segment = Immutable::set(&tail_segment(
+        &broker.data_dir().join(format!("{TOPIC}-{BAD}")),
+    ));
     broker.start_again();
     BadStart {
         broker,
@@ -431,7 +447,7 @@ fn a_record_that_cannot_be_replayed_keeps_its_partition_offline() {
 
     // Repaired, after another crash: the bad partition's records come back from the journal.
     b.broker.kill9();
-    set_immutable(&b.bad_segment, false);
+    drop(b.bad_segment);
     b.broker.start_again();
     let all: Vec<_> = b.acked.iter().chain(&more).cloned().collect();
     check_all_back(&b.broker, &all);
@@ -454,7 +470,7 @@ fn a_partition_left_offline_by_the_replay_is_not_reopened_by_a_metadata_change()
     }
     let mut b = crash_with_an_unopenable_partition();
     assert_bad_partition_offline(&b);
-    set_immutable(&b.bad_segment, false);
+    drop(b.bad_segment);
     create_topic(b.broker.addr(), "another", 2);
     std::thread::sleep(Duration::from_millis(500));
     let (error, offset) = latest_offset(b.broker.addr(), BAD);
