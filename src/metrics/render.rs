@@ -346,7 +346,7 @@ pub fn render(info: &ProcessInfo, shards: &[ShardSnapshot]) -> String {
         &shards,
         "odradek_offline_partitions",
         "gauge",
-        "Partitions the shard owns but could not open (answered KAFKA_STORAGE_ERROR).",
+        "Partitions the shard owns but could not open, or could not replay the journal into (answered KAFKA_STORAGE_ERROR).",
         |s| s.offline_partitions,
     );
     o.per_shard(

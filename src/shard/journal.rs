@@ -19,7 +19,8 @@
 //! partitions right after), and only then does each shard open its journal for a new epoch,
 //! which makes every old entry dead. If any record could not be replayed, no journal is opened
 //! and the old files stay for the next start to replay again (the partitions concerned stay
-//! offline meanwhile). Journal failures at runtime (an I/O error) turn
+//! offline meanwhile: held by the shard, answered KAFKA_STORAGE_ERROR, never opened by a later
+//! metadata change). Journal failures at runtime (an I/O error) turn
 //! it off: the files it covered are fdatasynced and every round fdatasyncs per partition.
 //!
 //! Runs on its shard; `!Send`.
@@ -377,6 +378,7 @@ pub async fn replay_into(shard: &Shard, p: &Partition) {
                     r.base_offset
                 );
                 shard.journal_replay.borrow_mut().failures += 1;
+                shard.hold_for_journal(p.topic_id, p.index);
                 p.log.retire().await;
                 break;
             }
@@ -400,6 +402,7 @@ pub async fn replay_into(shard: &Shard, p: &Partition) {
             );
             shard.journal_replay.borrow_mut().failures += 1;
             // Not reopened when space returns: the records are only in the journal.
+            shard.hold_for_journal(p.topic_id, p.index);
             p.log.retire().await;
         }
     }
@@ -440,6 +443,17 @@ pub async fn start(shard: &Shard, unreplayed: bool) {
     let dir = shard.config.data_dir.clone();
     let state = std::mem::take(&mut *shard.journal_replay.borrow_mut());
     if unreplayed {
+        // Partitions of this shard that did not open keep their records only in the journals:
+        // they must not open before the next start replays them.
+        let image = shard.image();
+        for (id, index) in state.records.keys() {
+            if image
+                .topic_by_id(id)
+                .is_some_and(|t| image.shard_of(&t.name, *index) == Some(shard.id))
+            {
+                shard.hold_for_journal(*id, *index);
+            }
+        }
         log::error!(
             "shard {}: journal records could not all be replayed; the journals are kept for the next start, which replays them again; until then no journal is used",
             shard.id

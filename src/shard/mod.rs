@@ -5,7 +5,9 @@
 //! applies it to itself (opening/recovering its partitions), then to every other shard, and only
 //! when all have applied it tells every shard to start listening, so no client request ever
 //! reaches a shard whose partitions are still recovering. Shutdown (SIGTERM/SIGINT): listeners
-//! stop, a last flush round makes every buffered append durable, every log is closed.
+//! stop, a last flush round makes every buffered append durable, every log is closed. A shard
+//! whose boot fails (an unreadable journal, a listener that cannot bind) stops the others the
+//! same way, so the process exits with the error instead of waiting for a signal.
 //!
 //! No state is shared between shards except immutable `Arc`s (configuration, metadata images).
 //! Each shard counts its own metrics ([`crate::metrics::ShardProbe`]); shard 0 serves the
@@ -87,6 +89,11 @@ pub struct Shard {
     pub probe: Rc<ShardProbe>,
     /// Journal records read at start, replayed as partitions open (see `journal.rs`).
     pub journal_replay: RefCell<journal::ReplayState>,
+    /// Partitions some of whose journal records could not be replayed at start: answered
+    /// KAFKA_STORAGE_ERROR and never (re)opened until the next start replays them. Opened
+    /// before, they would serve a log without those acknowledged records and give their
+    /// offsets to new appends (the next start then skips the journal's records there).
+    journal_held: RefCell<std::collections::HashSet<(crate::metadata::TopicId, i32)>>,
 }
 
 /// What an append on the owning shard produced, before durability.
@@ -116,6 +123,9 @@ impl Shard {
     /// The partition if this shard serves it, else the error to answer for it.
     pub fn serving(&self, topic: &str, index: i32) -> Result<Rc<Partition>, ErrorCode> {
         match self.partition(topic, index) {
+            Some(p) if self.journal_held.borrow().contains(&(p.topic_id, index)) => {
+                Err(ErrorCode::KAFKA_STORAGE_ERROR)
+            }
             Some(p) => Ok(p),
             None if self.offline.borrow().contains(&(topic.to_string(), index)) => {
                 Err(ErrorCode::KAFKA_STORAGE_ERROR)
@@ -140,9 +150,22 @@ impl Shard {
         self.topic_configs.borrow().get(topic).cloned()
     }
 
-    /// Partitions this shard owns but could not open.
+    /// Partitions this shard owns but could not open, or opened but could not replay the
+    /// journal into (their log is retired).
     pub fn offline_count(&self) -> usize {
-        self.offline.borrow().len()
+        let held = self.journal_held.borrow();
+        let retired = self
+            .owned_partitions()
+            .iter()
+            .filter(|p| held.contains(&(p.topic_id, p.index)))
+            .count();
+        self.offline.borrow().len() + retired
+    }
+
+    /// Keeps partition `index` of topic `topic_id` offline until the next start (see
+    /// `journal_held`).
+    pub fn hold_for_journal(&self, topic_id: crate::metadata::TopicId, index: i32) {
+        self.journal_held.borrow_mut().insert((topic_id, index));
     }
 
     /// Every partition this shard owns.
@@ -305,7 +328,10 @@ impl Shard {
         // Open partitions newly assigned here.
         for topic in image.topics.values() {
             for (i, pm) in topic.partitions.iter().enumerate() {
-                if pm.shard as usize != self.id || self.partition(&topic.name, i as i32).is_some() {
+                if pm.shard as usize != self.id
+                    || self.partition(&topic.name, i as i32).is_some()
+                    || self.journal_held.borrow().contains(&(topic.id, i as i32))
+                {
                     continue;
                 }
                 let dir = self.partition_dir(&topic.name, i as i32);
@@ -528,23 +554,30 @@ pub fn run_broker(config: BrokerConfig) -> Result<(), BootError> {
     let lifecycle = Arc::new(Lifecycle::from_env());
     let nr = config.cores.cpus.len();
     let mesh = MeshBuilder::<Job, _>::full(nr, config.mailbox_capacity);
-    let mut stop_senders = Vec::new();
+    let (stop_senders, stop_receivers): (Vec<_>, Vec<_>) = (0..nr)
+        .map(|_| futures::channel::oneshot::channel::<()>())
+        .unzip();
+    let stop = StopAll::new(stop_senders);
     let mut handles = Vec::new();
-    for (id, &cpu) in config.cores.cpus.iter().enumerate() {
-        let (stop_tx, stop_rx) = futures::channel::oneshot::channel::<()>();
-        stop_senders.push(stop_tx);
+    for ((id, &cpu), stop_rx) in config.cores.cpus.iter().enumerate().zip(stop_receivers) {
         let config = config.clone();
         let mesh = mesh.clone();
         let lifecycle = lifecycle.clone();
+        let stop = stop.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{id}"))
-            .spawn(
-                move || async move { shard_main(id, cpu, config, lifecycle, mesh, stop_rx).await },
-            )
+            .spawn(move || async move {
+                let r = shard_main(id, cpu, config, lifecycle, mesh, stop_rx).await;
+                if r.is_err() {
+                    // The other shards would wait for a signal that never comes.
+                    stop.send();
+                }
+                r
+            })
             .map_err(|e| BootError::Executor(id, e.to_string()))?;
         handles.push(handle);
     }
-    install_signal_thread(stop_senders, lifecycle)?;
+    install_signal_thread(stop, lifecycle)?;
     let mut result = Ok(());
     for (id, h) in handles.into_iter().enumerate() {
         match h.join() {
@@ -630,10 +663,28 @@ fn spawn_watchdog(shard: &Rc<Shard>, every: Duration) {
 /// How long start-up waits for a listen address still held by a dying process.
 const ADDRESS_RELEASE_GRACE: Duration = Duration::from_secs(10);
 
-fn install_signal_thread(
-    mut stop: Vec<futures::channel::oneshot::Sender<()>>,
-    lifecycle: Arc<Lifecycle>,
-) -> Result<(), BootError> {
+/// Tells every shard to stop (each once): on SIGTERM/SIGINT, or when a shard's boot failed.
+#[derive(Clone)]
+struct StopAll(Arc<std::sync::Mutex<Vec<futures::channel::oneshot::Sender<()>>>>);
+
+impl StopAll {
+    fn new(senders: Vec<futures::channel::oneshot::Sender<()>>) -> StopAll {
+        StopAll(Arc::new(std::sync::Mutex::new(senders)))
+    }
+
+    fn send(&self) {
+        let senders = match self.0.lock() {
+            Ok(mut s) => std::mem::take(&mut *s),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        for tx in senders {
+            // A shard that already ended dropped its receiver.
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn install_signal_thread(stop: StopAll, lifecycle: Arc<Lifecycle>) -> Result<(), BootError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .map_err(|e| BootError::Signals(e.to_string()))?;
@@ -643,9 +694,7 @@ fn install_signal_thread(
             if let Some(sig) = signals.forever().next() {
                 log::info!("received signal {sig}, shutting down");
                 lifecycle.mark_stopping();
-                for tx in stop.drain(..) {
-                    let _ = tx.send(());
-                }
+                stop.send();
             }
         })
         .map_err(|e| BootError::Signals(e.to_string()))?;
@@ -715,6 +764,7 @@ async fn shard_main(
         consumer_groups: RefCell::new(Default::default()),
         lifecycle,
         journal_replay: RefCell::new(Default::default()),
+        journal_held: RefCell::new(Default::default()),
         txn: RefCell::new(crate::coordinator::transactions::TxnRuntime::new(
             crate::txn::TxnConfig {
                 max_timeout_ms: config.transaction_max_timeout_ms,

@@ -191,6 +191,12 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
+        self.launch();
+        self.wait_accepting();
+    }
+
+    /// Starts the process (its output appended to the log), without waiting for anything.
+    fn launch(&mut self) {
         assert!(self.child.is_none(), "broker already running");
         self.starts += 1;
         let log_path = self.log_path();
@@ -241,7 +247,6 @@ impl Broker {
             Err(e) => self.fail(&format!("cannot spawn {:?}: {e}", broker_bin())),
         };
         self.child = Some(child);
-        self.wait_accepting();
     }
 
     /// Waits until the listener accepts TCP, or fails with the log if the process exits or
@@ -390,6 +395,52 @@ impl Broker {
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "start_again on a running broker");
         self.spawn();
+    }
+
+    /// Starts a stopped (or killed) broker again expecting the start to fail: waits up to
+    /// `timeout` for the process to exit by itself and returns its status. Fails (with the log
+    /// tail) if it is still running then, or if it exits successfully.
+    pub fn start_expecting_exit(&mut self, timeout: Duration) -> ExitStatus {
+        assert!(
+            self.child.is_none(),
+            "start_expecting_exit on a running broker"
+        );
+        self.launch();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let Some(child) = self.child.as_mut() else {
+                self.fail("no broker process");
+            };
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    self.child = None;
+                    if status.success() {
+                        self.fail("a start expected to fail exited with success");
+                    }
+                    return status;
+                }
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
+                Ok(None) => {
+                    self.kill_quietly();
+                    self.fail(&format!(
+                        "a start expected to fail was still running after {timeout:?}"
+                    ));
+                }
+                Err(e) => self.fail(&format!("waiting for the broker: {e}")),
+            }
+        }
+    }
+
+    /// The log of the latest start only (the fixture marks where each start begins).
+    pub fn log_of_last_start(&self) -> String {
+        let text = std::fs::read(self.log_path())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let marker = format!("===== test fixture: start #{} ", self.starts);
+        match text.find(&marker) {
+            Some(at) => text[at..].to_string(),
+            None => String::new(),
+        }
     }
 }
 
