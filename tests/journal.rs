@@ -254,13 +254,28 @@ fn assert_start_refused(broker: &mut Broker, journal_name: &str) {
     );
 }
 
-/// `chattr` needs root (and is how these tests damage files); elsewhere a test says so.
+/// `chattr` needs root and a file system that keeps the attribute (ext4, xfs, btrfs; tmpfs
+/// only on newer kernels) where the tests put their data; elsewhere a test says so.
 fn can_damage(test: &str) -> bool {
-    let root = common::small_disk::is_root();
-    if !root {
+    if !common::small_disk::is_root() {
         eprintln!("{test}: not run, needs root to set file attributes");
+        return false;
     }
-    root
+    let probe = tempfile::NamedTempFile::new().expect("probe file");
+    let set = |flag: &str| {
+        Command::new("chattr")
+            .arg(flag)
+            .arg(probe.path())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let works = set("+i");
+    if works {
+        assert!(set("-i"), "chattr -i {}", probe.path().display());
+    } else {
+        eprintln!("{test}: not run, chattr +i does not work in the temp directory");
+    }
+    works
 }
 
 #[test]

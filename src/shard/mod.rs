@@ -123,7 +123,7 @@ impl Shard {
     /// The partition if this shard serves it, else the error to answer for it.
     pub fn serving(&self, topic: &str, index: i32) -> Result<Rc<Partition>, ErrorCode> {
         match self.partition(topic, index) {
-            Some(p) if self.journal_held.borrow().contains(&(p.topic_id, index)) => {
+            Some(p) if self.is_held_for_journal(p.topic_id, index) => {
                 Err(ErrorCode::KAFKA_STORAGE_ERROR)
             }
             Some(p) => Ok(p),
@@ -166,6 +166,12 @@ impl Shard {
     /// `journal_held`).
     pub fn hold_for_journal(&self, topic_id: crate::metadata::TopicId, index: i32) {
         self.journal_held.borrow_mut().insert((topic_id, index));
+    }
+
+    /// On every request's partitions: an empty set (the normal case) costs no hashing.
+    fn is_held_for_journal(&self, topic_id: crate::metadata::TopicId, index: i32) -> bool {
+        let held = self.journal_held.borrow();
+        !held.is_empty() && held.contains(&(topic_id, index))
     }
 
     /// Every partition this shard owns.
@@ -330,7 +336,7 @@ impl Shard {
             for (i, pm) in topic.partitions.iter().enumerate() {
                 if pm.shard as usize != self.id
                     || self.partition(&topic.name, i as i32).is_some()
-                    || self.journal_held.borrow().contains(&(topic.id, i as i32))
+                    || self.is_held_for_journal(topic.id, i as i32)
                 {
                     continue;
                 }
