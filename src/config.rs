@@ -63,6 +63,10 @@ pub struct BrokerConfig {
     /// `log.journal.partition.max.bytes`: a partition whose flush adds at most this many bytes
     /// is made durable through the journal; a larger one by an fdatasync of its own file.
     pub log_journal_partition_max_bytes: u64,
+    /// `io.file.workers.per.core`: kernel io_uring workers each shard may run at once for file
+    /// I/O that cannot finish without blocking (every fdatasync, some appends); 0 keeps the
+    /// kernel's limit. See `io::workers`.
+    pub io_file_workers_per_core: u32,
     pub log_message_timestamp_log_append: bool,
     pub message_max_bytes: usize,
     pub socket_request_max_bytes: usize,
@@ -200,6 +204,7 @@ const KEYS: &[(&str, &str)] = &[
     ("log.preallocate.bytes", "16777216"),
     ("log.journal.bytes", "67108864"),
     ("log.journal.partition.max.bytes", "65536"),
+    ("io.file.workers.per.core", "64"),
     ("connection.inflight.max", "16"),
     ("mailbox.capacity", "1024"),
     ("acks1.durable", "true"),
@@ -399,6 +404,12 @@ impl BrokerConfig {
                 0,
                 1 << 30,
             )? as u64,
+            io_file_workers_per_core: parse_num(
+                "io.file.workers.per.core",
+                &get("io.file.workers.per.core"),
+                0,
+                4096,
+            )? as u32,
             log_preallocate_bytes: parse_num(
                 "log.preallocate.bytes",
                 &get("log.preallocate.bytes"),
@@ -860,6 +871,7 @@ mod tests {
         assert_eq!(c.producer_id_expiration_ms, 86_400_000);
         assert_eq!(c.producer_id_expiration_check_interval_ms, 600_000);
         assert!(!c.cores.cpus.is_empty());
+        assert_eq!(c.io_file_workers_per_core, 64);
         let c = BrokerConfig::from_properties(&props(&[
             ("producer.id.expiration.ms", "2000"),
             ("producer.id.expiration.check.interval.ms", "200"),
@@ -893,6 +905,8 @@ mod tests {
             ("producer.id.expiration.ms", "-1"),
             ("producer.id.expiration.ms", "2147483648"),
             ("producer.id.expiration.check.interval.ms", "0"),
+            ("io.file.workers.per.core", "-1"),
+            ("io.file.workers.per.core", "4097"),
         ] {
             let err = BrokerConfig::from_properties(&props(&[(k, v)])).unwrap_err();
             assert!(err.to_string().contains(k), "{k}={v}: {err}");

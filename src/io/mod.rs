@@ -21,6 +21,7 @@ pub mod socket;
 pub mod state_file;
 #[cfg(test)]
 pub mod test_executor;
+pub mod workers;
 
 use std::path::{Path, PathBuf};
 

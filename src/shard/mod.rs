@@ -740,6 +740,16 @@ async fn shard_main(
         return Err(BootError::MeshOrder(id, senders.peer_id()));
     }
     let nr_shards = config.cores.cpus.len();
+    let workers = config.io_file_workers_per_core;
+    if workers > 0 {
+        // A slower start is all a refusal costs: the kernel's limit stays.
+        match crate::io::workers::raise_bounded_workers(workers) {
+            Ok((was, _)) => log::debug!("shard {id}: io_uring file workers {was} -> {workers}"),
+            Err(e) => log::warn!(
+                "shard {id}: io_uring file workers not raised to {workers} (io.file.workers.per.core): {e}; fdatasyncs queue behind the kernel's default"
+            ),
+        }
+    }
     let controller = if id == 0 {
         Some(Controller::load(&config).map_err(|e| BootError::Metadata(e.to_string()))?)
     } else {

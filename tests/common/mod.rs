@@ -103,10 +103,20 @@ pub fn test_cores() -> String {
     n.min(2).to_string()
 }
 
-/// A loopback port that was free a moment ago (bind :0, read it back, release it).
+/// A loopback port that was free a moment ago (bind :0, read it back, release it) and that no
+/// lingering listener holds: a broker another test killed can keep its SO_REUSEPORT listener a
+/// few milliseconds after its port was released, and the start-up probe of a broker given
+/// that port would connect to it (seen once in CI: "connection reset" on the first request).
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
+    for _ in 0..100 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local_addr").port();
+        drop(listener);
+        if listeners_on(port) == 0 {
+            return port;
+        }
+    }
+    panic!("no loopback port without a lingering listener in 100 tries");
 }
 
 impl Broker {
@@ -260,7 +270,14 @@ impl Broker {
                     self.fail(&format!("broker exited during start-up with {status}"));
                 }
             }
-            if TcpStream::connect_timeout(&self.addr(), Duration::from_millis(500)).is_ok() {
+            // Accepting is not enough: a lingering listener of another test's killed broker
+            // may answer on this port. With the fixture's log level, this start's own "broker
+            // ready" line says the listener is ours.
+            let ready_logged = std::env::var_os("RUST_LOG").is_some()
+                || self.log_of_last_start().contains("broker ready");
+            if ready_logged
+                && TcpStream::connect_timeout(&self.addr(), Duration::from_millis(500)).is_ok()
+            {
                 return;
             }
             if Instant::now() >= deadline {
