@@ -18,8 +18,8 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -352,14 +352,7 @@ fn latest_offset(addr: SocketAddr, partition: i32) -> (i16, i64) {
 
 /// The sum over every series of `name` on the metrics endpoint at `addr`; `None` if absent.
 fn metric_sum(addr: SocketAddr, name: &str) -> Option<f64> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("metrics");
-    s.set_read_timeout(Some(Duration::from_secs(15)))
-        .expect("timeout");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .expect("request");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("metrics answer");
-    let values: Vec<f64> = text
+    let values: Vec<f64> = metrics_text(addr)
         .lines()
         .filter(|l| {
             l.strip_prefix(name)

@@ -6,8 +6,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -20,13 +19,7 @@ const SHORT_LIVED: usize = 12;
 
 /// The `odradek_producer_ids` sample of partition 0 of [`TOPIC`], if the gauge has one.
 fn producer_ids(metrics: SocketAddr) -> Option<u64> {
-    let mut s = TcpStream::connect_timeout(&metrics, Duration::from_secs(5)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8_lossy(&raw);
+    let text = try_metrics_text(metrics).ok()?;
     text.lines().find_map(|l| {
         let rest = l.strip_prefix("odradek_producer_ids{")?;
         let (labels, value) = rest.split_once("} ")?;

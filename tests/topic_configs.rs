@@ -421,13 +421,7 @@ const INVALID_CONFIG: i16 = 40;
 
 /// `odradek_compaction_rate_max_bytes_per_second` of every shard, from the metrics endpoint.
 fn pacer_maxima(metrics_port: u16) -> Vec<(String, u64)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).expect("metrics");
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("metrics answer");
+    let text = common::metrics_text(std::net::SocketAddr::from(([127, 0, 0, 1], metrics_port)));
     let mut out: Vec<(String, u64)> = text
         .lines()
         .filter_map(|l| l.strip_prefix("odradek_compaction_rate_max_bytes_per_second{shard=\""))

@@ -103,6 +103,22 @@ pub fn test_cores() -> String {
     n.min(2).to_string()
 }
 
+/// The text of `GET /metrics` from the broker's metrics endpoint at `addr` (headers included;
+/// the server closes the connection after its answer).
+pub fn try_metrics_text(addr: SocketAddr) -> io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    Ok(String::from_utf8_lossy(&raw).into_owned())
+}
+
+/// [`try_metrics_text`], failing the test if the endpoint does not answer.
+pub fn metrics_text(addr: SocketAddr) -> String {
+    try_metrics_text(addr).unwrap_or_else(|e| panic!("GET /metrics from {addr}: {e}"))
+}
+
 /// A loopback port that was free a moment ago (bind :0, read it back, release it) and that no
 /// lingering listener holds: a broker another test killed can keep its SO_REUSEPORT listener a
 /// few milliseconds after its port was released, and the start-up probe of a broker given
