@@ -1412,39 +1412,74 @@ struct Totals {
 
 /// Runs `seeds` on one executor; the failures, with how to replay each.
 fn run_seeds(seeds: std::ops::Range<u64>, verbose: bool) -> (Totals, Vec<String>) {
+    run_each_seed(
+        seeds,
+        "seed",
+        "one_seed",
+        move |seed| async move {
+            let mut run = Run::new(seed, verbose);
+            let outcome = run.run().await;
+            (run, outcome)
+        },
+        |totals: &mut Totals, run: &mut Run| {
+            let c = run.disk.counts();
+            totals.seeds += 1;
+            totals.reopens += run.reopens;
+            totals.errors += run.errors;
+            totals.eio += c.eio;
+            totals.enospc += c.enospc;
+            totals.short_writes += c.short_writes;
+            totals.power_cuts += c.power_cuts;
+            totals.torn_pages += c.torn_pages;
+            totals.dropped_writes += c.dropped_writes;
+            let t = run.txn_counts;
+            totals.commits += t.commits;
+            totals.aborts += t.aborts;
+            totals.markers_lost += t.markers_lost;
+            totals.aborted_removed += t.aborted_removed;
+            totals.aborted_rebuilt += t.aborted_rebuilt;
+            run.trace.lines.drain(..).collect()
+        },
+    )
+}
+
+/// Runs `seeds` one after another on one executor thread, the plain and the journal runs
+/// alike: `run(seed)` runs one to its outcome, `tally` adds it to the totals and hands back its
+/// last steps. Every failed seed (`what` in the report) comes back with how to replay it, and a
+/// seed that panics is named the same way: `ODRADEK_FAULT_SEED=<seed>` and the test
+/// `replay_test`.
+fn run_each_seed<R, T, Fut>(
+    seeds: std::ops::Range<u64>,
+    what: &'static str,
+    replay_test: &'static str,
+    run: impl Fn(u64) -> Fut + Send + 'static,
+    tally: impl Fn(&mut T, &mut R) -> Vec<String> + Send + 'static,
+) -> (T, Vec<String>)
+where
+    Fut: std::future::Future<Output = (R, Result<(), String>)>,
+    T: Default + Send + 'static,
+{
+    let replay = move |seed: u64| {
+        format!(
+            "ODRADEK_FAULT_SEED={seed} cargo test --release --lib \
+             storage::fault_injection::{replay_test} -- --nocapture"
+        )
+    };
     let current = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
     let cur = current.clone();
     let joined = glommio::LocalExecutorBuilder::default()
         .io_memory(1 << 20)
         .spawn(move || async move {
-            let mut totals = Totals::default();
+            let mut totals = T::default();
             let mut failures = Vec::new();
             for seed in seeds {
                 cur.store(seed, std::sync::atomic::Ordering::Relaxed);
-                let mut run = Run::new(seed, verbose);
-                let outcome = run.run().await;
-                let c = run.disk.counts();
-                totals.seeds += 1;
-                totals.reopens += run.reopens;
-                totals.errors += run.errors;
-                totals.eio += c.eio;
-                totals.enospc += c.enospc;
-                totals.short_writes += c.short_writes;
-                totals.power_cuts += c.power_cuts;
-                totals.torn_pages += c.torn_pages;
-                totals.dropped_writes += c.dropped_writes;
-                let t = run.txn_counts;
-                totals.commits += t.commits;
-                totals.aborts += t.aborts;
-                totals.markers_lost += t.markers_lost;
-                totals.aborted_removed += t.aborted_removed;
-                totals.aborted_rebuilt += t.aborted_rebuilt;
+                let (mut one, outcome) = run(seed).await;
+                let trace = tally(&mut totals, &mut one);
                 if let Err(msg) = outcome {
-                    let trace: Vec<String> = run.trace.lines.drain(..).collect();
                     failures.push(format!(
-                        "seed {seed}: {msg}\n  replay: ODRADEK_FAULT_SEED={seed} cargo test \
-                         --release --lib storage::fault_injection::one_seed -- --nocapture\n  \
-                         last steps:\n    {}",
+                        "{what} {seed}: {msg}\n  replay: {}\n  last steps:\n    {}",
+                        replay(seed),
                         trace.join("\n    ")
                     ));
                 }
@@ -1458,8 +1493,8 @@ fn run_seeds(seeds: std::ops::Range<u64>, verbose: bool) -> (Totals, Vec<String>
         Err(e) => {
             let seed = current.load(std::sync::atomic::Ordering::Relaxed);
             panic!(
-                "fault injection seed {seed} panicked ({e:?}); replay: ODRADEK_FAULT_SEED={seed} \
-                 cargo test --release --lib storage::fault_injection::one_seed -- --nocapture"
+                "fault injection {what} {seed} panicked ({e:?}); replay: {}",
+                replay(seed)
             )
         }
     }
@@ -2878,43 +2913,20 @@ impl JournalRun {
 
 /// Runs journal `seeds` on one executor; the failures, with how to replay each.
 fn run_journal_seeds(seeds: std::ops::Range<u64>, verbose: bool) -> (JournalCounts, Vec<String>) {
-    let current = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
-    let cur = current.clone();
-    let joined = glommio::LocalExecutorBuilder::default()
-        .io_memory(1 << 20)
-        .spawn(move || async move {
-            let mut totals = JournalCounts::default();
-            let mut failures = Vec::new();
-            for seed in seeds {
-                cur.store(seed, std::sync::atomic::Ordering::Relaxed);
-                let mut run = JournalRun::new(seed, verbose);
-                let outcome = run.run().await;
-                totals.add(&run.counts);
-                if let Err(msg) = outcome {
-                    let trace: Vec<String> = run.trace.lines.drain(..).collect();
-                    failures.push(format!(
-                        "journal seed {seed}: {msg}\n  replay: ODRADEK_FAULT_SEED={seed} cargo \
-                         test --release --lib storage::fault_injection::journal_one_seed -- \
-                         --nocapture\n  last steps:\n    {}",
-                        trace.join("\n    ")
-                    ));
-                }
-            }
-            (totals, failures)
-        })
-        .expect("spawn executor")
-        .join();
-    match joined {
-        Ok(r) => r,
-        Err(e) => {
-            let seed = current.load(std::sync::atomic::Ordering::Relaxed);
-            panic!(
-                "journal fault injection seed {seed} panicked ({e:?}); replay: \
-                 ODRADEK_FAULT_SEED={seed} cargo test --release --lib \
-                 storage::fault_injection::journal_one_seed -- --nocapture"
-            )
-        }
-    }
+    run_each_seed(
+        seeds,
+        "journal seed",
+        "journal_one_seed",
+        move |seed| async move {
+            let mut run = JournalRun::new(seed, verbose);
+            let outcome = run.run().await;
+            (run, outcome)
+        },
+        |totals: &mut JournalCounts, run: &mut JournalRun| {
+            totals.add(&run.counts);
+            run.trace.lines.drain(..).collect()
+        },
+    )
 }
 
 fn check_journal(seeds: std::ops::Range<u64>, verbose: bool) -> JournalCounts {
