@@ -67,6 +67,10 @@ pub struct BrokerConfig {
     /// I/O that cannot finish without blocking (every fdatasync, some appends); 0 keeps the
     /// kernel's limit. See `io::workers`.
     pub io_file_workers_per_core: u32,
+    /// `io.buffer.bytes`: memory each shard's executor sets aside at start for the buffers of
+    /// its direct file I/O (registered with io_uring when the memlock limit allows). Half of it
+    /// bounds the segment and journal writes in flight at once (`io::dma::limit_write_buffers`).
+    pub io_buffer_bytes: usize,
     pub log_message_timestamp_log_append: bool,
     pub message_max_bytes: usize,
     pub socket_request_max_bytes: usize,
@@ -205,6 +209,7 @@ const KEYS: &[(&str, &str)] = &[
     ("log.journal.bytes", "67108864"),
     ("log.journal.partition.max.bytes", "65536"),
     ("io.file.workers.per.core", "64"),
+    ("io.buffer.bytes", "67108864"),
     ("connection.inflight.max", "16"),
     ("mailbox.capacity", "1024"),
     ("acks1.durable", "true"),
@@ -410,6 +415,12 @@ impl BrokerConfig {
                 0,
                 4096,
             )? as u32,
+            io_buffer_bytes: parse_num(
+                "io.buffer.bytes",
+                &get("io.buffer.bytes"),
+                2 << 20,
+                1 << 36,
+            )? as usize,
             log_preallocate_bytes: parse_num(
                 "log.preallocate.bytes",
                 &get("log.preallocate.bytes"),
@@ -872,6 +883,7 @@ mod tests {
         assert_eq!(c.producer_id_expiration_check_interval_ms, 600_000);
         assert!(!c.cores.cpus.is_empty());
         assert_eq!(c.io_file_workers_per_core, 64);
+        assert_eq!(c.io_buffer_bytes, 64 << 20);
         let c = BrokerConfig::from_properties(&props(&[
             ("producer.id.expiration.ms", "2000"),
             ("producer.id.expiration.check.interval.ms", "200"),
@@ -907,6 +919,8 @@ mod tests {
             ("producer.id.expiration.check.interval.ms", "0"),
             ("io.file.workers.per.core", "-1"),
             ("io.file.workers.per.core", "4097"),
+            ("io.buffer.bytes", "1048576"),
+            ("io.buffer.bytes", "68719476737"),
         ] {
             let err = BrokerConfig::from_properties(&props(&[(k, v)])).unwrap_err();
             assert!(err.to_string().contains(k), "{k}={v}: {err}");

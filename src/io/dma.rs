@@ -35,6 +35,109 @@ thread_local! {
     static PROBE_GATE: std::rc::Rc<glommio::sync::Semaphore> = std::rc::Rc::new(glommio::sync::Semaphore::new(1));
 }
 
+thread_local! {
+    /// This thread's bound on write-buffer bytes in flight; `None` (tests, tools) is unbounded.
+    static WRITE_BUFFER_BUDGET: std::cell::RefCell<Option<std::rc::Rc<WriteBufferBudget>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Bounds the bytes of DMA buffers that this thread's writes hold at once to `bytes` (at least
+/// one [`WRITE_CHUNK_BYTES`] chunk). A shard calls it at start with a share of its executor's
+/// preallocated I/O memory (`io.buffer.bytes`): a flush round over many partitions then takes
+/// its buffers from that memory, chunk by chunk as earlier writes complete, instead of spilling
+/// to the heap. Heap buffers of that size are fresh pages that the kernel faults in and clears
+/// on every round: two thirds of the shard's CPU in W5 (perf/2026-12-04-io-buffers.md).
+pub fn limit_write_buffers(bytes: usize) {
+    let budget = WriteBufferBudget {
+        bytes: bytes.max(WRITE_CHUNK_BYTES) as u64,
+        semaphore: glommio::sync::Semaphore::new(bytes.max(WRITE_CHUNK_BYTES) as u64),
+    };
+    WRITE_BUFFER_BUDGET.with(|b| *b.borrow_mut() = Some(std::rc::Rc::new(budget)));
+}
+
+struct WriteBufferBudget {
+    bytes: u64,
+    semaphore: glommio::sync::Semaphore,
+}
+
+impl WriteBufferBudget {
+    /// Waits until `len` bytes (never more than the whole budget) are free and holds them until
+    /// the permit drops. Waiters are served in order, so a large chunk is not starved.
+    async fn reserve(&self, len: usize) -> Result<glommio::sync::Permit<'_>, std::io::Error> {
+        let units = (len as u64).min(self.bytes);
+        PassWakeOnDrop {
+            semaphore: &self.semaphore,
+            acquire: Some(Box::pin(self.semaphore.acquire_permit(units))),
+        }
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+}
+
+type Acquiring<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = glommio::Result<glommio::sync::Permit<'a>, ()>> + 'a>,
+>;
+
+/// Waits for a permit. glommio's semaphore hands released units to the first waiters by waking
+/// them and taking them off its queue. A waiter dropped after that wake-up but before it ran
+/// (its write cancelled because another chunk of the same flush failed) neither takes the units
+/// nor passes the wake on, and the waiters behind it would sleep until some other permit drops,
+/// which may never happen. Dropped while still waiting, this wakes the queue again.
+struct PassWakeOnDrop<'a> {
+    semaphore: &'a glommio::sync::Semaphore,
+    /// `None` once the permit is taken.
+    acquire: Option<Acquiring<'a>>,
+}
+
+impl<'a> std::future::Future for PassWakeOnDrop<'a> {
+    type Output = glommio::Result<glommio::sync::Permit<'a>, ()>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.get_mut();
+        let Some(acquire) = this.acquire.as_mut() else {
+            // Polled again after it was ready: nothing more will come.
+            return std::task::Poll::Pending;
+        };
+        let taken = std::task::ready!(acquire.as_mut().poll(cx));
+        this.acquire = None;
+        std::task::Poll::Ready(taken)
+    }
+}
+
+impl Drop for PassWakeOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(acquire) = self.acquire.take() {
+            drop(acquire);
+            // Adds no units; runs the semaphore's wake-ups with the units that are free now.
+            self.semaphore.signal(0);
+        }
+    }
+}
+
+/// Copies bytes `start..start + dst.len()` of the concatenation of `parts` into `dst`.
+fn copy_range(parts: &[&[u8]], start: usize, dst: &mut [u8]) {
+    let mut skip = start;
+    let mut filled = 0;
+    for part in parts {
+        if filled == dst.len() {
+            break;
+        }
+        if skip >= part.len() {
+            skip -= part.len();
+            continue;
+        }
+        let src = &part[skip..];
+        skip = 0;
+        let n = src.len().min(dst.len() - filled);
+        dst[filled..filled + n].copy_from_slice(&src[..n]);
+        filled += n;
+    }
+    debug_assert_eq!(filled, dst.len(), "parts shorter than the range asked for");
+}
+
 /// Works around glommio 0.9's iopoll probe. The first `DmaFile` opened on a device (per executor
 /// thread) is probed with a 4 KiB O_DIRECT read at offset 0 and the answer is cached for the
 /// device. If that file is empty, the read "succeeds" without reaching the device, the device is
@@ -171,7 +274,9 @@ impl DirectFile {
 
     /// Writes the concatenation of `parts` at the page-aligned `pos`, padding the last page with
     /// zeros. The bytes are copied once into DMA buffers of at most [`WRITE_CHUNK_BYTES`], all
-    /// submitted together, so no buffer grows with the amount of data between two flushes.
+    /// submitted together, so no buffer grows with the amount of data between two flushes. Each
+    /// chunk waits for room in this thread's write-buffer budget (see [`limit_write_buffers`])
+    /// before it takes its buffer.
     pub async fn write_padded_parts(&self, pos: u64, parts: &[&[u8]]) -> Result<(), IoFailure> {
         if pos % PAGE_BYTES != 0 {
             return Err(IoFailure::new(
@@ -182,32 +287,35 @@ impl DirectFile {
             ));
         }
         let total: usize = parts.iter().map(|p| p.len()).sum();
-        let mut writes = Vec::with_capacity(total.div_ceil(WRITE_CHUNK_BYTES));
-        let (mut part, mut part_off) = (0usize, 0usize);
-        let mut chunk_start = 0usize;
-        while chunk_start < total {
-            let chunk_len = WRITE_CHUNK_BYTES.min(total - chunk_start);
-            let aligned = align_up(chunk_len as u64) as usize;
-            let mut buf = self.file.alloc_dma_buffer(aligned);
-            let dst = buf.as_bytes_mut();
-            let mut filled = 0usize;
-            while filled < chunk_len {
-                let src = &parts[part][part_off..];
-                let n = src.len().min(chunk_len - filled);
-                dst[filled..filled + n].copy_from_slice(&src[..n]);
-                filled += n;
-                part_off += n;
-                if part_off == parts[part].len() {
-                    part += 1;
-                    part_off = 0;
-                }
-            }
-            dst[chunk_len..].fill(0);
-            writes.push(self.write_buffer(pos + chunk_start as u64, buf, aligned));
-            chunk_start += chunk_len;
-        }
+        let writes = (0..total)
+            .step_by(WRITE_CHUNK_BYTES)
+            .map(|start| self.write_chunk(pos, parts, start, WRITE_CHUNK_BYTES.min(total - start)));
         super::join::try_join_all(writes).await?;
         Ok(())
+    }
+
+    /// Writes bytes `start..start + len` of the concatenated `parts` at `pos + start`, padded to
+    /// whole pages.
+    async fn write_chunk(
+        &self,
+        pos: u64,
+        parts: &[&[u8]],
+        start: usize,
+        len: usize,
+    ) -> Result<(), IoFailure> {
+        let aligned = align_up(len as u64) as usize;
+        let budget = WRITE_BUFFER_BUDGET.with(|b| b.borrow().clone());
+        let _permit = match &budget {
+            Some(budget) => Some(budget.reserve(aligned).await.map_err(|e| {
+                IoFailure::new("write (buffer budget)", &self.path, pos + start as u64, e)
+            })?),
+            None => None,
+        };
+        let mut buf = self.file.alloc_dma_buffer(aligned);
+        let dst = buf.as_bytes_mut();
+        copy_range(parts, start, &mut dst[..len]);
+        dst[len..].fill(0);
+        self.write_buffer(pos + start as u64, buf, aligned).await
     }
 
     async fn write_buffer(
@@ -315,4 +423,76 @@ pub async fn read_whole_file(path: &Path) -> Result<Option<Bytes>, IoFailure> {
     let data = f.read(0, size as usize).await?;
     f.close().await?;
     Ok(Some(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::test_executor::on_executor;
+
+    #[test]
+    fn copy_range_reads_across_part_boundaries() {
+        let parts: Vec<Vec<u8>> = [0usize, 3, 1, 0, 7, 5]
+            .iter()
+            .scan(0u8, |next, &len| {
+                let part: Vec<u8> = (0..len).map(|i| *next + i as u8).collect();
+                *next += len as u8;
+                Some(part)
+            })
+            .collect();
+        let slices: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
+        let whole: Vec<u8> = parts.concat();
+        for start in 0..whole.len() {
+            for len in 1..=whole.len() - start {
+                let mut dst = vec![0xee; len];
+                copy_range(&slices, start, &mut dst);
+                assert_eq!(dst, &whole[start..start + len], "start {start} len {len}");
+            }
+        }
+    }
+
+    /// Writes bigger than the whole budget still land byte for byte, chunk by chunk; while the
+    /// budget is held elsewhere no write takes a buffer; once it is free, it is all free again.
+    #[test]
+    fn writes_wait_for_the_buffer_budget_and_land_whole() {
+        on_executor(|| async {
+            let dir = tempfile::tempdir().unwrap();
+            limit_write_buffers(WRITE_CHUNK_BYTES);
+            let budget = WRITE_BUFFER_BUDGET.with(|b| b.borrow().clone()).unwrap();
+            // Odd-sized parts that straddle chunk boundaries, 3.5 MiB in all.
+            let data: Vec<u8> = (0..(7 * WRITE_CHUNK_BYTES / 2))
+                .map(|i| (i * 7 % 251) as u8)
+                .collect();
+            let parts: Vec<&[u8]> = data.chunks(333_333).collect();
+            let a = DirectFile::open(&dir.path().join("a"), true).await.unwrap();
+            let b = DirectFile::open(&dir.path().join("b"), true).await.unwrap();
+
+            // While the whole budget is held elsewhere, no chunk of a write gets a buffer.
+            let held = budget.reserve(WRITE_CHUNK_BYTES).await.unwrap();
+            let mut cancelled = Box::pin(a.write_padded_parts(0, &parts));
+            let mut waiting = Box::pin(b.write_padded(0, &data));
+            for _ in 0..2 {
+                assert!(futures::poll!(cancelled.as_mut()).is_pending());
+                assert!(futures::poll!(waiting.as_mut()).is_pending());
+                glommio::timer::sleep(std::time::Duration::from_millis(150)).await;
+            }
+            // Releasing the budget wakes the first waiting chunk (of `cancelled`), which is then
+            // dropped before it runs: the write queued behind it must still get the budget.
+            drop(held);
+            drop(cancelled);
+            let timeout = glommio::timer::sleep(std::time::Duration::from_secs(20));
+            match futures::future::select(waiting, Box::pin(timeout)).await {
+                futures::future::Either::Left((done, _)) => done.unwrap(),
+                futures::future::Either::Right(_) => panic!("a write stuck waiting for the budget"),
+            };
+            a.write_padded_parts(0, &parts).await.unwrap();
+            for f in [&a, &b] {
+                let back = f.read(0, data.len() + 4096).await.unwrap();
+                assert_eq!(back.len(), align_up(data.len() as u64) as usize);
+                assert!(back[..data.len()] == data[..], "{}", f.path().display());
+                assert!(back[data.len()..].iter().all(|&z| z == 0));
+            }
+            assert_eq!(budget.semaphore.available(), WRITE_CHUNK_BYTES as u64);
+        });
+    }
 }

@@ -572,6 +572,7 @@ pub fn run_broker(config: BrokerConfig) -> Result<(), BootError> {
         let stop = stop.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{id}"))
+            .io_memory(config.io_buffer_bytes)
             .spawn(move || async move {
                 let r = shard_main(id, cpu, config, lifecycle, mesh, stop_rx).await;
                 if r.is_err() {
@@ -750,6 +751,8 @@ async fn shard_main(
             ),
         }
     }
+    // The other half stays for reads and index writes, which take their buffers unbounded.
+    crate::io::dma::limit_write_buffers(config.io_buffer_bytes / 2);
     let controller = if id == 0 {
         Some(Controller::load(&config).map_err(|e| BootError::Metadata(e.to_string()))?)
     } else {
