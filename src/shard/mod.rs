@@ -751,7 +751,8 @@ async fn shard_main(
             ),
         }
     }
-    // The other half stays for reads and index writes, which take their buffers unbounded.
+    // Every segment, index and journal write waits for room in this half; the other half is
+    // left to reads (fetches from disk, read-ahead), which take their buffers unbounded.
     crate::io::dma::limit_write_buffers(config.io_buffer_bytes / 2);
     let controller = if id == 0 {
         Some(Controller::load(&config).map_err(|e| BootError::Metadata(e.to_string()))?)
