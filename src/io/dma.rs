@@ -61,8 +61,9 @@ struct WriteBufferBudget {
 }
 
 impl WriteBufferBudget {
-    /// Waits until `len` bytes (never more than the whole budget) are free and holds them until
-    /// the permit drops. Waiters are served in order, so a large chunk is not starved.
+    /// Waits until `len` bytes are free and holds them until the permit drops. A request is
+    /// capped at the whole budget, so every chunk can get its room once the writes ahead of it
+    /// complete.
     async fn reserve(&self, len: usize) -> Result<glommio::sync::Permit<'_>, std::io::Error> {
         let units = (len as u64).min(self.bytes);
         PassWakeOnDrop {
