@@ -69,7 +69,7 @@ pub struct BrokerConfig {
     pub io_file_workers_per_core: u32,
     /// `io.buffer.bytes`: memory each shard's executor sets aside at start for the buffers of
     /// its direct file I/O (registered with io_uring when the memlock limit allows). Half of it
-    /// bounds the segment and journal writes in flight at once (`io::dma::limit_write_buffers`).
+    /// bounds the segment, index and journal writes in flight at once (`io::dma::limit_write_buffers`).
     pub io_buffer_bytes: usize,
     pub log_message_timestamp_log_append: bool,
     pub message_max_bytes: usize,

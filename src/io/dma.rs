@@ -48,9 +48,10 @@ thread_local! {
 /// to the heap. Heap buffers of that size are fresh pages that the kernel faults in and clears
 /// on every round: two thirds of the shard's CPU in W5 (perf/2026-12-04-io-buffers.md).
 pub fn limit_write_buffers(bytes: usize) {
+    let bytes = bytes.max(WRITE_CHUNK_BYTES) as u64;
     let budget = WriteBufferBudget {
-        bytes: bytes.max(WRITE_CHUNK_BYTES) as u64,
-        semaphore: glommio::sync::Semaphore::new(bytes.max(WRITE_CHUNK_BYTES) as u64),
+        bytes,
+        semaphore: glommio::sync::Semaphore::new(bytes),
     };
     WRITE_BUFFER_BUDGET.with(|b| *b.borrow_mut() = Some(std::rc::Rc::new(budget)));
 }
@@ -288,35 +289,48 @@ impl DirectFile {
             ));
         }
         let total: usize = parts.iter().map(|p| p.len()).sum();
-        let writes = (0..total)
-            .step_by(WRITE_CHUNK_BYTES)
-            .map(|start| self.write_chunk(pos, parts, start, WRITE_CHUNK_BYTES.min(total - start)));
+        let mut writes = Vec::with_capacity(total.div_ceil(WRITE_CHUNK_BYTES));
+        // Where the next chunk starts: `skip` bytes into `parts[part]`. Walked once over all
+        // chunks, so a flush of many small batches costs one pass, not one per chunk.
+        let (mut part, mut skip) = (0usize, 0usize);
+        for start in (0..total).step_by(WRITE_CHUNK_BYTES) {
+            let len = WRITE_CHUNK_BYTES.min(total - start);
+            while part < parts.len() && skip >= parts[part].len() {
+                skip -= parts[part].len();
+                part += 1;
+            }
+            writes.push(self.write_chunk(pos + start as u64, &parts[part..], skip, len));
+            skip += len;
+        }
         super::join::try_join_all(writes).await?;
         Ok(())
     }
 
-    /// Writes bytes `start..start + len` of the concatenated `parts` at `pos + start`, padded to
-    /// whole pages.
+    /// Writes bytes `skip..skip + len` of the concatenated `parts` at `pos`, padded to whole
+    /// pages.
     async fn write_chunk(
         &self,
         pos: u64,
         parts: &[&[u8]],
-        start: usize,
+        skip: usize,
         len: usize,
     ) -> Result<(), IoFailure> {
         let aligned = align_up(len as u64) as usize;
         let budget = WRITE_BUFFER_BUDGET.with(|b| b.borrow().clone());
         let _permit = match &budget {
-            Some(budget) => Some(budget.reserve(aligned).await.map_err(|e| {
-                IoFailure::new("write (buffer budget)", &self.path, pos + start as u64, e)
-            })?),
+            Some(budget) => Some(
+                budget
+                    .reserve(aligned)
+                    .await
+                    .map_err(|e| IoFailure::new("write (buffer budget)", &self.path, pos, e))?,
+            ),
             None => None,
         };
         let mut buf = self.file.alloc_dma_buffer(aligned);
         let dst = buf.as_bytes_mut();
-        copy_range(parts, start, &mut dst[..len]);
+        copy_range(parts, skip, &mut dst[..len]);
         dst[len..].fill(0);
-        self.write_buffer(pos + start as u64, buf, aligned).await
+        self.write_buffer(pos, buf, aligned).await
     }
 
     async fn write_buffer(
