@@ -39,6 +39,7 @@ pub const KNOWN_POINTS: &[&str] = &[
     "compaction_cleaned",
     "compaction_swap_before",
     "compaction_swap_after",
+    "compaction_merge_removed",
     "compaction_checkpoint",
     "retention_delete",
     "commit_fsync_before",

@@ -8,8 +8,9 @@
 //!
 //! 1. while it is down, straight from the files (our own batch parser, not the broker's): every
 //!    segment but a partition's last is whole (CRC-32C, contiguous offsets, the file ends at its
-//!    last batch, the next segment starts where it ends), and every acknowledged offset lies
-//!    inside the valid prefix;
+//!    last batch, the next segment starts where it ends; a merge killed after its commit point
+//!    is checked as start-up completes it, its `.log.swap` standing for the run), and every
+//!    acknowledged offset lies inside the valid prefix;
 //! 2. after the restart, from its log: the broker truncated only tails, exactly where our parser
 //!    says the valid prefix ends, and logged no error;
 //! 3. over the wire: every acknowledged record reads back exactly once at its acknowledged offset
@@ -133,6 +134,7 @@ const CRASH_POINTS: &[(&str, f64)] = &[
     ("compaction_cleaned", 0.3),
     ("compaction_swap_before", 0.3),
     ("compaction_swap_after", 0.3),
+    ("compaction_merge_removed", 0.5),
     ("compaction_checkpoint", 0.2),
     ("retention_delete", 0.1),
     ("commit_fsync_before", 0.005),
@@ -916,11 +918,56 @@ impl ScanCache {
                     }
                 }
             }
+            // A merge of segments interrupted after its commit point (`<first>.log.swap`
+            // written and synced, see `PartitionLog::commit_merge`): start-up renames the swap
+            // over `<first>.log` and drops what is left of the run's later segments, so the
+            // swap stands for the run. It must be whole.
+            let mut swapped: HashMap<i64, PathBuf> = HashMap::new();
+            for f in &names {
+                let Some(stem) = f.strip_suffix(".log.swap") else {
+                    continue;
+                };
+                let Some(b) = (stem.len() == 20)
+                    .then(|| stem.parse::<i64>().ok())
+                    .flatten()
+                else {
+                    continue;
+                };
+                let path = dir.join(f);
+                let (scan, len) = self.scan(&path, b)?;
+                if scan.stop.is_some() || scan.valid_end != len || scan.next_offset <= b {
+                    return Err(format!(
+                        "{}: committed merged segment corrupt: valid up to byte {} of {len}, \
+                         next offset {}, stop {:?}",
+                        path.display(),
+                        scan.valid_end,
+                        scan.next_offset,
+                        scan.stop
+                    ));
+                }
+                if !bases.contains(&b) {
+                    return Err(format!(
+                        "{}: committed merged segment without its first segment's .log",
+                        path.display()
+                    ));
+                }
+                bases.retain(|&x| x <= b || x >= scan.next_offset);
+                swapped.insert(b, path);
+            }
             let Some(&tail_base) = bases.last() else {
                 continue;
             };
+            if swapped.contains_key(&tail_base) {
+                return Err(format!(
+                    "{}: a committed merged segment at the tail ({tail_base})",
+                    dir.display()
+                ));
+            }
             for w in bases.windows(2) {
-                let path = dir.join(format!("{:020}.log", w[0]));
+                let path = swapped
+                    .get(&w[0])
+                    .cloned()
+                    .unwrap_or_else(|| dir.join(format!("{:020}.log", w[0])));
                 let (scan, len) = self.scan(&path, w[0])?;
                 if scan.stop.is_some() || scan.valid_end != len || scan.next_offset != w[1] {
                     return Err(format!(
@@ -2016,6 +2063,31 @@ fn segment_scanner_finds_torn_tails_and_damage() {
     std::fs::write(part.join(format!("{:020}.log", 106)), b"").unwrap();
     let err = ScanCache::default().check_data_dir(dir.path()).unwrap_err();
     assert!(err.contains("sealed segment corrupt"), "{err}");
+
+    // A merge killed between removing the run's later segments and renaming its swap: the
+    // old first segment ends early, the swap reaches the next segment and stands for the run.
+    let dir = tempfile::tempdir().unwrap();
+    let part = dir.path().join("c-0");
+    std::fs::create_dir_all(&part).unwrap();
+    std::fs::write(part.join(format!("{:020}.log", 0)), test_batch(0, 3, b"a")).unwrap();
+    std::fs::write(part.join(format!("{:020}.log", 9)), test_batch(9, 1, b"b")).unwrap();
+    let err = ScanCache::default().check_data_dir(dir.path()).unwrap_err();
+    assert!(err.contains("sealed segment corrupt"), "{err}");
+    let mut merged = test_batch(0, 3, b"a");
+    merged.extend(test_batch(3, 6, b"m"));
+    std::fs::write(part.join(format!("{:020}.log.swap", 0)), &merged).unwrap();
+    // A leftover of the run (removed at start-up with the rest of it) is not a segment.
+    std::fs::write(part.join(format!("{:020}.log", 5)), test_batch(5, 1, b"x")).unwrap();
+    let files = ScanCache::default().check_data_dir(dir.path()).unwrap();
+    assert_eq!(files["c-0"].tail_base, 9);
+    // A swap that does not scan whole is damage, not a pending merge.
+    std::fs::write(
+        part.join(format!("{:020}.log.swap", 0)),
+        &merged[..merged.len() - 1],
+    )
+    .unwrap();
+    let err = ScanCache::default().check_data_dir(dir.path()).unwrap_err();
+    assert!(err.contains("committed merged segment corrupt"), "{err}");
 }
 
 #[test]

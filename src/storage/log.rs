@@ -2268,6 +2268,9 @@ impl<D: Disk> PartitionLog<D> {
             }
         }
         self.disk.sync_dir(&self.dir).map_err(committed)?;
+        // Here the old first segment ends where the removed ones began: only the swap file
+        // stands for the run (start-up completes it).
+        crate::crash_points::hit("compaction_merge_removed");
         self.disk.rename(&swap, log_path).map_err(committed)?;
         crate::crash_points::hit("compaction_swap_after");
         Ok(())
