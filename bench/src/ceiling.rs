@@ -4,7 +4,14 @@
 //!   broker's core (`--server-cpu`), bytes counted by the receiver;
 //! - disk: sequential O_DIRECT writes (1 MiB, glommio `DmaFile`, queue depth 1) into the data
 //!   directory, with an fdatasync every `sync_mib`, and one at the end; timed until the last
-//!   sync returns. The file is removed afterwards.
+//!   sync returns. The file is removed afterwards;
+//! - with a byte rate (a suite run's offered rate): the disk's floor for acks=all latency at
+//!   that rate. Bytes arrive evenly at the rate (open loop) and are made durable in back-to-back
+//!   group-commit rounds: a round writes what arrived while the previous one ran, spread over
+//!   as many files as the workload has partitions (one segment each), then fdatasyncs them
+//!   (writes together, syncs together). Each record's latency is from its arrival to the end of the round that
+//!   covered it; no broker that syncs before it acknowledges can do better on this disk at this
+//!   rate with as many files, short of spreading the same bytes over fewer syncs.
 
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -28,6 +35,26 @@ pub struct CeilingSpec {
     pub tcp_seconds: f64,
     pub disk_mib: u64,
     pub sync_mib: u64,
+    /// Measure the durable-latency floor at this many bytes/s (see the module doc).
+    pub floor_rate_bytes: Option<f64>,
+    pub floor_seconds: f64,
+    /// Files per round in the floor (at least 1).
+    pub floor_files: usize,
+}
+
+/// The disk's durable-latency floor at a byte rate (see the module doc).
+#[derive(Debug, Clone, Serialize)]
+pub struct DurableFloor {
+    pub rate_mb_per_s: f64,
+    /// Files written and synced in each round (the workload's partitions: one segment each).
+    pub files: usize,
+    pub seconds: f64,
+    pub rounds: u64,
+    pub bytes: u64,
+    /// Arrival to durable, per 1 KiB of data (microseconds).
+    pub latency_us: serde_json::Value,
+    /// One round (write + fdatasync), per round (microseconds).
+    pub round_us: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -44,6 +71,8 @@ pub struct Ceiling {
     pub disk_block_bytes: usize,
     pub disk_sync_every_bytes: u64,
     pub disk_path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub durable_floor: Option<DurableFloor>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +116,38 @@ pub fn measure(spec: &CeilingSpec) -> Result<Ceiling, CeilingError> {
         disk_block_bytes: BLOCK,
         disk_sync_every_bytes: spec.sync_mib << 20,
         disk_path: path.display().to_string(),
+        durable_floor: None,
     })
+}
+
+/// The durable-latency floor at `spec.floor_rate_bytes`, if set (see the module doc). A suite
+/// measures it after its workload: it writes and then deletes gigabytes, and on a filesystem
+/// mounted with `discard` the deletion's cost would land on whatever runs next.
+pub fn measure_floor(spec: &CeilingSpec) -> Result<Option<DurableFloor>, CeilingError> {
+    let Some(rate) = spec.floor_rate_bytes.filter(|r| *r > 0.0) else {
+        return Ok(None);
+    };
+    let cpu = match &spec.cores {
+        Cores::Pinned(v) => v.first().copied(),
+        Cores::Unpinned(_) => None,
+    };
+    // It keeps everything it writes until the end: use at most half the free space.
+    let seconds = match free_bytes(&spec.data_dir) {
+        Some(free) if rate * spec.floor_seconds > free as f64 / 2.0 => {
+            let s = free as f64 / 2.0 / rate;
+            eprintln!(
+                "disk floor: {s:.1} s instead of {:.1} s, to stay within half of the {} MiB free",
+                spec.floor_seconds,
+                free >> 20
+            );
+            s
+        }
+        _ => spec.floor_seconds,
+    };
+    let path = spec
+        .data_dir
+        .join(format!("odradek-bench-ceiling-{}.tmp", std::process::id()));
+    durable_floor(cpu, &path, rate, seconds, spec.floor_files).map(Some)
 }
 
 fn tcp(
@@ -205,4 +265,194 @@ fn disk(
         .map_err(|e| CeilingError::Executor(e.to_string()))?;
     h.join()
         .map_err(|e| CeilingError::Executor(e.to_string()))?
+}
+
+/// Free bytes for an unprivileged writer on the filesystem holding `dir`.
+fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs(3) fills the zeroed struct from a NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// The floor's files roll at this size (the broker's default `segment.bytes`).
+const FLOOR_FILE_BYTES: u64 = 1 << 30;
+
+/// Records per round sample point (see [`round_samples`]).
+const FLOOR_POINTS: u64 = 8;
+/// The unit a latency sample stands for: one 1 KiB record.
+const FLOOR_RECORD: u64 = 1024;
+
+/// The latencies of the records one round carried: they arrived evenly over the `span_us`
+/// before the round started and became durable `round_us` after it started. As
+/// `FLOOR_POINTS` evenly spaced (latency, records) samples; every record counts.
+fn round_samples(span_us: u64, round_us: u64, bytes: u64) -> Vec<(u64, u64)> {
+    let records = bytes.div_ceil(FLOOR_RECORD).max(1);
+    let per = records / FLOOR_POINTS;
+    let extra = records % FLOOR_POINTS;
+    (0..FLOOR_POINTS)
+        .filter_map(|i| {
+            let n = per + u64::from(i < extra);
+            // Arrived at (i + 0.5) / POINTS of the span: waited the rest of it, then the round.
+            let waited = (span_us as f64 * (1.0 - (i as f64 + 0.5) / FLOOR_POINTS as f64)) as u64;
+            (n > 0).then_some(((round_us + waited).max(1), n))
+        })
+        .collect()
+}
+
+/// One file stream of the floor: rolled every `FLOOR_FILE_BYTES`, like segments.
+struct FloorStream {
+    file: DirectFile,
+    /// Index of its next file (files are `<path>.floor<stream>-<n>`).
+    next: u64,
+    pos: u64,
+}
+
+fn floor_file(path: &std::path::Path, stream: usize, n: u64) -> PathBuf {
+    path.with_extension(format!("floor{stream}-{n}"))
+}
+
+impl FloorStream {
+    /// Appends `len` bytes, rolling to a new file first if this one would pass the size.
+    async fn append(
+        &mut self,
+        path: &std::path::Path,
+        stream: usize,
+        len: u64,
+    ) -> Result<(), CeilingError> {
+        if self.pos + len > FLOOR_FILE_BYTES {
+            let next = floor_file(path, stream, self.next);
+            let new = DirectFile::create_truncate(&next)
+                .await
+                .map_err(|e| io(format!("create {}", next.display()), e))?;
+            self.next += 1;
+            let _ = std::mem::replace(&mut self.file, new).close().await;
+            self.pos = 0;
+        }
+        let block = vec![0xa5u8; len as usize];
+        self.file
+            .write_padded(self.pos, &block)
+            .await
+            .map_err(|e| io(format!("write {}", self.file.path().display()), e))?;
+        self.pos += len;
+        Ok(())
+    }
+}
+
+fn durable_floor(
+    cpu: Option<usize>,
+    path: &std::path::Path,
+    rate: f64,
+    seconds: f64,
+    files: usize,
+) -> Result<DurableFloor, CeilingError> {
+    let path = path.to_path_buf();
+    let files = files.max(1);
+    let h = LocalExecutorBuilder::new(placement(cpu))
+        .name("ceiling-floor")
+        .io_memory(1 << 20)
+        .spawn(move || async move {
+            let mut streams = Vec::with_capacity(files);
+            for i in 0..files {
+                let p = floor_file(&path, i, 0);
+                match DirectFile::create_truncate(&p).await {
+                    Ok(file) => streams.push(FloorStream {
+                        file,
+                        next: 1,
+                        pos: 0,
+                    }),
+                    Err(e) => return Err(io(format!("create {}", p.display()), e)),
+                }
+            }
+            let mut latency = crate::stats::new_histogram();
+            let mut round = crate::stats::new_histogram();
+            let started = Instant::now();
+            let end = started + Duration::from_secs_f64(seconds);
+            let mut covered_to = started;
+            let mut bytes = 0u64;
+            let mut rounds = 0u64;
+            let mut result = Ok(());
+            // A round needs a page per file.
+            let least = 4096 * files as u64;
+            while result.is_ok() && Instant::now() < end {
+                let now = Instant::now();
+                let due = (now.duration_since(covered_to).as_secs_f64() * rate) as u64;
+                if due < least {
+                    let wait = (least - due) as f64 / rate;
+                    glommio::timer::sleep(Duration::from_secs_f64(wait)).await;
+                    continue;
+                }
+                // What arrived, spread evenly over the files, written together, then synced
+                // together: one round.
+                let len = (due / files as u64).div_ceil(4096) * 4096;
+                let writes = streams
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(i, st)| st.append(&path, i, len));
+                result = odradek::io::join::join_all(writes).await.into_iter().collect();
+                if result.is_err() {
+                    break;
+                }
+                let syncs = streams.iter().map(|st| async move {
+                    st.file
+                        .fdatasync()
+                        .await
+                        .map_err(|e| io(format!("fdatasync {}", st.file.path().display()), e))
+                });
+                result = odradek::io::join::join_all(syncs).await.into_iter().collect();
+                let done = Instant::now();
+                let span_us = now.duration_since(covered_to).as_micros() as u64;
+                let round_us = done.duration_since(now).as_micros() as u64;
+                for (us, n) in round_samples(span_us, round_us, due) {
+                    latency.saturating_record_n(us, n);
+                }
+                round.saturating_record(round_us.max(1));
+                covered_to = now;
+                bytes += len * files as u64;
+                rounds += 1;
+            }
+            let secs = started.elapsed().as_secs_f64();
+            for (i, st) in streams.into_iter().enumerate() {
+                let _ = st.file.close().await;
+                for n in 0..st.next {
+                    let _ = std::fs::remove_file(floor_file(&path, i, n));
+                }
+            }
+            result.map(|_| DurableFloor {
+                rate_mb_per_s: (rate / 1e6 * 10.0).round() / 10.0,
+                files,
+                seconds: (secs * 100.0).round() / 100.0,
+                rounds,
+                bytes,
+                latency_us: crate::report::percentiles(&latency),
+                round_us: crate::report::percentiles(&round),
+            })
+        })
+        .map_err(|e| CeilingError::Executor(e.to_string()))?;
+    h.join()
+        .map_err(|e| CeilingError::Executor(e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_charges_each_record_its_wait_and_the_round() {
+        // 80 KiB arrived over 1,000 us, then a 300 us round: 80 records in 8 points of 10,
+        // latencies from 300 + 937 down to 300 + 62.
+        let s = round_samples(1000, 300, 80 * 1024);
+        assert_eq!(s.len(), 8);
+        assert_eq!(s.iter().map(|x| x.1).sum::<u64>(), 80);
+        assert!(s.iter().all(|&(us, _)| (300..=1300).contains(&us)), "{s:?}");
+        assert_eq!(s[0].0, 1237);
+        assert_eq!(s[7].0, 362);
+        // Fewer records than points: each counts once, none is lost or invented.
+        let s = round_samples(1000, 300, 3 * 1024);
+        assert_eq!(s.iter().map(|x| x.1).sum::<u64>(), 3);
+        // A partial record counts as one.
+        assert_eq!(round_samples(10, 5, 100).iter().map(|x| x.1).sum::<u64>(), 1);
+    }
 }

@@ -124,6 +124,15 @@ struct CeilingArgs {
     disk_mib: u64,
     #[arg(long, default_value_t = 16)]
     sync_mib: u64,
+    /// Also measure the disk's acks=all latency floor at this rate, MB/s: group-commit rounds
+    /// of write + fdatasync on one file, open loop.
+    #[arg(long)]
+    floor_rate_mb: Option<f64>,
+    #[arg(long, default_value_t = 10.0)]
+    floor_seconds: f64,
+    /// Files each floor round writes and syncs (a workload's partitions).
+    #[arg(long, default_value_t = 1)]
+    floor_files: usize,
 }
 
 #[derive(Args, Clone)]
@@ -227,12 +236,19 @@ fn dispatch(cmd: Cmd) -> Res<bool> {
                 c.tcp_seconds,
                 c.disk_mib,
                 c.sync_mib,
+                c.floor_rate_mb.map(|mb| mb * 1e6),
+                c.floor_seconds,
+                c.floor_files,
             )?;
-            let r = ceiling::measure(&spec)?;
+            let mut r = ceiling::measure(&spec)?;
+            r.durable_floor = ceiling::measure_floor(&spec)?;
             println!(
                 "loopback TCP {:.1} MB/s (client cpu {:?}, server cpu {:?}); O_DIRECT write+fdatasync {:.1} MB/s ({} MiB, 1 MiB writes, sync every {} MiB); O_DIRECT sequential read {:.1} MB/s",
                 r.tcp_mb_per_s, r.tcp_client_cpu, r.tcp_server_cpu, r.disk_mb_per_s, c.disk_mib, c.sync_mib, r.disk_read_mb_per_s
             );
+            if let Some(f) = &r.durable_floor {
+                println!("{}", floor_line(f));
+            }
             if let Some(p) = json {
                 report::write_json(&p, &serde_json::to_value(&r)?)?;
             }
@@ -267,6 +283,9 @@ fn ceiling_spec(
     tcp_seconds: f64,
     disk_mib: u64,
     sync_mib: u64,
+    floor_rate_bytes: Option<f64>,
+    floor_seconds: f64,
+    floor_files: usize,
 ) -> Res<CeilingSpec> {
     Ok(CeilingSpec {
         cores: workload::parse_cores(cores)?,
@@ -275,7 +294,27 @@ fn ceiling_spec(
         tcp_seconds,
         disk_mib,
         sync_mib,
+        floor_rate_bytes,
+        floor_seconds,
+        floor_files,
     })
+}
+
+fn floor_line(f: &ceiling::DurableFloor) -> String {
+    let ms = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(0.0) / 1e3;
+    format!(
+        "disk floor for acks=all at {:.1} MB/s (write + fdatasync rounds over {} file(s), {} rounds in {:.1} s): arrival to durable p50 {:.2} ms, p99 {:.2}, p99.9 {:.2}, max {:.2}; round p50 {:.2} ms, p99 {:.2}",
+        f.rate_mb_per_s,
+        f.files,
+        f.rounds,
+        f.seconds,
+        ms(&f.latency_us, "p50"),
+        ms(&f.latency_us, "p99"),
+        ms(&f.latency_us, "p99_9"),
+        ms(&f.latency_us, "max"),
+        ms(&f.round_us, "p50"),
+        ms(&f.round_us, "p99"),
+    )
 }
 
 /// Prints the summary, writes the requested files, says whether the run was clean.
@@ -330,6 +369,7 @@ fn suite(s: SuiteArgs) -> Res<bool> {
         );
     }
     std::fs::create_dir_all(&s.results_dir)?;
+    let mut floor_spec = None;
     let ceiling = if s.no_ceiling {
         None
     } else {
@@ -340,13 +380,22 @@ fn suite(s: SuiteArgs) -> Res<bool> {
             3.0,
             s.ceiling.disk_mib,
             16,
+            // A latency workload at an offered rate: what the disk alone charges an
+            // acknowledgement at that rate.
+            match w.mode {
+                Mode::E2e => load.rate.map(|r| r * load.record_size as f64),
+                Mode::Produce | Mode::Consume => None,
+            },
+            load.duration_s.unwrap_or(10.0).min(10.0),
+            load.partitions as usize,
         )?;
         let c = ceiling::measure(&spec)?;
         println!(
             "ceiling: loopback TCP {:.1} MB/s, O_DIRECT write+fdatasync {:.1} MB/s, O_DIRECT read {:.1} MB/s",
             c.tcp_mb_per_s, c.disk_mb_per_s, c.disk_read_mb_per_s
         );
-        Some(serde_json::to_value(&c)?)
+        floor_spec = Some(spec);
+        Some(c)
     };
     println!("workload {}: {}", w.name, w.description);
     let progress = !s.quiet;
@@ -403,6 +452,17 @@ fn suite(s: SuiteArgs) -> Res<bool> {
         acked_out: None,
         quiet: s.quiet,
         name: None,
+    };
+    // The floor after the workload (see `ceiling::measure_floor`), in the same run.
+    let ceiling = match (ceiling, floor_spec) {
+        (Some(mut c), Some(spec)) => {
+            c.durable_floor = ceiling::measure_floor(&spec)?;
+            if let Some(f) = &c.durable_floor {
+                println!("{}", floor_line(f));
+            }
+            Some(serde_json::to_value(&c)?)
+        }
+        (c, _) => c.map(|c| serde_json::to_value(&c)).transpose()?,
     };
     let ok = finish(&w.name, outcome, &out, ceiling.as_ref())?;
     println!("wrote {}.{{json,svg}}", base.display());

@@ -294,6 +294,24 @@ pub fn to_json(name: &str, o: &RunOutcome, ceiling: Option<&Value>) -> Value {
                     json!((mbps / read * 1000.0).round() / 1000.0);
             }
         }
+        // Latency against what the disk alone charges an acknowledgement at this rate.
+        let floor = &c["durable_floor"]["latency_us"];
+        let measured = if o.plan.e2e {
+            &v["e2e_latency_us"]
+        } else {
+            &v["produce"]["latency_us"]
+        };
+        let mut ratios = serde_json::Map::new();
+        for q in ["p50", "p99", "p99_9"] {
+            if let (Some(m), Some(f)) = (measured[q].as_f64(), floor[q].as_f64()) {
+                if f > 0.0 {
+                    ratios.insert(q.into(), json!((m / f * 100.0).round() / 100.0));
+                }
+            }
+        }
+        if !ratios.is_empty() {
+            v["latency_over_disk_floor"] = Value::Object(ratios);
+        }
     }
     v
 }

@@ -349,12 +349,46 @@ fn suite_writes_results_with_ceiling() {
         workloads,
         "--results-dir",
         results.path().to_str().unwrap(),
-        "--no-ceiling",
+        "--server-cpu",
+        "0",
+        "--data-dir",
+        broker.dir.path().to_str().unwrap(),
+        "--disk-mib",
+        "64",
         "--quiet",
     ]);
     assert_eq!(rc, 0, "{out}");
     assert!(out.contains("rate: 0.5 x"), "{out}");
     assert!(out.contains("lost 0, duplicated 0"), "{out}");
+    // A latency workload also measures the disk's acks=all floor at its rate: every record
+    // waits at least for the round that made it durable.
+    assert!(out.contains("disk floor for acks=all at"), "{out}");
+    let w4 = std::fs::read_dir(results.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let f = p.file_name().unwrap().to_string_lossy();
+            f.starts_with("w4-") && f.ends_with(".json")
+        })
+        .expect("w4 json");
+    let floor = &json(&w4)["ceiling"]["durable_floor"];
+    assert!(floor["rounds"].as_u64().unwrap() > 0, "{floor}");
+    assert!(floor["bytes"].as_u64().unwrap() > 0, "{floor}");
+    assert!(
+        floor["latency_us"]["max"].as_u64() >= floor["round_us"]["max"].as_u64(),
+        "{floor}"
+    );
+    assert_eq!(floor["files"], 16, "{floor}");
+    assert!(
+        json(&w4)["latency_over_disk_floor"]["p99"].as_f64().unwrap() > 0.0,
+        "{floor}"
+    );
+    let left: Vec<_> = std::fs::read_dir(broker.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|f| f.contains("odradek-bench-ceiling"))
+        .collect();
+    assert!(left.is_empty(), "ceiling files left: {left:?}");
 }
 
 /// Regression test for a broker bug found by W3: on a fresh data directory, reads that miss the
