@@ -78,6 +78,10 @@ pub struct BrokerConfig {
     pub cache_bytes_per_shard: usize,
     /// Requests one connection may have in flight (read but not yet answered).
     pub connection_inflight_max: usize,
+    /// `queued.max.request.bytes` (Kafka's name; per shard here): bytes of requests read and
+    /// not yet answered before connections stop being read; `None` (-1) is unbounded. See
+    /// `server::request_budget`.
+    pub queued_max_request_bytes: Option<u64>,
     /// Capacity of each inter-shard mailbox channel (messages).
     pub mailbox_capacity: usize,
     /// acks=1 waits for fdatasync too (a single node has no replica to cover a crash).
@@ -211,6 +215,7 @@ const KEYS: &[(&str, &str)] = &[
     ("io.file.workers.per.core", "64"),
     ("io.buffer.bytes", "67108864"),
     ("connection.inflight.max", "16"),
+    ("queued.max.request.bytes", "268435456"),
     ("mailbox.capacity", "1024"),
     ("acks1.durable", "true"),
     ("background.shares", "100"),
@@ -448,6 +453,22 @@ impl BrokerConfig {
                 1,
                 1024,
             )? as usize,
+            queued_max_request_bytes: match parse_num(
+                "queued.max.request.bytes",
+                &get("queued.max.request.bytes"),
+                -1,
+                1 << 40,
+            )? {
+                -1 => None,
+                n if n < 1 << 20 => {
+                    return Err(invalid(
+                        "queued.max.request.bytes",
+                        &get("queued.max.request.bytes"),
+                        "must be -1 (unbounded) or at least 1048576",
+                    ))
+                }
+                n => Some(n as u64),
+            },
             mailbox_capacity: parse_num("mailbox.capacity", &get("mailbox.capacity"), 1, 1 << 20)?
                 as usize,
             acks1_durable: parse_bool("acks1.durable", &get("acks1.durable"))?,
@@ -884,6 +905,10 @@ mod tests {
         assert!(!c.cores.cpus.is_empty());
         assert_eq!(c.io_file_workers_per_core, 64);
         assert_eq!(c.io_buffer_bytes, 64 << 20);
+        assert_eq!(c.queued_max_request_bytes, Some(256 << 20));
+        let unbounded =
+            BrokerConfig::from_properties(&props(&[("queued.max.request.bytes", "-1")])).unwrap();
+        assert_eq!(unbounded.queued_max_request_bytes, None);
         let c = BrokerConfig::from_properties(&props(&[
             ("producer.id.expiration.ms", "2000"),
             ("producer.id.expiration.check.interval.ms", "200"),
@@ -921,6 +946,9 @@ mod tests {
             ("io.file.workers.per.core", "4097"),
             ("io.buffer.bytes", "1048576"),
             ("io.buffer.bytes", "68719476737"),
+            ("queued.max.request.bytes", "0"),
+            ("queued.max.request.bytes", "-2"),
+            ("queued.max.request.bytes", "1048575"),
         ] {
             let err = BrokerConfig::from_properties(&props(&[(k, v)])).unwrap_err();
             assert!(err.to_string().contains(k), "{k}={v}: {err}");

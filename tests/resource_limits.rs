@@ -802,3 +802,87 @@ fn max_connections_holds_back_connections_until_one_closes() {
     assert!(answered >= 4, "{answered} waiting connections were served");
     broker.stop();
 }
+
+// ---------------------------------------------------------------------------------------------
+// (f) queued.max.request.bytes
+// ---------------------------------------------------------------------------------------------
+
+const QUEUED_MAX: usize = 1 << 20;
+
+/// With `queued.max.request.bytes` at 1 MiB per shard, four producers pipelining requests of
+/// up to 1 MiB, and records of 1.5 MiB (frames larger than the whole budget), all land: a full
+/// budget drains as requests are answered, and a frame over it waits for all of it. The
+/// broker never held more than the budget (its own peak metric), and
+/// filled it (the bound was in play).
+#[test]
+fn requests_beyond_queued_max_request_bytes_wait_for_room_and_all_land() {
+    let _serial = serial();
+    let metrics_port = free_port();
+    let mut broker = BrokerOptions::new()
+        .cores(test_cores())
+        .set("queued.max.request.bytes", QUEUED_MAX)
+        .set("message.max.bytes", 4 << 20)
+        .set("metrics.listen", format!("127.0.0.1:{metrics_port}"))
+        .start();
+    create_topic(broker.addr(), "queued", 4);
+    let bootstrap = broker.bootstrap();
+    const PER_PRODUCER: usize = 600;
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let bootstrap = bootstrap.clone();
+            thread::spawn(move || {
+                let p = producer(
+                    &bootstrap,
+                    &[
+                        ("acks", "all"),
+                        ("linger.ms", "20"),
+                        ("batch.size", "1000000"),
+                        ("message.max.bytes", "4000000"),
+                        ("max.in.flight.requests.per.connection", "5"),
+                    ],
+                );
+                let recs: Vec<Rec> = (0..PER_PRODUCER)
+                    .map(|i| {
+                        // Every 100th record is 1.5 MiB, the rest 16 KiB.
+                        let len = if i % 100 == 99 { 3 << 19 } else { 16 << 10 };
+                        Rec::value(payload("queued", t * PER_PRODUCER + i, len))
+                            .to_partition((i % 4) as i32)
+                    })
+                    .collect();
+                produce_all(&p, "queued", &recs, Duration::from_secs(120));
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("producer thread");
+    }
+    let got = consume_exact(
+        &bootstrap,
+        "queued",
+        &[0, 1, 2, 3],
+        Offset::Beginning,
+        4 * PER_PRODUCER,
+        Duration::from_secs(60),
+    );
+    assert_eq!(got.len(), 4 * PER_PRODUCER);
+    let text = metrics_text(([127, 0, 0, 1], metrics_port).into());
+    let peaks: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with("odradek_queued_request_bytes_max{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    println!("queued request bytes, most held at once per shard: {peaks:?}");
+    assert!(!peaks.is_empty(), "no odradek_queued_request_bytes_max\n{text}");
+    // A 1.5 MiB frame takes the whole budget (capped at it): the bound was reached, and
+    // never passed.
+    assert!(
+        peaks.iter().any(|&p| p == QUEUED_MAX as f64),
+        "no shard's budget was ever full: {peaks:?}"
+    );
+    assert!(
+        peaks.iter().all(|&p| p <= QUEUED_MAX as f64),
+        "a shard held more than queued.max.request.bytes: {peaks:?}"
+    );
+    assert_serving(&mut broker);
+    broker.stop();
+}

@@ -435,6 +435,20 @@ pub fn render(info: &ProcessInfo, shards: &[ShardSnapshot]) -> String {
     );
     o.per_shard(
         &shards,
+        "odradek_queued_request_bytes",
+        "gauge",
+        "Bytes of requests read and not yet answered, counted against queued.max.request.bytes (0 when unbounded).",
+        |s| s.queued_request_bytes,
+    );
+    o.per_shard(
+        &shards,
+        "odradek_queued_request_bytes_max",
+        "gauge",
+        "Most bytes of requests held at once since start (0 when queued.max.request.bytes is unbounded).",
+        |s| s.queued_request_bytes_peak,
+    );
+    o.per_shard(
+        &shards,
         "odradek_group_commit_rounds_total",
         "counter",
         "Group-commit rounds completed (each makes every append before it durable).",

@@ -50,6 +50,10 @@ pub struct ShardSnapshot {
     pub requests: Vec<(String, HistogramSnapshot)>,
     pub fsync: HistogramSnapshot,
     pub fsyncs_in_flight: u64,
+    /// `queued.max.request.bytes`: request bytes held now and at most since start (0 when
+    /// unbounded).
+    pub queued_request_bytes: u64,
+    pub queued_request_bytes_peak: u64,
     pub commit_rounds: u64,
     pub journal: crate::metrics::probe::JournalTotals,
     pub cache_hits: u64,
@@ -120,6 +124,8 @@ pub fn take(shard: &Shard) -> ShardSnapshot {
         requests,
         fsync: probe.fsync_histogram(),
         fsyncs_in_flight: probe.fsyncs_in_flight(),
+        queued_request_bytes: shard.request_budget.as_ref().map_or(0, |b| b.held()),
+        queued_request_bytes_peak: shard.request_budget.as_ref().map_or(0, |b| b.peak()),
         commit_rounds: probe.commit_rounds(),
         journal: probe.journal_totals(),
         cache_hits: shard.cache.hits(),

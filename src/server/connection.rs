@@ -20,6 +20,10 @@
 //! waiting on (the socket, room in the in-flight queue) is raced against a timer only while that
 //! wait is pending, so a busy connection never arms one.
 //!
+//! Requests read and not yet answered count against the shard's `queued.max.request.bytes`
+//! (see [`super::request_budget`]); a request that does not fit waits before dispatch, and its
+//! connection is not read meanwhile.
+//!
 //! Memory a connection can hold: its read buffer ([`super::framing::READ_BUFFER`]) or one
 //! partial frame (at most `socket.request.max.bytes`, grown only as bytes arrive), up to
 //! `connection.inflight.max` requests waiting for the writer (decoded, their answers not yet
@@ -49,6 +53,7 @@ use crate::protocol::wire::Reader;
 use crate::shard::Shard;
 
 use super::framing::{FrameError, FrameReader};
+use super::request_budget::RequestPermit;
 use super::handlers::{self, Dispatch};
 
 /// An encoded response: the chunks that follow the 4-byte size prefix.
@@ -77,6 +82,8 @@ struct Queued {
     pending: Pending,
     api_key: i16,
     started: Option<Instant>,
+    /// The request's bytes in `queued.max.request.bytes`, given back once it is answered.
+    permit: Option<RequestPermit>,
 }
 
 /// What the idle check knows about the writer side of a connection; shared by its reader and
@@ -197,6 +204,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         let activity = &*writer_activity;
         while let Some(queued) = rx.recv().await {
             let completion = queued.pending.await;
+            drop(queued.permit);
             probe.request_done(queued.api_key, queued.started);
             match completion {
                 Completion::Respond(frame) => {
@@ -251,6 +259,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         };
         shard.probe.received(4 + frame.len());
         let api_key = api_key_of(&frame);
+        // Room in `queued.max.request.bytes` first: while there is none, this connection is
+        // not read further.
+        let permit = match &shard.request_budget {
+            Some(budget) => budget.reserve(4 + frame.len()).await,
+            None => None,
+        };
         let started = shard.probe.request_started();
         match handlers::dispatch(&shard, peer_ip, Reader::new(frame)).await {
             Dispatch::Reply(pending) => {
@@ -258,6 +272,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                     pending,
                     api_key,
                     started,
+                    permit,
                 };
                 activity.in_flight.set(activity.in_flight.get() + 1);
                 // Waits here while `connection.inflight.max` answers are owed.

@@ -7,3 +7,4 @@ pub mod framing;
 pub mod handlers;
 pub mod lifecycle;
 pub mod listener;
+pub mod request_budget;

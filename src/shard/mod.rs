@@ -73,6 +73,9 @@ pub struct Shard {
     /// The data directory's filesystem is below `log.dir.min.free.bytes` free (see
     /// [`background::spawn_disk_guard`]): produce is refused until space returns.
     pub disk_low: Cell<bool>,
+    /// `queued.max.request.bytes`: requests read and not yet answered, in bytes (`None`:
+    /// unbounded). See `server::request_budget`.
+    pub request_budget: Option<crate::server::request_budget::RequestBudget>,
     /// Committed offsets of the groups coordinated here (this shard's `__consumer_offsets`
     /// partitions), rebuilt from them when they open.
     pub offsets: RefCell<crate::coordinator::offsets::OffsetTable>,
@@ -779,6 +782,9 @@ async fn shard_main(
         stopping: Cell::new(false),
         stop_requested: Notify::new(),
         disk_low: Cell::new(false),
+        request_budget: config
+            .queued_max_request_bytes
+            .map(crate::server::request_budget::RequestBudget::new),
         offsets: RefCell::new(Default::default()),
         groups: RefCell::new(Default::default()),
         consumer_groups: RefCell::new(Default::default()),

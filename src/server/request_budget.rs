@@ -1,0 +1,188 @@
+//! `queued.max.request.bytes` (Kafka's name and meaning, counted per shard here): the bytes of
+//! requests a shard has read and not yet answered. A connection whose next request does not
+//! fit waits before dispatching it, and so stops being read: the client's further requests
+//! wait in its socket, not in the broker's memory.
+//!
+//! Without it, what the shard holds is bounded only by connections x `connection.inflight.max`
+//! x request size: W5 at four times its sustainable rate held 1.3-1.8 GB of queued produce
+//! requests, and faulting that much fresh heap in cost the shard CPU it needed to catch up.
+//!
+//! A request is counted from when its whole frame has arrived until its answer is computed
+//! (for Produce: its batches are durable); the encoded response is bounded on its own
+//! (`fetch.max.bytes`, one response per connection at a time). A frame larger than the whole
+//! budget waits for all of it. Answers never wait for a request that is not read yet, so a
+//! full budget always drains.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use glommio::sync::{Semaphore, StaticPermit};
+
+pub struct RequestBudget {
+    bytes: u64,
+    semaphore: Rc<Semaphore>,
+    /// Most bytes held at once since start (a metric).
+    peak: std::cell::Cell<u64>,
+}
+
+/// Bytes of one request, held until dropped.
+pub type RequestPermit = StaticPermit;
+
+impl RequestBudget {
+    pub fn new(bytes: u64) -> RequestBudget {
+        let bytes = bytes.max(1);
+        RequestBudget {
+            bytes,
+            semaphore: Rc::new(Semaphore::new(bytes)),
+            peak: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Waits until a request of `len` bytes fits (capped at the whole budget); `None` only if
+    /// the semaphore was closed, which this module never does.
+    pub async fn reserve(&self, len: usize) -> Option<RequestPermit> {
+        let units = (len as u64).min(self.bytes);
+        // Fast path: no future, no allocation (fails while others wait, keeping their turn).
+        let permit = match self.semaphore.try_acquire_static_permit(units) {
+            Ok(p) => p,
+            Err(_) => {
+                let semaphore = self.semaphore.clone();
+                WakeOnDrop {
+                    semaphore: self.semaphore.clone(),
+                    acquire: Some(Box::pin(async move {
+                        semaphore.acquire_static_permit(units).await
+                    })),
+                }
+                .await
+                .ok()?
+            }
+        };
+        self.peak.set(self.peak.get().max(self.held()));
+        Some(permit)
+    }
+
+    /// Bytes not taken right now.
+    pub fn available(&self) -> u64 {
+        self.semaphore.available()
+    }
+
+    /// Bytes of requests held right now.
+    pub fn held(&self) -> u64 {
+        self.bytes.saturating_sub(self.semaphore.available())
+    }
+
+    /// Most bytes held at once since start.
+    pub fn peak(&self) -> u64 {
+        self.peak.get()
+    }
+}
+
+type Acquiring = Pin<Box<dyn Future<Output = glommio::Result<StaticPermit, ()>>>>;
+
+/// Waits for a permit; dropped while waiting (its connection closed), it re-runs the
+/// semaphore's wake-ups, which glommio would otherwise lose if this waiter had just been woken
+/// (see `io::dma::PassWakeOnDrop` for the same case with write buffers).
+struct WakeOnDrop {
+    semaphore: Rc<Semaphore>,
+    acquire: Option<Acquiring>,
+}
+
+impl Future for WakeOnDrop {
+    type Output = glommio::Result<StaticPermit, ()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Some(acquire) = this.acquire.as_mut() else {
+            return Poll::Pending;
+        };
+        let taken = std::task::ready!(acquire.as_mut().poll(cx));
+        this.acquire = None;
+        Poll::Ready(taken)
+    }
+}
+
+impl Drop for WakeOnDrop {
+    fn drop(&mut self) {
+        if let Some(acquire) = self.acquire.take() {
+            drop(acquire);
+            self.semaphore.signal(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn requests_wait_for_room_and_a_frame_over_the_budget_takes_all_of_it() {
+        crate::io::test_executor::on_executor(|| async {
+            let budget = Rc::new(RequestBudget::new(100));
+            let a = budget.reserve(60).await.expect("room");
+            let b = budget.reserve(40).await.expect("room");
+            assert_eq!(budget.available(), 0);
+
+            // A third waits until one of the first two is answered.
+            let got = Rc::new(Cell::new(false));
+            let waiter = {
+                let (budget, got) = (budget.clone(), got.clone());
+                glommio::spawn_local(async move {
+                    let p = budget.reserve(50).await.expect("room");
+                    got.set(true);
+                    p
+                })
+            };
+            glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+            assert!(!got.get(), "a request got room the budget did not have");
+            drop(b);
+            glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+            assert!(!got.get(), "40 free bytes admitted a 50-byte request");
+            drop(a);
+            let c = waiter.await;
+            assert!(got.get());
+            assert_eq!(budget.available(), 50);
+            assert_eq!(budget.held(), 50);
+            drop(c);
+            assert_eq!(budget.peak(), 100);
+
+            // Larger than the whole budget: waits for all of it, then holds all of it.
+            let big = budget.reserve(1_000).await.expect("room");
+            assert_eq!(budget.available(), 0);
+            drop(big);
+            assert_eq!(budget.available(), 100);
+        });
+    }
+
+    #[test]
+    fn a_waiter_dropped_after_its_wake_passes_the_room_on() {
+        crate::io::test_executor::on_executor(|| async {
+            let budget = Rc::new(RequestBudget::new(10));
+            let held = budget.reserve(10).await.expect("room");
+            // First in line, polled by hand.
+            let mut cancelled = Box::pin(budget.reserve(10));
+            assert!(futures::poll!(cancelled.as_mut()).is_pending());
+            // Second in line, a task of its own: polled again only when woken.
+            let got = Rc::new(Cell::new(false));
+            let waiting = {
+                let (budget, got) = (budget.clone(), got.clone());
+                glommio::spawn_local(async move {
+                    got.set(budget.reserve(10).await.is_some());
+                })
+            };
+            glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+            assert!(!got.get());
+            // Room comes back and wakes the first waiter, which is dropped before it runs:
+            // the one behind it must still get the room.
+            drop(held);
+            drop(cancelled);
+            let timeout = glommio::timer::sleep(std::time::Duration::from_secs(5));
+            match futures::future::select(waiting, Box::pin(timeout)).await {
+                futures::future::Either::Left(_) => assert!(got.get()),
+                futures::future::Either::Right(_) => panic!("a request stuck waiting for room"),
+            };
+        });
+    }
+}
