@@ -480,7 +480,10 @@ fn counters_move_by_exactly_what_a_produce_load_wrote() {
     }
     // Every request passed through queued.max.request.bytes (256 MiB per shard by default).
     let peak = after.sum("odradek_queued_request_bytes_max", &[]);
-    assert!(peak > 0.0 && peak <= 2.0 * (256 << 20) as f64, "peak {peak}");
+    assert!(
+        peak > 0.0 && peak <= 2.0 * (256 << 20) as f64,
+        "peak {peak}"
+    );
 
     // Fetch everything back: the fetch counters see at least every record and its bytes.
     let fetch_before = scrape(maddr);

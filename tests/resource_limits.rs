@@ -872,7 +872,10 @@ fn requests_beyond_queued_max_request_bytes_wait_for_room_and_all_land() {
         .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
         .collect();
     println!("queued request bytes, most held at once per shard: {peaks:?}");
-    assert!(!peaks.is_empty(), "no odradek_queued_request_bytes_max\n{text}");
+    assert!(
+        !peaks.is_empty(),
+        "no odradek_queued_request_bytes_max\n{text}"
+    );
     // A 1.5 MiB frame takes the whole budget (capped at it): the bound was reached, and
     // never passed.
     assert!(

@@ -391,7 +391,10 @@ fn durable_floor(
                     .iter_mut()
                     .enumerate()
                     .map(|(i, st)| st.append(&path, i, len));
-                result = odradek::io::join::join_all(writes).await.into_iter().collect();
+                result = odradek::io::join::join_all(writes)
+                    .await
+                    .into_iter()
+                    .collect();
                 if result.is_err() {
                     break;
                 }
@@ -401,7 +404,10 @@ fn durable_floor(
                         .await
                         .map_err(|e| io(format!("fdatasync {}", st.file.path().display()), e))
                 });
-                result = odradek::io::join::join_all(syncs).await.into_iter().collect();
+                result = odradek::io::join::join_all(syncs)
+                    .await
+                    .into_iter()
+                    .collect();
                 let done = Instant::now();
                 let span_us = now.duration_since(covered_to).as_micros() as u64;
                 let round_us = done.duration_since(now).as_micros() as u64;
@@ -453,6 +459,9 @@ mod tests {
         let s = round_samples(1000, 300, 3 * 1024);
         assert_eq!(s.iter().map(|x| x.1).sum::<u64>(), 3);
         // A partial record counts as one.
-        assert_eq!(round_samples(10, 5, 100).iter().map(|x| x.1).sum::<u64>(), 1);
+        assert_eq!(
+            round_samples(10, 5, 100).iter().map(|x| x.1).sum::<u64>(),
+            1
+        );
     }
 }

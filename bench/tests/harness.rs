@@ -380,7 +380,10 @@ fn suite_writes_results_with_ceiling() {
     );
     assert_eq!(floor["files"], 16, "{floor}");
     assert!(
-        json(&w4)["latency_over_disk_floor"]["p99"].as_f64().unwrap() > 0.0,
+        json(&w4)["latency_over_disk_floor"]["p99"]
+            .as_f64()
+            .unwrap()
+            > 0.0,
         "{floor}"
     );
     let left: Vec<_> = std::fs::read_dir(broker.dir.path())

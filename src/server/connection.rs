@@ -53,8 +53,8 @@ use crate::protocol::wire::Reader;
 use crate::shard::Shard;
 
 use super::framing::{FrameError, FrameReader};
-use super::request_budget::RequestPermit;
 use super::handlers::{self, Dispatch};
+use super::request_budget::RequestPermit;
 
 /// An encoded response: the chunks that follow the 4-byte size prefix.
 pub struct ResponseFrame {
