@@ -283,27 +283,33 @@ fn suite_writes_results_with_ceiling() {
     let cores = cpus().1;
     let results = tempfile::tempdir().expect("results dir");
     let workloads = concat!(env!("CARGO_MANIFEST_DIR"), "/workloads");
-    let (rc, out) = bench(&[
-        "suite",
-        "w1",
-        "--bootstrap",
-        &bs,
-        "--cores",
-        &cores,
-        "--scale",
-        "0.05",
-        "--workloads-dir",
-        workloads,
-        "--results-dir",
-        results.path().to_str().unwrap(),
-        "--server-cpu",
-        "0",
-        "--data-dir",
-        broker.dir.path().to_str().unwrap(),
-        "--disk-mib",
-        "64",
-        "--quiet",
-    ]);
+    let data_dir = broker.dir.path().to_str().unwrap();
+    let results_dir = results.path().to_str().unwrap();
+    // Scaled down, ceiling measured on the broker's data disk.
+    let suite = |name: &str| {
+        bench(&[
+            "suite",
+            name,
+            "--bootstrap",
+            &bs,
+            "--cores",
+            &cores,
+            "--scale",
+            "0.05",
+            "--workloads-dir",
+            workloads,
+            "--results-dir",
+            results_dir,
+            "--server-cpu",
+            "0",
+            "--data-dir",
+            data_dir,
+            "--disk-mib",
+            "64",
+            "--quiet",
+        ])
+    };
+    let (rc, out) = suite("w1");
     assert_eq!(rc, 0, "{out}");
     let files: Vec<String> = std::fs::read_dir(results.path())
         .unwrap()
@@ -336,27 +342,7 @@ fn suite_writes_results_with_ceiling() {
     assert_eq!(v["config"]["batch_bytes"], 131072);
 
     // W4 takes half of the newest W1 result as its open-loop rate.
-    let (rc, out) = bench(&[
-        "suite",
-        "w4",
-        "--bootstrap",
-        &bs,
-        "--cores",
-        &cores,
-        "--scale",
-        "0.05",
-        "--workloads-dir",
-        workloads,
-        "--results-dir",
-        results.path().to_str().unwrap(),
-        "--server-cpu",
-        "0",
-        "--data-dir",
-        broker.dir.path().to_str().unwrap(),
-        "--disk-mib",
-        "64",
-        "--quiet",
-    ]);
+    let (rc, out) = suite("w4");
     assert_eq!(rc, 0, "{out}");
     assert!(out.contains("rate: 0.5 x"), "{out}");
     assert!(out.contains("lost 0, duplicated 0"), "{out}");

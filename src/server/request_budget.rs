@@ -4,14 +4,17 @@
 //! wait in its socket, not in the broker's memory.
 //!
 //! Without it, what the shard holds is bounded only by connections x `connection.inflight.max`
-//! x request size: W5 at four times its sustainable rate held 1.3-1.8 GB of queued produce
-//! requests, and faulting that much fresh heap in cost the shard CPU it needed to catch up.
+//! x request size: W5 at twice the rate one core sustains peaked at 1.75-1.89 GB of RSS, with
+//! the default budget at 0.78-1.0 GB for the same throughput
+//! (perf/2026-12-04-queued-request-bytes.md).
 //!
 //! A request is counted from when its whole frame has arrived until its answer is computed
 //! (for Produce: its batches are durable); the encoded response is bounded on its own
-//! (`fetch.max.bytes`, one response per connection at a time). A frame larger than the whole
-//! budget waits for all of it. Answers never wait for a request that is not read yet, so a
-//! full budget always drains.
+//! (`fetch.max.bytes`, one response per connection at a time), and so is the one frame each
+//! connection may be receiving (`socket.request.max.bytes`, grown as bytes arrive). A frame
+//! larger than the whole budget waits for all of it. No answer waits for a request that has
+//! not been read (a rebalance waiting for members that have not rejoined ends at its
+//! timeout), so a full budget always drains.
 
 use std::future::Future;
 use std::pin::Pin;
