@@ -67,55 +67,13 @@ impl WriteBufferBudget {
     /// complete.
     async fn reserve(&self, len: usize) -> Result<glommio::sync::Permit<'_>, std::io::Error> {
         let units = (len as u64).min(self.bytes);
-        PassWakeOnDrop {
-            semaphore: &self.semaphore,
-            acquire: Some(Box::pin(self.semaphore.acquire_permit(units))),
-        }
+        // A chunk cancelled while it waits must not take the wake-up of the next one with it.
+        super::semaphore::acquire_passing_wake(
+            &self.semaphore,
+            self.semaphore.acquire_permit(units),
+        )
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))
-    }
-}
-
-type Acquiring<'a> = std::pin::Pin<
-    Box<dyn std::future::Future<Output = glommio::Result<glommio::sync::Permit<'a>, ()>> + 'a>,
->;
-
-/// Waits for a permit. glommio's semaphore hands released units to the first waiters by waking
-/// them and taking them off its queue. A waiter dropped after that wake-up but before it ran
-/// (its write cancelled because another chunk of the same flush failed) neither takes the units
-/// nor passes the wake on, and the waiters behind it would sleep until some other permit drops,
-/// which may never happen. Dropped while still waiting, this wakes the queue again.
-struct PassWakeOnDrop<'a> {
-    semaphore: &'a glommio::sync::Semaphore,
-    /// `None` once the permit is taken.
-    acquire: Option<Acquiring<'a>>,
-}
-
-impl<'a> std::future::Future for PassWakeOnDrop<'a> {
-    type Output = glommio::Result<glommio::sync::Permit<'a>, ()>;
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let this = self.get_mut();
-        let Some(acquire) = this.acquire.as_mut() else {
-            // Polled again after it was ready: nothing more will come.
-            return std::task::Poll::Pending;
-        };
-        let taken = std::task::ready!(acquire.as_mut().poll(cx));
-        this.acquire = None;
-        std::task::Poll::Ready(taken)
-    }
-}
-
-impl Drop for PassWakeOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Some(acquire) = self.acquire.take() {
-            drop(acquire);
-            // Adds no units; runs the semaphore's wake-ups with the units that are free now.
-            self.semaphore.signal(0);
-        }
     }
 }
 

@@ -17,6 +17,7 @@ pub mod dma;
 #[cfg(test)]
 pub mod fake_disk;
 pub mod join;
+pub mod semaphore;
 pub mod socket;
 pub mod state_file;
 #[cfg(test)]

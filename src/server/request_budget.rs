@@ -16,12 +16,11 @@
 //! not been read (a rebalance waiting for members that have not rejoined ends at its
 //! timeout), so a full budget always drains.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
 
 use glommio::sync::{Semaphore, StaticPermit};
+
+use crate::io::semaphore::acquire_passing_wake;
 
 pub struct RequestBudget {
     bytes: u64,
@@ -50,16 +49,11 @@ impl RequestBudget {
         // Fast path: no future, no allocation (fails while others wait, keeping their turn).
         let permit = match self.semaphore.try_acquire_static_permit(units) {
             Ok(p) => p,
+            // A connection closed while it waits must not take the next one's wake-up with it.
             Err(_) => {
-                let semaphore = self.semaphore.clone();
-                WakeOnDrop {
-                    semaphore: self.semaphore.clone(),
-                    acquire: Some(Box::pin(async move {
-                        semaphore.acquire_static_permit(units).await
-                    })),
-                }
-                .await
-                .ok()?
+                acquire_passing_wake(&self.semaphore, self.semaphore.acquire_static_permit(units))
+                    .await
+                    .ok()?
             }
         };
         self.peak.set(self.peak.get().max(self.held()));
@@ -79,39 +73,6 @@ impl RequestBudget {
     /// Most bytes held at once since start.
     pub fn peak(&self) -> u64 {
         self.peak.get()
-    }
-}
-
-type Acquiring = Pin<Box<dyn Future<Output = glommio::Result<StaticPermit, ()>>>>;
-
-/// Waits for a permit; dropped while waiting (its connection closed), it re-runs the
-/// semaphore's wake-ups, which glommio would otherwise lose if this waiter had just been woken
-/// (see `io::dma::PassWakeOnDrop` for the same case with write buffers).
-struct WakeOnDrop {
-    semaphore: Rc<Semaphore>,
-    acquire: Option<Acquiring>,
-}
-
-impl Future for WakeOnDrop {
-    type Output = glommio::Result<StaticPermit, ()>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        let Some(acquire) = this.acquire.as_mut() else {
-            return Poll::Pending;
-        };
-        let taken = std::task::ready!(acquire.as_mut().poll(cx));
-        this.acquire = None;
-        Poll::Ready(taken)
-    }
-}
-
-impl Drop for WakeOnDrop {
-    fn drop(&mut self) {
-        if let Some(acquire) = self.acquire.take() {
-            drop(acquire);
-            self.semaphore.signal(0);
-        }
     }
 }
 
