@@ -90,19 +90,31 @@ fn io(op: impl Into<String>, e: impl std::fmt::Display) -> CeilingError {
     }
 }
 
+impl CeilingSpec {
+    /// The CPU the bench side of every measurement runs on: the first bench core, if pinned.
+    fn client_cpu(&self) -> Option<usize> {
+        match &self.cores {
+            Cores::Pinned(v) => v.first().copied(),
+            Cores::Unpinned(_) => None,
+        }
+    }
+
+    /// The disk measurements' file in the data directory (the floor's files take its name with
+    /// other extensions).
+    fn scratch_path(&self) -> PathBuf {
+        self.data_dir
+            .join(format!("odradek-bench-ceiling-{}.tmp", std::process::id()))
+    }
+}
+
 fn placement(cpu: Option<usize>) -> Placement {
     cpu.map_or(Placement::Unbound, Placement::Fixed)
 }
 
 pub fn measure(spec: &CeilingSpec) -> Result<Ceiling, CeilingError> {
-    let client_cpu = match &spec.cores {
-        Cores::Pinned(v) => v.first().copied(),
-        Cores::Unpinned(_) => None,
-    };
+    let client_cpu = spec.client_cpu();
     let (tcp_bytes, tcp_secs) = tcp(client_cpu, spec.server_cpu, spec.tcp_seconds)?;
-    let path = spec
-        .data_dir
-        .join(format!("odradek-bench-ceiling-{}.tmp", std::process::id()));
+    let path = spec.scratch_path();
     let (disk_bytes, disk_secs, read_bytes, read_secs) =
         disk(client_cpu, &path, spec.disk_mib << 20, spec.sync_mib << 20)?;
     Ok(Ceiling {
@@ -127,10 +139,6 @@ pub fn measure_floor(spec: &CeilingSpec) -> Result<Option<DurableFloor>, Ceiling
     let Some(rate) = spec.floor_rate_bytes.filter(|r| *r > 0.0) else {
         return Ok(None);
     };
-    let cpu = match &spec.cores {
-        Cores::Pinned(v) => v.first().copied(),
-        Cores::Unpinned(_) => None,
-    };
     // It keeps everything it writes until the end: use at most half the free space.
     let seconds = match free_bytes(&spec.data_dir) {
         Some(free) if rate * spec.floor_seconds > free as f64 / 2.0 => {
@@ -144,10 +152,8 @@ pub fn measure_floor(spec: &CeilingSpec) -> Result<Option<DurableFloor>, Ceiling
         }
         _ => spec.floor_seconds,
     };
-    let path = spec
-        .data_dir
-        .join(format!("odradek-bench-ceiling-{}.tmp", std::process::id()));
-    durable_floor(cpu, &path, rate, seconds, spec.floor_files).map(Some)
+    let path = spec.scratch_path();
+    durable_floor(spec.client_cpu(), &path, rate, seconds, spec.floor_files).map(Some)
 }
 
 fn tcp(
