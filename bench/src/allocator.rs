@@ -9,7 +9,7 @@
 //! freed instead: its peak is bounded by its own buffers (`--buffer-bytes` per producer, fetch
 //! sizes per consumer), and a run ends with the process.
 
-use libmimalloc_sys::{mi_option_get, mi_option_set, mi_option_t};
+use libmimalloc_sys::{mi_option_set, mi_option_t};
 
 /// `mi_option_purge_delay` in mimalloc's `mi_option_e` (v2 and v3 alike; libmimalloc-sys does not
 /// name it): milliseconds before freed memory goes back to the OS, -1 for never.
@@ -27,9 +27,10 @@ pub fn keep_freed_memory() {
 }
 
 /// The purge delay in force (ms; -1 never).
+#[cfg(test)]
 pub fn purge_delay_ms() -> i64 {
     // SAFETY: reads one integer option.
-    unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) as i64 }
+    unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) as i64 }
 }
 
 #[cfg(test)]
