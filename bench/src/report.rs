@@ -7,7 +7,7 @@ use std::path::Path;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use crate::run::{fmt_int, RunOutcome};
+use crate::run::{fmt_int, RunOutcome, GENERATOR_SATURATED};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -129,6 +129,10 @@ pub fn summary_text(o: &RunOutcome) -> String {
         s.push_str(&r.line());
         s.push('\n');
     }
+    if let Some(line) = generator_line(o) {
+        s.push_str(&line);
+        s.push('\n');
+    }
     if o.errors_by_kind.is_empty() {
         s.push_str("errors: none\n");
     } else {
@@ -198,6 +202,22 @@ pub fn utc_now() -> String {
 }
 
 /// The JSON record of a run.
+/// How busy the load generator's cores were, with a warning when one was near its limit.
+fn generator_line(o: &RunOutcome) -> Option<String> {
+    let busiest = o.generator_busy.iter().copied().reduce(f64::max)?;
+    let mut line = format!(
+        "load generator: busiest core {busiest:.2} busy over the measured window ({} core{})",
+        o.generator_busy.len(),
+        if o.generator_busy.len() == 1 { "" } else { "s" }
+    );
+    if busiest >= GENERATOR_SATURATED {
+        line.push_str(
+            "; WARNING: at or near its limit, these figures may measure odradek-bench, not the broker",
+        );
+    }
+    Some(line)
+}
+
 pub fn to_json(name: &str, o: &RunOutcome, ceiling: Option<&Value>) -> Value {
     let m = &o.measured;
     let mode = if o.plan.e2e {
@@ -269,6 +289,13 @@ pub fn to_json(name: &str, o: &RunOutcome, ceiling: Option<&Value>) -> Value {
     }
     if let Some(r) = &o.reconciliation {
         v["accounting"] = json!(r);
+    }
+    if !o.generator_busy.is_empty() {
+        let busiest = o.generator_busy.iter().copied().fold(0.0, f64::max);
+        v["generator"] = json!({
+            "core_busy": o.generator_busy.iter().map(|b| (b * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
+            "saturated": busiest >= GENERATOR_SATURATED,
+        });
     }
     if let Some(c) = ceiling {
         v["ceiling"] = c.clone();

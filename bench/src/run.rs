@@ -147,7 +147,13 @@ pub struct RunOutcome {
     pub acked_ranges: Ranges,
     pub reconciliation: Option<Reconciliation>,
     pub errors_by_kind: BTreeMap<String, u64>,
+    /// Per bench core (those that measured it), how busy its thread was over the measured
+    /// window: CPU time / wall time. Near 1.0 the figures may measure the load generator.
+    pub generator_busy: Vec<f64>,
 }
+
+/// Above this share of its core, a bench core may be what limits the run.
+pub const GENERATOR_SATURATED: f64 = 0.9;
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct ConsumerSummary {
@@ -191,6 +197,7 @@ struct CoreOutput {
     first_measured_us: Option<u64>,
     last_measured_us: u64,
     errors_by_kind: BTreeMap<String, u64>,
+    busy: Option<f64>,
 }
 
 struct Setup {
@@ -437,6 +444,7 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
     let mut txn = TxnCounts::default();
     let mut first = u64::MAX;
     let mut last = 0;
+    let mut generator_busy = Vec::new();
     for o in outs {
         sent += o.sent;
         acked += o.acked;
@@ -460,6 +468,7 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
             first = first.min(f);
         }
         last = last.max(o.last_measured_us);
+        generator_busy.extend(o.busy);
         for (k, v) in o.errors_by_kind {
             *errors_by_kind.entry(k).or_default() += v;
         }
@@ -503,6 +512,7 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
         acked_ranges,
         reconciliation,
         errors_by_kind,
+        generator_busy,
     })
 }
 
@@ -516,6 +526,43 @@ pub fn fmt_int(n: u64) -> String {
         out.push(c);
     }
     out
+}
+
+/// A bench core's thread CPU time (user + system) at a run-clock instant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct CpuSample {
+    wall_us: u64,
+    cpu_us: u64,
+}
+
+impl CpuSample {
+    /// The calling thread's CPU time now (`None` if the clock cannot be read).
+    fn now(wall_us: u64) -> Option<CpuSample> {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: fills `ts`, a valid timespec on this stack frame.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        (rc == 0).then(|| CpuSample {
+            wall_us,
+            cpu_us: ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000,
+        })
+    }
+}
+
+/// Shortest window worth a busy figure: below it, timer granularity and start-up dominate.
+const BUSY_MIN_WINDOW_US: u64 = 100_000;
+
+/// CPU time over wall time between two samples of one thread; `None` without both, or when
+/// the window is shorter than [`BUSY_MIN_WINDOW_US`] (tiny runs end inside their warm-up).
+fn busy_between(start: Option<CpuSample>, end: Option<CpuSample>) -> Option<f64> {
+    let (start, end) = (start?, end?);
+    let wall = end.wall_us.checked_sub(start.wall_us)?;
+    if wall < BUSY_MIN_WINDOW_US {
+        return None;
+    }
+    Some(end.cpu_us.saturating_sub(start.cpu_us) as f64 / wall as f64)
 }
 
 struct CoreArgs {
@@ -545,6 +592,20 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
     }));
     let clock = a.clock;
     let layout = Rc::new(a.layout);
+    // This core's CPU time when the measured window opens (see `busy_between`).
+    let window_start: Rc<Cell<Option<CpuSample>>> = Rc::new(Cell::new(None));
+    {
+        let window_start = window_start.clone();
+        let warmup_end_us = a.warmup_end_us;
+        glommio::spawn_local(async move {
+            let now = clock.now_us();
+            if warmup_end_us > now {
+                glommio::timer::sleep(Duration::from_micros(warmup_end_us - now)).await;
+            }
+            window_start.set(CpuSample::now(clock.now_us()));
+        })
+        .detach();
+    }
     // Ticker: ship this core's interval counters at every whole second of the run clock.
     let next_index = Rc::new(Cell::new(0u64));
     {
@@ -687,7 +748,9 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
         first_measured_us: None,
         last_measured_us: 0,
         errors_by_kind: BTreeMap::new(),
+        busy: None,
     };
+    let had_producers = !producer_tasks.is_empty();
     for t in producer_tasks {
         let r = t.await;
         out.sent += r.sent;
@@ -697,6 +760,13 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
         out.acked_ranges.merge(r.acked_ranges);
         out.txn.add(&r.txn);
     }
+    // The window closes when this core's producers are done (consumers only drain after
+    // that), or else its consumers.
+    let mut window_end = if had_producers {
+        CpuSample::now(clock.now_us())
+    } else {
+        None
+    };
     for t in consumer_tasks {
         let r = t.await;
         out.consumer.consumed.merge(r.consumed);
@@ -708,6 +778,10 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
         out.consumer.errors += r.errors;
         out.consumer.walk.add(&r.walk);
     }
+    if window_end.is_none() {
+        window_end = CpuSample::now(clock.now_us());
+    }
+    out.busy = busy_between(window_start.get(), window_end);
     // The last, partial interval.
     let mut p = probe.borrow_mut();
     let counters = std::mem::take(&mut p.interval);
@@ -721,4 +795,41 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
     out.last_measured_us = p.last_measured_us;
     out.errors_by_kind = std::mem::take(&mut p.errors_by_kind);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(wall_us: u64, cpu_us: u64) -> Option<CpuSample> {
+        Some(CpuSample { wall_us, cpu_us })
+    }
+
+    #[test]
+    fn busy_is_cpu_time_over_wall_time_of_a_long_enough_window() {
+        assert_eq!(
+            busy_between(at(1_000_000, 0), at(3_000_000, 1_980_000)),
+            Some(0.99)
+        );
+        assert_eq!(busy_between(at(0, 500), at(1_000_000, 250_500)), Some(0.25));
+        // No window: a run that ended inside its warm-up, or a sample that failed.
+        assert_eq!(busy_between(None, at(3_000_000, 1)), None);
+        assert_eq!(busy_between(at(1_000_000, 0), None), None);
+        assert_eq!(busy_between(at(3_000_000, 0), at(1_000_000, 5)), None);
+        assert_eq!(busy_between(at(0, 0), at(BUSY_MIN_WINDOW_US - 1, 1)), None);
+    }
+
+    #[test]
+    fn a_spinning_thread_reads_about_one_core() {
+        let start = CpuSample::now(0).expect("thread clock");
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < Duration::from_millis(150) {
+            std::hint::black_box(0u64);
+        }
+        let wall = t0.elapsed().as_micros() as u64;
+        let end = CpuSample::now(wall).expect("thread clock");
+        let busy = busy_between(Some(start), Some(end)).expect("window");
+        // Spinning uses its core the whole time, unless the machine takes it away now and then.
+        assert!(busy > 0.5 && busy <= 1.05, "busy {busy}");
+    }
 }

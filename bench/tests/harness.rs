@@ -328,6 +328,16 @@ fn suite_writes_results_with_ceiling() {
     let v = json(&results.path().join(json_file));
     assert_eq!(v["name"], "w1");
     assert_eq!(v["ok"], true);
+    // The load generator's own core, measured over the window: one bench core here, busy
+    // (closed loop) but not more than its whole core.
+    let busy = v["generator"]["core_busy"]
+        .as_array()
+        .expect("generator busy");
+    assert_eq!(busy.len(), 1, "{v}");
+    let b = busy[0].as_f64().unwrap();
+    assert!(b > 0.0 && b <= 1.05, "busy {b}");
+    assert_eq!(v["generator"]["saturated"], b >= 0.9);
+    assert!(out.contains("load generator: busiest core"), "{out}");
     assert!(v["ceiling"]["tcp_mb_per_s"].as_f64().unwrap() > 0.0, "{v}");
     assert!(v["ceiling"]["disk_mb_per_s"].as_f64().unwrap() > 0.0, "{v}");
     assert!(
