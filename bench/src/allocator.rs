@@ -4,10 +4,11 @@
 //! memory swings with the broker: a batch of late responses frees a few hundred MB of frames and
 //! batches, the next burst asks for them again, and each page comes back from the kernel cleared.
 //! In the W4 shape (half of W1, acks=all) those bursts held the bench's core in `clear_page` for
-//! ~0.4 s every 3–8 s; the broker sat idle meanwhile, and the stall was the run's p99 (465–634 ms,
-//! against 30–74 ms with purging off; `perf/2026-12-04-w4-stall.md`). The bench keeps what it
-//! freed instead: its peak is bounded by its own buffers (`--buffer-bytes` per producer, fetch
-//! sizes per consumer), and a run ends with the process.
+//! 0.3–0.5 s, up to three times a run; the broker sat idle meanwhile, and the stall was the run's
+//! p99 (465–841 ms in the runs that had one; profiled in `perf/2026-12-04-w4-stall.md`). The
+//! bench keeps what it freed instead, which removes that path: its peak is bounded by its own
+//! buffers (`--buffer-bytes` per producer, fetch sizes per consumer), and a run ends with the
+//! process. (The machine stopped producing the stall soon after, so no A/B shows the change.)
 
 use libmimalloc_sys::{mi_option_set, mi_option_t};
 

@@ -201,10 +201,9 @@ pub fn utc_now() -> String {
     )
 }
 
-/// The JSON record of a run.
 /// How busy the load generator's cores were, with a warning when one was near its limit.
 fn generator_line(o: &RunOutcome) -> Option<String> {
-    let busiest = o.generator_busy.iter().copied().reduce(f64::max)?;
+    let busiest = o.generator_busiest()?;
     let mut line = format!(
         "load generator: busiest core {busiest:.2} busy over the measured window ({} core{})",
         o.generator_busy.len(),
@@ -218,6 +217,7 @@ fn generator_line(o: &RunOutcome) -> Option<String> {
     Some(line)
 }
 
+/// The JSON record of a run.
 pub fn to_json(name: &str, o: &RunOutcome, ceiling: Option<&Value>) -> Value {
     let m = &o.measured;
     let mode = if o.plan.e2e {
@@ -290,8 +290,7 @@ pub fn to_json(name: &str, o: &RunOutcome, ceiling: Option<&Value>) -> Value {
     if let Some(r) = &o.reconciliation {
         v["accounting"] = json!(r);
     }
-    if !o.generator_busy.is_empty() {
-        let busiest = o.generator_busy.iter().copied().fold(0.0, f64::max);
+    if let Some(busiest) = o.generator_busiest() {
         v["generator"] = json!({
             "core_busy": o.generator_busy.iter().map(|b| (b * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
             "saturated": busiest >= GENERATOR_SATURATED,

@@ -172,6 +172,10 @@ pub struct ConsumerSummary {
 }
 
 impl RunOutcome {
+    /// The busiest bench core's share of its core over the measured window.
+    pub fn generator_busiest(&self) -> Option<f64> {
+        self.generator_busy.iter().copied().reduce(f64::max)
+    }
     pub fn errors(&self) -> u64 {
         self.errors_by_kind.values().sum()
     }

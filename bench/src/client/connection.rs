@@ -358,9 +358,10 @@ impl Connection {
 }
 
 /// Bytes to reserve for encoding `body`: a Produce request copies its small record batches into
-/// the frame buffer (`Writer::put_bytes_shared`), and growing that buffer by doubling cost the
-/// bench ~15% of its core in W5 (reallocations and their copies, a request carries hundreds of
-/// one-record batches). Other requests are small.
+/// the frame buffer (`Writer::put_bytes_shared`), and a W5 request carries hundreds of one-record
+/// batches. Grown by doubling, that buffer's reallocations and copies showed up as ~15% of the
+/// bench's core; sized up front, the bench's core went from 0.80 to 0.76–0.78 busy at the same
+/// load (`perf/2026-12-04-w4-stall.md`). Other requests are small.
 fn encoded_size_hint(body: &RequestBody) -> usize {
     const HEADER_AND_FIELDS: usize = 256;
     const PER_PARTITION: usize = 16;
