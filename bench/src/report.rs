@@ -205,7 +205,7 @@ pub fn utc_now() -> String {
 fn generator_line(o: &RunOutcome) -> Option<String> {
     let busiest = o.generator_busiest()?;
     let mut line = format!(
-        "load generator: busiest core {busiest:.2} busy over the measured window ({} core{})",
+        "load generator: busiest core {busiest:.2} busy while generating load ({} core{})",
         o.generator_busy.len(),
         if o.generator_busy.len() == 1 { "" } else { "s" }
     );

@@ -147,8 +147,9 @@ pub struct RunOutcome {
     pub acked_ranges: Ranges,
     pub reconciliation: Option<Reconciliation>,
     pub errors_by_kind: BTreeMap<String, u64>,
-    /// Per bench core (those that measured it), how busy its thread was over the measured
-    /// window: CPU time / wall time. Near 1.0 the figures may measure the load generator.
+    /// Per bench core (those that measured it), how busy its thread was while generating load
+    /// (from the warm-up's end to `--duration-s`, or to the end of its work): CPU time / wall
+    /// time. Near 1.0 the figures may measure the load generator.
     pub generator_busy: Vec<f64>,
 }
 
@@ -610,6 +611,20 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
         })
         .detach();
     }
+    // ...and when load generation stops (`--duration-s`): the drain after it (waiting for the
+    // last acknowledgements) would dilute the figure.
+    let window_stop: Rc<Cell<Option<CpuSample>>> = Rc::new(Cell::new(None));
+    if let Some(end_us) = a.end_us {
+        let window_stop = window_stop.clone();
+        glommio::spawn_local(async move {
+            let now = clock.now_us();
+            if end_us > now {
+                glommio::timer::sleep(Duration::from_micros(end_us - now)).await;
+            }
+            window_stop.set(CpuSample::now(clock.now_us()));
+        })
+        .detach();
+    }
     // Ticker: ship this core's interval counters at every whole second of the run clock.
     let next_index = Rc::new(Cell::new(0u64));
     {
@@ -764,13 +779,12 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
         out.acked_ranges.merge(r.acked_ranges);
         out.txn.add(&r.txn);
     }
-    // The window closes when this core's producers are done (consumers only drain after
-    // that), or else its consumers.
-    let mut window_end = if had_producers {
-        CpuSample::now(clock.now_us())
-    } else {
-        None
-    };
+    // Otherwise the window closes when this core's producers are done (consumers only drain
+    // after that), or else its consumers.
+    let mut window_end = window_stop.get();
+    if window_end.is_none() && had_producers {
+        window_end = CpuSample::now(clock.now_us());
+    }
     for t in consumer_tasks {
         let r = t.await;
         out.consumer.consumed.merge(r.consumed);
