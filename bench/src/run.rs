@@ -556,6 +556,24 @@ impl CpuSample {
     }
 }
 
+/// This thread's CPU time as of run-clock time `at_us`, filled in by a task that waits for it
+/// (stays `None` without a time, or if the run ends first).
+fn cpu_sample_at(clock: Clock, at_us: Option<u64>) -> Rc<Cell<Option<CpuSample>>> {
+    let sample = Rc::new(Cell::new(None));
+    if let Some(at_us) = at_us {
+        let sample = sample.clone();
+        glommio::spawn_local(async move {
+            let now = clock.now_us();
+            if at_us > now {
+                glommio::timer::sleep(Duration::from_micros(at_us - now)).await;
+            }
+            sample.set(CpuSample::now(clock.now_us()));
+        })
+        .detach();
+    }
+    sample
+}
+
 /// Shortest window worth a busy figure: below it, timer granularity and start-up dominate.
 const BUSY_MIN_WINDOW_US: u64 = 100_000;
 
@@ -597,34 +615,11 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
     }));
     let clock = a.clock;
     let layout = Rc::new(a.layout);
-    // This core's CPU time when the measured window opens (see `busy_between`).
-    let window_start: Rc<Cell<Option<CpuSample>>> = Rc::new(Cell::new(None));
-    {
-        let window_start = window_start.clone();
-        let warmup_end_us = a.warmup_end_us;
-        glommio::spawn_local(async move {
-            let now = clock.now_us();
-            if warmup_end_us > now {
-                glommio::timer::sleep(Duration::from_micros(warmup_end_us - now)).await;
-            }
-            window_start.set(CpuSample::now(clock.now_us()));
-        })
-        .detach();
-    }
-    // ...and when load generation stops (`--duration-s`): the drain after it (waiting for the
-    // last acknowledgements) would dilute the figure.
-    let window_stop: Rc<Cell<Option<CpuSample>>> = Rc::new(Cell::new(None));
-    if let Some(end_us) = a.end_us {
-        let window_stop = window_stop.clone();
-        glommio::spawn_local(async move {
-            let now = clock.now_us();
-            if end_us > now {
-                glommio::timer::sleep(Duration::from_micros(end_us - now)).await;
-            }
-            window_stop.set(CpuSample::now(clock.now_us()));
-        })
-        .detach();
-    }
+    // This core's CPU time when the measured window opens (see `busy_between`), and when load
+    // generation stops (`--duration-s`): the drain after it (waiting for the last
+    // acknowledgements) would dilute the figure.
+    let window_start = cpu_sample_at(clock, Some(a.warmup_end_us));
+    let window_stop = cpu_sample_at(clock, a.end_us);
     // Ticker: ship this core's interval counters at every whole second of the run clock.
     let next_index = Rc::new(Cell::new(0u64));
     {
