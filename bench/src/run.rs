@@ -173,7 +173,7 @@ pub struct ConsumerSummary {
 }
 
 impl RunOutcome {
-    /// The busiest bench core's share of its core over the measured window.
+    /// The busiest bench core's share of its core while generating load.
     pub fn generator_busiest(&self) -> Option<f64> {
         self.generator_busy.iter().copied().reduce(f64::max)
     }
