@@ -774,12 +774,11 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
         out.acked_ranges.merge(r.acked_ranges);
         out.txn.add(&r.txn);
     }
-    // Otherwise the window closes when this core's producers are done (consumers only drain
-    // after that), or else its consumers.
-    let mut window_end = window_stop.get();
-    if window_end.is_none() && had_producers {
-        window_end = CpuSample::now(clock.now_us());
-    }
+    let producers_done = if had_producers {
+        CpuSample::now(clock.now_us())
+    } else {
+        None
+    };
     for t in consumer_tasks {
         let r = t.await;
         out.consumer.consumed.merge(r.consumed);
@@ -791,9 +790,13 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
         out.consumer.errors += r.errors;
         out.consumer.walk.add(&r.walk);
     }
-    if window_end.is_none() {
-        window_end = CpuSample::now(clock.now_us());
-    }
+    // The window closes at `--duration-s` or when this core's producers are done, whichever
+    // came first (consumers only drain after that); without either, when its consumers are.
+    let window_end = [window_stop.get(), producers_done]
+        .into_iter()
+        .flatten()
+        .min_by_key(|s| s.wall_us)
+        .or_else(|| CpuSample::now(clock.now_us()));
     out.busy = busy_between(window_start.get(), window_end);
     // The last, partial interval.
     let mut p = probe.borrow_mut();
