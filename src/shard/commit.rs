@@ -8,8 +8,11 @@
 //! arrived meanwhile (the disk is never idle waiting for a flush to return), and round N+1
 //! starts its fdatasyncs only once round N has completed, so rounds complete in order. Rounds
 //! over many partitions do not overlap: they are bound by one fdatasync per partition, and
-//! splitting their appends over more rounds would only add fdatasyncs. The
-//! waiter checks its partition's high watermark afterwards, so a failed flush becomes that
+//! splitting their appends over more rounds would only add fdatasyncs. An append that arrives
+//! after a round started but before that round wrote its partition is written (and made
+//! durable) by that round; the next round, which the append waits for, finds nothing new there
+//! and skips the partition (`PartitionLog::flush_write_round`): in-order completion covers it.
+//! The waiter checks its partition's high watermark afterwards, so a failed flush becomes that
 //! partition's KAFKA_STORAGE_ERROR and nobody else's.
 //!
 //! With the shard journal (`journal.rs`), a round's write half also writes one journal entry

@@ -51,10 +51,12 @@ impl Partition {
         }
     }
 
-    /// The write half of [`Partition::flush`] (see `PartitionLog::flush_write`); `None` when
-    /// nothing is left to fdatasync, or on failure (logged; the high watermark stays put).
+    /// The write half of a group-commit round for this partition (see
+    /// `PartitionLog::flush_write_round`); `None` when nothing is left to fdatasync (also when
+    /// the previous round already took every batch), or on failure (logged; the high watermark
+    /// stays put).
     pub async fn flush_write(&self) -> Option<crate::storage::log::FlushTicket> {
-        match self.log.flush_write().await {
+        match self.log.flush_write_round().await {
             Ok(ticket) => ticket,
             Err(e) => {
                 self.log_error("flush (write)", &e);

@@ -57,7 +57,7 @@
 //! `Run` above (its own model, settings and directory), on one fake disk, sharing one
 //! `Journal<FakeDisk>` (`storage::journal`) of 18, 26 or 66 pages, driven through the protocol
 //! of `shard::journal` written again here (that file is tied to the real disk; each function
-//! says which one it mirrors): group-commit rounds (`flush_write` of every dirty partition,
+//! says which one it mirrors): group-commit rounds (`flush_write_round` of every dirty partition,
 //! then one journal entry for those that added at most a threshold the seed picks, 2 KiB to
 //! 1 MiB, so rounds are mixed or all-journaled; one journal fdatasync and `flush_journaled`,
 //! per-file `flush_sync` for the rest; a round's durable half may overlap the next round's
@@ -2390,7 +2390,7 @@ impl JournalRun {
             if self.failed[i] || !log.has_unflushed() {
                 continue;
             }
-            match log.flush_write().await {
+            match log.flush_write_round().await {
                 Ok(Some(t)) => written.push((i, t)),
                 Ok(None) => {}
                 Err(e) => self.part_failed(i, "flush_write", e, true)?,

@@ -506,6 +506,67 @@ fn overlapped_flush_halves() {
     });
 }
 
+/// A group-commit round skips a tail that got no batch since its last write (the round before
+/// took them, and completes first): no rewrite of its last page, no ticket to fdatasync. A new
+/// batch is written again, a plain `flush_write` never skips, and segments still roll and seal.
+#[test]
+fn a_round_skips_a_tail_with_nothing_new() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("s-0");
+        let log = PartitionLog::open(dir.clone(), small_cfg(), Rc::new(BatchCache::new(0)), NOW)
+            .await
+            .unwrap();
+        let mut expect = append_many(&log, 2, 1);
+        let first = log.flush_write_round().await.unwrap().expect("new batches");
+        assert!(first.added_bytes() > 0);
+        assert!(
+            log.flush_write_round().await.unwrap().is_none(),
+            "nothing appended since the last write"
+        );
+        assert_eq!(log.high_watermark(), 0, "the skip made nothing durable");
+        log.flush_sync(first).await.unwrap();
+        assert_eq!(log.high_watermark(), log.log_end_offset());
+
+        expect.extend(append_many(&log, 1, 2));
+        let second = log.flush_write_round().await.unwrap().expect("a new batch");
+        assert!(second.added_bytes() > 0);
+        let plain = log.flush_write().await.unwrap();
+        assert!(
+            plain.is_some(),
+            "a plain flush_write rewrites the last page"
+        );
+        log.flush_sync(second).await.unwrap();
+        assert_eq!(log.high_watermark(), log.log_end_offset());
+
+        // Rolls: the sealing segment is written, fdatasynced and sealed by the round.
+        for r in 0..40 {
+            expect.extend(append_many(&log, 3, 10 + r));
+            if let Some(t) = log.flush_write_round().await.unwrap() {
+                log.flush_sync(t).await.unwrap();
+            }
+            assert_eq!(log.high_watermark(), log.log_end_offset(), "round {r}");
+            assert!(
+                log.flush_write_round().await.unwrap().is_none(),
+                "round {r}"
+            );
+        }
+        assert!(files(&dir, "log").len() > 2, "segments rolled");
+        let all = read_all(&log, 0, 4096).await;
+        assert_eq!(all.len(), expect.len());
+        for (got, (_, want)) in all.iter().zip(&expect) {
+            assert_eq!(&got[..], &want[..]);
+        }
+        let hw = log.high_watermark();
+        drop(log);
+        let log = PartitionLog::open(dir, small_cfg(), Rc::new(BatchCache::new(0)), NOW)
+            .await
+            .unwrap();
+        assert_eq!(log.high_watermark(), hw);
+        assert_eq!(read_all(&log, 0, 4096).await.len(), expect.len());
+    });
+}
+
 #[test]
 fn crash_with_truncated_tail_across_segments() {
     run(|| async {
