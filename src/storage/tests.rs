@@ -92,6 +92,27 @@ fn append_many(log: &PartitionLog, n: usize, seed: u64) -> Vec<(i64, Vec<u8>)> {
     out
 }
 
+/// A log on `dir` with [`small_cfg`] and no cache.
+async fn open_small(dir: &Path) -> PartitionLog {
+    PartitionLog::open(
+        dir.to_path_buf(),
+        small_cfg(),
+        Rc::new(BatchCache::new(0)),
+        NOW,
+    )
+    .await
+    .unwrap()
+}
+
+/// Everything `expect` holds reads back from offset 0, byte for byte, and nothing more.
+async fn assert_reads_back(log: &PartitionLog, expect: &[(i64, Vec<u8>)]) {
+    let all = read_all(log, 0, 4096).await;
+    assert_eq!(all.len(), expect.len());
+    for (got, (_, want)) in all.iter().zip(expect) {
+        assert_eq!(&got[..], &want[..]);
+    }
+}
+
 #[test]
 fn round_trip_across_rolls_and_reopen() {
     run(|| async {
@@ -467,9 +488,7 @@ fn overlapped_flush_halves() {
     run(|| async {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("o-0");
-        let log = PartitionLog::open(dir.clone(), small_cfg(), Rc::new(BatchCache::new(0)), NOW)
-            .await
-            .unwrap();
+        let log = open_small(&dir).await;
         let mut expect = Vec::new();
         let mut hw = 0;
         for r in 0..12 {
@@ -492,17 +511,11 @@ fn overlapped_flush_halves() {
             assert_eq!(hw, log.log_end_offset(), "round {r}: everything durable");
         }
         assert!(files(&dir, "log").len() > 2, "segments rolled");
-        let all = read_all(&log, 0, 4096).await;
-        assert_eq!(all.len(), expect.len());
-        for (got, (_, want)) in all.iter().zip(&expect) {
-            assert_eq!(&got[..], &want[..]);
-        }
+        assert_reads_back(&log, &expect).await;
         drop(log);
-        let log = PartitionLog::open(dir, small_cfg(), Rc::new(BatchCache::new(0)), NOW)
-            .await
-            .unwrap();
+        let log = open_small(&dir).await;
         assert_eq!(log.high_watermark(), hw);
-        assert_eq!(read_all(&log, 0, 4096).await.len(), expect.len());
+        assert_reads_back(&log, &expect).await;
     });
 }
 
@@ -514,9 +527,7 @@ fn a_round_skips_a_tail_with_nothing_new() {
     run(|| async {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("s-0");
-        let log = PartitionLog::open(dir.clone(), small_cfg(), Rc::new(BatchCache::new(0)), NOW)
-            .await
-            .unwrap();
+        let log = open_small(&dir).await;
         let mut expect = append_many(&log, 2, 1);
         let first = log.flush_write_round().await.unwrap().expect("new batches");
         assert!(first.added_bytes() > 0);
@@ -552,18 +563,12 @@ fn a_round_skips_a_tail_with_nothing_new() {
             );
         }
         assert!(files(&dir, "log").len() > 2, "segments rolled");
-        let all = read_all(&log, 0, 4096).await;
-        assert_eq!(all.len(), expect.len());
-        for (got, (_, want)) in all.iter().zip(&expect) {
-            assert_eq!(&got[..], &want[..]);
-        }
+        assert_reads_back(&log, &expect).await;
         let hw = log.high_watermark();
         drop(log);
-        let log = PartitionLog::open(dir, small_cfg(), Rc::new(BatchCache::new(0)), NOW)
-            .await
-            .unwrap();
+        let log = open_small(&dir).await;
         assert_eq!(log.high_watermark(), hw);
-        assert_eq!(read_all(&log, 0, 4096).await.len(), expect.len());
+        assert_reads_back(&log, &expect).await;
     });
 }
 
