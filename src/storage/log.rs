@@ -1279,7 +1279,8 @@ impl<D: Disk> PartitionLog<D> {
     /// were appended after that round had started but before it wrote this partition), and
     /// that round completes first, so there is nothing left for this one to write or
     /// fdatasync. Without the skip, every such partition rewrote its last page and went
-    /// through its own fdatasync (measured in W5: 240–475 of ~950 partitions every other round).
+    /// through its own fdatasync (W5 at 30k rec/s: 240–475 of ~950 partitions every other
+    /// round; `perf/2026-12-04-w5-cpu.md`).
     pub async fn flush_write_round(&self) -> Result<Option<FlushTicket<D::File>>, StorageError> {
         self.flush_write_inner(true).await
     }
