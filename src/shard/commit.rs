@@ -175,7 +175,7 @@ impl GroupCommit {
     /// Writes every partition of the round, then the journal entry of those that go through
     /// the journal.
     async fn write_half(&self, batch: &[Rc<Partition>]) -> RoundPlan {
-        let tickets = crate::io::join::join_all(batch.iter().map(|p| p.flush_write())).await;
+        let tickets = crate::io::join::join_all(batch.iter().map(|p| p.flush_write_round())).await;
         let written: Vec<_> = batch
             .iter()
             .zip(tickets)

@@ -55,7 +55,7 @@ impl Partition {
     /// `PartitionLog::flush_write_round`); `None` when nothing is left to fdatasync (also when
     /// the previous round already took every batch), or on failure (logged; the high watermark
     /// stays put).
-    pub async fn flush_write(&self) -> Option<crate::storage::log::FlushTicket> {
+    pub async fn flush_write_round(&self) -> Option<crate::storage::log::FlushTicket> {
         match self.log.flush_write_round().await {
             Ok(ticket) => ticket,
             Err(e) => {
