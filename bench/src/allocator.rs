@@ -9,6 +9,13 @@
 //! bench keeps what it freed instead, which removes that path: its peak is bounded by its own
 //! buffers (`--buffer-bytes` per producer, fetch sizes per consumer), and a run ends with the
 //! process. (The machine stopped producing the stall soon after, so no A/B shows the change.)
+//!
+//! mimalloc also walks every page of the thread's heap once per 10,000 allocations that miss
+//! its fast path (its `generic_collect`). An overloaded open-loop run holds gigabytes of queued
+//! batches (W5 at W1's rate: ~2.8 GB of one-record batches), so each walk is long, and it took
+//! 15–16% of the bench's core there, under `BatchBuilder::append`'s and the request frame's
+//! reallocations (`perf/2026-12-04-request-ceiling.md`). The bench collects a hundred times less
+//! often: W5 at 600k rec/s offered went from 408k/434k to 464k/480k rec/s acknowledged.
 
 use libmimalloc_sys::{mi_option_set, mi_option_t};
 
@@ -19,11 +26,23 @@ const MI_OPTION_PURGE_DELAY: mi_option_t = 15;
 /// The environment variable mimalloc reads the same option from; a user's setting wins.
 const PURGE_DELAY_ENV: &str = "MIMALLOC_PURGE_DELAY";
 
-/// Turns off returning freed memory to the OS, unless `MIMALLOC_PURGE_DELAY` says otherwise.
+/// `mi_option_generic_collect` in v3's `mi_option_e`: collect the heap every N allocations that
+/// take the slow path (default 10,000; mimalloc clamps it to 1..=1,000,000).
+const MI_OPTION_GENERIC_COLLECT: mi_option_t = 34;
+const GENERIC_COLLECT_ENV: &str = "MIMALLOC_GENERIC_COLLECT";
+/// The largest value mimalloc accepts.
+const GENERIC_COLLECT_RARELY: std::os::raw::c_long = 1_000_000;
+
+/// Turns off returning freed memory to the OS and makes heap collection rare (see the module
+/// doc), unless the matching `MIMALLOC_*` variable says otherwise.
 pub fn keep_freed_memory() {
     if std::env::var_os(PURGE_DELAY_ENV).is_none() {
         // SAFETY: sets one integer option; mimalloc allows it at any time, from any thread.
         unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    }
+    if std::env::var_os(GENERIC_COLLECT_ENV).is_none() {
+        // SAFETY: as above.
+        unsafe { mi_option_set(MI_OPTION_GENERIC_COLLECT, GENERIC_COLLECT_RARELY) };
     }
 }
 
@@ -34,24 +53,44 @@ pub fn purge_delay_ms() -> i64 {
     unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) as i64 }
 }
 
+/// Slow-path allocations between heap collections, in force.
+#[cfg(test)]
+pub fn generic_collect() -> i64 {
+    // SAFETY: reads one integer option.
+    unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_GENERIC_COLLECT) as i64 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// One test for both options: `keep_freed_memory` sets both, and tests share the process.
     #[test]
-    fn option_15_is_the_purge_delay_and_keep_freed_memory_turns_it_off() {
-        if std::env::var_os(PURGE_DELAY_ENV).is_some() {
-            eprintln!("{PURGE_DELAY_ENV} is set: the default cannot be checked");
-            return;
+    fn the_options_are_at_their_indexes_and_keep_freed_memory_sets_them() {
+        let purge_default = std::env::var_os(PURGE_DELAY_ENV).is_none();
+        let collect_default = std::env::var_os(GENERIC_COLLECT_ENV).is_none();
+        // Before: mimalloc's documented defaults (purge delay 1000 ms in v3, 10 ms in v2;
+        // generic_collect 10,000), which no other option in the table has at these indexes; a
+        // wrong index would read something else.
+        let (purge, collect) = (purge_delay_ms(), generic_collect());
+        if purge_default {
+            assert!(
+                purge == 1000 || purge == 10,
+                "option {MI_OPTION_PURGE_DELAY} reads {purge}, not a purge delay default"
+            );
         }
-        // Before: mimalloc's documented default purge delay (1000 ms in v3, 10 ms in v2), which
-        // no other option in the table has at this index; a wrong index would read something else.
-        let before = purge_delay_ms();
-        assert!(
-            before == 1000 || before == 10,
-            "option {MI_OPTION_PURGE_DELAY} reads {before}, not a purge delay default"
-        );
+        if collect_default {
+            assert_eq!(
+                collect, 10_000,
+                "option {MI_OPTION_GENERIC_COLLECT} reads {collect}, not generic_collect's default"
+            );
+        }
         keep_freed_memory();
-        assert_eq!(purge_delay_ms(), -1);
+        if purge_default {
+            assert_eq!(purge_delay_ms(), -1);
+        }
+        if collect_default {
+            assert_eq!(generic_collect(), GENERIC_COLLECT_RARELY);
+        }
     }
 }

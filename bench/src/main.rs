@@ -134,6 +134,21 @@ struct CeilingArgs {
     /// Files each floor round writes and syncs (a workload's partitions).
     #[arg(long, default_value_t = 1)]
     floor_files: usize,
+    /// Also measure loopback request/reply over this many connections, one request in flight
+    /// on each, the server on `--server-cpu` answering every request and doing nothing else.
+    #[arg(long)]
+    request_connections: Option<usize>,
+    /// Request size for the request/reply ceiling (default: a Produce request carrying one
+    /// keyed 1 KiB record, as W5's producers send while the broker keeps up).
+    #[arg(long)]
+    request_bytes: Option<usize>,
+    /// Answer size for the request/reply ceiling (default: that request's Produce answer).
+    #[arg(long)]
+    reply_bytes: Option<usize>,
+    #[arg(long, default_value_t = 5.0)]
+    request_seconds: f64,
+    #[arg(long, value_enum, default_value = "syscalls")]
+    request_path: ceiling::RequestPath,
 }
 
 #[derive(Args, Clone)]
@@ -242,6 +257,17 @@ fn dispatch(cmd: Cmd) -> Res<bool> {
                 c.floor_seconds,
                 c.floor_files,
             )?;
+            let mut spec = spec;
+            spec.requests = c.request_connections.map(|connections| {
+                let (req, reply) = one_record_exchange(1024, true);
+                ceiling::RequestShape {
+                    path: c.request_path,
+                    connections,
+                    request_bytes: c.request_bytes.unwrap_or(req),
+                    reply_bytes: c.reply_bytes.unwrap_or(reply),
+                    seconds: c.request_seconds,
+                }
+            });
             let mut r = ceiling::measure(&spec)?;
             r.durable_floor = ceiling::measure_floor(&spec)?;
             println!(
@@ -250,6 +276,9 @@ fn dispatch(cmd: Cmd) -> Res<bool> {
             );
             if let Some(f) = &r.durable_floor {
                 println!("{}", floor_line(f));
+            }
+            if let Some(q) = &r.request_reply {
+                println!("{}", request_line(q));
             }
             if let Some(p) = json {
                 report::write_json(&p, &serde_json::to_value(&r)?)?;
@@ -299,7 +328,28 @@ fn ceiling_spec(
         floor_rate_bytes,
         floor_seconds,
         floor_files,
+        requests: None,
     })
+}
+
+/// Request and answer frame sizes of one record sent on its own (see
+/// [`client::producer::one_record_exchange_bytes`]), for a topic named like the bench's.
+fn one_record_exchange(record_size: usize, keyed: bool) -> (usize, usize) {
+    client::producer::one_record_exchange_bytes(record_size, keyed, "bench-1764870000")
+}
+
+fn request_line(q: &ceiling::RequestCeiling) -> String {
+    let busy = |b: Option<f64>| b.map_or("?".to_string(), |b| format!("{b:.2}"));
+    format!(
+        "loopback request/reply ceiling: {:.0} requests/s ({:?}, {} connections, {} B requests, {} B answers, one in flight each; client core {} busy, server core {} busy)",
+        q.requests_per_s,
+        q.shape.path,
+        q.shape.connections,
+        q.shape.request_bytes,
+        q.shape.reply_bytes,
+        busy(q.client_busy),
+        busy(q.server_busy),
+    )
 }
 
 fn floor_line(f: &ceiling::DurableFloor) -> String {
@@ -391,11 +441,26 @@ fn suite(s: SuiteArgs) -> Res<bool> {
             load.duration_s.unwrap_or(10.0).min(10.0),
             load.partitions as usize,
         )?;
+        let mut spec = spec;
+        if w.request_ceiling {
+            // As many connections as the run has producers, each sending one record at a time.
+            let (req, reply) = one_record_exchange(load.record_size, load.keys > 0);
+            spec.requests = Some(ceiling::RequestShape {
+                path: ceiling::RequestPath::Syscalls,
+                connections: load.producers_per_core * workload::parse_cores(&s.cores)?.count(),
+                request_bytes: req,
+                reply_bytes: reply,
+                seconds: (5.0 * s.scale).clamp(0.2, 5.0),
+            });
+        }
         let c = ceiling::measure(&spec)?;
         println!(
             "ceiling: loopback TCP {:.1} MB/s, O_DIRECT write+fdatasync {:.1} MB/s, O_DIRECT read {:.1} MB/s",
             c.tcp_mb_per_s, c.disk_mb_per_s, c.disk_read_mb_per_s
         );
+        if let Some(q) = &c.request_reply {
+            println!("{}", request_line(q));
+        }
         floor_spec = Some(spec);
         Some(c)
     };

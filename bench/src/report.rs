@@ -56,6 +56,18 @@ pub fn rates(records: u64, bytes: u64, secs: f64) -> (f64, f64) {
 }
 
 /// The human summary printed at the end of a run.
+/// Acknowledged records per batch and batches per answered request, over the whole run (warm-up
+/// included): how much each request and each batch carried.
+fn shape_of_requests(o: &RunOutcome) -> Option<(f64, f64)> {
+    if o.produce_requests == 0 || o.acked_batches == 0 {
+        return None;
+    }
+    Some((
+        o.acked as f64 / o.acked_batches as f64,
+        o.acked_batches as f64 / o.produce_requests as f64,
+    ))
+}
+
 pub fn summary_text(o: &RunOutcome) -> String {
     let mut s = String::new();
     let m = &o.measured;
@@ -77,6 +89,13 @@ pub fn summary_text(o: &RunOutcome) -> String {
             "  produce latency: {}\n",
             lat_line(&m.produce_latency_us)
         ));
+        if let Some((per_batch, per_request)) = shape_of_requests(o) {
+            s.push_str(&format!(
+                "  {} requests, {} batches: {per_batch:.2} records per batch, {per_request:.2} batches per request\n",
+                fmt_int(o.produce_requests),
+                fmt_int(o.acked_batches),
+            ));
+        }
         if o.plan.spec.transactional_records > 0 {
             s.push_str(&format!(
                 "  transactions of {} records: committed {} ({:.1}/s), aborted {}, retried coordinator answers {}\n",
@@ -250,6 +269,8 @@ pub fn to_json(name: &str, o: &RunOutcome, ceiling: Option<&Value>) -> Value {
             "errored": o.produce_errored,
             // Batches as sent (compressed): the wire and disk bytes, vs value bytes (mb_per_s).
             "wire_bytes": o.acked_wire_bytes,
+            "requests": o.produce_requests,
+            "batches": o.acked_batches,
             "records_per_s": r.round(),
             "mb_per_s": (mb * 10.0).round() / 10.0,
             "latency_us": percentiles(&m.produce_latency_us),
@@ -318,6 +339,14 @@ pub fn to_json(name: &str, o: &RunOutcome, ceiling: Option<&Value>) -> Value {
             if let Some(read) = c["disk_read_mb_per_s"].as_f64().filter(|r| *r > 0.0) {
                 v["fraction_of_ceiling"]["disk_read"] =
                     json!((mbps / read * 1000.0).round() / 1000.0);
+            }
+            // Records/s over one-record requests/s: above 1, the run carried more records than
+            // this machine can carry one request per record.
+            let records = v["produce"]["records_per_s"].as_f64();
+            let requests = c["request_reply"]["requests_per_s"].as_f64();
+            if let (Some(r), Some(q)) = (records, requests.filter(|q| *q > 0.0)) {
+                v["fraction_of_ceiling"]["request_reply"] =
+                    json!((r / q * 1000.0).round() / 1000.0);
             }
         }
         // Latency against what the disk alone charges an acknowledgement at this rate.

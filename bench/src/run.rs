@@ -140,6 +140,9 @@ pub struct RunOutcome {
     pub acked: u64,
     /// Acknowledged batch bytes as sent (compressed): what the broker stored.
     pub acked_wire_bytes: u64,
+    /// Produce requests answered and batches acknowledged, over the whole run.
+    pub produce_requests: u64,
+    pub acked_batches: u64,
     pub produce_errored: u64,
     /// Transactional producers' transactions (all zero otherwise).
     pub txn: TxnCounts,
@@ -194,6 +197,8 @@ struct CoreOutput {
     sent: u64,
     acked: u64,
     acked_wire_bytes: u64,
+    requests: u64,
+    acked_batches: u64,
     errored: u64,
     acked_ranges: Ranges,
     txn: TxnCounts,
@@ -446,6 +451,7 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
     let mut consumer = ConsumerSummary::default();
     let mut errors_by_kind: BTreeMap<String, u64> = BTreeMap::new();
     let (mut sent, mut acked, mut errored, mut wire) = (0, 0, 0, 0);
+    let (mut requests, mut batches) = (0, 0);
     let mut txn = TxnCounts::default();
     let mut first = u64::MAX;
     let mut last = 0;
@@ -454,6 +460,8 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
         sent += o.sent;
         acked += o.acked;
         wire += o.acked_wire_bytes;
+        requests += o.requests;
+        batches += o.acked_batches;
         errored += o.errored;
         acked_ranges.merge(o.acked_ranges);
         txn.add(&o.txn);
@@ -511,6 +519,8 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
         sent,
         acked,
         acked_wire_bytes: wire,
+        produce_requests: requests,
+        acked_batches: batches,
         produce_errored: errored,
         txn,
         consumer,
@@ -754,6 +764,8 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
         sent: 0,
         acked: 0,
         acked_wire_bytes: 0,
+        requests: 0,
+        acked_batches: 0,
         errored: 0,
         acked_ranges: Ranges::default(),
         txn: TxnCounts::default(),
@@ -770,6 +782,8 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
         out.sent += r.sent;
         out.acked += r.acked;
         out.acked_wire_bytes += r.acked_wire_bytes;
+        out.requests += r.requests;
+        out.acked_batches += r.acked_batches;
         out.errored += r.errored;
         out.acked_ranges.merge(r.acked_ranges);
         out.txn.add(&r.txn);

@@ -11,6 +11,7 @@
 //! prefill_bytes = 4294967296  # consume mode: bytes produced (closed loop) before consuming
 //! rate_fraction_of = "w1"     # optional: rate = fraction x the best records/s of the latest
 //! rate_fraction = 0.5         #   perf/results/w1-*.json
+//! request_ceiling = true      # optional: also measure loopback request/reply, one record each
 //! [load]
 //! partitions = 16
 //! record_size = 1024
@@ -258,6 +259,10 @@ pub struct Workload {
     pub rate_fraction_of: Option<String>,
     #[serde(default)]
     pub rate_fraction: Option<f64>,
+    /// The ceiling also measures loopback request/reply in the shape of this workload's
+    /// producers sending one record per request (`ceiling::RequestShape`).
+    #[serde(default)]
+    pub request_ceiling: bool,
     #[serde(default)]
     pub load: LoadSpec,
 }

@@ -382,12 +382,95 @@ fn suite_writes_results_with_ceiling() {
             > 0.0,
         "{floor}"
     );
+
+    // W5 (one record per batch, 1,000 producers) also measures loopback request/reply in its
+    // shape, and states its records/s against it.
+    let (rc, out) = suite("w5");
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("loopback request/reply ceiling:"), "{out}");
+    let w5 = std::fs::read_dir(results.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let f = p.file_name().unwrap().to_string_lossy();
+            f.starts_with("w5-") && f.ends_with(".json")
+        })
+        .expect("w5 json");
+    let w5 = json(&w5);
+    let rr = &w5["ceiling"]["request_reply"];
+    assert_eq!(rr["connections"], 1000, "{rr}");
+    assert_eq!(rr["path"], "syscalls", "{rr}");
+    assert!(rr["requests"].as_u64().unwrap() > 0, "{rr}");
+    assert!(
+        w5["fraction_of_ceiling"]["request_reply"].as_f64().unwrap() > 0.0,
+        "{w5}"
+    );
+    // Every acknowledged record came in some batch of some answered request.
+    let produce = &w5["produce"];
+    let (acked, batches, requests) = (
+        produce["acknowledged"].as_u64().unwrap(),
+        produce["batches"].as_u64().unwrap(),
+        produce["requests"].as_u64().unwrap(),
+    );
+    assert!(
+        0 < requests && requests <= batches && batches <= acked,
+        "{produce}"
+    );
     let left: Vec<_> = std::fs::read_dir(broker.dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|f| f.contains("odradek-bench-ceiling"))
         .collect();
     assert!(left.is_empty(), "ceiling files left: {left:?}");
+}
+
+/// `ceiling --request-connections`: loopback request/reply on both I/O paths, one request in
+/// flight per connection; the request size defaults to a Produce request of one keyed 1 KiB
+/// record. Each path's answers are counted by its client, so a server that answered nothing
+/// would fail the run rather than report zero.
+#[test]
+fn ceiling_measures_request_reply_on_both_paths() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (server, client) = cpus();
+    let server_cpu = server.split('-').next().unwrap().to_string();
+    for path in ["syscalls", "glommio"] {
+        let out_json = tmp.path().join(format!("{path}.json"));
+        let (rc, out) = bench(&[
+            "ceiling",
+            "--cores",
+            &client,
+            "--server-cpu",
+            &server_cpu,
+            "--data-dir",
+            tmp.path().to_str().unwrap(),
+            "--tcp-seconds",
+            "0.2",
+            "--disk-mib",
+            "16",
+            "--request-connections",
+            "50",
+            "--request-seconds",
+            "0.5",
+            "--request-path",
+            path,
+            "--json",
+            out_json.to_str().unwrap(),
+        ]);
+        assert_eq!(rc, 0, "{out}");
+        assert!(out.contains("loopback request/reply ceiling:"), "{out}");
+        let rr = &json(&out_json)["request_reply"];
+        assert_eq!(rr["path"], path, "{rr}");
+        assert_eq!(rr["connections"], 50, "{rr}");
+        let req = rr["request_bytes"].as_u64().unwrap();
+        assert!((1024..1300).contains(&req), "{rr}");
+        // 50 connections for half a second on loopback: far more than one round each.
+        assert!(rr["requests"].as_u64().unwrap() > 50, "{rr}");
+        assert!(rr["requests_per_s"].as_f64().unwrap() > 0.0, "{rr}");
+        for side in ["client_busy", "server_busy"] {
+            let b = rr[side].as_f64().unwrap();
+            assert!(b > 0.0 && b <= 1.05, "{side} {b}");
+        }
+    }
 }
 
 /// Regression test for a broker bug found by W3: on a fresh data directory, reads that miss the

@@ -80,6 +80,10 @@ pub struct ProducerResult {
     pub acked: u64,
     /// Bytes of the acknowledged batches as sent (after compression).
     pub acked_wire_bytes: u64,
+    /// Produce requests answered, and the batches acknowledged in them: records per request
+    /// is what the broker's per-request costs are spread over.
+    pub requests: u64,
+    pub acked_batches: u64,
     pub errored: u64,
     pub acked_ranges: Ranges,
     pub txn: TxnCounts,
@@ -530,6 +534,8 @@ impl Producer {
             let r = std::mem::take(&mut *st.result.borrow_mut());
             out.acked += r.acked;
             out.acked_wire_bytes += r.acked_wire_bytes;
+            out.requests += r.requests;
+            out.acked_batches += r.acked_batches;
             out.errored += r.errored;
             out.acked_ranges.merge(r.acked_ranges);
         }
@@ -904,6 +910,7 @@ async fn read_responses(
             Ok(ResponseBody::Produce(r)) => {
                 let mut probe = probe.borrow_mut();
                 let mut res = st.result.borrow_mut();
+                res.requests += 1;
                 for b in entry.batches {
                     let (p, count) = (b.partition, b.count);
                     let pr = r
@@ -915,6 +922,7 @@ async fn read_responses(
                         Some(x) if x.error_code == 0 => {
                             res.acked += count as u64;
                             res.acked_wire_bytes += b.wire_bytes;
+                            res.acked_batches += 1;
                             res.acked_ranges
                                 .push(p, x.base_offset, x.base_offset + count as i64);
                             probe.acked(now, b.value_bytes, &b.intended);
@@ -949,5 +957,78 @@ async fn read_responses(
                 return;
             }
         }
+    }
+}
+
+/// Produce version the exchange sizes below are computed at (the broker's newest is 11; the
+/// frames of 9–11 differ by a few bytes).
+const EXCHANGE_VERSION: i16 = 9;
+
+/// Frame sizes, length prefix included, of a Produce request carrying one uncompressed record of
+/// `record_size` bytes (with an 8-byte key if `keyed`, as the bench's keys are) to a topic named
+/// `topic`, and of its successful answer: what a producer sends and reads per record when each
+/// record goes out on its own (the request/reply ceiling's shape).
+pub fn one_record_exchange_bytes(record_size: usize, keyed: bool, topic: &str) -> (usize, usize) {
+    use odradek::protocol::{
+        encode_request, encode_response, PartitionProduceResponse, ProduceResponse, RequestHeader,
+        TopicProduceResponse, Writer,
+    };
+    let mut b = BatchBuilder::new(record_size);
+    let key = 0u64.to_be_bytes();
+    b.append(0, keyed.then_some(&key[..]), &vec![0u8; record_size], None);
+    let records = b
+        .seal(Compression::None, -1, -1, -1, false)
+        .unwrap_or_default();
+    let request = RequestBody::from(ProduceRequest {
+        transactional_id: None,
+        acks: -1,
+        timeout_ms: 30_000,
+        topic_data: vec![TopicProduceData {
+            name: topic.to_string(),
+            partition_data: vec![PartitionProduceData {
+                index: 0,
+                records: Some(records),
+            }],
+        }],
+    });
+    let header = RequestHeader {
+        request_api_key: ApiKey::Produce as i16,
+        request_api_version: EXCHANGE_VERSION,
+        correlation_id: 1,
+        client_id: Some("odradek-bench".into()),
+    };
+    let mut w = Writer::new();
+    encode_request(&mut w, &header, &request);
+    let request_len = w.len();
+    let response = ResponseBody::Produce(ProduceResponse {
+        responses: vec![TopicProduceResponse {
+            name: topic.to_string(),
+            partition_responses: vec![PartitionProduceResponse {
+                base_offset: 1 << 30,
+                ..Default::default()
+            }],
+        }],
+        ..Default::default()
+    });
+    let mut w = Writer::new();
+    encode_response(&mut w, 1, EXCHANGE_VERSION, &response);
+    (4 + request_len, 4 + w.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_one_record_exchange_is_the_record_plus_its_framing() {
+        let (req, reply) = one_record_exchange_bytes(1024, true, "bench-1764870000");
+        // A 61-byte batch header, the record's own framing, the request's fields: ~130 bytes
+        // over the value; an answer of a few dozen bytes.
+        assert!((1024 + 61 + 8..1024 + 200).contains(&req), "request {req}");
+        assert!((30..120).contains(&reply), "reply {reply}");
+        let (unkeyed, _) = one_record_exchange_bytes(1024, false, "bench-1764870000");
+        assert_eq!(req - unkeyed, 8, "the key's bytes");
+        let (small, _) = one_record_exchange_bytes(100, true, "bench-1764870000");
+        assert_eq!(req - small, 924);
     }
 }
