@@ -27,6 +27,17 @@ pub struct RequestShape {
     pub seconds: f64,
 }
 
+impl RequestShape {
+    /// Connections, request and answer bytes, each at least 1.
+    fn sizes(&self) -> (usize, usize, usize) {
+        (
+            self.connections.max(1),
+            self.request_bytes.max(1),
+            self.reply_bytes.max(1),
+        )
+    }
+}
+
 /// What the request/reply ceiling measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct RequestCeiling {
@@ -224,8 +235,7 @@ fn request_reply_syscalls(
 ) -> Result<RequestCounts, CeilingError> {
     use std::io::Write;
     use std::os::fd::AsRawFd;
-    let conns = shape.connections.max(1);
-    let (req_len, reply_len) = (shape.request_bytes.max(1), shape.reply_bytes.max(1));
+    let (conns, req_len, reply_len) = shape.sizes();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| io("bind", e))?;
     let port = listener
         .local_addr()
@@ -351,8 +361,7 @@ fn request_reply_glommio(
     server: Option<usize>,
     shape: &RequestShape,
 ) -> Result<RequestCounts, CeilingError> {
-    let conns = shape.connections.max(1);
-    let (req_len, reply_len) = (shape.request_bytes.max(1), shape.reply_bytes.max(1));
+    let (conns, req_len, reply_len) = shape.sizes();
     let (port_tx, port_rx) = mpsc::channel::<u16>();
     let srv = LocalExecutorBuilder::new(placement(server))
         .name("ceiling-reply")
