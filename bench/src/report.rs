@@ -55,7 +55,6 @@ pub fn rates(records: u64, bytes: u64, secs: f64) -> (f64, f64) {
     (records as f64 / secs, bytes as f64 / 1e6 / secs)
 }
 
-/// The human summary printed at the end of a run.
 /// Acknowledged records per batch and batches per answered request, over the whole run (warm-up
 /// included): how much each request and each batch carried.
 fn shape_of_requests(o: &RunOutcome) -> Option<(f64, f64)> {
@@ -68,6 +67,7 @@ fn shape_of_requests(o: &RunOutcome) -> Option<(f64, f64)> {
     ))
 }
 
+/// The human summary printed at the end of a run.
 pub fn summary_text(o: &RunOutcome) -> String {
     let mut s = String::new();
     let m = &o.measured;
