@@ -246,7 +246,7 @@ fn dispatch(cmd: Cmd) -> Res<bool> {
             finish("consume", run::run(p)?, &out, None)
         }
         Cmd::Ceiling { c, json } => {
-            let spec = ceiling_spec(
+            let mut spec = ceiling_spec(
                 &c.cores,
                 c.server_cpu,
                 &c.data_dir,
@@ -257,7 +257,6 @@ fn dispatch(cmd: Cmd) -> Res<bool> {
                 c.floor_seconds,
                 c.floor_files,
             )?;
-            let mut spec = spec;
             spec.requests = c.request_connections.map(|connections| {
                 let (req, reply) = one_record_exchange(1024, true);
                 ceiling::RequestShape {
@@ -425,7 +424,7 @@ fn suite(s: SuiteArgs) -> Res<bool> {
     let ceiling = if s.no_ceiling {
         None
     } else {
-        let spec = ceiling_spec(
+        let mut spec = ceiling_spec(
             &s.cores,
             s.ceiling.server_cpu,
             &s.ceiling.data_dir,
@@ -441,7 +440,6 @@ fn suite(s: SuiteArgs) -> Res<bool> {
             load.duration_s.unwrap_or(10.0).min(10.0),
             load.partitions as usize,
         )?;
-        let mut spec = spec;
         if w.request_ceiling {
             // As many connections as the run has producers, each sending one record at a time.
             let (req, reply) = one_record_exchange(load.record_size, load.keys > 0);

@@ -550,19 +550,22 @@ struct CpuSample {
     cpu_us: u64,
 }
 
+/// The calling thread's CPU time (user + system), microseconds (`None` if the clock cannot be
+/// read).
+pub fn thread_cpu_us() -> Option<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: fills `ts`, a valid timespec on this stack frame.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (rc == 0).then(|| ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000)
+}
+
 impl CpuSample {
     /// The calling thread's CPU time now (`None` if the clock cannot be read).
     fn now(wall_us: u64) -> Option<CpuSample> {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: fills `ts`, a valid timespec on this stack frame.
-        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-        (rc == 0).then(|| CpuSample {
-            wall_us,
-            cpu_us: ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000,
-        })
+        thread_cpu_us().map(|cpu_us| CpuSample { wall_us, cpu_us })
     }
 }
 

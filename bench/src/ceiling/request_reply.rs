@@ -16,6 +16,7 @@ use glommio::LocalExecutorBuilder;
 use serde::Serialize;
 
 use super::{io, placement, CeilingError};
+use crate::run::thread_cpu_us;
 
 /// The request/reply ceiling's traffic (see the module doc).
 #[derive(Debug, Clone, Serialize)]
@@ -50,17 +51,6 @@ pub struct RequestCeiling {
     pub server_busy: Option<f64>,
 }
 
-/// The calling thread's CPU time, microseconds (`None` if the clock cannot be read).
-fn thread_cpu_us() -> Option<u64> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: fills `ts`, a valid timespec on this stack frame.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    (rc == 0).then(|| ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000)
-}
-
 /// CPU time since `cpu0` over wall time since `wall0`.
 fn busy_since(cpu0: Option<u64>, wall0: Instant) -> Option<f64> {
     let used = thread_cpu_us()?.checked_sub(cpu0?)?;
@@ -70,6 +60,23 @@ fn busy_since(cpu0: Option<u64>, wall0: Instant) -> Option<f64> {
 
 /// Replies per write at most (the server answers every whole request a read brought).
 const REPLIES_PER_WRITE: usize = 64;
+
+/// The server's answers to `n` more bytes read on a connection with `partial` bytes of an
+/// unfinished request before them: the byte length of each write (at most
+/// [`REPLIES_PER_WRITE`] replies each), one reply per request the bytes complete.
+fn answer_writes(
+    partial: &mut usize,
+    n: usize,
+    req_len: usize,
+    reply_len: usize,
+) -> impl Iterator<Item = usize> {
+    *partial += n;
+    let whole = *partial / req_len;
+    *partial %= req_len;
+    (0..whole)
+        .step_by(REPLIES_PER_WRITE)
+        .map(move |done| (whole - done).min(REPLIES_PER_WRITE) * reply_len)
+}
 
 /// How the request/reply ceiling's two sides do their I/O.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -210,17 +217,12 @@ fn serve_input(
             Err(e) if gone(&e) => return Ok(false),
             Err(e) => return Err(io("server read", e)),
         };
-        *partial += n;
-        let mut whole = *partial / req_len;
-        *partial %= req_len;
-        while whole > 0 {
-            let k = whole.min(REPLIES_PER_WRITE);
-            match s.write_all(&replies[..k * reply_len]) {
+        for len in answer_writes(partial, n, req_len, reply_len) {
+            match s.write_all(&replies[..len]) {
                 Ok(()) => {}
                 Err(e) if gone(&e) => return Ok(false),
                 Err(e) => return Err(io("server write", e)),
             }
-            whole -= k;
         }
         if n < buf.len() {
             return Ok(true);
@@ -383,15 +385,10 @@ fn request_reply_glommio(
                         if n == 0 {
                             return Ok::<_, CeilingError>(());
                         }
-                        partial += n;
-                        let mut whole = partial / req_len;
-                        partial %= req_len;
-                        while whole > 0 {
-                            let k = whole.min(REPLIES_PER_WRITE);
-                            s.write_all(&replies[..k * reply_len])
+                        for len in answer_writes(&mut partial, n, req_len, reply_len) {
+                            s.write_all(&replies[..len])
                                 .await
                                 .map_err(|e| io("server write", e))?;
-                            whole -= k;
                         }
                     }
                 }));
@@ -456,4 +453,26 @@ fn request_reply_glommio(
         .join()
         .map_err(|e| CeilingError::Executor(e.to_string()))??;
     Ok((requests, secs, client_busy, server_busy))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_completed_request_gets_one_reply_in_bounded_writes() {
+        let mut partial = 0;
+        // Half a request: nothing to answer, the half is kept.
+        assert_eq!(answer_writes(&mut partial, 50, 100, 7).count(), 0);
+        assert_eq!(partial, 50);
+        // Its second half and 1.5 more: two replies in one write, half a request kept.
+        let w: Vec<usize> = answer_writes(&mut partial, 200, 100, 7).collect();
+        assert_eq!(w, vec![14]);
+        assert_eq!(partial, 50);
+        // 150 whole requests at once: writes of 64, 64 and 22 replies.
+        let mut partial = 0;
+        let w: Vec<usize> = answer_writes(&mut partial, 150 * 100, 100, 7).collect();
+        assert_eq!(w, vec![64 * 7, 64 * 7, 22 * 7]);
+        assert_eq!(partial, 0);
+    }
 }
