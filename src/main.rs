@@ -149,6 +149,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         config.cores.cpus
     );
     raise_open_file_limit();
+    if !odradek::memory::keep_large_blocks() {
+        log::warn!("cannot set the allocator's thresholds: large blocks are mapped per allocation");
+    }
     match odradek::shard::run_broker(config) {
         Ok(()) => {
             log::info!("stopped cleanly");

@@ -444,6 +444,53 @@ impl WalkCounts {
     }
 }
 
+/// The complete batches of a fetched record set with their parsed headers, in order; a trailing
+/// partial batch (allowed in Fetch responses) is left out. Framing only: no CRC.
+fn complete_batches(
+    records: &[u8],
+) -> impl Iterator<Item = Result<(&[u8], BatchHeader), BatchError>> {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        if records.len() - pos < LOG_OVERHEAD {
+            return None;
+        }
+        let len = i32::from_be_bytes([
+            records[pos + 8],
+            records[pos + 9],
+            records[pos + 10],
+            records[pos + 11],
+        ]);
+        if len < 0 {
+            pos = records.len();
+            return Some(Err(BatchError::Framing(format!(
+                "negative batch length {len}"
+            ))));
+        }
+        let total = LOG_OVERHEAD + len as usize;
+        if records.len() - pos < total {
+            return None; // partial batch at the end of a fetch
+        }
+        let batch = &records[pos..pos + total];
+        pos += total;
+        Some(
+            BatchHeader::parse(batch)
+                .map(|hdr| (batch, hdr))
+                .map_err(|e| BatchError::Framing(e.to_string())),
+        )
+    })
+}
+
+/// The offset after the last complete batch of a fetched record set (the next fetch offset),
+/// from the batches' framing alone: what [`walk_records`] returns for an intact record set, read
+/// first so that a consumer can send its next Fetch before checking the records.
+pub fn next_fetch_offset(records: &[u8]) -> Result<Option<i64>, BatchError> {
+    let mut next = None;
+    for batch in complete_batches(records) {
+        next = Some(batch?.1.last_offset() + 1);
+    }
+    Ok(next)
+}
+
 /// Walks the batches of a fetched record set, calling `f` for every data record (control batches
 /// skipped). A trailing partial batch (allowed in Fetch responses) is ignored. CRCs are checked.
 /// Returns the offset after the last complete batch (the next fetch offset), if any.
@@ -462,25 +509,9 @@ pub fn walk_records(
     counts: &mut WalkCounts,
     mut f: impl FnMut(RecordView<'_>),
 ) -> Result<Option<i64>, BatchError> {
-    let mut pos = 0;
     let mut next = None;
-    while records.len() - pos >= LOG_OVERHEAD {
-        let len = i32::from_be_bytes([
-            records[pos + 8],
-            records[pos + 9],
-            records[pos + 10],
-            records[pos + 11],
-        ]);
-        if len < 0 {
-            return Err(BatchError::Framing(format!("negative batch length {len}")));
-        }
-        let total = LOG_OVERHEAD + len as usize;
-        if records.len() - pos < total {
-            break; // partial batch at the end of a fetch
-        }
-        let batch = &records[pos..pos + total];
-        pos += total;
-        let hdr = BatchHeader::parse(batch).map_err(|e| BatchError::Framing(e.to_string()))?;
+    for batch in complete_batches(records) {
+        let (batch, hdr) = batch?;
         if compute_crc(batch) != hdr.crc {
             return Err(BatchError::Crc {
                 base_offset: hdr.base_offset,
@@ -734,5 +765,29 @@ mod tests {
         let mut n = 0;
         assert_eq!(for_each_record(&two, |_| n += 1).unwrap(), Some(1));
         assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn the_next_fetch_offset_comes_from_the_framing_as_the_walk_finds_it() {
+        let mut set = txn_batch(7, 0, 3);
+        set.extend_from_slice(&txn_batch(7, 3, 5));
+        let whole = set.len();
+        set.extend_from_slice(&txn_batch(7, 8, 2)[..30]); // a partial batch: not counted
+        let walked = for_each_record(&set, |_| {}).unwrap();
+        assert_eq!(walked, Some(8));
+        assert_eq!(next_fetch_offset(&set).unwrap(), walked);
+        assert_eq!(next_fetch_offset(&set[..20]).unwrap(), None);
+        assert_eq!(next_fetch_offset(&[]).unwrap(), None);
+        // Framing only: a damaged record leaves the offsets readable, and the walk reports it.
+        set[whole - 1] ^= 0xff;
+        assert_eq!(next_fetch_offset(&set).unwrap(), Some(8));
+        assert!(matches!(
+            for_each_record(&set, |_| {}),
+            Err(BatchError::Crc { base_offset: 3 })
+        ));
+        // A negative length is an error for both.
+        set[8..12].copy_from_slice(&(-1i32).to_be_bytes());
+        assert!(next_fetch_offset(&set).is_err());
+        assert!(for_each_record(&set, |_| {}).is_err());
     }
 }

@@ -20,8 +20,10 @@ use std::time::Duration;
 
 use odradek::protocol::{ErrorCode, FetchPartition, FetchRequest, FetchTopic, ResponseBody};
 
-use super::batch::{read_payload_header, walk_records, AbortedTxns, WalkCounts};
-use super::connection::Connection;
+use super::batch::{
+    next_fetch_offset, read_payload_header, walk_records, AbortedTxns, WalkCounts,
+};
+use super::connection::{ConnError, Connection, Sent};
 use crate::stats::{Clock, CoreProbe, Ranges};
 
 #[derive(Debug, Clone)]
@@ -124,87 +126,39 @@ pub async fn run_consumer(
     let mut producers_done_at: Option<u64> = None;
     let mut fetched_after_done = false;
     let mut last_progress_us = clock.now_us();
-    loop {
-        let now = clock.now_us();
-        // Catch-up reads that stop progressing (a broker failing every fetch) end the run
-        // after the drain timeout instead of hanging it.
-        if matches!(spec.stop, StopRule::EndOffsets(_))
-            && now.saturating_sub(last_progress_us) > spec.stall_timeout_us
-        {
-            probe.borrow_mut().error(
-                format!(
-                    "fetch: no progress for {} s",
-                    spec.stall_timeout_us / 1_000_000
-                ),
-                1,
-            );
-            res.errors += 1;
-            break;
-        }
-        // On a stop signal, catch-up reads end at once; consumers following producers drain
-        // what the (stopping) producers had acknowledged.
-        let stopped = crate::run::STOP.load(Ordering::Relaxed)
-            && matches!(spec.stop, StopRule::EndOffsets(_));
-        if stopped
-            || spec.end_us.is_some_and(|e| now >= e)
-            || spec
-                .records
-                .is_some_and(|r| spec.consumed_total.load(Ordering::Relaxed) >= r)
-        {
-            break;
-        }
-        let active: Vec<(i32, i64)> = match &spec.stop {
-            StopRule::EndOffsets(end) => next
-                .iter()
-                .filter(|(p, o)| **o < end.get(**p as usize).copied().unwrap_or(0))
-                .map(|(p, o)| (*p, *o))
-                .collect(),
-            StopRule::FollowProducers {
-                producers_remaining,
-                drain_timeout_us,
-            } => {
-                if producers_done_at.is_none() && producers_remaining.load(Ordering::Acquire) == 0 {
-                    producers_done_at = Some(now);
-                    fetched_after_done = false;
-                } else if let Some(d) = producers_done_at {
-                    let drained = fetched_after_done
-                        && next
-                            .iter()
-                            .all(|(p, o)| hw.get(p).is_some_and(|h| *o >= *h));
-                    if drained || now > d + drain_timeout_us {
-                        break;
-                    }
+    // One Fetch ahead, as Kafka's clients keep one: the next Fetch goes out as soon as a
+    // response's framing gives the next offsets, and the broker serves it while this task checks
+    // the records it just got. Waiting for the check first left the broker idle for it.
+    let mut in_flight: Option<InFlight> = None;
+    let mut finished = false;
+    while !finished {
+        if in_flight.is_none() {
+            let Some(active) = next_fetch(
+                &spec,
+                &mut res,
+                &probe,
+                &clock,
+                &next,
+                &hw,
+                &mut producers_done_at,
+                &mut fetched_after_done,
+                last_progress_us,
+            ) else {
+                break;
+            };
+            match send_fetch(&mut conn, &topic, &spec, active, producers_done_at.is_some()).await {
+                Ok(f) => in_flight = Some(f),
+                Err(e) => {
+                    probe.borrow_mut().error(format!("fetch: {e}"), 1);
+                    res.errors += 1;
+                    break;
                 }
-                next.iter().map(|(p, o)| (*p, *o)).collect()
             }
-        };
-        if active.is_empty() {
-            break;
         }
-        let req = FetchRequest {
-            replica_id: -1,
-            max_wait_ms: spec.max_wait_ms,
-            min_bytes: 1,
-            max_bytes: spec.fetch_max_bytes,
-            isolation_level: i8::from(spec.read_committed),
-            session_id: 0,
-            session_epoch: -1,
-            topics: vec![FetchTopic {
-                topic: topic.clone(),
-                partitions: active
-                    .iter()
-                    .map(|(p, o)| FetchPartition {
-                        partition: *p,
-                        fetch_offset: *o,
-                        partition_max_bytes: spec.fetch_partition_max_bytes,
-                        ..Default::default()
-                    })
-                    .collect(),
-            }],
-            ..Default::default()
+        let Some(fetch) = in_flight.take() else {
+            break;
         };
-        let was_done = producers_done_at.is_some();
-        let resp = match conn.call(req).await {
+        let resp = match conn.reader.response(fetch.sent).await {
             Ok(ResponseBody::Fetch(r)) => r,
             Ok(_) => {
                 probe
@@ -219,7 +173,7 @@ pub async fn run_consumer(
                 break;
             }
         };
-        if was_done {
+        if fetch.after_producers_done {
             fetched_after_done = true;
         }
         if resp.error_code != 0 {
@@ -230,83 +184,126 @@ pub async fn run_consumer(
             glommio::timer::sleep(Duration::from_millis(100)).await;
             continue;
         }
+        // First the framing: partition errors, high watermarks and the next offsets.
+        let mut had_error = false;
+        for pd in resp.responses.iter().flat_map(|t| &t.partitions) {
+            let p = pd.partition_index;
+            if pd.error_code != 0 {
+                probe
+                    .borrow_mut()
+                    .error(format!("fetch p{p}: {}", ErrorCode(pd.error_code)), 1);
+                res.errors += 1;
+                had_error = true;
+                continue;
+            }
+            hw.insert(p, pd.high_watermark);
+            let Some(records) = pd.records.as_ref() else {
+                continue;
+            };
+            match next_fetch_offset(records) {
+                Ok(Some(n)) => {
+                    if let Some(o) = next.get_mut(&p) {
+                        *o = (*o).max(n);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    probe.borrow_mut().error(format!("fetch p{p}: {e}"), 1);
+                    res.errors += 1;
+                    had_error = true;
+                }
+            }
+        }
+        // Then the next Fetch (unless the run is over or this one failed, which waits below).
+        if !had_error {
+            match next_fetch(
+                &spec,
+                &mut res,
+                &probe,
+                &clock,
+                &next,
+                &hw,
+                &mut producers_done_at,
+                &mut fetched_after_done,
+                last_progress_us,
+            ) {
+                Some(active) => {
+                    match send_fetch(&mut conn, &topic, &spec, active, producers_done_at.is_some())
+                        .await
+                    {
+                        Ok(f) => in_flight = Some(f),
+                        Err(e) => {
+                            probe.borrow_mut().error(format!("fetch: {e}"), 1);
+                            res.errors += 1;
+                            finished = true;
+                        }
+                    }
+                }
+                None => finished = true,
+            }
+        }
+        // Then every record of this response. A batch failing its CRC here is an error, and its
+        // records (and the rest of that partition's response) are not counted as consumed.
         let now = clock.now_us();
         let unix_now = clock.unix_now_us();
         let mut n_records = 0u64;
         let mut n_bytes = 0u64;
-        let mut had_error = false;
-        for t in &resp.responses {
-            for pd in &t.partitions {
-                let p = pd.partition_index;
-                if pd.error_code != 0 {
-                    probe
-                        .borrow_mut()
-                        .error(format!("fetch p{p}: {}", ErrorCode(pd.error_code)), 1);
-                    res.errors += 1;
-                    had_error = true;
-                    continue;
+        for pd in resp.responses.iter().flat_map(|t| &t.partitions) {
+            let p = pd.partition_index;
+            if pd.error_code != 0 {
+                continue;
+            }
+            let Some(records) = pd.records.as_ref() else {
+                continue;
+            };
+            let Some(from) = fetch.offsets.get(&p).copied() else {
+                continue;
+            };
+            let mut aborted = spec.read_committed.then(|| {
+                AbortedTxns::new(
+                    pd.aborted_transactions
+                        .iter()
+                        .flatten()
+                        .map(|a| (a.producer_id, a.first_offset)),
+                )
+            });
+            let mut probe_b = probe.borrow_mut();
+            let walked = walk_records(records, aborted.as_mut(), &mut res.walk, |r| {
+                if r.offset < from {
+                    return; // a batch may start before the fetch offset
                 }
-                hw.insert(p, pd.high_watermark);
-                let Some(records) = pd.records.as_ref() else {
-                    continue;
+                res.consumed.push(p, r.offset, r.offset + 1);
+                res.records += 1;
+                n_records += 1;
+                let Some(v) = r.value else {
+                    res.foreign += 1;
+                    return;
                 };
-                let Some(from) = next.get(&p).copied() else {
-                    continue;
+                n_bytes += v.len() as u64;
+                let Some(h) = read_payload_header(v) else {
+                    res.foreign += 1;
+                    return;
                 };
-                let mut aborted = spec.read_committed.then(|| {
-                    AbortedTxns::new(
-                        pd.aborted_transactions
-                            .iter()
-                            .flatten()
-                            .map(|a| (a.producer_id, a.first_offset)),
-                    )
-                });
-                let mut probe_b = probe.borrow_mut();
-                let walked = walk_records(records, aborted.as_mut(), &mut res.walk, |r| {
-                    if r.offset < from {
-                        return; // a batch may start before the fetch offset
+                let e = expect.entry((h.producer, p)).or_default();
+                if h.sequence >= e.next {
+                    if h.sequence > e.next {
+                        e.missing.push((e.next, h.sequence));
                     }
-                    res.consumed.push(p, r.offset, r.offset + 1);
-                    res.records += 1;
-                    n_records += 1;
-                    let Some(v) = r.value else {
-                        res.foreign += 1;
-                        return;
-                    };
-                    n_bytes += v.len() as u64;
-                    let Some(h) = read_payload_header(v) else {
-                        res.foreign += 1;
-                        return;
-                    };
-                    let e = expect.entry((h.producer, p)).or_default();
-                    if h.sequence >= e.next {
-                        if h.sequence > e.next {
-                            e.missing.push((e.next, h.sequence));
-                        }
-                        e.next = h.sequence + 1;
-                    } else if e.fill(h.sequence) {
-                        res.reordered += 1;
-                    } else {
-                        res.duplicates += 1;
-                    }
-                    if spec.e2e {
-                        let send_run_us = h.send_time_us.saturating_sub(clock.unix_start_us);
-                        probe_b.e2e(send_run_us, unix_now.saturating_sub(h.send_time_us));
-                    }
-                });
-                match walked {
-                    Ok(Some(n)) => {
-                        if let Some(o) = next.get_mut(&p) {
-                            *o = (*o).max(n);
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        probe_b.error(format!("fetch p{p}: {e}"), 1);
-                        res.errors += 1;
-                        had_error = true;
-                    }
+                    e.next = h.sequence + 1;
+                } else if e.fill(h.sequence) {
+                    res.reordered += 1;
+                } else {
+                    res.duplicates += 1;
                 }
+                if spec.e2e {
+                    let send_run_us = h.send_time_us.saturating_sub(clock.unix_start_us);
+                    probe_b.e2e(send_run_us, unix_now.saturating_sub(h.send_time_us));
+                }
+            });
+            if let Err(e) = walked {
+                probe_b.error(format!("fetch p{p}: {e}"), 1);
+                res.errors += 1;
+                had_error = true;
             }
         }
         if n_records > 0 {
@@ -320,6 +317,125 @@ pub async fn run_consumer(
     }
     res.sequence_gaps = expect.values().map(SeqTrack::missing_count).sum();
     res
+}
+
+/// A Fetch sent and not yet answered.
+struct InFlight {
+    sent: Sent,
+    /// Each partition's fetch offset: records before it (a batch may start earlier) are skipped.
+    offsets: HashMap<i32, i64>,
+    /// Sent after every producer had finished: its answer shows what they left.
+    after_producers_done: bool,
+}
+
+/// The partitions (with their offsets) the next Fetch asks for, or `None` when the consumer is
+/// done: its partitions read to their end offsets, its producers finished and drained (or the
+/// drain timed out), the run's bound reached, a stop signal, or a catch-up read that stopped
+/// progressing (counted as an error).
+#[allow(clippy::too_many_arguments)]
+fn next_fetch(
+    spec: &ConsumerSpec,
+    res: &mut ConsumerResult,
+    probe: &RefCell<CoreProbe>,
+    clock: &Clock,
+    next: &BTreeMap<i32, i64>,
+    hw: &BTreeMap<i32, i64>,
+    producers_done_at: &mut Option<u64>,
+    fetched_after_done: &mut bool,
+    last_progress_us: u64,
+) -> Option<Vec<(i32, i64)>> {
+    let now = clock.now_us();
+    // Catch-up reads that stop progressing (a broker failing every fetch) end the run after the
+    // drain timeout instead of hanging it.
+    if matches!(spec.stop, StopRule::EndOffsets(_))
+        && now.saturating_sub(last_progress_us) > spec.stall_timeout_us
+    {
+        probe.borrow_mut().error(
+            format!(
+                "fetch: no progress for {} s",
+                spec.stall_timeout_us / 1_000_000
+            ),
+            1,
+        );
+        res.errors += 1;
+        return None;
+    }
+    // On a stop signal, catch-up reads end at once; consumers following producers drain what the
+    // (stopping) producers had acknowledged.
+    let stopped =
+        crate::run::STOP.load(Ordering::Relaxed) && matches!(spec.stop, StopRule::EndOffsets(_));
+    if stopped
+        || spec.end_us.is_some_and(|e| now >= e)
+        || spec
+            .records
+            .is_some_and(|r| spec.consumed_total.load(Ordering::Relaxed) >= r)
+    {
+        return None;
+    }
+    let active: Vec<(i32, i64)> = match &spec.stop {
+        StopRule::EndOffsets(end) => next
+            .iter()
+            .filter(|(p, o)| **o < end.get(**p as usize).copied().unwrap_or(0))
+            .map(|(p, o)| (*p, *o))
+            .collect(),
+        StopRule::FollowProducers {
+            producers_remaining,
+            drain_timeout_us,
+        } => {
+            if producers_done_at.is_none() && producers_remaining.load(Ordering::Acquire) == 0 {
+                *producers_done_at = Some(now);
+                *fetched_after_done = false;
+            } else if let Some(d) = *producers_done_at {
+                let drained = *fetched_after_done
+                    && next
+                        .iter()
+                        .all(|(p, o)| hw.get(p).is_some_and(|h| *o >= *h));
+                if drained || now > d + drain_timeout_us {
+                    return None;
+                }
+            }
+            next.iter().map(|(p, o)| (*p, *o)).collect()
+        }
+    };
+    (!active.is_empty()).then_some(active)
+}
+
+/// Sends a Fetch for `active` (partition, offset) pairs of `topic`.
+async fn send_fetch(
+    conn: &mut Connection,
+    topic: &str,
+    spec: &ConsumerSpec,
+    active: Vec<(i32, i64)>,
+    after_producers_done: bool,
+) -> Result<InFlight, ConnError> {
+    let req = FetchRequest {
+        replica_id: -1,
+        max_wait_ms: spec.max_wait_ms,
+        min_bytes: 1,
+        max_bytes: spec.fetch_max_bytes,
+        isolation_level: i8::from(spec.read_committed),
+        session_id: 0,
+        session_epoch: -1,
+        topics: vec![FetchTopic {
+            topic: topic.to_string(),
+            partitions: active
+                .iter()
+                .map(|(p, o)| FetchPartition {
+                    partition: *p,
+                    fetch_offset: *o,
+                    partition_max_bytes: spec.fetch_partition_max_bytes,
+                    ..Default::default()
+                })
+                .collect(),
+        }],
+        ..Default::default()
+    };
+    let sent = conn.writer.send(&req.into()).await?;
+    Ok(InFlight {
+        sent,
+        offsets: active.into_iter().collect(),
+        after_producers_done,
+    })
 }
 
 #[cfg(test)]
