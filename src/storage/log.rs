@@ -1612,12 +1612,16 @@ impl<D: Disk> PartitionLog<D> {
             if out.from_cache {
                 return Ok(out);
             }
+            // Disk reads come as runs of whole batches.
             let mut next = None;
-            for b in &out.chunks {
-                if BatchHeader::parse(b).is_ok_and(|h| h.records_count != 0) {
+            for b in out.chunks.iter().flat_map(record_batch::split_batches) {
+                let Ok(b) = b else {
+                    return Ok(out);
+                };
+                if BatchHeader::parse(&b).is_ok_and(|h| h.records_count != 0) {
                     return Ok(out);
                 }
-                next = next_offset_after(b);
+                next = next_offset_after(&b);
             }
             let Some(next) = next else {
                 return Ok(out);
@@ -1701,7 +1705,7 @@ impl<D: Disk> PartitionLog<D> {
         };
         self.read_ahead(seg_base, &file, &chunk, seg_end, seg_upper, max_bytes);
         Ok(ReadSlice {
-            chunks: chunk.batches,
+            chunks: coalesce(chunk.batches, &chunk.bufs),
             from_cache: false,
         })
     }
@@ -2695,6 +2699,46 @@ async fn write_txn_index<D: Disk>(
 /// Reads whole batches from `file` starting at batch boundary `pos`, skipping those that end
 /// before `offset`, stopping at `upper`, at `end` (durable size) or after `max_bytes` (but
 /// returning at least one batch). Every batch is CRC-checked and offsets must be contiguous.
+/// `batches` in as few buffers as possible: batches lying next to each other in one of `bufs`
+/// (the read buffers they were cut from) become one slice of it, so that a fetch answers with
+/// one buffer per read instead of copying a partition's batches together (that copy was 5% of
+/// the broker's core in a catch-up read, `perf/2026-12-04-catch-up-reads.md`).
+fn coalesce(batches: Vec<Bytes>, bufs: &[Bytes]) -> Vec<Bytes> {
+    fn span(b: &[u8]) -> (usize, usize) {
+        let start = b.as_ptr() as usize;
+        (start, start + b.len())
+    }
+    let mut out = Vec::new();
+    // The run being built: (index in `bufs`, start and end address).
+    let mut run: Option<(usize, usize, usize)> = None;
+    let flush = |run: Option<(usize, usize, usize)>, out: &mut Vec<Bytes>| {
+        if let Some((i, start, end)) = run {
+            let base = bufs[i].as_ptr() as usize;
+            out.push(bufs[i].slice(start - base..end - base));
+        }
+    };
+    for b in batches {
+        let (start, end) = span(&b);
+        if let Some((i, run_start, run_end)) = run {
+            if run_end == start && end <= span(&bufs[i]).1 {
+                run = Some((i, run_start, end));
+                continue;
+            }
+        }
+        flush(run.take(), &mut out);
+        let parent = bufs.iter().position(|p| {
+            let (p_start, p_end) = span(p);
+            p_start <= start && end <= p_end
+        });
+        match parent {
+            Some(i) => run = Some((i, start, end)),
+            None => out.push(b),
+        }
+    }
+    flush(run, &mut out);
+    out
+}
+
 /// A chunk read ahead, cut as this read would have cut it: no batch from `upper` on, at most
 /// `max_bytes` (but at least one batch).
 fn trim_to(mut chunk: Chunk, max_bytes: usize, upper: i64) -> Chunk {
@@ -3030,6 +3074,7 @@ async fn read_batches_carrying<F: SegmentFile>(
         reason,
     };
     let mut out: Vec<Bytes> = Vec::new();
+    let mut bufs: Vec<Bytes> = Vec::new();
     let mut start_pos = pos;
     let mut total = 0usize;
     let mut expect: Option<i64> = None;
@@ -3093,6 +3138,7 @@ async fn read_batches_carrying<F: SegmentFile>(
                 let chunk = Chunk {
                     batches: out,
                     start_pos,
+                    bufs,
                 };
                 return Ok((chunk, buf.slice(at..)));
             }
@@ -3110,6 +3156,7 @@ async fn read_batches_carrying<F: SegmentFile>(
                 let chunk = Chunk {
                     batches: out,
                     start_pos,
+                    bufs,
                 };
                 return Ok((chunk, buf.slice(at..)));
             }
@@ -3123,6 +3170,12 @@ async fn read_batches_carrying<F: SegmentFile>(
                 .map_err(|_| corrupt(pos + at as u64, "stored batch fails validation"))?;
             if out.is_empty() {
                 start_pos = pos + at as u64;
+            }
+            if !bufs
+                .last()
+                .is_some_and(|last| last.as_ptr() == buf.as_ptr())
+            {
+                bufs.push(buf.clone());
             }
             total += total_len;
             out.push(b);
@@ -3152,8 +3205,46 @@ async fn read_batches_carrying<F: SegmentFile>(
     let chunk = Chunk {
         batches: out,
         start_pos,
+        bufs,
     };
     Ok((chunk, carry))
+}
+
+#[cfg(test)]
+mod coalesce_tests {
+    use super::*;
+
+    #[test]
+    fn batches_next_to_each_other_in_one_buffer_become_one_slice() {
+        let a = Bytes::from((0u8..100).collect::<Vec<u8>>());
+        let b = Bytes::from((100u8..160).collect::<Vec<u8>>());
+        let stray = Bytes::from(vec![7u8; 5]);
+        let batches = vec![
+            a.slice(0..10),
+            a.slice(10..40),
+            a.slice(40..41),
+            a.slice(50..60), // a gap before it: a new run
+            b.slice(0..20),  // another buffer: a new run
+            b.slice(20..60),
+            stray.clone(), // from no listed buffer: as it is
+            a.slice(60..70),
+        ];
+        let joined: Vec<u8> = batches.iter().flat_map(|c| c.to_vec()).collect();
+        let out = coalesce(batches, &[a.clone(), b.clone()]);
+        let lens: Vec<usize> = out.iter().map(|c| c.len()).collect();
+        assert_eq!(lens, [41, 10, 60, 5, 10]);
+        assert_eq!(
+            out.iter().flat_map(|c| c.to_vec()).collect::<Vec<u8>>(),
+            joined
+        );
+        assert_eq!(
+            out[0].as_ptr(),
+            a.as_ptr(),
+            "a slice of the buffer, not a copy"
+        );
+        assert_eq!(out[2].as_ptr(), b.as_ptr());
+        assert!(coalesce(Vec::new(), &[a]).is_empty());
+    }
 }
 
 #[cfg(test)]

@@ -28,6 +28,9 @@ pub const READ_AHEAD_MAX_BYTES: usize = 1 << 20;
 pub struct Chunk {
     pub batches: Vec<Bytes>,
     pub start_pos: u64,
+    /// The read buffers the batches are slices of, in order (batches lying next to each other
+    /// in one of them can be served as one slice).
+    pub bufs: Vec<Bytes>,
 }
 
 pub type Pending = oneshot::Receiver<Result<Chunk, StorageError>>;

@@ -1375,9 +1375,10 @@ fn a_read_goes_on_past_segments_that_compaction_emptied() {
         // Every closed segment is now empty batches; the active one still has records.
         let slice = log.read(0, 1 << 20, log.high_watermark()).await.unwrap();
         let headers: Vec<BatchHeader> = slice
-            .chunks
+            .batches()
+            .unwrap()
             .iter()
-            .map(|c| BatchHeader::parse(c).unwrap())
+            .map(|b| BatchHeader::parse(b).unwrap())
             .collect();
         assert!(
             headers.iter().take_while(|h| h.records_count == 0).count() >= 10,

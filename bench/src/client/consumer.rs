@@ -20,9 +20,7 @@ use std::time::Duration;
 
 use odradek::protocol::{ErrorCode, FetchPartition, FetchRequest, FetchTopic, ResponseBody};
 
-use super::batch::{
-    next_fetch_offset, read_payload_header, walk_records, AbortedTxns, WalkCounts,
-};
+use super::batch::{next_fetch_offset, read_payload_header, walk_records, AbortedTxns, WalkCounts};
 use super::connection::{ConnError, Connection, Sent};
 use crate::stats::{Clock, CoreProbe, Ranges};
 
@@ -146,7 +144,15 @@ pub async fn run_consumer(
             ) else {
                 break;
             };
-            match send_fetch(&mut conn, &topic, &spec, active, producers_done_at.is_some()).await {
+            match send_fetch(
+                &mut conn,
+                &topic,
+                &spec,
+                active,
+                producers_done_at.is_some(),
+            )
+            .await
+            {
                 Ok(f) => in_flight = Some(f),
                 Err(e) => {
                     probe.borrow_mut().error(format!("fetch: {e}"), 1);
@@ -228,8 +234,14 @@ pub async fn run_consumer(
                 last_progress_us,
             ) {
                 Some(active) => {
-                    match send_fetch(&mut conn, &topic, &spec, active, producers_done_at.is_some())
-                        .await
+                    match send_fetch(
+                        &mut conn,
+                        &topic,
+                        &spec,
+                        active,
+                        producers_done_at.is_some(),
+                    )
+                    .await
                     {
                         Ok(f) => in_flight = Some(f),
                         Err(e) => {

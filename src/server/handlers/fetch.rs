@@ -216,8 +216,8 @@ fn empty_partition() -> PartitionData {
     }
 }
 
-/// One buffer for the response field. Reads from disk come back as one chunk (no copy); cache
-/// hits are one chunk per batch and are joined here.
+/// One buffer for the response field. Reads from disk come back as one chunk per read buffer
+/// (usually one: no copy); cache hits are one chunk per batch and are joined here.
 fn join_chunks(mut chunks: Vec<Bytes>) -> Bytes {
     if chunks.len() == 1 {
         return chunks.pop().unwrap_or_default();
