@@ -1733,13 +1733,34 @@ impl<D: Disk> PartitionLog<D> {
             return;
         }
         let file = file.clone();
-        let max_bytes = max_bytes.min(READ_AHEAD_MAX_BYTES);
+        let max_bytes =
+            self.whole_batches_within(seg_base, next_pos, max_bytes.min(READ_AHEAD_MAX_BYTES));
         let file_id = file.id();
         self.cache
             .readahead
             .start(self.cache_id, seg_base, file_id, next_offset, async move {
                 read_batches(&*file, next_pos, seg_end, next_offset, max_bytes, seg_upper).await
             });
+    }
+
+    /// How much of segment `seg_base` to read from batch start `pos` to stop at the last batch
+    /// that starts within `max_bytes` of it, by the offset index (which records batch starts):
+    /// a read of `max_bytes` ends inside a batch, which the next read reads again (~11% of a
+    /// catch-up consumer's reads, `perf/2026-12-04-catch-up-reads.md`). `max_bytes` when the
+    /// index has no such batch (one batch larger than that, or batches closer than its
+    /// interval). Only the size of the read: its batches are checked as any others.
+    pub(crate) fn whole_batches_within(&self, seg_base: i64, pos: u64, max_bytes: usize) -> usize {
+        let st = self.state.borrow();
+        let Some(seg) = st.segments.get(&seg_base) else {
+            return max_bytes;
+        };
+        let limit = pos.saturating_add(max_bytes as u64);
+        let entries = seg.indexes.offsets.entries();
+        let after = entries.partition_point(|&(_, p)| u64::from(p) <= limit);
+        match after.checked_sub(1).map(|i| u64::from(entries[i].1)) {
+            Some(last_start) if last_start > pos => (last_start - pos) as usize,
+            _ => max_bytes,
+        }
     }
 
     /// The largest record timestamp in the log (`None` if no record has one).

@@ -914,6 +914,59 @@ fn disk_reads_are_read_ahead() {
     });
 }
 
+/// A read ahead stops at a batch start the offset index knows, so no batch is read twice; with
+/// no batch start within the size, the size as it is.
+#[test]
+fn a_read_ahead_ends_at_a_batch_start() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            segment_bytes: 1 << 20,
+            ..small_cfg()
+        };
+        let log = PartitionLog::open(
+            tmp.path().join("wb-0"),
+            cfg,
+            Rc::new(BatchCache::new(0)),
+            NOW,
+        )
+        .await
+        .unwrap();
+        let mut starts = vec![0u64];
+        for i in 0..20u64 {
+            let mut b = BatchBuilder::simple(1, i);
+            b.records[0].value = Some(vec![i as u8; 3_000 + 100 * i as usize]);
+            let bytes = Bytes::from(b.build());
+            let h = validate(&bytes).unwrap();
+            log.append(&bytes, &h, 0, NOW).unwrap();
+            starts.push(starts.last().unwrap() + bytes.len() as u64);
+        }
+        log.flush().await.unwrap();
+        // Every batch is over the 1,024-byte index interval, so each (but the first) has an
+        // entry: from batch 2, 20,000 bytes reach up to the last batch starting by then.
+        let (pos, max) = (starts[2], 20_000usize);
+        let last_start = *starts
+            .iter()
+            .filter(|&&p| p <= pos + max as u64)
+            .last()
+            .unwrap();
+        let n = log.whole_batches_within(0, pos, max);
+        assert_eq!(n as u64, last_start - pos);
+        assert!(n < max && n > 3_000, "{n}");
+        assert_eq!(
+            log.whole_batches_within(0, pos, 100),
+            100,
+            "no batch start within"
+        );
+        assert_eq!(
+            log.whole_batches_within(7, pos, max),
+            max,
+            "no such segment"
+        );
+        log.close().await.unwrap();
+    });
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Append {
