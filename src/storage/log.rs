@@ -2717,9 +2717,6 @@ async fn write_txn_index<D: Disk>(
     Ok(())
 }
 
-/// Reads whole batches from `file` starting at batch boundary `pos`, skipping those that end
-/// before `offset`, stopping at `upper`, at `end` (durable size) or after `max_bytes` (but
-/// returning at least one batch). Every batch is CRC-checked and offsets must be contiguous.
 /// `batches` in as few buffers as possible: batches lying next to each other in one of `bufs`
 /// (the read buffers they were cut from) become one slice of it, so that a fetch answers with
 /// one buffer per read instead of copying a partition's batches together (that copy was 5% of
@@ -3063,6 +3060,9 @@ fn next_offset_after(batch: &[u8]) -> Option<i64> {
     Some(base.saturating_add(delta as i64).saturating_add(1))
 }
 
+/// Reads whole batches from `file` starting at batch boundary `pos`, skipping those that end
+/// before `offset`, stopping at `upper`, at `end` (durable size) or after `max_bytes` (but
+/// returning at least one batch). Every batch is CRC-checked and offsets must be contiguous.
 async fn read_batches<F: SegmentFile>(
     file: &F,
     pos: u64,
@@ -3192,10 +3192,7 @@ async fn read_batches_carrying<F: SegmentFile>(
             if out.is_empty() {
                 start_pos = pos + at as u64;
             }
-            if !bufs
-                .last()
-                .is_some_and(|last| last.as_ptr() == buf.as_ptr())
-            {
+            if bufs.last().is_none_or(|last| last.as_ptr() != buf.as_ptr()) {
                 bufs.push(buf.clone());
             }
             total += total_len;

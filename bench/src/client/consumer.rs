@@ -118,52 +118,20 @@ pub async fn run_consumer(
             return res;
         }
     };
-    let mut next: BTreeMap<i32, i64> = start.iter().copied().collect();
-    let mut hw: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut at = Position {
+        next: start.iter().copied().collect(),
+        hw: BTreeMap::new(),
+        producers_done_at: None,
+        fetched_after_done: false,
+        last_progress_us: clock.now_us(),
+    };
     let mut expect: HashMap<(u32, i32), SeqTrack> = HashMap::new();
-    let mut producers_done_at: Option<u64> = None;
-    let mut fetched_after_done = false;
-    let mut last_progress_us = clock.now_us();
     // One Fetch ahead, as Kafka's clients keep one: the next Fetch goes out as soon as a
     // response's framing gives the next offsets, and the broker serves it while this task checks
     // the records it just got. Waiting for the check first left the broker idle for it.
-    let mut in_flight: Option<InFlight> = None;
-    let mut finished = false;
-    while !finished {
-        if in_flight.is_none() {
-            let Some(active) = next_fetch(
-                &spec,
-                &mut res,
-                &probe,
-                &clock,
-                &next,
-                &hw,
-                &mut producers_done_at,
-                &mut fetched_after_done,
-                last_progress_us,
-            ) else {
-                break;
-            };
-            match send_fetch(
-                &mut conn,
-                &topic,
-                &spec,
-                active,
-                producers_done_at.is_some(),
-            )
-            .await
-            {
-                Ok(f) => in_flight = Some(f),
-                Err(e) => {
-                    probe.borrow_mut().error(format!("fetch: {e}"), 1);
-                    res.errors += 1;
-                    break;
-                }
-            }
-        }
-        let Some(fetch) = in_flight.take() else {
-            break;
-        };
+    let mut in_flight =
+        fetch_next(&mut conn, &topic, &spec, &mut res, &probe, &clock, &mut at).await;
+    while let Some(fetch) = in_flight.take() {
         let resp = match conn.reader.response(fetch.sent).await {
             Ok(ResponseBody::Fetch(r)) => r,
             Ok(_) => {
@@ -180,7 +148,7 @@ pub async fn run_consumer(
             }
         };
         if fetch.after_producers_done {
-            fetched_after_done = true;
+            at.fetched_after_done = true;
         }
         if resp.error_code != 0 {
             probe
@@ -188,10 +156,13 @@ pub async fn run_consumer(
                 .error(format!("fetch: {}", ErrorCode(resp.error_code)), 1);
             res.errors += 1;
             glommio::timer::sleep(Duration::from_millis(100)).await;
+            in_flight =
+                fetch_next(&mut conn, &topic, &spec, &mut res, &probe, &clock, &mut at).await;
             continue;
         }
         // First the framing: partition errors, high watermarks and the next offsets.
         let mut had_error = false;
+        let mut unframed: Vec<i32> = Vec::new();
         for pd in resp.responses.iter().flat_map(|t| &t.partitions) {
             let p = pd.partition_index;
             if pd.error_code != 0 {
@@ -202,13 +173,13 @@ pub async fn run_consumer(
                 had_error = true;
                 continue;
             }
-            hw.insert(p, pd.high_watermark);
+            at.hw.insert(p, pd.high_watermark);
             let Some(records) = pd.records.as_ref() else {
                 continue;
             };
             match next_fetch_offset(records) {
                 Ok(Some(n)) => {
-                    if let Some(o) = next.get_mut(&p) {
+                    if let Some(o) = at.next.get_mut(&p) {
                         *o = (*o).max(n);
                     }
                 }
@@ -217,42 +188,14 @@ pub async fn run_consumer(
                     probe.borrow_mut().error(format!("fetch p{p}: {e}"), 1);
                     res.errors += 1;
                     had_error = true;
+                    unframed.push(p);
                 }
             }
         }
-        // Then the next Fetch (unless the run is over or this one failed, which waits below).
+        // Then the next Fetch (unless the run is over; after an error, once it waited below).
         if !had_error {
-            match next_fetch(
-                &spec,
-                &mut res,
-                &probe,
-                &clock,
-                &next,
-                &hw,
-                &mut producers_done_at,
-                &mut fetched_after_done,
-                last_progress_us,
-            ) {
-                Some(active) => {
-                    match send_fetch(
-                        &mut conn,
-                        &topic,
-                        &spec,
-                        active,
-                        producers_done_at.is_some(),
-                    )
-                    .await
-                    {
-                        Ok(f) => in_flight = Some(f),
-                        Err(e) => {
-                            probe.borrow_mut().error(format!("fetch: {e}"), 1);
-                            res.errors += 1;
-                            finished = true;
-                        }
-                    }
-                }
-                None => finished = true,
-            }
+            in_flight =
+                fetch_next(&mut conn, &topic, &spec, &mut res, &probe, &clock, &mut at).await;
         }
         // Then every record of this response. A batch failing its CRC here is an error, and its
         // records (and the rest of that partition's response) are not counted as consumed.
@@ -262,8 +205,8 @@ pub async fn run_consumer(
         let mut n_bytes = 0u64;
         for pd in resp.responses.iter().flat_map(|t| &t.partitions) {
             let p = pd.partition_index;
-            if pd.error_code != 0 {
-                continue;
+            if pd.error_code != 0 || unframed.contains(&p) {
+                continue; // counted above
             }
             let Some(records) = pd.records.as_ref() else {
                 continue;
@@ -319,12 +262,16 @@ pub async fn run_consumer(
             }
         }
         if n_records > 0 {
-            last_progress_us = now;
+            at.last_progress_us = now;
         }
         spec.consumed_total.fetch_add(n_records, Ordering::Relaxed);
         probe.borrow_mut().consumed(now, n_records, n_bytes);
         if had_error {
             glommio::timer::sleep(Duration::from_millis(100)).await;
+            if in_flight.is_none() {
+                in_flight =
+                    fetch_next(&mut conn, &topic, &spec, &mut res, &probe, &clock, &mut at).await;
+            }
         }
     }
     res.sequence_gaps = expect.values().map(SeqTrack::missing_count).sum();
@@ -340,27 +287,56 @@ struct InFlight {
     after_producers_done: bool,
 }
 
+/// Where a consumer is: the offsets it fetches next, the high watermarks last seen, and what
+/// tells whether it is done.
+struct Position {
+    next: BTreeMap<i32, i64>,
+    hw: BTreeMap<i32, i64>,
+    /// When every producer of the run had finished (following producers).
+    producers_done_at: Option<u64>,
+    /// A Fetch sent after that was answered: what the producers left is in sight.
+    fetched_after_done: bool,
+    last_progress_us: u64,
+}
+
+/// Sends the next Fetch: `None` when the consumer is done (see [`next_fetch`]) or the send
+/// failed (an error, counted).
+async fn fetch_next(
+    conn: &mut Connection,
+    topic: &str,
+    spec: &ConsumerSpec,
+    res: &mut ConsumerResult,
+    probe: &RefCell<CoreProbe>,
+    clock: &Clock,
+    at: &mut Position,
+) -> Option<InFlight> {
+    let active = next_fetch(spec, res, probe, clock, at)?;
+    match send_fetch(conn, topic, spec, active, at.producers_done_at.is_some()).await {
+        Ok(f) => Some(f),
+        Err(e) => {
+            probe.borrow_mut().error(format!("fetch: {e}"), 1);
+            res.errors += 1;
+            None
+        }
+    }
+}
+
 /// The partitions (with their offsets) the next Fetch asks for, or `None` when the consumer is
 /// done: its partitions read to their end offsets, its producers finished and drained (or the
 /// drain timed out), the run's bound reached, a stop signal, or a catch-up read that stopped
 /// progressing (counted as an error).
-#[allow(clippy::too_many_arguments)]
 fn next_fetch(
     spec: &ConsumerSpec,
     res: &mut ConsumerResult,
     probe: &RefCell<CoreProbe>,
     clock: &Clock,
-    next: &BTreeMap<i32, i64>,
-    hw: &BTreeMap<i32, i64>,
-    producers_done_at: &mut Option<u64>,
-    fetched_after_done: &mut bool,
-    last_progress_us: u64,
+    at: &mut Position,
 ) -> Option<Vec<(i32, i64)>> {
     let now = clock.now_us();
     // Catch-up reads that stop progressing (a broker failing every fetch) end the run after the
     // drain timeout instead of hanging it.
     if matches!(spec.stop, StopRule::EndOffsets(_))
-        && now.saturating_sub(last_progress_us) > spec.stall_timeout_us
+        && now.saturating_sub(at.last_progress_us) > spec.stall_timeout_us
     {
         probe.borrow_mut().error(
             format!(
@@ -385,7 +361,8 @@ fn next_fetch(
         return None;
     }
     let active: Vec<(i32, i64)> = match &spec.stop {
-        StopRule::EndOffsets(end) => next
+        StopRule::EndOffsets(end) => at
+            .next
             .iter()
             .filter(|(p, o)| **o < end.get(**p as usize).copied().unwrap_or(0))
             .map(|(p, o)| (*p, *o))
@@ -394,19 +371,20 @@ fn next_fetch(
             producers_remaining,
             drain_timeout_us,
         } => {
-            if producers_done_at.is_none() && producers_remaining.load(Ordering::Acquire) == 0 {
-                *producers_done_at = Some(now);
-                *fetched_after_done = false;
-            } else if let Some(d) = *producers_done_at {
-                let drained = *fetched_after_done
-                    && next
+            if at.producers_done_at.is_none() && producers_remaining.load(Ordering::Acquire) == 0 {
+                at.producers_done_at = Some(now);
+                at.fetched_after_done = false;
+            } else if let Some(d) = at.producers_done_at {
+                let drained = at.fetched_after_done
+                    && at
+                        .next
                         .iter()
-                        .all(|(p, o)| hw.get(p).is_some_and(|h| *o >= *h));
+                        .all(|(p, o)| at.hw.get(p).is_some_and(|h| *o >= *h));
                 if drained || now > d + drain_timeout_us {
                     return None;
                 }
             }
-            next.iter().map(|(p, o)| (*p, *o)).collect()
+            at.next.iter().map(|(p, o)| (*p, *o)).collect()
         }
     };
     (!active.is_empty()).then_some(active)
