@@ -169,38 +169,58 @@ pub fn measure_floor(spec: &CeilingSpec) -> Result<Option<DurableFloor>, Ceiling
     durable_floor(spec.client_cpu(), &path, rate, seconds, spec.floor_files).map(Some)
 }
 
-fn tcp(
-    client: Option<usize>,
-    server: Option<usize>,
-    seconds: f64,
-) -> Result<(u64, f64), CeilingError> {
+/// A glommio executor named `name`, pinned to `cpu`, listening on a fresh loopback port and
+/// running `serve` with the listener; returns the executor (to join) and the port once it
+/// listens (`what` names the server in the error if it does not start).
+fn loopback_server<T, F, Fut>(
+    cpu: Option<usize>,
+    name: &str,
+    what: &str,
+    serve: F,
+) -> Result<(glommio::ExecutorJoinHandle<Result<T, CeilingError>>, u16), CeilingError>
+where
+    T: Send + 'static,
+    F: FnOnce(TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, CeilingError>> + 'static,
+{
     let (port_tx, port_rx) = mpsc::channel::<u16>();
-    let srv = LocalExecutorBuilder::new(placement(server))
-        .name("ceiling-rx")
+    let srv = LocalExecutorBuilder::new(placement(cpu))
+        .name(name)
         .io_memory(1 << 20)
         .spawn(move || async move {
             let l = TcpListener::bind("127.0.0.1:0").map_err(|e| io("bind", e))?;
             let port = l.local_addr().map_err(|e| io("local_addr", e))?.port();
             let _ = port_tx.send(port);
-            let mut s = l.accept().await.map_err(|e| io("accept", e))?;
-            let mut buf = vec![0u8; BLOCK];
-            let mut total = 0u64;
-            let mut first: Option<Instant> = None;
-            loop {
-                let n = s.read(&mut buf).await.map_err(|e| io("read", e))?;
-                if n == 0 {
-                    break;
-                }
-                first.get_or_insert_with(Instant::now);
-                total += n as u64;
-            }
-            let secs = first.map_or(1.0, |f| f.elapsed().as_secs_f64());
-            Ok::<_, CeilingError>((total, secs))
+            serve(l).await
         })
         .map_err(|e| CeilingError::Executor(e.to_string()))?;
     let port = port_rx
         .recv_timeout(Duration::from_secs(10))
-        .map_err(|e| io("receiver start", e))?;
+        .map_err(|e| io(format!("{what} start"), e))?;
+    Ok((srv, port))
+}
+
+fn tcp(
+    client: Option<usize>,
+    server: Option<usize>,
+    seconds: f64,
+) -> Result<(u64, f64), CeilingError> {
+    let (srv, port) = loopback_server(server, "ceiling-rx", "receiver", |l| async move {
+        let mut s = l.accept().await.map_err(|e| io("accept", e))?;
+        let mut buf = vec![0u8; BLOCK];
+        let mut total = 0u64;
+        let mut first: Option<Instant> = None;
+        loop {
+            let n = s.read(&mut buf).await.map_err(|e| io("read", e))?;
+            if n == 0 {
+                break;
+            }
+            first.get_or_insert_with(Instant::now);
+            total += n as u64;
+        }
+        let secs = first.map_or(1.0, |f| f.elapsed().as_secs_f64());
+        Ok((total, secs))
+    })?;
     let cli = LocalExecutorBuilder::new(placement(client))
         .name("ceiling-tx")
         .io_memory(1 << 20)

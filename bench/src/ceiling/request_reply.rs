@@ -7,15 +7,14 @@
 //! I/O paths ([`RequestPath`]): epoll and plain syscalls (the machine's bound) and glommio's
 //! `TcpStream` (what the runtime the broker and the bench use adds per request).
 
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpStream;
 use glommio::LocalExecutorBuilder;
 use serde::Serialize;
 
-use super::{io, placement, CeilingError};
+use super::{io, loopback_server, placement, CeilingError};
 use crate::run::thread_cpu_us;
 
 /// The request/reply ceiling's traffic (see the module doc).
@@ -364,14 +363,11 @@ fn request_reply_glommio(
     shape: &RequestShape,
 ) -> Result<RequestCounts, CeilingError> {
     let (conns, req_len, reply_len) = shape.sizes();
-    let (port_tx, port_rx) = mpsc::channel::<u16>();
-    let srv = LocalExecutorBuilder::new(placement(server))
-        .name("ceiling-reply")
-        .io_memory(1 << 20)
-        .spawn(move || async move {
-            let l = TcpListener::bind("127.0.0.1:0").map_err(|e| io("bind", e))?;
-            let port = l.local_addr().map_err(|e| io("local_addr", e))?.port();
-            let _ = port_tx.send(port);
+    let (srv, port) = loopback_server(
+        server,
+        "ceiling-reply",
+        "request server",
+        move |l| async move {
             let mut tasks = Vec::with_capacity(conns);
             for _ in 0..conns {
                 let mut s = l.accept().await.map_err(|e| io("accept", e))?;
@@ -398,12 +394,9 @@ fn request_reply_glommio(
             for t in tasks {
                 t.await?;
             }
-            Ok::<_, CeilingError>(busy_since(cpu0, wall0))
-        })
-        .map_err(|e| CeilingError::Executor(e.to_string()))?;
-    let port = port_rx
-        .recv_timeout(Duration::from_secs(10))
-        .map_err(|e| io("request server start", e))?;
+            Ok(busy_since(cpu0, wall0))
+        },
+    )?;
     let seconds = shape.seconds;
     let cli = LocalExecutorBuilder::new(placement(client))
         .name("ceiling-request")
