@@ -10,6 +10,7 @@ set -u
 A=$1; B=$2; ROUNDS=$3; shift 3
 CMD=("$@")
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$ROOT/perf/scripts/broker.sh"
 BENCH=${BENCH:-${CARGO_TARGET_DIR:-$ROOT/target}/release/odradek-bench}
 DATA=$(mktemp -d -t odradek-ab-XXXXXX)
 port=19500
@@ -18,9 +19,7 @@ for r in $(seq 1 "$ROUNDS"); do
     bin=$A; [ $which = B ] && bin=$B
     port=$((port + 1))
     rm -rf "$DATA/data"
-    taskset -c 0 "$bin" serve --listen 127.0.0.1:$port --data-dir "$DATA/data" --cores 0-0 >"$DATA/broker.log" 2>&1 &
-    pid=$!
-    for i in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+    start_broker "$bin" $port "$DATA/data" "$DATA/broker.log"
     echo "== $which run $r ($bin, load $(cut -d' ' -f1-3 /proc/loadavg))"
     common=(--bootstrap 127.0.0.1:$port --cores 1-1)
     if [ "${CMD[0]}" = suite ]; then
@@ -30,7 +29,7 @@ for r in $(seq 1 "$ROUNDS"); do
     fi
     taskset -c 1 "$BENCH" "${CMD[@]:0:1}" "${common[@]}" "${CMD[@]:1}" 2>&1 \
       | grep -E "^(ceiling|produce|consume|e2e|  [a-z-]+ latency|acknowledged|fraction|errors?:)"
-    kill "$pid"; wait "$pid"
+    stop_broker
   done
 done
 rm -rf "$DATA"

@@ -6,21 +6,20 @@
 set -u
 A=$1; B=$2; ROUNDS=${3:-3}; N=${4:-1000000}; SIZE=${5:-1024}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$ROOT/perf/scripts/broker.sh"
 PERF=${PRODUCE_PERF:-${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/produce_perf}
 DATA=$(mktemp -d -t odradek-ab-XXXXXX)
 for r in $(seq 1 $ROUNDS); do
   for which in A B; do
     bin=$A; [ $which = B ] && bin=$B
     rm -rf "$DATA"; port=$((19300 + r))
-    taskset -c 0 $bin serve --listen 127.0.0.1:$port --data-dir "$DATA" --cores 0-0 --override num.partitions=16 >"$DATA.log" 2>&1 &
-    pid=$!
-    for i in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+    start_broker "$bin" $port "$DATA" "$DATA.log" --override num.partitions=16
     taskset -c 1 $PERF 127.0.0.1:$port warm 200000 $SIZE all >/dev/null
-    t0=$(awk '{print $14+$15}' /proc/$pid/stat)
+    t0=$(cpu_ticks "$BROKER_PID")
     out=$(taskset -c 1 $PERF 127.0.0.1:$port run $N $SIZE all)
-    t1=$(awk '{print $14+$15}' /proc/$pid/stat)
+    t1=$(cpu_ticks "$BROKER_PID")
     echo "$which broker_cpu_s=$(awk -v a="$t0" -v b="$t1" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", (b-a)/hz}') $out"
-    kill $pid; wait $pid
+    stop_broker
   done
 done
 rm -rf "$DATA" "$DATA.log"

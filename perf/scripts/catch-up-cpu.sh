@@ -9,21 +9,18 @@
 set -u
 A=$1; B=$2; ROUNDS=$3
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$ROOT/perf/scripts/broker.sh"
 BENCH=${BENCH:-${CARGO_TARGET_DIR:-$ROOT/target}/release/odradek-bench}
 DATA=$(mktemp -d -t odradek-catch-up-XXXXXX)
 trap 'rm -rf "$DATA"' EXIT
 TICK=$(getconf CLK_TCK)
-cpu_ticks() { local f; read -r -a f <"/proc/$1/stat" && echo $((f[13] + f[14])); }
 port=19540
 for r in $(seq 1 "$ROUNDS"); do
   for which in A B; do
     bin=$A; [ $which = B ] && bin=$B
     port=$((port + 1))
     rm -rf "$DATA/data"
-    taskset -c 0 "$bin" serve --listen 127.0.0.1:$port --data-dir "$DATA/data" --cores 0-0 \
-      >"$DATA/broker.log" 2>&1 &
-    pid=$!
-    for i in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+    start_broker "$bin" $port "$DATA/data" "$DATA/broker.log"
     echo "== $which run $r ($bin, load $(cut -d' ' -f1-3 /proc/loadavg))"
     common=(--bootstrap 127.0.0.1:$port --cores 1-1 --quiet --topic catch-up)
     taskset -c 1 "$BENCH" produce "${common[@]}" --partitions 16 --records 4194304 \
@@ -31,16 +28,16 @@ for r in $(seq 1 "$ROUNDS"); do
     sleep 2
     perf_pid=
     if [ -n "${PROFILE:-}" ]; then
-      (sleep 1; exec perf record -q -F 499 --call-graph dwarf,32768 -p "$pid" \
+      (sleep 1; exec perf record -q -F 499 --call-graph dwarf,32768 -p "$BROKER_PID" \
         -o "perf-catch-up-$which-$r.data" -- sleep 2 >/dev/null 2>&1) &
       perf_pid=$!
     fi
-    before=$(cpu_ticks "$pid")
+    before=$(cpu_ticks "$BROKER_PID")
     taskset -c 1 "$BENCH" consume "${common[@]}" --records 4194304 \
       | grep -E "^(consume|acknowledged|load generator|errors?)"
-    after=$(cpu_ticks "$pid")
+    after=$(cpu_ticks "$BROKER_PID")
     awk -v t=$((after - before)) -v hz="$TICK" 'BEGIN { printf "broker CPU over the consume: %.2f s\n", t / hz }'
     [ -n "$perf_pid" ] && wait "$perf_pid"
-    kill "$pid"; wait "$pid"
+    stop_broker
   done
 done

@@ -17,6 +17,7 @@
 set -u
 BROKER=$1; ROUNDS=$2; RATE=${3:-20000}; DURATION=${4:-20}; FILL=${5:-1000000}; KEYS=${6:-1000}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$ROOT/perf/scripts/broker.sh"
 BENCH=${BENCH:-$ROOT/target/release/odradek-bench}
 SETTLE=${SETTLE:-30}
 PY=${PY:-$ROOT/target/test-venv/bin/python}
@@ -54,10 +55,9 @@ run_produce() { # run_produce PORT LABEL
 for r in $(seq 1 "$ROUNDS"); do
   port=$((port + 1))
   rm -rf "$DATADIR"
-  taskset -c 0 "$BROKER" serve --listen 127.0.0.1:$port --data-dir "$DATADIR" --cores 0-0 \
-    --override log.cleaner.backoff.ms=500 ${BROKER_OVERRIDES:-} >"$DATA/broker.log" 2>&1 &
-  pid=$!
-  for i in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+  # shellcheck disable=SC2086 # BROKER_OVERRIDES holds several flags
+  start_broker "$BROKER" $port "$DATADIR" "$DATA/broker.log" \
+    --override log.cleaner.backoff.ms=500 ${BROKER_OVERRIDES:-}
   echo "== round $r (load $(cut -d' ' -f1-3 /proc/loadavg))"
   admin $port compacted cleanup.policy=compact segment.bytes=67108864 \
     min.compaction.lag.ms=86400000 min.cleanable.dirty.ratio=0.01
@@ -78,6 +78,6 @@ for r in $(seq 1 "$ROUNDS"); do
   wait $bpid
   date -u +"B ends   %H:%M:%S.%3N"
   grep -E "compacted-0: compact|compacted-0: compacting" "$DATA/broker.log" | sed 's/^/  broker: /'
-  kill "$pid"; wait "$pid"
+  stop_broker
 done
 [ "${RAMDISK:-0}" = 1 ] || rm -rf "$DATA"

@@ -8,6 +8,7 @@
 set -u
 RUNS=${1:-3}; shift || true
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$ROOT/perf/scripts/broker.sh"
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 OUT=${1:-$TARGET/rebalance-runs}; shift || true
 cd "$ROOT"
@@ -17,15 +18,13 @@ port=19330
 for r in $(seq 1 "$RUNS"); do
   data=$TARGET/rebalance-data-$r
   rm -rf "$data"
-  taskset -c 0 "$TARGET/release/odradek" serve --listen 127.0.0.1:$port --data-dir "$data" \
-    --cores 0-0 -o group.initial.rebalance.delay.ms=0 >"$OUT/broker-$r.log" 2>&1 &
-  pid=$!
-  for i in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
-  echo "== run $r (broker pid $pid, load $(cut -d' ' -f1-3 /proc/loadavg))"
+  start_broker "$TARGET/release/odradek" $port "$data" "$OUT/broker-$r.log" \
+    -o group.initial.rebalance.delay.ms=0
+  echo "== run $r (broker pid $BROKER_PID, load $(cut -d' ' -f1-3 /proc/loadavg))"
   taskset -c 1 "$TARGET/release/odradek-bench" rebalance --bootstrap 127.0.0.1:$port --cores 1-1 \
     --partitions 60 --consumers 10 --record-size 1024 --rate 100000 --join-after 10 \
     --duration 20 --json "$OUT/rebalance-$r.json" --quiet "$@"
   echo "exit $?"
-  kill "$pid"; wait "$pid"
+  stop_broker
   rm -rf "$data"
 done

@@ -13,6 +13,7 @@
 set -u
 DURATION=${1:-1800}; PLAIN=${2:-20000}; COMPACT=${3:-2000}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$ROOT/perf/scripts/broker.sh"
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 OUT=${4:-$TARGET/soak-$(date -u +%Y%m%dT%H%M%SZ)}
 shift $(( $# < 4 ? $# : 4 ))
@@ -31,13 +32,11 @@ mkdir -p "$(dirname "$OUT")"
 port=19440
 data=$TARGET/soak-data
 rm -rf "$data"
-taskset -c 0 "$TARGET/release/odradek" serve --listen 127.0.0.1:$port --data-dir "$data" \
-  --cores 0-0 --override log.retention.check.interval.ms=1000 \
+start_broker "$TARGET/release/odradek" $port "$data" "$OUT-broker.log" \
+  --override log.retention.check.interval.ms=1000 \
   --override log.cleaner.backoff.ms=1000 --override group.initial.rebalance.delay.ms=0 \
-  --override metrics.listen=127.0.0.1:$((port + 1)) \
-  >"$OUT-broker.log" 2>&1 &
-pid=$!
-for i in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+  --override metrics.listen=127.0.0.1:$((port + 1))
+pid=$BROKER_PID
 echo "== soak: broker pid $pid on CPU 0, bench on CPU 1, $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$OUT.txt"
 taskset -c 1 "$TARGET/release/odradek-bench" soak --bootstrap 127.0.0.1:$port --cores 1-1 \
   --duration-s "$DURATION" --plain-rate "$PLAIN" --compact-rate "$COMPACT" \
@@ -47,7 +46,7 @@ taskset -c 1 "$TARGET/release/odradek-bench" soak --bootstrap 127.0.0.1:$port --
 rc=${PIPESTATUS[0]}
 echo "== exit $rc, $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT.txt"
 kill -CONT "$pid" 2>/dev/null # in case the bench died in a --broker-pause-every-s pause
-kill "$pid"; wait "$pid"
+stop_broker
 echo "broker log: $(grep -c . "$OUT-broker.log") lines, $(grep -cE 'level=(warn|error)' "$OUT-broker.log") warn/error" | tee -a "$OUT.txt"
 rm -rf "$data"
 exit "$rc"

@@ -6,6 +6,7 @@
 #   Usage: perf/scripts/suite-all.sh [WORKLOAD...]     (default: w1 w2 w3 w4 w5 w6)
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$ROOT/perf/scripts/broker.sh"
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/release
 BROKER=${BROKER:-$TARGET/odradek}
 BENCH=${BENCH:-$TARGET/odradek-bench}
@@ -18,15 +19,11 @@ status=0
 for w in "${WORKLOADS[@]}"; do
   port=$((port + 1))
   rm -rf "$DATA/data"
-  taskset -c 0 "$BROKER" serve --listen 127.0.0.1:$port --data-dir "$DATA/data" --cores 0-0 \
-    >"$DATA/broker-$w.log" 2>&1 &
-  pid=$!
-  for i in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+  start_broker "$BROKER" $port "$DATA/data" "$DATA/broker-$w.log"
   echo "== $w (load $(cut -d' ' -f1-3 /proc/loadavg))"
   (cd "$ROOT" && taskset -c 1 "$BENCH" suite "$w" --bootstrap 127.0.0.1:$port --cores 1-1 \
     --server-cpu 0 --data-dir "$DATA/data" --results-dir "$ROOT/perf/results" --quiet) \
     || status=1
-  kill "$pid"
-  wait "$pid" 2>/dev/null
+  stop_broker 2>/dev/null
 done
 exit $status

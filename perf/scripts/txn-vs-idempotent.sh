@@ -13,6 +13,7 @@ set -u
 BROKER=$1; ROUNDS=$2; PER_TXN=$3; OUT=$4; shift 4
 ARGS=("$@")
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$ROOT/perf/scripts/broker.sh"
 BENCH=${BENCH:-${CARGO_TARGET_DIR:-$ROOT/target}/release/odradek-bench}
 mkdir -p "$OUT"
 DATA=$(mktemp -d -t odradek-txn-XXXXXX)
@@ -21,16 +22,14 @@ for r in $(seq 1 "$ROUNDS"); do
   for mode in idempotent transactional; do
     port=$((port + 1))
     rm -rf "$DATA/data"
-    taskset -c 0 "$BROKER" serve --listen 127.0.0.1:$port --data-dir "$DATA/data" --cores 0-0 >"$DATA/broker.log" 2>&1 &
-    pid=$!
-    for i in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+    start_broker "$BROKER" $port "$DATA/data" "$DATA/broker.log"
     extra=(--idempotent)
     [ $mode = transactional ] && extra=(--transactional-records "$PER_TXN")
     echo "== $mode round $r (load $(cut -d' ' -f1-3 /proc/loadavg))"
     taskset -c 1 "$BENCH" produce --bootstrap 127.0.0.1:$port --cores 1-1 --quiet \
       --json "$OUT/$mode-$r.json" "${extra[@]}" "${ARGS[@]}" 2>&1 \
       | grep -E "^(produce|  [A-Za-z (),-]+latency|  transactions|errors|error)"
-    kill "$pid"; wait "$pid"
+    stop_broker
   done
 done
 rm -rf "$DATA"
