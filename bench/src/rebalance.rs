@@ -912,8 +912,10 @@ async fn core_main(
             }
             let r = p.run().await;
             shared.producer_done.store(true, Ordering::Release);
-            let errors = std::mem::take(&mut probe.borrow_mut().errors_by_kind);
-            (r, errors)
+            let mut probe = probe.borrow_mut();
+            let errors = std::mem::take(&mut probe.errors_by_kind);
+            let acked = probe.acked_offsets.take_ranges();
+            (r, errors, acked)
         }))
     } else {
         None
@@ -937,8 +939,8 @@ async fn core_main(
         out.members.push((i, t.await));
     }
     if let Some(p) = producer {
-        let (r, errors) = p.await;
-        out.acked = r.acked_ranges;
+        let (r, errors, acked) = p.await;
+        out.acked = acked;
         out.produced = r.acked;
         out.produce_errors = errors;
     }

@@ -228,6 +228,12 @@ fn generator_line(o: &RunOutcome) -> Option<String> {
         o.generator_busy.len(),
         if o.generator_busy.len() == 1 { "" } else { "s" }
     );
+    if let Some(g) = o.generator_resident_growth {
+        line.push_str(&format!(
+            "; its resident memory grew {:.0} MB in the measured window",
+            g as f64 / 1e6
+        ));
+    }
     if busiest >= GENERATOR_SATURATED {
         line.push_str(
             "; WARNING: at or near its limit, these figures may measure odradek-bench, not the broker",
@@ -315,6 +321,7 @@ pub fn to_json(name: &str, o: &RunOutcome, ceiling: Option<&Value>) -> Value {
         v["generator"] = json!({
             "core_busy": o.generator_busy.iter().map(|b| (b * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
             "saturated": busiest >= GENERATOR_SATURATED,
+            "resident_growth_mb": o.generator_resident_growth.map(|g| (g as f64 / 1e5).round() / 10.0),
         });
     }
     if let Some(c) = ceiling {

@@ -154,6 +154,11 @@ pub struct RunOutcome {
     /// (from the warm-up's end to `--duration-s`, or to the end of its work): CPU time / wall
     /// time. Near 1.0 the figures may measure the load generator.
     pub generator_busy: Vec<f64>,
+    /// How much the bench process's resident memory grew over the same window, bytes (the
+    /// largest figure a core saw). Fresh pages are costly (the kernel clears each one; on the
+    /// development VM ~0.4 GB/s including the host's own faults), so a generator still growing
+    /// its buffers in the window spends part of its core on that instead of on load.
+    pub generator_resident_growth: Option<i64>,
 }
 
 /// Above this share of its core, a bench core may be what limits the run.
@@ -208,6 +213,7 @@ struct CoreOutput {
     last_measured_us: u64,
     errors_by_kind: BTreeMap<String, u64>,
     busy: Option<f64>,
+    resident_growth: Option<i64>,
 }
 
 struct Setup {
@@ -456,6 +462,7 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
     let mut first = u64::MAX;
     let mut last = 0;
     let mut generator_busy = Vec::new();
+    let mut generator_resident_growth: Option<i64> = None;
     for o in outs {
         sent += o.sent;
         acked += o.acked;
@@ -482,6 +489,7 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
         }
         last = last.max(o.last_measured_us);
         generator_busy.extend(o.busy);
+        generator_resident_growth = generator_resident_growth.max(o.resident_growth);
         for (k, v) in o.errors_by_kind {
             *errors_by_kind.entry(k).or_default() += v;
         }
@@ -528,6 +536,7 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
         reconciliation,
         errors_by_kind,
         generator_busy,
+        generator_resident_growth,
     })
 }
 
@@ -548,6 +557,8 @@ pub fn fmt_int(n: u64) -> String {
 struct CpuSample {
     wall_us: u64,
     cpu_us: u64,
+    /// The process's resident memory, bytes (`None` if /proc cannot tell).
+    resident_bytes: Option<u64>,
 }
 
 /// The calling thread's CPU time (user + system), microseconds (`None` if the clock cannot be
@@ -565,8 +576,21 @@ pub fn thread_cpu_us() -> Option<u64> {
 impl CpuSample {
     /// The calling thread's CPU time now (`None` if the clock cannot be read).
     fn now(wall_us: u64) -> Option<CpuSample> {
-        thread_cpu_us().map(|cpu_us| CpuSample { wall_us, cpu_us })
+        thread_cpu_us().map(|cpu_us| CpuSample {
+            wall_us,
+            cpu_us,
+            resident_bytes: resident_bytes(),
+        })
     }
+}
+
+/// This process's resident set, bytes, from `/proc/self/statm` (its second field, in pages).
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf reads a constant of the running system.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    (page > 0).then(|| pages * page as u64)
 }
 
 /// This thread's CPU time as of run-clock time `at_us`, filled in by a task that waits for it
@@ -599,6 +623,14 @@ fn busy_between(start: Option<CpuSample>, end: Option<CpuSample>) -> Option<f64>
         return None;
     }
     Some(end.cpu_us.saturating_sub(start.cpu_us) as f64 / wall as f64)
+}
+
+/// Resident memory gained between two samples, bytes (negative if it shrank); `None` under the
+/// same conditions as [`busy_between`], or without a resident figure.
+fn resident_growth_between(start: Option<CpuSample>, end: Option<CpuSample>) -> Option<i64> {
+    busy_between(start, end)?;
+    let (start, end) = (start?.resident_bytes?, end?.resident_bytes?);
+    Some(end as i64 - start as i64)
 }
 
 struct CoreArgs {
@@ -778,6 +810,7 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
         last_measured_us: 0,
         errors_by_kind: BTreeMap::new(),
         busy: None,
+        resident_growth: None,
     };
     let had_producers = !producer_tasks.is_empty();
     for t in producer_tasks {
@@ -788,9 +821,9 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
         out.requests += r.requests;
         out.acked_batches += r.acked_batches;
         out.errored += r.errored;
-        out.acked_ranges.merge(r.acked_ranges);
         out.txn.add(&r.txn);
     }
+    out.acked_ranges = probe.borrow_mut().acked_offsets.take_ranges();
     let producers_done = if had_producers {
         CpuSample::now(clock.now_us())
     } else {
@@ -815,6 +848,7 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
         .min_by_key(|s| s.wall_us)
         .or_else(|| CpuSample::now(clock.now_us()));
     out.busy = busy_between(window_start.get(), window_end);
+    out.resident_growth = resident_growth_between(window_start.get(), window_end);
     // The last, partial interval.
     let mut p = probe.borrow_mut();
     let counters = std::mem::take(&mut p.interval);
@@ -835,7 +869,62 @@ mod tests {
     use super::*;
 
     fn at(wall_us: u64, cpu_us: u64) -> Option<CpuSample> {
-        Some(CpuSample { wall_us, cpu_us })
+        Some(CpuSample {
+            wall_us,
+            cpu_us,
+            resident_bytes: None,
+        })
+    }
+
+    fn with_resident(sample: Option<CpuSample>, bytes: u64) -> Option<CpuSample> {
+        sample.map(|s| CpuSample {
+            resident_bytes: Some(bytes),
+            ..s
+        })
+    }
+
+    #[test]
+    fn resident_growth_is_taken_over_the_same_window_as_busy() {
+        let start = with_resident(at(1_000_000, 0), 100 << 20);
+        let end = with_resident(at(3_000_000, 1_000), 612 << 20);
+        assert_eq!(resident_growth_between(start, end), Some(512 << 20));
+        assert_eq!(
+            resident_growth_between(end, with_resident(at(4_000_000, 2_000), 0)),
+            Some(-(612 << 20))
+        );
+        // No resident figure, or no window worth a figure.
+        assert_eq!(resident_growth_between(at(1_000_000, 0), end), None);
+        let short = with_resident(at(1_000_001, 1), 1 << 30);
+        assert_eq!(resident_growth_between(start, short), None);
+    }
+
+    #[test]
+    fn the_resident_set_grows_by_what_this_process_touches() {
+        // Fresh pages from the kernel: the allocator might hand back memory it already holds.
+        const LEN: usize = 64 << 20;
+        // SAFETY: an anonymous private mapping of LEN bytes, unmapped below.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(map, libc::MAP_FAILED);
+        let before = resident_bytes().expect("/proc/self/statm");
+        // SAFETY: the mapping is LEN writable bytes.
+        unsafe { std::ptr::write_bytes(map as *mut u8, 1, LEN) };
+        let after = resident_bytes().expect("/proc/self/statm");
+        // SAFETY: unmaps the mapping made above.
+        unsafe { libc::munmap(map, LEN) };
+        // Other tests run in this process meanwhile and may free memory, but not 32 MiB of it.
+        assert!(
+            after >= before + (32 << 20),
+            "before {before}, after {after}"
+        );
     }
 
     #[test]

@@ -1517,7 +1517,8 @@ async fn core_main(a: CoreArgs) -> CoreOut {
     }
     for (t, h) in producers.into_iter().enumerate() {
         let r = h.await;
-        out.acked[t].merge(r.acked_ranges);
+        // Each topic's producers answer to their own probe.
+        out.acked[t].merge(probes[t].borrow_mut().acked_offsets.take_ranges());
         out.acked_records[t] += r.acked;
     }
     for (i, h) in members {

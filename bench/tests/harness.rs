@@ -338,6 +338,13 @@ fn suite_writes_results_with_ceiling() {
     assert!(b > 0.0 && b <= 1.05, "busy {b}");
     assert_eq!(v["generator"]["saturated"], b >= 0.9);
     assert!(out.contains("load generator: busiest core"), "{out}");
+    // And how much its memory grew over the window: a figure (MB, may be negative), told in
+    // the summary too.
+    assert!(
+        v["generator"]["resident_growth_mb"].as_f64().is_some(),
+        "{v}"
+    );
+    assert!(out.contains("its resident memory grew"), "{out}");
     assert!(v["ceiling"]["tcp_mb_per_s"].as_f64().unwrap() > 0.0, "{v}");
     assert!(v["ceiling"]["disk_mb_per_s"].as_f64().unwrap() > 0.0, "{v}");
     assert!(

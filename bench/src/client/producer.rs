@@ -31,15 +31,15 @@ use bytes::Bytes;
 use glommio::sync::Semaphore;
 use odradek::protocol::api::ApiKey;
 use odradek::protocol::{
-    ErrorCode, InitProducerIdRequest, PartitionProduceData, ProduceRequest, RequestBody,
-    ResponseBody, TopicProduceData,
+    ErrorCode, InitProducerIdRequest, PartitionProduceData, PartitionProduceResponse,
+    ProduceRequest, RequestBody, ResponseBody, TopicProduceData,
 };
 
 use super::batch::{BatchBuilder, Compression, PayloadHeader};
 use super::connection::{ConnReader, ConnWriter, Connection, Sent};
 use super::txn::TxnSession;
 use super::TopicLayout;
-use crate::stats::{Clock, CoreProbe, Ranges};
+use crate::stats::{Clock, CoreProbe};
 
 /// What every producer of a run is told.
 #[derive(Debug, Clone)]
@@ -85,7 +85,6 @@ pub struct ProducerResult {
     pub requests: u64,
     pub acked_batches: u64,
     pub errored: u64,
-    pub acked_ranges: Ranges,
     pub txn: TxnCounts,
 }
 
@@ -537,7 +536,6 @@ impl Producer {
             out.requests += r.requests;
             out.acked_batches += r.acked_batches;
             out.errored += r.errored;
-            out.acked_ranges.merge(r.acked_ranges);
         }
         if let Some(t) = &self.txn {
             out.txn.retried_answers += t.session.retries;
@@ -911,20 +909,30 @@ async fn read_responses(
                 let mut probe = probe.borrow_mut();
                 let mut res = st.result.borrow_mut();
                 res.requests += 1;
-                for b in entry.batches {
+                // Brokers answer the partitions in the order they were sent, so the i-th answer
+                // is the i-th batch's; a search covers any other order (W5 sends ~200 batches a
+                // request, and searching for each was quadratic).
+                let answers: Vec<&PartitionProduceResponse> = r
+                    .responses
+                    .iter()
+                    .flat_map(|t| t.partition_responses.iter())
+                    .collect();
+                for (i, b) in entry.batches.into_iter().enumerate() {
                     let (p, count) = (b.partition, b.count);
-                    let pr = r
-                        .responses
-                        .iter()
-                        .flat_map(|t| t.partition_responses.iter())
-                        .find(|x| x.index == p);
+                    let pr = match answers.get(i) {
+                        Some(x) if x.index == p => Some(*x),
+                        _ => answers.iter().copied().find(|x| x.index == p),
+                    };
                     match pr {
                         Some(x) if x.error_code == 0 => {
                             res.acked += count as u64;
                             res.acked_wire_bytes += b.wire_bytes;
                             res.acked_batches += 1;
-                            res.acked_ranges
-                                .push(p, x.base_offset, x.base_offset + count as i64);
+                            probe.acked_offsets.push(
+                                p,
+                                x.base_offset,
+                                x.base_offset + count as i64,
+                            );
                             probe.acked(now, b.value_bytes, &b.intended);
                         }
                         Some(x) => {
