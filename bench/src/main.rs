@@ -246,17 +246,18 @@ fn dispatch(cmd: Cmd) -> Res<bool> {
             finish("consume", run::run(p)?, &out, None)
         }
         Cmd::Ceiling { c, json } => {
-            let mut spec = ceiling_spec(
-                &c.cores,
-                c.server_cpu,
-                &c.data_dir,
-                c.tcp_seconds,
-                c.disk_mib,
-                c.sync_mib,
-                c.floor_rate_mb.map(|mb| mb * 1e6),
-                c.floor_seconds,
-                c.floor_files,
-            )?;
+            let mut spec = CeilingSpec {
+                cores: workload::parse_cores(&c.cores)?,
+                server_cpu: c.server_cpu,
+                data_dir: c.data_dir.clone(),
+                tcp_seconds: c.tcp_seconds,
+                disk_mib: c.disk_mib,
+                sync_mib: c.sync_mib,
+                floor_rate_bytes: c.floor_rate_mb.map(|mb| mb * 1e6),
+                floor_seconds: c.floor_seconds,
+                floor_files: c.floor_files,
+                requests: None,
+            };
             spec.requests = c.request_connections.map(|connections| {
                 let (req, reply) = one_record_exchange(1024, true);
                 ceiling::RequestShape {
@@ -304,31 +305,6 @@ fn plan(spec: LoadSpec, produce: bool, consume: bool, e2e: bool, out: &OutArgs) 
         verify: None,
         progress: !out.quiet,
     }
-}
-
-fn ceiling_spec(
-    cores: &str,
-    server_cpu: Option<usize>,
-    data_dir: &Path,
-    tcp_seconds: f64,
-    disk_mib: u64,
-    sync_mib: u64,
-    floor_rate_bytes: Option<f64>,
-    floor_seconds: f64,
-    floor_files: usize,
-) -> Res<CeilingSpec> {
-    Ok(CeilingSpec {
-        cores: workload::parse_cores(cores)?,
-        server_cpu,
-        data_dir: data_dir.to_path_buf(),
-        tcp_seconds,
-        disk_mib,
-        sync_mib,
-        floor_rate_bytes,
-        floor_seconds,
-        floor_files,
-        requests: None,
-    })
 }
 
 /// Request and answer frame sizes of one record sent on its own (see
@@ -424,22 +400,23 @@ fn suite(s: SuiteArgs) -> Res<bool> {
     let ceiling = if s.no_ceiling {
         None
     } else {
-        let mut spec = ceiling_spec(
-            &s.cores,
-            s.ceiling.server_cpu,
-            &s.ceiling.data_dir,
-            3.0,
-            s.ceiling.disk_mib,
-            16,
+        let mut spec = CeilingSpec {
+            cores: workload::parse_cores(&s.cores)?,
+            server_cpu: s.ceiling.server_cpu,
+            data_dir: s.ceiling.data_dir.clone(),
+            tcp_seconds: 3.0,
+            disk_mib: s.ceiling.disk_mib,
+            sync_mib: 16,
             // A latency workload at an offered rate: what the disk alone charges an
             // acknowledgement at that rate.
-            match w.mode {
+            floor_rate_bytes: match w.mode {
                 Mode::E2e => load.rate.map(|r| r * load.record_size as f64),
                 Mode::Produce | Mode::Consume => None,
             },
-            load.duration_s.unwrap_or(10.0).min(10.0),
-            load.partitions as usize,
-        )?;
+            floor_seconds: load.duration_s.unwrap_or(10.0).min(10.0),
+            floor_files: load.partitions as usize,
+            requests: None,
+        };
         if w.request_ceiling {
             // As many connections as the run has producers, each sending one record at a time.
             let (req, reply) = one_record_exchange(load.record_size, load.keys > 0);
