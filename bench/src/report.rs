@@ -223,11 +223,20 @@ pub fn utc_now() -> String {
 /// How busy the load generator's cores were, with a warning when one was near its limit.
 fn generator_line(o: &RunOutcome) -> Option<String> {
     let busiest = o.generator_busiest()?;
+    let cores = o.generator_busy.len().max(o.generator_core_busy.len());
     let mut line = format!(
         "load generator: busiest core {busiest:.2} busy while generating load ({} core{})",
-        o.generator_busy.len(),
-        if o.generator_busy.len() == 1 { "" } else { "s" }
+        cores,
+        if cores == 1 { "" } else { "s" }
     );
+    if let (Some(thread), Some(cpu)) = (
+        o.generator_busy.iter().copied().reduce(f64::max),
+        o.generator_core_busy.iter().copied().reduce(f64::max),
+    ) {
+        line.push_str(&format!(
+            " (its thread {thread:.2}, its CPU {cpu:.2} with the kernel's work there)"
+        ));
+    }
     if let Some(g) = o.generator_resident_growth {
         line.push_str(&format!(
             "; its resident memory grew {:.0} MB in the measured window",
@@ -320,6 +329,7 @@ pub fn to_json(name: &str, o: &RunOutcome, ceiling: Option<&Value>) -> Value {
     if let Some(busiest) = o.generator_busiest() {
         v["generator"] = json!({
             "core_busy": o.generator_busy.iter().map(|b| (b * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
+            "cpu_busy": o.generator_core_busy.iter().map(|b| (b * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
             "saturated": busiest >= GENERATOR_SATURATED,
             "resident_growth_mb": o.generator_resident_growth.map(|g| (g as f64 / 1e5).round() / 10.0),
         });

@@ -154,6 +154,10 @@ pub struct RunOutcome {
     /// (from the warm-up's end to `--duration-s`, or to the end of its work): CPU time / wall
     /// time. Near 1.0 the figures may measure the load generator.
     pub generator_busy: Vec<f64>,
+    /// Per bench core (pinned ones), how busy its CPU was over the same window in all: the
+    /// thread's own figure leaves out softirq work done on its CPU (loopback TCP's receive side
+    /// of what it sends: ~9% of the core in W5) and anyone else running there.
+    pub generator_core_busy: Vec<f64>,
     /// How much the bench process's resident memory grew over the same window, bytes (the
     /// largest figure a core saw). Fresh pages are costly (the kernel clears each one; on the
     /// development VM ~0.4 GB/s including the host's own faults), so a generator still growing
@@ -182,8 +186,13 @@ pub struct ConsumerSummary {
 
 impl RunOutcome {
     /// The busiest bench core's share of its core while generating load.
+    /// Its thread's figure or its CPU's, whichever is higher.
     pub fn generator_busiest(&self) -> Option<f64> {
-        self.generator_busy.iter().copied().reduce(f64::max)
+        self.generator_busy
+            .iter()
+            .chain(&self.generator_core_busy)
+            .copied()
+            .reduce(f64::max)
     }
     pub fn errors(&self) -> u64 {
         self.errors_by_kind.values().sum()
@@ -213,6 +222,7 @@ struct CoreOutput {
     last_measured_us: u64,
     errors_by_kind: BTreeMap<String, u64>,
     busy: Option<f64>,
+    core_busy: Option<f64>,
     resident_growth: Option<i64>,
 }
 
@@ -462,6 +472,7 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
     let mut first = u64::MAX;
     let mut last = 0;
     let mut generator_busy = Vec::new();
+    let mut generator_core_busy = Vec::new();
     let mut generator_resident_growth: Option<i64> = None;
     for o in outs {
         sent += o.sent;
@@ -489,6 +500,7 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
         }
         last = last.max(o.last_measured_us);
         generator_busy.extend(o.busy);
+        generator_core_busy.extend(o.core_busy);
         generator_resident_growth = generator_resident_growth.max(o.resident_growth);
         for (k, v) in o.errors_by_kind {
             *errors_by_kind.entry(k).or_default() += v;
@@ -536,6 +548,7 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
         reconciliation,
         errors_by_kind,
         generator_busy,
+        generator_core_busy,
         generator_resident_growth,
     })
 }
@@ -559,6 +572,48 @@ struct CpuSample {
     cpu_us: u64,
     /// The process's resident memory, bytes (`None` if /proc cannot tell).
     resident_bytes: Option<u64>,
+    /// The CPU the thread ran on and that CPU's time counters.
+    core: Option<CoreTicks>,
+}
+
+/// One CPU's time counters from `/proc/stat`, in clock ticks: busy (user, nice, system, irq,
+/// softirq, steal) and all of it (busy, idle, iowait).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct CoreTicks {
+    cpu: usize,
+    busy: u64,
+    total: u64,
+}
+
+impl CoreTicks {
+    /// The counters of the CPU the calling thread is on now.
+    fn now() -> Option<CoreTicks> {
+        // SAFETY: sched_getcpu takes no arguments and only reads the calling thread's CPU.
+        let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).ok()?;
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        Self::parse(&stat, cpu)
+    }
+
+    /// The `cpuN` line of a `/proc/stat` text.
+    fn parse(stat: &str, cpu: usize) -> Option<CoreTicks> {
+        let name = format!("cpu{cpu}");
+        let line = stat
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        let at = |i: usize| f.get(i).copied().unwrap_or(0);
+        // user nice system idle iowait irq softirq steal (guest time is inside user).
+        let busy = at(0) + at(1) + at(2) + at(5) + at(6) + at(7);
+        Some(CoreTicks {
+            cpu,
+            busy,
+            total: busy + at(3) + at(4),
+        })
+    }
 }
 
 /// The calling thread's CPU time (user + system), microseconds (`None` if the clock cannot be
@@ -580,6 +635,7 @@ impl CpuSample {
             wall_us,
             cpu_us,
             resident_bytes: resident_bytes(),
+            core: CoreTicks::now(),
         })
     }
 }
@@ -623,6 +679,20 @@ fn busy_between(start: Option<CpuSample>, end: Option<CpuSample>) -> Option<f64>
         return None;
     }
     Some(end.cpu_us.saturating_sub(start.cpu_us) as f64 / wall as f64)
+}
+
+/// How busy the thread's CPU was between two samples, whoever used it: the thread, the kernel's
+/// softirq work done there (loopback TCP's receive side runs on the sending core), other
+/// processes. `None` under the same conditions as [`busy_between`], or if the thread was on
+/// different CPUs at the two samples (not pinned).
+fn core_busy_between(start: Option<CpuSample>, end: Option<CpuSample>) -> Option<f64> {
+    busy_between(start, end)?;
+    let (a, b) = (start?.core?, end?.core?);
+    if a.cpu != b.cpu {
+        return None;
+    }
+    let total = b.total.checked_sub(a.total).filter(|&t| t > 0)?;
+    Some(b.busy.saturating_sub(a.busy) as f64 / total as f64)
 }
 
 /// Resident memory gained between two samples, bytes (negative if it shrank); `None` under the
@@ -810,6 +880,7 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
         last_measured_us: 0,
         errors_by_kind: BTreeMap::new(),
         busy: None,
+        core_busy: None,
         resident_growth: None,
     };
     let had_producers = !producer_tasks.is_empty();
@@ -848,6 +919,7 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
         .min_by_key(|s| s.wall_us)
         .or_else(|| CpuSample::now(clock.now_us()));
     out.busy = busy_between(window_start.get(), window_end);
+    out.core_busy = core_busy_between(window_start.get(), window_end);
     out.resident_growth = resident_growth_between(window_start.get(), window_end);
     // The last, partial interval.
     let mut p = probe.borrow_mut();
@@ -873,7 +945,51 @@ mod tests {
             wall_us,
             cpu_us,
             resident_bytes: None,
+            core: None,
         })
+    }
+
+    fn on_core(sample: Option<CpuSample>, cpu: usize, busy: u64, total: u64) -> Option<CpuSample> {
+        sample.map(|s| CpuSample {
+            core: Some(CoreTicks { cpu, busy, total }),
+            ..s
+        })
+    }
+
+    #[test]
+    fn core_busy_counts_every_busy_tick_of_the_same_cpu() {
+        let stat = "cpu  10 0 10 100 0 0 0 0 0 0\n\
+                    cpu0 1 2 3 4 5 6 7 8 9 10\n\
+                    cpu1 700 0 200 0 50 0 90 10 0 0\n\
+                    intr 1 2 3\n";
+        // cpu1: user 700 + system 200 + softirq 90 + steal 10 busy; idle 0 + iowait 50 not.
+        assert_eq!(
+            CoreTicks::parse(stat, 1),
+            Some(CoreTicks {
+                cpu: 1,
+                busy: 1000,
+                total: 1050
+            })
+        );
+        assert_eq!(
+            CoreTicks::parse(stat, 0).map(|t| (t.busy, t.total)),
+            Some((1 + 2 + 3 + 6 + 7 + 8, 36))
+        );
+        assert_eq!(CoreTicks::parse(stat, 2), None);
+
+        let start = on_core(at(1_000_000, 0), 1, 1_000, 2_000);
+        let end = on_core(at(3_000_000, 0), 1, 1_180, 2_200);
+        assert_eq!(core_busy_between(start, end), Some(0.9));
+        // Another CPU at the end (not pinned), no counters, or no window: no figure.
+        assert_eq!(
+            core_busy_between(start, on_core(at(3_000_000, 0), 0, 1_180, 2_200)),
+            None
+        );
+        assert_eq!(core_busy_between(start, at(3_000_000, 0)), None);
+        assert_eq!(
+            core_busy_between(start, on_core(at(1_000_001, 0), 1, 1_001, 2_001)),
+            None
+        );
     }
 
     fn with_resident(sample: Option<CpuSample>, bytes: u64) -> Option<CpuSample> {
