@@ -185,8 +185,8 @@ pub struct ConsumerSummary {
 }
 
 impl RunOutcome {
-    /// The busiest bench core's share of its core while generating load.
-    /// Its thread's figure or its CPU's, whichever is higher.
+    /// The busiest bench core's share of its core while generating load: its thread's figure
+    /// or its CPU's, whichever is higher.
     pub fn generator_busiest(&self) -> Option<f64> {
         self.generator_busy
             .iter()
@@ -565,7 +565,8 @@ pub fn fmt_int(n: u64) -> String {
     out
 }
 
-/// A bench core's thread CPU time (user + system) at a run-clock instant.
+/// A bench core's thread CPU time (user + system) at a run-clock instant, with the process's
+/// resident memory and its CPU's counters at the same moment.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct CpuSample {
     wall_us: u64,
@@ -629,7 +630,8 @@ pub fn thread_cpu_us() -> Option<u64> {
 }
 
 impl CpuSample {
-    /// The calling thread's CPU time now (`None` if the clock cannot be read).
+    /// The calling thread's CPU time now (`None` if the clock cannot be read), and what goes
+    /// with it (each `None` if /proc cannot tell).
     fn now(wall_us: u64) -> Option<CpuSample> {
         thread_cpu_us().map(|cpu_us| CpuSample {
             wall_us,
@@ -641,7 +643,7 @@ impl CpuSample {
 }
 
 /// This process's resident set, bytes, from `/proc/self/statm` (its second field, in pages).
-pub fn resident_bytes() -> Option<u64> {
+fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     // SAFETY: sysconf reads a constant of the running system.
