@@ -127,6 +127,28 @@ pub struct PayloadPool {
 
 const POOL_LEN: usize = 1 << 20;
 
+/// Longest an open-loop producer waits past a record's intended time before generating it.
+const WAKE_QUANTUM_MAX_US: u64 = 100;
+
+/// How long an open-loop producer sleeps at least when its next record is not yet due: a
+/// tenth of the linger, at most [`WAKE_QUANTUM_MAX_US`].
+///
+/// Sleeping until each record's own time cost the bench's core more than the records did. W4
+/// at 632k rec/s has a record due every 6 µs per producer, and every sleep is a glommio timer
+/// (an io_uring timeout armed, and cancelled when the executor wakes for something else). That
+/// held the bench's thread at 0.97 busy. With sleeps of at least 50 µs it was 0.75, and at
+/// least 200 µs 0.59–0.65 (`perf/2026-12-05-w5-warm-up.md`).
+///
+/// What it does to the figures:
+/// - a record is generated at most a quantum after its intended time;
+/// - its latency is still measured from the intended time, so the wait is charged, not hidden;
+/// - the linger starts when the record is generated, so its batch can go out up to a quantum
+///   later: at most a tenth of the linger;
+/// - with a zero linger the quantum is zero too, and each record gets its own sleep as before.
+fn wake_quantum_us(linger_us: u64) -> u64 {
+    (linger_us / 10).min(WAKE_QUANTUM_MAX_US)
+}
+
 impl PayloadPool {
     pub fn new(random_fraction: f64, record_size: usize, seed: u64) -> PayloadPool {
         let mut rng = Rng(seed | 1);
@@ -405,6 +427,7 @@ impl Producer {
         let txn_records = self.spec.transaction.map_or(u64::MAX, |t| t.records.max(1));
         let n = self.layout.partitions();
         let interval_us = self.spec.rate.map(|r| 1e6 / r.max(1e-9));
+        let wake_quantum = wake_quantum_us(self.spec.linger_us);
         let mut k: u64 = 0;
         let mut oldest_us: Option<u64> = None;
         let mut failed = false;
@@ -438,7 +461,9 @@ impl Producer {
                 }
             }
             if due > now {
-                let mut wake = due;
+                // Not before a quantum from now: records due meanwhile are generated together
+                // on waking (see `wake_quantum_us`). Linger and the run's end stay punctual.
+                let mut wake = due.max(now + wake_quantum);
                 if let Some(o) = oldest_us {
                     wake = wake.min(o + self.spec.linger_us);
                 }
@@ -1026,6 +1051,15 @@ pub fn one_record_exchange_bytes(record_size: usize, keyed: bool, topic: &str) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_wake_quantum_is_a_tenth_of_the_linger_up_to_its_cap() {
+        assert_eq!(wake_quantum_us(1_000), WAKE_QUANTUM_MAX_US);
+        assert_eq!(wake_quantum_us(200), 20);
+        assert_eq!(wake_quantum_us(60_000), WAKE_QUANTUM_MAX_US);
+        // No linger, no quantum: each record sleeps until its own time.
+        assert_eq!(wake_quantum_us(0), 0);
+    }
 
     #[test]
     fn a_one_record_exchange_is_the_record_plus_its_framing() {
