@@ -7,9 +7,10 @@
 //! connection matches responses to requests in order and does the accounting.
 //!
 //! Open loop (`rate` set): record k of this producer is *intended* at `k / rate`; it is generated
-//! then (or at once if the producer is behind, e.g. blocked on max in flight) and its latency is
-//! measured from the intended time, so a stall is charged to every record it delayed
-//! (no coordinated omission). Closed loop: intended = when the record was generated.
+//! then, or up to a wake quantum later (`wake_quantum_us`), or at once if the producer is behind
+//! (e.g. blocked on max in flight). Its latency is measured from the intended time, so a stall
+//! is charged to every record it delayed (no coordinated omission). Closed loop: intended = when
+//! the record was generated.
 //!
 //! Bounds: at most one open batch per partition (`batch_bytes`), `ready_batches_max` sealed
 //! batches per connection, `max_in_flight` requests per connection (semaphores).
