@@ -672,24 +672,27 @@ fn cpu_sample_at(clock: Clock, at_us: Option<u64>) -> Rc<Cell<Option<CpuSample>>
 /// Shortest window worth a busy figure: below it, timer granularity and start-up dominate.
 const BUSY_MIN_WINDOW_US: u64 = 100_000;
 
-/// CPU time over wall time between two samples of one thread; `None` without both, or when
+/// The two samples of a window worth a figure, and its wall time: `None` without both, or when
 /// the window is shorter than [`BUSY_MIN_WINDOW_US`] (tiny runs end inside their warm-up).
-fn busy_between(start: Option<CpuSample>, end: Option<CpuSample>) -> Option<f64> {
+fn window(start: Option<CpuSample>, end: Option<CpuSample>) -> Option<(CpuSample, CpuSample, u64)> {
     let (start, end) = (start?, end?);
     let wall = end.wall_us.checked_sub(start.wall_us)?;
-    if wall < BUSY_MIN_WINDOW_US {
-        return None;
-    }
+    (wall >= BUSY_MIN_WINDOW_US).then_some((start, end, wall))
+}
+
+/// CPU time over wall time between two samples of one thread; `None` without a [`window`].
+fn busy_between(start: Option<CpuSample>, end: Option<CpuSample>) -> Option<f64> {
+    let (start, end, wall) = window(start, end)?;
     Some(end.cpu_us.saturating_sub(start.cpu_us) as f64 / wall as f64)
 }
 
 /// How busy the thread's CPU was between two samples, whoever used it: the thread, the kernel's
 /// softirq work done there (loopback TCP's receive side runs on the sending core), other
-/// processes. `None` under the same conditions as [`busy_between`], or if the thread was on
-/// different CPUs at the two samples (not pinned).
+/// processes. `None` without a [`window`], or if the thread was on different CPUs at the two
+/// samples (not pinned).
 fn core_busy_between(start: Option<CpuSample>, end: Option<CpuSample>) -> Option<f64> {
-    busy_between(start, end)?;
-    let (a, b) = (start?.core?, end?.core?);
+    let (start, end, _) = window(start, end)?;
+    let (a, b) = (start.core?, end.core?);
     if a.cpu != b.cpu {
         return None;
     }
@@ -697,11 +700,11 @@ fn core_busy_between(start: Option<CpuSample>, end: Option<CpuSample>) -> Option
     Some(b.busy.saturating_sub(a.busy) as f64 / total as f64)
 }
 
-/// Resident memory gained between two samples, bytes (negative if it shrank); `None` under the
-/// same conditions as [`busy_between`], or without a resident figure.
+/// Resident memory gained between two samples, bytes (negative if it shrank); `None` without a
+/// [`window`], or without a resident figure.
 fn resident_growth_between(start: Option<CpuSample>, end: Option<CpuSample>) -> Option<i64> {
-    busy_between(start, end)?;
-    let (start, end) = (start?.resident_bytes?, end?.resident_bytes?);
+    let (start, end, _) = window(start, end)?;
+    let (start, end) = (start.resident_bytes?, end.resident_bytes?);
     Some(end as i64 - start as i64)
 }
 
