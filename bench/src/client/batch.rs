@@ -142,26 +142,51 @@ pub fn read_payload_header(v: &[u8]) -> Option<PayloadHeader> {
     })
 }
 
-/// Open batch for one partition: records are appended uncompressed; [`BatchBuilder::seal`]
-/// compresses and frames them.
+/// Bytes of a record's body (everything after its length varint) with no headers.
+fn record_body_len(
+    ts_delta: i64,
+    offset_delta: i32,
+    key_len: Option<usize>,
+    value_len: usize,
+) -> usize {
+    1 + varint_len(ts_delta)
+        + varint_len(offset_delta as i64)
+        + varint_len(key_len.map_or(-1, |k| k as i64))
+        + key_len.unwrap_or(0)
+        + varint_len(value_len as i64)
+        + value_len
+        + 1
+}
+
+/// Bytes [`BatchBuilder::append`] writes for a record with no headers: what a batch of such
+/// records will weigh before any of them is written.
+pub fn record_len(
+    ts_delta: i64,
+    offset_delta: i32,
+    key_len: Option<usize>,
+    value_len: usize,
+) -> usize {
+    let body_len = record_body_len(ts_delta, offset_delta, key_len, value_len);
+    varint_len(body_len as i64) + body_len
+}
+
+/// Writes one batch: records are appended uncompressed; [`BatchBuilder::seal`] compresses and
+/// frames them. The producer writes a batch in one go when a request takes it (see its
+/// `RecordWriter`), so the builder is sized for it up front.
 #[derive(Debug)]
 pub struct BatchBuilder {
-    /// Header space, then the records. Holds no allocation while the batch is empty: a run of
-    /// 1,000 producers x 1,000 partitions keeps a million builders, and buffers kept between
-    /// batches were ~1 GiB of memory the kernel had to fault in and clear.
+    /// Header space, then the records. Holds no allocation until the first record.
     records: Vec<u8>,
-    /// Bytes to allocate when the next batch opens: the last batch's size, so a steady stream
-    /// allocates once per batch instead of growing (and copying) each one.
+    /// Bytes to allocate when the next batch opens: as given, then the last batch's size.
     next_capacity: usize,
     count: i32,
     base_timestamp_ms: i64,
     max_timestamp_ms: i64,
-    /// Intended send time of each record (µs on the run clock), for latency at ack time.
-    pub intended_us: Vec<u64>,
 }
 
 impl BatchBuilder {
-    /// `capacity`: records bytes to allocate for the first batch.
+    /// `capacity`: records bytes to allocate for the first batch ([`record_len`] of each
+    /// record makes it exact).
     pub fn new(capacity: usize) -> Self {
         BatchBuilder {
             records: Vec::new(),
@@ -169,19 +194,7 @@ impl BatchBuilder {
             count: 0,
             base_timestamp_ms: 0,
             max_timestamp_ms: 0,
-            intended_us: Vec::new(),
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-    pub fn count(&self) -> i32 {
-        self.count
-    }
-    /// Uncompressed size of the records section so far.
-    pub fn bytes(&self) -> usize {
-        self.records.len().saturating_sub(BATCH_HEADER_LEN)
     }
 
     /// Makes room for the header before the first record of a batch.
@@ -210,14 +223,7 @@ impl BatchBuilder {
         let ts_delta = timestamp_ms - self.base_timestamp_ms;
         let key_len: i64 = key.map_or(-1, |k| k.len() as i64);
         let value_len = value.len();
-        let body_len = 1
-            + varint_len(ts_delta)
-            + varint_len(self.count as i64)
-            + varint_len(key_len)
-            + key.map_or(0, |k| k.len())
-            + varint_len(value_len as i64)
-            + value_len
-            + 1;
+        let body_len = record_body_len(ts_delta, self.count, key.map(|k| k.len()), value_len);
         let record_len = varint_len(body_len as i64) + body_len;
         self.open(record_len);
         let b = &mut self.records;
@@ -238,13 +244,6 @@ impl BatchBuilder {
         }
         b.push(0); // headers count
         self.count += 1;
-    }
-
-    /// Drops the open records (a batch that will never be sent).
-    pub fn discard(&mut self) {
-        self.records.clear();
-        self.intended_us.clear();
-        self.count = 0;
     }
 
     /// Frames the batch (baseOffset 0; the broker assigns offsets) and resets the builder.
@@ -621,7 +620,7 @@ mod tests {
                 );
             }
             let sealed = b.seal(c, 5, 0, 0, false).unwrap();
-            assert!(b.is_empty() && b.bytes() == 0);
+            assert!(b.count == 0 && b.records.is_empty());
             let hdr = validate(&sealed).unwrap();
             assert_eq!(hdr.records_count, 10);
             assert_eq!(hdr.compression() as i16, c.id());
@@ -637,35 +636,32 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_builder_holds_no_buffer_and_sizes_the_next_batch_like_the_last() {
-        let mut b = BatchBuilder::new(0);
-        assert_eq!(b.records.capacity(), 0);
-        for _ in 0..50 {
-            b.append(0, None, &[0x61; 1000], None);
+    fn record_len_sizes_a_batch_exactly_so_it_is_allocated_once() {
+        for (key, ts_step) in [
+            (None, 0),
+            (Some(&b"12345678"[..]), 1),
+            (Some(&b"k"[..]), 700),
+        ] {
+            let ts = |i: i64| 1_764_870_000_000 + i * ts_step;
+            let predicted: usize = (0..300)
+                .map(|i| record_len(ts(i) - ts(0), i as i32, key.map(|k| k.len()), 1024))
+                .sum();
+            let mut b = BatchBuilder::new(predicted);
+            assert_eq!(b.records.capacity(), 0, "no buffer before the first record");
+            for i in 0..300 {
+                b.append(ts(i), key, &[0x61; 1024], None);
+            }
+            assert_eq!(b.records.len(), BATCH_HEADER_LEN + predicted);
+            assert_eq!(
+                b.records.capacity(),
+                BATCH_HEADER_LEN + predicted,
+                "never grew"
+            );
+            let sealed = b.seal(Compression::None, -1, -1, -1, false).unwrap();
+            assert_eq!(sealed.len(), BATCH_HEADER_LEN + predicted);
+            assert_eq!(validate(&sealed).unwrap().records_count, 300);
+            assert_eq!(b.records.capacity(), 0, "a sealed builder keeps no buffer");
         }
-        let first = b.seal(Compression::None, -1, -1, -1, false).unwrap();
-        assert_eq!(validate(&first).unwrap().records_count, 50);
-        assert_eq!(b.records.capacity(), 0, "a sealed builder keeps no buffer");
-        b.append(0, None, &[0x61; 1000], None);
-        let cap = b.records.capacity();
-        assert!(cap >= first.len(), "next batch sized like the last: {cap}");
-        for _ in 1..50 {
-            b.append(0, None, &[0x61; 1000], None);
-        }
-        assert_eq!(
-            b.records.capacity(),
-            cap,
-            "a batch like the last one never grows"
-        );
-        assert_eq!(
-            b.seal(Compression::Lz4, -1, -1, -1, false)
-                .map(|s| validate(&s).unwrap().records_count)
-                .unwrap(),
-            50
-        );
-        b.append(0, None, &[0x61; 10], None);
-        b.discard();
-        assert!(b.is_empty() && b.bytes() == 0);
     }
 
     /// A transactional batch of `n` records of producer `pid` at `base`.

@@ -142,9 +142,35 @@ pub struct Sent {
     pub version: i16,
 }
 
+/// An encoded request: its size prefix and its bytes.
+struct Frame {
+    sent: Sent,
+    prefix: [u8; 4],
+    chunks: Vec<Bytes>,
+}
+
 impl ConnWriter {
     /// Encodes `body` at `version` and writes the frame.
     pub async fn send_at(&mut self, body: &RequestBody, version: i16) -> Result<Sent, ConnError> {
+        let frame = self.encode(body, version);
+        self.write_frame(frame).await
+    }
+
+    /// Like [`ConnWriter::send_at`], but lets go of `body` once it is encoded: the record sets
+    /// it copied into the frame are freed before the write, which may wait long on a busy
+    /// broker (W5 keeps a request waiting on each of 1,000 connections).
+    pub async fn send_owned_at(
+        &mut self,
+        body: RequestBody,
+        version: i16,
+    ) -> Result<Sent, ConnError> {
+        let frame = self.encode(&body, version);
+        drop(body);
+        self.write_frame(frame).await
+    }
+
+    /// The frame of `body` at `version`, with the next correlation id.
+    fn encode(&mut self, body: &RequestBody, version: i16) -> Frame {
         let api = body.api_key();
         let correlation_id = self.next_correlation;
         self.next_correlation = self.next_correlation.wrapping_add(1);
@@ -157,8 +183,18 @@ impl ConnWriter {
         let mut w = Writer::with_capacity(encoded_size_hint(body));
         encode_request(&mut w, &header, body);
         let len = w.len();
-        let chunks = w.finish();
-        let prefix = (len as i32).to_be_bytes();
+        Frame {
+            sent: Sent {
+                correlation_id,
+                api,
+                version,
+            },
+            prefix: (len as i32).to_be_bytes(),
+            chunks: w.finish(),
+        }
+    }
+
+    async fn write_frame(&mut self, frame: Frame) -> Result<Sent, ConnError> {
         let io_err = |source| ConnError::Io {
             op: "write",
             addr: self.addr.clone(),
@@ -166,9 +202,9 @@ impl ConnWriter {
         };
         // One gathered sendmsg for the whole frame (record sets stay in their own buffers);
         // whatever the socket did not take goes out through the async writer.
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(chunks.len() + 1);
-        parts.push(&prefix);
-        parts.extend(chunks.iter().map(|c| &c[..]));
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(frame.chunks.len() + 1);
+        parts.push(&frame.prefix);
+        parts.extend(frame.chunks.iter().map(|c| &c[..]));
         let fd = self.half.as_raw_fd();
         let mut skip = match send_gathered(fd, &parts) {
             Ok(n) => n,
@@ -183,11 +219,7 @@ impl ConnWriter {
             self.half.write_all(&part[skip..]).await.map_err(io_err)?;
             skip = 0;
         }
-        Ok(Sent {
-            correlation_id,
-            api,
-            version,
-        })
+        Ok(frame.sent)
     }
 
     /// Sends at the negotiated version for the body's api.

@@ -6,6 +6,11 @@
 //! batches pile up into bigger requests exactly when the broker is slow. A reader task per
 //! connection matches responses to requests in order and does the accounting.
 //!
+//! Uncompressed batches are held as their records' descriptions (intended time, key) until a
+//! request takes them; only then are their bytes written, checksummed, copied and sent, in one
+//! pass while they are in cache. What the broker receives is the same as if they had been
+//! written at generation: every field derives from the description.
+//!
 //! Open loop (`rate` set): record k of this producer is *intended* at `k / rate`; it is generated
 //! then, or up to a wake quantum later (`wake_quantum_us`), or at once if the producer is behind
 //! (e.g. blocked on max in flight). Its latency is measured from the intended time, so a stall
@@ -31,12 +36,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use glommio::sync::Semaphore;
 use odradek::protocol::api::ApiKey;
+use odradek::protocol::record_batch::BATCH_HEADER_LEN;
 use odradek::protocol::{
     ErrorCode, InitProducerIdRequest, PartitionProduceData, PartitionProduceResponse,
     ProduceRequest, RequestBody, ResponseBody, TopicProduceData,
 };
 
-use super::batch::{BatchBuilder, Compression, PayloadHeader};
+use super::batch::{record_len, BatchBuilder, BatchError, Compression, PayloadHeader};
 use super::connection::{ConnReader, ConnWriter, Connection, Sent};
 use super::txn::TxnSession;
 use super::TopicLayout;
@@ -214,13 +220,126 @@ struct SentBatch {
     intended: Vec<u64>,
 }
 
+/// A partition's open batch, held as what generates its records rather than their bytes: the
+/// bytes are written when a request takes the batch ([`RecordWriter`]), so they go out while
+/// still in cache. W5 keeps ~1M open batches (1,000 producers x 1,000 partitions) and hundreds
+/// of thousands sealed ones; written at generation, their bytes were cold by the time they were
+/// checksummed, copied into a request and sent, and every stage paid for it.
+#[derive(Debug, Default)]
+struct OpenBatch {
+    /// Intended send time of each record (µs on the run clock); the record's timestamp, its
+    /// payload header's send time and its latency all derive from it.
+    intended: Vec<u64>,
+    /// Each record's key (keyed runs only).
+    keys: Vec<u64>,
+    /// Bench payload sequence of the first record; the others follow it.
+    first_seq: u64,
+    /// Timestamp (ms) of the first record: the batch's base timestamp.
+    base_ts_ms: i64,
+    /// Bytes the records will take in the batch (`record_len` of each).
+    bytes: usize,
+}
+
+impl OpenBatch {
+    fn count(&self) -> i32 {
+        self.intended.len() as i32
+    }
+    fn is_empty(&self) -> bool {
+        self.intended.is_empty()
+    }
+}
+
 /// A sealed batch waiting to be sent.
 struct Sealed {
     partition: i32,
-    bytes: Bytes,
     count: i32,
     value_bytes: u64,
+    /// Its exact size on the wire, also before it is written.
+    wire_len: usize,
     intended: Vec<u64>,
+    body: SealedBody,
+}
+
+enum SealedBody {
+    /// Written and compressed when sealed: compression needs the bytes anyway.
+    Written(Bytes),
+    /// Written when a request takes it (uncompressed batches).
+    Deferred {
+        keys: Vec<u64>,
+        first_seq: u64,
+        ids: BatchIds,
+    },
+}
+
+/// Idempotence and transaction fields of a batch's header.
+#[derive(Debug, Clone, Copy)]
+struct BatchIds {
+    /// -1 when not idempotent.
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    transactional: bool,
+}
+
+/// Writes batches from their records' descriptions: the values are filler from the run's pool,
+/// read sequentially from this writer's own cursor, each with the bench's payload header.
+struct RecordWriter {
+    producer: u32,
+    pool: Rc<PayloadPool>,
+    cursor: usize,
+    clock: Clock,
+}
+
+impl RecordWriter {
+    fn new(producer: u32, pool: Rc<PayloadPool>, clock: Clock, seed: u64) -> RecordWriter {
+        RecordWriter {
+            producer,
+            pool,
+            cursor: (mix(seed) as usize % POOL_LEN) & !127,
+            clock,
+        }
+    }
+
+    /// The batch of `intended.len()` records whose keys are `keys` (none if empty) and whose
+    /// payload sequences start at `first_seq`, framed with `ids` and `compression`.
+    /// `records_bytes`: what the records take (the allocation is made once, this size).
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &mut self,
+        record_size: usize,
+        intended: &[u64],
+        keys: &[u64],
+        first_seq: u64,
+        records_bytes: usize,
+        ids: BatchIds,
+        compression: Compression,
+    ) -> Result<Bytes, BatchError> {
+        let len = record_size;
+        let mut b = BatchBuilder::new(records_bytes);
+        for (i, &due) in intended.iter().enumerate() {
+            let unix_us = self.clock.unix_us(due);
+            let header = PayloadHeader {
+                producer: self.producer,
+                sequence: first_seq + i as u64,
+                send_time_us: unix_us,
+            };
+            let key = keys.get(i).map(|k| k.to_be_bytes());
+            let filler = self.pool.next(&mut self.cursor, len);
+            b.append(
+                (unix_us / 1000) as i64,
+                key.as_ref().map(|k| &k[..]),
+                filler,
+                Some(header),
+            );
+        }
+        b.seal(
+            compression,
+            ids.producer_id,
+            ids.producer_epoch,
+            ids.base_sequence,
+            ids.transactional,
+        )
+    }
 }
 
 /// Shared between the producer, a connection's sender task and its reader task.
@@ -266,13 +385,12 @@ pub struct Producer {
     spec: Rc<ProducerSpec>,
     layout: Rc<TopicLayout>,
     probe: Rc<RefCell<CoreProbe>>,
-    pool: Rc<PayloadPool>,
     clock: Clock,
     /// Connection per leader, indexed like `layout.leader_addrs`.
     links: Vec<Option<Link>>,
     /// Partitions with a non-empty open batch, in the order they opened.
     open_parts: Vec<usize>,
-    open: Vec<BatchBuilder>,
+    open: Vec<OpenBatch>,
     /// Run-clock time of the first record of each open batch.
     open_since_us: Vec<Option<u64>>,
     /// Bench payload sequence per partition.
@@ -284,7 +402,8 @@ pub struct Producer {
     txn: Option<OpenTxn>,
     sticky: usize,
     rng: Rng,
-    pool_cursor: usize,
+    /// Writes the batches this producer compresses (the sender tasks write the others).
+    writer: RecordWriter,
     local: ProducerResult,
 }
 
@@ -301,7 +420,7 @@ impl Producer {
         let links = (0..layout.leader_addrs.len()).map(|_| None).collect();
         Producer {
             id,
-            open: (0..n).map(|_| BatchBuilder::new(0)).collect(),
+            open: (0..n).map(|_| OpenBatch::default()).collect(),
             open_since_us: vec![None; n],
             payload_seq: vec![0; n],
             kafka_seq: vec![0; n],
@@ -310,11 +429,10 @@ impl Producer {
             txn: None,
             sticky: id as usize % n.max(1),
             rng: Rng(mix(id as u64 + 1) | 1),
-            pool_cursor: (mix(id as u64) as usize % POOL_LEN) & !127,
+            writer: RecordWriter::new(id, pool, clock, id as u64),
             spec,
             layout,
             probe,
-            pool,
             clock,
             links,
             open_parts: Vec::new(),
@@ -348,8 +466,15 @@ impl Producer {
             } else {
                 None
             };
+            let records = RecordWriter::new(
+                self.id,
+                self.writer.pool.clone(),
+                self.clock,
+                ((leader as u64 + 1) << 32) | self.id as u64,
+            );
             let sender = glommio::spawn_local(send_requests(
                 writer,
+                records,
                 state.clone(),
                 self.spec.clone(),
                 self.layout.topic.clone(),
@@ -478,30 +603,35 @@ impl Producer {
             // Generate record k.
             let (p, key) = if self.spec.keys > 0 {
                 let key = self.rng.next() % self.spec.keys;
-                ((mix(key) % n as u64) as usize, Some(key.to_be_bytes()))
+                ((mix(key) % n as u64) as usize, Some(key))
             } else {
                 (self.sticky, None)
             };
             let seq = self.payload_seq[p];
             self.payload_seq[p] += 1;
-            let header = PayloadHeader {
-                producer: self.id,
-                sequence: seq,
-                send_time_us: self.clock.unix_us(due),
-            };
-            let len = self.spec.record_size;
-            let filler = self.pool.next(&mut self.pool_cursor, len);
             let ts_ms = (self.clock.unix_us(due) / 1000) as i64;
             let b = &mut self.open[p];
-            b.append(ts_ms, key.as_ref().map(|k| &k[..]), filler, Some(header));
-            b.intended_us.push(due);
+            if b.is_empty() {
+                b.first_seq = seq;
+                b.base_ts_ms = ts_ms;
+            }
+            b.bytes += record_len(
+                ts_ms - b.base_ts_ms,
+                b.count(),
+                key.map(|_| 8),
+                self.spec.record_size,
+            );
+            b.intended.push(due);
+            if let Some(k) = key {
+                b.keys.push(k);
+            }
             if self.open_since_us[p].is_none() {
                 self.open_since_us[p] = Some(due.min(now));
                 self.open_parts.push(p);
             }
             oldest_us = Some(oldest_us.map_or(now, |o| o.min(now)));
             k += 1;
-            if self.open[p].bytes() >= self.spec.batch_bytes {
+            if self.open[p].bytes >= self.spec.batch_bytes {
                 failed |= self.flush(Some(p)).await.is_err();
                 fresh_for = 0;
                 if self.spec.keys == 0 {
@@ -702,7 +832,7 @@ impl Producer {
             for p in parts {
                 let count = self.open[p].count() as u64;
                 if count > 0 {
-                    self.open[p].discard();
+                    self.open[p] = OpenBatch::default();
                     self.open_since_us[p] = None;
                     self.local.errored += count;
                     self.probe
@@ -718,24 +848,54 @@ impl Producer {
                 continue;
             }
             self.open_since_us[p] = None;
-            let b = &mut self.open[p];
+            let b = std::mem::take(&mut self.open[p]);
             let count = b.count();
             let value_bytes = count as u64 * self.spec.record_size as u64;
-            let intended = std::mem::take(&mut b.intended_us);
             let (pid, epoch, seq) = if self.producer_id >= 0 {
                 (self.producer_id, self.producer_epoch, self.kafka_seq[p])
             } else {
                 (-1, -1, -1)
             };
-            let transactional = self.txn.is_some();
-            let bytes = match b.seal(self.spec.compression, pid, epoch, seq, transactional) {
-                Ok(s) => s,
-                Err(e) => {
-                    self.probe.borrow_mut().error(e.to_string(), count as u64);
-                    self.local.errored += count as u64;
-                    continue;
+            let ids = BatchIds {
+                producer_id: pid,
+                producer_epoch: epoch,
+                base_sequence: seq,
+                transactional: self.txn.is_some(),
+            };
+            let (body, wire_len) = if self.spec.compression == Compression::None {
+                let wire_len = BATCH_HEADER_LEN + b.bytes;
+                let (keys, first_seq) = (b.keys, b.first_seq);
+                (
+                    SealedBody::Deferred {
+                        keys,
+                        first_seq,
+                        ids,
+                    },
+                    wire_len,
+                )
+            } else {
+                let written = self.writer.write(
+                    self.spec.record_size,
+                    &b.intended,
+                    &b.keys,
+                    b.first_seq,
+                    b.bytes,
+                    ids,
+                    self.spec.compression,
+                );
+                match written {
+                    Ok(bytes) => {
+                        let wire_len = bytes.len();
+                        (SealedBody::Written(bytes), wire_len)
+                    }
+                    Err(e) => {
+                        self.probe.borrow_mut().error(e.to_string(), count as u64);
+                        self.local.errored += count as u64;
+                        continue;
+                    }
                 }
             };
+            let intended = b.intended;
             if self.producer_id >= 0 {
                 self.kafka_seq[p] = odradek::protocol::record_batch::increment_sequence(seq, count);
             }
@@ -762,10 +922,11 @@ impl Producer {
             self.local.sent += count as u64;
             st.ready.borrow_mut().push_back(Sealed {
                 partition: p as i32,
-                bytes,
                 count,
                 value_bytes,
+                wire_len,
                 intended,
+                body,
             });
             st.ready_items.signal(1);
         }
@@ -778,6 +939,7 @@ impl Producer {
 /// Produce request. Ends when the producer closes the queue and it is empty.
 async fn send_requests(
     mut writer: ConnWriter,
+    mut records_writer: RecordWriter,
     st: Rc<LinkState>,
     spec: Rc<ProducerSpec>,
     topic: String,
@@ -819,8 +981,7 @@ async fn send_requests(
                 let b = &ready[i];
                 let blocked = closed.contains(&b.partition)
                     || taken.iter().any(|t| t.partition == b.partition);
-                if !taken.is_empty() && (blocked || bytes + b.bytes.len() > spec.max_request_bytes)
-                {
+                if !taken.is_empty() && (blocked || bytes + b.wire_len > spec.max_request_bytes) {
                     closed.push(b.partition);
                     i += 1;
                     if bytes >= spec.max_request_bytes {
@@ -832,7 +993,7 @@ async fn send_requests(
                     break;
                 }
                 if let Some(b) = ready.remove(i) {
-                    bytes += b.bytes.len();
+                    bytes += b.wire_len;
                     taken.push(b);
                 }
             }
@@ -848,31 +1009,59 @@ async fn send_requests(
             st.permits.signal(1);
             continue;
         }
+        // The deferred batches are written here, just before the request copies and sends them.
+        let mut partition_data = Vec::with_capacity(taken.len());
+        let mut meta = Vec::with_capacity(taken.len());
+        for b in taken {
+            let written = match b.body {
+                SealedBody::Written(bytes) => Ok(bytes),
+                SealedBody::Deferred {
+                    keys,
+                    first_seq,
+                    ids,
+                } => records_writer.write(
+                    spec.record_size,
+                    &b.intended,
+                    &keys,
+                    first_seq,
+                    b.wire_len - BATCH_HEADER_LEN,
+                    ids,
+                    Compression::None,
+                ),
+            };
+            match written {
+                Ok(bytes) => {
+                    partition_data.push(PartitionProduceData {
+                        index: b.partition,
+                        records: Some(bytes),
+                    });
+                    meta.push(SentBatch {
+                        partition: b.partition,
+                        count: b.count,
+                        value_bytes: b.value_bytes,
+                        wire_bytes: b.wire_len as u64,
+                        intended: b.intended,
+                    });
+                }
+                Err(e) => {
+                    probe.borrow_mut().error(e.to_string(), b.count as u64);
+                    st.result.borrow_mut().errored += b.count as u64;
+                }
+            }
+        }
+        if partition_data.is_empty() {
+            st.permits.signal(1);
+            continue;
+        }
         let body = RequestBody::from(ProduceRequest {
             transactional_id: transactional_id.clone(),
             acks,
             timeout_ms: 30_000,
             topic_data: vec![TopicProduceData {
                 name: topic.clone(),
-                partition_data: taken
-                    .iter()
-                    .map(|b| PartitionProduceData {
-                        index: b.partition,
-                        records: Some(b.bytes.clone()),
-                    })
-                    .collect(),
+                partition_data,
             }],
         });
-        let meta: Vec<SentBatch> = taken
-            .into_iter()
-            .map(|b| SentBatch {
-                partition: b.partition,
-                count: b.count,
-                value_bytes: b.value_bytes,
-                wire_bytes: b.bytes.len() as u64,
-                intended: b.intended,
-            })
-            .collect();
         // Queue the entry before writing, so the reader always finds it.
         st.in_flight.borrow_mut().push_back(InFlight {
             sent: Sent {
@@ -882,7 +1071,7 @@ async fn send_requests(
             },
             batches: if acks == 0 { Vec::new() } else { meta },
         });
-        match writer.send_at(&body, version).await {
+        match writer.send_owned_at(body, version).await {
             Ok(_) if acks == 0 => {
                 st.in_flight.borrow_mut().pop_back();
                 st.permits.signal(1);
@@ -1060,6 +1249,67 @@ mod tests {
         assert_eq!(wake_quantum_us(60_000), WAKE_QUANTUM_MAX_US);
         // No linger, no quantum: each record sleeps until its own time.
         assert_eq!(wake_quantum_us(0), 0);
+    }
+
+    /// What the producer knows of a batch before writing it (its records' intended times and
+    /// keys, its first payload sequence, its size from `record_len`) is what the written batch
+    /// holds: the request budget and the MB/s figures count `wire_len` before the bytes exist.
+    #[test]
+    fn a_deferred_batch_is_written_as_described_and_weighs_what_was_counted() {
+        use odradek::protocol::record_batch::{validate, ATTR_TRANSACTIONAL};
+        use odradek::protocol::records::for_each_record;
+        let clock = Clock::new();
+        let pool = Rc::new(PayloadPool::new(0.5, 1024, 3));
+        let mut writer = RecordWriter::new(7, pool, clock, 11);
+        // Records 400 µs apart: the timestamp deltas cross millisecond boundaries.
+        let intended: Vec<u64> = (0..9).map(|i| 5_000_000 + i * 400).collect();
+        let keys: Vec<u64> = (0..9).map(|i| 1_000 + i).collect();
+        let base_ts_ms = (clock.unix_us(intended[0]) / 1000) as i64;
+        for keyed in [true, false] {
+            let keys = if keyed { &keys[..] } else { &[][..] };
+            let counted: usize = intended
+                .iter()
+                .enumerate()
+                .map(|(i, &due)| {
+                    let ts_ms = (clock.unix_us(due) / 1000) as i64;
+                    record_len(ts_ms - base_ts_ms, i as i32, keyed.then_some(8), 1024)
+                })
+                .sum();
+            let ids = BatchIds {
+                producer_id: 42,
+                producer_epoch: 3,
+                base_sequence: 100,
+                transactional: true,
+            };
+            let batch = writer
+                .write(1024, &intended, keys, 77, counted, ids, Compression::None)
+                .unwrap();
+            assert_eq!(batch.len(), BATCH_HEADER_LEN + counted);
+            let hdr = validate(&batch).unwrap();
+            assert_eq!(hdr.records_count, 9);
+            assert_eq!(hdr.base_timestamp, base_ts_ms);
+            assert_eq!((hdr.producer_id, hdr.producer_epoch), (42, 3));
+            assert_eq!(hdr.base_sequence, 100);
+            assert_ne!(hdr.attributes & ATTR_TRANSACTIONAL, 0);
+            let mut seen = Vec::new();
+            for_each_record(&batch, |r| {
+                let h = super::super::batch::read_payload_header(r.value.unwrap()).unwrap();
+                seen.push((
+                    r.key.map(|k| k.to_vec()),
+                    h.producer,
+                    h.sequence,
+                    h.send_time_us,
+                ));
+            })
+            .unwrap();
+            let expected: Vec<_> = (0..9)
+                .map(|i| {
+                    let key = keyed.then(|| keys[i].to_be_bytes().to_vec());
+                    (key, 7, 77 + i as u64, clock.unix_us(intended[i]))
+                })
+                .collect();
+            assert_eq!(seen, expected);
+        }
     }
 
     #[test]
