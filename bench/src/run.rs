@@ -731,6 +731,7 @@ struct CoreArgs {
 async fn core_main(a: CoreArgs) -> CoreOutput {
     let probe = Rc::new(RefCell::new(CoreProbe {
         warmup_end_us: a.warmup_end_us,
+        measured_end_us: a.end_us,
         ..Default::default()
     }));
     let clock = a.clock;

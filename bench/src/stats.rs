@@ -125,6 +125,11 @@ pub struct CoreProbe {
     /// End of the warm-up: records acknowledged before it are not counted, and records meant
     /// to be sent before it give no latency sample.
     pub warmup_end_us: u64,
+    /// End of the measured window, if the run is bounded by time: when load generation stops.
+    /// Throughput counts only what happens before it. The drain afterwards (the last answers to
+    /// an overloaded run's backlog, a few stragglers seconds later) is another regime, and it
+    /// diluted W5's figure by up to a quarter. The CPU figures end there too.
+    pub measured_end_us: Option<u64>,
     pub interval: Counters,
     /// Post-warm-up record and byte totals (latency totals are the sum of the intervals,
     /// which only hold post-warm-up samples).
@@ -142,8 +147,13 @@ impl CoreProbe {
         self.interval.errors += records.max(1);
     }
 
+    /// `now_us` is inside the measured window.
+    fn in_window(&self, now_us: u64) -> bool {
+        now_us >= self.warmup_end_us && self.measured_end_us.is_none_or(|end| now_us < end)
+    }
+
     fn mark(&mut self, now_us: u64) {
-        if now_us >= self.warmup_end_us {
+        if self.in_window(now_us) {
             self.first_measured_us.get_or_insert(now_us);
             self.last_measured_us = self.last_measured_us.max(now_us);
         }
@@ -151,8 +161,8 @@ impl CoreProbe {
 
     /// An acknowledged batch: `intended_us` are the records' intended send times.
     ///
-    /// Throughput counts every record acknowledged after the warm-up, like `consumed`: it is
-    /// what the broker did in the measured window. Latency samples only records meant to be sent
+    /// Throughput counts every record acknowledged in the measured window, like `consumed`: it
+    /// is what the broker did then. Latency samples only records meant to be sent
     /// after the warm-up. (Counting throughput by intended time too, as before, dropped the
     /// warm-up's backlog that an overloaded open-loop run works off inside the window: a W5 run
     /// reported 211k rec/s while its intervals acknowledged ~430k/s.)
@@ -167,7 +177,7 @@ impl CoreProbe {
                 let _ = self.interval.produce_latency_us.record(lat);
             }
         }
-        if now_us >= self.warmup_end_us {
+        if self.in_window(now_us) {
             self.measured.produced_records += intended_us.len() as u64;
             self.measured.produced_bytes += bytes;
         }
@@ -177,7 +187,7 @@ impl CoreProbe {
     pub fn committed(&mut self, now_us: u64, latency_us: u64) {
         self.interval.txn_committed += 1;
         self.mark(now_us);
-        if now_us >= self.warmup_end_us {
+        if self.in_window(now_us) {
             self.measured.txn_committed += 1;
             // Only the interval histogram, like produce latency.
             let _ = self.interval.commit_latency_us.record(latency_us.max(1));
@@ -198,7 +208,7 @@ impl CoreProbe {
         self.interval.consumed_records += records;
         self.interval.consumed_bytes += bytes;
         self.mark(now_us);
-        if now_us >= self.warmup_end_us {
+        if self.in_window(now_us) {
             self.measured.consumed_records += records;
             self.measured.consumed_bytes += bytes;
         }
@@ -415,6 +425,33 @@ mod tests {
         assert_eq!(
             (p.first_measured_us, p.last_measured_us),
             (Some(2_000), 3_000)
+        );
+    }
+
+    /// A run bounded by time measures until load generation stops: what is acknowledged while
+    /// the backlog drains afterwards is counted in the intervals, and gives latency samples,
+    /// but is not throughput of the window.
+    #[test]
+    fn throughput_ends_when_load_generation_stops() {
+        let mut p = CoreProbe {
+            warmup_end_us: 1_000,
+            measured_end_us: Some(5_000),
+            ..CoreProbe::default()
+        };
+        p.acked(2_000, 100, &[1_500]);
+        p.acked(4_999, 100, &[4_000]);
+        p.acked(5_000, 200, &[4_500, 4_600]); // the drain
+        p.acked(9_000, 100, &[4_900]); // a straggler
+        p.consumed(4_000, 3, 30);
+        p.consumed(6_000, 7, 70);
+        assert_eq!(p.measured.produced_records, 2);
+        assert_eq!(p.measured.produced_bytes, 200);
+        assert_eq!(p.measured.consumed_records, 3);
+        assert_eq!(p.interval.produced_records, 5);
+        assert_eq!(p.interval.produce_latency_us.len(), 5);
+        assert_eq!(
+            (p.first_measured_us, p.last_measured_us),
+            (Some(2_000), 4_999)
         );
     }
 

@@ -11,7 +11,7 @@
 //! - The `Writer` never fails: encoding a value we built ourselves cannot be "invalid". Lengths that
 //!   do not fit the wire type (over 2 GiB) are a programming error and are saturated, not panicked.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 
 /// Why a frame could not be decoded. Mapped to a closed connection or INVALID_REQUEST by the server.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -300,11 +300,12 @@ impl Reader {
 /// (count <= remaining bytes, but element structs are much larger than one byte).
 const PREALLOC_ELEMENTS_MAX: usize = 1024;
 
-/// Appends an encoding to a `Vec<u8>`; large shared `Bytes` fields become separate chunks so a
-/// Fetch response can point at cached buffers instead of copying them.
+/// Appends an encoding to a buffer; large shared `Bytes` fields become separate chunks so a
+/// Fetch response can point at cached buffers instead of copying them. The pieces written
+/// between shared chunks are split off one allocation (sized by `with_capacity`), not one each.
 #[derive(Debug, Default, Clone)]
 pub struct Writer {
-    buf: Vec<u8>,
+    buf: BytesMut,
     /// Completed chunks, in order, before `buf`.
     chunks: Vec<Bytes>,
     /// Total length of `chunks`.
@@ -318,7 +319,7 @@ impl Writer {
 
     pub fn with_capacity(n: usize) -> Self {
         Writer {
-            buf: Vec::with_capacity(n),
+            buf: BytesMut::with_capacity(n),
             chunks: Vec::new(),
             chunks_len: 0,
         }
@@ -342,7 +343,7 @@ impl Writer {
     /// The encoding as one contiguous buffer (copies shared chunks, if any).
     pub fn into_vec(self) -> Vec<u8> {
         if self.chunks.is_empty() {
-            return self.buf;
+            return self.buf.into();
         }
         let mut out = Vec::with_capacity(self.len());
         for c in &self.chunks {
@@ -354,7 +355,8 @@ impl Writer {
 
     fn flush_buf(&mut self) {
         if !self.buf.is_empty() {
-            let b = Bytes::from(std::mem::take(&mut self.buf));
+            // The rest of the allocation stays with `buf` for the next piece.
+            let b = self.buf.split().freeze();
             self.chunks_len += b.len();
             self.chunks.push(b);
         }
@@ -388,7 +390,7 @@ impl Writer {
     }
 
     pub fn put_i8(&mut self, v: i8) {
-        self.buf.push(v as u8);
+        self.buf.put_u8(v as u8);
     }
     pub fn put_i16(&mut self, v: i16) {
         self.buf.extend_from_slice(&v.to_be_bytes());
@@ -409,7 +411,7 @@ impl Writer {
         self.buf.extend_from_slice(&v.to_be_bytes());
     }
     pub fn put_bool(&mut self, v: bool) {
-        self.buf.push(u8::from(v));
+        self.buf.put_u8(u8::from(v));
     }
     pub fn put_uuid(&mut self, v: &[u8; 16]) {
         self.buf.extend_from_slice(v);
@@ -421,10 +423,10 @@ impl Writer {
 
     pub fn put_uvarlong(&mut self, mut v: u64) {
         while v >= 0x80 {
-            self.buf.push((v as u8) | 0x80);
+            self.buf.put_u8((v as u8) | 0x80);
             v >>= 7;
         }
-        self.buf.push(v as u8);
+        self.buf.put_u8(v as u8);
     }
 
     pub fn put_varint(&mut self, v: i32) {
