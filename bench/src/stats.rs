@@ -136,6 +136,10 @@ pub struct CoreProbe {
     pub measured: Counters,
     pub first_measured_us: Option<u64>,
     pub last_measured_us: u64,
+    /// Record and byte totals after the window's end (the drain), and the last of them: the
+    /// figures of a run too short for any answer to arrive inside its window.
+    pub drained: Counters,
+    pub last_drained_us: u64,
     pub errors_by_kind: BTreeMap<String, u64>,
     /// Offsets the broker acknowledged to this core's producers.
     pub acked_offsets: AckedOffsets,
@@ -159,6 +163,18 @@ impl CoreProbe {
         }
     }
 
+    /// Where totals at `now_us` go: the window's, the drain's, or none (the warm-up).
+    fn totals_at(&mut self, now_us: u64) -> Option<&mut Counters> {
+        if self.in_window(now_us) {
+            Some(&mut self.measured)
+        } else if now_us >= self.warmup_end_us {
+            self.last_drained_us = self.last_drained_us.max(now_us);
+            Some(&mut self.drained)
+        } else {
+            None
+        }
+    }
+
     /// An acknowledged batch: `intended_us` are the records' intended send times.
     ///
     /// Throughput counts every record acknowledged in the measured window, like `consumed`: it
@@ -177,9 +193,9 @@ impl CoreProbe {
                 let _ = self.interval.produce_latency_us.record(lat);
             }
         }
-        if self.in_window(now_us) {
-            self.measured.produced_records += intended_us.len() as u64;
-            self.measured.produced_bytes += bytes;
+        if let Some(t) = self.totals_at(now_us) {
+            t.produced_records += intended_us.len() as u64;
+            t.produced_bytes += bytes;
         }
     }
 
@@ -187,8 +203,10 @@ impl CoreProbe {
     pub fn committed(&mut self, now_us: u64, latency_us: u64) {
         self.interval.txn_committed += 1;
         self.mark(now_us);
-        if self.in_window(now_us) {
-            self.measured.txn_committed += 1;
+        if let Some(t) = self.totals_at(now_us) {
+            t.txn_committed += 1;
+        }
+        if now_us >= self.warmup_end_us {
             // Only the interval histogram, like produce latency.
             let _ = self.interval.commit_latency_us.record(latency_us.max(1));
         }
@@ -208,9 +226,9 @@ impl CoreProbe {
         self.interval.consumed_records += records;
         self.interval.consumed_bytes += bytes;
         self.mark(now_us);
-        if self.in_window(now_us) {
-            self.measured.consumed_records += records;
-            self.measured.consumed_bytes += bytes;
+        if let Some(t) = self.totals_at(now_us) {
+            t.consumed_records += records;
+            t.consumed_bytes += bytes;
         }
     }
 
@@ -447,6 +465,10 @@ mod tests {
         assert_eq!(p.measured.produced_records, 2);
         assert_eq!(p.measured.produced_bytes, 200);
         assert_eq!(p.measured.consumed_records, 3);
+        assert_eq!(p.drained.produced_records, 3);
+        assert_eq!(p.drained.produced_bytes, 300);
+        assert_eq!(p.drained.consumed_records, 7);
+        assert_eq!(p.last_drained_us, 9_000);
         assert_eq!(p.interval.produced_records, 5);
         assert_eq!(p.interval.produce_latency_us.len(), 5);
         assert_eq!(

@@ -14,7 +14,7 @@
 //!
 //! Runs on whichever bench core owns the producer or consumer; no I/O.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use odradek::protocol::record_batch::{
     compute_crc, BatchHeader, ATTR_COMPRESSION_MASK, ATTR_CONTROL, ATTR_TRANSACTIONAL,
     BATCH_HEADER_LEN, CRC_AT, LOG_OVERHEAD,
@@ -65,16 +65,16 @@ pub enum BatchError {
 
 // ---- varints (zigzag), as Kafka's records use ----
 
-pub fn put_varlong(buf: &mut Vec<u8>, v: i64) {
+pub fn put_varlong(buf: &mut impl BufMut, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
-        buf.push((z as u8) | 0x80);
+        buf.put_u8((z as u8) | 0x80);
         z >>= 7;
     }
-    buf.push(z as u8);
+    buf.put_u8(z as u8);
 }
 
-pub fn put_varint(buf: &mut Vec<u8>, v: i32) {
+pub fn put_varint(buf: &mut impl BufMut, v: i32) {
     put_varlong(buf, v as i64)
 }
 
@@ -175,8 +175,9 @@ pub fn record_len(
 /// `RecordWriter`), so the builder is sized for it up front.
 #[derive(Debug)]
 pub struct BatchBuilder {
-    /// Header space, then the records. Holds no allocation until the first record.
-    records: Vec<u8>,
+    /// Header space, then the records. Holds no allocation until the first record, unless it
+    /// was given one ([`BatchBuilder::in_buffer`]).
+    records: BytesMut,
     /// Bytes to allocate when the next batch opens: as given, then the last batch's size.
     next_capacity: usize,
     count: i32,
@@ -189,7 +190,7 @@ impl BatchBuilder {
     /// record makes it exact).
     pub fn new(capacity: usize) -> Self {
         BatchBuilder {
-            records: Vec::new(),
+            records: BytesMut::new(),
             next_capacity: capacity,
             count: 0,
             base_timestamp_ms: 0,
@@ -197,11 +198,27 @@ impl BatchBuilder {
         }
     }
 
+    /// A builder that writes into the spare capacity of `buf` (which must be empty), growing
+    /// it only if the batch does not fit. [`BatchBuilder::into_buffer`] gives back what is
+    /// left after sealing: a writer can carve many batches out of one allocation.
+    pub fn in_buffer(buf: BytesMut, capacity: usize) -> Self {
+        debug_assert!(buf.is_empty());
+        BatchBuilder {
+            records: buf,
+            ..BatchBuilder::new(capacity)
+        }
+    }
+
+    /// The buffer's unused capacity after [`BatchBuilder::seal`].
+    pub fn into_buffer(self) -> BytesMut {
+        self.records
+    }
+
     /// Makes room for the header before the first record of a batch.
     fn open(&mut self, first_record_len: usize) {
         if self.records.is_empty() {
             let records_len = self.next_capacity.max(first_record_len);
-            self.records.reserve_exact(BATCH_HEADER_LEN + records_len);
+            self.records.reserve(BATCH_HEADER_LEN + records_len);
             self.records.resize(BATCH_HEADER_LEN, 0);
         }
     }
@@ -229,7 +246,7 @@ impl BatchBuilder {
         let b = &mut self.records;
         b.reserve(record_len);
         put_varint(b, body_len as i32);
-        b.push(0); // record attributes
+        b.put_u8(0); // record attributes
         put_varlong(b, ts_delta);
         put_varint(b, self.count);
         put_varint(b, key_len as i32);
@@ -242,7 +259,7 @@ impl BatchBuilder {
         if let Some(h) = header {
             write_payload_header(&mut b[at..], h);
         }
-        b.push(0); // headers count
+        b.put_u8(0); // headers count
         self.count += 1;
     }
 
@@ -260,14 +277,18 @@ impl BatchBuilder {
         transactional: bool,
     ) -> Result<Bytes, BatchError> {
         self.open(0);
-        let records = std::mem::take(&mut self.records);
         let count = std::mem::take(&mut self.count);
-        self.next_capacity = records.len() - BATCH_HEADER_LEN;
+        self.next_capacity = self.records.len() - BATCH_HEADER_LEN;
+        // Uncompressed, the batch is framed in place and split off the buffer, whose spare
+        // capacity stays for the next batch; compressed, the body gets a buffer of its own.
         let mut out = if compression == Compression::None {
-            records
+            self.records.split()
         } else {
-            let body = compress(compression, &records[BATCH_HEADER_LEN..])?;
-            let mut out = Vec::with_capacity(BATCH_HEADER_LEN + body.len());
+            let body =
+                compress(compression, &self.records[BATCH_HEADER_LEN..]).map(|b| b.into_owned());
+            self.records.clear();
+            let body = body?;
+            let mut out = BytesMut::with_capacity(BATCH_HEADER_LEN + body.len());
             out.resize(BATCH_HEADER_LEN, 0);
             out.extend_from_slice(&body);
             out
@@ -291,7 +312,7 @@ impl BatchBuilder {
         out[..BATCH_HEADER_LEN].copy_from_slice(&h);
         let crc = compute_crc(&out);
         out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
-        Ok(Bytes::from(out))
+        Ok(out.freeze())
     }
 }
 
