@@ -314,7 +314,8 @@ impl RecordWriter {
 
     /// The batch of `intended.len()` records whose keys are `keys` (none if empty) and whose
     /// payload sequences start at `first_seq`, framed with `ids` and `compression`.
-    /// `records_bytes`: what the records take (the allocation is made once, this size).
+    /// `records_bytes`: what the records take (`record_len` of each), so that the batch is
+    /// carved out of a buffer, or allocated, once.
     #[allow(clippy::too_many_arguments)]
     fn write(
         &mut self,
