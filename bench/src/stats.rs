@@ -156,16 +156,12 @@ impl CoreProbe {
         now_us >= self.warmup_end_us && self.measured_end_us.is_none_or(|end| now_us < end)
     }
 
-    fn mark(&mut self, now_us: u64) {
+    /// Where totals at `now_us` go: the window's, the drain's, or none (the warm-up); notes
+    /// `now_us` as the window's first or last activity, or the drain's last.
+    fn totals_at(&mut self, now_us: u64) -> Option<&mut Counters> {
         if self.in_window(now_us) {
             self.first_measured_us.get_or_insert(now_us);
             self.last_measured_us = self.last_measured_us.max(now_us);
-        }
-    }
-
-    /// Where totals at `now_us` go: the window's, the drain's, or none (the warm-up).
-    fn totals_at(&mut self, now_us: u64) -> Option<&mut Counters> {
-        if self.in_window(now_us) {
             Some(&mut self.measured)
         } else if now_us >= self.warmup_end_us {
             self.last_drained_us = self.last_drained_us.max(now_us);
@@ -185,7 +181,6 @@ impl CoreProbe {
     pub fn acked(&mut self, now_us: u64, bytes: u64, intended_us: &[u64]) {
         self.interval.produced_records += intended_us.len() as u64;
         self.interval.produced_bytes += bytes;
-        self.mark(now_us);
         for &t in intended_us {
             if t >= self.warmup_end_us {
                 let lat = now_us.saturating_sub(t).max(1);
@@ -202,7 +197,6 @@ impl CoreProbe {
     /// A transaction committed at `now_us`; its EndTxn took `latency_us`.
     pub fn committed(&mut self, now_us: u64, latency_us: u64) {
         self.interval.txn_committed += 1;
-        self.mark(now_us);
         if let Some(t) = self.totals_at(now_us) {
             t.txn_committed += 1;
         }
@@ -225,7 +219,6 @@ impl CoreProbe {
     pub fn consumed(&mut self, now_us: u64, records: u64, bytes: u64) {
         self.interval.consumed_records += records;
         self.interval.consumed_bytes += bytes;
-        self.mark(now_us);
         if let Some(t) = self.totals_at(now_us) {
             t.consumed_records += records;
             t.consumed_bytes += bytes;

@@ -178,20 +178,20 @@ pub struct BatchBuilder {
     /// Header space, then the records. Holds no allocation until the first record, unless it
     /// was given one ([`BatchBuilder::in_buffer`]).
     records: BytesMut,
-    /// Bytes to allocate when the next batch opens: as given, then the last batch's size.
-    next_capacity: usize,
+    /// Records bytes to allocate when the batch opens.
+    capacity: usize,
     count: i32,
     base_timestamp_ms: i64,
     max_timestamp_ms: i64,
 }
 
 impl BatchBuilder {
-    /// `capacity`: records bytes to allocate for the first batch ([`record_len`] of each
+    /// `capacity`: records bytes to allocate when the batch opens ([`record_len`] of each
     /// record makes it exact).
     pub fn new(capacity: usize) -> Self {
         BatchBuilder {
             records: BytesMut::new(),
-            next_capacity: capacity,
+            capacity,
             count: 0,
             base_timestamp_ms: 0,
             max_timestamp_ms: 0,
@@ -217,7 +217,7 @@ impl BatchBuilder {
     /// Makes room for the header before the first record of a batch.
     fn open(&mut self, first_record_len: usize) {
         if self.records.is_empty() {
-            let records_len = self.next_capacity.max(first_record_len);
+            let records_len = self.capacity.max(first_record_len);
             self.records.reserve(BATCH_HEADER_LEN + records_len);
             self.records.resize(BATCH_HEADER_LEN, 0);
         }
@@ -278,7 +278,6 @@ impl BatchBuilder {
     ) -> Result<Bytes, BatchError> {
         self.open(0);
         let count = std::mem::take(&mut self.count);
-        self.next_capacity = self.records.len() - BATCH_HEADER_LEN;
         // Uncompressed, the batch is framed in place and split off the buffer, whose spare
         // capacity stays for the next batch; compressed, the body gets a buffer of its own.
         let mut out = if compression == Compression::None {
