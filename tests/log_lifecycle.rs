@@ -426,18 +426,34 @@ fn kill9_during_compaction_keeps_every_latest_value() {
         .collect();
     let mut compacted = false;
     let mut killed_mid_pass = 0;
-    for (round, wait_ms) in [700u64, 1300, 2100, 400].into_iter().enumerate() {
-        std::thread::sleep(Duration::from_millis(wait_ms));
-        // What this start of the broker logged so far: a pass started and not finished means
-        // the kill lands inside compaction.
-        let log = std::fs::read_to_string(broker.log_path()).unwrap_or_default();
-        let this_start = log
-            .rsplit("===== test fixture: start #")
-            .next()
-            .unwrap_or("");
-        compacted |= this_start.contains("crashy-0: compacted");
-        let started = this_start.matches("crashy-0: compacting").count();
-        let finished = this_start.matches("crashy-0: compacted").count();
+    // Each round waits for a compaction pass of this start to be under way, then kills after
+    // a delay that varies the point inside the pass. Polling the log, not sleeping a fixed
+    // time, is what lands the kills inside passes: the passes after the first rounds take
+    // ~60 ms, and when they start depends on the machine's speed.
+    for (round, delay_ms) in [0u64, 100, 25, 0].into_iter().enumerate() {
+        let passes = |broker: &Broker| {
+            let log = std::fs::read_to_string(broker.log_path()).unwrap_or_default();
+            let this_start = log
+                .rsplit("===== test fixture: start #")
+                .next()
+                .unwrap_or("")
+                .to_owned();
+            (
+                this_start.matches("crashy-0: compacting").count(),
+                this_start.matches("crashy-0: compacted").count(),
+            )
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            let (started, finished) = passes(&broker);
+            if started > finished {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let (started, finished) = passes(&broker);
+        compacted |= finished > 0;
         if started > finished {
             killed_mid_pass += 1;
         }
@@ -466,7 +482,7 @@ fn kill9_during_compaction_keeps_every_latest_value() {
         "compaction never ran:\n{log}"
     );
     assert!(
-        killed_mid_pass >= 2,
+        killed_mid_pass >= 3,
         "only {killed_mid_pass} kill(s) landed inside a compaction pass"
     );
     broker.stop();
