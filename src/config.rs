@@ -79,7 +79,8 @@ pub struct BrokerConfig {
     /// Requests one connection may have in flight (read but not yet answered).
     pub connection_inflight_max: usize,
     /// `queued.max.request.bytes` (Kafka's name; per shard here): bytes of requests read and
-    /// not yet answered before connections stop being read; `None` (-1) is unbounded. See
+    /// not yet answered (produce: not yet written) before connections stop being read; `None`
+    /// (-1) is unbounded. See
     /// `server::request_budget`.
     pub queued_max_request_bytes: Option<u64>,
     /// Capacity of each inter-shard mailbox channel (messages).

@@ -9,6 +9,9 @@
 //! can keep the broker alive while it verifies and arm it for the load phase. The random stream
 //! is seeded from `ODRADEK_CRASH_SEED` (else time and pid).
 //!
+//! The same names serve as pause points (`ODRADEK_PAUSE_POINTS`, see [`pause`]): a test that
+//! must look at the broker during a moment (an fdatasync) makes it last.
+//!
 //! Why a real `SIGKILL` of our own process and not `abort()` or an exit: it is exactly what
 //! `kill -9` does — no destructors, no buffered writes flushed, io_uring requests in flight
 //! abandoned — so the test exercises the same recovery path as an operator's crash.
@@ -189,9 +192,80 @@ fn maybe_fire(points: &CrashPoints, name: &str) {
     }
 }
 
+/// The environment variable naming points to pause at, comma-separated `name:milliseconds`
+/// (e.g. `ODRADEK_PAUSE_POINTS=commit_fsync_before:2000`): a test that must look at the broker
+/// in the middle of a moment too short to catch (an fdatasync) stretches it. Same names as the
+/// crash points; only the points reached from async code pause ([`pause`]).
+pub const ENV_PAUSES: &str = "ODRADEK_PAUSE_POINTS";
+
+static PAUSES: OnceLock<Vec<(String, u64)>> = OnceLock::new();
+
+/// Parses a pause spec (`name:ms,name:ms`); an entry that is not a known point with a whole
+/// number of milliseconds is an error.
+pub fn parse_pauses(spec: &str) -> Result<Vec<(String, u64)>, String> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| {
+            let (name, ms) = entry.split_once(':').ok_or_else(|| {
+                format!("pause point entry {entry:?}: expected name:milliseconds")
+            })?;
+            let name = name.trim();
+            if !KNOWN_POINTS.contains(&name) {
+                return Err(format!("pause point entry {entry:?}: no such point"));
+            }
+            let ms = ms
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| format!("pause point entry {entry:?}: milliseconds expected"))?;
+            Ok((name.to_string(), ms))
+        })
+        .collect()
+}
+
+fn load_pauses() -> Vec<(String, u64)> {
+    let Ok(spec) = std::env::var(ENV_PAUSES) else {
+        return Vec::new();
+    };
+    match parse_pauses(&spec) {
+        Ok(pauses) => {
+            let _ = writeln!(std::io::stderr(), "pause points set: {spec}");
+            pauses
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "{ENV_PAUSES}: {e}; no pauses");
+            Vec::new()
+        }
+    }
+}
+
+/// A pause point: waits (without blocking the shard) the milliseconds `ODRADEK_PAUSE_POINTS`
+/// gives `name`. Does nothing, and costs a load and a branch, when it is not set.
+pub async fn pause(name: &str) {
+    let pauses = PAUSES.get_or_init(load_pauses);
+    if pauses.is_empty() {
+        return;
+    }
+    if let Some((_, ms)) = pauses.iter().find(|(n, _)| n == name) {
+        glommio::timer::sleep(std::time::Duration::from_millis(*ms)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_pause_points() {
+        assert_eq!(
+            parse_pauses(" commit_fsync_before:2000,,").unwrap(),
+            vec![("commit_fsync_before".to_string(), 2000)]
+        );
+        assert!(parse_pauses("commit_fsync_before").is_err());
+        assert!(parse_pauses("commit_fsync_before:soon").is_err());
+        assert!(parse_pauses("no_such_point:10").is_err());
+        assert!(parse_pauses("").unwrap().is_empty());
+    }
 
     #[test]
     fn parses_points_and_wildcard() {

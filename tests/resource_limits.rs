@@ -889,3 +889,85 @@ fn requests_beyond_queued_max_request_bytes_wait_for_room_and_all_land() {
     assert_serving(&mut broker);
     broker.stop();
 }
+
+/// Produce with acks=all gives back its room in `queued.max.request.bytes` once its batches are
+/// written to the segment file, not when the fdatasync that lets it be answered returns (Kafka
+/// frees a produce request's memory once appended, too): with every group-commit fdatasync
+/// held back 2 s (a pause point), a moment comes when the record is appended (log end offset 1),
+/// not yet durable (high watermark 0) and unanswered, and the broker holds no request bytes.
+/// The answer comes once the pause is over, and the record reads back.
+#[test]
+fn a_produce_gives_back_its_request_bytes_once_written_not_once_durable() {
+    let _serial = serial();
+    let metrics_port = free_port();
+    let mut broker = BrokerOptions::new()
+        .cores(test_cores())
+        .set("metrics.listen", format!("127.0.0.1:{metrics_port}"))
+        .env("ODRADEK_PAUSE_POINTS", "commit_fsync_before:2000")
+        .start();
+    create_topic(broker.addr(), "early", 1);
+    let bootstrap = broker.bootstrap();
+    let answered = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (bootstrap, answered) = (bootstrap.clone(), answered.clone());
+        thread::spawn(move || {
+            let p = producer(&bootstrap, &[("acks", "all")]);
+            let sent = Instant::now();
+            let rec = Rec::value(payload("early", 0, 300 << 10)).to_partition(0);
+            let got = produce_all(&p, "early", &[rec], Duration::from_secs(30));
+            answered.store(true, Ordering::SeqCst);
+            (got, sent.elapsed())
+        })
+    };
+    // Samples of `name` (any shard) whose labels include `labels`.
+    let metric = |text: &str, name: &str, labels: &str| -> Vec<f64> {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(labels))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect()
+    };
+    let mut seen = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !answered.load(Ordering::SeqCst) && Instant::now() < deadline {
+        let text = metrics_text(([127, 0, 0, 1], metrics_port).into());
+        let early = "topic=\"early\",partition=\"0\"";
+        let end = metric(&text, "odradek_log_end_offset", early);
+        let hw = metric(&text, "odradek_high_watermark", early);
+        let held: f64 = metric(&text, "odradek_queued_request_bytes", "")
+            .iter()
+            .sum();
+        // Still unanswered after the scrape: the sample was taken while it waited.
+        if end == [1.0] && hw == [0.0] && !answered.load(Ordering::SeqCst) {
+            seen = Some(held);
+            if held == 0.0 {
+                break;
+            }
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let (got, took) = sender.join().expect("producer thread");
+    println!(
+        "appended, not durable, unanswered: request bytes held {seen:?}; answered after {took:?}"
+    );
+    assert_eq!(got.len(), 1, "the record was not acknowledged");
+    assert_eq!(
+        seen,
+        Some(0.0),
+        "while the produce waited for its fdatasync the broker still held its request bytes \
+         (or no sample caught it appended and not durable)"
+    );
+    assert!(
+        took >= Duration::from_millis(1500),
+        "answered after {took:?}: the fdatasync pause did not hold the answer back"
+    );
+    let back = consume_exact(
+        &bootstrap,
+        "early",
+        &[0],
+        Offset::Beginning,
+        1,
+        Duration::from_secs(30),
+    );
+    assert_eq!(back.len(), 1);
+    broker.stop();
+}

@@ -437,7 +437,7 @@ pub fn render(info: &ProcessInfo, shards: &[ShardSnapshot]) -> String {
         &shards,
         "odradek_queued_request_bytes",
         "gauge",
-        "Bytes of requests read and not yet answered, counted against queued.max.request.bytes (0 when unbounded).",
+        "Bytes of requests read and not yet answered (produce with acks=all: not yet written), counted against queued.max.request.bytes (0 when unbounded).",
         |s| s.queued_request_bytes,
     );
     o.per_shard(

@@ -21,8 +21,8 @@
 //! wait is pending, so a busy connection never arms one.
 //!
 //! Requests read and not yet answered count against the shard's `queued.max.request.bytes`
-//! (see [`super::request_budget`]); a request that does not fit waits before dispatch, and its
-//! connection is not read meanwhile.
+//! (see [`super::request_budget`]; Produce gives its bytes back once written); a request that
+//! does not fit waits before dispatch, and its connection is not read meanwhile.
 //!
 //! Memory a connection can hold: its read buffer ([`super::framing::READ_BUFFER`]) or one
 //! partial frame (at most `socket.request.max.bytes`, grown only as bytes arrive), up to
@@ -54,7 +54,7 @@ use crate::shard::Shard;
 
 use super::framing::{FrameError, FrameReader};
 use super::handlers::{self, Dispatch};
-use super::request_budget::RequestPermit;
+use super::request_budget::RequestHold;
 
 /// An encoded response: the chunks that follow the 4-byte size prefix.
 pub struct ResponseFrame {
@@ -82,8 +82,9 @@ struct Queued {
     pending: Pending,
     api_key: i16,
     started: Option<Instant>,
-    /// The request's bytes in `queued.max.request.bytes`, given back once it is answered.
-    permit: Option<RequestPermit>,
+    /// The request's bytes in `queued.max.request.bytes`, given back once it is answered (if
+    /// its handler has not given them back already).
+    budget: RequestHold,
 }
 
 /// What the idle check knows about the writer side of a connection; shared by its reader and
@@ -204,7 +205,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         let activity = &*writer_activity;
         while let Some(queued) = rx.recv().await {
             let completion = queued.pending.await;
-            drop(queued.permit);
+            queued.budget.release();
             probe.request_done(queued.api_key, queued.started);
             match completion {
                 Completion::Respond(frame) => {
@@ -266,13 +267,14 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             None => None,
         };
         let started = shard.probe.request_started();
-        match handlers::dispatch(&shard, peer_ip, Reader::new(frame)).await {
+        let budget = RequestHold::new(permit);
+        match handlers::dispatch(&shard, peer_ip, budget.clone(), Reader::new(frame)).await {
             Dispatch::Reply(pending) => {
                 let queued = Queued {
                     pending,
                     api_key,
                     started,
-                    permit,
+                    budget,
                 };
                 activity.in_flight.set(activity.in_flight.get() + 1);
                 // Waits here while `connection.inflight.max` answers are owed.

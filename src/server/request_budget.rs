@@ -8,14 +8,29 @@
 //! the default budget at 0.78-1.0 GB for the same throughput
 //! (perf/2026-12-04-queued-request-bytes.md).
 //!
-//! A request is counted from when its whole frame has arrived until its answer is computed
-//! (for Produce: its batches are durable); the encoded response is bounded on its own
+//! A request is counted from when its whole frame has arrived until its answer is computed,
+//! except Produce with acks=all (or durable acks=1), which gives its bytes back once its
+//! batches are written to their segment files (`RequestHold`): from then on only the batch
+//! cache holds them, within its own budget, and the fdatasync it waits for holds no request
+//! memory. Kafka frees a produce request's buffer once appended, too. Counting to the
+//! fdatasync held each request ~1.5 group-commit rounds, and with 1,000 partitions a round is
+//! ~150-250 ms: W5 was bound by the budget over that time (966k-999k rec/s; released once
+//! written 1.07M-1.11M, same session). The encoded response is bounded on its own
 //! (`fetch.max.bytes`, one response per connection at a time), and so is the one frame each
 //! connection may be receiving (`socket.request.max.bytes`, grown as bytes arrive). A frame
 //! larger than the whole budget waits for all of it. No answer waits for a request that has
 //! not been read (a rebalance waiting for members that have not rejoined ends at its
 //! timeout), so a full budget always drains.
+//!
+//! What this does not bound: each connection waiting for room holds its one complete frame
+//! (up to `socket.request.max.bytes`) outside the budget. W5 at more than the broker takes
+//! (1,000 connections, ~1 MiB requests) keeps ~900 connections waiting, ~900 MB of frames: the
+//! broker's 1.4-1.7 GB there. Taking the room when the size prefix arrives instead, before the
+//! body is read (Kafka's memory pool), cut that to 0.57 GB but collapsed the run: a frame
+//! whose bytes were stuck in TCP retransmission (loopback's `tcp_mem` overflows under that
+//! backlog) held its room for seconds while everyone waited (perf/2026-12-05-w5-budget-release.md).
 
+use std::cell::Cell;
 use std::rc::Rc;
 
 use glommio::sync::{Semaphore, StaticPermit};
@@ -31,6 +46,38 @@ pub struct RequestBudget {
 
 /// Bytes of one request, held until dropped.
 pub type RequestPermit = StaticPermit;
+
+/// A request's bytes in the budget, shared by its connection and its handler. The connection
+/// gives them back once the request is answered; a handler may give them back earlier, once
+/// it no longer holds the request's bytes (Produce with acks=all: once its batches are written
+/// to their segment files, long before the fdatasync that lets it answer). Empty when the
+/// budget is unbounded.
+#[derive(Clone, Default)]
+pub struct RequestHold(Option<Rc<Cell<Option<RequestPermit>>>>);
+
+impl std::fmt::Debug for RequestHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequestHold")
+    }
+}
+
+impl RequestHold {
+    pub fn new(permit: Option<RequestPermit>) -> RequestHold {
+        RequestHold(permit.map(|p| Rc::new(Cell::new(Some(p)))))
+    }
+
+    /// The request is counted in a budget (`queued.max.request.bytes` is not unbounded).
+    pub fn counted(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Gives the bytes back (again: nothing).
+    pub fn release(&self) {
+        if let Some(cell) = &self.0 {
+            drop(cell.take());
+        }
+    }
+}
 
 impl RequestBudget {
     pub fn new(bytes: u64) -> RequestBudget {

@@ -15,6 +15,11 @@
 //! The waiter checks its partition's high watermark afterwards, so a failed flush becomes that
 //! partition's KAFKA_STORAGE_ERROR and nobody else's.
 //!
+//! Once a round's write half is done its batches are in their files (or the journal): the
+//! round lets go of them (the batch cache keeps its own reference) and says so
+//! ([`GroupCommit::wait_written`]), so the produce requests it covers give back their
+//! `queued.max.request.bytes` without waiting for the fdatasyncs.
+//!
 //! With the shard journal (`journal.rs`), a round's write half also writes one journal entry
 //! holding the new batches of the partitions that added little, and its durable half
 //! fdatasyncs the journal once for all of them instead of each of their files.
@@ -40,9 +45,13 @@ const OVERLAP_MAX_PARTITIONS: usize = 64;
 
 pub struct GroupCommit {
     started: Cell<u64>,
+    /// The last round whose write half is done: its batches are in their segment files (or
+    /// the journal) and no longer held in memory for it.
+    written: Cell<u64>,
     completed: Cell<u64>,
     dirty: RefCell<Vec<Rc<Partition>>>,
     kick: Notify,
+    wrote: Notify,
     done: Notify,
     stopping: Cell<bool>,
     /// Told how long every round's fdatasyncs took.
@@ -57,9 +66,11 @@ impl GroupCommit {
     pub fn new(pacer: Rc<IoPacer>, probe: Rc<ShardProbe>) -> GroupCommit {
         GroupCommit {
             started: Cell::new(0),
+            written: Cell::new(0),
             completed: Cell::new(0),
             dirty: RefCell::new(Vec::new()),
             kick: Notify::new(),
+            wrote: Notify::new(),
             done: Notify::new(),
             stopping: Cell::new(false),
             pacer,
@@ -94,6 +105,13 @@ impl GroupCommit {
             self.started.get() + 1
         } else {
             self.started.get()
+        }
+    }
+
+    /// Waits until round `round` has written what it covers (not yet durable).
+    pub async fn wait_written(&self, round: u64) {
+        while self.written.get() < round {
+            self.wrote.notified().await;
         }
     }
 
@@ -136,7 +154,7 @@ impl GroupCommit {
                 other => other,
             };
             let (round, batch) = self.take_round();
-            let (plan, ()) = futures::join!(self.write_half(&batch), async {
+            let (plan, ()) = futures::join!(self.write_half(round, &batch), async {
                 if let Some((sync, _)) = previous {
                     sync.await;
                 }
@@ -154,7 +172,7 @@ impl GroupCommit {
             return;
         }
         let (round, batch) = self.take_round();
-        let plan = self.write_half(&batch).await;
+        let plan = self.write_half(round, &batch).await;
         self.durable_half(round, batch, plan).await;
     }
 
@@ -173,18 +191,23 @@ impl GroupCommit {
     }
 
     /// Writes every partition of the round, then the journal entry of those that go through
-    /// the journal.
-    async fn write_half(&self, batch: &[Rc<Partition>]) -> RoundPlan {
+    /// the journal; then the round's batches are let go of (the cache keeps its own reference)
+    /// and the requests that brought them may give back their `queued.max.request.bytes`.
+    async fn write_half(&self, round: u64, batch: &[Rc<Partition>]) -> RoundPlan {
         let tickets = crate::io::join::join_all(batch.iter().map(|p| p.flush_write_round())).await;
         let written: Vec<_> = batch
             .iter()
             .zip(tickets)
             .filter_map(|(p, t)| Some((p.clone(), t?)))
             .collect();
-        match self.journal() {
+        let mut plan = match self.journal() {
             Some(j) => j.write_round(written).await,
             None => RoundPlan::per_file(written),
-        }
+        };
+        plan.forget_batches();
+        self.written.set(round);
+        self.wrote.notify_all();
+        plan
     }
 
     /// Makes what the round wrote durable (fdatasyncs), then completes it.
@@ -199,6 +222,7 @@ impl GroupCommit {
                 journal.make_durable(items).await;
             }
         };
+        crate::crash_points::pause("commit_fsync_before").await;
         let started = std::time::Instant::now();
         crate::crash_points::hit("commit_fsync_before");
         futures::join!(crate::io::join::join_all(syncs), journaled);

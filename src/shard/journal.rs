@@ -72,6 +72,14 @@ impl RoundPlan {
             journaled: None,
         }
     }
+
+    /// Drops the tickets' references to the batches written: only their fdatasyncs are left.
+    pub fn forget_batches(&mut self) {
+        let journaled = self.journaled.iter_mut().flat_map(|(_, items)| items);
+        for (_, t) in self.per_file.iter_mut().chain(journaled) {
+            t.forget_batches();
+        }
+    }
 }
 
 impl JournalSink {

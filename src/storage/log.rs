@@ -280,6 +280,12 @@ impl<F> FlushTicket<F> {
         )
     }
 
+    /// Lets go of the added batches once written (the journal entry, if any, is written too):
+    /// what is left to do, the fdatasync, needs only the file and the offsets.
+    pub fn forget_batches(&mut self) {
+        self.added = Vec::new();
+    }
+
     /// The segment file written (a journal checkpoint fdatasyncs it).
     pub fn file(&self) -> &Rc<F> {
         &self.file

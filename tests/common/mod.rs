@@ -50,6 +50,7 @@ const LOG_TAIL_LINES: usize = 80;
 pub struct BrokerOptions {
     cores: Option<String>,
     overrides: Vec<(String, String)>,
+    env: Vec<(String, String)>,
 }
 
 impl BrokerOptions {
@@ -66,6 +67,12 @@ impl BrokerOptions {
     /// `--override KEY=VALUE` (Kafka property names).
     pub fn set(mut self, key: impl Into<String>, value: impl ToString) -> Self {
         self.overrides.push((key.into(), value.to_string()));
+        self
+    }
+
+    /// An environment variable of the broker process (e.g. `ODRADEK_PAUSE_POINTS`).
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
         self
     }
 
@@ -268,6 +275,7 @@ impl Broker {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
+        cmd.envs(self.options.env.iter().map(|(k, v)| (k, v)));
         let child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => self.fail(&format!("cannot spawn {:?}: {e}", broker_bin())),

@@ -30,6 +30,7 @@ use crate::protocol::wire::Reader;
 use crate::shard::Shard;
 
 use super::connection::{encode_response, Completion, Pending, ResponseFrame};
+use super::request_budget::RequestHold;
 
 /// Versions served per API.
 ///
@@ -97,6 +98,9 @@ pub struct RequestContext {
     pub client_id: Option<String>,
     /// The client's IP (a group member's host in DescribeGroups).
     pub peer_ip: Option<IpAddr>,
+    /// The request's bytes in `queued.max.request.bytes`: the connection gives them back once
+    /// the request is answered, a handler that lets go of the request earlier may do it then.
+    pub budget: RequestHold,
 }
 
 impl RequestContext {
@@ -129,7 +133,12 @@ pub fn decode<M: Message>(ctx: &RequestContext, r: &mut Reader) -> Result<M, Dis
     })
 }
 
-pub async fn dispatch(shard: &Rc<Shard>, peer_ip: Option<IpAddr>, mut r: Reader) -> Dispatch {
+pub async fn dispatch(
+    shard: &Rc<Shard>,
+    peer_ip: Option<IpAddr>,
+    budget: RequestHold,
+    mut r: Reader,
+) -> Dispatch {
     let (key_raw, version, correlation_id) = match (r.read_i16(), r.read_i16(), r.read_i32()) {
         (Ok(k), Ok(v), Ok(c)) => (k, v, c),
         _ => return Dispatch::Close("truncated request header".into()),
@@ -158,6 +167,7 @@ pub async fn dispatch(shard: &Rc<Shard>, peer_ip: Option<IpAddr>, mut r: Reader)
         correlation_id,
         client_id,
         peer_ip,
+        budget,
     };
     if !in_range {
         return match api_key {

@@ -2,10 +2,13 @@
 //! exactly as sent — compressed batches are never decompressed here — on the shard that owns
 //! each partition. The appends happen while this request is dispatched, in arrival order; the
 //! returned completion waits for the group commit when acks is 1 or all (acks=0: no response).
+//! A request that waits gives back its `queued.max.request.bytes` once every owning shard's
+//! round has written its batches, before the fdatasync (see `server::request_budget`).
 
 use std::rc::Rc;
 
 use bytes::Bytes;
+use futures::channel::oneshot;
 
 use crate::metadata::validate_topic_name;
 use crate::protocol::error::ErrorCode;
@@ -136,6 +139,13 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
 
     // Appends, in order: local ones now, remote ones queued on their shard's mailbox now.
     let wait = acks == -1 || (acks == 1 && shard.config.acks1_durable);
+    // A request that waits for durability gives back its `queued.max.request.bytes` once every
+    // owning shard has written its batches: from then on only the batch cache holds them.
+    // Watched by a task of its own: the completion is polled only once the answers before it
+    // on its connection are sent, and a connection pipelines several produce requests.
+    let release_early = wait && ctx.budget.counted();
+    let mut local_round = 0;
+    let mut remote_written = Vec::new();
     let mut local = None;
     let mut remote = Vec::new();
     for (target, work) in per_shard.into_iter().enumerate() {
@@ -143,12 +153,29 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
             continue;
         }
         if target == shard.id {
-            local = Some(append_on_owner(shard, work, wait));
+            let (round, results) = append_on_owner(shard, work, wait);
+            local_round = round;
+            local = Some(results);
         } else {
             let slots: Vec<(usize, usize)> = work.iter().map(|w| w.slot).collect();
+            let signal = release_early.then(|| {
+                let (tx, rx) = oneshot::channel();
+                remote_written.push(rx);
+                tx
+            });
             match shard
                 .mailbox
-                .send(shard, target, move |s| append_on_owner(s, work, wait))
+                .send(shard, target, move |s| {
+                    let (round, results) = append_on_owner(s, work, wait);
+                    let s = s.clone();
+                    async move {
+                        if let Some(tx) = signal {
+                            s.commit.wait_written(round).await;
+                            let _ = tx.send(());
+                        }
+                        results.await
+                    }
+                })
                 .await
             {
                 Ok(rx) => remote.push((rx, slots)),
@@ -162,24 +189,40 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
         }
     }
 
-    let completion = async move {
-        let mut results: Vec<PartResult> = Vec::new();
-        if let Some(fut) = local {
-            results.extend(fut.await);
-        }
-        for (rx, slots) in remote {
-            match rx.await {
-                Ok(r) => results.extend(r),
-                Err(_) => results.extend(slots.into_iter().map(|slot| PartResult {
-                    slot,
-                    error: ErrorCode::NOT_LEADER_OR_FOLLOWER,
-                    base_offset: -1,
-                    log_append_time: -1,
-                    log_start_offset: -1,
-                })),
+    if release_early {
+        let (shard, budget) = (shard.clone(), ctx.budget.clone());
+        glommio::spawn_local(async move {
+            shard.commit.wait_written(local_round).await;
+            // A signal dropped unsent (its shard went away) also means nothing is held there.
+            for rx in remote_written {
+                let _ = rx.await;
             }
-        }
-        for r in results {
+            budget.release();
+        })
+        .detach();
+    }
+
+    let completion = async move {
+        let gather = async {
+            let mut results: Vec<PartResult> = Vec::new();
+            if let Some(fut) = local {
+                results.extend(fut.await);
+            }
+            for (rx, slots) in remote {
+                match rx.await {
+                    Ok(r) => results.extend(r),
+                    Err(_) => results.extend(slots.into_iter().map(|slot| PartResult {
+                        slot,
+                        error: ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                        base_offset: -1,
+                        log_append_time: -1,
+                        log_start_offset: -1,
+                    })),
+                }
+            }
+            results
+        };
+        for r in gather.await {
             let p = &mut responses[r.slot.0].partition_responses[r.slot.1];
             p.error_code = r.error.0;
             p.base_offset = r.base_offset;
@@ -331,13 +374,17 @@ pub fn storage_error_code(e: &StorageError) -> ErrorCode {
     }
 }
 
-/// Runs on the owning shard: appends now (synchronously, in arrival order), returns a future that
-/// waits for durability when asked to.
+/// Runs on the owning shard: appends now (synchronously, in arrival order). Returns the flush
+/// round that writes them (0 when nothing was appended) and a future of the results, which
+/// waits for that round to complete when asked to.
 fn append_on_owner(
     s: &Rc<Shard>,
     work: Vec<PartWork>,
     wait: bool,
-) -> impl std::future::Future<Output = Vec<PartResult>> + 'static {
+) -> (
+    u64,
+    impl std::future::Future<Output = Vec<PartResult>> + 'static,
+) {
     let mut results = Vec::with_capacity(work.len());
     let mut pending = Vec::new();
     let mut round = 0;
@@ -383,7 +430,7 @@ fn append_on_owner(
         }
     }
     let s = s.clone();
-    async move {
+    let results = async move {
         if wait && !pending.is_empty() {
             s.commit.wait_round(round).await;
             for (i, p, last_offset) in pending {
@@ -395,7 +442,8 @@ fn append_on_owner(
             }
         }
         results
-    }
+    };
+    (round, results)
 }
 
 /// Produce v0–2 (message format v0/v1): answer UNSUPPORTED_VERSION for every partition named.
