@@ -893,9 +893,13 @@ fn requests_beyond_queued_max_request_bytes_wait_for_room_and_all_land() {
 /// Produce with acks=all gives back its room in `queued.max.request.bytes` once its batches are
 /// written to the segment file, not when the fdatasync that lets it be answered returns (Kafka
 /// frees a produce request's memory once appended, too): with every group-commit fdatasync
-/// held back 2 s (a pause point), a moment comes when the record is appended (log end offset 1),
-/// not yet durable (high watermark 0) and unanswered, and the broker holds no request bytes.
-/// The answer comes once the pause is over, and the record reads back.
+/// held back 2 s (a pause point), a moment comes when the records are appended (log end offset
+/// 1), not yet durable (high watermark 0) and unanswered, and the broker holds no request bytes.
+/// One record goes to each of two partitions, which sit on different shards when there are
+/// two: whichever shard reads the produce request(s), one partition is another shard's, whose
+/// written signal must come back across for the bytes to be given back (checked: with the
+/// signal sent only after the fdatasync, this test fails).
+/// The answer comes once the pause is over, and the records read back.
 #[test]
 fn a_produce_gives_back_its_request_bytes_once_written_not_once_durable() {
     let _serial = serial();
@@ -905,16 +909,18 @@ fn a_produce_gives_back_its_request_bytes_once_written_not_once_durable() {
         .set("metrics.listen", format!("127.0.0.1:{metrics_port}"))
         .env("ODRADEK_PAUSE_POINTS", "commit_fsync_before:2000")
         .start();
-    create_topic(broker.addr(), "early", 1);
+    create_topic(broker.addr(), "early", 2);
     let bootstrap = broker.bootstrap();
     let answered = Arc::new(AtomicBool::new(false));
     let sender = {
         let (bootstrap, answered) = (bootstrap.clone(), answered.clone());
         thread::spawn(move || {
-            let p = producer(&bootstrap, &[("acks", "all")]);
+            let p = producer(&bootstrap, &[("acks", "all"), ("linger.ms", "50")]);
             let sent = Instant::now();
-            let rec = Rec::value(payload("early", 0, 300 << 10)).to_partition(0);
-            let got = produce_all(&p, "early", &[rec], Duration::from_secs(30));
+            let recs: Vec<Rec> = (0..2)
+                .map(|i| Rec::value(payload("early", i, 300 << 10)).to_partition(i as i32))
+                .collect();
+            let got = produce_all(&p, "early", &recs, Duration::from_secs(30));
             answered.store(true, Ordering::SeqCst);
             (got, sent.elapsed())
         })
@@ -930,14 +936,14 @@ fn a_produce_gives_back_its_request_bytes_once_written_not_once_durable() {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !answered.load(Ordering::SeqCst) && Instant::now() < deadline {
         let text = metrics_text(([127, 0, 0, 1], metrics_port).into());
-        let early = "topic=\"early\",partition=\"0\"";
+        let early = "topic=\"early\",partition=";
         let end = metric(&text, "odradek_log_end_offset", early);
         let hw = metric(&text, "odradek_high_watermark", early);
         let held: f64 = metric(&text, "odradek_queued_request_bytes", "")
             .iter()
             .sum();
         // Still unanswered after the scrape: the sample was taken while it waited.
-        if end == [1.0] && hw == [0.0] && !answered.load(Ordering::SeqCst) {
+        if end == [1.0, 1.0] && hw == [0.0, 0.0] && !answered.load(Ordering::SeqCst) {
             seen = Some(held);
             if held == 0.0 {
                 break;
@@ -949,7 +955,7 @@ fn a_produce_gives_back_its_request_bytes_once_written_not_once_durable() {
     println!(
         "appended, not durable, unanswered: request bytes held {seen:?}; answered after {took:?}"
     );
-    assert_eq!(got.len(), 1, "the record was not acknowledged");
+    assert_eq!(got.len(), 2, "the records were not acknowledged");
     assert_eq!(
         seen,
         Some(0.0),
@@ -963,11 +969,11 @@ fn a_produce_gives_back_its_request_bytes_once_written_not_once_durable() {
     let back = consume_exact(
         &bootstrap,
         "early",
-        &[0],
+        &[0, 1],
         Offset::Beginning,
-        1,
+        2,
         Duration::from_secs(30),
     );
-    assert_eq!(back.len(), 1);
+    assert_eq!(back.len(), 2);
     broker.stop();
 }

@@ -203,26 +203,23 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
     }
 
     let completion = async move {
-        let gather = async {
-            let mut results: Vec<PartResult> = Vec::new();
-            if let Some(fut) = local {
-                results.extend(fut.await);
+        let mut results: Vec<PartResult> = Vec::new();
+        if let Some(fut) = local {
+            results.extend(fut.await);
+        }
+        for (rx, slots) in remote {
+            match rx.await {
+                Ok(r) => results.extend(r),
+                Err(_) => results.extend(slots.into_iter().map(|slot| PartResult {
+                    slot,
+                    error: ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                    base_offset: -1,
+                    log_append_time: -1,
+                    log_start_offset: -1,
+                })),
             }
-            for (rx, slots) in remote {
-                match rx.await {
-                    Ok(r) => results.extend(r),
-                    Err(_) => results.extend(slots.into_iter().map(|slot| PartResult {
-                        slot,
-                        error: ErrorCode::NOT_LEADER_OR_FOLLOWER,
-                        base_offset: -1,
-                        log_append_time: -1,
-                        log_start_offset: -1,
-                    })),
-                }
-            }
-            results
-        };
-        for r in gather.await {
+        }
+        for r in results {
             let p = &mut responses[r.slot.0].partition_responses[r.slot.1];
             p.error_code = r.error.0;
             p.base_offset = r.base_offset;
