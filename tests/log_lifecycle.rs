@@ -430,19 +430,15 @@ fn kill9_during_compaction_keeps_every_latest_value() {
     // a delay that varies the point inside the pass. Polling the log, not sleeping a fixed
     // time, is what lands the kills inside passes: the passes after the first rounds take
     // ~60 ms, and when they start depends on the machine's speed.
+    // Compaction passes this start of the broker has begun and finished.
+    let passes = |broker: &Broker| {
+        let this_start = broker.log_of_last_start();
+        (
+            this_start.matches("crashy-0: compacting").count(),
+            this_start.matches("crashy-0: compacted").count(),
+        )
+    };
     for (round, delay_ms) in [0u64, 100, 25, 0].into_iter().enumerate() {
-        let passes = |broker: &Broker| {
-            let log = std::fs::read_to_string(broker.log_path()).unwrap_or_default();
-            let this_start = log
-                .rsplit("===== test fixture: start #")
-                .next()
-                .unwrap_or("")
-                .to_owned();
-            (
-                this_start.matches("crashy-0: compacting").count(),
-                this_start.matches("crashy-0: compacted").count(),
-            )
-        };
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             let (started, finished) = passes(&broker);
