@@ -12,6 +12,12 @@
 //!   (writes together, syncs together). Each record's latency is from its arrival to the end of the round that
 //!   covered it; no broker that syncs before it acknowledges can do better on this disk at this
 //!   rate with as many files, short of spreading the same bytes over fewer syncs.
+//! - with a number of files (a throughput workload's partitions): the disk's write + fdatasync
+//!   bandwidth in that workload's shape, closed loop: rounds that write 1 MiB to each of as
+//!   many files as the workload has partitions (together), then fdatasync them (together), the
+//!   files growing as segments do ([`DiskRounds`]). On a filesystem whose fdatasync of a grown
+//!   file also writes its metadata, this is below the one-file figure, and it is the bound for
+//!   a broker that makes each partition's segment durable on its own.
 //! - with a request shape (a workload of small requests, W5): loopback request/reply, one
 //!   request in flight per connection ([`request_reply`]).
 
@@ -45,8 +51,25 @@ pub struct CeilingSpec {
     pub floor_seconds: f64,
     /// Files per round in the floor (at least 1).
     pub floor_files: usize,
+    /// Measure the write + fdatasync bandwidth over this many files (see [`DiskRounds`]).
+    pub rounds_files: Option<usize>,
+    pub rounds_seconds: f64,
     /// Measure the request/reply ceiling in this shape (see [`request_reply`]).
     pub requests: Option<RequestShape>,
+}
+
+/// The disk's write + fdatasync bandwidth over several files, closed loop: each round writes
+/// `chunk_bytes` to every file (all writes in flight together), then fdatasyncs every file
+/// (together). The files start empty and grow, rolling at the broker's default segment size,
+/// as a partition's segments do.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskRounds {
+    pub files: usize,
+    pub chunk_bytes: u64,
+    pub seconds: f64,
+    pub rounds: u64,
+    pub bytes: u64,
+    pub mb_per_s: f64,
 }
 
 /// The disk's durable-latency floor at a byte rate (see the module doc).
@@ -80,6 +103,8 @@ pub struct Ceiling {
     pub disk_path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub durable_floor: Option<DurableFloor>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_rounds: Option<DiskRounds>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_reply: Option<RequestCeiling>,
 }
@@ -138,6 +163,7 @@ pub fn measure(spec: &CeilingSpec) -> Result<Ceiling, CeilingError> {
         disk_sync_every_bytes: spec.sync_mib << 20,
         disk_path: path.display().to_string(),
         durable_floor: None,
+        disk_rounds: None,
         request_reply: match &spec.requests {
             Some(shape) => Some(request_reply::measure(client_cpu, spec.server_cpu, shape)?),
             None => None,
@@ -167,6 +193,24 @@ pub fn measure_floor(spec: &CeilingSpec) -> Result<Option<DurableFloor>, Ceiling
     };
     let path = spec.scratch_path();
     durable_floor(spec.client_cpu(), &path, rate, seconds, spec.floor_files).map(Some)
+}
+
+/// The write + fdatasync bandwidth over `spec.rounds_files` files, if set (see [`DiskRounds`]).
+/// Like the floor, a suite measures it after its workload.
+pub fn measure_rounds(spec: &CeilingSpec) -> Result<Option<DiskRounds>, CeilingError> {
+    let Some(files) = spec.rounds_files.filter(|f| *f > 0) else {
+        return Ok(None);
+    };
+    // Everything written stays until the end: stop at a quarter of the free space.
+    let budget = free_bytes(&spec.data_dir).map_or(u64::MAX, |free| free / 4);
+    disk_rounds(
+        spec.client_cpu(),
+        &spec.scratch_path(),
+        files,
+        spec.rounds_seconds,
+        budget,
+    )
+    .map(Some)
 }
 
 /// A glommio executor named `name`, pinned to `cpu`, listening on a fresh loopback port and
@@ -380,6 +424,107 @@ impl FloorStream {
     }
 }
 
+/// Opens `files` floor streams at `path` (their first files, empty).
+async fn open_streams(
+    path: &std::path::Path,
+    files: usize,
+) -> Result<Vec<FloorStream>, CeilingError> {
+    let mut streams = Vec::with_capacity(files);
+    for i in 0..files {
+        let p = floor_file(path, i, 0);
+        match DirectFile::create_truncate(&p).await {
+            Ok(file) => streams.push(FloorStream {
+                file,
+                next: 1,
+                pos: 0,
+            }),
+            Err(e) => {
+                remove_streams(path, streams).await;
+                return Err(io(format!("create {}", p.display()), e));
+            }
+        }
+    }
+    Ok(streams)
+}
+
+/// Closes the streams and removes every file they wrote.
+async fn remove_streams(path: &std::path::Path, streams: Vec<FloorStream>) {
+    for (i, st) in streams.into_iter().enumerate() {
+        let _ = st.file.close().await;
+        for n in 0..st.next {
+            let _ = std::fs::remove_file(floor_file(path, i, n));
+        }
+    }
+}
+
+/// Writes `len` bytes to every stream (together), then fdatasyncs each (together).
+async fn write_then_sync(
+    path: &std::path::Path,
+    streams: &mut [FloorStream],
+    len: u64,
+) -> Result<(), CeilingError> {
+    let writes = streams
+        .iter_mut()
+        .enumerate()
+        .map(|(i, st)| st.append(path, i, len));
+    odradek::io::join::join_all(writes)
+        .await
+        .into_iter()
+        .collect::<Result<(), _>>()?;
+    let syncs = streams.iter().map(|st| async move {
+        st.file
+            .fdatasync()
+            .await
+            .map_err(|e| io(format!("fdatasync {}", st.file.path().display()), e))
+    });
+    odradek::io::join::join_all(syncs)
+        .await
+        .into_iter()
+        .collect()
+}
+
+fn disk_rounds(
+    cpu: Option<usize>,
+    path: &std::path::Path,
+    files: usize,
+    seconds: f64,
+    max_bytes: u64,
+) -> Result<DiskRounds, CeilingError> {
+    let path = path.to_path_buf();
+    let chunk = BLOCK as u64;
+    let h = LocalExecutorBuilder::new(placement(cpu))
+        .name("ceiling-rounds")
+        .io_memory(1 << 20)
+        .spawn(move || async move {
+            let mut streams = open_streams(&path, files).await?;
+            let started = Instant::now();
+            let end = started + Duration::from_secs_f64(seconds);
+            let (mut rounds, mut bytes) = (0u64, 0u64);
+            let mut result = Ok(());
+            while Instant::now() < end && bytes + chunk * files as u64 <= max_bytes {
+                result = write_then_sync(&path, &mut streams, chunk).await;
+                if result.is_err() {
+                    break;
+                }
+                rounds += 1;
+                bytes += chunk * files as u64;
+            }
+            let secs = started.elapsed().as_secs_f64();
+            remove_streams(&path, streams).await;
+            result.map(|()| DiskRounds {
+                files,
+                chunk_bytes: chunk,
+                seconds: (secs * 100.0).round() / 100.0,
+                rounds,
+                bytes,
+                mb_per_s: (bytes as f64 / 1e6 / secs.max(1e-9) * 10.0).round() / 10.0,
+            })
+        })
+        .map_err(|e| CeilingError::Executor(e.to_string()))?;
+    h.join()
+        .map_err(|e| CeilingError::Executor(e.to_string()))?
+}
+
 fn durable_floor(
     cpu: Option<usize>,
     path: &std::path::Path,
@@ -393,18 +538,7 @@ fn durable_floor(
         .name("ceiling-floor")
         .io_memory(1 << 20)
         .spawn(move || async move {
-            let mut streams = Vec::with_capacity(files);
-            for i in 0..files {
-                let p = floor_file(&path, i, 0);
-                match DirectFile::create_truncate(&p).await {
-                    Ok(file) => streams.push(FloorStream {
-                        file,
-                        next: 1,
-                        pos: 0,
-                    }),
-                    Err(e) => return Err(io(format!("create {}", p.display()), e)),
-                }
-            }
+            let mut streams = open_streams(&path, files).await?;
             let mut latency = crate::stats::new_histogram();
             let mut round = crate::stats::new_histogram();
             let started = Instant::now();
@@ -426,27 +560,10 @@ fn durable_floor(
                 // What arrived, spread evenly over the files, written together, then synced
                 // together: one round.
                 let len = (due / files as u64).div_ceil(4096) * 4096;
-                let writes = streams
-                    .iter_mut()
-                    .enumerate()
-                    .map(|(i, st)| st.append(&path, i, len));
-                result = odradek::io::join::join_all(writes)
-                    .await
-                    .into_iter()
-                    .collect();
+                result = write_then_sync(&path, &mut streams, len).await;
                 if result.is_err() {
                     break;
                 }
-                let syncs = streams.iter().map(|st| async move {
-                    st.file
-                        .fdatasync()
-                        .await
-                        .map_err(|e| io(format!("fdatasync {}", st.file.path().display()), e))
-                });
-                result = odradek::io::join::join_all(syncs)
-                    .await
-                    .into_iter()
-                    .collect();
                 let done = Instant::now();
                 let span_us = now.duration_since(covered_to).as_micros() as u64;
                 let round_us = done.duration_since(now).as_micros() as u64;
@@ -459,12 +576,7 @@ fn durable_floor(
                 rounds += 1;
             }
             let secs = started.elapsed().as_secs_f64();
-            for (i, st) in streams.into_iter().enumerate() {
-                let _ = st.file.close().await;
-                for n in 0..st.next {
-                    let _ = std::fs::remove_file(floor_file(&path, i, n));
-                }
-            }
+            remove_streams(&path, streams).await;
             result.map(|_| DurableFloor {
                 rate_mb_per_s: (rate / 1e6 * 10.0).round() / 10.0,
                 files,

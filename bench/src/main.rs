@@ -134,6 +134,12 @@ struct CeilingArgs {
     /// Files each floor round writes and syncs (a workload's partitions).
     #[arg(long, default_value_t = 1)]
     floor_files: usize,
+    /// Also measure the write + fdatasync bandwidth over this many growing files, closed loop:
+    /// rounds of 1 MiB written to each, then each fdatasynced (a workload's partitions).
+    #[arg(long)]
+    rounds_files: Option<usize>,
+    #[arg(long, default_value_t = 3.0)]
+    rounds_seconds: f64,
     /// Also measure loopback request/reply over this many connections, one request in flight
     /// on each, the server on `--server-cpu` answering every request and doing nothing else.
     #[arg(long)]
@@ -256,6 +262,8 @@ fn dispatch(cmd: Cmd) -> Res<bool> {
                 floor_rate_bytes: c.floor_rate_mb.map(|mb| mb * 1e6),
                 floor_seconds: c.floor_seconds,
                 floor_files: c.floor_files,
+                rounds_files: c.rounds_files,
+                rounds_seconds: c.rounds_seconds,
                 requests: None,
             };
             spec.requests = c.request_connections.map(|connections| {
@@ -270,12 +278,16 @@ fn dispatch(cmd: Cmd) -> Res<bool> {
             });
             let mut r = ceiling::measure(&spec)?;
             r.durable_floor = ceiling::measure_floor(&spec)?;
+            r.disk_rounds = ceiling::measure_rounds(&spec)?;
             println!(
                 "loopback TCP {:.1} MB/s (client cpu {:?}, server cpu {:?}); O_DIRECT write+fdatasync {:.1} MB/s ({} MiB, 1 MiB writes, sync every {} MiB); O_DIRECT sequential read {:.1} MB/s",
                 r.tcp_mb_per_s, r.tcp_client_cpu, r.tcp_server_cpu, r.disk_mb_per_s, c.disk_mib, c.sync_mib, r.disk_read_mb_per_s
             );
             if let Some(f) = &r.durable_floor {
                 println!("{}", floor_line(f));
+            }
+            if let Some(d) = &r.disk_rounds {
+                println!("{}", rounds_line(d));
             }
             if let Some(q) = &r.request_reply {
                 println!("{}", request_line(q));
@@ -324,6 +336,17 @@ fn request_line(q: &ceiling::RequestCeiling) -> String {
         q.shape.reply_bytes,
         busy(q.client_busy),
         busy(q.server_busy),
+    )
+}
+
+fn rounds_line(d: &ceiling::DiskRounds) -> String {
+    format!(
+        "disk in rounds over {} file(s) ({} KiB written to each, then each fdatasynced; {} rounds in {:.1} s): {:.1} MB/s",
+        d.files,
+        d.chunk_bytes >> 10,
+        d.rounds,
+        d.seconds,
+        d.mb_per_s
     )
 }
 
@@ -415,6 +438,13 @@ fn suite(s: SuiteArgs) -> Res<bool> {
             },
             floor_seconds: load.duration_s.unwrap_or(10.0).min(10.0),
             floor_files: load.partitions as usize,
+            // A throughput workload over several partitions: what the disk gives its shape
+            // (a round of writes, then an fdatasync per partition).
+            rounds_files: match (w.mode, load.rate) {
+                (Mode::Produce, None) if load.partitions > 1 => Some(load.partitions as usize),
+                _ => None,
+            },
+            rounds_seconds: (3.0 * s.scale).clamp(0.5, 3.0),
             requests: None,
         };
         if w.request_ceiling {
@@ -501,6 +531,10 @@ fn suite(s: SuiteArgs) -> Res<bool> {
             c.durable_floor = ceiling::measure_floor(&spec)?;
             if let Some(f) = &c.durable_floor {
                 println!("{}", floor_line(f));
+            }
+            c.disk_rounds = ceiling::measure_rounds(&spec)?;
+            if let Some(d) = &c.disk_rounds {
+                println!("{}", rounds_line(d));
             }
             Some(serde_json::to_value(&c)?)
         }

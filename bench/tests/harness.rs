@@ -362,6 +362,30 @@ fn suite_writes_results_with_ceiling() {
     );
     assert_eq!(v["config"]["compression"], "none");
     assert_eq!(v["config"]["batch_bytes"], 131072);
+    // A closed-loop workload over several partitions also measures the disk in its shape:
+    // rounds of 1 MiB per file over 16 files, each fdatasynced; its result is over whole rounds.
+    let rounds = &v["ceiling"]["disk_rounds"];
+    assert_eq!(rounds["files"], 16, "{rounds}");
+    let (n, bytes) = (
+        rounds["rounds"].as_u64().unwrap(),
+        rounds["bytes"].as_u64().unwrap(),
+    );
+    assert!(n > 0 && bytes == n * 16 * (1 << 20), "{rounds}");
+    let mbps = rounds["mb_per_s"].as_f64().unwrap();
+    let secs = rounds["seconds"].as_f64().unwrap();
+    assert!(
+        (bytes as f64 / 1e6 / secs / mbps - 1.0).abs() < 0.02,
+        "{rounds}"
+    );
+    // The same bytes over either disk figure.
+    let of_rounds = v["fraction_of_ceiling"]["disk_rounds"].as_f64().unwrap();
+    let of_disk = v["fraction_of_ceiling"]["disk"].as_f64().unwrap();
+    let disk = v["ceiling"]["disk_mb_per_s"].as_f64().unwrap();
+    assert!(
+        (of_rounds * mbps / (of_disk * disk) - 1.0).abs() < 0.05,
+        "{of_rounds} of {mbps} vs {of_disk} of {disk}"
+    );
+    assert!(out.contains("disk in rounds over 16 file(s)"), "{out}");
 
     // W4 takes half of the newest W1 result as its open-loop rate.
     let (rc, out) = suite("w4");
@@ -387,6 +411,8 @@ fn suite_writes_results_with_ceiling() {
         "{floor}"
     );
     assert_eq!(floor["files"], 16, "{floor}");
+    // An open-loop workload is not a throughput ceiling's: no rounds measured.
+    assert!(json(&w4)["ceiling"].get("disk_rounds").is_none(), "{floor}");
     assert!(
         json(&w4)["latency_over_disk_floor"]["p99"]
             .as_f64()
