@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Group-commit rounds on a filesystem, without a broker: each round writes CHUNK_KIB with
+O_DIRECT to each of FILES files (all writes in flight together, one thread per file), then
+fdatasyncs every file (SYNCERS at a time). With --overlap, round k+1's writes run while round
+k's fdatasyncs do (as the broker's rounds over few partitions). Prints MB/s, the round time and
+the fdatasync median.
+
+  perf/scripts/fs-rounds.py DIR FILES CHUNK_KIB SECONDS [--written] [--overlap] [--syncers N]
+
+--written: the files' blocks are written (zeros) before the run, so the rounds overwrite them;
+otherwise the files start empty and grow, as segments do. Everything under DIR/fs-rounds is
+removed at the end.
+"""
+import argparse
+import mmap
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+
+FILE_BYTES = 512 << 20
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("dir")
+    ap.add_argument("files", type=int)
+    ap.add_argument("chunk_kib", type=int)
+    ap.add_argument("seconds", type=float)
+    ap.add_argument("--written", action="store_true")
+    ap.add_argument("--overlap", action="store_true")
+    ap.add_argument("--syncers", type=int, default=0)
+    a = ap.parse_args()
+    chunk = a.chunk_kib << 10
+    work = os.path.join(a.dir, "fs-rounds")
+    os.makedirs(work, exist_ok=True)
+    try:
+        run(a, chunk, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(a, chunk, work):
+    paths = [os.path.join(work, f"f{i}") for i in range(a.files)]
+    if a.written:
+        zeros = b"\0" * (1 << 20)
+        for p in paths:
+            with open(p, "wb") as f:
+                for _ in range(FILE_BYTES >> 20):
+                    f.write(zeros)
+                f.flush()
+                os.fsync(f.fileno())
+    flags = os.O_WRONLY | os.O_DIRECT | os.O_CREAT | (0 if a.written else os.O_TRUNC)
+    fds = [os.open(p, flags, 0o600) for p in paths]
+    buf = mmap.mmap(-1, chunk)  # page-aligned, as O_DIRECT needs
+    buf.write(os.urandom(chunk))
+    writers = ThreadPoolExecutor(a.files)
+    syncers = ThreadPoolExecutor(a.syncers or a.files)
+    pos = [0] * a.files
+    sync_ms = []
+
+    def write(i):
+        os.pwrite(fds[i], buf, pos[i])
+        pos[i] = (pos[i] + chunk) % FILE_BYTES
+
+    def sync(i):
+        t = time.perf_counter()
+        os.fdatasync(fds[i])
+        sync_ms.append((time.perf_counter() - t) * 1000)
+
+    started = time.perf_counter()
+    rounds = 0
+    syncing = []
+    while time.perf_counter() - started < a.seconds:
+        writes = [writers.submit(write, i) for i in range(a.files)]
+        if a.overlap:
+            wait(writes + syncing)
+            syncing = [syncers.submit(sync, i) for i in range(a.files)]
+        else:
+            wait(writes)
+            wait([syncers.submit(sync, i) for i in range(a.files)])
+        rounds += 1
+    wait(syncing)
+    secs = time.perf_counter() - started
+    for fd in fds:
+        os.close(fd)
+    sync_ms.sort()
+    print(
+        f"files {a.files}, {a.chunk_kib} KiB each, {'written' if a.written else 'growing'}, "
+        f"{'overlapped' if a.overlap else 'serial'}, syncers {a.syncers or a.files}: "
+        f"{rounds * a.files * chunk / secs / 1e6:.0f} MB/s, {secs / rounds * 1000:.2f} ms/round, "
+        f"fdatasync p50 {sync_ms[len(sync_ms) // 2]:.2f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
