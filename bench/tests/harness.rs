@@ -511,6 +511,49 @@ fn ceiling_measures_request_reply_on_both_paths() {
     }
 }
 
+/// `ceiling --rounds-files N`: the disk in a workload's shape, whole rounds of 1 MiB written to
+/// each of N files and then an fdatasync of each; its MB/s is its bytes over its time, and it
+/// leaves none of its files behind.
+#[test]
+fn ceiling_measures_the_disk_in_rounds_over_files() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out_json = tmp.path().join("rounds.json");
+    let (rc, out) = bench(&[
+        "ceiling",
+        "--cores",
+        &cpus().1,
+        "--data-dir",
+        tmp.path().to_str().unwrap(),
+        "--tcp-seconds",
+        "0.2",
+        "--disk-mib",
+        "16",
+        "--rounds-files",
+        "4",
+        "--rounds-seconds",
+        "0.5",
+        "--json",
+        out_json.to_str().unwrap(),
+    ]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("disk in rounds over 4 file(s)"), "{out}");
+    let r = &json(&out_json)["disk_rounds"];
+    assert_eq!(r["files"], 4, "{r}");
+    assert_eq!(r["chunk_bytes"], 1 << 20, "{r}");
+    let (rounds, bytes) = (r["rounds"].as_u64().unwrap(), r["bytes"].as_u64().unwrap());
+    assert!(rounds > 0 && bytes == rounds * 4 * (1 << 20), "{r}");
+    let secs = r["seconds"].as_f64().unwrap();
+    assert!(secs >= 0.5, "{r}");
+    let mbps = r["mb_per_s"].as_f64().unwrap();
+    assert!((bytes as f64 / 1e6 / secs / mbps - 1.0).abs() < 0.03, "{r}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|f| f.contains("odradek-bench-ceiling"))
+        .collect();
+    assert!(left.is_empty(), "ceiling files left: {left:?}");
+}
+
 /// Regression test for a broker bug found by W3: on a fresh data directory, reads that miss the
 /// batch cache failed with EOPNOTSUPP (os error 95, answered KAFKA_STORAGE_ERROR) for some
 /// partitions until the broker restarted — glommio's per-device iopoll probe could run on an
