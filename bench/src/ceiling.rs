@@ -145,6 +145,22 @@ fn placement(cpu: Option<usize>) -> Placement {
     cpu.map_or(Placement::Unbound, Placement::Fixed)
 }
 
+/// Runs `work` on a fresh glommio executor named `name`, pinned to `cpu`, and returns its result.
+fn on_executor<T, F, Fut>(cpu: Option<usize>, name: &str, work: F) -> Result<T, CeilingError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, CeilingError>> + 'static,
+{
+    LocalExecutorBuilder::new(placement(cpu))
+        .name(name)
+        .io_memory(1 << 20)
+        .spawn(work)
+        .map_err(|e| CeilingError::Executor(e.to_string()))?
+        .join()
+        .map_err(|e| CeilingError::Executor(e.to_string()))?
+}
+
 pub fn measure(spec: &CeilingSpec) -> Result<Ceiling, CeilingError> {
     let client_cpu = spec.client_cpu();
     let (tcp_bytes, tcp_secs) = tcp(client_cpu, spec.server_cpu, spec.tcp_seconds)?;
@@ -294,60 +310,54 @@ fn disk(
     sync_every: u64,
 ) -> Result<(u64, f64, u64, f64), CeilingError> {
     let path = path.to_path_buf();
-    let h = LocalExecutorBuilder::new(placement(cpu))
-        .name("ceiling-disk")
-        .io_memory(1 << 20)
-        .spawn(move || async move {
-            // The broker's own O_DIRECT file type: the same write and read paths as the log
-            // (and its guard against glommio's iopoll probe on an empty file).
-            let name = path.display().to_string();
-            let f = DirectFile::create_truncate(&path)
-                .await
-                .map_err(|e| io(format!("create {name}"), e))?;
-            let block = vec![0xa5u8; BLOCK];
-            let started = Instant::now();
-            let mut pos = 0u64;
-            let mut since_sync = 0u64;
-            let mut result = Ok(());
-            while pos < bytes {
-                if let Err(e) = f.write_padded(pos, &block).await {
-                    result = Err(io(format!("write {name} at {pos}"), e));
-                    break;
-                }
-                pos += BLOCK as u64;
-                since_sync += BLOCK as u64;
-                if since_sync >= sync_every {
-                    if let Err(e) = f.fdatasync().await {
-                        result = Err(io(format!("fdatasync {name}"), e));
-                        break;
-                    }
-                    since_sync = 0;
-                }
+    on_executor(cpu, "ceiling-disk", move || async move {
+        // The broker's own O_DIRECT file type: the same write and read paths as the log
+        // (and its guard against glommio's iopoll probe on an empty file).
+        let name = path.display().to_string();
+        let f = DirectFile::create_truncate(&path)
+            .await
+            .map_err(|e| io(format!("create {name}"), e))?;
+        let block = vec![0xa5u8; BLOCK];
+        let started = Instant::now();
+        let mut pos = 0u64;
+        let mut since_sync = 0u64;
+        let mut result = Ok(());
+        while pos < bytes {
+            if let Err(e) = f.write_padded(pos, &block).await {
+                result = Err(io(format!("write {name} at {pos}"), e));
+                break;
             }
-            if result.is_ok() {
+            pos += BLOCK as u64;
+            since_sync += BLOCK as u64;
+            if since_sync >= sync_every {
                 if let Err(e) = f.fdatasync().await {
                     result = Err(io(format!("fdatasync {name}"), e));
+                    break;
                 }
+                since_sync = 0;
             }
-            let secs = started.elapsed().as_secs_f64();
-            // Read it back the way a catch-up consumer's data comes: O_DIRECT, sequential.
-            let read_started = Instant::now();
-            let mut read = 0u64;
-            while result.is_ok() && read < pos {
-                match f.read(read, BLOCK).await {
-                    Ok(r) if !r.is_empty() => read += r.len() as u64,
-                    Ok(_) => break,
-                    Err(e) => result = Err(io(format!("read {name} at {read}"), e)),
-                }
+        }
+        if result.is_ok() {
+            if let Err(e) = f.fdatasync().await {
+                result = Err(io(format!("fdatasync {name}"), e));
             }
-            let read_secs = read_started.elapsed().as_secs_f64();
-            let _ = f.close().await;
-            let _ = std::fs::remove_file(&path);
-            result.map(|_| (pos, secs, read, read_secs))
-        })
-        .map_err(|e| CeilingError::Executor(e.to_string()))?;
-    h.join()
-        .map_err(|e| CeilingError::Executor(e.to_string()))?
+        }
+        let secs = started.elapsed().as_secs_f64();
+        // Read it back the way a catch-up consumer's data comes: O_DIRECT, sequential.
+        let read_started = Instant::now();
+        let mut read = 0u64;
+        while result.is_ok() && read < pos {
+            match f.read(read, BLOCK).await {
+                Ok(r) if !r.is_empty() => read += r.len() as u64,
+                Ok(_) => break,
+                Err(e) => result = Err(io(format!("read {name} at {read}"), e)),
+            }
+        }
+        let read_secs = read_started.elapsed().as_secs_f64();
+        let _ = f.close().await;
+        let _ = std::fs::remove_file(&path);
+        result.map(|_| (pos, secs, read, read_secs))
+    })
 }
 
 /// Free bytes for an unprivileged writer on the filesystem holding `dir`.
@@ -492,42 +502,36 @@ fn disk_rounds(
 ) -> Result<DiskRounds, CeilingError> {
     let path = path.to_path_buf();
     let chunk = BLOCK as u64;
-    let h = LocalExecutorBuilder::new(placement(cpu))
-        .name("ceiling-rounds")
-        .io_memory(1 << 20)
-        .spawn(move || async move {
-            let mut streams = open_streams(&path, files).await?;
-            let started = Instant::now();
-            let end = started + Duration::from_secs_f64(seconds);
-            let (mut rounds, mut bytes) = (0u64, 0u64);
-            let mut result = Ok(());
-            while Instant::now() < end && bytes + chunk * files as u64 <= max_bytes {
-                result = write_then_sync(&path, &mut streams, chunk).await;
-                if result.is_err() {
-                    break;
-                }
-                rounds += 1;
-                bytes += chunk * files as u64;
+    on_executor(cpu, "ceiling-rounds", move || async move {
+        let mut streams = open_streams(&path, files).await?;
+        let started = Instant::now();
+        let end = started + Duration::from_secs_f64(seconds);
+        let (mut rounds, mut bytes) = (0u64, 0u64);
+        let mut result = Ok(());
+        while Instant::now() < end && bytes + chunk * files as u64 <= max_bytes {
+            result = write_then_sync(&path, &mut streams, chunk).await;
+            if result.is_err() {
+                break;
             }
-            let secs = started.elapsed().as_secs_f64();
-            if result.is_ok() && secs < seconds {
-                eprintln!(
+            rounds += 1;
+            bytes += chunk * files as u64;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        if result.is_ok() && secs < seconds {
+            eprintln!(
                     "disk in rounds: {secs:.1} s instead of {seconds:.1} s, to stay within a quarter of the free space"
                 );
-            }
-            remove_streams(&path, streams).await;
-            result.map(|()| DiskRounds {
-                files,
-                chunk_bytes: chunk,
-                seconds: (secs * 100.0).round() / 100.0,
-                rounds,
-                bytes,
-                mb_per_s: (bytes as f64 / 1e6 / secs.max(1e-9) * 10.0).round() / 10.0,
-            })
+        }
+        remove_streams(&path, streams).await;
+        result.map(|()| DiskRounds {
+            files,
+            chunk_bytes: chunk,
+            seconds: (secs * 100.0).round() / 100.0,
+            rounds,
+            bytes,
+            mb_per_s: (bytes as f64 / 1e6 / secs.max(1e-9) * 10.0).round() / 10.0,
         })
-        .map_err(|e| CeilingError::Executor(e.to_string()))?;
-    h.join()
-        .map_err(|e| CeilingError::Executor(e.to_string()))?
+    })
 }
 
 fn durable_floor(
@@ -539,62 +543,56 @@ fn durable_floor(
 ) -> Result<DurableFloor, CeilingError> {
     let path = path.to_path_buf();
     let files = files.max(1);
-    let h = LocalExecutorBuilder::new(placement(cpu))
-        .name("ceiling-floor")
-        .io_memory(1 << 20)
-        .spawn(move || async move {
-            let mut streams = open_streams(&path, files).await?;
-            let mut latency = crate::stats::new_histogram();
-            let mut round = crate::stats::new_histogram();
-            let started = Instant::now();
-            let end = started + Duration::from_secs_f64(seconds);
-            let mut covered_to = started;
-            let mut bytes = 0u64;
-            let mut rounds = 0u64;
-            let mut result = Ok(());
-            // A round needs a page per file.
-            let least = 4096 * files as u64;
-            while result.is_ok() && Instant::now() < end {
-                let now = Instant::now();
-                let due = (now.duration_since(covered_to).as_secs_f64() * rate) as u64;
-                if due < least {
-                    let wait = (least - due) as f64 / rate;
-                    glommio::timer::sleep(Duration::from_secs_f64(wait)).await;
-                    continue;
-                }
-                // What arrived, spread evenly over the files, written together, then synced
-                // together: one round.
-                let len = (due / files as u64).div_ceil(4096) * 4096;
-                result = write_then_sync(&path, &mut streams, len).await;
-                if result.is_err() {
-                    break;
-                }
-                let done = Instant::now();
-                let span_us = now.duration_since(covered_to).as_micros() as u64;
-                let round_us = done.duration_since(now).as_micros() as u64;
-                for (us, n) in round_samples(span_us, round_us, due) {
-                    latency.saturating_record_n(us, n);
-                }
-                round.saturating_record(round_us.max(1));
-                covered_to = now;
-                bytes += len * files as u64;
-                rounds += 1;
+    on_executor(cpu, "ceiling-floor", move || async move {
+        let mut streams = open_streams(&path, files).await?;
+        let mut latency = crate::stats::new_histogram();
+        let mut round = crate::stats::new_histogram();
+        let started = Instant::now();
+        let end = started + Duration::from_secs_f64(seconds);
+        let mut covered_to = started;
+        let mut bytes = 0u64;
+        let mut rounds = 0u64;
+        let mut result = Ok(());
+        // A round needs a page per file.
+        let least = 4096 * files as u64;
+        while result.is_ok() && Instant::now() < end {
+            let now = Instant::now();
+            let due = (now.duration_since(covered_to).as_secs_f64() * rate) as u64;
+            if due < least {
+                let wait = (least - due) as f64 / rate;
+                glommio::timer::sleep(Duration::from_secs_f64(wait)).await;
+                continue;
             }
-            let secs = started.elapsed().as_secs_f64();
-            remove_streams(&path, streams).await;
-            result.map(|_| DurableFloor {
-                rate_mb_per_s: (rate / 1e6 * 10.0).round() / 10.0,
-                files,
-                seconds: (secs * 100.0).round() / 100.0,
-                rounds,
-                bytes,
-                latency_us: crate::report::percentiles(&latency),
-                round_us: crate::report::percentiles(&round),
-            })
+            // What arrived, spread evenly over the files, written together, then synced
+            // together: one round.
+            let len = (due / files as u64).div_ceil(4096) * 4096;
+            result = write_then_sync(&path, &mut streams, len).await;
+            if result.is_err() {
+                break;
+            }
+            let done = Instant::now();
+            let span_us = now.duration_since(covered_to).as_micros() as u64;
+            let round_us = done.duration_since(now).as_micros() as u64;
+            for (us, n) in round_samples(span_us, round_us, due) {
+                latency.saturating_record_n(us, n);
+            }
+            round.saturating_record(round_us.max(1));
+            covered_to = now;
+            bytes += len * files as u64;
+            rounds += 1;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        remove_streams(&path, streams).await;
+        result.map(|_| DurableFloor {
+            rate_mb_per_s: (rate / 1e6 * 10.0).round() / 10.0,
+            files,
+            seconds: (secs * 100.0).round() / 100.0,
+            rounds,
+            bytes,
+            latency_us: crate::report::percentiles(&latency),
+            round_us: crate::report::percentiles(&round),
         })
-        .map_err(|e| CeilingError::Executor(e.to_string()))?;
-    h.join()
-        .map_err(|e| CeilingError::Executor(e.to_string()))?
+    })
 }
 
 #[cfg(test)]
