@@ -408,13 +408,14 @@ fn floor_file(path: &std::path::Path, stream: usize, n: u64) -> PathBuf {
 }
 
 impl FloorStream {
-    /// Appends `len` bytes, rolling to a new file first if this one would pass the size.
+    /// Appends `block`, rolling to a new file first if this one would pass the size.
     async fn append(
         &mut self,
         path: &std::path::Path,
         stream: usize,
-        len: u64,
+        block: &[u8],
     ) -> Result<(), CeilingError> {
+        let len = block.len() as u64;
         if self.pos + len > FLOOR_FILE_BYTES {
             let next = floor_file(path, stream, self.next);
             let new = DirectFile::create_truncate(&next)
@@ -424,9 +425,8 @@ impl FloorStream {
             let _ = std::mem::replace(&mut self.file, new).close().await;
             self.pos = 0;
         }
-        let block = vec![0xa5u8; len as usize];
         self.file
-            .write_padded(self.pos, &block)
+            .write_padded(self.pos, block)
             .await
             .map_err(|e| io(format!("write {}", self.file.path().display()), e))?;
         self.pos += len;
@@ -467,16 +467,16 @@ async fn remove_streams(path: &std::path::Path, streams: Vec<FloorStream>) {
     }
 }
 
-/// Writes `len` bytes to every stream (together), then fdatasyncs each (together).
+/// Writes `block` to every stream (together), then fdatasyncs each (together).
 async fn write_then_sync(
     path: &std::path::Path,
     streams: &mut [FloorStream],
-    len: u64,
+    block: &[u8],
 ) -> Result<(), CeilingError> {
     let writes = streams
         .iter_mut()
         .enumerate()
-        .map(|(i, st)| st.append(path, i, len));
+        .map(|(i, st)| st.append(path, i, block));
     odradek::io::join::join_all(writes)
         .await
         .into_iter()
@@ -504,12 +504,15 @@ fn disk_rounds(
     let chunk = BLOCK as u64;
     on_executor(cpu, "ceiling-rounds", move || async move {
         let mut streams = open_streams(&path, files).await?;
+        // One block for every write: filling a fresh one per file would charge the bench's
+        // core, not the disk.
+        let block = vec![0xa5u8; chunk as usize];
         let started = Instant::now();
         let end = started + Duration::from_secs_f64(seconds);
         let (mut rounds, mut bytes) = (0u64, 0u64);
         let mut result = Ok(());
         while Instant::now() < end && bytes + chunk * files as u64 <= max_bytes {
-            result = write_then_sync(&path, &mut streams, chunk).await;
+            result = write_then_sync(&path, &mut streams, &block).await;
             if result.is_err() {
                 break;
             }
@@ -566,7 +569,8 @@ fn durable_floor(
             // What arrived, spread evenly over the files, written together, then synced
             // together: one round.
             let len = (due / files as u64).div_ceil(4096) * 4096;
-            result = write_then_sync(&path, &mut streams, len).await;
+            let block = vec![0xa5u8; len as usize];
+            result = write_then_sync(&path, &mut streams, &block).await;
             if result.is_err() {
                 break;
             }
