@@ -15,9 +15,11 @@
 //! - with a number of files (a throughput workload's partitions): the disk's write + fdatasync
 //!   bandwidth in that workload's shape, closed loop: rounds that write 1 MiB to each of as
 //!   many files as the workload has partitions (together), then fdatasync them (together), the
-//!   files growing as segments do ([`DiskRounds`]). On a filesystem whose fdatasync of a grown
-//!   file also writes its metadata, this is below the one-file figure, and it is the bound for
-//!   a broker that makes each partition's segment durable on its own.
+//!   files growing as segments do ([`DiskRounds`]): the bound for a broker that makes each
+//!   partition's segment durable on its own. Where an fdatasync of a grown file also writes its
+//!   metadata, each round pays N of them; whether that brings it below the one-file figure
+//!   depends on how much a round writes (on dev-2c, 1 MiB per file read about the same, while
+//!   384 KiB rounds read ~0.8 of it: `perf/2026-12-05-w1-disk-shape.md`).
 //! - with a request shape (a workload of small requests, W5): loopback request/reply, one
 //!   request in flight per connection ([`request_reply`]).
 
