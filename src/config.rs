@@ -74,6 +74,11 @@ pub struct BrokerConfig {
     pub log_message_timestamp_log_append: bool,
     pub message_max_bytes: usize,
     pub socket_request_max_bytes: usize,
+    /// `socket.receive.buffer.bytes` / `socket.send.buffer.bytes` (Kafka's names): SO_RCVBUF and
+    /// SO_SNDBUF of the listener, which accepted connections inherit; `None` (-1) leaves the
+    /// kernel's autotuning in charge. See `server::listener`.
+    pub socket_receive_buffer_bytes: Option<usize>,
+    pub socket_send_buffer_bytes: Option<usize>,
     /// Bytes of recent batches each shard keeps in memory for tailing consumers.
     pub cache_bytes_per_shard: usize,
     /// Requests one connection may have in flight (read but not yet answered).
@@ -208,6 +213,8 @@ const KEYS: &[(&str, &str)] = &[
     ("min.insync.replicas", "1"),
     ("compression.type", "producer"),
     ("socket.request.max.bytes", "104857600"),
+    ("socket.receive.buffer.bytes", "-1"),
+    ("socket.send.buffer.bytes", "-1"),
     ("cores", ""),
     ("cache.bytes", "134217728"),
     ("log.preallocate.bytes", "16777216"),
@@ -440,6 +447,14 @@ impl BrokerConfig {
                 0,
                 i32::MAX as i64,
             )? as usize,
+            socket_receive_buffer_bytes: parse_socket_buffer(
+                "socket.receive.buffer.bytes",
+                &get("socket.receive.buffer.bytes"),
+            )?,
+            socket_send_buffer_bytes: parse_socket_buffer(
+                "socket.send.buffer.bytes",
+                &get("socket.send.buffer.bytes"),
+            )?,
             socket_request_max_bytes: parse_num(
                 "socket.request.max.bytes",
                 &get("socket.request.max.bytes"),
@@ -709,6 +724,19 @@ fn invalid(key: &str, value: &str, why: &str) -> ConfigError {
     }
 }
 
+/// A socket buffer size: -1 (the kernel's default and autotuning) or a size in bytes.
+fn parse_socket_buffer(key: &str, value: &str) -> Result<Option<usize>, ConfigError> {
+    match parse_num(key, value, -1, i32::MAX as i64)? {
+        -1 => Ok(None),
+        n if n < 1 => Err(invalid(
+            key,
+            value,
+            "must be -1 (the OS default) or a size in bytes",
+        )),
+        n => Ok(Some(n as usize)),
+    }
+}
+
 fn parse_num(key: &str, value: &str, min: i64, max: i64) -> Result<i64, ConfigError> {
     let n: i64 = value
         .trim()
@@ -922,6 +950,33 @@ mod tests {
             ),
             (2000, 200)
         );
+    }
+
+    #[test]
+    fn socket_buffers_default_to_the_kernel_and_take_kafka_values() {
+        let c = BrokerConfig::from_properties(&props(&[])).unwrap();
+        assert_eq!(
+            (c.socket_receive_buffer_bytes, c.socket_send_buffer_bytes),
+            (None, None)
+        );
+        // The lines of Kafka's own server.properties.
+        let c = BrokerConfig::from_properties(&props(&[
+            ("socket.receive.buffer.bytes", "102400"),
+            ("socket.send.buffer.bytes", "102400"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (c.socket_receive_buffer_bytes, c.socket_send_buffer_bytes),
+            (Some(102400), Some(102400))
+        );
+        for (k, v) in [
+            ("socket.receive.buffer.bytes", "0"),
+            ("socket.send.buffer.bytes", "-2"),
+            ("socket.send.buffer.bytes", "4294967296"),
+        ] {
+            let err = BrokerConfig::from_properties(&props(&[(k, v)])).unwrap_err();
+            assert!(err.to_string().contains(k), "{err}");
+        }
     }
 
     #[test]
