@@ -17,6 +17,7 @@
 //! - [`config`]: broker configuration (Kafka key names); [`topic_config`]: topic configs, their
 //!   defaults, validation and precedence.
 
+pub mod allocator;
 pub mod cli;
 pub mod config;
 pub mod consumer_group;

@@ -7,6 +7,7 @@
 /// frames, batch lists, per-request vectors). Alternating A/B on 2026-12-05: W1's shape
 /// 1.67M/1.69M against 1.51M/1.48M rec/s, W5 1.07M/1.04M against 0.98M; W1 peak RSS 255 MiB
 /// against 209, an idle partition 5.2 KiB against 3.7 (`perf/2026-12-05-w5-cpu-bound.md`).
+/// Freed memory stays with the process (`odradek::allocator`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -73,6 +74,7 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
+    odradek::allocator::keep_freed_memory();
     odradek::logging::init();
     let cli = Cli::parse();
     match cli.command {

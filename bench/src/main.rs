@@ -8,7 +8,6 @@
 //! Exit status: 0 clean run; 1 the run had errors, lost or duplicated records; 2 it could not run
 //! (or could not finish: a core still busy 30 s after the run's end).
 
-mod allocator;
 mod ceiling;
 mod client;
 mod rebalance;
@@ -201,7 +200,7 @@ struct AckedFile {
 }
 
 fn main() -> ExitCode {
-    allocator::keep_freed_memory();
+    odradek::allocator::keep_freed_memory();
     let cli = Cli::parse();
     run::install_stop_signals();
     match dispatch(cli.cmd) {

@@ -1,20 +1,24 @@
-//! The load generator's allocator settings.
+//! mimalloc's settings for the broker and the load generator, both of which use it as their
+//! global allocator.
 //!
-//! mimalloc returns memory freed for a second (its `purge_delay`) to the OS. A load generator's
-//! memory swings with the broker: a batch of late responses frees a few hundred MB of frames and
-//! batches, the next burst asks for them again, and each page comes back from the kernel cleared.
-//! In the W4 shape (half of W1, acks=all) those bursts held the bench's core in `clear_page` for
-//! 0.3–0.5 s, up to three times a run; the broker sat idle meanwhile, and the stall was the run's
-//! p99 (465–841 ms in the runs that had one; profiled in `perf/2026-12-04-w4-stall.md`). The
-//! bench keeps what it freed instead, which removes that path: its peak is bounded by its own
-//! buffers (`--buffer-bytes` per producer, fetch sizes per consumer), and a run ends with the
-//! process. (The machine stopped producing the stall soon after, so no A/B shows the change.)
+//! mimalloc returns memory freed for a while (its `purge_delay`) to the OS. Memory under load
+//! swings: a burst of answers frees a few hundred MB of frames and batches, the next burst asks
+//! for them again, and each page comes back from the kernel cleared. In the bench, in the W4
+//! shape (half of W1, acks=all), those bursts held its core in `clear_page` for 0.3–0.5 s, up to
+//! three times a run, and the stall was the run's p99 (465–841 ms in the runs that had one;
+//! `perf/2026-12-04-w4-stall.md`). In the broker, W4's shape at 794k rec/s, each alternated
+//! with glibc's malloc: with mimalloc's default purging, e2e p99 34.2 / 22.9 ms against glibc's
+//! 14.1 / 14.9; with purging off, 16.9 / 11.6 ms against glibc's 103.7 / 40.6
+//! (`perf/2026-12-05-w5-cpu-bound.md`). Both keep what they freed instead: their peaks are
+//! bounded by their own budgets (the broker's cache, request budget and I/O memory; the bench's
+//! `--buffer-bytes` per producer, fetch sizes per consumer), as a JVM broker's heap is by -Xmx.
+//! `MIMALLOC_PURGE_DELAY` (milliseconds) overrides it.
 //!
 //! mimalloc also walks every page of the thread's heap once per 10,000 allocations that miss
 //! its fast path (its `generic_collect`). An overloaded open-loop run holds gigabytes of queued
 //! batches (W5 at W1's rate: ~2.8 GB of one-record batches), so each walk is long, and it took
 //! 15–16% of the bench's core there, under `BatchBuilder::append`'s and the request frame's
-//! reallocations (`perf/2026-12-04-request-ceiling.md`). The bench collects a hundred times less
+//! reallocations (`perf/2026-12-04-request-ceiling.md`). Both collect a hundred times less
 //! often: W5 at 600k rec/s offered went from 408k/434k to 464k/480k rec/s acknowledged.
 
 use libmimalloc_sys::{mi_option_set, mi_option_t};
