@@ -9,9 +9,11 @@
 //! `perf/2026-12-04-w4-stall.md`). In the broker, W4's shape at 794k rec/s, each alternated
 //! with glibc's malloc: with mimalloc's default purging, e2e p99 34.2 / 22.9 ms against glibc's
 //! 14.1 / 14.9; with purging off, 16.9 / 11.6 ms against glibc's 103.7 / 40.6
-//! (`perf/2026-12-05-w5-cpu-bound.md`). Both keep what they freed instead: their peaks are
-//! bounded by their own budgets (the broker's cache, request budget and I/O memory; the bench's
-//! `--buffer-bytes` per producer, fetch sizes per consumer), as a JVM broker's heap is by -Xmx.
+//! (`perf/2026-12-05-w5-cpu-bound.md`). Both keep what they freed instead, for good: their
+//! peaks are bounded by their own budgets (the broker's cache, request budget and I/O memory;
+//! the bench's `--buffer-bytes` per producer, fetch sizes per consumer), as a JVM broker's heap
+//! is by -Xmx, and the broker's resident set stays at its high-water mark after a burst. Even
+//! a 10 s delay cost the broker W5 throughput (1,106k / 1,110k against 1,173k / 1,173k rec/s).
 //! `MIMALLOC_PURGE_DELAY` (milliseconds) overrides it.
 //!
 //! mimalloc also walks every page of the thread's heap once per 10,000 allocations that miss
@@ -20,6 +22,10 @@
 //! 15–16% of the bench's core there, under `BatchBuilder::append`'s and the request frame's
 //! reallocations (`perf/2026-12-04-request-ceiling.md`). Both collect a hundred times less
 //! often: W5 at 600k rec/s offered went from 408k/434k to 464k/480k rec/s acknowledged.
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 
 use libmimalloc_sys::{mi_option_set, mi_option_t};
 
@@ -97,4 +103,92 @@ mod tests {
             assert_eq!(generic_collect(), GENERIC_COLLECT_RARELY);
         }
     }
+}
+
+/// The broker's global allocator: mimalloc, counting the bytes it has handed out and not had
+/// back, for `odradek_heap_allocated_bytes` (glibc's `mallinfo2` gave that figure before, and
+/// mimalloc keeps no such count in its release builds). Each thread adds to a counter of its
+/// own (a slot, on its own cache line; threads past [`SLOTS`] share them), so counting costs
+/// one uncontended atomic add per allocation and per free; a block freed by another thread is
+/// taken off that thread's counter, and only the sum means anything.
+pub struct CountingMiMalloc;
+
+/// Counter slots; the broker has a thread per core plus a few helpers.
+const SLOTS: usize = 64;
+
+#[repr(align(64))]
+struct Slot(AtomicI64);
+
+static COUNTS: [Slot; SLOTS] = [const { Slot(AtomicI64::new(0)) }; SLOTS];
+static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
+/// Set by the first allocation through [`CountingMiMalloc`]: it is the global allocator.
+static COUNTING: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// This thread's slot, taken on its first allocation (a const initialiser: no allocation).
+    static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+fn count(delta: i64) {
+    let slot = SLOT
+        .try_with(|s| {
+            if s.get() == usize::MAX {
+                s.set(NEXT_SLOT.fetch_add(1, Ordering::Relaxed) % SLOTS);
+            }
+            s.get()
+        })
+        // While this thread's locals are torn down: any slot keeps the sum right.
+        .unwrap_or(0);
+    COUNTS[slot].0.fetch_add(delta, Ordering::Relaxed);
+}
+
+// SAFETY: every method forwards to mimalloc's, which upholds GlobalAlloc's contract; the
+// counting touches only atomics and a const thread-local, and never allocates.
+unsafe impl GlobalAlloc for CountingMiMalloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { mimalloc::MiMalloc.alloc(layout) };
+        if !p.is_null() {
+            COUNTING.store(true, Ordering::Relaxed);
+            count(layout.size() as i64);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) };
+        if !p.is_null() {
+            COUNTING.store(true, Ordering::Relaxed);
+            count(layout.size() as i64);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) };
+        count(-(layout.size() as i64));
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            count(new_size as i64 - layout.size() as i64);
+        }
+        p
+    }
+}
+
+/// Bytes handed out and not yet freed, when [`CountingMiMalloc`] is the global allocator.
+pub fn counted_heap_bytes() -> Option<u64> {
+    if !COUNTING.load(Ordering::Relaxed) {
+        return None;
+    }
+    let sum: i64 = COUNTS.iter().map(|s| s.0.load(Ordering::Relaxed)).sum();
+    Some(sum.max(0) as u64)
+}
+
+/// Has mimalloc give memory it holds free back to the OS now (after a burst; see
+/// `crate::memory::trim_heap`).
+pub fn collect() {
+    // SAFETY: mi_collect only works on mimalloc's own bookkeeping.
+    unsafe { libmimalloc_sys::mi_collect(true) };
 }

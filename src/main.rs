@@ -5,11 +5,12 @@
 /// mimalloc instead of glibc's malloc: a heap per thread suits thread-per-core, and glibc's
 /// `_int_malloc`/`_int_free`/`unlink_chunk` were ~8% of a shard's core under W5 (request
 /// frames, batch lists, per-request vectors). Alternating A/B on 2026-12-05: W1's shape
-/// 1.67M/1.69M against 1.51M/1.48M rec/s, W5 1.07M/1.04M against 0.98M; W1 peak RSS 255 MiB
-/// against 209, an idle partition 5.2 KiB against 3.7 (`perf/2026-12-05-w5-cpu-bound.md`).
-/// Freed memory stays with the process (`odradek::allocator`).
+/// 1.67M/1.69M against 1.51M/1.48M rec/s; W5, with freed memory kept with the process
+/// (`odradek::allocator`, without which W5 did not gain), 1.19M/1.24M against 0.97M/0.95M;
+/// W1 peak RSS 259 MiB against 209, an idle partition 5.2 KiB against 3.7
+/// (`perf/2026-12-05-w5-cpu-bound.md`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: odradek::allocator::CountingMiMalloc = odradek::allocator::CountingMiMalloc;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

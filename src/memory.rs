@@ -10,6 +10,12 @@
 //! bytes do not. [`HeapTrim`] watches the gap between the two and, when it has grown, has the
 //! allocator release its free pages (`malloc_trim`, which also frees whole pages in the middle
 //! of an arena).
+//!
+//! `odradek serve` allocates with mimalloc (`crate::allocator`), which keeps what it frees on
+//! purpose: there the allocated figure comes from the allocator's own count, mimalloc does not
+//! say what it holds free, and a trim asks it to collect (`mi_collect`), which with freed
+//! memory kept may release little; [`HeapTrim::trimmed`] then raises the floor, so it does not
+//! try again for nothing. Under glibc's malloc (unit tests, embedders) all of the above holds.
 
 use std::time::{Duration, Instant};
 
@@ -30,9 +36,14 @@ impl MemoryStats {
     /// Reads the current figures. Cheap enough for every scrape (a procfs read of a few bytes
     /// and glibc's `mallinfo2`, which walks each arena's free lists once).
     pub fn read() -> MemoryStats {
-        let (heap_allocated_bytes, heap_free_bytes) = match heap() {
-            Some((allocated, free)) => (Some(allocated), Some(free)),
-            None => (None, None),
+        let (heap_allocated_bytes, heap_free_bytes) = match crate::allocator::counted_heap_bytes() {
+            // The broker's own allocator (mimalloc) counts what it hands out; what it holds
+            // free it does not say.
+            Some(allocated) => (Some(allocated), None),
+            None => match heap() {
+                Some((allocated, free)) => (Some(allocated), Some(free)),
+                None => (None, None),
+            },
         };
         MemoryStats {
             resident_bytes: resident_bytes(),
@@ -138,9 +149,13 @@ pub fn keep_large_blocks() -> bool {
 /// Has the allocator return the free pages of every arena to the system. Blocks the calling
 /// thread while it walks the arenas, each under its lock (threads allocating from that arena
 /// wait meanwhile); [`HeapTrim`] keeps it to after bursts. Returns whether anything was
-/// released.
+/// released (under the broker's mimalloc, which does not say: true).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn trim_heap() -> bool {
+    if crate::allocator::counted_heap_bytes().is_some() {
+        crate::allocator::collect();
+        return true;
+    }
     // SAFETY: malloc_trim only works on the allocator's own bookkeeping; 0 keeps no padding.
     unsafe { libc::malloc_trim(0) == 1 }
 }

@@ -524,12 +524,13 @@ fn counters_move_by_exactly_what_a_produce_load_wrote() {
     );
     let heap = memory
         .get("odradek_heap_allocated_bytes", &[])
-        .expect("heap allocated (glibc)");
+        .expect("heap allocated (counted by the broker's allocator)");
     let cache = memory.sum("odradek_batch_cache_used_bytes", &[]);
     assert!(cache > 0.0, "the load filled the cache");
     // (Not "heap < resident": allocated but untouched capacity is not resident.)
     assert!(heap >= cache, "heap {heap}, cache {cache}");
-    assert!(memory.get("odradek_heap_free_bytes", &[]).is_some());
+    // mimalloc does not say what it holds free; the gauge is there only under glibc's malloc.
+    assert!(memory.get("odradek_heap_free_bytes", &[]).is_none());
 
     // Consumer-group lag: a group commits offset 1000 of partition 0 (high watermark N/2).
     let group_id = "metrics-lag-group";
