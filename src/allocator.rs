@@ -70,41 +70,6 @@ pub fn generic_collect() -> i64 {
     unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_GENERIC_COLLECT) as i64 }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// One test for both options: `keep_freed_memory` sets both, and tests share the process.
-    #[test]
-    fn the_options_are_at_their_indexes_and_keep_freed_memory_sets_them() {
-        let purge_default = std::env::var_os(PURGE_DELAY_ENV).is_none();
-        let collect_default = std::env::var_os(GENERIC_COLLECT_ENV).is_none();
-        // Before: mimalloc's documented defaults (purge delay 1000 ms in v3, 10 ms in v2;
-        // generic_collect 10,000), which no other option in the table has at these indexes; a
-        // wrong index would read something else.
-        let (purge, collect) = (purge_delay_ms(), generic_collect());
-        if purge_default {
-            assert!(
-                purge == 1000 || purge == 10,
-                "option {MI_OPTION_PURGE_DELAY} reads {purge}, not a purge delay default"
-            );
-        }
-        if collect_default {
-            assert_eq!(
-                collect, 10_000,
-                "option {MI_OPTION_GENERIC_COLLECT} reads {collect}, not generic_collect's default"
-            );
-        }
-        keep_freed_memory();
-        if purge_default {
-            assert_eq!(purge_delay_ms(), -1);
-        }
-        if collect_default {
-            assert_eq!(generic_collect(), GENERIC_COLLECT_RARELY);
-        }
-    }
-}
-
 /// The broker's global allocator: mimalloc, counting the bytes it has handed out and not had
 /// back, for `odradek_heap_allocated_bytes` (glibc's `mallinfo2` gave that figure before, and
 /// mimalloc keeps no such count in its release builds). Each thread adds to a counter of its
@@ -129,6 +94,14 @@ thread_local! {
     static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
+/// Records that this allocator is the global one; reads first, so that shards do not all write
+/// one cache line on every allocation.
+fn mark_counting() {
+    if !COUNTING.load(Ordering::Relaxed) {
+        COUNTING.store(true, Ordering::Relaxed);
+    }
+}
+
 fn count(delta: i64) {
     let slot = SLOT
         .try_with(|s| {
@@ -148,7 +121,7 @@ unsafe impl GlobalAlloc for CountingMiMalloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = unsafe { mimalloc::MiMalloc.alloc(layout) };
         if !p.is_null() {
-            COUNTING.store(true, Ordering::Relaxed);
+            mark_counting();
             count(layout.size() as i64);
         }
         p
@@ -157,7 +130,7 @@ unsafe impl GlobalAlloc for CountingMiMalloc {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let p = unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) };
         if !p.is_null() {
-            COUNTING.store(true, Ordering::Relaxed);
+            mark_counting();
             count(layout.size() as i64);
         }
         p
@@ -191,4 +164,39 @@ pub fn counted_heap_bytes() -> Option<u64> {
 pub fn collect() {
     // SAFETY: mi_collect only works on mimalloc's own bookkeeping.
     unsafe { libmimalloc_sys::mi_collect(true) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One test for both options: `keep_freed_memory` sets both, and tests share the process.
+    #[test]
+    fn the_options_are_at_their_indexes_and_keep_freed_memory_sets_them() {
+        let purge_default = std::env::var_os(PURGE_DELAY_ENV).is_none();
+        let collect_default = std::env::var_os(GENERIC_COLLECT_ENV).is_none();
+        // Before: mimalloc's documented defaults (purge delay 1000 ms in v3, 10 ms in v2;
+        // generic_collect 10,000), which no other option in the table has at these indexes; a
+        // wrong index would read something else.
+        let (purge, collect) = (purge_delay_ms(), generic_collect());
+        if purge_default {
+            assert!(
+                purge == 1000 || purge == 10,
+                "option {MI_OPTION_PURGE_DELAY} reads {purge}, not a purge delay default"
+            );
+        }
+        if collect_default {
+            assert_eq!(
+                collect, 10_000,
+                "option {MI_OPTION_GENERIC_COLLECT} reads {collect}, not generic_collect's default"
+            );
+        }
+        keep_freed_memory();
+        if purge_default {
+            assert_eq!(purge_delay_ms(), -1);
+        }
+        if collect_default {
+            assert_eq!(generic_collect(), GENERIC_COLLECT_RARELY);
+        }
+    }
 }
