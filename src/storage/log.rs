@@ -73,7 +73,7 @@ use super::pacing::IoPacer;
 use super::producer_state::{
     BatchMeta, CompletedTxn, ProducerCheck, ProducerError, ProducerStateMachine,
 };
-use super::readahead::{Chunk, READ_AHEAD_MAX_BYTES};
+use super::readahead::{Ahead, Chunk, READ_AHEAD_DEPTH, READ_AHEAD_MAX_BYTES};
 use super::recovery::{scan_file, InvalidBatch, ScanStop, ScannedBatch};
 use super::txn_index::{self, AbortedRanges, AbortedTxn};
 use super::StoredBatch;
@@ -1691,15 +1691,16 @@ impl<D: Disk> PartitionLog<D> {
                 seg_upper,
             )
         };
-        // The chunk read ahead for exactly this offset, if any (a failed or cancelled one is
+        // The chunks read ahead from exactly this offset, if any (a failed or cancelled one is
         // read again below).
         let file_id = file.id();
-        let ahead = self
+        let mut ahead = self
             .cache
             .readahead
-            .take(self.cache_id, seg_base, file_id, offset);
-        let chunk = match ahead {
-            Some(pending) => match pending.await {
+            .take(self.cache_id, seg_base, file_id, offset)
+            .unwrap_or_default();
+        let chunk = match ahead.pop_front() {
+            Some(first) => match first.into_pending().await {
                 Ok(Ok(chunk)) if !chunk.batches.is_empty() => Some(chunk),
                 _ => None,
             },
@@ -1709,15 +1710,21 @@ impl<D: Disk> PartitionLog<D> {
             Some(chunk) if !chunk.batches.is_empty() => chunk,
             _ => read_batches(&*file, pos, seg_end, offset, max_bytes, seg_upper).await?,
         };
-        self.read_ahead(seg_base, &file, &chunk, seg_end, seg_upper, max_bytes);
+        self.read_ahead(
+            seg_base, &file, &chunk, seg_end, seg_upper, max_bytes, ahead,
+        );
         Ok(ReadSlice {
             chunks: coalesce(chunk.batches, &chunk.bufs),
             from_cache: false,
         })
     }
 
-    /// Starts reading, in the background, the chunk of segment `seg_base` that follows `served`
-    /// (see [`super::readahead`]), unless `served` reached the end of what is durable there.
+    /// Keeps up to [`READ_AHEAD_DEPTH`] chunks of segment `seg_base` that follow `served` read
+    /// or being read in the background (see [`super::readahead`]): `ahead`, the chunks that
+    /// were read ahead after `served`, are kept if they start where it ends (the fetch may have
+    /// taken less than the chunk it was served from), and reads are started for the rest.
+    /// Nothing is read past what is durable in the segment.
+    #[allow(clippy::too_many_arguments)]
     fn read_ahead(
         &self,
         seg_base: i64,
@@ -1726,7 +1733,12 @@ impl<D: Disk> PartitionLog<D> {
         seg_end: u64,
         seg_upper: i64,
         max_bytes: usize,
+        mut ahead: VecDeque<Ahead>,
     ) {
+        let readahead = &self.cache.readahead;
+        if !readahead.enabled() {
+            return;
+        }
         let Some(last) = served.batches.last() else {
             return;
         };
@@ -1738,34 +1750,70 @@ impl<D: Disk> PartitionLog<D> {
         if next_pos >= seg_end || next_offset >= seg_upper {
             return;
         }
-        let file = file.clone();
-        let max_bytes =
-            self.whole_batches_within(seg_base, next_pos, max_bytes.min(READ_AHEAD_MAX_BYTES));
-        let file_id = file.id();
-        self.cache
-            .readahead
-            .start(self.cache_id, seg_base, file_id, next_offset, async move {
-                read_batches(&*file, next_pos, seg_end, next_offset, max_bytes, seg_upper).await
-            });
+        if ahead.front().is_some_and(|a| a.start_pos != next_pos) {
+            ahead.clear(); // cancels their reads
+        }
+        let chunk_bytes = max_bytes.min(READ_AHEAD_MAX_BYTES);
+        while ahead.len() < READ_AHEAD_DEPTH {
+            // The first chunk may take another partition's place at the shard's limit; the
+            // ones after it only fill room that is free.
+            if !ahead.is_empty() && readahead.room() <= ahead.len() {
+                break;
+            }
+            let pos = match ahead.back() {
+                None => next_pos,
+                Some(last) => match last.next_batch_pos() {
+                    Some(pos) => pos,
+                    None => break, // it ends inside a batch: the next read starts from there
+                },
+            };
+            if pos >= seg_end {
+                break;
+            }
+            let batch_end = self.whole_batches_within(seg_base, pos, chunk_bytes);
+            if batch_end.is_none() && !ahead.is_empty() {
+                break; // a later fetch reads from where the chunk before it ends
+            }
+            let len = batch_end.unwrap_or(chunk_bytes);
+            // The first chunk starts at `next_offset`; the ones after it at batch starts whose
+            // offsets are not known yet (checked to follow on from the batches before them
+            // when those are served), so they skip nothing.
+            let from = if ahead.is_empty() {
+                next_offset
+            } else {
+                i64::MIN
+            };
+            let file = file.clone();
+            ahead.push_back(Ahead::start(
+                pos,
+                len as u64,
+                batch_end.is_some(),
+                async move { read_batches(&*file, pos, seg_end, from, len, seg_upper).await },
+            ));
+        }
+        readahead.put(self.cache_id, seg_base, file.id(), next_offset, ahead);
     }
 
     /// How much of segment `seg_base` to read from batch start `pos` to stop at the last batch
     /// that starts within `max_bytes` of it, by the offset index (which records batch starts):
     /// a read of `max_bytes` ends inside a batch, which the next read reads again (~11% of a
-    /// catch-up consumer's reads, `perf/2026-12-04-catch-up-reads.md`). `max_bytes` when the
-    /// index has no such batch (one batch larger than that, or batches closer than its
-    /// interval). Only the size of the read: its batches are checked as any others.
-    pub(crate) fn whole_batches_within(&self, seg_base: i64, pos: u64, max_bytes: usize) -> usize {
+    /// catch-up consumer's reads, `perf/2026-12-04-catch-up-reads.md`). `None` when the index
+    /// knows no such batch start (one batch larger than that, or batches closer than its
+    /// interval). Only the size of a read: its batches are checked as any others.
+    pub(crate) fn whole_batches_within(
+        &self,
+        seg_base: i64,
+        pos: u64,
+        max_bytes: usize,
+    ) -> Option<usize> {
         let st = self.state.borrow();
-        let Some(seg) = st.segments.get(&seg_base) else {
-            return max_bytes;
-        };
+        let seg = st.segments.get(&seg_base)?;
         let limit = pos.saturating_add(max_bytes as u64);
         let entries = seg.indexes.offsets.entries();
         let after = entries.partition_point(|&(_, p)| u64::from(p) <= limit);
         match after.checked_sub(1).map(|i| u64::from(entries[i].1)) {
-            Some(last_start) if last_start > pos => (last_start - pos) as usize,
-            _ => max_bytes,
+            Some(last_start) if last_start > pos => Some((last_start - pos) as usize),
+            _ => None,
         }
     }
 

@@ -11,6 +11,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::protocol::record_batch::testing::BatchBuilder;
 use crate::protocol::record_batch::{validate, validate_stored, BatchHeader};
+use crate::storage::readahead::READ_AHEAD_DEPTH;
 
 const NOW: i64 = 1_700_000_000_000;
 
@@ -881,7 +882,12 @@ fn disk_reads_are_read_ahead() {
         let hw = log.high_watermark();
         let first = log.read(0, 20_000, hw).await.unwrap();
         assert!(!first.from_cache);
-        assert_eq!(cache.readahead.len(), 1, "the next chunk is being read");
+        assert_eq!(cache.readahead.len(), 1, "one partition reads ahead");
+        assert_eq!(
+            cache.readahead.chunks(),
+            READ_AHEAD_DEPTH,
+            "the next chunks are being read"
+        );
         let all = read_all(&log, 0, 20_000).await;
         assert_eq!(all.len(), expect.len());
         for (got, (_, want)) in all.iter().zip(&expect) {
@@ -910,6 +916,106 @@ fn disk_reads_are_read_ahead() {
             cache.readahead.len(),
             0,
             "closing forgets the partition's slot"
+        );
+    });
+}
+
+/// At the shard's read-ahead limit, a partition's first chunk takes the place of another's
+/// second, not of a partition's next chunk; reads through chunks read two ahead, through
+/// fetches of other sizes and back jumps, serve every batch as stored.
+#[test]
+fn read_ahead_depth_gives_way_to_other_partitions() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            segment_bytes: 256 * 1024,
+            ..small_cfg()
+        };
+        let mut dirs = Vec::new();
+        let mut expect = Vec::new();
+        for p in 0..3u64 {
+            let dir = tmp.path().join(format!("depth-{p}"));
+            let log =
+                PartitionLog::open(dir.clone(), cfg.clone(), Rc::new(BatchCache::new(0)), NOW)
+                    .await
+                    .unwrap();
+            let mut want = Vec::new();
+            for i in 0..90u64 {
+                let mut b = BatchBuilder::simple(2, p * 1000 + i);
+                b.records[0].value = Some(vec![(p * 7 + i) as u8; 5_000]);
+                let bytes = Bytes::from(b.build());
+                let h = validate(&bytes).unwrap();
+                let o = log.append(&bytes, &h, 0, NOW).unwrap();
+                want.push(stored(&bytes, o.base_offset, 0));
+            }
+            log.flush().await.unwrap();
+            log.close().await.unwrap();
+            dirs.push(dir);
+            expect.push(want);
+        }
+
+        // 16 MiB of cache: 4 chunks read ahead per shard, 2 per partition at most.
+        assert_eq!(READ_AHEAD_DEPTH, 2);
+        let cache = Rc::new(BatchCache::new(16 << 20));
+        let mut logs = Vec::new();
+        for dir in &dirs {
+            logs.push(
+                PartitionLog::open(dir.clone(), cfg.clone(), cache.clone(), NOW)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let hw = logs[0].high_watermark();
+        logs[0].read(0, 20_000, hw).await.unwrap();
+        logs[1].read(0, 20_000, hw).await.unwrap();
+        assert_eq!((cache.readahead.len(), cache.readahead.chunks()), (2, 4));
+        // The third partition's next chunk takes the first one's second.
+        logs[2].read(0, 20_000, hw).await.unwrap();
+        assert_eq!(
+            (cache.readahead.len(), cache.readahead.chunks()),
+            (3, 4),
+            "every partition keeps its next chunk"
+        );
+
+        // Everything, in turns over the partitions, with fetch sizes that sometimes end inside
+        // a chunk read ahead (its rest is read again) and sometimes take all of it.
+        let mut next = vec![0i64; 3];
+        let mut got: Vec<Vec<Bytes>> = vec![Vec::new(); 3];
+        let mut turn = 0usize;
+        while next.iter().any(|&n| n < hw) {
+            let p = turn % 3;
+            turn += 1;
+            if next[p] >= hw {
+                continue;
+            }
+            let max = if turn % 4 == 0 { 7_000 } else { 20_000 };
+            let s = logs[p].read(next[p], max, hw).await.unwrap();
+            for b in s.batches().unwrap() {
+                let h = crate::protocol::record_batch::validate_stored(&b).unwrap();
+                next[p] = h.base_offset + h.last_offset_delta as i64 + 1;
+                got[p].push(b);
+            }
+            assert!(cache.readahead.chunks() <= 4);
+        }
+        for p in 0..3 {
+            assert_eq!(got[p].len(), expect[p].len(), "partition {p}");
+            for (g, w) in got[p].iter().zip(&expect[p]) {
+                assert_eq!(&g[..], &w[..], "partition {p}");
+            }
+        }
+
+        // A jump back: the chunks read ahead are dropped, the read is served from disk.
+        let s = logs[1].read(10, 20_000, hw).await.unwrap();
+        let first = &s.batches().unwrap()[0];
+        let h = crate::protocol::record_batch::validate_stored(first).unwrap();
+        assert!(h.base_offset <= 10 && 10 <= h.base_offset + h.last_offset_delta as i64);
+        for log in logs {
+            log.close().await.unwrap();
+        }
+        assert_eq!(
+            cache.readahead.chunks(),
+            0,
+            "closed partitions keep no chunks"
         );
     });
 }
@@ -950,17 +1056,17 @@ fn a_read_ahead_ends_at_a_batch_start() {
             .filter(|&&p| p <= pos + max as u64)
             .last()
             .unwrap();
-        let n = log.whole_batches_within(0, pos, max);
+        let n = log.whole_batches_within(0, pos, max).unwrap();
         assert_eq!(n as u64, last_start - pos);
         assert!(n < max && n > 3_000, "{n}");
         assert_eq!(
             log.whole_batches_within(0, pos, 100),
-            100,
+            None,
             "no batch start within"
         );
         assert_eq!(
             log.whole_batches_within(7, pos, max),
-            max,
+            None,
             "no such segment"
         );
         log.close().await.unwrap();
