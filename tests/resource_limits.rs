@@ -10,6 +10,8 @@
 //!   closed within about twice the limit, while a connection that keeps sending requests, or
 //!   waits on a long poll, stays open; the broker's descriptor count returns to its baseline.
 //! - `max.connections`: a shard with its share open stops accepting until one closes.
+//! - `socket.receive.buffer.bytes` / `socket.send.buffer.bytes`: the sockets the broker accepts
+//!   have the buffers they ask for (read with `ss`), and the kernel's own by default.
 //!
 //! Figures (RSS, bytes per connection, latency baseline vs loaded, close times) are printed;
 //! run with `--nocapture` to see them. Tests here run one at a time (they measure the broker's
@@ -975,5 +977,73 @@ fn a_produce_gives_back_its_request_bytes_once_written_not_once_durable() {
         Duration::from_secs(30),
     );
     assert_eq!(back.len(), 2);
+    broker.stop();
+}
+
+/// The receive and send buffers (`skmem` rb / tb, bytes) of the connection the broker on `port`
+/// accepted from the client's `client_port`, as `ss` shows them.
+fn accepted_socket_buffers(port: u16, client_port: u16) -> (u64, u64) {
+    let filter = format!("( sport = :{port} and dport = :{client_port} )");
+    let out = std::process::Command::new("ss")
+        .args(["-tmnH", "state", "established", &filter])
+        .output()
+        .expect("ss runs (iproute2; scripts/test installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let field = |name: &str| -> u64 {
+        let at = text
+            .find(&format!(",{name}"))
+            .unwrap_or_else(|| panic!("no {name} in ss output: {text:?}"));
+        text[at + 1 + name.len()..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect::<String>()
+            .parse()
+            .unwrap_or_else(|_| panic!("bad {name} in ss output: {text:?}"))
+    };
+    (field("rb"), field("tb"))
+}
+
+/// `socket.receive.buffer.bytes` and `socket.send.buffer.bytes` reach the connections `odradek
+/// serve` accepts: the kernel keeps twice a value set with SO_RCVBUF / SO_SNDBUF (for its
+/// bookkeeping), which is what `ss` shows. With the default (-1) the receive buffer is the
+/// kernel's starting size, `net.ipv4.tcp_rmem`'s middle value, left to autotune.
+#[test]
+fn socket_buffer_settings_reach_accepted_connections() {
+    // Below net.core.rmem_max / wmem_max (212,992 by default), which would cap them, and not
+    // half of the kernel's default receive buffer, which would hide a missing setting.
+    let (rcv, snd) = (50_000u64, 98_304u64);
+    let mut broker = Broker::start_with(
+        BrokerOptions::new()
+            .set("socket.receive.buffer.bytes", rcv)
+            .set("socket.send.buffer.bytes", snd),
+    );
+    let conn = TcpStream::connect(broker.addr()).unwrap();
+    let client_port = conn.local_addr().unwrap().port();
+    let (rb, tb) = accepted_socket_buffers(broker.port(), client_port);
+    assert_eq!((rb, tb), (2 * rcv, 2 * snd), "configured buffers");
+    drop(conn);
+    broker.stop();
+
+    let default_rcv: u64 = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_rmem")
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(
+        default_rcv,
+        2 * rcv,
+        "the kernel's default would hide the setting"
+    );
+    let mut broker = Broker::start();
+    let conn = TcpStream::connect(broker.addr()).unwrap();
+    let client_port = conn.local_addr().unwrap().port();
+    let (rb, _) = accepted_socket_buffers(broker.port(), client_port);
+    assert_eq!(
+        rb, default_rcv,
+        "default: the kernel's starting receive buffer"
+    );
+    drop(conn);
     broker.stop();
 }
