@@ -15,7 +15,8 @@ BENCH=${BENCH:-${CARGO_TARGET_DIR:-$ROOT/target}/release/odradek-bench}
 DATA=$(mktemp -d -t odradek-catch-up-XXXXXX)
 trap 'rm -rf "$DATA"' EXIT
 TICK=$(getconf CLK_TCK)
-# The data directory's block device, as /proc/diskstats names it (a partition's disk: its parent).
+# The data directory's block device as /proc/diskstats names it (a partition has its own line
+# there; a device-mapper volume's name differs from its dm-N line and prints no disk figures).
 DEV=$(basename "$(df --output=source "$DATA" | tail -1)")
 disk_line() { awk -v d="$DEV" '$3 == d' /proc/diskstats; echo "$(date +%s%N)"; }
 port=19540
