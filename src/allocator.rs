@@ -22,6 +22,13 @@
 //! 15–16% of the bench's core there, under `BatchBuilder::append`'s and the request frame's
 //! reallocations (`perf/2026-12-04-request-ceiling.md`). Both collect a hundred times less
 //! often: W5 at 600k rec/s offered went from 408k/434k to 464k/480k rec/s acknowledged.
+//!
+//! The build uses mimalloc 2 (libmimalloc-sys's `v2` feature). Version 3 places a new page in
+//! the untouched space of chunks already in use before it reuses a chunk that was freed whole,
+//! so memory faulted in at start (`cache.pretouch`, `crate::memory::pretouch_heap`) was not
+//! what the cache then filled: a 3 s run in W4's shape still grew the resident set by
+//! 176–207 MB after a 128 MiB pretouch, against 68–76 MB with version 2
+//! (`perf/2026-12-05-w4-pretouch.md`). The option indexes below are version 2's.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
@@ -36,9 +43,9 @@ const MI_OPTION_PURGE_DELAY: mi_option_t = 15;
 /// The environment variable mimalloc reads the same option from; a user's setting wins.
 const PURGE_DELAY_ENV: &str = "MIMALLOC_PURGE_DELAY";
 
-/// `mi_option_generic_collect` in v3's `mi_option_e`: collect the heap every N allocations that
-/// take the slow path (default 10,000; mimalloc clamps it to 1..=1,000,000).
-const MI_OPTION_GENERIC_COLLECT: mi_option_t = 34;
+/// `mi_option_generic_collect` in v2's `mi_option_e` (34 in v3's): collect the heap every N
+/// allocations that take the slow path (default 10,000; mimalloc clamps it to 1..=1,000,000).
+const MI_OPTION_GENERIC_COLLECT: mi_option_t = 36;
 const GENERIC_COLLECT_ENV: &str = "MIMALLOC_GENERIC_COLLECT";
 /// The largest value mimalloc accepts.
 const GENERIC_COLLECT_RARELY: std::os::raw::c_long = 1_000_000;
@@ -157,6 +164,14 @@ pub fn counted_heap_bytes() -> Option<u64> {
     }
     let sum: i64 = COUNTS.iter().map(|s| s.0.load(Ordering::Relaxed)).sum();
     Some(sum.max(0) as u64)
+}
+
+/// Whether the global allocator keeps memory it frees (mimalloc through [`CountingMiMalloc`],
+/// its purge delay "never"), so that pages touched once stay resident for later allocations.
+pub fn keeps_freed_memory() -> bool {
+    // SAFETY: reads one integer option.
+    let purge_delay = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+    COUNTING.load(Ordering::Relaxed) && purge_delay < 0
 }
 
 /// Has mimalloc give memory it holds free back to the OS now (after a burst; see

@@ -81,6 +81,9 @@ pub struct BrokerConfig {
     pub socket_send_buffer_bytes: Option<usize>,
     /// Bytes of recent batches each shard keeps in memory for tailing consumers.
     pub cache_bytes_per_shard: usize,
+    /// `cache.pretouch`: each shard faults in its cache's worth of heap at start, before it
+    /// serves, instead of while the cache first fills under load. See `memory::pretouch_heap`.
+    pub cache_pretouch: bool,
     /// Requests one connection may have in flight (read but not yet answered).
     pub connection_inflight_max: usize,
     /// `queued.max.request.bytes` (Kafka's name; per shard here): bytes of requests read and
@@ -217,6 +220,7 @@ const KEYS: &[(&str, &str)] = &[
     ("socket.send.buffer.bytes", "-1"),
     ("cores", ""),
     ("cache.bytes", "134217728"),
+    ("cache.pretouch", "true"),
     ("log.preallocate.bytes", "16777216"),
     ("log.journal.bytes", "67108864"),
     ("log.journal.partition.max.bytes", "65536"),
@@ -463,6 +467,7 @@ impl BrokerConfig {
             )? as usize,
             cache_bytes_per_shard: parse_num("cache.bytes", &get("cache.bytes"), 0, 1 << 40)?
                 as usize,
+            cache_pretouch: parse_bool("cache.pretouch", &get("cache.pretouch"))?,
             connection_inflight_max: parse_num(
                 "connection.inflight.max",
                 &get("connection.inflight.max"),

@@ -165,6 +165,45 @@ pub fn trim_heap() -> bool {
     false
 }
 
+/// Size of the blocks [`pretouch_heap`] allocates: a large request frame's, since the batch
+/// cache holds batches inside the request frames they arrived in.
+const PRETOUCH_BLOCK_BYTES: usize = 1 << 20;
+
+/// The smallest page size on the platforms the broker runs on: one write this far apart
+/// reaches every page, small or huge.
+const PAGE_BYTES: usize = 4096;
+
+/// Faults in `bytes` of heap on the calling thread (at least one write to every page), then
+/// frees it; returns the bytes touched (whole blocks). Worth it only where the allocator keeps
+/// what it frees ([`crate::allocator::keeps_freed_memory`]) and hands it out again before fresh
+/// memory (mimalloc 2; version 3 did not, see `crate::allocator`): the pages then stay
+/// resident, and later allocations get them without a page fault.
+///
+/// Why: a shard's batch cache fills with the first `cache.bytes` of produced batches, and every
+/// page of that is fresh heap, faulted in and cleared by the kernel on the shard's core while
+/// it serves. On a VM that reports free pages to its host, each comes back from the host too:
+/// a fresh broker's first second under W4's load (800k records/s) spent 39–62% of the shard's
+/// samples in `clear_page`, fell behind (93k–381k records/s acknowledged) and built a backlog
+/// with p99 in the hundreds of ms (`perf/2026-12-05-w4-pretouch.md`). Done at start, the same
+/// work takes the shard ~6 ms per 128 MiB when the host has the memory at hand.
+pub fn pretouch_heap(bytes: usize) -> usize {
+    let blocks = bytes.div_ceil(PRETOUCH_BLOCK_BYTES);
+    // All held at once, so the allocator hands out distinct memory for each.
+    let mut held: Vec<Vec<u8>> = Vec::with_capacity(blocks);
+    for _ in 0..blocks {
+        let mut block = Vec::<u8>::with_capacity(PRETOUCH_BLOCK_BYTES);
+        let base = block.as_mut_ptr();
+        for offset in (0..PRETOUCH_BLOCK_BYTES).step_by(PAGE_BYTES) {
+            // SAFETY: `offset` is within the block's capacity, and a u8 has no alignment to
+            // keep. Volatile: the block is freed unread, and a plain store to memory about to
+            // be freed may be left out by the compiler.
+            unsafe { base.add(offset).write_volatile(0) };
+        }
+        held.push(block);
+    }
+    blocks * PRETOUCH_BLOCK_BYTES
+}
+
 fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
@@ -220,6 +259,16 @@ mod tests {
         assert!(
             during < before + MIB,
             "a 16 MiB block was mapped on its own: {before} -> {during} mapped bytes"
+        );
+    }
+
+    #[test]
+    fn pretouch_touches_whole_blocks_covering_what_was_asked() {
+        assert_eq!(pretouch_heap(0), 0);
+        assert_eq!(pretouch_heap(1), PRETOUCH_BLOCK_BYTES);
+        assert_eq!(
+            pretouch_heap(3 * PRETOUCH_BLOCK_BYTES + 1),
+            4 * PRETOUCH_BLOCK_BYTES
         );
     }
 

@@ -12,6 +12,8 @@
 //! - `max.connections`: a shard with its share open stops accepting until one closes.
 //! - `socket.receive.buffer.bytes` / `socket.send.buffer.bytes`: the sockets the broker accepts
 //!   have the buffers they ask for (read with `ss`), and the kernel's own by default.
+//! - `cache.pretouch`: the cache's memory is resident before the broker serves, and a load that
+//!   fills the cache runs in it rather than in fresh memory.
 //!
 //! Figures (RSS, bytes per connection, latency baseline vs loaded, close times) are printed;
 //! run with `--nocapture` to see them. Tests here run one at a time (they measure the broker's
@@ -1046,4 +1048,101 @@ fn socket_buffer_settings_reach_accepted_connections() {
     );
     drop(conn);
     broker.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// (f) cache.pretouch: the cache's memory is faulted in before the broker serves
+// ---------------------------------------------------------------------------------------------
+
+/// Cache budget of the pretouch test: large enough to stand out of the resident set's noise.
+const PRETOUCH_CACHE_BYTES: u64 = 64 << 20;
+/// Partitions the pretouch test fills, read back at once as a consumer of all of them does.
+const PRETOUCH_PARTITIONS: i32 = 16;
+
+/// One broker (one shard) with `PRETOUCH_CACHE_BYTES` of cache and `cache.pretouch` as given:
+/// its resident set once ready, and after produced batches have filled the cache one and a half
+/// times over and been read back; and its log.
+fn resident_before_and_after_filling_the_cache(pretouch: bool) -> (u64, u64, String) {
+    let mut broker = BrokerOptions::new()
+        .cores("1")
+        .set("cache.bytes", PRETOUCH_CACHE_BYTES)
+        .set("cache.pretouch", pretouch)
+        .start();
+    let pid = broker.pid().expect("pid");
+    let ready = rss_bytes(pid);
+    create_topic(broker.addr(), "fill", PRETOUCH_PARTITIONS);
+    let p = producer(&broker.bootstrap(), &[("acks", "all"), ("linger.ms", "20")]);
+    let record_bytes = 64 << 10;
+    let recs: Vec<Rec> = (0..(PRETOUCH_CACHE_BYTES * 3 / 2) / record_bytes as u64)
+        .map(|i| {
+            Rec::value(payload("fill", i as usize, record_bytes))
+                .to_partition(i as i32 % PRETOUCH_PARTITIONS)
+        })
+        .collect();
+    produce_all(&p, "fill", &recs, Duration::from_secs(60));
+    drop(p);
+    // Read it all back: fetch answers from the cache and, for what it no longer holds, from disk.
+    let partitions: Vec<i32> = (0..PRETOUCH_PARTITIONS).collect();
+    let consumed = consume_exact(
+        &broker.bootstrap(),
+        "fill",
+        &partitions,
+        Offset::Beginning,
+        recs.len(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(consumed.len(), recs.len());
+    let filled = rss_bytes(pid);
+    let log = broker.log_tail(400);
+    broker.stop();
+    (ready, filled, log)
+}
+
+/// With `cache.pretouch` (the default) a shard faults in its cache's worth of heap before it
+/// serves, and the load then runs in those pages rather than fresh ones, so a fresh broker's
+/// first seconds under load do not pay for the page faults (on the development VM, 39–62% of
+/// the shard's core in a bad first second: `perf/2026-12-05-w4-pretouch.md`). Off, the same
+/// fill and read grow the resident set by more than the cache's size — the control that shows
+/// the load needs that memory at all; on, it ends no larger than off, so it was the pretouched
+/// memory the load used (had the allocator handed out fresh pages, the pretouched ones would
+/// come on top).
+#[test]
+fn cache_pretouch_faults_in_the_cache_before_serving_and_the_cache_fills_into_it() {
+    let _serial = serial();
+    let (on_ready, on_filled, on_log) = resident_before_and_after_filling_the_cache(true);
+    let (off_ready, off_filled, off_log) = resident_before_and_after_filling_the_cache(false);
+    println!(
+        "cache {:.0} MiB: pretouch on: resident {:.1} MiB ready, {:.1} MiB filled; off: {:.1}, {:.1}",
+        mib(PRETOUCH_CACHE_BYTES),
+        mib(on_ready),
+        mib(on_filled),
+        mib(off_ready),
+        mib(off_filled)
+    );
+    assert!(
+        on_log.contains("cache.pretouch: 64 MiB of heap faulted in"),
+        "no pretouch logged:\n{on_log}"
+    );
+    assert!(
+        !off_log.contains("cache.pretouch"),
+        "pretouch logged while off:\n{off_log}"
+    );
+    let cache = PRETOUCH_CACHE_BYTES as f64;
+    assert!(
+        on_ready as f64 >= off_ready as f64 + 0.9 * cache,
+        "pretouch did not make the cache resident before serving: ready {:.1} MiB on, {:.1} off",
+        mib(on_ready),
+        mib(off_ready)
+    );
+    assert!(
+        off_filled as f64 >= off_ready as f64 + 0.7 * cache,
+        "without pretouch the load grew the resident set by only {:.1} MiB: the test proves nothing",
+        mib(off_filled.saturating_sub(off_ready))
+    );
+    assert!(
+        (on_filled as f64) < off_filled as f64 + 0.25 * cache,
+        "the load did not run in the pretouched memory: resident after it {:.1} MiB with pretouch, {:.1} without",
+        mib(on_filled),
+        mib(off_filled)
+    );
 }

@@ -731,6 +731,24 @@ pub enum BootError {
     Listen(usize, String, String),
 }
 
+/// Faults in the cache's worth of heap before the shard serves (`cache.pretouch`; why:
+/// `memory::pretouch_heap`), where the allocator keeps freed memory for reuse.
+fn pretouch_cache(id: usize, bytes: usize) {
+    if !crate::allocator::keeps_freed_memory() {
+        log::info!(
+            "shard {id}: cache.pretouch skipped: the allocator returns freed memory to the system (MIMALLOC_PURGE_DELAY is 0 or more)"
+        );
+        return;
+    }
+    let started = std::time::Instant::now();
+    let touched = crate::memory::pretouch_heap(bytes);
+    log::info!(
+        "shard {id}: cache.pretouch: {:.0} MiB of heap faulted in, {:.1} ms",
+        touched as f64 / (1 << 20) as f64,
+        started.elapsed().as_secs_f64() * 1e3
+    );
+}
+
 async fn shard_main(
     id: usize,
     cpu: usize,
@@ -762,6 +780,9 @@ async fn shard_main(
     } else {
         None
     };
+    if config.cache_pretouch {
+        pretouch_cache(id, config.cache_bytes_per_shard);
+    }
     let pacer = Rc::new(IoPacer::new(config.log_cleaner_io_max_bytes_per_second));
     let probe = Rc::new(ShardProbe::new(config.metrics_collect));
     let shard = Rc::new(Shard {
