@@ -164,6 +164,18 @@ impl<F> Segment<F> {
     }
 }
 
+/// The segment a disk read is served from, as it stood when the read began: what the read and
+/// the reads ahead after it need to know of it.
+struct SegmentRead<F> {
+    /// The segment's base offset (its key in `LogState::segments`).
+    base: i64,
+    file: Rc<F>,
+    /// Bytes durable in the file: nothing past them is read.
+    end: u64,
+    /// Offsets from here on are not read: the segment's durable end, or the caller's bound.
+    upper: i64,
+}
+
 /// Unwritten bytes of a segment (see `Segment::pending`).
 #[derive(Default)]
 struct Pending {
@@ -1652,7 +1664,7 @@ impl<D: Disk> PartitionLog<D> {
         max_bytes: usize,
         upper: i64,
     ) -> Result<ReadSlice, StorageError> {
-        let (seg_base, file, pos, seg_end, seg_upper) = {
+        let (seg, pos) = {
             let st = self.state.borrow();
             if offset < st.log_start_offset || offset > st.log_end_offset {
                 return Err(StorageError::OffsetOutOfRange {
@@ -1684,20 +1696,21 @@ impl<D: Disk> PartitionLog<D> {
             };
             let rel = (offset - seg.base_offset).clamp(0, u32::MAX as i64) as u32;
             (
-                seg.base_offset,
-                file,
+                SegmentRead {
+                    base: seg.base_offset,
+                    file,
+                    end: seg.durable_size,
+                    upper: seg_upper,
+                },
                 seg.indexes.offsets.lookup(rel) as u64,
-                seg.durable_size,
-                seg_upper,
             )
         };
         // The chunks read ahead from exactly this offset, if any (a failed or cancelled one is
         // read again below).
-        let file_id = file.id();
         let mut ahead = self
             .cache
             .readahead
-            .take(self.cache_id, seg_base, file_id, offset)
+            .take(self.cache_id, seg.base, seg.file.id(), offset)
             .unwrap_or_default();
         let chunk = match ahead.pop_front() {
             Some(first) => match first.into_pending().await {
@@ -1706,32 +1719,26 @@ impl<D: Disk> PartitionLog<D> {
             },
             None => None,
         };
-        let chunk = match chunk.map(|c| trim_to(c, max_bytes, seg_upper)) {
+        let chunk = match chunk.map(|c| trim_to(c, max_bytes, seg.upper)) {
             Some(chunk) if !chunk.batches.is_empty() => chunk,
-            _ => read_batches(&*file, pos, seg_end, offset, max_bytes, seg_upper).await?,
+            _ => read_batches(&*seg.file, pos, seg.end, offset, max_bytes, seg.upper).await?,
         };
-        self.read_ahead(
-            seg_base, &file, &chunk, seg_end, seg_upper, max_bytes, ahead,
-        );
+        self.read_ahead(&seg, &chunk, max_bytes, ahead);
         Ok(ReadSlice {
             chunks: coalesce(chunk.batches, &chunk.bufs),
             from_cache: false,
         })
     }
 
-    /// Keeps up to [`READ_AHEAD_DEPTH`] chunks of segment `seg_base` that follow `served` read
-    /// or being read in the background (see [`super::readahead`]): `ahead`, the chunks that
-    /// were read ahead after `served`, are kept if they start where it ends (the fetch may have
+    /// Keeps up to [`READ_AHEAD_DEPTH`] chunks of segment `seg` that follow `served` read or
+    /// being read in the background (see [`super::readahead`]): `ahead`, the chunks that were
+    /// read ahead after `served`, are kept if they start where it ends (the fetch may have
     /// taken less than the chunk it was served from), and reads are started for the rest.
     /// Nothing is read past what is durable in the segment.
-    #[allow(clippy::too_many_arguments)]
     fn read_ahead(
         &self,
-        seg_base: i64,
-        file: &Rc<D::File>,
+        seg: &SegmentRead<D::File>,
         served: &Chunk,
-        seg_end: u64,
-        seg_upper: i64,
         max_bytes: usize,
         mut ahead: VecDeque<Ahead>,
     ) {
@@ -1747,7 +1754,7 @@ impl<D: Disk> PartitionLog<D> {
         };
         let next_pos =
             served.start_pos + served.batches.iter().map(|b| b.len() as u64).sum::<u64>();
-        if next_pos >= seg_end || next_offset >= seg_upper {
+        if next_pos >= seg.end || next_offset >= seg.upper {
             return;
         }
         if ahead.front().is_some_and(|a| a.start_pos != next_pos) {
@@ -1767,10 +1774,10 @@ impl<D: Disk> PartitionLog<D> {
                     None => break, // it ends inside a batch: the next read starts from there
                 },
             };
-            if pos >= seg_end {
+            if pos >= seg.end {
                 break;
             }
-            let batch_end = self.whole_batches_within(seg_base, pos, chunk_bytes);
+            let batch_end = self.whole_batches_within(seg.base, pos, chunk_bytes);
             if batch_end.is_none() && !ahead.is_empty() {
                 break; // a later fetch reads from where the chunk before it ends
             }
@@ -1783,15 +1790,15 @@ impl<D: Disk> PartitionLog<D> {
             } else {
                 i64::MIN
             };
-            let file = file.clone();
+            let (file, end, upper) = (seg.file.clone(), seg.end, seg.upper);
             ahead.push_back(Ahead::start(
                 pos,
                 len as u64,
                 batch_end.is_some(),
-                async move { read_batches(&*file, pos, seg_end, from, len, seg_upper).await },
+                async move { read_batches(&*file, pos, end, from, len, upper).await },
             ));
         }
-        readahead.put(self.cache_id, seg_base, file.id(), next_offset, ahead);
+        readahead.put(self.cache_id, seg.base, seg.file.id(), next_offset, ahead);
     }
 
     /// How much of segment `seg_base` to read from batch start `pos` to stop at the last batch
