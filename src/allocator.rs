@@ -64,7 +64,6 @@ pub fn keep_freed_memory() {
 }
 
 /// The purge delay in force (ms; -1 never).
-#[cfg(test)]
 pub fn purge_delay_ms() -> i64 {
     // SAFETY: reads one integer option.
     unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) as i64 }
@@ -169,9 +168,7 @@ pub fn counted_heap_bytes() -> Option<u64> {
 /// Whether the global allocator keeps memory it frees (mimalloc through [`CountingMiMalloc`],
 /// its purge delay "never"), so that pages touched once stay resident for later allocations.
 pub fn keeps_freed_memory() -> bool {
-    // SAFETY: reads one integer option.
-    let purge_delay = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
-    COUNTING.load(Ordering::Relaxed) && purge_delay < 0
+    COUNTING.load(Ordering::Relaxed) && purge_delay_ms() < 0
 }
 
 /// Has mimalloc give memory it holds free back to the OS now (after a burst; see
