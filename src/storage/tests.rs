@@ -93,6 +93,22 @@ fn append_many(log: &PartitionLog, n: usize, seed: u64) -> Vec<(i64, Vec<u8>)> {
     out
 }
 
+/// Appends a batch of `records` records (seed `seed`) whose first value is `value`; returns
+/// its base offset and the batch as sent.
+fn append_with_value(
+    log: &PartitionLog,
+    records: usize,
+    seed: u64,
+    value: Vec<u8>,
+) -> (i64, Bytes) {
+    let mut b = BatchBuilder::simple(records, seed);
+    b.records[0].value = Some(value);
+    let bytes = Bytes::from(b.build());
+    let h = validate(&bytes).unwrap();
+    let o = log.append(&bytes, &h, 0, NOW).unwrap();
+    (o.base_offset, bytes)
+}
+
 /// A log on `dir` with [`small_cfg`] and no cache.
 async fn open_small(dir: &Path) -> PartitionLog {
     PartitionLog::open(
@@ -825,12 +841,8 @@ fn one_flush_of_several_mebibytes() {
             .unwrap();
         let mut expect = Vec::new();
         for i in 0..25u64 {
-            let mut b = BatchBuilder::simple(2, i);
-            b.records[0].value = Some(vec![(i * 3) as u8; 130_003]);
-            let bytes = Bytes::from(b.build());
-            let h = validate(&bytes).unwrap();
-            let o = log.append(&bytes, &h, 0, NOW).unwrap();
-            expect.push(stored(&bytes, o.base_offset, 0));
+            let (base, bytes) = append_with_value(&log, 2, i, vec![(i * 3) as u8; 130_003]);
+            expect.push(stored(&bytes, base, 0));
         }
         log.flush().await.unwrap();
         log.close().await.unwrap();
@@ -863,12 +875,8 @@ fn disk_reads_are_read_ahead() {
             .unwrap();
         let mut expect = Vec::new();
         for i in 0..120u64 {
-            let mut b = BatchBuilder::simple(3, i);
-            b.records[0].value = Some(vec![i as u8; 6_000]);
-            let bytes = Bytes::from(b.build());
-            let h = validate(&bytes).unwrap();
-            let o = log.append(&bytes, &h, 0, NOW).unwrap();
-            expect.push((o.base_offset, stored(&bytes, o.base_offset, 0)));
+            let (base, bytes) = append_with_value(&log, 3, i, vec![i as u8; 6_000]);
+            expect.push((base, stored(&bytes, base, 0)));
         }
         log.flush().await.unwrap();
         log.close().await.unwrap();
@@ -941,12 +949,9 @@ fn read_ahead_depth_gives_way_to_other_partitions() {
                     .unwrap();
             let mut want = Vec::new();
             for i in 0..90u64 {
-                let mut b = BatchBuilder::simple(2, p * 1000 + i);
-                b.records[0].value = Some(vec![(p * 7 + i) as u8; 5_000]);
-                let bytes = Bytes::from(b.build());
-                let h = validate(&bytes).unwrap();
-                let o = log.append(&bytes, &h, 0, NOW).unwrap();
-                want.push(stored(&bytes, o.base_offset, 0));
+                let value = vec![(p * 7 + i) as u8; 5_000];
+                let (base, bytes) = append_with_value(&log, 2, p * 1000 + i, value);
+                want.push(stored(&bytes, base, 0));
             }
             log.flush().await.unwrap();
             log.close().await.unwrap();
@@ -979,7 +984,7 @@ fn read_ahead_depth_gives_way_to_other_partitions() {
 
         // Everything, in turns over the partitions, with fetch sizes that sometimes end inside
         // a chunk read ahead (its rest is read again) and sometimes take all of it.
-        let mut next = vec![0i64; 3];
+        let mut next = [0i64; 3];
         let mut got: Vec<Vec<Bytes>> = vec![Vec::new(); 3];
         let mut turn = 0usize;
         while next.iter().any(|&n| n < hw) {
@@ -1040,11 +1045,7 @@ fn a_read_ahead_ends_at_a_batch_start() {
         .unwrap();
         let mut starts = vec![0u64];
         for i in 0..20u64 {
-            let mut b = BatchBuilder::simple(1, i);
-            b.records[0].value = Some(vec![i as u8; 3_000 + 100 * i as usize]);
-            let bytes = Bytes::from(b.build());
-            let h = validate(&bytes).unwrap();
-            log.append(&bytes, &h, 0, NOW).unwrap();
+            let (_, bytes) = append_with_value(&log, 1, i, vec![i as u8; 3_000 + 100 * i as usize]);
             starts.push(starts.last().unwrap() + bytes.len() as u64);
         }
         log.flush().await.unwrap();
