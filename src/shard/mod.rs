@@ -835,8 +835,17 @@ async fn shard_main(
     background::spawn_producer_expiry(&shard, background);
     background::spawn_disk_guard(&shard);
     let committer = {
-        let shard = shard.clone();
-        glommio::spawn_local(async move { shard.commit.run().await })
+        let run = || {
+            let shard = shard.clone();
+            async move { shard.commit.run().await }
+        };
+        match glommio::spawn_local_into(run(), commit::task_queue()) {
+            Ok(task) => task,
+            Err(e) => {
+                log::warn!("shard {id}: committer queue: {e}; running it with the requests");
+                glommio::spawn_local(run())
+            }
+        }
     };
 
     if id == 0 {
