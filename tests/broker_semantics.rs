@@ -25,7 +25,7 @@ use bytes::Bytes;
 use common::{Broker, BrokerOptions};
 use odradek::protocol::messages::*;
 use odradek::protocol::record_batch::{validate, BatchHeader};
-use odradek::protocol::{ApiKey, Writer};
+use odradek::protocol::{ApiKey, RecordSet, Writer};
 use wire::{create_topic, create_topic_ok, decode_body, Conn};
 
 // Kafka error codes asserted below.
@@ -120,8 +120,9 @@ fn batch(count: usize, base_timestamp_ms: i64, tag: &str, idem: Option<Idempoten
 
 /// Splits a fetched record set into batches, asserting each is whole and valid (framing, CRC,
 /// counts) and that nothing partial trails.
-fn whole_batches(records: &Option<Bytes>) -> Vec<BatchHeader> {
-    let Some(bytes) = records else { return vec![] };
+fn whole_batches(records: &Option<RecordSet>) -> Vec<BatchHeader> {
+    let Some(set) = records else { return vec![] };
+    let bytes = set.to_bytes();
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < bytes.len() {

@@ -2654,7 +2654,7 @@ mod interop {
                                 high_watermark: 1,
                                 last_stable_offset: 1,
                                 log_start_offset: 0,
-                                records: Some(records.unwrap_or_default()),
+                                records: Some(records.unwrap_or_default().into()),
                                 ..Default::default()
                             });
                         }

@@ -474,12 +474,14 @@ async fn consume_assignment(
                         continue;
                     }
                     hw.insert(p, pd.high_watermark);
-                    let (Some(records), Some(from)) = (pd.records.as_ref(), pos.get(&p).copied())
-                    else {
+                    let (Some(records), Some(from)) = (
+                        pd.records.as_ref().map(|r| r.to_bytes()),
+                        pos.get(&p).copied(),
+                    ) else {
                         continue;
                     };
                     let consumed = &mut res.consumed;
-                    let walked = for_each_record(records, |r| {
+                    let walked = for_each_record(&records, |r| {
                         if r.offset >= from {
                             consumed.push(p, r.offset, r.offset + 1);
                             n += 1;

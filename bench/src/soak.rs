@@ -1262,9 +1262,10 @@ async fn consume_assignment(
                         continue;
                     }
                     hw.insert((t, p), pd.high_watermark);
-                    let (Some(records), Some(from)) =
-                        (pd.records.as_ref(), pos.get(&(t, p)).copied())
-                    else {
+                    let (Some(records), Some(from)) = (
+                        pd.records.as_ref().map(|r| r.to_bytes()),
+                        pos.get(&(t, p)).copied(),
+                    ) else {
                         continue;
                     };
                     let Some(mark) = shared.read_mark[t].get(p as usize) else {
@@ -1274,7 +1275,7 @@ async fn consume_assignment(
                     let (mut first, mut again, mut bytes) = (0u64, 0u64, 0u64);
                     let mut probe = ctx.probes[t].borrow_mut();
                     let consumed = &mut res.consumed;
-                    let walked = for_each_record(records, |r| {
+                    let walked = for_each_record(&records, |r| {
                         if r.offset < from {
                             return; // a batch may start before the fetch offset
                         }
@@ -1312,7 +1313,7 @@ async fn consume_assignment(
                         }
                     }
                     if t == COMPACT {
-                        note_latest_keys(records, p, from, &mut res.latest);
+                        note_latest_keys(&records, p, from, &mut res.latest);
                     }
                 }
             }
@@ -1608,19 +1609,19 @@ async fn read_compacted(layout: &TopicLayout, deadline: Duration) -> Result<Fina
                 if pd.error_code != 0 {
                     return Err(format!("fetch p{p}: {}", ErrorCode(pd.error_code)));
                 }
-                let Some(records) = pd.records.as_ref() else {
+                let Some(records) = pd.records.as_ref().map(|r| r.to_bytes()) else {
                     continue;
                 };
                 let from = at;
                 let mut n = 0u64;
-                let next = for_each_record(records, |r| {
+                let next = for_each_record(&records, |r| {
                     if r.offset >= from {
                         n += 1;
                     }
                 })
                 .map_err(|e| e.to_string())?;
                 out.records += n;
-                note_latest_keys(records, p as i32, from, &mut out.latest);
+                note_latest_keys(&records, p as i32, from, &mut out.latest);
                 if let Some(next) = next {
                     at = at.max(next);
                 }

@@ -418,7 +418,7 @@ fn fetch(
                 let Some(records) = pd.records.as_ref() else {
                     continue;
                 };
-                let (recs, next) = decode_record_set(p, records, from)?;
+                let (recs, next) = decode_record_set(p, &records.to_bytes(), from)?;
                 out.extend(recs);
                 if let Some(n) = next {
                     // Past batches without a printed record (control batches, skipped

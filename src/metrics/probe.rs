@@ -437,35 +437,76 @@ fn add(cell: &Cell<u64>, n: u64) {
 /// Records in the v2 batches of `data` (read from each batch header, nothing decompressed);
 /// stops at anything that is not a whole v2 batch.
 pub fn records_in(data: &[u8]) -> u64 {
+    records_in_chunks(&[data])
+}
+
+/// [`records_in`] over data given as consecutive buffers, where a batch may span several (the
+/// batch cache keeps a batch's rewritten header apart from the rest of it).
+pub fn records_in_chunks<B: AsRef<[u8]>>(chunks: &[B]) -> u64 {
     use crate::protocol::record_batch::{
         BATCH_HEADER_LEN, BATCH_LENGTH_AT, LOG_OVERHEAD, MAGIC_AT, MAGIC_V2, RECORDS_COUNT_AT,
     };
-    let be_i32 = |at: usize| -> Option<i32> {
-        Some(i32::from_be_bytes(data.get(at..at + 4)?.try_into().ok()?))
-    };
+    let total: usize = chunks.iter().map(|c| c.as_ref().len()).sum();
+    let mut header = [0u8; BATCH_HEADER_LEN];
+    let mut reader = ChunkCursor::new(chunks);
     let mut pos = 0usize;
     let mut records = 0u64;
-    while pos + BATCH_HEADER_LEN <= data.len() {
-        if data[pos + MAGIC_AT] as i8 != MAGIC_V2 {
+    while pos + BATCH_HEADER_LEN <= total {
+        reader.copy_at(pos, &mut header);
+        let be_i32 = |at: usize| {
+            i32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+        };
+        if header[MAGIC_AT] as i8 != MAGIC_V2 {
             break;
         }
-        let (Some(len), Some(count)) = (
-            be_i32(pos + BATCH_LENGTH_AT),
-            be_i32(pos + RECORDS_COUNT_AT),
-        ) else {
-            break;
-        };
-        let Ok(len) = usize::try_from(len) else {
+        let Ok(len) = usize::try_from(be_i32(BATCH_LENGTH_AT)) else {
             break;
         };
         let end = pos + LOG_OVERHEAD + len;
-        if end > data.len() || len < BATCH_HEADER_LEN - LOG_OVERHEAD {
+        if end > total || len < BATCH_HEADER_LEN - LOG_OVERHEAD {
             break;
         }
-        records += u64::try_from(count).unwrap_or(0);
+        records += u64::try_from(be_i32(RECORDS_COUNT_AT)).unwrap_or(0);
         pos = end;
     }
     records
+}
+
+/// Reads byte ranges of consecutive buffers, front to back.
+struct ChunkCursor<'a, B> {
+    chunks: &'a [B],
+    /// The buffer holding the last position read, and where it starts.
+    at: usize,
+    start: usize,
+}
+
+impl<'a, B: AsRef<[u8]>> ChunkCursor<'a, B> {
+    fn new(chunks: &'a [B]) -> Self {
+        ChunkCursor {
+            chunks,
+            at: 0,
+            start: 0,
+        }
+    }
+
+    /// Fills `out` from position `pos` on; `pos` never goes back between calls, and the caller
+    /// checked that the range lies within the buffers.
+    fn copy_at(&mut self, mut pos: usize, out: &mut [u8]) {
+        let mut filled = 0;
+        while filled < out.len() && self.at < self.chunks.len() {
+            let chunk = self.chunks[self.at].as_ref();
+            if pos >= self.start + chunk.len() {
+                self.start += chunk.len();
+                self.at += 1;
+                continue;
+            }
+            let from = &chunk[pos - self.start..];
+            let n = from.len().min(out.len() - filled);
+            out[filled..filled + n].copy_from_slice(&from[..n]);
+            filled += n;
+            pos += n;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -589,5 +630,21 @@ mod tests {
         let mut bad_magic = batch(1, 0);
         bad_magic[16] = 1;
         assert_eq!(records_in(&bad_magic), 0);
+        // Split anywhere, headers included (the cache keeps a rewritten header apart), the
+        // count is the same; and a torn tail still is not counted.
+        for cut in [
+            1,
+            12,
+            BATCH_HEADER_LEN,
+            BATCH_HEADER_LEN + 3,
+            data.len() - 1,
+        ] {
+            let (a, b) = data.split_at(cut);
+            assert_eq!(records_in_chunks(&[a, b]), 8, "cut at {cut}");
+            let three = [&data[..1], &data[1..cut.max(2)], &data[cut.max(2)..]];
+            assert_eq!(records_in_chunks(&three), 8, "cut at 1 and {cut}");
+        }
+        let (a, b) = torn.split_at(BATCH_HEADER_LEN + 5);
+        assert_eq!(records_in_chunks(&[a, b, &[][..]]), 8);
     }
 }

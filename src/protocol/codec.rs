@@ -24,6 +24,7 @@ use std::fmt::Debug;
 use bytes::Bytes;
 
 use super::api::ApiKey;
+use super::record_set::RecordSet;
 use super::sample::Sample;
 use super::wire::{DecodeError, Reader, Writer};
 
@@ -198,6 +199,20 @@ impl Field for Option<Bytes> {
     }
     fn spec_default() -> Self {
         Some(Bytes::new())
+    }
+}
+
+/// A Fetch response's `records` (see [`RecordSet`]): one buffer on decode, each large chunk
+/// shared on encode.
+impl Field for Option<RecordSet> {
+    fn read(r: &mut Reader, _: i16, flexible: bool) -> Result<Self, DecodeError> {
+        Ok(r.read_nullable_bytes(flexible)?.map(RecordSet::from))
+    }
+    fn write(&self, w: &mut Writer, _: i16, flexible: bool) {
+        w.put_nullable_record_set(self.as_ref(), flexible);
+    }
+    fn spec_default() -> Self {
+        Some(RecordSet::default())
     }
 }
 

@@ -12,7 +12,9 @@
 //!   the frame before anything is allocated; hostile input yields a [`DecodeError`], never a panic
 //!   or a large allocation.
 //! - Zero-copy records: `records` fields are `Bytes` slices of the request frame on decode, and
-//!   large `Bytes` fields are emitted as separate shared chunks by the [`Writer`] on encode.
+//!   large `Bytes` fields are emitted as separate shared chunks by the [`Writer`] on encode. A
+//!   Fetch response's `records` is a [`RecordSet`]: several buffers (one per cached batch) that
+//!   go out as one field without being joined.
 //! - Byte-for-byte agreement with Kafka's generated codecs for every served version, checked by
 //!   `tests/protocol_oracle.rs` against the `kafka-protocol` crate (dev-dependency only).
 //!
@@ -40,6 +42,7 @@ pub mod header;
 pub mod messages;
 pub mod murmur2;
 pub mod record_batch;
+pub mod record_set;
 pub mod records;
 #[doc(hidden)]
 pub mod sample;
@@ -55,4 +58,5 @@ pub use codec::{Field, Message};
 pub use error::ErrorCode;
 pub use header::{request_header_version, response_header_version, RequestHeader, ResponseHeader};
 pub use messages::*;
+pub use record_set::RecordSet;
 pub use wire::{DecodeError, Reader, Writer};

@@ -118,6 +118,19 @@ impl Sample for Bytes {
         Bytes::from((0..n).map(|_| g.next_u64() as u8).collect::<Vec<u8>>())
     }
 }
+/// Record sets are sometimes split in two, so that encoding several chunks as one field is
+/// exercised.
+impl Sample for crate::protocol::RecordSet {
+    fn sample(g: &mut Gen, version: i16, _: bool) -> Self {
+        let b = Bytes::sample(g, version, false);
+        let at = if b.is_empty() {
+            0
+        } else {
+            g.below(b.len() as u64 + 1) as usize
+        };
+        crate::protocol::RecordSet::from_chunks(vec![b.slice(..at), b.slice(at..)])
+    }
+}
 impl<T: Sample> Sample for Vec<T> {
     fn sample(g: &mut Gen, version: i16, _: bool) -> Self {
         let n = g.len(3);

@@ -13,6 +13,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::record_set::RecordSet;
+
 /// Why a frame could not be decoded. Mapped to a closed connection or INVALID_REQUEST by the server.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -489,6 +491,20 @@ impl Writer {
     pub fn put_nullable_bytes(&mut self, b: Option<&Bytes>, flexible: bool) {
         match b {
             Some(b) => self.put_bytes_field(b, flexible),
+            None => self.put_null(flexible, true),
+        }
+    }
+
+    /// A nullable bytes field given as consecutive buffers: one length, then each buffer
+    /// (large ones shared).
+    pub fn put_nullable_record_set(&mut self, set: Option<&RecordSet>, flexible: bool) {
+        match set {
+            Some(set) => {
+                self.put_len(set.len(), flexible, true);
+                for chunk in set.chunks() {
+                    self.put_bytes_shared(chunk.clone());
+                }
+            }
             None => self.put_null(flexible, true),
         }
     }

@@ -48,7 +48,7 @@ use futures_lite::AsyncWriteExt;
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 
-use crate::io::socket::StreamHalf;
+use crate::io::socket::{write_gathered, StreamHalf};
 use crate::protocol::wire::Reader;
 use crate::shard::Shard;
 
@@ -332,43 +332,18 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     shard.probe.connection_closed();
 }
 
-/// Writes the size prefix and the chunks of one response. A small first chunk travels in the
-/// same write as the prefix (one syscall fewer per response); large record chunks go as they are.
+/// Writes the size prefix and the chunks of one response, gathered (a Fetch response's record
+/// chunks stay in the cache's buffers; see `io::socket::write_gathered`).
 async fn write_frame(
     writer: &mut StreamHalf,
     frame: ResponseFrame,
     activity: &Activity,
 ) -> io::Result<()> {
-    const COALESCE_MAX: usize = 64 * 1024;
-    let mut chunks = frame.chunks.into_iter();
-    let mut head = Vec::with_capacity(4 + COALESCE_MAX.min(frame.len));
-    head.extend_from_slice(&(frame.len as u32).to_be_bytes());
-    let mut rest = None;
-    if let Some(first) = chunks.next() {
-        if first.len() <= COALESCE_MAX {
-            head.extend_from_slice(&first);
-        } else {
-            rest = Some(first);
-        }
-    }
-    write_all(writer, &head, activity).await?;
-    for chunk in rest.into_iter().chain(chunks) {
-        write_all(writer, &chunk, activity).await?;
-    }
-    Ok(())
-}
-
-/// `write_all`, noting each step of progress (a slow reader that keeps taking bytes is not idle).
-async fn write_all(writer: &mut StreamHalf, mut buf: &[u8], activity: &Activity) -> io::Result<()> {
-    while !buf.is_empty() {
-        let n = writer.write(buf).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        buf = &buf[n..];
-        activity.progressed();
-    }
-    Ok(())
+    let prefix = (frame.len as u32).to_be_bytes();
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(frame.chunks.len() + 1);
+    parts.push(&prefix);
+    parts.extend(frame.chunks.iter().map(|c| &c[..]));
+    write_gathered(writer, &parts, || activity.progressed()).await
 }
 
 /// Encodes a response header + body.

@@ -8,12 +8,11 @@
 //! keeps separate readiness for reads and writes, so both may be pending at once.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
 
 use bytes::Bytes;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
-use odradek::io::socket::StreamHalf;
+use odradek::io::socket::{write_gathered, StreamHalf};
 use odradek::protocol::api::ApiKey;
 use odradek::protocol::wire::SHARED_CHUNK_MIN;
 use odradek::protocol::{
@@ -83,31 +82,6 @@ impl Versions {
             .find(|(k, _)| *k == key)
             .map(|(_, v)| *v)
             .ok_or(ConnError::NoVersion(key))
-    }
-}
-
-/// One non-blocking `sendmsg` of all `parts` (a frame is a few buffers: header, record sets):
-/// one syscall and, with TCP_NODELAY, no small segment per buffer.
-fn send_gathered(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
-    let iov: Vec<libc::iovec> = parts
-        .iter()
-        .take(libc::UIO_MAXIOV as usize)
-        .map(|p| libc::iovec {
-            iov_base: p.as_ptr() as *mut libc::c_void,
-            iov_len: p.len(),
-        })
-        .collect();
-    // SAFETY: msghdr is plain data; zeroed is a valid empty value, then iov points at `iov`,
-    // whose buffers are borrowed for the duration of the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
-    msg.msg_iovlen = iov.len() as _;
-    // SAFETY: fd is the connection's open socket; msg and the iovecs outlive the call.
-    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
     }
 }
 
@@ -201,25 +175,13 @@ impl ConnWriter {
             addr: self.addr.clone(),
             source,
         };
-        // One gathered sendmsg for the whole frame (record sets stay in their own buffers);
-        // whatever the socket did not take goes out through the async writer.
+        // Gathered writes for the whole frame (record sets stay in their own buffers).
         let mut parts: Vec<&[u8]> = Vec::with_capacity(frame.chunks.len() + 1);
         parts.push(&frame.prefix);
         parts.extend(frame.chunks.iter().map(|c| &c[..]));
-        let fd = self.half.as_raw_fd();
-        let mut skip = match send_gathered(fd, &parts) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(e) => return Err(io_err(e)),
-        };
-        for part in parts {
-            if skip >= part.len() {
-                skip -= part.len();
-                continue;
-            }
-            self.half.write_all(&part[skip..]).await.map_err(io_err)?;
-            skip = 0;
-        }
+        write_gathered(&mut self.half, &parts, || {})
+            .await
+            .map_err(io_err)?;
         Ok(frame.sent)
     }
 

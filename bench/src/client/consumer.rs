@@ -174,10 +174,10 @@ pub async fn run_consumer(
                 continue;
             }
             at.hw.insert(p, pd.high_watermark);
-            let Some(records) = pd.records.as_ref() else {
+            let Some(records) = pd.records.as_ref().map(|r| r.to_bytes()) else {
                 continue;
             };
-            match next_fetch_offset(records) {
+            match next_fetch_offset(&records) {
                 Ok(Some(n)) => {
                     if let Some(o) = at.next.get_mut(&p) {
                         *o = (*o).max(n);
@@ -208,7 +208,7 @@ pub async fn run_consumer(
             if pd.error_code != 0 || unframed.contains(&p) {
                 continue; // counted above
             }
-            let Some(records) = pd.records.as_ref() else {
+            let Some(records) = pd.records.as_ref().map(|r| r.to_bytes()) else {
                 continue;
             };
             let Some(from) = fetch.offsets.get(&p).copied() else {
@@ -223,7 +223,7 @@ pub async fn run_consumer(
                 )
             });
             let mut probe_b = probe.borrow_mut();
-            let walked = walk_records(records, aborted.as_mut(), &mut res.walk, |r| {
+            let walked = walk_records(&records, aborted.as_mut(), &mut res.walk, |r| {
                 if r.offset < from {
                     return; // a batch may start before the fetch offset
                 }

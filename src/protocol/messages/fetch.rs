@@ -1,5 +1,5 @@
-//! Fetch (key 1), v4-12. Response `records` are written as shared chunks when large, so the
-//! server can point at cached or DMA-read buffers without copying.
+//! Fetch (key 1), v4-12. A response's `records` is a [`RecordSet`](crate::protocol::RecordSet):
+//! the cached or DMA-read buffers it is made of go out as shared chunks, not copied together.
 
 crate::message! {
     pub struct FetchRequest [api = Fetch, versions = "4-12", flexible = "12+"] {
@@ -57,7 +57,7 @@ crate::message! {
         log_start_offset: i64 = "5+", default -1;
         aborted_transactions: Option<Vec<AbortedTransaction>> = "4+", nullable "4+";
         preferred_read_replica: i32 = "11+", default -1;
-        records: Option<bytes::Bytes> = "0+", nullable "0+";
+        records: Option<crate::protocol::RecordSet> = "0+", nullable "0+";
         @tagged {
             diverging_epoch: FetchResponseEpochEndOffset = "12+", tag 0;
             current_leader: FetchResponseLeaderIdAndEpoch = "12+", tag 1;

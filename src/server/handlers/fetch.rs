@@ -15,13 +15,15 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
+use crate::metrics::probe::records_in_chunks;
 use crate::protocol::error::ErrorCode;
 use crate::protocol::messages::{
     AbortedTransaction, FetchRequest, FetchResponse, FetchableTopicResponse, PartitionData,
 };
 use crate::protocol::wire::Reader;
+use crate::protocol::RecordSet;
 use crate::shard::Shard;
 
 use super::{decode, Dispatch, RequestContext};
@@ -179,15 +181,17 @@ pub fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatch
             }
             first = false;
             budget = budget.saturating_sub(size);
-            let records = join_chunks(r.chunks);
+            // Cached batches stay in their own buffers: the response sends them gathered.
+            let records = RecordSet::from_chunks(r.chunks);
             if shard.probe.collects() {
                 if let Some(id) = topic_ids[r.slot.0] {
+                    let count = records_in_chunks(records.chunks());
                     shard.probe.fetched(
                         &skeleton[r.slot.0].topic,
                         id,
                         part_index,
                         records.len() as u64,
-                        crate::metrics::probe::records_in(&records),
+                        count,
                     );
                 }
             }
@@ -211,22 +215,9 @@ fn empty_partition() -> PartitionData {
         log_start_offset: -1,
         aborted_transactions: None,
         preferred_read_replica: -1,
-        records: Some(Bytes::new()),
+        records: Some(RecordSet::default()),
         ..Default::default()
     }
-}
-
-/// One buffer for the response field. Reads from disk come back as one chunk per read buffer
-/// (usually one: no copy); cache hits are one chunk per batch and are joined here.
-fn join_chunks(mut chunks: Vec<Bytes>) -> Bytes {
-    if chunks.len() == 1 {
-        return chunks.pop().unwrap_or_default();
-    }
-    let mut out = BytesMut::with_capacity(chunks.iter().map(|c| c.len()).sum());
-    for c in chunks {
-        out.extend_from_slice(&c);
-    }
-    out.freeze()
 }
 
 /// Reads every owner's partitions concurrently (the local shard's included, through the same
