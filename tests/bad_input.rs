@@ -48,7 +48,13 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// record: length varint | attributes i8 | timestampDelta varlong | offsetDelta varint
 ///         | keyLength varint, key | valueLength varint, value | headers count varint
 /// ```
-fn record_batch(records: &[(Option<&[u8]>, Option<&[u8]>)], base_timestamp_ms: i64) -> Vec<u8> {
+/// A record's key and value (either may be null).
+type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// A produce request's data for one topic: its name, then (partition, record batch) pairs.
+type TopicData<'a> = (&'a str, Vec<(i32, Vec<u8>)>);
+
+fn record_batch(records: &[KeyValue], base_timestamp_ms: i64) -> Vec<u8> {
     assert!(!records.is_empty());
     let mut body = Writer::new(); // attributes .. end
     body.i16(0) // attributes: no compression, CreateTime
@@ -90,7 +96,7 @@ const BATCH_CRC_AT: usize = 17;
 const BATCH_ATTRIBUTES_AT: usize = 21;
 
 /// Produce v3 body: transactional_id, acks, timeout_ms, [topic [partition, records]].
-fn produce_v3_body(acks: i16, topics: &[(&str, Vec<(i32, Vec<u8>)>)]) -> Vec<u8> {
+fn produce_v3_body(acks: i16, topics: &[TopicData]) -> Vec<u8> {
     let mut w = Writer::new();
     w.nullable_string(None)
         .i16(acks)
@@ -134,7 +140,7 @@ fn decode_produce_v3(body: &[u8]) -> HashMap<(String, i32), PartitionResult> {
 
 fn produce_v3(
     addr: std::net::SocketAddr,
-    topics: &[(&str, Vec<(i32, Vec<u8>)>)],
+    topics: &[TopicData],
 ) -> HashMap<(String, i32), PartitionResult> {
     let body = roundtrip(addr, API_PRODUCE, 3, &produce_v3_body(-1, topics));
     decode_produce_v3(&body)

@@ -166,7 +166,6 @@ fn produce_request(topic: &str, partition: i32, records: Bytes, acks: i16) -> Pr
                 records: Some(records),
             }],
         }],
-        ..Default::default()
     }
 }
 
@@ -1123,7 +1122,7 @@ fn pipelined_requests_are_answered_in_order() {
     let mut responded = 0;
     let mut i = 0;
     while responded < 20 {
-        let partition = (i % 2) as i32;
+        let partition = i % 2;
         match i % 6 {
             0 | 2 | 4 => {
                 // acks=-1 produce, alternating partitions (shards).

@@ -354,12 +354,12 @@ fn every_reset_offsets_mode_lands_on_the_right_offsets() {
     let producer = producer(&broker.bootstrap(), &[]);
     let mut recs = Vec::new();
     for i in 0..10 {
-        let mut r = Rec::value(format!("p0-{i}")).to_partition(0);
+        let mut r = Rec::value(format!("p0-{i}")).in_partition(0);
         r.timestamp_ms = Some(if i < 5 { hour_ago } else { now });
         recs.push(r);
     }
     for i in 0..6 {
-        recs.push(Rec::value(format!("p1-{i}")).to_partition(1));
+        recs.push(Rec::value(format!("p1-{i}")).in_partition(1));
     }
     produce_all(&producer, topic, &recs, Duration::from_secs(30));
     // The group reads everything once, so it has committed offsets (10 and 6).

@@ -502,7 +502,7 @@ fn produce_spread(
 ) -> BTreeSet<(i32, i64)> {
     let p = producer(&broker.bootstrap(), &[("acks", "all")]);
     let recs: Vec<Rec> = (0..per_partition * PARTITIONS as usize)
-        .map(|i| Rec::value(format!("{tag}-{i}")).to_partition(i as i32 % PARTITIONS))
+        .map(|i| Rec::value(format!("{tag}-{i}")).in_partition(i as i32 % PARTITIONS))
         .collect();
     let acked: BTreeSet<(i32, i64)> = produce_all(&p, topic, &recs, PRODUCE_TIMEOUT)
         .into_iter()
@@ -937,7 +937,7 @@ fn cooperative_sticky_moves_only_the_partitions_it_must() {
             let mut round = 0;
             while !stop.load(Ordering::SeqCst) {
                 let recs: Vec<Rec> = (0..PARTITIONS)
-                    .map(|part| Rec::value(format!("d2-{round}-{part}")).to_partition(part))
+                    .map(|part| Rec::value(format!("d2-{round}-{part}")).in_partition(part))
                     .collect();
                 acked.extend(produce_all(&p, &topic, &recs, PRODUCE_TIMEOUT));
                 round += 1;

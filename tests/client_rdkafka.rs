@@ -65,7 +65,7 @@ fn roundtrip_codec(codec: &str) {
     let recs: Vec<Rec> = (0..CODEC_RECORDS)
         .map(|i| {
             Rec::keyed(format!("k{i}"), payload(codec, i, 64 + i % 200))
-                .to_partition((i % CODEC_PARTITIONS as usize) as i32)
+                .in_partition((i % CODEC_PARTITIONS as usize) as i32)
         })
         .collect();
 
@@ -398,7 +398,7 @@ fn acks_0_1_all_produce_and_consume_back() {
     for acks in ["0", "1", "all"] {
         let topic = format!("acks-{acks}");
         let recs: Vec<Rec> = (0..N)
-            .map(|i| Rec::keyed(format!("{i}"), payload(&topic, i, 100)).to_partition(0))
+            .map(|i| Rec::keyed(format!("{i}"), payload(&topic, i, 100)).in_partition(0))
             .collect();
         let p = producer(&broker.bootstrap(), &[("acks", acks)]);
         let reports = try_produce_all(&p, &topic, &recs, PRODUCE_TIMEOUT);
@@ -447,7 +447,7 @@ fn idempotent_producer_no_duplicates_no_gaps() {
     let recs: Vec<Rec> = (0..N)
         .map(|i| {
             Rec::keyed(format!("{i}"), payload("idem", i, 80))
-                .to_partition((i % PARTITIONS as usize) as i32)
+                .in_partition((i % PARTITIONS as usize) as i32)
         })
         .collect();
     // Small batches and no linger so five requests per connection really are in flight.
@@ -520,7 +520,7 @@ fn restart_keeps_records_and_offsets_continue() {
     let partitions: Vec<i32> = (0..PARTITIONS).collect();
     let mut recs: Vec<Rec> = (0..N)
         .map(|i| {
-            Rec::keyed(format!("{i}"), payload("restart", i, 120)).to_partition((i % 3) as i32)
+            Rec::keyed(format!("{i}"), payload("restart", i, 120)).in_partition((i % 3) as i32)
         })
         .collect();
     let p = producer(
@@ -559,7 +559,7 @@ fn restart_keeps_records_and_offsets_continue() {
     // Producing continues at the next offset of every partition.
     let more: Vec<Rec> = (N..N + 300)
         .map(|i| {
-            Rec::keyed(format!("{i}"), payload("restart", i, 120)).to_partition((i % 3) as i32)
+            Rec::keyed(format!("{i}"), payload("restart", i, 120)).in_partition((i % 3) as i32)
         })
         .collect();
     let p = producer(&broker.bootstrap(), &[("acks", "all")]);
@@ -588,7 +588,7 @@ fn sigint_stops_cleanly_and_keeps_records() {
     let mut broker = broker_with_partitions(2);
     let topic = "sigint";
     let recs: Vec<Rec> = (0..500)
-        .map(|i| Rec::keyed(format!("{i}"), payload("sigint", i, 90)).to_partition((i % 2) as i32))
+        .map(|i| Rec::keyed(format!("{i}"), payload("sigint", i, 90)).in_partition((i % 2) as i32))
         .collect();
     let p = producer(&broker.bootstrap(), &[("acks", "all")]);
     let delivered = produce_all(&p, topic, &recs, PRODUCE_TIMEOUT);
@@ -699,7 +699,7 @@ fn kill9_under_acks_all_load_loses_no_acknowledged_record() {
             let hard_stop = Instant::now() + Duration::from_secs(120);
             while !stop.load(Ordering::SeqCst) && Instant::now() < hard_stop {
                 let rec = Rec::keyed(format!("{sent}"), payload("crash", sent, 150))
-                    .to_partition((sent % 4) as i32);
+                    .in_partition((sent % 4) as i32);
                 let id = p.context().reserve(1);
                 assert_eq!(id, sent);
                 send_one(&p, topic, &rec, id, hard_stop);
@@ -797,7 +797,7 @@ fn kill9_under_acks_all_load_loses_no_acknowledged_record() {
 
     // New records go after everything acknowledged before the crash.
     let more: Vec<Rec> = (0..PARTITIONS)
-        .map(|p| Rec::value(format!("after-crash-{p}")).to_partition(p))
+        .map(|p| Rec::value(format!("after-crash-{p}")).in_partition(p))
         .collect();
     let p = producer(&broker.bootstrap(), &[("acks", "all")]);
     let after = produce_all(&p, topic, &more, PRODUCE_TIMEOUT);
@@ -825,7 +825,7 @@ fn offsets_for_times_finds_records_inside_compressed_batches() {
     let t0: i64 = 1_750_000_000_000;
     let recs: Vec<Rec> = (0..200)
         .map(|i| {
-            let mut r = Rec::value(payload("times", i, 100)).to_partition(0);
+            let mut r = Rec::value(payload("times", i, 100)).in_partition(0);
             r.timestamp_ms = Some(t0 + 10 * i as i64);
             r
         })
@@ -893,7 +893,7 @@ fn log_append_time_is_stamped_by_the_broker() {
     let recs: Vec<Rec> = (0..50)
         .map(|i| {
             let mut r =
-                Rec::keyed(format!("k{i}"), payload("stamped", i, 80)).to_partition((i % 2) as i32);
+                Rec::keyed(format!("k{i}"), payload("stamped", i, 80)).in_partition((i % 2) as i32);
             r.timestamp_ms = Some(old_ts + i as i64);
             r
         })
@@ -954,7 +954,7 @@ fn group_commits_survive_restart_and_resume_from_committed() {
     let mut broker = broker_with_partitions(PARTITIONS);
     let topic = "committed";
     let recs: Vec<Rec> = (0..N)
-        .map(|i| Rec::value(format!("v{i}")).to_partition((i % 3) as i32))
+        .map(|i| Rec::value(format!("v{i}")).in_partition((i % 3) as i32))
         .collect();
     let p = producer(&broker.bootstrap(), &[("acks", "all")]);
     produce_all(&p, topic, &recs, PRODUCE_TIMEOUT);

@@ -141,7 +141,7 @@ fn recs_per_partition(tag: &str, partitions: i32, count: usize) -> Vec<Rec> {
     let mut out = Vec::new();
     for i in 0..count {
         for p in 0..partitions {
-            out.push(Rec::keyed(format!("k-{p}-{i}"), format!("{tag}-{p}-{i}")).to_partition(p));
+            out.push(Rec::keyed(format!("k-{p}-{i}"), format!("{tag}-{p}-{i}")).in_partition(p));
         }
     }
     out
@@ -905,7 +905,7 @@ fn send_offsets_to_transaction_commits_only_with_the_transaction() {
     init_txn(&broker, &tp, "transactional producer");
     let outputs = |tag: &str| -> Vec<Rec> {
         read.iter()
-            .map(|(p, _, v)| Rec::value(format!("{tag}-{v}")).to_partition(*p))
+            .map(|(p, _, v)| Rec::value(format!("{tag}-{v}")).in_partition(*p))
             .collect()
     };
 
@@ -1035,11 +1035,11 @@ fn transaction_timeout_aborts_a_stale_transaction() {
     init_txn(&broker, &stale, "producer with transaction.timeout.ms=2000");
     must(&broker, "begin_transaction", stale.begin_transaction());
     let r: Vec<Rec> = (0..5)
-        .map(|i| Rec::value(format!("stale-{i}")).to_partition(0))
+        .map(|i| Rec::value(format!("stale-{i}")).in_partition(0))
         .collect();
     let stale_at = deliver(&broker, &stale, topic, &r, "transactional produce");
     let plain = plain_producer(&broker);
-    let after = vec![Rec::value("after-stale").to_partition(0)];
+    let after = vec![Rec::value("after-stale").in_partition(0)];
     let after_at = deliver(&broker, &plain, topic, &after, "plain produce after");
     let stalled_at = Instant::now();
 
@@ -1081,7 +1081,7 @@ fn transaction_timeout_aborts_a_stale_transaction() {
         "new producer with the timed-out transactional id",
     );
     must(&broker, "begin_transaction", fresh.begin_transaction());
-    let r2 = vec![Rec::value("fresh").to_partition(0)];
+    let r2 = vec![Rec::value("fresh").in_partition(0)];
     let fresh_at = deliver(&broker, &fresh, topic, &r2, "transactional produce");
     must(
         &broker,
@@ -1498,7 +1498,7 @@ fn consume_transform_produce_survives_kill9_exactly_once() {
     let inputs: Vec<Rec> = (0..EOS_RECORDS)
         .map(|i| {
             Rec::keyed(format!("key-{i}"), format!("value-{i:06}"))
-                .to_partition((i % EOS_PARTITIONS as usize) as i32)
+                .in_partition((i % EOS_PARTITIONS as usize) as i32)
         })
         .collect();
     let p = plain_producer(&broker);

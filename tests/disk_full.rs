@@ -39,7 +39,7 @@ type Acked = BTreeMap<(i32, i64), Vec<u8>>;
 /// acknowledged ones and returns the error texts of the others.
 fn produce_round(p: &TestProducer, first: usize, n: usize, acked: &mut Acked) -> Vec<String> {
     let recs: Vec<Rec> = (first..first + n)
-        .map(|i| Rec::value(payload("full", i, VALUE_BYTES)).to_partition(i as i32 % PARTITIONS))
+        .map(|i| Rec::value(payload("full", i, VALUE_BYTES)).in_partition(i as i32 % PARTITIONS))
         .collect();
     let reports = try_produce_all(p, TOPIC, &recs, Duration::from_secs(60));
     let mut errors = Vec::new();

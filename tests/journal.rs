@@ -45,7 +45,7 @@ fn produce_rounds_to(broker: &Broker, rounds: usize, parts: &[i32]) -> Vec<(i32,
         let recs: Vec<Rec> = (0..200)
             .map(|i| {
                 Rec::value(format!("round {round} record {i} {}", "x".repeat(i % 50)))
-                    .to_partition(parts[i % parts.len()])
+                    .in_partition(parts[i % parts.len()])
             })
             .collect();
         let placed = produce_all(&producer, TOPIC, &recs, Duration::from_secs(30));
@@ -488,7 +488,7 @@ fn a_partition_left_offline_by_the_replay_is_not_reopened_by_a_metadata_change()
         &[("acks", "all"), ("message.timeout.ms", "5000")],
     );
     let recs: Vec<Rec> = (0..20)
-        .map(|i| Rec::value(format!("after the repair {i}")).to_partition(BAD))
+        .map(|i| Rec::value(format!("after the repair {i}")).in_partition(BAD))
         .collect();
     let reports = try_produce_all(&producer, TOPIC, &recs, Duration::from_secs(30));
     let accepted: Vec<(i32, i64, Vec<u8>)> = recs

@@ -408,7 +408,7 @@ fn counters_move_by_exactly_what_a_produce_load_wrote() {
     const N: usize = 3000;
     const VALUE_BYTES: usize = 300;
     let recs: Vec<Rec> = (0..N)
-        .map(|i| Rec::value(payload("m", i, VALUE_BYTES)).to_partition((i % 2) as i32))
+        .map(|i| Rec::value(payload("m", i, VALUE_BYTES)).in_partition((i % 2) as i32))
         .collect();
     let producer = producer(&broker.bootstrap(), &[("acks", "all"), ("linger.ms", "20")]);
     produce_all(&producer, topic, &recs, Duration::from_secs(60));
@@ -651,7 +651,7 @@ fn collection_off_keeps_request_counters_at_zero() {
     let topic = "unmetered";
     create_topic(broker.addr(), topic, 1);
     let recs: Vec<Rec> = (0..200)
-        .map(|i| Rec::value(payload("u", i, 100)).to_partition(0))
+        .map(|i| Rec::value(payload("u", i, 100)).in_partition(0))
         .collect();
     let producer = producer(&broker.bootstrap(), &[("acks", "all")]);
     produce_all(&producer, topic, &recs, Duration::from_secs(60));

@@ -50,7 +50,7 @@ fn send_each(p: &TestProducer, values: &[String]) -> Vec<i64> {
     values
         .iter()
         .map(|v| {
-            let rec = Rec::value(v.clone().into_bytes()).to_partition(0);
+            let rec = Rec::value(v.clone().into_bytes()).in_partition(0);
             let out = produce_all(p, TOPIC, &[rec], Duration::from_secs(30));
             assert_eq!(out[0].0, 0);
             out[0].1

@@ -309,7 +309,7 @@ fn slow_consumer(addr: std::net::SocketAddr, topic: &str, n: i32, max_bytes: i32
 fn fill_topic(bootstrap: &str, topic: &str, bytes: usize) {
     let p = producer(bootstrap, &[("acks", "all"), ("linger.ms", "20")]);
     let recs: Vec<Rec> = (0..bytes / 65536)
-        .map(|i| Rec::value(payload(topic, i, 65536)).to_partition(0))
+        .map(|i| Rec::value(payload(topic, i, 65536)).in_partition(0))
         .collect();
     produce_all(&p, topic, &recs, Duration::from_secs(60));
 }
@@ -850,7 +850,7 @@ fn requests_beyond_queued_max_request_bytes_wait_for_room_and_all_land() {
                         // Every 100th record is 1.5 MiB, the rest 16 KiB.
                         let len = if i % 100 == 99 { 3 << 19 } else { 16 << 10 };
                         Rec::value(payload("queued", t * PER_PRODUCER + i, len))
-                            .to_partition((i % 4) as i32)
+                            .in_partition((i % 4) as i32)
                     })
                     .collect();
                 produce_all(&p, "queued", &recs, Duration::from_secs(120));
@@ -883,7 +883,7 @@ fn requests_beyond_queued_max_request_bytes_wait_for_room_and_all_land() {
     // A 1.5 MiB frame takes the whole budget (capped at it): the bound was reached, and
     // never passed.
     assert!(
-        peaks.iter().any(|&p| p == QUEUED_MAX as f64),
+        peaks.contains(&(QUEUED_MAX as f64)),
         "no shard's budget was ever full: {peaks:?}"
     );
     assert!(
@@ -922,7 +922,7 @@ fn a_produce_gives_back_its_request_bytes_once_written_not_once_durable() {
             let p = producer(&bootstrap, &[("acks", "all"), ("linger.ms", "50")]);
             let sent = Instant::now();
             let recs: Vec<Rec> = (0..2)
-                .map(|i| Rec::value(payload("early", i, 300 << 10)).to_partition(i as i32))
+                .map(|i| Rec::value(payload("early", i, 300 << 10)).in_partition(i as i32))
                 .collect();
             let got = produce_all(&p, "early", &recs, Duration::from_secs(30));
             answered.store(true, Ordering::SeqCst);
@@ -1076,7 +1076,7 @@ fn resident_before_and_after_filling_the_cache(pretouch: bool) -> (u64, u64, Str
     let recs: Vec<Rec> = (0..(PRETOUCH_CACHE_BYTES * 3 / 2) / record_bytes as u64)
         .map(|i| {
             Rec::value(payload("fill", i as usize, record_bytes))
-                .to_partition(i as i32 % PRETOUCH_PARTITIONS)
+                .in_partition(i as i32 % PRETOUCH_PARTITIONS)
         })
         .collect();
     produce_all(&p, "fill", &recs, Duration::from_secs(60));

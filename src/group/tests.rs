@@ -774,7 +774,7 @@ fn heartbeat_answers_by_state() {
         Ok(()),
         "CompletingRebalance accepts heartbeats"
     );
-    h.complete_sync(&[id.clone()], &id);
+    h.complete_sync(std::slice::from_ref(&id), &id);
     assert_eq!(h.heartbeat(&id, 1), Ok(()));
     assert_eq!(h.heartbeat(&id, 0), Err(GroupError::IllegalGeneration));
     assert_eq!(h.heartbeat(&id, 2), Err(GroupError::IllegalGeneration));
@@ -1248,7 +1248,7 @@ fn static_member_replaced_with_a_protocol_change_rebalances() {
     ));
     h.advance(FIRST_REBALANCE_MS);
     let id = h.join_response(s).expect("s").member_id;
-    h.complete_sync(&[id.clone()], &id);
+    h.complete_sync(std::slice::from_ref(&id), &id);
     let join = h.join(static_req(
         "s",
         "",
@@ -1378,7 +1378,7 @@ fn commit_validation_follows_kafka() {
         Err(GroupError::RebalanceInProgress),
         "CompletingRebalance"
     );
-    h.complete_sync(&[id.clone()], &id);
+    h.complete_sync(std::slice::from_ref(&id), &id);
     assert_eq!(h.commit(&id, None, 1), Ok(()));
     assert_eq!(
         h.commit(&id, None, 0),

@@ -1054,8 +1054,8 @@ fn a_read_ahead_ends_at_a_batch_start() {
         let (pos, max) = (starts[2], 20_000usize);
         let last_start = *starts
             .iter()
-            .filter(|&&p| p <= pos + max as u64)
-            .last()
+            .rev()
+            .find(|&&p| p <= pos + max as u64)
             .unwrap();
         let n = log.whole_batches_within(0, pos, max).unwrap();
         assert_eq!(n as u64, last_start - pos);

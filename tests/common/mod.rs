@@ -572,7 +572,7 @@ impl Rec {
         }
     }
 
-    pub fn to_partition(mut self, partition: i32) -> Rec {
+    pub fn in_partition(mut self, partition: i32) -> Rec {
         self.partition = Some(partition);
         self
     }
