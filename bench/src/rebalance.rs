@@ -474,10 +474,8 @@ async fn consume_assignment(
                         continue;
                     }
                     hw.insert(p, pd.high_watermark);
-                    let (Some(records), Some(from)) = (
-                        pd.records.as_ref().map(|r| r.to_bytes()),
-                        pos.get(&p).copied(),
-                    ) else {
+                    let (Some(records), Some(from)) = (pd.record_bytes(), pos.get(&p).copied())
+                    else {
                         continue;
                     };
                     let consumed = &mut res.consumed;

@@ -1262,10 +1262,9 @@ async fn consume_assignment(
                         continue;
                     }
                     hw.insert((t, p), pd.high_watermark);
-                    let (Some(records), Some(from)) = (
-                        pd.records.as_ref().map(|r| r.to_bytes()),
-                        pos.get(&(t, p)).copied(),
-                    ) else {
+                    let (Some(records), Some(from)) =
+                        (pd.record_bytes(), pos.get(&(t, p)).copied())
+                    else {
                         continue;
                     };
                     let Some(mark) = shared.read_mark[t].get(p as usize) else {
@@ -1609,7 +1608,7 @@ async fn read_compacted(layout: &TopicLayout, deadline: Duration) -> Result<Fina
                 if pd.error_code != 0 {
                     return Err(format!("fetch p{p}: {}", ErrorCode(pd.error_code)));
                 }
-                let Some(records) = pd.records.as_ref().map(|r| r.to_bytes()) else {
+                let Some(records) = pd.record_bytes() else {
                     continue;
                 };
                 let from = at;

@@ -415,10 +415,10 @@ fn fetch(
                         ))
                     }
                 }
-                let Some(records) = pd.records.as_ref() else {
+                let Some(records) = pd.record_bytes() else {
                     continue;
                 };
-                let (recs, next) = decode_record_set(p, &records.to_bytes(), from)?;
+                let (recs, next) = decode_record_set(p, &records, from)?;
                 out.extend(recs);
                 if let Some(n) = next {
                     // Past batches without a printed record (control batches, skipped

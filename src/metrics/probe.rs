@@ -434,15 +434,10 @@ fn add(cell: &Cell<u64>, n: u64) {
     cell.set(cell.get().wrapping_add(n));
 }
 
-/// Records in the v2 batches of `data` (read from each batch header, nothing decompressed);
-/// stops at anything that is not a whole v2 batch.
-pub fn records_in(data: &[u8]) -> u64 {
-    records_in_chunks(&[data])
-}
-
-/// [`records_in`] over data given as consecutive buffers, where a batch may span several (the
-/// batch cache keeps a batch's rewritten header apart from the rest of it).
-pub fn records_in_chunks<B: AsRef<[u8]>>(chunks: &[B]) -> u64 {
+/// Records in the v2 batches of `chunks`, consecutive buffers where a batch may span several
+/// (the batch cache keeps a batch's rewritten header apart from the rest of it). Read from each
+/// batch header, nothing decompressed; stops at anything that is not a whole v2 batch.
+pub fn records_in<B: AsRef<[u8]>>(chunks: &[B]) -> u64 {
     use crate::protocol::record_batch::{
         BATCH_HEADER_LEN, BATCH_LENGTH_AT, LOG_OVERHEAD, MAGIC_AT, MAGIC_V2, RECORDS_COUNT_AT,
     };
@@ -621,15 +616,15 @@ mod tests {
         };
         let mut data = batch(3, 10);
         data.extend(batch(5, 0));
-        assert_eq!(records_in(&data), 8);
+        assert_eq!(records_in(&[&data]), 8);
         // A torn last batch is not counted.
         let mut torn = data.clone();
         torn.extend(&batch(7, 20)[..40]);
-        assert_eq!(records_in(&torn), 8);
-        assert_eq!(records_in(&[]), 0);
+        assert_eq!(records_in(&[&torn]), 8);
+        assert_eq!(records_in::<&[u8]>(&[]), 0);
         let mut bad_magic = batch(1, 0);
         bad_magic[16] = 1;
-        assert_eq!(records_in(&bad_magic), 0);
+        assert_eq!(records_in(&[&bad_magic]), 0);
         // Split anywhere, headers included (the cache keeps a rewritten header apart), the
         // count is the same; and a torn tail still is not counted.
         for cut in [
@@ -640,11 +635,11 @@ mod tests {
             data.len() - 1,
         ] {
             let (a, b) = data.split_at(cut);
-            assert_eq!(records_in_chunks(&[a, b]), 8, "cut at {cut}");
+            assert_eq!(records_in(&[a, b]), 8, "cut at {cut}");
             let three = [&data[..1], &data[1..cut.max(2)], &data[cut.max(2)..]];
-            assert_eq!(records_in_chunks(&three), 8, "cut at 1 and {cut}");
+            assert_eq!(records_in(&three), 8, "cut at 1 and {cut}");
         }
         let (a, b) = torn.split_at(BATCH_HEADER_LEN + 5);
-        assert_eq!(records_in_chunks(&[a, b, &[][..]]), 8);
+        assert_eq!(records_in(&[a, b, &[][..]]), 8);
     }
 }

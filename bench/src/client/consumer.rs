@@ -174,7 +174,7 @@ pub async fn run_consumer(
                 continue;
             }
             at.hw.insert(p, pd.high_watermark);
-            let Some(records) = pd.records.as_ref().map(|r| r.to_bytes()) else {
+            let Some(records) = pd.record_bytes() else {
                 continue;
             };
             match next_fetch_offset(&records) {
@@ -208,7 +208,7 @@ pub async fn run_consumer(
             if pd.error_code != 0 || unframed.contains(&p) {
                 continue; // counted above
             }
-            let Some(records) = pd.records.as_ref().map(|r| r.to_bytes()) else {
+            let Some(records) = pd.record_bytes() else {
                 continue;
             };
             let Some(from) = fetch.offsets.get(&p).copied() else {

@@ -85,3 +85,12 @@ crate::message! {
         first_offset: i64 = "4+";
     }
 }
+
+impl PartitionData {
+    /// The record data as one buffer (a decoded response has exactly one: no copy).
+    pub fn record_bytes(&self) -> Option<bytes::Bytes> {
+        self.records
+            .as_ref()
+            .map(crate::protocol::RecordSet::to_bytes)
+    }
+}

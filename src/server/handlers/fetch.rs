@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::metrics::probe::records_in_chunks;
+use crate::metrics::probe::records_in;
 use crate::protocol::error::ErrorCode;
 use crate::protocol::messages::{
     AbortedTransaction, FetchRequest, FetchResponse, FetchableTopicResponse, PartitionData,
@@ -185,7 +185,7 @@ pub fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Dispatch
             let records = RecordSet::from_chunks(r.chunks);
             if shard.probe.collects() {
                 if let Some(id) = topic_ids[r.slot.0] {
-                    let count = records_in_chunks(records.chunks());
+                    let count = records_in(records.chunks());
                     shard.probe.fetched(
                         &skeleton[r.slot.0].topic,
                         id,
