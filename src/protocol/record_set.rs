@@ -13,24 +13,23 @@ use bytes::{Bytes, BytesMut};
 #[derive(Debug, Clone, Default)]
 pub struct RecordSet {
     chunks: Vec<Bytes>,
-    len: usize,
 }
 
 impl RecordSet {
     /// The buffers in order; empty ones are left out.
     pub fn from_chunks(chunks: Vec<Bytes>) -> RecordSet {
-        let chunks: Vec<Bytes> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
-        let len = chunks.iter().map(|c| c.len()).sum();
-        RecordSet { chunks, len }
+        RecordSet {
+            chunks: chunks.into_iter().filter(|c| !c.is_empty()).collect(),
+        }
     }
 
     /// Total bytes.
     pub fn len(&self) -> usize {
-        self.len
+        self.chunks.iter().map(|c| c.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.chunks.is_empty()
     }
 
     /// The buffers, in order, none empty.
@@ -44,7 +43,7 @@ impl RecordSet {
             [] => Bytes::new(),
             [one] => one.clone(),
             many => {
-                let mut out = BytesMut::with_capacity(self.len);
+                let mut out = BytesMut::with_capacity(self.len());
                 for c in many {
                     out.extend_from_slice(c);
                 }
@@ -60,15 +59,9 @@ impl From<Bytes> for RecordSet {
     }
 }
 
-impl From<Vec<u8>> for RecordSet {
-    fn from(v: Vec<u8>) -> RecordSet {
-        RecordSet::from(Bytes::from(v))
-    }
-}
-
 impl PartialEq for RecordSet {
     fn eq(&self, other: &RecordSet) -> bool {
-        self.len == other.len
+        self.len() == other.len()
             && self
                 .chunks
                 .iter()
