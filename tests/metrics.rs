@@ -461,6 +461,28 @@ fn counters_move_by_exactly_what_a_produce_load_wrote() {
     // acks=all: every produce waited for an fdatasync round.
     assert!(delta("odradek_fsync_duration_seconds_count", &[]) >= 1.0);
     assert!(delta("odradek_group_commit_rounds_total", &[]) >= 1.0);
+    // Every round is also timed (both are counted at the round's end, read together).
+    let round = "odradek_group_commit_round_duration_seconds";
+    assert_eq!(
+        after.sum(&format!("{round}_count"), &[]),
+        after.sum("odradek_group_commit_rounds_total", &[])
+    );
+    assert!(delta(&format!("{round}_sum"), &[]) > 0.0);
+    // ... and every acks=all request waited for one, inside its own duration.
+    let wait = "odradek_produce_durable_wait_seconds";
+    let waits = delta(&format!("{wait}_count"), &[]);
+    assert!(waits >= 1.0);
+    assert!(delta(&format!("{wait}_sum"), &[]) > 0.0);
+    let shards = after.series["odradek_connections_open"].len() as f64;
+    assert!(
+        waits
+            <= shards
+                * delta(
+                    "odradek_request_duration_seconds_count",
+                    &[("api", "Produce")]
+                ),
+        "{waits} durable waits: at most one per produce request and owning shard"
+    );
     assert!(delta("odradek_io_file_writes_total", &[]) >= 1.0);
     let produce = [("api", "Produce")];
     assert!(delta("odradek_request_duration_seconds_count", &produce) >= 1.0);
@@ -552,6 +574,33 @@ fn counters_move_by_exactly_what_a_produce_load_wrote() {
     assert_eq!(
         lagging.get("odradek_consumer_group_lag", &labels),
         Some((N / 2 - 1000) as f64)
+    );
+
+    // acks=0 appends wait for nothing: produce counters grow, durable waits do not.
+    const UNACKED: usize = 500;
+    let before_acks0 = scrape(maddr);
+    let unacked: Vec<Rec> = (0..UNACKED)
+        .map(|i| Rec::value(payload("z", i, VALUE_BYTES)).in_partition((i % 2) as i32))
+        .collect();
+    let acks0 = common::producer(&broker.bootstrap(), &[("acks", "0")]);
+    produce_all(&acks0, topic, &unacked, Duration::from_secs(60));
+    let records = |s: &Samples| s.sum("odradek_produce_records_total", &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after_acks0 = loop {
+        let s = scrape(maddr);
+        if records(&s) - records(&before_acks0) >= UNACKED as f64 || Instant::now() > deadline {
+            break s;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        records(&after_acks0) - records(&before_acks0),
+        UNACKED as f64
+    );
+    let wait_count = format!("{wait}_count");
+    assert_eq!(
+        after_acks0.sum(&wait_count, &[]),
+        before_acks0.sum(&wait_count, &[])
     );
 }
 
@@ -663,6 +712,15 @@ fn collection_off_keeps_request_counters_at_zero() {
         .series
         .contains_key("odradek_request_duration_seconds_count"));
     assert_eq!(s.sum("odradek_fsync_duration_seconds_count", &[]), 0.0);
+    assert_eq!(
+        s.sum("odradek_group_commit_round_duration_seconds_count", &[]),
+        0.0
+    );
+    assert_eq!(
+        s.sum("odradek_produce_durable_wait_seconds_count", &[]),
+        0.0
+    );
+    assert!(s.sum("odradek_group_commit_rounds_total", &[]) >= 1.0);
     // What is read from the partitions at scrape time is still there.
     assert_eq!(s.sum("odradek_log_end_offset", &[("topic", topic)]), 200.0);
     assert!(s.sum("odradek_connections_accepted_total", &[]) >= 1.0);

@@ -154,6 +154,11 @@ pub struct ShardProbe {
     fsync: RefCell<LatencyHistogram>,
     fsyncs_in_flight: Cell<u64>,
     commit_rounds: Cell<u64>,
+    /// Each group-commit round, from taking the dirty set to completing.
+    commit_round: RefCell<LatencyHistogram>,
+    /// Each produce that waits for durability, from its append to the end of the round that
+    /// covers it (per request and owning shard).
+    durable_wait: RefCell<LatencyHistogram>,
     journal: Cell<JournalTotals>,
     /// glommio's I/O counters reset when read; their running totals.
     io: Cell<IoTotals>,
@@ -190,6 +195,8 @@ impl ShardProbe {
             fsync: RefCell::new(LatencyHistogram::default()),
             fsyncs_in_flight: Cell::new(0),
             commit_rounds: Cell::new(0),
+            commit_round: RefCell::new(LatencyHistogram::default()),
+            durable_wait: RefCell::new(LatencyHistogram::default()),
             journal: Cell::new(JournalTotals::default()),
             io: Cell::new(IoTotals::default()),
         }
@@ -328,9 +335,31 @@ impl ShardProbe {
         }
     }
 
-    /// A group-commit round completed.
-    pub fn commit_round_done(&self) {
+    /// A group-commit round takes its dirty set; the returned clock goes to
+    /// [`ShardProbe::commit_round_done`].
+    pub fn commit_round_started(&self) -> Option<Instant> {
+        self.collect.then(Instant::now)
+    }
+
+    /// A group-commit round completed (every append it covers is durable).
+    pub fn commit_round_done(&self, started: Option<Instant>) {
         add(&self.commit_rounds, 1);
+        if let Some(started) = started {
+            self.commit_round.borrow_mut().record(started.elapsed());
+        }
+    }
+
+    /// A produce appended and now waits for its round; the returned clock goes to
+    /// [`ShardProbe::durable_wait_done`].
+    pub fn durable_wait_started(&self) -> Option<Instant> {
+        self.collect.then(Instant::now)
+    }
+
+    /// The round covering that produce completed.
+    pub fn durable_wait_done(&self, started: Option<Instant>) {
+        if let Some(started) = started {
+            self.durable_wait.borrow_mut().record(started.elapsed());
+        }
     }
 
     /// A journal entry covering `partitions` partitions became durable.
@@ -401,6 +430,14 @@ impl ShardProbe {
 
     pub fn fsync_histogram(&self) -> HistogramSnapshot {
         self.fsync.borrow().snapshot()
+    }
+
+    pub fn commit_round_histogram(&self) -> HistogramSnapshot {
+        self.commit_round.borrow().snapshot()
+    }
+
+    pub fn durable_wait_histogram(&self) -> HistogramSnapshot {
+        self.durable_wait.borrow().snapshot()
     }
 
     pub fn fsyncs_in_flight(&self) -> u64 {
@@ -570,6 +607,13 @@ mod tests {
         assert_eq!(p.fsyncs_in_flight(), 1);
         p.fsync_done(f);
         assert_eq!(p.fsyncs_in_flight(), 0);
+        let r = p.commit_round_started();
+        p.commit_round_done(r);
+        assert_eq!(p.commit_rounds(), 1, "rounds are counted either way");
+        let w = p.durable_wait_started();
+        p.durable_wait_done(w);
+        assert_eq!(p.commit_round_histogram().count, 0);
+        assert_eq!(p.durable_wait_histogram().count, 0);
         assert!(p.request_histograms().is_empty());
         assert_eq!(p.data_totals(), [0; 4]);
         assert_eq!(p.network_bytes(), (0, 0));

@@ -425,6 +425,26 @@ pub fn render(info: &ProcessInfo, shards: &[ShardSnapshot]) -> String {
             let shard = s.shard.to_string();
             o.histogram(name, &[("shard", &shard)], &s.fsync);
         }
+        let name = "odradek_group_commit_round_duration_seconds";
+        o.family(
+            name,
+            "histogram",
+            "Group-commit rounds, from taking the dirty partitions to every append they cover being durable (writes, then fdatasyncs).",
+        );
+        for s in &shards {
+            let shard = s.shard.to_string();
+            o.histogram(name, &[("shard", &shard)], &s.commit_round);
+        }
+        let name = "odradek_produce_durable_wait_seconds";
+        o.family(
+            name,
+            "histogram",
+            "Produce requests waiting for durability (acks=all), from the append to the end of the group-commit round covering it; one sample per request and owning shard.",
+        );
+        for s in &shards {
+            let shard = s.shard.to_string();
+            o.histogram(name, &[("shard", &shard)], &s.durable_wait);
+        }
     }
     o.per_shard(
         &shards,
@@ -697,6 +717,8 @@ mod tests {
                 produce_records: 12,
                 requests: vec![("Produce".into(), hist(&[100, 2_000, 3_000]))],
                 fsync: hist(&[1_500]),
+                commit_round: hist(&[2_000, 3_000]),
+                durable_wait: hist(&[5_000]),
                 partitions: vec![part("t", 0, 100)],
                 partition_counters: vec![("t".into(), 0, counters(100))],
                 mailbox_sent: vec![0, 4],
@@ -873,6 +895,25 @@ mod tests {
                 &format!("{base}_bucket{{shard=\"0\",api=\"Produce\",le=\"+Inf\"}}")
             ),
             Some("3".into())
+        );
+        // The group commit's rounds and the produce waits for them, per shard.
+        let round = "odradek_group_commit_round_duration_seconds";
+        assert_eq!(
+            value(&text, &format!("{round}_count{{shard=\"0\"}}")),
+            Some("2".into())
+        );
+        assert_eq!(
+            value(&text, &format!("{round}_sum{{shard=\"0\"}}")),
+            Some("0.005".into())
+        );
+        let wait = "odradek_produce_durable_wait_seconds";
+        assert_eq!(
+            value(&text, &format!("{wait}_count{{shard=\"0\"}}")),
+            Some("1".into())
+        );
+        assert_eq!(
+            value(&text, &format!("{wait}_count{{shard=\"1\"}}")),
+            Some("0".into())
         );
     }
 

@@ -50,6 +50,10 @@ pub struct ShardSnapshot {
     pub requests: Vec<(String, HistogramSnapshot)>,
     pub fsync: HistogramSnapshot,
     pub fsyncs_in_flight: u64,
+    /// Group-commit rounds, start to completion.
+    pub commit_round: HistogramSnapshot,
+    /// Produce appends waiting for their round (see `ShardProbe::durable_wait_done`).
+    pub durable_wait: HistogramSnapshot,
     /// `queued.max.request.bytes`: request bytes held now and at most since start (0 when
     /// unbounded).
     pub queued_request_bytes: u64,
@@ -124,6 +128,8 @@ pub fn take(shard: &Shard) -> ShardSnapshot {
         requests,
         fsync: probe.fsync_histogram(),
         fsyncs_in_flight: probe.fsyncs_in_flight(),
+        commit_round: probe.commit_round_histogram(),
+        durable_wait: probe.durable_wait_histogram(),
         queued_request_bytes: shard.request_budget.as_ref().map_or(0, |b| b.held()),
         queued_request_bytes_peak: shard.request_budget.as_ref().map_or(0, |b| b.peak()),
         commit_rounds: probe.commit_rounds(),

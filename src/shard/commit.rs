@@ -178,6 +178,7 @@ impl GroupCommit {
                 }
                 other => other,
             };
+            let clock = self.probe.commit_round_started();
             let (round, batch) = self.take_round();
             let (plan, ()) = futures::join!(self.write_half(round, &batch), async {
                 if let Some((sync, _)) = previous {
@@ -186,7 +187,7 @@ impl GroupCommit {
             });
             // Journaled partitions share one fdatasync: only the others count here.
             let n = plan.per_file.len();
-            syncing = Some((Box::pin(self.durable_half(round, batch, plan)), n));
+            syncing = Some((Box::pin(self.durable_half(round, batch, plan, clock)), n));
         }
     }
 
@@ -196,9 +197,10 @@ impl GroupCommit {
         if self.dirty.borrow().is_empty() {
             return;
         }
+        let clock = self.probe.commit_round_started();
         let (round, batch) = self.take_round();
         let plan = self.write_half(round, &batch).await;
-        self.durable_half(round, batch, plan).await;
+        self.durable_half(round, batch, plan, clock).await;
     }
 
     /// Starts a round: takes the dirty set and numbers it. Every earlier round's writes have
@@ -235,8 +237,15 @@ impl GroupCommit {
         plan
     }
 
-    /// Makes what the round wrote durable (fdatasyncs), then completes it.
-    async fn durable_half(&self, round: u64, batch: Vec<Rc<Partition>>, plan: RoundPlan) {
+    /// Makes what the round wrote durable (fdatasyncs), then completes it. `clock`: when the
+    /// round took its dirty set (for the round-length histogram).
+    async fn durable_half(
+        &self,
+        round: u64,
+        batch: Vec<Rc<Partition>>,
+        plan: RoundPlan,
+        clock: Option<std::time::Instant>,
+    ) {
         let syncs = plan.per_file.into_iter().map(|(p, t)| async move {
             let clock = self.probe.fsync_started();
             p.flush_sync(t).await;
@@ -253,7 +262,7 @@ impl GroupCommit {
         futures::join!(crate::io::join::join_all(syncs), journaled);
         crate::crash_points::hit("commit_fsync_after");
         self.pacer.foreground_sync(started.elapsed());
-        self.probe.commit_round_done();
+        self.probe.commit_round_done(clock);
         self.completed.set(round);
         self.done.notify_all();
         for p in &batch {

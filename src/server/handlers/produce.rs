@@ -427,9 +427,13 @@ fn append_on_owner(
         }
     }
     let s = s.clone();
+    let clock = (wait && !pending.is_empty())
+        .then(|| s.probe.durable_wait_started())
+        .flatten();
     let results = async move {
         if wait && !pending.is_empty() {
             s.commit.wait_round(round).await;
+            s.probe.durable_wait_done(clock);
             for (i, p, last_offset) in pending {
                 if p.log.high_watermark() <= last_offset {
                     // The flush round did not cover it: the disk failed under this partition.
