@@ -32,7 +32,12 @@ pub const READ_BUFFER: usize = 64 * 1024;
 /// The read buffer a connection starts with, until its traffic needs [`READ_BUFFER`].
 pub const FIRST_READ_BUFFER: usize = 1024;
 /// First allocation for a frame larger than the read buffer (see [`FrameReader::start_large`]).
-pub const LARGE_FRAME_STEP: usize = 1 << 20;
+/// Producers fill a request with up to `max.request.size` of batches (1 MiB by default in
+/// Kafka's clients and in odradek-bench) and add the request's own fields on top, so a full
+/// request is a little over 1 MiB: with a first step of exactly 1 MiB, nearly every one of them
+/// was reallocated and its first megabyte copied once more (9% of the shard's CPU under W5,
+/// `perf/2026-12-06-w5-on-xeon.md`). 2 MiB covers them.
+pub const LARGE_FRAME_STEP: usize = 2 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
