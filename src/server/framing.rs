@@ -35,7 +35,7 @@ pub const FIRST_READ_BUFFER: usize = 1024;
 /// Producers fill a request with up to `max.request.size` of batches (1 MiB by default in
 /// Kafka's clients and in odradek-bench) and add the request's own fields on top, so a full
 /// request is a little over 1 MiB: with a first step of exactly 1 MiB, nearly every one of them
-/// was reallocated and its first megabyte copied once more (9% of the shard's CPU under W5,
+/// was reallocated and its first megabyte copied once more (9% of the broker's samples under W5,
 /// `perf/2026-12-06-w5-on-xeon.md`). 2 MiB covers them.
 pub const LARGE_FRAME_STEP: usize = 2 << 20;
 
