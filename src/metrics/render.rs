@@ -78,6 +78,24 @@ impl Out {
         }
     }
 
+    /// A latency histogram per shard, as one family.
+    fn per_shard_histogram(
+        &mut self,
+        shards: &[ShardSnapshot],
+        name: &str,
+        help: &str,
+        histogram: impl Fn(&ShardSnapshot) -> &HistogramSnapshot,
+    ) {
+        if shards.is_empty() {
+            return;
+        }
+        self.family(name, "histogram", help);
+        for s in shards {
+            let shard = s.shard.to_string();
+            self.histogram(name, &[("shard", &shard)], histogram(s));
+        }
+    }
+
     fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &HistogramSnapshot) {
         let bucket = format!("{name}_bucket");
         let mut with_le: Vec<(&str, &str)> = labels.to_vec();
@@ -414,38 +432,24 @@ pub fn render(info: &ProcessInfo, shards: &[ShardSnapshot]) -> String {
     );
 
     // Group commit and fdatasync.
-    if !shards.is_empty() {
-        let name = "odradek_fsync_duration_seconds";
-        o.family(
-            name,
-            "histogram",
-            "Group-commit fdatasync latency, one sample per dirty partition per round (_count is the number of fdatasyncs).",
-        );
-        for s in &shards {
-            let shard = s.shard.to_string();
-            o.histogram(name, &[("shard", &shard)], &s.fsync);
-        }
-        let name = "odradek_group_commit_round_duration_seconds";
-        o.family(
-            name,
-            "histogram",
-            "Group-commit rounds, from taking the dirty partitions to every append they cover being durable (writes, then fdatasyncs).",
-        );
-        for s in &shards {
-            let shard = s.shard.to_string();
-            o.histogram(name, &[("shard", &shard)], &s.commit_round);
-        }
-        let name = "odradek_produce_durable_wait_seconds";
-        o.family(
-            name,
-            "histogram",
-            "Produce requests waiting for durability (acks=all), from the append to the end of the group-commit round covering it; one sample per request and owning shard.",
-        );
-        for s in &shards {
-            let shard = s.shard.to_string();
-            o.histogram(name, &[("shard", &shard)], &s.durable_wait);
-        }
-    }
+    o.per_shard_histogram(
+        &shards,
+        "odradek_fsync_duration_seconds",
+        "Group-commit fdatasync latency, one sample per dirty partition per round (_count is the number of fdatasyncs).",
+        |s| &s.fsync,
+    );
+    o.per_shard_histogram(
+        &shards,
+        "odradek_group_commit_round_duration_seconds",
+        "Group-commit rounds, from taking the dirty partitions to every append they cover being durable (writes, then fdatasyncs).",
+        |s| &s.commit_round,
+    );
+    o.per_shard_histogram(
+        &shards,
+        "odradek_produce_durable_wait_seconds",
+        "Produce requests waiting for durability (acks=all), from the append to the end of the group-commit round covering it; one sample per request and owning shard.",
+        |s| &s.durable_wait,
+    );
     o.per_shard(
         &shards,
         "odradek_fsyncs_in_flight",
