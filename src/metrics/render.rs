@@ -902,23 +902,15 @@ mod tests {
         );
         // The group commit's rounds and the produce waits for them, per shard.
         let round = "odradek_group_commit_round_duration_seconds";
-        assert_eq!(
-            value(&text, &format!("{round}_count{{shard=\"0\"}}")),
-            Some("2".into())
-        );
-        assert_eq!(
-            value(&text, &format!("{round}_sum{{shard=\"0\"}}")),
-            Some("0.005".into())
-        );
         let wait = "odradek_produce_durable_wait_seconds";
-        assert_eq!(
-            value(&text, &format!("{wait}_count{{shard=\"0\"}}")),
-            Some("1".into())
-        );
-        assert_eq!(
-            value(&text, &format!("{wait}_count{{shard=\"1\"}}")),
-            Some("0".into())
-        );
+        for (series, want) in [
+            (format!("{round}_count{{shard=\"0\"}}"), "2"),
+            (format!("{round}_sum{{shard=\"0\"}}"), "0.005"),
+            (format!("{wait}_count{{shard=\"0\"}}"), "1"),
+            (format!("{wait}_count{{shard=\"1\"}}"), "0"),
+        ] {
+            assert_eq!(value(&text, &series).as_deref(), Some(want), "{series}");
+        }
     }
 
     #[test]
