@@ -206,8 +206,9 @@ impl ShardProbe {
         self.collect
     }
 
-    /// The start of a request's clock (`None` when not collecting).
-    pub fn request_started(&self) -> Option<Instant> {
+    /// The start of a clock for one of the `*_done` calls that time something (a request, a
+    /// commit round, a durable wait); `None` when not collecting.
+    pub fn clock(&self) -> Option<Instant> {
         self.collect.then(Instant::now)
     }
 
@@ -324,42 +325,26 @@ impl ShardProbe {
     /// [`ShardProbe::fsync_done`].
     pub fn fsync_started(&self) -> Option<Instant> {
         self.fsyncs_in_flight.set(self.fsyncs_in_flight.get() + 1);
-        self.collect.then(Instant::now)
+        self.clock()
     }
 
     pub fn fsync_done(&self, started: Option<Instant>) {
         self.fsyncs_in_flight
             .set(self.fsyncs_in_flight.get().saturating_sub(1));
-        if let Some(started) = started {
-            self.fsync.borrow_mut().record(started.elapsed());
-        }
+        record_since(&self.fsync, started);
     }
 
-    /// A group-commit round takes its dirty set; the returned clock goes to
-    /// [`ShardProbe::commit_round_done`].
-    pub fn commit_round_started(&self) -> Option<Instant> {
-        self.collect.then(Instant::now)
-    }
-
-    /// A group-commit round completed (every append it covers is durable).
+    /// A group-commit round completed (every append it covers is durable); `started` is the
+    /// [`ShardProbe::clock`] taken when it took its dirty set.
     pub fn commit_round_done(&self, started: Option<Instant>) {
         add(&self.commit_rounds, 1);
-        if let Some(started) = started {
-            self.commit_round.borrow_mut().record(started.elapsed());
-        }
+        record_since(&self.commit_round, started);
     }
 
-    /// A produce appended and now waits for its round; the returned clock goes to
-    /// [`ShardProbe::durable_wait_done`].
-    pub fn durable_wait_started(&self) -> Option<Instant> {
-        self.collect.then(Instant::now)
-    }
-
-    /// The round covering that produce completed.
+    /// The round covering a produce completed; `started` is the [`ShardProbe::clock`] taken
+    /// at its append.
     pub fn durable_wait_done(&self, started: Option<Instant>) {
-        if let Some(started) = started {
-            self.durable_wait.borrow_mut().record(started.elapsed());
-        }
+        record_since(&self.durable_wait, started);
     }
 
     /// A journal entry covering `partitions` partitions became durable.
@@ -467,6 +452,13 @@ impl ShardProbe {
     }
 }
 
+/// Records the time since `started` in `histogram`, if a clock was started.
+fn record_since(histogram: &RefCell<LatencyHistogram>, started: Option<Instant>) {
+    if let Some(started) = started {
+        histogram.borrow_mut().record(started.elapsed());
+    }
+}
+
 fn add(cell: &Cell<u64>, n: u64) {
     cell.set(cell.get().wrapping_add(n));
 }
@@ -567,10 +559,10 @@ mod tests {
     #[test]
     fn request_and_partition_counters() {
         let p = ShardProbe::new(true);
-        let t = p.request_started();
+        let t = p.clock();
         p.request_done(0, t);
-        p.request_done(3, p.request_started());
-        p.request_done(3, p.request_started());
+        p.request_done(3, p.clock());
+        p.request_done(3, p.clock());
         let h = p.request_histograms();
         assert_eq!(
             h.iter().map(|(k, s)| (*k, s.count)).collect::<Vec<_>>(),
@@ -597,7 +589,7 @@ mod tests {
     #[test]
     fn not_collecting_counts_nothing_on_the_request_path() {
         let p = ShardProbe::new(false);
-        assert!(p.request_started().is_none());
+        assert!(p.clock().is_none());
         p.request_done(0, None);
         p.produced("t", [0; 16], 0, 1, 1);
         p.fetched("t", [0; 16], 0, 1, 1);
@@ -607,10 +599,10 @@ mod tests {
         assert_eq!(p.fsyncs_in_flight(), 1);
         p.fsync_done(f);
         assert_eq!(p.fsyncs_in_flight(), 0);
-        let r = p.commit_round_started();
+        let r = p.clock();
         p.commit_round_done(r);
         assert_eq!(p.commit_rounds(), 1, "rounds are counted either way");
-        let w = p.durable_wait_started();
+        let w = p.clock();
         p.durable_wait_done(w);
         assert_eq!(p.commit_round_histogram().count, 0);
         assert_eq!(p.durable_wait_histogram().count, 0);
@@ -633,7 +625,7 @@ mod tests {
             let started = Instant::now();
             for i in 0..n {
                 p.received(1 << 20);
-                let clock = p.request_started();
+                let clock = p.clock();
                 for b in 0..8 {
                     let partition = ((i * 8 + b) % 16) as i32;
                     p.produced("bench-1796296953076", id, partition, 131_072, 128);

@@ -266,7 +266,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             Some(budget) => budget.reserve(4 + frame.len()).await,
             None => None,
         };
-        let started = shard.probe.request_started();
+        let started = shard.probe.clock();
         let budget = RequestHold::new(permit);
         match handlers::dispatch(&shard, peer_ip, budget.clone(), Reader::new(frame)).await {
             Dispatch::Reply(pending) => {

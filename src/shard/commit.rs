@@ -178,8 +178,7 @@ impl GroupCommit {
                 }
                 other => other,
             };
-            let clock = self.probe.commit_round_started();
-            let (round, batch) = self.take_round();
+            let (round, batch, clock) = self.take_round();
             let (plan, ()) = futures::join!(self.write_half(round, &batch), async {
                 if let Some((sync, _)) = previous {
                     sync.await;
@@ -197,15 +196,16 @@ impl GroupCommit {
         if self.dirty.borrow().is_empty() {
             return;
         }
-        let clock = self.probe.commit_round_started();
-        let (round, batch) = self.take_round();
+        let (round, batch, clock) = self.take_round();
         let plan = self.write_half(round, &batch).await;
         self.durable_half(round, batch, plan, clock).await;
     }
 
-    /// Starts a round: takes the dirty set and numbers it. Every earlier round's writes have
-    /// completed here, which makes it the place to start a journal checkpoint.
-    fn take_round(&self) -> (u64, Vec<Rc<Partition>>) {
+    /// Starts a round: takes the dirty set and numbers it, and starts the clock of its length
+    /// (for [`ShardProbe::commit_round_done`]). Every earlier round's writes have completed
+    /// here, which makes it the place to start a journal checkpoint.
+    fn take_round(&self) -> (u64, Vec<Rc<Partition>>, Option<std::time::Instant>) {
+        let clock = self.probe.clock();
         if let Some(j) = self.journal() {
             j.maybe_checkpoint();
         }
@@ -214,7 +214,7 @@ impl GroupCommit {
         for p in &batch {
             p.dirty.set(false);
         }
-        (self.started.get(), batch)
+        (self.started.get(), batch, clock)
     }
 
     /// Writes every partition of the round, then the journal entry of those that go through

@@ -427,11 +427,10 @@ fn append_on_owner(
         }
     }
     let s = s.clone();
-    let clock = (wait && !pending.is_empty())
-        .then(|| s.probe.durable_wait_started())
-        .flatten();
+    let waits = wait && !pending.is_empty();
+    let clock = waits.then(|| s.probe.clock()).flatten();
     let results = async move {
-        if wait && !pending.is_empty() {
+        if waits {
             s.commit.wait_round(round).await;
             s.probe.durable_wait_done(clock);
             for (i, p, last_offset) in pending {
