@@ -58,6 +58,39 @@ impl AsyncWrite for StreamHalf {
     }
 }
 
+/// Receives straight into the vector's spare capacity (one `recv` with MSG_DONTWAIT), for the
+/// large frames that would otherwise be zero-filled before every read. glommio keeps no bytes
+/// of its own for a stream (a read is a direct `recv`, or a wait for readability and then one),
+/// so mixing these receives with the half's own reads keeps the bytes in order.
+impl crate::server::framing::ReceiveInto for StreamHalf {
+    fn try_receive_into(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<Option<usize>> {
+        buf.reserve(max);
+        let spare = &mut buf.spare_capacity_mut()[..max];
+        // SAFETY: `recv` writes at most `spare.len()` bytes into `spare`, memory owned by `buf`
+        // that nothing else references during the call; it returns how many it wrote.
+        let n = unsafe {
+            libc::recv(
+                self.as_raw_fd(),
+                spare.as_mut_ptr().cast::<libc::c_void>(),
+                spare.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
+                _ => Err(e),
+            };
+        }
+        let n = n as usize;
+        // SAFETY: the kernel initialised the first `n` bytes of the spare capacity, which
+        // follow the vector's `len` initialised bytes.
+        unsafe { buf.set_len(buf.len() + n) };
+        Ok(Some(n))
+    }
+}
+
 /// The socket's descriptor, for direct syscalls (the gathered `sendmsg`).
 impl AsRawFd for StreamHalf {
     fn as_raw_fd(&self) -> RawFd {

@@ -24,6 +24,21 @@
 use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncReadExt};
 
+/// A connection that a large frame is received from without zero-filling its room first: one
+/// non-blocking receive straight into a vector's spare capacity. Zero-filling the room of every
+/// large frame before reading into it was 5.5% of the broker's samples under W5, a second pass
+/// over each megabyte of produce requests (`perf/2026-12-06-w5-on-xeon.md`).
+pub trait ReceiveInto {
+    /// Appends the bytes one non-blocking receive returns, at most `max`, to `buf`: `Ok(None)`
+    /// if none are waiting, `Ok(Some(0))` if the peer closed the connection.
+    fn try_receive_into(&mut self, buf: &mut Vec<u8>, max: usize)
+        -> std::io::Result<Option<usize>>;
+}
+
+/// How much of a large frame's room is zero-filled for a read that waits for the connection
+/// (the receives that find bytes waiting need none).
+const WAITING_READ_BYTES: usize = 4096;
+
 /// Smallest request: api key, api version, correlation id.
 pub const MIN_FRAME: usize = 8;
 /// Size of the reusable read buffer: frames up to this size (minus the prefix) are copied out of
@@ -65,16 +80,17 @@ pub struct FrameReader<R> {
 }
 
 /// A frame larger than the read buffer, partly received: `buf[..filled]` is received data,
-/// `buf[filled..]` zeroed room for the next read, `size` the length it will have. The
-/// allocation's capacity may be larger than `buf.len()`: capacity that was never written costs
-/// no memory, so only the zeroed room counts, and it is kept in proportion to what arrived.
+/// `size` the length it will have. A read cancelled while it waited may leave zeroed room after
+/// `filled`, dropped by the next read. The allocation's capacity may be larger than `buf.len()`:
+/// capacity that was never written costs no memory, and receives are bounded by a room kept in
+/// proportion to what arrived.
 struct LargeFrame {
     buf: Vec<u8>,
     filled: usize,
     size: usize,
 }
 
-impl<R: AsyncRead + Unpin> FrameReader<R> {
+impl<R: AsyncRead + ReceiveInto + Unpin> FrameReader<R> {
     pub fn new(inner: R, max_frame: usize) -> Self {
         FrameReader {
             inner,
@@ -187,18 +203,30 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             return Ok(());
         };
         while large.filled < large.size {
-            if large.filled == large.buf.len() {
-                // Room for the next reads: as much again as has arrived (at least a read
-                // buffer's worth), so a client that claims a big frame and stalls pins about
-                // twice what it sent, not the whole first allocation.
-                let room = (large.filled + large.filled.max(READ_BUFFER)).min(large.size);
-                if room > large.buf.capacity() {
-                    let grown = (large.buf.capacity() * 2).clamp(room, large.size);
-                    large.buf.reserve_exact(grown - large.buf.len());
-                }
-                large.buf.resize(room, 0);
+            large.buf.truncate(large.filled);
+            // Room for the next reads: as much again as has arrived (at least a read buffer's
+            // worth), so a client that claims a big frame and stalls pins about twice what it
+            // sent, not the whole first allocation.
+            let room = (large.filled + large.filled.max(READ_BUFFER)).min(large.size);
+            if room > large.buf.capacity() {
+                let grown = (large.buf.capacity() * 2).clamp(room, large.size);
+                large.buf.reserve_exact(grown - large.buf.len());
             }
-            let n = self.inner.read(&mut large.buf[large.filled..]).await?;
+            let n = match self
+                .inner
+                .try_receive_into(&mut large.buf, room - large.filled)?
+            {
+                Some(n) => n,
+                None => {
+                    // Nothing waiting: wait through the async reader, into a small zeroed part
+                    // of the room.
+                    let wait = WAITING_READ_BYTES.min(room - large.filled);
+                    large.buf.resize(large.filled + wait, 0);
+                    let n = self.inner.read(&mut large.buf[large.filled..]).await?;
+                    large.buf.truncate(large.filled + n);
+                    n
+                }
+            };
             if n == 0 {
                 return Err(FrameError::ClosedInside(4 + large.filled));
             }
@@ -256,6 +284,24 @@ mod tests {
                 self.0.push_front(chunk.split_off(n));
             }
             Poll::Ready(Ok(n))
+        }
+    }
+
+    impl ReceiveInto for Chunks {
+        fn try_receive_into(
+            &mut self,
+            buf: &mut Vec<u8>,
+            max: usize,
+        ) -> std::io::Result<Option<usize>> {
+            let Some(mut chunk) = self.0.pop_front() else {
+                return Ok(Some(0));
+            };
+            let n = chunk.len().min(max);
+            buf.extend_from_slice(&chunk[..n]);
+            if n < chunk.len() {
+                self.0.push_front(chunk.split_off(n));
+            }
+            Ok(Some(n))
         }
     }
 
@@ -372,6 +418,7 @@ mod tests {
     struct Stuttering {
         chunks: Chunks,
         stall: bool,
+        nothing_waiting: bool,
     }
 
     impl AsyncRead for Stuttering {
@@ -389,6 +436,21 @@ mod tests {
         }
     }
 
+    /// Every other receive finds nothing waiting, so the reader waits through `poll_read`.
+    impl ReceiveInto for Stuttering {
+        fn try_receive_into(
+            &mut self,
+            buf: &mut Vec<u8>,
+            max: usize,
+        ) -> std::io::Result<Option<usize>> {
+            self.nothing_waiting = !self.nothing_waiting;
+            if self.nothing_waiting {
+                return Ok(None);
+            }
+            self.chunks.try_receive_into(buf, max)
+        }
+    }
+
     #[test]
     fn reads_dropped_while_pending_lose_no_bytes() {
         // What the connection does when its idle timer wins the race: drop the read, read again.
@@ -403,6 +465,7 @@ mod tests {
             Stuttering {
                 chunks: Chunks(chunks.into()),
                 stall: false,
+                nothing_waiting: false,
             },
             16 << 20,
         );
@@ -445,6 +508,75 @@ mod tests {
                 return Poll::Pending;
             }
             Pin::new(&mut self.0).poll_read(cx, out)
+        }
+    }
+
+    /// A connection whose bytes are all waiting; counts the reads that went through the async
+    /// reader (those that would wait).
+    struct AllWaiting {
+        chunks: Chunks,
+        async_reads: usize,
+    }
+
+    impl AsyncRead for AllWaiting {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            out: &mut [u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.async_reads += 1;
+            Pin::new(&mut self.chunks).poll_read(cx, out)
+        }
+    }
+
+    impl ReceiveInto for AllWaiting {
+        fn try_receive_into(
+            &mut self,
+            buf: &mut Vec<u8>,
+            max: usize,
+        ) -> std::io::Result<Option<usize>> {
+            self.chunks.try_receive_into(buf, max)
+        }
+    }
+
+    #[test]
+    fn a_large_frame_whose_bytes_are_waiting_is_received_without_waiting_reads() {
+        let big = body(LARGE_FRAME_STEP + 5 * READ_BUFFER + 3, 7);
+        let stream = framed(&big);
+        // The prefix and a little of the body come in one read into the read buffer; the rest
+        // is waiting in chunks.
+        let chunks: Vec<Vec<u8>> = std::iter::once(stream[..100].to_vec())
+            .chain(stream[100..].chunks(70_000).map(|c| c.to_vec()))
+            .collect();
+        let conn = AllWaiting {
+            chunks: Chunks(chunks.into()),
+            async_reads: 0,
+        };
+        let mut r = FrameReader::new(conn, 16 << 20);
+        let frame = futures_lite::future::block_on(async {
+            loop {
+                if let Some(f) = r.next_buffered().unwrap() {
+                    return f;
+                }
+                if let Err(e) = r.read_more().await {
+                    panic!("{e}");
+                }
+            }
+        });
+        assert!(frame[..] == big[..], "frame differs");
+        assert_eq!(r.inner.async_reads, 1, "only the prefix's read may wait");
+    }
+
+    impl ReceiveInto for Stalling {
+        fn try_receive_into(
+            &mut self,
+            buf: &mut Vec<u8>,
+            max: usize,
+        ) -> std::io::Result<Option<usize>> {
+            if self.0 .0.is_empty() {
+                return Ok(None);
+            }
+            self.0.try_receive_into(buf, max)
         }
     }
 
