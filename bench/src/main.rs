@@ -6,7 +6,7 @@
 //! rebalance benchmark in [`rebalance`]; the drift/leak soak in [`soak`].
 //!
 //! Exit status: 0 clean run; 1 the run had errors, lost or duplicated records; 2 it could not run
-//! (or could not finish: a core still busy 30 s after the run's end).
+//! (or could not finish: a core still busy after the run's end, nothing acknowledged for 30 s).
 
 mod ceiling;
 mod client;

@@ -64,17 +64,59 @@ pub enum RunError {
     #[error("consume needs --topic (or --verify with a topic in the file)")]
     NoTopic,
     #[error(
-        "{cores} bench core(s) still busy {after_s:.0} s after the run's end (waiting on a \
-         broker that stopped answering?); the run is abandoned without its summary"
+        "{cores} bench core(s) still busy {after_s:.0} s after the run's end, nothing \
+         acknowledged or consumed for {quiet_s:.0} s (waiting on a broker that stopped \
+         answering?); the run is abandoned without its summary"
     )]
-    Stuck { cores: usize, after_s: f64 },
+    Stuck {
+        cores: usize,
+        after_s: f64,
+        quiet_s: f64,
+    },
 }
 
-/// How long the cores may take after the run's end to settle (the last responses, consumers
-/// reading what was acknowledged) before the run is abandoned. A core whose executor never
-/// finishes (seen after a broker was killed under 1,000 producers: every task parked, its
+/// How long the cores may go without progress after the run's end (the last responses,
+/// consumers reading what was acknowledged) before the run is abandoned. A core whose executor
+/// never finishes (seen after a broker was killed under 1,000 producers: every task parked, its
 /// timers no longer firing) would otherwise keep the run, and whatever waits on it, forever.
 const SETTLE_GRACE: Duration = Duration::from_secs(30);
+
+/// When a run that is past its end gives up on cores still busy: [`SETTLE_GRACE`] after the
+/// end or after the last progress a core reported, whichever is later. Counting from the end
+/// alone abandoned healthy runs: an overloaded open-loop run works off its backlog after the
+/// end, and W5 at W1's rate took over 30 s to in 2 of 6 runs of 56 s
+/// (`perf/2026-12-06-w5-receive-and-writes.md`), acknowledging all along.
+#[derive(Debug, Clone, Copy)]
+struct SettleDeadline {
+    end: Duration,
+    last_progress: Duration,
+}
+
+impl SettleDeadline {
+    fn new(end: Duration) -> SettleDeadline {
+        SettleDeadline {
+            end,
+            last_progress: end,
+        }
+    }
+
+    /// A core reported progress at `now` (run-clock time).
+    fn progressed(&mut self, now: Duration) {
+        self.last_progress = self.last_progress.max(now);
+    }
+
+    /// `Some((seconds since the end, seconds without progress))` once the run should be
+    /// abandoned at `now`.
+    fn expired(&self, now: Duration) -> Option<(f64, f64)> {
+        let quiet = now.saturating_sub(self.last_progress);
+        (quiet > SETTLE_GRACE).then(|| {
+            (
+                now.saturating_sub(self.end).as_secs_f64(),
+                quiet.as_secs_f64(),
+            )
+        })
+    }
+}
 
 /// Where consumers start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -409,17 +451,21 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
             }
             intervals.push(row);
         };
-    let give_up_at = end_us.map(|e| Duration::from_micros(e) + SETTLE_GRACE);
+    let mut settle = end_us.map(|e| SettleDeadline::new(Duration::from_micros(e)));
     while done < ncores {
         let elapsed = clock.start.elapsed();
-        if let Some(limit) = give_up_at.filter(|&l| elapsed > l) {
+        if let Some((after_s, quiet_s)) = settle.and_then(|s| s.expired(elapsed)) {
             return Err(RunError::Stuck {
                 cores: ncores - done,
-                after_s: (elapsed - limit + SETTLE_GRACE).as_secs_f64(),
+                after_s,
+                quiet_s,
             });
         }
         match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(Tick::Interval { index, counters }) => {
+                if let Some(s) = settle.as_mut().filter(|_| counters.made_progress()) {
+                    s.progressed(clock.start.elapsed());
+                }
                 let e = pending
                     .entry(index)
                     .or_insert_with(|| (0, Counters::default()));
@@ -964,6 +1010,25 @@ async fn core_main(a: CoreArgs) -> CoreOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_past_its_end_is_abandoned_only_after_the_grace_without_progress() {
+        let s = |x: u64| Duration::from_secs(x);
+        let mut d = SettleDeadline::new(s(56));
+        assert_eq!(d.expired(s(80)), None);
+        assert_eq!(
+            d.expired(s(87)),
+            Some((31.0, 31.0)),
+            "no progress since the end"
+        );
+        // Acknowledgements until second 80 (a backlog worked off): 30 s from there.
+        d.progressed(s(70));
+        d.progressed(s(80));
+        d.progressed(s(75)); // a late interval does not move it back
+        assert_eq!(d.expired(s(87)), None);
+        assert_eq!(d.expired(s(110)), None);
+        assert_eq!(d.expired(s(111)), Some((55.0, 31.0)));
+    }
 
     fn at(wall_us: u64, cpu_us: u64) -> Option<CpuSample> {
         Some(CpuSample {

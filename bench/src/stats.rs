@@ -76,6 +76,13 @@ pub struct Counters {
     pub add_partitions_latency_us: Histogram<u64>,
 }
 
+impl Counters {
+    /// Anything acknowledged, consumed, committed or errored in these counts.
+    pub fn made_progress(&self) -> bool {
+        self.produced_records + self.consumed_records + self.errors + self.txn_committed > 0
+    }
+}
+
 impl Default for Counters {
     fn default() -> Self {
         Counters {

@@ -649,7 +649,8 @@ fn sigint_ends_the_run_with_its_summary() {
 
 /// A broker that dies mid-run (kill -9) ends the run by itself. Every producer notices its
 /// broken connection and counts what was not acknowledged as errored (exit 1); a bench core that
-/// still does not finish is abandoned 30 s after the run's end (exit 2, "still busy"). Many
+/// still does not finish is abandoned once nothing was acknowledged for 30 s after the run's end
+/// (exit 2, "still busy"). Many
 /// producers over an overloaded broker reproduce both: a request written after its connection's
 /// reader had already failed (269 of 1,000 producers waited for its response forever), and
 /// after that fix, a core whose tasks all stay parked (seen 2 runs in 3).
