@@ -6,12 +6,16 @@ k's fdatasyncs do (as the broker's rounds over few partitions). Prints MB/s, the
 the fdatasync median.
 
   perf/scripts/fs-rounds.py DIR FILES CHUNK_KIB SECONDS [--written] [--overlap] [--syncers N]
+                            [--syncfs]
 
 --written: the files' blocks are written (zeros) before the run, so the rounds overwrite them;
 otherwise the files start empty and grow, as segments do. Everything under DIR/fs-rounds is
-removed at the end.
+removed at the end. --syncfs: one syncfs(2) of DIR's filesystem per round instead of an
+fdatasync per file (it writes back everything dirty on that filesystem, not only these files).
+Also prints the process's CPU time per round (user + system, its threads included).
 """
 import argparse
+import ctypes
 import mmap
 import os
 import shutil
@@ -30,6 +34,7 @@ def main():
     ap.add_argument("--written", action="store_true")
     ap.add_argument("--overlap", action="store_true")
     ap.add_argument("--syncers", type=int, default=0)
+    ap.add_argument("--syncfs", action="store_true")
     a = ap.parse_args()
     chunk = a.chunk_kib << 10
     work = os.path.join(a.dir, "fs-rounds")
@@ -63,33 +68,46 @@ def run(a, chunk, work):
         os.pwrite(fds[i], buf, pos[i])
         pos[i] = (pos[i] + chunk) % FILE_BYTES
 
+    libc = ctypes.CDLL(None, use_errno=True)
+
     def sync(i):
         t = time.perf_counter()
-        os.fdatasync(fds[i])
+        if a.syncfs:
+            if libc.syncfs(fds[i]) != 0:
+                raise OSError(ctypes.get_errno(), "syncfs")
+        else:
+            os.fdatasync(fds[i])
         sync_ms.append((time.perf_counter() - t) * 1000)
 
+    to_sync = [0] if a.syncfs else range(a.files)
+
     started = time.perf_counter()
+    cpu_started = os.times()
     rounds = 0
     syncing = []
     while time.perf_counter() - started < a.seconds:
         writes = [writers.submit(write, i) for i in range(a.files)]
         if a.overlap:
             wait(writes + syncing)
-            syncing = [syncers.submit(sync, i) for i in range(a.files)]
+            syncing = [syncers.submit(sync, i) for i in to_sync]
         else:
             wait(writes)
-            wait([syncers.submit(sync, i) for i in range(a.files)])
+            wait([syncers.submit(sync, i) for i in to_sync])
         rounds += 1
     wait(syncing)
     secs = time.perf_counter() - started
+    cpu = os.times()
+    cpu_s = (cpu.user + cpu.system) - (cpu_started.user + cpu_started.system)
     for fd in fds:
         os.close(fd)
     sync_ms.sort()
     print(
         f"files {a.files}, {a.chunk_kib} KiB each, {'written' if a.written else 'growing'}, "
-        f"{'overlapped' if a.overlap else 'serial'}, syncers {a.syncers or a.files}: "
+        f"{'overlapped' if a.overlap else 'serial'}, "
+        f"{'syncfs' if a.syncfs else f'syncers {a.syncers or a.files}'}: "
         f"{rounds * a.files * chunk / secs / 1e6:.0f} MB/s, {secs / rounds * 1000:.2f} ms/round, "
-        f"fdatasync p50 {sync_ms[len(sync_ms) // 2]:.2f} ms"
+        f"{'syncfs' if a.syncfs else 'fdatasync'} p50 {sync_ms[len(sync_ms) // 2]:.2f} ms, "
+        f"CPU {cpu_s / rounds * 1000:.2f} ms/round"
     )
 
 
