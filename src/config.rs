@@ -227,7 +227,7 @@ const KEYS: &[(&str, &str)] = &[
     ("io.file.workers.per.core", "64"),
     ("io.buffer.bytes", "67108864"),
     ("connection.inflight.max", "16"),
-    ("queued.max.request.bytes", "268435456"),
+    ("queued.max.request.bytes", "536870912"),
     ("mailbox.capacity", "1024"),
     ("acks1.durable", "true"),
     ("background.shares", "100"),
@@ -939,7 +939,7 @@ mod tests {
         assert!(!c.cores.cpus.is_empty());
         assert_eq!(c.io_file_workers_per_core, 64);
         assert_eq!(c.io_buffer_bytes, 64 << 20);
-        assert_eq!(c.queued_max_request_bytes, Some(256 << 20));
+        assert_eq!(c.queued_max_request_bytes, Some(512 << 20));
         let unbounded =
             BrokerConfig::from_properties(&props(&[("queued.max.request.bytes", "-1")])).unwrap();
         assert_eq!(unbounded.queued_max_request_bytes, None);

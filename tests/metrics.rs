@@ -500,7 +500,7 @@ fn counters_move_by_exactly_what_a_produce_load_wrote() {
     ] {
         assert!(after.series.contains_key(name), "no {name}\n{}", after.text);
     }
-    // Every request passed through queued.max.request.bytes (256 MiB per shard by default).
+    // Every request passed through queued.max.request.bytes (512 MiB per shard by default).
     let peak = after.sum("odradek_queued_request_bytes_max", &[]);
     assert!(
         peak > 0.0 && peak <= 2.0 * (256 << 20) as f64,
