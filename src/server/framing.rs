@@ -26,8 +26,9 @@ use futures_lite::{AsyncRead, AsyncReadExt};
 
 /// A connection that a large frame is received from without zero-filling its room first: one
 /// non-blocking receive straight into a vector's spare capacity. Zero-filling the room of every
-/// large frame before reading into it was 5.5% of the broker's samples under W5, a second pass
-/// over each megabyte of produce requests (`perf/2026-12-06-w5-on-xeon.md`).
+/// large frame before reading into it was 5.5–6.9% of the broker's samples under W5, a second
+/// pass over each megabyte of produce requests. The receive into untouched memory costs more
+/// than into zeroed memory, about half of that back (`perf/2026-12-06-w5-receive-and-writes.md`).
 pub trait ReceiveInto {
     /// Appends the bytes one non-blocking receive returns, at most `max`, to `buf`: `Ok(None)`
     /// if none are waiting, `Ok(Some(0))` if the peer closed the connection.
