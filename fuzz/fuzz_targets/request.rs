@@ -34,7 +34,7 @@ use odradek::protocol::{
     decode_request, encode_request, ApiKey, Reader, RequestBody, RequestHeader, ResponseBody,
     Writer,
 };
-use odradek::server::framing::{FrameError, FrameReader, MIN_FRAME};
+use odradek::server::framing::{FrameError, FrameReader, ReceiveInto, MIN_FRAME};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
@@ -216,6 +216,26 @@ impl AsyncRead for Chunked<'_> {
         out[..n].copy_from_slice(&self.data[..n]);
         self.data = &self.data[n..];
         Poll::Ready(Ok(n))
+    }
+}
+
+/// Receives (a large frame's reads) follow the same cycle of sizes; every third finds nothing
+/// waiting, so the reader also waits through `poll_read`.
+impl ReceiveInto for Chunked<'_> {
+    fn try_receive_into(
+        &mut self,
+        buf: &mut Vec<u8>,
+        max: usize,
+    ) -> std::io::Result<Option<usize>> {
+        let turn = self.turn;
+        self.turn += 1;
+        if turn % 3 == 2 {
+            return Ok(None);
+        }
+        let n = self.sizes[turn % 3].min(max).min(self.data.len());
+        buf.extend_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(Some(n))
     }
 }
 
