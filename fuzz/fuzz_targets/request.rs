@@ -204,18 +204,26 @@ struct Chunked<'a> {
     turn: usize,
 }
 
+impl<'a> Chunked<'a> {
+    /// The next piece of the stream: this turn's size, at most `max` bytes.
+    fn next_piece(&mut self, max: usize) -> &'a [u8] {
+        let n = self.sizes[self.turn % 3].min(max).min(self.data.len());
+        self.turn += 1;
+        let (piece, rest) = self.data.split_at(n);
+        self.data = rest;
+        piece
+    }
+}
+
 impl AsyncRead for Chunked<'_> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         _: &mut Context<'_>,
         out: &mut [u8],
     ) -> Poll<std::io::Result<usize>> {
-        let want = self.sizes[self.turn % 3];
-        self.turn += 1;
-        let n = want.min(out.len()).min(self.data.len());
-        out[..n].copy_from_slice(&self.data[..n]);
-        self.data = &self.data[n..];
-        Poll::Ready(Ok(n))
+        let piece = self.next_piece(out.len());
+        out[..piece.len()].copy_from_slice(piece);
+        Poll::Ready(Ok(piece.len()))
     }
 }
 
@@ -227,15 +235,13 @@ impl ReceiveInto for Chunked<'_> {
         buf: &mut Vec<u8>,
         max: usize,
     ) -> std::io::Result<Option<usize>> {
-        let turn = self.turn;
-        self.turn += 1;
-        if turn % 3 == 2 {
+        if self.turn % 3 == 2 {
+            self.turn += 1;
             return Ok(None);
         }
-        let n = self.sizes[turn % 3].min(max).min(self.data.len());
-        buf.extend_from_slice(&self.data[..n]);
-        self.data = &self.data[n..];
-        Ok(Some(n))
+        let piece = self.next_piece(max);
+        buf.extend_from_slice(piece);
+        Ok(Some(piece.len()))
     }
 }
 

@@ -270,21 +270,28 @@ mod tests {
     /// buffer is smaller), then EOF.
     struct Chunks(std::collections::VecDeque<Vec<u8>>);
 
+    impl Chunks {
+        /// The next chunk, at most `max` bytes of it (the rest stays first); empty at EOF.
+        fn next_chunk(&mut self, max: usize) -> Vec<u8> {
+            let Some(mut chunk) = self.0.pop_front() else {
+                return Vec::new();
+            };
+            if max < chunk.len() {
+                self.0.push_front(chunk.split_off(max));
+            }
+            chunk
+        }
+    }
+
     impl AsyncRead for Chunks {
         fn poll_read(
             mut self: Pin<&mut Self>,
             _: &mut Context<'_>,
             out: &mut [u8],
         ) -> Poll<std::io::Result<usize>> {
-            let Some(mut chunk) = self.0.pop_front() else {
-                return Poll::Ready(Ok(0));
-            };
-            let n = chunk.len().min(out.len());
-            out[..n].copy_from_slice(&chunk[..n]);
-            if n < chunk.len() {
-                self.0.push_front(chunk.split_off(n));
-            }
-            Poll::Ready(Ok(n))
+            let chunk = self.next_chunk(out.len());
+            out[..chunk.len()].copy_from_slice(&chunk);
+            Poll::Ready(Ok(chunk.len()))
         }
     }
 
@@ -294,15 +301,9 @@ mod tests {
             buf: &mut Vec<u8>,
             max: usize,
         ) -> std::io::Result<Option<usize>> {
-            let Some(mut chunk) = self.0.pop_front() else {
-                return Ok(Some(0));
-            };
-            let n = chunk.len().min(max);
-            buf.extend_from_slice(&chunk[..n]);
-            if n < chunk.len() {
-                self.0.push_front(chunk.split_off(n));
-            }
-            Ok(Some(n))
+            let chunk = self.next_chunk(max);
+            buf.extend_from_slice(&chunk);
+            Ok(Some(chunk.len()))
         }
     }
 
