@@ -409,6 +409,7 @@ fn suite(s: SuiteArgs) -> Res<bool> {
     load.duration_s = load.duration_s.map(|d| d * s.scale);
     load.warmup_s *= s.scale.min(1.0);
     load.records = load.records.map(|r| ((r as f64 * s.scale) as u64).max(1));
+    load.pretouch_mb = (load.pretouch_mb as f64 * s.scale.min(1.0)) as usize;
     if let (Some(of), Some(frac)) = (&w.rate_fraction_of, w.rate_fraction) {
         let best = latest_rate(&s.results_dir, of)?;
         load.rate = Some(best * frac);

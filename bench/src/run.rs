@@ -348,7 +348,11 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
     };
     let producers_remaining = Arc::new(AtomicUsize::new(total_producers));
     let consumed_total = Arc::new(AtomicU64::new(0));
-    let clock = Clock::new();
+    // The run's clock starts once every core has faulted in its `--pretouch-mb` of heap: a
+    // pretouch on a VM can take many seconds, and the schedule must not start behind.
+    let pretouched = Arc::new(std::sync::Barrier::new(ncores + 1));
+    let started = Arc::new(std::sync::Barrier::new(ncores + 1));
+    let run_clock = Arc::new(std::sync::OnceLock::<Clock>::new());
     let warmup_end_us = LOAD_START_US + (spec.warmup_s * 1e6) as u64;
     let end_us = spec.duration_s.map(|d| LOAD_START_US + (d * 1e6) as u64);
 
@@ -366,6 +370,8 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
         let tx = tx.clone();
         let producers_remaining = producers_remaining.clone();
         let consumed_total = consumed_total.clone();
+        let (pretouched, started, run_clock) =
+            (pretouched.clone(), started.clone(), run_clock.clone());
         let plan_e2e = plan.e2e;
         let plan_produce = plan.produce;
         let plan_consume = plan.consume;
@@ -373,6 +379,10 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
             .name(&format!("bench-{core}"))
             .io_memory(1 << 20)
             .spawn(move || async move {
+                odradek::memory::pretouch_heap(spec.pretouch_mb << 20);
+                pretouched.wait();
+                started.wait();
+                let clock = *run_clock.get().expect("set before the start barrier");
                 core_main(CoreArgs {
                     core,
                     spec,
@@ -401,6 +411,10 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
         handles.push(h);
     }
     drop(tx);
+    pretouched.wait();
+    let clock = Clock::new();
+    let _ = run_clock.set(clock);
+    started.wait();
 
     // Live progress: aggregate ticks per second index once every core reported it.
     let mut pending: BTreeMap<u64, (usize, Counters)> = BTreeMap::new();

@@ -108,6 +108,11 @@ pub struct LoadSpec {
     /// catch-up consume: seconds without a record before giving up.
     #[arg(long, default_value_t = 30.0)]
     pub drain_timeout_s: f64,
+    /// MiB of heap each bench core faults in and frees before the run's clock starts, so that
+    /// an overloaded run's queues fill with memory already resident instead of fresh pages
+    /// (see bench/README.md, "Memory"). 0: none.
+    #[arg(long, default_value_t = 0)]
+    pub pretouch_mb: usize,
 }
 
 impl Default for LoadSpec {
@@ -140,6 +145,7 @@ impl Default for LoadSpec {
             fetch_max_bytes: 50 << 20,
             cores: "1".into(),
             drain_timeout_s: 30.0,
+            pretouch_mb: 0,
         }
     }
 }
