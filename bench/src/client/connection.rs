@@ -27,9 +27,10 @@ const FRAME_MAX: usize = 256 << 20;
 const READ_CHUNK: usize = 256 << 10;
 /// The staging buffer a connection starts with, until a read fills it and it grows to
 /// [`READ_CHUNK`]. A producer's connection only ever reads small produce responses. When every
-/// connection zeroed 256 KiB up front, W5's 1,000 producers faulted in 1.4 GB while they
-/// connected (93% of the bench's core in `clear_page_erms` on the development VM, where a fresh
-/// page costs ~8 µs per 4 KiB), and no record was acknowledged for the first 11-13 s of a run.
+/// connection zeroed 256 KiB up front, W5's 1,000 producers faulted in 256 MB while they
+/// connected, most of the bench's core went to `clear_page_erms` (on the development VM, memory
+/// its host has taken back costs ~25 µs per 4 KiB page), and no record was acknowledged for the
+/// first 11-13 s of a run (perf/2026-12-06-w5-warm-up-memory.md).
 const FIRST_READ_CHUNK: usize = 16 << 10;
 
 #[derive(Debug, thiserror::Error)]
