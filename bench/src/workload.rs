@@ -110,7 +110,7 @@ pub struct LoadSpec {
     pub drain_timeout_s: f64,
     /// MiB of heap each bench core faults in and frees before the run's clock starts, so that
     /// an overloaded run's queues fill with memory already resident instead of fresh pages
-    /// (see bench/README.md, "Memory"). 0: none.
+    /// (bench/README.md, "What it measures"). 0: none.
     #[arg(long, default_value_t = 0)]
     pub pretouch_mb: usize,
 }
