@@ -4,20 +4,16 @@
 # prints per second: group-commit rounds (count, mean, how many took over 25 / 50 / 100 ms),
 # the mean durable wait of an acks=all produce, fdatasyncs (count, mean, over 25 / 50 /
 # 100 ms), the broker's CPU and its write rate, then the bench's e2e p99 per second. Answers
-# "is this second's tail a long round or a queue?". Leaves the bench's JSON and the samples in
-# OUT_DIR (default: a temporary directory, removed afterwards) and deletes the data.
+# "is this second's tail a long round or a queue?". Leaves the bench's JSON and output and the
+# samples in OUT_DIR (default: a new temporary directory, named at the end) and deletes the
+# broker's data.
 #   Usage: perf/scripts/e2e-rounds.sh RATE [SECONDS] [OUT_DIR]
 set -eu
 RATE=$1
 RUN_SECONDS=${2:-25}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-if [ -n "${3:-}" ]; then
-  OUT=$3
-  mkdir -p "$OUT"
-else
-  OUT=$(mktemp -d -t e2e-rounds-XXXXXX)
-  trap 'rm -rf "$OUT"' EXIT
-fi
+OUT=${3:-$(mktemp -d -t e2e-rounds-XXXXXX)}
+mkdir -p "$OUT"
 PORT=19711
 # shellcheck source=perf/scripts/broker.sh
 source "$ROOT/perf/scripts/broker.sh"
@@ -38,3 +34,4 @@ stop_broker
 rm -rf "$OUT/data"
 python3 "$ROOT/perf/scripts/e2e-rounds.py" "$OUT"
 tail -3 "$OUT/bench.out"
+echo "recorded in $OUT"
