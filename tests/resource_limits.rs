@@ -1102,10 +1102,11 @@ fn resident_before_and_after_filling_the_cache(pretouch: bool) -> (u64, u64, Str
 /// serves, and the load then runs in those pages rather than fresh ones, so a fresh broker's
 /// first seconds under load do not pay for the page faults (on the development VM, 39–62% of
 /// the shard's core in a bad first second: `perf/2026-12-05-w4-pretouch.md`). Off, the same
-/// fill and read grow the resident set by at least 0.7 of the cache's size (~1.6x it, seen) —
-/// the control that shows the load needs that memory at all; on, it ends no larger than off
-/// (within a quarter of the cache), so it was the pretouched memory the load used (had the
-/// allocator handed out fresh pages, the pretouched ones would come on top).
+/// fill and read grow the resident set by at least 0.7 of the cache's size (~1.3-1.6x it,
+/// seen) — the control that shows the load needs that memory at all; on, the load grows it by
+/// at least half the cache less than off, so it was the pretouched memory the load used (had
+/// the allocator handed out fresh pages, the pretouched ones would come on top and both
+/// would grow alike).
 #[test]
 fn cache_pretouch_faults_in_the_cache_before_serving_and_the_cache_fills_into_it() {
     let _serial = serial();
@@ -1139,10 +1140,16 @@ fn cache_pretouch_faults_in_the_cache_before_serving_and_the_cache_fills_into_it
         "without pretouch the load grew the resident set by only {:.1} MiB: the test proves nothing",
         mib(off_filled.saturating_sub(off_ready))
     );
+    // Halfway between "the load ran in the pretouched pages" (growth smaller by the whole
+    // cache) and "it took fresh ones" (no smaller). A tighter bound failed in CI: what the
+    // load adds varies from run to run (84.6-102.6 MiB without pretouch, seen), and one CI
+    // run's pretouched broker grew 44 MiB less than its control, not the 48 asked for then.
+    let on_growth = on_filled.saturating_sub(on_ready) as f64;
+    let off_growth = off_filled.saturating_sub(off_ready) as f64;
     assert!(
-        (on_filled as f64) < off_filled as f64 + 0.25 * cache,
-        "the load did not run in the pretouched memory: resident after it {:.1} MiB with pretouch, {:.1} without",
-        mib(on_filled),
-        mib(off_filled)
+        on_growth < off_growth - 0.5 * cache,
+        "the load did not run in the pretouched memory: it grew the resident set by {:.1} MiB with pretouch, {:.1} without",
+        on_growth / (1024.0 * 1024.0),
+        off_growth / (1024.0 * 1024.0)
     );
 }
