@@ -41,6 +41,8 @@ const HEARTBEAT_INTERVAL_MS: u32 = 500;
 const REBALANCE_TIMEOUT: Duration = Duration::from_secs(30);
 const CONSUME_TIMEOUT: Duration = Duration::from_secs(30);
 const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long dropping a member waits for its consumer to close (see `Drop for Member`).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a member is polled per turn of `pump`.
 const POLL_SLICE: Duration = Duration::from_millis(20);
 /// After the expected records arrived, members are polled this long more so a duplicate or an
@@ -168,11 +170,37 @@ struct Member {
     name: String,
     group: String,
     topic: String,
-    consumer: BaseConsumer<RebalanceLog>,
+    /// `None` only once dropped (see `Drop for Member`).
+    consumer: Option<BaseConsumer<RebalanceLog>>,
     state: Arc<Mutex<MemberState>>,
     /// Errors `poll` returned (transport errors during a restart are expected; kept for failure
     /// messages).
     errors: Vec<String>,
+}
+
+/// Closing a consumer runs its last rebalance callback, and librdkafka can then wait forever:
+/// rdkafka's default callback asks for the rebalance protocol of a group handle that is being
+/// torn down. Seen once in a CI run: a test that had passed its checks hung in
+/// `BaseConsumer::drop`, in `rd_kafka_rebalance_protocol`, and the whole suite with it. So a
+/// member closes its consumer on a thread of its own and waits for that at most
+/// `CLOSE_TIMEOUT`; a close still stuck then is left to end with the test process.
+impl Drop for Member {
+    fn drop(&mut self) {
+        let Some(consumer) = self.consumer.take() else {
+            return;
+        };
+        let (closed, wait) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            drop(consumer);
+            let _ = closed.send(());
+        });
+        if wait.recv_timeout(CLOSE_TIMEOUT).is_err() {
+            eprintln!(
+                "member {}: its consumer did not close within {CLOSE_TIMEOUT:?}; left behind",
+                self.name
+            );
+        }
+    }
 }
 
 impl Member {
@@ -221,10 +249,16 @@ impl Member {
             name: name.to_string(),
             group: group.to_string(),
             topic: topic.to_string(),
-            consumer,
+            consumer: Some(consumer),
             state,
             errors: Vec::new(),
         }
+    }
+
+    fn consumer(&self) -> &BaseConsumer<RebalanceLog> {
+        self.consumer
+            .as_ref()
+            .expect("a member's consumer lives until the member is dropped")
     }
 
     /// Polls once for up to `POLL_SLICE`, then drains what is already there (bounded), filing
@@ -232,7 +266,7 @@ impl Member {
     fn poll_some(&mut self, ledger: &mut Ledger) {
         let mut timeout = POLL_SLICE;
         for _ in 0..1000 {
-            match self.consumer.poll(timeout) {
+            match self.consumer().poll(timeout) {
                 None => return,
                 Some(Ok(m)) => {
                     if m.topic() == self.topic {
@@ -253,7 +287,7 @@ impl Member {
     /// The member's current local assignment.
     fn assignment(&self) -> BTreeSet<i32> {
         let tpl = self
-            .consumer
+            .consumer()
             .assignment()
             .unwrap_or_else(|e| panic!("{} assignment: {e}", self.name));
         partitions_of(&tpl, &self.topic)
@@ -285,7 +319,7 @@ impl Member {
 
     /// Commits (sync) exactly `offsets`.
     fn commit(&self, offsets: &BTreeMap<i32, i64>) {
-        self.consumer
+        self.consumer()
             .commit(&offsets_tpl(&self.topic, offsets), CommitMode::Sync)
             .unwrap_or_else(|e| panic!("{} commit {offsets:?}: {e}", self.name));
     }
@@ -297,7 +331,7 @@ impl Member {
             tpl.add_partition(&self.topic, p);
         }
         let got = self
-            .consumer
+            .consumer()
             .committed_offsets(tpl, Duration::from_secs(30))
             .unwrap_or_else(|e| panic!("{}: committed offsets of {}: {e}", self.name, self.group));
         got.elements()
