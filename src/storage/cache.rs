@@ -51,15 +51,20 @@ struct Inner {
     next_seq: u64,
 }
 
+/// Drops a partition's batches from `from_offset` on (they are always at the back).
+fn drop_back(q: &mut VecDeque<Cached>, from_offset: i64, used_bytes: &mut usize, live: &mut usize) {
+    while q.back().is_some_and(|c| c.base_offset >= from_offset) {
+        if let Some(c) = q.pop_back() {
+            *used_bytes -= c.cost();
+            *live -= 1;
+        }
+    }
+}
+
 impl Inner {
     fn drop_back_from(&mut self, part: CachePartitionId, from_offset: i64) {
         if let Some(q) = self.partitions.get_mut(&part) {
-            while q.back().is_some_and(|c| c.base_offset >= from_offset) {
-                if let Some(c) = q.pop_back() {
-                    self.used_bytes -= c.cost();
-                    self.live -= 1;
-                }
-            }
+            drop_back(q, from_offset, &mut self.used_bytes, &mut self.live);
         }
     }
 
@@ -137,7 +142,6 @@ impl BatchCache {
         }
         let mut inner = self.inner.borrow_mut();
         let inner = &mut *inner;
-        inner.drop_back_from(part, base_offset);
         let seq = inner.next_seq;
         inner.next_seq += 1;
         let entry = Cached {
@@ -146,9 +150,12 @@ impl BatchCache {
             data,
             seq,
         };
+        // One lookup of the partition's queue for both the replacement and the insert.
+        let q = inner.partitions.entry(part).or_default();
+        drop_back(q, base_offset, &mut inner.used_bytes, &mut inner.live);
         inner.used_bytes += entry.cost();
         inner.live += 1;
-        inner.partitions.entry(part).or_default().push_back(entry);
+        q.push_back(entry);
         inner.fifo.push_back((part, seq));
         while inner.used_bytes > self.budget_bytes {
             let Some((p, s)) = inner.fifo.pop_front() else {
@@ -246,10 +253,8 @@ mod tests {
     use bytes::Bytes;
 
     fn batch(n: usize, tag: u8) -> StoredBatch {
-        StoredBatch::with_head(
-            Bytes::from(vec![tag; n.min(61)]),
-            &Bytes::from(vec![tag; n]),
-        )
+        StoredBatch::with_head(&vec![tag; n.min(61)], &Bytes::from(vec![tag; n]))
+            .expect("head fits")
     }
 
     #[test]

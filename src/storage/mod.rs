@@ -43,30 +43,64 @@ use crate::io::IoFailure;
 /// untouched, behind a rewritten copy of the 61-byte fixed header (baseOffset and leader epoch
 /// assigned here). Keeping the body as the `Bytes` the request arrived in saves copying every
 /// produced byte once more just to change 12 header bytes; the copy into DMA buffers at flush
-/// gathers the two parts. Serving it from the cache is two zero-copy chunks.
-#[derive(Clone, Debug)]
+/// gathers the two parts.
+///
+/// The rewritten header lives inline, not in an allocation of its own: with 1,000 partitions
+/// and one record per batch (W5) an allocated header cost two allocations per batch (the
+/// header, then the shared count when the pending list and the cache each took a handle) and
+/// their atomic counts. A read from the cache copies the header into a chunk of its own.
+#[derive(Clone)]
 pub struct StoredBatch {
-    head: Bytes,
+    head: [u8; BATCH_HEAD_MAX],
+    /// How much of `head` is in use: 0 for a batch stored whole in `body`.
+    head_len: u8,
     body: Bytes,
+}
+
+/// The most bytes a [`StoredBatch`] keeps rewritten in front of its body: the fixed header.
+pub const BATCH_HEAD_MAX: usize = crate::protocol::record_batch::BATCH_HEADER_LEN;
+
+impl std::fmt::Debug for StoredBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredBatch")
+            .field("head", &self.head())
+            .field("body", &self.body)
+            .finish()
+    }
 }
 
 impl StoredBatch {
     /// A batch already in its stored form (one buffer).
     pub fn whole(batch: Bytes) -> StoredBatch {
         StoredBatch {
-            head: Bytes::new(),
+            head: [0; BATCH_HEAD_MAX],
+            head_len: 0,
             body: batch,
         }
     }
 
-    /// `batch` with `head` (its rewritten first `head.len()` bytes) in front of the rest.
-    pub fn with_head(head: Bytes, batch: &Bytes) -> StoredBatch {
-        let body = batch.slice(head.len().min(batch.len())..);
-        StoredBatch { head, body }
+    /// `batch` with its first `head.len()` bytes (at most [`BATCH_HEAD_MAX`]) replaced by
+    /// `head`, a rewritten copy of them; `None` when `head` is longer than that or than
+    /// `batch`.
+    pub fn with_head(head: &[u8], batch: &Bytes) -> Option<StoredBatch> {
+        if head.len() > BATCH_HEAD_MAX || head.len() > batch.len() {
+            return None;
+        }
+        let mut inline = [0; BATCH_HEAD_MAX];
+        inline[..head.len()].copy_from_slice(head);
+        Some(StoredBatch {
+            head: inline,
+            head_len: head.len() as u8,
+            body: batch.slice(head.len()..),
+        })
+    }
+
+    fn head(&self) -> &[u8] {
+        &self.head[..self.head_len as usize]
     }
 
     pub fn len(&self) -> usize {
-        self.head.len() + self.body.len()
+        self.head_len as usize + self.body.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -75,17 +109,17 @@ impl StoredBatch {
 
     /// The stored bytes as slices, in order.
     pub fn parts(&self) -> impl Iterator<Item = &[u8]> {
-        [&self.head[..], &self.body[..]]
+        [self.head(), &self.body[..]]
             .into_iter()
             .filter(|p| !p.is_empty())
     }
 
-    /// The stored bytes as zero-copy chunks, in order.
+    /// The stored bytes as chunks that own their memory, in order: the body shares the
+    /// request's buffer, a rewritten header is copied.
     pub fn chunks(&self) -> impl Iterator<Item = Bytes> + '_ {
-        [&self.head, &self.body]
-            .into_iter()
-            .filter(|p| !p.is_empty())
-            .cloned()
+        let head = (self.head_len > 0).then(|| Bytes::copy_from_slice(self.head()));
+        head.into_iter()
+            .chain((!self.body.is_empty()).then(|| self.body.clone()))
     }
 }
 

@@ -6,6 +6,7 @@
 //! round has written its batches, before the fdatasync (see `server::request_budget`).
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
@@ -31,7 +32,8 @@ pub const FIRST_ACCEPTED_VERSION: i16 = 3;
 /// Work for the shard owning one partition.
 struct PartWork {
     slot: (usize, usize),
-    topic: String,
+    /// Shared by the topic's partitions (the work may cross to another shard's thread).
+    topic: Arc<str>,
     partition: i32,
     batches: Vec<(Bytes, BatchHeader)>,
 }
@@ -71,20 +73,27 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
     let mut responses: Vec<TopicProduceResponse> = Vec::with_capacity(req.topic_data.len());
     let mut per_shard: Vec<Vec<PartWork>> = (0..shard.nr_shards).map(|_| Vec::new()).collect();
     for (ti, topic) in req.topic_data.into_iter().enumerate() {
+        // What holds for every partition of a topic is looked up once per topic: a request in
+        // W5's shape names one topic and up to a thousand partitions, one small batch each.
+        let writable = validate_topic_name(&topic.name).is_ok()
+            // Internal topics are written by the broker only (Kafka: "Cannot append to
+            // internal topic").
+            && !crate::coordinator::offsets::is_internal_topic(&topic.name);
+        let topic_config = shard.topic_config(&topic.name).unwrap_or_default();
+        let placement = image.topic(&topic.name);
+        let name: Arc<str> = Arc::from(topic.name.as_str());
         let mut parts = Vec::with_capacity(topic.partition_data.len());
         for (pi, part) in topic.partition_data.into_iter().enumerate() {
             let mut error = ErrorCode::NONE;
             if !(-1..=1).contains(&acks) {
                 error = ErrorCode::INVALID_REQUIRED_ACKS;
-            } else if validate_topic_name(&topic.name).is_err()
-                || crate::coordinator::offsets::is_internal_topic(&topic.name)
-            {
-                // Internal topics are written by the broker only (Kafka: "Cannot append to
-                // internal topic").
+            } else if !writable {
                 error = ErrorCode::INVALID_TOPIC_EXCEPTION;
             } else {
-                let topic_config = shard.topic_config(&topic.name).unwrap_or_default();
-                match image.shard_of(&topic.name, part.index) {
+                let owner = placement
+                    .and_then(|t| t.partitions.get(usize::try_from(part.index).ok()?))
+                    .map(|p| p.shard as usize);
+                match owner {
                     None => error = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                     // One node is the whole in-sync replica set (Kafka answers the same when
                     // the ISR is smaller than min.insync.replicas).
@@ -107,7 +116,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
                     }) {
                         Ok(batches) => per_shard[owner].push(PartWork {
                             slot: (ti, pi),
-                            topic: topic.name.clone(),
+                            topic: name.clone(),
                             partition: part.index,
                             batches,
                         }),
