@@ -2635,3 +2635,30 @@ fn replay_restores_journaled_appends_a_power_cut_took_from_the_tail() {
         );
     });
 }
+
+#[test]
+fn a_stored_batch_gives_its_rewritten_head_then_its_body_as_parts_and_as_chunks() {
+    let batch = Bytes::from((0..100u8).collect::<Vec<u8>>());
+    let head: Vec<u8> = (0..BATCH_HEAD_MAX).map(|i| 200 - i as u8).collect();
+    let s = StoredBatch::with_head(&head, &batch).expect("a full header fits");
+    let mut expected = head.clone();
+    expected.extend_from_slice(&batch[BATCH_HEAD_MAX..]);
+    assert_eq!(s.len(), 100);
+    assert_eq!(s.parts().flatten().copied().collect::<Vec<u8>>(), expected);
+    let chunks: Vec<Bytes> = s.chunks().collect();
+    assert_eq!(chunks.len(), 2);
+    assert_eq!(chunks.concat(), expected);
+    // A clone is independent of the original's lifetime.
+    let c = s.clone();
+    drop(s);
+    assert_eq!(c.parts().flatten().copied().collect::<Vec<u8>>(), expected);
+
+    // Longer than the fixed header, or than the batch: refused, not truncated.
+    assert!(StoredBatch::with_head(&[0; BATCH_HEAD_MAX + 1], &batch).is_none());
+    assert!(StoredBatch::with_head(&[0; 10], &batch.slice(..5)).is_none());
+    // Stored whole: one chunk, the same bytes.
+    let w = StoredBatch::whole(batch.clone());
+    assert_eq!(w.chunks().collect::<Vec<Bytes>>(), vec![batch.clone()]);
+    assert_eq!(w.parts().count(), 1);
+    assert!(StoredBatch::whole(Bytes::new()).chunks().next().is_none());
+}
