@@ -19,8 +19,9 @@ use super::StoredBatch;
 /// Identifies a partition inside one shard's cache.
 pub type CachePartitionId = u64;
 
-/// Memory a cached batch costs beyond its bytes (its slot, its FIFO entry, the allocation of its
-/// rewritten header), charged against the budget so many tiny batches cannot exceed it.
+/// Memory a cached batch costs beyond its bytes (its slot, which holds the rewritten header
+/// inline, and its FIFO entry), charged against the budget so many tiny batches cannot exceed
+/// it.
 pub const ENTRY_OVERHEAD_BYTES: usize = 128;
 
 struct Cached {
