@@ -1217,19 +1217,11 @@ impl<D: Disk> PartitionLog<D> {
         } else {
             // Only the fixed header changes (outside the CRC): copy and rewrite those 61
             // bytes, keep the body as received.
-            let header_len = record_batch::BATCH_HEADER_LEN.min(batch.len());
-            let mut head = [0u8; super::BATCH_HEAD_MAX];
-            let head = &mut head[..header_len];
-            head.copy_from_slice(&batch[..header_len]);
-            record_batch::set_base_offset(head, base).map_err(short)?;
-            record_batch::set_partition_leader_epoch(head, leader_epoch).map_err(short)?;
-            let Some(stored) = StoredBatch::with_head(head, batch) else {
-                return Err(invariant(
-                    "rewritten header fits",
-                    super::BATCH_HEAD_MAX as i64,
-                    head.len() as i64,
-                ));
-            };
+            let stored = StoredBatch::with_rewritten_head(batch, |head| {
+                record_batch::set_base_offset(head, base)?;
+                record_batch::set_partition_leader_epoch(head, leader_epoch)
+            })
+            .map_err(short)?;
             (stored, -1, hdr.max_timestamp)
         };
 

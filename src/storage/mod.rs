@@ -38,6 +38,7 @@ pub use log::{segment_file_name, PartitionLog};
 
 use crate::io::state_file::StateFileError;
 use crate::io::IoFailure;
+use crate::protocol::record_batch::BATCH_HEADER_LEN;
 
 /// A batch as the log holds it in memory (pending writes, the cache): the producer's bytes,
 /// untouched, behind a rewritten copy of the 61-byte fixed header (baseOffset and leader epoch
@@ -51,14 +52,11 @@ use crate::io::IoFailure;
 /// their atomic counts. A read from the cache copies the header into a chunk of its own.
 #[derive(Clone)]
 pub struct StoredBatch {
-    head: [u8; BATCH_HEAD_MAX],
+    head: [u8; BATCH_HEADER_LEN],
     /// How much of `head` is in use: 0 for a batch stored whole in `body`.
     head_len: u8,
     body: Bytes,
 }
-
-/// The most bytes a [`StoredBatch`] keeps rewritten in front of its body: the fixed header.
-pub const BATCH_HEAD_MAX: usize = crate::protocol::record_batch::BATCH_HEADER_LEN;
 
 impl std::fmt::Debug for StoredBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -73,25 +71,26 @@ impl StoredBatch {
     /// A batch already in its stored form (one buffer).
     pub fn whole(batch: Bytes) -> StoredBatch {
         StoredBatch {
-            head: [0; BATCH_HEAD_MAX],
+            head: [0; BATCH_HEADER_LEN],
             head_len: 0,
             body: batch,
         }
     }
 
-    /// `batch` with its first `head.len()` bytes (at most [`BATCH_HEAD_MAX`]) replaced by
-    /// `head`, a rewritten copy of them; `None` when `head` is longer than that or than
-    /// `batch`.
-    pub fn with_head(head: &[u8], batch: &Bytes) -> Option<StoredBatch> {
-        if head.len() > BATCH_HEAD_MAX || head.len() > batch.len() {
-            return None;
-        }
-        let mut inline = [0; BATCH_HEAD_MAX];
-        inline[..head.len()].copy_from_slice(head);
-        Some(StoredBatch {
-            head: inline,
-            head_len: head.len() as u8,
-            body: batch.slice(head.len()..),
+    /// `batch` behind a copy of its fixed header (of all of it, if it is shorter) that
+    /// `rewrite` edits; `rewrite`'s error, if it fails.
+    pub fn with_rewritten_head<E>(
+        batch: &Bytes,
+        rewrite: impl FnOnce(&mut [u8]) -> Result<(), E>,
+    ) -> Result<StoredBatch, E> {
+        let len = BATCH_HEADER_LEN.min(batch.len());
+        let mut head = [0; BATCH_HEADER_LEN];
+        head[..len].copy_from_slice(&batch[..len]);
+        rewrite(&mut head[..len])?;
+        Ok(StoredBatch {
+            head,
+            head_len: len as u8,
+            body: batch.slice(len..),
         })
     }
 

@@ -2638,11 +2638,21 @@ fn replay_restores_journaled_appends_a_power_cut_took_from_the_tail() {
 
 #[test]
 fn a_stored_batch_gives_its_rewritten_head_then_its_body_as_parts_and_as_chunks() {
+    use crate::protocol::record_batch::BATCH_HEADER_LEN;
     let batch = Bytes::from((0..100u8).collect::<Vec<u8>>());
-    let head: Vec<u8> = (0..BATCH_HEAD_MAX).map(|i| 200 - i as u8).collect();
-    let s = StoredBatch::with_head(&head, &batch).expect("a full header fits");
+    let head: Vec<u8> = (0..BATCH_HEADER_LEN).map(|i| 200 - i as u8).collect();
+    let s = StoredBatch::with_rewritten_head(&batch, |h| {
+        assert_eq!(
+            h,
+            &batch[..BATCH_HEADER_LEN],
+            "the rewrite starts from the batch's header"
+        );
+        h.copy_from_slice(&head);
+        Ok::<(), ()>(())
+    })
+    .expect("the rewrite succeeds");
     let mut expected = head.clone();
-    expected.extend_from_slice(&batch[BATCH_HEAD_MAX..]);
+    expected.extend_from_slice(&batch[BATCH_HEADER_LEN..]);
     assert_eq!(s.len(), 100);
     assert_eq!(s.parts().flatten().copied().collect::<Vec<u8>>(), expected);
     let chunks: Vec<Bytes> = s.chunks().collect();
@@ -2653,9 +2663,21 @@ fn a_stored_batch_gives_its_rewritten_head_then_its_body_as_parts_and_as_chunks(
     drop(s);
     assert_eq!(c.parts().flatten().copied().collect::<Vec<u8>>(), expected);
 
-    // Longer than the fixed header, or than the batch: refused, not truncated.
-    assert!(StoredBatch::with_head(&[0; BATCH_HEAD_MAX + 1], &batch).is_none());
-    assert!(StoredBatch::with_head(&[0; 10], &batch.slice(..5)).is_none());
+    // The rewrite's error is the answer; a batch shorter than the header is all head.
+    assert_eq!(
+        StoredBatch::with_rewritten_head(&batch, |_| Err("refused")).err(),
+        Some("refused")
+    );
+    let short = StoredBatch::with_rewritten_head(&batch.slice(..5), |h| {
+        assert_eq!(h.len(), 5);
+        h.fill(9);
+        Ok::<(), ()>(())
+    })
+    .expect("the rewrite succeeds");
+    assert_eq!(
+        short.chunks().collect::<Vec<Bytes>>(),
+        vec![Bytes::from(vec![9; 5])]
+    );
     // Stored whole: one chunk, the same bytes.
     let w = StoredBatch::whole(batch.clone());
     assert_eq!(w.chunks().collect::<Vec<Bytes>>(), vec![batch.clone()]);
