@@ -28,6 +28,14 @@ pub struct TopicMeta {
     pub configs: BTreeMap<String, String>,
 }
 
+impl TopicMeta {
+    /// The shard owning this topic's `partition`, if it exists.
+    pub fn shard_of(&self, partition: i32) -> Option<usize> {
+        let p = self.partitions.get(usize::try_from(partition).ok()?)?;
+        Some(p.shard as usize)
+    }
+}
+
 #[derive(
     Debug, Clone, PartialEq, Eq, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
@@ -106,9 +114,7 @@ impl MetadataImage {
 
     /// The shard owning `topic`/`partition`, if both exist.
     pub fn shard_of(&self, topic: &str, partition: i32) -> Option<usize> {
-        let t = self.topics.get(topic)?;
-        let p = t.partitions.get(usize::try_from(partition).ok()?)?;
-        Some(p.shard as usize)
+        self.topics.get(topic)?.shard_of(partition)
     }
 
     /// Partitions per shard, for least-loaded placement.

@@ -90,10 +90,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: RequestContext, mut r: Reader) -> Di
             } else if !writable {
                 error = ErrorCode::INVALID_TOPIC_EXCEPTION;
             } else {
-                let owner = placement
-                    .and_then(|t| t.partitions.get(usize::try_from(part.index).ok()?))
-                    .map(|p| p.shard as usize);
-                match owner {
+                match placement.and_then(|t| t.shard_of(part.index)) {
                     None => error = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                     // One node is the whole in-sync replica set (Kafka answers the same when
                     // the ISR is smaller than min.insync.replicas).
