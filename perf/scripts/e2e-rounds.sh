@@ -7,7 +7,8 @@
 # "is this second's tail a long round or a queue?". Leaves the bench's JSON and output and the
 # samples in OUT_DIR (default: a new temporary directory, named at the end) and deletes the
 # broker's data.
-#   Usage: perf/scripts/e2e-rounds.sh RATE [SECONDS] [OUT_DIR]
+#   Usage: [BROKER=path] perf/scripts/e2e-rounds.sh RATE [SECONDS] [OUT_DIR]   (BROKER: the
+#          broker binary or a wrapper script; default target/release/odradek)
 set -eu
 RATE=$1
 RUN_SECONDS=${2:-25}
@@ -17,7 +18,7 @@ mkdir -p "$OUT"
 PORT=19711
 # shellcheck source=perf/scripts/broker.sh
 source "$ROOT/perf/scripts/broker.sh"
-start_broker "$ROOT/target/release/odradek" "$PORT" "$OUT/data" "$OUT/broker.log"
+start_broker "${BROKER:-$ROOT/target/release/odradek}" "$PORT" "$OUT/data" "$OUT/broker.log"
 taskset -c 1 "$ROOT/target/release/odradek-bench" e2e --bootstrap "127.0.0.1:$PORT" \
   --cores 1-1 --quiet --partitions 16 --producers-per-core 4 --consumers-per-core 2 \
   --rate "$RATE" --duration-s "$RUN_SECONDS" --warmup-s 3 --json "$OUT/e2e.json" \

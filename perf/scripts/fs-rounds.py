@@ -6,12 +6,14 @@ k's fdatasyncs do (as the broker's rounds over few partitions). Prints MB/s, the
 the fdatasync median.
 
   perf/scripts/fs-rounds.py DIR FILES CHUNK_KIB SECONDS [--written] [--overlap] [--syncers N]
-                            [--syncfs]
+                            [--syncfs | --dsync]
 
 --written: the files' blocks are written (zeros) before the run, so the rounds overwrite them;
 otherwise the files start empty and grow, as segments do. Everything under DIR/fs-rounds is
 removed at the end. --syncfs: one syncfs(2) of DIR's filesystem per round instead of an
 fdatasync per file (it writes back everything dirty on that filesystem, not only these files).
+--dsync: the files are opened with O_DSYNC and a round is its writes alone (each write returns
+once durable, as write + fdatasync would), no fdatasync step.
 Also prints the process's CPU time per round (user + system, its threads included).
 """
 import argparse
@@ -35,6 +37,7 @@ def main():
     ap.add_argument("--overlap", action="store_true")
     ap.add_argument("--syncers", type=int, default=0)
     ap.add_argument("--syncfs", action="store_true")
+    ap.add_argument("--dsync", action="store_true")
     a = ap.parse_args()
     chunk = a.chunk_kib << 10
     work = os.path.join(a.dir, "fs-rounds")
@@ -56,6 +59,8 @@ def run(a, chunk, work):
                 f.flush()
                 os.fsync(f.fileno())
     flags = os.O_WRONLY | os.O_DIRECT | os.O_CREAT | (0 if a.written else os.O_TRUNC)
+    if a.dsync:
+        flags |= os.O_DSYNC
     fds = [os.open(p, flags, 0o600) for p in paths]
     buf = mmap.mmap(-1, chunk)  # page-aligned, as O_DIRECT needs
     buf.write(os.urandom(chunk))
@@ -79,7 +84,7 @@ def run(a, chunk, work):
             os.fdatasync(fds[i])
         sync_ms.append((time.perf_counter() - t) * 1000)
 
-    to_sync = [0] if a.syncfs else range(a.files)
+    to_sync = [] if a.dsync else [0] if a.syncfs else range(a.files)
 
     started = time.perf_counter()
     cpu_started = os.times()
@@ -101,10 +106,11 @@ def run(a, chunk, work):
     for fd in fds:
         os.close(fd)
     sync_ms.sort()
+    sync_ms = sync_ms or [0.0]
     print(
         f"files {a.files}, {a.chunk_kib} KiB each, {'written' if a.written else 'growing'}, "
         f"{'overlapped' if a.overlap else 'serial'}, "
-        f"{'syncfs' if a.syncfs else f'syncers {a.syncers or a.files}'}: "
+        f"{'O_DSYNC writes' if a.dsync else 'syncfs' if a.syncfs else f'syncers {a.syncers or a.files}'}: "
         f"{rounds * a.files * chunk / secs / 1e6:.0f} MB/s, {secs / rounds * 1000:.2f} ms/round, "
         f"{'syncfs' if a.syncfs else 'fdatasync'} p50 {sync_ms[len(sync_ms) // 2]:.2f} ms, "
         f"CPU {cpu_s / rounds * 1000:.2f} ms/round"
