@@ -11,7 +11,8 @@
 //!
 //! Contract every implementation keeps (the fake checks the callers against it):
 //! - A write covers whole 4 KiB pages from a page-aligned position (the last page padded with
-//!   zeros) and may extend the file; it is durable only once `fdatasync` of that file returned.
+//!   zeros) and may extend the file; it is durable only once `fdatasync` of that file returned,
+//!   or once a `write_padded_parts_durable` of it returned.
 //! - A directory entry (create, rename, remove, mkdir) is durable only once `sync_dir` of its
 //!   directory returned.
 //! - Errors are [`IoFailure`]s naming the operation, the path and the offset; a missing file is
@@ -37,6 +38,13 @@ pub trait SegmentFile: 'static {
     fn path(&self) -> &Path;
     /// Writes the concatenation of `parts` at the page-aligned `pos`, padding the last page.
     async fn write_padded_parts(&self, pos: u64, parts: &[&[u8]]) -> Result<(), IoFailure>;
+    /// [`SegmentFile::write_padded_parts`] that returns once what it wrote is durable, as that
+    /// write followed by [`SegmentFile::fdatasync`] would (the real disk does it in one
+    /// operation; the default is those two steps).
+    async fn write_padded_parts_durable(&self, pos: u64, parts: &[&[u8]]) -> Result<(), IoFailure> {
+        self.write_padded_parts(pos, parts).await?;
+        self.fdatasync().await
+    }
     /// [`SegmentFile::write_padded_parts`] of one slice.
     async fn write_padded(&self, pos: u64, data: &[u8]) -> Result<(), IoFailure> {
         self.write_padded_parts(pos, &[data]).await
@@ -107,6 +115,10 @@ impl SegmentFile for DirectFile {
     #[inline]
     async fn write_padded_parts(&self, pos: u64, parts: &[&[u8]]) -> Result<(), IoFailure> {
         DirectFile::write_padded_parts(self, pos, parts).await
+    }
+    #[inline]
+    async fn write_padded_parts_durable(&self, pos: u64, parts: &[&[u8]]) -> Result<(), IoFailure> {
+        DirectFile::write_padded_parts_durable(self, pos, parts).await
     }
     #[inline]
     async fn read(&self, pos: u64, len: usize) -> Result<Bytes, IoFailure> {

@@ -6,6 +6,13 @@
 //! wanted bytes out into a `Bytes` (the copy lets the buffer be sliced and shared by Fetch
 //! responses without holding glommio's `!Send` buffer).
 //!
+//! Writes that must be durable when they return ([`DirectFile::write_padded_parts_durable`]) go
+//! through a second descriptor of the same file opened with O_DSYNC: Linux then makes each write's
+//! data, and the metadata needed to read it back, durable before completing it, which is what a
+//! write followed by fdatasync gives, in one io_uring operation (one hand-off to a kernel worker
+//! on ext4 instead of two; `perf/2026-12-06-w4-shared-core.md`). glommio cannot set RWF_DSYNC on
+//! a single write, hence the descriptor.
+//!
 //! Runs on the owning shard only (`DmaFile` is `!Send`).
 
 use std::path::{Path, PathBuf};
@@ -171,6 +178,8 @@ async fn dma_open(opts: &OpenOptions, path: &Path) -> Result<DmaFile, IoFailure>
 /// An O_DIRECT file opened for reading and writing.
 pub struct DirectFile {
     file: DmaFile,
+    /// The same file opened again with O_DSYNC, on the first durable write (see the module docs).
+    dsync: std::cell::OnceCell<DmaFile>,
     path: PathBuf,
     /// Unique per opened file for the process's lifetime (see [`DirectFile::id`]).
     id: u64,
@@ -202,6 +211,7 @@ impl DirectFile {
             file,
             path: path.to_path_buf(),
             id: next_file_id(),
+            dsync: std::cell::OnceCell::new(),
         })
     }
 
@@ -220,6 +230,7 @@ impl DirectFile {
             file,
             path: path.to_path_buf(),
             id: next_file_id(),
+            dsync: std::cell::OnceCell::new(),
         })
     }
 
@@ -238,6 +249,53 @@ impl DirectFile {
     /// chunk waits for room in this thread's write-buffer budget (see [`limit_write_buffers`])
     /// before it takes its buffer.
     pub async fn write_padded_parts(&self, pos: u64, parts: &[&[u8]]) -> Result<(), IoFailure> {
+        self.write_parts_through(&self.file, pos, parts).await
+    }
+
+    /// [`DirectFile::write_padded_parts`] that returns once the bytes are durable, as if an
+    /// fdatasync of the file had followed it: written through the file's O_DSYNC descriptor
+    /// (opened on the first call; see the module docs).
+    pub async fn write_padded_parts_durable(
+        &self,
+        pos: u64,
+        parts: &[&[u8]],
+    ) -> Result<(), IoFailure> {
+        if self.dsync.get().is_none() {
+            // The same open file, not the path: the path may name another file by now (a
+            // segment replaced by compaction).
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&self.file);
+            let again = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_DSYNC)
+                .dma_open(format!("/proc/self/fd/{fd}"))
+                .await
+                .map_err(|e| {
+                    IoFailure::new("open O_DSYNC", &self.path, 0, std::io::Error::from(e))
+                })?;
+            if let Err(again) = self.dsync.set(again) {
+                // Opened meanwhile by another write of this file: keep that one.
+                let _ = again.close().await;
+            }
+        }
+        match self.dsync.get() {
+            Some(dsync) => self.write_parts_through(dsync, pos, parts).await,
+            None => Err(IoFailure::new(
+                "open O_DSYNC",
+                &self.path,
+                0,
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            )),
+        }
+    }
+
+    /// Writes the concatenation of `parts` at `pos` through `file` (this file's descriptor or
+    /// its O_DSYNC one).
+    async fn write_parts_through(
+        &self,
+        file: &DmaFile,
+        pos: u64,
+        parts: &[&[u8]],
+    ) -> Result<(), IoFailure> {
         if pos % PAGE_BYTES != 0 {
             return Err(IoFailure::new(
                 "write (unaligned position)",
@@ -257,7 +315,7 @@ impl DirectFile {
                 skip -= parts[part].len();
                 part += 1;
             }
-            writes.push(self.write_chunk(pos + start as u64, &parts[part..], skip, len));
+            writes.push(self.write_chunk(file, pos + start as u64, &parts[part..], skip, len));
             skip += len;
         }
         super::join::try_join_all(writes).await?;
@@ -268,6 +326,7 @@ impl DirectFile {
     /// pages.
     async fn write_chunk(
         &self,
+        file: &DmaFile,
         pos: u64,
         parts: &[&[u8]],
         skip: usize,
@@ -284,21 +343,21 @@ impl DirectFile {
             ),
             None => None,
         };
-        let mut buf = self.file.alloc_dma_buffer(aligned);
+        let mut buf = file.alloc_dma_buffer(aligned);
         let dst = buf.as_bytes_mut();
         copy_range(parts, skip, &mut dst[..len]);
         dst[len..].fill(0);
-        self.write_buffer(pos, buf, aligned).await
+        self.write_buffer(file, pos, buf, aligned).await
     }
 
     async fn write_buffer(
         &self,
+        file: &DmaFile,
         pos: u64,
         buf: glommio::io::DmaBuffer,
         len: usize,
     ) -> Result<(), IoFailure> {
-        let written = self
-            .file
+        let written = file
             .write_at(buf, pos)
             .await
             .map_err(|e| IoFailure::new("write", &self.path, pos, e))?;
@@ -358,6 +417,12 @@ impl DirectFile {
 
     pub async fn close(self) -> Result<(), IoFailure> {
         let path = self.path;
+        if let Some(dsync) = self.dsync.into_inner() {
+            dsync
+                .close()
+                .await
+                .map_err(|e| IoFailure::new("close O_DSYNC", &path, 0, e))?;
+        }
         self.file
             .close()
             .await
@@ -391,6 +456,7 @@ pub async fn read_whole_file(path: &Path) -> Result<Option<Bytes>, IoFailure> {
         file: f,
         path: path.to_path_buf(),
         id: next_file_id(),
+        dsync: std::cell::OnceCell::new(),
     };
     let size = f.size().await?;
     let data = f.read(0, size as usize).await?;
@@ -422,6 +488,45 @@ mod tests {
                 assert_eq!(dst, &whole[start..start + len], "start {start} len {len}");
             }
         }
+    }
+
+    /// A durable write goes through a second descriptor of the same open file, opened with
+    /// O_DSYNC (and O_DIRECT): it lands in that file even once its path names another one, and
+    /// reads back through the first descriptor.
+    #[test]
+    fn a_durable_write_goes_through_an_o_dsync_descriptor_of_the_same_file() {
+        on_executor(|| async {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("a");
+            let f = DirectFile::open(&path, true).await.unwrap();
+            let first: Vec<u8> = (0..5000).map(|i| (i % 251) as u8).collect();
+            f.write_padded_parts_durable(0, &[&first[..3000], &first[3000..]])
+                .await
+                .unwrap();
+            let fd = std::os::fd::AsRawFd::as_raw_fd(f.dsync.get().expect("opened"));
+            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .map(|v| i64::from_str_radix(v.trim(), 8).unwrap())
+                .unwrap();
+            assert_ne!(flags & libc::O_DSYNC as i64, 0, "{info}");
+            assert_ne!(flags & libc::O_DIRECT as i64, 0, "{info}");
+
+            // The path now names another file; the next durable write still lands in this one.
+            std::fs::rename(&path, dir.path().join("moved")).unwrap();
+            std::fs::write(&path, b"").unwrap();
+            let second = vec![0x5au8; 4096];
+            f.write_padded_parts_durable(8192, &[&second])
+                .await
+                .unwrap();
+            let back = f.read(0, 3 * 4096).await.unwrap();
+            assert!(back[..5000] == first[..]);
+            assert!(back[5000..8192].iter().all(|&z| z == 0));
+            assert!(back[8192..] == second[..]);
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+            f.close().await.unwrap();
+        });
     }
 
     /// Writes bigger than the whole budget still land byte for byte, chunk by chunk; while the

@@ -154,6 +154,9 @@ pub struct ShardProbe {
     fsync: RefCell<LatencyHistogram>,
     fsyncs_in_flight: Cell<u64>,
     commit_rounds: Cell<u64>,
+    /// Segment writes of group-commit rounds that were durable themselves (O_DSYNC), with no
+    /// fdatasync of their own.
+    durable_writes: Cell<u64>,
     /// Each group-commit round, from taking the dirty set to completing.
     commit_round: RefCell<LatencyHistogram>,
     /// Each produce that waits for durability, from its append to the end of the round that
@@ -195,6 +198,7 @@ impl ShardProbe {
             fsync: RefCell::new(LatencyHistogram::default()),
             fsyncs_in_flight: Cell::new(0),
             commit_rounds: Cell::new(0),
+            durable_writes: Cell::new(0),
             commit_round: RefCell::new(LatencyHistogram::default()),
             durable_wait: RefCell::new(LatencyHistogram::default()),
             journal: Cell::new(JournalTotals::default()),
@@ -334,6 +338,11 @@ impl ShardProbe {
         record_since(&self.fsync, started);
     }
 
+    /// A round's segment write was a durable one: it needed no fdatasync.
+    pub fn durable_write_done(&self) {
+        add(&self.durable_writes, 1);
+    }
+
     /// A group-commit round completed (every append it covers is durable); `started` is the
     /// [`ShardProbe::clock`] taken when it took its dirty set.
     pub fn commit_round_done(&self, started: Option<Instant>) {
@@ -431,6 +440,10 @@ impl ShardProbe {
 
     pub fn commit_rounds(&self) -> u64 {
         self.commit_rounds.get()
+    }
+
+    pub fn durable_writes(&self) -> u64 {
+        self.durable_writes.get()
     }
 
     pub fn io_totals(&self) -> IoTotals {

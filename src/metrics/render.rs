@@ -480,6 +480,13 @@ pub fn render(info: &ProcessInfo, shards: &[ShardSnapshot]) -> String {
     );
     o.per_shard(
         &shards,
+        "odradek_durable_writes_total",
+        "counter",
+        "Segment writes of group-commit rounds made durable by the write itself (O_DSYNC): no fdatasync of their own.",
+        |s| s.durable_writes,
+    );
+    o.per_shard(
+        &shards,
         "odradek_journal_entries_total",
         "counter",
         "Shard journal entries made durable: each one fdatasync for every partition in it.",

@@ -15,6 +15,15 @@
 //! The waiter checks its partition's high watermark afterwards, so a failed flush becomes that
 //! partition's KAFKA_STORAGE_ERROR and nobody else's.
 //!
+//! In a round over few partitions (those that overlap), a partition's write is a durable one
+//! (`PartitionLog::flush_write_round_durable`, an O_DSYNC write): it returns once the bytes are
+//! durable, so the durable half has no fdatasync left for that file. On ext4 that is one
+//! hand-off to an io_uring kernel worker per file instead of two, and the workers share the
+//! shard's core: W1 ran faster in three alternating pairs and W4's rounds shortened
+//! (`perf/2026-12-06-w4-shared-core.md`). Partitions the journal takes keep plain writes (one
+//! journal fdatasync covers them), and so do rounds over many partitions, which let their
+//! requests' budget go once written, before their fdatasyncs.
+//!
 //! Once a round's write half is done its batches are in their files (or the journal): the
 //! round lets go of them (the batch cache keeps its own reference) and says so
 //! ([`GroupCommit::wait_written`]), so the produce requests it covers give back their
@@ -221,7 +230,19 @@ impl GroupCommit {
     /// the journal; then the round's batches are let go of (the cache keeps its own reference)
     /// and the requests that brought them may give back their `queued.max.request.bytes`.
     async fn write_half(&self, round: u64, batch: &[Rc<Partition>]) -> RoundPlan {
-        let tickets = crate::io::join::join_all(batch.iter().map(|p| p.flush_write_round())).await;
+        // A round over few partitions fdatasyncs each file right after writing it: its writes
+        // may as well be durable ones, one operation per file instead of two (see the module
+        // docs). Not the partitions the journal takes, and not a round over many partitions:
+        // that one lets its requests' budget go once written, before its fdatasyncs.
+        let durable_writes = batch.len() <= OVERLAP_MAX_PARTITIONS;
+        let journal = self.journal();
+        let tickets = crate::io::join::join_all(batch.iter().map(|p| {
+            let journaled = journal
+                .as_ref()
+                .is_some_and(|j| j.would_take(p.log.unwritten_bytes()));
+            p.flush_write_round(durable_writes && !journaled)
+        }))
+        .await;
         let written: Vec<_> = batch
             .iter()
             .zip(tickets)
@@ -247,9 +268,15 @@ impl GroupCommit {
         clock: Option<std::time::Instant>,
     ) {
         let syncs = plan.per_file.into_iter().map(|(p, t)| async move {
-            let clock = self.probe.fsync_started();
+            // A durable write left nothing to fdatasync: counted apart.
+            if t.synced() {
+                self.probe.durable_write_done();
+            }
+            let clock = (!t.synced()).then(|| self.probe.fsync_started());
             p.flush_sync(t).await;
-            self.probe.fsync_done(clock);
+            if let Some(clock) = clock {
+                self.probe.fsync_done(clock);
+            }
         });
         let journaled = async {
             if let Some((journal, items)) = plan.journaled {

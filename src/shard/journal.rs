@@ -98,6 +98,12 @@ impl JournalSink {
         })
     }
 
+    /// Whether a round would journal a partition that adds `bytes` (if the entry has room):
+    /// such a partition's segment write should not be a durable one.
+    pub fn would_take(&self, bytes: u64) -> bool {
+        !self.failed.get() && bytes > 0 && bytes <= self.partition_max_bytes
+    }
+
     /// Writes the journal entry of a round whose segment writes completed: the partitions that
     /// added little go into it, the rest (and everyone, when the journal is off or full) are
     /// left to fdatasync their own file.
@@ -110,7 +116,8 @@ impl JournalSink {
         let mut budget = self.journal.capacity_bytes() / 4;
         let (small, big): (Vec<_>, Vec<_>) = items.into_iter().partition(|(_, t)| {
             let added = t.added_bytes();
-            let fits = added > 0 && added <= self.partition_max_bytes && added < budget;
+            let fits =
+                !t.synced() && added > 0 && added <= self.partition_max_bytes && added < budget;
             if fits {
                 budget = budget.saturating_sub(added + journal::RECORD_HEADER_BYTES as u64);
             }

@@ -54,9 +54,18 @@ impl Partition {
     /// The write half of a group-commit round for this partition (see
     /// `PartitionLog::flush_write_round`); `None` when nothing is left to fdatasync (also when
     /// the previous round already took every batch), or on failure (logged; the high watermark
-    /// stays put).
-    pub async fn flush_write_round(&self) -> Option<crate::storage::log::FlushTicket> {
-        match self.log.flush_write_round().await {
+    /// stays put). With `durable`, the writes return once durable and the durable half has no
+    /// fdatasync left to do (`PartitionLog::flush_write_round_durable`).
+    pub async fn flush_write_round(
+        &self,
+        durable: bool,
+    ) -> Option<crate::storage::log::FlushTicket> {
+        let written = if durable {
+            self.log.flush_write_round_durable().await
+        } else {
+            self.log.flush_write_round().await
+        };
+        match written {
             Ok(ticket) => ticket,
             Err(e) => {
                 self.log_error("flush (write)", &e);

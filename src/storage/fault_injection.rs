@@ -58,7 +58,8 @@
 //! `Journal<FakeDisk>` (`storage::journal`) of 18, 26 or 66 pages, driven through the protocol
 //! of `shard::journal` written again here (that file is tied to the real disk; each function
 //! says which one it mirrors): group-commit rounds (`flush_write_round` of every dirty partition,
-//! then one journal entry for those that added at most a threshold the seed picks, 2 KiB to
+//! or `flush_write_round_durable` for every other partition the journal would not take, so the
+//! durable half has nothing to fdatasync for it; then one journal entry for those that added at most a threshold the seed picks, 2 KiB to
 //! 1 MiB, so rounds are mixed or all-journaled; one journal fdatasync and `flush_journaled`,
 //! per-file `flush_sync` for the rest; a round's durable half may overlap the next round's
 //! write half; an entry holds at most a quarter of the journal), checkpoints (cut and
@@ -1747,6 +1748,75 @@ async fn fill(r: &mut Run, log: &Log, n: usize) {
     r.flushed(log).unwrap();
 }
 
+/// A round's durable write (`flush_write_round_durable`, O_DSYNC on the real disk) is durable
+/// when it returns: a power cut right after it, before any `flush_sync`, keeps its batches,
+/// where the same cut after a plain round write loses them. Its `flush_sync` then advances the
+/// high watermark without an fdatasync.
+#[test]
+fn a_durable_round_write_survives_a_power_cut_before_its_sync() {
+    on_executor(|| async {
+        for durable in [false, true] {
+            let mut r = targeted_run(15);
+            // One segment: no roll, whose sealing would make part of it durable in the write.
+            r.cfg.segment_bytes = 1 << 20;
+            let log = r.open().await.unwrap();
+            fill(&mut r, &log, 5).await;
+            let acked = log.high_watermark();
+            for _ in 0..4 {
+                r.append_one(&log).unwrap();
+            }
+            let appended = log.log_end_offset();
+            assert!(log.unwritten_bytes() > 0);
+            let ticket = if durable {
+                log.flush_write_round_durable().await
+            } else {
+                log.flush_write_round().await
+            };
+            let ticket = ticket.unwrap().expect("new batches to write");
+            assert_eq!(ticket.synced(), durable);
+            assert_eq!(log.unwritten_bytes(), 0);
+            assert_eq!(
+                log.high_watermark(),
+                acked,
+                "nothing acknowledged before the sync"
+            );
+            drop(ticket);
+            drop(log);
+            r.disk.power_cut_worst();
+            let log = r.open().await.unwrap();
+            let recovered = log.log_end_offset();
+            if durable {
+                assert_eq!(recovered, appended, "the durable write kept every batch");
+            } else {
+                assert_eq!(
+                    recovered, acked,
+                    "the plain write's batches were not durable"
+                );
+            }
+        }
+        // The sync of a durable write: no fdatasync, the high watermark moves.
+        let mut r = targeted_run(16);
+        let log = r.open().await.unwrap();
+        fill(&mut r, &log, 3).await;
+        r.append_one(&log).unwrap();
+        let ticket = log
+            .flush_write_round_durable()
+            .await
+            .unwrap()
+            .expect("a batch");
+        r.disk.fail_once("fdatasync", "topic-0");
+        log.flush_sync(ticket).await.unwrap();
+        assert_eq!(log.high_watermark(), log.log_end_offset());
+        r.flushed(&log).unwrap();
+        // The aimed failure is still pending: the next plain flush's fdatasync meets it.
+        r.append_one(&log).unwrap();
+        assert!(
+            log.flush().await.is_err(),
+            "the plain flush's fdatasync failed"
+        );
+    });
+}
+
 /// Regression (seeds 6, 25, 41, 46): an I/O error reading the log-start checkpoint at open was
 /// read as "no checkpoint", and records DeleteRecords had removed came back.
 #[test]
@@ -1875,6 +1945,8 @@ struct JournalCounts {
     rounds: u64,
     /// Rounds whose durable half ran while the next round wrote.
     overlapped_rounds: u64,
+    /// Partition writes of a round that were durable ones (`flush_write_round_durable`).
+    durable_writes: u64,
     /// Rounds that wrote a journal entry, with other partitions fdatasyncing their own file...
     mixed_rounds: u64,
     /// ...and with every written partition in the entry.
@@ -1916,6 +1988,7 @@ impl JournalCounts {
         self.seeds += o.seeds;
         self.rounds += o.rounds;
         self.overlapped_rounds += o.overlapped_rounds;
+        self.durable_writes += o.durable_writes;
         self.mixed_rounds += o.mixed_rounds;
         self.all_journaled_rounds += o.all_journaled_rounds;
         self.full_checkpoints += o.full_checkpoints;
@@ -2390,7 +2463,21 @@ impl JournalRun {
             if self.failed[i] || !log.has_unflushed() {
                 continue;
             }
-            match log.flush_write_round().await {
+            // As `GroupCommit::write_half`: a durable write for a partition the journal would not
+            // take (here every other one by round and partition, so the seed's stream of
+            // choices stays as it was).
+            let journal_takes = self.sink.as_ref().is_some_and(|s| {
+                let bytes = log.unwritten_bytes();
+                !s.failed && bytes > 0 && bytes <= s.partition_max_bytes
+            });
+            let durable = !journal_takes && (self.counts.rounds + i as u64) % 2 == 0;
+            let wrote = if durable {
+                self.counts.durable_writes += 1;
+                log.flush_write_round_durable().await
+            } else {
+                log.flush_write_round().await
+            };
+            match wrote {
                 Ok(Some(t)) => written.push((i, t)),
                 Ok(None) => {}
                 Err(e) => self.part_failed(i, "flush_write", e, true)?,
@@ -2490,7 +2577,7 @@ impl JournalRun {
         let mut budget = sink.journal.capacity_bytes() / 4;
         let (small, big): (Vec<_>, Vec<_>) = items.into_iter().partition(|(_, t)| {
             let added = t.added_bytes();
-            let fits = added > 0 && added <= max && added < budget;
+            let fits = !t.synced() && added > 0 && added <= max && added < budget;
             if fits {
                 budget = budget
                     .saturating_sub(added + crate::storage::journal::RECORD_HEADER_BYTES as u64);
@@ -2944,6 +3031,7 @@ fn journal_seeds() {
     if n >= 100 {
         assert!(
             t.mixed_rounds > 0
+                && t.durable_writes > 0
                 && t.all_journaled_rounds > 0
                 && t.wraps > 0
                 && t.checkpoints > 0

@@ -276,9 +276,17 @@ pub struct FlushTicket<F = DirectFile> {
     /// The batches this write added (offsets from `added_first_offset`), for the shard journal.
     added: Vec<StoredBatch>,
     added_first_offset: i64,
+    /// Written with [`SegmentFile::write_padded_parts_durable`]: already durable, nothing to
+    /// fdatasync.
+    synced: bool,
 }
 
 impl<F> FlushTicket<F> {
+    /// Its write was durable already: the durable half has no fdatasync to do.
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+
     /// Bytes of batches this write added to the segment.
     pub fn added_bytes(&self) -> u64 {
         self.added.iter().map(|b| b.len() as u64).sum()
@@ -922,6 +930,15 @@ impl<D: Disk> PartitionLog<D> {
     pub fn log_end_offset(&self) -> i64 {
         self.state.borrow().log_end_offset
     }
+    /// Bytes of batches appended but not yet written to their segment files: what the next
+    /// flush adds.
+    pub fn unwritten_bytes(&self) -> u64 {
+        let st = self.state.borrow();
+        st.segments
+            .values()
+            .map(|s| s.pending.len - s.pending.head.len() as u64)
+            .sum()
+    }
     /// End of the durable prefix; consumers read below it.
     pub fn high_watermark(&self) -> i64 {
         self.state.borrow().high_watermark
@@ -1286,7 +1303,7 @@ impl<D: Disk> PartitionLog<D> {
     /// group commit overlaps one round's fdatasyncs with the next round's writes. Writes stay
     /// serialised (the rewrite of a partial page must not race an older write of it).
     pub async fn flush_write(&self) -> Result<Option<FlushTicket<D::File>>, StorageError> {
-        self.flush_write_inner(false).await
+        self.flush_write_inner(false, false).await
     }
 
     /// [`PartitionLog::flush_write`] for a group-commit round, which skips a tail segment that
@@ -1297,12 +1314,24 @@ impl<D: Disk> PartitionLog<D> {
     /// through its own fdatasync (W5 at 30k rec/s: 240–475 of ~950 partitions every other
     /// round; `perf/2026-12-04-w5-cpu.md`).
     pub async fn flush_write_round(&self) -> Result<Option<FlushTicket<D::File>>, StorageError> {
-        self.flush_write_inner(true).await
+        self.flush_write_inner(true, false).await
+    }
+
+    /// [`PartitionLog::flush_write_round`] whose writes return once durable
+    /// ([`SegmentFile::write_padded_parts_durable`]): the ticket's
+    /// [`PartitionLog::flush_sync`] then only records it, without an fdatasync. For a round
+    /// that would fdatasync this file right after writing it anyway; a partition the shard
+    /// journal makes durable should not pay for it.
+    pub async fn flush_write_round_durable(
+        &self,
+    ) -> Result<Option<FlushTicket<D::File>>, StorageError> {
+        self.flush_write_inner(true, true).await
     }
 
     async fn flush_write_inner(
         &self,
         skip_unchanged_tail: bool,
+        durable_writes: bool,
     ) -> Result<Option<FlushTicket<D::File>>, StorageError> {
         let _permit =
             self.flush_lock
@@ -1335,7 +1364,7 @@ impl<D: Disk> PartitionLog<D> {
         let last = bases.last().copied();
         for base in bases {
             let step = async {
-                let Some((ticket, seal)) = self.write_pending(base).await? else {
+                let Some((ticket, seal)) = self.write_pending(base, durable_writes).await? else {
                     return Ok(None);
                 };
                 if seal.is_none() && Some(base) == last {
@@ -1408,6 +1437,7 @@ impl<D: Disk> PartitionLog<D> {
     async fn write_pending(
         &self,
         base: i64,
+        durable: bool,
     ) -> Result<Option<(FlushTicket<D::File>, Option<Vec<u8>>)>, StorageError> {
         // 1. Take the pending bytes; keep the partial last page for the next flush to rewrite.
         let (file, write_pos, data, end_size, end_next, seal, allocated) = {
@@ -1489,9 +1519,14 @@ impl<D: Disk> PartitionLog<D> {
             }
         }
 
-        // 3. Write (aligned, padded); durability is the caller's step.
+        // 3. Write (aligned, padded); durability is the caller's step, unless `durable`.
         if data.len > 0 {
-            file.write_padded_parts(write_pos, &data.parts()).await?;
+            if durable {
+                file.write_padded_parts_durable(write_pos, &data.parts())
+                    .await?;
+            } else {
+                file.write_padded_parts(write_pos, &data.parts()).await?;
+            }
         }
         Ok(Some((
             FlushTicket {
@@ -1501,14 +1536,18 @@ impl<D: Disk> PartitionLog<D> {
                 end_next,
                 added_first_offset: data.first_offset,
                 added: data.batches,
+                synced: durable && data.len > 0,
             },
             seal,
         )))
     }
 
-    /// fdatasyncs a written segment and records what became durable.
+    /// fdatasyncs a written segment (unless its write was durable already) and records what
+    /// became durable.
     async fn make_durable(&self, t: &FlushTicket<D::File>) -> Result<(), StorageError> {
-        t.file.fdatasync().await?;
+        if !t.synced {
+            t.file.fdatasync().await?;
+        }
         self.record_durable(t)
     }
 
