@@ -19,8 +19,8 @@
 //! (`PartitionLog::flush_write_round_durable`, an O_DSYNC write): it returns once the bytes are
 //! durable, so the durable half has no fdatasync left for that file. On ext4 that is one
 //! hand-off to an io_uring kernel worker per file instead of two, and the workers share the
-//! shard's core: W1 ran faster in three alternating pairs and W4's rounds shortened
-//! (`perf/2026-12-06-w4-shared-core.md`). Partitions the journal takes keep plain writes (one
+//! shard's core: W4's rounds were 0.43–0.73x as long in four alternating pairs, W1 did not
+//! change (`perf/2026-12-06-w4-shared-core.md`). Partitions the journal takes keep plain writes (one
 //! journal fdatasync covers them), and so do rounds over many partitions, which let their
 //! requests' budget go once written, before their fdatasyncs.
 //!
