@@ -20,9 +20,9 @@
 //! durable, so the durable half has no fdatasync left for that file. On ext4 that is one
 //! hand-off to an io_uring kernel worker per file instead of two, and the workers share the
 //! shard's core: W4's rounds were 0.43–0.73x as long in four alternating pairs, W1 did not
-//! change (`perf/2026-12-06-w4-shared-core.md`). Partitions the journal takes keep plain writes (one
-//! journal fdatasync covers them), and so do rounds over many partitions, which let their
-//! requests' budget go once written, before their fdatasyncs.
+//! change (`perf/2026-12-06-w4-shared-core.md`). Partitions the journal takes keep plain
+//! writes (one journal fdatasync covers them), and so do rounds over many partitions, which
+//! let their requests' budget go once written, before their fdatasyncs.
 //!
 //! Once a round's write half is done its batches are in their files (or the journal): the
 //! round lets go of them (the batch cache keeps its own reference) and says so
@@ -237,10 +237,11 @@ impl GroupCommit {
         let durable_writes = batch.len() <= OVERLAP_MAX_PARTITIONS;
         let journal = self.journal();
         let tickets = crate::io::join::join_all(batch.iter().map(|p| {
-            let journaled = journal
-                .as_ref()
-                .is_some_and(|j| j.would_take(p.log.unwritten_bytes()));
-            p.flush_write_round(durable_writes && !journaled)
+            let durable = durable_writes
+                && !journal
+                    .as_ref()
+                    .is_some_and(|j| j.would_take(p.log.unwritten_bytes()));
+            p.flush_write_round(durable)
         }))
         .await;
         let written: Vec<_> = batch
@@ -269,10 +270,12 @@ impl GroupCommit {
     ) {
         let syncs = plan.per_file.into_iter().map(|(p, t)| async move {
             // A durable write left nothing to fdatasync: counted apart.
-            if t.synced() {
+            let clock = if t.synced() {
                 self.probe.durable_write_done();
-            }
-            let clock = (!t.synced()).then(|| self.probe.fsync_started());
+                None
+            } else {
+                Some(self.probe.fsync_started())
+            };
             p.flush_sync(t).await;
             if let Some(clock) = clock {
                 self.probe.fsync_done(clock);

@@ -116,8 +116,7 @@ impl JournalSink {
         let mut budget = self.journal.capacity_bytes() / 4;
         let (small, big): (Vec<_>, Vec<_>) = items.into_iter().partition(|(_, t)| {
             let added = t.added_bytes();
-            let fits =
-                !t.synced() && added > 0 && added <= self.partition_max_bytes && added < budget;
+            let fits = !t.synced() && self.would_take(added) && added < budget;
             if fits {
                 budget = budget.saturating_sub(added + journal::RECORD_HEADER_BYTES as u64);
             }

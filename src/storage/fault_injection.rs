@@ -59,12 +59,13 @@
 //! of `shard::journal` written again here (that file is tied to the real disk; each function
 //! says which one it mirrors): group-commit rounds (`flush_write_round` of every dirty partition,
 //! or `flush_write_round_durable` for every other partition the journal would not take, so the
-//! durable half has nothing to fdatasync for it; then one journal entry for those that added at most a threshold the seed picks, 2 KiB to
-//! 1 MiB, so rounds are mixed or all-journaled; one journal fdatasync and `flush_journaled`,
-//! per-file `flush_sync` for the rest; a round's durable half may overlap the next round's
-//! write half; an entry holds at most a quarter of the journal), checkpoints (cut and
-//! unsynced files taken together, files fdatasynced, commit) before a round, between its entry
-//! write and its sync, after it, or rounds later, a checkpoint when the ring is full,
+//! durable half has nothing to fdatasync for it; then one journal entry for those that added
+//! at most a threshold the seed picks, 2 KiB to 1 MiB, so rounds are mixed or all-journaled;
+//! one journal fdatasync and `flush_journaled`, per-file `flush_sync` for the rest; a round's
+//! durable half may overlap the next round's write half; an entry holds at most a quarter of
+//! the journal), checkpoints (cut and unsynced files taken together, files fdatasynced,
+//! commit) before a round, between its entry write and its sync, after it, or rounds later,
+//! a checkpoint when the ring is full,
 //! the journal turned off after an I/O error on it, logs that failed out of space reopened
 //! after a checkpoint, and the start (every log opened, the journal recovered, each
 //! partition's records replayed sorted by base offset and flushed, the journal opened for a
