@@ -15,6 +15,7 @@ mod report;
 mod run;
 mod soak;
 mod stats;
+mod steal;
 mod workload;
 
 use std::path::{Path, PathBuf};

@@ -8,6 +8,7 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
 use crate::run::{fmt_int, RunOutcome, GENERATOR_SATURATED};
+use crate::steal::{self, StealDelta};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -152,6 +153,10 @@ pub fn summary_text(o: &RunOutcome) -> String {
         s.push_str(&line);
         s.push('\n');
     }
+    if let Some(line) = steal_line(&o.host_steal) {
+        s.push_str(&line);
+        s.push('\n');
+    }
     if o.errors_by_kind.is_empty() {
         s.push_str("errors: none\n");
     } else {
@@ -251,6 +256,45 @@ fn generator_line(o: &RunOutcome) -> Option<String> {
     Some(line)
 }
 
+/// What the VM's host took from each CPU over the measured window, with a warning when it
+/// was enough to make the figures incomparable (`None` without a reading).
+fn steal_line(host_steal: &[StealDelta]) -> Option<String> {
+    if host_steal.is_empty() {
+        return None;
+    }
+    let per_cpu: Vec<String> = host_steal
+        .iter()
+        .map(|d| format!("cpu{} {:.3}", d.cpu, d.fraction()))
+        .collect();
+    let mut line = format!(
+        "host steal (CPU time the VM's host gave elsewhere) in the measured window: {}",
+        per_cpu.join(", ")
+    );
+    if steal::max_fraction(host_steal) >= steal::STEAL_WARNING {
+        line.push_str(&format!(
+            "; WARNING: {:.0}% or more of a CPU was taken, compare these figures only with runs \
+             that lost as much",
+            steal::STEAL_WARNING * 100.0
+        ));
+    }
+    Some(line)
+}
+
+/// Per CPU, the share of its time the host took, for the JSON record.
+fn steal_json(host_steal: &[StealDelta]) -> Value {
+    Value::Object(
+        host_steal
+            .iter()
+            .map(|d| {
+                (
+                    format!("cpu{}", d.cpu),
+                    json!((d.fraction() * 1000.0).round() / 1000.0),
+                )
+            })
+            .collect(),
+    )
+}
+
 /// The JSON record of a run.
 pub fn to_json(name: &str, o: &RunOutcome, ceiling: Option<&Value>) -> Value {
     let m = &o.measured;
@@ -275,6 +319,7 @@ pub fn to_json(name: &str, o: &RunOutcome, ceiling: Option<&Value>) -> Value {
         "ok": o.ok(),
         "errors": o.errors_by_kind,
         "intervals": o.intervals,
+        "host_steal": steal_json(&o.host_steal),
     });
     if o.plan.produce {
         let (r, mb) = rates(m.produced_records, m.produced_bytes, o.measured_s);
@@ -589,4 +634,26 @@ pub fn write_panels_svg(
         path: path.display().to_string(),
         detail: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delta(cpu: usize, steal: u64, total: u64) -> StealDelta {
+        StealDelta { cpu, steal, total }
+    }
+
+    #[test]
+    fn steal_is_told_per_cpu_with_a_warning_from_five_percent() {
+        assert_eq!(steal_line(&[]), None);
+        let calm = steal_line(&[delta(0, 1, 1000), delta(1, 49, 1000)]).expect("a line");
+        assert!(calm.ends_with("cpu0 0.001, cpu1 0.049"), "{calm}");
+        let noisy = steal_line(&[delta(0, 1, 1000), delta(1, 50, 1000)]).expect("a line");
+        assert!(noisy.contains("cpu1 0.050; WARNING: 5% or more"), "{noisy}");
+        assert_eq!(
+            steal_json(&[delta(0, 1, 3), delta(1, 0, 0)]),
+            json!({"cpu0": 0.333, "cpu1": 0.0})
+        );
+    }
 }

@@ -21,6 +21,7 @@ use crate::client::consumer::{run_consumer, ConsumerResult, ConsumerSpec, StopRu
 use crate::client::producer::{PayloadPool, Producer, ProducerSpec, TxnCounts, TxnSpec};
 use crate::client::{ensure_topic, list_offsets, ClientError, TopicLayout};
 use crate::stats::{reconcile, Clock, CoreProbe, Counters, Ranges, Reconciliation, Tick};
+use crate::steal::{self, StealDelta, StealTicks};
 use crate::workload::{Cores, LoadSpec, SpecError};
 
 /// Set by the first SIGINT/SIGTERM: producers stop generating, consumers stop fetching, and the
@@ -166,6 +167,9 @@ pub struct IntervalRow {
     pub errors: u64,
     pub produce_latency_us_p99: u64,
     pub e2e_latency_us_p99: u64,
+    /// The largest share of any one CPU the VM's host took (steal) during this second, as read
+    /// when the second was reported (`crate::steal`).
+    pub host_steal: f64,
 }
 
 #[derive(Debug)]
@@ -205,6 +209,9 @@ pub struct RunOutcome {
     /// development VM ~0.4 GB/s including the host's own faults), so a generator still growing
     /// its buffers in the window spends part of its core on that instead of on load.
     pub generator_resident_growth: Option<i64>,
+    /// Per CPU of the machine, the time the VM's host took (steal) over the seconds of the
+    /// measured window. Empty if `/proc/stat` could not be read.
+    pub host_steal: Vec<StealDelta>,
 }
 
 /// Above this share of its core, a bench core may be what limits the run.
@@ -421,10 +428,26 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
     let mut so_far = Counters::default();
     let mut intervals = Vec::new();
     let mut done = 0;
-    let emit =
+    // Steal per second, read as each second is reported; the window's seconds are summed.
+    let mut steal_read = StealTicks::now();
+    let mut window_steal: Vec<Vec<StealDelta>> = Vec::new();
+    let in_window = |t_s: u64| {
+        t_s as f64 > spec.warmup_s && spec.duration_s.is_none_or(|d| t_s as f64 <= d.ceil())
+    };
+    let mut emit =
         |index: u64, c: Counters, so_far: &mut Counters, intervals: &mut Vec<IntervalRow>| {
             // Interval histograms hold post-warm-up samples only, so their sum is the total.
             so_far.add(&c);
+            let now = StealTicks::now();
+            let stolen = match (&now, &steal_read) {
+                (Some(now), Some(before)) => now.since(before),
+                _ => Vec::new(),
+            };
+            steal_read = now;
+            let host_steal = (steal::max_fraction(&stolen) * 1000.0).round() / 1000.0;
+            if in_window(index + 1) {
+                window_steal.push(stolen);
+            }
             let row = IntervalRow {
                 t_s: index + 1,
                 produced_records: c.produced_records,
@@ -434,6 +457,7 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
                 errors: c.errors,
                 produce_latency_us_p99: c.produce_latency_us.value_at_quantile(0.99),
                 e2e_latency_us_p99: c.e2e_latency_us.value_at_quantile(0.99),
+                host_steal,
             };
             if plan.progress {
                 let mut line = format!("[{:>4}s]", row.t_s);
@@ -460,6 +484,9 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
                     line.push_str(" |");
                 }
                 line.push_str(&format!(" errors {}", row.errors));
+                if row.host_steal >= 0.01 {
+                    line.push_str(&format!(" | host steal {:.2}", row.host_steal));
+                }
                 println!("{line}");
                 let _ = std::io::stdout().flush();
             }
@@ -502,6 +529,7 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
     for (i, (_, c)) in std::mem::take(&mut pending) {
         emit(i, c, &mut so_far, &mut intervals);
     }
+    let host_steal = steal::sum(&window_steal);
     let elapsed_s = clock.start.elapsed().as_secs_f64();
     let totals = so_far;
 
@@ -625,6 +653,7 @@ pub fn run(plan: RunPlan) -> Result<RunOutcome, RunError> {
         generator_busy,
         generator_core_busy,
         generator_resident_growth,
+        host_steal,
     })
 }
 

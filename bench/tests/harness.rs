@@ -158,7 +158,10 @@ fn librdkafka_reads_bench_batches() {
         }
         consumer.assign(&tpl).expect("assign");
         let mut n = 0;
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // The bench gives up 30 s after the last progress it saw, and the backlog's answers and
+        // errors after the kill are progress too: on a loaded machine that ended ~55 s after the
+        // start. The bound checked here is "ends by itself", with room for a slow machine.
+        let deadline = Instant::now() + Duration::from_secs(90);
         while n < 3000 && Instant::now() < deadline {
             match consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
@@ -350,6 +353,31 @@ fn suite_writes_results_with_ceiling() {
         "{v}"
     );
     assert!(out.contains("its resident memory grew"), "{out}");
+    // What the VM's host took (steal) from each of the machine's CPUs over the window, and from
+    // the busiest one each second: shares of a CPU, in the JSON and the summary.
+    let steal = v["host_steal"].as_object().expect("host steal");
+    assert_eq!(
+        steal.len() as u64,
+        v["machine"]["cpus"].as_u64().unwrap(),
+        "{v}"
+    );
+    assert!(
+        steal
+            .values()
+            .all(|f| (0.0..=1.0).contains(&f.as_f64().unwrap())),
+        "{v}"
+    );
+    let intervals = v["intervals"].as_array().expect("intervals");
+    assert!(
+        intervals
+            .iter()
+            .all(|i| (0.0..=1.0).contains(&i["host_steal"].as_f64().unwrap())),
+        "{v}"
+    );
+    assert!(
+        out.contains("host steal (CPU time the VM's host gave elsewhere)"),
+        "{out}"
+    );
     assert!(v["ceiling"]["tcp_mb_per_s"].as_f64().unwrap() > 0.0, "{v}");
     assert!(v["ceiling"]["disk_mb_per_s"].as_f64().unwrap() > 0.0, "{v}");
     assert!(
@@ -700,7 +728,7 @@ fn a_broker_killed_mid_run_ends_the_run_with_errors() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(took < Duration::from_secs(55), "took {took:?}\n{text}");
+    assert!(took < Duration::from_secs(85), "took {took:?}\n{text}");
     match out.status.code() {
         Some(1) => assert!(
             text.contains("errored") && !text.contains("errored 0;"),
