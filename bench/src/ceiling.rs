@@ -23,6 +23,7 @@
 //! - with a request shape (a workload of small requests, W5): loopback request/reply, one
 //!   request in flight per connection ([`request_reply`]).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -33,6 +34,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use odradek::io::dma::DirectFile;
 use serde::Serialize;
 
+use crate::steal::{self, StealWindow};
 use crate::workload::Cores;
 
 mod request_reply;
@@ -87,6 +89,8 @@ pub struct DurableFloor {
     pub latency_us: serde_json::Value,
     /// One round (write + fdatasync), per round (microseconds).
     pub round_us: serde_json::Value,
+    /// Per CPU, the share of its time the VM's host took while the floor ran (`crate::steal`).
+    pub host_steal: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -109,6 +113,10 @@ pub struct Ceiling {
     pub disk_rounds: Option<DiskRounds>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_reply: Option<RequestCeiling>,
+    /// Per CPU, the share of its time the VM's host took while the loopback, disk and
+    /// request/reply ceilings ran: a starved moment reads low, and so inflates every fraction
+    /// of it (`crate::steal`).
+    pub host_steal: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +173,7 @@ where
 
 pub fn measure(spec: &CeilingSpec) -> Result<Ceiling, CeilingError> {
     let client_cpu = spec.client_cpu();
+    let steal = StealWindow::start();
     let (tcp_bytes, tcp_secs) = tcp(client_cpu, spec.server_cpu, spec.tcp_seconds)?;
     let path = spec.scratch_path();
     let (disk_bytes, disk_secs, read_bytes, read_secs) =
@@ -186,6 +195,7 @@ pub fn measure(spec: &CeilingSpec) -> Result<Ceiling, CeilingError> {
             Some(shape) => Some(request_reply::measure(client_cpu, spec.server_cpu, shape)?),
             None => None,
         },
+        host_steal: steal::by_cpu(&steal.finish()),
     })
 }
 
@@ -550,6 +560,7 @@ fn durable_floor(
     let files = files.max(1);
     on_executor(cpu, "ceiling-floor", move || async move {
         let mut streams = open_streams(&path, files).await?;
+        let steal = StealWindow::start();
         let mut latency = crate::stats::new_histogram();
         let mut round = crate::stats::new_histogram();
         let started = Instant::now();
@@ -597,6 +608,7 @@ fn durable_floor(
             bytes,
             latency_us: crate::report::percentiles(&latency),
             round_us: crate::report::percentiles(&round),
+            host_steal: steal::by_cpu(&steal.finish()),
         })
     })
 }

@@ -262,13 +262,9 @@ fn steal_line(host_steal: &[StealDelta]) -> Option<String> {
     if host_steal.is_empty() {
         return None;
     }
-    let per_cpu: Vec<String> = host_steal
-        .iter()
-        .map(|d| format!("cpu{} {:.3}", d.cpu, d.fraction()))
-        .collect();
     let mut line = format!(
         "host steal (CPU time the VM's host gave elsewhere) in the measured window: {}",
-        per_cpu.join(", ")
+        steal::per_cpu_text(host_steal)
     );
     if steal::max_fraction(host_steal) >= steal::STEAL_WARNING {
         line.push_str(&format!(
@@ -278,21 +274,6 @@ fn steal_line(host_steal: &[StealDelta]) -> Option<String> {
         ));
     }
     Some(line)
-}
-
-/// Per CPU, the share of its time the host took, for the JSON record.
-fn steal_json(host_steal: &[StealDelta]) -> Value {
-    Value::Object(
-        host_steal
-            .iter()
-            .map(|d| {
-                (
-                    format!("cpu{}", d.cpu),
-                    json!((d.fraction() * 1000.0).round() / 1000.0),
-                )
-            })
-            .collect(),
-    )
 }
 
 /// The JSON record of a run.
@@ -319,7 +300,7 @@ pub fn to_json(name: &str, o: &RunOutcome, ceiling: Option<&Value>) -> Value {
         "ok": o.ok(),
         "errors": o.errors_by_kind,
         "intervals": o.intervals,
-        "host_steal": steal_json(&o.host_steal),
+        "host_steal": steal::by_cpu(&o.host_steal),
     });
     if o.plan.produce {
         let (r, mb) = rates(m.produced_records, m.produced_bytes, o.measured_s);
@@ -651,9 +632,5 @@ mod tests {
         assert!(calm.ends_with("cpu0 0.001, cpu1 0.049"), "{calm}");
         let noisy = steal_line(&[delta(0, 1, 1000), delta(1, 50, 1000)]).expect("a line");
         assert!(noisy.contains("cpu1 0.050; WARNING: 5% or more"), "{noisy}");
-        assert_eq!(
-            steal_json(&[delta(0, 1, 3), delta(1, 0, 0)]),
-            json!({"cpu0": 0.333, "cpu1": 0.0})
-        );
     }
 }

@@ -4,6 +4,8 @@
 //! not the broker. The bench reads it from `/proc/stat` once a second and over the measured
 //! window, so every figure carries what the machine took from it.
 
+use std::collections::BTreeMap;
+
 /// Above this share of a CPU lost to the host over the measured window, the run's figures are
 /// not comparable with runs that lost less, and the summary says so.
 pub const STEAL_WARNING: f64 = 0.05;
@@ -73,6 +75,46 @@ impl StealTicks {
             })
             .collect()
     }
+}
+
+/// Steal over a stretch of work that is not split into seconds (the ceiling's measurements):
+/// read at [`StealWindow::start`], taken at [`StealWindow::finish`].
+pub struct StealWindow(Option<StealTicks>);
+
+impl StealWindow {
+    pub fn start() -> StealWindow {
+        StealWindow(StealTicks::now())
+    }
+
+    /// Per CPU, what the host took since the start (empty if `/proc/stat` could not be read).
+    pub fn finish(&self) -> Vec<StealDelta> {
+        match (StealTicks::now(), &self.0) {
+            (Some(now), Some(start)) => now.since(start),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Per CPU (`cpu0`, `cpu1`, ...), the share the host took, to three decimals: the JSON form.
+pub fn by_cpu(deltas: &[StealDelta]) -> BTreeMap<String, f64> {
+    deltas
+        .iter()
+        .map(|d| {
+            (
+                format!("cpu{}", d.cpu),
+                (d.fraction() * 1000.0).round() / 1000.0,
+            )
+        })
+        .collect()
+}
+
+/// "cpu0 0.012, cpu1 0.034": the text form.
+pub fn per_cpu_text(deltas: &[StealDelta]) -> String {
+    deltas
+        .iter()
+        .map(|d| format!("cpu{} {:.3}", d.cpu, d.fraction()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The largest share any one CPU lost to the host.
@@ -160,6 +202,10 @@ mod tests {
         ]);
         assert_eq!(s, vec![a(0, 4, 200), a(1, 40, 200)]);
         assert!((s[1].fraction() - 0.2).abs() < 1e-12);
+        assert_eq!(per_cpu_text(&s), "cpu0 0.020, cpu1 0.200");
+        let map = by_cpu(&[a(0, 1, 3), a(1, 0, 0)]);
+        assert_eq!(map.get("cpu0"), Some(&0.333));
+        assert_eq!(map.get("cpu1"), Some(&0.0));
     }
 
     #[test]
@@ -170,5 +216,7 @@ mod tests {
         let d = later.since(&now);
         assert_eq!(d.len(), now.cpus.len());
         assert!(d.iter().all(|d| d.steal <= d.total));
+        let window = StealWindow::start().finish();
+        assert_eq!(window.len(), now.cpus.len());
     }
 }

@@ -378,6 +378,12 @@ fn suite_writes_results_with_ceiling() {
         out.contains("host steal (CPU time the VM's host gave elsewhere)"),
         "{out}"
     );
+    // And while the ceilings were measured: their fractions are only as good as that moment.
+    let ceiling_steal = v["ceiling"]["host_steal"]
+        .as_object()
+        .expect("ceiling steal");
+    assert_eq!(ceiling_steal.len(), steal.len(), "{v}");
+    assert!(out.contains("; host steal cpu0 "), "{out}");
     assert!(v["ceiling"]["tcp_mb_per_s"].as_f64().unwrap() > 0.0, "{v}");
     assert!(v["ceiling"]["disk_mb_per_s"].as_f64().unwrap() > 0.0, "{v}");
     assert!(

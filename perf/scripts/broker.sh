@@ -3,6 +3,7 @@
 #                                                         once PORT accepts connections (or 10 s on)
 #   stop_broker                                           stops it and waits for it to exit
 #   cpu_ticks PID                                         CPU time of all its threads, clock ticks
+#   release_binaries                                      BROKER and BENCH default to target/release
 start_broker() {
   local bin=$1 port=$2 data=$3 log=$4
   shift 4
@@ -24,4 +25,12 @@ stop_broker() {
 cpu_ticks() {
   local f
   read -r -a f <"/proc/$1/stat" && echo $((f[13] + f[14]))
+}
+
+# Sets BROKER and BENCH to this checkout's release build (CARGO_TARGET_DIR honoured) unless the
+# environment names other binaries. Needs ROOT, the repository's root.
+release_binaries() {
+  local target=${CARGO_TARGET_DIR:-$ROOT/target}/release
+  BROKER=${BROKER:-$target/odradek}
+  BENCH=${BENCH:-$target/odradek-bench}
 }

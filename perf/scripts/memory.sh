@@ -11,9 +11,7 @@
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/perf/scripts/broker.sh"
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/release
-BROKER=${BROKER:-$TARGET/odradek}
-BENCH=${BENCH:-$TARGET/odradek-bench}
+release_binaries
 ROUNDS=${1:-1}
 PARTITIONS=10000
 DATA=$(mktemp -d -t odradek-memory-XXXXXX)

@@ -7,9 +7,7 @@
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/perf/scripts/broker.sh"
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/release
-BROKER=${BROKER:-$TARGET/odradek}
-BENCH=${BENCH:-$TARGET/odradek-bench}
+release_binaries
 WORKLOADS=("$@")
 [ ${#WORKLOADS[@]} -eq 0 ] && WORKLOADS=(w1 w2 w3 w4 w5 w6)
 DATA=$(mktemp -d -t odradek-suite-XXXXXX)
