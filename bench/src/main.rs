@@ -281,7 +281,7 @@ fn dispatch(cmd: Cmd) -> Res<bool> {
             r.disk_rounds = ceiling::measure_rounds(&spec)?;
             println!(
                 "loopback TCP {:.1} MB/s (client cpu {:?}, server cpu {:?}); O_DIRECT write+fdatasync {:.1} MB/s ({} MiB, 1 MiB writes, sync every {} MiB); O_DIRECT sequential read {:.1} MB/s{}",
-                r.tcp_mb_per_s, r.tcp_client_cpu, r.tcp_server_cpu, r.disk_mb_per_s, c.disk_mib, c.sync_mib, r.disk_read_mb_per_s, steal_suffix(&r.host_steal)
+                r.tcp_mb_per_s, r.tcp_client_cpu, r.tcp_server_cpu, r.disk_mb_per_s, c.disk_mib, c.sync_mib, r.disk_read_mb_per_s, steal::ceiling_suffix(&r.host_steal)
             );
             if let Some(f) = &r.durable_floor {
                 println!("{}", floor_line(f));
@@ -364,27 +364,7 @@ fn floor_line(f: &ceiling::DurableFloor) -> String {
         ms(&f.latency_us, "max"),
         ms(&f.round_us, "p50"),
         ms(&f.round_us, "p99"),
-    ) + &steal_suffix(&f.host_steal)
-}
-
-/// "; host steal cpu0 0.012, cpu1 0.034" after a ceiling's figures, with a warning from
-/// [`steal::STEAL_WARNING`]: a ceiling measured in a starved moment reads low.
-fn steal_suffix(by_cpu: &std::collections::BTreeMap<String, f64>) -> String {
-    if by_cpu.is_empty() {
-        return String::new();
-    }
-    let text: Vec<String> = by_cpu
-        .iter()
-        .map(|(cpu, f)| format!("{cpu} {f:.3}"))
-        .collect();
-    let mut s = format!("; host steal {}", text.join(", "));
-    if by_cpu.values().any(|&f| f >= steal::STEAL_WARNING) {
-        s.push_str(&format!(
-            " (WARNING: the host took {:.0}% or more of a CPU while this was measured)",
-            steal::STEAL_WARNING * 100.0
-        ));
-    }
-    s
+    ) + &steal::ceiling_suffix(&f.host_steal)
 }
 
 /// Prints the summary, writes the requested files, says whether the run was clean.
@@ -482,7 +462,7 @@ fn suite(s: SuiteArgs) -> Res<bool> {
         let c = ceiling::measure(&spec)?;
         println!(
             "ceiling: loopback TCP {:.1} MB/s, O_DIRECT write+fdatasync {:.1} MB/s, O_DIRECT read {:.1} MB/s{}",
-            c.tcp_mb_per_s, c.disk_mb_per_s, c.disk_read_mb_per_s, steal_suffix(&c.host_steal)
+            c.tcp_mb_per_s, c.disk_mb_per_s, c.disk_read_mb_per_s, steal::ceiling_suffix(&c.host_steal)
         );
         if let Some(q) = &c.request_reply {
             println!("{}", request_line(q));

@@ -117,6 +117,26 @@ pub fn per_cpu_text(deltas: &[StealDelta]) -> String {
         .join(", ")
 }
 
+/// "; host steal cpu0 0.012, cpu1 0.034" after a ceiling's figures (from [`by_cpu`]), with a
+/// warning from [`STEAL_WARNING`]: a ceiling measured in a starved moment reads low.
+pub fn ceiling_suffix(by_cpu: &BTreeMap<String, f64>) -> String {
+    if by_cpu.is_empty() {
+        return String::new();
+    }
+    let text: Vec<String> = by_cpu
+        .iter()
+        .map(|(cpu, f)| format!("{cpu} {f:.3}"))
+        .collect();
+    let mut s = format!("; host steal {}", text.join(", "));
+    if by_cpu.values().any(|&f| f >= STEAL_WARNING) {
+        s.push_str(&format!(
+            " (WARNING: the host took {:.0}% or more of a CPU while this was measured)",
+            STEAL_WARNING * 100.0
+        ));
+    }
+    s
+}
+
 /// The largest share any one CPU lost to the host.
 pub fn max_fraction(deltas: &[StealDelta]) -> f64 {
     deltas.iter().map(StealDelta::fraction).fold(0.0, f64::max)
@@ -206,6 +226,21 @@ mod tests {
         let map = by_cpu(&[a(0, 1, 3), a(1, 0, 0)]);
         assert_eq!(map.get("cpu0"), Some(&0.333));
         assert_eq!(map.get("cpu1"), Some(&0.0));
+    }
+
+    #[test]
+    fn a_ceiling_s_steal_is_told_after_its_figures_with_a_warning_from_five_percent() {
+        let a = |cpu, steal, total| StealDelta { cpu, steal, total };
+        assert_eq!(ceiling_suffix(&BTreeMap::new()), "");
+        assert_eq!(
+            ceiling_suffix(&by_cpu(&[a(0, 0, 100), a(1, 49, 1000)])),
+            "; host steal cpu0 0.000, cpu1 0.049"
+        );
+        assert_eq!(
+            ceiling_suffix(&by_cpu(&[a(0, 5, 100), a(1, 0, 100)])),
+            "; host steal cpu0 0.050, cpu1 0.000 (WARNING: the host took 5% or more of a CPU \
+             while this was measured)"
+        );
     }
 
     #[test]
