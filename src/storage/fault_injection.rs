@@ -2023,6 +2023,14 @@ struct Sink {
     checkpoint_wanted: bool,
 }
 
+impl Sink {
+    /// Whether a round would journal a partition that adds `bytes` (if the entry has room):
+    /// mirrors `JournalSink::would_take`.
+    fn would_take(&self, bytes: u64) -> bool {
+        !self.failed && bytes > 0 && bytes <= self.partition_max_bytes
+    }
+}
+
 /// A round's written partitions by how they become durable: mirrors `shard::journal::RoundPlan`.
 #[derive(Default)]
 struct Plan {
@@ -2467,10 +2475,10 @@ impl JournalRun {
             // As `GroupCommit::write_half`: a durable write for a partition the journal would not
             // take (here every other one by round and partition, so the seed's stream of
             // choices stays as it was).
-            let journal_takes = self.sink.as_ref().is_some_and(|s| {
-                let bytes = log.unwritten_bytes();
-                !s.failed && bytes > 0 && bytes <= s.partition_max_bytes
-            });
+            let journal_takes = self
+                .sink
+                .as_ref()
+                .is_some_and(|s| s.would_take(log.unwritten_bytes()));
             let durable = !journal_takes && (self.counts.rounds + i as u64) % 2 == 0;
             let wrote = if durable {
                 self.counts.durable_writes += 1;
@@ -2574,11 +2582,10 @@ impl JournalRun {
             return Ok((plan, Flow::Go));
         };
         // An entry holds at most a quarter of the journal.
-        let max = sink.partition_max_bytes;
         let mut budget = sink.journal.capacity_bytes() / 4;
         let (small, big): (Vec<_>, Vec<_>) = items.into_iter().partition(|(_, t)| {
             let added = t.added_bytes();
-            let fits = !t.synced() && added > 0 && added <= max && added < budget;
+            let fits = !t.synced() && sink.would_take(added) && added < budget;
             if fits {
                 budget = budget
                     .saturating_sub(added + crate::storage::journal::RECORD_HEADER_BYTES as u64);
