@@ -23,7 +23,6 @@
 //! - with a request shape (a workload of small requests, W5): loopback request/reply, one
 //!   request in flight per connection ([`request_reply`]).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -34,7 +33,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use odradek::io::dma::DirectFile;
 use serde::Serialize;
 
-use crate::steal::{self, StealWindow};
+use crate::steal::{self, StealDelta, StealWindow};
 use crate::workload::Cores;
 
 mod request_reply;
@@ -90,7 +89,8 @@ pub struct DurableFloor {
     /// One round (write + fdatasync), per round (microseconds).
     pub round_us: serde_json::Value,
     /// Per CPU, the share of its time the VM's host took while the floor ran (`crate::steal`).
-    pub host_steal: BTreeMap<String, f64>,
+    #[serde(serialize_with = "steal::serialize_by_cpu")]
+    pub host_steal: Vec<StealDelta>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -116,7 +116,8 @@ pub struct Ceiling {
     /// Per CPU, the share of its time the VM's host took while the loopback, disk and
     /// request/reply ceilings ran: a starved moment reads low, and so inflates every fraction
     /// of it (`crate::steal`).
-    pub host_steal: BTreeMap<String, f64>,
+    #[serde(serialize_with = "steal::serialize_by_cpu")]
+    pub host_steal: Vec<StealDelta>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,7 +196,7 @@ pub fn measure(spec: &CeilingSpec) -> Result<Ceiling, CeilingError> {
             Some(shape) => Some(request_reply::measure(client_cpu, spec.server_cpu, shape)?),
             None => None,
         },
-        host_steal: steal::by_cpu(&steal.finish()),
+        host_steal: steal.finish(),
     })
 }
 
@@ -608,7 +609,7 @@ fn durable_floor(
             bytes,
             latency_us: crate::report::percentiles(&latency),
             round_us: crate::report::percentiles(&round),
-            host_steal: steal::by_cpu(&steal.finish()),
+            host_steal: steal.finish(),
         })
     })
 }

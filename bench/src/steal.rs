@@ -117,24 +117,28 @@ pub fn per_cpu_text(deltas: &[StealDelta]) -> String {
         .join(", ")
 }
 
-/// "; host steal cpu0 0.012, cpu1 0.034" after a ceiling's figures (from [`by_cpu`]), with a
-/// warning from [`STEAL_WARNING`]: a ceiling measured in a starved moment reads low.
-pub fn ceiling_suffix(by_cpu: &BTreeMap<String, f64>) -> String {
-    if by_cpu.is_empty() {
+/// "; host steal cpu0 0.012, cpu1 0.034" after a ceiling's figures, with a warning from
+/// [`STEAL_WARNING`]: a ceiling measured in a starved moment reads low.
+pub fn ceiling_suffix(deltas: &[StealDelta]) -> String {
+    if deltas.is_empty() {
         return String::new();
     }
-    let text: Vec<String> = by_cpu
-        .iter()
-        .map(|(cpu, f)| format!("{cpu} {f:.3}"))
-        .collect();
-    let mut s = format!("; host steal {}", text.join(", "));
-    if by_cpu.values().any(|&f| f >= STEAL_WARNING) {
+    let mut s = format!("; host steal {}", per_cpu_text(deltas));
+    if max_fraction(deltas) >= STEAL_WARNING {
         s.push_str(&format!(
             " (WARNING: the host took {:.0}% or more of a CPU while this was measured)",
             STEAL_WARNING * 100.0
         ));
     }
     s
+}
+
+/// Serializes per-CPU deltas as [`by_cpu`] gives them (`serialize_with` for the ceilings).
+pub fn serialize_by_cpu<S: serde::Serializer>(
+    deltas: &[StealDelta],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&by_cpu(deltas), serializer)
 }
 
 /// The largest share any one CPU lost to the host.
@@ -231,17 +235,23 @@ mod tests {
     #[test]
     fn a_ceiling_s_steal_is_told_after_its_figures_with_a_warning_from_five_percent() {
         let a = |cpu, steal, total| StealDelta { cpu, steal, total };
-        assert_eq!(ceiling_suffix(&BTreeMap::new()), "");
+        assert_eq!(ceiling_suffix(&[]), "");
         assert_eq!(
-            ceiling_suffix(&by_cpu(&[a(0, 0, 100), a(1, 49, 1000)])),
+            ceiling_suffix(&[a(0, 0, 100), a(1, 49, 1000)]),
             "; host steal cpu0 0.000, cpu1 0.049"
         );
         assert_eq!(
-            ceiling_suffix(&by_cpu(&[a(0, 5, 100), a(1, 0, 100)])),
+            ceiling_suffix(&[a(0, 5, 100), a(1, 0, 100)]),
             "; host steal cpu0 0.050, cpu1 0.000 (WARNING: the host took 5% or more of a CPU \
              while this was measured)"
         );
+        // The ceilings' JSON form is the window's.
+        let json = serde_json::to_value(SerializeByCpu(vec![a(0, 1, 3), a(1, 0, 0)])).unwrap();
+        assert_eq!(json, serde_json::json!({"cpu0": 0.333, "cpu1": 0.0}));
     }
+
+    #[derive(serde::Serialize)]
+    struct SerializeByCpu(#[serde(serialize_with = "serialize_by_cpu")] Vec<StealDelta>);
 
     #[test]
     fn this_machine_s_counters_can_be_read() {
